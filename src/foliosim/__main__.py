@@ -1,0 +1,3 @@
+from foliosim.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Human-facing renderings: terminal pictures, tables, plots, HTML."""

@@ -1,0 +1,1 @@
+"""The rmap trace: parsing, the per-operation state record, and replay."""
