@@ -10,7 +10,9 @@ store wraps like the C field it models.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
+from typing import NamedTuple
 
 from foliosim.cint import S32
 from foliosim.errors import Rejected
@@ -201,3 +203,21 @@ def folio_sub_return_large_mapcount(folio: Folio, diff: int, mm_id: int) -> tupl
         event = OwnerEvent.SUB_FREED_KEEP if freed else OwnerEvent.SUB_UNTRACKED_KEEP
     folio_unlock_large_mapcount(folio)
     return new_val + 1, event
+
+
+AddSub = Callable[[Folio, int, int], tuple[int, OwnerEvent]]
+
+
+class OwnerTracking(NamedTuple):
+    """An implementation of the owner-tracking update pair the rmap layer calls.
+
+    The kernel's is :data:`KERNEL_OWNER`; the checker passes deliberately wrong
+    variants (mutants) through the same rmap code to show that it catches them.
+    """
+
+    name: str
+    add: AddSub
+    sub: AddSub
+
+
+KERNEL_OWNER = OwnerTracking("kernel", folio_add_return_large_mapcount, folio_sub_return_large_mapcount)

@@ -17,10 +17,10 @@ from foliosim.errors import Rejected
 from foliosim.folio import Folio
 from foliosim.kconfig import ENTIRELY_MAPPED, FOLIO_PAGES_MAPPED
 from foliosim.owner import (
+    KERNEL_OWNER,
     OwnerEvent,
-    folio_add_return_large_mapcount,
+    OwnerTracking,
     folio_set_large_mapcount,
-    folio_sub_return_large_mapcount,
     large_mapcount_sanity_failure,
 )
 
@@ -114,7 +114,10 @@ def folio_add_new_anon_rmap(folio: Folio, mm_id: int) -> RmapResult:
     return RmapResult(nr_pages, nr_pages, False, event)
 
 
-def folio_add_rmap(folio: Folio, page: int, nr_pages: int, mm_id: int, level: RmapLevel) -> RmapResult:
+def folio_add_rmap(
+    folio: Folio, page: int, nr_pages: int, mm_id: int, level: RmapLevel,
+    owner: OwnerTracking = KERNEL_OWNER,
+) -> RmapResult:
     """``__folio_add_rmap()``: behind folio_add_{anon,file}_rmap_{ptes,pmd}()."""
     cfg = folio.config
     if folio.order == 0:
@@ -124,7 +127,7 @@ def folio_add_rmap(folio: Folio, page: int, nr_pages: int, mm_id: int, level: Rm
     nr_pmdmapped = 0
     if level is PTE:
         if cfg.no_page_mapcount:
-            total, event = folio_add_return_large_mapcount(folio, nr_pages, mm_id)
+            total, event = owner.add(folio, nr_pages, mm_id)
             nr = folio.nr_pages if total == nr_pages else 0  # was completely unmapped
             return RmapResult(nr, 0, False, event)
         counts = folio.page_mapcount
@@ -138,14 +141,14 @@ def folio_add_rmap(folio: Folio, page: int, nr_pages: int, mm_id: int, level: Rm
             if folio.nr_pages_mapped < ENTIRELY_MAPPED:
                 nr = first
         # The large mapcount is raised last, after the per-page counters.
-        _total, event = folio_add_return_large_mapcount(folio, nr_pages, mm_id)
+        _total, event = owner.add(folio, nr_pages, mm_id)
         return RmapResult(nr, 0, False, event)
     folio.entire_mapcount = _inc(folio.entire_mapcount)
     first_pmd = folio.entire_mapcount == 0
     if cfg.no_page_mapcount:
         if first_pmd:
             nr_pmdmapped = folio.nr_pages
-        total, event = folio_add_return_large_mapcount(folio, 1, mm_id)
+        total, event = owner.add(folio, 1, mm_id)
         nr = folio.nr_pages if total == 1 else 0
         return RmapResult(nr, nr_pmdmapped, False, event)
     if first_pmd:
@@ -154,11 +157,14 @@ def folio_add_rmap(folio: Folio, page: int, nr_pages: int, mm_id: int, level: Rm
         if mapped < 2 * ENTIRELY_MAPPED:
             nr_pmdmapped = folio.nr_pages
             nr = max(0, folio.nr_pages - (mapped & FOLIO_PAGES_MAPPED))
-    _total, event = folio_add_return_large_mapcount(folio, 1, mm_id)
+    _total, event = owner.add(folio, 1, mm_id)
     return RmapResult(nr, nr_pmdmapped, False, event)
 
 
-def folio_dup_rmap(folio: Folio, page: int, nr_pages: int, mm_id: int, level: RmapLevel) -> RmapResult:
+def folio_dup_rmap(
+    folio: Folio, page: int, nr_pages: int, mm_id: int, level: RmapLevel,
+    owner: OwnerTracking = KERNEL_OWNER,
+) -> RmapResult:
     """``__folio_dup_file_rmap()`` / ``__folio_try_dup_anon_rmap()`` counting, at fork.
 
     The pages are already mapped by the parent, so ``_nr_pages_mapped`` and the
@@ -174,14 +180,17 @@ def folio_dup_rmap(folio: Folio, page: int, nr_pages: int, mm_id: int, level: Rm
             counts = folio.page_mapcount
             for idx in range(page, page + nr_pages):
                 counts[idx] = _inc(counts[idx])
-        _total, event = folio_add_return_large_mapcount(folio, nr_pages, mm_id)
+        _total, event = owner.add(folio, nr_pages, mm_id)
         return RmapResult(0, 0, False, event)
     folio.entire_mapcount = _inc(folio.entire_mapcount)
-    _total, event = folio_add_return_large_mapcount(folio, 1, mm_id)
+    _total, event = owner.add(folio, 1, mm_id)
     return RmapResult(0, 0, False, event)
 
 
-def folio_remove_rmap(folio: Folio, page: int, nr_pages: int, mm_id: int, level: RmapLevel) -> RmapResult:
+def folio_remove_rmap(
+    folio: Folio, page: int, nr_pages: int, mm_id: int, level: RmapLevel,
+    owner: OwnerTracking = KERNEL_OWNER,
+) -> RmapResult:
     """``__folio_remove_rmap()``: behind folio_remove_rmap_{ptes,pmd}()."""
     cfg = folio.config
     if folio.order == 0:
@@ -192,14 +201,14 @@ def folio_remove_rmap(folio: Folio, page: int, nr_pages: int, mm_id: int, level:
     partially = False
     if level is PTE:
         if cfg.no_page_mapcount:
-            total, event = folio_sub_return_large_mapcount(folio, nr_pages, mm_id)
+            total, event = owner.sub(folio, nr_pages, mm_id)
             if total == 0:
                 nr = folio.nr_pages  # now completely unmapped
             else:
                 partially = total < folio.nr_pages and folio.entire_mapcount + 1 == 0
             return RmapResult(nr, 0, partially, event)
         # The large mapcount is lowered first, before the per-page counters.
-        _total, event = folio_sub_return_large_mapcount(folio, nr_pages, mm_id)
+        _total, event = owner.sub(folio, nr_pages, mm_id)
         counts = folio.page_mapcount
         last = 0
         for idx in range(page, page + nr_pages):
@@ -218,13 +227,13 @@ def folio_remove_rmap(folio: Folio, page: int, nr_pages: int, mm_id: int, level:
         last_pmd = folio.entire_mapcount < 0
         if last_pmd:
             nr_pmdmapped = folio.nr_pages
-        total, event = folio_sub_return_large_mapcount(folio, 1, mm_id)
+        total, event = owner.sub(folio, 1, mm_id)
         if total == 0:
             nr = folio.nr_pages
         else:
             partially = last_pmd and total < folio.nr_pages
         return RmapResult(nr, nr_pmdmapped, partially, event)
-    _total, event = folio_sub_return_large_mapcount(folio, 1, mm_id)
+    _total, event = owner.sub(folio, 1, mm_id)
     folio.entire_mapcount = S32.wrap(folio.entire_mapcount - 1)
     if folio.entire_mapcount < 0:
         folio.nr_pages_mapped = S32.wrap(folio.nr_pages_mapped - ENTIRELY_MAPPED)

@@ -14,6 +14,7 @@ from foliosim.errors import Rejected
 from foliosim.folio import Folio, folio_mapped
 from foliosim.kconfig import MAX_ORDER, KernelConfig
 from foliosim.mmid import MMIdAllocator
+from foliosim.owner import KERNEL_OWNER, OwnerTracking
 from foliosim.rmap import (
     PMD,
     PTE,
@@ -82,8 +83,9 @@ class FolioHandle:
 class RmapSystem:
     """Named MMs and folios under one kernel configuration."""
 
-    def __init__(self, config: KernelConfig | None = None) -> None:
+    def __init__(self, config: KernelConfig | None = None, owner: OwnerTracking = KERNEL_OWNER) -> None:
         self.config = config or KernelConfig()
+        self.owner = owner  # the owner-tracking implementation (the checker swaps in mutants)
         self.ids = MMIdAllocator(self.config)
         self.mms: dict[str, MMHandle] = {}
         self.folios: dict[str, FolioHandle] = {}
@@ -177,7 +179,7 @@ class RmapSystem:
     def map(self, folio_name: str, mm_name: str, level: RmapLevel, page: int = 0, nr: int = 1) -> RmapResult:
         """``folio_add_{anon,file}_rmap_{ptes,pmd}()``."""
         handle, mm, page, nr = self._prepare(folio_name, mm_name, level, page, nr)
-        result = folio_add_rmap(handle.folio, page, nr, mm.mm_id, level)
+        result = folio_add_rmap(handle.folio, page, nr, mm.mm_id, level, self.owner)
         self._account_add(handle, mm, level, page, nr)
         return result
 
@@ -191,7 +193,7 @@ class RmapSystem:
             )
         if level is PMD and not handle.truth.any_maps_pmd():
             raise Rejected(f"dup at pmd level of folio {folio_name!r}, which no MM maps by PMD")
-        result = folio_dup_rmap(handle.folio, page, nr, mm.mm_id, level)
+        result = folio_dup_rmap(handle.folio, page, nr, mm.mm_id, level, self.owner)
         self._account_add(handle, mm, level, page, nr)
         return result
 
@@ -206,7 +208,7 @@ class RmapSystem:
             )
         if level is PMD and not truth.mm_maps_pmd(mm_name):
             raise Rejected(f"unmap at pmd level: mm {mm_name!r} has no PMD mapping of folio {folio_name!r}")
-        result = folio_remove_rmap(handle.folio, page, nr, mm.mm_id, level)
+        result = folio_remove_rmap(handle.folio, page, nr, mm.mm_id, level, self.owner)
         if level is PMD:
             truth.remove_pmd(mm_name)
             mm.nr_mappings -= 1

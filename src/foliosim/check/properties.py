@@ -1,0 +1,182 @@
+"""The properties the checker proves, each a named predicate on one state.
+
+A state is an RmapSystem holding the checker's folio (its kernel fields and
+its ground truth) plus the "crowded" history bit. Each property returns None
+when it holds, else one sentence saying what is wrong. They are evaluated on
+every reachable state; the explorer also records the ``sanity`` property when
+RmapSystem rejects an otherwise valid operation with the kernel's own check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from foliosim.check.state import FOLIO
+from foliosim.folio import (
+    Folio,
+    folio_entire_mapcount,
+    folio_mapcount,
+    folio_maybe_mapped_shared,
+    folio_mm_id,
+)
+from foliosim.kconfig import ENTIRELY_MAPPED, MM_ID_DUMMY, MM_ID_MIN
+from foliosim.owner import large_mapcount_sanity_failure
+from foliosim.system import RmapSystem, free_page_check_failure
+from foliosim.truth import FolioTruth
+
+
+@dataclass(slots=True)
+class View:
+    """What a property looks at: the folio, its ground truth, live MM ids, the history bit."""
+
+    folio: Folio
+    truth: FolioTruth
+    mm_ids: dict[str, int]  # live MM name -> id
+    crowded: bool
+
+
+def view_of(system: RmapSystem, crowded: bool, folio: str = FOLIO) -> View:
+    handle = system.folios[folio]
+    return View(handle.folio, handle.truth, {n: h.mm_id for n, h in system.mms.items()}, crowded)
+
+
+def _names(view: View) -> str:
+    return ", ".join(str(m) for m in view.truth.mapped_mms()) or "none"
+
+
+def prop_sanity(view: View) -> str | None:
+    """__folio_large_mapcount_sanity_checks() would not fire on the next update."""
+    reason = large_mapcount_sanity_failure(view.folio, 1, MM_ID_MIN)
+    return None if reason is None else f"the kernel's sanity check would fire: {reason}"
+
+
+def prop_soundness(view: View) -> str | None:
+    """Never "exclusive" while two or more MMs map the folio."""
+    if view.truth.nr_mapping_mms() >= 2 and not folio_maybe_mapped_shared(view.folio):
+        return (f"folio_maybe_mapped_shared() is false but {view.truth.nr_mapping_mms()} MMs "
+                f"({_names(view)}) map the folio")
+    return None
+
+
+def prop_precision(view: View) -> str | None:
+    """Never "maybe shared" for an exclusive folio while at most two MMs have mapped it at once
+    since it was last fully unmapped."""
+    if not view.crowded and view.truth.nr_mapping_mms() <= 1 and folio_maybe_mapped_shared(view.folio):
+        return (f"folio_maybe_mapped_shared() is true but only {_names(view)} maps the folio, and no more "
+                "than two MMs have mapped it at once since it was last fully unmapped")
+    return None
+
+
+def prop_counters(view: View) -> str | None:
+    """Every counter equals the ground truth; slot counts never exceed their MM's mappings and
+    are exact while at most two MMs have mapped the folio at once."""
+    folio, truth = view.folio, view.truth
+    cfg = folio.config
+    total = truth.total_entries()
+    if folio_mapcount(folio) != total:
+        return f"folio_mapcount() is {folio_mapcount(folio)} but {total} page-table entries map the folio"
+    pmds = truth.pmd_entries()
+    if cfg.has_entire_mapcount(folio.order) and folio_entire_mapcount(folio) != pmds:
+        return f"folio_entire_mapcount() is {folio_entire_mapcount(folio)} but {pmds} PMDs map the folio"
+    if cfg.page_mapcount:
+        for page in range(folio.nr_pages):
+            want = truth.pte_mapcount(page)
+            if folio.page_mapcount[page] + 1 != want:
+                return f"page {page}'s mapcount is {folio.page_mapcount[page] + 1} but {want} PTEs map it"
+        pages = sum(1 for page in range(folio.nr_pages) if truth.pte_mapcount(page))
+        want_npm = pages + (ENTIRELY_MAPPED if pmds else 0)
+        if folio.nr_pages_mapped != want_npm:
+            return f"_nr_pages_mapped is {folio.nr_pages_mapped:#x} but should be {want_npm:#x}"
+    by_id = {mm_id: name for name, mm_id in view.mm_ids.items()}
+    ids = [folio_mm_id(folio, 0), folio_mm_id(folio, 1)]
+    if ids[0] != MM_ID_DUMMY and ids[0] == ids[1]:
+        return f"MM id {ids[0]} occupies both slots"
+    for idx in (0, 1):
+        slot_id = ids[idx]
+        if slot_id == MM_ID_DUMMY:
+            continue
+        name = by_id.get(slot_id)
+        count = folio.mm_id_mapcount[idx] + 1
+        if name is None:
+            return f"slot {idx} holds MM id {slot_id}, which no live MM has"
+        if count > truth.entries(name):
+            return (f"slot {idx} counts {count} mapping(s) for {name} (id {slot_id}), "
+                    f"which has {truth.entries(name)}")
+    if not view.crowded:
+        for mapped in truth.mapped_mms():
+            name = str(mapped)
+            mm_id = view.mm_ids.get(str(name), MM_ID_DUMMY)
+            if mm_id not in ids:
+                return f"{name} maps the folio but holds no slot, though at most two MMs ever mapped it at once"
+            idx = ids.index(mm_id)
+            if folio.mm_id_mapcount[idx] + 1 != truth.entries(name):
+                return (f"slot {idx} counts {folio.mm_id_mapcount[idx] + 1} for {name}, which has "
+                        f"{truth.entries(name)} mapping(s), though at most two MMs ever mapped it at once")
+    return None
+
+
+def prop_full_unmap(view: View) -> str | None:
+    """Once nothing maps the folio, its tracking state is the initial one (and it can be freed)."""
+    folio = view.folio
+    if view.truth.total_entries():
+        return None
+    fresh = Folio(folio.config, folio.order)
+    if folio.key() != fresh.key():
+        diffs = [name for name, a, b in zip(_KEY_FIELDS, folio.key(), fresh.key(), strict=False) if a != b]
+        return f"the folio is fully unmapped but differs from a fresh folio in {', '.join(diffs)}"
+    reason = free_page_check_failure(folio)
+    if reason is not None:
+        return f"the fully unmapped folio cannot be freed: {reason}"
+    return None
+
+
+_KEY_FIELDS = ("order", "_large_mapcount", "_entire_mapcount", "_nr_pages_mapped", "_mm_id_mapcount[0]",
+               "_mm_id_mapcount[1]", "_mm_ids", "_refcount", "_pincount",
+               *(f"page {i} _mapcount" for i in range(64)))
+
+
+def imprecise(view: View) -> bool:
+    """The report, not a property: exclusive in truth but reported maybe-shared."""
+    return (view.truth.total_entries() > 0 and view.truth.nr_mapping_mms() <= 1
+            and folio_maybe_mapped_shared(view.folio))
+
+
+Property = Callable[[View], "str | None"]
+
+#: Every property by name, in reporting order.
+PROPERTIES: dict[str, Property] = {
+    "sanity": prop_sanity,
+    "soundness": prop_soundness,
+    "precision": prop_precision,
+    "counters": prop_counters,
+    "full-unmap": prop_full_unmap,
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "sanity": "the kernel's own sanity checks (__folio_large_mapcount_sanity_checks) never fire on valid sequences",
+    "soundness": "never 'exclusive' while two or more MMs map the folio",
+    "precision": "never 'maybe shared' for an exclusive folio while at most two MMs have mapped it at once "
+                 "since it was last fully unmapped",
+    "counters": "mapcount, entire mapcount, page mapcounts, _nr_pages_mapped and the slots agree with the "
+                "ground truth (slots exact while at most two MMs have mapped it at once)",
+    "full-unmap": "full unmap returns the folio to its initial tracking state (and it can be freed)",
+}
+
+
+def select(names: list[str] | tuple[str, ...] | None) -> dict[str, Property]:
+    """The properties called ``names`` (all when None); ValueError naming an unknown one."""
+    if not names:
+        return dict(PROPERTIES)
+    unknown = [n for n in names if n not in PROPERTIES]
+    if unknown:
+        raise ValueError(f"unknown property {', '.join(unknown)} (known: {', '.join(PROPERTIES)})")
+    return {n: PROPERTIES[n] for n in PROPERTIES if n in names}
+
+
+def first_violation(view: View, props: dict[str, Property]) -> tuple[str, str] | None:
+    for name, prop in props.items():
+        msg = prop(view)
+        if msg is not None:
+            return name, msg
+    return None
