@@ -97,6 +97,7 @@ class ExploreResult:
     violations: dict[str, Counterexample] = field(default_factory=dict)
     imprecise_states: int = 0
     imprecise_example: Counterexample | None = None
+    visited: dict[bytes, bytes | None] | None = None  # canonical key -> parent key (keep_states=True)
 
     @property
     def states_per_second(self) -> float:
@@ -146,6 +147,7 @@ def explore(
     max_states: int | None = None,
     max_seconds: float | None = None,
     progress: Progress | None = None,
+    keep_states: bool = False,
 ) -> ExploreResult:
     """Explore every sequence of ``cfg``'s operations up to ``cfg.depth`` and check ``properties``."""
     props = select(properties)
@@ -237,6 +239,8 @@ def explore(
     for name in props:
         if name in found:
             result.violations[name] = _rebuild(cfg, owner, parents, found[name])
+    if keep_states:
+        result.visited = parents
     if imprecise_key is not None:
         ops = _path_ops(cfg, owner, parents, imprecise_key)
         result.imprecise_example = Counterexample(
@@ -275,6 +279,13 @@ def _walk(cfg: CheckConfig, owner: OwnerTracking, keys: list[bytes]) -> tuple[li
         op, system, crowded = _step_to(cfg, owner, system, crowded, target)
         ops.append(op)
     return ops, system, crowded
+
+
+def trace_to(cfg: CheckConfig, owner: OwnerTracking, parents: dict[bytes, bytes | None],
+             key: bytes) -> tuple[list[Op], RmapSystem]:
+    """The set-up and operations reaching (a state equivalent to) ``key``, and that state."""
+    ops, system, _crowded = _walk(cfg, owner, _chain(parents, key))
+    return ops, system
 
 
 def _path_ops(cfg: CheckConfig, owner: OwnerTracking, parents: dict[bytes, bytes | None], key: bytes) -> list[Op]:

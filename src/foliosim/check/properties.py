@@ -9,18 +9,13 @@ RmapSystem rejects an otherwise valid operation with the kernel's own check.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 
 from foliosim.check.state import FOLIO
-from foliosim.folio import (
-    Folio,
-    folio_entire_mapcount,
-    folio_mapcount,
-    folio_maybe_mapped_shared,
-    folio_mm_id,
-)
-from foliosim.kconfig import ENTIRELY_MAPPED, MM_ID_DUMMY, MM_ID_MIN
+from foliosim.folio import Folio, folio_maybe_mapped_shared, folio_mm_id
+from foliosim.invariants import counter_violations, soundness_violation
+from foliosim.kconfig import MM_ID_DUMMY, MM_ID_MIN
 from foliosim.owner import large_mapcount_sanity_failure
 from foliosim.system import RmapSystem, free_page_check_failure
 from foliosim.truth import FolioTruth
@@ -32,7 +27,7 @@ class View:
 
     folio: Folio
     truth: FolioTruth
-    mm_ids: dict[str, int]  # live MM name -> id
+    mm_ids: Mapping[Hashable, int]  # live MM name -> id
     crowded: bool
 
 
@@ -52,11 +47,8 @@ def prop_sanity(view: View) -> str | None:
 
 
 def prop_soundness(view: View) -> str | None:
-    """Never "exclusive" while two or more MMs map the folio."""
-    if view.truth.nr_mapping_mms() >= 2 and not folio_maybe_mapped_shared(view.folio):
-        return (f"folio_maybe_mapped_shared() is false but {view.truth.nr_mapping_mms()} MMs "
-                f"({_names(view)}) map the folio")
-    return None
+    """Never "exclusive" while two or more MMs map the folio (:func:`foliosim.invariants.soundness_violation`)."""
+    return soundness_violation(view.folio, view.truth)
 
 
 def prop_precision(view: View) -> str | None:
@@ -69,44 +61,22 @@ def prop_precision(view: View) -> str | None:
 
 
 def prop_counters(view: View) -> str | None:
-    """Every counter equals the ground truth; slot counts never exceed their MM's mappings and
-    are exact while at most two MMs have mapped the folio at once."""
+    """Every counter equals the ground truth (:func:`foliosim.invariants.counter_violations`);
+    in addition, while at most two MMs have mapped the folio at once, every mapping MM holds a
+    slot with its exact count."""
     folio, truth = view.folio, view.truth
-    cfg = folio.config
-    total = truth.total_entries()
-    if folio_mapcount(folio) != total:
-        return f"folio_mapcount() is {folio_mapcount(folio)} but {total} page-table entries map the folio"
-    pmds = truth.pmd_entries()
-    if cfg.has_entire_mapcount(folio.order) and folio_entire_mapcount(folio) != pmds:
-        return f"folio_entire_mapcount() is {folio_entire_mapcount(folio)} but {pmds} PMDs map the folio"
-    if cfg.page_mapcount:
-        for page in range(folio.nr_pages):
-            want = truth.pte_mapcount(page)
-            if folio.page_mapcount[page] + 1 != want:
-                return f"page {page}'s mapcount is {folio.page_mapcount[page] + 1} but {want} PTEs map it"
-        pages = sum(1 for page in range(folio.nr_pages) if truth.pte_mapcount(page))
-        want_npm = pages + (ENTIRELY_MAPPED if pmds else 0)
-        if folio.nr_pages_mapped != want_npm:
-            return f"_nr_pages_mapped is {folio.nr_pages_mapped:#x} but should be {want_npm:#x}"
-    by_id = {mm_id: name for name, mm_id in view.mm_ids.items()}
+    problems = counter_violations(folio, truth, view.mm_ids)
+    if problems:
+        return "; ".join(problems)
     ids = [folio_mm_id(folio, 0), folio_mm_id(folio, 1)]
-    if ids[0] != MM_ID_DUMMY and ids[0] == ids[1]:
-        return f"MM id {ids[0]} occupies both slots"
+    live = set(view.mm_ids.values())
     for idx in (0, 1):
-        slot_id = ids[idx]
-        if slot_id == MM_ID_DUMMY:
-            continue
-        name = by_id.get(slot_id)
-        count = folio.mm_id_mapcount[idx] + 1
-        if name is None:
-            return f"slot {idx} holds MM id {slot_id}, which no live MM has"
-        if count > truth.entries(name):
-            return (f"slot {idx} counts {count} mapping(s) for {name} (id {slot_id}), "
-                    f"which has {truth.entries(name)}")
+        if ids[idx] != MM_ID_DUMMY and ids[idx] not in live:
+            return f"slot {idx} holds MM id {ids[idx]}, which no live MM has"
     if not view.crowded:
         for mapped in truth.mapped_mms():
             name = str(mapped)
-            mm_id = view.mm_ids.get(str(name), MM_ID_DUMMY)
+            mm_id = view.mm_ids.get(name, MM_ID_DUMMY)
             if mm_id not in ids:
                 return f"{name} maps the folio but holds no slot, though at most two MMs ever mapped it at once"
             idx = ids.index(mm_id)
