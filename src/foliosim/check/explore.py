@@ -212,7 +212,7 @@ def explore(
             expanded += 1
             if stop:
                 break
-            if expanded % 2000 == 0:
+            if expanded % 256 == 0:
                 elapsed = time.perf_counter() - start
                 if progress is not None:
                     progress({"depth": depth + 1, "states": len(parents), "transitions": result.transitions,
