@@ -146,9 +146,6 @@ def examples(which: str, word_bits: str, no_page_mapcount: bool, trace_only: boo
             sys.exit(1)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
 
 @main.command()
 @click.option("--mms", type=click.IntRange(1, 8), default=2, show_default=True, help="Number of MM names.")
@@ -201,3 +198,7 @@ def check(mms: int, order: int, depth: int, word_bits: str, no_page_mapcount: bo
         replay_path=replay_path, interleave=interleave, cpus=cpus, reader=reader, no_lock=no_lock,
         as_json=as_json, quiet=quiet, out=click.echo, err=lambda s: click.echo(s, err=True))
     sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
