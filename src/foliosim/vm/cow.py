@@ -110,6 +110,7 @@ def wp_page_copy(m: Machine, mm: MM, vma: Vma, vpn: int, pte: Pte, unshare: bool
     """``wp_page_copy()``: copy the one faulting page into a new order-0 anon folio."""
     old = pte.folio
     content = ZERO_PAGE if old.is_zero else old.data[pte.page]
+    m.ref.privatize(mm, vma, vpn)
     m.get(old)  # do_wp_page() holds a reference across the copy
     new = m.alloc_folio(FolioKind.ANON, 0, [content])
     m.anon_vma_prepare(vma)

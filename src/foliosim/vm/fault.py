@@ -110,6 +110,7 @@ def do_file_fault(m: Machine, mm: MM, vma: Vma, vpn: int, write: bool) -> None:
     index = vma.file_index(vpn)
     if write and not vma.shared:  # do_cow_fault(): a private copy; the page-cache page is not mapped
         src = m.pagecache_folio(file, index)
+        m.ref.privatize(mm, vma, vpn)
         m.get(src)
         new = m.alloc_folio(FolioKind.ANON, 0, [src.data[index - src.index]])
         m.anon_vma_prepare(vma)

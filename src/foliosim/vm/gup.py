@@ -56,6 +56,7 @@ def gup(m: Machine, task_name: str, handle: str, addr: int, length: int, *, writ
         m.emit("gup", f"{mm.name}: MMF_HAS_PINNED set")
     pages: list[tuple[SimFolio, int]] = []
     vpns: list[int | None] = []
+    shared: list[tuple[str, int] | None] = []
     for vpn in range(start, start + nr):
         vma = mm.find_vma(vpn)
         assert vma is not None
@@ -67,9 +68,10 @@ def gup(m: Machine, task_name: str, handle: str, addr: int, length: int, *, writ
                 m.get(f)
                 f.refs += 1
         pages.append((f, page))
+        shared.append((vma.file.name, vma.file_index(vpn)) if vma.shared and vma.file is not None else None)
         coherent = f.is_anon or vma.shared or (foll_pin and longterm)
         vpns.append(vpn if coherent else None)
-    m.gup[handle] = GupHandle(handle, task.name, mm, foll_pin, write, longterm, pages, vpns)
+    m.gup[handle] = GupHandle(handle, task.name, mm, foll_pin, write, longterm, pages, vpns, shared=shared)
     m.gup[handle].track(m)
     kind = ("R/W" if write else "R/O") + (" long-term" if longterm else "") + (" fast" if fast else "")
     what = f"{kind} pin" if foll_pin else "vmsplice reference"

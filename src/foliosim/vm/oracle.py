@@ -65,6 +65,14 @@ class ReferenceMemory:
         else:
             self.private[mm.name][vpn] = new
 
+    def privatize(self, mm: MM, vma: Vma, vpn: int) -> None:
+        """A private mapping stopped following its file at ``vpn`` (CoW broken by a GUP write
+        or by unsharing for a long-term pin): from now on it keeps its own copy."""
+        if vma.file is not None and not vma.shared:
+            pages = self.private[mm.name]
+            if vpn not in pages:
+                pages[vpn] = self.expected(mm, vma, vpn)
+
     def unmap(self, mm: MM, start: int, end: int) -> None:
         pages = self.private[mm.name]
         for vpn in [v for v in pages if start <= v < end]:
@@ -106,6 +114,7 @@ class GupHandle:
     vpns: list[int | None]
     allowed: list[set[bytes]] = field(default_factory=list)
     owner_exited: bool = False
+    shared: list[tuple[str, int] | None] = field(default_factory=list)  # (file, index) of shared-mapping pages
 
     def track(self, m: Machine) -> None:
         if not self.allowed:
@@ -164,6 +173,14 @@ def _check_gup(m: Machine, problems: list[str]) -> None:
         for i, (f, page) in enumerate(h.pages):
             got = f.data[page]
             vpn = h.vpns[i]
+            where = h.shared[i] if h.shared else None
+            if where is not None:  # a page-cache page of a shared mapping: always the file's content
+                want = m.ref.files[where[0]][where[1]]
+                if got != want:
+                    problems.append(f"{'pin' if h.foll_pin else 'pipe'} {h.name}: page {i} ({f.name}[{page}]) "
+                                    f"holds {describe_page(got)}, file {where[0]} page {where[1]} is "
+                                    f"{describe_page(want)}")
+                continue
             if h.foll_pin:
                 if vpn is None:
                     continue
