@@ -202,3 +202,56 @@ def check(mms: int, order: int, depth: int, word_bits: str, no_page_mapcount: bo
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@main.command("run")
+@click.argument("scenario", metavar="FILE.scenario")
+@click.option("--trace", "trace_out", default=None, metavar="OUT.jsonl",
+              help="Write every rmap call the simulator made as an rmap trace (replayable with `foliosim replay`).")
+@WORD_BITS
+@NO_PAGE_MAPCOUNT
+@click.option("--no-check", is_flag=True, help="Do not run the isolation oracle after every step.")
+@click.option("-v", "--verbose", is_flag=True, help="Also show every rmap call and memory access.")
+def run_scenario(scenario: str, trace_out: str | None, word_bits: str, no_page_mapcount: bool,
+                 no_check: bool, verbose: bool) -> None:
+    """Run a scenario file on the simulated machine and print its timeline and a summary.
+
+    Exit status: 0 ok, 1 unreadable or malformed scenario (the line is named),
+    4 an `expect` failed or the isolation oracle found a violation.
+    """
+    from foliosim.report.timeline import render_step, render_summary
+    from foliosim.vm.scenario import ScenarioError
+    from foliosim.vm.scenario import run as run_file
+
+    try:
+        with open(scenario, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        click.echo(f"foliosim run: cannot read {scenario}: {getattr(exc, 'strerror', None) or exc}", err=True)
+        sys.exit(1)
+    config = _config(word_bits, no_page_mapcount)
+
+    def show(rec: Any, machine: Any) -> None:
+        for line in render_step(rec, machine, verbose):
+            click.echo(line)
+
+    try:
+        result = run_file(text, config, not no_check, on_step=show)
+    except ScenarioError as exc:
+        click.echo(f"foliosim run: {scenario}: {exc}", err=True)
+        sys.exit(1)
+    if trace_out is not None:
+        try:
+            with open(trace_out, "w", encoding="utf-8") as out:
+                for op in result.machine.trace:
+                    out.write(json.dumps(op.to_json(), separators=(",", ":")) + "\n")
+        except OSError as exc:
+            click.echo(f"foliosim run: cannot write {trace_out}: {exc.strerror or exc}", err=True)
+            sys.exit(1)
+    if result.error is not None:
+        click.echo(f"foliosim run: {scenario}: {result.error}", err=True)
+        sys.exit(1)
+    for line in render_summary(result):
+        click.echo(line)
+    if result.violation or result.failures:
+        sys.exit(4)

@@ -1,0 +1,49 @@
+"""Files and shmem objects with their page cache.
+
+A page-cache folio is shared by every task that maps the file: each mapping
+adds rmap and a reference; the page cache itself holds ``nr_pages``
+references (filemap_add_folio()). Nothing is ever evicted or written back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from foliosim.vm.memory import ZERO_PAGE
+from foliosim.vm.pagetable import SimFolio
+
+
+@dataclass(slots=True, eq=False)
+class SimFile:
+    """A regular file or a shmem object: its on-disk pages and its cached folios.
+
+    ``order`` is the folio order the page cache allocates (large folios of
+    file systems / shmem huge=, simplified to one order per file).
+    """
+
+    name: str
+    nr_pages: int
+    order: int = 0
+    shmem: bool = False
+    disk: list[bytes] = field(default_factory=list)
+    cache: dict[int, SimFolio] = field(default_factory=dict)  # every page index -> folio
+
+    def __post_init__(self) -> None:
+        if not self.disk:
+            self.disk = [ZERO_PAGE] * self.nr_pages
+
+    def lookup(self, index: int) -> SimFolio | None:
+        return self.cache.get(index)
+
+    def content(self, index: int) -> bytes:
+        """What a read of page ``index`` returns (cached folio, else the disk)."""
+        folio = self.cache.get(index)
+        if folio is None:
+            return self.disk[index]
+        return folio.data[index - folio.index]
+
+    def folio_range(self, index: int) -> tuple[int, int]:
+        """The aligned page-index range a new folio for ``index`` covers."""
+        nr = 1 << self.order
+        first = index & ~(nr - 1)
+        return first, min(nr, self.nr_pages - first)
