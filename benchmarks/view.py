@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -95,7 +96,8 @@ def main() -> None:
         "<!-- view:start -->",
         "## Viewer page (benchmarks/view.py)",
         "",
-        f"Machine: {cpu}, Python {platform.python_version()}, Chromium {version} (headless, Debian package).",
+        f"Machine: {cpu}, Python {platform.python_version()}, Chromium {version} (headless, Debian package); "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores while measuring.",
         f"Trace: the first {args.steps:,} lines of the standard benchmark trace (64 order-4 folios, 3 MMs, "
         f"seed {STANDARD_SPEC.seed}), 64-bit, CONFIG_PAGE_MAPCOUNT.",
         "",

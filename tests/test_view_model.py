@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from foliosim.cli import main
 from foliosim.explain import explain_verdict
 from foliosim.kconfig import KernelConfig
-from foliosim.report.view import SCHEMA, encode, example_frames, trace_frames
+from foliosim.report.view import SCHEMA, Frame, ViewModel, encode, example_frames, trace_frames
 from foliosim.report.view_html import embed_json, render_page
 from foliosim.trace.examples import EXAMPLE_1, EXAMPLE_2, EXAMPLES
 from foliosim.trace.generate import TraceSpec, generate_ops, setup_ops, to_op
@@ -268,3 +269,65 @@ def test_examples_pages_are_committed_and_current(tmp_path: Path) -> None:
         doc = document_of(fresh)
         assert doc["title"] == example.title
         assert [s["note"] for s in steps(doc)] == [s.narration for s in example.steps]
+
+
+# -- the process-level part from a simulator-shaped snapshot ----------------------------------
+
+
+def test_snapshot_process_view() -> None:
+    from foliosim.report.view import PageRun, snapshot_process_view
+
+    snap = {
+        "step": 4,
+        "tasks": {"C": (2, "mm2"), "P": (1, "mm1")},
+        "mms": {
+            "mm1": {"mm_id": 1, "users": 1, "count": 1, "vmas": ((16, 24, "buf anon private rw"),),
+                    "ptes": ((16, "f1", 0, False), (17, "f1", 1, False), (18, "f1", 2, True), (20, "f3", 0, False)),
+                    "pmds": ()},
+            "mm2": {"mm_id": 2, "users": 1, "count": 1, "vmas": ((512, 1024, "thp anon private rw"),),
+                    "ptes": (), "pmds": ((1, "f9", True),)},
+        },
+    }
+    view = snapshot_process_view(snap, pmd_order=9)
+    assert [(t.name, t.pid, t.mm) for t in view.tasks] == [("P", 1, "mm1"), ("C", 2, "mm2")]
+    mm1, mm2 = view.mms
+    assert mm1.vmas[0].runs == (PageRun(16, 2, "f1", 0), PageRun(18, 1, "f1", 2, write=True),
+                                PageRun(19, 1, None), PageRun(20, 1, "f3", 0), PageRun(21, 3, None))
+    assert mm2.vmas[0].runs == (PageRun(512, 512, "f9", 0, write=True, pmd=True),)
+    doc = encode(ViewModel(KernelConfig(), "p", frames=[Frame(0, "x", "x", process=view)]))
+    f9 = doc["folios"].index("f9")
+    assert doc["process"]["snapshots"][0][1][1][4][0][3] == [[512, 512, f9, 0, 1, 1]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.sampled_from(["a", "b"]), st.integers(0, 3), st.booleans()),
+                max_size=30))
+def test_page_runs_cover_the_vma_and_keep_every_mapping(ptes: list[tuple[int, str, int, bool]]) -> None:
+    from foliosim.report.view import page_runs
+
+    start, end = 5, 35
+    first: dict[int, tuple[str, int, bool]] = {}
+    for vpn, folio, page, write in sorted(ptes):
+        first.setdefault(vpn, (folio, page, write))
+    runs = page_runs(start, end, [(v, 1, f, p, w, False) for v, f, p, w in ptes])
+    expanded: dict[int, tuple[str, int, bool] | None] = {}
+    pos = start
+    for run in runs:
+        assert run.vpn == pos and run.nr >= 1
+        for k in range(run.nr):
+            expanded[run.vpn + k] = None if run.folio is None else (run.folio, run.page + k, run.write)
+        pos += run.nr
+    assert pos == end
+    assert expanded == {v: first.get(v) for v in range(start, end)}
+    for a, b in itertools.pairwise(runs):  # maximal: no two neighbours could merge
+        assert not (a.folio is None and b.folio is None)
+        assert not (a.folio is not None and a.folio == b.folio and a.page + a.nr == b.page and a.write == b.write)
+
+
+def test_readme_viewer_command_builds_the_linked_page(tmp_path: Path) -> None:
+    line = next(x for x in (ROOT / "README.md").read_text().splitlines()[:12] if x.startswith("Viewer:"))
+    command = line.split("`")[1]
+    assert command.endswith("foliosim view --examples examples/pages")
+    assert "(examples/pages/commit-example-2.html)" in line
+    result = invoke("--examples", str(tmp_path))
+    assert result.exit_code == 0 and (tmp_path / "commit-example-2.html").exists()

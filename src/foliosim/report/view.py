@@ -16,7 +16,7 @@ tables and the copy-on-write decisions of the step.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -435,3 +435,53 @@ def example_frames(example: Example, config: KernelConfig) -> ViewModel:
     shipped = f"examples/commit-{example.name[:-1]}-{example.name[-1]}.jsonl"
     source = f"foliosim.trace.examples ({example.name}); the same trace as {shipped}"
     return trace_frames(lines, config, example.title, source, notes)
+
+
+# -- process-level input ------------------------------------------------------------------------
+
+
+def page_runs(start: int, end: int, entries: Iterable[tuple[int, int, str, int, bool, bool]]) -> tuple[PageRun, ...]:
+    """One VMA's page-table row as runs: ``entries`` are ``(vpn, nr, folio, page, write, pmd)`` mappings.
+
+    Adjacent mappings of consecutive pages of one folio with the same permission
+    and level merge into one run; holes become "not present" runs.
+    """
+    runs: list[PageRun] = []
+    pos = start
+    for vpn, nr, folio, page, write, pmd in sorted(e for e in entries if e[0] < end and e[0] + e[1] > start):
+        if vpn < pos:  # overlapping input: keep the first mapping of each page
+            continue
+        if vpn > pos:
+            runs.append(PageRun(pos, vpn - pos, None))
+        last = runs[-1] if runs else None
+        if (last is not None and last.folio == folio and last.vpn + last.nr == vpn
+                and last.page + last.nr == page and last.write == write and last.pmd == pmd):
+            runs[-1] = PageRun(last.vpn, last.nr + nr, folio, last.page, write, pmd)
+        else:
+            runs.append(PageRun(vpn, nr, folio, page, write, pmd))
+        pos = vpn + nr
+    if pos < end:
+        runs.append(PageRun(pos, end - pos, None))
+    return tuple(runs)
+
+
+def snapshot_process_view(snapshot: Mapping[str, Any], pmd_order: int) -> ProcessView:
+    """The process-level part of a frame from a plain snapshot of tasks and MMs.
+
+    ``snapshot`` has the shape of the process simulator's ``Machine.snapshot()``:
+    ``tasks``: name -> (pid, mm name); ``mms``: name -> {mm_id, users, count,
+    vmas: ((start vpn, end vpn, label), ...), ptes: ((vpn, folio, page, write), ...),
+    pmds: ((vpn >> pmd_order, folio, write), ...)}. Only plain data is read, so
+    this layer does not import the simulator.
+    """
+    tasks = tuple(TaskView(name, int(pid), str(mm)) for name, (pid, mm) in
+                  sorted(snapshot["tasks"].items(), key=lambda kv: kv[1][0]))
+    mms = []
+    span = 1 << pmd_order
+    for name, mm in snapshot["mms"].items():
+        entries = [(vpn, 1, folio, page, bool(write), False) for vpn, folio, page, write in mm["ptes"]]
+        entries += [(idx << pmd_order, span, folio, 0, bool(write), True) for idx, folio, write in mm["pmds"]]
+        vmas = tuple(VmaView(str(label), start, end - start, page_runs(start, end, entries))
+                     for start, end, label in mm["vmas"])
+        mms.append(MMView(name, int(mm["mm_id"]), int(mm["users"]), int(mm["count"]), vmas))
+    return ProcessView(tasks, tuple(mms))
