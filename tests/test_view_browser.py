@@ -294,28 +294,3 @@ def test_many_folios_show_touched_and_pinned(opened: Any, tmp_path: Path) -> Non
     o.key("End")
     assert o.step() == len(records) - 1
 
-
-FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
-
-
-@pytest.mark.skipif(FIREFOX is None, reason="Firefox smoke test: no firefox-esr (apt-get install -y firefox-esr)")
-def test_firefox_renders_the_step_in_the_address(tmp_path: Path) -> None:
-    """Firefox (headless --screenshot: no automation client) runs the page's script and honours #step=N."""
-    import subprocess
-
-    from tests.png import pixels
-
-    stripes = bytes((0xFF, 0xE3, 0xC4))  # the false-positive pattern's light stripe (--false-bg)
-
-    def shot(step: int) -> int:
-        out = tmp_path / f"ff{step}.png"
-        url = (PAGES / "commit-example-2.html").resolve().as_uri() + f"#step={step}"
-        subprocess.run([str(FIREFOX), "--headless", "--no-remote", "--profile", str(tmp_path / "profile"),
-                        "--window-size=900,700", "--screenshot", str(out), url],
-                       check=True, timeout=120, capture_output=True)
-        return sum(1 for px in pixels(out.read_bytes())[2] if px[:3] == stripes)
-
-    (tmp_path / "profile").mkdir()
-    at_false_positive, before = shot(8), shot(4)
-    assert before > 0  # the timeline's "FALSE shared" tag: the script ran
-    assert at_false_positive > 10 * before  # the card's verdict box at step 8 is striped
