@@ -200,9 +200,6 @@ def check(mms: int, order: int, depth: int, word_bits: str, no_page_mapcount: bo
     sys.exit(code)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
 
 @main.command("run")
 @click.argument("scenario", metavar="FILE.scenario")
@@ -255,3 +252,92 @@ def run_scenario(scenario: str, trace_out: str | None, word_bits: str, no_page_m
         click.echo(line)
     if result.violation or result.failures:
         sys.exit(4)
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", required=False)
+@click.option("-o", "--output", metavar="OUT.html", default=None,
+              help="Page to write (default: INPUT with .html instead of its extension).")
+@WORD_BITS
+@NO_PAGE_MAPCOUNT
+@click.option("--title", default=None, help="Page title (default: the input's file name).")
+@click.option("--examples", "examples_dir", metavar="DIR", default=None,
+              help="Instead of INPUT: write the pages of the commit's Example 1 and Example 2 into DIR.")
+def view(input_path: str | None, output: str | None, word_bits: str, no_page_mapcount: bool, title: str | None,
+         examples_dir: str | None) -> None:
+    """Write a self-contained HTML page that steps through an rmap trace (INPUT.jsonl, - for stdin).
+
+    The page needs no network: open it in any browser; keys Left/Right, Home/End,
+    Space; the address keeps #step=N. Exit status: 0 written, 1 unreadable input
+    or output, 2 bad command line, 3 the trace has a rejected operation (the page
+    is written and shows it).
+    """
+    import os
+    from typing import NoReturn
+
+    from foliosim.errors import FoliosimError
+    from foliosim.report.view import ViewInputError, example_frames, trace_frames
+    from foliosim.report.view_html import render_page
+
+    def fail(message: str, code: int = 1) -> NoReturn:
+        click.echo(f"foliosim view: {message}", err=True)
+        sys.exit(code)
+
+    def write(path: str, text: str) -> None:
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, path)  # all or nothing: no half-written page
+        except OSError as exc:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            fail(f"cannot write {path}: {exc.strerror or exc}")
+        click.echo(f"foliosim view: wrote {path} ({len(text.encode('utf-8')) / 1024:.0f} KiB)", err=True)
+
+    config = _config(word_bits, no_page_mapcount)
+    if examples_dir is not None:
+        if input_path is not None or output is not None:
+            fail("give either INPUT (with -o) or --examples DIR, not both", 2)
+        from foliosim.trace.examples import EXAMPLES
+
+        try:
+            os.makedirs(examples_dir, exist_ok=True)
+        except OSError as exc:
+            fail(f"cannot create {examples_dir}: {exc.strerror or exc}")
+        suffix = ("" if config.word_bits == 64 else "-32bit") + ("-no-page-mapcount" if no_page_mapcount else "")
+        for example in EXAMPLES:
+            name = f"commit-{example.name[:-1]}-{example.name[-1]}{suffix}.html"
+            write(os.path.join(examples_dir, name), render_page(example_frames(example, config)))
+        return
+    if input_path is None:
+        fail("missing INPUT (an rmap trace .jsonl, or - for stdin), or use --examples DIR", 2)
+    if input_path != "-" and not os.path.isfile(input_path):
+        fail(f"cannot read {input_path}: no such file")
+    if input_path != "-" and not input_path.endswith(".jsonl"):
+        fail(f"{input_path} is not an rmap trace (.jsonl): viewing a scenario file needs the process "
+             "simulator, which this build does not have yet; give an rmap trace (.jsonl)")
+    if output is None:
+        if input_path == "-":
+            fail("reading standard input: give the page's name with -o OUT.html", 2)
+        output = os.path.splitext(input_path)[0] + ".html"
+    lines, error = _open_lines(input_path)
+    if lines is None:
+        fail(str(error))
+    source = "standard input" if input_path == "-" else os.path.basename(input_path)
+    try:
+        model = trace_frames(lines, config, title or source, source)
+    except (ViewInputError, ValueError) as exc:
+        fail(f"{input_path}: {exc} (no page written)")
+    except (OSError, FoliosimError) as exc:
+        fail(f"cannot read {input_path}: {exc}")
+    write(output, render_page(model))
+    rejected = model.rejected
+    if rejected:
+        first = rejected[0]
+        fail(f"{source}: {len(rejected)} operation(s) rejected, first at line {first.line} (step {first.step}): "
+             f"{first.error}; the page shows them", 3)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
