@@ -129,7 +129,6 @@ def show(trace: str, folio_name: str | None, word_bits: str, no_page_mapcount: b
 def examples(which: str, word_bits: str, no_page_mapcount: bool, trace_only: bool) -> None:
     """Replay the commit message's Example 1 and Example 2, step by step, with the verdict and why."""
     from foliosim.report.examples import run_example
-
     from foliosim.trace.examples import EXAMPLES
 
     chosen = EXAMPLES if which == "all" else (EXAMPLES[int(which) - 1],)

@@ -26,10 +26,7 @@ class FolioTruth:
         return counts is not None and min(counts[page:page + nr]) >= 1
 
     def any_maps_ptes(self, page: int, nr: int) -> bool:
-        for idx in range(page, page + nr):
-            if not any(counts[idx] for counts in self.pte.values()):
-                return False
-        return True
+        return all(any(counts[idx] for counts in self.pte.values()) for idx in range(page, page + nr))
 
     def mm_maps_pmd(self, mm: Hashable) -> bool:
         return self.pmd.get(mm, 0) > 0

@@ -46,5 +46,6 @@ def run_example(example: Example, config: KernelConfig) -> tuple[list[str], bool
         lines.append(f"      -> {explain_verdict(handle.folio, handle.truth)}")
     got = verdict(system.folio(example.folio))
     ok = got == example.expected
-    lines.append(f"  result: {got} ({'as the commit message says' if ok else 'NOT as the commit says: ' + example.expected})")
+    said = "as the commit message says" if ok else f"NOT as the commit says: {example.expected}"
+    lines.append(f"  result: {got} ({said})")
     return lines, ok

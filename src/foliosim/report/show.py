@@ -41,8 +41,8 @@ def render_mm_ids_word(word: int, word_bits: int, names: dict[int, str] | None =
         return f"= {mm_id} ({names[mm_id]})" if mm_id in names else f"= {mm_id}"
 
     hi = str(word_bits - 1)
-    pos = (f"{hi:<3}{str(word_bits - 2):<{id_bits - 2}}{str(half):>2} "
-           f"{str(half - 1):<3}{str(half - 2):<{id_bits - 1}}0")
+    pos = (f"{hi:<3}{word_bits - 2!s:<{id_bits - 2}}{half!s:>2} "
+           f"{half - 1!s:<3}{half - 2!s:<{id_bits - 1}}0")
     return [
         f"_mm_ids = {word:#0{word_bits // 4 + 2}x}  ({word_bits}-bit unsigned long; "
         f"lock bit {half - 1}, shared bit {word_bits - 1})",

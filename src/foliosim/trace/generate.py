@@ -1,0 +1,196 @@
+"""Seeded generators of valid rmap traces (benchmarks, fuzzing, differential tests).
+
+:func:`standard_benchmark_ops` is *the* replay benchmark: everybody who measures
+replay speed measures this sequence. Operations are yielded as small tuples
+``(kind, folio, mm, level, page, nr)`` of ints so that ten million of them can be
+streamed or packed into arrays without building Python objects per operation;
+:func:`to_op` turns one into a :class:`~foliosim.system.Op`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from foliosim.rmap import PMD, PTE
+from foliosim.system import Op
+
+# Operation kinds in generated tuples.
+MAP, DUP, UNMAP = 0, 1, 2
+KIND_NAMES = ("map", "dup", "unmap")
+LEVEL_PTE, LEVEL_PMD = 0, 1
+
+GenOp = tuple[int, int, int, int, int, int]
+
+#: The standard mix (issue "Speed"): map pte, map pmd, dup pte, dup pmd, unmap pte, unmap pmd.
+STANDARD_MIX = (
+    ((MAP, LEVEL_PTE), 0.23),
+    ((MAP, LEVEL_PMD), 0.11),
+    ((DUP, LEVEL_PTE), 0.09),
+    ((DUP, LEVEL_PMD), 0.09),
+    ((UNMAP, LEVEL_PTE), 0.29),
+    ((UNMAP, LEVEL_PMD), 0.19),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSpec:
+    """Shape of a generated trace."""
+
+    n_ops: int
+    n_folios: int = 64
+    order: int = 4
+    n_mms: int = 3
+    seed: int = 0
+    map_range: int = 14  # map/dup pte ranges: up to this many pages (clipped to the folio)
+    unmap_range: int = 16  # unmap pte ranges: up to this many pages (clipped to the folio)
+    cap_per_page: int = 32  # keep mapcounts bounded: no new mappings above this many entries per page
+
+
+STANDARD_SPEC = TraceSpec(n_ops=10_000_000, n_folios=64, order=4, n_mms=3, seed=20250303)
+
+
+def mm_name(idx: int) -> str:
+    return f"M{idx}"
+
+
+def folio_name(idx: int) -> str:
+    return f"F{idx}"
+
+
+def setup_ops(spec: TraceSpec) -> list[Op]:
+    """The mm_new / folio_new lines that precede the generated operations."""
+    ops = [Op("mm_new", mm=mm_name(m)) for m in range(spec.n_mms)]
+    ops += [Op("folio_new", folio=folio_name(f), order=spec.order) for f in range(spec.n_folios)]
+    return ops
+
+
+def to_op(gen: GenOp) -> Op:
+    kind, folio, mm, level, page, nr = gen
+    return Op(KIND_NAMES[kind], mm=mm_name(mm), folio=folio_name(folio),
+              level=PMD if level == LEVEL_PMD else PTE, page=page, nr=nr)
+
+
+def generate_ops(spec: TraceSpec, mix: tuple[tuple[tuple[int, int], float], ...] = STANDARD_MIX) -> Iterator[GenOp]:
+    """Yield ``spec.n_ops`` operations that are all valid in sequence after :func:`setup_ops`.
+
+    A drawn operation that is impossible in the current state (nothing to unmap
+    or dup) is redrawn, so the realised mix can differ slightly from ``mix``;
+    :func:`measure_mix` reports it.
+    """
+    rng = random.Random(spec.seed)
+    nr_pages = 1 << spec.order
+    n_mms = spec.n_mms
+    # pte[f][m][p]: PTE mappings of page p of folio f by MM m; pmd[f][m]: PMD mappings.
+    pte = [[[0] * nr_pages for _ in range(n_mms)] for _ in range(spec.n_folios)]
+    pmd = [[0] * n_mms for _ in range(spec.n_folios)]
+    agg = [[0] * nr_pages for _ in range(spec.n_folios)]  # PTE mappings of each page over all MMs
+    total = [0] * spec.n_folios  # PTE mappings per folio, for the cap
+    total_pmd = [0] * spec.n_folios  # PMD mappings per folio
+    cap = spec.cap_per_page * nr_pages
+    pmd_cap = spec.cap_per_page * n_mms
+    def _try(kind: int, level: int, f: int, m: int) -> GenOp | None:
+        if level == LEVEL_PMD:
+            if spec.order == 0:
+                return None
+            if kind == UNMAP:
+                if not pmd[f][m]:
+                    return None
+                pmd[f][m] -= 1
+                total_pmd[f] -= 1
+            else:
+                if total_pmd[f] >= pmd_cap or (kind == DUP and not total_pmd[f]):
+                    return None
+                pmd[f][m] += 1
+                total_pmd[f] += 1
+            return (kind, f, m, LEVEL_PMD, 0, nr_pages)
+        if kind != UNMAP and total[f] >= cap:
+            return None
+        row = pte[f][m]
+        if kind == MAP:
+            nr = rng.randint(1, map_range)
+            page = rng.randrange(nr_pages - nr + 1)
+            span: tuple[int, int] | None = (page, nr)
+        elif kind == DUP:
+            span = _random_run(rng, [c > 0 for c in agg[f]], map_range)
+        else:
+            span = _random_run(rng, [c > 0 for c in row], unmap_range)
+        if span is None:
+            return None
+        page, nr = span
+        step = -1 if kind == UNMAP else 1
+        arow = agg[f]
+        for p in range(page, page + nr):
+            row[p] += step
+            arow[p] += step
+        total[f] += step * nr
+        return (kind, f, m, LEVEL_PTE, page, nr)
+
+    choices = [c for c, _ in mix]
+    weights = [w for _, w in mix]
+    map_range = max(1, min(spec.map_range, nr_pages))
+    unmap_range = max(1, min(spec.unmap_range, nr_pages))
+    targets = [(f, m) for f in range(spec.n_folios) for m in range(n_mms)]
+    emitted = 0
+    # An operation drawn when it is impossible (nothing to unmap or dup yet) is owed
+    # and emitted as soon as it becomes possible, so the realised mix converges to ``mix``.
+    owed: list[tuple[int, int]] = []
+    while emitted < spec.n_ops:
+        from_debt = bool(owed) and rng.random() < 0.5
+        kind, level = owed[rng.randrange(len(owed))] if from_debt else rng.choices(choices, weights)[0]
+        found: GenOp | None = None
+        for f, m in [rng.choice(targets) for _ in range(4)]:
+            found = _try(kind, level, f, m)
+            if found is not None:
+                break
+        if found is None and not from_debt:
+            shuffled = targets[:]
+            rng.shuffle(shuffled)
+            for f, m in shuffled:
+                found = _try(kind, level, f, m)
+                if found is not None:
+                    break
+        if found is None:
+            if not from_debt:
+                owed.append((kind, level))
+            continue
+        if from_debt:
+            owed.remove((kind, level))
+        yield found
+        emitted += 1
+
+
+def _random_run(rng: random.Random, ok: list[bool], max_len: int) -> tuple[int, int] | None:
+    """A random contiguous run of True entries: (start, length), or None if there is none."""
+    candidates = [i for i, flag in enumerate(ok) if flag]
+    if not candidates:
+        return None
+    start = end = rng.choice(candidates)
+    want = rng.randint(1, max_len)
+    while end - start + 1 < want:
+        grow_left = start > 0 and ok[start - 1]
+        grow_right = end + 1 < len(ok) and ok[end + 1]
+        if not (grow_left or grow_right):
+            break
+        if grow_right and (not grow_left or rng.random() < 0.5):
+            end += 1
+        else:
+            start -= 1
+    return start, end - start + 1
+
+
+def measure_mix(ops: list[GenOp]) -> dict[str, float]:
+    """Realised share of each (kind, level) and the mean pte range length."""
+    counts: dict[str, int] = {}
+    pte_pages = pte_ops = 0
+    for kind, _f, _m, level, _p, nr in ops:
+        key = f"{KIND_NAMES[kind]} {'pmd' if level == LEVEL_PMD else 'pte'}"
+        counts[key] = counts.get(key, 0) + 1
+        if level == LEVEL_PTE:
+            pte_ops += 1
+            pte_pages += nr
+    n = max(1, len(ops))
+    out = {key: value / n for key, value in sorted(counts.items())}
+    out["mean pte range"] = pte_pages / max(1, pte_ops)
+    return out
