@@ -64,7 +64,7 @@ class Builder:
     # -- memory ----------------------------------------------------------------
     def mmap(self, task: str, region: str, pages: int, kind: str = "anon", file: str | None = None,
              order: int | None = None, prot: str = "rw", offset: int = 0) -> None:
-        thp = [order] if order else ([] if kind == "anon" else None)
+        thp = (order,) if order else (() if kind == "anon" else None)
         self.add("mmap", task, region, pages, kind, file, thp, prot, offset)
         self.maps[task][region] = pages
 

@@ -223,7 +223,7 @@ class _Importer:
     def new_image(self, pid: int, path: str | None) -> None:
         stack = self.p["stack_pages"]
         base = STACK_TOP - stack - 16 * (pid % 4096)
-        self.add("mmap", pid, base, stack, "anon", None, [], "rw", 0)
+        self.add("mmap", pid, base, stack, "anon", None, (), "rw", 0)
         self.add("write", pid, base, stack - 4, 4)
         self.last_anon[self.group[pid]] = (base, stack)
         if path:
@@ -326,7 +326,7 @@ class _Importer:
         vpn, pages = call.result >> 12, _pages(length)
         shared = "MAP_SHARED" in flags
         if "MAP_ANONYMOUS" in flags or path is None:
-            kind, thp = ("shared-anon", []) if shared else ("anon", [self.p["anon_order"]])
+            kind, thp = ("shared-anon", ()) if shared else ("anon", (self.p["anon_order"],))
             self.add("mmap", call.pid, vpn, pages, kind, None, thp, prot, 0)
         else:
             kind = "file-shared" if shared else "file-private"
@@ -365,7 +365,7 @@ class _Importer:
             return
         lo, hi = (old + PAGE - 1) >> 12, (new + PAGE - 1) >> 12
         if hi > lo:
-            self.add("mmap", call.pid, lo, hi - lo, "anon", None, [self.p["anon_order"]], "rw", 0)
+            self.add("mmap", call.pid, lo, hi - lo, "anon", None, (self.p["anon_order"],), "rw", 0)
             self.touch(call.pid, lo, hi - lo, "rw", "anon")
         elif hi < lo:
             self.add("munmap", call.pid, hi, 0, lo - hi)
@@ -383,7 +383,7 @@ class _Importer:
         elif new_pages < old_pages:
             self.add("munmap", call.pid, old + new_pages, 0, old_pages - new_pages)
         if new_pages > keep:
-            self.add("mmap", call.pid, dst + keep, new_pages - keep, "anon", None, [self.p["anon_order"]], "rw", 0)
+            self.add("mmap", call.pid, dst + keep, new_pages - keep, "anon", None, (self.p["anon_order"],), "rw", 0)
             self.touch(call.pid, dst + keep, new_pages - keep, "rw", "anon")
 
 
