@@ -470,7 +470,8 @@ def trace_cmd(command: tuple[str, ...], out_path: str | None, strace_file: str |
     if not steps:
         click.echo("foliosim trace: no process found in the strace log", err=True)
         sys.exit(1)
-    what = " ".join(command) if command else strace_file
+    what = " ".join(command) if command else str(strace_file)
+    what = " ".join(what.split())[:200]  # one line, whatever the command looked like
     header = f"# foliosim workload imported from strace: {what}\n"
     body = header + dump_steps(steps)
     if out_path is None:

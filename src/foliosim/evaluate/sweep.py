@@ -19,7 +19,8 @@ from typing import Any
 from foliosim.evaluate.cell import CellResult, CellSpec, make_cell, run_cell
 from foliosim.evaluate.store import ResultsDB
 from foliosim.schemes.base import DESIGNS
-from foliosim.workloads.generators import WORKLOADS
+from foliosim.workloads.generators import WORKLOADS, default_params
+from foliosim.workloads.steps import WorkloadError
 
 Progress = Callable[[CellResult], None]
 
@@ -39,6 +40,7 @@ class Grid:
 
     def cells(self) -> list[CellSpec]:
         """Every cell, validated; parameter keys a workload does not have are not varied for it."""
+        self._check_params()
         out: list[CellSpec] = []
         for workload in (*self.workloads, *self.files):
             variations = self._variations(workload)
@@ -49,10 +51,20 @@ class Grid:
                                      workload_text=self.files.get(workload)))
         return out
 
+    def _check_params(self) -> None:
+        for key, values in self.params.items():
+            scope, dot, name = key.rpartition(".")
+            scopes = [scope] if dot else list(self.workloads)
+            if not values:
+                raise WorkloadError(f"parameter {key!r} has no values")
+            if name != "probe_rate" and not any(name in default_params(w) for w in scopes):
+                known = sorted({k for w in scopes for k in default_params(w)})
+                raise WorkloadError(f"no selected workload has parameter {key!r} (parameters: {', '.join(known)})")
+
     def _variations(self, workload: str) -> list[dict[str, Any]]:
         if workload in self.files:
             return [{}]
-        defaults = WORKLOADS[workload][1]
+        defaults = default_params(workload)  # WorkloadError names an unknown workload
         axes: list[tuple[str, list[Any]]] = []
         for key, values in self.params.items():
             scope, dot, name = key.rpartition(".")
@@ -102,7 +114,7 @@ def run_dask(cells: list[CellSpec], db: ResultsDB, address: str, on_result: Prog
         raise RuntimeError("--dask needs dask.distributed: pip install 'foliosim[dask]'") from None
     if not cells:
         return 0
-    client = distributed.Client(address, timeout=timeout, set_as_default=False)
+    client = distributed.Client(address, timeout=timeout)
     try:
         futures = client.map(run_cell, cells, pure=False)
         for future in distributed.as_completed(futures):
