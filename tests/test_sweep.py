@@ -128,7 +128,8 @@ def test_compare_cli_runs_resumes_and_rejects_bad_grids(tmp_path: Path) -> None:
     second = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     assert "2 already in" in second.stderr and "0 to run" in second.stderr
     for bad, why in ((["-d", "kernal"], "unknown design"), (["-w", "forkbomb"], "unknown workload"),
-                     (["--param", "childs=3", "-w", "prefork"], "has parameter 'childs'"), (["--param", "x"], "expected")):
+                     (["--param", "childs=3", "-w", "prefork"], "has parameter 'childs'"),
+                     (["--param", "x"], "expected")):
         run = subprocess.run([*foliosim, "compare", "--db", str(db), *bad], capture_output=True, text=True,
                              timeout=60, check=False)
         assert run.returncode == 2 and why in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -95,10 +95,14 @@ class Plot:
 
 
 def plots(s: Summary, outdir: Path) -> list[Plot]:
-    import matplotlib
+    import importlib
 
+    try:
+        matplotlib: Any = importlib.import_module("matplotlib")
+    except ImportError:
+        raise ValueError("plots need matplotlib: pip install 'foliosim[report]'") from None
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt: Any = importlib.import_module("matplotlib.pyplot")
 
     outdir.mkdir(parents=True, exist_ok=True)
     made: list[Plot] = []
