@@ -339,5 +339,290 @@ def view(input_path: str | None, output: str | None, word_bits: str, no_page_map
              f"{first.error}; the page shows them", 3)
 
 
+
+# --------------------------------------------------------------------------- evaluator (issue 5)
+def _param_values(text: str) -> list[Any]:
+    out: list[Any] = []
+    for word in text.split(","):
+        try:
+            out.append(int(word))
+        except ValueError:
+            try:
+                out.append(float(word))
+            except ValueError:
+                out.append(word)
+    return out
+
+
+def _split_list(values: tuple[str, ...]) -> list[str]:
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+@main.command()
+@click.option("-d", "--design", "designs", multiple=True, metavar="NAME[,NAME]",
+              help="Designs: kernel, exact, slots:K, stopped, legacy (default: kernel,exact,slots:3,stopped,legacy).")
+@click.option("-w", "--workload", "workloads", multiple=True, metavar="NAME[,NAME]",
+              help="Generated workloads (default: all; see docs/evaluator.md).")
+@click.option("--workload-file", "files", multiple=True, metavar="FILE.jsonl",
+              help="Also run a workload file (from `foliosim trace`).")
+@click.option("--param", "params", multiple=True, metavar="[WORKLOAD.]KEY=V1,V2",
+              help="Vary a workload parameter over values (a grid axis).")
+@click.option("--seeds", default=2, show_default=True, type=click.IntRange(1, 10_000), help="Seeds 1..N per cell.")
+@click.option("--db", "db_path", default="foliosim-results.sqlite", show_default=True, metavar="PATH",
+              help="SQLite results database; cells already in it are not recomputed.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 1024), default=None, help="Local worker processes "
+              "(default: every core).")
+@click.option("--dask", "dask_address", default=None, metavar="ADDRESS",
+              help="Run on the Dask distributed scheduler at ADDRESS (e.g. tcp://127.0.0.1:8786).")
+@click.option("--word-bits", type=click.Choice(["64", "32", "both"]), default="64", show_default=True)
+@NO_PAGE_MAPCOUNT
+@click.option("--oracle", type=click.Choice(["reuse", "every", "off"]), default="reuse", show_default=True,
+              help="When to run the isolation oracle: after steps that reused a page, after every step, never.")
+@click.option("--csv", "csv_out", default=None, metavar="FILE", help="Export every metric row as CSV.")
+@click.option("--parquet", "parquet_out", default=None, metavar="FILE", help="Export as Parquet (extra: parquet).")
+@click.option("--report", "report_dir", default=None, metavar="DIR", help="Write the report into DIR afterwards.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[str, ...], params: tuple[str, ...],
+            seeds: int, db_path: str, jobs: int | None, dask_address: str | None, word_bits: str,
+            no_page_mapcount: bool, oracle: str, csv_out: str | None, parquet_out: str | None,
+            report_dir: str | None, quiet: bool) -> None:
+    """Compare sharing-detection designs on a grid of workloads x parameters x seeds.
+
+    Prints the headline on stdout; progress goes to stderr. Exit status: 0 ok,
+    1 a run or the database failed, 2 a bad grid (unknown design, workload or parameter).
+    """
+    import time
+    from pathlib import Path
+
+    from foliosim.errors import FoliosimError
+    from foliosim.evaluate.store import ResultsDB
+    from foliosim.evaluate.sweep import Grid, pending, run_dask, run_local
+    from foliosim.schemes.base import DESIGNS
+    from foliosim.workloads.generators import WORKLOADS
+
+    grid_params: dict[str, list[Any]] = {}
+    for item in params:
+        key, eq, values = item.partition("=")
+        if not eq or not key or not values:
+            click.echo(f"foliosim compare: --param {item!r}: expected [WORKLOAD.]KEY=V1,V2", err=True)
+            sys.exit(2)
+        grid_params[key] = _param_values(values)
+    texts: dict[str, str] = {}
+    for path in files:
+        try:
+            texts[f"file:{Path(path).name}"] = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            click.echo(f"foliosim compare: cannot read {path}: {getattr(exc, 'strerror', None) or exc}", err=True)
+            sys.exit(2)
+    chosen_workloads = _split_list(workloads) or ([] if files else list(WORKLOADS))
+    if chosen_workloads == ["all"]:
+        chosen_workloads = list(WORKLOADS)
+    grid = Grid(designs=tuple(_split_list(designs) or DESIGNS), workloads=tuple(chosen_workloads),
+                seeds=tuple(range(1, seeds + 1)), params=grid_params,
+                word_bits=(64, 32) if word_bits == "both" else (int(word_bits),),
+                no_page_mapcount=no_page_mapcount, oracle=oracle, files=texts)
+    try:
+        cells = grid.cells()
+    except (ValueError, FoliosimError) as exc:
+        click.echo(f"foliosim compare: {exc}", err=True)
+        sys.exit(2)
+    try:
+        db = ResultsDB(db_path)
+    except FoliosimError as exc:
+        click.echo(f"foliosim compare: {exc}", err=True)
+        sys.exit(1)
+    todo = pending(cells, db)
+    began = time.perf_counter()
+    where = f"Dask at {dask_address}" if dask_address else f"{jobs or 'all'} local processes"
+    click.echo(f"foliosim compare: {len(cells)} cells, {len(cells) - len(todo)} already in {db_path}, "
+               f"{len(todo)} to run on {where}", err=True)
+    try:
+        with _progress(len(todo), quiet) as advance:
+            if dask_address:
+                run_dask(todo, db, dask_address, advance)
+            else:
+                run_local(todo, db, jobs, advance)
+    except (OSError, TimeoutError, RuntimeError, FoliosimError) as exc:
+        click.echo(f"foliosim compare: the sweep stopped: {exc} (finished cells are kept in {db_path}; "
+                   "run the same command again to resume)", err=True)
+        sys.exit(1)
+    click.echo(f"foliosim compare: ran {len(todo)} cells in {time.perf_counter() - began:.1f} s", err=True)
+    _exports(db, csv_out, parquet_out, "compare")
+    db.close()
+    from foliosim.report.evaluation import report_text, write_report
+
+    if report_dir is not None:
+        files_written = write_report(db_path, report_dir)
+        click.echo(f"foliosim compare: report in {files_written.markdown} and {files_written.html}", err=True)
+    click.echo(report_text(db_path), nl=False)
+
+
+def _exports(db: Any, csv_out: str | None, parquet_out: str | None, verb: str) -> None:
+    from foliosim.errors import FoliosimError
+
+    try:
+        if csv_out:
+            rows = db.export_csv(csv_out)
+            click.echo(f"foliosim {verb}: {rows} metric rows written to {csv_out}", err=True)
+        if parquet_out:
+            rows = db.export_parquet(parquet_out)
+            click.echo(f"foliosim {verb}: {rows} metric rows written to {parquet_out}", err=True)
+    except (OSError, FoliosimError) as exc:
+        click.echo(f"foliosim {verb}: export failed: {getattr(exc, 'strerror', None) or exc}", err=True)
+        sys.exit(1)
+
+
+class _progress:
+    """A rich progress bar on stderr, advanced once per finished cell."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total = total
+        self.quiet = quiet
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        if self.quiet or not self.total:
+            return lambda result: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=Console(stderr=True))
+        self.bar.start()
+        task = self.bar.add_task("cells", total=self.total)
+
+        def advance(result: Any) -> None:
+            self.bar.update(task, advance=1, description=f"{result.spec.design} {result.spec.workload}")
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@main.command("report")
+@click.argument("db_path", metavar="RESULTS.sqlite")
+@click.option("-o", "--out", "outdir", default="foliosim-report", show_default=True, metavar="DIR",
+              help="Directory for report.md, report.html and plots/.")
+@click.option("--csv", "csv_out", default=None, metavar="FILE", help="Also export every metric row as CSV.")
+@click.option("--parquet", "parquet_out", default=None, metavar="FILE", help="Also export as Parquet.")
+def report_cmd(db_path: str, outdir: str, csv_out: str | None, parquet_out: str | None) -> None:
+    """Write the comparison report (Markdown + self-contained HTML with PNG/SVG plots) from a results DB."""
+    import os
+
+    from foliosim.errors import FoliosimError
+    from foliosim.evaluate.store import ResultsDB
+
+    if not os.path.exists(db_path):
+        click.echo(f"foliosim report: no results database {db_path} (run foliosim compare --db {db_path})", err=True)
+        sys.exit(1)
+    from foliosim.report.evaluation import write_report
+
+    try:
+        files_written = write_report(db_path, outdir)
+        db = ResultsDB(db_path)
+    except (ValueError, FoliosimError, OSError) as exc:
+        click.echo(f"foliosim report: {exc}", err=True)
+        sys.exit(1)
+    _exports(db, csv_out, parquet_out, "report")
+    db.close()
+    click.echo(f"foliosim report: wrote {files_written.markdown}, {files_written.html} and "
+               f"{len(files_written.plots)} plots (PNG + SVG)", err=True)
+    click.echo(files_written.headline)
+
+
+@main.command("trace", context_settings={"ignore_unknown_options": True})
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("-o", "--out", "out_path", default=None, metavar="FILE.jsonl",
+              help="Write the workload here (default: stdout).")
+@click.option("--from-strace", "strace_file", default=None, metavar="FILE",
+              help="Import an existing `strace -f -y` log instead of running a command.")
+@click.option("--keep-strace", default=None, metavar="FILE", help="Keep the raw strace log.")
+@click.option("--param", "params", multiple=True, metavar="KEY=N",
+              help="Access-model parameter (touch, lib_touch, stack_pages, binary_pages, child_touch, "
+                   "anon_order, file_order, seed).")
+def trace_cmd(command: tuple[str, ...], out_path: str | None, strace_file: str | None, keep_strace: str | None,
+              params: tuple[str, ...]) -> None:
+    """Run COMMAND under strace -f and turn its processes and memory calls into a workload.
+
+    Usage: foliosim trace [-o W.jsonl] -- COMMAND [ARGS...]. The workload runs with
+    `foliosim compare --workload-file W.jsonl`. The access model is in docs/evaluator.md.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from foliosim.workloads.steps import dump_steps
+    from foliosim.workloads.strace import TRACED, import_strace
+
+    model: dict[str, int] = {}
+    for item in params:
+        key, _eq, value = item.partition("=")
+        try:
+            model[key] = int(value)
+        except ValueError:
+            click.echo(f"foliosim trace: --param {item!r}: expected KEY=INTEGER", err=True)
+            sys.exit(2)
+    rc: int | None = None
+    if strace_file is not None:
+        if command:
+            click.echo("foliosim trace: give either --from-strace FILE or a COMMAND, not both", err=True)
+            sys.exit(2)
+        try:
+            text = Path(strace_file).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            click.echo(f"foliosim trace: cannot read {strace_file}: {exc.strerror or exc}", err=True)
+            sys.exit(1)
+    else:
+        if not command:
+            click.echo("foliosim trace: no command (usage: foliosim trace -- COMMAND [ARGS...])", err=True)
+            sys.exit(2)
+        strace = shutil.which("strace")
+        if strace is None:
+            click.echo("foliosim trace: strace is not installed (Debian: apt-get install strace)", err=True)
+            sys.exit(1)
+        with tempfile.TemporaryDirectory() as tmp:
+            log = Path(tmp) / "strace.log"
+            argv = [strace, "-f", "-y", "-qq", "-o", str(log), "-e", "trace=" + ",".join(TRACED),
+                    "-e", "signal=none", "--", *command]
+            try:
+                rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False).returncode
+            except OSError as exc:
+                click.echo(f"foliosim trace: cannot run strace: {exc.strerror or exc}", err=True)
+                sys.exit(1)
+            text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+            if keep_strace:
+                Path(keep_strace).write_text(text, encoding="utf-8")
+        if not text.strip():
+            click.echo(f"foliosim trace: strace recorded nothing (exit status {rc}); is ptrace allowed here?",
+                       err=True)
+            sys.exit(1)
+    try:
+        steps, stats = import_strace(text, model)
+    except ValueError as exc:
+        click.echo(f"foliosim trace: {exc}", err=True)
+        sys.exit(2)
+    if not steps:
+        click.echo("foliosim trace: no process found in the strace log", err=True)
+        sys.exit(1)
+    what = " ".join(command) if command else str(strace_file)
+    what = " ".join(what.split())[:200]  # one line, whatever the command looked like
+    header = f"# foliosim workload imported from strace: {what}\n"
+    body = header + dump_steps(steps)
+    if out_path is None:
+        sys.stdout.write(body)
+    else:
+        try:
+            Path(out_path).write_text(body, encoding="utf-8")
+        except OSError as exc:
+            click.echo(f"foliosim trace: cannot write {out_path}: {exc.strerror or exc}", err=True)
+            sys.exit(1)
+    status = f", command exit status {rc}" if rc is not None else ""
+    click.echo(f"foliosim trace: {stats.calls} calls from {stats.processes} processes -> {len(steps)} steps"
+               f" ({stats.unparsed} unparsed lines{status})", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

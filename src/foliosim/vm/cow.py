@@ -60,7 +60,7 @@ def wp_can_reuse_anon_folio(m: Machine, mm: MM, f: SimFolio) -> CowRule:
     # __wp_can_reuse_large_anon_folio(): lockless pre-checks first ...
     if folio_large_mapcount(core) <= 1:
         return CowRule.LARGE_MAPCOUNT_ONE
-    if folio_test_large_maybe_mapped_shared(core):
+    if m.shared_verdict(f, "cow_reuse"):  # mapcount > 1 here: the shared bit decides
         return CowRule.LARGE_MAYBE_SHARED
     if folio_large_mapcount(core) != core.refcount:
         return CowRule.LARGE_EXTRA_REFS
@@ -69,7 +69,7 @@ def wp_can_reuse_anon_folio(m: Machine, mm: MM, f: SimFolio) -> CowRule:
     try:
         if folio_large_mapcount(core) > core.refcount:
             m.emit("warn", f"{f.name}: large mapcount exceeds refcount under the lock")
-        ok = not folio_test_large_maybe_mapped_shared(core) and folio_large_mapcount(core) == core.refcount
+        ok = not m.shared_verdict(f, "cow_reuse_locked") and folio_large_mapcount(core) == core.refcount
         if ok and (folio_large_mapcount(core) > f.nr_pages or core.entire_mapcount + 1 != 0
                    or mm.mm_id not in (folio_mm_id(core, 0), folio_mm_id(core, 1))):
             m.emit("warn", f"{f.name}: reuse sanity check failed (VM_WARN_ON_ONCE_FOLIO in do_wp_page)")

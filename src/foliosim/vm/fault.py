@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from foliosim.folio import folio_mapcount, folio_maybe_mapped_shared
+from foliosim.folio import folio_mapcount
 from foliosim.rmap import PTE
 from foliosim.vm.cow import do_huge_pmd_wp_page, do_wp_page, wp_page_copy
 from foliosim.vm.memory import PAGE_SHIFT
@@ -189,7 +189,7 @@ def madvise_cold_pageout(m: Machine, mm: MM, start: int, end: int, advice: str) 
                 continue
             f = pmd.folio
             base = idx << m.pmd_order
-            if folio_maybe_mapped_shared(f.core()):
+            if m.shared_verdict(f, f"madvise_{advice}"):
                 _decide(m, advice, f.name, "skip", "PMD-mapped folio is maybe mapped shared")
             elif not (lo <= base and base + m.pmd_pages <= hi):
                 _decide(m, advice, f.name, "skip", "partially covered PMD: would split the folio (not modelled)")
@@ -208,7 +208,7 @@ def madvise_cold_pageout(m: Machine, mm: MM, start: int, end: int, advice: str) 
                 (p := mm.ptes.get(vpn + k)) is not None and p.folio is f for k in range(f.nr_pages))
             core = f.core()
             if f.order and not covered:
-                if folio_maybe_mapped_shared(core):
+                if m.shared_verdict(f, f"madvise_{advice}"):
                     _decide(m, advice, f.name, "skip", "partially covered large folio is maybe mapped shared")
                 else:
                     _decide(m, advice, f.name, "skip",

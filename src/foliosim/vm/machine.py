@@ -63,6 +63,8 @@ class MachineOptions:
 
 
 Observer = Callable[[Event], None]
+#: A pluggable "maybe mapped shared?" answer for consumer decisions: (folio, consumer) -> maybe shared.
+SharingHook = Callable[[SimFolio, str], bool]
 
 
 @dataclass(slots=True)
@@ -84,6 +86,7 @@ class Machine:
         self.trace: list[Op] = []
         self.events: list[Event] = []
         self.observers: list[Observer] = []
+        self.sharing: SharingHook | None = None  # None: the kernel's folio_maybe_mapped_shared()
         self.tasks: dict[str, Task] = {}
         self.mms: dict[str, MM] = {}
         self.folios: dict[str, SimFolio] = {}
@@ -941,7 +944,14 @@ class Machine:
                 pte = mm.ptes[vpn]
                 yield vma, vpn, pte.folio, pte.page, False
 
-    def shared_verdict(self, f: SimFolio) -> bool:
+    def shared_verdict(self, f: SimFolio, consumer: str = "") -> bool:
+        """``folio_maybe_mapped_shared()`` as consumer ``consumer`` asks it.
+
+        An evaluator may set :attr:`sharing` to answer with another sharing-detection
+        design; by default (None) this is the kernel's answer.
+        """
+        if self.sharing is not None:
+            return self.sharing(f, consumer)
         return folio_maybe_mapped_shared(f.core())
 
 

@@ -1,0 +1,1 @@
+"""The evaluator: designs scored as consumers against ``exact``, sweeps, results storage."""

@@ -1,0 +1,151 @@
+"""Run a workload's steps on the simulated machine, with a probe attached.
+
+Regions named by ``mmap`` steps are resolved to the addresses the machine
+gave them; integer regions are absolute page numbers (imported traces map at
+the program's own addresses). In strict mode (generated workloads) a step
+the machine refuses is an error naming the step; otherwise (imported traces,
+whose model is approximate) it is counted as skipped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from foliosim.evaluate.consumers import khugepaged_scan, numa_migrate
+from foliosim.evaluate.probe import Probe
+from foliosim.vm.events import SimError
+from foliosim.vm.machine import Machine
+from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE
+from foliosim.workloads.steps import Step, WorkloadError
+
+PROT = {"rw": (True, True), "r": (True, False), "none": (False, False)}
+
+
+@dataclass(slots=True)
+class RunStats:
+    steps: int = 0
+    skipped: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # syscalls that returned -errno, SIGSEGVs
+    first_skip: str | None = None
+
+
+class WorkloadRunner:
+    """Executes steps on one machine; a probe (if any) is told after each step."""
+
+    def __init__(self, machine: Machine, probe: Probe | None = None, strict: bool = True) -> None:
+        self.m = machine
+        self.probe = probe
+        self.strict = strict
+        self.regions: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}
+        self.stats = RunStats()
+
+    def run(self, steps: list[Step], tick: Callable[[int], None] | None = None) -> RunStats:
+        for index, step in enumerate(steps):
+            try:
+                self.execute(step, index)
+            except (SimError, WorkloadError) as exc:
+                if self.strict:
+                    raise WorkloadError(f"step {index + 1} ({step.verb} {step.task}): {exc}") from None
+                self.stats.skipped += 1
+                if self.stats.first_skip is None:
+                    self.stats.first_skip = f"step {index + 1} ({step.verb} {step.task}): {exc}"
+            self.stats.steps += 1
+            if self.probe is not None:
+                self.probe.after_step()
+            if tick is not None:
+                tick(index)
+        return self.stats
+
+    def _vpn(self, region: Any) -> int:
+        if isinstance(region, int):
+            return region
+        try:
+            return self.regions[region]
+        except KeyError:
+            raise WorkloadError(f"unknown region {region!r}") from None
+
+    def _rc(self, what: str, value: int) -> None:
+        if value < 0:
+            self.stats.errors[what] += 1
+
+    def execute(self, step: Step, index: int) -> None:
+        m, t, a, verb = self.m, step.task, step.args, step.verb
+        if verb == "file":
+            m.create_file(a[0], a[1] * PAGE_SIZE, a[2], shmem=bool(a[3]))
+        elif verb == "spawn":
+            self._rc("spawn", m.spawn(t))
+        elif verb == "fork":
+            self._rc("fork", m.fork(t, a[0]))
+        elif verb in ("vfork", "thread"):
+            self._rc(verb, m.clone_vm(t, a[0], vfork=verb == "vfork"))
+        elif verb == "exec":
+            self._rc("exec", m.execve(t))
+        elif verb == "exit":
+            self._rc("exit", m.exit(t))
+        elif verb == "mmap":
+            self._mmap(step)
+        elif verb == "munmap":
+            self._rc("munmap", m.munmap(t, (self._vpn(a[0]) + a[1]) << PAGE_SHIFT, a[2] * PAGE_SIZE))
+        elif verb == "mprotect":
+            read, write = PROT[a[3]]
+            self._rc("mprotect", m.mprotect(t, (self._vpn(a[0]) + a[1]) << PAGE_SHIFT, a[2] * PAGE_SIZE, read, write))
+        elif verb == "mremap":
+            self._mremap(step)
+        elif verb == "write":
+            value = 1 + (index * 37) % 255
+            if not m.write(t, (self._vpn(a[0]) + a[1]) << PAGE_SHIFT, bytes([value]) * (a[2] * PAGE_SIZE)):
+                self.stats.errors["SIGSEGV"] += 1
+        elif verb == "read":
+            if m.read(t, (self._vpn(a[0]) + a[1]) << PAGE_SHIFT, a[2] * PAGE_SIZE) is None:
+                self.stats.errors["SIGSEGV"] += 1
+        elif verb == "madvise":
+            self._rc("madvise", m.madvise(t, (self._vpn(a[0]) + a[1]) << PAGE_SHIFT, a[2] * PAGE_SIZE, a[3]))
+        elif verb in ("khugepaged", "numa"):
+            self._scan(step)
+        else:  # pragma: no cover - check_step() rejects unknown verbs
+            raise WorkloadError(f"unknown verb {verb!r}")
+
+    def _mmap(self, step: Step) -> None:
+        region, pages, kind, file, thp, prot, offset = step.args
+        read, write = PROT[prot]
+        orders = frozenset(thp) if thp is not None else None
+        fixed = region << PAGE_SHIFT if isinstance(region, int) else None
+        if kind in ("anon", "shared-anon"):
+            addr = self.m.mmap(step.task, pages * PAGE_SIZE, shared=kind == "shared-anon", read=read, write=write,
+                               addr=fixed, thp=orders, label=str(region))
+        else:
+            addr = self.m.mmap(step.task, pages * PAGE_SIZE, file=file, offset=offset * PAGE_SIZE,
+                               shared=kind == "file-shared", read=read, write=write, addr=fixed, label=str(region))
+        self._rc("mmap", addr)
+        if addr >= 0 and isinstance(region, str):
+            self.regions[region] = addr >> PAGE_SHIFT
+            self.sizes[region] = pages
+
+    def _mremap(self, step: Step) -> None:
+        region, pages, new = step.args
+        start = self._vpn(region)
+        if isinstance(new, int):
+            dst = new
+        else:
+            dst = self.m._unmapped_area(pages)
+            self.regions[new] = dst
+        self._rc("mremap", self.m.mremap(step.task, start << PAGE_SHIFT, pages * PAGE_SIZE, dst << PAGE_SHIFT))
+
+    def _scan(self, step: Step) -> None:
+        task = self.m.task(step.task)
+        if self.probe is None:
+            return  # nothing to score without a design
+        if step.verb == "khugepaged":
+            khugepaged_scan(self.m, self.probe, task.mm)
+            return
+        region = step.args[0]
+        if region is None:
+            start, end = 0, 1 << 62
+        else:
+            start = self._vpn(region)
+            end = start + self.sizes.get(region, 1) if isinstance(region, str) else start + 1
+        numa_migrate(self.m, self.probe, task.mm, start, end)

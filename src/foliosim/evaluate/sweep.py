@@ -1,0 +1,130 @@
+"""Sweeps: a grid of cells run on local processes or a Dask cluster, stored as they finish.
+
+Both backends run the same pure :func:`~foliosim.evaluate.cell.run_cell`, so
+the same grid gives the same metric rows whoever computes it. Cells already
+in the results database are skipped (resumable).
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+from foliosim.evaluate.cell import CellResult, CellSpec, make_cell, run_cell
+from foliosim.evaluate.store import ResultsDB
+from foliosim.schemes.base import DESIGNS
+from foliosim.workloads.generators import WORKLOADS, default_params
+from foliosim.workloads.steps import WorkloadError
+
+Progress = Callable[[CellResult], None]
+
+
+@dataclass(slots=True)
+class Grid:
+    """designs x workloads x parameter variations x seeds (x word sizes)."""
+
+    designs: tuple[str, ...] = DESIGNS
+    workloads: tuple[str, ...] = tuple(WORKLOADS)
+    seeds: tuple[int, ...] = (1, 2)
+    params: dict[str, list[Any]] = field(default_factory=dict)  # "key" or "workload.key" -> values
+    word_bits: tuple[int, ...] = (64,)
+    no_page_mapcount: bool = False
+    oracle: str = "reuse"
+    files: dict[str, str] = field(default_factory=dict)  # "file:NAME" -> workload JSON Lines
+
+    def cells(self) -> list[CellSpec]:
+        """Every cell, validated; parameter keys a workload does not have are not varied for it."""
+        self._check_params()
+        out: list[CellSpec] = []
+        for workload in (*self.workloads, *self.files):
+            variations = self._variations(workload)
+            for design, variation, seed, bits in itertools.product(self.designs, variations, self.seeds,
+                                                                    self.word_bits):
+                out.append(make_cell(design, workload, variation, seed, word_bits=bits,
+                                     no_page_mapcount=self.no_page_mapcount, oracle=self.oracle,
+                                     workload_text=self.files.get(workload)))
+        return out
+
+    def _check_params(self) -> None:
+        for key, values in self.params.items():
+            scope, dot, name = key.rpartition(".")
+            scopes = [scope] if dot else list(self.workloads)
+            if not values:
+                raise WorkloadError(f"parameter {key!r} has no values")
+            if name != "probe_rate" and not any(name in default_params(w) for w in scopes):
+                known = sorted({k for w in scopes for k in default_params(w)})
+                raise WorkloadError(f"no selected workload has parameter {key!r} (parameters: {', '.join(known)})")
+
+    def _variations(self, workload: str) -> list[dict[str, Any]]:
+        if workload in self.files:
+            return [{}]
+        defaults = default_params(workload)  # WorkloadError names an unknown workload
+        axes: list[tuple[str, list[Any]]] = []
+        for key, values in self.params.items():
+            scope, dot, name = key.rpartition(".")
+            if dot and scope != workload:
+                continue
+            if name in defaults or name == "probe_rate":
+                axes.append((name, values))
+        if not axes:
+            return [{}]
+        names = [name for name, _ in axes]
+        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(v for _, v in axes))]
+
+
+def pending(cells: Iterable[CellSpec], db: ResultsDB) -> list[CellSpec]:
+    done = db.done()
+    seen: set[str] = set()
+    out = []
+    for cell in cells:
+        if cell.cell_id not in done and cell.cell_id not in seen:
+            seen.add(cell.cell_id)
+            out.append(cell)
+    return out
+
+
+def run_local(cells: list[CellSpec], db: ResultsDB, jobs: int | None = None, on_result: Progress | None = None) -> int:
+    """Run cells on ``jobs`` local processes (default: every core); returns cells computed."""
+    if not cells:
+        return 0
+    workers = max(1, min(jobs or os.cpu_count() or 1, len(cells)))
+    if workers == 1:
+        for cell in cells:
+            _store(db, run_cell(cell), on_result)
+        return len(cells)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_cell, cell) for cell in cells]
+        for future in as_completed(futures):
+            _store(db, future.result(), on_result)
+    return len(cells)
+
+
+def run_dask(cells: list[CellSpec], db: ResultsDB, address: str, on_result: Progress | None = None,
+             timeout: float = 30) -> int:
+    """Run cells on the Dask cluster at ``address`` (its workers need foliosim installed)."""
+    try:
+        distributed: Any = importlib.import_module("distributed")
+    except ImportError:
+        raise RuntimeError("--dask needs dask.distributed: pip install 'foliosim[dask]'") from None
+    if not cells:
+        return 0
+    client = distributed.Client(address, timeout=timeout)
+    try:
+        futures = client.map(run_cell, cells, pure=False)
+        for future in distributed.as_completed(futures):
+            _store(db, future.result(), on_result)
+    finally:
+        client.close()
+    return len(cells)
+
+
+def _store(db: ResultsDB, result: CellResult, on_result: Progress | None) -> None:
+    db.put(result)
+    if on_result is not None:
+        on_result(result)

@@ -1,0 +1,173 @@
+"""The design interface and the bookkeeping every design shares.
+
+A design sees every rmap event (a :class:`foliosim.system.Op`: mm_new/free,
+folio_new/free, map_new_anon/map/dup/unmap with MM, folio, level and page
+range), answers "maybe mapped shared?" and "which MM owns it exclusively?" per
+folio, and reports the metadata it keeps per folio and what each update costs
+(atomic read-modify-writes and lock acquisitions).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from foliosim.errors import Rejected
+from foliosim.kconfig import KernelConfig
+from foliosim.rmap import PMD
+from foliosim.system import MAP_OPS, Op
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateCost:
+    """What one rmap update costs a design: atomic RMWs and lock acquisitions (see docs/evaluator.md)."""
+
+    atomics: int = 0
+    locks: int = 0
+
+
+FREE = UpdateCost()
+
+
+def op_diff(op: Op) -> int:
+    """Mappings an op adds or removes from the folio's large mapcount: 1 per PMD, ``nr`` PTEs."""
+    return 1 if op.level is PMD else op.nr
+
+
+class Design(ABC):
+    """One sharing-detection design, fed the rmap event stream of a run.
+
+    Subclasses implement :meth:`_update` (the design's own metadata),
+    :meth:`_maybe_shared_large` and :meth:`_owner_large`; this base keeps each
+    folio's order and total mapcount (which every design has: ``_large_mapcount``)
+    and applies the rule every design shares with ``folio_maybe_mapped_shared()``:
+    a folio mapped at most once is never shared; a small folio is shared when
+    mapped more than once.
+    """
+
+    #: Never answers "not shared" for a folio that more than one MM maps.
+    sound: bool = True
+    name: str = "?"
+
+    def __init__(self, config: KernelConfig) -> None:
+        self.config = config
+        self.orders: dict[str, int] = {}
+        self.total: dict[str, int] = {}
+
+    # -- the event stream -------------------------------------------------------
+    def apply(self, op: Op) -> UpdateCost:
+        """Consume one rmap event; returns its cost (zero for non-mapping events)."""
+        kind = op.op
+        if kind == "folio_new":
+            assert op.folio is not None and op.order is not None
+            if op.folio in self.orders:
+                raise Rejected(f"{self.name}: folio {op.folio!r} already exists")
+            self.orders[op.folio] = op.order
+            self.total[op.folio] = 0
+            self._new(op.folio, op.order)
+            return FREE
+        if kind == "folio_free":
+            assert op.folio is not None
+            if self.total.get(op.folio, 0):
+                raise Rejected(f"{self.name}: folio {op.folio!r} freed while mapped")
+            self.orders.pop(op.folio, None)
+            self.total.pop(op.folio, None)
+            self._free(op.folio)
+            return FREE
+        if kind in ("mm_new", "mm_free"):
+            self._mm(op)
+            return FREE
+        if kind not in MAP_OPS:
+            raise Rejected(f"{self.name}: unknown op {kind!r}")
+        folio = op.folio
+        if folio not in self.orders:
+            raise Rejected(f"{self.name}: unknown folio {folio!r}")
+        assert folio is not None and op.mm is not None
+        order = self.orders[folio]
+        diff = (1 << order if order < self.config.pmd_order else 1) if kind == "map_new_anon" else op_diff(op)
+        if kind == "unmap":
+            if diff > self.total[folio]:
+                raise Rejected(f"{self.name}: unmap of {diff} mappings of {folio!r}, which has {self.total[folio]}")
+            self.total[folio] -= diff
+        else:
+            self.total[folio] += diff
+        return self._update(op, folio, op.mm, order, diff)
+
+    def _new(self, folio: str, order: int) -> None:  # noqa: B027 - optional hook
+        """A folio was allocated."""
+
+    def _free(self, folio: str) -> None:  # noqa: B027 - optional hook
+        """A folio was freed."""
+
+    def _mm(self, op: Op) -> None:  # noqa: B027 - optional hook
+        """An MM was created or freed."""
+
+    @abstractmethod
+    def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> UpdateCost:
+        """Apply a map/dup/unmap/map_new_anon of ``diff`` mappings by ``mm``."""
+
+    # -- the questions consumers ask ----------------------------------------------
+    def mapcount(self, folio: str) -> int:
+        """The folio's total mapcount (``folio_mapcount()``)."""
+        return self.total[folio]
+
+    def maybe_shared(self, folio: str) -> bool:
+        """"Maybe mapped shared?" as ``folio_maybe_mapped_shared()`` would ask it of this design."""
+        total = self.total[folio]
+        if total <= 1:
+            return False
+        if self.orders[folio] == 0:
+            return True
+        return self._maybe_shared_large(folio)
+
+    def exclusive_owner(self, folio: str) -> str | None:
+        """The MM that certainly maps every mapping of the folio, or None (not known / maybe shared)."""
+        if self.total[folio] == 0 or self.orders[folio] == 0:
+            return None
+        return self._owner_large(folio)
+
+    @abstractmethod
+    def _maybe_shared_large(self, folio: str) -> bool:
+        """The design's answer for a large folio mapped at least twice."""
+
+    @abstractmethod
+    def _owner_large(self, folio: str) -> str | None:
+        """The design's exclusive owner of a mapped large folio, if it knows one."""
+
+    @abstractmethod
+    def metadata_bytes(self, folio: str) -> int:
+        """Bytes of sharing-tracking metadata the design keeps for ``folio`` now."""
+
+
+def small_cost() -> UpdateCost:
+    """An order-0 folio: one atomic on its ``_mapcount`` for every design."""
+    return UpdateCost(atomics=1)
+
+
+def make_design(spec: str, config: KernelConfig) -> Design:
+    """Build a design from its name: kernel, exact, stopped, legacy or slots:K (K in 1..8)."""
+    from foliosim.schemes.exact import ExactDesign
+    from foliosim.schemes.kernel import KernelDesign
+    from foliosim.schemes.legacy import LegacyDesign
+    from foliosim.schemes.slots import SlotsDesign
+    from foliosim.schemes.stopped import StoppedDesign
+
+    name, colon, arg = spec.partition(":")
+    simple: dict[str, type[Design]] = {"kernel": KernelDesign, "exact": ExactDesign,
+                                        "stopped": StoppedDesign, "legacy": LegacyDesign}
+    if name in simple and not colon:
+        return simple[name](config)
+    if name == "slots" and colon:
+        try:
+            slots = int(arg)
+        except ValueError:
+            raise ValueError(f"design {spec!r}: K in slots:K must be an integer, not {arg!r}") from None
+        if not 1 <= slots <= SLOTS_MAX:
+            raise ValueError(f"design {spec!r}: K must be in 1..{SLOTS_MAX}")
+        return SlotsDesign(config, slots)
+    raise ValueError(f"unknown design {spec!r} (known: {', '.join(DESIGNS)}, slots:K with K in 1..{SLOTS_MAX})")
+
+
+SLOTS_MAX = 8
+#: The designs a default comparison runs.
+DESIGNS = ("kernel", "exact", "slots:3", "stopped", "legacy")
