@@ -203,3 +203,15 @@ print("ok")
     src = ROOT / "examples" / "commit-example-2.jsonl"
     done = subprocess.run([sys.executable, "-c", code, str(src)], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+@needs_numba
+def test_cli_fast_replay_reads_stdin() -> None:
+    text = "\n".join(TRACE) + "\n"
+    runner = CliRunner()
+    expected = runner.invoke(main, ["replay", "-", "--keep-going"], input=text)
+    got = runner.invoke(main, ["fast-replay", "-", "--keep-going"], input=text)
+    assert (got.exit_code, got.output) == (expected.exit_code, expected.output)
+    ref = runner.invoke(main, ["fast-replay", "-", "--final-only", "--engine", "reference"], input=text)
+    fast = runner.invoke(main, ["fast-replay", "-", "--final-only"], input=text)
+    assert (fast.exit_code, fast.output) == (ref.exit_code, ref.output)

@@ -1,0 +1,437 @@
+"""Replay benchmarks: the reference model against the compiled fast path (issue 6).
+
+Run on demand (not in CI):
+
+    pip install -c constraints.txt -e '.[dev,fast,bench]'
+    python benchmarks/replay.py            # full run, writes docs/performance.md and docs/perf-replay.png
+    python benchmarks/replay.py --quick    # smaller traces and fewer repetitions (a smoke run)
+
+What it measures (medians of several runs, all on one core, in one process):
+
+1. the standard replay trace (foliosim.trace.generate.STANDARD_SPEC: 10M operations,
+   64 order-4 folios, 3 MMs): the apply loop of the reference model (on a prefix: it
+   runs at tens of thousands of operations per second) and of the fast path (on the
+   same prefix, for the ratio, and on the whole trace), parsing excluded; then end
+   to end from the binary .npz file (load + validate + apply + final states), in
+   process and through the `foliosim fast-replay --final-only` command;
+2. the same by folio order (1, 4, 9) and number of MMs (2, 3, 8);
+3. cost against work size (trace prefixes), plotted;
+4. peak memory per million folios (tracemalloc) for both models;
+5. process-simulation faults/second and checker states/second, when those
+   packages exist (foliosim.vm, foliosim.check); skipped with a message otherwise.
+
+Generated traces are cached in benchmarks/.cache/ (never committed); the 10M-op
+standard trace takes a few minutes to generate the first time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import gc
+import importlib.util
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from foliosim.fast import HAVE_NUMBA
+from foliosim.fast.replay import FastReplay, final_records
+from foliosim.kconfig import KernelConfig
+from foliosim.rmap import PMD, PTE
+from foliosim.system import Op, RmapSystem
+from foliosim.trace.columnar import ColumnarTrace, from_ops, generated_columnar, read_npz, write_npz
+from foliosim.trace.generate import STANDARD_SPEC, TraceSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "benchmarks" / ".cache"
+DOCS = ROOT / "docs"
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, str]:
+    model = platform.processor() or "unknown"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import numba
+
+    return {
+        "cpu": model,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def cached_trace(spec: TraceSpec) -> ColumnarTrace:
+    """The generated trace for ``spec``, from benchmarks/.cache/ (generated and stored on first use)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"trace-{spec.n_ops}-{spec.n_folios}-{spec.order}-{spec.n_mms}-{spec.seed}.npz"
+    if not path.exists():
+        log(f"generating {path.name} (pure Python; cached for next time) ...")
+        t0 = time.perf_counter()
+        trace = generated_columnar(spec)
+        tmp = path.with_suffix(".tmp")
+        write_npz(trace, str(tmp))
+        tmp.rename(path)
+        log(f"  generated in {time.perf_counter() - t0:.0f} s")
+    return read_npz(str(path))
+
+
+def trace_path(spec: TraceSpec) -> Path:
+    return CACHE / f"trace-{spec.n_ops}-{spec.n_folios}-{spec.order}-{spec.n_mms}-{spec.seed}.npz"
+
+
+def prefix(trace: ColumnarTrace, n: int) -> ColumnarTrace:
+    cols = {name: getattr(trace, name)[:n] for name in ("kind", "folio", "mm", "level", "page", "nr", "order", "line")}
+    return ColumnarTrace(**cols, folio_names=trace.folio_names, mm_names=trace.mm_names,
+                         raw={k: v for k, v in trace.raw.items() if k < n})
+
+
+def median_time(fn: Callable[[], Any], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def ref_apply_time(ops: list[Op], config: KernelConfig, runs: int) -> float:
+    """Median seconds for the reference model to apply ``ops`` (already parsed)."""
+    def run() -> None:
+        system = RmapSystem(config)
+        apply = system.apply
+        for op in ops:
+            apply(op)
+
+    return median_time(run, runs)
+
+
+def fast_apply_time(trace: ColumnarTrace, config: KernelConfig, runs: int) -> float:
+    """Median seconds for the fast path's apply loop over ``trace`` (state set up outside the timing)."""
+    times = []
+    for _ in range(runs):
+        replay = FastReplay(trace, config)
+        gc.collect()
+        t0 = time.perf_counter()
+        reached, _ = replay.apply_range(0, len(trace))
+        times.append(time.perf_counter() - t0)
+        assert reached == len(trace), f"benchmark trace rejected at operation {reached}"
+    return statistics.median(times)
+
+
+def ops_of(trace: ColumnarTrace, n: int) -> list[Op]:
+    out = []
+    for i in range(n):
+        op = trace.op(i)
+        assert op is not None
+        out.append(op)
+    return out
+
+
+def rate(n: int, seconds: float) -> float:
+    return n / seconds if seconds > 0 else float("inf")
+
+
+def fmt_rate(r: float) -> str:
+    if r >= 1e6:
+        return f"{r / 1e6:.2f} M/s"
+    return f"{r / 1e3:.1f} k/s"
+
+
+# -- sections ------------------------------------------------------------------------------------
+
+def bench_standard(args: argparse.Namespace, config: KernelConfig) -> dict[str, Any]:
+    spec = dataclasses.replace(STANDARD_SPEC, n_ops=args.standard_ops)
+    trace = cached_trace(spec)
+    n_all = len(trace)
+    n_ref = min(args.ref_ops, n_all)
+    FastReplay(prefix(trace, 100), config).apply_all()  # compile / load the kernels outside the timing
+    log(f"standard trace: {n_all} ops; reference on the first {n_ref} ...")
+    ops = ops_of(trace, n_ref)
+    t_ref = ref_apply_time(ops, config, args.ref_runs)
+    del ops
+    t_fast_prefix = fast_apply_time(prefix(trace, n_ref), config, args.runs)
+    log("fast path on the whole trace ...")
+    t_fast = fast_apply_time(trace, config, args.runs)
+
+    path = trace_path(spec)
+
+    def end_to_end() -> None:
+        replay = FastReplay(read_npz(str(path)), config)
+        replay.apply_all()
+        for _ in final_records(replay.state.export_system(), replay.position):
+            pass
+
+    log("end to end from the .npz file ...")
+    t_e2e = median_time(end_to_end, args.runs)
+    cli = [sys.executable, "-m", "foliosim", "fast-replay", "--final-only", str(path)]
+    t_cli = median_time(lambda: subprocess.run(cli, check=True, stdout=subprocess.DEVNULL), max(1, args.runs - 2))
+    t_load = median_time(lambda: read_npz(str(path)), args.runs)
+    return {
+        "n_all": n_all, "n_ref": n_ref,
+        "ref_rate": rate(n_ref, t_ref),
+        "fast_rate_prefix": rate(n_ref, t_fast_prefix),
+        "fast_rate": rate(n_all, t_fast),
+        "ratio": rate(n_ref, t_fast_prefix) / rate(n_ref, t_ref),
+        "e2e_rate": rate(n_all, t_e2e),
+        "cli_rate": rate(n_all, t_cli),
+        "load_s": t_load, "file_mb": path.stat().st_size / 1e6,
+        "t_fast": t_fast, "t_e2e": t_e2e, "t_cli": t_cli,
+    }
+
+
+def bench_grid(args: argparse.Namespace, config: KernelConfig) -> list[dict[str, Any]]:
+    rows = []
+    for order in (1, 4, 9):
+        for n_mms in (2, 3, 8):
+            spec = TraceSpec(n_ops=args.grid_ops, n_folios=64, order=order, n_mms=n_mms, seed=1000 + 10 * order + n_mms)
+            trace = cached_trace(spec)
+            n_ref = min(args.grid_ref_ops, len(trace))
+            ops = ops_of(trace, n_ref)
+            t_ref = ref_apply_time(ops, config, args.ref_runs)
+            t_fast_prefix = fast_apply_time(prefix(trace, n_ref), config, args.runs)
+            t_fast = fast_apply_time(trace, config, args.runs)
+            pte = trace.level == 0
+            row = {
+                "order": order, "mms": n_mms, "ops": len(trace), "n_ref": n_ref,
+                "mean_nr": float(trace.nr[pte].mean()) if pte.any() else 0.0,
+                "ref_rate": rate(n_ref, t_ref), "fast_rate": rate(len(trace), t_fast),
+                "ratio": rate(n_ref, t_fast_prefix) / rate(n_ref, t_ref),
+            }
+            log(f"order {order}, {n_mms} MMs: reference {fmt_rate(row['ref_rate'])}, "
+                f"fast {fmt_rate(row['fast_rate'])}, x{row['ratio']:.0f}")
+            rows.append(row)
+    return rows
+
+
+def bench_scaling(args: argparse.Namespace, config: KernelConfig) -> list[dict[str, Any]]:
+    trace = cached_trace(dataclasses.replace(STANDARD_SPEC, n_ops=args.standard_ops))
+    sizes = [n for n in (10_000, 30_000, 100_000, 300_000, 1_000_000, 3_000_000, 10_000_000) if n <= len(trace)]
+    rows = []
+    for n in sizes:
+        row: dict[str, Any] = {"ops": n, "fast_s": fast_apply_time(prefix(trace, n), config, args.runs)}
+        if n <= args.ref_ops:
+            row["ref_s"] = ref_apply_time(ops_of(trace, n), config, args.ref_runs)
+        rows.append(row)
+    return rows
+
+
+def memory_trace(n_folios: int) -> list[Op]:
+    """Every folio mapped by three MMs: PTEs, a fork-time dup, and a PMD."""
+    ops = [Op("mm_new", mm=f"M{m}") for m in range(3)]
+    for f in range(n_folios):
+        name = f"F{f}"
+        ops += [Op("folio_new", folio=name, order=4), Op("map_new_anon", folio=name, mm="M0", level=PTE),
+                Op("dup", folio=name, mm="M1", level=PTE, page=0, nr=16),
+                Op("map", folio=name, mm="M2", level=PMD)]
+    return ops
+
+
+def bench_memory(args: argparse.Namespace, config: KernelConfig) -> dict[str, Any]:
+    n = args.mem_folios
+    ops = memory_trace(n)
+    trace = from_ops(ops)
+    gc.collect()
+    tracemalloc.start()
+    system = RmapSystem(config)
+    for op in ops:
+        system.apply(op)
+    _, ref_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del system
+    gc.collect()
+    tracemalloc.start()
+    replay = FastReplay(trace, config)
+    replay.apply_all()
+    _, fast_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert replay.position == len(trace)
+    return {
+        "folios": n,
+        "ref_per_million_gb": ref_peak / n * 1e6 / 1e9,
+        "fast_per_million_gb": fast_peak / n * 1e6 / 1e9,
+        "fast_state_per_million_gb": replay.state.nbytes / n * 1e6 / 1e9,
+    }
+
+
+def bench_hooks() -> list[str]:
+    """Sections that need packages being built on other branches."""
+    notes = []
+    if importlib.util.find_spec("foliosim.vm") is None:
+        notes.append("process-simulation faults/second: skipped (foliosim.vm is not in this tree yet)")
+    else:
+        notes.append("process-simulation faults/second: foliosim.vm exists but has no benchmark hook yet")
+    if importlib.util.find_spec("foliosim.check") is None:
+        notes.append("checker states/second: skipped (foliosim.check is not in this tree yet)")
+    else:
+        notes.append("checker states/second: foliosim.check exists but has no benchmark hook yet")
+    return notes
+
+
+# -- report ------------------------------------------------------------------------------------------
+
+def plot(scaling: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    xs = [r["ops"] for r in scaling]
+    ax.loglog(xs, [r["fast_s"] for r in scaling], "o-", label="fast path (numba)")
+    ref = [r for r in scaling if "ref_s" in r]
+    if ref:
+        ax.loglog([r["ops"] for r in ref], [r["ref_s"] for r in ref], "s-", label="reference model")
+    ax.set_xlabel("operations replayed (standard trace prefix)")
+    ax.set_ylabel("apply time, seconds (median)")
+    ax.set_title("Replay cost against work size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(info: dict[str, str], std: dict[str, Any], grid: list[dict[str, Any]], scaling: list[dict[str, Any]],
+           mem: dict[str, Any], hooks: list[str], args: argparse.Namespace) -> str:
+    lines = [
+        "# Performance",
+        "",
+        "Written by `python benchmarks/replay.py` (issue 6); rerun it to refresh. All figures are medians of",
+        f"{args.runs} runs (reference: {args.ref_runs}) measured in one process on one core; ratios compare",
+        "the two models on the same operations in the same run.",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, numpy {info['numpy']},",
+        f"numba {info['numba']}; load average at the start {info['load']} ({info['date']}).",
+        "Other jobs shared this 2-core machine, so treat the absolute numbers as lower bounds.",
+        "",
+        "## Standard replay trace",
+        "",
+        f"{std['n_all']:,} operations (`STANDARD_SPEC`: 64 order-4 folios, 3 MMs, the issue's mix), "
+        "64-bit, CONFIG_PAGE_MAPCOUNT.",
+        "",
+        "| measurement | result | target |",
+        "| --- | --- | --- |",
+        f"| reference model, apply loop (first {std['n_ref']:,} ops, parsed beforehand) | "
+        f"{fmt_rate(std['ref_rate'])} | |",
+        f"| fast path, apply loop, same {std['n_ref']:,} ops | {fmt_rate(std['fast_rate_prefix'])} | |",
+        f"| fast / reference, same ops, same run | **{std['ratio']:.0f}x** | >= 50x |",
+        f"| fast path, apply loop, whole trace | **{fmt_rate(std['fast_rate'])}** ({std['t_fast']:.2f} s) "
+        "| >= 4 M/s |",
+        f"| end to end from .npz (load, validate, apply, final states), in process | "
+        f"**{fmt_rate(std['e2e_rate'])}** ({std['t_e2e']:.2f} s) | >= 2 M/s |",
+        f"| `foliosim fast-replay --final-only trace.npz` (process start, imports, kernel cache load) | "
+        f"{fmt_rate(std['cli_rate'])} ({std['t_cli']:.2f} s) | |",
+        f"| loading + validating the {std['file_mb']:.0f} MB .npz | {std['load_s']:.2f} s | |",
+        "",
+        "For scale, the issue quotes ~40 M ops/s for the kernel's own C code (gcc -O2) on this machine.",
+        "",
+        "## By folio order and number of MMs",
+        "",
+        "| order | MMs | mean pte range | reference | fast path | fast / reference |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in grid:
+        lines.append(f"| {r['order']} | {r['mms']} | {r['mean_nr']:.1f} | {fmt_rate(r['ref_rate'])} | "
+                     f"{fmt_rate(r['fast_rate'])} | {r['ratio']:.0f}x |")
+    lines += [
+        "",
+        f"Each trace: {grid[0]['ops']:,} generated operations on 64 folios (reference on the first "
+        f"{grid[0]['n_ref']:,}).",
+        "",
+        "## Cost against work size",
+        "",
+        "![apply time against operations](perf-replay.png)",
+        "",
+        "| operations | fast path | reference |",
+        "| --- | --- | --- |",
+    ]
+    for r in scaling:
+        ref = f"{r['ref_s']:.3f} s" if "ref_s" in r else "-"
+        lines.append(f"| {r['ops']:,} | {r['fast_s']:.4f} s | {ref} |")
+    lines += [
+        "",
+        "## Peak memory per million folios",
+        "",
+        f"tracemalloc peak while {mem['folios']:,} order-4 folios are each mapped by 3 MMs "
+        "(PTEs, a fork-time dup, a PMD), scaled to one million folios:",
+        "",
+        f"- reference model: {mem['ref_per_million_gb']:.2f} GB per million folios",
+        f"- fast path: {mem['fast_per_million_gb']:.2f} GB per million folios "
+        f"(state arrays alone {mem['fast_state_per_million_gb']:.2f} GB; dense per-MM ground truth, "
+        "4 bytes per page per MM name)",
+        "",
+        "## Not measured yet",
+        "",
+    ]
+    lines += [f"- {h}" for h in hooks]
+    lines += [
+        "",
+        "Notes: the first use of the fast path compiles the kernels (about 30 s) and caches them in",
+        "`src/foliosim/fast/__pycache__`; the timings above exclude that. Per-operation records",
+        "(`foliosim fast-replay` without `--final-only`) are bounded by building and printing JSON, not by",
+        "the kernels.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="Small traces, few runs (smoke test).")
+    parser.add_argument("--no-write", action="store_true", help="Print the report; do not write docs/.")
+    args = parser.parse_args()
+    if not HAVE_NUMBA:
+        sys.exit("numba is not installed: pip install -c constraints.txt -e '.[dev,fast,bench]'")
+    if args.quick:
+        args.standard_ops, args.ref_ops, args.runs, args.ref_runs = 200_000, 20_000, 3, 1
+        args.grid_ops, args.grid_ref_ops, args.mem_folios = 20_000, 5_000, 2_000
+    else:
+        args.standard_ops, args.ref_ops, args.runs, args.ref_runs = STANDARD_SPEC.n_ops, 200_000, 5, 3
+        args.grid_ops, args.grid_ref_ops, args.mem_folios = 200_000, 50_000, 50_000
+    config = KernelConfig()
+    info = machine()
+    log(f"machine: {info}")
+    std = bench_standard(args, config)
+    log(f"standard: {std}")
+    grid = bench_grid(args, config)
+    scaling = bench_scaling(args, config)
+    mem = bench_memory(args, config)
+    log(f"memory: {mem}")
+    hooks = bench_hooks()
+    text = report(info, std, grid, scaling, mem, hooks, args)
+    print(text)
+    if not args.no_write:
+        DOCS.mkdir(exist_ok=True)
+        plot(scaling, DOCS / "perf-replay.png")
+        (DOCS / "performance.md").write_text(text)
+        log(f"wrote {DOCS / 'performance.md'} and {DOCS / 'perf-replay.png'}")
+
+
+if __name__ == "__main__":
+    main()
