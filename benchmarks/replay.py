@@ -31,6 +31,7 @@ import dataclasses
 import datetime
 import gc
 import importlib.util
+import json
 import os
 import platform
 import statistics
@@ -45,11 +46,18 @@ from typing import Any
 import numpy as np
 
 from foliosim.fast import HAVE_NUMBA
-from foliosim.fast.replay import FastReplay, final_records
+from foliosim.fast.replay import FastReplay, final_records, reference_records
 from foliosim.kconfig import KernelConfig
 from foliosim.rmap import PMD, PTE
 from foliosim.system import Op, RmapSystem
-from foliosim.trace.columnar import ColumnarTrace, from_ops, generated_columnar, read_npz, write_npz
+from foliosim.trace.columnar import (
+    ColumnarTrace,
+    from_jsonl_lines,
+    from_ops,
+    generated_columnar,
+    read_npz,
+    write_npz,
+)
 from foliosim.trace.generate import STANDARD_SPEC, TraceSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,6 +200,20 @@ def bench_standard(args: argparse.Namespace, config: KernelConfig) -> dict[str, 
     cli = [sys.executable, "-m", "foliosim", "fast-replay", "--final-only", str(path)]
     t_cli = median_time(lambda: subprocess.run(cli, check=True, stdout=subprocess.DEVNULL), max(1, args.runs - 2))
     t_load = median_time(lambda: read_npz(str(path)), args.runs)
+    # Per-operation JSON records (what `replay` prints), both models, same prefix, dumped to nowhere.
+    n_rec = min(args.ref_ops // 4, n_all)
+    lines = list(prefix(trace, n_rec).iter_jsonl())
+
+    def ref_records() -> None:
+        for rec in reference_records(lines, config):
+            json.dumps(rec, separators=(",", ":"))
+
+    def fast_records() -> None:
+        for rec in FastReplay(from_jsonl_lines(lines), config).records():
+            json.dumps(rec, separators=(",", ":"))
+
+    t_rec_ref = median_time(ref_records, args.ref_runs)
+    t_rec_fast = median_time(fast_records, args.ref_runs)
     return {
         "n_all": n_all, "n_ref": n_ref,
         "ref_rate": rate(n_ref, t_ref),
@@ -202,6 +224,7 @@ def bench_standard(args: argparse.Namespace, config: KernelConfig) -> dict[str, 
         "cli_rate": rate(n_all, t_cli),
         "load_s": t_load, "file_mb": path.stat().st_size / 1e6,
         "t_fast": t_fast, "t_e2e": t_e2e, "t_cli": t_cli,
+        "n_rec": n_rec, "rec_ref_rate": rate(n_rec, t_rec_ref), "rec_fast_rate": rate(n_rec, t_rec_fast),
     }
 
 
@@ -348,6 +371,9 @@ def report(info: dict[str, str], std: dict[str, Any], grid: list[dict[str, Any]]
         f"| `foliosim fast-replay --final-only trace.npz` (process start, imports, kernel cache load) | "
         f"{fmt_rate(std['cli_rate'])} ({std['t_cli']:.2f} s) | |",
         f"| loading + validating the {std['file_mb']:.0f} MB .npz | {std['load_s']:.2f} s | |",
+        f"| per-operation JSON records from JSON Lines (parse, apply, build + dump every record), "
+        f"first {std['n_rec']:,} ops: reference / fast path | {fmt_rate(std['rec_ref_rate'])} / "
+        f"{fmt_rate(std['rec_fast_rate'])} | |",
         "",
         "For scale, the issue quotes ~40 M ops/s for the kernel's own C code (gcc -O2) on this machine.",
         "",

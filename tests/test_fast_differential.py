@@ -255,3 +255,15 @@ def test_every_field_long_traces(config: KernelConfig, seed: int, n: int) -> Non
     ops = random_ops(seed, n, config, orders=[0, 1, 2, 4, 5, 9, 10])
     note(f"seed={seed}; trace:\n{trace_text(ops)}")
     run_stepwise(ops, config)
+
+
+def test_mm_id_space_exhaustion_32bit() -> None:
+    """32-bit kernels have 32767 MM ids: the next mm_new is -ENOSPC, freeing one makes room again."""
+    config = KernelConfig(32, False)
+    lines = [json.dumps({"op": "mm_new", "mm": f"M{i}"}) for i in range(config.mm_id_max + 1)]
+    lines += ['{"op":"mm_free","mm":"M5"}', '{"op":"mm_new","mm":"late"}', '{"op":"mm_new","mm":"later"}']
+    expected = list(replay(lines, config, keep_going=True))
+    got = list(FastReplay(from_jsonl_lines(lines), config).records(keep_going=True))
+    assert got == expected
+    assert [r.get("check") for r in got if "error" in r] == ["mm_alloc_id", "mm_alloc_id"]
+    assert got[-2]["mm_id"] == 6  # the freed id is handed out again
