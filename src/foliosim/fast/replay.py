@@ -168,7 +168,9 @@ class FastReplay:
                     used = max((r[K.R_PAGES] + (1 << r[K.R_ORDER]) for r in rows
                                 if r[K.R_KIND] not in (K.K_MM_NEW, K.K_MM_FREE)), default=0)
                     pages = pagebuf[:used].tolist()
-                    mms = mmbuf.tolist()
+                    used_mms = max((r[K.R_MMS] + r[K.R_NMMS] for r in rows
+                                    if r[K.R_KIND] not in (K.K_MM_NEW, K.K_MM_FREE)), default=0)
+                    mms = mmbuf[:used_mms].tolist()
                     for j, row in enumerate(rows):
                         yield self._record(idx + j, row, pages, mms)
             status.steps = reached
