@@ -21,7 +21,9 @@ What it measures (medians of several runs, all on one core, in one process):
    packages exist (foliosim.vm, foliosim.check); skipped with a message otherwise.
 
 Generated traces are cached in benchmarks/.cache/ (never committed); the 10M-op
-standard trace takes a few minutes to generate the first time.
+standard trace is generated in pure Python the first time (about 8 minutes on an
+idle core of the benchmark machine, 19 minutes while other jobs were running), so
+the first full run is slow and later runs take about two minutes.
 """
 
 from __future__ import annotations
@@ -417,6 +419,9 @@ def report(info: dict[str, str], std: dict[str, Any], grid: list[dict[str, Any]]
     ]
     lines += [f"- {h}" for h in hooks]
     lines += [
+        "",
+        "The first full run also generates the 10M-operation trace in pure Python (several minutes; cached in",
+        "`benchmarks/.cache/`).",
         "",
         "Notes: the first use of the fast path compiles the kernels (about 30 s) and caches them in",
         "`src/foliosim/fast/__pycache__`; the timings above exclude that. Per-operation records",
