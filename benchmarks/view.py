@@ -118,16 +118,10 @@ def main() -> None:
     ]
     print("\n".join(report))
     if args.write:
-        doc = ROOT / "docs" / "performance.md"
-        text = doc.read_text()
-        block = "\n".join(report)
-        if "<!-- view:start -->" in text:
-            head, rest = text.split("<!-- view:start -->", 1)
-            text = head + block + rest.split("<!-- view:end -->", 1)[1]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        doc.write_text(text)
+        from perfdoc import update_section
 
+        body = [line for line in report if line not in ("<!-- view:start -->", "<!-- view:end -->")]
+        update_section("view", "\n".join(body))
 
 if __name__ == "__main__":
     main()
