@@ -25,8 +25,7 @@ from foliosim.explain import explain_event, explain_verdict
 from foliosim.folio import folio_test_large_mapcount_locked
 from foliosim.kconfig import KernelConfig
 from foliosim.owner import OwnerEvent
-from foliosim.rmap import PMD
-from foliosim.system import FolioHandle, Op, RmapSystem
+from foliosim.system import FolioHandle, RmapSystem
 from foliosim.trace.examples import Example
 from foliosim.trace.format import folio_record, parse_op
 from foliosim.trace.replay import apply_op, decode_line, iter_trace_lines
@@ -199,25 +198,6 @@ def folio_view(handle: FolioHandle, names: dict[int, str], event: OwnerEvent | N
     )
 
 
-def describe_op(op: Op) -> str:
-    """One rmap trace operation in words (the timeline's label)."""
-    if op.op in ("mm_new", "mm_free"):
-        return f"{op.op} {op.mm}"
-    if op.op == "folio_new":
-        return f"folio_new {op.folio} (order {op.order}, {1 << (op.order or 0)} pages)"
-    if op.op == "folio_free":
-        return f"folio_free {op.folio}"
-    if op.op == "map_new_anon":
-        return f"map_new_anon {op.folio} by {op.mm} (whole folio, {op.level.value if op.level else '?'})"
-    if op.level is PMD:
-        where = "pmd, whole folio"
-    elif op.nr == 1:
-        where = f"pte page {op.page}"
-    else:
-        where = f"pte pages {op.page}..{op.page + op.nr - 1}"
-    return f"{op.op} {op.folio} by {op.mm} ({where})"
-
-
 def _raw_op_text(obj: dict[str, Any]) -> str:
     kind = obj.get("op")
     rest = " ".join(f"{k}={v}" for k, v in obj.items() if k != "op" and k != "comment" and not k.startswith("_"))
@@ -258,8 +238,8 @@ def _trace_frame(system: RmapSystem, obj: dict[str, Any], step: int, lineno: int
     try:
         rec = apply_op(system, op, step)
     except Rejected as exc:
-        return Frame(step, op.op, describe_op(op), lineno, note, exc.reason)
-    text = describe_op(op)
+        return Frame(step, op.op, op.describe(), lineno, note, exc.reason)
+    text = op.describe()
     if op.op in ("mm_new", "mm_free"):
         return Frame(step, op.op, f"{text} (MM id {rec['mm_id']})", lineno, note)
     assert op.folio is not None
