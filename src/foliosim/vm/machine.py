@@ -166,7 +166,7 @@ class Machine:
             raise OracleViolation(f"the rmap core rejected {op.to_json()}: {exc.reason}") from exc
         self.trace.append(op)
         self.counters[f"rmap {op.op}"] += 1
-        owner = result.owner.name.lower() if isinstance(result, RmapResult) and result.owner else None
+        owner = result.owner.name.lower() if isinstance(result, RmapResult) and result.owner is not None else None
         self.emit("rmap", op.describe(), op=op, owner=owner)
         return result
 
