@@ -149,6 +149,7 @@ class Frame:
     folios: tuple[FolioView, ...] = ()
     process: ProcessView | None = None
     cow: tuple[CowView, ...] = ()
+    failed: str | None = None  # a scenario's failed expectation or isolation-oracle violation at this step
 
 
 @dataclass(slots=True)
@@ -163,6 +164,10 @@ class ViewModel:
     @property
     def rejected(self) -> list[Frame]:
         return [f for f in self.frames if f.error is not None]
+
+    @property
+    def failed(self) -> list[Frame]:
+        return [f for f in self.frames if f.failed is not None]
 
 
 # -- from the model to frames ---------------------------------------------------------------
@@ -381,7 +386,8 @@ def encode(model: ViewModel, generator: str = "") -> dict[str, Any]:
                 last_proc = proc
         line = frame.line if frame.line is not None else 0
         row = [strings(frame.op), touches, -1 if line == last_line + 1 else line,
-               strings(frame.note or None), strings(frame.error), proc, [cow_idx(c) for c in frame.cow]]
+               strings(frame.note or None), strings(frame.error), proc, [cow_idx(c) for c in frame.cow],
+               strings(frame.failed)]
         last_line = line
         steps.append(_trim(row))
     doc: dict[str, Any] = {
