@@ -451,23 +451,32 @@ def page_runs(start: int, end: int, entries: Iterable[tuple[int, int, str, int, 
     return tuple(runs)
 
 
-def snapshot_process_view(snapshot: Mapping[str, Any], pmd_order: int) -> ProcessView:
+def snapshot_process_view(snapshot: Mapping[str, Any], pmd_order: int,
+                          cache: dict[str, tuple[Any, tuple[VmaView, ...]]] | None = None) -> ProcessView:
     """The process-level part of a frame from a plain snapshot of tasks and MMs.
 
     ``snapshot`` has the shape of the process simulator's ``Machine.snapshot()``:
     ``tasks``: name -> (pid, mm name); ``mms``: name -> {mm_id, users, count,
     vmas: ((start vpn, end vpn, label), ...), ptes: ((vpn, folio, page, write), ...),
     pmds: ((vpn >> pmd_order, folio, write), ...)}. Only plain data is read, so
-    this layer does not import the simulator.
+    this layer does not import the simulator. ``cache`` (one dict kept across
+    the snapshots of a run) reuses an MM's rows while its page tables are unchanged.
     """
     tasks = tuple(TaskView(name, int(pid), str(mm)) for name, (pid, mm) in
                   sorted(snapshot["tasks"].items(), key=lambda kv: kv[1][0]))
     mms = []
     span = 1 << pmd_order
     for name, mm in snapshot["mms"].items():
-        entries = [(vpn, 1, folio, page, bool(write), False) for vpn, folio, page, write in mm["ptes"]]
-        entries += [(idx << pmd_order, span, folio, 0, bool(write), True) for idx, folio, write in mm["pmds"]]
-        vmas = tuple(VmaView(str(label), start, end - start, page_runs(start, end, entries))
-                     for start, end, label in mm["vmas"])
+        key = (mm["vmas"], mm["ptes"], mm["pmds"])
+        hit = cache.get(name) if cache is not None else None
+        if hit is not None and hit[0] == key:
+            vmas = hit[1]
+        else:
+            entries = [(vpn, 1, folio, page, bool(write), False) for vpn, folio, page, write in mm["ptes"]]
+            entries += [(idx << pmd_order, span, folio, 0, bool(write), True) for idx, folio, write in mm["pmds"]]
+            vmas = tuple(VmaView(str(label), start, end - start, page_runs(start, end, entries))
+                         for start, end, label in mm["vmas"])
+            if cache is not None:
+                cache[name] = (key, vmas)
         mms.append(MMView(name, int(mm["mm_id"]), int(mm["users"]), int(mm["count"]), vmas))
     return ProcessView(tasks, tuple(mms))

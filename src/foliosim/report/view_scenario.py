@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from foliosim.kconfig import KernelConfig
 from foliosim.owner import OwnerEvent
-from foliosim.report.view import CowView, FolioView, Frame, ViewModel, folio_view, mm_names, snapshot_process_view
+from foliosim.report.view import (
+    CowView,
+    FolioView,
+    Frame,
+    ViewModel,
+    VmaView,
+    folio_view,
+    mm_names,
+    snapshot_process_view,
+)
 from foliosim.system import FolioHandle
 from foliosim.vm.events import CowDecision, Event
 from foliosim.vm.machine import Machine
@@ -43,6 +53,7 @@ class _Collector:
     handles: dict[str, FolioHandle] = field(default_factory=dict)  # every folio seen, freed ones included
     touched: dict[str, _Touch] = field(default_factory=dict)
     cows: list[CowDecision] = field(default_factory=list)
+    rows: dict[str, tuple[Any, tuple[VmaView, ...]]] = field(default_factory=dict)  # page-table rows per MM
 
     def start(self, machine: Machine) -> None:
         self.machine = machine
@@ -81,7 +92,7 @@ class _Collector:
             line=cmd.line,
             note=self.notes.get(cmd.line, ""),
             folios=tuple(views.values()),
-            process=snapshot_process_view(machine.snapshot(), machine.pmd_order),
+            process=snapshot_process_view(machine.snapshot(), machine.pmd_order, self.rows),
             cow=tuple(_cow_view(c) for c in self.cows),
             failed=f"expectation failed: {rec.failed}" if rec.failed else None,
         ))
