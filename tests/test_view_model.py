@@ -340,3 +340,6 @@ def test_readme_viewer_command_builds_the_linked_page(tmp_path: Path) -> None:
     assert "(examples/pages/commit-example-2.html)" in line
     result = invoke("--examples", str(tmp_path))
     assert result.exit_code == 0 and (tmp_path / "commit-example-2.html").exists()
+    readme = (ROOT / "README.md").read_text()
+    for page in PAGES_DIR.iterdir():  # every regenerated page is linked
+        assert f"(examples/pages/{page.name})" in readme, page.name
