@@ -294,3 +294,154 @@ def test_many_folios_show_touched_and_pinned(opened: Any, tmp_path: Path) -> Non
     o.key("End")
     assert o.step() == len(records) - 1
 
+
+
+# -- scenario pages: the process simulator's tasks, page tables and copy-on-write decisions ----------------
+
+
+def page_table(o: Opened) -> dict[str, list[str]]:
+    """Each MM's page-table row as the page shows it: the labels of its runs, VMA after VMA."""
+    return o.page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('#mms .mm')].map(m =>
+        [m.dataset.mm, [...m.querySelectorAll('.run')].map(r => r.textContent)]))""")  # type: ignore[no-any-return]
+
+
+def cow_texts(o: Opened) -> list[str]:
+    if o.page.is_hidden("#cowbox"):
+        return []
+    return o.page.evaluate("() => [...document.querySelectorAll('#cows .cow')].map(c => c.textContent)")  # type: ignore[no-any-return]
+
+
+def expected_table(snapshot: dict[str, Any], pmd_order: int) -> dict[str, list[str]]:
+    """The run labels the page should show, computed page by page from the simulator's own snapshot."""
+    out: dict[str, list[str]] = {}
+    for name, mm in snapshot["mms"].items():
+        pages = {vpn: (folio, page, write, False) for vpn, folio, page, write in mm["ptes"]}
+        for idx, folio, write in mm["pmds"]:
+            pages.update({(idx << pmd_order) + k: (folio, k, write, True) for k in range(1 << pmd_order)})
+        labels: list[str] = []
+        for start, end, _ in mm["vmas"]:
+            runs: list[list[Any]] = []  # [first page's mapping or None, nr]
+            for vpn in range(start, end):
+                m = pages.get(vpn)
+                if runs:
+                    prev, nr = runs[-1]
+                    if (m is None and prev is None) or (m is not None and prev is not None and m[0] == prev[0]
+                                                        and m[1] == prev[1] + nr and m[2:] == prev[2:]):
+                        runs[-1][1] += 1
+                        continue
+                runs.append([m, 1])
+            for m, nr in runs:
+                if m is None:
+                    labels.append(f"none \u00d7{nr}" if nr > 1 else "none")
+                else:
+                    folio, page, write, pmd = m
+                    pages_text = f"{page}..{page + nr - 1}" if nr > 1 else str(page)
+                    labels.append(f"{folio}[{pages_text}] {'W' if write else 'R'}{' PMD' if pmd else ''}")
+        out[name] = labels
+    return out
+
+
+def assert_step_matches(o: Opened, direct: Any, i: int, pmd_order: int) -> None:
+    assert o.step() == i
+    assert page_table(o) == expected_table(direct.snapshots[i], pmd_order), f"step {i}"
+    shown = cow_texts(o)
+    assert len(shown) == len(direct.cows[i]), f"step {i}: {shown}"
+    for text, (task, mm, vpn, folio, page, level, rule, outcome, *_rest) in zip(shown, direct.cows[i], strict=True):
+        assert text.startswith(outcome.upper()), text
+        assert f"{task} ({mm})" in text and f"at {hex(vpn << 12)} on folio {folio} page {page} ({level})" in text
+        assert f"rule: {rule}" in text, text
+    head = o.page.text_content("#opText") or ""
+    assert f"(line {direct.records[i].command.line}): {direct.records[i].command.text}" in head
+
+
+@pytest.mark.parametrize("name", ["fork-short-lived-child-pte-thp", "prefork-server"])
+def test_scenario_page_steps_as_the_simulator_says(opened: Any, name: str) -> None:
+    from tests.test_view_scenario import DirectRun
+
+    config = KernelConfig()
+    direct = DirectRun((ROOT / "examples" / f"{name}.scenario").read_text(), config)
+    o = opened(PAGES / f"{name}.html")
+    n = len(direct.records)
+    assert o.page.evaluate("window.foliosimView.steps") == n
+    assert_step_matches(o, direct, 0, config.pmd_order)
+    for i in range(1, n):
+        o.key("ArrowRight")
+        assert_step_matches(o, direct, i, config.pmd_order)
+    for i in range(n - 2, n // 2, -1):  # and back: every step shows its own rows and decisions
+        o.key("ArrowLeft")
+        assert_step_matches(o, direct, i, config.pmd_order)
+    assert o.requests == [o.url] and not o.blocked
+
+
+def test_fork_short_lived_child_page(opened: Any) -> None:
+    o = opened(PAGES / "fork-short-lived-child-pte-thp.html", "#step=2")
+    assert page_table(o) == {"mm1": ["f1[0..511] W PMD"]}
+    o.key("ArrowRight")
+    o.key("ArrowRight")  # mprotect: the PMD is split, one page read-only
+    assert page_table(o) == {"mm1": ["f1[0] W", "f1[1] R", "f1[2..511] W"]}
+    o.page.evaluate("location.hash = '#step=6'")  # fork: both MMs map the folio read-only
+    o.page.wait_for_function("() => window.foliosimView.step() === 6")
+    assert page_table(o) == {"mm1": ["f1[0..511] R"], "mm2": ["f1[0..511] R"]}
+    assert o.card("f1")["verdict"] == "shared" and "tasks: child (pid 2)" in (o.page.text_content("#mms") or "")
+    o.page.evaluate("location.hash = '#step=9'")  # the child exits: exclusive again
+    o.page.wait_for_function("() => window.foliosimView.step() === 9")
+    assert page_table(o) == {"mm1": ["f1[0..511] R"]} and o.card("f1")["verdict"] == "excl"
+    assert cow_texts(o) == []
+    o.key("ArrowRight")
+    o.key("ArrowRight")  # the parent's write: reused in place
+    (cow,) = cow_texts(o)
+    assert cow.startswith("REUSE") and "rule: large: exclusive, refcount == mapcount" in cow
+    assert page_table(o) == {"mm1": ["f1[0] W", "f1[1..511] R"]}
+    assert o.card("f1")["touched"]  # the folio the decision was about is highlighted
+    o.key("ArrowLeft")
+    assert cow_texts(o) == [] and page_table(o) == {"mm1": ["f1[0..511] R"]}
+    assert "expect parent buf shared=no" in (o.page.text_content("#opText") or "")
+    assert o.page.text_content("#noteText") == ""  # the line has no comment
+    o.key("ArrowLeft")  # exit child: its comment narrates the step
+    assert o.page.text_content("#noteText") == "slot 1 freed, slot 0 owns all 512 mappings: shared bit cleared"
+    assert o.requests == [o.url] and not o.blocked
+
+
+def test_prefork_server_page(opened: Any) -> None:
+    o = opened(PAGES / "prefork-server.html", "#step=8")
+    assert cow_texts(o) == [] and o.card("f1")["verdict"] == "shared"
+    assert page_table(o)["mm4"][0] == "f1[0..511] R PMD"
+    o.key("ArrowRight")  # w1 writes its heap: split its PMD, then copy one page
+    split, copy = cow_texts(o)
+    assert split.startswith("SPLIT") and "rule: pmd: not exclusive -> split PMD" in split
+    assert copy.startswith("COPY") and "rule: large: maybe mapped shared" in copy and "new folio f6" in copy
+    assert page_table(o)["mm2"][:3] == ["f1[0..1] R", "f6[0] W", "f1[3..511] R"]
+    assert page_table(o)["mm1"][0] == "f1[0..511] R PMD"  # the master's mapping is untouched
+    o.key("ArrowLeft")
+    assert cow_texts(o) == [] and page_table(o)["mm2"][0] == "f1[0..511] R PMD"
+    o.key("End")
+    o.key("ArrowLeft")
+    o.key("ArrowLeft")  # the master alone writes its heap: the whole PMD is reused
+    (reuse,) = cow_texts(o)
+    assert reuse.startswith("REUSE") and "rule: pmd: refcount == 1" in reuse
+    assert o.card("f1")["verdict"] == "excl" and list(page_table(o)) == ["mm1"]
+    assert o.requests == [o.url] and not o.blocked
+
+
+@pytest.mark.parametrize("name", ["fork-short-lived-child-pte-thp", "prefork-server"])
+def test_scenario_screenshot_is_not_blank(opened: Any, name: str) -> None:
+    o = opened(PAGES / f"{name}.html", "#step=9")
+    png = o.page.screenshot(full_page=True)
+    colours, share = ink(png)
+    assert colours > 20 and share > 0.05, (colours, share)
+    assert o.requests == [o.url] and not o.blocked
+
+
+def test_failed_expectation_is_shown(opened: Any, tmp_path: Path) -> None:
+    from foliosim.report.view_scenario import scenario_frames
+
+    text = "spawn P\nmmap P buf 16K\nwrite P buf 16K 1\nexpect P buf shared=yes   # wrong on purpose\nexit P\n"
+    path = tmp_path / "failed.html"
+    path.write_text(render_page(scenario_frames(text, KernelConfig(), "failed")[0]))
+    o = opened(path, "#step=3")
+    assert o.page.is_visible("#failText") and o.page.is_hidden("#errText")
+    assert (o.page.text_content("#failText") or "").startswith("expectation failed: folio_maybe_mapped_shared(f1)")
+    assert "FAILED" in (o.page.text_content("#timeline li.cur") or "")
+    assert o.page.text_content("#noteText") == "wrong on purpose"
+    o.key("ArrowRight")
+    assert o.page.is_hidden("#failText")

@@ -222,7 +222,7 @@ def test_cli_default_output_and_stdin(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("content", "name", "code", "message"), [
     ("not json\n", "bad.jsonl", 1, "line 1: not a JSON object"),
-    ("spawn P\n", "x.scenario", 1, "needs the process simulator"),
+    ("spawn P\nfrobnicate\n", "x.scenario", 1, "x.scenario: line 2: unknown command 'frobnicate'"),
 ])
 def test_cli_refuses_bad_input_without_writing(tmp_path: Path, content: str, name: str, code: int,
                                                message: str) -> None:
@@ -258,17 +258,26 @@ def test_cli_errors(tmp_path: Path) -> None:
 
 
 def test_examples_pages_are_committed_and_current(tmp_path: Path) -> None:
-    result = invoke("--examples", str(tmp_path))
+    """`foliosim view --examples examples/pages` made every committed page: the commit's examples and the scenarios."""
+    result = invoke("--examples", str(tmp_path), "--scenarios", str(EXAMPLES_DIR))
     assert result.exit_code == 0, result.output
-    for example in EXAMPLES:
-        name = f"commit-example-{example.name[-1]}.html"
+    scenarios = sorted(EXAMPLES_DIR.glob("*.scenario"))
+    assert len(scenarios) >= 6
+    names = [f"commit-example-{example.name[-1]}.html" for example in EXAMPLES] + [p.stem + ".html" for p in scenarios]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert sorted(p.name for p in PAGES_DIR.iterdir()) == sorted(names), \
+        "examples/pages does not hold exactly these pages: run `foliosim view --examples examples/pages`"
+    for name in names:
         fresh = (tmp_path / name).read_text()
         committed = PAGES_DIR / name
-        assert committed.exists(), f"{committed} missing: run `foliosim view --examples examples/pages`"
         assert committed.read_text() == fresh, f"{committed} is stale: run `foliosim view --examples examples/pages`"
-        doc = document_of(fresh)
+    for example in EXAMPLES:
+        doc = document_of((tmp_path / f"commit-example-{example.name[-1]}.html").read_text())
         assert doc["title"] == example.title
         assert [s["note"] for s in steps(doc)] == [s.narration for s in example.steps]
+    for path in scenarios:
+        doc = document_of((tmp_path / f"{path.stem}.html").read_text())
+        assert doc["title"] == path.name and doc["process"]["snapshots"]
 
 
 # -- the process-level part from a simulator-shaped snapshot ----------------------------------
@@ -331,3 +340,6 @@ def test_readme_viewer_command_builds_the_linked_page(tmp_path: Path) -> None:
     assert "(examples/pages/commit-example-2.html)" in line
     result = invoke("--examples", str(tmp_path))
     assert result.exit_code == 0 and (tmp_path / "commit-example-2.html").exists()
+    readme = (ROOT / "README.md").read_text()
+    for page in PAGES_DIR.iterdir():  # every regenerated page is linked
+        assert f"(examples/pages/{page.name})" in readme, page.name

@@ -60,14 +60,15 @@ def steps(doc: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     line = 0
     for row in doc["steps"]:
-        row = row + [None, [], -1, -1, -1, -1, []][len(row):]  # trailing defaults are left out
-        op, touches, line_field, note, error, proc, cows = row
+        row = row + [None, [], -1, -1, -1, -1, [], -1][len(row):]  # trailing defaults are left out
+        op, touches, line_field, note, error, proc, cows, failed = row
         line = line + 1 if line_field == -1 else line_field
         out.append({
             "op": s[op],
             "line": line,
             "note": s[note] if note >= 0 else "",
             "error": s[error] if error >= 0 else None,
+            "failed": s[failed] if failed >= 0 else None,
             "proc": proc,
             "cows": cows,
             "touches": [
@@ -82,4 +83,49 @@ def steps(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 for t in touches
             ],
         })
+    return out
+
+
+def process_at(doc: dict[str, Any]) -> list[dict[str, Any] | None]:
+    """For every step, the tasks and MMs shown (a snapshot stays shown until the next one), decoded.
+
+    ``{"tasks": {name: (pid, mm)}, "mms": {name: {"mm_id", "users", "count", "vmas": [(start, pages, label)],
+    "pages": {vpn: (folio, page, write, pmd)}}}}``: the runs expanded to one entry per present page.
+    """
+    s, folios = doc["strings"], doc["folios"]
+    snapshots = doc.get("process", {}).get("snapshots", [])
+    out: list[dict[str, Any] | None] = []
+    shown: dict[str, Any] | None = None
+    for row in doc["steps"]:
+        proc = row[5] if len(row) > 5 else -1
+        if proc >= 0:
+            tasks, mms = snapshots[proc]
+            shown = {"tasks": {s[name]: (pid, s[mm]) for name, pid, mm in tasks}, "mms": {}}
+            for name, mm_id, users, count, vmas in mms:
+                pages: dict[int, tuple[str, int, bool, bool]] = {}
+                spans = []
+                for label, start, npages, runs in vmas:
+                    spans.append((start, npages, s[label]))
+                    pos = start
+                    for vpn, nr, folio, page, write, pmd in runs:
+                        assert vpn == pos, "runs must cover the VMA in order"
+                        pos += nr
+                        if folio >= 0:
+                            pages.update({vpn + k: (folios[folio], page + k, bool(write), bool(pmd))
+                                          for k in range(nr)})
+                    assert pos == start + npages
+                shown["mms"][s[name]] = {"mm_id": mm_id, "users": users, "count": count, "vmas": spans,
+                                         "pages": pages}
+        out.append(shown)
+    return out
+
+
+def cows_of(doc: dict[str, Any], cows: list[int]) -> list[tuple[Any, ...]]:
+    """A step's copy-on-write decisions as tuples of plain values (folio names, strings resolved)."""
+    s, folios, table = doc["strings"], doc["folios"], doc["process"]["cows"]
+    out = []
+    for i in cows:
+        task, mm, vpn, folio, page, level, rule, outcome, unshare, mapcount, refcount, shared, new = table[i]
+        out.append((s[task], s[mm], vpn, folios[folio], page, s[level], s[rule], s[outcome], bool(unshare),
+                    mapcount, refcount, None if shared is None else bool(shared), folios[new] if new >= 0 else None))
     return out

@@ -262,21 +262,26 @@ def run_scenario(scenario: str, trace_out: str | None, word_bits: str, no_page_m
 @NO_PAGE_MAPCOUNT
 @click.option("--title", default=None, help="Page title (default: the input's file name).")
 @click.option("--examples", "examples_dir", metavar="DIR", default=None,
-              help="Instead of INPUT: write the pages of the commit's Example 1 and Example 2 into DIR.")
+              help="Instead of INPUT: write the pages of the commit's Example 1 and Example 2, and one page per "
+                   "scenario of --scenarios, into DIR.")
+@click.option("--scenarios", "scenarios_dir", metavar="SRC", default=None,
+              help="With --examples: the directory whose *.scenario files get pages (default: ./examples).")
 def view(input_path: str | None, output: str | None, word_bits: str, no_page_mapcount: bool, title: str | None,
-         examples_dir: str | None) -> None:
-    """Write a self-contained HTML page that steps through an rmap trace (INPUT.jsonl, - for stdin).
+         examples_dir: str | None, scenarios_dir: str | None) -> None:
+    """Write a self-contained HTML page that steps through an rmap trace (INPUT.jsonl, - for stdin)
+    or a scenario (INPUT with any other extension: the process simulator runs it).
 
     The page needs no network: open it in any browser; keys Left/Right, Home/End,
     Space; the address keeps #step=N. Exit status: 0 written, 1 unreadable input
-    or output, 2 bad command line, 3 the trace has a rejected operation (the page
-    is written and shows it).
+    or output or a malformed scenario (no page written), 2 bad command line, 3
+    the trace has a rejected operation, 4 a scenario's `expect` failed or the
+    isolation oracle found a violation (for 3 and 4 the page is written and shows it).
     """
     import os
     from typing import NoReturn
 
     from foliosim.errors import FoliosimError
-    from foliosim.report.view import ViewInputError, example_frames, trace_frames
+    from foliosim.report.view import ViewInputError, ViewModel, example_frames, trace_frames
     from foliosim.report.view_html import render_page
 
     def fail(message: str, code: int = 1) -> NoReturn:
@@ -295,12 +300,41 @@ def view(input_path: str | None, output: str | None, word_bits: str, no_page_map
             fail(f"cannot write {path}: {exc.strerror or exc}")
         click.echo(f"foliosim view: wrote {path} ({len(text.encode('utf-8')) / 1024:.0f} KiB)", err=True)
 
+    def scenario(path: str, page_title: str | None) -> ViewModel:
+        from foliosim.report.view_scenario import scenario_frames
+        from foliosim.vm.scenario import ScenarioError
+
+        try:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
+        name = os.path.basename(path)
+        try:
+            return scenario_frames(text, config, page_title or name, name)[0]
+        except ScenarioError as exc:
+            fail(f"{path}: {exc} (no page written)")
+
+    def failures(path: str, model: ViewModel) -> str | None:
+        failed = model.failed
+        if not failed:
+            return None
+        return (f"{path}: {len(failed)} step(s) failed, first at line {failed[0].line} (step {failed[0].step}): "
+                f"{failed[0].failed}; the page shows them")
+
     config = _config(word_bits, no_page_mapcount)
     if examples_dir is not None:
         if input_path is not None or output is not None:
             fail("give either INPUT (with -o) or --examples DIR, not both", 2)
         from foliosim.trace.examples import EXAMPLES
 
+        source_dir = scenarios_dir or "examples"
+        if not os.path.isdir(source_dir):
+            if scenarios_dir is not None:
+                fail(f"--scenarios {source_dir}: no such directory")
+            click.echo("foliosim view: no ./examples directory here (run from the foliosim checkout or give "
+                       "--scenarios SRC): writing the commit's examples only", err=True)
+            source_dir = ""
         try:
             os.makedirs(examples_dir, exist_ok=True)
         except OSError as exc:
@@ -309,18 +343,36 @@ def view(input_path: str | None, output: str | None, word_bits: str, no_page_map
         for example in EXAMPLES:
             name = f"commit-{example.name[:-1]}-{example.name[-1]}{suffix}.html"
             write(os.path.join(examples_dir, name), render_page(example_frames(example, config)))
+        problems = []
+        for entry in sorted(os.listdir(source_dir)) if source_dir else []:
+            if entry.endswith(".scenario"):
+                path = os.path.join(source_dir, entry)
+                model = scenario(path, None)
+                write(os.path.join(examples_dir, entry.removesuffix(".scenario") + suffix + ".html"),
+                      render_page(model))
+                problems.append(failures(path, model))
+        for problem in filter(None, problems):
+            click.echo(f"foliosim view: {problem}", err=True)
+        if any(problems):
+            sys.exit(4)
         return
+    if scenarios_dir is not None:
+        fail("--scenarios goes with --examples DIR", 2)
     if input_path is None:
-        fail("missing INPUT (an rmap trace .jsonl, or - for stdin), or use --examples DIR", 2)
+        fail("missing INPUT (an rmap trace .jsonl or - for stdin, or a scenario file), or use --examples DIR", 2)
     if input_path != "-" and not os.path.isfile(input_path):
         fail(f"cannot read {input_path}: no such file")
-    if input_path != "-" and not input_path.endswith(".jsonl"):
-        fail(f"{input_path} is not an rmap trace (.jsonl): viewing a scenario file needs the process "
-             "simulator, which this build does not have yet; give an rmap trace (.jsonl)")
     if output is None:
         if input_path == "-":
             fail("reading standard input: give the page's name with -o OUT.html", 2)
         output = os.path.splitext(input_path)[0] + ".html"
+    if input_path != "-" and not input_path.endswith(".jsonl"):
+        model = scenario(input_path, title)
+        write(output, render_page(model))
+        failure = failures(input_path, model)
+        if failure:
+            fail(failure, 4)
+        return
     lines, error = _open_lines(input_path)
     if lines is None:
         fail(str(error))

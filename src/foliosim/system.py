@@ -61,6 +61,25 @@ class Op:
                 out["nr"] = self.nr
         return out
 
+    def describe(self) -> str:
+        """This operation in words, e.g. ``dup F by B (pte pages 0..3)`` (timelines, the viewer, events)."""
+        if self.op in ("mm_new", "mm_free"):
+            return f"{self.op} {self.mm}"
+        if self.op == "folio_new":
+            order = self.order or 0
+            return f"folio_new {self.folio} (order {order}, {1 << order} page{'s' if order else ''})"
+        if self.op == "folio_free":
+            return f"folio_free {self.folio}"
+        if self.op == "map_new_anon":
+            return f"map_new_anon {self.folio} by {self.mm} (whole folio, {self.level.value if self.level else '?'})"
+        if self.level is PMD:
+            where = "pmd, whole folio"
+        elif self.nr == 1:
+            where = f"pte page {self.page}"
+        else:
+            where = f"pte pages {self.page}..{self.page + self.nr - 1}"
+        return f"{self.op} {self.folio} by {self.mm} ({where})"
+
 
 @dataclass(slots=True)
 class MMHandle:

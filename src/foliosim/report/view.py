@@ -25,8 +25,7 @@ from foliosim.explain import explain_event, explain_verdict
 from foliosim.folio import folio_test_large_mapcount_locked
 from foliosim.kconfig import KernelConfig
 from foliosim.owner import OwnerEvent
-from foliosim.rmap import PMD
-from foliosim.system import FolioHandle, Op, RmapSystem
+from foliosim.system import FolioHandle, RmapSystem
 from foliosim.trace.examples import Example
 from foliosim.trace.format import folio_record, parse_op
 from foliosim.trace.replay import apply_op, decode_line, iter_trace_lines
@@ -150,6 +149,7 @@ class Frame:
     folios: tuple[FolioView, ...] = ()
     process: ProcessView | None = None
     cow: tuple[CowView, ...] = ()
+    failed: str | None = None  # a scenario's failed expectation or isolation-oracle violation at this step
 
 
 @dataclass(slots=True)
@@ -164,6 +164,10 @@ class ViewModel:
     @property
     def rejected(self) -> list[Frame]:
         return [f for f in self.frames if f.error is not None]
+
+    @property
+    def failed(self) -> list[Frame]:
+        return [f for f in self.frames if f.failed is not None]
 
 
 # -- from the model to frames ---------------------------------------------------------------
@@ -197,25 +201,6 @@ def folio_view(handle: FolioHandle, names: dict[int, str], event: OwnerEvent | N
         locked=folio.order > 0 and folio_test_large_mapcount_locked(folio),
         freed=freed,
     )
-
-
-def describe_op(op: Op) -> str:
-    """One rmap trace operation in words (the timeline's label)."""
-    if op.op in ("mm_new", "mm_free"):
-        return f"{op.op} {op.mm}"
-    if op.op == "folio_new":
-        return f"folio_new {op.folio} (order {op.order}, {1 << (op.order or 0)} pages)"
-    if op.op == "folio_free":
-        return f"folio_free {op.folio}"
-    if op.op == "map_new_anon":
-        return f"map_new_anon {op.folio} by {op.mm} (whole folio, {op.level.value if op.level else '?'})"
-    if op.level is PMD:
-        where = "pmd, whole folio"
-    elif op.nr == 1:
-        where = f"pte page {op.page}"
-    else:
-        where = f"pte pages {op.page}..{op.page + op.nr - 1}"
-    return f"{op.op} {op.folio} by {op.mm} ({where})"
 
 
 def _raw_op_text(obj: dict[str, Any]) -> str:
@@ -258,8 +243,8 @@ def _trace_frame(system: RmapSystem, obj: dict[str, Any], step: int, lineno: int
     try:
         rec = apply_op(system, op, step)
     except Rejected as exc:
-        return Frame(step, op.op, describe_op(op), lineno, note, exc.reason)
-    text = describe_op(op)
+        return Frame(step, op.op, op.describe(), lineno, note, exc.reason)
+    text = op.describe()
     if op.op in ("mm_new", "mm_free"):
         return Frame(step, op.op, f"{text} (MM id {rec['mm_id']})", lineno, note)
     assert op.folio is not None
@@ -401,7 +386,8 @@ def encode(model: ViewModel, generator: str = "") -> dict[str, Any]:
                 last_proc = proc
         line = frame.line if frame.line is not None else 0
         row = [strings(frame.op), touches, -1 if line == last_line + 1 else line,
-               strings(frame.note or None), strings(frame.error), proc, [cow_idx(c) for c in frame.cow]]
+               strings(frame.note or None), strings(frame.error), proc, [cow_idx(c) for c in frame.cow],
+               strings(frame.failed)]
         last_line = line
         steps.append(_trim(row))
     doc: dict[str, Any] = {
@@ -465,23 +451,32 @@ def page_runs(start: int, end: int, entries: Iterable[tuple[int, int, str, int, 
     return tuple(runs)
 
 
-def snapshot_process_view(snapshot: Mapping[str, Any], pmd_order: int) -> ProcessView:
+def snapshot_process_view(snapshot: Mapping[str, Any], pmd_order: int,
+                          cache: dict[str, tuple[Any, tuple[VmaView, ...]]] | None = None) -> ProcessView:
     """The process-level part of a frame from a plain snapshot of tasks and MMs.
 
     ``snapshot`` has the shape of the process simulator's ``Machine.snapshot()``:
     ``tasks``: name -> (pid, mm name); ``mms``: name -> {mm_id, users, count,
     vmas: ((start vpn, end vpn, label), ...), ptes: ((vpn, folio, page, write), ...),
     pmds: ((vpn >> pmd_order, folio, write), ...)}. Only plain data is read, so
-    this layer does not import the simulator.
+    this layer does not import the simulator. ``cache`` (one dict kept across
+    the snapshots of a run) reuses an MM's rows while its page tables are unchanged.
     """
     tasks = tuple(TaskView(name, int(pid), str(mm)) for name, (pid, mm) in
                   sorted(snapshot["tasks"].items(), key=lambda kv: kv[1][0]))
     mms = []
     span = 1 << pmd_order
     for name, mm in snapshot["mms"].items():
-        entries = [(vpn, 1, folio, page, bool(write), False) for vpn, folio, page, write in mm["ptes"]]
-        entries += [(idx << pmd_order, span, folio, 0, bool(write), True) for idx, folio, write in mm["pmds"]]
-        vmas = tuple(VmaView(str(label), start, end - start, page_runs(start, end, entries))
-                     for start, end, label in mm["vmas"])
+        key = (mm["vmas"], mm["ptes"], mm["pmds"])
+        hit = cache.get(name) if cache is not None else None
+        if hit is not None and hit[0] == key:
+            vmas = hit[1]
+        else:
+            entries = [(vpn, 1, folio, page, bool(write), False) for vpn, folio, page, write in mm["ptes"]]
+            entries += [(idx << pmd_order, span, folio, 0, bool(write), True) for idx, folio, write in mm["pmds"]]
+            vmas = tuple(VmaView(str(label), start, end - start, page_runs(start, end, entries))
+                         for start, end, label in mm["vmas"])
+            if cache is not None:
+                cache[name] = (key, vmas)
         mms.append(MMView(name, int(mm["mm_id"]), int(mm["users"]), int(mm["count"]), vmas))
     return ProcessView(tasks, tuple(mms))

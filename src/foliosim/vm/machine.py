@@ -169,8 +169,8 @@ class Machine:
             raise OracleViolation(f"the rmap core rejected {op.to_json()}: {exc.reason}") from exc
         self.trace.append(op)
         self.counters[f"rmap {op.op}"] += 1
-        owner = result.owner.name.lower() if isinstance(result, RmapResult) and result.owner else None
-        self.emit("rmap", _op_text(op), op=op, owner=owner)
+        owner = result.owner.name.lower() if isinstance(result, RmapResult) and result.owner is not None else None
+        self.emit("rmap", op.describe(), op=op, owner=owner)
         return result
 
     def _map_new_anon(self, f: SimFolio, mm: MM) -> None:
@@ -954,15 +954,3 @@ class Machine:
             return self.sharing(f, consumer)
         return folio_maybe_mapped_shared(f.core())
 
-
-def _op_text(op: Op) -> str:
-    if op.op in ("mm_new", "mm_free"):
-        return f"{op.op} {op.mm}"
-    if op.op == "folio_new":
-        return f"folio_new {op.folio} order {op.order}"
-    if op.op == "folio_free":
-        return f"folio_free {op.folio}"
-    if op.op == "map_new_anon":
-        return f"map_new_anon {op.folio} by {op.mm} ({op.level.value if op.level else '?'}, whole folio)"
-    where = "pmd" if op.level is PMD else f"pte pages {op.page}..{op.page + op.nr - 1}"
-    return f"{op.op} {op.folio} by {op.mm} ({where})"

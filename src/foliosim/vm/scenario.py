@@ -263,10 +263,19 @@ def build_machine(commands: list[Command], config: KernelConfig, check: bool) ->
 
 
 def run(text: str, config: KernelConfig | None = None, check: bool = True,
-        on_step: Callable[[StepRecord, Machine], None] | None = None) -> RunResult:
-    """Parse and run a scenario. Parse errors raise ScenarioError before anything runs."""
+        on_step: Callable[[StepRecord, Machine], None] | None = None,
+        on_start: Callable[[Machine], None] | None = None) -> RunResult:
+    """Parse and run a scenario. Parse errors raise ScenarioError before anything runs.
+
+    ``on_start`` is called with the machine once it is built, before its first
+    step: the place to append to ``machine.observers``, which see every
+    :class:`~foliosim.vm.events.Event` as it is emitted (the viewer reads each
+    rmap call's folio there). ``on_step`` is called after each scenario line.
+    """
     commands = parse(text)
     machine = build_machine(commands, config or KernelConfig(), check)
+    if on_start is not None:
+        on_start(machine)
     runner = _Runner(machine)
     result = RunResult(machine, [], [])
     for cmd in commands:
