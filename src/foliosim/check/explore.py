@@ -176,7 +176,9 @@ def explore(
             state = from_key(key)
             crowded = bool(state[crowd_at])
             system = decode(state, cfg, owner)
-            for op in candidate_ops(system, cfg, state):
+            # A list, not the generator: the generator reads ``system``'s truth object,
+            # which the operations below mutate and restore() replaces.
+            for op in list(candidate_ops(system, cfg, state)):
                 exc = try_apply(system, op)
                 if exc is not None:
                     if exc.check in SANITY_CHECKS and "sanity" in props and "sanity" not in found:
