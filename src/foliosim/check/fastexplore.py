@@ -42,6 +42,7 @@ from foliosim.check.explore import (
     _Found,
     _path_ops,
     _rebuild,
+    explore,
 )
 from foliosim.check.properties import first_violation, select, view_of
 from foliosim.check.state import (
@@ -98,6 +99,35 @@ def supported(owner: OwnerTracking, keep_states: bool) -> str | None:
     if keep_states:
         return "keep_states (the visited set is kept as packed words, not reference keys)"
     return None
+
+
+ENGINES = ("auto", "fast", "reference")
+
+
+def explore_with(
+    engine: str,
+    cfg: CheckConfig,
+    owner: OwnerTracking = KERNEL_OWNER,
+    properties: list[str] | tuple[str, ...] | None = None,
+    stop_at_first: bool = False,
+    max_states: int | None = None,
+    max_seconds: float | None = None,
+    progress: Progress | None = None,
+) -> tuple[ExploreResult, str | None]:
+    """Explore with ``engine`` ("auto": fast when it can run this exploration, else the reference).
+
+    Returns the result and, when ``engine`` is "fast" but the exploration needs the
+    reference, a note saying why (the reference engine then ran).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+    reason = None if engine == "reference" else supported(owner, False)
+    if engine == "reference" or reason is not None:
+        result = explore(cfg, owner, properties, stop_at_first, max_states, max_seconds, progress)
+        note = f"the fast engine cannot run this exploration ({reason}); used the reference engine" \
+            if engine == "fast" else None
+        return result, note
+    return explore_fast(cfg, properties, stop_at_first, max_states, max_seconds, progress), None
 
 
 def max_successors(cfg: CheckConfig) -> int:
@@ -787,7 +817,7 @@ def explore_fast(
     """
     props = select(properties)
     owner = KERNEL_OWNER
-    result = ExploreResult(cfg, owner.name, list(props))
+    result = ExploreResult(cfg, owner.name, list(props), engine="fast")
     start = time.perf_counter()
     width = cfg.width
     w = (width + 7) // 8
@@ -821,6 +851,9 @@ def explore_fast(
                np.zeros(max(mms, nr), dtype=np.int64), np.zeros(nr, dtype=np.int64),
                np.zeros(nr, dtype=np.int64), np.zeros(nr * (1 + mms), dtype=np.int64),
                np.zeros(w, dtype=np.int64), np.zeros((n_ops, 5), dtype=np.int64))
+    # Compile (or load from numba's cache) before the clock starts: an empty range does nothing.
+    expand(ck, kc, search.store, search.parent, search.bad, search.table, st, 0, 0, *scratch)
+    start = time.perf_counter()
     lo, hi = 0, 1
     result.level_sizes.append(1)
     stop = bool(found) and stop_at_first
@@ -857,7 +890,7 @@ def explore_fast(
                 stop = True
                 break
         result.level_sizes.append(int(st[ST_NEXT]))
-        frontier_empty = st[ST_NEXT] == 0
+        frontier_empty = bool(st[ST_NEXT] == 0)
         lo, hi = hi, int(st[ST_STORED])
         if progress is not None:
             progress({"depth": depth + 1, "states": int(st[ST_STATES]), "transitions": int(st[ST_TRANS]),
