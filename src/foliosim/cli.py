@@ -178,10 +178,14 @@ def examples(which: str, word_bits: str, no_page_mapcount: bool, trace_only: boo
 @click.option("--no-lock", is_flag=True, help="--interleave: remove the bit spinlock (finds the lost update).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("--engine", type=click.Choice(["auto", "fast", "reference"]), default="auto", show_default=True,
+              help="Sequential search: compiled (fast, numba) or pure Python (reference); auto: fast when it "
+                   "can run the exploration (kernel tracking, numba installed).")
 def check(mms: int, order: int, depth: int, word_bits: str, no_page_mapcount: bool, levels: str, max_nr: int,
           ops: str, reuse_ids: bool, properties: tuple[str, ...], mutant: str | None, stop_at_first: bool,
           max_states: int | None, max_seconds: float | None, cx_path: str | None, replay_path: str | None,
-          interleave: bool, cpus: int, reader: str, no_lock: bool, as_json: bool, quiet: bool) -> None:
+          interleave: bool, cpus: int, reader: str, no_lock: bool, as_json: bool, quiet: bool,
+          engine: str) -> None:
     """Exhaustively explore a bounded configuration and prove the tracking's properties, or print
     the shortest counterexample as an rmap trace that `foliosim replay` accepts.
 
@@ -196,7 +200,7 @@ def check(mms: int, order: int, depth: int, word_bits: str, no_page_mapcount: bo
         max_nr=max_nr, ops=ops, reuse_ids=reuse_ids, properties=properties, mutant=mutant,
         stop_at_first=stop_at_first, max_states=max_states, max_seconds=max_seconds, cx_path=cx_path,
         replay_path=replay_path, interleave=interleave, cpus=cpus, reader=reader, no_lock=no_lock,
-        as_json=as_json, quiet=quiet, out=click.echo, err=lambda s: click.echo(s, err=True))
+        as_json=as_json, quiet=quiet, out=click.echo, err=lambda s: click.echo(s, err=True), engine=engine)
     sys.exit(code)
 
 

@@ -98,6 +98,7 @@ class ExploreResult:
     imprecise_states: int = 0
     imprecise_example: Counterexample | None = None
     visited: dict[bytes, bytes | None] | None = None  # canonical key -> parent key (keep_states=True)
+    engine: str = "reference"  # which search produced it: "reference" or "fast" (check.fastexplore)
 
     @property
     def states_per_second(self) -> float:
@@ -114,6 +115,7 @@ class ExploreResult:
                        "levels": [lv.value for lv in cfg.levels], "max_nr": cfg.batch, "ops": list(cfg.ops),
                        "reuse_ids": cfg.reuse_ids},
             "owner": self.owner,
+            "engine": self.engine,
             "states": self.states,
             "transitions": self.transitions,
             "depth_reached": self.depth_reached,
@@ -176,7 +178,9 @@ def explore(
             state = from_key(key)
             crowded = bool(state[crowd_at])
             system = decode(state, cfg, owner)
-            for op in candidate_ops(system, cfg, state):
+            # A list, not the generator: the generator reads ``system``'s truth object,
+            # which the operations below mutate and restore() replaces.
+            for op in list(candidate_ops(system, cfg, state)):
                 exc = try_apply(system, op)
                 if exc is not None:
                     if exc.check in SANITY_CHECKS and "sanity" in props and "sanity" not in found:

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from foliosim.check.explore import Counterexample, ExploreResult, check_trace, explore
+from foliosim.check.explore import Counterexample, ExploreResult, check_trace
+from foliosim.check.fastexplore import explore_with
 from foliosim.check.interleave import InterleaveResult, check_interleavings
 from foliosim.check.mutants import MUTANTS, owner_by_name
 from foliosim.check.properties import DESCRIPTIONS, select
@@ -59,7 +60,7 @@ def format_explore(result: ExploreResult) -> list[str]:
     """The readable summary of an exploration."""
     cfg = result.config
     out = [f"foliosim check: {cfg.describe()}",
-           f"  owner tracking: {result.owner}",
+           f"  owner tracking: {result.owner}, engine: {result.engine}",
            f"  states: {result.states} distinct (canonical), transitions: {result.transitions}, "
            f"depth reached: {result.depth_reached}"
            + (" (every reachable state explored)" if result.exhausted else ""),
@@ -103,7 +104,7 @@ def run_check(*, mms: int, order: int, depth: int, kconfig: KernelConfig, levels
               reuse_ids: bool, properties: tuple[str, ...], mutant: str | None, stop_at_first: bool,
               max_states: int | None, max_seconds: float | None, cx_path: str | None, replay_path: str | None,
               interleave: bool, cpus: int, reader: str, no_lock: bool, as_json: bool, quiet: bool,
-              out: Echo, err: Echo) -> int:
+              out: Echo, err: Echo, engine: str = "auto") -> int:
     """Run what the options ask for; returns the exit status."""
     if mutant == "list":
         for name, m in MUTANTS.items():
@@ -137,7 +138,10 @@ def run_check(*, mms: int, order: int, depth: int, kconfig: KernelConfig, levels
                 f"{info['elapsed']:.1f}s")
 
     try:
-        result = explore(cfg, owner, list(properties) or None, stop_at_first, max_states, max_seconds, progress)
+        result, note = explore_with(engine, cfg, owner, list(properties) or None, stop_at_first, max_states,
+                                    max_seconds, progress)
+        if note is not None:
+            err(f"foliosim check: {note}")
     except ValueError as exc:
         err(f"foliosim check: {exc}")
         return EXIT_USAGE

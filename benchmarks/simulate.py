@@ -1,0 +1,106 @@
+"""Process-simulation throughput: page faults and rmap operations per second on fork-heavy workloads.
+
+    python benchmarks/simulate.py [--quick] [--runs N] [--no-write]
+
+Workloads come from the evaluator's seeded generators (foliosim.workloads):
+``fork-child`` (a parent with an mTHP/THP-backed heap forking many short-lived
+children that write) and ``prefork`` (long-lived workers). Each is run on a
+fresh ``foliosim.vm.Machine`` through the evaluator's WorkloadRunner, with and
+without the isolation oracle after every step; the timing covers running the
+steps (not generating them). Medians of several runs. Writes the "simulate"
+section of docs/performance.md (benchmarks/perfdoc.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from perfdoc import update_section
+from replay import log, machine
+
+from foliosim.evaluate.runner import WorkloadRunner
+from foliosim.kconfig import KernelConfig
+from foliosim.vm.machine import Machine, MachineOptions
+from foliosim.workloads.generators import build_workload
+
+CASES = [
+    ("fork-child, order-4 mTHP heap", "fork-child",
+     {"pages": 1024, "order": 4, "rounds": 60, "child_writes": 12, "parent_writes": 24}),
+    ("fork-child, order-9 THP heap", "fork-child",
+     {"pages": 2048, "order": 9, "rounds": 30, "child_writes": 12, "parent_writes": 24}),
+    ("prefork, order-4 heap", "prefork",
+     {"pages": 512, "order": 4, "children": 8, "requests": 600, "parent_write_rate": 0.15}),
+]
+
+
+def once(workload: str, params: dict[str, Any], check: bool) -> dict[str, float]:
+    steps = build_workload(workload, params, seed=1)
+    m = Machine(KernelConfig(), MachineOptions(keep_events=False, check=check))
+    runner = WorkloadRunner(m)
+    began = time.perf_counter()
+    runner.run(steps)
+    elapsed = time.perf_counter() - began
+    rmap = sum(n for k, n in m.counters.items() if k.startswith("rmap "))
+    return {"s": elapsed, "steps": len(steps), "faults": m.counters["fault"], "rmap": rmap,
+            "forks": m.counters["fork"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller workloads, 3 runs")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    runs = 3 if args.quick else args.runs
+    info = machine()
+    log(f"machine: {info}")
+    rows = []
+    for label, workload, params in CASES:
+        p = dict(params)
+        if args.quick:
+            for key in ("rounds", "requests"):
+                if key in p:
+                    p[key] = max(p[key] // 6, 3)
+        for check in (False, True):
+            results = [once(workload, p, check) for _ in range(runs)]
+            t = statistics.median(r["s"] for r in results)
+            r0 = results[0]
+            size = (f"{p['pages']} pages, " + (f"{p['rounds']} children" if "rounds" in p
+                                                else f"{p['children']} workers, {p['requests']} requests"))
+            row = {"label": f"{label} ({size})", "check": check, "s": t, "faults": r0["faults"], "rmap": r0["rmap"],
+                   "steps": r0["steps"], "forks": r0["forks"], "fps": r0["faults"] / t, "rps": r0["rmap"] / t}
+            log(str(row))
+            rows.append(row)
+    lines = [
+        "## Process simulation: faults per second (benchmarks/simulate.py)",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores (shared with other work; load average "
+        f"{info['load']} at start), Python {info['python']}, {info['date']}.{' Quick run.' if args.quick else ''}",
+        "",
+        f"Pure-Python simulator (`foliosim.vm`, driving the reference rmap model), median of {runs} runs; "
+        "workloads from the evaluator's seeded generators (seed 1), run through its WorkloadRunner. "
+        "\"oracle\": the isolation oracle checks every process's view after every step.",
+        "",
+        "| workload | oracle | steps | forks | faults | rmap ops | time | faults/s | rmap ops/s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['label']} | {'on' if r['check'] else 'off'} | {r['steps']:,} | {r['forks']} | "
+                     f"{r['faults']:,} | {r['rmap']:,} | {r['s']:.2f} s | {r['fps']:,.0f} | {r['rps']:,.0f} |")
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        body = text.splitlines()
+        body = body[:1] + [("#" + line if line.startswith("## ") else line) for line in body[1:]]
+        log(f"wrote {update_section('simulate', chr(10).join(body))}")
+
+
+if __name__ == "__main__":
+    main()

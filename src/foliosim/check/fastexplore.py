@@ -1,0 +1,954 @@
+"""The compiled checker engine: the breadth-first search of :mod:`foliosim.check.explore` in numba.
+
+Same search, same result: the successor function applies each candidate
+operation with the fast path's own kernel (:func:`foliosim.fast.kernels.apply_op`,
+itself differentially tested against :class:`~foliosim.system.RmapSystem`), so
+the rmap and owner-tracking rules are not written a third time. Around it, this
+module re-states only the checker's own definitions (state layout, candidate
+order, canonical form, properties as yes/no predicates), and the tests compare
+per-depth state counts, transitions, verdicts and counterexample traces with
+the reference engine (tests/check/test_fastexplore.py).
+
+States are the reference's flat tuples (:mod:`foliosim.check.state`), each
+field stored as one byte ``v + KEY_BIAS`` and eight fields packed into an int64
+word. The store keeps every canonical state seen, in insertion (BFS) order, with
+its parent index; a level is a contiguous range of it, so the frontier needs no
+list. An open-addressing hash table (linear probing, indices into the store)
+is the visited set. Violating states are stored with a flag, as the reference's
+``bad`` set. Candidate operations are generated in the reference's order, so
+insertion order, parent pointers and hence counterexamples are identical.
+
+Messages and counterexample traces are produced by the reference model from the
+recorded parent chain (:func:`foliosim.check.explore._rebuild`): the fast engine
+only decides *which* states violate *which* property.
+
+Not supported (the caller falls back to the reference): owner-tracking mutants
+(they wrap :mod:`foliosim.owner`, which the compiled kernels do not call) and
+``keep_states``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import numpy.typing as npt
+
+from foliosim.check.explore import (
+    SANITY_CHECKS,
+    Counterexample,
+    ExploreResult,
+    Progress,
+    _Found,
+    _path_ops,
+    _rebuild,
+    explore,
+)
+from foliosim.check.properties import first_violation, select, view_of
+from foliosim.check.state import (
+    HEADER,
+    KEY_BIAS,
+    CheckConfig,
+    State,
+    candidate_ops,
+    canonical,
+    crowded_after,
+    decode,
+    encode,
+    initial_system,
+    to_key,
+    try_apply,
+)
+from foliosim.fast import kernels as K
+from foliosim.fast._jit import HAVE_NUMBA, jit, jit_inline
+from foliosim.fast.state import config_vector
+from foliosim.owner import KERNEL_OWNER, OwnerTracking
+from foliosim.rmap import PMD, PTE
+
+I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+U8 = npt.NDArray[np.uint8]
+
+#: Property bits, in the reference's reporting order (:data:`foliosim.check.properties.PROPERTIES`).
+PROP_ORDER = ("sanity", "soundness", "precision", "counters", "full-unmap")
+P_SANITY, P_SOUND, P_PREC, P_COUNT, P_FULL = range(5)
+
+# Checker configuration vector ``ck``.
+(CK_MMS, CK_P, CK_ORDER, CK_BATCH, CK_PTE, CK_PMD, CK_OPS, CK_REUSE, CK_MNA_LEVEL, CK_COLUMNS,
+ CK_WIDTH, CK_W, CK_PROPS, CK_STOP_FIRST, CK_MAX_STATES) = range(15)
+CK_LEN = 15
+OP_MNA, OP_MAP, OP_DUP, OP_UNMAP = 1, 2, 4, 8
+
+# Statistics / search state vector ``st``.
+(ST_STORED, ST_STATES, ST_TRANS, ST_IMPREC, ST_IMPREC_IDX, ST_FOUND, ST_NEXT, ST_EXPANDED,
+ ST_ERR_FIELD, ST_ERR_VALUE, ST_FP) = range(11)
+ST_LEN = ST_FP + 2 * len(PROP_ORDER)
+
+# expand() outcomes.
+RUN_DONE, RUN_GROW, RUN_STOP, RUN_BUDGET, RUN_FIELD = range(5)
+
+_OPBIT = {"map_new_anon": OP_MNA, "map": OP_MAP, "dup": OP_DUP, "unmap": OP_UNMAP}
+
+
+def supported(owner: OwnerTracking, keep_states: bool) -> str | None:
+    """Why the fast engine cannot run this exploration (None: it can)."""
+    if not HAVE_NUMBA:
+        return "numba is not installed"
+    if owner is not KERNEL_OWNER:
+        return f"owner tracking {owner.name!r} (mutants wrap the Python model, which the compiled kernels do not call)"
+    if keep_states:
+        return "keep_states (the visited set is kept as packed words, not reference keys)"
+    return None
+
+
+ENGINES = ("auto", "fast", "reference")
+
+
+def explore_with(
+    engine: str,
+    cfg: CheckConfig,
+    owner: OwnerTracking = KERNEL_OWNER,
+    properties: list[str] | tuple[str, ...] | None = None,
+    stop_at_first: bool = False,
+    max_states: int | None = None,
+    max_seconds: float | None = None,
+    progress: Progress | None = None,
+) -> tuple[ExploreResult, str | None]:
+    """Explore with ``engine`` ("auto": fast when it can run this exploration, else the reference).
+
+    Returns the result and, when ``engine`` is "fast" but the exploration needs the
+    reference, a note saying why (the reference engine then ran).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
+    reason = None if engine == "reference" else supported(owner, False)
+    if engine == "reference" or reason is not None:
+        result = explore(cfg, owner, properties, stop_at_first, max_states, max_seconds, progress)
+        note = f"the fast engine cannot run this exploration ({reason}); used the reference engine" \
+            if engine == "fast" else None
+        return result, note
+    return explore_fast(cfg, properties, stop_at_first, max_states, max_seconds, progress), None
+
+
+def max_successors(cfg: CheckConfig) -> int:
+    """An upper bound on the candidate operations of one state."""
+    return cfg.mms * (2 + 3 * (cfg.nr_pages * cfg.batch + 1) + 1) + 1
+
+
+def checker_vector(cfg: CheckConfig, props: list[str], stop_at_first: bool, max_states: int | None) -> I64:
+    ck = np.zeros(CK_LEN, dtype=np.int64)
+    ck[CK_MMS] = cfg.mms
+    ck[CK_P] = cfg.nr_pages
+    ck[CK_ORDER] = cfg.order
+    ck[CK_BATCH] = cfg.batch
+    ck[CK_PTE] = int(PTE in cfg.levels)
+    ck[CK_PMD] = int(cfg.pmd_allowed)
+    ck[CK_OPS] = sum(_OPBIT[op] for op in set(cfg.ops) if op in _OPBIT)
+    ck[CK_REUSE] = int(cfg.reuse_ids)
+    ck[CK_MNA_LEVEL] = K.L_PMD if cfg.map_new_anon_level is PMD else K.L_PTE
+    ck[CK_COLUMNS] = int(cfg.batch == 1 and PTE in cfg.levels)
+    ck[CK_WIDTH] = cfg.width
+    ck[CK_W] = (cfg.width + 7) // 8
+    ck[CK_PROPS] = sum(1 << PROP_ORDER.index(p) for p in props)
+    ck[CK_STOP_FIRST] = int(stop_at_first)
+    ck[CK_MAX_STATES] = -1 if max_states is None else max_states
+    return ck
+
+
+# -- state <-> kernel arrays ------------------------------------------------------------------
+
+@jit_inline
+def _load(ck: I64, s: I64, glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, agg: I32, tpte: I32,
+          tpmd: I32, ttot: I64) -> None:
+    """Put the fast path's arrays (one folio, index 0; MM ``i`` is block ``i``) into state ``s``."""
+    nr = ck[CK_P]
+    mms = ck[CK_MMS]
+    fs[0, K.F_LIVE] = 1
+    fs[0, K.F_ORDER] = ck[CK_ORDER]
+    fs[0, K.F_OFF] = 0
+    fs[0, K.F_LARGE] = s[0]
+    fs[0, K.F_ENTIRE] = s[1]
+    fs[0, K.F_NPM] = s[2] | (s[3] << 23)
+    fs[0, K.F_MMC0] = s[4]
+    fs[0, K.F_MMC1] = s[5]
+    fs[0, K.F_ID0] = s[6]
+    fs[0, K.F_ID1] = s[7]
+    fs[0, K.F_SHARED] = s[9]
+    fs[0, K.F_SEQ] = 0
+    fs[0, K.F_CAP] = nr
+    for p in range(nr):
+        pmc[p] = s[HEADER + p]
+        agg[p] = 0
+    for i in range(id_used.shape[0]):
+        id_used[i] = 0
+    glob[K.G_LOWEST_FREE] = 1
+    pmds = 0
+    base = HEADER + nr + 1
+    for i in range(mms):
+        pos = base + i * (2 + nr)
+        mm_id = s[pos]
+        ms[i, K.M_LIVE] = 1 if mm_id != 0 else 0
+        ms[i, K.M_ID] = mm_id
+        if mm_id != 0:
+            id_used[mm_id] = 1
+        pmd = s[pos + 1]
+        tpmd[i, 0] = pmd
+        pmds += pmd
+        total = pmd
+        for p in range(nr):
+            v = s[pos + 2 + p]
+            tpte[i, p] = v
+            agg[p] += v
+            total += v
+        ttot[i, 0] = total
+        ms[i, K.M_NRMAP] = total
+    fs[0, K.F_PMDS] = pmds
+
+
+@jit_inline
+def _store_state(ck: I64, c: I64, crowded: int, fs: I64, ms: I64, pmc: I32, tpte: I32, tpmd: I32) -> None:
+    """:func:`foliosim.check.state.encode` from the arrays into ``c``."""
+    nr = ck[CK_P]
+    npm = fs[0, K.F_NPM]
+    c[0] = fs[0, K.F_LARGE]
+    c[1] = fs[0, K.F_ENTIRE]
+    c[2] = npm & 0x7FFFFF
+    c[3] = npm >> 23
+    c[4] = fs[0, K.F_MMC0]
+    c[5] = fs[0, K.F_MMC1]
+    c[6] = fs[0, K.F_ID0]
+    c[7] = fs[0, K.F_ID1]
+    c[8] = 0
+    c[9] = fs[0, K.F_SHARED]
+    for p in range(nr):
+        c[HEADER + p] = pmc[p]
+    c[HEADER + nr] = crowded
+    base = HEADER + nr + 1
+    for i in range(ck[CK_MMS]):
+        pos = base + i * (2 + nr)
+        if ms[i, K.M_LIVE]:
+            c[pos] = ms[i, K.M_ID]
+            c[pos + 1] = tpmd[i, 0]
+            for p in range(nr):
+                c[pos + 2 + p] = tpte[i, p]
+        else:
+            for j in range(2 + nr):
+                c[pos + j] = 0
+
+
+# -- canonical form (foliosim.check.state.canonical) ------------------------------------------
+
+@jit_inline
+def _block_less(c: I64, a: int, b: int, blen: int) -> bool:
+    """Block starting at ``a`` < block starting at ``b`` (tuple order)."""
+    for j in range(blen):
+        x = c[a + j]
+        y = c[b + j]
+        if x != y:
+            return bool(x < y)
+    return False
+
+
+@jit_inline
+def _sort_blocks(c: I64, out: I64, base: int, mms: int, blen: int, order: I64) -> None:
+    """Copy ``c``'s blocks into ``out`` (same base) in sorted order (stable insertion sort)."""
+    for i in range(mms):
+        order[i] = i
+    for i in range(1, mms):
+        k = order[i]
+        j = i - 1
+        while j >= 0 and _block_less(c, base + k * blen, base + order[j] * blen, blen):
+            order[j + 1] = order[j]
+            j -= 1
+        order[j + 1] = k
+    for i in range(mms):
+        src = base + order[i] * blen
+        dst = base + i * blen
+        for j in range(blen):
+            out[dst + j] = c[src + j]
+
+
+@jit_inline
+def _canonical_reversal(ck: I64, c: I64, out: I64, tmp: I64, tmp2: I64, order: I64) -> None:
+    """Sorted blocks, and the page reversal when it is smaller."""
+    nr = ck[CK_P]
+    mms = ck[CK_MMS]
+    width = ck[CK_WIDTH]
+    blen = 2 + nr
+    base = HEADER + nr + 1
+    for j in range(base):
+        out[j] = c[j]
+    _sort_blocks(c, out, base, mms, blen, order)
+    # The reversed state in tmp, its blocks sorted into tmp2.
+    for j in range(HEADER):
+        tmp[j] = c[j]
+    for p in range(nr):
+        tmp[HEADER + p] = c[HEADER + nr - 1 - p]
+    tmp[HEADER + nr] = c[HEADER + nr]
+    for i in range(mms):
+        pos = base + i * blen
+        tmp[pos] = c[pos]
+        tmp[pos + 1] = c[pos + 1]
+        for p in range(nr):
+            tmp[pos + 2 + p] = c[pos + 2 + nr - 1 - p]
+    for j in range(base):
+        tmp2[j] = tmp[j]
+    _sort_blocks(tmp, tmp2, base, mms, blen, order)
+    for j in range(HEADER, width):
+        if tmp2[j] != out[j]:
+            if tmp2[j] < out[j]:
+                for q in range(HEADER, width):
+                    out[q] = tmp2[q]
+            return
+
+
+@jit_inline
+def _insert_sorted(arr: I64, n: int, v: int) -> None:
+    """Insert ``v`` into the sorted prefix ``arr[:n]``."""
+    j = n - 1
+    while j >= 0 and arr[j] > v:
+        arr[j + 1] = arr[j]
+        j -= 1
+    arr[j + 1] = v
+
+
+@jit_inline
+def _block_key_less(c: I64, a: int, b: int, nr: int, sa: I64, sb: I64) -> bool:
+    """(mm_id, pmd, sorted(ptes)) of block ``a`` < that of block ``b``."""
+    if c[a] != c[b]:
+        return bool(c[a] < c[b])
+    if c[a + 1] != c[b + 1]:
+        return bool(c[a + 1] < c[b + 1])
+    for p in range(nr):
+        _insert_sorted(sa, p, c[a + 2 + p])
+        _insert_sorted(sb, p, c[b + 2 + p])
+    for p in range(nr):
+        if sa[p] != sb[p]:
+            return bool(sa[p] < sb[p])
+    return False
+
+
+@jit_inline
+def _canonical_columns(ck: I64, c: I64, out: I64, tmp: I64, tmp2: I64, order: I64, sa: I64, sb: I64,
+                       cols: I64) -> None:
+    """Single-page operations: blocks by key, then page columns, then blocks again."""
+    nr = ck[CK_P]
+    mms = ck[CK_MMS]
+    blen = 2 + nr
+    base = HEADER + nr + 1
+    # 1. stable sort of the blocks by (id, pmd, sorted ptes) -> tmp
+    for i in range(mms):
+        order[i] = i
+    for i in range(1, mms):
+        k = order[i]
+        j = i - 1
+        while j >= 0 and _block_key_less(c, base + k * blen, base + order[j] * blen, nr, sa, sb):
+            order[j + 1] = order[j]
+            j -= 1
+        order[j + 1] = k
+    for j in range(base):
+        tmp[j] = c[j]
+    for i in range(mms):
+        src = base + order[i] * blen
+        dst = base + i * blen
+        for j in range(blen):
+            tmp[dst + j] = c[src + j]
+    # 2. sort the page columns (page mapcount, then each block's PTE count); column p at cols[p*(1+mms)]
+    clen = 1 + mms
+    for p in range(nr):
+        cols[p * clen] = tmp[HEADER + p]
+        for i in range(mms):
+            cols[p * clen + 1 + i] = tmp[base + i * blen + 2 + p]
+    for p in range(nr):
+        order[p] = p
+    for i in range(1, nr):
+        k = order[i]
+        j = i - 1
+        while j >= 0 and _block_less(cols, k * clen, order[j] * clen, clen):
+            order[j + 1] = order[j]
+            j -= 1
+        order[j + 1] = k
+    for j in range(base):
+        tmp2[j] = tmp[j]
+    for p in range(nr):
+        col = order[p] * clen
+        tmp2[HEADER + p] = cols[col]
+        for i in range(mms):
+            pos = base + i * blen
+            tmp2[pos] = tmp[pos]
+            tmp2[pos + 1] = tmp[pos + 1]
+            tmp2[pos + 2 + p] = cols[col + 1 + i]
+    # 3. sort the blocks again (full tuples)
+    for j in range(base):
+        out[j] = tmp2[j]
+    _sort_blocks(tmp2, out, base, mms, blen, order)
+
+
+# -- properties (foliosim.check.properties, as yes/no) ----------------------------------------
+
+@jit_inline
+def _maybe_shared(fs: I64) -> bool:
+    """:func:`foliosim.folio.folio_maybe_mapped_shared` for a large folio."""
+    return bool(fs[0, K.F_LARGE] + 1 > 1 and fs[0, K.F_SHARED] != 0)
+
+
+@jit_inline
+def _violated(ck: I64, kc: I64, live: int, crowded: int, fs: I64, ms: I64, pmc: I32, agg: I32,
+              tpmd: I32, ttot: I64) -> int:
+    """The first property in ``live`` (bit mask) that the state violates, or -1."""
+    mms = ck[CK_MMS]
+    nr = ck[CK_P]
+    nmap = 0
+    entries = 0
+    pmds = 0
+    for i in range(mms):
+        if ttot[i, 0] != 0:
+            nmap += 1
+        entries += ttot[i, 0]
+        pmds += tpmd[i, 0]
+    shared = _maybe_shared(fs)
+    large = fs[0, K.F_LARGE]
+    id0 = fs[0, K.F_ID0]
+    id1 = fs[0, K.F_ID1]
+    mmc0 = fs[0, K.F_MMC0]
+    mmc1 = fs[0, K.F_MMC1]
+    sbit = fs[0, K.F_SHARED]
+    npm = fs[0, K.F_NPM]
+    if live & (1 << P_SANITY) and not K._sanity_ok(kc, fs, 0, 1, 1):
+        return P_SANITY
+    if live & (1 << P_SOUND) and not shared and nmap > 1:
+        return P_SOUND
+    if live & (1 << P_PREC) and crowded == 0 and nmap <= 1 and shared:
+        return P_PREC
+    if live & (1 << P_COUNT):
+        bad = large + 1 != entries
+        if K._has_entire(ck[CK_ORDER], kc[K.C_IS64]) and fs[0, K.F_ENTIRE] + 1 != pmds:
+            bad = True
+        if kc[K.C_PAGE_MC]:
+            mapped = 0
+            for p in range(nr):
+                if pmc[p] + 1 != agg[p]:
+                    bad = True
+                if agg[p] > 0:
+                    mapped += 1
+            if pmds:
+                mapped += K.ENTIRELY_MAPPED
+            if npm != mapped:
+                bad = True
+        else:
+            for p in range(nr):
+                if pmc[p] != -1:
+                    bad = True
+            if npm != 0:
+                bad = True
+        for idx in range(2):
+            sid = id0 if idx == 0 else id1
+            stored = mmc0 if idx == 0 else mmc1
+            if sid == 0:
+                if stored != -1:
+                    bad = True
+                continue
+            real = 0
+            known = False
+            for i in range(mms):
+                if ms[i, K.M_LIVE] and ms[i, K.M_ID] == sid:
+                    real = ttot[i, 0]
+                    known = True
+            if stored + 1 > real or stored + 1 < 1:
+                bad = True
+            if not known:  # a slot naming a dead MM
+                bad = True
+        if id0 != 0 and id0 == id1:
+            bad = True
+        if id0 != 0 and id1 != 0 and sbit == 0:
+            bad = True
+        if entries == 0 and (id0 != 0 or id1 != 0 or sbit != 0):
+            bad = True
+        if not bad and crowded == 0:
+            for i in range(mms):
+                if ttot[i, 0] == 0:
+                    continue
+                mm_id = ms[i, K.M_ID]
+                if mm_id == id0:
+                    if mmc0 + 1 != ttot[i, 0]:
+                        bad = True
+                elif mm_id == id1:
+                    if mmc1 + 1 != ttot[i, 0]:
+                        bad = True
+                else:
+                    bad = True
+        if bad:
+            return P_COUNT
+    if live & (1 << P_FULL) and entries == 0:
+        fresh = (large == -1 and fs[0, K.F_ENTIRE] == -1 and npm == 0 and mmc0 == -1 and mmc1 == -1
+                 and id0 == 0 and id1 == 0 and sbit == 0)
+        for p in range(nr):
+            if pmc[p] != -1:
+                fresh = False
+        if not fresh or not K._free_check_ok(kc, fs, pmc, 0):
+            return P_FULL
+    return -1
+
+
+# -- the visited set --------------------------------------------------------------------------
+
+@jit_inline
+def _hash(words: I64, w: int) -> np.uint64:
+    h = np.uint64(0xCBF29CE484222325)
+    for j in range(w):
+        h = (h ^ np.uint64(words[j])) * np.uint64(0x100000001B3)
+        h ^= h >> np.uint64(29)
+    return h
+
+
+@jit_inline
+def _find_or_slot(store: I64, table: I64, words: I64, w: int) -> int:
+    """The store index of ``words`` (>= 0), or -(table slot) - 1 where it would go."""
+    mask = table.shape[0] - 1
+    slot = np.int64(_hash(words, w) & np.uint64(mask))
+    while True:
+        idx = table[slot] - 1
+        if idx < 0:
+            return int(-slot - 1)
+        same = True
+        for j in range(w):
+            if store[idx, j] != words[j]:
+                same = False
+                break
+        if same:
+            return int(idx)
+        slot = (slot + 1) & mask
+
+
+@jit
+def rehash(store: I64, n: int, table: I64, w: int, words: I64) -> None:
+    """Insert store rows ``0..n-1`` into the empty ``table`` (``words``: scratch of ``w`` words)."""
+    for idx in range(n):
+        for j in range(w):
+            words[j] = store[idx, j]
+        r = _find_or_slot(store, table, words, w)
+        table[-r - 1] = idx + 1
+
+
+# -- the search -------------------------------------------------------------------------------
+
+@jit_inline
+def _candidates(ck: I64, s: I64, ops: I64, ttot: I64, tpte: I32, tpmd: I32, agg: I32) -> int:
+    """:func:`foliosim.check.state.candidate_ops` (with the state): rows (kind, mm, level, page, nr)."""
+    nr_pages = ck[CK_P]
+    mms = ck[CK_MMS]
+    blen = 2 + nr_pages
+    base = HEADER + nr_pages + 1
+    batch = ck[CK_BATCH]
+    opmask = ck[CK_OPS]
+    mapped = False
+    for i in range(mms):
+        if ttot[i, 0] != 0:
+            mapped = True
+    n = 0
+    dead_offered = False
+    for i in range(mms):
+        dup_block = False
+        for j in range(i):
+            same = True
+            for q in range(blen):
+                if s[base + i * blen + q] != s[base + j * blen + q]:
+                    same = False
+                    break
+            if same:
+                dup_block = True
+                break
+        if dup_block:
+            continue
+        if s[base + i * blen] == 0:
+            if ck[CK_REUSE] and not dead_offered:
+                dead_offered = True
+                ops[n, 0] = K.K_MM_NEW
+                ops[n, 1] = i
+                n += 1
+            continue
+        if opmask & OP_MNA and not mapped:
+            ops[n, 0] = K.K_MAP_NEW_ANON
+            ops[n, 1] = i
+            ops[n, 2] = ck[CK_MNA_LEVEL]
+            ops[n, 3] = 0
+            ops[n, 4] = nr_pages
+            n += 1
+        for kidx in range(3):
+            kind = K.K_MAP + kidx
+            if not opmask & (OP_MAP << kidx):
+                continue
+            if ck[CK_PTE]:
+                for page in range(nr_pages):
+                    for nr in range(1, min(batch, nr_pages - page) + 1):
+                        ok = True
+                        if kind == K.K_DUP:
+                            for p in range(page, page + nr):
+                                if agg[p] == 0:
+                                    ok = False
+                        elif kind == K.K_UNMAP:
+                            if ttot[i, 0] == 0:
+                                ok = False
+                            for p in range(page, page + nr):
+                                if tpte[i, p] < 1:
+                                    ok = False
+                        if ok:
+                            ops[n, 0] = kind
+                            ops[n, 1] = i
+                            ops[n, 2] = K.L_PTE
+                            ops[n, 3] = page
+                            ops[n, 4] = nr
+                            n += 1
+            if ck[CK_PMD]:
+                if kind == K.K_DUP:
+                    anyp = False
+                    for j in range(mms):
+                        if tpmd[j, 0] != 0:
+                            anyp = True
+                    if not anyp:
+                        continue
+                if kind == K.K_UNMAP and tpmd[i, 0] <= 0:
+                    continue
+                ops[n, 0] = kind
+                ops[n, 1] = i
+                ops[n, 2] = K.L_PMD
+                ops[n, 3] = 0
+                ops[n, 4] = nr_pages
+                n += 1
+        if ck[CK_REUSE] and ttot[i, 0] == 0:
+            ops[n, 0] = K.K_MM_FREE
+            ops[n, 1] = i
+            n += 1
+    return n
+
+
+@jit_inline
+def _sanity_rejection(ck: I64, kc: I64, fs: I64, ms: I64, ttot: I64, kind: int, m: int, level: int,
+                      nr: int) -> bool:
+    """Whether a rejected candidate was rejected by the kernel's sanity check (as RmapSystem orders its checks)."""
+    if kind == K.K_MM_NEW or kind == K.K_MM_FREE:
+        return False
+    if kind == K.K_MAP_NEW_ANON:
+        if fs[0, K.F_LARGE] + 1 >= 1:
+            return False
+        for i in range(ck[CK_MMS]):
+            if ttot[i, 0] != 0:
+                return False
+    diff = 1 if level == K.L_PMD else nr
+    return not K._sanity_ok(kc, fs, 0, diff, ms[m, K.M_ID])
+
+
+@jit
+def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I64, lo: int, hi: int,
+           glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, agg: I32, tpte: I32, tpmd: I32, ttot: I64,
+           s: I64, c: I64, cc: I64, tmp: I64, tmp2: I64, order: I64, sa: I64, sb: I64, cols: I64,
+           words: I64, ops: I64) -> tuple[int, int]:
+    """Expand store rows ``lo..hi-1`` (one level, skipping violating rows); (row reached, RUN_*)."""
+    w = ck[CK_W]
+    width = ck[CK_WIDTH]
+    props = ck[CK_PROPS]
+    stop_first = ck[CK_STOP_FIRST]
+    crowd_at = HEADER + ck[CK_P]
+    cap = store.shape[0]
+    room = ops.shape[0]
+    for idx in range(lo, hi):
+        if bad[idx]:
+            continue
+        if st[ST_STORED] + room > cap or 2 * (st[ST_STORED] + room) > table.shape[0]:
+            return idx, RUN_GROW
+        for j in range(w):
+            word = store[idx, j]
+            for b in range(8):
+                f = j * 8 + b
+                if f < width:
+                    s[f] = ((word >> (8 * b)) & 0xFF) - KEY_BIAS
+        was_crowded = s[crowd_at]
+        _load(ck, s, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot)
+        nops = _candidates(ck, s, ops, ttot, tpte, tpmd, agg)
+        stop = False
+        for o in range(nops):
+            kind = ops[o, 0]
+            m = ops[o, 1]
+            level = ops[o, 2]
+            ev = K.apply_op(kc, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, kind, 0, m, level,
+                            ops[o, 3], ops[o, 4], 0)
+            if ev < -1:
+                if (props & 1 and not st[ST_FOUND] & 1
+                        and _sanity_rejection(ck, kc, fs, ms, ttot, kind, m, level, ops[o, 4])):
+                    st[ST_FOUND] |= 1
+                    st[ST_FP + 2 * P_SANITY] = idx
+                    st[ST_FP + 2 * P_SANITY + 1] = -1
+                    if stop_first:
+                        stop = True
+                        break
+                continue
+            st[ST_TRANS] += 1
+            nmap = 0
+            for i in range(ck[CK_MMS]):
+                if ttot[i, 0] != 0:
+                    nmap += 1
+            crowded = 0 if nmap == 0 else (1 if was_crowded or nmap >= 3 else 0)
+            _store_state(ck, c, crowded, fs, ms, pmc, tpte, tpmd)
+            if ck[CK_COLUMNS]:
+                _canonical_columns(ck, c, cc, tmp, tmp2, order, sa, sb, cols)
+            else:
+                _canonical_reversal(ck, c, cc, tmp, tmp2, order)
+            for j in range(w):
+                acc = np.int64(0)
+                for b in range(8):
+                    f = j * 8 + b
+                    if f < width:
+                        v = cc[f] + KEY_BIAS
+                        if v < 0 or v > 255:
+                            st[ST_ERR_FIELD] = f
+                            st[ST_ERR_VALUE] = cc[f]
+                            return idx, RUN_FIELD
+                        acc |= np.int64(v) << (8 * b)
+                words[j] = acc
+            r = _find_or_slot(store, table, words, w)
+            if r < 0:
+                live = props if stop_first else props & ~st[ST_FOUND]
+                hit = _violated(ck, kc, live, crowded, fs, ms, pmc, agg, tpmd, ttot)
+                new = st[ST_STORED]
+                for j in range(w):
+                    store[new, j] = words[j]
+                parent[new] = idx
+                table[-r - 1] = new + 1
+                st[ST_STORED] = new + 1
+                if hit >= 0:
+                    bad[new] = 1
+                    st[ST_FOUND] |= 1 << hit
+                    st[ST_FP + 2 * hit] = idx
+                    st[ST_FP + 2 * hit + 1] = new
+                    if stop_first:
+                        stop = True
+                else:
+                    bad[new] = 0
+                    st[ST_STATES] += 1
+                    st[ST_NEXT] += 1
+                    if nmap == 1 and _maybe_shared(fs):  # entries > 0 and one MM maps it
+                        st[ST_IMPREC] += 1
+                        if st[ST_IMPREC_IDX] < 0:
+                            st[ST_IMPREC_IDX] = new
+            _load(ck, s, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot)
+            if stop:
+                break
+        st[ST_EXPANDED] += 1
+        if stop:
+            return idx + 1, RUN_STOP
+        if st[ST_EXPANDED] % 256 == 0 and ck[CK_MAX_STATES] >= 0 and st[ST_STATES] > ck[CK_MAX_STATES]:
+            return idx + 1, RUN_BUDGET
+    return hi, RUN_DONE
+
+
+# -- the driver -------------------------------------------------------------------------------
+
+def _pack(state: State, w: int) -> I64:
+    raw = np.zeros(w * 8, dtype=np.uint8)
+    raw[:len(state)] = np.asarray(state, dtype=np.int64) + KEY_BIAS
+    return raw.view("<i8").astype(np.int64)
+
+
+def _unpack(words: I64, width: int) -> State:
+    raw = np.ascontiguousarray(words, dtype="<i8").view(np.uint8)[:width]
+    return tuple(int(v) - KEY_BIAS for v in raw)
+
+
+class _Search:
+    """The growable store, parent and flag arrays and the hash table."""
+
+    def __init__(self, w: int, cap: int) -> None:
+        self.w = w
+        self.store = np.zeros((cap, w), dtype=np.int64)
+        self.parent = np.full(cap, -1, dtype=np.int64)
+        self.bad = np.zeros(cap, dtype=np.uint8)
+        self.table = np.zeros(_pow2(4 * cap), dtype=np.int64)
+
+    def grow(self, n: int, need: int) -> None:
+        cap = self.store.shape[0]
+        while cap < need:
+            cap *= 2
+        if cap != self.store.shape[0]:
+            store = np.zeros((cap, self.w), dtype=np.int64)
+            store[:n] = self.store[:n]
+            parent = np.full(cap, -1, dtype=np.int64)
+            parent[:n] = self.parent[:n]
+            bad = np.zeros(cap, dtype=np.uint8)
+            bad[:n] = self.bad[:n]
+            self.store, self.parent, self.bad = store, parent, bad
+        if self.table.shape[0] < 2 * need:
+            self.table = np.zeros(_pow2(4 * need), dtype=np.int64)
+            rehash(self.store, n, self.table, self.w, np.zeros(self.w, dtype=np.int64))
+
+    def state(self, idx: int, width: int) -> State:
+        return _unpack(self.store[idx], width)
+
+    def chain_parents(self, idx: int, width: int) -> dict[bytes, bytes | None]:
+        """A parents dict (reference keys) holding just the chain from the root to ``idx``."""
+        out: dict[bytes, bytes | None] = {}
+        cur = idx
+        while cur >= 0:
+            up = int(self.parent[cur])
+            out[to_key(self.state(cur, width))] = to_key(self.state(up, width)) if up >= 0 else None
+            cur = up
+        return out
+
+
+def _pow2(n: int) -> int:
+    p = 1
+    while p < n:
+        p *= 2
+    return p
+
+
+def explore_fast(
+    cfg: CheckConfig,
+    properties: list[str] | tuple[str, ...] | None = None,
+    stop_at_first: bool = False,
+    max_states: int | None = None,
+    max_seconds: float | None = None,
+    progress: Progress | None = None,
+    chunk: int = 1 << 14,
+) -> ExploreResult:
+    """:func:`foliosim.check.explore.explore` with the compiled successor function (kernel owner tracking).
+
+    Same result fields, counts and counterexamples; time budgets are checked
+    every ``chunk`` expanded states instead of every 256.
+    """
+    props = select(properties)
+    owner = KERNEL_OWNER
+    result = ExploreResult(cfg, owner.name, list(props), engine="fast")
+    start = time.perf_counter()
+    width = cfg.width
+    w = (width + 7) // 8
+    ck = checker_vector(cfg, list(props), stop_at_first, max_states)
+    kc = config_vector(cfg.kconfig)
+    system = initial_system(cfg, owner)
+    init = canonical(encode(system, cfg, False), cfg)
+    to_key(init)  # the reference's range check, with its message
+    search = _Search(w, 1 << 12)
+    search.store[0] = _pack(init, w)
+    rehash(search.store, 1, search.table, w, np.zeros(w, dtype=np.int64))
+    st = np.zeros(ST_LEN, dtype=np.int64)
+    st[ST_STORED] = 1
+    st[ST_STATES] = 1
+    st[ST_IMPREC_IDX] = -1
+    found: dict[str, _Found] = {}
+    hit = first_violation(view_of(decode(init, cfg, owner), False), props)
+    if hit is not None:
+        found[hit[0]] = _Found(hit[0], hit[1], to_key(init), to_key(init))
+        search.bad[0] = 1
+        st[ST_FOUND] |= 1 << PROP_ORDER.index(hit[0])
+    nr, mms = cfg.nr_pages, cfg.mms
+    n_ops = max_successors(cfg)
+    scratch = (np.zeros(K.G_LEN, dtype=np.int64), np.zeros((1, K.F_COLS), dtype=np.int64),
+               np.zeros((mms, K.M_COLS), dtype=np.int64), np.zeros(mms + 2, dtype=np.uint8),
+               np.zeros(nr, dtype=np.int32), np.zeros(nr, dtype=np.int32),
+               np.zeros((mms, nr), dtype=np.int32), np.zeros((mms, 1), dtype=np.int32),
+               np.zeros((mms, 1), dtype=np.int64), np.zeros(width, dtype=np.int64),
+               np.zeros(width, dtype=np.int64), np.zeros(width, dtype=np.int64),
+               np.zeros(width, dtype=np.int64), np.zeros(width, dtype=np.int64),
+               np.zeros(max(mms, nr), dtype=np.int64), np.zeros(nr, dtype=np.int64),
+               np.zeros(nr, dtype=np.int64), np.zeros(nr * (1 + mms), dtype=np.int64),
+               np.zeros(w, dtype=np.int64), np.zeros((n_ops, 5), dtype=np.int64))
+    # Compile (or load from numba's cache) before the clock starts: an empty range does nothing.
+    expand(ck, kc, search.store, search.parent, search.bad, search.table, st, 0, 0, *scratch)
+    start = time.perf_counter()
+    lo, hi = 0, 1
+    result.level_sizes.append(1)
+    stop = bool(found) and stop_at_first
+    frontier_empty = bool(found)
+    for depth in range(cfg.depth):
+        if frontier_empty or stop:
+            break
+        st[ST_NEXT] = 0
+        pos = lo
+        while pos < hi:
+            end = min(hi, pos + chunk)
+            pos, run = expand(ck, kc, search.store, search.parent, search.bad, search.table, st, pos, end,
+                              *scratch)
+            if run == RUN_GROW:
+                search.grow(int(st[ST_STORED]), int(st[ST_STORED]) + 2 * n_ops + 1)
+                continue
+            if run == RUN_FIELD:
+                f, v = int(st[ST_ERR_FIELD]), int(st[ST_ERR_VALUE])
+                raise ValueError(f"state field {f} = {v} does not fit the checker's byte encoding "
+                                 f"({-KEY_BIAS}..{255 - KEY_BIAS}); lower --depth")
+            if run == RUN_STOP:
+                stop = True
+                break
+            if run == RUN_BUDGET:
+                result.budget_hit = f"state budget of {max_states} reached at depth {depth + 1}"
+                stop = True
+                break
+            elapsed = time.perf_counter() - start
+            if progress is not None and pos < hi:
+                progress({"depth": depth + 1, "states": int(st[ST_STATES]), "transitions": int(st[ST_TRANS]),
+                          "elapsed": elapsed})
+            if max_seconds is not None and elapsed > max_seconds and pos < hi:
+                result.budget_hit = f"time budget of {max_seconds:g}s reached at depth {depth + 1}"
+                stop = True
+                break
+        result.level_sizes.append(int(st[ST_NEXT]))
+        frontier_empty = bool(st[ST_NEXT] == 0)
+        lo, hi = hi, int(st[ST_STORED])
+        if progress is not None:
+            progress({"depth": depth + 1, "states": int(st[ST_STATES]), "transitions": int(st[ST_TRANS]),
+                      "elapsed": time.perf_counter() - start, "level_done": result.budget_hit is None})
+        if stop:
+            break
+    result.transitions = int(st[ST_TRANS])
+    result.imprecise_states = int(st[ST_IMPREC])
+    result.depth_reached = max(d for d, n in enumerate(result.level_sizes) if n)
+    any_found = bool(found) or bool(st[ST_FOUND])
+    result.exhausted = frontier_empty and result.budget_hit is None and not (stop and any_found)
+    result.states = int(st[ST_STATES])
+    result.elapsed = time.perf_counter() - start
+    for bit, name in enumerate(PROP_ORDER):
+        if name in found or not st[ST_FOUND] & (1 << bit) or name not in props:
+            continue
+        pidx, cidx = int(st[ST_FP + 2 * bit]), int(st[ST_FP + 2 * bit + 1])
+        found[name] = _message(cfg, owner, name, search.state(pidx, width),
+                               None if cidx < 0 else search.state(cidx, width))
+    for name in props:
+        if name in found:
+            rec = found[name]
+            at = int(st[ST_FP + 2 * PROP_ORDER.index(name)]) if rec.parent != rec.child else 0
+            result.violations[name] = _rebuild(cfg, owner, search.chain_parents(at, width), rec)
+    if st[ST_IMPREC_IDX] >= 0:
+        iidx = int(st[ST_IMPREC_IDX])
+        parents = search.chain_parents(iidx, width)
+        ops = _path_ops(cfg, owner, parents, to_key(search.state(iidx, width)))
+        result.imprecise_example = Counterexample(
+            "imprecision", "exclusive in truth but folio_maybe_mapped_shared() says maybe shared",
+            ops, cfg.mms + 1)
+    return result
+
+
+def _message(cfg: CheckConfig, owner: OwnerTracking, name: str,
+             parent: State, child: State | None) -> _Found:
+    """The reference's record of a violation the compiled search found (message included).
+
+    As in the reference search: the state is decoded from the canonical parent and
+    the first candidate operation (in candidate order) reaching ``child`` (or, for
+    a sanity rejection, the first rejected by the sanity check) is applied.
+    """
+    pkey = to_key(parent)
+    crowded = bool(parent[HEADER + cfg.nr_pages])
+    prop = select([name])[name]
+    for op in candidate_ops(decode(parent, cfg, owner), cfg, parent):
+        system = decode(parent, cfg, owner)
+        exc = try_apply(system, op)
+        if child is None:
+            if exc is not None and exc.check in SANITY_CHECKS:
+                return _Found(name, f"{op.op} rejected by the kernel's sanity check: {exc.reason}", pkey, None)
+            continue
+        if exc is not None:
+            continue
+        c = crowded_after(system, crowded)
+        if canonical(encode(system, cfg, c), cfg) == child:
+            msg = prop(view_of(system, c))
+            if msg is None:
+                break
+            return _Found(name, msg, pkey, to_key(child))
+    raise RuntimeError(f"fast checker and reference disagree on the {name} violation found after state {parent}")
