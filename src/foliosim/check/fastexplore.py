@@ -13,10 +13,13 @@ States are the reference's flat tuples (:mod:`foliosim.check.state`), each
 field stored as one byte ``v + KEY_BIAS`` and eight fields packed into an int64
 word. The store keeps every canonical state seen, in insertion (BFS) order, with
 its parent index; a level is a contiguous range of it, so the frontier needs no
-list. An open-addressing hash table (linear probing, indices into the store)
-is the visited set. Violating states are stored with a flag, as the reference's
-``bad`` set. Candidate operations are generated in the reference's order, so
-insertion order, parent pointers and hence counterexamples are identical.
+list. An open-addressing hash table (linear probing; each row holds a store
+index and a copy of the packed key, so a probe reads one row) is the visited
+set. Violating states are stored with a flag, as the reference's ``bad`` set.
+After each candidate operation only what it can change (the folio, its MM's
+row and ground truth, the id allocator) is restored from a snapshot.
+Candidate operations are generated in the reference's order, so insertion
+order, parent pointers and hence counterexamples are identical.
 
 Messages and counterexample traces are produced by the reference model from the
 recorded parent chain (:func:`foliosim.check.explore._rebuild`): the fast engine
@@ -234,6 +237,62 @@ def _store_state(ck: I64, c: I64, crowded: int, fs: I64, ms: I64, pmc: I32, tpte
         else:
             for j in range(2 + nr):
                 c[pos + j] = 0
+
+
+@jit_inline
+def _snapshot(glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, agg: I32, tpte: I32, tpmd: I32, ttot: I64,
+              sv: I64, sv_id: U8, sv_pg: I32, sv_mm: I32) -> None:
+    """Save the loaded state: ``sv`` = glob, fs row 0, ms, ttot; ``sv_pg`` = pmc, agg; ``sv_mm`` = tpte, tpmd."""
+    k = 0
+    for j in range(glob.shape[0]):
+        sv[k] = glob[j]
+        k += 1
+    for j in range(fs.shape[1]):
+        sv[k] = fs[0, j]
+        k += 1
+    for i in range(ms.shape[0]):
+        for j in range(ms.shape[1]):
+            sv[k] = ms[i, j]
+            k += 1
+        sv[k] = ttot[i, 0]
+        k += 1
+    for j in range(id_used.shape[0]):
+        sv_id[j] = id_used[j]
+    nr = pmc.shape[0]
+    for p in range(nr):
+        sv_pg[p] = pmc[p]
+        sv_pg[nr + p] = agg[p]
+    for i in range(tpte.shape[0]):
+        for p in range(nr):
+            sv_mm[i * (nr + 1) + p] = tpte[i, p]
+        sv_mm[i * (nr + 1) + nr] = tpmd[i, 0]
+
+
+@jit_inline
+def _restore(m: int, glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, agg: I32, tpte: I32, tpmd: I32,
+             ttot: I64, sv: I64, sv_id: U8, sv_pg: I32, sv_mm: I32) -> None:
+    """Undo an applied operation of MM ``m``: restore what :func:`foliosim.fast.kernels.apply_op` can change."""
+    k = 0
+    for j in range(glob.shape[0]):
+        glob[j] = sv[k]
+        k += 1
+    for j in range(fs.shape[1]):
+        fs[0, j] = sv[k]
+        k += 1
+    k += m * (ms.shape[1] + 1)
+    for j in range(ms.shape[1]):
+        ms[m, j] = sv[k]
+        k += 1
+    ttot[m, 0] = sv[k]
+    for j in range(id_used.shape[0]):
+        id_used[j] = sv_id[j]
+    nr = pmc.shape[0]
+    for p in range(nr):
+        pmc[p] = sv_pg[p]
+        agg[p] = sv_pg[nr + p]
+    for p in range(nr):
+        tpte[m, p] = sv_mm[m * (nr + 1) + p]
+    tpmd[m, 0] = sv_mm[m * (nr + 1) + nr]
 
 
 # -- canonical form (foliosim.check.state.canonical) ------------------------------------------
@@ -502,22 +561,34 @@ def _hash(words: I64, w: int) -> np.uint64:
 
 
 @jit_inline
-def _find_or_slot(store: I64, table: I64, words: I64, w: int) -> int:
-    """The store index of ``words`` (>= 0), or -(table slot) - 1 where it would go."""
+def _find_or_slot(table: I64, words: I64, w: int) -> int:
+    """The store index of ``words`` (>= 0), or -(table slot) - 1 where it would go.
+
+    A table row is (store index + 1, the state's ``w`` packed words): a probe
+    compares the key in the row it has just read, without a second memory access
+    into the store.
+    """
     mask = table.shape[0] - 1
     slot = np.int64(_hash(words, w) & np.uint64(mask))
     while True:
-        idx = table[slot] - 1
+        idx = table[slot, 0] - 1
         if idx < 0:
             return int(-slot - 1)
         same = True
         for j in range(w):
-            if store[idx, j] != words[j]:
+            if table[slot, 1 + j] != words[j]:
                 same = False
                 break
         if same:
             return int(idx)
         slot = (slot + 1) & mask
+
+
+@jit_inline
+def _put(table: I64, slot: int, idx: int, words: I64, w: int) -> None:
+    table[slot, 0] = idx + 1
+    for j in range(w):
+        table[slot, 1 + j] = words[j]
 
 
 @jit
@@ -526,8 +597,8 @@ def rehash(store: I64, n: int, table: I64, w: int, words: I64) -> None:
     for idx in range(n):
         for j in range(w):
             words[j] = store[idx, j]
-        r = _find_or_slot(store, table, words, w)
-        table[-r - 1] = idx + 1
+        r = _find_or_slot(table, words, w)
+        _put(table, -r - 1, idx, words, w)
 
 
 # -- the search -------------------------------------------------------------------------------
@@ -642,7 +713,7 @@ def _sanity_rejection(ck: I64, kc: I64, fs: I64, ms: I64, ttot: I64, kind: int, 
 def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I64, lo: int, hi: int,
            glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, agg: I32, tpte: I32, tpmd: I32, ttot: I64,
            s: I64, c: I64, cc: I64, tmp: I64, tmp2: I64, order: I64, sa: I64, sb: I64, cols: I64,
-           words: I64, ops: I64) -> tuple[int, int]:
+           words: I64, ops: I64, sv: I64, sv_id: U8, sv_pg: I32, sv_mm: I32) -> tuple[int, int]:
     """Expand store rows ``lo..hi-1`` (one level, skipping violating rows); (row reached, RUN_*)."""
     w = ck[CK_W]
     width = ck[CK_WIDTH]
@@ -664,6 +735,7 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
                     s[f] = ((word >> (8 * b)) & 0xFF) - KEY_BIAS
         was_crowded = s[crowd_at]
         _load(ck, s, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot)
+        _snapshot(glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, sv, sv_id, sv_pg, sv_mm)
         nops = _candidates(ck, s, ops, ttot, tpte, tpmd, agg)
         stop = False
         for o in range(nops):
@@ -705,7 +777,7 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
                             return idx, RUN_FIELD
                         acc |= np.int64(v) << (8 * b)
                 words[j] = acc
-            r = _find_or_slot(store, table, words, w)
+            r = _find_or_slot(table, words, w)
             if r < 0:
                 live = props if stop_first else props & ~st[ST_FOUND]
                 hit = _violated(ck, kc, live, crowded, fs, ms, pmc, agg, tpmd, ttot)
@@ -713,7 +785,7 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
                 for j in range(w):
                     store[new, j] = words[j]
                 parent[new] = idx
-                table[-r - 1] = new + 1
+                _put(table, -r - 1, new, words, w)
                 st[ST_STORED] = new + 1
                 if hit >= 0:
                     bad[new] = 1
@@ -730,7 +802,7 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
                         st[ST_IMPREC] += 1
                         if st[ST_IMPREC_IDX] < 0:
                             st[ST_IMPREC_IDX] = new
-            _load(ck, s, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot)
+            _restore(m, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, sv, sv_id, sv_pg, sv_mm)
             if stop:
                 break
         st[ST_EXPANDED] += 1
@@ -762,7 +834,7 @@ class _Search:
         self.store = np.zeros((cap, w), dtype=np.int64)
         self.parent = np.full(cap, -1, dtype=np.int64)
         self.bad = np.zeros(cap, dtype=np.uint8)
-        self.table = np.zeros(_pow2(4 * cap), dtype=np.int64)
+        self.table = _table(cap, w)
 
     def grow(self, n: int, need: int) -> None:
         cap = self.store.shape[0]
@@ -777,7 +849,7 @@ class _Search:
             bad[:n] = self.bad[:n]
             self.store, self.parent, self.bad = store, parent, bad
         if self.table.shape[0] < 2 * need:
-            self.table = np.zeros(_pow2(4 * need), dtype=np.int64)
+            self.table = _table(need, self.w)
             rehash(self.store, n, self.table, self.w, np.zeros(self.w, dtype=np.int64))
 
     def state(self, idx: int, width: int) -> State:
@@ -792,6 +864,11 @@ class _Search:
             out[to_key(self.state(cur, width))] = to_key(self.state(up, width)) if up >= 0 else None
             cur = up
         return out
+
+
+def _table(n: int, w: int) -> I64:
+    """An empty hash table for ``n`` states (load factor at most 1/3 until the next growth)."""
+    return np.zeros((_pow2(3 * n), 1 + w), dtype=np.int64)
 
 
 def _pow2(n: int) -> int:
@@ -850,7 +927,10 @@ def explore_fast(
                np.zeros(width, dtype=np.int64), np.zeros(width, dtype=np.int64),
                np.zeros(max(mms, nr), dtype=np.int64), np.zeros(nr, dtype=np.int64),
                np.zeros(nr, dtype=np.int64), np.zeros(nr * (1 + mms), dtype=np.int64),
-               np.zeros(w, dtype=np.int64), np.zeros((n_ops, 5), dtype=np.int64))
+               np.zeros(w, dtype=np.int64), np.zeros((n_ops, 5), dtype=np.int64),
+               np.zeros(K.G_LEN + K.F_COLS + mms * (K.M_COLS + 1), dtype=np.int64),
+               np.zeros(mms + 2, dtype=np.uint8), np.zeros(2 * nr, dtype=np.int32),
+               np.zeros(mms * (nr + 1), dtype=np.int32))
     # Compile (or load from numba's cache) before the clock starts: an empty range does nothing.
     expand(ck, kc, search.store, search.parent, search.bad, search.table, st, 0, 0, *scratch)
     start = time.perf_counter()
