@@ -85,7 +85,8 @@ OP_MNA, OP_MAP, OP_DUP, OP_UNMAP = 1, 2, 4, 8
 # Statistics / search state vector ``st``.
 (ST_STORED, ST_STATES, ST_TRANS, ST_IMPREC, ST_IMPREC_IDX, ST_FOUND, ST_NEXT, ST_EXPANDED,
  ST_ERR_FIELD, ST_ERR_VALUE, ST_FP) = range(11)
-ST_LEN = ST_FP + 2 * len(PROP_ORDER)
+ST_SINK = ST_FP + 2 * len(PROP_ORDER)  # pass 2's loads go here, so the compiler keeps them
+ST_LEN = ST_SINK + 1
 
 # expand() outcomes.
 RUN_DONE, RUN_GROW, RUN_STOP, RUN_BUDGET, RUN_FIELD = range(5)
@@ -713,7 +714,8 @@ def _sanity_rejection(ck: I64, kc: I64, fs: I64, ms: I64, ttot: I64, kind: int, 
 def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I64, lo: int, hi: int,
            glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, agg: I32, tpte: I32, tpmd: I32, ttot: I64,
            s: I64, c: I64, cc: I64, tmp: I64, tmp2: I64, order: I64, sa: I64, sb: I64, cols: I64,
-           words: I64, ops: I64, sv: I64, sv_id: U8, sv_pg: I32, sv_mm: I32) -> tuple[int, int]:
+           words: I64, ops: I64, sv: I64, sv_id: U8, sv_pg: I32, sv_mm: I32, keys: I64,
+           kinfo: I64) -> tuple[int, int]:
     """Expand store rows ``lo..hi-1`` (one level, skipping violating rows); (row reached, RUN_*)."""
     w = ck[CK_W]
     width = ck[CK_WIDTH]
@@ -737,7 +739,8 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
         _load(ck, s, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot)
         _snapshot(glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, sv, sv_id, sv_pg, sv_mm)
         nops = _candidates(ck, s, ops, ttot, tpte, tpmd, agg)
-        stop = False
+        # Pass 1: every candidate's canonical packed key (and whether it was rejected).
+        mask = table.shape[0] - 1
         for o in range(nops):
             kind = ops[o, 0]
             m = ops[o, 1]
@@ -745,21 +748,17 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
             ev = K.apply_op(kc, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, kind, 0, m, level,
                             ops[o, 3], ops[o, 4], 0)
             if ev < -1:
-                if (props & 1 and not st[ST_FOUND] & 1
-                        and _sanity_rejection(ck, kc, fs, ms, ttot, kind, m, level, ops[o, 4])):
-                    st[ST_FOUND] |= 1
-                    st[ST_FP + 2 * P_SANITY] = idx
-                    st[ST_FP + 2 * P_SANITY + 1] = -1
-                    if stop_first:
-                        stop = True
-                        break
+                kinfo[o, 0] = 1 if (props & 1 and _sanity_rejection(ck, kc, fs, ms, ttot, kind, m, level,
+                                                                    ops[o, 4])) else 0
                 continue
-            st[ST_TRANS] += 1
+            kinfo[o, 0] = 2
             nmap = 0
             for i in range(ck[CK_MMS]):
                 if ttot[i, 0] != 0:
                     nmap += 1
             crowded = 0 if nmap == 0 else (1 if was_crowded or nmap >= 3 else 0)
+            kinfo[o, 1] = nmap
+            kinfo[o, 2] = crowded
             _store_state(ck, c, crowded, fs, ms, pmc, tpte, tpmd)
             if ck[CK_COLUMNS]:
                 _canonical_columns(ck, c, cc, tmp, tmp2, order, sa, sb, cols)
@@ -776,9 +775,39 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
                             st[ST_ERR_VALUE] = cc[f]
                             return idx, RUN_FIELD
                         acc |= np.int64(v) << (8 * b)
+                keys[o, j] = acc
                 words[j] = acc
+            kinfo[o, 3] = np.int64(_hash(words, w) & np.uint64(mask))
+            _restore(m, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, sv, sv_id, sv_pg, sv_mm)
+        # Pass 2: touch every key's first table slot, so that the cache misses overlap.
+        touch = np.int64(0)
+        for o in range(nops):
+            if kinfo[o, 0] == 2:
+                touch += table[kinfo[o, 3], 0]
+        st[ST_SINK] += touch
+        # Pass 3: look the keys up and insert the new states, in candidate order.
+        stop = False
+        for o in range(nops):
+            flag = kinfo[o, 0]
+            if flag < 2:
+                if flag == 1 and not st[ST_FOUND] & 1:
+                    st[ST_FOUND] |= 1
+                    st[ST_FP + 2 * P_SANITY] = idx
+                    st[ST_FP + 2 * P_SANITY + 1] = -1
+                    if stop_first:
+                        stop = True
+                        break
+                continue
+            st[ST_TRANS] += 1
+            for j in range(w):
+                words[j] = keys[o, j]
             r = _find_or_slot(table, words, w)
             if r < 0:
+                m = ops[o, 1]
+                K.apply_op(kc, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, ops[o, 0], 0, m, ops[o, 2],
+                           ops[o, 3], ops[o, 4], 0)
+                nmap = kinfo[o, 1]
+                crowded = kinfo[o, 2]
                 live = props if stop_first else props & ~st[ST_FOUND]
                 hit = _violated(ck, kc, live, crowded, fs, ms, pmc, agg, tpmd, ttot)
                 new = st[ST_STORED]
@@ -802,7 +831,7 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
                         st[ST_IMPREC] += 1
                         if st[ST_IMPREC_IDX] < 0:
                             st[ST_IMPREC_IDX] = new
-            _restore(m, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, sv, sv_id, sv_pg, sv_mm)
+                _restore(m, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, sv, sv_id, sv_pg, sv_mm)
             if stop:
                 break
         st[ST_EXPANDED] += 1
@@ -930,7 +959,8 @@ def explore_fast(
                np.zeros(w, dtype=np.int64), np.zeros((n_ops, 5), dtype=np.int64),
                np.zeros(K.G_LEN + K.F_COLS + mms * (K.M_COLS + 1), dtype=np.int64),
                np.zeros(mms + 2, dtype=np.uint8), np.zeros(2 * nr, dtype=np.int32),
-               np.zeros(mms * (nr + 1), dtype=np.int32))
+               np.zeros(mms * (nr + 1), dtype=np.int32), np.zeros((n_ops, w), dtype=np.int64),
+               np.zeros((n_ops, 4), dtype=np.int64))
     # Compile (or load from numba's cache) before the clock starts: an empty range does nothing.
     expand(ck, kc, search.store, search.parent, search.bad, search.table, st, 0, 0, *scratch)
     start = time.perf_counter()
