@@ -444,6 +444,94 @@ def _canonical_columns(ck: I64, c: I64, out: I64, tmp: I64, tmp2: I64, order: I6
     _sort_blocks(tmp2, out, base, mms, blen, order)
 
 
+@jit_inline
+def _pack_words(kv: I64, words: I64, w: int) -> None:
+    """Eight biased bytes of ``kv`` (zero beyond the state's width) per int64 key word.
+
+    The fields are first stored whole into ``kv`` and combined here: or-ing each
+    field into its word in memory would chain every field on the previous one.
+    """
+    for j in range(w):
+        q = 8 * j
+        words[j] = (kv[q] | (kv[q + 1] << 8) | (kv[q + 2] << 16) | (kv[q + 3] << 24) | (kv[q + 4] << 32)
+                    | (kv[q + 5] << 40) | (kv[q + 6] << 48) | (kv[q + 7] << 56))
+
+
+@jit_inline
+def _direct_key(ck: I64, crowded: int, fs: I64, ms: I64, pmc: I32, tpte: I32, tpmd: I32, kv: I64,
+                words: I64) -> bool:
+    """The canonical packed key of the arrays' state when no MM id changed since the (canonical) parent.
+
+    The parent's blocks are sorted, and a block's first field is its MM id
+    (distinct for live MMs; dead blocks are all zero), so an operation that
+    keeps every id keeps the blocks sorted in both page orientations: only the
+    reversal is left to decide, by the first page (in field order) whose value
+    differs from its mirror. The biased fields go to ``kv``, the packed key to ``words``.
+    Returns False when a field does not fit a byte (the caller takes the slow
+    path, which names the field).
+    """
+    nr = ck[CK_P]
+    mms = ck[CK_MMS]
+    half = nr // 2
+    rev = False
+    decided = False
+    for p in range(half):
+        a = pmc[p]
+        b = pmc[nr - 1 - p]
+        if a != b:
+            rev = b < a
+            decided = True
+            break
+    if not decided:
+        for i in range(mms):
+            if decided:
+                break
+            for p in range(half):
+                a = tpte[i, p]
+                b = tpte[i, nr - 1 - p]
+                if a != b:
+                    rev = b < a
+                    decided = True
+                    break
+    b = KEY_BIAS
+    npm = fs[0, K.F_NPM]
+    kv[0] = fs[0, K.F_LARGE] + b
+    kv[1] = fs[0, K.F_ENTIRE] + b
+    kv[2] = (npm & 0x7FFFFF) + b
+    kv[3] = (npm >> 23) + b
+    kv[4] = fs[0, K.F_MMC0] + b
+    kv[5] = fs[0, K.F_MMC1] + b
+    kv[6] = fs[0, K.F_ID0] + b
+    kv[7] = fs[0, K.F_ID1] + b
+    kv[8] = b
+    kv[9] = fs[0, K.F_SHARED] + b
+    acc = kv[0] | kv[1] | kv[2] | kv[3] | kv[4] | kv[5] | kv[6] | kv[7] | kv[9]
+    for p in range(nr):
+        v = (pmc[nr - 1 - p] if rev else pmc[p]) + b
+        kv[HEADER + p] = v
+        acc |= v
+    kv[HEADER + nr] = crowded + b
+    f = HEADER + nr + 1
+    for i in range(mms):
+        if ms[i, K.M_LIVE]:
+            v = ms[i, K.M_ID] + b
+            kv[f] = v
+            acc |= v
+            v = tpmd[i, 0] + b
+            kv[f + 1] = v
+            acc |= v
+            for p in range(nr):
+                v = (tpte[i, nr - 1 - p] if rev else tpte[i, p]) + b
+                kv[f + 2 + p] = v
+                acc |= v
+        else:
+            for j in range(2 + nr):
+                kv[f + j] = b
+        f += 2 + nr
+    _pack_words(kv, words, ck[CK_W])
+    return (acc & ~0xFF) == 0
+
+
 # -- properties (foliosim.check.properties, as yes/no) ----------------------------------------
 
 @jit_inline
@@ -715,7 +803,7 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
            glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, agg: I32, tpte: I32, tpmd: I32, ttot: I64,
            s: I64, c: I64, cc: I64, tmp: I64, tmp2: I64, order: I64, sa: I64, sb: I64, cols: I64,
            words: I64, ops: I64, sv: I64, sv_id: U8, sv_pg: I32, sv_mm: I32, keys: I64,
-           kinfo: I64) -> tuple[int, int]:
+           kinfo: I64, kv: I64) -> tuple[int, int]:
     """Expand store rows ``lo..hi-1`` (one level, skipping violating rows); (row reached, RUN_*)."""
     w = ck[CK_W]
     width = ck[CK_WIDTH]
@@ -759,24 +847,28 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
             crowded = 0 if nmap == 0 else (1 if was_crowded or nmap >= 3 else 0)
             kinfo[o, 1] = nmap
             kinfo[o, 2] = crowded
-            _store_state(ck, c, crowded, fs, ms, pmc, tpte, tpmd)
-            if ck[CK_COLUMNS]:
-                _canonical_columns(ck, c, cc, tmp, tmp2, order, sa, sb, cols)
-            else:
-                _canonical_reversal(ck, c, cc, tmp, tmp2, order)
+            direct = (not ck[CK_COLUMNS] and kind != K.K_MM_NEW and kind != K.K_MM_FREE
+                      and _direct_key(ck, crowded, fs, ms, pmc, tpte, tpmd, kv, words))
+            if not direct:
+                _store_state(ck, c, crowded, fs, ms, pmc, tpte, tpmd)
+                if ck[CK_COLUMNS]:
+                    _canonical_columns(ck, c, cc, tmp, tmp2, order, sa, sb, cols)
+                else:
+                    _canonical_reversal(ck, c, cc, tmp, tmp2, order)
+                for j in range(w):
+                    acc = np.int64(0)
+                    for b in range(8):
+                        f = j * 8 + b
+                        if f < width:
+                            v = cc[f] + KEY_BIAS
+                            if v < 0 or v > 255:
+                                st[ST_ERR_FIELD] = f
+                                st[ST_ERR_VALUE] = cc[f]
+                                return idx, RUN_FIELD
+                            acc |= np.int64(v) << (8 * b)
+                    words[j] = acc
             for j in range(w):
-                acc = np.int64(0)
-                for b in range(8):
-                    f = j * 8 + b
-                    if f < width:
-                        v = cc[f] + KEY_BIAS
-                        if v < 0 or v > 255:
-                            st[ST_ERR_FIELD] = f
-                            st[ST_ERR_VALUE] = cc[f]
-                            return idx, RUN_FIELD
-                        acc |= np.int64(v) << (8 * b)
-                keys[o, j] = acc
-                words[j] = acc
+                keys[o, j] = words[j]
             kinfo[o, 3] = np.int64(_hash(words, w) & np.uint64(mask))
             _restore(m, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, sv, sv_id, sv_pg, sv_mm)
         # Pass 2: touch every key's first table slot, so that the cache misses overlap.
@@ -960,7 +1052,7 @@ def explore_fast(
                np.zeros(K.G_LEN + K.F_COLS + mms * (K.M_COLS + 1), dtype=np.int64),
                np.zeros(mms + 2, dtype=np.uint8), np.zeros(2 * nr, dtype=np.int32),
                np.zeros(mms * (nr + 1), dtype=np.int32), np.zeros((n_ops, w), dtype=np.int64),
-               np.zeros((n_ops, 4), dtype=np.int64))
+               np.zeros((n_ops, 4), dtype=np.int64), np.zeros(8 * w, dtype=np.int64))
     # Compile (or load from numba's cache) before the clock starts: an empty range does nothing.
     expand(ck, kc, search.store, search.parent, search.bad, search.table, st, 0, 0, *scratch)
     start = time.perf_counter()
