@@ -13,9 +13,10 @@ States are the reference's flat tuples (:mod:`foliosim.check.state`), each
 field stored as one byte ``v + KEY_BIAS`` and eight fields packed into an int64
 word. The store keeps every canonical state seen, in insertion (BFS) order, with
 its parent index; a level is a contiguous range of it, so the frontier needs no
-list. An open-addressing hash table (linear probing; each row holds a store
-index and a copy of the packed key, so a probe reads one row) is the visited
-set. Violating states are stored with a flag, as the reference's ``bad`` set.
+list. An open-addressing hash table (linear probing; each row is one int64:
+the store index and 32 bits of the key's hash, so that a probe compares the
+stored key only when the tags agree) is the visited set. Violating states are
+stored with a flag, as the reference's ``bad`` set.
 After each candidate operation only what it can change (the folio, its MM's
 row and ground truth, the id allocator) is restored from a snapshot.
 Candidate operations are generated in the reference's order, so insertion
@@ -87,6 +88,9 @@ OP_MNA, OP_MAP, OP_DUP, OP_UNMAP = 1, 2, 4, 8
  ST_ERR_FIELD, ST_ERR_VALUE, ST_FP) = range(11)
 ST_SINK = ST_FP + 2 * len(PROP_ORDER)  # pass 2's loads go here, so the compiler keeps them
 ST_LEN = ST_SINK + 1
+
+#: States the visited set can index (a table row keeps the store index + 1 in 32 bits).
+MAX_STORED = (1 << 32) - 1
 
 # expand() outcomes.
 RUN_DONE, RUN_GROW, RUN_STOP, RUN_BUDGET, RUN_FIELD = range(5)
@@ -529,7 +533,7 @@ def _direct_key(ck: I64, crowded: int, fs: I64, ms: I64, pmc: I32, tpte: I32, tp
                 kv[f + j] = b
         f += 2 + nr
     _pack_words(kv, words, ck[CK_W])
-    return (acc & ~0xFF) == 0
+    return bool((acc & ~0xFF) == 0)
 
 
 # -- properties (foliosim.check.properties, as yes/no) ----------------------------------------
@@ -650,34 +654,36 @@ def _hash(words: I64, w: int) -> np.uint64:
 
 
 @jit_inline
-def _find_or_slot(table: I64, words: I64, w: int) -> int:
-    """The store index of ``words`` (>= 0), or -(table slot) - 1 where it would go.
+def _find_or_slot(table: I64, store: I64, words: I64, w: int, h: np.uint64) -> int:
+    """The store index of ``words`` (hash ``h``), or -(table slot) - 1 where it would go.
 
-    A table row is (store index + 1, the state's ``w`` packed words): a probe
-    compares the key in the row it has just read, without a second memory access
-    into the store.
+    A table row is ``(tag << 32) | (store index + 1)``, 0 when empty, with the
+    tag the hash's high 32 bits and the slot its low bits: a probe reads the
+    stored key only when the tags agree (rows are 8 bytes, so the table is a
+    sixth of a table holding whole keys and stays in the caches longer).
     """
     mask = table.shape[0] - 1
-    slot = np.int64(_hash(words, w) & np.uint64(mask))
+    slot = np.int64(h & np.uint64(mask))
+    tag = np.int64(h >> np.uint64(32))
     while True:
-        idx = table[slot, 0] - 1
-        if idx < 0:
+        row = table[slot]
+        if row == 0:
             return int(-slot - 1)
-        same = True
-        for j in range(w):
-            if table[slot, 1 + j] != words[j]:
-                same = False
-                break
-        if same:
-            return int(idx)
+        if (row >> 32) & 0xFFFFFFFF == tag:
+            idx = (row & 0xFFFFFFFF) - 1
+            same = True
+            for j in range(w):
+                if store[idx, j] != words[j]:
+                    same = False
+                    break
+            if same:
+                return int(idx)
         slot = (slot + 1) & mask
 
 
 @jit_inline
-def _put(table: I64, slot: int, idx: int, words: I64, w: int) -> None:
-    table[slot, 0] = idx + 1
-    for j in range(w):
-        table[slot, 1 + j] = words[j]
+def _put(table: I64, slot: int, idx: int, h: np.uint64) -> None:
+    table[slot] = (np.int64(h >> np.uint64(32)) << 32) | (idx + 1)
 
 
 @jit
@@ -686,8 +692,9 @@ def rehash(store: I64, n: int, table: I64, w: int, words: I64) -> None:
     for idx in range(n):
         for j in range(w):
             words[j] = store[idx, j]
-        r = _find_or_slot(table, words, w)
-        _put(table, -r - 1, idx, words, w)
+        h = _hash(words, w)
+        r = _find_or_slot(table, store, words, w, h)
+        _put(table, -r - 1, idx, h)
 
 
 # -- the search -------------------------------------------------------------------------------
@@ -869,13 +876,19 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
                     words[j] = acc
             for j in range(w):
                 keys[o, j] = words[j]
-            kinfo[o, 3] = np.int64(_hash(words, w) & np.uint64(mask))
+            kinfo[o, 3] = np.int64(_hash(words, w))
             _restore(m, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, sv, sv_id, sv_pg, sv_mm)
-        # Pass 2: touch every key's first table slot, so that the cache misses overlap.
+        # Pass 2: touch every key's first table slot, then the stored key it names when the
+        # tags agree, so that the cache misses of all candidates overlap.
         touch = np.int64(0)
         for o in range(nops):
             if kinfo[o, 0] == 2:
-                touch += table[kinfo[o, 3], 0]
+                touch += table[kinfo[o, 3] & mask]
+        for o in range(nops):
+            if kinfo[o, 0] == 2:
+                row = table[kinfo[o, 3] & mask]
+                if row != 0 and (row >> 32) & 0xFFFFFFFF == (kinfo[o, 3] >> 32) & 0xFFFFFFFF:
+                    touch += store[(row & 0xFFFFFFFF) - 1, 0]
         st[ST_SINK] += touch
         # Pass 3: look the keys up and insert the new states, in candidate order.
         stop = False
@@ -893,7 +906,8 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
             st[ST_TRANS] += 1
             for j in range(w):
                 words[j] = keys[o, j]
-            r = _find_or_slot(table, words, w)
+            h = np.uint64(kinfo[o, 3])
+            r = _find_or_slot(table, store, words, w, h)
             if r < 0:
                 m = ops[o, 1]
                 K.apply_op(kc, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, ops[o, 0], 0, m, ops[o, 2],
@@ -906,7 +920,7 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
                 for j in range(w):
                     store[new, j] = words[j]
                 parent[new] = idx
-                _put(table, -r - 1, new, words, w)
+                _put(table, -r - 1, new, h)
                 st[ST_STORED] = new + 1
                 if hit >= 0:
                     bad[new] = 1
@@ -958,6 +972,9 @@ class _Search:
         self.table = _table(cap, w)
 
     def grow(self, n: int, need: int) -> None:
+        if need >= MAX_STORED:
+            raise MemoryError(f"the fast checker's visited set holds at most {MAX_STORED - 1:,} states "
+                              f"(a table row keeps a 32-bit store index); use --max-states")
         cap = self.store.shape[0]
         while cap < need:
             cap *= 2
@@ -989,7 +1006,7 @@ class _Search:
 
 def _table(n: int, w: int) -> I64:
     """An empty hash table for ``n`` states (load factor at most 1/3 until the next growth)."""
-    return np.zeros((_pow2(3 * n), 1 + w), dtype=np.int64)
+    return np.zeros(_pow2(3 * n), dtype=np.int64)
 
 
 def _pow2(n: int) -> int:
@@ -1064,6 +1081,15 @@ def explore_fast(
         if frontier_empty or stop:
             break
         st[ST_NEXT] = 0
+        if depth > 0:
+            # Size the store and table for this level at once: growing them step by step
+            # re-inserts every state each time the table doubles.
+            stored = int(st[ST_STORED])
+            ratio = result.level_sizes[-1] / max(result.level_sizes[-2], 1)
+            need = stored + int(1.1 * ratio * (hi - lo)) + 2 * n_ops + 1
+            if max_states is not None:
+                need = min(need, max_states + 256 * n_ops + 1)
+            search.grow(stored, max(need, stored + 2 * n_ops + 1))
         pos = lo
         while pos < hi:
             end = min(hi, pos + chunk)
