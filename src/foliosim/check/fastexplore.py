@@ -274,13 +274,18 @@ def _snapshot(glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, agg: I32, tpte
 
 
 @jit_inline
-def _restore(m: int, glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, agg: I32, tpte: I32, tpmd: I32,
-             ttot: I64, sv: I64, sv_id: U8, sv_pg: I32, sv_mm: I32) -> None:
-    """Undo an applied operation of MM ``m``: restore what :func:`foliosim.fast.kernels.apply_op` can change."""
-    k = 0
-    for j in range(glob.shape[0]):
-        glob[j] = sv[k]
-        k += 1
+def _restore(m: int, ids: bool, glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, agg: I32, tpte: I32,
+             tpmd: I32, ttot: I64, sv: I64, sv_id: U8, sv_pg: I32, sv_mm: I32) -> None:
+    """Undo an applied operation of MM ``m``: restore what :func:`foliosim.fast.kernels.apply_op` can change.
+
+    ``ids``: the operation was mm_new or mm_free (only they touch the id allocator).
+    """
+    k = glob.shape[0]
+    if ids:
+        for j in range(k):
+            glob[j] = sv[j]
+        for j in range(id_used.shape[0]):
+            id_used[j] = sv_id[j]
     for j in range(fs.shape[1]):
         fs[0, j] = sv[k]
         k += 1
@@ -289,8 +294,6 @@ def _restore(m: int, glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, agg: I3
         ms[m, j] = sv[k]
         k += 1
     ttot[m, 0] = sv[k]
-    for j in range(id_used.shape[0]):
-        id_used[j] = sv_id[j]
     nr = pmc.shape[0]
     for p in range(nr):
         pmc[p] = sv_pg[p]
@@ -877,7 +880,8 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
             for j in range(w):
                 keys[o, j] = words[j]
             kinfo[o, 3] = np.int64(_hash(words, w))
-            _restore(m, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, sv, sv_id, sv_pg, sv_mm)
+            _restore(m, kind == K.K_MM_NEW or kind == K.K_MM_FREE, glob, fs, ms, id_used, pmc, agg, tpte, tpmd,
+                     ttot, sv, sv_id, sv_pg, sv_mm)
         # Pass 2: touch every key's first table slot, then the stored key it names when the
         # tags agree, so that the cache misses of all candidates overlap.
         touch = np.int64(0)
@@ -937,7 +941,8 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
                         st[ST_IMPREC] += 1
                         if st[ST_IMPREC_IDX] < 0:
                             st[ST_IMPREC_IDX] = new
-                _restore(m, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, sv, sv_id, sv_pg, sv_mm)
+                _restore(m, ops[o, 0] == K.K_MM_NEW or ops[o, 0] == K.K_MM_FREE, glob, fs, ms, id_used, pmc, agg,
+                         tpte, tpmd, ttot, sv, sv_id, sv_pg, sv_mm)
             if stop:
                 break
         st[ST_EXPANDED] += 1
