@@ -7,8 +7,10 @@ Workloads come from the evaluator's seeded generators (foliosim.workloads):
 children that write) and ``prefork`` (long-lived workers). Each is run on a
 fresh ``foliosim.vm.Machine`` through the evaluator's WorkloadRunner, with and
 without the isolation oracle after every step; the timing covers running the
-steps (not generating them). Medians of several runs. Writes the "simulate"
-section of docs/performance.md (benchmarks/perfdoc.py).
+steps (not generating them). Medians of several runs. Then the order-4
+fork-child workload runs with more and more children, for a plot of time
+against faults (docs/perf-simulate.png). Writes the "simulate" section of
+docs/performance.md (benchmarks/perfdoc.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from perfdoc import update_section
-from replay import log, machine
+from replay import DOCS, log, machine
 
 from foliosim.evaluate.runner import WorkloadRunner
 from foliosim.kconfig import KernelConfig
@@ -52,6 +54,48 @@ def once(workload: str, params: dict[str, Any], check: bool) -> dict[str, float]
             "forks": m.counters["fork"]}
 
 
+#: Cost against work size: the first case with this many children (the oracle only up to SCALE_ORACLE).
+SCALE_ROUNDS = (8, 16, 32, 64, 128, 256)
+SCALE_ORACLE = 64
+
+
+def bench_scaling(runs: int, rounds_list: tuple[int, ...], oracle_max: int) -> list[dict[str, Any]]:
+    """Median run time of the first case against its number of children, oracle off and on."""
+    _, workload, params = CASES[0]
+    rows = []
+    for rounds in rounds_list:
+        p = dict(params, rounds=rounds)
+        for check in (False, True):
+            if check and rounds > oracle_max:
+                continue
+            results = [once(workload, p, check) for _ in range(runs)]
+            row = {"rounds": rounds, "check": check, "s": statistics.median(r["s"] for r in results),
+                   "faults": results[0]["faults"], "rmap": results[0]["rmap"]}
+            log(str(row))
+            rows.append(row)
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for check, style, label in ((False, "o-", "oracle off"), (True, "s-", "oracle after every step")):
+        sel = [r for r in rows if r["check"] is check]
+        ax.loglog([r["faults"] for r in sel], [r["s"] for r in sel], style, label=label)
+    ax.set_xlabel("page faults simulated (fork-child, order-4 heap, 8.. children)")
+    ax.set_ylabel("run time, seconds (median)")
+    ax.set_title("Process simulation cost against work size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller workloads, 3 runs")
@@ -78,6 +122,8 @@ def main() -> None:
                    "steps": r0["steps"], "forks": r0["forks"], "fps": r0["faults"] / t, "rps": r0["rmap"] / t}
             log(str(row))
             rows.append(row)
+    scaling = bench_scaling(runs, SCALE_ROUNDS[:4] if args.quick else SCALE_ROUNDS,
+                            SCALE_ORACLE // 2 if args.quick else SCALE_ORACLE)
     lines = [
         "## Process simulation: faults per second (benchmarks/simulate.py)",
         "",
@@ -94,9 +140,23 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['label']} | {'on' if r['check'] else 'off'} | {r['steps']:,} | {r['forks']} | "
                      f"{r['faults']:,} | {r['rmap']:,} | {r['s']:.2f} s | {r['fps']:,.0f} | {r['rps']:,.0f} |")
+    lines += [
+        "",
+        "### Cost against work size",
+        "",
+        f"{CASES[0][0]} ({CASES[0][2]['pages']} pages) with more and more children (seed 1), median of {runs} runs.",
+        "",
+        "| children | oracle | faults | rmap ops | time | faults/s |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in scaling:
+        lines.append(f"| {r['rounds']} | {'on' if r['check'] else 'off'} | {r['faults']:,} | {r['rmap']:,} | "
+                     f"{r['s']:.2f} s | {r['faults'] / r['s']:,.0f} |")
+    lines += ["", "![simulation time against faults](perf-simulate.png)"]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
+        plot(scaling, DOCS / "perf-simulate.png")
         body = text.splitlines()
         body = body[:1] + [("#" + line if line.startswith("## ") else line) for line in body[1:]]
         log(f"wrote {update_section('simulate', chr(10).join(body))}")
