@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perfdoc import update_section
+from perfdoc import Series, loglog_plot, update_section
 from replay import DOCS, log, machine
 
 from foliosim.check.explore import explore
@@ -91,26 +91,12 @@ def target_verdict(row: dict[str, Any]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.loglog([r["states"] for r in rows], [r["fast_s"] for r in rows], "o-", label="fast engine (numba)")
     ref = [r for r in rows if "ref_s" in r]
-    ax.loglog([r["states"] for r in ref], [r["ref_s"] for r in ref], "s-", label="reference engine")
-    for r in rows:
-        ax.annotate(f"depth {r['depth']}", (r["states"], r["fast_s"]), textcoords="offset points",
-                    xytext=(4, -10), fontsize=7)
-    ax.set_xlabel("distinct states explored (3 MMs, order 2, depth 1..)")
-    ax.set_ylabel("exploration time, seconds (median)")
-    ax.set_title("Checker cost against work size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    loglog_plot([Series("fast engine (numba)", "o-", [r["states"] for r in rows], [r["fast_s"] for r in rows],
+                        [f"depth {r['depth']}" for r in rows]),
+                 Series("reference engine", "s-", [r["states"] for r in ref], [r["ref_s"] for r in ref])],
+                "distinct states explored (3 MMs, order 2, depth 1..)", "exploration time, seconds (median)",
+                "Checker cost against work size", path)
 
 
 def main() -> None:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from perfdoc import update_section
+from perfdoc import Series, loglog_plot, update_section
 
 from foliosim.fast import HAVE_NUMBA
 from foliosim.fast.replay import FastReplay, final_records, reference_records
@@ -313,25 +313,11 @@ def bench_hooks() -> list[str]:
 # -- report ------------------------------------------------------------------------------------------
 
 def plot(scaling: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    xs = [r["ops"] for r in scaling]
-    ax.loglog(xs, [r["fast_s"] for r in scaling], "o-", label="fast path (numba)")
     ref = [r for r in scaling if "ref_s" in r]
-    if ref:
-        ax.loglog([r["ops"] for r in ref], [r["ref_s"] for r in ref], "s-", label="reference model")
-    ax.set_xlabel("operations replayed (standard trace prefix)")
-    ax.set_ylabel("apply time, seconds (median)")
-    ax.set_title("Replay cost against work size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    loglog_plot([Series("fast path (numba)", "o-", [r["ops"] for r in scaling], [r["fast_s"] for r in scaling]),
+                 Series("reference model", "s-", [r["ops"] for r in ref], [r["ref_s"] for r in ref])],
+                "operations replayed (standard trace prefix)", "apply time, seconds (median)",
+                "Replay cost against work size", path)
 
 
 def report(info: dict[str, str], std: dict[str, Any], grid: list[dict[str, Any]], scaling: list[dict[str, Any]],

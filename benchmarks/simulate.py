@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perfdoc import update_section
+from perfdoc import Series, loglog_plot, update_section
 from replay import DOCS, log, machine
 
 from foliosim.evaluate.runner import WorkloadRunner
@@ -77,23 +77,12 @@ def bench_scaling(runs: int, rounds_list: tuple[int, ...], oracle_max: int) -> l
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    series = []
     for check, style, label in ((False, "o-", "oracle off"), (True, "s-", "oracle after every step")):
         sel = [r for r in rows if r["check"] is check]
-        ax.loglog([r["faults"] for r in sel], [r["s"] for r in sel], style, label=label)
-    ax.set_xlabel("page faults simulated (fork-child, order-4 heap, 8.. children)")
-    ax.set_ylabel("run time, seconds (median)")
-    ax.set_title("Process simulation cost against work size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        series.append(Series(label, style, [r["faults"] for r in sel], [r["s"] for r in sel]))
+    loglog_plot(series, "page faults simulated (fork-child, order-4 heap, 8.. children)",
+                "run time, seconds (median)", "Process simulation cost against work size", path)
 
 
 def main() -> None:
