@@ -704,7 +704,11 @@ def rehash(store: I64, n: int, table: I64, w: int, words: I64) -> None:
 
 @jit_inline
 def _candidates(ck: I64, s: I64, ops: I64, ttot: I64, tpte: I32, tpmd: I32, agg: I32) -> int:
-    """:func:`foliosim.check.state.candidate_ops` (with the state): rows (kind, mm, level, page, nr)."""
+    """:func:`foliosim.check.state.candidate_ops` (with the state): rows (kind, mm, level, page, nr, twin).
+
+    ``twin``: for a dup, the index of the map candidate of the same MM, level and
+    pages (-1 when there is none; see :func:`_same_as_map`).
+    """
     nr_pages = ck[CK_P]
     mms = ck[CK_MMS]
     blen = 2 + nr_pages
@@ -735,22 +739,27 @@ def _candidates(ck: I64, s: I64, ops: I64, ttot: I64, tpte: I32, tpmd: I32, agg:
                 dead_offered = True
                 ops[n, 0] = K.K_MM_NEW
                 ops[n, 1] = i
+                ops[n, 5] = -1
                 n += 1
             continue
         if opmask & OP_MNA and not mapped:
             ops[n, 0] = K.K_MAP_NEW_ANON
             ops[n, 1] = i
+            ops[n, 5] = -1
             ops[n, 2] = ck[CK_MNA_LEVEL]
             ops[n, 3] = 0
             ops[n, 4] = nr_pages
             n += 1
+        map_base = n if opmask & OP_MAP else -1
         for kidx in range(3):
             kind = K.K_MAP + kidx
             if not opmask & (OP_MAP << kidx):
                 continue
+            q = 0  # the (page, nr) pair's place among the map candidates, which are not filtered
             if ck[CK_PTE]:
                 for page in range(nr_pages):
                     for nr in range(1, min(batch, nr_pages - page) + 1):
+                        q += 1
                         ok = True
                         if kind == K.K_DUP:
                             for p in range(page, page + nr):
@@ -768,6 +777,7 @@ def _candidates(ck: I64, s: I64, ops: I64, ttot: I64, tpte: I32, tpmd: I32, agg:
                             ops[n, 2] = K.L_PTE
                             ops[n, 3] = page
                             ops[n, 4] = nr
+                            ops[n, 5] = map_base + q - 1 if kind == K.K_DUP and map_base >= 0 else -1
                             n += 1
             if ck[CK_PMD]:
                 if kind == K.K_DUP:
@@ -784,10 +794,12 @@ def _candidates(ck: I64, s: I64, ops: I64, ttot: I64, tpte: I32, tpmd: I32, agg:
                 ops[n, 2] = K.L_PMD
                 ops[n, 3] = 0
                 ops[n, 4] = nr_pages
+                ops[n, 5] = map_base + q if kind == K.K_DUP and map_base >= 0 else -1
                 n += 1
         if ck[CK_REUSE] and ttot[i, 0] == 0:
             ops[n, 0] = K.K_MM_FREE
             ops[n, 1] = i
+            ops[n, 5] = -1
             n += 1
     return n
 
@@ -806,6 +818,26 @@ def _sanity_rejection(ck: I64, kc: I64, fs: I64, ms: I64, ttot: I64, kind: int, 
                 return False
     diff = 1 if level == K.L_PMD else nr
     return not K._sanity_ok(kc, fs, 0, diff, ms[m, K.M_ID])
+
+
+@jit_inline
+def _same_as_map(kc: I64, fs: I64, pmc: I32, level: int, page: int, nr: int) -> bool:
+    """Whether a dup leads to the same state as the map of the same MM, level and pages.
+
+    Both add the same mappings to the owner tracking, the ground truth and the
+    per-page (or entire) mapcounts; they differ only in that the map counts
+    pages (or the entire mapping) that go from unmapped to mapped in
+    ``_nr_pages_mapped``, and a dup is offered only for pages already mapped.
+    Checked on the counters themselves, so the shortcut never depends on the
+    counters property holding.
+    """
+    if level == K.L_PMD:
+        return bool(fs[0, K.F_ENTIRE] >= 0)
+    if kc[K.C_PAGE_MC]:
+        for p in range(page, page + nr):
+            if pmc[p] < 0:
+                return False
+    return True
 
 
 @jit
@@ -843,6 +875,11 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
             kind = ops[o, 0]
             m = ops[o, 1]
             level = ops[o, 2]
+            twin = ops[o, 5]
+            if twin >= 0 and _same_as_map(kc, fs, pmc, level, ops[o, 3], ops[o, 4]):
+                # The map twin's outcome: rejected alike, or the same state (looked up by the twin).
+                kinfo[o, 0] = kinfo[twin, 0] if kinfo[twin, 0] < 2 else 3
+                continue
             ev = K.apply_op(kc, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, kind, 0, m, level,
                             ops[o, 3], ops[o, 4], 0)
             if ev < -1:
@@ -898,6 +935,9 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
         stop = False
         for o in range(nops):
             flag = kinfo[o, 0]
+            if flag == 3:  # the state its map twin has just found or stored
+                st[ST_TRANS] += 1
+                continue
             if flag < 2:
                 if flag == 1 and not st[ST_FOUND] & 1:
                     st[ST_FOUND] |= 1
@@ -1070,7 +1110,7 @@ def explore_fast(
                np.zeros(width, dtype=np.int64), np.zeros(width, dtype=np.int64),
                np.zeros(max(mms, nr), dtype=np.int64), np.zeros(nr, dtype=np.int64),
                np.zeros(nr, dtype=np.int64), np.zeros(nr * (1 + mms), dtype=np.int64),
-               np.zeros(w, dtype=np.int64), np.zeros((n_ops, 5), dtype=np.int64),
+               np.zeros(w, dtype=np.int64), np.zeros((n_ops, 6), dtype=np.int64),
                np.zeros(K.G_LEN + K.F_COLS + mms * (K.M_COLS + 1), dtype=np.int64),
                np.zeros(mms + 2, dtype=np.uint8), np.zeros(2 * nr, dtype=np.int32),
                np.zeros(mms * (nr + 1), dtype=np.int32), np.zeros((n_ops, w), dtype=np.int64),
