@@ -82,6 +82,11 @@ def bench_scaling(runs: int, max_depth: int, max_ref_depth: int) -> list[dict[st
     return rows
 
 
+def span(lo_hi: tuple[float, float]) -> str:
+    """The slowest and fastest run, in thousands of states/s (the spread on a shared machine)."""
+    return f"{lo_hi[0] / 1e3:,.0f}k–{lo_hi[1] / 1e3:,.0f}k"
+
+
 def target_verdict(row: dict[str, Any]) -> str:
     """Whether the 1M states/s target was met on the first bound, at each depth measured."""
     parts = []
@@ -102,7 +107,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller bounds, fewer runs")
-    parser.add_argument("--runs", type=int, default=5, help="runs per engine and bound (median reported)")
+    parser.add_argument("--runs", type=int, default=7, help="runs per engine and bound (median reported)")
     parser.add_argument("--ref-runs", type=int, default=3, help="runs of the reference engine per bound")
     parser.add_argument("--no-write", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args()
@@ -125,6 +130,7 @@ def main() -> None:
                "ref": statistics.median(ref_rates), "fast": statistics.median(fast_rates),
                "fast_depth": fast_depth, "deep_states": deep.states, "deep_transitions": deep.transitions,
                "deep": statistics.median(deep_rates), "deep_s": deep.elapsed,
+               "fast_range": (min(fast_rates), max(fast_rates)), "deep_range": (min(deep_rates), max(deep_rates)),
                "deep_tps": deep.transitions / deep.elapsed if deep.elapsed else 0.0}
         log(f"{row}")
         rows.append(row)
@@ -138,30 +144,32 @@ def main() -> None:
         f"{' Quick run.' if args.quick else ''}",
         "",
         "Distinct canonical states per second over the whole exploration (all properties, kernel tracking), "
-        f"median of {ref_runs} reference and {runs} fast runs; the fast engine's kernels are compiled/loaded "
-        "before timing. Same bound: both engines explore it and must report identical per-depth counts.",
+        f"median of {ref_runs} reference and {runs} fast runs (\"fast range\": slowest and fastest run; "
+        "this shared VM's speed drifts by a third over minutes); the fast engine's kernels are compiled/loaded "
+        "and each bound explored once untimed before timing. Same bound: both engines explore it and must "
+        "report identical per-depth counts.",
         "",
-        "| bound | depth | states | transitions | reference states/s | fast states/s | fast/reference |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| bound | depth | states | transitions | reference states/s | fast states/s | fast range | fast/reference |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(f"| {r['label']} | {r['ref_depth']} | {r['states']:,} | {r['transitions']:,} | "
-                     f"{r['ref']:,.0f} | {r['fast']:,.0f} | {r['fast'] / r['ref']:.0f}x |")
+                     f"{r['ref']:,.0f} | {r['fast']:,.0f} | {span(r['fast_range'])} | {r['fast'] / r['ref']:.0f}x |")
     lines += [
         "",
         "Deeper bounds (fast engine only; the reference would take minutes to hours):",
         "",
-        "| bound | depth | states | transitions | time | fast states/s | transitions/s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| bound | depth | states | transitions | time | fast states/s | fast range | transitions/s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(f"| {r['label']} | {r['fast_depth']} | {r['deep_states']:,} | {r['deep_transitions']:,} | "
-                     f"{r['deep_s']:.2f} s | {r['deep']:,.0f} | {r['deep_tps']:,.0f} |")
+                     f"{r['deep_s']:.2f} s | {r['deep']:,.0f} | {span(r['deep_range'])} | {r['deep_tps']:,.0f} |")
     lines += [
         "",
         f"Target (issue 6): 1 million states/s for 3 MMs, order 2. {target_verdict(rows[0])} Every transition "
         "(an accepted candidate operation: 6 to 13 per state here) is applied, canonicalised, packed and looked "
-        "up, so states/s is transitions/s divided by that branching factor, which grows with depth.",
+        "up (a dup takes its map twin's result), so states/s is transitions/s divided by that branching factor, which grows with depth.",
         "",
         "### Cost against work size",
         "",
