@@ -169,7 +169,8 @@ def main() -> None:
         "",
         f"Target (issue 6): 1 million states/s for 3 MMs, order 2. {target_verdict(rows[0])} Every transition "
         "(an accepted candidate operation: 6 to 13 per state here) is applied, canonicalised, packed and looked "
-        "up (a dup takes its map twin's result), so states/s is transitions/s divided by that branching factor, which grows with depth.",
+        "up (a dup takes its map twin's result), so states/s is transitions/s divided by that branching factor, "
+        "which grows with depth.",
         "",
         "### Cost against work size",
         "",
