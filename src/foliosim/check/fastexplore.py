@@ -902,18 +902,14 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
                     _canonical_columns(ck, c, cc, tmp, tmp2, order, sa, sb, cols)
                 else:
                     _canonical_reversal(ck, c, cc, tmp, tmp2, order)
-                for j in range(w):
-                    acc = np.int64(0)
-                    for b in range(8):
-                        f = j * 8 + b
-                        if f < width:
-                            v = cc[f] + KEY_BIAS
-                            if v < 0 or v > 255:
-                                st[ST_ERR_FIELD] = f
-                                st[ST_ERR_VALUE] = cc[f]
-                                return idx, RUN_FIELD
-                            acc |= np.int64(v) << (8 * b)
-                    words[j] = acc
+                for f in range(width):
+                    v = cc[f] + KEY_BIAS
+                    if v < 0 or v > 255:
+                        st[ST_ERR_FIELD] = f
+                        st[ST_ERR_VALUE] = cc[f]
+                        return idx, RUN_FIELD
+                    kv[f] = v
+                _pack_words(kv, words, w)
             for j in range(w):
                 keys[o, j] = words[j]
             kinfo[o, 3] = np.int64(_hash(words, w))
