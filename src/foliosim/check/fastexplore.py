@@ -214,20 +214,28 @@ def _load(ck: I64, s: I64, glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, a
 
 
 @jit_inline
+def _folio_fields(fs: I64, out: I64, bias: int) -> int:
+    """The folio's ``HEADER`` state fields (as :func:`foliosim.check.state.encode` orders them) plus
+    ``bias`` into ``out[0:HEADER]``; returns their bitwise or (a byte-range check for the key)."""
+    npm = fs[0, K.F_NPM]
+    out[0] = fs[0, K.F_LARGE] + bias
+    out[1] = fs[0, K.F_ENTIRE] + bias
+    out[2] = (npm & 0x7FFFFF) + bias
+    out[3] = (npm >> 23) + bias
+    out[4] = fs[0, K.F_MMC0] + bias
+    out[5] = fs[0, K.F_MMC1] + bias
+    out[6] = fs[0, K.F_ID0] + bias
+    out[7] = fs[0, K.F_ID1] + bias
+    out[8] = bias
+    out[9] = fs[0, K.F_SHARED] + bias
+    return int(out[0] | out[1] | out[2] | out[3] | out[4] | out[5] | out[6] | out[7] | out[9])
+
+
+@jit_inline
 def _store_state(ck: I64, c: I64, crowded: int, fs: I64, ms: I64, pmc: I32, tpte: I32, tpmd: I32) -> None:
     """:func:`foliosim.check.state.encode` from the arrays into ``c``."""
     nr = ck[CK_P]
-    npm = fs[0, K.F_NPM]
-    c[0] = fs[0, K.F_LARGE]
-    c[1] = fs[0, K.F_ENTIRE]
-    c[2] = npm & 0x7FFFFF
-    c[3] = npm >> 23
-    c[4] = fs[0, K.F_MMC0]
-    c[5] = fs[0, K.F_MMC1]
-    c[6] = fs[0, K.F_ID0]
-    c[7] = fs[0, K.F_ID1]
-    c[8] = 0
-    c[9] = fs[0, K.F_SHARED]
+    _folio_fields(fs, c, 0)
     for p in range(nr):
         c[HEADER + p] = pmc[p]
     c[HEADER + nr] = crowded
@@ -501,18 +509,7 @@ def _direct_key(ck: I64, crowded: int, fs: I64, ms: I64, pmc: I32, tpte: I32, tp
                     decided = True
                     break
     b = KEY_BIAS
-    npm = fs[0, K.F_NPM]
-    kv[0] = fs[0, K.F_LARGE] + b
-    kv[1] = fs[0, K.F_ENTIRE] + b
-    kv[2] = (npm & 0x7FFFFF) + b
-    kv[3] = (npm >> 23) + b
-    kv[4] = fs[0, K.F_MMC0] + b
-    kv[5] = fs[0, K.F_MMC1] + b
-    kv[6] = fs[0, K.F_ID0] + b
-    kv[7] = fs[0, K.F_ID1] + b
-    kv[8] = b
-    kv[9] = fs[0, K.F_SHARED] + b
-    acc = kv[0] | kv[1] | kv[2] | kv[3] | kv[4] | kv[5] | kv[6] | kv[7] | kv[9]
+    acc = _folio_fields(fs, kv, b)
     for p in range(nr):
         v = (pmc[nr - 1 - p] if rev else pmc[p]) + b
         kv[HEADER + p] = v
