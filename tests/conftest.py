@@ -36,6 +36,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def live_unavailable(what: str) -> None:
+    """Skip a live-kernel test for ``what``, or fail it when FOLIOSIM_LIVE=required (CI sets that)."""
+    if os.environ.get("FOLIOSIM_LIVE") == "required":
+        pytest.fail(f"FOLIOSIM_LIVE=required but the live kernel cannot be used: {what}")
+    pytest.skip(f"live kernel not usable here: {what}")
+
+
+@pytest.fixture
+def live_root() -> None:
+    """Live tests need root (pagemap PFNs, kpageflags, BPF)."""
+    if os.geteuid() != 0:
+        live_unavailable("not root")
+
+
 @pytest.fixture(params=ALL_CONFIGS, ids=lambda c: f"{c.word_bits}bit-{'nopmc' if c.no_page_mapcount else 'pmc'}")
 def config(request: pytest.FixtureRequest) -> KernelConfig:
     return request.param  # type: ignore[no-any-return]

@@ -1,0 +1,1 @@
+"""Scenarios run as real processes on the running kernel and diffed against the simulator."""
