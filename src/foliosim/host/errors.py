@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-class HostUnavailable(Exception):  # noqa: N818 - names what the caller meets: the host cannot do it
+class HostUnavailable(Exception):
     """A capability the caller needs is missing here (not root, no BPF, no BTF, no tracefs, ...).
 
     The message names what is missing and, where it helps, how to get it.
