@@ -95,6 +95,8 @@ class Machine:
         self.holders: dict[str, tuple[MM, str]] = {}
         self.counters: Counter[str] = Counter()
         self.cow_decisions: list[CowDecision] = []
+        #: every user page fault taken by read()/write(): (step, task, vpn, write), as page_fault_user reports them
+        self.user_faults: list[tuple[int, str, int, bool]] = []
         self.ref = ReferenceMemory()
         self.step = 0
         self.task_name: str | None = None  # the task the current step runs for
@@ -843,6 +845,7 @@ class Machine:
             if self.lookup(mm, vpn) is None:
                 vma = mm.find_vma(vpn)
                 assert vma is not None
+                self.user_faults.append((self.step, task.name, vpn, False))
                 handle_mm_fault(self, mm, vma, vpn, write=False)
             hit = self.lookup(mm, vpn)
             assert hit is not None
@@ -872,6 +875,7 @@ class Machine:
             assert vma is not None
             hit = self.lookup(mm, vpn)
             if hit is None or not hit[2]:
+                self.user_faults.append((self.step, task.name, vpn, True))
                 handle_mm_fault(self, mm, vma, vpn, write=True)
                 hit = self.lookup(mm, vpn)
             assert hit is not None and hit[2], "a write fault left the page read-only"
