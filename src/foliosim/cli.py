@@ -258,6 +258,112 @@ def run_scenario(scenario: str, trace_out: str | None, word_bits: str, no_page_m
         sys.exit(4)
 
 
+@main.command("live")
+@click.argument("scenario", metavar="FILE.scenario")
+@click.option("--set-thp", is_flag=True,
+              help="Set the THP/mTHP sysfs sizes the scenario needs for this run (restored on every exit).")
+@click.option("--json", "json_out", metavar="OUT.json", help="Write every snapshot of both sides to OUT.json.")
+@click.option("-v", "--verbose", is_flag=True, help="Show every fault and every disagreement.")
+@click.option("--mutant", type=click.Choice(["never-clear-shared", "never-reuse-large"]),
+              help="Run a deliberately wrong simulator (to see that the comparison catches it).")
+def live_cmd(scenario: str, set_thp: bool, json_out: str | None, verbose: bool, mutant: str | None) -> None:
+    """Run a scenario in the simulator and as real processes on this kernel, and compare them line by line.
+
+    Needs root (pagemap PFNs, kpageflags); with BPF and BTF it also reads each folio's own fields (slots,
+    shared bit, mapcounts, refcount). Exit status: 0 all agree, 5 a divergence, 1 a bad scenario,
+    6 the live side cannot run here (the message says what is missing).
+    """
+    import os
+
+    from foliosim.host.errors import HostError, HostUnavailable
+    from foliosim.live.run import EXIT_BAD_SCENARIO, EXIT_CANNOT_RUN, CannotRun, check_scenario, run_live
+    from foliosim.report.live import line_row, side_by_side, summary
+    from foliosim.vm.scenario import ScenarioError
+
+    try:
+        with open(scenario, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        click.echo(f"foliosim live: cannot read {scenario}: {getattr(exc, 'strerror', None) or exc}", err=True)
+        sys.exit(EXIT_BAD_SCENARIO)
+    try:
+        check_scenario(text)
+    except ScenarioError as exc:
+        click.echo(f"foliosim live: {scenario}: {exc}", err=True)
+        sys.exit(EXIT_BAD_SCENARIO)
+    except CannotRun as exc:
+        click.echo(f"foliosim live: {scenario}: {exc}", err=True)
+        sys.exit(EXIT_CANNOT_RUN)
+    if json_out is not None:
+        _check_writable(json_out, "live")
+
+    def progress(res: Any) -> None:
+        for row in line_row(res, verbose):
+            click.echo(row)
+
+    try:
+        from foliosim.live.mutants import LIVE_MUTANTS
+
+        run = run_live(text, set_thp=set_thp, require_full=os.environ.get("FOLIOSIM_LIVE") == "required",
+                       progress=progress, keep_snapshots=json_out is not None,
+                       simulator_hook=LIVE_MUTANTS[mutant] if mutant else None,
+                       on_capability=lambda cap: click.echo(f"foliosim live: {cap.describe()}", err=True))
+    except CannotRun as exc:
+        click.echo(f"foliosim live: {exc}", err=True)
+        sys.exit(EXIT_CANNOT_RUN)
+    except HostUnavailable as exc:
+        click.echo(f"foliosim live: {exc}", err=True)
+        sys.exit(EXIT_CANNOT_RUN)
+    except HostError as exc:
+        click.echo(f"foliosim live: the live run failed: {exc}", err=True)
+        sys.exit(EXIT_CANNOT_RUN)
+    for row in side_by_side(run.first):
+        click.echo(row)
+    for row in summary(run):
+        click.echo(row)
+    if json_out is not None:
+        doc = {"scenario": scenario, "capability": run.capability.describe(), "thp": run.thp_changed,
+               "lines": [{"line": r.line, "command": r.command, "sim_result": r.sim_result,
+                          "live_result": r.live_result, "compared": r.compared, "agreed": r.agreed,
+                          "not_observed": r.not_observed, "faults": r.faults,
+                          "diffs": [d.describe() for d in r.diffs]} for r in run.lines],
+               "snapshots": run.snapshots}
+        _write_atomic(json_out, json.dumps(doc, default=_json_default, indent=1), "live")
+    sys.exit(run.exit_code)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _check_writable(path: str, verb: str) -> None:
+    """Fail early (exit 1) when ``path``'s directory does not exist or cannot be written."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK) or os.path.isdir(path):
+        click.echo(f"foliosim {verb}: cannot write {path}: its folder is missing or not writable", err=True)
+        sys.exit(1)
+
+
+def _write_atomic(path: str, text: str, verb: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".foliosim-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        click.echo(f"foliosim {verb}: cannot write {path}: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+
+
 @main.command()
 @click.argument("input_path", metavar="INPUT", required=False)
 @click.option("-o", "--output", metavar="OUT.html", default=None,
