@@ -1,0 +1,537 @@
+"""User page faults from the ``exceptions:page_fault_user`` tracepoint, in a private tracefs instance.
+
+arch/x86/mm/fault.c handle_page_fault() fires the tracepoint with the faulting
+address, the user ip and the hardware error code (bit 0: protection fault on a
+present page, bit 1: write, bit 2: user mode, bit 4: instruction fetch).
+:class:`FaultRecorder` mounts tracefs at a mount point of its own under
+/run/foliosim (so it never unmounts a tracefs someone else uses, nor is unmounted
+under them; /sys/kernel/tracing is left as it was), makes the instance
+``instances/foliosim-<pid>``, enables only that event for the chosen pids, and reads
+the instance's ``trace_pipe`` without blocking: every event is returned exactly once,
+and a lost event (ring buffer full) is a HostError, never silent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+
+from foliosim.host.errors import HostError, HostUnavailable, os_error
+from foliosim.host.runlock import RUN_DIR
+
+EVENT = "exceptions/page_fault_user"
+INSTANCE_PREFIX = "foliosim-"
+MOUNT_PREFIX = RUN_DIR + "/tracefs-"
+#: x86 page-fault error code bits (arch/x86/include/asm/trap_pf.h).
+X86_PF_PROT = 1 << 0
+X86_PF_WRITE = 1 << 1
+X86_PF_USER = 1 << 2
+X86_PF_INSTR = 1 << 4
+
+_MNT_DETACH = 2
+_READ_CHUNK = 1 << 16
+_RMDIR_RETRY_S = 2.0
+
+_LINE = re.compile(
+    r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+\[(?P<cpu>\d+)\]\s+(?:[^\s:]+\s+)*?(?P<ts>\d+\.\d+):\s+"
+    r"(?P<event>\w+):\s?(?P<body>.*)$"
+)
+_FAULT = re.compile(r"address=(?P<address>\S+)\s+ip=(?P<ip>\S+)\s+error_code=(?P<error_code>0x[0-9a-fA-F]+)")
+_LOST = re.compile(r"^CPU:(?P<cpu>\d+) \[LOST (?P<n>\d+) EVENTS\]")
+_STAT = re.compile(r"^(overrun|dropped events):\s*(\d+)", re.MULTILINE)
+
+#: Instance names created by this process and not yet removed (a same-named leftover is stale).
+_ours: set[str] = set()
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEvent:
+    """One user page fault: the faulting thread, CPU, time (µs, CLOCK_MONOTONIC), address, ip, error code."""
+
+    pid: int
+    cpu: int
+    timestamp_us: float
+    address: int
+    ip: int
+    error_code: int
+    write: bool
+
+    @property
+    def protection(self) -> bool:
+        """Fault on a present page (bit 0): e.g. a write to a read-only (CoW or zero-page) PTE."""
+        return bool(self.error_code & X86_PF_PROT)
+
+    @property
+    def page(self) -> int:
+        """The faulting address rounded down to its 4 KiB page."""
+        return self.address & ~0xFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """A ``trace_marker`` line written by :meth:`FaultRecorder.mark`, in stream order with the faults."""
+
+    pid: int
+    cpu: int
+    timestamp_us: float
+    text: str
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    return libc
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _mounts() -> list[tuple[str, str]]:
+    """(mount point, fs type) of every mount in this namespace (/proc/self/mountinfo)."""
+    out: list[tuple[str, str]] = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError as exc:
+        raise os_error("/proc/self/mountinfo", exc) from None
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) > 4 and right:
+            out.append((fields[4].replace("\\040", " "), right.split()[0]))
+    return out
+
+
+def tracefs_mounted_at(path: str) -> bool:
+    """Whether a tracefs is mounted exactly at ``path``."""
+    return (os.path.normpath(path), "tracefs") in _mounts()
+
+
+def _mount(mountpoint: str) -> None:
+    libc = _libc()
+    if libc.mount(b"tracefs", mountpoint.encode(), b"tracefs", 0, None) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENODEV, errno.EPERM):
+            raise HostUnavailable(f"mount tracefs at {mountpoint}: {errno.errorcode.get(err, err)} "
+                                  "(tracefs not built in, or not root)")
+        raise os_error(f"mount tracefs at {mountpoint}", OSError(err, os.strerror(err)))
+
+
+def _umount(mountpoint: str) -> None:
+    """Unmount our own mount point (lazily if busy) and remove the directory."""
+    libc = _libc()
+    if libc.umount2(mountpoint.encode(), 0) != 0:
+        err = ctypes.get_errno()
+        if err == errno.EBUSY:
+            libc.umount2(mountpoint.encode(), _MNT_DETACH)
+        elif err != errno.EINVAL:  # EINVAL: not mounted any more
+            raise os_error(f"umount {mountpoint}", OSError(err, os.strerror(err)))
+    with contextlib.suppress(OSError):
+        os.rmdir(mountpoint)
+
+
+def _rmdir_instance(path: str) -> None:
+    """rmdir an instance, retrying briefly while the kernel still holds it busy."""
+    deadline = time.monotonic() + _RMDIR_RETRY_S
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                raise os_error(f"rmdir {path}", exc) from None
+        time.sleep(0.02)
+
+
+def _owner_pid(name: str, prefix: str) -> int | None:
+    m = re.fullmatch(re.escape(prefix) + r"(\d+)(?:-\d+)?", name)
+    return int(m.group(1)) if m else None
+
+
+def cleanup_leftovers() -> list[str]:
+    """Remove tracefs mount points and instances that foliosim processes now dead left behind (SIGKILL).
+
+    Returns what it removed. Called by :class:`FaultRecorder` on entry.
+    """
+    removed: list[str] = []
+    for mountpoint, fstype in _mounts():
+        if fstype == "tracefs" and mountpoint.startswith(MOUNT_PREFIX):
+            pid = _owner_pid(mountpoint, MOUNT_PREFIX)
+            if pid is not None and not _pid_alive(pid):
+                _umount(mountpoint)
+                removed.append(mountpoint)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(RUN_DIR):
+            path = f"{RUN_DIR}/{name}"
+            pid = _owner_pid(path, MOUNT_PREFIX)
+            if pid is not None and not _pid_alive(pid) and not os.path.ismount(path):
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+    return removed
+
+
+def _cleanup_instances(instances_dir: str) -> list[str]:
+    removed: list[str] = []
+    try:
+        names = os.listdir(instances_dir)
+    except OSError:
+        return removed
+    for name in names:
+        pid = _owner_pid(name, INSTANCE_PREFIX)
+        if pid is None or name in _ours:
+            continue
+        if not _pid_alive(pid) or pid == os.getpid():
+            _rmdir_instance(f"{instances_dir}/{name}")
+            removed.append(name)
+    return removed
+
+
+def _parse_fault_fast(line: str) -> FaultEvent | None:
+    """The common fault line (``comm-pid [cpu] flags secs.usecs: page_fault_user: address=.. ip=.. error_code=..``)
+    parsed with string splits; None for anything else (the regex path then decides)."""
+    head, sep, body = line.partition(": page_fault_user: ")
+    if not sep:
+        return None
+    parts = head.split()
+    fields = body.split()
+    if len(parts) < 3 or len(fields) != 3:
+        return None
+    try:
+        ci = next(i for i in range(len(parts) - 1, 0, -1) if parts[i][:1] == "[" and parts[i][-1:] == "]")
+        pid = int(parts[ci - 1].rpartition("-")[2])
+        cpu = int(parts[ci][1:-1])
+        secs, _, frac = parts[-1].partition(".")
+        if len(frac) != 6:
+            return None
+        address, ip, code = fields
+        if not (address.startswith("address=0x") and ip.startswith("ip=0x") and code.startswith("error_code=0x")):
+            return None
+        error_code = int(code[13:], 16)
+        return FaultEvent(pid, cpu, float(int(secs) * 1_000_000 + int(frac)), int(address[10:], 16), int(ip[5:], 16),
+                          error_code, bool(error_code & X86_PF_WRITE))
+    except (StopIteration, ValueError):
+        return None
+
+
+class FaultRecorder:
+    """Record ``exceptions:page_fault_user`` events of chosen pids (context manager).
+
+    ``pids`` are traced from entry (none: the event stays off until :meth:`set_pids`);
+    ``follow_forks`` also traces children the traced tasks fork (option event-fork).
+    ``buffer_kb`` is the per-CPU ring buffer; it does not overwrite when full: the
+    newest events are dropped and the next :meth:`drain` raises HostError (or, with
+    ``raise_on_loss=False``, counts them in :attr:`lost_events`).
+    """
+
+    def __init__(
+        self,
+        pids: Iterable[int] = (),
+        follow_forks: bool = False,
+        buffer_kb: int = 1024,
+        raise_on_loss: bool = True,
+    ) -> None:
+        self.pids = sorted(set(pids))
+        self.follow_forks = follow_forks
+        self.buffer_kb = buffer_kb
+        self.raise_on_loss = raise_on_loss
+        self.lost_events = 0
+        self.mountpoint = ""
+        self.instance = ""
+        self.removed_leftovers: list[str] = []
+        self._pipe_fd = -1
+        self._marker_fd = -1
+        self._partial = b""
+        self._losses_seen = 0
+        self._active = False
+        self._event_on = False
+
+    # -- setup and teardown
+
+    def __enter__(self) -> FaultRecorder:
+        self.removed_leftovers = cleanup_leftovers()
+        try:
+            os.makedirs(RUN_DIR, mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise os_error(f"mkdir {RUN_DIR}", exc) from None
+        n = 0
+        while True:
+            n += 1
+            mountpoint = f"{MOUNT_PREFIX}{os.getpid()}-{n}"
+            if not os.path.lexists(mountpoint):
+                break
+        try:
+            os.mkdir(mountpoint, 0o700)
+        except OSError as exc:
+            raise os_error(f"mkdir {mountpoint}", exc) from None
+        self.mountpoint = mountpoint
+        self._active = True
+        try:
+            _mount(mountpoint)
+            self.removed_leftovers += _cleanup_instances(f"{mountpoint}/instances")
+            if not os.path.exists(f"{mountpoint}/events/{EVENT}/enable"):
+                raise HostUnavailable(f"tracepoint {EVENT.replace('/', ':')} is not available in this kernel")
+            self._make_instance()
+            self._configure()
+            self._losses_seen = self._loss_counter()
+            pids, self.pids = self.pids, []
+            self.set_pids(pids)
+        except BaseException:
+            self._teardown()
+            raise
+        return self
+
+    def _make_instance(self) -> None:
+        base = f"{INSTANCE_PREFIX}{os.getpid()}"
+        for n in range(1, 1000):
+            name = base if n == 1 else f"{base}-{n}"
+            if name in _ours:
+                continue
+            path = f"{self.mountpoint}/instances/{name}"
+            _ours.add(name)
+            try:
+                try:
+                    os.mkdir(path)
+                except FileExistsError:
+                    _rmdir_instance(path)  # a leftover of a dead process that had our pid
+                    os.mkdir(path)
+            except OSError as exc:
+                _ours.discard(name)
+                raise os_error(f"mkdir {path}", exc) from None
+            except BaseException:
+                _ours.discard(name)
+                raise
+            self.instance = path
+            return
+        raise HostError(f"no free tracefs instance name for {base}")
+
+    def _write(self, rel: str, value: str) -> None:
+        path = f"{self.instance}/{rel}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+        except OSError as exc:
+            raise os_error(f"open {path}", exc) from None
+        try:
+            os.write(fd, value.encode())
+        except OSError as exc:
+            raise os_error(f"write {value!r} to {path}", exc) from None
+        finally:
+            os.close(fd)
+
+    def _append(self, rel: str, value: str) -> None:
+        path = f"{self.instance}/{rel}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as exc:
+            raise os_error(f"open {path}", exc) from None
+        try:
+            os.write(fd, value.encode())
+        except OSError as exc:
+            raise os_error(f"append {value!r} to {path}", exc) from None
+        finally:
+            os.close(fd)
+
+    def _configure(self) -> None:
+        self._write("tracing_on", "0")
+        self._write("buffer_size_kb", str(self.buffer_kb))
+        self._write("trace_clock", "mono")
+        self._write("options/overwrite", "0")
+        self._write("options/event-fork", "1" if self.follow_forks else "0")
+        self._write("tracing_on", "1")
+        try:
+            self._pipe_fd = os.open(f"{self.instance}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            self._marker_fd = os.open(f"{self.instance}/trace_marker", os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise os_error(f"open {self.instance}/trace_pipe", exc) from None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._teardown()
+
+    def _teardown(self) -> None:
+        """Disable the event, close our files, remove the instance, unmount (each step best effort, idempotent)."""
+        if not self._active:
+            return
+        self._active = False
+        errors: list[str] = []
+        if self.instance:
+            with contextlib.suppress(HostError):
+                self._write(f"events/{EVENT}/enable", "0")
+                self._write("tracing_on", "0")
+        for attr in ("_pipe_fd", "_marker_fd"):
+            fd = getattr(self, attr)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, attr, -1)
+        if self.instance:
+            try:
+                _rmdir_instance(self.instance)
+            except HostError as exc:
+                errors.append(str(exc))
+            _ours.discard(os.path.basename(self.instance))
+        if self.mountpoint:
+            try:
+                _umount(self.mountpoint)
+            except HostError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise HostError("FaultRecorder cleanup: " + "; ".join(errors))
+
+    # -- control
+
+    def set_pids(self, pids: Iterable[int]) -> None:
+        """Trace exactly ``pids`` from now on (and their children if follow_forks); none: event off.
+
+        Adding pids appends to ``set_event_pid`` without a gap. Dropping pids (including
+        children the kernel added under ``follow_forks``) has to
+        truncate the list, and an empty list means "every process", so the event is
+        switched off around the rewrite: faults during that instant are not recorded
+        (call it between steps, when the traced processes are waiting).
+        """
+        self._require_active()
+        new = sorted(set(pids))
+        current = self._traced_pids()  # includes children the kernel added (event-fork)
+        if self._event_on and current == set(new):
+            self.pids = new
+            return
+        dropping = bool(current - set(new))
+        if self._event_on and (dropping or not new):
+            self._set_event(False)
+        text = " ".join(str(p) for p in new)
+        if dropping or not self._event_on:
+            self._write("set_event_pid", text)  # O_TRUNC: replaces the list
+        elif new:
+            self._append("set_event_pid", text)
+        self.pids = new
+        if new and not self._event_on:
+            self._set_event(True)
+
+    def _traced_pids(self) -> set[int]:
+        """The instance's current ``set_event_pid`` list."""
+        path = f"{self.instance}/set_event_pid"
+        try:
+            with open(path, encoding="ascii") as f:
+                return {int(tok) for tok in f.read().split()}
+        except (OSError, ValueError) as exc:
+            raise HostError(f"{path}: unreadable pid list ({exc})") from None
+
+    def _set_event(self, on: bool) -> None:
+        self._write(f"events/{EVENT}/enable", "1" if on else "0")
+        self._event_on = on
+
+    def mark(self, text: str) -> None:
+        """Write one line to the instance's trace_marker (shows up in :meth:`drain_all` in stream order)."""
+        self._require_active()
+        line = " ".join(text.split())[:1000] or "-"
+        try:
+            os.write(self._marker_fd, line.encode())
+        except OSError as exc:
+            raise os_error(f"write {self.instance}/trace_marker", exc) from None
+
+    # -- reading
+
+    def drain(self) -> list[FaultEvent]:
+        """The fault events recorded since the last drain, in order (markers dropped)."""
+        return [e for e in self.drain_all() if isinstance(e, FaultEvent)]
+
+    def drain_all(self) -> list[FaultEvent | Marker]:
+        """Fault events and markers recorded since the last drain, in order.
+
+        Consumes ``trace_pipe`` until it is empty, so nothing is returned twice; raises
+        HostError if the ring buffer dropped events since the last drain.
+        """
+        self._require_active()
+        chunks = [self._partial]
+        while True:
+            try:
+                data = os.read(self._pipe_fd, _READ_CHUNK)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                raise os_error(f"read {self.instance}/trace_pipe", exc) from None
+            if not data:
+                break
+            chunks.append(data)
+        blob = b"".join(chunks)
+        cut = blob.rfind(b"\n") + 1
+        self._partial = blob[cut:]
+        out: list[FaultEvent | Marker] = []
+        lost = 0
+        fast = _parse_fault_fast
+        for raw in blob[:cut].decode(errors="replace").splitlines():
+            item: FaultEvent | Marker | int | None = fast(raw)
+            if item is None:
+                item = self._parse(raw)
+            if isinstance(item, int):
+                lost += item
+            elif item is not None:
+                out.append(item)
+        counter = self._loss_counter()
+        lost = max(lost, counter - self._losses_seen)
+        self._losses_seen = counter
+        if lost:
+            self.lost_events += lost
+            if self.raise_on_loss:
+                raise HostError(
+                    f"{self.instance}: the trace ring buffer dropped {lost} events (buffer_size_kb "
+                    f"{self.buffer_kb} per CPU): drain more often or use a bigger buffer"
+                )
+        return out
+
+    @staticmethod
+    def _parse(line: str) -> FaultEvent | Marker | int | None:
+        """A FaultEvent or Marker; an int for a "LOST n EVENTS" line; None for anything else."""
+        m = _LINE.match(line)
+        if m is None:
+            lost = _LOST.match(line)
+            return int(lost.group("n")) if lost else None
+        secs, _, frac = m["ts"].partition(".")
+        ts = (int(secs) * 10 ** len(frac) + int(frac or "0")) / 10 ** (len(frac) - 6)
+        pid, cpu = int(m["pid"]), int(m["cpu"])
+        if m["event"] == "page_fault_user":
+            f = _FAULT.search(m["body"])
+            if f is None:
+                return None
+            code = int(f["error_code"], 16)
+            return FaultEvent(pid, cpu, ts, int(f["address"], 16), int(f["ip"], 16), code, bool(code & X86_PF_WRITE))
+        if m["event"] == "tracing_mark_write":
+            return Marker(pid, cpu, ts, m["body"])
+        return None
+
+    def _loss_counter(self) -> int:
+        """Events the instance's ring buffer has dropped or overwritten so far, over all CPUs."""
+        total = 0
+        per_cpu = f"{self.instance}/per_cpu"
+        try:
+            cpus = os.listdir(per_cpu)
+        except OSError as exc:
+            raise os_error(per_cpu, exc) from None
+        for cpu in cpus:
+            try:
+                with open(f"{per_cpu}/{cpu}/stats", encoding="ascii") as f:
+                    total += sum(int(n) for _, n in _STAT.findall(f.read()))
+            except OSError as exc:
+                raise os_error(f"{per_cpu}/{cpu}/stats", exc) from None
+        return total
+
+    def _require_active(self) -> None:
+        if not self._active:
+            raise HostError("FaultRecorder is not active (use it as a context manager)")
