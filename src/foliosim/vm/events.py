@@ -15,12 +15,13 @@ from foliosim.errors import FoliosimError
 
 #: errno values as Linux defines them (include/uapi/asm-generic/errno-base.h).
 EPERM = 1
+EAGAIN = 11
 ENOMEM = 12
 EFAULT = 14
 EBUSY = 16
 EINVAL = 22
 ENOSPC = 28
-ERRNO_NAMES = {EPERM: "EPERM", ENOMEM: "ENOMEM", EFAULT: "EFAULT", EBUSY: "EBUSY",
+ERRNO_NAMES = {EPERM: "EPERM", EAGAIN: "EAGAIN", ENOMEM: "ENOMEM", EFAULT: "EFAULT", EBUSY: "EBUSY",
                EINVAL: "EINVAL", ENOSPC: "ENOSPC"}
 
 
@@ -83,7 +84,7 @@ class Event:
     """One thing that happened at ``step`` (a public machine call)."""
 
     step: int
-    kind: str  # task, syscall, fault, cow, rmap, segv, split, free, decision, pin, oracle
+    kind: str  # task, syscall, fault, cow, rmap, segv, split (data["what"]: pmd or folio), free, decision, pin, oracle
     task: str | None
     text: str
     data: dict[str, Any] = field(default_factory=dict)

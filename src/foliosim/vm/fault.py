@@ -1,4 +1,4 @@
-"""Page faults (mm/memory.c handle_mm_fault() and friends) and MADV_COLD/PAGEOUT decisions."""
+"""Page faults (mm/memory.c handle_mm_fault() and friends) and MADV_COLD/PAGEOUT (mm/madvise.c)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING
 from foliosim.folio import folio_mapcount
 from foliosim.rmap import PTE
 from foliosim.vm.cow import do_huge_pmd_wp_page, do_wp_page, wp_page_copy
+from foliosim.vm.events import errno_name
 from foliosim.vm.memory import PAGE_SHIFT
-from foliosim.vm.pagetable import FolioKind, Pmd, Pte
+from foliosim.vm.pagetable import FolioKind, Pmd, Pte, SimFolio
 
 if TYPE_CHECKING:
     from foliosim.vm.machine import Machine
     from foliosim.vm.mm import MM
+    from foliosim.vm.split import SplitResult
     from foliosim.vm.vma import Vma
 
 
@@ -161,10 +163,7 @@ def _fault_around(m: Machine, mm: MM, vma: Vma, vpn: int) -> None:
         cur += run
 
 
-def _map_file_ptes(m: Machine, mm: MM, vpn: int, f: object, page: int, nr: int, writable: bool) -> None:
-    from foliosim.vm.pagetable import SimFolio
-
-    assert isinstance(f, SimFolio)
+def _map_file_ptes(m: Machine, mm: MM, vpn: int, f: SimFolio, page: int, nr: int, writable: bool) -> None:
     m.get(f, nr)  # references before the mapcount
     m._rmap_add(f, mm, PTE, page, nr)
     for k in range(nr):
@@ -173,58 +172,123 @@ def _map_file_ptes(m: Machine, mm: MM, vpn: int, f: object, page: int, nr: int, 
 
 
 def madvise_cold_pageout(m: Machine, mm: MM, start: int, end: int, advice: str) -> None:
-    """``madvise_cold_or_pageout_pte_range()``: which folios would be deactivated / reclaimed.
+    """``madvise_cold_or_pageout_pte_range()``, one PMD range at a time, as the page walk calls it.
 
-    Swap is not modelled, so nothing is unmapped; every decision is emitted as a
-    ``decision`` event with the rule that took it (folio_maybe_mapped_shared()
-    for PMD-mapped and partially covered large folios; mapcount == nr_pages for
-    fully covered ones).
+    A PMD-mapped THP that is not maybe shared is deactivated / reclaimed whole,
+    or split (``split_folio()``) when the range covers only part of it, and the
+    walk goes on over the new PTEs. A PTE-mapped large folio whose batch of
+    PTEs (``folio_pte_batch()``) is shorter than the folio is split unless it is
+    maybe shared; after a split the same address is looked at again. A small or
+    fully covered folio is taken only when its mapcount equals its page count.
+    Swap is not modelled: nothing is reclaimed or deactivated, every decision is
+    a ``decision`` event; splits really happen (``split`` events).
     """
-    done: set[str] = set()
     for vma in mm.vmas_in(start, end):
         lo, hi = max(start, vma.start), min(end, vma.end)
+        anon_only = advice == "pageout" and not vma.is_anon and not _can_do_file_pageout(vma)
         for idx in m._pmd_indexes(lo, hi):
-            pmd = mm.pmds.get(idx)
-            if pmd is None or pmd.folio.is_zero:
-                continue
-            f = pmd.folio
-            base = idx << m.pmd_order
-            if m.shared_verdict(f, f"madvise_{advice}"):
-                _decide(m, advice, f.name, "skip", "PMD-mapped folio is maybe mapped shared")
-            elif not (lo <= base and base + m.pmd_pages <= hi):
-                _decide(m, advice, f.name, "skip", "partially covered PMD: would split the folio (not modelled)")
-            else:
-                _decide(m, advice, f.name, "take", "PMD-mapped folio mapped exclusively")
-            done.add(f.name)
-        vpn = lo
-        while vpn < hi:
-            pte = mm.ptes.get(vpn)
-            if pte is None or pte.folio.is_zero or pte.folio.name in done:
-                vpn += 1
-                continue
-            f = pte.folio
-            done.add(f.name)
-            covered = pte.page == 0 and vpn + f.nr_pages <= hi and all(
-                (p := mm.ptes.get(vpn + k)) is not None and p.folio is f for k in range(f.nr_pages))
-            core = f.core()
-            if f.order and not covered:
+            a = max(lo, idx << m.pmd_order)
+            b = min(hi, (idx + 1) << m.pmd_order)
+            if _cold_pmd(m, mm, idx, a, b, advice, anon_only):
+                _cold_ptes(m, mm, a, b, advice, anon_only)
+
+
+def _can_do_file_pageout(vma: Vma) -> bool:
+    """``can_do_file_pageout()``: the caller owns the file or may write it. Simulated tasks own every file
+    (there are no permissions), so pageout is never limited to anon folios (pageout_anon_only_filter)."""
+    return vma.file is not None
+
+
+def _cold_pmd(m: Machine, mm: MM, idx: int, a: int, b: int, advice: str, anon_only: bool) -> bool:
+    """The PMD part: True when the walk continues over PTEs (no PMD mapping, or it was split)."""
+    pmd = mm.pmds.get(idx)
+    if pmd is None:
+        return True
+    f = pmd.folio
+    if f.is_zero:
+        return False
+    if m.shared_verdict(f, f"madvise_{advice}"):
+        _decide(m, advice, f.name, "skip", "PMD-mapped folio is maybe mapped shared")
+        return False
+    if anon_only and not f.is_anon:
+        _decide(m, advice, f.name, "skip", "pageout of a file folio the caller may not write")
+        return False
+    if b - a != m.pmd_pages:
+        result = _split(m, f, f"MADV_{advice.upper()} on part of a PMD-mapped THP")
+        if not result.ok:
+            _decide(m, advice, f.name, "skip", f"partially covered PMD: split_folio() -> "
+                                               f"-{errno_name(result.err)}: {result.reason}")
+            return False
+        _decide(m, advice, f.name, "split", "partially covered PMD-mapped folio, not maybe mapped shared: "
+                                            "split_folio(), then the PTEs are walked")
+        return True
+    _decide(m, advice, f.name, "take", "PMD-mapped folio mapped exclusively")
+    return False
+
+
+def _cold_ptes(m: Machine, mm: MM, a: int, b: int, advice: str, anon_only: bool) -> None:
+    """The PTE loop over ``[a, b)`` (one page table)."""
+    vpn = a
+    while vpn < b:
+        pte = mm.ptes.get(vpn)
+        if pte is None or pte.folio.is_zero:  # vm_normal_folio() is NULL for the zero page
+            vpn += 1
+            continue
+        f = pte.folio
+        nr = 1
+        if f.order:
+            nr = _pte_batch(mm, vpn, b, f, pte.page)
+            if nr < f.nr_pages:
                 if m.shared_verdict(f, f"madvise_{advice}"):
                     _decide(m, advice, f.name, "skip", "partially covered large folio is maybe mapped shared")
+                elif anon_only and not f.is_anon:
+                    _decide(m, advice, f.name, "skip", "pageout of a file folio the caller may not write")
                 else:
-                    _decide(m, advice, f.name, "skip",
-                            "partially covered exclusive large folio: would split it (not modelled)")
-            elif folio_mapcount(core) != f.nr_pages:
-                _decide(m, advice, f.name, "skip", f"mapcount {folio_mapcount(core)} != {f.nr_pages} page(s): "
-                                                   "mapped elsewhere too")
-            else:
-                _decide(m, advice, f.name, "take", "mapped once per page")
-            vpn += 1
+                    result = _split(m, f, f"MADV_{advice.upper()} on part of a large folio")
+                    if result.ok:
+                        _decide(m, advice, f.name, "split", "partially covered large folio, not maybe mapped "
+                                                            "shared: split_folio(), then looked at again")
+                        continue  # nr = 0: the same address again, now an order-0 folio (or none)
+                    _decide(m, advice, f.name, "skip", f"partially covered large folio: split_folio() -> "
+                                                       f"-{errno_name(result.err)}: {result.reason}")
+                vpn += nr
+                continue
+        mapcount = folio_mapcount(f.core())
+        if mapcount != f.nr_pages:
+            _decide(m, advice, f.name, "skip", f"mapcount {mapcount} != {f.nr_pages} page(s): mapped elsewhere too")
+        elif anon_only and not f.is_anon:
+            _decide(m, advice, f.name, "skip", "pageout of a file folio the caller may not write")
+        else:
+            _decide(m, advice, f.name, "take", "mapped once per page")
+        vpn += nr
+
+
+def _pte_batch(mm: MM, vpn: int, end: int, f: SimFolio, page: int) -> int:
+    """``folio_pte_batch()`` from ``vpn``: present PTEs mapping consecutive pages of ``f``, before ``end``."""
+    limit = min(end - vpn, f.nr_pages - page)
+    nr = 1
+    while nr < limit:
+        nxt = mm.ptes.get(vpn + nr)
+        if nxt is None or nxt.folio is not f or nxt.page != page + nr:
+            break
+        nr += 1
+    return nr
+
+
+def _split(m: Machine, f: SimFolio, why: str) -> SplitResult:
+    """folio_get(), ``split_folio()``, folio_put() of the folio that now holds the reference (page 0's)."""
+    m.get(f)
+    result = m.split_folio(f, why)
+    m.put(result.folios[0] if result.ok else f)
+    return result
 
 
 def _decide(m: Machine, advice: str, folio: str, verdict: str, why: str) -> None:
+    """A consumer decision event; ``verdict`` is take (would deactivate/reclaim), skip or split."""
     action = {"cold": "deactivate", "pageout": "reclaim"}[advice]
     m.counters[f"madvise {advice} {verdict}"] += 1
-    text = f"MADV_{advice.upper()} {folio}: {'would ' + action if verdict == 'take' else 'skipped'} ({why})"
+    done = {"take": f"would {action}", "skip": "skipped", "split": "split into order-0 folios"}[verdict]
+    text = f"MADV_{advice.upper()} {folio}: {done} ({why})"
     m.emit("decision", text, consumer=f"madvise_{advice}", folio=folio, verdict=verdict, reason=why)
 
 

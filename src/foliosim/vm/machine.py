@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foliosim.errors import MMIdExhausted, Rejected
 from foliosim.folio import folio_maybe_mapped_shared
@@ -36,6 +36,9 @@ from foliosim.vm.oracle import GupHandle, ReferenceMemory, check_machine
 from foliosim.vm.pagecache import SimFile
 from foliosim.vm.pagetable import FolioKind, Pte, SimFolio
 from foliosim.vm.vma import Vma
+
+if TYPE_CHECKING:
+    from foliosim.vm.split import SplitResult
 
 #: Where the first mapping without a fixed address goes (a PMD-aligned, user-looking address).
 MMAP_BASE = 0x10000000
@@ -194,14 +197,26 @@ class Machine:
 
     def alloc_folio(self, kind: FolioKind, order: int, data: list[bytes] | None = None) -> SimFolio:
         """Allocate a folio (refcount 1, prep_compound_head()) and record folio_new."""
+        f = self.new_folio(kind, order, data)
+        self.counters[f"alloc {kind.value} order {order}"] += 1
+        return f
+
+    def new_folio(self, kind: FolioKind, order: int, data: list[bytes] | None = None) -> SimFolio:
+        """A folio with refcount 1 under a fresh name, recorded as folio_new (no allocation counted:
+        a folio split uses it for the pieces of the old folio)."""
         name = self._name("folio")
         self._record(Op("folio_new", None, name, order))
         core = self.rmap.folio(name)
         nr = 1 << order
         f = SimFolio(name, kind, order, core, data if data is not None else [ZERO_PAGE] * nr, [False] * nr)
         self.folios[name] = f
-        self.counters[f"alloc {kind.value} order {order}"] += 1
         return f
+
+    def free_folio(self, f: SimFolio) -> None:
+        """Record folio_free and forget ``f`` (its refcount already reached 0 or was frozen)."""
+        self._record(Op("folio_free", None, f.name))
+        f.freed = True
+        del self.folios[f.name]
 
     def get(self, f: SimFolio, nr: int = 1) -> None:
         """folio_ref_add(): references go up before a mapcount does."""
@@ -216,9 +231,7 @@ class Machine:
         if f.folio.refcount < 0:
             raise OracleViolation(f"{f.name}: refcount went negative")
         if f.folio.refcount == 0:
-            self._record(Op("folio_free", None, f.name))
-            f.freed = True
-            del self.folios[f.name]
+            self.free_folio(f)
             self.emit("free", f"{f.name} (order {f.order}, {f.kind.value}) freed", folio=f.name)
 
     def anon_vma_prepare(self, vma: Vma) -> None:
@@ -780,7 +793,8 @@ class Machine:
         if f.is_zero:
             for k in range(f.nr_pages):
                 mm.ptes[base + k] = Pte(self.zero, 0, False)
-            self.emit("split", f"{mm.name}: huge zero PMD at {base << PAGE_SHIFT:#x} split into zero-page PTEs ({why})")
+            self.emit("split", f"{mm.name}: huge zero PMD at {base << PAGE_SHIFT:#x} split into zero-page PTEs ({why})",
+                      what="pmd")
             return
         self.get(f, f.nr_pages - 1)
         exclusive = f.exclusive[0]
@@ -791,7 +805,17 @@ class Machine:
             mm.ptes[base + k] = Pte(f, k, pmd.write)
         self._rmap_remove(f, mm, PMD)
         self.emit("split", f"{mm.name}: PMD mapping {f.name} at {base << PAGE_SHIFT:#x} split into "
-                           f"{f.nr_pages} PTEs ({why})", folio=f.name)
+                           f"{f.nr_pages} PTEs ({why})", what="pmd", folio=f.name)
+
+    def split_folio(self, f: SimFolio, why: str) -> SplitResult:
+        """``split_folio()`` -> mm/huge_memory.c ``__folio_split()`` to order 0 (see :mod:`foliosim.vm.split`).
+
+        The caller holds one reference on ``f`` (madvise's folio_get()); on success it
+        is moved to ``result.folios[0]``, the folio of page 0, which the caller puts.
+        """
+        from foliosim.vm.split import split_folio
+
+        return split_folio(self, f, why)
 
     # ------------------------------------------------------------- accesses
     def lookup(self, mm: MM, vpn: int) -> tuple[SimFolio, int, bool] | None:
