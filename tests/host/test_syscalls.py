@@ -71,9 +71,9 @@ def _kpageflags(pfn: int) -> int:
         os.close(fd)
 
 
-def _pin(addr: int, length: int) -> sc.IoUringPin:
+def _pin(addr: int, length: int, per_page: bool = False) -> sc.IoUringPin:
     try:
-        return sc.IoUringPin(addr, length)
+        return sc.IoUringPin(addr, length, per_page=per_page)
     except HostUnavailable as exc:
         live_unavailable(str(exc))
         raise
@@ -245,6 +245,22 @@ def test_io_uring_read_back_goes_through_the_pin(region: Callable[[int], int]) -
         pin.close()
         pin.close()
     assert pin.fd == -1
+
+
+def test_io_uring_per_page_buffers_read_back_in_order(region: Callable[[int], int]) -> None:
+    addr = region(4)
+    for i in range(4):
+        sc.fill(addr + i * P, 0x30 + i, P)
+    pin = _pin(addr + P // 2, 3 * P)  # straddles four pages: four buffers, the first and last partial
+    try:
+        per = _pin(addr + P // 2, 3 * P, per_page=True)
+        try:
+            assert per.read_back() == pin.read_back()
+            assert per.read_back() == b"\x30" * (P // 2) + b"\x31" * P + b"\x32" * P + b"\x33" * (P // 2)
+        finally:
+            per.close()
+    finally:
+        pin.close()
 
 
 def _fork_write_pfns(addr: int) -> tuple[int, int, int]:

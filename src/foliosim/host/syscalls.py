@@ -374,7 +374,11 @@ def _io_uring_disabled() -> int:
 
 
 class IoUringPin:
-    """A long-term R/W pin of [addr, addr+length): one io_uring registered buffer.
+    """A long-term R/W pin of [addr, addr+length): one io_uring registered buffer (or one per page).
+
+    A single buffer backed by a large folio is "coalesced" by io_uring (6.11+, io_uring/rsrc.c
+    io_coalesce_buffer()): it keeps one pin per folio, not one per page. With ``per_page`` each page is its own
+    registered buffer, so each page gets its own pin, exactly as pin_user_pages() on the range would.
 
     io_uring/rsrc.c io_sqe_buffers_register() pins the pages with FOLL_WRITE|FOLL_LONGTERM (folio _pincount,
     refcount +1; pages not present are faulted in by GUP, and a CoW-shared page is unshared, at registration).
@@ -383,7 +387,7 @@ class IoUringPin:
     asynchronous, so :meth:`close` unregisters first). Use it only in the process that created it.
     """
 
-    def __init__(self, addr: int, length: int, entries: int = 4) -> None:
+    def __init__(self, addr: int, length: int, entries: int = 4, per_page: bool = False) -> None:
         if length <= 0 or length > _MAX_RW:
             raise ValueError(f"IoUringPin: length {length} not in 1..{_MAX_RW}")
         self.addr = addr
@@ -406,10 +410,12 @@ class IoUringPin:
         self.fd = fd
         try:
             # Register before mapping the rings: a ring mapping may land in a hole inside [addr, addr+length).
-            iov = _IoVec(addr, length)
-            if _syscall(_SYS_IO_URING_REGISTER, fd, _IORING_REGISTER_BUFFERS, ctypes.addressof(iov), 1) < 0:
+            self._bufs = _page_chunks(addr, length) if per_page else [(addr, length)]
+            iovs = (_IoVec * len(self._bufs))(*[_IoVec(a, n) for a, n in self._bufs])
+            if _syscall(_SYS_IO_URING_REGISTER, fd, _IORING_REGISTER_BUFFERS, ctypes.addressof(iovs),
+                        len(self._bufs)) < 0:
                 raise _fail(f"io_uring_register(fd={fd}, IORING_REGISTER_BUFFERS, "
-                            f"iov=[{addr:#x}+{length:#x}], nr=1)")
+                            f"iov=[{addr:#x}+{length:#x}] in {len(self._bufs)} buffer(s), nr={len(self._bufs)})")
             self._registered = True
             self._map_rings(params)
             self._memfd = memfd_create("foliosim-pin-readback", MFD_CLOEXEC)
@@ -439,13 +445,14 @@ class IoUringPin:
         self._cq_head, self._cq_tail = _u32(cq + p.cq_off.head), _u32(cq + p.cq_off.tail)
         self._cq_mask, self._cqes = _u32(cq + p.cq_off.ring_mask).value, cq + p.cq_off.cqes
 
-    def _write_fixed(self, offset: int, size: int) -> int:
-        """Submit one IORING_OP_WRITE_FIXED of [addr+offset, +size) to the memfd at ``offset``; wait for its CQE."""
+    def _write_fixed(self, offset: int, size: int, buf_index: int = 0) -> int:
+        """Submit one IORING_OP_WRITE_FIXED of [addr+offset, +size) (inside registered buffer ``buf_index``) to the
+        memfd at ``offset``; wait for its CQE."""
         self._seq += 1
         tail = self._sq_tail.value
         idx = tail & self._sq_mask
         sqe = _SQE_FORMAT.pack(_IORING_OP_WRITE_FIXED, 0, 0, self._memfd, offset, self.addr + offset, size, 0,
-                               self._seq, 0, 0, 0, 0, 0)
+                               self._seq, buf_index, 0, 0, 0, 0)
         ctypes.memmove(self._sqes + idx * _SQE_SIZE, sqe, _SQE_SIZE)
         _u32(self._sq_array + idx * 4).value = idx
         self._sq_tail.value = tail + 1  # x86-64 stores are ordered: the SQE is visible before the tail
@@ -463,7 +470,7 @@ class IoUringPin:
         user_data, res, _flags = struct.unpack("<QiI", ctypes.string_at(self._cqes + (head & self._cq_mask)
                                                                           * _CQE_SIZE, _CQE_SIZE))
         self._cq_head.value = head + 1
-        what = (f"IORING_OP_WRITE_FIXED(buf_index=0, addr={self.addr + offset:#x}, len={size:#x}, "
+        what = (f"IORING_OP_WRITE_FIXED(buf_index={buf_index}, addr={self.addr + offset:#x}, len={size:#x}, "
                 f"memfd={self._memfd}, off={offset:#x})")
         if user_data != self._seq:
             raise HostError(f"{what}: completion for request {user_data}, expected {self._seq}")
@@ -481,9 +488,10 @@ class IoUringPin:
         """
         if not self._registered:
             raise HostError("IoUringPin.read_back: no buffer is registered")
-        done = 0
-        while done < self.length:
-            done += self._write_fixed(done, min(self.length - done, _MAX_RW))
+        for index, (start, size) in enumerate(self._bufs):
+            done = 0
+            while done < size:
+                done += self._write_fixed(start - self.addr + done, min(size - done, _MAX_RW), index)
         try:
             parts: list[bytes] = []
             got = 0

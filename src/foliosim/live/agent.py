@@ -175,7 +175,7 @@ def _do(agent: _Agent, op: str, req: dict[str, Any]) -> dict[str, Any]:
         with agent.lock:
             if req["name"] in agent.handles:
                 raise ValueError(f"a pin or pipe named {req['name']!r} already exists")
-            agent.handles[req["name"]] = sc.IoUringPin(req["addr"], req["length"])
+            agent.handles[req["name"]] = sc.IoUringPin(req["addr"], req["length"], per_page=True)
         first, last = req["addr"] >> 12, (req["addr"] + req["length"] - 1) >> 12
         return {"result": f"{last - first + 1} page(s)"}
     if op == "vmsplice":

@@ -1,0 +1,223 @@
+"""`foliosim live` on this machine's own kernel: the shipped scenarios agree, mutants are caught, settings restored.
+
+Marked live: they need root, and (FOLIOSIM_LIVE=required in CI) the full capability, BPF included.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import live_unavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+THP = "/sys/kernel/mm/transparent_hugepage"
+LIVE_EXAMPLES = sorted(glob.glob(str(ROOT / "examples/live/*.scenario")))
+#: the top-level examples that have a live equivalent (the others are refused with exit 6, tested below)
+TOP_EXAMPLES = ["fork-short-lived-child-pte-thp", "prefork-server", "fork-with-pinned-page", "vmsplice-leak-demo"]
+
+pytestmark = pytest.mark.live
+
+
+def thp_snapshot() -> dict[str, str]:
+    out = {}
+    for path in sorted(glob.glob(f"{THP}/*enabled") + glob.glob(f"{THP}/hugepages-*/*enabled")):
+        with open(path) as fh:
+            out[path] = fh.read()
+    return out
+
+
+def tracefs_instances() -> list[str]:
+    return sorted(p for p in glob.glob("/sys/kernel/tracing/instances/*") if "foliosim" in p)
+
+
+@pytest.fixture(scope="module")
+def full() -> str:
+    if os.geteuid() != 0:
+        live_unavailable("not root")
+    from foliosim.live.run import probe_capability
+
+    cap = probe_capability()
+    if cap.level != "full" or not cap.faults:
+        live_unavailable(cap.describe())
+    return cap.level
+
+
+def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "foliosim", "live", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def run_api(path: str, **kw: object) -> object:
+    from foliosim.live.run import run_live
+
+    return run_live(Path(path).read_text(), set_thp=True, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", LIVE_EXAMPLES, ids=lambda p: Path(p).stem)
+def test_live_family_agrees(full: str, path: str) -> None:
+    before = thp_snapshot()
+    run = run_api(path)
+    problems = [d.describe() for r in run.lines for d in r.diffs]  # type: ignore[attr-defined]
+    assert problems == [], "\n".join(problems[:20])
+    assert run.sim_error is None  # type: ignore[attr-defined]
+    assert sum(r.compared for r in run.lines) > 0  # type: ignore[attr-defined]
+    assert sum(r.not_observed for r in run.lines) == 0  # type: ignore[attr-defined]
+    assert thp_snapshot() == before
+    assert tracefs_instances() == []
+    assert orphan_agents() == []
+
+
+@pytest.mark.parametrize("name", TOP_EXAMPLES)
+def test_live_top_example_agrees(full: str, name: str) -> None:
+    run = run_api(str(ROOT / f"examples/{name}.scenario"))
+    problems = [d.describe() for r in run.lines for d in r.diffs]  # type: ignore[attr-defined]
+    assert problems == [], "\n".join(problems[:20])
+
+
+def _first_diff_line(run: object) -> int:
+    return next(r.line for r in run.lines if r.diffs)  # type: ignore[attr-defined]
+
+
+def test_mutant_never_clear_shared_diverges_at_the_exit(full: str) -> None:
+    from foliosim.live.mutants import LIVE_MUTANTS
+
+    path = ROOT / "examples/live/fork-child-exits-order4.scenario"
+    run = run_api(str(path), simulator_hook=LIVE_MUTANTS["never-clear-shared"])
+    lines = path.read_text().splitlines()
+    exit_line = next(i for i, t in enumerate(lines, 1) if t.startswith("exit "))
+    assert _first_diff_line(run) == exit_line
+    first = next(r for r in run.lines if r.diffs)  # type: ignore[attr-defined]
+    assert any(d.field == "shared bit" and d.sim is True and d.live is False for d in first.diffs)
+
+
+def test_mutant_never_reuse_diverges_at_the_write(full: str) -> None:
+    from foliosim.live.mutants import LIVE_MUTANTS
+
+    path = ROOT / "examples/live/fork-child-exits-order4.scenario"
+    run = run_api(str(path), simulator_hook=LIVE_MUTANTS["never-reuse-large"])
+    lines = path.read_text().splitlines()
+    exit_line = next(i for i, t in enumerate(lines, 1) if t.startswith("exit "))
+    write_line = next(i for i, t in enumerate(lines, 1) if i > exit_line and t.startswith("write "))
+    assert _first_diff_line(run) == write_line
+    first = next(r for r in run.lines if r.diffs)  # type: ignore[attr-defined]
+    assert any(d.field == "fault outcome" and d.sim == "copy" and d.live == "reuse" for d in first.diffs)
+
+
+def test_cli_agrees_and_writes_json(full: str, tmp_path: Path) -> None:
+    out = tmp_path / "live.json"
+    proc = run_cli(str(ROOT / "examples/live/fork-child-exits-order2.scenario"), "--set-thp", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "capability: full" in proc.stderr
+    assert "all agree" in proc.stdout
+    import json
+
+    doc = json.loads(out.read_text())
+    assert doc["lines"] and all(not line["diffs"] for line in doc["lines"])
+    assert doc["snapshots"][0]["live"]["tasks"]
+
+
+def test_cli_mutant_exits_5_with_side_by_side(full: str) -> None:
+    proc = run_cli(str(ROOT / "examples/live/fork-child-exits-order4.scenario"), "--set-thp",
+                   "--mutant", "never-clear-shared")
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert "first divergence, both sides:" in proc.stdout
+    assert "shared bit" in proc.stdout
+
+
+def test_needs_set_thp_without_changing_anything(full: str) -> None:
+    before = thp_snapshot()
+    proc = run_cli(str(ROOT / "examples/live/fork-child-exits-order4.scenario"))
+    assert before == thp_snapshot()
+    if proc.returncode == 0:  # the machine already has the needed settings
+        return
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    assert "hugepages-64kB/enabled" in proc.stderr and "--set-thp" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_refused_scenario_exits_6_before_running(tmp_path: Path) -> None:
+    path = tmp_path / "v.scenario"
+    path.write_text("spawn P\nvfork P C\n")
+    proc = run_cli(str(path))
+    assert proc.returncode == 6
+    assert "line 2: vfork" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_scenario_exits_1(tmp_path: Path) -> None:
+    path = tmp_path / "bad.scenario"
+    path.write_text("spawn P\nfrobnicate P\n")
+    proc = run_cli(str(path))
+    assert proc.returncode == 1
+    assert "line 2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_not_root_exits_6(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        live_unavailable("not root: cannot drop privileges to test the non-root path")
+    path = tmp_path / "ok.scenario"
+    path.write_text("spawn P\nmmap P m 16K\nwrite P m 16K 1\n")
+    os.chmod(tmp_path, 0o755)
+    os.chmod(path, 0o644)
+
+    def drop() -> None:
+        os.setgid(65534)
+        os.setuid(65534)
+
+    proc = subprocess.run([sys.executable, "-m", "foliosim", "live", str(path)], capture_output=True, text=True,
+                          timeout=60, cwd="/", preexec_fn=drop, env={**os.environ, "HOME": "/"})
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    assert "not root" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sigint_mid_run_restores_settings_and_cleans_up(full: str, tmp_path: Path) -> None:
+    before = thp_snapshot()
+    path = tmp_path / "slow.scenario"
+    # enough lines that the run is still going when the signal comes
+    body = ["option thp=4", "spawn P", "mmap P buf 64K anon private", "write P buf 64K 1"]
+    for i in range(200):
+        body += [f"fork P C{i}", f"write C{i} buf 64K 2", f"exit C{i}"]
+    path.write_text("\n".join(body) + "\n")
+    proc = subprocess.Popen([sys.executable, "-m", "foliosim", "live", str(path), "--set-thp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        seen = 0
+        while time.monotonic() < deadline and seen < 8:
+            if proc.stdout.readline().startswith(("ok ", "DIFF")):
+                seen += 1
+        assert seen >= 8, "the run did not get going"
+        assert thp_snapshot() != before  # the settings are changed while it runs
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert thp_snapshot() == before
+    assert tracefs_instances() == []
+    assert not os.path.exists("/run/foliosim/thp-restore.json")
+    time.sleep(0.2)
+    assert orphan_agents() == []
+
+
+def orphan_agents() -> list[int]:
+    """Agent processes whose run is over (their driver's socket directory is gone)."""
+    out = []
+    for entry in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            argv = Path(entry).read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"foliosim.live.agent" in argv and len(argv) > 3 and not os.path.exists(os.path.dirname(argv[3])):
+            out.append(int(entry.split("/")[2]))
+    return out
