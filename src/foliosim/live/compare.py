@@ -239,6 +239,8 @@ class Comparator:
             if not self.full or head not in live.folios:
                 res.not_observed += _nr_fields(f)
                 continue
+            if live.folios[head].order != f.order:
+                continue  # already a "folio order" divergence of its pages; its fields do not line up
             self._folio(res, f, live.folios[head], task, vpn << PAGE_SHIFT)
 
     def _folio(self, res: LineResult, f: SimFolio, k: KernelFolio, task: str, addr: int) -> None:
@@ -346,7 +348,7 @@ def side_by_side(diff: Diff, m: Machine, live: LiveState, comp: Comparator,
                                "slot 0": f"{comp._sim_role(folio_mm_id(core, 0))} {core.mm_id_mapcount[0]}",
                                "slot 1": f"{comp._sim_role(folio_mm_id(core, 1))} {core.mm_id_mapcount[1]}",
                                "shared bit": folio_test_large_maybe_mapped_shared(core)})
-            if k is not None:
+            if k is not None and k.mm_id_mapcount is not None:
                 live_fields.update({"_large_mapcount": k.large_mapcount, "_entire_mapcount": k.entire_mapcount,
                                     "_pincount": k.pincount, "_nr_pages_mapped": k.nr_pages_mapped,
                                     "slot 0": f"{comp._live_role(k.mm_id(0))} {k.mm_id_mapcount[0]}",  # type: ignore[index]

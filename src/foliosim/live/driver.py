@@ -81,26 +81,44 @@ class LiveDriver:
         self._listener.settimeout(TIMEOUT)
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        for name, (size, shmem, _order, fill) in self.plan.files.items():
-            self._create_file(name, size, shmem, fill)
+        for name, (size, shmem, order, fill) in self.plan.files.items():
+            self._create_file(name, size, shmem, fill, order)
 
-    def _create_file(self, name: str, size: int, shmem: bool, fill: int) -> None:
+    def _create_file(self, name: str, size: int, shmem: bool, fill: int, order: int) -> None:
         if shmem:
-            # A memfd lives on the kernel's internal shmem mount, whose folio sizes follow the sysfs
-            # shmem_enabled knobs; agents open it through this process's fd table.
-            fd = os.memfd_create(f"foliosim-{name}", 0)
-            self._fds.append(fd)
+            fd = self._create_shmem(name, size, fill, order)
             path = f"/proc/{os.getpid()}/fd/{fd}"
         else:
             path = os.path.join(self._dir, f"file-{name}")
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             self._fds.append(fd)
-        os.ftruncate(fd, size)
-        page = bytes([fill]) * sc.PAGE_SIZE
-        if fill:
-            for off in range(0, size, sc.PAGE_SIZE):  # page by page: small page-cache folios
-                os.pwrite(fd, page[: min(sc.PAGE_SIZE, size - off)], off)
+            os.ftruncate(fd, size)
+            page = bytes([fill]) * sc.PAGE_SIZE
+            if fill:
+                for off in range(0, size, sc.PAGE_SIZE):  # page by page: small page-cache folios
+                    os.pwrite(fd, page[: min(sc.PAGE_SIZE, size - off)], off)
         self.files[name] = path
+
+    def _create_shmem(self, name: str, size: int, fill: int, order: int) -> int:
+        """A shmem object cached in folios of ``order``, for the agents to open and map.
+
+        Per-size shmem folio orders (hugepages-*/shmem_enabled) apply to anonymous shared memory only
+        (mm/shmem.c shmem_allowable_huge_orders(): other shmem files follow the top-level setting), so the
+        object is made as MAP_SHARED|MAP_ANONYMOUS here, aligned to its folio size, filled page by page (which
+        allocates every folio), reopened through /proc/self/map_files, and unmapped before anything else runs.
+        """
+        align = sc.PAGE_SIZE << order
+        raw = sc.mmap(0, size + align, sc.PROT_READ | sc.PROT_WRITE, sc.MAP_SHARED | sc.MAP_ANONYMOUS)
+        start = (raw + align - 1) // align * align
+        try:
+            sc.munmap(raw, start - raw) if start > raw else None
+            sc.munmap(start + size, raw + align - start)
+            sc.fill(start, fill, size)
+            fd = os.open(f"/proc/self/map_files/{start:x}-{start + size:x}", os.O_RDWR)
+        finally:
+            sc.munmap(start, size)
+        self._fds.append(fd)
+        return fd
 
     def close(self) -> None:
         """Kill every process started (by pid), reap them, remove the socket directory and the files."""

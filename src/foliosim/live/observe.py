@@ -101,17 +101,18 @@ def observe(tgids: list[int], reader: FolioReader | None, mm_ids: dict[int, int 
                     pfns.add(e.pfn)
         raw[tgid] = entries
     ordered = sorted(pfns)
-    counts = dict(zip(ordered, procfs.read_kpagecount(ordered), strict=True))
-    flags = dict(zip(ordered, procfs.read_kpageflags(ordered), strict=True))
-    extents: dict[int, tuple[int, int]] = {}
-    for pfn in ordered:
-        if pfn not in extents:
-            head, order = procfs.folio_extent(pfn)
-            for p in range(head, head + (1 << order)):
-                extents[p] = (head, order)
+    with procfs.PhysReader() as phys:
+        counts = dict(zip(ordered, phys.kpagecount(ordered), strict=True))
+        flags = dict(zip(ordered, phys.kpageflags(ordered), strict=True))
+        extents: dict[int, tuple[int, int]] = {}
+        for pfn in ordered:
+            if pfn not in extents:
+                head, order = phys.folio_extent(pfn)
+                for p in range(head, head + (1 << order)):
+                    extents[p] = (head, order)
+        head_list = sorted({extents[p][0] for p in ordered})
+        head_flags = dict(zip(head_list, phys.kpageflags(head_list), strict=True))
     heads: dict[int, int] = {}
-    head_flags = dict(zip(sorted({extents[p][0] for p in ordered}),
-                          procfs.read_kpageflags(sorted({extents[p][0] for p in ordered})), strict=True))
     for tgid, entries in raw.items():
         pages: dict[int, PageObs] = {}
         for vpn, e in entries.items():

@@ -24,6 +24,8 @@ from foliosim.live.observe import WINDOW, LiveState, observe
 from foliosim.live.plan import LivePlan, make_plan, wanted_settings
 from foliosim.vm.scenario import Command, StepRecord, parse
 
+#: how long a run waits for another foliosim live run (the lock) before giving up
+LOCK_WAIT = 120.0
 EXIT_AGREE, EXIT_BAD_SCENARIO, EXIT_DIVERGED, EXIT_CANNOT_RUN = 0, 1, 5, 6
 
 
@@ -139,7 +141,7 @@ def run_live(text: str, *, set_thp: bool = False, require_full: bool = False,
     if cap.level == "none" or (require_full and cap.level != "full"):
         raise CannotRun(cap.describe())
     with ExitStack() as stack:
-        stack.enter_context(LiveLock())
+        stack.enter_context(LiveLock(timeout=LOCK_WAIT))
         stack.enter_context(_terminate_cleanly())
         restored = thp.restore_leftover()
         changes = thp_changes(plan)
