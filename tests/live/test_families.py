@@ -18,18 +18,8 @@ from foliosim.vm.scenario import Command, parse, run
 ROOT = Path(__file__).parents[2]
 LIVE_DIR = ROOT / "examples" / "live"
 
-SPLIT_REASON = ("MADV_COLD on part of a large folio splits it on the live kernel; the simulator does not split "
-                "folios yet (vm/ folio split is being added)")
-
-
-def _params(with_xfail: bool) -> list[object]:
-    out: list[object] = []
-    for name, family in fam.FAMILIES.items():
-        for order in fam.ORDERS:
-            marks = [pytest.mark.xfail(strict=False, reason=SPLIT_REASON)] \
-                if with_xfail and family.needs_folio_split else []
-            out.append(pytest.param(name, order, marks=marks, id=f"{name}-order{order}"))
-    return out
+def _params() -> list[object]:
+    return [pytest.param(name, order, id=f"{name}-order{order}") for name in fam.FAMILIES for order in fam.ORDERS]
 
 
 def live_problems(commands: list[Command]) -> list[str]:
@@ -80,7 +70,7 @@ def test_unknown_family_or_order_is_refused() -> None:
         fam.scenario("vmsplice", 3)
 
 
-@pytest.mark.parametrize(("name", "order"), _params(with_xfail=False))
+@pytest.mark.parametrize(("name", "order"), _params())
 def test_uses_only_live_constructs(name: str, order: int) -> None:
     text = fam.scenario(name, order)
     commands = parse(text)
@@ -129,7 +119,7 @@ def test_headers_name_the_row_and_the_measured_outcome() -> None:
             assert "The expect lines encode that outcome" in flat
 
 
-@pytest.mark.parametrize(("name", "order"), _params(with_xfail=True))
+@pytest.mark.parametrize(("name", "order"), _params())
 def test_runs_in_the_simulator_and_agrees_with_the_kernel(name: str, order: int) -> None:
     text = fam.scenario(name, order)
     result = run(text)

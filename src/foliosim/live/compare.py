@@ -351,8 +351,8 @@ def side_by_side(diff: Diff, m: Machine, live: LiveState, comp: Comparator,
             if k is not None and k.mm_id_mapcount is not None:
                 live_fields.update({"_large_mapcount": k.large_mapcount, "_entire_mapcount": k.entire_mapcount,
                                     "_pincount": k.pincount, "_nr_pages_mapped": k.nr_pages_mapped,
-                                    "slot 0": f"{comp._live_role(k.mm_id(0))} {k.mm_id_mapcount[0]}",  # type: ignore[index]
-                                    "slot 1": f"{comp._live_role(k.mm_id(1))} {k.mm_id_mapcount[1]}",  # type: ignore[index]
+                                    "slot 0": f"{comp._live_role(k.mm_id(0))} {k.mm_id_mapcount[0]}",
+                                    "slot 1": f"{comp._live_role(k.mm_id(1))} {k.mm_id_mapcount[1]}",
                                     "shared bit": k.shared_bit})
         sim_fields["per-page _mapcount"] = _rle(list(core.page_mapcount))
         sim_fields["per-page AnonExclusive"] = _rle([bool(x) for x in f.exclusive])
