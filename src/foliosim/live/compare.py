@@ -117,8 +117,17 @@ class Comparator:
     # ------------------------------------------------------------------ one line
     def compare(self, res: LineResult, m: Machine, live: LiveState, tasks: dict[int, list[str]],
                 sim_faults: list[tuple[int, str, int, bool]], live_faults: list[tuple[str, int, bool]],
-                decisions: list[CowDecision]) -> None:
-        """Fill ``res`` with this line's comparisons."""
+                decisions: list[CowDecision], split: frozenset[str] = frozenset()) -> None:
+        """Fill ``res`` with this line's comparisons.
+
+        ``split`` names the simulated folios split on this line: the simulator replaces them by new folios,
+        while the kernel keeps the head page's ``struct folio`` as the first order-0 piece, so their bindings
+        are released before the pages are compared (the pieces' orders and contents still are).
+        """
+        for name in split:
+            head = self.folio_of.pop(name, None)
+            if head is not None:
+                self.sim_of.pop(head, None)
         spages = sim_pages(m)
         mm_of_tgid: dict[int, str] = {}
         for tgid, names in tasks.items():

@@ -214,7 +214,9 @@ def _run_both(stack: ExitStack, run: LiveRun, text: str, commands: list[Command]
         if recorder is None:
             sim_faults, live_faults = [], []
             res.not_observed += 1
-        comparator.compare(res, m, state, tasks, sim_faults, live_faults, decisions)
+        split = frozenset(str(e.data.get("folio")) for e in rec.events
+                          if e.kind == "split" and e.data.get("what") == "folio")
+        comparator.compare(res, m, state, tasks, sim_faults, live_faults, decisions, split)
         if res.diffs and not run.first:
             run.first = side_by_side(res.diffs[0], m, state, comparator, tasks)
         run.lines.append(res)
