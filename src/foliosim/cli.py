@@ -259,14 +259,17 @@ def run_scenario(scenario: str, trace_out: str | None, word_bits: str, no_page_m
 
 
 @main.command("live")
-@click.argument("scenario", metavar="FILE.scenario")
+@click.argument("scenario", metavar="FILE.scenario", required=False)
 @click.option("--set-thp", is_flag=True,
               help="Set the THP/mTHP sysfs sizes the scenario needs for this run (restored on every exit).")
 @click.option("--json", "json_out", metavar="OUT.json", help="Write every snapshot of both sides to OUT.json.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every fault and every disagreement.")
 @click.option("--mutant", type=click.Choice(["never-clear-shared", "never-reuse-large"]),
               help="Run a deliberately wrong simulator (to see that the comparison catches it).")
-def live_cmd(scenario: str, set_thp: bool, json_out: str | None, verbose: bool, mutant: str | None) -> None:
+@click.option("--capability", "capability_only", is_flag=True,
+              help="Only print what the live side can observe here (full, pages or none) and exit (0, or 6 for none).")
+def live_cmd(scenario: str | None, set_thp: bool, json_out: str | None, verbose: bool, mutant: str | None,
+             capability_only: bool) -> None:
     """Run a scenario in the simulator and as real processes on this kernel, and compare them line by line.
 
     Needs root (pagemap PFNs, kpageflags); with BPF and BTF it also reads each folio's own fields (slots,
@@ -280,6 +283,15 @@ def live_cmd(scenario: str, set_thp: bool, json_out: str | None, verbose: bool, 
     from foliosim.report.live import line_row, side_by_side, summary
     from foliosim.vm.scenario import ScenarioError
 
+    if capability_only:
+        from foliosim.live.run import probe_capability
+
+        cap = probe_capability()
+        click.echo(cap.describe())
+        sys.exit(EXIT_CANNOT_RUN if cap.level == "none" else 0)
+    if scenario is None:
+        click.echo("foliosim live: give a scenario file (or --capability)", err=True)
+        sys.exit(2)
     try:
         with open(scenario, encoding="utf-8") as handle:
             text = handle.read()

@@ -159,22 +159,54 @@ def test_bad_scenario_exits_1(tmp_path: Path) -> None:
     assert "line 2" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_not_root_exits_6(tmp_path: Path) -> None:
+def test_not_root_exits_6() -> None:
+    """A run that has dropped root (setuid in a forked child of this test) exits 6 and says why."""
     if os.geteuid() != 0:
         live_unavailable("not root: cannot drop privileges to test the non-root path")
-    path = tmp_path / "ok.scenario"
-    path.write_text("spawn P\nmmap P m 16K\nwrite P m 16K 1\n")
-    os.chmod(tmp_path, 0o755)
-    os.chmod(path, 0o644)
+    import tempfile
 
-    def drop() -> None:
-        os.setgid(65534)
-        os.setuid(65534)
+    import foliosim.cli
+    import foliosim.live.plan
+    import foliosim.live.run
+    import foliosim.report.live  # loaded before the privileges go
 
-    proc = subprocess.run([sys.executable, "-m", "foliosim", "live", str(path)], capture_output=True, text=True,
-                          timeout=60, cwd="/", preexec_fn=drop, env={**os.environ, "HOME": "/"})
-    assert proc.returncode == 6, proc.stdout + proc.stderr
-    assert "not root" in proc.stderr and "Traceback" not in proc.stderr
+    folder = tempfile.mkdtemp(prefix="foliosim-nonroot-")
+    try:
+        os.chmod(folder, 0o755)
+        path = os.path.join(folder, "ok.scenario")
+        Path(path).write_text("spawn P\nmmap P m 16K\nwrite P m 16K 1\n")
+        os.chmod(path, 0o644)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 99
+            try:
+                os.close(r)
+                os.dup2(w, 1)
+                os.dup2(w, 2)
+                sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - the child's own streams
+                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+                os.setgid(65534)
+                os.setuid(65534)
+                foliosim.cli.main(args=["live", path], standalone_mode=True)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                code = 98
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(w)
+        with os.fdopen(r) as fh:
+            output = fh.read()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+    assert os.waitstatus_to_exitcode(status) == 6, output
+    assert "not root" in output and "Traceback" not in output
 
 
 def test_sigint_mid_run_restores_settings_and_cleans_up(full: str, tmp_path: Path) -> None:
