@@ -253,3 +253,62 @@ def orphan_agents() -> list[int]:
         if b"foliosim.live.agent" in argv and len(argv) > 3 and not os.path.exists(os.path.dirname(argv[3])):
             out.append(int(entry.split("/")[2]))
     return out
+
+
+def test_pages_level_counts_folio_fields_as_not_observed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without BPF the folio fields are reported as not observed, never as agreeing."""
+    if os.geteuid() != 0:
+        live_unavailable("not root")
+    from foliosim.host import bpf
+    from foliosim.host.errors import HostUnavailable
+    from foliosim.live.run import run_live
+
+    def no_bpf(self: object, *args: object, **kwargs: object) -> None:
+        raise HostUnavailable("BPF disabled by this test")
+
+    monkeypatch.setattr(bpf.FolioReader, "__init__", no_bpf)
+    run = run_live((ROOT / "examples/live/fork-child-exits-order4.scenario").read_text(), set_thp=True)
+    assert run.capability.level == "pages"
+    assert "BPF disabled by this test" in run.capability.describe()
+    assert run.diffs == 0
+    assert sum(r.not_observed for r in run.lines) > 0
+    fields = {d.field for r in run.lines for d in r.diffs}
+    assert not any(f.startswith(("slot", "refcount", "_")) for f in fields)
+    # the page-level fields were still compared: at least 16 pages x 7 fields on the line after the first write
+    assert max(r.compared for r in run.lines) >= 16 * 7
+
+
+def test_sigkill_leaves_settings_that_the_next_run_restores_first(full: str, tmp_path: Path) -> None:
+    before = thp_snapshot()
+    path = tmp_path / "slow.scenario"
+    body = ["option thp=4", "spawn P", "mmap P buf 64K anon private", "write P buf 64K 1"]
+    for i in range(200):
+        body += [f"fork P C{i}", f"exit C{i}"]
+    path.write_text("\n".join(body) + "\n")
+    proc = subprocess.Popen([sys.executable, "-m", "foliosim", "live", str(path), "--set-thp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        seen = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and seen < 6:
+            if proc.stdout.readline().startswith(("ok ", "DIFF")):
+                seen += 1
+        assert seen >= 6
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert thp_snapshot() != before, "a SIGKILLed run cannot restore; the state file must be there"
+    assert os.path.exists("/run/foliosim/thp-restore.json")
+    # the next run restores first, and says so
+    nxt = run_cli(str(ROOT / "examples/live/fork-child-exits-order2.scenario"), "--set-thp")
+    assert nxt.returncode == 0, nxt.stdout + nxt.stderr
+    assert "left by an earlier run that was killed, restored before this run" in nxt.stdout
+    assert thp_snapshot() == before
+    deadline = time.monotonic() + 10
+    while orphan_agents() and time.monotonic() < deadline:  # the killed run's agents exit on end-of-file
+        time.sleep(0.1)
+    assert orphan_agents() == []

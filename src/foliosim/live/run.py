@@ -58,6 +58,7 @@ class LiveRun:
     sim_error: str | None = None
     seconds: float = 0.0
     first: list[tuple[str, str, str]] = field(default_factory=list)  # both sides at the first divergence
+    leftover: list[str] = field(default_factory=list)  # settings a killed run left, restored before this one
 
     @property
     def diffs(self) -> int:
@@ -154,7 +155,7 @@ def run_live(text: str, *, set_thp: bool = False, require_full: bool = False,
             raise CannotRun("the scenario needs a folio size this kernel does not offer: " + ", ".join(bad))
         if changes:
             stack.enter_context(thp.ThpGuard(changes))
-        run = LiveRun(cap, [], [*restored, *described], [])
+        run = LiveRun(cap, [], described, [], leftover=restored)
         _run_both(stack, run, text, commands, plan, cap, progress, keep_snapshots, simulator_hook)
     run.seconds = time.monotonic() - t0
     return run

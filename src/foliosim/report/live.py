@@ -50,6 +50,9 @@ def summary(run: Any) -> list[str]:
     bad = [r.line for r in lines if r.diffs]
     out = [f"{len(lines)} lines, {agreed} of {compared} fields agree, {not_obs} not observed, "
            f"{faults} faults compared; {run.capability.describe()}; {run.seconds:.1f} s"]
+    if run.leftover:
+        out.append("THP settings left by an earlier run that was killed, restored before this run: "
+                   + "; ".join(run.leftover))
     if run.thp_changed:
         out.append("THP settings for the run (restored): " + "; ".join(run.thp_changed))
     if run.sim_error:
