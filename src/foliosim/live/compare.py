@@ -151,7 +151,7 @@ class Comparator:
             self.sim_of.pop(self.folio_of.pop(name), None)
         self.prev_sim, self.prev_live = spages, live.pages
 
-    def _check(self, res: LineResult, kind: str, fld: str, task: str, addr: int | None, folio: str,
+    def check(self, res: LineResult, kind: str, fld: str, task: str, addr: int | None, folio: str,
                sim: Any, live: Any) -> bool:
         res.compared += 1
         if sim == live:
@@ -182,7 +182,7 @@ class Comparator:
             task = (s or lv)[0]  # type: ignore[index]
             vpn = (s or lv)[1]  # type: ignore[index]
             addr = vpn << PAGE_SHIFT
-            ok = self._check(res, "fault", "fault (task, page, write)", task, addr, "",
+            ok = self.check(res, "fault", "fault (task, page, write)", task, addr, "",
                              _fault_words(s), _fault_words(lv))
             mm = m.tasks[task].mm.name if task in m.tasks else ""
             sim_out = _outcome(self.prev_sim.get(mm, {}).get(vpn), spages.get(mm, {}).get(vpn))
@@ -191,7 +191,7 @@ class Comparator:
                         if tgid is not None else "no task")
             d = rules.get((task, vpn))
             if ok:
-                self._check(res, "fault", "fault outcome", task, addr, "", sim_out, live_out)
+                self.check(res, "fault", "fault outcome", task, addr, "", sim_out, live_out)
             res.faults.append({"task": task, "addr": addr, "write": (s or lv)[2],  # type: ignore[index]
                                "sim": sim_out if s else "no fault", "live": live_out if lv else "no fault",
                                "rule": d.rule.value if d is not None else ""})
@@ -208,20 +208,20 @@ class Comparator:
                 s, lv = sp.get(vpn), lp.get(vpn)
                 addr = vpn << PAGE_SHIFT
                 present_l = lv is not None and lv.present
-                if not self._check(res, "page", "present", task, addr, s.folio if s else "", s is not None,
+                if not self.check(res, "page", "present", task, addr, s.folio if s else "", s is not None,
                                    present_l):
                     continue
                 assert s is not None and lv is not None
                 if s.zero or lv.zero:
-                    self._check(res, "page", "zero page", task, addr, s.folio, s.zero, lv.zero)
+                    self.check(res, "page", "zero page", task, addr, s.folio, s.zero, lv.zero)
                     continue
-                self._check(res, "page", "folio order", task, addr, s.folio, s.order, lv.order)
-                self._check(res, "page", "page in folio", task, addr, s.folio, s.page, lv.page)
-                self._check(res, "page", "anon", task, addr, s.folio, s.anon, lv.anon)
-                self._check(res, "page", "precise mapcount (kpagecount)", task, addr, s.folio, s.mapcount,
+                self.check(res, "page", "folio order", task, addr, s.folio, s.order, lv.order)
+                self.check(res, "page", "page in folio", task, addr, s.folio, s.page, lv.page)
+                self.check(res, "page", "anon", task, addr, s.folio, s.anon, lv.anon)
+                self.check(res, "page", "precise mapcount (kpagecount)", task, addr, s.folio, s.mapcount,
                             lv.mapcount)
-                self._check(res, "page", "pagemap exclusive", task, addr, s.folio, s.exclusive, lv.exclusive)
-                self._check(res, "page", "head AnonExclusive (kpageflags)", task, addr, s.folio,
+                self.check(res, "page", "pagemap exclusive", task, addr, s.folio, s.exclusive, lv.exclusive)
+                self.check(res, "page", "head AnonExclusive (kpageflags)", task, addr, s.folio,
                             s.head_anon_exclusive, lv.head_anon_exclusive)
                 bound = self.folio_of.get(s.folio)
                 owner = self.sim_of.get(lv.head_pfn)
@@ -230,7 +230,7 @@ class Comparator:
                     res.compared += 1
                     res.agreed += 1
                 else:
-                    self._check(res, "page", "folio identity", task, addr, s.folio,
+                    self.check(res, "page", "folio identity", task, addr, s.folio,
                                 f"{s.folio} (live {bound:#x})" if bound is not None else f"{s.folio} (new)",
                                 f"{owner} (live {lv.head_pfn:#x})" if owner is not None
                                 else f"a new folio {lv.head_pfn:#x}")
@@ -257,7 +257,7 @@ class Comparator:
         name = f.name
 
         def check(fld: str, sim: Any, live: Any) -> None:
-            self._check(res, "folio", fld, task, addr, name, sim, live)
+            self.check(res, "folio", fld, task, addr, name, sim, live)
 
         check("refcount", core.refcount, k.refcount)
         if core.is_large:
@@ -268,7 +268,7 @@ class Comparator:
             for i in (0, 1):
                 sim_id = folio_mm_id(core, i)
                 live_id = k.mm_id(i)
-                check(f"slot {i} MM", self._sim_role(sim_id), self._live_role(live_id))
+                check(f"slot {i} MM", self.sim_role(sim_id), self.live_role(live_id))
                 check(f"slot {i} mapcount", core.mm_id_mapcount[i], k.mm_id_mapcount[i])  # type: ignore[index]
             check("shared bit", folio_test_large_maybe_mapped_shared(core), k.shared_bit)
             check("lock bit", folio_test_large_mapcount_locked(core), k.lock_bit)
@@ -278,10 +278,10 @@ class Comparator:
         check("per-page _mapcount", _rle(sim_pm), _rle(live_pm))
         check("per-page AnonExclusive", _rle(sim_ae), _rle(live_ae))
 
-    def _sim_role(self, mm_id: int) -> str:
+    def sim_role(self, mm_id: int) -> str:
         return "-" if mm_id == 0 else self._mm_name_by_sim_id.get(mm_id, f"sim id {mm_id}")
 
-    def _live_role(self, mm_id: int | None) -> str:
+    def live_role(self, mm_id: int | None) -> str:
         if mm_id is None:
             return "not observed"
         return "-" if mm_id == 0 else self.role_of_id.get(mm_id, f"unknown live id {mm_id}")
@@ -354,14 +354,14 @@ def side_by_side(diff: Diff, m: Machine, live: LiveState, comp: Comparator,
         if core.is_large:
             sim_fields.update({"_large_mapcount": core.large_mapcount, "_entire_mapcount": core.entire_mapcount,
                                "_pincount": core.pincount, "_nr_pages_mapped": core.nr_pages_mapped,
-                               "slot 0": f"{comp._sim_role(folio_mm_id(core, 0))} {core.mm_id_mapcount[0]}",
-                               "slot 1": f"{comp._sim_role(folio_mm_id(core, 1))} {core.mm_id_mapcount[1]}",
+                               "slot 0": f"{comp.sim_role(folio_mm_id(core, 0))} {core.mm_id_mapcount[0]}",
+                               "slot 1": f"{comp.sim_role(folio_mm_id(core, 1))} {core.mm_id_mapcount[1]}",
                                "shared bit": folio_test_large_maybe_mapped_shared(core)})
             if k is not None and k.mm_id_mapcount is not None:
                 live_fields.update({"_large_mapcount": k.large_mapcount, "_entire_mapcount": k.entire_mapcount,
                                     "_pincount": k.pincount, "_nr_pages_mapped": k.nr_pages_mapped,
-                                    "slot 0": f"{comp._live_role(k.mm_id(0))} {k.mm_id_mapcount[0]}",
-                                    "slot 1": f"{comp._live_role(k.mm_id(1))} {k.mm_id_mapcount[1]}",
+                                    "slot 0": f"{comp.live_role(k.mm_id(0))} {k.mm_id_mapcount[0]}",
+                                    "slot 1": f"{comp.live_role(k.mm_id(1))} {k.mm_id_mapcount[1]}",
                                     "shared bit": k.shared_bit})
         sim_fields["per-page _mapcount"] = _rle(list(core.page_mapcount))
         sim_fields["per-page AnonExclusive"] = _rle([bool(x) for x in f.exclusive])

@@ -206,7 +206,7 @@ def _run_both(stack: ExitStack, run: LiveRun, text: str, commands: list[Command]
         res = LineResult(cmd.line, cmd.text, rec.result, live_result)
         if cmd.verb in ("mmap", "munmap", "mprotect", "mremap", "madvise", "write", "read", "pin", "vmsplice",
                         "unpin", "readpin"):
-            comparator._check(res, "result", "result", cmd.args[0] if cmd.verb not in ("unpin", "readpin") else "",
+            comparator.check(res, "result", "result", cmd.args[0] if cmd.verb not in ("unpin", "readpin") else "",
                               None, "", rec.result, live_result)
         comparator.bind_sim_ids(m)
         sim_faults = m.user_faults[marks["faults"]:]
