@@ -106,7 +106,8 @@ def _anon_order(m: Machine, mm: MM, vma: Vma, vpn: int) -> int:
 
 
 def do_file_fault(m: Machine, mm: MM, vma: Vma, vpn: int, write: bool) -> None:
-    """``do_read_fault()`` (with fault-around), ``do_shared_fault()`` and ``do_cow_fault()``."""
+    """mm/memory.c ``do_fault()``: ``do_read_fault()`` (fault-around first), ``do_shared_fault()`` and
+    ``do_cow_fault()``; the page-cache page comes from ``__do_fault()`` (filemap_fault()/shmem_fault())."""
     file = vma.file
     assert file is not None
     index = vma.file_index(vpn)
@@ -125,30 +126,43 @@ def do_file_fault(m: Machine, mm: MM, vma: Vma, vpn: int, write: bool) -> None:
         m.emit("fault", f"{mm.name}: write fault at {vpn << PAGE_SHIFT:#x} on private {file.name}: "
                         f"copied into {new.name} (do_cow_fault)", folio=new.name)
         return
-    if write:  # do_shared_fault(): map the page-cache page writable
-        f = m.pagecache_folio(file, index)
-        _map_file_ptes(m, mm, vpn, f, index - f.index, 1, True)
-        m.emit("fault", f"{mm.name}: write fault at {vpn << PAGE_SHIFT:#x} maps {f.name} of {file.name} writable",
-               folio=f.name)
+    if write:  # do_shared_fault(): no fault-around; the page-cache folio is mapped writable
+        f = m.pagecache_folio(file, index, vma, vpn)
+        nr = finish_fault(m, mm, vma, vpn, f, True)
+        m.emit("fault", f"{mm.name}: write fault at {vpn << PAGE_SHIFT:#x} maps {f.name} of {file.name} writable"
+                        f"{_how_many(f, nr)}", folio=f.name)
         return
-    _fault_around(m, mm, vma, vpn)
-    if vpn not in mm.ptes:
-        f = m.pagecache_folio(file, index)
-        _map_file_ptes(m, mm, vpn, f, index - f.index, 1, False)
+    around = _fault_around(m, mm, vma, vpn)
+    nr = 0
+    if vpn not in mm.ptes:  # not cached (or not mappable) around the fault: ->fault(), then finish_fault()
+        nr = finish_fault(m, mm, vma, vpn, m.pagecache_folio(file, index, vma, vpn), False)
     f = mm.ptes[vpn].folio
-    m.emit("fault", f"{mm.name}: read fault at {vpn << PAGE_SHIFT:#x} maps {f.name} of {file.name}", folio=f.name)
+    how = f" ({around} page{'s' if around > 1 else ''} by fault-around)" if around and not nr else _how_many(f, nr)
+    m.emit("fault", f"{mm.name}: read fault at {vpn << PAGE_SHIFT:#x} maps {f.name} of {file.name}{how}",
+           folio=f.name)
 
 
-def _fault_around(m: Machine, mm: MM, vma: Vma, vpn: int) -> None:
-    """``do_fault_around()``/``filemap_map_pages()``: map cached pages near the fault, per folio batch."""
+def _how_many(f: SimFolio, nr: int) -> str:
+    return f" (all {nr} pages of the folio: finish_fault)" if nr > 1 else ""
+
+
+def _fault_around(m: Machine, mm: MM, vma: Vma, vpn: int) -> int:
+    """``do_fault_around()``/``filemap_map_pages()``: map cached pages near the fault; returns how many.
+
+    The window starts at the fault rounded down to ``fault_around_pages`` (fault_around_bytes), raised to
+    the VMA's start, and spans that many pages from there, cut at the VMA's end and at the end of the
+    page table. Each cached folio in it is mapped in runs of empty PTEs, one rmap call per run
+    (filemap_map_folio_range()); pages already mapped are skipped.
+    """
     nr = m.options.fault_around_pages
-    if nr <= 1:
-        return
+    if nr <= 1:  # should_fault_around(): a single page means no faulting around at all
+        return 0
     file = vma.file
     assert file is not None
     pmd_base = (vpn >> m.pmd_order) << m.pmd_order
     lo = max(vpn & ~(nr - 1), vma.start, pmd_base)
-    hi = min((vpn & ~(nr - 1)) + nr, vma.end, pmd_base + m.pmd_pages)
+    hi = min(lo + nr, vma.end, pmd_base + m.pmd_pages)
+    mapped = 0
     cur = lo
     while cur < hi:
         f = file.lookup(vma.file_index(cur))
@@ -160,7 +174,38 @@ def _fault_around(m: Machine, mm: MM, vma: Vma, vpn: int) -> None:
         while (cur + run < hi and cur + run not in mm.ptes and page + run < f.nr_pages):
             run += 1
         _map_file_ptes(m, mm, cur, f, page, run, False)
+        mapped += run
         cur += run
+    return mapped
+
+
+def finish_fault(m: Machine, mm: MM, vma: Vma, vpn: int, f: SimFolio, write: bool) -> int:
+    """mm/memory.c ``finish_fault()`` for a shared or read fault on page-cache folio ``f``; returns the pages mapped.
+
+    The faulting page alone, or the whole large folio at once when the VMA is anonymous shared memory
+    (``vma_is_anon_shmem()``; v6.15 keeps other files to one page per fault, userfaultfd is not modelled)
+    and the folio lies inside the VMA and inside the faulting PTE table, and all its PTEs are empty
+    (``pte_range_none()``; otherwise the kernel falls back to the one page). One reference per PTE and
+    one batched rmap call (``set_pte_range()`` -> ``folio_add_file_rmap_ptes()``); a write fault makes
+    every PTE of the batch writable.
+    """
+    page = vma.file_index(vpn) - f.index
+    if _maps_whole_folio(m, mm, vma, vpn - page, f):
+        _map_file_ptes(m, mm, vpn - page, f, 0, f.nr_pages, write)
+        m.counters["fault whole shmem folio"] += 1
+        return f.nr_pages
+    _map_file_ptes(m, mm, vpn, f, page, 1, write)
+    return 1
+
+
+def _maps_whole_folio(m: Machine, mm: MM, vma: Vma, first: int, f: SimFolio) -> bool:
+    """finish_fault()'s condition for mapping all of ``f`` from virtual page ``first``."""
+    if f.nr_pages == 1 or vma.file is None or not vma.file.anon:
+        return False
+    last = first + f.nr_pages - 1
+    if first < vma.start or last >= vma.end or first >> m.pmd_order != last >> m.pmd_order:
+        return False
+    return all(first + k not in mm.ptes for k in range(f.nr_pages))
 
 
 def _map_file_ptes(m: Machine, mm: MM, vpn: int, f: SimFolio, page: int, nr: int, writable: bool) -> None:
@@ -292,4 +337,5 @@ def _decide(m: Machine, advice: str, folio: str, verdict: str, why: str) -> None
     m.emit("decision", text, consumer=f"madvise_{advice}", folio=folio, verdict=verdict, reason=why)
 
 
-__all__ = ["do_anonymous_page", "do_file_fault", "handle_mm_fault", "madvise_cold_pageout", "wp_page_copy"]
+__all__ = ["do_anonymous_page", "do_file_fault", "finish_fault", "handle_mm_fault", "madvise_cold_pageout",
+           "wp_page_copy"]

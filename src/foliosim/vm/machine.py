@@ -420,7 +420,13 @@ class Machine:
 
     # ------------------------------------------------------------- files
     def create_file(self, name: str, size: int, order: int = 0, fill: int = 0, shmem: bool = False) -> None:
-        """A file (or shmem object) of ``size`` bytes whose page cache uses folios of ``order``."""
+        """A file (or shmem object) of ``size`` bytes whose page cache uses folios of ``order``.
+
+        A shmem object has no backing store (no swap here): its data lives only in the page cache, so an
+        object created with content (``fill``, zero by default) is cached whole at creation, as writing it
+        page by page leaves it (mm/shmem.c shmem_get_folio_gfp() allocates a folio per aligned range).
+        A regular file is read into the page cache at its first use (:meth:`pagecache_folio`).
+        """
         if not name or name in self.files:
             raise SimError(f"file {name!r} already exists" if name else "empty file name")
         if size <= 0 or size % PAGE_SIZE:
@@ -431,28 +437,59 @@ class Machine:
             raise SimError(f"fill must be a byte value 0..255, not {fill}")
         self._begin()
         nr = size // PAGE_SIZE
-        self.files[name] = SimFile(name, nr, order, shmem, [filled_page(fill)] * nr)
-        self.ref.file_new(self.files[name])
+        file = SimFile(name, nr, order, shmem, [filled_page(fill)] * nr)
+        self.files[name] = file
+        self.ref.file_new(file)
         self.emit("file", f"{'shmem' if shmem else 'file'} {name}: {nr} pages, folio order {order}")
+        index = 0
+        while shmem and index < nr:
+            first, folio_order = self._cache_range(file, index)
+            index = first + self._add_to_cache(file, first, folio_order, "cached at creation").nr_pages
         self._end()
 
-    def pagecache_folio(self, file: SimFile, index: int) -> SimFolio:
-        """filemap_fault()/shmem_get_folio(): the cached folio for ``index``, read in if absent."""
+    def pagecache_folio(self, file: SimFile, index: int, vma: Vma | None = None, vpn: int = 0) -> SimFolio:
+        """filemap_fault()/shmem_fault(): the cached folio for ``index``, read in (allocated for shmem) if absent.
+
+        ``vma``/``vpn`` are the faulting mapping and page: anonymous shared memory takes its folio order
+        from them (:meth:`_cache_range`).
+        """
         f = file.lookup(index)
         if f is not None:
             return f
+        first, order = self._cache_range(file, index, vma, vpn)
+        return self._add_to_cache(file, first, order, "allocated in" if file.shmem else "read into")
+
+    def _cache_range(self, file: SimFile, index: int, vma: Vma | None = None, vpn: int = 0) -> tuple[int, int]:
+        """The first index and order of the folio a miss at ``index`` allocates.
+
+        The aligned range of the file's order, or a small folio where the file's tail does not fill it.
+        For anonymous shared memory, mm/shmem.c shmem_suitable_orders() also falls back (here to order 0:
+        it is the only large order such an object is given) when the faulting VMA is not suitable
+        (thp_vma_suitable_order(): the aligned virtual range lies inside the VMA and the VMA's linear
+        offset is aligned) or part of the aligned range is cached already.
+        """
         first, nr = file.folio_range(index)
-        order = nr.bit_length() - 1 if nr & (nr - 1) == 0 else 0
-        if order != file.order:  # the tail of the file does not fit a whole folio: read small
-            first, order = index, 0
+        if nr != 1 << file.order:
+            return index, 0
+        if file.anon and nr > 1:
+            clash = any(i in file.cache for i in range(first, first + nr))
+            fits = vma is None or ((vma.start - vma.pgoff) % nr == 0 and vma.start <= vpn - (index - first)
+                                   and vpn - (index - first) + nr <= vma.end)
+            if clash or not fits:
+                return index, 0
+        return first, file.order
+
+    def _add_to_cache(self, file: SimFile, first: int, order: int, how: str) -> SimFolio:
+        """A new page-cache folio for ``[first, first + 2**order)``: the page cache holds ``nr_pages``
+        references (filemap_add_folio()), the allocation's one among them."""
         kind = FolioKind.SHMEM if file.shmem else FolioKind.FILE
         f = self.alloc_folio(kind, order, [file.disk[i] for i in range(first, first + (1 << order))])
         f.file = file
         f.index = first
-        self.get(f, f.nr_pages - 1)  # the page cache holds nr_pages references (1 from allocation)
+        self.get(f, f.nr_pages - 1)
         for i in range(first, first + f.nr_pages):
             file.cache[i] = f
-        self.emit("pagecache", f"{file.name}[{first}..{first + f.nr_pages - 1}] read into {f.name}", folio=f.name)
+        self.emit("pagecache", f"{file.name}[{first}..{first + f.nr_pages - 1}] {how} {f.name}", folio=f.name)
         return f
 
     # ------------------------------------------------------------- address space
@@ -485,10 +522,11 @@ class Machine:
             start = addr >> PAGE_SHIFT
             self._do_munmap(task.mm, start, start + nr)  # MAP_FIXED replaces what was there
         if file is None and shared:  # shmem_zero_setup(): MAP_SHARED|MAP_ANONYMOUS is shmem
-            order = max(thp or {0})
+            # its folios take the highest of the mapping's (else the machine's) THP orders, if below the PMD order
+            order = max((thp if thp is not None else self.options.thp) or {0})
             name = f"anon-shmem{self._next['shmem']}"
             self._next["shmem"] += 1
-            src = SimFile(name, nr, order if order < self.pmd_order else 0, True)
+            src = SimFile(name, nr, order if order < self.pmd_order else 0, True, anon=True)
             self.files[name] = src
             self.ref.file_new(src)
         vma_thp = (thp if thp is not None else self.options.thp) if file is None and not shared else frozenset()

@@ -3,6 +3,9 @@
 A page-cache folio is shared by every task that maps the file: each mapping
 adds rmap and a reference; the page cache itself holds ``nr_pages``
 references (filemap_add_folio()). Nothing is ever evicted or written back.
+A regular file is read in at first use; a shmem object has no backing store
+(no swap here), so a shmem object made by ``file`` is cached whole at creation,
+and anonymous shared memory gets its folios at the first fault of each range.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ class SimFile:
     """A regular file or a shmem object: its on-disk pages and its cached folios.
 
     ``order`` is the folio order the page cache allocates (large folios of
-    file systems / shmem huge=, simplified to one order per file).
+    file systems / shmem huge=, simplified to one order per file). ``anon``
+    marks the shmem object behind MAP_SHARED|MAP_ANONYMOUS memory
+    (shmem_zero_setup()): its VMAs are the ones ``vma_is_anon_shmem()`` is
+    true for.
     """
 
     name: str
@@ -27,6 +33,7 @@ class SimFile:
     shmem: bool = False
     disk: list[bytes] = field(default_factory=list)
     cache: dict[int, SimFolio] = field(default_factory=dict)  # every page index -> folio
+    anon: bool = False
 
     def __post_init__(self) -> None:
         if not self.disk:
