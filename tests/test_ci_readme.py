@@ -20,3 +20,15 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_demo_command_runs_foliosim() -> None:
     assert "foliosim" in _command("Demo:")
+
+
+def test_docs_link_only_inside_the_project() -> None:
+    """A user who clones the project has only the project: README and docs link nothing above it."""
+    import re
+
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)", path.read_text()):
+            if "://" in target:
+                continue
+            assert (path.parent / target).resolve().is_relative_to(ROOT), f"{path.name} links outside: {target}"
+            assert (path.parent / target).exists(), f"{path.name} links a missing file: {target}"

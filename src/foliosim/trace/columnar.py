@@ -1,7 +1,7 @@
 """The rmap trace in columnar form: one numpy array per field, read back at full speed.
 
 A :class:`ColumnarTrace` holds the same operations as a JSON Lines trace
-(``shared/spec/rmap-trace.md``), one array per field, names replaced by
+(``docs/trace-format.md``), one array per field, names replaced by
 indices into two name tables. On disk it is an uncompressed ``.npz`` file
 (numpy's zip of ``.npy`` arrays, loaded without pickle):
 

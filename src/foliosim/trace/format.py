@@ -1,6 +1,6 @@
 """The rmap trace's JSON Lines form: operations in, state records out.
 
-The contract is ``shared/spec/rmap-trace.md``; :func:`parse_op` accepts exactly
+The contract is ``docs/trace-format.md``; :func:`parse_op` accepts exactly
 its operations and :func:`folio_record` produces exactly its fields.
 """
 
