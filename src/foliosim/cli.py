@@ -416,26 +416,34 @@ def view(input_path: str | None, output: str | None, word_bits: str, no_page_map
             with open(tmp, "w", encoding="utf-8") as handle:
                 handle.write(text)
             os.replace(tmp, path)  # all or nothing: no half-written page
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-            fail(f"cannot write {path}: {exc.strerror or exc}")
-        click.echo(f"foliosim view: wrote {path} ({len(text.encode('utf-8')) / 1024:.0f} KiB)", err=True)
+            fail(f"cannot write {_shown(path)}: {getattr(exc, 'strerror', None) or exc}")
+        click.echo(f"foliosim view: wrote {_shown(path)} ({len(text.encode('utf-8')) / 1024:.0f} KiB)", err=True)
 
     def scenario(path: str, page_title: str | None) -> ViewModel:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            fail(f"cannot read {_shown(path)}: {exc.strerror or exc}")
+        return scenario_text(data, path, page_title)
+
+    def scenario_text(data: bytes, path: str, page_title: str | None) -> ViewModel:
         from foliosim.report.view_scenario import scenario_frames
         from foliosim.vm.scenario import ScenarioError
 
+        shown = "standard input" if path == "-" else _shown(path)
         try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
-        name = os.path.basename(path)
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            fail(f"cannot read {shown}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+        name = "standard input" if path == "-" else _shown(os.path.basename(path))
         try:
             return scenario_frames(text, config, page_title or name, name)[0]
         except ScenarioError as exc:
-            fail(f"{path}: {exc} (no page written)")
+            fail(f"{shown}: {exc} (no page written)")
 
     def failures(path: str, model: ViewModel) -> str | None:
         failed = model.failed
@@ -445,6 +453,7 @@ def view(input_path: str | None, output: str | None, word_bits: str, no_page_map
                 f"{failed[0].failed}; the page shows them")
 
     config = _config(word_bits, no_page_mapcount)
+    title = _shown(title) if title is not None else None
     if examples_dir is not None:
         if input_path is not None or output is not None:
             fail("give either INPUT (with -o) or --examples DIR, not both", 2)
@@ -482,29 +491,47 @@ def view(input_path: str | None, output: str | None, word_bits: str, no_page_map
         fail("--scenarios goes with --examples DIR", 2)
     if input_path is None:
         fail("missing INPUT (an rmap trace .jsonl or - for stdin, or a scenario file), or use --examples DIR", 2)
-    if input_path != "-" and not os.path.isfile(input_path):
-        fail(f"cannot read {input_path}: no such file")
+    shown_input = "standard input" if input_path == "-" else _shown(input_path)
+    if input_path != "-":
+        if os.path.isdir(input_path):
+            fail(f"{shown_input}: is a directory (give an rmap trace or a scenario file, or --examples DIR)")
+        if not os.path.exists(input_path):
+            fail(f"cannot read {shown_input}: no such file")
+        if not os.path.isfile(input_path):
+            fail(f"cannot read {shown_input}: not a regular file")
     if output is None:
         if input_path == "-":
             fail("reading standard input: give the page's name with -o OUT.html", 2)
         output = os.path.splitext(input_path)[0] + ".html"
-    if input_path != "-" and not input_path.endswith(".jsonl"):
-        model = scenario(input_path, title)
+    lines, error = _open_lines(input_path)
+    if lines is None:
+        fail(_shown(str(error)))
+    # A trace or a scenario? A .jsonl file is a trace and a .scenario file a scenario; anything else (standard
+    # input too) is what its first line after blanks and # comments says: a JSON object starts a trace.
+    is_trace: bool | None = True if input_path.endswith(".jsonl") else False if input_path.endswith(
+        ".scenario") else None
+    if is_trace is None:
+        is_trace, lines = _sniff_trace(lines)
+    if is_trace is None:
+        is_trace = input_path == "-"
+    if not is_trace:
+        try:
+            data = b"".join(lines)
+        except OSError as exc:
+            fail(f"cannot read {shown_input}: {exc.strerror or exc}")
+        model = scenario_text(data, input_path, title)
         write(output, render_page(model))
-        failure = failures(input_path, model)
+        failure = failures(shown_input, model)
         if failure:
             fail(failure, 4)
         return
-    lines, error = _open_lines(input_path)
-    if lines is None:
-        fail(str(error))
-    source = "standard input" if input_path == "-" else os.path.basename(input_path)
+    source = "standard input" if input_path == "-" else _shown(os.path.basename(input_path))
     try:
         model = trace_frames(lines, config, title or source, source)
     except (ViewInputError, ValueError) as exc:
-        fail(f"{input_path}: {exc} (no page written)")
+        fail(f"{shown_input}: {exc} (no page written)")
     except (OSError, FoliosimError) as exc:
-        fail(f"cannot read {input_path}: {exc}")
+        fail(f"cannot read {shown_input}: {exc}")
     write(output, render_page(model))
     rejected = model.rejected
     if rejected:
@@ -512,6 +539,24 @@ def view(input_path: str | None, output: str | None, word_bits: str, no_page_map
         fail(f"{source}: {len(rejected)} operation(s) rejected, first at line {first.line} (step {first.step}): "
              f"{first.error}; the page shows them", 3)
 
+
+
+def _sniff_trace(lines: Iterator[bytes]) -> tuple[bool | None, Iterator[bytes]]:
+    """Whether the first significant line (not blank, not a # comment) is a JSON object, and every line again.
+
+    None when there is no such line. Only the lines up to that one are read ahead.
+    """
+    import itertools
+
+    head: list[bytes] = []
+    verdict: bool | None = None
+    for raw in lines:
+        head.append(raw)
+        stripped = raw.strip()
+        if stripped and not stripped.startswith(b"#"):
+            verdict = stripped.startswith(b"{")
+            break
+    return verdict, itertools.chain(head, lines)
 
 
 # --------------------------------------------------------------------------- evaluator (issue 5)
@@ -567,27 +612,45 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
     """
     import time
     from pathlib import Path
+    from typing import NoReturn
 
     from foliosim.errors import FoliosimError
+    from foliosim.evaluate.cell import file_workload
     from foliosim.evaluate.store import ResultsDB
     from foliosim.evaluate.sweep import Grid, pending, run_dask, run_local
     from foliosim.schemes.base import DESIGNS
     from foliosim.workloads.generators import WORKLOADS
+    from foliosim.workloads.steps import WorkloadError, load_steps
+
+    def fail(message: str, code: int) -> NoReturn:
+        click.echo(f"foliosim compare: {message}", err=True)
+        sys.exit(code)
 
     grid_params: dict[str, list[Any]] = {}
     for item in params:
         key, eq, values = item.partition("=")
+        key = key.strip()
         if not eq or not key or not values:
-            click.echo(f"foliosim compare: --param {item!r}: expected [WORKLOAD.]KEY=V1,V2", err=True)
-            sys.exit(2)
+            fail(f"--param {item!r}: expected [WORKLOAD.]KEY=V1,V2", 2)
+        if key in grid_params:
+            fail(f"--param {key} is given twice; give all its values in one list (--param {key}=V1,V2)", 2)
         grid_params[key] = _param_values(values)
+        repeated = sorted({str(v) for v in grid_params[key] if grid_params[key].count(v) > 1})
+        if repeated:
+            fail(f"--param {item!r}: {', '.join(repeated)} listed twice", 2)
     texts: dict[str, str] = {}
     for path in files:
         try:
-            texts[f"file:{Path(path).name}"] = Path(path).read_text(encoding="utf-8")
+            text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            click.echo(f"foliosim compare: cannot read {path}: {getattr(exc, 'strerror', None) or exc}", err=True)
-            sys.exit(2)
+            fail(f"cannot read {_shown(path)}: {getattr(exc, 'strerror', None) or exc}", 2)
+        try:
+            steps = load_steps(text, _shown(path))
+        except WorkloadError as exc:
+            fail(str(exc), 2)
+        if not steps:
+            fail(f"{_shown(path)}: no steps (an empty workload file; `foliosim trace -o FILE -- COMMAND` makes one)", 2)
+        texts[file_workload(_shown(Path(path).name), text)] = text
     chosen_workloads = _split_list(workloads) or ([] if files else list(WORKLOADS))
     if chosen_workloads == ["all"]:
         chosen_workloads = list(WORKLOADS)
@@ -598,37 +661,123 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
     try:
         cells = grid.cells()
     except (ValueError, FoliosimError) as exc:
-        click.echo(f"foliosim compare: {exc}", err=True)
-        sys.exit(2)
+        fail(str(exc), 2)
+    # Every output is checked before the first cell runs.
+    problem = (_output_file_problem(csv_out, "--csv") or _output_file_problem(parquet_out, "--parquet")
+               or _output_dir_problem(report_dir, "--report"))
+    if problem:
+        fail(problem, 1)
+    if parquet_out and not _have_module("duckdb"):
+        fail("--parquet needs DuckDB: pip install 'foliosim[parquet]'", 1)
+    if dask_address:
+        problem = _dask_address_problem(dask_address)
+        if problem:
+            fail(problem, 2)
     try:
         db = ResultsDB(db_path)
     except FoliosimError as exc:
-        click.echo(f"foliosim compare: {exc}", err=True)
-        sys.exit(1)
+        fail(str(exc), 1)
     todo = pending(cells, db)
     began = time.perf_counter()
     where = f"Dask at {dask_address}" if dask_address else f"{jobs or 'all'} local processes"
-    click.echo(f"foliosim compare: {len(cells)} cells, {len(cells) - len(todo)} already in {db_path}, "
+    click.echo(f"foliosim compare: {len(cells)} cells, {len(cells) - len(todo)} already in {_shown(db_path)}, "
                f"{len(todo)} to run on {where}", err=True)
+    if texts and seeds > 1:
+        click.echo("foliosim compare: workload files run once each (seed 1): their steps do not depend on the seed",
+                   err=True)
     try:
         with _progress(len(todo), quiet) as advance:
             if dask_address:
                 run_dask(todo, db, dask_address, advance)
             else:
                 run_local(todo, db, jobs, advance)
-    except (OSError, TimeoutError, RuntimeError, FoliosimError) as exc:
-        click.echo(f"foliosim compare: the sweep stopped: {exc} (finished cells are kept in {db_path}; "
-                   "run the same command again to resume)", err=True)
-        sys.exit(1)
+    except (OSError, TimeoutError, RuntimeError, ValueError, FoliosimError) as exc:
+        if db.discard_if_unused():
+            fail(f"the sweep stopped before its first cell: {exc} (nothing written; {_shown(db_path)} not created)", 1)
+        fail(f"the sweep stopped: {exc} (finished cells are kept in {_shown(db_path)}; "
+             "run the same command again to resume)", 1)
     click.echo(f"foliosim compare: ran {len(todo)} cells in {time.perf_counter() - began:.1f} s", err=True)
+    cell_ids = [cell.cell_id for cell in cells]
+    from foliosim.report.evaluation import refused_steps, report_text, write_report
+
+    run_cells = [c for c in db.cells() if c["cell_id"] in set(cell_ids)]
+    for refused in refused_steps(run_cells):
+        click.echo(f"foliosim compare: the simulator refused {refused.steps} step(s) of {refused.workload} in "
+                   f"{refused.cells} cell(s) (skipped and counted as skipped_steps); the first:", err=True)
+        for first in refused.first:
+            click.echo(f"  {first}", err=True)
     _exports(db, csv_out, parquet_out, "compare")
     db.close()
-    from foliosim.report.evaluation import report_text, write_report
-
+    click.echo(report_text(db_path, cell_ids), nl=False)
+    sys.stdout.flush()
     if report_dir is not None:
-        files_written = write_report(db_path, report_dir)
+        try:
+            files_written = write_report(db_path, report_dir, cell_ids)
+        except (ValueError, FoliosimError) as exc:
+            fail(f"--report: {exc}", 1)
         click.echo(f"foliosim compare: report in {files_written.markdown} and {files_written.html}", err=True)
-    click.echo(report_text(db_path), nl=False)
+
+
+def _shown(path: str) -> str:
+    """``path`` as printable text (a file name that is not UTF-8 shows its bad bytes as U+FFFD)."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _have_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _output_file_problem(path: str | None, option: str) -> str | None:
+    """Why ``path`` cannot be written as a new or replaced file (None: it can)."""
+    import os
+
+    if not path:
+        return None
+    shown = _shown(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"{option} {shown}: is a directory"
+    if not os.path.isdir(folder):
+        return f"{option} {shown}: the directory {_shown(folder)} does not exist"
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return f"{option} {shown}: cannot write there (permission denied or a read-only file system)"
+    return None
+
+
+def _output_dir_problem(path: str | None, option: str) -> str | None:
+    """Why ``path`` cannot be (created as) a directory to write into (None: it can)."""
+    import os
+
+    if not path:
+        return None
+    shown = _shown(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"{option} {shown}: is a file, not a directory"
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return f"{option} {shown}: {_shown(probe)} is a file, not a directory"
+    if not os.access(probe, os.W_OK):
+        return f"{option} {shown}: cannot write into {_shown(probe)} (permission denied or a read-only file system)"
+    return None
+
+
+def _dask_address_problem(address: str) -> str | None:
+    """Why ``address`` cannot name a Dask scheduler, or why Dask cannot run here (None: it may)."""
+    if not _have_module("distributed"):
+        return "--dask needs dask.distributed: pip install 'foliosim[dask]'"
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls", "ws", "wss"):
+            parse_host_port(location)
+    except ValueError as exc:
+        return f"--dask {address!r}: not a scheduler address ({exc}); expected e.g. tcp://127.0.0.1:8786"
+    return None
 
 
 def _exports(db: Any, csv_out: str | None, parquet_out: str | None, verb: str) -> None:
@@ -729,17 +878,29 @@ def trace_cmd(command: tuple[str, ...], out_path: str | None, strace_file: str |
     from pathlib import Path
 
     from foliosim.workloads.steps import dump_steps
-    from foliosim.workloads.strace import TRACED, import_strace
+    from foliosim.workloads.strace import TRACED, check_params, import_strace
 
     model: dict[str, int] = {}
     for item in params:
         key, _eq, value = item.partition("=")
+        if key in model:
+            click.echo(f"foliosim trace: --param {key} is given twice", err=True)
+            sys.exit(2)
         try:
             model[key] = int(value)
         except ValueError:
             click.echo(f"foliosim trace: --param {item!r}: expected KEY=INTEGER", err=True)
             sys.exit(2)
+    try:
+        check_params(model)
+    except ValueError as exc:
+        click.echo(f"foliosim trace: --param: {exc}", err=True)
+        sys.exit(2)
     rc: int | None = None
+    problem = _output_file_problem(keep_strace, "--keep-strace")
+    if problem:
+        click.echo(f"foliosim trace: {problem}", err=True)
+        sys.exit(1)
     if strace_file is not None:
         if command:
             click.echo("foliosim trace: give either --from-strace FILE or a COMMAND, not both", err=True)
@@ -768,7 +929,7 @@ def trace_cmd(command: tuple[str, ...], out_path: str | None, strace_file: str |
                 sys.exit(1)
             text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
             if keep_strace:
-                Path(keep_strace).write_text(text, encoding="utf-8")
+                _write_atomic(keep_strace, text, "trace")
         if not text.strip():
             click.echo(f"foliosim trace: strace recorded nothing (exit status {rc}); is ptrace allowed here?",
                        err=True)

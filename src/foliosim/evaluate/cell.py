@@ -21,13 +21,20 @@ from foliosim.kconfig import KernelConfig
 from foliosim.schemes.base import make_design
 from foliosim.vm.machine import Machine, MachineOptions
 from foliosim.workloads.generators import build_workload, default_params
-from foliosim.workloads.steps import Step, load_steps
+from foliosim.workloads.steps import Step, WorkloadError, load_steps
 
 #: Bump when what a cell measures changes: old rows then no longer match any cell id.
 RESULTS_SCHEMA = 1
 FILE_PREFIX = "file:"
 
 MetricRow = tuple[str, str, int, int, float]
+
+
+def file_workload(name: str, text: str) -> str:
+    """The workload label of a workload file: ``file:NAME@HASH``, HASH the first 12 hex digits of the
+    SHA-256 of its text, so two different files of the same name stay apart (and the same file under
+    one name is the same workload wherever it is read from)."""
+    return f"{FILE_PREFIX}{name}@{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +81,8 @@ def make_cell(design: str, workload: str, params: dict[str, Any] | None, seed: i
     if workload.startswith(FILE_PREFIX):
         if workload_text is None:
             raise ValueError(f"workload {workload!r} needs its steps")
-        load_steps(workload_text, workload)
+        if not load_steps(workload_text, workload):
+            raise WorkloadError(f"workload {workload!r} has no steps (an empty workload file)")
         merged: dict[str, Any] = dict(params or {})
     else:
         merged = default_params(workload)
@@ -118,4 +126,5 @@ def run_cell(spec: CellSpec) -> CellResult:
     notes = list(probe.problems)
     if stats.first_skip:
         notes.append(f"first skipped: {stats.first_skip}")
+    notes += [f"skipped: {where}" for where in stats.skips[1:]]
     return CellResult(spec.cell_id, spec, probe.tally.rows(), time.perf_counter() - began, stats.skipped, notes)

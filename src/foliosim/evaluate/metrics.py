@@ -175,7 +175,12 @@ def headline(s: Summary) -> Headline:
     unsafe_sound = sum(s.by_design[d].total["unsafe"] for d in sound_designs)
     unsound = {d: s.by_design[d].total["unsafe"] for d in s.designs if d not in sound_designs}
     leaks_sound = sum(s.by_design[d].total["oracle_leaks"] for d in sound_designs)
-    sentence = "; ".join(parts) + "." if parts else "No kernel cells in this database."
+    if parts:
+        sentence = "; ".join(parts) + "."
+    elif kernel is not None:
+        sentence = "Two-slot tracking (kernel) answered no consumer check on a large folio in these cells."
+    else:
+        sentence = "No kernel cells in these results."
     sentence += (f" Sound designs ({', '.join(sound_designs)}) made {int(unsafe_sound)} unsafe decisions"
                  f" and the isolation oracle saw {int(leaks_sound)} leaks")
     for design, unsafe in unsound.items():

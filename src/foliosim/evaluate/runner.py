@@ -30,6 +30,7 @@ class RunStats:
     skipped: int = 0
     errors: Counter[str] = field(default_factory=Counter)  # syscalls that returned -errno, SIGSEGVs
     first_skip: str | None = None
+    skips: list[str] = field(default_factory=list)  # the first few refused steps (the first is first_skip)
 
 
 class WorkloadRunner:
@@ -51,8 +52,11 @@ class WorkloadRunner:
                 if self.strict:
                     raise WorkloadError(f"step {index + 1} ({step.verb} {step.task}): {exc}") from None
                 self.stats.skipped += 1
+                where = f"step {index + 1} ({step.verb} {step.task}): {exc}"
                 if self.stats.first_skip is None:
-                    self.stats.first_skip = f"step {index + 1} ({step.verb} {step.task}): {exc}"
+                    self.stats.first_skip = where
+                if len(self.stats.skips) < 3:
+                    self.stats.skips.append(where)
             self.stats.steps += 1
             if self.probe is not None:
                 self.probe.after_step()

@@ -7,7 +7,9 @@ Schema (docs/evaluator.md has the metric list)::
           skipped, notes JSON, finished)
     metrics(cell_id, metric, consumer, folio_order, mms, value,
             PRIMARY KEY (cell_id, metric, consumer, folio_order, mms))
-    meta(key PRIMARY KEY, value)         -- schema version
+    meta(key PRIMARY KEY, value)         -- schema version, application
+
+The file's SQLite ``application_id`` marks it as foliosim's (see ResultsDB).
 
 A cell and its metrics are written in one transaction, so an interrupted
 sweep leaves only whole cells behind and resumes where it stopped.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import csv
 import importlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -48,23 +51,96 @@ class StoreError(FoliosimError):
     """The results database cannot be used (names the file and why)."""
 
 
+#: SQLite ``PRAGMA application_id`` of a foliosim results database ("FoSm").
+APPLICATION_ID = 0x466F536D
+APPLICATION = "foliosim results"
+_OUR_TABLES = {"meta", "cells", "metrics"}
+
+
+def _inspect(path: Path) -> str:
+    """``"new"`` (no file, an empty file, or an SQLite file without tables) or ``"ours"``; StoreError otherwise.
+
+    Reads the file through a read-only connection, so a refused file is never changed.
+    """
+    if path.is_dir():
+        raise StoreError(f"{path}: is a directory, not a results database file")
+    folder = path.absolute().parent
+    if not path.exists():
+        if not folder.is_dir():
+            raise StoreError(f"cannot create the results database {path}: the directory {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise StoreError(f"cannot create the results database {path}: the directory {folder} is not writable")
+        return "new"
+    try:
+        if path.stat().st_size == 0:
+            return "new"
+        conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
+    except (OSError, sqlite3.DatabaseError) as exc:
+        raise StoreError(f"{path}: cannot open it ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        legacy = False
+        if app_id == 0 and tables >= _OUR_TABLES:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(cells)")}
+            schema = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            legacy = schema is not None and {"cell_id", "identity", "notes"} <= columns
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a usable SQLite results database ({exc})") from None
+    finally:
+        conn.close()
+    if app_id == APPLICATION_ID or legacy:
+        return "ours"
+    if app_id != 0:
+        raise StoreError(f"{path}: an SQLite database of another program (application id {app_id:#x}); "
+                         "foliosim leaves it alone: give a new --db file")
+    if not tables:
+        return "new"
+    raise StoreError(f"{path}: an SQLite database that foliosim did not write (tables: {', '.join(sorted(tables))}); "
+                     "foliosim leaves it alone: give a new --db file")
+
+
 class ResultsDB:
-    """A results database file (created on first use)."""
+    """A results database file (created on first use).
+
+    Only foliosim's own databases are opened: a new or empty file becomes one
+    (SQLite ``application_id`` :data:`APPLICATION_ID` plus the ``meta`` table);
+    an existing file must carry that id, or be a database foliosim wrote before
+    the id existed (``meta`` with a schema row, ``cells`` and ``metrics``).
+    Anything else is refused before a single byte is written to it.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.created = _inspect(self.path) == "new"
         try:
             self.conn = sqlite3.connect(self.path)
-            self.conn.executescript(SCHEMA)
-            row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is None:
-                self.conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(RESULTS_SCHEMA),))
+            if self.created:
+                self.conn.executescript(SCHEMA)
+                self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(RESULTS_SCHEMA),))
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('application', ?)", (APPLICATION,))
                 self.conn.commit()
-            elif row[0] != str(RESULTS_SCHEMA):
-                raise StoreError(f"{self.path}: results schema {row[0]}, this foliosim writes {RESULTS_SCHEMA}; "
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None or row[0] != str(RESULTS_SCHEMA):
+                found = row[0] if row is not None else "missing"
+                self.conn.close()
+                raise StoreError(f"{self.path}: results schema {found}, this foliosim writes {RESULTS_SCHEMA}; "
                                  "use a new database file")
+            if not self.created and self.conn.execute("PRAGMA application_id").fetchone()[0] == 0:
+                self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")  # written before the marker
+                self.conn.commit()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: not a usable SQLite results database ({exc})") from None
+
+    def discard_if_unused(self) -> bool:
+        """Close and delete the file if this object created it and no cell was stored; True if deleted."""
+        if not self.created or self.done():
+            return False
+        self.close()
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        return True
 
     def close(self) -> None:
         self.conn.close()
@@ -134,9 +210,30 @@ class ResultsDB:
                          "metric": "VARCHAR", "consumer": "VARCHAR", "folio_order": "INTEGER", "mms": "INTEGER",
                          "value": "DOUBLE"}
                 cols = "{" + ", ".join(f"'{k}': '{v}'" for k, v in types.items()) + "}"
-                target = str(out).replace("'", "''")
+                built = Path(tmp) / "metrics.parquet"
                 con.execute(f"COPY (SELECT * FROM read_csv('{staged}', header=true, columns={cols})) "
-                            f"TO '{target}' (FORMAT parquet)")
+                            f"TO '{built}' (FORMAT parquet)")
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot write {out}: DuckDB failed ({exc})") from None
             finally:
                 con.close()
+            _move_into_place(built, Path(out))
         return count
+
+
+def _move_into_place(src: Path, dest: Path) -> None:
+    """Copy ``src`` beside ``dest`` and rename it there: ``dest`` is either untouched or complete."""
+    import shutil
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(dir=dest.absolute().parent, prefix=f".{dest.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise StoreError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle, open(src, "rb") as data:
+            shutil.copyfileobj(data, handle)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StoreError(f"cannot write {dest}: {exc.strerror or exc}") from None

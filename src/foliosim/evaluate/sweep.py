@@ -36,7 +36,7 @@ class Grid:
     word_bits: tuple[int, ...] = (64,)
     no_page_mapcount: bool = False
     oracle: str = "reuse"
-    files: dict[str, str] = field(default_factory=dict)  # "file:NAME" -> workload JSON Lines
+    files: dict[str, str] = field(default_factory=dict)  # "file:NAME@HASH" -> workload JSON Lines (run once)
 
     def cells(self) -> list[CellSpec]:
         """Every cell, validated; parameter keys a workload does not have are not varied for it."""
@@ -44,7 +44,9 @@ class Grid:
         out: list[CellSpec] = []
         for workload in (*self.workloads, *self.files):
             variations = self._variations(workload)
-            for design, variation, seed, bits in itertools.product(self.designs, variations, self.seeds,
+            # A workload file's steps do not depend on the seed: one seed gives every result.
+            seeds = self.seeds[:1] if workload in self.files else self.seeds
+            for design, variation, seed, bits in itertools.product(self.designs, variations, seeds,
                                                                     self.word_bits):
                 out.append(make_cell(design, workload, variation, seed, word_bits=bits,
                                      no_page_mapcount=self.no_page_mapcount, oracle=self.oracle,
@@ -65,17 +67,20 @@ class Grid:
         if workload in self.files:
             return [{}]
         defaults = default_params(workload)  # WorkloadError names an unknown workload
-        axes: list[tuple[str, list[Any]]] = []
+        axes: dict[str, list[Any]] = {}
+        scoped: set[str] = set()
         for key, values in self.params.items():
             scope, dot, name = key.rpartition(".")
             if dot and scope != workload:
                 continue
-            if name in defaults or name == "probe_rate":
-                axes.append((name, values))
+            if (name in defaults or name == "probe_rate") and (dot or name not in scoped):
+                axes[name] = values  # "WORKLOAD.KEY" wins over "KEY" for its workload
+                if dot:
+                    scoped.add(name)
         if not axes:
             return [{}]
-        names = [name for name, _ in axes]
-        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(v for _, v in axes))]
+        names = list(axes)
+        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes.values())]
 
 
 def pending(cells: Iterable[CellSpec], db: ResultsDB) -> list[CellSpec]:

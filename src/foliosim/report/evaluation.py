@@ -232,33 +232,109 @@ class ReportFiles:
     headline: str
 
 
-def write_report(db_path: str | Path, outdir: str | Path) -> ReportFiles:
-    """Write report.md, report.html and plots/ into ``outdir``; returns the paths and the headline."""
+@dataclass(slots=True)
+class Refused:
+    """Steps the simulator refused in one workload's cells (imported traces: counted, not fatal)."""
+
+    workload: str
+    cells: int
+    steps: int
+    first: list[str]
+
+
+def refused_steps(cells: list[dict[str, Any]], examples: int = 3) -> list[Refused]:
+    """Per workload: cells with refused steps, how many steps, and the first few distinct refusals."""
+    import json
+
+    out: dict[str, Refused] = {}
+    for cell in cells:
+        if not cell["skipped"]:
+            continue
+        entry = out.setdefault(cell["workload"], Refused(cell["workload"], 0, 0, []))
+        entry.cells += 1
+        entry.steps += int(cell["skipped"])
+        try:
+            notes = json.loads(cell["notes"])
+        except (TypeError, ValueError):
+            notes = []
+        for note in notes if isinstance(notes, list) else []:
+            kind, sep, text = str(note).partition(": ")
+            if sep and kind in ("first skipped", "skipped") and text not in entry.first and len(entry.first) < examples:
+                entry.first.append(text)
+    return [out[w] for w in sorted(out)]
+
+
+def refused_table(refused: list[Refused]) -> Table:
+    return ("Steps the simulator refused (skipped and counted; imported traces only)",
+            ["workload", "cells", "refused steps", "first refusals"],
+            [[r.workload, _num(r.cells), _num(r.steps), "; ".join(r.first) or "n/a"] for r in refused])
+
+
+def _cells(db: ResultsDB, cell_ids: list[str] | None) -> list[dict[str, Any]]:
+    cells = db.cells()
+    if cell_ids is None:
+        return cells
+    wanted = set(cell_ids)
+    return [c for c in cells if c["cell_id"] in wanted]
+
+
+def _write_text(path: Path, text: str) -> None:
+    """All or nothing: a temporary file beside ``path``, renamed into place."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(db_path: str | Path, outdir: str | Path, cell_ids: list[str] | None = None) -> ReportFiles:
+    """Write report.md, report.html and plots/ into ``outdir``; returns the paths and the headline.
+
+    ``cell_ids`` limits the report to those cells (``compare --report``: the cells of its grid).
+    ValueError (naming the path) when the report cannot be written.
+    """
     out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file, not a directory (the report is report.md, report.html and plots/ "
+                         "inside a directory)")
     db = ResultsDB(db_path)
     try:
-        cells = db.cells()
+        cells = _cells(db, cell_ids)
         if not cells:
             raise ValueError(f"{db_path}: the results database has no finished cells (run foliosim compare)")
-        summary = summarize(cells, db.metric_rows())
+        summary = summarize(cells, db.metric_rows(None if cell_ids is None else [c["cell_id"] for c in cells]))
     finally:
         db.close()
     tbls = tables(summary)
-    figs = plots(summary, out / "plots")
-    md = out / "report.md"
-    md.write_text(markdown(summary, tbls, figs, out, str(db_path)), encoding="utf-8")
-    page = out / "report.html"
-    page.write_text(html_page(summary, tbls, figs, str(db_path)), encoding="utf-8")
+    refused = refused_steps(cells)
+    if refused:
+        tbls.append(refused_table(refused))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        figs = plots(summary, out / "plots")
+        md = out / "report.md"
+        _write_text(md, markdown(summary, tbls, figs, out, str(db_path)))
+        page = out / "report.html"
+        _write_text(page, html_page(summary, tbls, figs, str(db_path)))
+    except OSError as exc:
+        where = exc.filename if exc.filename else out
+        raise ValueError(f"cannot write the report into {out}: {where}: {exc.strerror or exc}") from None
     return ReportFiles(md, page, figs, headline(summary).text)
 
 
-def report_text(db_path: str | Path) -> str:
-    """The headline and the design table as plain text (for the terminal)."""
+def report_text(db_path: str | Path, cell_ids: list[str] | None = None) -> str:
+    """The headline as plain text (for the terminal); ``cell_ids`` limits it to those cells."""
     buf = io.StringIO()
     db = ResultsDB(db_path)
     try:
-        summary = summarize(db.cells(), db.metric_rows())
+        cells = _cells(db, cell_ids)
+        summary = summarize(cells, db.metric_rows(None if cell_ids is None else [c["cell_id"] for c in cells]))
     finally:
         db.close()
     buf.write(headline(summary).text + "\n")

@@ -373,6 +373,44 @@ WORKLOADS: dict[str, tuple[Generator, Params, str]] = {
 }
 
 
+#: parameter -> (kind, smallest, largest): kind "int" (a whole number) or "rate" (a fraction 0..1);
+#: "order" kinds take 0 or 2..9 (anon mTHP/THP orders: order-1 anon folios do not exist).
+PARAM_RULES: dict[str, tuple[str, float, float | None]] = {
+    "pages": ("int", 1, None), "file_pages": ("int", 1, None), "lib_pages": ("int", 1, None),
+    "order": ("order", 0, 9), "lib_order": ("int", 0, 9), "file_order": ("int", 0, 9),
+    "rounds": ("int", 0, None), "child_writes": ("int", 0, None), "parent_writes": ("int", 0, None),
+    "commands": ("int", 0, None), "pipeline": ("int", 1, None), "generations": ("int", 0, None),
+    "helpers": ("int", 0, None), "helper_life": ("int", 1, None), "serve_writes": ("int", 0, None),
+    "children": ("int", 1, None), "requests": ("int", 0, None), "parent_write_rate": ("rate", 0, 1),
+    "snapshots": ("int", 0, None), "writes": ("int", 0, None), "procs": ("int", 1, None),
+    "ops": ("int", 0, None), "max_procs": ("int", 1, None), "probe_rate": ("rate", 0, 1),
+}
+
+
+def param_need(key: str) -> str:
+    """What parameter ``key`` takes, in words (for error messages and docs)."""
+    kind, low, high = PARAM_RULES.get(key, ("int", 0, None))
+    if kind == "order":
+        return "0 or 2..9 (an anon mTHP/THP order)"
+    if kind == "rate":
+        return "a number from 0 to 1"
+    if high is None:
+        return f"a whole number >= {int(low)}"
+    return f"a whole number from {int(low)} to {int(high)}"
+
+
+def check_param(workload: str, key: str, value: Any) -> None:
+    """WorkloadError naming the workload, the parameter and what it needs when ``value`` is out of its range."""
+    kind, low, high = PARAM_RULES.get(key, ("int", 0, None))
+    if kind == "rate":
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= (high or 1)
+    else:
+        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value and (
+            high is None or value <= high) and not (kind == "order" and value == 1)
+    if not ok:
+        raise WorkloadError(f"workload {workload!r}: parameter {key} must be {param_need(key)}, not {value!r}")
+
+
 def default_params(workload: str) -> Params:
     return dict(_lookup(workload)[1])
 
@@ -393,9 +431,8 @@ def build_workload(workload: str, params: Params | None, seed: int) -> list[Step
             raise WorkloadError(f"workload {workload!r} has no parameter {key!r} "
                                 f"(parameters: {', '.join(sorted(defaults))}, probe_rate)")
         merged[key] = value
-    order = merged.get("order")
-    if order is not None and not (order == 0 or 2 <= int(order) <= 9):
-        raise WorkloadError(f"workload {workload!r}: order must be 0 or 2..9 (anon mTHP/THP), not {order!r}")
+    for key, value in merged.items():
+        check_param(workload, key, value)
     builder = Builder(random.Random(f"{workload}:{seed}"))
     gen(merged, builder)
     return builder.steps

@@ -387,13 +387,31 @@ class _Importer:
             self.touch(call.pid, dst + keep, new_pages - keep, "rw", "anon")
 
 
-def import_strace(text: str, params: dict[str, int] | None = None) -> tuple[list[Step], ImportStats]:
-    """Turn strace -f -y output into workload steps (see the module docstring for the model)."""
+#: parameter -> (smallest, largest or None); anon_order also excludes 1 (no order-1 anon folios).
+PARAM_RANGES: dict[str, tuple[int | None, int | None]] = {
+    "touch": (0, None), "lib_touch": (0, None), "stack_pages": (1, None), "binary_pages": (1, None),
+    "child_touch": (0, None), "anon_order": (0, 9), "file_order": (0, 9), "seed": (None, None)}
+
+
+def check_params(params: dict[str, int]) -> dict[str, int]:
+    """The access model's parameters with defaults filled in; ValueError names a bad key or value."""
     merged = dict(DEFAULTS)
-    for key, value in (params or {}).items():
+    for key, value in params.items():
         if key not in DEFAULTS:
             raise ValueError(f"unknown strace import parameter {key!r} (known: {', '.join(DEFAULTS)})")
-        merged[key] = int(value)
+        low, high = PARAM_RANGES[key]
+        if (not isinstance(value, int) or isinstance(value, bool) or (low is not None and value < low)
+                or (high is not None and value > high) or (key == "anon_order" and value == 1)):
+            need = ("0 or 2..9" if key == "anon_order" else f"{low}..{high}" if low is not None and high is not None
+                    else f"a whole number >= {low}" if low is not None else "a whole number")
+            raise ValueError(f"strace import parameter {key} must be {need}, not {value!r}")
+        merged[key] = value
+    return merged
+
+
+def import_strace(text: str, params: dict[str, int] | None = None) -> tuple[list[Step], ImportStats]:
+    """Turn strace -f -y output into workload steps (see the module docstring for the model)."""
+    merged = check_params(dict(params or {}))
     stats = ImportStats()
     calls = parse_strace(text, stats)
     importer = _Importer(merged)

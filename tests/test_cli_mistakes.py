@@ -1,0 +1,287 @@
+"""Ordinary mistakes get one line on stderr naming the problem and where, no traceback, and touch no file.
+
+Issue 15, items 7 (tracebacks and silent damage), 8 (nonsense accepted, work hidden) and 9 (rough edges).
+Every test runs the real command in a subprocess, so a traceback would show on its stderr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SMALL = ["-d", "kernel", "-w", "fork-child", "--seeds", "1", "--param", "pages=16", "-j", "1", "-q"]
+
+
+def run(args: list[str], cwd: Path, stdin: bytes | None = None, user: int | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", COLUMNS="200")
+    prefix = [] if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+    return subprocess.run([*prefix, sys.executable, "-m", "foliosim", *args], cwd=cwd, input=stdin,
+                          capture_output=True, timeout=timeout, check=False, env=env)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (names as bytes, so any name works) with a hash of its content."""
+    out: dict[str, str] = {}
+    for folder, _dirs, names in os.walk(os.fsencode(root)):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as handle:
+                out[os.fsdecode(os.path.relpath(path, os.fsencode(root)))] = hashlib.sha256(handle.read()).hexdigest()
+    return out
+
+
+def refused(args: list[str], cwd: Path, code: int, *words: str, stdin: bytes | None = None,
+            user: int | None = None) -> str:
+    """Run, and assert: exit ``code``, exactly one stderr line containing ``words``, no traceback, no file changed."""
+    before = snapshot(cwd)
+    result = run(args, cwd, stdin, user)
+    err = result.stderr.decode("utf-8", "replace")
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert result.returncode == code, (result.returncode, err)
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert snapshot(cwd) == before, "a file was created, changed or left behind"
+    return lines[0]
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A directory an unprivileged user may write (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="foliosim-mistakes-"))
+    path.chmod(0o777)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def unprivileged() -> int | None:
+    """The uid to run as so that permissions apply (None when already unprivileged); skips if root cannot drop."""
+    if os.geteuid() != 0:
+        return None
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run([*drop, sys.executable, "-c", "import foliosim.cli"], capture_output=True,
+                           check=False) if shutil.which("setpriv") else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("cannot run foliosim as an unprivileged user here (setpriv missing or python unreachable)")
+    return 65534
+
+
+# -- item 7: tracebacks on ordinary mistakes, silent damage --------------------------------------------------
+
+def test_report_into_a_read_only_directory(public_dir: Path) -> None:
+    locked = public_dir / "rofs"
+    locked.mkdir()
+    locked.chmod(0o555)
+    refused(["compare", *SMALL, "--db", "r.sqlite", "--report", "rofs/rep"], public_dir, 1, "--report rofs/rep",
+            "cannot write", user=unprivileged())
+
+
+def test_report_onto_a_file_keeps_the_file(work: Path) -> None:
+    (work / "notes.txt").write_text("my notes\n")
+    refused(["compare", *SMALL, "--db", "r.sqlite", "--report", "notes.txt"], work, 1, "--report notes.txt",
+            "is a file")
+
+
+def test_report_that_fails_late_still_prints_the_headline(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    from click.testing import CliRunner
+
+    from foliosim import cli
+    from foliosim.report import evaluation
+
+    def broken(*_args: object, **_kw: object) -> object:
+        raise ValueError("cannot write the report into rep: rep/report.md: No space left on device")
+
+    monkeypatch.setattr(evaluation, "write_report", broken)
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(cli.main, ["compare", *SMALL, "--db", "r.sqlite", "--report", "rep"])
+    assert result.exit_code == 1
+    assert result.stdout.startswith("Two-slot tracking (kernel) is exact in")
+    assert "No space left on device" in result.stderr
+
+
+def test_parquet_into_a_missing_directory(work: Path) -> None:
+    refused(["compare", *SMALL, "--db", "r.sqlite", "--parquet", "nodir/x.parquet"], work, 1,
+            "--parquet nodir/x.parquet", "does not exist")
+
+
+def test_csv_onto_a_directory(work: Path) -> None:
+    (work / "out").mkdir()
+    refused(["compare", *SMALL, "--db", "r.sqlite", "--csv", "out"], work, 1, "--csv out", "is a directory")
+
+
+def test_dask_address_that_is_not_one(work: Path) -> None:
+    line = refused(["compare", *SMALL, "--db", "r.sqlite", "--dask", "notanaddress"], work, 2, "--dask")
+    assert "notanaddress" in line or "foliosim[dask]" in line
+
+
+def test_keep_strace_in_a_missing_directory(work: Path) -> None:
+    refused(["trace", "--keep-strace", "nodir/s.log", "--", "true"], work, 1, "--keep-strace nodir/s.log",
+            "does not exist")
+
+
+def _foreign_db(path: Path, table: str) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE {table} (cell_id TEXT, x TEXT)")
+    conn.execute(f"INSERT INTO {table} VALUES ('a', 'b')")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("table", ["cells", "people"])
+def test_another_programs_sqlite_file_is_refused_and_left_alone(work: Path, table: str) -> None:
+    _foreign_db(work / "theirs.sqlite", table)
+    refused(["compare", *SMALL, "--db", "theirs.sqlite"], work, 1, "theirs.sqlite", "did not write",
+            f"tables: {table}")
+    refused(["report", "theirs.sqlite", "-o", "rep"], work, 1, "theirs.sqlite", "did not write")
+
+
+def test_results_db_in_a_missing_directory(work: Path) -> None:
+    refused(["compare", *SMALL, "--db", "nodir/x.sqlite"], work, 1, "nodir/x.sqlite", "does not exist")
+
+
+def test_results_db_that_is_a_text_file(work: Path) -> None:
+    (work / "notes.txt").write_text("hello\n" * 200)
+    refused(["compare", *SMALL, "--db", "notes.txt"], work, 1, "notes.txt", "not a usable SQLite")
+
+
+def test_own_databases_are_recognised_new_and_old(work: Path) -> None:
+    first = run(["compare", *SMALL, "--db", "r.sqlite"], work)
+    assert first.returncode == 0, first.stderr
+    conn = sqlite3.connect(work / "r.sqlite")
+    from foliosim.evaluate.store import APPLICATION_ID
+
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    # A database written before the marker existed: application_id 0, foliosim's tables.
+    conn.execute("PRAGMA application_id = 0")
+    conn.commit()
+    conn.close()
+    again = run(["compare", *SMALL, "--db", "r.sqlite"], work)
+    assert again.returncode == 0, again.stderr
+    assert b"1 already in r.sqlite" in again.stderr
+
+
+def test_view_of_a_file_name_that_is_not_utf8(work: Path) -> None:
+    trace = run(["examples", "1", "--trace"], work).stdout
+    name = b"bad\xff.jsonl"
+    with open(os.path.join(os.fsencode(work), name), "wb") as handle:
+        handle.write(trace)
+    result = run(["view", os.fsdecode(name)], work)
+    assert result.returncode == 0, result.stderr
+    assert b"Traceback" not in result.stderr
+    pages = [n for n in os.listdir(os.fsencode(work)) if n.endswith(b".html")]
+    assert pages == [b"bad\xff.html"]
+    leftovers = [n for n in os.listdir(os.fsencode(work)) if b"tmp" in n]
+    assert leftovers == []
+    page = (work / os.fsdecode(b"bad\xff.html")).read_text(encoding="utf-8")
+    assert "bad\ufffd.jsonl" in page
+
+
+# -- item 8: nonsense accepted, work hidden ------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["-5", "0", "abc", "1.5"])
+def test_nonsense_parameter_values(work: Path, value: str) -> None:
+    args = ["compare", "-d", "kernel", "-w", "fork-child", "--seeds", "1", "--param", f"pages={value}",
+            "--db", "r.sqlite", "-q"]
+    line = refused(args, work, 2, "pages", "whole number >= 1")
+    assert "int()" not in line
+
+
+def test_a_repeated_parameter_is_refused(work: Path) -> None:
+    args = ["compare", "-d", "kernel", "-w", "fork-child", "--seeds", "1", "--param", "pages=16",
+            "--param", "pages=32", "--db", "r.sqlite", "-q"]
+    refused(args, work, 2, "--param pages", "twice", "pages=V1,V2")
+
+
+def test_a_value_listed_twice_is_refused(work: Path) -> None:
+    args = ["compare", "-d", "kernel", "-w", "fork-child", "--param", "pages=16,16", "--db", "r.sqlite"]
+    refused(args, work, 2, "16 listed twice")
+
+
+def test_trace_parameters_are_checked_before_the_command_runs(work: Path) -> None:
+    refused(["trace", "--param", "touch=-1", "--", "true"], work, 2, "touch", ">= 0")
+    refused(["trace", "--param", "touch=1", "--param", "touch=2", "--", "true"], work, 2, "touch", "twice")
+
+
+def test_an_empty_workload_file_is_refused(work: Path) -> None:
+    (work / "empty.jsonl").write_text("# nothing here\n")
+    refused(["compare", "--workload-file", "empty.jsonl", "--db", "r.sqlite"], work, 2, "empty.jsonl", "no steps")
+
+
+REFUSING: list[dict[str, object]] = [
+    {"verb": "spawn", "task": "P"},
+    {"verb": "mmap", "task": "P", "args": ["heap", 16, "anon", None, [4], "rw", 0]},
+    {"verb": "write", "task": "P", "args": ["heap", 0, 16]},
+    {"verb": "write", "task": "P", "args": ["nope", 0, 1]},
+    {"verb": "fork", "task": "P", "args": ["C"]},
+    {"verb": "write", "task": "Q", "args": ["heap", 0, 1]},
+    {"verb": "read", "task": "C", "args": ["heap", 0, 4]},
+]
+
+
+def _workload(path: Path, steps: list[dict[str, object]]) -> None:
+    path.write_text("".join(json.dumps(s) + "\n" for s in steps))
+
+
+def test_refused_steps_are_shown_and_reported(work: Path) -> None:
+    _workload(work / "w.jsonl", REFUSING)
+    result = run(["compare", "-d", "kernel,exact", "--workload-file", "w.jsonl", "--db", "r.sqlite", "-q", "-j", "1"]
+                 + (["--report", "rep"] if importlib.util.find_spec("matplotlib") else []), work)
+    assert result.returncode == 0, result.stderr
+    err = result.stderr.decode()
+    assert "the simulator refused 4 step(s) of file:w.jsonl@" in err and "in 2 cell(s)" in err
+    assert "step 4 (write P): unknown region 'nope'" in err and "step 6 (write Q)" in err
+    if importlib.util.find_spec("matplotlib"):
+        md = (work / "rep" / "report.md").read_text()
+        assert "## Steps the simulator refused" in md and "unknown region 'nope'" in md
+
+
+def test_the_headline_is_about_this_run(work: Path) -> None:
+    _workload(work / "w.jsonl", [*REFUSING[:3], {"verb": "fork", "task": "P", "args": ["C"]},
+                                 {"verb": "write", "task": "C", "args": ["heap", 0, 2]}])
+    alone = run(["compare", "-d", "kernel", "--workload-file", "w.jsonl", "--db", "alone.sqlite", "-q", "-j", "1"],
+                work)
+    assert alone.returncode == 0, alone.stderr
+    other = run(["compare", "-d", "kernel", "-w", "fork-child", "--seeds", "2", "--db", "mixed.sqlite", "-q",
+                 "-j", "1"], work)
+    assert other.returncode == 0, other.stderr
+    mixed = run(["compare", "-d", "kernel", "--workload-file", "w.jsonl", "--db", "mixed.sqlite", "-q", "-j", "1"],
+                work)
+    assert mixed.returncode == 0, mixed.stderr
+    assert mixed.stdout == alone.stdout and mixed.stdout != other.stdout
+
+
+def test_same_named_workload_files_stay_apart_and_run_once(work: Path) -> None:
+    (work / "a").mkdir()
+    (work / "b").mkdir()
+    _workload(work / "a" / "w.jsonl", REFUSING[:3])
+    _workload(work / "b" / "w.jsonl", [*REFUSING[:3], {"verb": "fork", "task": "P", "args": ["C"]}])
+    result = run(["compare", "-d", "kernel,exact", "--workload-file", "a/w.jsonl", "--workload-file", "b/w.jsonl",
+                  "--seeds", "3", "--db", "r.sqlite", "-q", "-j", "1"], work)
+    assert result.returncode == 0, result.stderr
+    assert b"run once each" in result.stderr
+    conn = sqlite3.connect(work / "r.sqlite")
+    rows = conn.execute("SELECT workload, seed FROM cells").fetchall()
+    workloads = {w for w, _ in rows}
+    assert len(workloads) == 2 and all(w.startswith("file:w.jsonl@") for w in workloads)
+    assert len(rows) == 4 and {s for _, s in rows} == {1}, "two designs x two files, one seed each"
