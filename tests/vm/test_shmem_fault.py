@@ -101,7 +101,7 @@ def test_fault_around_of_one_page_maps_only_the_faulting_page_of_a_shmem_file() 
     m.spawn("P")
     addr = m.mmap("P", 8 * PAGE_SIZE, file="S", shared=True)
     m.read("P", addr + 2 * PAGE_SIZE)
-    assert list(mapped(m, "P").values()) == [(m.files["S"].cache[0].name, 2, False)]
+    assert list(mapped(m, "P").values()) == [(m.files["S"].cache[0].name, 2, True)]  # vm_page_prot is writable
     m.write("P", addr + 5 * PAGE_SIZE, b"w")  # do_shared_fault(): one page, writable
     assert mapped(m, "P")[(addr >> PAGE_SHIFT) + 5][1:] == (5, True)
     assert len(mapped(m, "P")) == 2
@@ -116,13 +116,14 @@ def test_anon_shared_memory_maps_the_whole_folio_on_the_first_read_fault() -> No
     f = folio_at(m, "P", addr)
     assert f.order == 4 and f.file is not None and f.file.anon
     base = addr >> PAGE_SHIFT
-    assert mapped(m, "P") == {base + k: (f.name, k, False) for k in range(16)}
+    assert mapped(m, "P") == {base + k: (f.name, k, True) for k in range(16)}  # writable: no write-notify
     assert [(op.op, op.folio, op.page, op.nr) for op in m.trace[mark:]] == [
         ("folio_new", f.name, 0, 1), ("map", f.name, 0, 16)]  # one batched folio_add_file_rmap_ptes()
     assert refcount(f) == 16 + 16  # the page cache's 16 and one per PTE
     assert len(m.user_faults) == 1
     m.read("P", addr, 16 * PAGE_SIZE)
-    assert len(m.user_faults) == 1  # every page was mapped by the first fault
+    m.write("P", addr, b"w" * 16 * PAGE_SIZE)
+    assert len(m.user_faults) == 1  # every page was mapped, writable, by the first fault
 
 
 def test_anon_shared_memory_maps_the_whole_folio_writable_on_the_first_write_fault() -> None:

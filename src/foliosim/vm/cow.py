@@ -85,7 +85,7 @@ def do_wp_page(m: Machine, mm: MM, vma: Vma, vpn: int, pte: Pte, unshare: bool) 
         if unshare:
             return  # gup_must_unshare() is false for shared mappings
         _report(m, _decision(m, mm, vpn, f, pte.page, "pte", CowRule.SHARED_MAPPING, "writable", False))
-        pte.write = True  # wp_page_shared(): dirty it in place, never copy
+        pte.write = pte.dirty = True  # wp_page_shared() -> wp_page_reuse(): writable and dirty in place, never copy
         return
     if f.is_zero:
         rule = CowRule.ZERO_PAGE

@@ -126,7 +126,7 @@ def do_file_fault(m: Machine, mm: MM, vma: Vma, vpn: int, write: bool) -> None:
         m.emit("fault", f"{mm.name}: write fault at {vpn << PAGE_SHIFT:#x} on private {file.name}: "
                         f"copied into {new.name} (do_cow_fault)", folio=new.name)
         return
-    if write:  # do_shared_fault(): no fault-around; the page-cache folio is mapped writable
+    if write:  # do_shared_fault(): no fault-around; the page-cache folio is mapped writable and dirty
         f = m.pagecache_folio(file, index, vma, vpn)
         nr = finish_fault(m, mm, vma, vpn, f, True)
         m.emit("fault", f"{mm.name}: write fault at {vpn << PAGE_SHIFT:#x} maps {f.name} of {file.name} writable"
@@ -152,7 +152,8 @@ def _fault_around(m: Machine, mm: MM, vma: Vma, vpn: int) -> int:
     The window starts at the fault rounded down to ``fault_around_pages`` (fault_around_bytes), raised to
     the VMA's start, and spans that many pages from there, cut at the VMA's end and at the end of the
     page table. Each cached folio in it is mapped in runs of empty PTEs, one rmap call per run
-    (filemap_map_folio_range()); pages already mapped are skipped.
+    (filemap_map_folio_range()); pages already mapped are skipped. The PTEs take the VMA's
+    ``vm_page_prot``: writable in a writable shared mapping without write-notify (shmem), else read-only.
     """
     nr = m.options.fault_around_pages
     if nr <= 1:  # should_fault_around(): a single page means no faulting around at all
@@ -173,7 +174,7 @@ def _fault_around(m: Machine, mm: MM, vma: Vma, vpn: int) -> int:
         run = 1
         while (cur + run < hi and cur + run not in mm.ptes and page + run < f.nr_pages):
             run += 1
-        _map_file_ptes(m, mm, cur, f, page, run, False)
+        _map_file_ptes(m, mm, cur, f, page, run, vma.maps_writable, False)
         mapped += run
         cur += run
     return mapped
@@ -186,15 +187,18 @@ def finish_fault(m: Machine, mm: MM, vma: Vma, vpn: int, f: SimFolio, write: boo
     (``vma_is_anon_shmem()``; v6.15 keeps other files to one page per fault, userfaultfd is not modelled)
     and the folio lies inside the VMA and inside the faulting PTE table, and all its PTEs are empty
     (``pte_range_none()``; otherwise the kernel falls back to the one page). One reference per PTE and
-    one batched rmap call (``set_pte_range()`` -> ``folio_add_file_rmap_ptes()``); a write fault makes
-    every PTE of the batch writable.
+    one batched rmap call (``set_pte_range()`` -> ``folio_add_file_rmap_ptes()``). The PTEs start from
+    the VMA's ``vm_page_prot``, which is writable in a writable shared mapping without write-notify
+    (shmem, :attr:`Vma.maps_writable`), so a read fault there maps them writable too; a write fault
+    makes them writable and dirty (``maybe_mkwrite(pte_mkdirty())``).
     """
     page = vma.file_index(vpn) - f.index
+    writable = write or vma.maps_writable
     if _maps_whole_folio(m, mm, vma, vpn - page, f):
-        _map_file_ptes(m, mm, vpn - page, f, 0, f.nr_pages, write)
+        _map_file_ptes(m, mm, vpn - page, f, 0, f.nr_pages, writable, write)
         m.counters["fault whole shmem folio"] += 1
         return f.nr_pages
-    _map_file_ptes(m, mm, vpn, f, page, 1, write)
+    _map_file_ptes(m, mm, vpn, f, page, 1, writable, write)
     return 1
 
 
@@ -208,11 +212,12 @@ def _maps_whole_folio(m: Machine, mm: MM, vma: Vma, first: int, f: SimFolio) -> 
     return all(first + k not in mm.ptes for k in range(f.nr_pages))
 
 
-def _map_file_ptes(m: Machine, mm: MM, vpn: int, f: SimFolio, page: int, nr: int, writable: bool) -> None:
+def _map_file_ptes(m: Machine, mm: MM, vpn: int, f: SimFolio, page: int, nr: int, writable: bool,
+                   dirty: bool) -> None:
     m.get(f, nr)  # references before the mapcount
     m._rmap_add(f, mm, PTE, page, nr)
     for k in range(nr):
-        mm.ptes[vpn + k] = Pte(f, page + k, writable)
+        mm.ptes[vpn + k] = Pte(f, page + k, writable, dirty)
     mm.pte_tables.add(vpn >> m.pmd_order)
 
 

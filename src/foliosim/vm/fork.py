@@ -109,7 +109,7 @@ def _install(src: MM, dst: MM, vma: Vma, vpn: int, nr: int) -> None:
         pte = src.ptes[vpn + k]
         if vma.is_cow:
             pte.write = False
-        dst.ptes[vpn + k] = Pte(pte.folio, pte.page, pte.write)
+        dst.ptes[vpn + k] = Pte(pte.folio, pte.page, pte.write, pte.dirty and vma.is_cow)  # shared: pte_mkclean()
 
 
 def copy_present_page(m: Machine, dst: MM, vma: Vma, vpn: int, pte: Pte) -> None:

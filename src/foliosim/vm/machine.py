@@ -640,10 +640,14 @@ class Machine:
         return 0
 
     def _change_protection(self, mm: MM, vma: Vma, upgrade: bool) -> None:
-        """change_protection(): drop write bits, or make exclusive anon pages writable again.
+        """mm/mprotect.c change_protection() with the VMA's new ``vm_page_prot``: drop write bits, or
+        make PTEs writable again.
 
-        A private PTE becomes writable right away only if it maps a PageAnonExclusive
-        page and no soft-dirty write tracking is active (can_change_pte_writable()).
+        In a shared mapping without write-notify (shmem, :attr:`Vma.maps_writable`) the new
+        ``vm_page_prot`` itself is writable, so every present PTE becomes writable. Otherwise
+        (MM_CP_TRY_CHANGE_WRITABLE, ``can_change_pte_writable()``) a private PTE becomes writable only
+        if it maps a PageAnonExclusive page, a shared one only if it is dirty; never while soft-dirty
+        tracking is armed (simplified: the kernel upgrades PTEs written since the clear_refs).
         """
         for idx in self._pmd_indexes(vma.start, vma.end):
             pmd = mm.pmds.get(idx)
@@ -657,12 +661,18 @@ class Machine:
             pte = mm.ptes[vpn]
             if not vma.write:
                 pte.write = False
-            elif upgrade and not vma.shared and self._can_make_writable(vma, pte.folio, pte.page):
+            elif upgrade and self._can_make_writable(vma, pte.folio, pte.page, pte.dirty):
                 pte.write = True
 
     @staticmethod
-    def _can_make_writable(vma: Vma, f: SimFolio, page: int) -> bool:
-        return f.is_anon and f.exclusive[page] and not vma.softdirty_wp
+    def _can_make_writable(vma: Vma, f: SimFolio, page: int, dirty: bool = False) -> bool:
+        if vma.maps_writable:
+            return True
+        if vma.softdirty_wp:
+            return False
+        if vma.shared:
+            return dirty
+        return f.is_anon and f.exclusive[page]
 
     def _pmd_indexes(self, start: int, end: int) -> range:
         return range(start >> self.pmd_order, ((end - 1) >> self.pmd_order) + 1)
@@ -757,13 +767,17 @@ class Machine:
         return 0
 
     def clear_refs(self, task_name: str) -> int:
-        """``echo 4 > /proc/PID/clear_refs``: write-protect every PTE to track soft-dirty writes."""
+        """``echo 4 > /proc/PID/clear_refs``: write-protect every PTE to track soft-dirty writes.
+
+        fs/proc/task_mmu.c ``clear_refs_write()`` clears VM_SOFTDIRTY on every VMA and recomputes its
+        ``vm_page_prot`` (``vma_set_page_prot()``), so a shmem mapping wants write-notify from now on
+        (:attr:`Vma.wants_writenotify`); then every PTE and PMD is write-protected.
+        """
         task = self._runnable(task_name)
         self._begin(task)
         mm = task.mm
         for vma in mm.vmas:
-            if not vma.shared:
-                vma.softdirty_wp = True
+            vma.softdirty_wp = True
         for pmd in mm.pmds.values():
             pmd.write = False
         for pte in mm.ptes.values():
@@ -941,6 +955,9 @@ class Machine:
                 handle_mm_fault(self, mm, vma, vpn, write=True)
                 hit = self.lookup(mm, vpn)
             assert hit is not None and hit[2], "a write fault left the page read-only"
+            pte = mm.ptes.get(vpn)
+            if pte is not None:
+                pte.dirty = True  # the store sets the hardware dirty bit
             off = addr + pos - (vpn << PAGE_SHIFT)
             chunk = data[pos:pos + PAGE_SIZE - off]
             f, page = hit[0], hit[1]

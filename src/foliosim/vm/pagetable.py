@@ -70,11 +70,17 @@ class SimFolio:
 
 @dataclass(slots=True)
 class Pte:
-    """A present PTE: which page of which folio, and whether it is writable."""
+    """A present PTE: which page of which folio, whether it is writable, and whether it is dirty.
+
+    ``dirty`` is pte_dirty(): set by a write fault (pte_mkdirty()) or a store through a writable PTE
+    (the hardware's dirty bit). It matters only in shared mappings with write-notify, where
+    mprotect() makes a dirty PTE writable again (mm/mprotect.c can_change_pte_writable()).
+    """
 
     folio: SimFolio
     page: int
     write: bool
+    dirty: bool = False
 
 
 @dataclass(slots=True)

@@ -34,7 +34,7 @@ class Vma:
     thp: frozenset[int] = frozenset()  # anon folio orders a fault may allocate (besides 0)
     label: str = ""
     dontfork: bool = False  # VM_DONTFORK
-    softdirty_wp: bool = False  # clear_refs soft-dirty: write faults must be taken
+    softdirty_wp: bool = False  # clear_refs soft-dirty armed (VM_SOFTDIRTY cleared): write faults must be taken
     anon_vma: int | None = None
 
     @property
@@ -49,6 +49,29 @@ class Vma:
     def is_cow(self) -> bool:
         """``is_cow_mapping()``: private and may become writable (VM_MAYWRITE always set here)."""
         return not self.shared
+
+    @property
+    def wants_writenotify(self) -> bool:
+        """mm/mmap.c ``vma_wants_writenotify()``: a writable shared mapping whose PTEs start read-only so that
+        the first write to each page faults.
+
+        A regular file wants it (its vm_ops have ``page_mkwrite``, as ext4's, and the mapping does dirty
+        accounting, ``mapping_can_writeback()``); shmem has neither (``shmem_vm_ops`` and
+        ``shmem_anon_vm_ops`` have no ``page_mkwrite``, tmpfs does no writeback), so a shmem mapping wants it
+        only while soft-dirty tracking is armed (``vma_soft_dirty_enabled()``: clear_refs cleared
+        VM_SOFTDIRTY). userfaultfd-wp, the remaining reason, is not modelled.
+        """
+        if not (self.shared and self.write) or self.file is None:
+            return False
+        return not self.file.shmem or self.softdirty_wp
+
+    @property
+    def maps_writable(self) -> bool:
+        """Whether ``vm_page_prot`` (``vma_set_page_prot()``) carries the write bit: a writable shared
+        mapping without write-notify. Every PTE made from it is writable, on a read fault too
+        (``set_pte_range()`` in ``finish_fault()``/``filemap_map_pages()``), and mprotect()'s
+        ``change_protection()`` applies it to present PTEs. Private mappings never have it (copy-on-write)."""
+        return self.shared and self.write and not self.wants_writenotify
 
     def file_index(self, vpn: int) -> int:
         return self.pgoff + (vpn - self.start)
