@@ -285,3 +285,104 @@ def test_same_named_workload_files_stay_apart_and_run_once(work: Path) -> None:
     workloads = {w for w, _ in rows}
     assert len(workloads) == 2 and all(w.startswith("file:w.jsonl@") for w in workloads)
     assert len(rows) == 4 and {s for _, s in rows} == {1}, "two designs x two files, one seed each"
+
+
+# -- item 9: rough edges ---------------------------------------------------------------------------------------
+
+def _example_trace(work: Path) -> bytes:
+    trace = run(["examples", "1", "--trace"], work).stdout
+    assert trace.count(b"\n") >= 5
+    return trace
+
+
+SCENARIO = b"# a scenario\nspawn P\nmmap P heap 16K\nwrite P heap 1\nfork P C\nread C heap expect=1\n"
+
+
+def test_view_sniffs_a_trace_whatever_its_name(work: Path) -> None:
+    (work / "trace.json").write_bytes(_example_trace(work))
+    result = run(["view", "trace.json"], work)
+    assert result.returncode == 0, result.stderr
+    page = (work / "trace.html").read_text()
+    assert "rmap trace" in page or "App1" in page
+    assert b"unknown command" not in result.stderr
+
+
+def test_view_reads_a_scenario_on_stdin(work: Path) -> None:
+    result = run(["view", "-", "-o", "s.html"], work, stdin=SCENARIO)
+    assert result.returncode == 0, result.stderr
+    assert "mmap P heap 16K" in (work / "s.html").read_text()
+    traced = run(["view", "-", "-o", "t.html"], work, stdin=_example_trace(work))
+    assert traced.returncode == 0, traced.stderr
+
+
+def test_view_of_a_directory_says_so(work: Path) -> None:
+    (work / "somedir").mkdir()
+    refused(["view", "somedir"], work, 1, "somedir", "is a directory")
+
+
+def test_view_of_a_missing_file(work: Path) -> None:
+    refused(["view", "nothere.jsonl"], work, 1, "nothere.jsonl", "no such file")
+
+
+needs_numpy = pytest.mark.skipif(importlib.util.find_spec("numpy") is None, reason="numpy is not installed")
+ENGINES = ["reference"] + (["fast"] if importlib.util.find_spec("numba") else [])
+
+
+@needs_numpy
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fast_replay_reads_npz_on_stdin(work: Path, engine: str) -> None:
+    (work / "t.jsonl").write_bytes(_example_trace(work))
+    assert run(["trace-convert", "t.jsonl", "t.npz"], work).returncode == 0
+    from_file = run(["fast-replay", "--engine", engine, "t.npz"], work)
+    from_stdin = run(["fast-replay", "--engine", engine, "-"], work, stdin=(work / "t.npz").read_bytes())
+    from_text = run(["fast-replay", "--engine", engine, "-"], work, stdin=(work / "t.jsonl").read_bytes())
+    assert from_file.returncode == from_stdin.returncode == from_text.returncode == 0, from_stdin.stdout[-300:]
+    assert from_stdin.stdout == from_file.stdout == from_text.stdout and from_file.stdout.count(b"\n") >= 5
+
+
+@needs_numpy
+def test_trace_convert_to_standard_output(work: Path) -> None:
+    trace = _example_trace(work)
+    (work / "t.jsonl").write_bytes(trace)
+    assert run(["trace-convert", "t.jsonl", "t.npz"], work).returncode == 0
+    before = snapshot(work)
+    result = run(["trace-convert", "t.npz", "-"], work)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [line for line in trace.splitlines() if line.strip()]
+    assert snapshot(work) == before, "no file named '-' (or any other) is written"
+    refused(["trace-convert", "t.jsonl", "-", "--to", "npz"], work, 2, "standard output", ".npz")
+
+
+@needs_numpy
+@pytest.mark.parametrize("engine", ENGINES)
+def test_npz_with_two_mms_of_one_name_is_refused_by_both_engines(work: Path, engine: str) -> None:
+    from foliosim.trace.columnar import from_jsonl_lines, write_npz
+
+    columnar = from_jsonl_lines(_example_trace(work).splitlines())
+    assert columnar.mm_names == ["App1", "App2"]
+    columnar.mm_names = ["App1", "App1"]
+    write_npz(columnar, str(work / "dup.npz"))
+    result = run(["fast-replay", "--engine", engine, "dup.npz"], work)
+    assert result.returncode == 1 and b"Traceback" not in result.stderr
+    record = json.loads(result.stdout.decode().splitlines()[-1])
+    assert "mm_names holds 'App1' twice" in record["error"]
+
+
+def test_show_names_the_line_once_and_no_python_none(work: Path) -> None:
+    line = refused(["show", "-"], work, 1, "line 1: not a JSON object", "no folio to draw", stdin=b"not json\n")
+    assert "line 1: line 1" not in line and "None" not in line
+    line = refused(["show", "-"], work, 1, "no folio to draw", stdin=b"")
+    assert "None" not in line
+
+
+def test_main_help_says_where_to_start(work: Path) -> None:
+    result = run(["--help"], work)
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    assert "Start here" in text and "foliosim examples" in text and "foliosim run examples/" in text
+
+
+def test_a_region_name_mapped_twice_is_a_scenario_error(work: Path) -> None:
+    (work / "dup.scenario").write_text("spawn P\nmmap P heap 16K\nmunmap P heap 16K\nmmap P heap 8K\nwrite P heap 1\n")
+    refused(["run", "dup.scenario"], work, 1, "line 4", "already named by line 2")
+    refused(["view", "dup.scenario"], work, 1, "line 4", "already named by line 2", "no page written")

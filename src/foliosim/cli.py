@@ -44,7 +44,21 @@ def _emit(rec: dict[str, Any]) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="foliosim")
 def main() -> None:
-    """foliosim: Linux v6.15 large-folio mapcounts and MM owner tracking, bit for bit."""
+    """foliosim: Linux v6.15 large-folio mapcounts and MM owner tracking, bit for bit.
+
+    \b
+    Start here (from the foliosim checkout, which has examples/):
+      foliosim examples                  the commit's Example 1 and 2, step by step, with the verdict and why
+      foliosim show examples/commit-example-2.jsonl
+                                         one folio's counts, slots and _mm_ids word, bit by bit
+      foliosim run examples/prefork-server.scenario
+                                         processes on the simulated machine: a timeline and a summary
+      foliosim view examples/prefork-server.scenario -o prefork.html
+                                         the same as a page to step through in a browser
+      foliosim check --mms 3 --order 2 --depth 4
+                                         prove the tracking's properties on a small bound
+    Then `foliosim COMMAND --help`; README.md and docs/ describe every command and format.
+    """
 
 
 @main.command()
@@ -105,17 +119,22 @@ def show(trace: str, folio_name: str | None, word_bits: str, no_page_mapcount: b
     system = RmapSystem(_config(word_bits, no_page_mapcount))
     status = ReplayStatus()
     last: str | None = None
+    errors: list[str] = []
     for rec in run_replay(lines, None, False, status, system):
         if "error" in rec:
             where = f"line {rec['line']}" if "line" in rec else f"step {rec['step']}"
-            click.echo(f"foliosim show: {where}: {rec['error']} (state shown as before it)", err=True)
+            message = str(rec["error"])
+            errors.append(message if message.startswith(f"{where}:") else f"{where}: {message}")
         elif "folio" in rec and rec["folio"] in system.folios:
             last = rec["folio"]
     name = folio_name or last
     if name is None or name not in system.folios:
         known = ", ".join(sorted(system.folios)) or "none"
-        click.echo(f"foliosim show: no folio {name!r} after the trace (folios: {known})", err=True)
+        what = f"no folio {name!r}" if name is not None else "no folio to draw"
+        click.echo(f"foliosim show: {'; '.join([*errors, what])} after the trace (folios: {known})", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    for message in errors:  # replay stops at the first one
+        click.echo(f"foliosim show: {message} (state shown as before it)", err=True)
     for line in render_folio(system, system.folios[name]):
         click.echo(line)
     sys.exit(status.exit_code)
@@ -974,16 +993,45 @@ def _is_npz(path: str) -> bool:
         raise FoliosimError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _load_columnar(path: str) -> Any:
-    """A ColumnarTrace from a .npz file or JSON Lines (``-``: stdin); FoliosimError if unreadable."""
-    from foliosim.errors import FoliosimError
-    from foliosim.trace.columnar import from_jsonl_lines, read_npz
+def _open_trace(path: str) -> tuple[Any, Iterator[bytes] | None]:
+    """A trace file or standard input (``-``): ``(ColumnarTrace, None)`` for a columnar .npz (recognised by its
+    zip magic, on stdin too), else ``(None, lines)``; FoliosimError if unreadable."""
+    import io
+    import itertools
 
+    from foliosim.errors import FoliosimError
+
+    if path == "-":
+        stdin = sys.stdin.buffer
+        try:
+            head = stdin.read(4)
+            if head != b"PK\x03\x04":
+                return None, itertools.chain([head + stdin.readline()] if head else [], stdin)
+            data = head + stdin.read()
+        except OSError as exc:
+            raise FoliosimError(f"cannot read standard input: {exc.strerror or exc}") from None
+        from foliosim.trace.columnar import read_npz
+
+        return read_npz(io.BytesIO(data), "standard input"), None
     if _is_npz(path):
-        return read_npz(path)
+        from foliosim.trace.columnar import read_npz
+
+        return read_npz(path), None
     lines, error = _open_lines(path)
     if lines is None:
         raise FoliosimError(error or f"cannot read {path}")
+    return None, lines
+
+
+def _load_columnar(path: str) -> Any:
+    """A ColumnarTrace from a .npz file or JSON Lines (``-``: stdin, either form); FoliosimError if unreadable."""
+    from foliosim.errors import FoliosimError
+    from foliosim.trace.columnar import from_jsonl_lines
+
+    columnar, lines = _open_trace(path)
+    if columnar is not None:
+        return columnar
+    assert lines is not None
     try:
         return from_jsonl_lines(lines)
     except OSError as exc:
@@ -1023,14 +1071,8 @@ def fast_replay(trace: str, word_bits: str, no_page_mapcount: bool, keep_going: 
         else:
             from foliosim.fast.replay import reference_records
 
-            if _is_npz(trace):
-                from foliosim.trace.columnar import read_npz
-
-                lines: Any = read_npz(trace).iter_jsonl()
-            else:
-                lines, error = _open_lines(trace)
-                if lines is None:
-                    raise FoliosimError(error or f"cannot read {trace}")
+            columnar, raw_lines = _open_trace(trace)
+            lines: Any = columnar.iter_jsonl() if columnar is not None else raw_lines
             records = reference_records(lines, config, keep_going, status, final_only)
         for rec in records:
             _emit(rec)
@@ -1054,6 +1096,25 @@ def trace_convert(source: str, dest: str, fmt: str | None) -> None:
     from foliosim.trace.columnar import write_npz
 
     fmt = fmt or ("npz" if dest.endswith(".npz") else "jsonl")
+    if dest == "-" and fmt == "npz":
+        click.echo("foliosim trace-convert: OUT - is standard output, for JSON Lines only; give .npz a file name",
+                   err=True)
+        sys.exit(2)
+    if dest == "-":
+        try:
+            columnar = _load_columnar(source)
+            if columnar.bad_line is not None:
+                raise FoliosimError(f"{source}: {columnar.bad_line.error}")
+            for line in columnar.iter_jsonl():
+                sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except FoliosimError as exc:
+            click.echo(f"foliosim trace-convert: {exc}", err=True)
+            sys.exit(1)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        click.echo(f"foliosim trace-convert: {len(columnar)} operations -> standard output (jsonl)", err=True)
+        return
     try:
         columnar = _load_columnar(source)
         if columnar.bad_line is not None:

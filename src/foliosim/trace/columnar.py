@@ -35,7 +35,7 @@ import json
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -191,6 +191,13 @@ class ColumnarTrace:
         for name in list(self.folio_names) + list(self.mm_names):
             if not name:
                 raise TraceFormatError(f"{where}: a name table holds an empty name")
+        for label, entries in (("folio_names", self.folio_names), ("mm_names", self.mm_names)):
+            seen: dict[str, int] = {}
+            for idx, entry in enumerate(entries):
+                if entry in seen:
+                    raise TraceFormatError(f"{where}: {label} holds {entry!r} twice (entries {seen[entry]} and "
+                                           f"{idx}): two different objects cannot share a name")
+                seen[entry] = idx
 
 
 class _Builder:
@@ -342,10 +349,12 @@ def write_npz(trace: ColumnarTrace, path: str) -> None:
         np.savez(handle, **arrays)
 
 
-def read_npz(path: str) -> ColumnarTrace:
-    """Read a file written by :func:`write_npz`; TraceFormatError naming what is wrong."""
+def read_npz(source: str | IO[bytes], name: str | None = None) -> ColumnarTrace:
+    """Read a file written by :func:`write_npz` (a path, or a seekable binary file called ``name``);
+    TraceFormatError naming what is wrong."""
+    path = name if name is not None else str(source)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(source, allow_pickle=False) as data:
             names = set(data.files)
             needed = set(COLUMNS) | {"format", "folio_names", "mm_names", "raw_index", "raw_text"}
             missing = sorted(needed - names)

@@ -83,6 +83,7 @@ def parse(text: str) -> list[Command]:
     """Parse a whole scenario; ScenarioError names the first bad line."""
     commands: list[Command] = []
     seen_other = False
+    regions: dict[str, int] = {}  # region name -> the line of the mmap that names it
     for lineno, raw in enumerate(text.splitlines(), 1):
         try:
             words = shlex.split(raw, comments=True)
@@ -115,6 +116,13 @@ def parse(text: str) -> list[Command]:
             seen_other = True
         cmd = Command(lineno, verb, tuple(args), opts, shlex.join(words))
         _static_check(cmd)
+        if verb == "mmap":
+            region = args[1]
+            if region in regions:  # names are global and bound once: a second mmap would silently rebind it
+                raise ScenarioError(lineno, f"mmap: region {region!r} is already named by line {regions[region]}; "
+                                            "a region name is given once per scenario (pick a new name; at=OLD "
+                                            "maps at the old one's address)")
+            regions[region] = lineno
         commands.append(cmd)
     return commands
 
