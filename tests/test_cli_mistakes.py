@@ -386,3 +386,11 @@ def test_a_region_name_mapped_twice_is_a_scenario_error(work: Path) -> None:
     (work / "dup.scenario").write_text("spawn P\nmmap P heap 16K\nmunmap P heap 16K\nmmap P heap 8K\nwrite P heap 1\n")
     refused(["run", "dup.scenario"], work, 1, "line 4", "already named by line 2")
     refused(["view", "dup.scenario"], work, 1, "line 4", "already named by line 2", "no page written")
+
+
+def test_report_verb_checks_its_outputs_first(work: Path) -> None:
+    assert run(["compare", *SMALL, "--db", "r.sqlite"], work).returncode == 0
+    (work / "notes.txt").write_text("mine\n")
+    refused(["report", "r.sqlite", "-o", "notes.txt"], work, 1, "-o notes.txt", "is a file")
+    refused(["report", "r.sqlite", "-o", "rep", "--csv", "nodir/m.csv"], work, 1, "--csv nodir/m.csv",
+            "does not exist")

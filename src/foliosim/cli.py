@@ -859,6 +859,13 @@ def report_cmd(db_path: str, outdir: str, csv_out: str | None, parquet_out: str 
     if not os.path.exists(db_path):
         click.echo(f"foliosim report: no results database {db_path} (run foliosim compare --db {db_path})", err=True)
         sys.exit(1)
+    problem = (_output_dir_problem(outdir, "-o") or _output_file_problem(csv_out, "--csv")
+               or _output_file_problem(parquet_out, "--parquet"))
+    if parquet_out and not problem and not _have_module("duckdb"):
+        problem = "--parquet needs DuckDB: pip install 'foliosim[parquet]'"
+    if problem:
+        click.echo(f"foliosim report: {problem}", err=True)
+        sys.exit(1)
     from foliosim.report.evaluation import write_report
 
     try:
