@@ -394,3 +394,8 @@ def test_report_verb_checks_its_outputs_first(work: Path) -> None:
     refused(["report", "r.sqlite", "-o", "notes.txt"], work, 1, "-o notes.txt", "is a file")
     refused(["report", "r.sqlite", "-o", "rep", "--csv", "nodir/m.csv"], work, 1, "--csv nodir/m.csv",
             "does not exist")
+
+
+def test_view_checks_its_page_path_before_reading(work: Path) -> None:
+    (work / "t.jsonl").write_bytes(_example_trace(work))
+    refused(["view", "t.jsonl", "-o", "nodir/t.html"], work, 1, "-o nodir/t.html", "does not exist")

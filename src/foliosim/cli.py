@@ -522,6 +522,9 @@ def view(input_path: str | None, output: str | None, word_bits: str, no_page_map
         if input_path == "-":
             fail("reading standard input: give the page's name with -o OUT.html", 2)
         output = os.path.splitext(input_path)[0] + ".html"
+    page_problem = _output_file_problem(output, "-o")
+    if page_problem:
+        fail(page_problem)
     lines, error = _open_lines(input_path)
     if lines is None:
         fail(_shown(str(error)))
@@ -754,14 +757,14 @@ def _output_file_problem(path: str | None, option: str) -> str | None:
 
     if not path:
         return None
-    shown = _shown(path)
+    what = f"cannot write {option} {_shown(path)}"
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        return f"{option} {shown}: is a directory"
+        return f"{what}: it is a directory"
     if not os.path.isdir(folder):
-        return f"{option} {shown}: the directory {_shown(folder)} does not exist"
+        return f"{what}: the directory {_shown(folder)} does not exist"
     if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        return f"{option} {shown}: cannot write there (permission denied or a read-only file system)"
+        return f"{what}: permission denied or a read-only file system"
     return None
 
 
@@ -771,16 +774,16 @@ def _output_dir_problem(path: str | None, option: str) -> str | None:
 
     if not path:
         return None
-    shown = _shown(path)
+    what = f"cannot write {option} {_shown(path)}"
     if os.path.exists(path) and not os.path.isdir(path):
-        return f"{option} {shown}: is a file, not a directory"
+        return f"{what}: it is a file, not a directory"
     probe = os.path.abspath(path)
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
-        return f"{option} {shown}: {_shown(probe)} is a file, not a directory"
+        return f"{what}: {_shown(probe)} is a file, not a directory"
     if not os.access(probe, os.W_OK):
-        return f"{option} {shown}: cannot write into {_shown(probe)} (permission denied or a read-only file system)"
+        return f"{what}: {_shown(probe)}: permission denied or a read-only file system"
     return None
 
 
