@@ -94,17 +94,35 @@ def test_read_fault_maps_the_cached_folios_in_the_fault_around_window() -> None:
                              (m.step, "P", BASE + 41, False)]
 
 
-def test_fault_around_of_one_page_maps_only_the_faulting_page_of_a_shmem_file() -> None:
-    """A ``file ... shmem`` VMA is not anonymous shared memory: finish_fault() maps one page."""
+def test_a_shmem_object_is_unlinked_so_its_faults_map_whole_folios() -> None:
+    """A ``file ... shmem`` object has no links (as a memfd): shmem_mmap() gives its VMAs the anonymous-shmem
+    operations, so finish_fault() maps the whole folio, on a read fault fault-around did not cover (here:
+    none) and on a shared write fault, private and shared mappings alike (a private write copies one page)."""
     m = new(fault_around_pages=1)
-    m.create_file("S", 8 * PAGE_SIZE, order=3, fill=1, shmem=True)
+    m.create_file("S", 16 * PAGE_SIZE, order=3, fill=1, shmem=True)
+    assert m.files["S"].anon
     m.spawn("P")
-    addr = m.mmap("P", 8 * PAGE_SIZE, file="S", shared=True)
+    addr = m.mmap("P", 16 * PAGE_SIZE, file="S", shared=True)
+    base = addr >> PAGE_SHIFT
+    first, second = m.files["S"].cache[0], m.files["S"].cache[8]
+    mark = len(m.trace)
     m.read("P", addr + 2 * PAGE_SIZE)
-    assert list(mapped(m, "P").values()) == [(m.files["S"].cache[0].name, 2, True)]  # vm_page_prot is writable
-    m.write("P", addr + 5 * PAGE_SIZE, b"w")  # do_shared_fault(): one page, writable
-    assert mapped(m, "P")[(addr >> PAGE_SHIFT) + 5][1:] == (5, True)
-    assert len(mapped(m, "P")) == 2
+    assert mapped(m, "P") == {base + k: (first.name, k, True) for k in range(8)}
+    m.write("P", addr + 13 * PAGE_SIZE, b"w")  # do_shared_fault(): the whole folio, writable
+    assert {v: mapped(m, "P")[v] for v in range(base + 8, base + 16)} == {
+        base + 8 + k: (second.name, k, True) for k in range(8)}
+    assert map_ops(m, mark) == [(first.name, 0, 8), (second.name, 0, 8)]
+    assert m.counters["fault whole shmem folio"] == 2
+    assert len(m.user_faults) == 2
+
+    priv = m.mmap("P", 16 * PAGE_SIZE, file="S")
+    m.read("P", priv + 9 * PAGE_SIZE)  # vma_is_anon_shmem() holds for a private mapping too
+    assert {v for v in mapped(m, "P") if v >= priv >> PAGE_SHIFT} == set(range((priv >> PAGE_SHIFT) + 8,
+                                                                             (priv >> PAGE_SHIFT) + 16))
+    m.write("P", priv + 2 * PAGE_SIZE, b"c")  # do_cow_fault(): one anon page
+    assert mapped(m, "P")[(priv >> PAGE_SHIFT) + 2][1:] == (0, True)
+    assert (priv >> PAGE_SHIFT) + 3 not in mapped(m, "P")
+    assert m.check() == []
 
 
 def test_anon_shared_memory_maps_the_whole_folio_on_the_first_read_fault() -> None:

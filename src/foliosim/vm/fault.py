@@ -184,7 +184,8 @@ def finish_fault(m: Machine, mm: MM, vma: Vma, vpn: int, f: SimFolio, write: boo
     """mm/memory.c ``finish_fault()`` for a shared or read fault on page-cache folio ``f``; returns the pages mapped.
 
     The faulting page alone, or the whole large folio at once when the VMA is anonymous shared memory
-    (``vma_is_anon_shmem()``; v6.15 keeps other files to one page per fault, userfaultfd is not modelled)
+    (``vma_is_anon_shmem()``: a mapping of an unlinked shmem object, :attr:`SimFile.anon`; v6.15 keeps
+    other files to one page per fault, userfaultfd is not modelled)
     and the folio lies inside the VMA and inside the faulting PTE table, and all its PTEs are empty
     (``pte_range_none()``; otherwise the kernel falls back to the one page). One reference per PTE and
     one batched rmap call (``set_pte_range()`` -> ``folio_add_file_rmap_ptes()``). The PTEs start from

@@ -426,6 +426,8 @@ class Machine:
         object created with content (``fill``, zero by default) is cached whole at creation, as writing it
         page by page leaves it (mm/shmem.c shmem_get_folio_gfp() allocates a folio per aligned range).
         A regular file is read into the page cache at its first use (:meth:`pagecache_folio`).
+        A shmem object is unlinked (as a memfd, or the live side's reopened anonymous shared memory):
+        ``shmem_mmap()`` makes its mappings anonymous shared memory (``vma_is_anon_shmem()``).
         """
         if not name or name in self.files:
             raise SimError(f"file {name!r} already exists" if name else "empty file name")
@@ -437,7 +439,7 @@ class Machine:
             raise SimError(f"fill must be a byte value 0..255, not {fill}")
         self._begin()
         nr = size // PAGE_SIZE
-        file = SimFile(name, nr, order, shmem, [filled_page(fill)] * nr)
+        file = SimFile(name, nr, order, shmem, [filled_page(fill)] * nr, anon=shmem)
         self.files[name] = file
         self.ref.file_new(file)
         self.emit("file", f"{'shmem' if shmem else 'file'} {name}: {nr} pages, folio order {order}")

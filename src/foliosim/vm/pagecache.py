@@ -22,9 +22,12 @@ class SimFile:
 
     ``order`` is the folio order the page cache allocates (large folios of
     file systems / shmem huge=, simplified to one order per file). ``anon``
-    marks the shmem object behind MAP_SHARED|MAP_ANONYMOUS memory
-    (shmem_zero_setup()): its VMAs are the ones ``vma_is_anon_shmem()`` is
-    true for.
+    marks an unlinked shmem object: the one behind MAP_SHARED|MAP_ANONYMOUS
+    memory (shmem_zero_setup()), and a scenario's ``file ... shmem`` object,
+    which is unlinked like a memfd. mm/shmem.c ``shmem_mmap()`` gives every
+    VMA of an inode without links ``shmem_anon_vm_ops``, so
+    ``vma_is_anon_shmem()`` is true for its VMAs (and ``finish_fault()`` maps
+    whole folios there).
     """
 
     name: str
