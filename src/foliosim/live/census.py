@@ -1,0 +1,694 @@
+"""``foliosim census``: the running kernel's own "maybe mapped shared" verdicts against the truth, no simulation.
+
+For every large anonymous folio that the chosen processes map (every process with ``--all``), read as root:
+
+* where it is mapped: each MM's private VMAs (/proc/PID/maps) and their pagemap entries (present, PFN, not
+  PM_FILE), grouped by folio head PFN (/proc/kpageflags compound head/tail, anon, not the zero page);
+* the kernel's fields, through the BPF folio reader: the ``_mm_ids`` word (both slot ids, the shared bit), both
+  slots' mapcounts, ``_large_mapcount``, ``_entire_mapcount``, every page's ``_mapcount``, refcount, pincount;
+* every task's MM id (``mm_struct.mm_id``) through a BPF task iterator (:mod:`foliosim.host.tasks`), so that
+  threads and CLONE_VM siblings count as one MM and slot ids can be named by role ("the mapper", "free").
+
+The truth is how many MMs map any page of the folio. The MMs that were read are known from their pagemaps; the
+folio's own per-page mapcounts (``_mapcount + 1 + entire mapcount``, read in the same copy as the verdict's
+fields) say how many page-table entries map each page in total. Where they count more than the read MMs showed,
+an MM that was not read maps the folio, so it is mapped by two MMs or more even when only one of them was read
+(``--pid``); where they count fewer, the folio changed between the two reads and it is left out of the rates.
+
+The verdict is include/linux/mm.h ``folio_maybe_mapped_shared()`` as of v6.15 (v6.16 to v6.18 only inline the bit
+test): a hugetlb folio is "maybe shared" when its mapcount exceeds 1; any other large folio never when its
+mapcount is at most 1, else exactly when the shared bit (FOLIO_MM_IDS_SHARED_BITNUM of ``_mm_ids``) is set. There
+is no entire-mapcount branch any more (that was v6.14's ``folio_likely_mapped_shared()``); CONFIG_MM_ID=y here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from array import array
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from foliosim.host import procfs
+from foliosim.host.errors import HostError, HostUnavailable
+
+if TYPE_CHECKING:
+    from foliosim.host.bpf import FolioReader, KernelFolio
+    from foliosim.host.tasks import TaskIterator
+
+#: user address space ends here on x86-64 (4-level paging); [vsyscall] lies above it and has no pagemap
+USER_END = 1 << 47
+#: pagemap entries read per pread
+CHUNK_PAGES = 1 << 16
+# PFNs closer than this share one kpageflags pread
+_FLAGS_GAP = 64
+
+TRUTH_ONE = "1 MM"
+TRUTH_MANY = ">=2 MMs"
+TRUTH_CHANGED = "changed while read"
+
+SHARED = "shared"  # mapped by >= 2 MMs, verdict "maybe shared"
+EXCLUSIVE = "exclusive"  # mapped by 1 MM, verdict "exclusive"
+FALSE_SHARED = "false shared"  # mapped by 1 MM, verdict "maybe shared"
+FALSE_EXCLUSIVE = "false exclusive"  # mapped by >= 2 MMs, verdict "exclusive": unsound, must never happen
+EXCLUDED = "excluded"  # the folio changed while it was read
+
+#: why a folio mapped by one MM is "maybe shared", by cause code
+CAUSES = {
+    "stuck-bit-both-slots-free": "stuck bit: both slots free, the bit still set (the tracked MMs unmapped it while "
+                                 "an untracked MM still mapped it; nothing clears the bit when the last mapper is "
+                                 "untracked)",
+    "stuck-bit-other-slot-free": "stuck bit: the mapper holds one slot, the other is free (the other tracked MM left "
+                                 "while a third, untracked MM still mapped it; that one left without a slot)",
+    "stale-slot": "a slot names an MM that maps none of the folio",
+    "mm-ids-unknown": "slot ids reported raw: no MM ids for the mappers (no BPF task iterator)",
+}
+#: why a folio mapped by >= 2 MMs is "exclusive" (a soundness failure of the kernel's rule if ever seen)
+FALSE_EXCLUSIVE_CAUSES = {
+    "mapcount-le-1": "the folio's mapcount is at most 1",
+    "bit-clear": "the shared bit is clear",
+}
+
+
+class CensusError(Exception):
+    """The census cannot run with these arguments (a pid that does not exist, ...): the message says which."""
+
+
+# --------------------------------------------------------------------------- the verdict
+
+
+def kernel_verdict(folio: KernelFolio, hugetlb: bool) -> bool:
+    """``folio_maybe_mapped_shared()`` (include/linux/mm.h, v6.15-v6.18, CONFIG_MM_ID=y) from a folio's raw fields.
+
+    Small or hugetlb folio: mapcount > 1. Other large folio: false while its mapcount (``_large_mapcount + 1``) is
+    at most 1, whatever the bit says; otherwise the shared bit.
+    """
+    if folio.order == 0 or folio.large_mapcount is None:
+        return folio.page_mapcount[0] + 1 > 1
+    mapcount = folio.large_mapcount + 1
+    if hugetlb:
+        return mapcount > 1
+    if mapcount <= 1:
+        return False
+    return bool(folio.shared_bit)
+
+
+def precise_page_mapcounts(folio: KernelFolio) -> list[int]:
+    """Each page's precise mapcount, fs/proc/internal.h ``folio_precise_page_mapcount()``: PTEs plus PMDs."""
+    entire = folio.entire_mapcount + 1 if folio.entire_mapcount is not None else 0
+    return [m + 1 + entire for m in folio.page_mapcount]
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (modified Lentz evaluation)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            step = d * c
+            h *= step
+        if abs(step - 1.0) < 1e-15:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b) for a, b > 0."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    front = math.exp(log_front)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def _beta_quantile(q: float, a: float, b: float) -> float:
+    """The x with I_x(a, b) = q, by bisection (I is increasing in x)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if betainc(a, b, mid) < q:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-15:
+            break
+    return (lo + hi) / 2
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) two-sided interval of a binomial proportion k/n; (0, 1) when n is 0."""
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    alpha = 1.0 - confidence
+    lower = 0.0 if k == 0 else _beta_quantile(alpha / 2, k, n - k + 1)
+    upper = 1.0 if k == n else _beta_quantile(1 - alpha / 2, k + 1, n - k)
+    return lower, upper
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """k of n, with its 95 % Clopper-Pearson interval."""
+
+    k: int
+    n: int
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, k: int, n: int) -> Rate:
+        low, high = clopper_pearson(k, n)
+        return cls(k, n, low, high)
+
+    @property
+    def rate(self) -> float | None:
+        return self.k / self.n if self.n else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"k": self.k, "n": self.n, "rate": self.rate, "ci95": [self.low, self.high]}
+
+    def describe(self) -> str:
+        if not self.n:
+            return "0/0 (no folio to judge)"
+        pct = 100 * self.k / self.n
+        return f"{self.k}/{self.n} = {pct:.2f} % (95 % CI {100 * self.low:.2f}-{100 * self.high:.2f} %)"
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class Mapper:
+    """One MM that maps pages of a folio: its MM id (None if unknown), its processes, how many entries map pages."""
+
+    mm_id: int | None
+    tgids: tuple[int, ...]
+    comm: str
+    entries: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mm_id": self.mm_id, "tgids": list(self.tgids), "comm": self.comm, "entries": self.entries}
+
+
+@dataclass(frozen=True, slots=True)
+class FolioCensus:
+    """One large anonymous folio: the kernel's fields and verdict, the truth, and the outcome."""
+
+    head_pfn: int
+    order: int
+    hugetlb: bool
+    mapcount: int  # folio_mapcount(): _large_mapcount + 1
+    entire_mapcount: int  # PMD mappings: _entire_mapcount + 1
+    slots: tuple[tuple[int, int], tuple[int, int]]  # (MM id, its mapcount) per slot; id 0 = free
+    shared_bit: bool
+    lock_bit: bool
+    refcount: int
+    pincount: int
+    maybe_shared: bool  # the kernel's verdict
+    mappers: tuple[Mapper, ...]  # the MMs read that map it
+    unseen: int  # page-table entries the folio counts and no MM read showed: MMs outside the read set
+    stale: int  # entries the MMs read showed and the folio no longer counts: it changed in between
+    truth: str
+    outcome: str
+    cause: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"head_pfn": f"{self.head_pfn:#x}", "order": self.order, "hugetlb": self.hugetlb,
+                "mapcount": self.mapcount, "entire_mapcount": self.entire_mapcount,
+                "slots": [list(s) for s in self.slots], "shared_bit": self.shared_bit, "lock_bit": self.lock_bit,
+                "refcount": self.refcount, "pincount": self.pincount, "maybe_shared": self.maybe_shared,
+                "mappers": [m.to_json() for m in self.mappers], "unseen_entries": self.unseen,
+                "stale_entries": self.stale, "truth": self.truth, "outcome": self.outcome, "cause": self.cause}
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRow:
+    """Counts for one folio order."""
+
+    order: int
+    folios: int
+    one_mm: int
+    many_mms: int
+    changed: int
+    maybe_shared: int
+    false_shared: int
+    false_exclusive: int
+
+
+@dataclass(slots=True)
+class CensusResult:
+    """Everything one census read and concluded."""
+
+    mode: str  # "all" or "pids"
+    pids: tuple[int, ...]  # the tgids asked for (all numeric /proc entries with --all)
+    processes: int = 0  # processes whose pagemaps were read
+    mms: int = 0  # distinct MMs read
+    anon_pages: int = 0  # present anonymous pagemap entries seen
+    no_mm: int = 0  # processes without an mm (kernel threads, exiting): nothing to read
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # tgid, why not read (exited, no access)
+    folios: list[FolioCensus] = field(default_factory=list)
+    unreadable: int = 0  # folios that were gone or had changed shape when the BPF reader read them
+    mm_ids_source: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def rows(self) -> list[OrderRow]:
+        """One row per order, increasing."""
+        out: list[OrderRow] = []
+        for order in sorted({f.order for f in self.folios}):
+            fs = [f for f in self.folios if f.order == order]
+            out.append(OrderRow(order, len(fs), sum(f.truth == TRUTH_ONE for f in fs),
+                                sum(f.truth == TRUTH_MANY for f in fs), sum(f.truth == TRUTH_CHANGED for f in fs),
+                                sum(f.maybe_shared for f in fs), sum(f.outcome == FALSE_SHARED for f in fs),
+                                sum(f.outcome == FALSE_EXCLUSIVE for f in fs)))
+        return out
+
+    @property
+    def false_shared(self) -> Rate:
+        """Folios mapped by exactly one MM whose verdict is "maybe shared", of all folios mapped by one MM."""
+        one = [f for f in self.folios if f.truth == TRUTH_ONE]
+        return Rate.of(sum(f.maybe_shared for f in one), len(one))
+
+    @property
+    def false_exclusive(self) -> Rate:
+        """Folios mapped by two MMs or more whose verdict is "exclusive", of all such folios (must be 0)."""
+        many = [f for f in self.folios if f.truth == TRUTH_MANY]
+        return Rate.of(sum(not f.maybe_shared for f in many), len(many))
+
+    def causes(self) -> Counter[str]:
+        """Cause code -> false answers with that cause."""
+        return Counter(f.cause for f in self.folios
+                       if f.outcome in (FALSE_SHARED, FALSE_EXCLUSIVE) and f.cause is not None)
+
+    def outside(self) -> int:
+        """Folios known to be mapped by >= 2 MMs only through mappings outside the MMs read."""
+        return sum(1 for f in self.folios if f.truth == TRUTH_MANY and len(f.mappers) < 2)
+
+    def bit_ignored(self) -> int:
+        """Folios with the shared bit set whose verdict is "exclusive" by the mapcount rule (mapcount <= 1)."""
+        return sum(1 for f in self.folios if f.shared_bit and not f.hugetlb and f.mapcount <= 1)
+
+    def summary_json(self) -> dict[str, Any]:
+        """The one-line machine-readable summary."""
+        truth = Counter(f.truth for f in self.folios)
+        return {
+            "record": "census", "mode": self.mode, "processes": self.processes, "mms": self.mms,
+            "anon_pages": self.anon_pages, "no_mm": self.no_mm, "skipped": len(self.skipped),
+            "large_anon_folios": len(self.folios) + self.unreadable,
+            "read": len(self.folios), "unreadable": self.unreadable,
+            "by_order": {str(r.order): {"folios": r.folios, "one_mm": r.one_mm, "many_mms": r.many_mms,
+                                        "changed": r.changed, "maybe_shared": r.maybe_shared,
+                                        "false_shared": r.false_shared, "false_exclusive": r.false_exclusive}
+                         for r in self.rows()},
+            "truth": {"one_mm": truth[TRUTH_ONE], "many_mms": truth[TRUTH_MANY],
+                      "many_mms_via_unread_mms": self.outside(), "changed_while_read": truth[TRUTH_CHANGED]},
+            "maybe_shared": sum(f.maybe_shared for f in self.folios),
+            "bit_set_but_mapcount_le_1": self.bit_ignored(),
+            "false_shared": self.false_shared.to_json(),
+            "false_exclusive": self.false_exclusive.to_json(),
+            "causes": dict(sorted(self.causes().items())),
+            "mm_ids": self.mm_ids_source,
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+        }
+
+    def false_answers(self) -> list[FolioCensus]:
+        """Every false "shared" and false "exclusive" folio, by head PFN."""
+        return [f for f in self.folios if f.outcome in (FALSE_SHARED, FALSE_EXCLUSIVE)]
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, for --json."""
+        return {"summary": self.summary_json(), "pids": list(self.pids),
+                "skipped": [{"tgid": t, "why": w} for t, w in self.skipped],
+                "causes": {**CAUSES, **FALSE_EXCLUSIVE_CAUSES},
+                "folios": [f.to_json() for f in self.folios]}
+
+
+# --------------------------------------------------------------------------- causes
+
+
+def false_shared_cause(slots: tuple[tuple[int, int], tuple[int, int]], mapper_mm_id: int | None) -> str:
+    """Why a folio mapped by one MM (``mapper_mm_id``) says "maybe shared", from its slots (see :data:`CAUSES`)."""
+    if mapper_mm_id is None:
+        return "mm-ids-unknown"
+    ids = (slots[0][0], slots[1][0])
+    if ids == (0, 0):
+        return "stuck-bit-both-slots-free"
+    others = [i for i in ids if i not in (0, mapper_mm_id)]
+    if others:
+        return "stale-slot"
+    return "stuck-bit-other-slot-free"
+
+
+def false_exclusive_cause(folio: KernelFolio) -> str:
+    """Why a folio mapped by >= 2 MMs says "exclusive" (see :data:`FALSE_EXCLUSIVE_CAUSES`)."""
+    large = folio.large_mapcount if folio.large_mapcount is not None else folio.page_mapcount[0]
+    return "mapcount-le-1" if large + 1 <= 1 else "bit-clear"
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def tgid_of(pid: int) -> int:
+    """The thread-group id of task ``pid`` (a thread id gives its process), from /proc/PID/status."""
+    path = f"/proc/{pid}/status"
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("Tgid:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        raise CensusError(f"no process {pid}") from None
+    except OSError as exc:
+        raise CensusError(f"cannot read {path}: {exc.strerror or exc}") from None
+    raise CensusError(f"{path} has no Tgid line")
+
+
+def all_tgids() -> list[int]:
+    """Every process of the machine (the numeric entries of /proc), increasing."""
+    return sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+
+
+def _comm(tgid: int) -> str:
+    try:
+        with open(f"/proc/{tgid}/comm", encoding="utf-8", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def anon_pfns(tgid: int) -> array[int]:
+    """PFNs of every present anonymous page (pagemap entry present, not PM_FILE) in ``tgid``'s private VMAs.
+
+    fs/proc/task_mmu.c: one PFN per mapping entry (a page mapped at two addresses appears twice); shared
+    VMAs are skipped (their pages are shmem or file pages, never anonymous).
+    """
+    out: array[int] = array("Q")
+    present, file_bit, mask = procfs.PM_PRESENT, procfs.PM_FILE, procfs.PM_PFN_MASK
+    with procfs.Pagemap(tgid) as pagemap:
+        for vma in procfs.Maps.read(tgid):
+            if not vma.private or vma.start >= USER_END:
+                continue
+            start = vma.start
+            while start < vma.end:
+                nr = min(CHUNK_PAGES, (vma.end - start) >> procfs.PAGE_SHIFT)
+                out.extend([word & mask for word in pagemap.read_raw(start, nr)
+                            if word & present and not word & file_bit and word & mask])
+                start += nr << procfs.PAGE_SHIFT
+    return out
+
+
+@dataclass(slots=True)
+class _Mm:
+    key: int  # the MM id when known, else -tgid
+    mm_id: int | None
+    tgids: list[int]
+    comm: str = ""
+    pfns: array[int] = field(default_factory=lambda: array("Q"))
+
+
+def _group(tgids: Iterable[int], ids: dict[int, int] | None, result: CensusResult) -> list[_Mm]:
+    """Processes grouped by MM (threads are one process already; CLONE_VM siblings share an MM id).
+
+    A process without an MM id (the iterator did not see it, or it has no mm) is keyed by its own tgid.
+    """
+    groups: dict[int, _Mm] = {}
+    for tgid in tgids:
+        mm_id = ids.get(tgid) if ids is not None else None
+        key = mm_id if mm_id else -tgid
+        group = groups.get(key)
+        if group is None:
+            groups[key] = _Mm(key, mm_id or None, [tgid])
+        else:
+            group.tgids.append(tgid)
+    return list(groups.values())
+
+
+# --------------------------------------------------------------------------- the census
+
+
+def run_census(pids: Sequence[int] | None, reader: FolioReader | None = None,
+               tasks: TaskIterator | None = None) -> CensusResult:
+    """Read every large anonymous folio mapped by ``pids`` (every process when None) and judge the verdicts.
+
+    ``pids`` may name threads (their process is read). Opens (and closes) a BPF folio reader and task iterator
+    unless given. Raises CensusError for a pid that does not exist, HostUnavailable when not root or without
+    BPF, HostError when the kernel reads fail.
+    """
+    from foliosim.host.bpf import FolioReader
+    from foliosim.host.tasks import TaskIterator
+
+    start = time.perf_counter()
+    if pids is not None:
+        if not pids:
+            raise CensusError("no pid given")
+        tgids = sorted({tgid_of(pid) for pid in pids})
+        mode = "pids"
+    else:
+        tgids = all_tgids()
+        mode = "all"
+    result = CensusResult(mode, tuple(tgids))
+    if os.geteuid() != 0:
+        raise HostUnavailable("census: not root (pagemap PFNs, /proc/kpageflags and BPF need root)")
+    with contextlib.ExitStack() as stack:
+        t = time.perf_counter()
+        if reader is None:
+            reader = stack.enter_context(FolioReader())
+        result.seconds["bpf_startup"] = time.perf_counter() - t
+        t = time.perf_counter()
+        ids_before: dict[int, int] | None = None
+        try:
+            if tasks is None:
+                tasks = stack.enter_context(TaskIterator(reader.btf))
+            ids_before = tasks.mm_ids()
+            result.mm_ids_source = "kernel mm_id of every task (BPF task iterator)"
+        except HostUnavailable as exc:
+            tasks = None
+            result.mm_ids_source = f"unavailable ({exc}): slots reported raw, MMs keyed by process"
+        result.seconds["mm_ids"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        mms = _read_pagemaps(tgids, ids_before, result)
+        result.seconds["pagemaps"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        extents, pfn_head, hugetlb = _large_anon_folios(mms)
+        result.seconds["kpageflags"] = time.perf_counter() - t
+
+        entries: dict[int, dict[int, Counter[int]]] = defaultdict(dict)  # head -> MM key -> page index -> count
+        for mm in mms:
+            for pfn in mm.pfns:
+                head = pfn_head.get(pfn)
+                if head is not None:
+                    per_mm = entries[head].get(mm.key)
+                    if per_mm is None:
+                        per_mm = entries[head][mm.key] = Counter()
+                    per_mm[pfn - head] += 1
+
+        t = time.perf_counter()
+        kernel: dict[int, KernelFolio] = {}
+        for head, order in sorted(extents.items()):
+            try:
+                folio = reader.read_folio(head, order)
+            except HostError:
+                result.unreadable += 1
+                continue
+            if not folio.is_anon:
+                result.unreadable += 1
+                continue
+            kernel[head] = folio
+        result.seconds["bpf_reads"] = time.perf_counter() - t
+
+        changed_mms: set[int] = set()
+        if tasks is not None and ids_before is not None:
+            ids_after = tasks.mm_ids()
+            changed_mms = {mm.key for mm in mms if any(ids_after.get(tg) != mm.mm_id for tg in mm.tgids)
+                           and mm.mm_id is not None}
+    by_key = {mm.key: mm for mm in mms}
+    for head, folio in kernel.items():
+        result.folios.append(_judge(folio, hugetlb[head], entries[head], by_key, changed_mms))
+    result.seconds["total"] = time.perf_counter() - start
+    return result
+
+
+def _read_pagemaps(tgids: Sequence[int], ids: dict[int, int] | None, result: CensusResult) -> list[_Mm]:
+    """Each MM's anonymous PFNs, read from one of its processes; processes that vanish are recorded as skipped."""
+    mms: list[_Mm] = []
+    for mm in _group(tgids, ids, result):
+        for tgid in mm.tgids:
+            try:
+                if mm.mm_id is None and not procfs.Maps.read(tgid):
+                    break  # no VMA at all: a kernel thread, or a process past exit_mm()
+                mm.pfns = anon_pfns(tgid)
+            except HostError as exc:
+                result.skipped.append((tgid, str(exc)))
+                continue
+            mm.comm = _comm(tgid)
+            break
+        else:
+            continue
+        if mm.mm_id is None and not mm.comm:
+            result.no_mm += len(mm.tgids)
+            continue
+        result.processes += len(mm.tgids)
+        if mm.pfns:
+            mms.append(mm)
+        result.mms += 1
+        result.anon_pages += len(mm.pfns)
+    return mms
+
+
+def _sorted_flags(phys: procfs.PhysReader, pfns: Sequence[int]) -> Iterable[tuple[int, int]]:
+    """(PFN, kpageflags word) for sorted unique ``pfns``, one pread per run of nearby PFNs."""
+    i, n = 0, len(pfns)
+    while i < n:
+        j = i
+        while j + 1 < n and pfns[j + 1] - pfns[j] <= _FLAGS_GAP:
+            j += 1
+        first = pfns[i]
+        words = phys.kpageflags_range(first, pfns[j] - first + 1)
+        for k in range(i, j + 1):
+            yield pfns[k], words[pfns[k] - first]
+        i = j + 1
+
+
+def _large_anon_folios(mms: Sequence[_Mm]) -> tuple[dict[int, int], dict[int, int], dict[int, bool]]:
+    """(head -> order, PFN -> head, head -> hugetlb) for every large anonymous folio behind the MMs' PFNs."""
+    pfns = sorted({pfn for mm in mms for pfn in mm.pfns})
+    extents: dict[int, int] = {}
+    pfn_head: dict[int, int] = {}
+    hugetlb: dict[int, bool] = {}
+    if not pfns:
+        return extents, pfn_head, hugetlb
+    compound = (1 << procfs.KPF_COMPOUND_HEAD) | (1 << procfs.KPF_COMPOUND_TAIL)
+    anon, zero, huge = 1 << procfs.KPF_ANON, 1 << procfs.KPF_ZERO_PAGE, 1 << procfs.KPF_HUGE
+    with procfs.PhysReader() as phys:
+        cur_head, cur_end = -1, -1
+        for pfn, word in _sorted_flags(phys, pfns):
+            if not word & compound or not word & anon or word & zero:
+                continue
+            if not cur_head <= pfn < cur_end:
+                try:
+                    cur_head, order = phys.folio_extent(pfn)
+                except HostError:  # split or freed since pagemap was read
+                    cur_head, cur_end = -1, -1
+                    continue
+                cur_end = cur_head + (1 << order)
+                if order == 0:
+                    continue
+                extents[cur_head] = order
+                hugetlb[cur_head] = bool(word & huge)
+            if cur_head in extents:
+                pfn_head[pfn] = cur_head
+    return extents, pfn_head, hugetlb
+
+
+def _judge(folio: KernelFolio, hugetlb: bool, seen: dict[int, Counter[int]], mms: dict[int, _Mm],
+           changed_mms: set[int]) -> FolioCensus:
+    """The verdict, the truth and the outcome of one folio."""
+    precise = precise_page_mapcounts(folio)
+    counts = [0] * folio.nr_pages
+    for per_mm in seen.values():
+        for index, n in per_mm.items():
+            counts[index] += n
+    unseen = sum(max(0, p - c) for p, c in zip(precise, counts, strict=True))
+    stale = sum(max(0, c - p) for p, c in zip(precise, counts, strict=True))
+    mappers = tuple(Mapper(mms[key].mm_id, tuple(mms[key].tgids), mms[key].comm, sum(per_mm.values()))
+                    for key, per_mm in sorted(seen.items()))
+    if stale or any(key in changed_mms for key in seen):
+        truth = TRUTH_CHANGED
+    elif len(mappers) >= 2 or unseen:
+        truth = TRUTH_MANY
+    else:
+        truth = TRUTH_ONE
+    verdict = kernel_verdict(folio, hugetlb)
+    slots = ((folio.mm_id(0) or 0, (folio.mm_id_mapcount or (-1, -1))[0] + 1),
+             (folio.mm_id(1) or 0, (folio.mm_id_mapcount or (-1, -1))[1] + 1))
+    cause: str | None = None
+    if truth == TRUTH_CHANGED:
+        outcome = EXCLUDED
+    elif truth == TRUTH_ONE:
+        outcome = FALSE_SHARED if verdict else EXCLUSIVE
+        if verdict:
+            cause = false_shared_cause(slots, mappers[0].mm_id if mappers else None)
+    else:
+        outcome = SHARED if verdict else FALSE_EXCLUSIVE
+        if not verdict:
+            cause = false_exclusive_cause(folio)
+    return FolioCensus(
+        head_pfn=folio.head_pfn, order=folio.order, hugetlb=hugetlb,
+        mapcount=(folio.large_mapcount if folio.large_mapcount is not None else folio.page_mapcount[0]) + 1,
+        entire_mapcount=(folio.entire_mapcount + 1) if folio.entire_mapcount is not None else 0,
+        slots=slots, shared_bit=bool(folio.shared_bit), lock_bit=bool(folio.lock_bit), refcount=folio.refcount,
+        pincount=folio.pincount or 0, maybe_shared=verdict, mappers=mappers, unseen=unseen, stale=stale,
+        truth=truth, outcome=outcome, cause=cause)
+
+
+# --------------------------------------------------------------------------- the human view
+
+
+def _pct(rate: Rate) -> str:
+    return "-" if not rate.n else f"{100 * rate.k / rate.n:.1f} %"
+
+
+def render(result: CensusResult) -> list[Any]:
+    """Rich renderables for the terminal (stderr): the table by order, the two rates, the causes."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"Large anonymous folios ({'every process' if result.mode == 'all' else 'the given pids'})",
+                  title_justify="left")
+    for name in ("order", "folios", "1 MM", ">=2 MMs", "changed", "maybe shared", "false shared",
+                 "false exclusive"):
+        table.add_column(name, justify="right")
+    rows = result.rows()
+    for r in rows:
+        table.add_row(str(r.order), str(r.folios), str(r.one_mm), str(r.many_mms), str(r.changed),
+                      str(r.maybe_shared), str(r.false_shared), str(r.false_exclusive))
+    if len(rows) > 1:
+        table.add_row("all", *(str(sum(getattr(r, a) for r in rows)) for a in
+                               ("folios", "one_mm", "many_mms", "changed", "maybe_shared", "false_shared",
+                                "false_exclusive")), style="bold")
+    out: list[Any] = [Text(f"{result.processes} processes ({result.mms} MMs, {result.no_mm} without an mm), "
+                           f"{result.anon_pages} anonymous pages; MM ids: {result.mm_ids_source}")]
+    out.append(table if rows else Text("no large anonymous folio mapped"))
+    out.append(Text(f"false \"shared\" (mapped by 1 MM, verdict maybe shared): {result.false_shared.describe()}"))
+    fe = result.false_exclusive
+    out.append(Text(f"false \"exclusive\" (mapped by >=2 MMs, verdict exclusive; must be 0): {fe.describe()}",
+                    style="bold red" if fe.k else ""))
+    for code, n in sorted(result.causes().items()):
+        out.append(Text(f"  {n} x {code}: {CAUSES.get(code) or FALSE_EXCLUSIVE_CAUSES.get(code, code)}"))
+    extra = []
+    if result.outside():
+        extra.append(f"{result.outside()} folios counted as >=2 MMs through mappings of MMs not read")
+    if result.bit_ignored():
+        extra.append(f"{result.bit_ignored()} folios have the shared bit set but mapcount <= 1 (verdict exclusive)")
+    if result.unreadable:
+        extra.append(f"{result.unreadable} folios were gone or had changed shape when read")
+    if result.skipped:
+        extra.append(f"{len(result.skipped)} processes not read: " + "; ".join(
+            f"{tgid} ({why})" for tgid, why in result.skipped[:3]) + (" ..." if len(result.skipped) > 3 else ""))
+    out.extend(Text(line, style="dim") for line in extra)
+    secs = result.seconds
+    out.append(Text(f"{secs.get('total', 0.0):.2f} s (BPF start-up {secs.get('bpf_startup', 0.0):.2f}, pagemaps "
+                    f"{secs.get('pagemaps', 0.0):.2f}, kpageflags {secs.get('kpageflags', 0.0):.2f}, folio reads "
+                    f"{secs.get('bpf_reads', 0.0):.2f})", style="dim"))
+    return out
