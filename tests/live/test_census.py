@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FOLIO = 64 << 10  # hugepages-64kB: order 4
 ORDER = 4
 NFOLIOS = 8
+PMD = 2 << 20
+PMD_ORDER = 9
 LOCK_WAIT = 120.0
 THP = "/sys/kernel/mm/transparent_hugepage"
 
@@ -71,9 +73,10 @@ static void say(const char *fmt, long a, long b)
 
 int main(int argc, char **argv)
 {
-    if (argc != 4)
+    if (argc != 4 && argc != 5)
         return 2;
     long folio = atol(argv[1]), nfolios = atol(argv[2]), nchildren = atol(argv[3]);
+    int huge = argc == 5; /* MADV_HUGEPAGE on the region: PMD-mapped THPs under the boot settings */
     /* the launcher: reaps the parent and, as subreaper, the children once the parent is gone */
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) || prctl(PR_SET_PDEATHSIG, SIGKILL))
         return 2;
@@ -86,6 +89,8 @@ int main(int argc, char **argv)
         if (m == MAP_FAILED)
             _exit(2);
         char *r = (char *)(((unsigned long)m + folio - 1) & ~(unsigned long)(folio - 1));
+        if (huge && madvise(r, len, MADV_HUGEPAGE))
+            _exit(2);
         for (size_t i = 0; i < len; i += 4096)
             r[i] = (char)((i >> 12) | 1);
         say("parent %ld %ld\n", (long)getpid(), (long)r);
@@ -221,15 +226,21 @@ class Forker:
 def forker(prog: str) -> Iterator[object]:
     started: list[Forker] = []
 
-    def start(nchildren: int) -> Forker:
+    def start(nchildren: int, pmd: bool = False) -> Forker:
+        """Order-4 folios (64 kB set to always for the fault-in), or with ``pmd`` PMD-mapped THPs of a
+        MADV_HUGEPAGE region under the boot settings (nothing changed)."""
         from foliosim.host.runlock import LiveLock
-        from foliosim.host.thp import ThpGuard
+        from foliosim.host.thp import ThpGuard, effective_anon_orders, read_settings
 
         with LiveLock(timeout=LOCK_WAIT):  # held across the snapshots too: nobody else changes settings meanwhile
             before = thp_snapshot()
-            with ThpGuard({"hugepages-64kB/enabled": "always"}, lock_timeout=LOCK_WAIT):
-                proc = subprocess.Popen([prog, str(FOLIO), str(NFOLIOS), str(nchildren)], stdout=subprocess.PIPE)
-                fk = Forker(proc)
+            if pmd and PMD_ORDER not in effective_anon_orders(read_settings(), vma_hugepage=True):
+                live_unavailable("THP settings here give MADV_HUGEPAGE regions no PMD-sized folio")
+            guard = contextlib.nullcontext() if pmd else ThpGuard({"hugepages-64kB/enabled": "always"},
+                                                                  lock_timeout=LOCK_WAIT)
+            with guard:
+                args = [str(PMD), "2", str(nchildren), "huge"] if pmd else [str(FOLIO), str(NFOLIOS), str(nchildren)]
+                fk = Forker(subprocess.Popen([prog, *args], stdout=subprocess.PIPE))
                 started.append(fk)
                 words = fk.line()
                 assert words[0] == "parent", words
@@ -247,20 +258,19 @@ def forker(prog: str) -> Iterator[object]:
         fk.close()
 
 
-def region_heads(fk: Forker) -> set[int]:
-    """Head PFNs of the region's folios, each checked to be an order-4 anonymous folio."""
+def region_heads(fk: Forker, size: int = FOLIO, count: int = NFOLIOS, order: int = ORDER) -> set[int]:
+    """Head PFNs of the region's folios, each checked to be a folio of ``order``."""
     from foliosim.host import procfs
 
-    pages = NFOLIOS * FOLIO // procfs.PAGE_SIZE
-    entries = procfs.read_pagemap(fk.parent, fk.region, pages)
+    entries = procfs.read_pagemap(fk.parent, fk.region, count * size // procfs.PAGE_SIZE)
     assert all(e.present for e in entries)
     heads = set()
     with procfs.PhysReader() as phys:
-        for e in entries[:: FOLIO // procfs.PAGE_SIZE]:
-            head, order = phys.folio_extent(e.pfn)
-            assert (head, order) == (e.pfn, ORDER), "the region did not get 64 kB folios"
+        for e in entries[:: size // procfs.PAGE_SIZE]:
+            head, got = phys.folio_extent(e.pfn)
+            assert (head, got) == (e.pfn, order), f"the region did not get order-{order} folios"
             heads.add(head)
-    assert len(heads) == NFOLIOS
+    assert len(heads) == count
     return heads
 
 
@@ -336,6 +346,32 @@ def test_private_exclusive_mthp_gives_no_false_answer(live_root: None, forker: o
         assert f.mappers[0].mm_id == mm_id and f.mappers[0].entries == 16
     assert res.false_answers() == []
     assert res.false_shared.k == 0 and res.false_shared.n >= NFOLIOS
+
+
+@pytest.mark.live
+def test_pmd_mapped_thp_stuck_bit_is_ignored(live_root: None, forker: object, bpf: tuple[object, object]) -> None:
+    reader, tasks = bpf
+    fk = forker(3, pmd=True)  # type: ignore[operator]
+    c1, c2, c3 = fk.children
+    heads = region_heads(fk, PMD, 2, PMD_ORDER)
+    res = run_census([fk.parent, c1, c2, c3], reader, tasks)  # type: ignore[arg-type]
+    region = {f.head_pfn: f for f in res.folios if f.head_pfn in heads}
+    assert set(region) == heads
+    for f in region.values():  # four PMD mappings: one per MM, counted on every page through the entire mapcount
+        assert (f.truth, f.outcome, f.mapcount, f.entire_mapcount, f.unseen) == (TRUTH_MANY, SHARED, 4, 4, 0)
+        assert sorted(m.entries for m in f.mappers) == [512] * 4
+    fk.kill(fk.parent)
+    fk.kill(c1)
+    fk.kill(c2)
+    res = run_census([c3], reader, tasks)  # type: ignore[arg-type]
+    region = {f.head_pfn: f for f in res.folios if f.head_pfn in heads}
+    assert set(region) == heads
+    for f in region.values():  # the bit is stuck here too, but a mapcount of 1 makes the verdict "exclusive"
+        assert (f.truth, f.outcome, f.maybe_shared, f.shared_bit, f.slots) == (TRUTH_ONE, EXCLUSIVE, False, True,
+                                                                               ((0, 0), (0, 0)))
+        assert (f.mapcount, f.entire_mapcount) == (1, 1)
+    assert res.bit_ignored() >= 2
+    assert not [f for f in res.false_answers() if f.head_pfn in heads]
 
 
 @pytest.mark.live
