@@ -425,7 +425,7 @@ class _Mm:
     pfns: array[int] = field(default_factory=lambda: array("Q"))
 
 
-def _group(tgids: Iterable[int], ids: dict[int, int] | None, result: CensusResult) -> list[_Mm]:
+def _group(tgids: Iterable[int], ids: dict[int, int] | None) -> list[_Mm]:
     """Processes grouped by MM (threads are one process already; CLONE_VM siblings share an MM id).
 
     A process without an MM id (the iterator did not see it, or it has no mm) is keyed by its own tgid.
@@ -532,7 +532,7 @@ def run_census(pids: Sequence[int] | None, reader: FolioReader | None = None,
 def _read_pagemaps(tgids: Sequence[int], ids: dict[int, int] | None, result: CensusResult) -> list[_Mm]:
     """Each MM's anonymous PFNs, read from one of its processes; processes that vanish are recorded as skipped."""
     mms: list[_Mm] = []
-    for mm in _group(tgids, ids, result):
+    for mm in _group(tgids, ids):
         for tgid in mm.tgids:
             try:
                 if mm.mm_id is None and not procfs.Maps.read(tgid):
