@@ -642,7 +642,8 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
     from foliosim.evaluate.sweep import Grid, pending, run_dask, run_local
     from foliosim.schemes.base import DESIGNS
     from foliosim.workloads.generators import WORKLOADS
-    from foliosim.workloads.steps import WorkloadError, load_steps
+    from foliosim.workloads.runtrace import read_workload_text, workload_file_steps
+    from foliosim.workloads.steps import WorkloadError
 
     def fail(message: str, code: int) -> NoReturn:
         click.echo(f"foliosim compare: {message}", err=True)
@@ -663,11 +664,11 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
     texts: dict[str, str] = {}
     for path in files:
         try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            text = read_workload_text(path)
+        except (OSError, WorkloadError) as exc:
             fail(f"cannot read {_shown(path)}: {getattr(exc, 'strerror', None) or exc}", 2)
         try:
-            steps = load_steps(text, _shown(path))
+            steps = workload_file_steps(text, _shown(path))
         except WorkloadError as exc:
             fail(str(exc), 2)
         if not steps:
@@ -986,6 +987,66 @@ def trace_cmd(command: tuple[str, ...], out_path: str | None, strace_file: str |
     status = f", command exit status {rc}" if rc is not None else ""
     click.echo(f"foliosim trace: {stats.calls} calls from {stats.processes} processes -> {len(steps)} steps"
                f" ({stats.unparsed} unparsed lines{status})", err=True)
+
+
+# -- run traces (issue 12) -------------------------------------------------------------
+@main.command("run-trace")
+@click.argument("trace_path", metavar="RUN.trace")
+@click.option("-d", "--design", default="kernel", show_default=True,
+              help="Sharing-detection design answering the simulator (kernel, exact, slots:K, stopped, legacy).")
+@click.option("--oracle", type=click.Choice(["off", "reuse", "every"]), default="off", show_default=True,
+              help="Isolation oracle after steps that reused a page / after every step. Off by default: it walks "
+                   "every mapped page, and real programs map GiBs.")
+@WORD_BITS
+@NO_PAGE_MAPCOUNT
+@click.option("--json", "json_out", metavar="OUT.json", help="Also write every figure (and the live comparison) "
+              "as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+def run_trace_cmd(trace_path: str, design: str, oracle: str, word_bits: str, no_page_mapcount: bool,
+                  json_out: str | None, quiet: bool) -> None:
+    """Simulate a run trace (from `foliosim trace`) and print what happened; with live snapshots in the trace
+    (`trace --check-live`), the agreement of the simulation with the live folios.
+
+    Every recorded fault is one access by its task; faults the simulator does not take and calls it cannot
+    express are counted by cause. Exit status: 0 simulated, 1 an unreadable or malformed trace, 2 a bad option.
+    """
+    from foliosim.live.tracesim import Progress, simulate
+    from foliosim.report.runtrace import summary_lines
+    from foliosim.workloads.runtrace import RunTrace, RunTraceError, prepare
+
+    if json_out is not None:
+        _check_writable(json_out, "run-trace")
+    try:
+        from foliosim.schemes.base import make_design
+
+        make_design(design, _config(word_bits, no_page_mapcount))
+    except ValueError as exc:
+        click.echo(f"foliosim run-trace: {exc}", err=True)
+        sys.exit(2)
+    try:
+        trace = RunTrace.open(trace_path)
+        if not quiet:
+            click.echo(f"foliosim run-trace: reading {trace_path} ...", err=True)
+        conversion = prepare(trace)
+    except RunTraceError as exc:
+        click.echo(f"foliosim run-trace: {exc}", err=True)
+        sys.exit(1)
+
+    def progress(p: Progress) -> None:
+        if not quiet:
+            click.echo(f"foliosim run-trace: line {p.line} of {p.lines}, {p.steps} steps, {p.faults} faults, "
+                       f"{p.seconds:.0f} s", err=True)
+
+    try:
+        run = simulate(trace, design=design, oracle=oracle, config=_config(word_bits, no_page_mapcount),
+                       progress=progress, conversion=conversion)
+    except RunTraceError as exc:  # the file changed between the two readings
+        click.echo(f"foliosim run-trace: {exc}", err=True)
+        sys.exit(1)
+    for line in summary_lines(run):
+        click.echo(line)
+    if json_out is not None:
+        _write_atomic(json_out, json.dumps(run.to_json(), default=_json_default, indent=1), "run-trace")
 
 
 # -- fast path, columnar traces (issue 6) ----------------------------------------------

@@ -21,7 +21,9 @@ from foliosim.kconfig import KernelConfig
 from foliosim.schemes.base import make_design
 from foliosim.vm.machine import Machine, MachineOptions
 from foliosim.workloads.generators import build_workload, default_params
-from foliosim.workloads.steps import Step, WorkloadError, load_steps
+from foliosim.workloads.runtrace import RunTrace as _RunTrace
+from foliosim.workloads.runtrace import is_run_trace, prepare, workload_file_steps
+from foliosim.workloads.steps import Step, WorkloadError
 
 #: Bump when what a cell measures changes: old rows then no longer match any cell id.
 RESULTS_SCHEMA = 1
@@ -81,7 +83,7 @@ def make_cell(design: str, workload: str, params: dict[str, Any] | None, seed: i
     if workload.startswith(FILE_PREFIX):
         if workload_text is None:
             raise ValueError(f"workload {workload!r} needs its steps")
-        if not load_steps(workload_text, workload):
+        if not _checked_steps(workload_text, workload):
             raise WorkloadError(f"workload {workload!r} has no steps (an empty workload file)")
         merged: dict[str, Any] = dict(params or {})
     else:
@@ -102,9 +104,21 @@ class CellResult:
     notes: list[str] = field(default_factory=list)
 
 
+#: workload texts already checked (by SHA-256): a run trace is checked once, not once per cell
+_CHECKED: dict[str, int] = {}
+
+
+def _checked_steps(text: str, name: str) -> int:
+    """The number of steps of a workload file's text, checking it only the first time it is seen."""
+    key = hashlib.sha256(text.encode()).hexdigest()
+    if key not in _CHECKED:
+        _CHECKED[key] = len(workload_file_steps(text, name))
+    return _CHECKED[key]
+
+
 def cell_steps(spec: CellSpec) -> list[Step]:
     if spec.workload.startswith(FILE_PREFIX):
-        return load_steps(spec.workload_text or "", spec.workload)
+        return workload_file_steps(spec.workload_text or "", spec.workload)
     return build_workload(spec.workload, dict(spec.params), spec.seed)
 
 
@@ -113,7 +127,12 @@ def run_cell(spec: CellSpec) -> CellResult:
     began = time.perf_counter()
     config = KernelConfig(word_bits=spec.word_bits, no_page_mapcount=spec.no_page_mapcount)
     design = make_design(spec.design, config)
-    steps = cell_steps(spec)
+    conversion = None
+    if spec.workload.startswith(FILE_PREFIX) and is_run_trace(spec.workload_text or ""):
+        conversion = prepare(_RunTrace(spec.workload, text=spec.workload_text))
+        steps = conversion.steps()
+    else:
+        steps = cell_steps(spec)
     machine = Machine(config, MachineOptions(keep_events=False, check=False))
     probe = Probe(machine, design, spec.oracle)
     imported = spec.workload.startswith(FILE_PREFIX)
@@ -123,6 +142,13 @@ def run_cell(spec: CellSpec) -> CellResult:
     probe.tally.add("skipped_steps", stats.skipped)
     for what, count in stats.errors.items():
         probe.tally.add("failed_calls", count, consumer=what)
+    for outcome, count in stats.faults.items():  # a run trace's recorded faults: taken, or why not
+        probe.tally.add("recorded_faults", count, consumer=outcome)
+    if conversion is not None:
+        for outcome, count in conversion.stats.fault_skips.items():
+            probe.tally.add("recorded_faults", count, consumer=outcome)
+        for name, count in (conversion.stats.unexpressed + conversion.stats.skipped).items():
+            probe.tally.add("skipped_steps", count, consumer=name)
     notes = list(probe.problems)
     if stats.first_skip:
         notes.append(f"first skipped: {stats.first_skip}")

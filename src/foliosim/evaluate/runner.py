@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from foliosim.evaluate.consumers import khugepaged_scan, numa_migrate
@@ -31,6 +31,15 @@ class RunStats:
     errors: Counter[str] = field(default_factory=Counter)  # syscalls that returned -errno, SIGSEGVs
     first_skip: str | None = None
     skips: list[str] = field(default_factory=list)  # the first few refused steps (the first is first_skip)
+    faults: Counter[str] = field(default_factory=Counter)  # recorded faults (``fault`` steps) by outcome
+
+
+#: what became of a recorded fault (a ``fault`` step): taken, or why the simulator did not take it
+FAULT_TAKEN = "taken"
+FAULT_MAPPED = "already mapped writable"
+FAULT_PRESENT = "read of a page already present"
+FAULT_NO_VMA = "outside any VMA of the simulator"
+FAULT_PROT = "not permitted by the VMA's protection"
 
 
 class WorkloadRunner:
@@ -110,8 +119,46 @@ class WorkloadRunner:
             self._rc("madvise", m.madvise(t, (self._vpn(a[0]) + a[1]) << PAGE_SHIFT, a[2] * PAGE_SIZE, a[3]))
         elif verb in ("khugepaged", "numa"):
             self._scan(step)
+        elif verb == "fault":
+            self._fault(step, index)
+        elif verb == "thp":
+            for order in (*a[0], *a[1]):
+                m._check_anon_order(order)
+            m.options = replace(m.options, thp=frozenset(a[0]), thp_madvise=frozenset(a[1]))
+        elif verb == "pin":
+            self._rc("pin", m.pin(t, a[0], (self._vpn(a[1]) + a[2]) << PAGE_SHIFT, a[3] * PAGE_SIZE, write=bool(a[4]),
+                                  longterm=bool(a[5])))
+        elif verb == "unpin":
+            self._rc("unpin", m.unpin(a[0]))
+        elif verb == "vmsplice":
+            self._rc("vmsplice", m.vmsplice(t, a[0], (self._vpn(a[1]) + a[2]) << PAGE_SHIFT, a[3] * PAGE_SIZE))
+        elif verb == "merge":
+            m._merge(m.task(t).mm)
         else:  # pragma: no cover - check_step() rejects unknown verbs
             raise WorkloadError(f"unknown verb {verb!r}")
+
+    def _fault(self, step: Step, index: int) -> None:
+        """One recorded user fault: the access, unless the simulator would not fault there (counted by cause)."""
+        m = self.m
+        mm = m.task(step.task).mm
+        vpn = self._vpn(step.args[0]) + step.args[1]
+        write = step.args[2]
+        vma = mm.find_vma(vpn)
+        if vma is None:
+            self.stats.faults[FAULT_NO_VMA] += 1
+            return
+        if not (vma.write if write else vma.read):
+            self.stats.faults[FAULT_PROT] += 1
+            return
+        hit = m.lookup(mm, vpn)
+        if hit is not None and (hit[2] or not write):
+            self.stats.faults[FAULT_MAPPED if write else FAULT_PRESENT] += 1
+            return
+        if write:
+            m.write(step.task, vpn << PAGE_SHIFT, bytes([1 + (index * 37) % 255]))
+        else:
+            m.read(step.task, vpn << PAGE_SHIFT, 1)
+        self.stats.faults[FAULT_TAKEN] += 1
 
     def _mmap(self, step: Step) -> None:
         region, pages, kind, file, thp, prot, offset = step.args

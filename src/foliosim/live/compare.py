@@ -21,6 +21,7 @@ from foliosim.vm.stats import pagemap
 if TYPE_CHECKING:
     from foliosim.host.bpf import KernelFolio
     from foliosim.vm.machine import Machine
+    from foliosim.vm.mm import MM
     from foliosim.vm.pagetable import SimFolio
 
 
@@ -77,6 +78,20 @@ class LineResult:
         return not self.diffs
 
 
+def sim_page(m: Machine, mm: MM, vpn: int, f: SimFolio, page: int) -> SimPage:
+    """What procfs would show for ``vpn`` of ``mm``, mapped to page ``page`` of ``f`` (kpagecount = the page's
+    ``_mapcount`` + 1, plus the folio's entire mapcount for a large folio; pagemap bit 56)."""
+    pe = pagemap(m, mm, vpn)
+    if f.is_zero:
+        return SimPage(f.name, 0, f.order, True, False, 0, pe.exclusive, False)
+    core = f.core()
+    mapcount = core.page_mapcount[page] + 1
+    if core.is_large:
+        mapcount += core.entire_mapcount + 1
+    return SimPage(f.name, page, f.order, False, f.is_anon, mapcount, pe.exclusive,
+                   f.exclusive[0] if f.exclusive else False)
+
+
 def sim_pages(m: Machine) -> dict[str, dict[int, SimPage]]:
     """Every present page inside the scenario window, per simulated MM."""
     out: dict[str, dict[int, SimPage]] = {}
@@ -84,21 +99,8 @@ def sim_pages(m: Machine) -> dict[str, dict[int, SimPage]]:
     for mm in m.mms.values():
         if mm.users <= 0:
             continue
-        pages: dict[int, SimPage] = {}
-        for _vma, vpn, f, page, _by_pmd in m.iter_mapped(mm):
-            if not lo <= vpn < hi:
-                continue
-            pe = pagemap(m, mm, vpn)
-            if f.is_zero:
-                pages[vpn] = SimPage(f.name, 0, f.order, True, False, 0, pe.exclusive, False)
-                continue
-            core = f.core()
-            mapcount = core.page_mapcount[page] + 1
-            if core.is_large:
-                mapcount += core.entire_mapcount + 1
-            pages[vpn] = SimPage(f.name, page, f.order, False, f.is_anon, mapcount, pe.exclusive,
-                                 f.exclusive[0] if f.exclusive else False)
-        out[mm.name] = pages
+        out[mm.name] = {vpn: sim_page(m, mm, vpn, f, page)
+                        for _vma, vpn, f, page, _by_pmd in m.iter_mapped(mm) if lo <= vpn < hi}
     return out
 
 

@@ -23,6 +23,18 @@ write / read   region, first, pages (one access per page)
 madvise        region, first, pages, advice (dontneed, cold, pageout, ...)
 khugepaged     -- (one khugepaged scan of the task's anonymous memory)
 numa           region (mbind(MPOL_MF_MOVE) over it; null: every mapping)
+thp            always orders, madvise orders (lists)                 [no task]
+               the machine's THP settings from here on: the anon orders every
+               private anonymous VMA may use, and those MADV_HUGEPAGE adds
+fault          region, page, write (bool): one recorded user page fault, as
+               one access of that page; the runner counts the faults the
+               simulator does not take (already mapped, outside any VMA)
+pin            handle, region, first, pages, write (bool), longterm (bool)
+               (FOLL_PIN, e.g. an io_uring registered buffer)
+unpin          handle                                                [no task]
+vmsplice       handle, region, first, pages (FOLL_GET pipe references)
+merge          -- (vma_merge() of the task's adjacent compatible VMAs: the
+               kernel merges a new mapping into its neighbours)
 =============  ===============================================================
 """
 
@@ -40,7 +52,8 @@ VERBS: dict[str, tuple[bool, int]] = {
     "file": (False, 4), "spawn": (True, 0), "fork": (True, 1), "vfork": (True, 1), "thread": (True, 1),
     "exec": (True, 0), "exit": (True, 0), "mmap": (True, 7), "munmap": (True, 3), "mprotect": (True, 4),
     "mremap": (True, 3), "write": (True, 3), "read": (True, 3), "madvise": (True, 4), "khugepaged": (True, 0),
-    "numa": (True, 1),
+    "numa": (True, 1), "thp": (False, 2), "fault": (True, 3), "pin": (True, 6), "unpin": (False, 1),
+    "vmsplice": (True, 4), "merge": (True, 0),
 }
 KINDS = ("anon", "shared-anon", "file-shared", "file-private")
 PROTS = ("rw", "r", "none")
@@ -88,9 +101,20 @@ def check_step(step: Step, where: str) -> None:
     if step.verb in ("munmap", "mprotect", "write", "read", "madvise") and (
             not isinstance(a[1], int) or not isinstance(a[2], int) or a[1] < 0 or a[2] <= 0):
         raise WorkloadError(f"{where}: {step.verb} needs first >= 0 and pages > 0, got {a[1]!r}, {a[2]!r}")
-    if step.verb in ("munmap", "mprotect", "write", "read", "madvise", "mremap", "mmap") and not isinstance(
+    if step.verb in ("munmap", "mprotect", "write", "read", "madvise", "mremap", "mmap", "fault") and not isinstance(
             a[0], str | int):
         raise WorkloadError(f"{where}: region must be a name or a page number, not {a[0]!r}")
+    if step.verb in ("pin", "vmsplice") and (
+            not isinstance(a[0], str) or not a[0] or not isinstance(a[1], str | int) or not isinstance(a[2], int)
+            or not isinstance(a[3], int) or a[2] < 0 or a[3] <= 0):
+        raise WorkloadError(f"{where}: {step.verb} needs a handle name, a region, first >= 0 and pages > 0")
+    if step.verb == "unpin" and (not isinstance(a[0], str) or not a[0]):
+        raise WorkloadError(f"{where}: unpin needs a handle name")
+    if step.verb == "fault" and (not isinstance(a[1], int) or a[1] < 0 or not isinstance(a[2], bool)):
+        raise WorkloadError(f"{where}: fault needs a page >= 0 and write true/false, got {a[1]!r}, {a[2]!r}")
+    if step.verb == "thp" and not all(isinstance(x, tuple | list) and all(isinstance(o, int) for o in x)
+                                      for x in a):
+        raise WorkloadError(f"{where}: thp needs two lists of folio orders")
 
 
 def step_from_json(obj: Any, where: str) -> Step:

@@ -1,0 +1,113 @@
+"""The text summary of ``foliosim run-trace``: what was simulated, what was not and why, and the live agreement."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from foliosim.live.snapcheck import SnapshotChecker
+    from foliosim.live.tracesim import TraceRun
+
+
+def _counts(counter: Counter[str], limit: int = 12) -> str:
+    items = counter.most_common()
+    text = ", ".join(f"{name} {n}" for name, n in items[:limit])
+    if len(items) > limit:
+        text += f", ... ({len(items) - limit} more)"
+    return text
+
+
+def _orders(counter: Counter[tuple[str, int]]) -> str:
+    return ", ".join(f"{kind} order {order}: {n}" for (kind, order), n in sorted(counter.items())) or "none"
+
+
+def summary_lines(run: TraceRun) -> list[str]:
+    """Every line of the summary, in order."""
+    h = run.header
+    c = run.convert
+    rec = h.recorder
+    how = f"recorded with {rec['mechanism']}" if rec.get("mechanism") else "recorder unknown"
+    if rec.get("slowdown"):
+        how += f", traced {rec['slowdown']}x slower"
+    if rec.get("lost_events"):
+        how += f", {rec['lost_events']} events LOST"
+    out = [f"foliosim run-trace: {run.name}: {' '.join(h.command) or '?'} (kernel {h.kernel or '?'}; {how})"]
+    thp = (f"THP: anon always {sorted(h.thp.always) or 'none'}, with MADV_HUGEPAGE also "
+           f"{sorted(h.thp.madvise) or 'none'}; anonymous shared memory {sorted(h.thp.shmem) or 'order 0'}")
+    out.append(thp)
+    oracle = "off (--oracle reuse|every turns it on: it walks every mapped page)" if run.oracle == "off" else run.oracle
+    out.append(f"design: {run.design}; isolation oracle: {oracle}")
+    out.append("")
+    out.append(f"tasks: {run.tasks} ({c.processes} processes, {c.threads} threads); {c.lines} trace lines -> "
+               f"{run.steps} simulator steps")
+    not_taken = Counter({k: n for k, n in run.faults.items() if k != "taken"})
+    out.append(f"faults: {run.recorded_faults} recorded ({c.write_faults} writes), {run.faults_taken} replayed "
+               f"as faults by the simulator, {sum(not_taken.values())} not")
+    for cause, n in not_taken.most_common():
+        out.append(f"  not taken: {cause}: {n}")
+    if c.populated:
+        out.append(f"  plus {c.populated} page accesses of calls that populate (MAP_POPULATE, MADV_POPULATE_*)")
+    out.append(f"copy-on-write: {run.copies} copies, {run.reuses} reuses")
+    width = max((len(rule) for rule, _o in run.cow), default=0)
+    for (rule, outcome), n in sorted(run.cow.items(), key=lambda kv: -kv[1]):
+        out.append(f"  {rule:<{width}}  {outcome:<9} {n}")
+    out.append(f"folios allocated: {_orders(run.allocated)}")
+    out.append(f"folios alive at the end: {_orders(run.alive)}")
+    out.append(f"memory calls: {_counts(c.syscalls) or 'none'}")
+    for label, counter in (("failed in the trace (change nothing)", c.failed),
+                           ("refused or failed in the simulator", run.rejected),
+                           ("cannot be expressed", c.unexpressed),
+                           ("approximated", c.approximated),
+                           ("no effect on what the simulator models", c.ignored),
+                           ("skipped", c.skipped)):
+        if counter:
+            out.append(f"  {label}: {_counts(counter)}")
+    for example in run.rejected_examples[:3]:
+        out.append(f"    e.g. {example}")
+    if c.files:
+        out.append(f"files: {c.files} (one page cache per device and inode)")
+    rate = f"{run.faults_per_second:,.0f} faults/s" if run.sim_seconds else "-"
+    out.append(f"simulator: {run.sim_seconds:.2f} s for {run.steps} steps ({rate}); wall {run.wall_seconds:.2f} s "
+               f"(reading the trace twice and comparing snapshots ({run.check_seconds:.2f} s) included)")
+    if run.oracle != "off":
+        verdict = "no problem" if not run.oracle_problems else "; ".join(run.oracle_problems[:3])
+        out.append(f"isolation oracle: {run.oracle_runs} runs, {verdict}")
+    if run.design_totals:
+        t = run.design_totals
+        out.append(f"design {run.design}: {int(t['checks'])} consumer checks on large folios, "
+                   f"{int(t['false_shared'])} falsely shared, {int(t['false_exclusive'])} falsely exclusive, "
+                   f"{int(t['unsafe'])} unsafe and {int(t['avoidable'])} avoidable decisions")
+    if run.check is not None:
+        out.append("")
+        out += agreement_lines(run.check)
+    elif h.check_live:
+        out.append("live agreement: the trace was recorded with --check-live but holds no snapshot")
+    return out
+
+
+def agreement_lines(check: SnapshotChecker) -> list[str]:
+    total = check.compared
+    pct = f"{100.0 * check.agreed / total:.2f}%" if total else "-"
+    out = [f"live agreement ({check.snapshots} snapshots, anonymous pages): {pct} of {total} compared fields agree"]
+    for name, count in check.fields.items():
+        if count.compared == 0 and count.not_observed == 0:
+            continue
+        share = f"{count.percent:6.2f}% ({count.agreed}/{count.compared})" if count.compared else "      -"
+        unobserved = f", not observed {count.not_observed}" if count.not_observed else ""
+        out.append(f"  {name:<20} {share}{unobserved}")
+    if check.causes:
+        out.append("  disagreements by cause:")
+        for (fld, cause), n in check.causes.most_common():
+            out.append(f"    {fld}: {cause}: {n}")
+    out.append(f"  not compared: {check.file_pages} file pages and {check.file_anon_pages} anonymous copies in "
+               f"private file mappings (the snapshots cover anonymous mappings; file pages are also mapped outside "
+               f"the traced tree), {check.zero_pages} zero-page mappings; {check.file_diffs} live pages where the "
+               f"simulator has a file page")
+    if check.examples:
+        out.append("  first disagreements:")
+        out += [f"    {d.describe()}" for d in check.examples[:10]]
+    return out
+
+
+__all__ = ["agreement_lines", "summary_lines"]

@@ -1,0 +1,1172 @@
+"""Read a run trace (docs/run-trace.md) and turn it into simulator steps, inventing nothing.
+
+A run trace records what a real program's process tree did to memory: tasks (spawn, fork, thread, vfork,
+exec, exit), memory system calls with their real arguments and results, every user page fault, and with
+``--check-live`` snapshots of the live anonymous pages. :class:`RunTrace` reads and checks it (every
+malformed line is a :class:`RunTraceError` naming the line and the field); :func:`convert` turns it into
+:class:`~foliosim.workloads.steps.Step` objects, with a :class:`Snapshot` marker where each snapshot was
+taken. Each recorded fault becomes one ``fault`` step (one access of that page by that task); each
+successful call becomes the steps that do what the kernel did, at the program's own addresses (integer
+regions = virtual page numbers). Failed calls change nothing. Whatever the simulator cannot express is
+counted by name in :class:`ConvertStats`, never dropped silently.
+
+Folio sizes follow the recorded THP settings: a ``thp`` step gives the machine the anon orders allowed
+"always" and those MADV_HUGEPAGE adds ("madvise", and "inherit" resolved against the top-level
+``enabled``); the VMA's madvise state then decides (mm/huge_memory.c thp_vma_allowable_orders()).
+File-backed pages are page-cache folios of one simulator file per (device, inode), shared by every
+traced process that maps it, sized to cover every page mapped.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import json
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from foliosim.workloads.steps import Step, WorkloadError, load_steps
+
+FORMAT = "foliosim-run-trace"
+VERSION = 1
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PMD_ORDER = 9
+
+# include/uapi/linux/sched.h
+CLONE_VM = 0x100
+# include/uapi/asm-generic/mman-common.h, mman.h (x86-64)
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE, MAP_DROPPABLE, MAP_TYPE = 0x01, 0x02, 0x03, 0x08, 0x0F
+MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_LOCKED, MAP_POPULATE, MAP_NONBLOCK, MAP_HUGETLB = (
+    0x20, 0x100, 0x2000, 0x8000, 0x10000, 0x40000)
+MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP = 1, 2, 4
+SHM_RDONLY = 0o10000
+IORING_REGISTER_BUFFERS, IORING_UNREGISTER_BUFFERS = 0, 1
+IORING_REGISTER_BUFFERS2, IORING_REGISTER_BUFFERS_UPDATE = 15, 16
+MLOCK_ONFAULT = 1
+MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
+#: calls that change nothing the simulator models (one NUMA node; no placement)
+NO_EFFECT_CALLS = ("mbind", "move_pages")
+IORING_REGISTER_USE_REGISTERED_RING = 1 << 31
+#: madvise advice -> the simulator's advice (include/uapi/asm-generic/mman-common.h)
+MADV_STEPS = {4: "dontneed", 24: "dontneed", 20: "cold", 21: "pageout", 10: "dontfork", 11: "dofork",
+              14: "hugepage", 15: "nohugepage"}
+MADV_NAMES = {0: "MADV_NORMAL", 1: "MADV_RANDOM", 2: "MADV_SEQUENTIAL", 3: "MADV_WILLNEED", 4: "MADV_DONTNEED",
+              8: "MADV_FREE", 9: "MADV_REMOVE", 10: "MADV_DONTFORK", 11: "MADV_DOFORK", 12: "MADV_MERGEABLE",
+              13: "MADV_UNMERGEABLE", 14: "MADV_HUGEPAGE", 15: "MADV_NOHUGEPAGE", 16: "MADV_DONTDUMP",
+              17: "MADV_DODUMP", 18: "MADV_WIPEONFORK", 19: "MADV_KEEPONFORK", 20: "MADV_COLD", 21: "MADV_PAGEOUT",
+              22: "MADV_POPULATE_READ", 23: "MADV_POPULATE_WRITE", 24: "MADV_DONTNEED_LOCKED", 25: "MADV_COLLAPSE",
+              102: "MADV_GUARD_INSTALL", 103: "MADV_GUARD_REMOVE"}
+#: advice that changes nothing the simulator models (no folio, mapping or fork behaviour)
+MADV_NO_EFFECT = (0, 1, 2, 3, 16, 17)
+#: the largest stack the simulator lets a growsdown mapping reach (the default RLIMIT_STACK, 8 MiB)
+STACK_LIMIT_PAGES = (8 << 20) >> PAGE_SHIFT
+#: pages per access step when a call populates a range (MAP_POPULATE, MADV_POPULATE_*)
+POPULATE_CHUNK = 256
+
+# what a recorded fault became at conversion (the runner counts the rest: evaluate/runner.py FAULT_*)
+FAULT_OUTSIDE = "outside any VMA the trace describes"
+FAULT_EXEC = "outside the mappings the trace describes (set up by execve: stack, program, loader, vdso)"
+FAULT_OPAQUE = "in a mapping the simulator cannot express"
+
+
+class RunTraceError(WorkloadError):
+    """A run trace that cannot be read: the message names the file, the line and the field."""
+
+
+# ---------------------------------------------------------------------------------------------- reading
+@dataclass(frozen=True, slots=True)
+class ThpSettings:
+    """The THP settings of the run, as the simulator uses them."""
+
+    always: frozenset[int]  # anon orders every private anonymous VMA may use
+    madvise: frozenset[int]  # the extra anon orders a VMA with MADV_HUGEPAGE may use
+    shmem: frozenset[int]  # orders anonymous shared memory may use (always, within_size, inherit -> always)
+    shmem_file_order: int  # order of tmpfs/memfd page-cache folios (PMD with shmem_enabled always/force, else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The first line of a run trace."""
+
+    command: tuple[str, ...]
+    kernel: str
+    page_size: int
+    thp: ThpSettings
+    thp_raw: dict[str, Any]
+    thp_set: dict[str, Any]
+    recorder: dict[str, Any]
+    check_live: bool
+
+
+class RunTrace:
+    """A run trace on disk (JSON Lines, optionally gzip) or in memory, readable more than once."""
+
+    def __init__(self, name: str, path: str | Path | None = None, text: str | None = None) -> None:
+        if (path is None) == (text is None):
+            raise ValueError("a run trace needs a path or a text")
+        self.name = name
+        self.path = Path(path) if path is not None else None
+        self.text = text
+        self._header: Header | None = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunTrace:
+        """A run trace file; RunTraceError if it cannot be read or does not start with a run-trace header."""
+        trace = cls(str(path), path=path)
+        trace.header  # noqa: B018 - read and check the header now
+        return trace
+
+    @property
+    def header(self) -> Header:
+        if self._header is None:
+            for lineno, line in self.lines():
+                self._header = parse_header(line, f"{self.name} line {lineno}")
+                break
+            else:
+                raise RunTraceError(f"{self.name}: empty file (no run-trace header)")
+        return self._header
+
+    def lines(self) -> Iterator[tuple[int, str]]:
+        """(line number, text) of every non-blank line."""
+        if self.text is not None:
+            for lineno, line in enumerate(self.text.splitlines(), 1):
+                if line.strip():
+                    yield lineno, line
+            return
+        assert self.path is not None
+        lineno = 0
+        try:
+            with self.path.open("rb") as probe:
+                gz = probe.read(2) == b"\x1f\x8b"
+            with gzip.open(self.path, "rt", encoding="utf-8") if gz else self.path.open(encoding="utf-8") as handle:
+                for lineno, line in enumerate(handle, 1):
+                    if line.strip():
+                        yield lineno, line
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise RunTraceError(f"{self.name}: the gzip stream is truncated or corrupt after line {lineno} "
+                                f"({exc})") from None
+        except UnicodeDecodeError:
+            raise RunTraceError(f"{self.name} line {lineno + 1}: not UTF-8 text") from None
+        except OSError as exc:
+            raise RunTraceError(f"cannot read {self.name}: {exc.strerror or exc}") from None
+
+    def events(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Every event after the header, checked (RunTraceError names the first bad line and field)."""
+        first = True
+        last_t = float("-inf")
+        for lineno, line in self.lines():
+            where = f"{self.name} line {lineno}"
+            if first:
+                self._header = parse_header(line, where)
+                first = False
+                continue
+            event = parse_event(line, where)
+            t = event["t"]
+            if t < last_t:
+                raise RunTraceError(f"{where}: field 't' goes back in time ({t} after {last_t}): the file is "
+                                    "sorted by t")
+            last_t = t
+            yield lineno, event
+        if first:
+            raise RunTraceError(f"{self.name}: empty file (no run-trace header)")
+
+
+def is_run_trace(text: str) -> bool:
+    """Whether ``text`` starts with a run-trace header (as opposed to a workload's steps)."""
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                return False
+            return isinstance(obj, dict) and obj.get("format") == FORMAT
+    return False
+
+
+def _json(line: str, where: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise RunTraceError(f"{where}: not JSON ({exc.msg} at column {exc.colno}; a truncated or edited line?)"
+                            ) from None
+    if not isinstance(obj, dict):
+        raise RunTraceError(f"{where}: a line must be a JSON object, not {type(obj).__name__}")
+    return obj
+
+
+def parse_header(line: str, where: str) -> Header:
+    obj = _json(line, where)
+    if obj.get("format") != FORMAT:
+        raise RunTraceError(f"{where}: not a run trace (the first line must be the header with "
+                            f'"format": "{FORMAT}", found format {obj.get("format")!r})')
+    if obj.get("version") != VERSION:
+        raise RunTraceError(f"{where}: run-trace version {obj.get('version')!r} is not supported "
+                            f"(this foliosim reads version {VERSION})")
+    page_size = obj.get("page_size", PAGE_SIZE)
+    if page_size != PAGE_SIZE:
+        raise RunTraceError(f"{where}: field 'page_size' is {page_size!r}; the simulator models 4096-byte pages")
+    thp = obj.get("thp")
+    if not isinstance(thp, dict):
+        raise RunTraceError(f"{where}: header field 'thp' must be an object (the THP settings of the run)")
+    command = obj.get("command", [])
+    if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+        raise RunTraceError(f"{where}: header field 'command' must be a list of strings")
+    for key in ("thp_set", "recorder"):
+        if not isinstance(obj.get(key) or {}, dict):
+            raise RunTraceError(f"{where}: header field {key!r} must be an object")
+    return Header(tuple(command), str(obj.get("kernel", "")), page_size, thp_settings(thp, where), thp,
+                  dict(obj.get("thp_set") or {}), dict(obj.get("recorder") or {}), bool(obj.get("check_live")))
+
+
+def thp_settings(thp: dict[str, Any], where: str = "header") -> ThpSettings:
+    """The anon and shmem orders of the recorded sysfs values ("inherit" follows the top-level setting)."""
+    enabled = thp.get("enabled", "never")
+    shmem_enabled = thp.get("shmem_enabled", "never")
+    if not isinstance(enabled, str) or not isinstance(shmem_enabled, str):
+        raise RunTraceError(f"{where}: thp 'enabled' and 'shmem_enabled' must be strings")
+    always: set[int] = set()
+    madvise: set[int] = set()
+    shmem: set[int] = set()
+    for key, table in (("anon", always), ("shmem", shmem)):
+        values = thp.get(key, {})
+        if not isinstance(values, dict):
+            raise RunTraceError(f"{where}: thp field {key!r} must map folio orders to settings")
+        for order_text, value in values.items():
+            try:
+                order = int(order_text)
+            except ValueError:
+                raise RunTraceError(f"{where}: thp {key!r}: {order_text!r} is not a folio order") from None
+            if not isinstance(value, str):
+                raise RunTraceError(f"{where}: thp {key!r} order {order}: the setting must be a string")
+            if key == "anon":
+                if not 2 <= order <= PMD_ORDER:
+                    continue  # order 1 is never an anon mTHP order; larger ones do not exist on x86-64
+                mode = enabled if value == "inherit" else value
+                if mode == "always":
+                    table.add(order)
+                elif mode == "madvise":
+                    madvise.add(order)
+            elif 1 <= order < PMD_ORDER:  # the simulator gives anon shmem orders below the PMD order
+                mode = shmem_enabled if value == "inherit" else value
+                if mode in ("always", "within_size", "force"):
+                    table.add(order)
+    return ThpSettings(frozenset(always), frozenset(madvise), frozenset(shmem),
+                       PMD_ORDER if shmem_enabled in ("always", "force") else 0)
+
+
+_INT, _BOOL, _STR, _NUM, _LIST, _DICT, _INT_NULL = "integer", "true/false", "string", "number", "list", "object", \
+    "integer or null"
+EVENT_FIELDS: dict[str, dict[str, str]] = {
+    "spawn": {"path": _STR, "argv": _LIST},
+    "fork": {"child_pid": _INT, "child_tid": _INT, "clone_flags": _INT, "thread": _BOOL, "vfork": _BOOL},
+    "exec": {"path": _STR},
+    "exit": {"group": _BOOL},
+    "syscall": {"name": _STR, "args": _LIST, "ret": _INT},
+    "fault": {"addr": _INT, "write": _BOOL, "ip": _INT, "error_code": _INT},
+    "snapshot": {"at": _STR, "pages": _LIST, "folios": _DICT, "mm_id": _INT_NULL},
+}
+SYSCALL_ARGS = {"mmap": 6, "munmap": 2, "mremap": 5, "mprotect": 3, "madvise": 3, "brk": 1, "shmat": 3,
+                "io_uring_register": 4, "vmsplice": 4, "shmdt": 1, "pkey_mprotect": 4, "mlock": 2, "mlock2": 3,
+                "mlockall": 1}
+FOLIO_FIELDS = ("order", "refcount", "large_mapcount", "entire_mapcount", "pincount", "nr_pages_mapped")
+
+
+def _is(value: Any, kind: str) -> bool:
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _INT_NULL:
+        return value is None or (isinstance(value, int) and not isinstance(value, bool))
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if kind == _STR:
+        return isinstance(value, str)
+    if kind == _NUM:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == _LIST:
+        return isinstance(value, list)
+    return isinstance(value, dict)
+
+
+def _need(obj: dict[str, Any], name: str, kind: str, where: str) -> Any:
+    if name not in obj:
+        raise RunTraceError(f"{where}: missing field {name!r}")
+    value = obj[name]
+    if not _is(value, kind):
+        raise RunTraceError(f"{where}: field {name!r} must be {'an' if kind[0] in 'aeiou' else 'a'} {kind}, "
+                            f"not {json.dumps(value)[:40]}")
+    return value
+
+
+def _ranges(obj: dict[str, Any], name: str, where: str) -> None:
+    value = _need(obj, name, _LIST, where)
+    for i, item in enumerate(value):
+        if not (isinstance(item, list) and len(item) == 2 and all(_is(x, _INT) and x >= 0 for x in item)):
+            raise RunTraceError(f"{where}: field {name!r} item {i} must be [address, length]")
+
+
+def _file(obj: dict[str, Any], where: str) -> None:
+    f = _need(obj, "file", _DICT, where)
+    w = f"{where}: field 'file'"
+    _need(f, "dev", _STR, w)
+    _need(f, "ino", _INT, w)
+    if "path" in f:
+        _need(f, "path", _STR, w)
+    if "shmem" in f:
+        _need(f, "shmem", _BOOL, w)
+
+
+def parse_event(line: str, where: str) -> dict[str, Any]:
+    """One event line, checked against docs/run-trace.md (RunTraceError names the line and field)."""
+    obj = _json(line, where)
+    _need(obj, "t", _NUM, where)
+    ev = _need(obj, "ev", _STR, where)
+    fields = EVENT_FIELDS.get(ev)
+    if fields is None:
+        raise RunTraceError(f"{where}: unknown event 'ev': {ev!r} (known: {', '.join(EVENT_FIELDS)})")
+    where = f"{where} ({ev})"
+    _need(obj, "pid", _INT, where)
+    _need(obj, "tid", _INT, where)
+    for name, kind in fields.items():
+        _need(obj, name, kind, where)
+    if ev == "exit":
+        if "code" not in obj and "signal" not in obj:
+            raise RunTraceError(f"{where}: missing field 'code' or 'signal'")
+        for name in ("code", "signal"):
+            if name in obj:
+                _need(obj, name, _INT_NULL, where)
+    elif ev == "syscall":
+        _syscall(obj, where)
+    elif ev == "snapshot":
+        _snapshot(obj, where)
+    elif ev == "exec" and "maps" in obj:
+        for i, item in enumerate(_need(obj, "maps", _LIST, where)):
+            if not (isinstance(item, list) and len(item) == 7 and _is(item[0], _INT) and _is(item[1], _INT)
+                    and _is(item[2], _STR) and _is(item[3], _INT) and _is(item[4], _STR) and _is(item[5], _INT)
+                    and _is(item[6], _STR) and item[0] < item[1]):
+                raise RunTraceError(f"{where}: field 'maps' item {i} must be [start, end, perms, offset, dev, "
+                                    "inode, path] with start < end")
+    return obj
+
+
+def _syscall(obj: dict[str, Any], where: str) -> None:
+    name = obj["name"]
+    where = f"{where} {name}"
+    args = obj["args"]
+    for i, value in enumerate(args):
+        if not _is(value, _INT):
+            raise RunTraceError(f"{where}: field 'args' item {i} must be an integer, not {json.dumps(value)[:40]}")
+    want = SYSCALL_ARGS.get(name)
+    if want is not None and len(args) != want:
+        raise RunTraceError(f"{where}: field 'args' must have {want} items, not {len(args)}")
+    if obj["ret"] < 0:
+        return  # a failed call: nothing else is needed
+    if name == "mmap" and "file" in obj:
+        _file(obj, where)
+    elif name == "shmat":
+        _need(obj, "size", _INT, where)
+        _file(obj, where)
+    elif name == "io_uring_register" and ("buffers" in obj or (
+            args[1] & ~IORING_REGISTER_USE_REGISTERED_RING) == IORING_REGISTER_BUFFERS):
+        _ranges(obj, "buffers", where)
+    elif name == "vmsplice":
+        _ranges(obj, "ranges", where)
+
+
+def _snapshot(obj: dict[str, Any], where: str) -> None:
+    if obj["at"] not in ("fork", "exit"):
+        raise RunTraceError(f"{where}: field 'at' must be \"fork\" or \"exit\", not {obj['at']!r}")
+    for i, page in enumerate(obj["pages"]):
+        if not (isinstance(page, list) and len(page) == 6 and all(_is(x, _INT) for x in page[:5])
+                and isinstance(page[5], bool | int) and 0 <= page[3] <= 20):
+            raise RunTraceError(f"{where}: field 'pages' item {i} must be [vaddr, pfn, head_pfn, order, mapcount, "
+                                "exclusive]")
+    for key, folio in obj["folios"].items():
+        w = f"{where}: field 'folios' entry {key!r}"
+        try:
+            int(key, 0)
+        except ValueError:
+            raise RunTraceError(f"{w}: the key must be a head PFN") from None
+        if not isinstance(folio, dict):
+            raise RunTraceError(f"{w} must be an object")
+        _need(folio, "order", _INT, w)
+        _need(folio, "refcount", _INT, w)
+        for name in FOLIO_FIELDS[2:]:
+            if name in folio:
+                _need(folio, name, _INT_NULL, w)
+        ids = folio.get("mm_ids")
+        if not (ids is None or _is(ids, _INT) or (isinstance(ids, list) and len(ids) == 2
+                                                 and all(_is(x, _INT) for x in ids))):
+            raise RunTraceError(f"{w}: field 'mm_ids' must be the _mm_ids word, [slot 0 id, slot 1 id] or null")
+        counts = folio.get("mm_id_mapcount")
+        if not (counts is None or (isinstance(counts, list) and len(counts) == 2
+                                   and all(_is(x, _INT) for x in counts))):
+            raise RunTraceError(f"{w}: field 'mm_id_mapcount' must be [slot 0, slot 1] or null")
+        if folio.get("shared_bit") is not None and not isinstance(folio.get("shared_bit"), bool):
+            raise RunTraceError(f"{w}: field 'shared_bit' must be true/false or null")
+
+
+# ---------------------------------------------------------------------------------------------- converting
+@dataclass(slots=True)
+class Snapshot:
+    """A ``snapshot`` event, placed in the step stream: compare the simulator's state here."""
+
+    line: int
+    task: str
+    pid: int
+    at: str
+    mm_id: int | None
+    pages: list[list[int]]
+    folios: dict[str, dict[str, Any]]
+
+
+@dataclass(slots=True)
+class ConvertStats:
+    """What the conversion found and did, by cause; nothing recorded is dropped without a count here."""
+
+    lines: int = 0
+    events: Counter[str] = field(default_factory=Counter)
+    processes: int = 0
+    threads: int = 0
+    faults: int = 0  # recorded user faults
+    fault_steps: int = 0  # ... turned into accesses
+    write_faults: int = 0
+    kernel_faults: int = 0  # faults the kernel took on a user address in kernel mode (page_fault_kernel)
+    fault_skips: Counter[str] = field(default_factory=Counter)  # recorded faults not turned into steps, by cause
+    skipped: Counter[str] = field(default_factory=Counter)  # recorded events not turned into steps, by cause
+    syscalls: Counter[str] = field(default_factory=Counter)  # every recorded memory call, by name
+    failed: Counter[str] = field(default_factory=Counter)  # calls that failed in the trace (they change nothing)
+    unexpressed: Counter[str] = field(default_factory=Counter)  # what the simulator cannot express, by name
+    approximated: Counter[str] = field(default_factory=Counter)  # expressed with a documented approximation
+    ignored: Counter[str] = field(default_factory=Counter)  # calls that change nothing the simulator models
+    populated: int = 0  # pages accessed because a call populates them (MAP_POPULATE, MADV_POPULATE_*)
+    snapshots: int = 0
+    files: int = 0
+    steps: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            out[name] = dict(value.most_common()) if isinstance(value, Counter) else value
+        return out
+
+
+@dataclass(slots=True)
+class _Area:
+    """One mapping of the converter's picture of an address space (virtual page numbers)."""
+
+    start: int
+    end: int
+    kind: str  # anon, shared-anon, file-private, file-shared, opaque
+    prot: str
+    file: str | None = None
+    pgoff: int = 0
+    hugepage: bool | None = None  # MADV_HUGEPAGE (True), MADV_NOHUGEPAGE (False)
+    dontfork: bool = False
+    wipeonfork: bool = False
+    growsdown: bool = False
+    why: str = ""  # opaque: what the simulator cannot express
+
+    def cut(self, start: int, end: int) -> _Area:
+        delta = start - self.start
+        return replace(self, start=start, end=end, pgoff=self.pgoff + delta if self.file else self.pgoff)
+
+    def joins(self, nxt: _Area) -> bool:
+        """Whether the kernel would merge ``nxt`` (starting at our end) into us (mm/vma.c, same flags and file)."""
+        if self.end != nxt.start or self.kind != nxt.kind or self.kind in ("opaque", "shared-anon"):
+            return False
+        same = (self.prot, self.file, self.hugepage, self.dontfork, self.wipeonfork) == (
+            nxt.prot, nxt.file, nxt.hugepage, nxt.dontfork, nxt.wipeonfork)
+        return same and (self.file is None or nxt.pgoff == self.pgoff + self.end - self.start)
+
+
+class _Space:
+    """The converter's picture of one MM: its mappings (sorted) and its program break."""
+
+    def __init__(self, described: bool) -> None:
+        self.areas: list[_Area] = []
+        self.starts: list[int] = []
+        self.brk: int | None = None
+        self.described = described  # the mappings execve set up are known (``maps``), or there was no exec
+        self.handles: list[str] = []  # pins and pipes to release when the MM goes away
+        self.users = 0
+        self.lock_future = False  # mlockall(MCL_FUTURE): new mappings are populated (mm->def_flags VM_LOCKED)
+
+    def find(self, vpn: int) -> _Area | None:
+        i = bisect.bisect_right(self.starts, vpn) - 1
+        if i >= 0 and self.areas[i].end > vpn:
+            return self.areas[i]
+        return None
+
+    def above(self, vpn: int) -> _Area | None:
+        i = bisect.bisect_right(self.starts, vpn)
+        return self.areas[i] if i < len(self.areas) else None
+
+    def below(self, vpn: int) -> _Area | None:
+        i = bisect.bisect_left(self.starts, vpn) - 1
+        return self.areas[i] if i >= 0 else None
+
+    def _reindex(self) -> None:
+        self.starts = [a.start for a in self.areas]
+
+    def remove(self, start: int, end: int) -> list[_Area]:
+        """Unmap ``[start, end)``; returns the removed pieces."""
+        keep: list[_Area] = []
+        gone: list[_Area] = []
+        for a in self.areas:
+            if a.end <= start or a.start >= end:
+                keep.append(a)
+                continue
+            if a.start < start:
+                keep.append(a.cut(a.start, start))
+            if a.end > end:
+                keep.append(a.cut(end, a.end))
+            gone.append(a.cut(max(a.start, start), min(a.end, end)))
+        self.areas = sorted(keep, key=lambda a: a.start)
+        self._reindex()
+        return gone
+
+    def insert(self, area: _Area) -> None:
+        self.remove(area.start, area.end)
+        bisect.insort(self.areas, area, key=lambda a: a.start)
+        self._reindex()
+
+    def update(self, start: int, end: int, change: Callable[[_Area], _Area]) -> None:
+        for piece in self.remove(start, end):
+            bisect.insort(self.areas, change(piece), key=lambda a: a.start)
+        self._reindex()
+
+    def covered_parts(self, start: int, end: int) -> list[_Area]:
+        return [a for a in self.areas if a.start < end and a.end > start]
+
+    def runs(self, start: int, end: int) -> tuple[list[tuple[int, int]], int]:
+        """Maximal runs of ``[start, end)`` covered by expressible mappings, and the pages outside them."""
+        out: list[tuple[int, int]] = []
+        covered = 0
+        for a in self.covered_parts(start, end):
+            if a.kind == "opaque":
+                continue
+            lo, hi = max(a.start, start), min(a.end, end)
+            covered += hi - lo
+            if out and out[-1][1] == lo:
+                out[-1] = (out[-1][0], hi)
+            else:
+                out.append((lo, hi))
+        return out, (end - start) - covered
+
+    def fork(self) -> _Space:
+        child = _Space(self.described)
+        child.areas = [replace(a) for a in self.areas if not a.dontfork]
+        child._reindex()
+        child.brk = self.brk
+        return child  # mlockall() is not inherited (fork clears VM_LOCKED from mm->def_flags)
+
+    def mergeable(self, area: _Area) -> bool:
+        prev, nxt = self.below(area.start), self.above(area.start)
+        return bool((prev is not None and prev.joins(area)) or (nxt is not None and area.joins(nxt)))
+
+
+def _pages(length: int) -> int:
+    return (length + PAGE_SIZE - 1) >> PAGE_SHIFT
+
+
+def _prot(prot: int) -> str:
+    if prot & PROT_WRITE:
+        return "rw"
+    if prot & (PROT_READ | PROT_EXEC):
+        return "r"
+    return "none"
+
+
+_Out = Step | Snapshot
+
+
+class _Converter:
+    """Event by event to steps; ``file_pages`` (from a first pass) sizes each file before it is mapped."""
+
+    def __init__(self, header: Header, file_pages: dict[str, int] | None) -> None:
+        self.header = header
+        self.stats = ConvertStats()
+        self.file_pages: dict[str, int] = {}  # file name -> pages mapped (this pass)
+        self.known_files = file_pages
+        self.file_shmem: dict[str, bool] = {}
+        self.name: dict[int, str] = {}  # tid -> task name
+        self.tgid: dict[int, int] = {}  # tid -> thread group (as the trace says)
+        self.space: dict[int, _Space] = {}  # tid -> its MM
+        self.names_used: Counter[str] = Counter()
+        self.pending: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        self.gone: set[int] = set()  # tids that exited (or left by execve)
+        self.uring: dict[tuple[int, int], list[str]] = {}
+        self.handle_no = 0
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _new_name(self, pid: int, tid: int) -> str:
+        base = f"p{pid}" if pid == tid else f"p{pid}.t{tid}"
+        self.names_used[base] += 1
+        n = self.names_used[base]
+        return base if n == 1 else f"{base}#{n}"
+
+    def _handle(self, kind: str) -> str:
+        self.handle_no += 1
+        return f"{kind}{self.handle_no}"
+
+    def _file_name(self, file: dict[str, Any]) -> str:
+        path = str(file.get("path", "")) or "?"
+        name = f"{path} [{file['dev']}:{file['ino']}]"
+        self.file_shmem[name] = bool(file.get("shmem", False))
+        return name
+
+    def _use_file(self, name: str, end_page: int) -> None:
+        self.file_pages[name] = max(self.file_pages.get(name, 0), end_page)
+
+    def _attach(self, tid: int, pid: int, name: str, space: _Space) -> None:
+        self.name[tid] = name
+        self.tgid[tid] = pid
+        self.space[tid] = space
+        space.users += 1
+
+    # -- the stream --------------------------------------------------------------------------------------
+    def run(self, events: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[_Out]:
+        h = self.header.thp
+        yield Step("thp", "", (sorted(h.always), sorted(h.madvise)))
+        for name, pages in sorted((self.known_files or {}).items()):
+            order = self.header.thp.shmem_file_order if self.file_shmem.get(name, _shmem_name(name)) else 0
+            self.stats.files += 1
+            yield Step("file", "", (name, max(pages, 1), order, self.file_shmem.get(name, _shmem_name(name))))
+        for lineno, ev in events:
+            self.stats.lines = lineno
+            self.stats.events[ev["ev"]] += 1
+            yield from self.event(lineno, ev)
+        for events_left in self.pending.values():
+            self.stats.skipped["events of a task the trace never created"] += len(events_left)
+            for _lineno, ev in events_left:
+                if ev["ev"] == "fault":
+                    self.stats.faults += 1
+                    self.stats.fault_skips["by a task the trace never created"] += 1
+
+    def event(self, lineno: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        kind = ev["ev"]
+        tid = ev["tid"]
+        if kind == "exec" and tid not in self.name and ev.get("former_tid") in self.name:
+            tid = ev["former_tid"]  # the thread that called execve, known under its own tid until now
+            ev = {**ev, "tid": tid}
+        if kind == "spawn":
+            name = self._new_name(ev["pid"], tid)
+            self._attach(tid, ev["pid"], name, _Space(described=False))
+            self.stats.processes += 1
+            yield Step("spawn", name)
+            return
+        if tid not in self.name and tid in self.gone:
+            self.stats.skipped["exit of a task already gone" if kind == "exit" else
+                               f"{kind} event of a task that had exited"] += 1
+            if kind == "fault":
+                self.stats.faults += 1
+                self.stats.fault_skips["by a task that had exited"] += 1
+            return
+        if tid not in self.name:  # its creation is later in the file (the child ran first): hold it
+            self.pending.setdefault(tid, []).append((lineno, ev))
+            return
+        handler = getattr(self, f"on_{kind}")
+        yield from handler(lineno, ev)
+
+    def on_fork(self, lineno: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        parent = self.name[ev["tid"]]
+        space = self.space[ev["tid"]]
+        ctid, cpid = ev["child_tid"], ev["child_pid"]
+        if ctid in self.name:
+            self.stats.skipped["fork of a task id that is still alive"] += 1
+            return
+        name = self._new_name(cpid, ctid)
+        if ev["thread"] or (ev["vfork"] and ev["clone_flags"] & CLONE_VM):
+            verb = "vfork" if ev["vfork"] else "thread"
+            self._attach(ctid, cpid, name, space)
+            if verb == "thread":
+                self.stats.threads += 1
+            else:
+                self.stats.processes += 1
+            yield Step(verb, parent, (name,))
+        else:
+            child = space.fork()
+            self._attach(ctid, cpid, name, child)
+            self.stats.processes += 1
+            yield Step("fork", parent, (name,))
+            for a in child.areas:  # MADV_WIPEONFORK / MAP_DROPPABLE: the child gets the mapping, empty
+                if a.wipeonfork:
+                    yield self._mmap_step(name, a)
+        self.gone.discard(ctid)
+        for held in self.pending.pop(ctid, []):
+            yield from self.event(*held)
+
+    def on_exec(self, lineno: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        tid, pid = ev["tid"], ev["pid"]
+        name = self.name[tid]
+        for other in [t for t, g in self.tgid.items() if g == pid and t != tid]:  # de_thread()
+            self._detach(other)
+        old = self.space[tid]
+        self._detach(tid)
+        self.gone.discard(tid)
+        space = _Space(described="maps" in ev)
+        self._attach(pid, pid, name, space)
+        yield Step("exec", name)
+        yield from self._release(old)
+        for start, end, perms, offset, dev, ino, path in ev.get("maps", []):
+            yield from self._exec_mapping(name, space, start, end, perms, offset, dev, ino, path)
+
+    def _exec_mapping(self, task: str, space: _Space, start: int, end: int, perms: str, offset: int, dev: str,
+                      ino: int, path: str) -> Iterator[_Out]:
+        prot = "rw" if "w" in perms else ("r" if ("r" in perms or "x" in perms) else "none")
+        shared = perms.endswith("s")
+        vpn, pages = start >> PAGE_SHIFT, (end - start) >> PAGE_SHIFT
+        if path.startswith("[") and path not in ("[stack]", "[heap]"):
+            space.insert(_Area(vpn, vpn + pages, "opaque", prot, why=f"special mapping {path}"))
+            return
+        if ino == 0:
+            area = _Area(vpn, vpn + pages, "shared-anon" if shared else "anon", prot, growsdown=path == "[stack]")
+            if path == "[heap]":
+                space.brk = end
+        else:
+            name = self._file_name({"dev": dev, "ino": ino, "path": path})
+            area = _Area(vpn, vpn + pages, "file-shared" if shared else "file-private", prot, name,
+                         offset >> PAGE_SHIFT)
+        space.insert(area)
+        yield self._mmap_step(task, area)
+
+    def _detach(self, tid: int) -> None:
+        self.name.pop(tid, None)
+        self.gone.add(tid)
+        self.tgid.pop(tid, None)
+        space = self.space.pop(tid, None)
+        if space is not None:
+            space.users -= 1
+
+    def _release(self, space: _Space) -> Iterator[_Out]:
+        """The MM is gone: the pins of its io_uring rings and its pipes' pages are released (files close)."""
+        if space.users > 0:
+            return
+        for handle in space.handles:
+            yield Step("unpin", "", (handle,))
+        space.handles.clear()
+
+    def on_exit(self, lineno: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        tid, pid = ev["tid"], ev["pid"]
+        group = [t for t, g in self.tgid.items() if g == pid and t != tid] if ev["group"] else []
+        for t in [*group, tid]:
+            name = self.name[t]
+            space = self.space[t]
+            self._detach(t)
+            yield Step("exit", name)
+            yield from self._release(space)
+
+    def on_fault(self, lineno: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        self.stats.faults += 1
+        tid = ev["tid"]
+        space = self.space[tid]
+        vpn = ev["addr"] >> PAGE_SHIFT
+        area = space.find(vpn)
+        if area is None:
+            grown = self._grow_stack(space, vpn)
+            if grown is None:
+                self.stats.fault_skips[FAULT_OUTSIDE if space.described else FAULT_EXEC] += 1
+                return
+            yield self._mmap_step(self.name[tid], grown)
+            yield Step("merge", self.name[tid])
+        elif area.kind == "opaque":
+            self.stats.fault_skips[f"{FAULT_OPAQUE} ({area.why})"] += 1
+            return
+        self.stats.fault_steps += 1
+        if ev["write"]:
+            self.stats.write_faults += 1
+        if ev.get("kernel"):
+            self.stats.kernel_faults += 1
+        yield Step("fault", self.name[tid], (vpn, 0, ev["write"]))
+
+    def _grow_stack(self, space: _Space, vpn: int) -> _Area | None:
+        """A fault just below a growsdown mapping extends it (mm/mmap.c expand_downwards())."""
+        above = space.above(vpn)
+        if above is None or not above.growsdown or above.end - vpn > STACK_LIMIT_PAGES:
+            return None
+        below = space.below(vpn)
+        if below is not None and below.end > vpn:
+            return None
+        grown = replace(above, start=vpn, end=above.start)
+        space.insert(grown)
+        return grown
+
+    def on_snapshot(self, lineno: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        self.stats.snapshots += 1
+        yield Snapshot(lineno, self.name[ev["tid"]], ev["pid"], ev["at"], ev["mm_id"], ev["pages"], ev["folios"])
+
+    # -- memory calls ------------------------------------------------------------------------------------
+    def on_syscall(self, lineno: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        name = ev["name"]
+        self.stats.syscalls[name] += 1
+        ret = ev["ret"]
+        if ret < 0 and not (name == "madvise" and ret == -12):  # madvise -ENOMEM still advised the mapped parts
+            self.stats.failed[name] += 1
+            return
+        handler = getattr(self, f"sys_{name}", None)
+        if name in NO_EFFECT_CALLS:
+            self.stats.ignored[name] += 1
+            return
+        if handler is None:
+            self.stats.unexpressed[name] += 1
+            return
+        yield from handler(self.name[ev["tid"]], self.space[ev["tid"]], ev["args"], ret, ev)
+
+    def _mmap_step(self, task: str, a: _Area) -> Step:
+        if a.file is not None:
+            self._use_file(a.file, a.pgoff + a.end - a.start)
+        thp = sorted(self.header.thp.shmem) if a.kind == "shared-anon" else None
+        return Step("mmap", task, (a.start, a.end - a.start, a.kind, a.file, thp, a.prot, a.pgoff))
+
+    def _map(self, task: str, space: _Space, area: _Area) -> Iterator[_Out]:
+        """A new mapping (replacing whatever was there, as MAP_FIXED), merged into its neighbours."""
+        if area.kind == "opaque":
+            space.insert(area)
+            yield Step("munmap", task, (area.start, 0, area.end - area.start))
+            return
+        merge = space.mergeable(area)
+        space.insert(area)
+        yield self._mmap_step(task, area)
+        n = area.end - area.start
+        if area.wipeonfork or area.dontfork:
+            yield Step("madvise", task, (area.start, 0, n, "dontfork"))
+        if area.kind == "anon" and area.hugepage is not None:
+            yield Step("madvise", task, (area.start, 0, n, "hugepage" if area.hugepage else "nohugepage"))
+        if merge:
+            yield Step("merge", task)
+
+    def _populate(self, task: str, area: _Area) -> Iterator[_Out]:
+        """mm/gup.c populate_vma_page_range(): write faults in a private writable mapping, else read faults."""
+        if area.prot == "none":
+            return
+        verb = "write" if area.prot == "rw" and area.kind in ("anon", "file-private") else "read"
+        for first in range(area.start, area.end, POPULATE_CHUNK):
+            n = min(POPULATE_CHUNK, area.end - first)
+            self.stats.populated += n
+            yield Step(verb, task, (first, 0, n))
+
+    def sys_mmap(self, task: str, space: _Space, args: list[int], ret: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        _addr, length, prot, flags, _fd, offset = args
+        start, pages = ret >> PAGE_SHIFT, _pages(length)
+        typ = flags & MAP_TYPE
+        shared = typ in (MAP_SHARED, MAP_SHARED_VALIDATE)
+        file = ev.get("file")
+        p = _prot(prot)
+        if flags & MAP_HUGETLB or (file is not None and file.get("hugetlb")):
+            self.stats.unexpressed["mmap(MAP_HUGETLB)"] += 1
+            area = _Area(start, start + pages, "opaque", p, why="hugetlb")
+        elif file is None or flags & MAP_ANONYMOUS or str(file.get("path", "")) == "/dev/zero":
+            area = _Area(start, start + pages, "shared-anon" if shared else "anon", p,
+                         growsdown=bool(flags & MAP_GROWSDOWN), wipeonfork=typ == MAP_DROPPABLE)
+            if typ == MAP_DROPPABLE:
+                self.stats.approximated["mmap(MAP_DROPPABLE): wiped on fork, never dropped"] += 1
+        elif _device(file):
+            self.stats.unexpressed["mmap of a device"] += 1
+            area = _Area(start, start + pages, "opaque", p, why=f"device {file.get('path', '?')}")
+        else:
+            name = self._file_name(file)
+            area = _Area(start, start + pages, "file-shared" if shared else "file-private", p, name,
+                         offset >> PAGE_SHIFT)
+        yield from self._map(task, space, area)
+        if (flags & (MAP_POPULATE | MAP_LOCKED) or space.lock_future) and area.kind != "opaque" and not (
+                flags & MAP_NONBLOCK and not flags & MAP_LOCKED):
+            yield from self._populate(task, area)
+
+    def sys_munmap(self, task: str, space: _Space, args: list[int], ret: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        start, pages = args[0] >> PAGE_SHIFT, _pages(args[1])
+        space.remove(start, start + pages)
+        yield Step("munmap", task, (start, 0, pages))
+
+    def _over_runs(self, name: str, space: _Space, start: int, end: int) -> list[tuple[int, int]]:
+        runs, outside = space.runs(start, end)
+        if outside:
+            self.stats.skipped[f"{name}: pages outside the mappings the trace describes"] += 1
+        return runs
+
+    def sys_mprotect(self, task: str, space: _Space, args: list[int], ret: int,
+                     ev: dict[str, Any]) -> Iterator[_Out]:
+        start, pages = args[0] >> PAGE_SHIFT, _pages(args[1])
+        p = _prot(args[2])
+        for lo, hi in self._over_runs("mprotect", space, start, start + pages):
+            yield Step("mprotect", task, (lo, 0, hi - lo, p))
+        space.update(start, start + pages, lambda a: a if a.kind == "opaque" else replace(a, prot=p))
+
+    def sys_madvise(self, task: str, space: _Space, args: list[int], ret: int,
+                    ev: dict[str, Any]) -> Iterator[_Out]:
+        start, pages, advice = args[0] >> PAGE_SHIFT, _pages(args[1]), args[2]
+        what = MADV_NAMES.get(advice, f"advice {advice}")
+        end = start + pages
+        if advice in MADV_NO_EFFECT:
+            self.stats.ignored[f"madvise({what})"] += 1
+            return
+        if advice in (22, 23):  # MADV_POPULATE_READ/WRITE: faults in every page (mm/madvise.c madvise_populate())
+            for lo, hi in self._over_runs(f"madvise({what})", space, start, end):
+                area = space.find(lo)
+                assert area is not None
+                verb = "write" if advice == 23 else "read"
+                for first in range(lo, hi, POPULATE_CHUNK):
+                    n = min(POPULATE_CHUNK, hi - first)
+                    self.stats.populated += n
+                    yield Step(verb, task, (first, 0, n))
+            return
+        if advice in (18, 19):  # WIPEONFORK / KEEPONFORK: the child gets an empty mapping (see on_fork)
+            wipe = advice == 18
+            for lo, hi in self._over_runs(f"madvise({what})", space, start, end):
+                area = space.find(lo)
+                if area is not None and area.kind == "anon" and not area.dontfork:
+                    yield Step("madvise", task, (lo, 0, hi - lo, "dontfork" if wipe else "dofork"))
+            space.update(start, end, lambda a: replace(a, wipeonfork=wipe) if a.kind == "anon" else a)
+            return
+        step = MADV_STEPS.get(advice)
+        if step is None:
+            if advice == 8:
+                self.stats.approximated["madvise(MADV_FREE): no reclaim here, the pages stay mapped"] += 1
+            elif advice == 102:
+                self.stats.unexpressed["madvise(MADV_GUARD_INSTALL): zapped, no guard markers"] += 1
+                for lo, hi in self._over_runs(f"madvise({what})", space, start, end):
+                    yield Step("madvise", task, (lo, 0, hi - lo, "dontneed"))
+            else:
+                self.stats.unexpressed[f"madvise({what})"] += 1
+            return
+        for lo, hi in self._over_runs(f"madvise({what})", space, start, end):
+            if step == "dofork":
+                for a in space.covered_parts(lo, hi):
+                    if not a.wipeonfork:
+                        yield Step("madvise", task, (max(a.start, lo), 0, min(a.end, hi) - max(a.start, lo), step))
+                continue
+            yield Step("madvise", task, (lo, 0, hi - lo, step))
+        if step in ("hugepage", "nohugepage"):
+            flag = step == "hugepage"
+            space.update(start, end, lambda a: replace(a, hugepage=flag) if a.kind == "anon" else a)
+        elif step in ("dontfork", "dofork"):
+            flag = step == "dontfork"
+            space.update(start, end, lambda a: replace(a, dontfork=flag))
+
+    def sys_brk(self, task: str, space: _Space, args: list[int], ret: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        old = space.brk
+        space.brk = ret
+        if old is None:
+            if args[0] and args[0] == ret:
+                self.stats.approximated["brk: the break before it was unknown (no brk(0) first)"] += 1
+            return
+        lo, hi = _pages(old), _pages(ret)
+        if hi > lo:
+            yield from self._map(task, space, _Area(lo, hi, "anon", "rw"))
+        elif hi < lo:
+            space.remove(hi, lo)
+            yield Step("munmap", task, (hi, 0, lo - hi))
+
+    def sys_mremap(self, task: str, space: _Space, args: list[int], ret: int,
+                   ev: dict[str, Any]) -> Iterator[_Out]:
+        old, old_size, new_size, flags, _new_addr = args
+        o, on, nn, dst = old >> PAGE_SHIFT, _pages(old_size), _pages(new_size), ret >> PAGE_SHIFT
+        area = space.find(o)
+        if on == 0 or area is None or area.kind == "opaque" or (area.kind == "shared-anon" and nn > on):
+            why = ("old size 0 (a duplicate of a shared mapping)" if on == 0 else
+                   "a mapping the trace does not describe" if area is None or area.kind == "opaque" else
+                   "growing anonymous shared memory")
+            self.stats.unexpressed[f"mremap: {why}"] += 1
+            if on and not flags & MREMAP_DONTUNMAP:
+                space.remove(o, o + on)
+                yield Step("munmap", task, (o, 0, on))
+            space.insert(_Area(dst, dst + nn, "opaque", area.prot if area else "rw", why=f"mremap: {why}"))
+            yield Step("munmap", task, (dst, 0, nn))
+            return
+        keep = min(on, nn)
+        if on > nn:
+            space.remove(o + nn, o + on)
+            yield Step("munmap", task, (o + nn, 0, on - nn))
+        if dst != o:
+            moved = [a.cut(max(a.start, o), min(a.end, o + keep)) for a in space.covered_parts(o, o + keep)]
+            space.remove(o, o + keep)
+            space.remove(dst, dst + keep)
+            for a in moved:
+                space.insert(replace(a, start=a.start - o + dst, end=a.end - o + dst))
+            yield Step("mremap", task, (o, keep, dst))
+            if flags & MREMAP_DONTUNMAP:  # the old range stays mapped, empty
+                for a in moved:
+                    yield from self._map(task, space, a)
+        if nn > on:
+            tail = space.find(dst + on - 1) or area
+            ext = replace(tail, start=dst + on, end=dst + nn,
+                          pgoff=tail.pgoff + (dst + on - tail.start) if tail.file else tail.pgoff)
+            yield from self._map(task, space, ext)
+
+    def sys_shmat(self, task: str, space: _Space, args: list[int], ret: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        file = dict(ev["file"])
+        file.setdefault("shmem", True)
+        name = self._file_name(file)
+        start = ret >> PAGE_SHIFT
+        prot = "r" if args[2] & SHM_RDONLY else "rw"
+        yield from self._map(task, space, _Area(start, start + _pages(ev["size"]), "file-shared", prot, name, 0))
+
+    def sys_io_uring_register(self, task: str, space: _Space, args: list[int], ret: int,
+                              ev: dict[str, Any]) -> Iterator[_Out]:
+        opcode = args[1] & ~IORING_REGISTER_USE_REGISTERED_RING
+        ring = (ev["pid"], args[0])
+        if opcode in (IORING_REGISTER_BUFFERS, IORING_REGISTER_BUFFERS2, IORING_REGISTER_BUFFERS_UPDATE) and (
+                "buffers" in ev):
+            for addr, length in ev["buffers"]:
+                if length <= 0:
+                    continue
+                first, last = addr >> PAGE_SHIFT, (addr + length - 1) >> PAGE_SHIFT
+                if space.runs(first, last + 1)[1]:
+                    self.stats.skipped["io_uring buffer outside the mappings the trace describes"] += 1
+                    continue
+                handle = self._handle("uring")
+                self.uring.setdefault(ring, []).append(handle)
+                space.handles.append(handle)
+                self.stats.approximated["io_uring buffer: one FOLL_PIN per page (the kernel coalesces a large "
+                                        "folio's)"] += 1
+                yield Step("pin", task, (handle, first, 0, last + 1 - first, True, True))
+        elif opcode == IORING_UNREGISTER_BUFFERS:
+            for handle in self.uring.pop(ring, []):
+                if handle in space.handles:
+                    space.handles.remove(handle)
+                yield Step("unpin", "", (handle,))
+        else:
+            self.stats.ignored[f"io_uring_register(opcode {opcode})"] += 1
+
+    def sys_vmsplice(self, task: str, space: _Space, args: list[int], ret: int,
+                     ev: dict[str, Any]) -> Iterator[_Out]:
+        for addr, length in ev["ranges"]:
+            if length <= 0:
+                continue
+            first, last = addr >> PAGE_SHIFT, (addr + length - 1) >> PAGE_SHIFT
+            if space.runs(first, last + 1)[1]:
+                self.stats.skipped["vmsplice range outside the mappings the trace describes"] += 1
+                continue
+            handle = self._handle("pipe")
+            space.handles.append(handle)
+            self.stats.approximated["vmsplice: pipe references held until the process exits"] += 1
+            yield Step("vmsplice", task, (handle, first, 0, last + 1 - first))
+
+
+    def sys_pkey_mprotect(self, task: str, space: _Space, args: list[int], ret: int,
+                          ev: dict[str, Any]) -> Iterator[_Out]:
+        """mprotect() with a protection key: the keys are not modelled, the protection is."""
+        yield from self.sys_mprotect(task, space, args[:3], ret, ev)
+
+    def sys_shmdt(self, task: str, space: _Space, args: list[int], ret: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        """ipc/shm.c shmdt(): unmaps the segment attached at the address (every piece of it)."""
+        start = args[0] >> PAGE_SHIFT
+        area = space.find(start)
+        if area is None or area.file is None:
+            self.stats.skipped["shmdt of a segment the trace did not attach"] += 1
+            return
+        end = area.end
+        while (nxt := space.find(end)) is not None and nxt.file == area.file:
+            end = nxt.end
+        space.remove(start, end)
+        yield Step("munmap", task, (start, 0, end - start))
+
+    def _lock(self, task: str, space: _Space, start: int, end: int) -> Iterator[_Out]:
+        """mm/mlock.c: locking populates the range (mm/gup.c populate_vma_page_range())."""
+        for lo, hi in self._over_runs("mlock", space, start, end):
+            for a in space.covered_parts(lo, hi):
+                yield from self._populate(task, a.cut(max(a.start, lo), min(a.end, hi)))
+
+    def sys_mlock(self, task: str, space: _Space, args: list[int], ret: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        start = args[0] >> PAGE_SHIFT
+        yield from self._lock(task, space, start, _pages(args[0] + args[1]))
+
+    def sys_mlock2(self, task: str, space: _Space, args: list[int], ret: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        if args[2] & MLOCK_ONFAULT:
+            self.stats.ignored["mlock2(MLOCK_ONFAULT)"] += 1
+            return
+        yield from self.sys_mlock(task, space, args[:2], ret, ev)
+
+    def sys_mlockall(self, task: str, space: _Space, args: list[int], ret: int,
+                     ev: dict[str, Any]) -> Iterator[_Out]:
+        if args[0] & MCL_ONFAULT:
+            self.stats.ignored["mlockall(MCL_ONFAULT)"] += 1
+            return
+        if args[0] & MCL_FUTURE:
+            space.lock_future = True
+        if args[0] & MCL_CURRENT:
+            for a in list(space.areas):
+                if a.kind != "opaque":
+                    yield from self._populate(task, a)
+
+
+def _device(file: dict[str, Any]) -> bool:
+    path = str(file.get("path", ""))
+    return path.startswith("/dev/") and not path.startswith("/dev/shm/") and not file.get("shmem", False)
+
+
+def _shmem_name(name: str) -> bool:
+    return name.startswith(("/memfd:", "/dev/shm/", "/SYSV"))
+
+
+@dataclass(slots=True)
+class Conversion:
+    """A converted run trace: its header, the first pass's file sizes and statistics."""
+
+    trace: RunTrace
+    header: Header
+    file_pages: dict[str, int]
+    file_shmem: dict[str, bool]
+    stats: ConvertStats
+    lines: int
+
+    def items(self) -> Iterator[Step | Snapshot]:
+        """The steps (and snapshot markers) in order; ``stats`` is refilled as they are produced."""
+        conv = _Converter(self.header, self.file_pages)
+        conv.file_shmem = dict(self.file_shmem)
+        self.stats = conv.stats
+        for item in conv.run(self.trace.events()):
+            if isinstance(item, Step):
+                conv.stats.steps += 1
+            yield item
+
+    def steps(self) -> list[Step]:
+        return [item for item in self.items() if isinstance(item, Step)]
+
+
+def prepare(trace: RunTrace) -> Conversion:
+    """Read the whole trace once: check every line (RunTraceError) and size every file it maps."""
+    header = trace.header
+    conv = _Converter(header, None)
+    for _item in conv.run(trace.events()):
+        pass
+    lines = conv.stats.lines
+    return Conversion(trace, header, dict(conv.file_pages), dict(conv.file_shmem), conv.stats, lines)
+
+
+def run_trace_steps(text: str, source: str = "run trace") -> list[Step]:
+    """The steps of a run trace given as text (``foliosim compare --workload-file``)."""
+    return prepare(RunTrace(source, text=text)).steps()
+
+
+def workload_file_steps(text: str, source: str = "workload") -> list[Step]:
+    """The steps of a workload file: a run trace (detected by its header) or a workload's JSON Lines."""
+    if is_run_trace(text):
+        return run_trace_steps(text, source)
+    return load_steps(text, source)
+
+
+def read_workload_text(path: str | Path) -> str:
+    """A workload file's text, gunzipped if it is gzip (a ``.gz`` run trace); OSError if it cannot be read,
+    RunTraceError if it is a broken gzip stream or not UTF-8."""
+    data = Path(path).read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise RunTraceError(f"{path}: the gzip stream is truncated or corrupt ({exc})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RunTraceError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+__all__ = ["FORMAT", "VERSION", "Conversion", "ConvertStats", "Header", "RunTrace", "RunTraceError", "Snapshot",
+           "ThpSettings", "is_run_trace", "prepare", "read_workload_text", "run_trace_steps", "thp_settings",
+           "workload_file_steps"]
