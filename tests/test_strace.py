@@ -12,7 +12,7 @@ import pytest
 
 from foliosim.evaluate.cell import make_cell, run_cell
 from foliosim.workloads.steps import dump_steps, load_steps
-from foliosim.workloads.strace import import_strace, parse_strace, split_args
+from foliosim.workloads.strace import TRACED, check_params, import_strace, parse_strace, split_args
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLIOSIM = [sys.executable, "-m", "foliosim"]
@@ -85,15 +85,26 @@ if __name__ == "__main__":
 """
 
 
+def _strace_workload(command: list[str], tmp_path: Path) -> Path:
+    """Run COMMAND under strace as `foliosim trace` used to, and import the log as a workload file (the library
+    path `compare --workload-file` keeps for strace logs; `foliosim trace` itself now records run traces)."""
+    log = tmp_path / "raw.txt"
+    argv = ["strace", "-f", "-y", "-qq", "-o", str(log), "-e", "trace=" + ",".join(TRACED), "-e", "signal=none",
+            "--", *command]
+    run = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    steps, stats = import_strace(log.read_text(encoding="utf-8", errors="replace"))
+    assert stats.processes >= 1
+    out = tmp_path / "w.jsonl"
+    out.write_text("# foliosim workload imported from strace\n" + dump_steps(steps), encoding="utf-8")
+    return out
+
+
 @needs_strace
 @pytest.mark.parametrize("command", [["sh", "-c", "seq 1 2000 | sort -r | head -n 3 | cat >/dev/null"],
                                      [sys.executable, "-c", POOL]], ids=["shell-pipeline", "python-pool"])
-def test_trace_a_real_multi_process_program(command: list[str], tmp_path: Path) -> None:
-    out = tmp_path / "w.jsonl"
-    run = subprocess.run([*FOLIOSIM, "trace", "-o", str(out), "--keep-strace", str(tmp_path / "raw.txt"), "--",
-                          *command], capture_output=True, text=True, timeout=120, check=False)
-    assert run.returncode == 0, run.stderr
-    assert "processes" in run.stderr
+def test_import_a_real_multi_process_program(command: list[str], tmp_path: Path) -> None:
+    out = _strace_workload(command, tmp_path)
     steps = load_steps(out.read_text())
     forks = sum(s.verb in ("fork", "vfork") for s in steps)
     assert forks >= 3, f"expected a multi-process tree, got {forks} forks"
@@ -115,16 +126,10 @@ def test_trace_a_real_multi_process_program(command: list[str], tmp_path: Path) 
     assert "Two-slot tracking" in cmp.stdout
 
 
-def test_trace_command_errors_are_clear(tmp_path: Path) -> None:
-    none = subprocess.run([*FOLIOSIM, "trace"], capture_output=True, text=True, check=False)
-    assert none.returncode == 2 and "no command" in none.stderr and "Traceback" not in none.stderr
-    missing = subprocess.run([*FOLIOSIM, "trace", "--from-strace", str(tmp_path / "nope.txt")],
-                             capture_output=True, text=True, check=False)
-    assert missing.returncode == 1 and "cannot read" in missing.stderr
-    (tmp_path / "log.txt").write_text(CANNED)
-    ok = subprocess.run([*FOLIOSIM, "trace", "--from-strace", str(tmp_path / "log.txt"), "--param", "touch=4"],
-                        capture_output=True, text=True, check=False)
-    assert ok.returncode == 0 and ok.stdout.startswith("# foliosim workload")
-    bad = subprocess.run([*FOLIOSIM, "trace", "--from-strace", str(tmp_path / "log.txt"), "--param", "tuoch=4"],
-                         capture_output=True, text=True, check=False)
-    assert bad.returncode == 2 and "unknown strace import parameter 'tuoch'" in bad.stderr
+def test_import_parameter_errors_are_clear() -> None:
+    steps, _stats = import_strace(CANNED, {"touch": 4})
+    assert steps and steps[0].verb == "file"
+    with pytest.raises(ValueError, match="unknown strace import parameter 'tuoch'"):
+        import_strace(CANNED, {"tuoch": 4})
+    with pytest.raises(ValueError, match="touch"):
+        check_params({"touch": -1})

@@ -885,108 +885,66 @@ def report_cmd(db_path: str, outdir: str, csv_out: str | None, parquet_out: str 
     click.echo(files_written.headline)
 
 
-@main.command("trace", context_settings={"ignore_unknown_options": True})
+@main.command("trace", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.option("-o", "--out", "out_path", default=None, metavar="FILE.jsonl",
-              help="Write the workload here (default: stdout).")
-@click.option("--from-strace", "strace_file", default=None, metavar="FILE",
-              help="Import an existing `strace -f -y` log instead of running a command.")
-@click.option("--keep-strace", default=None, metavar="FILE", help="Keep the raw strace log.")
-@click.option("--param", "params", multiple=True, metavar="KEY=N",
-              help="Access-model parameter (touch, lib_touch, stack_pages, binary_pages, child_touch, "
-                   "anon_order, file_order, seed).")
-def trace_cmd(command: tuple[str, ...], out_path: str | None, strace_file: str | None, keep_strace: str | None,
-              params: tuple[str, ...]) -> None:
-    """Run COMMAND under strace -f and turn its processes and memory calls into a workload.
+@click.option("-o", "--out", "out_path", default=None, metavar="RUN.trace",
+              help="Write the run trace here (JSON Lines; .gz compresses). Required.")
+@click.option("--thp", "thp_spec", default=None, metavar="SIZE=VALUE,...",
+              help="Set anonymous mTHP sizes for the run only, e.g. 16K=always,64K=always (restored after, "
+                   "also on SIGINT/SIGTERM). Without it nothing global changes.")
+@click.option("--check-live", is_flag=True,
+              help="At every fork and exit, snapshot the task's anonymous pages and folios (pagemap, kpageflags, "
+                   "BPF when available) for `foliosim run-trace` to compare with.")
+@click.option("--measure-slowdown", is_flag=True, help="Also run COMMAND once untraced and record the slowdown.")
+@click.option("--buffer-kb", type=click.IntRange(64, 1 << 20), default=8192, show_default=True,
+              help="Per-CPU tracefs ring buffer for fault events.")
+def trace_cmd(command: tuple[str, ...], out_path: str | None, thp_spec: str | None, check_live: bool,
+              measure_slowdown: bool, buffer_kb: int) -> None:
+    """Run COMMAND and record what it really did to memory: a run trace (docs/run-trace.md).
 
-    Usage: foliosim trace [-o W.jsonl] -- COMMAND [ARGS...]. The workload runs with
-    `foliosim compare --workload-file W.jsonl`. The access model is in docs/evaluator.md.
+    Usage: foliosim trace [--thp 16K=always,64K=always] [--check-live] [--measure-slowdown] -o RUN.trace
+    -- COMMAND [ARGS...]. Every process and thread of COMMAND's tree, every memory system call with its
+    real arguments and result, and every page fault, on one clock; needs root. Exit status: COMMAND's own
+    (128+N if signal N ended it); 1 recording failed; 2 bad usage; 6 cannot record here; 128+N when
+    SIGINT/SIGTERM/SIGHUP (N) stopped the recording (the trace so far is written, marked incomplete).
     """
-    import shutil
-    import subprocess
-    import tempfile
-    from pathlib import Path
+    import signal
+    from typing import NoReturn
 
-    from foliosim.workloads.steps import dump_steps
-    from foliosim.workloads.strace import TRACED, check_params, import_strace
+    from foliosim.host.errors import HostError, HostUnavailable
+    from foliosim.live.record import RecordError, parse_thp, record
 
-    model: dict[str, int] = {}
-    for item in params:
-        key, _eq, value = item.partition("=")
-        if key in model:
-            click.echo(f"foliosim trace: --param {key} is given twice", err=True)
-            sys.exit(2)
-        try:
-            model[key] = int(value)
-        except ValueError:
-            click.echo(f"foliosim trace: --param {item!r}: expected KEY=INTEGER", err=True)
-            sys.exit(2)
+    def fail(message: str, code: int) -> NoReturn:
+        click.echo(f"foliosim trace: {message}", err=True)
+        sys.exit(code)
+
+    if not command:
+        fail("no command (usage: foliosim trace -o RUN.trace -- COMMAND [ARGS...])", 2)
+    if not out_path:
+        fail("no output file: give -o RUN.trace", 2)
     try:
-        check_params(model)
-    except ValueError as exc:
-        click.echo(f"foliosim trace: --param: {exc}", err=True)
-        sys.exit(2)
-    rc: int | None = None
-    problem = _output_file_problem(keep_strace, "--keep-strace")
-    if problem:
-        click.echo(f"foliosim trace: {problem}", err=True)
-        sys.exit(1)
-    if strace_file is not None:
-        if command:
-            click.echo("foliosim trace: give either --from-strace FILE or a COMMAND, not both", err=True)
-            sys.exit(2)
-        try:
-            text = Path(strace_file).read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
-            click.echo(f"foliosim trace: cannot read {strace_file}: {exc.strerror or exc}", err=True)
-            sys.exit(1)
-    else:
-        if not command:
-            click.echo("foliosim trace: no command (usage: foliosim trace -- COMMAND [ARGS...])", err=True)
-            sys.exit(2)
-        strace = shutil.which("strace")
-        if strace is None:
-            click.echo("foliosim trace: strace is not installed (Debian: apt-get install strace)", err=True)
-            sys.exit(1)
-        with tempfile.TemporaryDirectory() as tmp:
-            log = Path(tmp) / "strace.log"
-            argv = [strace, "-f", "-y", "-qq", "-o", str(log), "-e", "trace=" + ",".join(TRACED),
-                    "-e", "signal=none", "--", *command]
-            try:
-                rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False).returncode
-            except OSError as exc:
-                click.echo(f"foliosim trace: cannot run strace: {exc.strerror or exc}", err=True)
-                sys.exit(1)
-            text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
-            if keep_strace:
-                _write_atomic(keep_strace, text, "trace")
-        if not text.strip():
-            click.echo(f"foliosim trace: strace recorded nothing (exit status {rc}); is ptrace allowed here?",
-                       err=True)
-            sys.exit(1)
-    try:
-        steps, stats = import_strace(text, model)
-    except ValueError as exc:
-        click.echo(f"foliosim trace: {exc}", err=True)
-        sys.exit(2)
-    if not steps:
-        click.echo("foliosim trace: no process found in the strace log", err=True)
-        sys.exit(1)
-    what = " ".join(command) if command else str(strace_file)
-    what = " ".join(what.split())[:200]  # one line, whatever the command looked like
-    header = f"# foliosim workload imported from strace: {what}\n"
-    body = header + dump_steps(steps)
-    if out_path is None:
-        sys.stdout.write(body)
-    else:
-        try:
-            Path(out_path).write_text(body, encoding="utf-8")
-        except OSError as exc:
-            click.echo(f"foliosim trace: cannot write {out_path}: {exc.strerror or exc}", err=True)
-            sys.exit(1)
-    status = f", command exit status {rc}" if rc is not None else ""
-    click.echo(f"foliosim trace: {stats.calls} calls from {stats.processes} processes -> {len(steps)} steps"
-               f" ({stats.unparsed} unparsed lines{status})", err=True)
+        changes = parse_thp(thp_spec)
+        result = record(list(command), out_path, thp_changes=changes, check_live=check_live,
+                        measure_slowdown=measure_slowdown, buffer_kb=buffer_kb,
+                        log=lambda msg: click.echo(f"foliosim trace: {msg}", err=True))
+    except RecordError as exc:
+        fail(str(exc), 2)
+    except HostUnavailable as exc:
+        fail(f"cannot record here: {exc}", 6)
+    except HostError as exc:
+        fail(str(exc), 1)
+    for warning in result.warnings:
+        click.echo(f"foliosim trace: warning: {warning}", err=True)
+    c = result.counts
+    slow = f", slowdown {result.slowdown:.2f}x (untraced {result.untraced_wall_s:.3f} s)" if result.slowdown else ""
+    click.echo(f"foliosim trace: {c['events']} events ({c['faults']} faults, {c['syscalls']} memory calls, "
+               f"{c['forks']} forks, {c['threads']} threads, {c['execs']} execs, {c['snapshots']} snapshots) in "
+               f"{result.wall_s:.3f} s{slow} -> {_shown(result.path)}"
+               f"{' (INCOMPLETE: interrupted)' if result.incomplete else ''}", err=True)
+    stopped_by = result.header.get("interrupted_by")
+    if result.incomplete and stopped_by:
+        sys.exit(128 + int(getattr(signal, stopped_by, signal.SIGINT)))
+    sys.exit(result.command_status)
 
 
 # -- run traces (issue 12) -------------------------------------------------------------

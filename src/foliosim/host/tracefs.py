@@ -19,15 +19,20 @@ import ctypes.util
 import errno
 import os
 import re
+import struct
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from foliosim.host.errors import HostError, HostUnavailable, os_error
 from foliosim.host.runlock import RUN_DIR
 
 EVENT = "exceptions/page_fault_user"
+#: Faults the kernel itself takes on user addresses (copy_to_user, ELF loading): recorded with ``kernel_faults``.
+KERNEL_EVENT = "exceptions/page_fault_kernel"
+#: Keeps only the kernel's faults on user-space addresses (below the x86-64 47-bit user address limit).
+KERNEL_EVENT_FILTER = "address < 0x800000000000"
 INSTANCE_PREFIX = "foliosim-"
 MOUNT_PREFIX = RUN_DIR + "/tracefs-"
 #: x86 page-fault error code bits (arch/x86/include/asm/trap_pf.h).
@@ -63,6 +68,8 @@ class FaultEvent:
     ip: int
     error_code: int
     write: bool
+    kernel: bool = False  # a fault the kernel took on a user address (page_fault_kernel), not user mode
+    symbol: str = ""  # for a kernel fault: the kernel function at ip (the tracepoint prints it symbolically)
 
     @property
     def protection(self) -> bool:
@@ -206,10 +213,15 @@ def _cleanup_instances(instances_dir: str) -> list[str]:
 
 def _parse_fault_fast(line: str) -> FaultEvent | None:
     """The common fault line (``comm-pid [cpu] flags secs.usecs: page_fault_user: address=.. ip=.. error_code=..``)
-    parsed with string splits; None for anything else (the regex path then decides)."""
+    parsed with string splits; None for anything else (the regex path then decides). A ``page_fault_kernel``
+    line has the kernel function as its ip."""
     head, sep, body = line.partition(": page_fault_user: ")
+    kernel = False
     if not sep:
-        return None
+        head, sep, body = line.partition(": page_fault_kernel: ")
+        if not sep:
+            return None
+        kernel = True
     parts = head.split()
     fields = body.split()
     if len(parts) < 3 or len(fields) != 3:
@@ -222,20 +234,147 @@ def _parse_fault_fast(line: str) -> FaultEvent | None:
         if len(frac) != 6:
             return None
         address, ip, code = fields
-        if not (address.startswith("address=0x") and ip.startswith("ip=0x") and code.startswith("error_code=0x")):
+        if not (address.startswith("address=0x") and ip.startswith("ip=") and code.startswith("error_code=0x")):
             return None
         error_code = int(code[13:], 16)
-        return FaultEvent(pid, cpu, float(int(secs) * 1_000_000 + int(frac)), int(address[10:], 16), int(ip[5:], 16),
-                          error_code, bool(error_code & X86_PF_WRITE))
+        ts = float(int(secs) * 1_000_000 + int(frac))
+        if kernel:
+            return FaultEvent(pid, cpu, ts, int(address[10:], 16), 0, error_code, bool(error_code & X86_PF_WRITE),
+                              True, ip[3:])
+        if not ip.startswith("ip=0x"):
+            return None
+        return FaultEvent(pid, cpu, ts, int(address[10:], 16), int(ip[5:], 16), error_code,
+                          bool(error_code & X86_PF_WRITE))
     except (StopIteration, ValueError):
         return None
+
+
+# --- the binary ring buffer (per_cpu/cpuN/trace_pipe_raw) ------------------------------------------------------------
+# kernel/trace/ring_buffer.c: a sub-buffer page is a header (u64 time stamp, local_t commit = data size plus the
+# RB_MISSED_* flags) and compressed entries: a u32 with type_len (5 bits) and time_delta (27 bits), then either
+# the event (type_len 1..28: type_len * 4 bytes; 0: length in the next u32), padding (29), a time extend (30:
+# delta high bits in the next u32) or an absolute time stamp (31). Layouts come from events/header_page and each
+# event's format file.
+
+_RB_PADDING, _RB_TIME_EXTEND, _RB_TIME_STAMP = 29, 30, 31
+_RB_MISSED_EVENTS = 1 << 31
+_RB_MISSED_STORED = 1 << 30
+_FORMAT_FIELD = re.compile(r"field:[^;]*?(\w+)(?:\[\d*\])?;\s*offset:(\d+);\s*size:(\d+);")
+
+
+@dataclass(frozen=True, slots=True)
+class RawFormat:
+    """What parsing the binary ring buffer needs: sub-buffer size, page header layout, event ids and field offsets."""
+
+    subbuf_size: int
+    data_offset: int
+    commit_size: int
+    kernel_ids: dict[int, bool] = field(default_factory=dict)  # event id -> is page_fault_kernel
+    pid: int = 4
+    address: int = 8
+    ip: int = 16
+    error_code: int = 24
+
+
+def parse_raw(pages: Iterable[tuple[int, bytes]], fmt: RawFormat,
+              symbolize: Callable[[int], str] | None = None) -> tuple[list[FaultEvent], int]:
+    """Fault events of binary ring-buffer pages ``(cpu, page)`` (each CPU's pages in the order read), with
+    nanosecond CLOCK_MONOTONIC times; and the number of events the pages say were missed. ``symbolize`` names a
+    kernel fault's ip (otherwise the hex address)."""
+    out: list[FaultEvent] = []
+    missed = 0
+    ids = fmt.kernel_ids
+    unpack_u32 = struct.Struct("<I").unpack_from
+    unpack_u64 = struct.Struct("<Q").unpack_from
+    body = struct.Struct("<Hxxi")
+    offs = (fmt.address, fmt.ip, fmt.error_code)
+    data0 = fmt.data_offset
+    for cpu, page in pages:
+        if len(page) < data0:
+            continue
+        ts = unpack_u64(page, 0)[0]
+        commit = int.from_bytes(page[8:8 + fmt.commit_size], "little")
+        size = commit & ~(_RB_MISSED_EVENTS | _RB_MISSED_STORED) & 0xFFFFFFFF
+        if commit & _RB_MISSED_EVENTS:
+            if commit & _RB_MISSED_STORED and data0 + size + 8 <= len(page):
+                missed += unpack_u64(page, data0 + size)[0]
+            else:
+                missed += 1
+        pos, end = data0, min(data0 + size, len(page))
+        while pos + 4 <= end:
+            word = unpack_u32(page, pos)[0]
+            type_len, delta = word & 31, word >> 5
+            if type_len == _RB_PADDING:
+                if delta == 0:
+                    break  # the rest of the page is empty
+                pos += unpack_u32(page, pos + 4)[0] + 4
+                continue
+            if type_len == _RB_TIME_EXTEND:
+                ts += (unpack_u32(page, pos + 4)[0] << 27) | delta
+                pos += 8
+                continue
+            if type_len == _RB_TIME_STAMP:
+                ts = (unpack_u32(page, pos + 4)[0] << 27) | delta
+                pos += 8
+                continue
+            ts += delta
+            if type_len:
+                start, length = pos + 4, type_len * 4
+            else:
+                length = unpack_u32(page, pos + 4)[0] - 4
+                start = pos + 8
+            pos = start + length
+            etype, pid = body.unpack_from(page, start)
+            kernel = ids.get(etype)
+            if kernel is None or length < offs[2] + 8:
+                continue
+            address = unpack_u64(page, start + offs[0])[0]
+            ip = unpack_u64(page, start + offs[1])[0]
+            code = unpack_u64(page, start + offs[2])[0]
+            if kernel:
+                name = symbolize(ip) if symbolize is not None else f"{ip:#x}"
+                out.append(FaultEvent(pid, cpu, ts / 1000.0, address, 0, code, bool(code & X86_PF_WRITE), True, name))
+            else:
+                out.append(FaultEvent(pid, cpu, ts / 1000.0, address, ip, code, bool(code & X86_PF_WRITE)))
+    return out, missed
+
+
+class KernelSymbols:
+    """Names kernel addresses from /proc/kallsyms (root sees the real addresses), for kernel faults' ips."""
+
+    def __init__(self) -> None:
+        import bisect
+
+        self._bisect = bisect.bisect_right
+        starts: list[int] = []
+        names: list[str] = []
+        try:
+            with open("/proc/kallsyms", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 3 and parts[1] in "tTwW":
+                        starts.append(int(parts[0], 16))
+                        names.append(parts[2])
+        except OSError as exc:
+            raise os_error("/proc/kallsyms", exc) from None
+        order = sorted(range(len(starts)), key=starts.__getitem__)
+        self._starts = [starts[i] for i in order]
+        self._names = [names[i] for i in order]
+
+    def __call__(self, addr: int) -> str:
+        i = self._bisect(self._starts, addr) - 1
+        if i < 0 or not self._starts[i]:
+            return f"{addr:#x}"
+        return self._names[i]
 
 
 class FaultRecorder:
     """Record ``exceptions:page_fault_user`` events of chosen pids (context manager).
 
     ``pids`` are traced from entry (none: the event stays off until :meth:`set_pids`);
-    ``follow_forks`` also traces children the traced tasks fork (option event-fork).
+    ``follow_forks`` also traces children the traced tasks fork (option event-fork);
+    ``kernel_faults`` also records ``exceptions:page_fault_kernel`` on user addresses (the
+    kernel's own accesses to user memory, e.g. copy_to_user() into an untouched buffer).
     ``buffer_kb`` is the per-CPU ring buffer; it does not overwrite when full: the
     newest events are dropped and the next :meth:`drain` raises HostError (or, with
     ``raise_on_loss=False``, counts them in :attr:`lost_events`).
@@ -247,9 +386,11 @@ class FaultRecorder:
         follow_forks: bool = False,
         buffer_kb: int = 1024,
         raise_on_loss: bool = True,
+        kernel_faults: bool = False,
     ) -> None:
         self.pids = sorted(set(pids))
         self.follow_forks = follow_forks
+        self.kernel_faults = kernel_faults
         self.buffer_kb = buffer_kb
         self.raise_on_loss = raise_on_loss
         self.lost_events = 0
@@ -258,6 +399,8 @@ class FaultRecorder:
         self.removed_leftovers: list[str] = []
         self._pipe_fd = -1
         self._marker_fd = -1
+        self._raw_fds: list[tuple[int, int]] = []
+        self._raw_size = 4096
         self._partial = b""
         self._losses_seen = 0
         self._active = False
@@ -288,6 +431,8 @@ class FaultRecorder:
             self.removed_leftovers += _cleanup_instances(f"{mountpoint}/instances")
             if not os.path.exists(f"{mountpoint}/events/{EVENT}/enable"):
                 raise HostUnavailable(f"tracepoint {EVENT.replace('/', ':')} is not available in this kernel")
+            if self.kernel_faults and not os.path.exists(f"{mountpoint}/events/{KERNEL_EVENT}/enable"):
+                raise HostUnavailable(f"tracepoint {KERNEL_EVENT.replace('/', ':')} is not available in this kernel")
             self._make_instance()
             self._configure()
             self._losses_seen = self._loss_counter()
@@ -354,6 +499,8 @@ class FaultRecorder:
         self._write("trace_clock", "mono")
         self._write("options/overwrite", "0")
         self._write("options/event-fork", "1" if self.follow_forks else "0")
+        if self.kernel_faults:
+            self._write(f"events/{KERNEL_EVENT}/filter", KERNEL_EVENT_FILTER)
         self._write("tracing_on", "1")
         try:
             self._pipe_fd = os.open(f"{self.instance}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -375,12 +522,17 @@ class FaultRecorder:
         if self.instance:
             with contextlib.suppress(HostError):
                 self._write(f"events/{EVENT}/enable", "0")
+                if self.kernel_faults:
+                    self._write(f"events/{KERNEL_EVENT}/enable", "0")
                 self._write("tracing_on", "0")
         for attr in ("_pipe_fd", "_marker_fd"):
             fd = getattr(self, attr)
             if fd >= 0:
                 os.close(fd)
                 setattr(self, attr, -1)
+        for _cpu, fd in self._raw_fds:
+            os.close(fd)
+        self._raw_fds = []
         if self.instance:
             try:
                 _rmdir_instance(self.instance)
@@ -435,6 +587,8 @@ class FaultRecorder:
 
     def _set_event(self, on: bool) -> None:
         self._write(f"events/{EVENT}/enable", "1" if on else "0")
+        if self.kernel_faults:
+            self._write(f"events/{KERNEL_EVENT}/enable", "1" if on else "0")
         self._event_on = on
 
     def mark(self, text: str) -> None:
@@ -512,9 +666,75 @@ class FaultRecorder:
                 return None
             code = int(f["error_code"], 16)
             return FaultEvent(pid, cpu, ts, int(f["address"], 16), int(f["ip"], 16), code, bool(code & X86_PF_WRITE))
+        if m["event"] == "page_fault_kernel":
+            f = _FAULT.search(m["body"])
+            if f is None:
+                return None
+            code = int(f["error_code"], 16)
+            return FaultEvent(pid, cpu, ts, int(f["address"], 16), 0, code, bool(code & X86_PF_WRITE), True, f["ip"])
         if m["event"] == "tracing_mark_write":
             return Marker(pid, cpu, ts, m["body"])
         return None
+
+    # -- binary reading (fast: no text formatting in the kernel, no parsing here; nanosecond times)
+
+    def raw_format(self) -> RawFormat:
+        """The layouts :func:`parse_raw` needs, from this instance's format files."""
+        self._require_active()
+        try:
+            with open(f"{self.mountpoint}/events/header_page", encoding="ascii") as f:
+                header = {m[0]: (int(m[1]), int(m[2])) for m in _FORMAT_FIELD.findall(f.read())}
+            ids: dict[int, bool] = {}
+            fields: dict[str, int] = {}
+            for event, kernel in ((EVENT, False), (KERNEL_EVENT, True)):
+                if kernel and not self.kernel_faults:
+                    continue
+                with open(f"{self.mountpoint}/events/{event}/id", encoding="ascii") as f:
+                    ids[int(f.read())] = kernel
+                with open(f"{self.mountpoint}/events/{event}/format", encoding="ascii") as f:
+                    fields = {m[0]: int(m[1]) for m in _FORMAT_FIELD.findall(f.read())}
+            subbuf_kb = 4
+            with contextlib.suppress(OSError, ValueError), open(f"{self.instance}/buffer_subbuf_size_kb") as f:
+                subbuf_kb = int(f.read())
+        except (OSError, ValueError) as exc:
+            raise HostError(f"{self.mountpoint}: unreadable ring buffer format ({exc})") from None
+        try:
+            return RawFormat(subbuf_kb * 1024, header["data"][0], header["commit"][1], ids, fields["common_pid"],
+                             fields["address"], fields["ip"], fields["error_code"])
+        except KeyError as exc:
+            raise HostError(f"{self.mountpoint}: ring buffer format without {exc}") from None
+
+    def drain_raw(self) -> list[tuple[int, bytes]]:
+        """Every CPU's binary ring-buffer pages recorded since the last drain, as ``(cpu, page)`` (consumed: do not
+        mix with :meth:`drain`). Parse them with :func:`parse_raw`; a lost event is counted in lost_events."""
+        self._require_active()
+        if not self._raw_fds:
+            per_cpu = f"{self.instance}/per_cpu"
+            try:
+                for name in sorted(os.listdir(per_cpu)):
+                    if name.startswith("cpu") and name[3:].isdigit():
+                        fd = os.open(f"{per_cpu}/{name}/trace_pipe_raw", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                        self._raw_fds.append((int(name[3:]), fd))
+            except OSError as exc:
+                raise os_error(f"{per_cpu}/*/trace_pipe_raw", exc) from None
+            self._raw_size = self.raw_format().subbuf_size
+        out: list[tuple[int, bytes]] = []
+        for cpu, fd in self._raw_fds:
+            while True:
+                try:
+                    page = os.read(fd, self._raw_size)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    raise os_error(f"read {self.instance}/per_cpu/cpu{cpu}/trace_pipe_raw", exc) from None
+                if not page:
+                    break
+                out.append((cpu, page))
+        counter = self._loss_counter()
+        if counter > self._losses_seen:
+            self.lost_events += counter - self._losses_seen
+            self._losses_seen = counter
+        return out
 
     def _loss_counter(self) -> int:
         """Events the instance's ring buffer has dropped or overwritten so far, over all CPUs."""

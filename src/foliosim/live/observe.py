@@ -8,6 +8,7 @@ word and both slots' mapcounts, ``_nr_pages_mapped``, each page's ``_mapcount`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -87,14 +88,16 @@ def scenario_vmas(tgid: int) -> list[tuple[int, int]]:
     return out
 
 
-def observe(tgids: list[int], reader: FolioReader | None, mm_ids: dict[int, int | None] | None = None) -> LiveState:
-    """Read every scenario page of the given processes and (with a reader) every folio they map."""
+def observe(tgids: list[int], reader: FolioReader | None, mm_ids: dict[int, int | None] | None = None,
+            vmas: Callable[[int], list[tuple[int, int]]] = scenario_vmas) -> LiveState:
+    """Read every page of the given processes' ``vmas`` (page-number ranges; default: the scenario window) and
+    (with a reader) every folio they map."""
     state = LiveState()
     pfns: set[int] = set()
     raw: dict[int, dict[int, procfs.PagemapEntry]] = {}
     for tgid in tgids:
         entries: dict[int, procfs.PagemapEntry] = {}
-        for start, end in scenario_vmas(tgid):
+        for start, end in vmas(tgid):
             for i, e in enumerate(procfs.read_pagemap(tgid, start << PAGE_SHIFT, end - start)):
                 entries[start + i] = e
                 if e.present and e.pfn:

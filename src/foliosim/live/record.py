@@ -1,0 +1,674 @@
+"""``foliosim trace``: record what a real program did to memory as a run trace (docs/run-trace.md).
+
+Two streams on one clock (CLOCK_MONOTONIC, microseconds): the process tree and the memory system calls from the
+ptrace tracer (:mod:`foliosim.host.ptrace`, stops limited by a seccomp filter), and every page fault from the
+``exceptions:page_fault_user`` / ``page_fault_kernel`` tracepoints (:class:`foliosim.host.tracefs.FaultRecorder`,
+following forks). They are merged by time; per thread the order is exact (see docs/run-trace.md, "How it is
+recorded"). With ``check_live`` every fork and exit also gets a snapshot of the task's anonymous pages and their
+folios (:func:`foliosim.live.observe.observe`), taken while the traced tree is held still.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import IO, Any
+
+from foliosim.host import procfs, thp
+from foliosim.host.errors import HostError, HostUnavailable
+from foliosim.host.ptrace import (
+    EXTRA_MEMORY_SYSCALLS,
+    HUGETLBFS_MAGIC,
+    MEMORY_SYSCALLS,
+    TMPFS_MAGIC,
+    ChildStart,
+    Exec,
+    Exit,
+    Fork,
+    Spawn,
+    SyscallEntry,
+    SyscallExit,
+    Tracer,
+    Vma,
+    VmaQuery,
+    now_us,
+)
+from foliosim.host.tracefs import FaultEvent, FaultRecorder, KernelSymbols, parse_raw
+
+FORMAT = "foliosim-run-trace"
+VERSION = 1
+MECHANISM = "ptrace+seccomp+tracefs"
+PAGE_SIZE = 4096
+#: the calls the tracer stops at (besides fork/clone/vfork/execve)
+TRACED_SYSCALLS = MEMORY_SYSCALLS + EXTRA_MEMORY_SYSCALLS
+#: per-CPU tracefs ring buffer for fault events (drained every few milliseconds)
+DEFAULT_BUFFER_KB = 8192
+#: how long --thp waits for another live run holding the THP settings
+LOCK_WAIT = 120.0
+#: at most this many iovecs are read from a vmsplice / io_uring buffer registration
+MAX_IOVECS = 16384
+_MAP_ANONYMOUS = 0x20
+_MAP_SHARED_TYPES = (0x01, 0x03)  # MAP_SHARED, MAP_SHARED_VALIDATE
+_IORING_REGISTER_BUFFERS = 0
+_IORING_REGISTER_BUFFERS2 = 15
+_IORING_REGISTER_BUFFERS_UPDATE = 16
+_IORING_REGISTER_USE_REGISTERED_RING = 1 << 31
+_SPECIAL_VMAS = ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]")
+_GUARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class RecordError(Exception):
+    """The recording cannot be made as asked (bad option, output path, command); nothing was started."""
+
+
+# --------------------------------------------------------------------------- options
+
+
+def parse_thp(spec: str | None) -> dict[str, str]:
+    """``16K=always,64K=always`` -> {"hugepages-16kB/enabled": "always", ...} (anonymous mTHP sizes).
+
+    A size is ``<N>K``, ``<N>kB`` or ``<N>M`` (a power-of-two multiple of 4 KiB); a value is one of always,
+    inherit, madvise, never. The files must exist on this kernel.
+    """
+    out: dict[str, str] = {}
+    if not spec:
+        return out
+    for item in spec.split(","):
+        size, eq, value = item.strip().partition("=")
+        if not eq or not size or not value:
+            raise RecordError(f"--thp {item!r}: expected SIZE=VALUE, e.g. 64K=always")
+        text = size.strip().upper().removesuffix("B")
+        try:
+            if text.endswith("K"):
+                kb = int(text[:-1])
+            elif text.endswith("M"):
+                kb = int(text[:-1]) * 1024
+            else:
+                raise ValueError(text)
+            thp.order_of_size_kb(kb)
+        except (ValueError, HostError):
+            raise RecordError(f"--thp {item!r}: {size!r} is not a folio size such as 16K, 64K or 2M") from None
+        value = value.strip()
+        if value not in ("always", "inherit", "madvise", "never"):
+            raise RecordError(f"--thp {item!r}: value must be always, inherit, madvise or never")
+        name = f"hugepages-{kb}kB/enabled"
+        if not os.path.exists(f"{thp.THP_DIR}/{name}"):
+            raise RecordError(f"--thp {item!r}: this kernel has no {thp.THP_DIR}/{name}")
+        out[name] = value
+    return out
+
+
+@dataclass(slots=True)
+class _Output:
+    """The output path, checked, with the temporary file (same directory) the trace is written to first."""
+
+    path: str
+    tmp: str
+    gz: bool
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+
+
+def prepare_output(path: str) -> _Output:
+    """Check that ``path`` can be written (before anything runs) and make the temporary file next to it."""
+    if not path:
+        raise RecordError("no output path (-o FILE)")
+    full = os.path.abspath(path)
+    if path.endswith(os.sep) or os.path.isdir(full):
+        raise RecordError(f"output {path}: is a directory")
+    directory = os.path.dirname(full)
+    if not os.path.isdir(directory):
+        raise RecordError(f"output {path}: directory {directory} does not exist")
+    if os.path.exists(full) and not os.path.isfile(full):
+        raise RecordError(f"output {path}: exists and is not a regular file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(full)}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise RecordError(f"output {path}: cannot create a file in {directory}: {exc.strerror or exc}") from None
+    os.close(fd)
+    return _Output(full, tmp, full.endswith(".gz"))
+
+
+# --------------------------------------------------------------------------- the result
+
+
+@dataclass(slots=True)
+class RecordResult:
+    """What one recording produced (the header is also the trace's first line)."""
+
+    path: str
+    header: dict[str, Any]
+    counts: dict[str, int]
+    exit_status: int | None  # wait status of the command's first process (None: it did not run)
+    incomplete: bool
+    wall_s: float
+    untraced_wall_s: float | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def slowdown(self) -> float | None:
+        if not self.untraced_wall_s:
+            return None
+        return self.wall_s / self.untraced_wall_s
+
+    @property
+    def command_status(self) -> int:
+        """The command's exit code, 128 + signal if a signal ended it (a shell's convention)."""
+        status = self.exit_status
+        if status is None:
+            return 127
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)
+        return os.WEXITSTATUS(status)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def anon_vmas(pid: int) -> list[tuple[int, int]]:
+    """The private anonymous VMAs of ``pid`` (heap, stack, anonymous mmaps) as page-number ranges."""
+    out: list[tuple[int, int]] = []
+    for vma in procfs.Maps.read(pid):
+        if vma.inode == 0 and vma.private and vma.path not in _SPECIAL_VMAS:
+            out.append((vma.start >> 12, vma.end >> 12))
+    return out
+
+
+def thp_json(settings: thp.ThpSettings) -> dict[str, Any]:
+    """THP settings as the header writes them (orders as strings)."""
+    return {"enabled": settings.enabled, "shmem_enabled": settings.shmem_enabled,
+            "anon": {str(k): v for k, v in settings.anon.items()},
+            "shmem": {str(k): v for k, v in settings.shmem.items()}}
+
+
+def _folio_json(folio: Any) -> dict[str, Any]:
+    """A KernelFolio's raw fields (mapcounts as stored: count - 1)."""
+    large = folio.mm_ids is not None
+    return {
+        "order": folio.order, "refcount": folio.refcount, "large_mapcount": folio.large_mapcount,
+        "entire_mapcount": folio.entire_mapcount, "pincount": folio.pincount,
+        "nr_pages_mapped": folio.nr_pages_mapped, "mm_ids": folio.mm_ids,
+        "mm_id_mapcount": list(folio.mm_id_mapcount) if folio.mm_id_mapcount is not None else None,
+        "shared_bit": folio.shared_bit, "slots": [folio.mm_id(0), folio.mm_id(1)] if large else None,
+        "lock_bit": folio.lock_bit, "is_anon": folio.is_anon, "page_mapcount": list(folio.page_mapcount),
+        "anon_exclusive": list(folio.anon_exclusive),
+    }
+
+
+def _fmt_t(t: float) -> str:
+    return f"{t:.3f}"
+
+
+class _Drainer(threading.Thread):
+    """Copies the binary fault ring buffer out every few milliseconds while the command runs (so it never fills
+    up); the pages are parsed after the run, off the traced program's time."""
+
+    def __init__(self, recorder: FaultRecorder, interval: float = 0.005) -> None:
+        super().__init__(name="foliosim-trace-drain", daemon=True)
+        self.recorder = recorder
+        self.interval = interval
+        self.pages: list[tuple[int, bytes]] = []
+        self.error: BaseException | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.wait(self.interval):
+                self.pages.extend(self.recorder.drain_raw())
+        except BaseException as exc:  # handed to the main thread in finish()
+            self.error = exc
+
+    def finish(self) -> tuple[list[FaultEvent], int]:
+        """Stop, read what is left, parse everything: (faults, events the ring buffer says it missed)."""
+        self._stop_event.set()
+        if self.is_alive() or self.ident is not None:
+            self.join()
+        if self.error is not None:
+            raise self.error
+        self.pages.extend(self.recorder.drain_raw())
+        fmt = self.recorder.raw_format()
+        symbols = _LazySymbols()
+        return parse_raw(self.pages, fmt, symbols)
+
+
+class _LazySymbols:
+    """/proc/kallsyms loaded at the first kernel fault (most runs have a few)."""
+
+    def __init__(self) -> None:
+        self._symbols: KernelSymbols | None = None
+
+    def __call__(self, addr: int) -> str:
+        if self._symbols is None:
+            try:
+                self._symbols = KernelSymbols()
+            except HostError:
+                return f"{addr:#x}"
+        return self._symbols(addr)
+
+
+# --------------------------------------------------------------------------- the recording
+
+
+class _Recording:
+    """Turns tracer events into trace lines, takes the snapshots, and writes the file."""
+
+    def __init__(self, tracer: Tracer, check_live: bool, reader: Any, log: Callable[[str], None]) -> None:
+        self.tracer = tracer
+        self.check_live = check_live
+        self.reader = reader
+        self.log = log
+        self.lines: list[tuple[float, int, str]] = []
+        self.seq = 0
+        self.vmas = VmaQuery()
+        self.iovecs: dict[int, list[list[int]]] = {}  # id(entry) -> ranges read at the call's entry
+        self.own_mm: set[int] = set()  # thread groups whose MM is their own (not a vfork child's borrowed one)
+        self.announced: set[int] = set()  # thread groups whose current MM announced its mm_id to the BPF reader
+        self.root_exec_t: float | None = None
+        self.counts: dict[str, int] = {"syscalls": 0, "forks": 0, "threads": 0, "execs": 0, "exits": 0,
+                                       "snapshots": 0, "snapshot_pages": 0, "unfrozen_snapshots": 0}
+        self.snapshot_s = 0.0
+        self.warnings: list[str] = []
+
+    def emit(self, t: float, record: dict[str, Any]) -> None:
+        self.seq += 1
+        self.lines.append((t, self.seq, json.dumps({"t": round(t, 3), **record}, separators=(",", ":"))))
+
+    # -- events
+
+    def handle(self, ev: object) -> None:
+        if isinstance(ev, SyscallEntry):
+            self._entry(ev)
+        elif isinstance(ev, SyscallExit):
+            self._syscall(ev)
+        elif isinstance(ev, Fork):
+            self._fork(ev)
+        elif isinstance(ev, ChildStart):
+            self._child_start(ev)
+        elif isinstance(ev, Exec):
+            self._exec(ev)
+        elif isinstance(ev, Exit):
+            self._exit(ev)
+        elif isinstance(ev, Spawn):
+            self.emit(ev.t, {"ev": "spawn", "pid": ev.pid, "tid": ev.tid, "path": ev.path, "argv": ev.argv})
+
+    def _entry(self, ev: SyscallEntry) -> None:
+        """Read the iovec arrays a call passes (they are input: read before the call runs)."""
+        name, args = ev.name, ev.args
+        try:
+            if name == "vmsplice" or name == "process_madvise":
+                self.iovecs[id(ev)] = self._read_iovecs(ev.tid, args[1], args[2])
+            elif name == "process_vm_writev":
+                self.iovecs[id(ev)] = self._read_iovecs(ev.tid, args[3], args[4])
+            elif name == "io_uring_register":
+                opcode = args[1] & ~_IORING_REGISTER_USE_REGISTERED_RING
+                if opcode == _IORING_REGISTER_BUFFERS:
+                    self.iovecs[id(ev)] = self._read_iovecs(ev.tid, args[2], args[3])
+                elif opcode == _IORING_REGISTER_BUFFERS2:
+                    nr, _flags, _resv, data = self._rsrc_register(ev.tid, args[2])
+                    self.iovecs[id(ev)] = self._read_iovecs(ev.tid, data, nr)
+                elif opcode == _IORING_REGISTER_BUFFERS_UPDATE:
+                    words = self.tracer.read_words(ev.tid, args[2], 4)
+                    nr = words[3] & 0xFFFFFFFF
+                    self.iovecs[id(ev)] = self._read_iovecs(ev.tid, words[1], nr)
+        except HostError as exc:
+            self.warnings.append(f"{name} of task {ev.tid}: cannot read its iovecs ({exc})")
+
+    def _rsrc_register(self, tid: int, addr: int) -> tuple[int, int, int, int]:
+        """struct io_uring_rsrc_register {u32 nr; u32 flags; u64 resv2; u64 data; u64 tags}: (nr, flags, resv, data)."""
+        w0, resv, data = self.tracer.read_words(tid, addr, 3)
+        return w0 & 0xFFFFFFFF, w0 >> 32, resv, data
+
+    def _read_iovecs(self, tid: int, addr: int, count: int) -> list[list[int]]:
+        if not addr or count <= 0:
+            return []
+        count = min(count, MAX_IOVECS)
+        words = self.tracer.read_words(tid, addr, 2 * count)
+        return [[words[2 * i], words[2 * i + 1]] for i in range(count)]
+
+    def _syscall(self, ev: SyscallExit) -> None:
+        entry = ev.entry
+        name, args, ret = entry.name, entry.args, ev.ret
+        rec: dict[str, Any] = {"ev": "syscall", "pid": entry.pid, "tid": entry.tid, "name": name,
+                               "args": self._args(name, args), "ret": ret, "t_enter": round(entry.t, 3)}
+        if name == "mmap" and ret >= 0:
+            flags = args[3]
+            if not flags & _MAP_ANONYMOUS or (flags & 0x0F) in _MAP_SHARED_TYPES:
+                file = self._file(entry.pid, entry.tid, ret)
+                if file is not None:
+                    rec["file"] = file
+        elif name == "shmat" and ret >= 0:
+            vma = self._vma(entry.pid, entry.tid, ret)
+            if vma is not None:
+                rec["size"] = vma.end - vma.start
+                rec["file"] = self._file(entry.pid, entry.tid, ret, vma)
+        if id(entry) in self.iovecs:
+            ranges = self.iovecs.pop(id(entry))
+            rec["buffers" if name == "io_uring_register" else "ranges"] = ranges
+        self.counts["syscalls"] += 1
+        self.emit(ev.t, rec)
+
+    @staticmethod
+    def _args(name: str, args: tuple[int, ...]) -> list[int]:
+        """The arguments docs/run-trace.md lists for the call (signed where the kernel reads an int: fd, pid)."""
+        n = {"mmap": 6, "munmap": 2, "mremap": 5, "mprotect": 3, "madvise": 3, "brk": 1, "shmat": 3,
+             "io_uring_register": 4, "vmsplice": 4, "shmdt": 1, "pkey_mprotect": 4, "remap_file_pages": 5,
+             "mlock": 2, "mlock2": 3, "mlockall": 1, "process_madvise": 5, "process_vm_writev": 6, "mbind": 6,
+             "move_pages": 6}.get(name, 6)
+        out = list(args[:n])
+        if name == "mmap":
+            out[4] = out[4] - (1 << 64) if out[4] >= 1 << 63 else out[4] & 0xFFFFFFFF
+            if out[4] >= 1 << 31:
+                out[4] -= 1 << 32
+        return out
+
+    def _vma(self, pid: int, tid: int, addr: int) -> Vma | None:
+        try:
+            return self.vmas.find(pid, addr, tid)
+        except HostError as exc:
+            self.warnings.append(f"VMA at {addr:#x} of process {pid}: {exc}")
+            return None
+
+    def _file(self, pid: int, tid: int, addr: int, vma: Vma | None = None) -> dict[str, Any] | None:
+        vma = vma if vma is not None else self._vma(pid, tid, addr)
+        if vma is None or vma.inode == 0:
+            return None
+        fstype = self.vmas.fstype(tid, vma)
+        out: dict[str, Any] = {"dev": vma.dev, "ino": vma.inode, "path": vma.path, "shmem": fstype == TMPFS_MAGIC}
+        if fstype == HUGETLBFS_MAGIC:
+            out["hugetlb"] = True
+        return out
+
+    def _fork(self, ev: Fork) -> None:
+        self.counts["threads" if ev.thread else "forks"] += 1
+        self.emit(ev.t, {"ev": "fork", "pid": ev.pid, "tid": ev.tid, "child_pid": ev.child_pid,
+                         "child_tid": ev.child_tid, "clone_flags": ev.clone_flags, "thread": ev.thread,
+                         "vfork": ev.vfork})
+        if ev.new_mm:
+            self.own_mm.add(ev.child_pid)
+            if ev.pid in self.announced:
+                self.announced.discard(ev.child_pid)
+            if self.check_live:
+                self.snapshot(ev.pid, ev.tid, "fork", "parent")
+
+    def _child_start(self, ev: ChildStart) -> None:
+        if not ev.fork.new_mm:
+            return
+        if self.check_live:
+            self._announce(ev.tid, ev.pid)
+            self.snapshot(ev.pid, ev.tid, "fork", "child")
+
+    def _exec(self, ev: Exec) -> None:
+        if self.root_exec_t is None and ev.tid == self.tracer.root:
+            self.root_exec_t = ev.t
+        for tid in ev.killed_threads:
+            self.counts["exits"] += 1
+            self.emit(ev.t, {"ev": "exit", "pid": ev.pid, "tid": tid, "group": False, "code": None,
+                             "signal": int(signal.SIGKILL), "by_exec": True})
+        self.counts["execs"] += 1
+        try:  # what execve itself mapped (program, loader, stack, vdso), read before the program runs
+            maps = [[v.start, v.end, v.perms, v.offset, v.dev, v.inode, v.path] for v in procfs.Maps.read(ev.tid)]
+        except HostError as exc:
+            maps = None
+            self.warnings.append(f"maps of process {ev.pid} after its execve: {exc}")
+        self.emit(ev.t, {"ev": "exec", "pid": ev.pid, "tid": ev.tid, "path": ev.path, "argv": ev.argv,
+                         "former_tid": ev.former_tid, "maps": maps})
+        self.vmas.forget(ev.pid)
+        self.own_mm.add(ev.pid)
+        self.announced.discard(ev.pid)
+        if self.check_live:
+            self._announce(ev.tid, ev.pid)
+
+    def _exit(self, ev: Exit) -> None:
+        t = ev.t
+        if self.check_live and ev.group and ev.stopped and ev.pid in self.own_mm and not self.tracer.killed:
+            # The task cannot act after its exit stop: date the exit at the snapshot (which shows the MM still
+            # mapped), so the snapshot comes first and nothing another task did before it comes after the exit.
+            t = self.snapshot(ev.pid, ev.tid, "exit", "exit") or t
+        self.counts["exits"] += 1
+        self.emit(t, {"ev": "exit", "pid": ev.pid, "tid": ev.tid, "group": ev.group, "code": ev.code,
+                         "signal": ev.signal})
+        if ev.group:
+            self.vmas.forget(ev.pid)
+
+    # -- live snapshots
+
+    def _announce(self, tid: int, pid: int) -> None:
+        """Have the task's MM id recorded by the BPF reader: inject the reader's marker syscall into it."""
+        if self.reader is None:
+            return
+        from foliosim.host.bpf import SYSCALL_NR
+
+        if self.tracer.inject_syscall(tid, SYSCALL_NR, (0, 0, 0)) is not None:
+            self.announced.add(pid)
+
+    def snapshot(self, pid: int, tid: int, at: str, role: str) -> float | None:
+        """The task's anonymous pages and their folios, read while every other traced task is held still.
+
+        Returns the snapshot's time (None if it could not be read)."""
+        from foliosim.live.observe import observe
+
+        start = time.perf_counter()
+        frozen = self.tracer.freeze(except_tid=tid)
+        t = now_us()
+        state = None
+        error: HostError | None = None
+        for _attempt in range(3):
+            try:
+                if self.reader is not None:
+                    from foliosim.host.syscalls import drain_lru
+
+                    drain_lru()
+                # read through the stopped thread: a thread-group leader that exited earlier has no MM any more
+                state = observe([tid], self.reader, vmas=anon_vmas)
+                break
+            except HostError as exc:  # a folio changed while it was read (reclaim, khugepaged): read again
+                error = exc
+        t_end = now_us()
+        if state is None:
+            self.warnings.append(f"snapshot of process {pid} at {at}: {error}")
+            return None
+        pages: list[list[int | bool]] = []
+        zero: list[int] = []
+        for vpn, p in sorted(state.pages.get(tid, {}).items()):
+            if not p.present:
+                continue
+            if p.zero:
+                zero.append(vpn << 12)
+                continue
+            pages.append([vpn << 12, p.pfn, p.head_pfn, p.order, p.mapcount, p.exclusive])
+        folios = {str(head): _folio_json(f) for head, f in sorted(state.folios.items())}
+        mm_id = self.reader.mm_id_of(pid) if self.reader is not None and pid in self.announced else None
+        self.counts["snapshots"] += 1
+        self.counts["snapshot_pages"] += len(pages)
+        if not frozen:
+            self.counts["unfrozen_snapshots"] += 1
+        self.emit(t, {"ev": "snapshot", "pid": pid, "tid": tid, "at": at, "role": role, "pages": pages,
+                      "folios": folios, "mm_id": mm_id, "zero_pages": zero, "frozen": frozen,
+                      "t_end": round(t_end, 3)})
+        self.snapshot_s += time.perf_counter() - start
+        return t
+
+    # -- faults
+
+    def add_faults(self, faults: Iterable[FaultEvent]) -> dict[str, int]:
+        """Attribute each fault to its thread group; drop the launcher's own faults before the first execve."""
+        tids = self.tracer.tids
+        root, root_exec = self.tracer.root, self.root_exec_t
+        counts = {"faults": 0, "kernel_faults": 0, "pre_exec_faults": 0, "unattributed_faults": 0}
+        lines = self.lines
+        for f in faults:
+            tid = f.pid
+            pid = tids.get(tid)
+            if pid is None:
+                counts["unattributed_faults"] += 1
+                continue
+            t = f.timestamp_us
+            if tid == root and (root_exec is None or t < root_exec):
+                counts["pre_exec_faults"] += 1
+                continue
+            self.seq += 1
+            if f.kernel:
+                counts["kernel_faults"] += 1
+                text = (f'{{"t":{t:.3f},"ev":"fault","pid":{pid},"tid":{tid},"addr":{f.address},'
+                        f'"write":{"true" if f.write else "false"},"ip":0,"error_code":{f.error_code},'
+                        f'"kernel":true,"kernel_ip":{json.dumps(f.symbol)}}}')
+            else:
+                text = (f'{{"t":{t:.3f},"ev":"fault","pid":{pid},"tid":{tid},"addr":{f.address},'
+                        f'"write":{"true" if f.write else "false"},"ip":{f.ip},"error_code":{f.error_code}}}')
+            counts["faults"] += 1
+            lines.append((t, self.seq, text))
+        return counts
+
+    def write(self, out: _Output, header: dict[str, Any]) -> None:
+        """Header, then every line sorted by time (ties: the order recorded), to the temporary file, renamed."""
+        self.lines.sort(key=lambda item: (item[0], item[1]))
+        try:
+            opener: Callable[..., IO[str]] = gzip.open if out.gz else open
+            with opener(out.tmp, "wt", encoding="utf-8") as handle:
+                handle.write(json.dumps(header, separators=(",", ":")) + "\n")
+                handle.writelines(text + "\n" for _t, _seq, text in self.lines)
+            os.replace(out.tmp, out.path)
+        except OSError as exc:
+            out.discard()
+            raise HostError(f"write {out.path}: {exc.strerror or exc}") from None
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _time_untraced(path: str, argv: Sequence[str], env: Mapping[str, str]) -> float:
+    """Wall time of one untraced run of the command (same settings, same stdio)."""
+    start = time.perf_counter()
+    subprocess.run([*argv], executable=path, env=dict(env), check=False)
+    return time.perf_counter() - start
+
+
+def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str] | None = None,
+           check_live: bool = False, measure_slowdown: bool = False, buffer_kb: int = DEFAULT_BUFFER_KB,
+           env: Mapping[str, str] | None = None, log: Callable[[str], None] | None = None) -> RecordResult:
+    """Run ``argv`` traced and write its run trace to ``out_path``; the THP changes hold for the run only.
+
+    Raises RecordError (bad arguments: nothing ran), HostUnavailable (not root, no tracefs, ptrace denied) or
+    HostError (a kernel interface failed). SIGINT/SIGTERM/SIGHUP stop the command (SIGKILL to its processes)
+    and the trace so far is written, marked incomplete.
+    """
+    say = log if log is not None else (lambda _msg: None)
+    if not argv:
+        raise RecordError("no command (usage: foliosim trace -o run.trace -- COMMAND [ARGS...])")
+    changes = dict(thp_changes or {})
+    path = shutil.which(argv[0]) if os.sep not in argv[0] else argv[0]
+    if path is None or not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise RecordError(f"command not found or not executable: {argv[0]}")
+    if os.geteuid() != 0:
+        raise HostUnavailable("not root: the fault tracepoints (tracefs), PROCMAP_QUERY and pagemap PFNs need root")
+    environ = dict(os.environ if env is None else env)
+    out = prepare_output(out_path)
+    interrupted: list[int] = []
+    tracer: Tracer | None = None
+
+    def on_signal(signo: int, _frame: FrameType | None) -> None:
+        interrupted.append(signo)
+        if tracer is not None:
+            tracer.kill_all()
+
+    previous = {signo: signal.signal(signo, on_signal) for signo in _GUARDED}
+    try:
+        leftover = thp.restore_leftover()
+        for change in leftover:
+            say(f"restored THP settings a killed run left: {change}")
+        with contextlib.ExitStack() as stack:
+            guard = None
+            if changes:
+                guard = stack.enter_context(thp.ThpGuard(changes, lock_timeout=LOCK_WAIT))
+            settings = thp.read_settings()
+            reader: Any = None
+            reader_note = None
+            if check_live:
+                try:
+                    from foliosim.host.bpf import FolioReader
+
+                    reader = stack.enter_context(FolioReader())
+                except (HostUnavailable, HostError) as exc:
+                    reader_note = f"BPF folio reader unavailable ({exc}): snapshots hold pages only"
+                    say(reader_note)
+            untraced = None
+            if measure_slowdown and not interrupted:
+                say("measuring: one untraced run")
+                untraced = _time_untraced(path, argv, environ)
+            faults = stack.enter_context(FaultRecorder(follow_forks=True, buffer_kb=buffer_kb,
+                                                       raise_on_loss=False, kernel_faults=True))
+            tracer = stack.enter_context(Tracer(path, argv, TRACED_SYSCALLS, environ))
+            rec = _Recording(tracer, check_live, reader, say)
+            drainer = _Drainer(faults)
+            started = time.perf_counter()
+            spawn = None
+            if not interrupted:
+                spawn = tracer.spawn(before_start=lambda pid: faults.set_pids([pid]))
+                rec.handle(spawn)
+                drainer.start()
+                for ev in tracer.run():
+                    rec.handle(ev)
+            wall = time.perf_counter() - started
+            fault_list, missed = drainer.finish()
+            lost = max(faults.lost_events, missed)
+            fault_counts = rec.add_faults(fault_list)
+            settings_end = thp.read_settings()
+            incomplete = bool(interrupted) or tracer.killed
+            header: dict[str, Any] = {
+                "format": FORMAT, "version": VERSION, "command": list(argv),
+                "kernel": os.uname().release, "page_size": PAGE_SIZE, "clock": "CLOCK_MONOTONIC",
+                "start_us": round(spawn.t, 3) if spawn is not None else None,
+                "thp": thp_json(settings), "thp_set": dict(changes),
+                "recorder": {
+                    "mechanism": MECHANISM,
+                    "slowdown": round(wall / untraced, 3) if untraced else None,
+                    "wall_s": round(wall, 4), "untraced_wall_s": round(untraced, 4) if untraced else None,
+                    "lost_events": lost, "stops": tracer.stats.stops,
+                    "syscalls_traced": sorted(TRACED_SYSCALLS), "folio_reader": reader is not None,
+                    "snapshot_s": round(rec.snapshot_s, 4), "injected": tracer.stats.injected,
+                    **fault_counts, **rec.counts,
+                },
+                "check_live": check_live, "incomplete": incomplete,
+                "interrupted_by": signal.Signals(interrupted[0]).name if interrupted else None,
+                "exit_status": _status_json(tracer.exit_status),
+            }
+            restored_early = guard is not None and guard.interrupted_by is not None  # a signal restored them
+            if thp_json(settings_end) != header["thp"] and not restored_early:
+                header["thp_end"] = thp_json(settings_end)
+                rec.warnings.append("the THP settings changed during the run (another program changed them)")
+            if reader_note:
+                rec.warnings.append(reader_note)
+            if lost:
+                rec.warnings.append(f"the fault ring buffer dropped {lost} events: the trace misses "
+                                    "faults (use a bigger --buffer-kb)")
+            if guard is not None and guard.interrupted_by is not None and not interrupted:
+                interrupted.append(guard.interrupted_by)
+            rec.write(out, header)
+            counts = {**fault_counts, **rec.counts, "events": len(rec.lines)}
+            return RecordResult(out.path, header, counts, tracer.exit_status, incomplete, wall, untraced,
+                                rec.warnings)
+    finally:
+        out.discard()
+        for signo, handler in previous.items():
+            signal.signal(signo, handler)
+
+
+def _status_json(status: int | None) -> dict[str, int | None] | None:
+    if status is None:
+        return None
+    if os.WIFSIGNALED(status):
+        return {"code": None, "signal": os.WTERMSIG(status)}
+    return {"code": os.WEXITSTATUS(status), "signal": None}
