@@ -7,9 +7,11 @@ in the results database are skipped (resumable).
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import itertools
 import os
+import signal
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -103,11 +105,29 @@ def run_local(cells: list[CellSpec], db: ResultsDB, jobs: int | None = None, on_
         for cell in cells:
             _store(db, run_cell(cell), on_result)
         return len(cells)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(run_cell, cell) for cell in cells]
         for future in as_completed(futures):
             _store(db, future.result(), on_result)
     return len(cells)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool worker initializer: the worker dies with the process that started it, even when that one is
+    killed with SIGKILL and cannot shut the pool down. Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (the
+    pool starts its workers from the thread that submits, which waits for them); if the parent is
+    already gone, or prctl() is not available, the worker checks its parent pid and exits."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the parent check below still catches an early death
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
 
 
 def run_dask(cells: list[CellSpec], db: ResultsDB, address: str, on_result: Progress | None = None,

@@ -232,12 +232,13 @@ def madvise_cold_pageout(m: Machine, mm: MM, start: int, end: int, advice: str) 
     maybe shared; after a split the same address is looked at again. A small or
     fully covered folio is taken only when its mapcount equals its page count.
     Swap is not modelled: nothing is reclaimed or deactivated, every decision is
-    a ``decision`` event; splits really happen (``split`` events).
+    a ``decision`` event; splits really happen (``split`` events). As the page walk,
+    only PMD slots with a mapping or a page table and only present PTEs are visited.
     """
     for vma in mm.vmas_in(start, end):
         lo, hi = max(start, vma.start), min(end, vma.end)
         anon_only = advice == "pageout" and not vma.is_anon and not _can_do_file_pageout(vma)
-        for idx in m._pmd_indexes(lo, hi):
+        for idx in m.pmd_slots_in(mm, lo, hi):
             a = max(lo, idx << m.pmd_order)
             b = min(hi, (idx + 1) << m.pmd_order)
             if _cold_pmd(m, mm, idx, a, b, advice, anon_only):
@@ -278,9 +279,19 @@ def _cold_pmd(m: Machine, mm: MM, idx: int, a: int, b: int, advice: str, anon_on
 
 
 def _cold_ptes(m: Machine, mm: MM, a: int, b: int, advice: str, anon_only: bool) -> None:
-    """The PTE loop over ``[a, b)`` (one page table)."""
+    """The PTE loop over ``[a, b)`` (one page table), visiting the PTEs present when it starts.
+
+    A split only replaces or removes PTEs where the folio was mapped, so no PTE appears at an
+    address that was empty when the loop started.
+    """
+    present = m._ptes_in(mm, a, b)
+    i = 0
     vpn = a
-    while vpn < b:
+    while i < len(present):
+        if present[i] < vpn:
+            i += 1
+            continue
+        vpn = present[i]
         pte = mm.ptes.get(vpn)
         if pte is None or pte.folio.is_zero:  # vm_normal_folio() is NULL for the zero page
             vpn += 1

@@ -11,6 +11,7 @@ page with a preallocated folio, giving the child a copy at once
 
 from __future__ import annotations
 
+import bisect
 from typing import TYPE_CHECKING
 
 from foliosim.folio import Folio
@@ -39,28 +40,48 @@ def folio_needs_cow_for_dma(m: Machine, src: MM, f: SimFolio) -> bool:
     return src.has_pinned and folio_maybe_dma_pinned(m, f.core())
 
 
+class _SortedPtes:
+    """The parent's present PTEs in address order, sorted once per fork (re-sorted only when a PMD split
+    added PTEs): each VMA's copy then costs its present entries, not its size."""
+
+    __slots__ = ("_mm", "_size", "_vpns")
+
+    def __init__(self, mm: MM) -> None:
+        self._mm = mm
+        self._size = -1
+        self._vpns: list[int] = []
+
+    def between(self, start: int, end: int) -> list[int]:
+        if self._size != len(self._mm.ptes):  # copy_page_range() only ever adds PTEs to the parent
+            self._vpns = sorted(self._mm.ptes)
+            self._size = len(self._vpns)
+        return self._vpns[bisect.bisect_left(self._vpns, start):bisect.bisect_left(self._vpns, end)]
+
+
 def dup_mmap(m: Machine, src: MM, dst: MM) -> None:
     """Copy every VMA (but VM_DONTFORK ones) and, where needed, its page tables."""
+    copied = []
+    ptes = _SortedPtes(src)
     for vma in list(src.vmas):
         if vma.dontfork:
             continue
         child_vma = vma.clone()
         dst.insert_vma(child_vma)
-        m.ref.fork_vma(src, dst, vma)
+        copied.append(vma)
         if vma.anon_vma is None:  # vma_needs_copy(): the child will refault
             continue
-        copy_page_range(m, src, dst, vma)
+        copy_page_range(m, src, dst, vma, ptes)
+    m.ref.fork(src, dst, copied)
     m.emit("fork", f"{dst.name}: {len(dst.vmas)} VMAs copied from {src.name}, "
                    f"{len(dst.ptes)} PTEs and {len(dst.pmds)} PMDs present", mm=dst.name)
 
 
-def copy_page_range(m: Machine, src: MM, dst: MM, vma: Vma) -> None:
+def copy_page_range(m: Machine, src: MM, dst: MM, vma: Vma, ptes: _SortedPtes | None = None) -> None:
+    """``copy_page_range()``: the present PMDs, then the present PTEs of ``vma`` (never its empty slots)."""
     order = m.pmd_order
-    for idx in m._pmd_indexes(vma.start, vma.end):
-        pmd = src.pmds.get(idx)
-        if pmd is not None:
-            copy_huge_pmd(m, src, dst, vma, idx, pmd)
-    vpns = m._ptes_in(src, vma.start, vma.end)
+    for idx in m._pmds_in(src, vma.start, vma.end):
+        copy_huge_pmd(m, src, dst, vma, idx, src.pmds[idx])
+    vpns = (ptes or _SortedPtes(src)).between(vma.start, vma.end)
     i = 0
     prealloc = False
     while i < len(vpns):

@@ -11,6 +11,7 @@ so ``foliosim replay`` reproduces the folio states.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from foliosim.vm.events import (
     OracleViolation,
     SimError,
 )
-from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE, ZERO_PAGE, filled_page, write_into
+from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE, ZERO_PAGE, SparsePages, filled_page, write_into
 from foliosim.vm.mm import MM, Task
 from foliosim.vm.oracle import GupHandle, ReferenceMemory, check_machine
 from foliosim.vm.pagecache import SimFile
@@ -270,9 +271,12 @@ class Machine:
             self.emit("mm", f"{mm.name} freed (__mmdrop: MM id {mm.mm_id} released)", mm=mm.name, mm_id=mm.mm_id)
 
     def exit_mmap(self, mm: MM) -> None:
+        """``exit_mmap()`` -> ``unmap_vmas()``: every VMA in turn; the cost follows the present entries."""
         gather = _Gather()
+        vpns = sorted(mm.ptes)  # a PMD mapping lies inside one VMA: zapping whole VMAs never adds PTEs
         for vma in list(mm.vmas):
-            self._zap(mm, vma.start, vma.end, gather)
+            lo, hi = bisect.bisect_left(vpns, vma.start), bisect.bisect_left(vpns, vma.end)
+            self._zap(mm, vma.start, vma.end, gather, vpns[lo:hi])
         self._flush(gather)
         for handle in self.gup.values():
             handle.untrack(mm, 0, 1 << 62)
@@ -439,7 +443,7 @@ class Machine:
             raise SimError(f"fill must be a byte value 0..255, not {fill}")
         self._begin()
         nr = size // PAGE_SIZE
-        file = SimFile(name, nr, order, shmem, [filled_page(fill)] * nr, anon=shmem)
+        file = SimFile(name, nr, order, shmem, SparsePages(nr, filled_page(fill)), anon=shmem)
         self.files[name] = file
         self.ref.file_new(file)
         self.emit("file", f"{'shmem' if shmem else 'file'} {name}: {nr} pages, folio order {order}")
@@ -581,8 +585,8 @@ class Machine:
     def _free_pte_tables(self, mm: MM, start: int, end: int) -> None:
         """free_pgtables(): page tables of PMD ranges no VMA touches any more go away."""
         shift = self.pmd_order
-        for idx in range(start >> shift, ((end - 1) >> shift) + 1):
-            if idx in mm.pte_tables and not mm.vmas_in(idx << shift, (idx + 1) << shift):
+        for idx in self._slots_in(mm.pte_tables, start, end):
+            if not mm.vmas_in(idx << shift, (idx + 1) << shift):
                 mm.pte_tables.discard(idx)
 
     def _split_at(self, mm: MM, vpn: int) -> None:
@@ -651,10 +655,8 @@ class Machine:
         if it maps a PageAnonExclusive page, a shared one only if it is dirty; never while soft-dirty
         tracking is armed (simplified: the kernel upgrades PTEs written since the clear_refs).
         """
-        for idx in self._pmd_indexes(vma.start, vma.end):
-            pmd = mm.pmds.get(idx)
-            if pmd is None:
-                continue
+        for idx in self._pmds_in(mm, vma.start, vma.end):
+            pmd = mm.pmds[idx]
             if not vma.write:
                 pmd.write = False
             elif upgrade and not vma.shared and self._can_make_writable(vma, pmd.folio, 0):
@@ -677,10 +679,28 @@ class Machine:
         return f.is_anon and f.exclusive[page]
 
     def _pmd_indexes(self, start: int, end: int) -> range:
+        """Every PMD slot overlapping ``[start, end)`` (present or not: O(range); walks use :meth:`_pmds_in`)."""
         return range(start >> self.pmd_order, ((end - 1) >> self.pmd_order) + 1)
+
+    def _slots_in(self, slots: dict[int, Any] | set[int], start: int, end: int) -> list[int]:
+        """The PMD slot numbers of ``slots`` that overlap ``[start, end)``, in order; the cost follows the
+        smaller of the range and ``slots``, never the mapped size alone."""
+        lo, hi = start >> self.pmd_order, ((end - 1) >> self.pmd_order) + 1
+        if hi - lo <= len(slots):
+            return [i for i in range(lo, hi) if i in slots]
+        return sorted(i for i in slots if lo <= i < hi)
+
+    def _pmds_in(self, mm: MM, start: int, end: int) -> list[int]:
+        """The PMD mappings present in ``[start, end)`` (the page walk skips pmd_none() slots)."""
+        return self._slots_in(mm.pmds, start, end)
+
+    def pmd_slots_in(self, mm: MM, start: int, end: int) -> list[int]:
+        """The PMD slots of ``[start, end)`` a page walk visits: a PMD mapping or a page table."""
+        return sorted({*self._pmds_in(mm, start, end), *self._slots_in(mm.pte_tables, start, end)})
 
     @staticmethod
     def _ptes_in(mm: MM, start: int, end: int) -> list[int]:
+        """The present PTEs in ``[start, end)``, in order: O(min(range, PTEs log PTEs))."""
         if end - start <= len(mm.ptes):
             return [v for v in range(start, end) if v in mm.ptes]
         return sorted(v for v in mm.ptes if start <= v < end)
@@ -704,10 +724,8 @@ class Machine:
         vma = self._vmas_for(mm, start, end)[0]
         delta = dst - start
         order = self.pmd_order
-        for idx in self._pmd_indexes(start, end):
-            pmd = mm.pmds.get(idx)
-            if pmd is None:
-                continue
+        for idx in self._pmds_in(mm, start, end):
+            pmd = mm.pmds[idx]
             whole = start <= idx << order and (idx + 1) << order <= end
             if whole and not delta & (self.pmd_pages - 1):
                 del mm.pmds[idx]  # move_huge_pmd()
@@ -789,13 +807,15 @@ class Machine:
         return 0
 
     # ------------------------------------------------------------- zap / split
-    def _zap(self, mm: MM, start: int, end: int, gather: _Gather) -> None:
-        """zap_page_range_single()/unmap_vmas() on ``[start, end)``: rmap removal in batches."""
+    def _zap(self, mm: MM, start: int, end: int, gather: _Gather, vpns: list[int] | None = None) -> None:
+        """zap_page_range_single()/unmap_vmas() on ``[start, end)``: rmap removal in batches.
+
+        Only present entries are visited; ``vpns`` may give the present PTEs of the range in order
+        (exit_mmap() sorts them once for every VMA).
+        """
         order = self.pmd_order
-        for idx in self._pmd_indexes(start, end):
-            pmd = mm.pmds.get(idx)
-            if pmd is None:
-                continue
+        for idx in self._pmds_in(mm, start, end):
+            pmd = mm.pmds[idx]
             if start <= idx << order and (idx + 1) << order <= end:
                 del mm.pmds[idx]  # zap_huge_pmd()
                 if not pmd.folio.is_zero:
@@ -803,7 +823,9 @@ class Machine:
                     gather.puts.append((pmd.folio, 1))
             else:
                 self.split_pmd(mm, idx, "partial unmap")
-        vpns = self._ptes_in(mm, start, end)
+                vpns = None  # the split added PTEs
+        if vpns is None:
+            vpns = self._ptes_in(mm, start, end)
         i = 0
         while i < len(vpns):
             vpn = vpns[i]
@@ -1019,12 +1041,11 @@ class Machine:
     def iter_mapped(self, mm: MM) -> Iterator[tuple[Vma, int, SimFolio, int, bool]]:
         """Every present mapping: (vma, vpn, folio, page, by_pmd)."""
         for vma in mm.vmas:
-            for idx in self._pmd_indexes(vma.start, vma.end):
-                pmd = mm.pmds.get(idx)
-                if pmd is not None:
-                    base = idx << self.pmd_order
-                    for k in range(self.pmd_pages):
-                        yield vma, base + k, pmd.folio, k, True
+            for idx in self._pmds_in(mm, vma.start, vma.end):
+                pmd = mm.pmds[idx]
+                base = idx << self.pmd_order
+                for k in range(self.pmd_pages):
+                    yield vma, base + k, pmd.folio, k, True
             for vpn in self._ptes_in(mm, vma.start, vma.end):
                 pte = mm.ptes[vpn]
                 yield vma, vpn, pte.folio, pte.page, False

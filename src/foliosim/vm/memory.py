@@ -35,3 +35,48 @@ def describe_page(page: bytes) -> str:
         return f"{first:02x}*{len(page)}"
     head = page[:8].hex()
     return f"{head}..."
+
+
+class SparsePages:
+    """A fixed-length sequence of pages that stores only the pages that differ from ``default``.
+
+    Files and anonymous shared memory can be far larger than what a run touches (a 1 TiB
+    MAP_SHARED|MAP_ANONYMOUS mapping is 2**28 pages): memory and the cost of copying and
+    comparing follow the pages written, not the size.
+    """
+
+    __slots__ = ("_len", "_pages", "default")
+
+    def __init__(self, length: int, default: bytes = ZERO_PAGE) -> None:
+        if length < 0:
+            raise ValueError(f"a negative number of pages: {length}")
+        self._len = length
+        self._pages: dict[int, bytes] = {}
+        self.default = default
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _check(self, index: int) -> None:
+        if not 0 <= index < self._len:
+            raise IndexError(f"page {index} outside 0..{self._len - 1}")
+
+    def __getitem__(self, index: int) -> bytes:
+        self._check(index)
+        return self._pages.get(index, self.default)
+
+    def __setitem__(self, index: int, page: bytes) -> None:
+        self._check(index)
+        if page is self.default or page == self.default:
+            self._pages.pop(index, None)
+        else:
+            self._pages[index] = page
+
+    def stored(self) -> list[int]:
+        """The indexes holding a page other than the default, in increasing order."""
+        return sorted(self._pages)
+
+    def copy(self) -> SparsePages:
+        new = SparsePages(self._len, self.default)
+        new._pages = dict(self._pages)
+        return new

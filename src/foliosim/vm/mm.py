@@ -32,17 +32,22 @@ class MM:
     label: str = ""  # the task that created it, for display
 
     def find_vma(self, vpn: int) -> Vma | None:
-        """``vma_lookup()``: the VMA containing ``vpn``."""
-        idx = bisect.bisect_right(self._starts(), vpn) - 1
+        """``vma_lookup()``: the VMA containing ``vpn`` (a binary search: O(log VMAs))."""
+        idx = bisect.bisect_right(self.vmas, vpn, key=_vma_start) - 1
         if idx >= 0 and self.vmas[idx].end > vpn:
             return self.vmas[idx]
         return None
 
-    def _starts(self) -> list[int]:
-        return [v.start for v in self.vmas]
-
     def vmas_in(self, start: int, end: int) -> list[Vma]:
-        return [v for v in self.vmas if v.start < end and v.end > start]
+        """The VMAs overlapping ``[start, end)``, in address order."""
+        first = max(0, bisect.bisect_right(self.vmas, start, key=_vma_start) - 1)
+        out = []
+        for vma in self.vmas[first:]:
+            if vma.start >= end:
+                break
+            if vma.end > start:
+                out.append(vma)
+        return out
 
     def covered(self, start: int, end: int) -> bool:
         """Whether VMAs cover every page of ``[start, end)`` without holes."""
@@ -54,11 +59,15 @@ class MM:
         return pos >= end
 
     def insert_vma(self, vma: Vma) -> None:
-        bisect.insort(self.vmas, vma, key=lambda v: v.start)
+        bisect.insort(self.vmas, vma, key=_vma_start)
 
     @property
     def alive(self) -> bool:
         return self.count > 0
+
+
+def _vma_start(vma: Vma) -> int:
+    return vma.start
 
 
 @dataclass(slots=True, eq=False)

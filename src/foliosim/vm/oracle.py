@@ -12,12 +12,13 @@ pinner's view, no foreign data in a pipe).
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from foliosim.folio import folio_mapcount, folio_maybe_mapped_shared
-from foliosim.vm.memory import PAGE_SHIFT, ZERO_PAGE, describe_page, write_into
+from foliosim.vm.memory import PAGE_SHIFT, ZERO_PAGE, SparsePages, describe_page, write_into
 
 if TYPE_CHECKING:
     from foliosim.vm.machine import Machine
@@ -31,12 +32,17 @@ MAX_REPORTS = 8
 
 
 class ReferenceMemory:
-    """What every address space must read, by plain value semantics."""
+    """What every address space must read, by plain value semantics.
+
+    Sparse: ``private`` holds only the pages an MM wrote (or copied at fork), ``files`` only the
+    pages that differ from a file's initial content, so its size and the cost of every operation
+    follow the pages touched, never the size of a mapping.
+    """
 
     __slots__ = ("files", "private")
 
     def __init__(self) -> None:
-        self.files: dict[str, list[bytes]] = {}
+        self.files: dict[str, SparsePages] = {}
         self.private: dict[str, dict[int, bytes]] = {}
 
     def mm_new(self, mm: MM) -> None:
@@ -46,7 +52,7 @@ class ReferenceMemory:
         self.private.pop(mm.name, None)
 
     def file_new(self, file: SimFile) -> None:
-        self.files[file.name] = list(file.disk)
+        self.files[file.name] = file.disk.copy()
 
     def expected(self, mm: MM, vma: Vma, vpn: int) -> bytes:
         if vma.file is not None and vma.shared:
@@ -73,23 +79,35 @@ class ReferenceMemory:
             if vpn not in pages:
                 pages[vpn] = self.expected(mm, vma, vpn)
 
+    @staticmethod
+    def _within(pages: dict[int, bytes], start: int, end: int) -> list[int]:
+        """The private pages in ``[start, end)``: O(min(range, pages))."""
+        if end - start <= len(pages):
+            return [v for v in range(start, end) if v in pages]
+        return [v for v in pages if start <= v < end]
+
     def unmap(self, mm: MM, start: int, end: int) -> None:
         pages = self.private[mm.name]
-        for vpn in [v for v in pages if start <= v < end]:
+        for vpn in self._within(pages, start, end):
             del pages[vpn]
 
     dontneed = unmap  # private pages revert to zero / the file; shared ones are unaffected
 
     def move(self, mm: MM, start: int, end: int, dst: int) -> None:
         pages = self.private[mm.name]
-        moved = {v: pages.pop(v) for v in [v for v in pages if start <= v < end]}
+        moved = {v: pages.pop(v) for v in self._within(pages, start, end)}
         for vpn, page in moved.items():
             pages[vpn - start + dst] = page
 
-    def fork_vma(self, src: MM, dst: MM, vma: Vma) -> None:
+    def fork(self, src: MM, dst: MM, vmas: list[Vma]) -> None:
+        """fork() copies the private pages of the VMAs the child inherits (``vmas``, in address order)."""
+        if not vmas:
+            return
         child = self.private[dst.name]
+        starts = [v.start for v in vmas]
         for vpn, page in self.private[src.name].items():
-            if vma.start <= vpn < vma.end:
+            i = bisect.bisect_right(starts, vpn) - 1
+            if i >= 0 and vpn < vmas[i].end:
                 child[vpn] = page
 
 
@@ -155,17 +173,56 @@ def _who(m: Machine, mm: MM) -> str:
 
 
 def _check_isolation(m: Machine, problems: list[str]) -> None:
+    """Every page of every live MM reads what the reference says.
+
+    Only pages that can differ are visited: present pages, pages the reference keeps a private copy
+    of, and, for file and shmem mappings, the file pages whose content differs from the reference's.
+    Every other page reads zero (anonymous) or the file (file-backed) on both sides. The cost follows
+    the pages touched, never the size of a mapping.
+    """
+    stale = _stale_file_pages(m)
+    order = m.pmd_order
     for mm in m.mms.values():
         if mm.zapped:
             continue
-        for vma in mm.vmas:
-            for vpn in range(vma.start, vma.end):
-                want = m.ref.expected(mm, vma, vpn)
-                got = m.physical_content(mm, vma, vpn)
-                if got != want:
-                    what = "leak (sees data it must not)" if got != ZERO_PAGE else "lost write"
-                    problems.append(f"isolation: {_who(m, mm)} at {vpn << PAGE_SHIFT:#x} reads "
-                                    f"{describe_page(got)}, the reference model says {describe_page(want)}: {what}")
+        vpns = set(mm.ptes)
+        for idx in mm.pmds:
+            vpns.update(range(idx << order, (idx + 1) << order))
+        vpns.update(m.ref.private.get(mm.name, ()))
+        if stale:
+            for mapping in mm.vmas:
+                indexes = stale.get(mapping.file.name) if mapping.file is not None else None
+                for index in indexes or ():
+                    if mapping.pgoff <= index < mapping.pgoff + mapping.pages:
+                        vpns.add(mapping.start + index - mapping.pgoff)
+        for vpn in sorted(vpns):
+            vma = mm.find_vma(vpn)
+            if vma is None:
+                continue
+            want = m.ref.expected(mm, vma, vpn)
+            got = m.physical_content(mm, vma, vpn)
+            if got != want:
+                what = "leak (sees data it must not)" if got != ZERO_PAGE else "lost write"
+                problems.append(f"isolation: {_who(m, mm)} at {vpn << PAGE_SHIFT:#x} reads "
+                                f"{describe_page(got)}, the reference model says {describe_page(want)}: {what}")
+
+
+def _stale_file_pages(m: Machine) -> dict[str, list[int]]:
+    """File name -> the page indexes whose content (page cache, else disk) is not the reference's.
+
+    Only cached pages and pages either side changed are looked at; the rest are the file's
+    initial content on both sides.
+    """
+    out: dict[str, list[int]] = {}
+    for name, file in m.files.items():
+        ref = m.ref.files.get(name)
+        if ref is None:
+            continue
+        indexes = {*file.cache, *ref.stored(), *file.disk.stored()}
+        bad = sorted(i for i in indexes if file.content(i) != ref[i])
+        if bad:
+            out[name] = bad
+    return out
 
 
 def _check_gup(m: Machine, problems: list[str]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from foliosim.vm.memory import ZERO_PAGE
+from foliosim.vm.memory import SparsePages
 from foliosim.vm.pagetable import SimFolio
 
 
@@ -34,13 +34,13 @@ class SimFile:
     nr_pages: int
     order: int = 0
     shmem: bool = False
-    disk: list[bytes] = field(default_factory=list)
-    cache: dict[int, SimFolio] = field(default_factory=dict)  # every page index -> folio
+    disk: SparsePages = field(default_factory=lambda: SparsePages(0))  # zero pages unless given
+    cache: dict[int, SimFolio] = field(default_factory=dict)  # every cached page index -> folio
     anon: bool = False
 
     def __post_init__(self) -> None:
-        if not self.disk:
-            self.disk = [ZERO_PAGE] * self.nr_pages
+        if len(self.disk) != self.nr_pages:
+            self.disk = SparsePages(self.nr_pages)
 
     def lookup(self, index: int) -> SimFolio | None:
         return self.cache.get(index)

@@ -20,7 +20,8 @@ from foliosim.kconfig import KernelConfig
 from foliosim.vm.events import CowDecision, Event, OracleViolation, SimError, errno_name
 from foliosim.vm.machine import Machine, MachineOptions
 from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE
-from foliosim.vm.stats import pagemap, smaps_rollup
+from foliosim.vm.mm import MM
+from foliosim.vm.stats import pagemap, pagemap_present, smaps_rollup
 
 
 class ScenarioError(FoliosimError):
@@ -317,6 +318,28 @@ def run(text: str, config: KernelConfig | None = None, check: bool = True,
     return result
 
 
+def _pagemap_text(m: Machine, mm: MM, start: int, end: int) -> str:
+    """``ADDR:FOLIO[PAGE] [excl] [file]`` per present page, ``ADDR:-`` for a page that is not present and
+    ``FIRST..LAST:-`` for a longer run of them: the text and its cost follow the present pages."""
+    out = []
+    cur = start
+    for e in pagemap_present(m, mm, start, end):
+        vpn = e.addr >> PAGE_SHIFT
+        if vpn > cur:
+            out.append(_absent(cur, vpn))
+        out.append(f"{e.addr:#x}:{e.folio}[{e.page}]{' excl' if e.exclusive else ''}{' file' if e.file else ''}")
+        cur = vpn + 1
+    if cur < end:
+        out.append(_absent(cur, end))
+    return " ".join(out)
+
+
+def _absent(start: int, end: int) -> str:
+    if end - start == 1:
+        return f"{start << PAGE_SHIFT:#x}:-"
+    return f"{start << PAGE_SHIFT:#x}..{(end - 1) << PAGE_SHIFT:#x}:-"
+
+
 class _Runner:
     """Executes parsed commands against one machine; resolves regions and names."""
 
@@ -409,12 +432,7 @@ class _Runner:
             task = m.task(a[0])
             addr = self.addr(cmd, a[1])
             size = parse_size(cmd.line, a[2]) if len(a) == 3 else PAGE_SIZE
-            out = []
-            for vpn in range(addr >> PAGE_SHIFT, (addr + size - 1 >> PAGE_SHIFT) + 1):
-                e = pagemap(m, task.mm, vpn)
-                out.append(f"{e.addr:#x}:" + (f"{e.folio}[{e.page}]{' excl' if e.exclusive else ''}"
-                                              f"{' file' if e.file else ''}" if e.present else "-"))
-            return " ".join(out)
+            return _pagemap_text(m, task.mm, addr >> PAGE_SHIFT, (addr + size - 1 >> PAGE_SHIFT) + 1)
         if verb == "check":
             problems = m.check()
             if problems:
