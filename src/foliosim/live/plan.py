@@ -63,9 +63,10 @@ def make_plan(commands: list[Command]) -> LivePlan:
         elif verb == "file":
             order = parse_int(cmd.line, o.get("order", "0"), "order")
             is_shmem = len(a) == 3
-            if order and not is_shmem:
-                refusals.append(f"{where}: a regular file's page-cache folio size is its filesystem's choice; "
-                                f"order={order} needs shmem")
+            if not is_shmem:
+                refusals.append(f"{where}: a regular file has no exact live equivalent yet (its page cache follows "
+                                "readahead and the filesystem's folio sizes, and ext4 holds one more reference per "
+                                "folio); use a shmem object")
             if order and is_shmem:
                 shmem.add(order)
             files[a[0]] = (parse_size(cmd.line, a[1]), is_shmem, order, parse_int(cmd.line, o.get("fill", "0"), "fill"))
