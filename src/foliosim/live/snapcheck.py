@@ -35,7 +35,7 @@ MM_ID_BITS = 31
 C_FALLBACK = "the kernel fell back to a smaller folio"
 C_LARGER = "the kernel has a larger folio (a collapse, or a folio size the settings do not explain)"
 C_NOT_LIVE = "page reclaimed or not present live"
-C_NO_FAULT = "present live without a recorded fault (a kernel-mode access, GUP or fault-around)"
+C_NO_FAULT = "present live without a recorded fault (execve's argument pages, a GUP, another access without a fault)"
 C_NO_VMA = "in a mapping the trace does not describe (set up by execve, or not expressible)"
 C_ZERO = "the simulator maps the zero page there (the write is not in the trace)"
 C_FILE = "file page"
@@ -43,6 +43,8 @@ C_ORDER = "follows a folio-order difference"
 C_DECISION = "another folio: a different copy/reuse decision, or the kernel moved the folio"
 C_LRU = "a per-CPU LRU batch holds a reference live"
 C_PIN = "construct not modelled (io_uring coalesces the pins of a large folio)"
+C_MM_ORDER = ("the same mappings in other slots: MMs came and went in another order than the trace shows "
+              "(concurrent fork, exec, exit)")
 C_TASK = "task not in the simulator"
 C_OTHER = "not explained"
 
@@ -206,13 +208,14 @@ class SnapshotChecker:
             if same_folio:
                 pairs.setdefault(f.name, (f, lv.head, addr))
         sim_ids = {x.mm_id: x.name for x in m.mms.values() if x.mm_id}
+        alive_mms = set(m.mms)
         for f, head, addr in pairs.values():
             k = folios.get(head)
             names = FOLIO_FIELDS if f.order else FOLIO_FIELDS[:1]
             if k is None:
                 self._unobserved(names)
                 continue
-            self._folio(f, k, sim_ids, addr)
+            self._folio(f, k, sim_ids, alive_mms, addr)
         self._record(snap, len(anon), len(live))
 
     def _record(self, snap: Snapshot, sim_pages: int, live_pages: int) -> None:
@@ -259,7 +262,8 @@ class SnapshotChecker:
                     return C_FALLBACK
         return C_NOT_LIVE
 
-    def _folio(self, f: SimFolio, k: dict[str, Any], sim_ids: dict[int, str], addr: int) -> None:
+    def _folio(self, f: SimFolio, k: dict[str, Any], sim_ids: dict[int, str], alive_mms: set[str],
+               addr: int) -> None:
         core = f.core()
         refcount = k["refcount"]
         cause = C_LRU if f.order == 0 and refcount == core.refcount + 1 else (C_PIN if f.pins else C_OTHER)
@@ -277,11 +281,15 @@ class SnapshotChecker:
                 self._cmp(name, value, k[key], cause, addr)
         ids, shared = _slots(k)
         counts = k.get("mm_id_mapcount")
+        if cause == C_OTHER and k.get("large_mapcount") == core.large_mapcount:
+            cause = C_MM_ORDER  # every mapping is there on both sides: only the slots' bookkeeping differs
         for i in (0, 1):
             sim_id = folio_mm_id(core, i)
             sim_role = "-" if sim_id == 0 else sim_ids.get(sim_id, f"sim id {sim_id}")
             live_id = ids[i] if ids is not None else None
             live_role = None if live_id is None else ("-" if live_id == 0 else self.role_of_id.get(live_id))
+            if live_role not in (None, "-") and live_role not in alive_mms:
+                live_role = None  # that MM is gone: the kernel has given its id to another MM since
             if live_role is None:
                 self._unobserved((f"slot {i} MM",))
             else:

@@ -344,7 +344,11 @@ def parse_event(line: str, where: str) -> dict[str, Any]:
         _syscall(obj, where)
     elif ev == "snapshot":
         _snapshot(obj, where)
-    elif ev == "exec" and "maps" in obj:
+    elif ev == "exec" and obj.get("populated") is not None:
+        for i, item in enumerate(_need(obj, "populated", _LIST, where)):
+            if not _is(item, _INT):
+                raise RunTraceError(f"{where}: field 'populated' item {i} must be a page address")
+    if ev == "exec" and obj.get("maps") is not None:
         for i, item in enumerate(_need(obj, "maps", _LIST, where)):
             if not (isinstance(item, list) and len(item) == 7 and _is(item[0], _INT) and _is(item[1], _INT)
                     and _is(item[2], _STR) and _is(item[3], _INT) and _is(item[4], _STR) and _is(item[5], _INT)
@@ -711,15 +715,19 @@ class _Converter:
         old = self.space[tid]
         self._detach(tid)
         self.gone.discard(tid)
-        space = _Space(described="maps" in ev)
+        maps = ev.get("maps")
+        space = _Space(described=maps is not None)
         self._attach(pid, pid, name, space)
         yield Step("exec", name)
         yield from self._release(old)
-        for start, end, perms, offset, dev, ino, path in ev.get("maps", []):
-            yield from self._exec_mapping(name, space, start, end, perms, offset, dev, ino, path)
+        populated = sorted({a >> PAGE_SHIFT for a in ev.get("populated") or ()})
+        for start, end, perms, offset, dev, ino, path in maps or []:
+            yield from self._exec_mapping(name, space, start, end, perms, offset, dev, ino, path, populated)
 
     def _exec_mapping(self, task: str, space: _Space, start: int, end: int, perms: str, offset: int, dev: str,
-                      ino: int, path: str) -> Iterator[_Out]:
+                      ino: int, path: str, populated: list[int]) -> Iterator[_Out]:
+        """One mapping execve set up (``maps``); the pages it wrote without a fault (``populated``: the argument
+        pages at the top of the stack, fs/exec.c copy_strings() through get_arg_page()) are written here."""
         prot = "rw" if "w" in perms else ("r" if ("r" in perms or "x" in perms) else "none")
         shared = perms.endswith("s")
         vpn, pages = start >> PAGE_SHIFT, (end - start) >> PAGE_SHIFT
@@ -730,12 +738,39 @@ class _Converter:
             area = _Area(vpn, vpn + pages, "shared-anon" if shared else "anon", prot, growsdown=path == "[stack]")
             if path == "[heap]":
                 space.brk = end
+            mine = [p for p in populated if vpn <= p < vpn + pages]
+            if mine and area.growsdown and not shared:
+                yield from self._exec_stack(task, space, area, mine)
+                return
+            if mine:
+                space.insert(area)
+                yield self._mmap_step(task, area)
+                for page in mine:
+                    self.stats.populated += 1
+                    yield Step("write", task, (page, 0, 1))
+                return
         else:
             name = self._file_name({"dev": dev, "ino": ino, "path": path})
             area = _Area(vpn, vpn + pages, "file-shared" if shared else "file-private", prot, name,
                          offset >> PAGE_SHIFT)
         space.insert(area)
         yield self._mmap_step(task, area)
+
+    def _exec_stack(self, task: str, space: _Space, area: _Area, populated: list[int]) -> Iterator[_Out]:
+        """The stack with execve's argument pages. The kernel wrote them while the stack was a VMA growing down
+        page by page from its top (fs/exec.c __bprm_mm_init(), get_arg_page()), so each is a small folio
+        (no aligned range fits); here the populated top is mapped apart, small folios only, then the rest."""
+        low = populated[0]
+        top = _Area(low, area.end, "anon", area.prot, growsdown=True)
+        space.insert(top)
+        yield Step("mmap", task, (top.start, top.end - top.start, "anon", None, [], top.prot, 0))
+        for vpn in populated:
+            self.stats.populated += 1
+            yield Step("write", task, (vpn, 0, 1))
+        if low > area.start:
+            rest = replace(area, end=low)
+            space.insert(rest)
+            yield self._mmap_step(task, rest)
 
     def _detach(self, tid: int) -> None:
         self.name.pop(tid, None)
