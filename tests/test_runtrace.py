@@ -412,6 +412,15 @@ def test_run_trace_command_prints_the_summary_and_writes_json(tmp_path: Path) ->
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
+def test_an_interrupted_recording_is_said_to_be_incomplete(tmp_path: Path) -> None:
+    t = Trace().start(10).mmap(10, BASE, 2).fault(10, BASE)
+    t.header.update(incomplete=True, interrupted_by="SIGINT")
+    path = tmp_path / "cut.trace"
+    path.write_text(t.text())
+    proc = subprocess.run([*FOLIOSIM, "run-trace", "-q", str(path)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "INCOMPLETE (interrupted by SIGINT)" in proc.stdout
+
+
 def test_other_designs_and_the_oracle_run_through_the_probe() -> None:
     t = _snapshot_trace()
     run = t.run(design="exact", oracle="every")

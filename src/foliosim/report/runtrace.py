@@ -33,6 +33,8 @@ def summary_lines(run: TraceRun) -> list[str]:
     if rec.get("lost_events"):
         how += f", {rec['lost_events']} events LOST"
     out = [f"foliosim run-trace: {run.name}: {' '.join(h.command) or '?'} (kernel {h.kernel or '?'}; {how})"]
+    if h.incomplete:
+        out.append(f"the recording is INCOMPLETE ({h.incomplete}): it ends where the recorder stopped")
     thp = (f"THP: anon always {sorted(h.thp.always) or 'none'}, with MADV_HUGEPAGE also "
            f"{sorted(h.thp.madvise) or 'none'}; anonymous shared memory {sorted(h.thp.shmem) or 'order 0'}")
     out.append(thp)

@@ -102,6 +102,7 @@ class Header:
     thp_set: dict[str, Any]
     recorder: dict[str, Any]
     check_live: bool
+    incomplete: str | None = None  # why the recording stopped early (the recorder was interrupted), or None
 
 
 class RunTrace:
@@ -220,8 +221,10 @@ def parse_header(line: str, where: str) -> Header:
     for key in ("thp_set", "recorder"):
         if not isinstance(obj.get(key) or {}, dict):
             raise RunTraceError(f"{where}: header field {key!r} must be an object")
+    incomplete = (f"interrupted by {obj.get('interrupted_by') or 'a signal'}" if obj.get("incomplete") else None)
     return Header(tuple(command), str(obj.get("kernel", "")), page_size, thp_settings(thp, where), thp,
-                  dict(obj.get("thp_set") or {}), dict(obj.get("recorder") or {}), bool(obj.get("check_live")))
+                  dict(obj.get("thp_set") or {}), dict(obj.get("recorder") or {}), bool(obj.get("check_live")),
+                  incomplete)
 
 
 def thp_settings(thp: dict[str, Any], where: str = "header") -> ThpSettings:
