@@ -186,7 +186,11 @@ def examples(which: str, word_bits: str, no_page_mapcount: bool, trace_only: boo
 @click.option("--max-states", type=click.IntRange(1), default=None, help="State budget.")
 @click.option("--max-seconds", type=float, default=None, help="Time budget in seconds.")
 @click.option("--counterexample", "cx_path", type=click.Path(dir_okay=False), default=None,
-              help="Write each counterexample (and the imprecision example) as a replayable trace.")
+              help="Write the first counterexample (else the imprecision example) to this file as a replayable "
+                   "trace; the others found are named on stderr. The folder must exist.")
+@click.option("--max-memory", default=None, metavar="SIZE",
+              help="Memory the search may keep (e.g. 2G, 500M; default: half of MemAvailable). Stops cleanly, "
+                   "reporting the depth completed, when the next level would pass it.")
 @click.option("--replay", "replay_path", default=None, metavar="TRACE.jsonl",
               help="Instead of exploring, replay TRACE (with --mutant's tracking) and report the first violation.")
 @click.option("--interleave", is_flag=True, help="Explore CPU interleavings of concurrent updates instead.")
@@ -204,22 +208,34 @@ def check(mms: int, order: int, depth: int, word_bits: str, no_page_mapcount: bo
           ops: str, reuse_ids: bool, properties: tuple[str, ...], mutant: str | None, stop_at_first: bool,
           max_states: int | None, max_seconds: float | None, cx_path: str | None, replay_path: str | None,
           interleave: bool, cpus: int, reader: str, no_lock: bool, as_json: bool, quiet: bool,
-          engine: str) -> None:
+          engine: str, max_memory: str | None) -> None:
     """Exhaustively explore a bounded configuration and prove the tracking's properties, or print
     the shortest counterexample as an rmap trace that `foliosim replay` accepts.
 
-    Exit status: 0 every checked property holds (no finding), 4 a property is
-    violated (or, with --interleave, a lost update / unsafe decision was found),
-    1 unreadable input, 2 a bad command line.
+    Exit status: 0 every checked property holds (no finding; also when a budget
+    stopped the search: the summary says where), 4 a property is violated (or,
+    with --interleave, a lost update / unsafe decision was found), 1 unreadable
+    input, an unwritable --counterexample or a bound that cannot start within
+    --max-memory, 2 a bad command line.
     """
+    from click.core import ParameterSource
+
     from foliosim.report.check import run_check
+
+    ctx = click.get_current_context()
+    sequential_only = [f"--{name.replace('_', '-')}" for name in ("levels", "max_nr", "ops", "reuse_ids", "engine",
+                                                                  "max_memory")
+                       if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
+    if ctx.get_parameter_source("properties") is ParameterSource.COMMANDLINE:
+        sequential_only.append("--property")
 
     code = run_check(
         mms=mms, order=order, depth=depth, kconfig=_config(word_bits, no_page_mapcount), levels=levels,
         max_nr=max_nr, ops=ops, reuse_ids=reuse_ids, properties=properties, mutant=mutant,
         stop_at_first=stop_at_first, max_states=max_states, max_seconds=max_seconds, cx_path=cx_path,
         replay_path=replay_path, interleave=interleave, cpus=cpus, reader=reader, no_lock=no_lock,
-        as_json=as_json, quiet=quiet, out=click.echo, err=lambda s: click.echo(s, err=True), engine=engine)
+        as_json=as_json, quiet=quiet, out=click.echo, err=lambda s: click.echo(s, err=True), engine=engine,
+        max_memory=max_memory, interleave_ignored=tuple(sequential_only))
     sys.exit(code)
 
 
@@ -1173,28 +1189,53 @@ def trace_convert(source: str, dest: str, fmt: str | None) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed (default: the standard benchmark's).")
 def trace_generate(dest: str, n_ops: int | None, n_folios: int | None, order: int | None, n_mms: int | None,
                    seed: int | None) -> None:
-    """Write a seeded valid rmap trace (default: the standard replay benchmark) as .npz or JSON Lines."""
+    """Write a seeded valid rmap trace (default: the standard replay benchmark) as .npz or JSON Lines.
+
+    The output path is checked before generating; the file is written beside it
+    and renamed when complete (an existing file is never left half-written).
+    Progress goes to stderr (the standard trace takes a few minutes).
+    """
     import dataclasses
+    import time
 
     from foliosim.errors import FoliosimError
+    from foliosim.report.outfile import folder_problem, replaced_on_success
+    from foliosim.report.progress import StatusLine
     from foliosim.trace.columnar import generated_columnar, write_npz
     from foliosim.trace.generate import STANDARD_SPEC
 
+    problem = folder_problem(dest)
+    if problem is not None:
+        click.echo(f"foliosim trace-generate: cannot write {dest}: {problem}", err=True)
+        sys.exit(1)
     changes = {k: v for k, v in (("n_ops", n_ops), ("n_folios", n_folios), ("order", order),
                                  ("n_mms", n_mms), ("seed", seed)) if v is not None}
     spec = dataclasses.replace(STANDARD_SPEC, **changes)
-    columnar = generated_columnar(spec)
+    status = StatusLine("foliosim trace-generate: ", interval=5.0, first_after=2.0)
+    began = time.monotonic()
+
+    def progress(done: int) -> None:
+        elapsed = time.monotonic() - began
+        left = (spec.n_ops - done) * elapsed / max(done, 1)
+        status.update(f"{done:,} of {spec.n_ops:,} operations ({100 * done / max(spec.n_ops, 1):.0f}%), "
+                      f"{elapsed:.0f}s, about {left:.0f}s left")
+
+    columnar = generated_columnar(spec, progress)
+    status.done()
     try:
-        if dest.endswith(".npz"):
-            write_npz(columnar, dest)
-        else:
-            with open(dest, "w", encoding="utf-8") as out:
-                for line in columnar.iter_jsonl():
-                    out.write(line + "\n")
+        with replaced_on_success(dest) as tmp:
+            if dest.endswith(".npz"):
+                write_npz(columnar, tmp)
+            else:
+                with open(tmp, "w", encoding="utf-8") as out:
+                    for line in columnar.iter_jsonl():
+                        out.write(line + "\n")
     except (FoliosimError, OSError) as exc:
-        click.echo(f"foliosim trace-generate: cannot write {dest}: {exc}", err=True)
+        click.echo(f"foliosim trace-generate: cannot write {dest}: {getattr(exc, 'strerror', None) or exc}",
+                   err=True)
         sys.exit(1)
-    click.echo(f"foliosim trace-generate: {len(columnar)} operations -> {dest}", err=True)
+    click.echo(f"foliosim trace-generate: {len(columnar)} operations -> {dest} "
+               f"({time.monotonic() - began:.0f}s)", err=True)
 
 
 @main.command("census")

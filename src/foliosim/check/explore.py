@@ -17,6 +17,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from foliosim.check.memory import (
+    MemoryLimitError,
+    human,
+    memory_budget_message,
+    reference_state_bytes,
+    successor_bound,
+)
 from foliosim.check.properties import (
     Property,
     first_violation,
@@ -150,9 +157,20 @@ def explore(
     max_seconds: float | None = None,
     progress: Progress | None = None,
     keep_states: bool = False,
+    max_bytes: int | None = None,
 ) -> ExploreResult:
-    """Explore every sequence of ``cfg``'s operations up to ``cfg.depth`` and check ``properties``."""
+    """Explore every sequence of ``cfg``'s operations up to ``cfg.depth`` and check ``properties``.
+
+    ``max_bytes`` bounds the visited set's estimated memory
+    (:func:`foliosim.check.memory.reference_state_bytes` per state): the search
+    stops cleanly, as at a time budget, when it would pass it.
+    """
     props = select(properties)
+    per_state = reference_state_bytes(cfg.width)
+    if max_bytes is not None and per_state * successor_bound(cfg) > max_bytes:
+        raise MemoryLimitError(f"this bound needs about {human(per_state * successor_bound(cfg))} for the "
+                               f"successors of its first state, more than --max-memory {human(max_bytes)}; "
+                               "lower --mms/--order or raise --max-memory")
     result = ExploreResult(cfg, owner.name, list(props))
     start = time.perf_counter()
     crowd_at = HEADER + cfg.nr_pages
@@ -229,6 +247,10 @@ def explore(
                     result.budget_hit = f"state budget of {max_states} reached at depth {depth + 1}"
                     stop = True
                     break
+            if max_bytes is not None and len(parents) * per_state > max_bytes:
+                result.budget_hit = memory_budget_message(max_bytes, depth + 1)
+                stop = True
+                break
         result.level_sizes.append(len(nxt))
         frontier = nxt
         if progress is not None:

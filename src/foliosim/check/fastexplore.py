@@ -34,6 +34,8 @@ Not supported (the caller falls back to the reference): owner-tracking mutants
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +50,7 @@ from foliosim.check.explore import (
     _rebuild,
     explore,
 )
+from foliosim.check.memory import MemoryLimitError, MemoryLimitReached, human, memory_budget_message
 from foliosim.check.properties import first_violation, select, view_of
 from foliosim.check.state import (
     HEADER,
@@ -64,7 +67,7 @@ from foliosim.check.state import (
     try_apply,
 )
 from foliosim.fast import kernels as K
-from foliosim.fast._jit import HAVE_NUMBA, jit, jit_inline
+from foliosim.fast._jit import HAVE_NUMBA, compile_notice, jit, jit_inline
 from foliosim.fast.state import config_vector
 from foliosim.owner import KERNEL_OWNER, OwnerTracking
 from foliosim.rmap import PMD, PTE
@@ -121,21 +124,27 @@ def explore_with(
     max_states: int | None = None,
     max_seconds: float | None = None,
     progress: Progress | None = None,
+    max_bytes: int | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[ExploreResult, str | None]:
     """Explore with ``engine`` ("auto": fast when it can run this exploration, else the reference).
 
     Returns the result and, when ``engine`` is "fast" but the exploration needs the
-    reference, a note saying why (the reference engine then ran).
+    reference, a note saying why (the reference engine then ran). ``max_bytes``
+    bounds the search's memory (see :mod:`foliosim.check.memory`); ``notify``
+    hears that the fast engine is being compiled, when it is.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
     reason = None if engine == "reference" else supported(owner, False)
     if engine == "reference" or reason is not None:
-        result = explore(cfg, owner, properties, stop_at_first, max_states, max_seconds, progress)
+        result = explore(cfg, owner, properties, stop_at_first, max_states, max_seconds, progress,
+                         max_bytes=max_bytes)
         note = f"the fast engine cannot run this exploration ({reason}); used the reference engine" \
             if engine == "fast" else None
         return result, note
-    return explore_fast(cfg, properties, stop_at_first, max_states, max_seconds, progress), None
+    return explore_fast(cfg, properties, stop_at_first, max_states, max_seconds, progress,
+                        max_bytes=max_bytes, notify=notify), None
 
 
 def max_successors(cfg: CheckConfig) -> int:
@@ -1000,22 +1009,67 @@ def _unpack(words: I64, width: int) -> State:
 
 
 class _Search:
-    """The growable store, parent and flag arrays and the hash table."""
+    """The growable store, parent and flag arrays and the hash table, within a memory limit.
 
-    def __init__(self, w: int, cap: int) -> None:
+    ``fixed`` is the memory already committed elsewhere (the scratch arrays);
+    :meth:`grow` sizes the arrays before allocating them and raises
+    :class:`~foliosim.check.memory.MemoryLimitReached` instead of passing ``max_bytes``.
+    """
+
+    def __init__(self, w: int, cap: int, max_bytes: int | None = None, fixed: int = 0) -> None:
         self.w = w
+        self.max_bytes = max_bytes
+        self.fixed = fixed
+        need = self.fixed + self._arrays_bytes(cap) + 8 * _pow2(3 * cap)
+        if max_bytes is not None and need > max_bytes:
+            raise MemoryLimitError(f"this bound needs {human(need)} before its first state is expanded "
+                                   f"(one state's candidates and a first store), more than --max-memory "
+                                   f"{human(max_bytes)}; lower --mms/--order or raise --max-memory")
         self.store = np.zeros((cap, w), dtype=np.int64)
         self.parent = np.full(cap, -1, dtype=np.int64)
         self.bad = np.zeros(cap, dtype=np.uint8)
         self.table = _table(cap, w)
 
-    def grow(self, n: int, need: int) -> None:
-        if need >= MAX_STORED:
-            raise MemoryError(f"the fast checker's visited set holds at most {MAX_STORED - 1:,} states "
-                              f"(a table row keeps a 32-bit store index); use --max-states")
-        cap = self.store.shape[0]
+    def _arrays_bytes(self, cap: int) -> int:
+        return cap * (8 * self.w + 8 + 1)
+
+    def in_use(self) -> int:
+        """Bytes held now: the arrays and the fixed part."""
+        return self.fixed + self._arrays_bytes(self.store.shape[0]) + self.table.nbytes
+
+    def _plan(self, need: int, exact: bool = False) -> tuple[int, int, int]:
+        """(store capacity, table length, peak bytes while growing) to hold ``need`` states
+        (capacity doubled as usual, or ``exact``: just ``need``)."""
+        cap = cap0 = self.store.shape[0]
+        if exact:
+            cap = max(cap0, need)
         while cap < need:
             cap *= 2
+        table_len = self.table.shape[0] if self.table.shape[0] >= 2 * need else _pow2(3 * need)
+        peak = self.in_use()
+        if cap != cap0:
+            peak += self._arrays_bytes(cap)
+        if table_len != self.table.shape[0]:
+            peak += 8 * table_len
+        return cap, table_len, peak
+
+    def grow(self, n: int, need: int, minimum: int | None = None) -> None:
+        """Room for ``need`` states (at least ``minimum``, when the limit does not allow ``need``)."""
+        minimum = need if minimum is None else min(minimum, need)
+        if minimum >= MAX_STORED:
+            raise MemoryLimitReached(f"the fast checker's visited set holds at most {MAX_STORED - 1:,} states "
+                                     "(a table row keeps a 32-bit store index)")
+        need = min(need, MAX_STORED - 1)
+        cap, table_len, peak = self._plan(need)
+        if self.max_bytes is not None and peak > self.max_bytes:
+            # Not the predicted level at once: as much of it as fits, down to the minimum.
+            target = need
+            cap, table_len, peak = self._plan(target, exact=True)
+            while target > minimum and peak > self.max_bytes:
+                target = max(minimum, (target + n) // 2)
+                cap, table_len, peak = self._plan(target, exact=True)
+            if peak > self.max_bytes:
+                raise MemoryLimitReached(f"the next {human(peak - self.in_use())} would pass the limit")
         if cap != self.store.shape[0]:
             store = np.zeros((cap, self.w), dtype=np.int64)
             store[:n] = self.store[:n]
@@ -1024,8 +1078,9 @@ class _Search:
             bad = np.zeros(cap, dtype=np.uint8)
             bad[:n] = self.bad[:n]
             self.store, self.parent, self.bad = store, parent, bad
-        if self.table.shape[0] < 2 * need:
-            self.table = _table(need, self.w)
+        if table_len != self.table.shape[0]:
+            self.table = np.zeros(0, dtype=np.int64)  # release the old table before the new one
+            self.table = np.zeros(table_len, dtype=np.int64)
             rehash(self.store, n, self.table, self.w, np.zeros(self.w, dtype=np.int64))
 
     def state(self, idx: int, width: int) -> State:
@@ -1040,6 +1095,26 @@ class _Search:
             out[to_key(self.state(cur, width))] = to_key(self.state(up, width)) if up >= 0 else None
             cur = up
         return out
+
+
+def _scratch(cfg: CheckConfig, n_ops: int) -> tuple[Any, ...]:
+    """The per-expansion work arrays :func:`expand` takes after its search arguments."""
+    nr, mms, width = cfg.nr_pages, cfg.mms, cfg.width
+    w = (width + 7) // 8
+    return (np.zeros(K.G_LEN, dtype=np.int64), np.zeros((1, K.F_COLS), dtype=np.int64),
+            np.zeros((mms, K.M_COLS), dtype=np.int64), np.zeros(mms + 2, dtype=np.uint8),
+            np.zeros(nr, dtype=np.int32), np.zeros(nr, dtype=np.int32),
+            np.zeros((mms, nr), dtype=np.int32), np.zeros((mms, 1), dtype=np.int32),
+            np.zeros((mms, 1), dtype=np.int64), np.zeros(width, dtype=np.int64),
+            np.zeros(width, dtype=np.int64), np.zeros(width, dtype=np.int64),
+            np.zeros(width, dtype=np.int64), np.zeros(width, dtype=np.int64),
+            np.zeros(max(mms, nr), dtype=np.int64), np.zeros(nr, dtype=np.int64),
+            np.zeros(nr, dtype=np.int64), np.zeros(nr * (1 + mms), dtype=np.int64),
+            np.zeros(w, dtype=np.int64), np.zeros((n_ops, 6), dtype=np.int64),
+            np.zeros(K.G_LEN + K.F_COLS + mms * (K.M_COLS + 1), dtype=np.int64),
+            np.zeros(mms + 2, dtype=np.uint8), np.zeros(2 * nr, dtype=np.int32),
+            np.zeros(mms * (nr + 1), dtype=np.int32), np.zeros((n_ops, w), dtype=np.int64),
+            np.zeros((n_ops, 4), dtype=np.int64), np.zeros(8 * w, dtype=np.int64))
 
 
 def _table(n: int, w: int) -> I64:
@@ -1062,11 +1137,16 @@ def explore_fast(
     max_seconds: float | None = None,
     progress: Progress | None = None,
     chunk: int = 1 << 14,
+    max_bytes: int | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> ExploreResult:
     """:func:`foliosim.check.explore.explore` with the compiled successor function (kernel owner tracking).
 
     Same result fields, counts and counterexamples; time budgets are checked
-    every ``chunk`` expanded states instead of every 256.
+    every ``chunk`` expanded states (fewer when states have many candidates) instead of every 256. ``max_bytes`` bounds
+    the arrays the search allocates: it stops cleanly (``budget_hit``) when the
+    next growth would pass it, and raises MemoryLimitError when not even the
+    first expansion fits. ``notify`` hears when the kernels are being compiled.
     """
     props = select(properties)
     owner = KERNEL_OWNER
@@ -1079,9 +1159,12 @@ def explore_fast(
     system = initial_system(cfg, owner)
     init = canonical(encode(system, cfg, False), cfg)
     to_key(init)  # the reference's range check, with its message
-    search = _Search(w, 1 << 12)
+    n_ops = max_successors(cfg)
+    # Progress and the time budget are looked at between chunks: keep a chunk's candidates bounded.
+    chunk = max(64, min(chunk, (1 << 22) // n_ops))
+    scratch = _scratch(cfg, n_ops)
+    search = _Search(w, max(1 << 12, 2 * n_ops + 2), max_bytes, sum(a.nbytes for a in scratch))
     search.store[0] = _pack(init, w)
-    rehash(search.store, 1, search.table, w, np.zeros(w, dtype=np.int64))
     st = np.zeros(ST_LEN, dtype=np.int64)
     st[ST_STORED] = 1
     st[ST_STATES] = 1
@@ -1092,24 +1175,10 @@ def explore_fast(
         found[hit[0]] = _Found(hit[0], hit[1], to_key(init), to_key(init))
         search.bad[0] = 1
         st[ST_FOUND] |= 1 << PROP_ORDER.index(hit[0])
-    nr, mms = cfg.nr_pages, cfg.mms
-    n_ops = max_successors(cfg)
-    scratch = (np.zeros(K.G_LEN, dtype=np.int64), np.zeros((1, K.F_COLS), dtype=np.int64),
-               np.zeros((mms, K.M_COLS), dtype=np.int64), np.zeros(mms + 2, dtype=np.uint8),
-               np.zeros(nr, dtype=np.int32), np.zeros(nr, dtype=np.int32),
-               np.zeros((mms, nr), dtype=np.int32), np.zeros((mms, 1), dtype=np.int32),
-               np.zeros((mms, 1), dtype=np.int64), np.zeros(width, dtype=np.int64),
-               np.zeros(width, dtype=np.int64), np.zeros(width, dtype=np.int64),
-               np.zeros(width, dtype=np.int64), np.zeros(width, dtype=np.int64),
-               np.zeros(max(mms, nr), dtype=np.int64), np.zeros(nr, dtype=np.int64),
-               np.zeros(nr, dtype=np.int64), np.zeros(nr * (1 + mms), dtype=np.int64),
-               np.zeros(w, dtype=np.int64), np.zeros((n_ops, 6), dtype=np.int64),
-               np.zeros(K.G_LEN + K.F_COLS + mms * (K.M_COLS + 1), dtype=np.int64),
-               np.zeros(mms + 2, dtype=np.uint8), np.zeros(2 * nr, dtype=np.int32),
-               np.zeros(mms * (nr + 1), dtype=np.int32), np.zeros((n_ops, w), dtype=np.int64),
-               np.zeros((n_ops, 4), dtype=np.int64), np.zeros(8 * w, dtype=np.int64))
-    # Compile (or load from numba's cache) before the clock starts: an empty range does nothing.
-    expand(ck, kc, search.store, search.parent, search.bad, search.table, st, 0, 0, *scratch)
+    with compile_notice((rehash, expand), notify, "the fast checker engine", "1-2 min"):
+        rehash(search.store, 1, search.table, w, np.zeros(w, dtype=np.int64))
+        # Compile (or load from numba's cache) before the clock starts: an empty range does nothing.
+        expand(ck, kc, search.store, search.parent, search.bad, search.table, st, 0, 0, *scratch)
     start = time.perf_counter()
     lo, hi = 0, 1
     result.level_sizes.append(1)
@@ -1127,14 +1196,25 @@ def explore_fast(
             need = stored + int(1.1 * ratio * (hi - lo)) + 2 * n_ops + 1
             if max_states is not None:
                 need = min(need, max_states + 256 * n_ops + 1)
-            search.grow(stored, max(need, stored + 2 * n_ops + 1))
+            minimum = stored + 2 * n_ops + 1
+            try:
+                search.grow(stored, max(need, minimum), minimum)
+            except MemoryLimitReached:
+                result.budget_hit = memory_budget_message(max_bytes or 0, depth + 1)
+                break
         pos = lo
         while pos < hi:
             end = min(hi, pos + chunk)
             pos, run = expand(ck, kc, search.store, search.parent, search.bad, search.table, st, pos, end,
                               *scratch)
             if run == RUN_GROW:
-                search.grow(int(st[ST_STORED]), int(st[ST_STORED]) + 2 * n_ops + 1)
+                stored = int(st[ST_STORED])
+                try:
+                    search.grow(stored, stored + 2 * n_ops + 1)
+                except MemoryLimitReached:
+                    result.budget_hit = memory_budget_message(max_bytes or 0, depth + 1)
+                    stop = True
+                    break
                 continue
             if run == RUN_FIELD:
                 f, v = int(st[ST_ERR_FIELD]), int(st[ST_ERR_VALUE])

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -500,6 +500,7 @@ class InterleaveResult:
     non_sequential: int = 0  # final states no sequential order produces
     observations: dict[str, int] = field(default_factory=dict)
     examples: dict[str, Finding] = field(default_factory=dict)
+    budget_hit: str | None = None  # why the run stopped before every scenario was explored
 
     def note(self, finding: Finding) -> None:
         self.observations[finding.kind] = self.observations.get(finding.kind, 0) + 1
@@ -507,7 +508,8 @@ class InterleaveResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"lock": self.lock, "scenarios": self.scenarios, "states": self.states, "finals": self.finals,
-                "elapsed_s": round(self.elapsed, 3), "non_sequential": self.non_sequential,
+                "elapsed_s": round(self.elapsed, 3), "budget_hit": self.budget_hit,
+                "non_sequential": self.non_sequential,
                 "observations": self.observations,
                 "examples": {k: f.to_json() for k, f in self.examples.items()}}
 
@@ -685,17 +687,23 @@ def writer_actions(system: RmapSystem, folio_name: str, mm: str, diffs: tuple[in
 
 
 def scenarios(kc: KernelConfig, mms: int = 3, order: int = 1, depth: int = 3, writers: int = 2,
-              reader: str | None = None, diffs: tuple[int, ...] = (1,)) -> Iterator[Scenario]:
+              reader: str | None = None, diffs: tuple[int, ...] = (1,),
+              on_start: Callable[[int, int], None] | None = None,
+              on_listing: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Scenario]:
     """Start states: every canonical state the sequential explorer reaches within ``depth``
     (PTE map/unmap and map_new_anon); on each, every choice of ``writers`` distinct MMs with a
-    valid add or sub each, plus an optional lock-free ``reader`` CPU."""
+    valid add or sub each, plus an optional lock-free ``reader`` CPU. ``on_start(i, n)`` is
+    called before the scenarios of start state ``i`` of ``n``; ``on_listing`` is the
+    sequential search's progress callback while it lists the start states."""
     from foliosim.check.explore import explore, trace_to
     from foliosim.check.state import FOLIO, CheckConfig
 
     cfg = CheckConfig(kc, mms, order, depth, levels=(PTE,), ops=("map_new_anon", "map", "unmap"))
-    seq = explore(cfg, keep_states=True)
+    seq = explore(cfg, keep_states=True, progress=on_listing)
     assert seq.visited is not None
-    for key in seq.visited:
+    for index, key in enumerate(seq.visited):
+        if on_start is not None:
+            on_start(index, len(seq.visited))
         ops, system = trace_to(cfg, KERNEL_OWNER, seq.visited, key)
         live = sorted(system.mms)
         for group in itertools.combinations(live, writers):
@@ -727,17 +735,48 @@ def scenarios(kc: KernelConfig, mms: int = 3, order: int = 1, depth: int = 3, wr
 def check_interleavings(kc: KernelConfig, mms: int = 3, order: int = 1, depth: int = 3, writers: int = 2,
                         reader: str | None = None, lock: bool = True, diffs: tuple[int, ...] = (1,),
                         owner: OwnerTracking = KERNEL_OWNER, max_scenarios: int | None = None,
-                        stop_at: str | None = None) -> InterleaveResult:
-    """Explore every interleaving of every scenario; ``stop_at`` ends at the first finding of that kind."""
+                        stop_at: str | Iterable[str] | None = None, max_seconds: float | None = None,
+                        max_states: int | None = None,
+                        progress: Callable[[dict[str, Any]], None] | None = None) -> InterleaveResult:
+    """Explore every interleaving of every scenario.
+
+    ``stop_at`` ends at the first finding of that kind (or of any of those kinds);
+    ``max_seconds`` / ``max_states`` (interleaving states) end the run after the
+    scenario that passes them, and ``budget_hit`` says so. ``progress`` gets the
+    totals after every scenario (the caller throttles).
+    """
     import time
 
+    kinds = {stop_at} if isinstance(stop_at, str) else set(stop_at or ())
     result = InterleaveResult(lock)
     start = time.perf_counter()
-    for scn in scenarios(kc, mms, order, depth, writers, reader, diffs):
+    where = [0, 0]
+
+    def on_start(i: int, n: int) -> None:
+        where[0], where[1] = i + 1, n
+
+    def on_listing(info: dict[str, Any]) -> None:
+        if progress is not None:
+            progress({"listing": info["states"], "elapsed": time.perf_counter() - start})
+
+    for scn in scenarios(kc, mms, order, depth, writers, reader, diffs, on_start, on_listing):
         explore_scenario(scn, result, lock, owner)
-        if stop_at is not None and stop_at in result.examples:
+        elapsed = time.perf_counter() - start
+        if progress is not None:
+            progress({"scenarios": result.scenarios, "states": result.states, "start": where[0],
+                      "starts": where[1], "elapsed": elapsed})
+        if kinds & set(result.examples):
+            result.budget_hit = f"stopped at the first {', '.join(sorted(kinds & set(result.examples)))}"
             break
         if max_scenarios is not None and result.scenarios >= max_scenarios:
+            break
+        if max_seconds is not None and elapsed > max_seconds:
+            result.budget_hit = (f"time budget of {max_seconds:g}s reached after {result.scenarios} scenarios "
+                                 f"(start state {where[0]} of {where[1]})")
+            break
+        if max_states is not None and result.states > max_states:
+            result.budget_hit = (f"state budget of {max_states} reached after {result.scenarios} scenarios "
+                                 f"(start state {where[0]} of {where[1]})")
             break
     result.elapsed = time.perf_counter() - start
     return result

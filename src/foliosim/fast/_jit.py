@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,3 +44,40 @@ def jit_inline(fn: F) -> F:
     if _njit is None:
         return fn
     return cast(F, _njit(inline="always", **_OPTIONS)(fn))
+
+
+def cached(fn: Any) -> bool | None:
+    """Whether numba's on-disk cache holds a fresh compiled version of ``fn`` (None: cannot tell).
+
+    Reads numba's cache index (private API, hence the broad guard): an empty or
+    stale index means the next call compiles.
+    """
+    try:
+        return bool(fn._cache._cache_file._load_index())
+    except Exception:  # any numba-internal change: just cannot tell
+        return None
+
+
+@contextmanager
+def compile_notice(fns: tuple[Any, ...], notify: Callable[[str], None] | None, what: str, typical: str,
+                   delay: float = 1.5) -> Iterator[None]:
+    """Around the first call of numba functions ``fns``: say on ``notify`` that they are being compiled.
+
+    Said at once when numba's cache is known to be empty or stale, otherwise only
+    if the call is still running after ``delay`` seconds (a cache load is faster).
+    """
+    if notify is None or _njit is None:
+        yield
+        return
+    message = f"compiling {what} (first run only, ~{typical}; numba caches it in __pycache__)"
+    if any(cached(fn) is False for fn in fns):
+        notify(message)
+        yield
+        return
+    timer = threading.Timer(delay, notify, args=(message,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -288,27 +288,45 @@ def from_ops(ops: Iterable[Op]) -> ColumnarTrace:
 
 
 def from_generated(setup: list[Op], ops: Iterable[tuple[int, int, int, int, int, int]],
-                   mm_names: list[str], folio_names: list[str], chunk: int = 1 << 20) -> ColumnarTrace:
+                   mm_names: list[str], folio_names: list[str], chunk: int = 1 << 16,
+                   total: int | None = None, progress: Callable[[int], None] | None = None) -> ColumnarTrace:
     """Columns for a generated trace: ``setup`` ops, then ``(kind, folio, mm, level, page, nr)`` tuples.
 
     The tuples use :mod:`foliosim.trace.generate`'s codes (map 0, dup 1, unmap 2;
     pte 0, pmd 1) and index ``folio_names`` / ``mm_names``, which must be the
-    names the setup ops create, in creation order.
+    names the setup ops create, in creation order. With ``total`` (the number of
+    tuples) the rows go straight into one preallocated array; ``progress`` is
+    called with the tuples consumed so far after every ``chunk``.
     """
     head = from_ops(setup)
     if head.folio_names != folio_names[:len(head.folio_names)] or head.mm_names != mm_names[:len(head.mm_names)]:
         raise ValueError("setup ops must create the given names in order")
     to_kind = np.array([MAP, DUP, UNMAP], dtype=np.uint8)
+    body = np.empty((total or 0, 6), dtype=np.int32)
     parts: list[npt.NDArray[np.int32]] = []
+    filled = 0
     buf: list[tuple[int, int, int, int, int, int]] = []
+
+    def flush() -> None:
+        nonlocal filled, buf
+        rows = np.array(buf, dtype=np.int32).reshape(-1, 6)
+        if filled + rows.shape[0] <= body.shape[0]:
+            body[filled:filled + rows.shape[0]] = rows
+        else:
+            parts.append(rows)
+        filled += rows.shape[0]
+        buf = []
+        if progress is not None:
+            progress(filled)
+
     for item in ops:
         buf.append(item)
         if len(buf) >= chunk:
-            parts.append(np.array(buf, dtype=np.int32).reshape(-1, 6))
-            buf = []
-    if buf or not parts:
-        parts.append(np.array(buf, dtype=np.int32).reshape(-1, 6))
-    body = np.concatenate(parts)
+            flush()
+    if buf:
+        flush()
+    if parts or filled < body.shape[0]:
+        body = np.concatenate([body[:min(filled, body.shape[0])], *parts])
     n_head = len(head)
     n = n_head + body.shape[0]
     kind = np.concatenate([head.kind, to_kind[body[:, 0]]])
@@ -327,10 +345,13 @@ def from_generated(setup: list[Op], ops: Iterable[tuple[int, int, int, int, int,
     )
 
 
-def generated_columnar(spec: TraceSpec) -> ColumnarTrace:
-    """The trace :mod:`foliosim.trace.generate` produces for ``spec``, setup included, as columns."""
+def generated_columnar(spec: TraceSpec, progress: Callable[[int], None] | None = None) -> ColumnarTrace:
+    """The trace :mod:`foliosim.trace.generate` produces for ``spec``, setup included, as columns.
+
+    ``progress`` is called with the number of operations generated so far, every 65,536.
+    """
     return from_generated(setup_ops(spec), generate_ops(spec), [mm_name(i) for i in range(spec.n_mms)],
-                          [folio_name(i) for i in range(spec.n_folios)])
+                          [folio_name(i) for i in range(spec.n_folios)], total=spec.n_ops, progress=progress)
 
 
 def write_npz(trace: ColumnarTrace, path: str) -> None:

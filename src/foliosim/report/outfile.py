@@ -1,0 +1,47 @@
+"""Output files that appear whole or not at all: written beside their path, renamed on success."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def replaced_on_success(path: str) -> Iterator[str]:
+    """Yield a temporary file name in ``path``'s folder; rename it to ``path`` when the block succeeds.
+
+    On any exception (a full disk, Ctrl-C) the temporary file is removed and an
+    existing ``path`` is left as it was. Raises OSError if the folder is unusable.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`replaced_on_success`."""
+    with replaced_on_success(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def folder_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written (its folder is missing or not writable, or it is a folder), or None."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "is a directory"
+    if not os.path.isdir(folder):
+        return f"the folder {os.path.dirname(path) or '.'} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {os.path.dirname(path) or '.'} is not writable"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return "the file is not writable"
+    return None
