@@ -417,3 +417,29 @@ def test_strace_access_model_parameters_are_range_checked() -> None:
                        ({"stack_pages": 0}, "stack_pages must be"), ({"bogus": 1}, "unknown strace import")):
         with pytest.raises(ValueError, match=words):
             check_params(bad)
+
+
+def test_check_help_says_truly_what_interleave_uses_and_refuses(work: Path) -> None:
+    import re
+
+    from foliosim import cli
+
+    option = next(p for p in cli.check.params if p.name == "interleave")
+    assert isinstance(option.help, str) and "it refuses" in option.help
+    uses_text, refuses_text = option.help.split("it refuses")
+    uses = re.findall(r"--[a-z][a-z-]*[a-z]", uses_text)
+    refuses = re.findall(r"--[a-z][a-z-]*[a-z]", refuses_text)
+    values = {"--levels": ["pte"], "--max-nr": ["1"], "--ops": ["map"], "--reuse-ids": [], "--property": ["sanity"],
+              "--engine": ["reference"], "--max-memory": ["1G"], "--mms": ["3"], "--order": ["2"], "--depth": ["2"],
+              "--word-bits": ["32"], "--no-page-mapcount": [], "--cpus": ["2"], "--reader": ["cow"],
+              "--no-lock": [], "--mutant": ["never-clear-shared"], "--max-seconds": ["20"], "--max-states": ["50"],
+              "--stop-at-first": [], "--counterexample": ["cx.jsonl"], "--json": [], "--quiet": []}
+    assert set(uses) | set(refuses) <= set(values), "a new option: give it a value here"
+    assert {"--levels", "--property", "--engine"} <= set(refuses) and {"--cpus", "--max-seconds"} <= set(uses)
+    for name in refuses:
+        refused(["check", "--interleave", name, *values[name]], work, 2, name, "--interleave does not use")
+    everything = [arg for name in uses if name != "--interleave" for arg in (name, *values[name])]
+    result = run(["check", "--interleave", *everything], work)
+    assert result.returncode in (0, 4), result.stderr
+    assert b"does not use" not in result.stderr and b"Traceback" not in result.stderr
+    assert json.loads(result.stdout.decode().splitlines()[0])["states"] > 0
