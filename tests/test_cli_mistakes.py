@@ -443,3 +443,43 @@ def test_check_help_says_truly_what_interleave_uses_and_refuses(work: Path) -> N
     assert result.returncode in (0, 4), result.stderr
     assert b"does not use" not in result.stderr and b"Traceback" not in result.stderr
     assert json.loads(result.stdout.decode().splitlines()[0])["states"] > 0
+
+
+def test_run_trace_path_checked_first_and_never_clobbered(tmp_path: Path) -> None:
+    """`run --trace` refuses a missing folder before running, and a scenario that stops leaves the old file alone."""
+    from click.testing import CliRunner
+
+    from foliosim.cli import main
+
+    scenario = tmp_path / "bad.scenario"
+    scenario.write_text("spawn P\nfork P P\n")  # line 2 fails at run time: P exists already
+    keep = tmp_path / "keep.jsonl"
+    keep.write_text("precious\n")
+    res = CliRunner().invoke(main, ["run", str(scenario), "--trace", str(keep)])
+    assert res.exit_code == 1
+    assert keep.read_text() == "precious\n"
+    assert "not written" in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.scenario", "keep.jsonl"]
+    res = CliRunner().invoke(main, ["run", str(scenario), "--trace", str(tmp_path / "nodir" / "t.jsonl")])
+    assert res.exit_code == 1
+    assert "--trace" in res.output and "does not exist" in res.output
+    assert "spawn" not in res.output  # nothing ran
+
+
+def test_csv_export_is_atomic(tmp_path: Path) -> None:
+    """A failing CSV export leaves an existing file as it was and no temporary file behind."""
+    from foliosim.evaluate.store import ResultsDB
+
+    db = ResultsDB(str(tmp_path / "r.sqlite"))
+    out = tmp_path / "m.csv"
+    out.write_text("old\n")
+
+    def broken() -> object:
+        yield ("x",) * 3
+        raise OSError(28, "No space left on device")
+
+    db.metric_rows = broken  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        db.export_csv(out)
+    assert out.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "r.sqlite"]

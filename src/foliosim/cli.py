@@ -271,6 +271,8 @@ def run_scenario(scenario: str, trace_out: str | None, word_bits: str, no_page_m
         click.echo(f"foliosim run: cannot read {scenario}: {getattr(exc, 'strerror', None) or exc}", err=True)
         sys.exit(1)
     config = _config(word_bits, no_page_mapcount)
+    if trace_out is not None:
+        _check_writable(trace_out, "run", "--trace")
 
     def show(rec: Any, machine: Any) -> None:
         for line in render_step(rec, machine, verbose):
@@ -281,14 +283,11 @@ def run_scenario(scenario: str, trace_out: str | None, word_bits: str, no_page_m
     except ScenarioError as exc:
         click.echo(f"foliosim run: {scenario}: {exc}", err=True)
         sys.exit(1)
-    if trace_out is not None:
-        try:
-            with open(trace_out, "w", encoding="utf-8") as out:
-                for op in result.machine.trace:
-                    out.write(json.dumps(op.to_json(), separators=(",", ":")) + "\n")
-        except OSError as exc:
-            click.echo(f"foliosim run: cannot write {trace_out}: {exc.strerror or exc}", err=True)
-            sys.exit(1)
+    if trace_out is not None and result.error is not None:
+        click.echo(f"foliosim run: {trace_out} not written: the scenario stopped at a bad line", err=True)
+    elif trace_out is not None:  # written whole or not at all: an existing file is never left half-replaced
+        _write_atomic(trace_out, "".join(json.dumps(op.to_json(), separators=(",", ":")) + "\n"
+                                         for op in result.machine.trace), "run")
     if result.error is not None:
         click.echo(f"foliosim run: {scenario}: {result.error}", err=True)
         sys.exit(1)
@@ -390,13 +389,11 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _check_writable(path: str, verb: str) -> None:
-    """Fail early (exit 1) when ``path``'s directory does not exist or cannot be written."""
-    import os
-
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK) or os.path.isdir(path):
-        click.echo(f"foliosim {verb}: cannot write {path}: its folder is missing or not writable", err=True)
+def _check_writable(path: str, verb: str, option: str = "--json") -> None:
+    """Fail early (exit 1, one line) when ``path`` cannot be written: before any work starts."""
+    problem = _output_file_problem(path, option)
+    if problem:
+        click.echo(f"foliosim {verb}: {problem}", err=True)
         sys.exit(1)
 
 

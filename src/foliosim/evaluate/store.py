@@ -182,14 +182,29 @@ class ResultsDB:
             "ORDER BY metric, consumer, folio_order, mms", (cell_id,))]
 
     def export_csv(self, out: str | Path) -> int:
-        """Write the joined long table; returns the number of rows."""
+        """Write the joined long table; returns the number of rows.
+
+        The rows go to a temporary file beside ``out`` that is renamed over it only when complete, so a full
+        disk or an interruption never leaves a truncated file (an existing ``out`` stays as it was).
+        """
+        import os
+        import tempfile
+
+        target = Path(out)
+        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.",
+                                   suffix=".tmp")
         count = 0
-        with open(out, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(CSV_COLUMNS)
-            for row in self.metric_rows():
-                writer.writerow(row)
-                count += 1
+        try:
+            with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(CSV_COLUMNS)
+                for row in self.metric_rows():
+                    writer.writerow(row)
+                    count += 1
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return count
 
     def export_parquet(self, out: str | Path) -> int:
