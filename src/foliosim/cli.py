@@ -566,13 +566,22 @@ def view(input_path: str | None, output: str | None, word_bits: str, no_page_map
             fail(failure, 4)
         return
     source = "standard input" if input_path == "-" else _shown(os.path.basename(input_path))
+    from foliosim.report.progress import StatusLine, reading
+
+    status = StatusLine("foliosim view: ", interval=5.0, first_after=2.0)
+    size = os.path.getsize(input_path) if input_path != "-" else None
     try:
-        model = trace_frames(lines, config, title or source, source)
+        model = trace_frames(reading(lines, status, size, shown_input), config, title or source, source)
     except (ViewInputError, ValueError) as exc:
+        status.done()
         fail(f"{shown_input}: {exc} (no page written)")
     except (OSError, FoliosimError) as exc:
+        status.done()
         fail(f"cannot read {shown_input}: {exc}")
-    write(output, render_page(model))
+    status.update(f"writing the page ({len(model.frames):,} steps)", force=status.elapsed() > 2)
+    page = render_page(model)
+    status.done()
+    write(output, page)
     rejected = model.rejected
     if rejected:
         first = rejected[0]
@@ -1112,8 +1121,12 @@ def fast_replay(trace: str, word_bits: str, no_page_mapcount: bool, keep_going: 
         sys.exit(EXIT_BAD_INPUT)
     try:
         if engine == "fast":
+            from foliosim.fast import kernels
+            from foliosim.fast._jit import compile_message, compile_pending
             from foliosim.fast.replay import FastReplay
 
+            if compile_pending((kernels.replay_loop,)):  # the first kernel call below compiles
+                click.echo(f"foliosim fast-replay: {compile_message('the fast replay kernels', '30 s')}", err=True)
             records = FastReplay(_load_columnar(trace), config).records(keep_going, status, final_only)
         else:
             from foliosim.fast.replay import reference_records

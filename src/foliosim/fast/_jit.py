@@ -58,6 +58,15 @@ def cached(fn: Any) -> bool | None:
         return None
 
 
+def compile_pending(fns: tuple[Any, ...]) -> bool:
+    """True when numba is installed and its cache is known to lack a fresh version of one of ``fns``."""
+    return _njit is not None and any(cached(fn) is False for fn in fns)
+
+
+def compile_message(what: str, typical: str) -> str:
+    return f"compiling {what} (first run only, ~{typical}; numba caches it in __pycache__)"
+
+
 @contextmanager
 def compile_notice(fns: tuple[Any, ...], notify: Callable[[str], None] | None, what: str, typical: str,
                    delay: float = 1.5) -> Iterator[None]:
@@ -69,8 +78,8 @@ def compile_notice(fns: tuple[Any, ...], notify: Callable[[str], None] | None, w
     if notify is None or _njit is None:
         yield
         return
-    message = f"compiling {what} (first run only, ~{typical}; numba caches it in __pycache__)"
-    if any(cached(fn) is False for fn in fns):
+    message = compile_message(what, typical)
+    if compile_pending(fns):
         notify(message)
         yield
         return

@@ -17,7 +17,10 @@ def replaced_on_success(path: str) -> Iterator[str]:
     """
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, _mode_for(path))  # mkstemp makes 0600; give the file the mode open() would
+    finally:
+        os.close(fd)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -25,6 +28,16 @@ def replaced_on_success(path: str) -> Iterator[str]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _mode_for(path: str) -> int:
+    """An existing file's permission bits, else 0666 less the umask (what open(path, "w") gives)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def write_text(path: str, text: str) -> None:

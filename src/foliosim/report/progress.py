@@ -24,7 +24,8 @@ class StatusLine:
         self._stream = stream
         self.tty = self._isatty()
         self.interval = tty_interval if self.tty else interval
-        self._last = time.monotonic() - self.interval + first_after
+        self._began = time.monotonic()
+        self._last = self._began - self.interval + first_after
         self._width = 0
 
     def _out(self) -> IO[str]:
@@ -35,6 +36,10 @@ class StatusLine:
             return bool(self._out().isatty())
         except (AttributeError, ValueError):
             return False
+
+    def elapsed(self) -> float:
+        """Seconds since the status line was made."""
+        return time.monotonic() - self._began
 
     def update(self, text: str, force: bool = False) -> bool:
         """Show ``text`` if the interval has passed (or ``force``); True if it was shown."""
