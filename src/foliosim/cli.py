@@ -1228,12 +1228,17 @@ def trace_generate(dest: str, n_ops: int | None, n_folios: int | None, order: in
     spec = dataclasses.replace(STANDARD_SPEC, **changes)
     status = StatusLine("foliosim trace-generate: ", interval=5.0, first_after=2.0)
     began = time.monotonic()
+    window = [(began, 0)]  # (time, done) about 20 s ago: generation slows down as it goes
 
     def progress(done: int) -> None:
-        elapsed = time.monotonic() - began
-        left = (spec.n_ops - done) * elapsed / max(done, 1)
+        now = time.monotonic()
+        if now - window[-1][0] >= 10:
+            window.append((now, done))
+            del window[:-3]
+        then, before = window[0]
+        left = (spec.n_ops - done) * (now - then) / max(done - before, 1)
         status.update(f"{done:,} of {spec.n_ops:,} operations ({100 * done / max(spec.n_ops, 1):.0f}%), "
-                      f"{elapsed:.0f}s, about {left:.0f}s left")
+                      f"{now - began:.0f}s, about {left:.0f}s left at the current rate")
 
     columnar = generated_columnar(spec, progress)
     status.done()

@@ -185,6 +185,8 @@ def run_check(*, mms: int, order: int, depth: int, kconfig: KernelConfig, levels
         return EXIT_BAD_INPUT
     status.done()
     if note is not None:
+        if "numba is not installed" in note:
+            note = "--engine fast needs numba (pip install 'foliosim[fast]'); used the reference engine"
         err(f"foliosim check: {note}")
     if result.budget_hit is not None and not quiet:
         err(f"foliosim check: stopped early: {result.budget_hit} ({result.states:,} states; the summary covers "
