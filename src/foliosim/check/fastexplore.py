@@ -1197,6 +1197,10 @@ def explore_fast(
             if max_states is not None:
                 need = min(need, max_states + 256 * n_ops + 1)
             minimum = stored + 2 * n_ops + 1
+            if progress is not None and need > search.store.shape[0]:
+                # Allocating and rehashing millions of states takes seconds: say so first.
+                progress({"depth": depth + 1, "states": int(st[ST_STATES]), "transitions": int(st[ST_TRANS]),
+                          "elapsed": time.perf_counter() - start, "sizing": need})
             try:
                 search.grow(stored, max(need, minimum), minimum)
             except MemoryLimitReached:

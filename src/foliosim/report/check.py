@@ -158,6 +158,10 @@ def run_check(*, mms: int, order: int, depth: int, kconfig: KernelConfig, levels
     status = StatusLine("foliosim check: ", quiet=quiet)
 
     def progress(info: dict[str, Any]) -> None:
+        if "sizing" in info:
+            status.update(f"depth {info['depth']}: making room for up to {info['sizing']:,} states, "
+                          f"{info['elapsed']:.1f}s", force=info["sizing"] > 1 << 22)
+            return
         done = info.get("level_done")
         text = (f"depth {info['depth']}{' done' if done else ''}: {info['states']:,} states, "
                 f"{info['transitions']:,} transitions, {info['elapsed']:.1f}s")
