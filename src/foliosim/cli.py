@@ -228,8 +228,7 @@ def check(mms: int, order: int, depth: int, word_bits: str, no_page_mapcount: bo
     from foliosim.report.check import run_check
 
     ctx = click.get_current_context()
-    sequential_only = [f"--{name.replace('_', '-')}" for name in ("levels", "max_nr", "ops", "reuse_ids", "engine",
-                                                                  "max_memory")
+    sequential_only = [f"--{name.replace('_', '-')}" for name in ("levels", "max_nr", "ops", "reuse_ids", "engine")
                        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE]
     if ctx.get_parameter_source("properties") is ParameterSource.COMMANDLINE:
         sequential_only.append("--property")

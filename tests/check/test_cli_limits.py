@@ -124,6 +124,21 @@ def test_interleave_honours_max_states_and_quiet() -> None:
     assert payload["budget_hit"].startswith("state budget of 50") and payload["states"] > 50
 
 
+def test_interleave_bounds_the_listing_of_start_states() -> None:
+    # 8 MMs of order 6: listing the start states alone would take hours and gigabytes.
+    began = time.monotonic()
+    res = _check("--interleave", "--mms", "8", "--order", "6", "--max-seconds", "2", "--json", "--quiet")
+    _no_traceback(res)
+    assert time.monotonic() - began < 30
+    assert res.exit_code == 0, res.output
+    assert "the listing of start states was cut: time budget" in json.loads(res.stdout)["budget_hit"]
+    tiny = _check("--interleave", "--mms", "8", "--order", "6", "--max-memory", "1M")
+    _no_traceback(tiny)
+    assert tiny.exit_code == 1
+    lines = tiny.stderr.strip().splitlines()
+    assert len(lines) == 1 and "more than --max-memory 1 MiB" in lines[0], tiny.stderr
+
+
 def test_interleave_counterexample_and_stop_at_first(tmp_path: Path) -> None:
     cx = tmp_path / "lost.jsonl"
     res = _check("--interleave", "--no-lock", "--mms", "2", "--order", "1", "--depth", "1", "--stop-at-first",
@@ -137,7 +152,7 @@ def test_interleave_counterexample_and_stop_at_first(tmp_path: Path) -> None:
 
 def test_interleave_refuses_options_it_does_not_use() -> None:
     for args, name in ((["--levels", "pte"], "--levels"), (["--engine", "fast"], "--engine"),
-                       (["--property", "soundness"], "--property"), (["--max-memory", "1G"], "--max-memory")):
+                       (["--property", "soundness"], "--property"), (["--max-nr", "1"], "--max-nr")):
         res = _check("--interleave", *args)
         _no_traceback(res)
         assert res.exit_code == 2, args

@@ -689,17 +689,23 @@ def writer_actions(system: RmapSystem, folio_name: str, mm: str, diffs: tuple[in
 def scenarios(kc: KernelConfig, mms: int = 3, order: int = 1, depth: int = 3, writers: int = 2,
               reader: str | None = None, diffs: tuple[int, ...] = (1,),
               on_start: Callable[[int, int], None] | None = None,
-              on_listing: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Scenario]:
+              on_listing: Callable[[dict[str, Any]], None] | None = None,
+              listing_seconds: float | None = None, listing_bytes: int | None = None,
+              listing_cut: list[str] | None = None) -> Iterator[Scenario]:
     """Start states: every canonical state the sequential explorer reaches within ``depth``
     (PTE map/unmap and map_new_anon); on each, every choice of ``writers`` distinct MMs with a
     valid add or sub each, plus an optional lock-free ``reader`` CPU. ``on_start(i, n)`` is
     called before the scenarios of start state ``i`` of ``n``; ``on_listing`` is the
-    sequential search's progress callback while it lists the start states."""
+    sequential search's progress callback while it lists the start states, which
+    ``listing_seconds`` / ``listing_bytes`` bound (a cut listing yields the start states
+    found, and appends why to ``listing_cut``)."""
     from foliosim.check.explore import explore, trace_to
     from foliosim.check.state import FOLIO, CheckConfig
 
     cfg = CheckConfig(kc, mms, order, depth, levels=(PTE,), ops=("map_new_anon", "map", "unmap"))
-    seq = explore(cfg, keep_states=True, progress=on_listing)
+    seq = explore(cfg, keep_states=True, progress=on_listing, max_seconds=listing_seconds, max_bytes=listing_bytes)
+    if seq.budget_hit is not None and listing_cut is not None:
+        listing_cut.append(seq.budget_hit)
     assert seq.visited is not None
     for index, key in enumerate(seq.visited):
         if on_start is not None:
@@ -737,13 +743,15 @@ def check_interleavings(kc: KernelConfig, mms: int = 3, order: int = 1, depth: i
                         owner: OwnerTracking = KERNEL_OWNER, max_scenarios: int | None = None,
                         stop_at: str | Iterable[str] | None = None, max_seconds: float | None = None,
                         max_states: int | None = None,
-                        progress: Callable[[dict[str, Any]], None] | None = None) -> InterleaveResult:
+                        progress: Callable[[dict[str, Any]], None] | None = None,
+                        max_bytes: int | None = None) -> InterleaveResult:
     """Explore every interleaving of every scenario.
 
     ``stop_at`` ends at the first finding of that kind (or of any of those kinds);
     ``max_seconds`` / ``max_states`` (interleaving states) end the run after the
-    scenario that passes them, and ``budget_hit`` says so. ``progress`` gets the
-    totals after every scenario (the caller throttles).
+    scenario that passes them, and ``budget_hit`` says so; ``max_seconds`` and
+    ``max_bytes`` also bound the sequential search that lists the start states.
+    ``progress`` gets the totals after every scenario (the caller throttles).
     """
     import time
 
@@ -759,7 +767,11 @@ def check_interleavings(kc: KernelConfig, mms: int = 3, order: int = 1, depth: i
         if progress is not None:
             progress({"listing": info["states"], "elapsed": time.perf_counter() - start})
 
-    for scn in scenarios(kc, mms, order, depth, writers, reader, diffs, on_start, on_listing):
+    cut: list[str] = []
+    for scn in scenarios(kc, mms, order, depth, writers, reader, diffs, on_start, on_listing, max_seconds,
+                         max_bytes, cut):
+        if cut and result.budget_hit is None:
+            result.budget_hit = f"listing the start states: {cut[0]} (only the start states found were used)"
         explore_scenario(scn, result, lock, owner)
         elapsed = time.perf_counter() - start
         if progress is not None:
@@ -772,7 +784,8 @@ def check_interleavings(kc: KernelConfig, mms: int = 3, order: int = 1, depth: i
             break
         if max_seconds is not None and elapsed > max_seconds:
             result.budget_hit = (f"time budget of {max_seconds:g}s reached after {result.scenarios} scenarios "
-                                 f"(start state {where[0]} of {where[1]})")
+                                 f"(start state {where[0]} of {where[1]}"
+                                 + (f"; the listing of start states was cut: {cut[0]})" if cut else ")"))
             break
         if max_states is not None and result.states > max_states:
             result.budget_hit = (f"state budget of {max_states} reached after {result.scenarios} scenarios "

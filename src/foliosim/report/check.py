@@ -150,10 +150,11 @@ def run_check(*, mms: int, order: int, depth: int, kconfig: KernelConfig, levels
         if interleave_ignored:
             err(f"foliosim check: --interleave does not use {', '.join(interleave_ignored)} (it explores the PTE "
                 "map/unmap start states of --mms/--order/--depth; it honours --cpus, --reader, --no-lock, "
-                "--mutant, --max-seconds, --max-states, --stop-at-first, --counterexample, --json, --quiet)")
+                "--mutant, --max-seconds, --max-states, --max-memory, --stop-at-first, --counterexample, --json, "
+                "--quiet)")
             return EXIT_USAGE
         return _interleave(kconfig, mms, order, depth, cpus, reader, no_lock, owner, stop_at_first, max_seconds,
-                           max_states, cx_path, as_json, quiet, out, err)
+                           max_states, max_bytes, cx_path, as_json, quiet, out, err)
 
     status = StatusLine("foliosim check: ", quiet=quiet)
 
@@ -236,7 +237,7 @@ def run_check(*, mms: int, order: int, depth: int, kconfig: KernelConfig, levels
 
 def _interleave(kconfig: KernelConfig, mms: int, order: int, depth: int, cpus: int, reader: str, no_lock: bool,
                 owner: Any, stop_at_first: bool, max_seconds: float | None, max_states: int | None,
-                cx_path: str | None, as_json: bool, quiet: bool, out: Echo, err: Echo) -> int:
+                max_bytes: int, cx_path: str | None, as_json: bool, quiet: bool, out: Echo, err: Echo) -> int:
     status = StatusLine("foliosim check --interleave: ", quiet=quiet, interval=2.0, first_after=2.0)
 
     def progress(info: dict[str, Any]) -> None:
@@ -247,11 +248,16 @@ def _interleave(kconfig: KernelConfig, mms: int, order: int, depth: int, cpus: i
         status.update(f"start state {info['start']:,} of {info['starts']:,}: {info['scenarios']:,} scenarios, "
                       f"{info['states']:,} interleaving states, {info['elapsed']:.0f}s")
 
-    result_i = check_interleavings(kconfig, mms=max(mms, cpus + (reader != "none")), order=order,
-                                   depth=min(depth, 3), writers=cpus,
-                                   reader=None if reader == "none" else reader, lock=not no_lock, owner=owner,
-                                   stop_at=INTERLEAVE_BAD if stop_at_first else None, max_seconds=max_seconds,
-                                   max_states=max_states, progress=progress)
+    try:
+        result_i = check_interleavings(kconfig, mms=max(mms, cpus + (reader != "none")), order=order,
+                                       depth=min(depth, 3), writers=cpus,
+                                       reader=None if reader == "none" else reader, lock=not no_lock, owner=owner,
+                                       stop_at=INTERLEAVE_BAD if stop_at_first else None, max_seconds=max_seconds,
+                                       max_states=max_states, progress=progress, max_bytes=max_bytes)
+    except MemoryLimitError as exc:
+        status.done()
+        err(f"foliosim check --interleave: listing the start states: {exc}")
+        return EXIT_BAD_INPUT
     status.done()
     if result_i.budget_hit is not None and not quiet:
         err(f"foliosim check --interleave: stopped early: {result_i.budget_hit}")
