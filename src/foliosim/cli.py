@@ -197,8 +197,9 @@ def examples(which: str, word_bits: str, no_page_mapcount: bool, trace_only: boo
               help="Explore CPU interleavings of concurrent updates instead. It uses --mms (raised to one MM per "
                    "CPU), --order, --depth (at most 3: the sequential start states), --word-bits, "
                    "--no-page-mapcount, --cpus, --reader, --no-lock, --mutant, --max-seconds, --max-states, "
-                   "--stop-at-first, --counterexample, --json and --quiet; it refuses --levels, --max-nr, --ops, "
-                   "--reuse-ids, --property, --engine and --max-memory.")
+                   "--max-memory (with --max-seconds, also for listing the start states), --stop-at-first, "
+                   "--counterexample, --json and --quiet; it refuses --levels, --max-nr, --ops, "
+                   "--reuse-ids, --property and --engine.")
 @click.option("--cpus", type=click.IntRange(2, 3), default=2, show_default=True,
               help="--interleave: writer CPUs, each updating for a different MM.")
 @click.option("--reader", type=click.Choice(["none", "maybe_shared", "cow", "cow_precheck"]), default="none",
