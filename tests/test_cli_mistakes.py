@@ -135,16 +135,8 @@ def test_dask_address_that_is_not_one(work: Path) -> None:
     assert "notanaddress" in line or "foliosim[dask]" in line
 
 
-def _trace_has(option: str, work: Path) -> None:
-    """Skip when `foliosim trace` no longer has ``option`` (the verb is being redesigned around run traces)."""
-    if option.encode() not in run(["trace", "--help"], work).stdout:
-        pytest.skip(f"foliosim trace has no {option} option any more")
-
-
-def test_keep_strace_in_a_missing_directory(work: Path) -> None:
-    _trace_has("--keep-strace", work)
-    refused(["trace", "--keep-strace", "nodir/s.log", "--", "true"], work, 1, "--keep-strace nodir/s.log",
-            "does not exist")
+def test_trace_output_in_a_missing_directory(work: Path) -> None:
+    refused(["trace", "-o", "nodir/run.trace", "--", "true"], work, 2, "nodir", "does not exist")
 
 
 def _foreign_db(path: Path, table: str) -> None:
@@ -225,10 +217,10 @@ def test_a_value_listed_twice_is_refused(work: Path) -> None:
     refused(args, work, 2, "16 listed twice")
 
 
-def test_trace_parameters_are_checked_before_the_command_runs(work: Path) -> None:
-    _trace_has("--param", work)
-    refused(["trace", "--param", "touch=-1", "--", "true"], work, 2, "touch", ">= 0")
-    refused(["trace", "--param", "touch=1", "--param", "touch=2", "--", "true"], work, 2, "touch", "twice")
+def test_trace_thp_settings_are_checked_before_the_command_runs(work: Path) -> None:
+    refused(["trace", "--thp", "3K=always", "-o", "r.trace", "--", "touch", "ran"], work, 2, "3K", "folio size")
+    refused(["trace", "--thp", "16K=sometimes", "-o", "r.trace", "--", "touch", "ran"], work, 2, "16K", "always")
+    assert not (work / "ran").exists()
 
 
 def test_an_empty_workload_file_is_refused(work: Path) -> None:

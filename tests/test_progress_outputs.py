@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from foliosim.cli import main
 from foliosim.fast import _jit
-from foliosim.report.outfile import replaced_on_success
+from foliosim.outfile import replaced_on_success
 from foliosim.report.progress import StatusLine, reading
 from foliosim.trace import columnar
 from foliosim.trace.generate import TraceSpec

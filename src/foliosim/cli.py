@@ -398,16 +398,11 @@ def _check_writable(path: str, verb: str, option: str = "--json") -> None:
 
 
 def _write_atomic(path: str, text: str, verb: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
-    import os
-    import tempfile
+    """Write ``text`` whole or not at all (foliosim.outfile); one line and exit 1 when it cannot."""
+    from foliosim.outfile import write_text
 
-    folder = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".foliosim-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
+        write_text(path, text)
     except OSError as exc:
         click.echo(f"foliosim {verb}: cannot write {path}: {exc.strerror or exc}", err=True)
         sys.exit(1)
@@ -448,14 +443,11 @@ def view(input_path: str | None, output: str | None, word_bits: str, no_page_map
         sys.exit(code)
 
     def write(path: str, text: str) -> None:
-        tmp = f"{path}.tmp{os.getpid()}"
+        from foliosim.outfile import write_text
+
         try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path)  # all or nothing: no half-written page
+            write_text(path, text)  # all or nothing: no half-written page
         except (OSError, UnicodeError) as exc:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
             fail(f"cannot write {_shown(path)}: {getattr(exc, 'strerror', None) or exc}")
         click.echo(f"foliosim view: wrote {_shown(path)} ({len(text.encode('utf-8')) / 1024:.0f} KiB)", err=True)
 
@@ -781,19 +773,10 @@ def _have_module(name: str) -> bool:
 
 def _output_file_problem(path: str | None, option: str) -> str | None:
     """Why ``path`` cannot be written as a new or replaced file (None: it can)."""
-    import os
+    from foliosim.outfile import folder_problem
 
-    if not path:
-        return None
-    what = f"cannot write {option} {_shown(path)}"
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        return f"{what}: it is a directory"
-    if not os.path.isdir(folder):
-        return f"{what}: the directory {_shown(folder)} does not exist"
-    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        return f"{what}: permission denied or a read-only file system"
-    return None
+    why = folder_problem(path) if path else None
+    return f"cannot write {option} {_shown(path)}: {why}" if path and why else None
 
 
 def _output_dir_problem(path: str | None, option: str) -> str | None:
@@ -1214,7 +1197,7 @@ def trace_generate(dest: str, n_ops: int | None, n_folios: int | None, order: in
     import time
 
     from foliosim.errors import FoliosimError
-    from foliosim.report.outfile import folder_problem, replaced_on_success
+    from foliosim.outfile import folder_problem, replaced_on_success
     from foliosim.report.progress import StatusLine
     from foliosim.trace.columnar import generated_columnar, write_npz
     from foliosim.trace.generate import STANDARD_SPEC

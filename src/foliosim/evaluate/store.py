@@ -187,24 +187,15 @@ class ResultsDB:
         The rows go to a temporary file beside ``out`` that is renamed over it only when complete, so a full
         disk or an interruption never leaves a truncated file (an existing ``out`` stays as it was).
         """
-        import os
-        import tempfile
+        from foliosim.outfile import replaced_on_success
 
-        target = Path(out)
-        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.",
-                                   suffix=".tmp")
         count = 0
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(CSV_COLUMNS)
-                for row in self.metric_rows():
-                    writer.writerow(row)
-                    count += 1
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replaced_on_success(str(out)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_COLUMNS)
+            for row in self.metric_rows():
+                writer.writerow(row)
+                count += 1
         return count
 
     def export_parquet(self, out: str | Path) -> int:
@@ -239,16 +230,11 @@ class ResultsDB:
 def _move_into_place(src: Path, dest: Path) -> None:
     """Copy ``src`` beside ``dest`` and rename it there: ``dest`` is either untouched or complete."""
     import shutil
-    import tempfile
+
+    from foliosim.outfile import replaced_on_success
 
     try:
-        fd, tmp = tempfile.mkstemp(dir=dest.absolute().parent, prefix=f".{dest.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise StoreError(f"cannot write {dest}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle, open(src, "rb") as data:
+        with replaced_on_success(str(dest)) as tmp, open(tmp, "wb") as handle, open(src, "rb") as data:
             shutil.copyfileobj(data, handle)
-        os.replace(tmp, dest)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise StoreError(f"cannot write {dest}: {exc.strerror or exc}") from None

@@ -19,7 +19,7 @@ from foliosim.check.properties import DESCRIPTIONS, select
 from foliosim.check.state import ALL_OPS, CheckConfig
 from foliosim.errors import Rejected
 from foliosim.kconfig import KernelConfig
-from foliosim.report.outfile import folder_problem, write_text
+from foliosim.outfile import folder_problem, write_text
 from foliosim.report.progress import StatusLine
 from foliosim.rmap import PMD, PTE
 from foliosim.system import RmapSystem

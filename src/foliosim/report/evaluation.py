@@ -279,18 +279,10 @@ def _cells(db: ResultsDB, cell_ids: list[str] | None) -> list[dict[str, Any]]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """All or nothing: a temporary file beside ``path``, renamed into place."""
-    import os
-    import tempfile
+    """All or nothing (foliosim.outfile)."""
+    from foliosim.outfile import write_text
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(str(path), text)
 
 
 def write_report(db_path: str | Path, outdir: str | Path, cell_ids: list[str] | None = None) -> ReportFiles:

@@ -1,4 +1,9 @@
-"""Output files that appear whole or not at all: written beside their path, renamed on success."""
+"""Output files that appear whole or not at all: written beside their path, renamed on success.
+
+The one home for it: every command's outputs (pages, reports, traces, CSV/Parquet exports, counterexamples,
+recordings) go through :func:`replaced_on_success`, so a full disk, an error or Ctrl-C never leaves a truncated
+file, and an existing file is either untouched or replaced whole, with the mode ``open()`` would have given.
+"""
 
 from __future__ import annotations
 
@@ -50,11 +55,12 @@ def folder_problem(path: str) -> str | None:
     """Why ``path`` cannot be written (its folder is missing or not writable, or it is a folder), or None."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        return "is a directory"
+        return "it is a directory"
     if not os.path.isdir(folder):
-        return f"the folder {os.path.dirname(path) or '.'} does not exist"
+        return f"the directory {os.path.dirname(path) or '.'} does not exist"
     if not os.access(folder, os.W_OK | os.X_OK):
-        return f"the folder {os.path.dirname(path) or '.'} is not writable"
+        return (f"the directory {os.path.dirname(path) or '.'} is not writable "
+                "(permission denied or a read-only file system)")
     if os.path.exists(path) and not os.access(path, os.W_OK):
-        return "the file is not writable"
+        return "the file is not writable (permission denied or a read-only file system)"
     return None
