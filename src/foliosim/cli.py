@@ -359,14 +359,9 @@ def live_cmd(scenario: str | None, set_thp: bool, json_out: str | None, verbose:
                        progress=progress, keep_snapshots=json_out is not None,
                        simulator_hook=LIVE_MUTANTS[mutant] if mutant else None,
                        on_capability=lambda cap: click.echo(f"foliosim live: {cap.describe()}", err=True))
-    except CannotRun as exc:
-        click.echo(f"foliosim live: {exc}", err=True)
-        sys.exit(EXIT_CANNOT_RUN)
-    except HostUnavailable as exc:
-        click.echo(f"foliosim live: {exc}", err=True)
-        sys.exit(EXIT_CANNOT_RUN)
-    except HostError as exc:
-        click.echo(f"foliosim live: the live run failed: {exc}", err=True)
+    except (CannotRun, HostUnavailable, HostError) as exc:  # HostUnavailable is what is missing; HostError a failure
+        failed = "" if isinstance(exc, (CannotRun, HostUnavailable)) else "the live run failed: "
+        click.echo(f"foliosim live: {failed}{exc}", err=True)
         sys.exit(EXIT_CANNOT_RUN)
     for row in side_by_side(run.first):
         click.echo(row)

@@ -38,18 +38,6 @@ def tracefs_instances() -> list[str]:
     return sorted(p for p in glob.glob("/sys/kernel/tracing/instances/*") if "foliosim" in p)
 
 
-@pytest.fixture(scope="module")
-def full() -> str:
-    if os.geteuid() != 0:
-        live_unavailable("not root")
-    from foliosim.live.run import probe_capability
-
-    cap = probe_capability()
-    if cap.level != "full" or not cap.faults:
-        live_unavailable(cap.describe())
-    return cap.level
-
-
 def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "foliosim", "live", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)

@@ -3,11 +3,7 @@ finish_fault() for unlinked shmem objects (mm/shmem.c shmem_mmap()) agree with t
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-from tests.conftest import live_unavailable
 
 pytestmark = pytest.mark.live
 
@@ -53,18 +49,6 @@ write P B+0x2000 1
 read P B+0x4000 expect=7
 """,
 }
-
-
-@pytest.fixture(scope="module")
-def full() -> str:
-    if os.geteuid() != 0:
-        live_unavailable("not root")
-    from foliosim.live.run import probe_capability
-
-    cap = probe_capability()
-    if cap.level != "full" or not cap.faults:
-        live_unavailable(cap.describe())
-    return cap.level
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

@@ -531,7 +531,31 @@ class KernelFolio:
 # --- the reader --------------------------------------------------------------------------------------------------
 
 
-class FolioReader:
+class BpfObjects:
+    """Owner of BPF fds (maps, programs, links): closes them newest first, once, also when collected.
+
+    Closing a link's or program's last fd detaches and unloads it, so nothing stays loaded in the kernel.
+    """
+
+    _fds: list[int]
+
+    def close(self) -> None:
+        """Close every fd in reverse order of creation (idempotent)."""
+        fds, self._fds = getattr(self, "_fds", []), []
+        for fd in reversed(fds):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fds", None):
+            self.close()
+
+
+class FolioReader(BpfObjects):
     """Loads the programs, calibrates vmemmap_base, and reads struct pages of any PFN. A context manager.
 
     ``close()`` (idempotent) detaches the program and closes every BPF fd it opened.
@@ -797,18 +821,7 @@ class FolioReader:
     def close(self) -> None:
         """Detach the program and close every BPF fd (link first, then program, then maps). Idempotent."""
         self._closed = True
-        fds, self._fds = self._fds, []
-        for fd in reversed(fds):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        super().close()
 
     def __enter__(self) -> FolioReader:
         return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_fds", None):
-            self.close()

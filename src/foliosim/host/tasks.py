@@ -12,13 +12,11 @@ Every offset comes from BTF; helper, command and attach-type numbers too, from t
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import os
 import struct
 from dataclasses import dataclass
-from types import TracebackType
 
 from foliosim.host import bpf as _b
 from foliosim.host.btf import KIND_FUNC, Btf
@@ -79,7 +77,7 @@ def _iter_program(btf: Btf, seq_write: int) -> bytes:
     return a.assemble()
 
 
-class TaskIterator:
+class TaskIterator(_b.BpfObjects):
     """A loaded and attached ``bpf_iter_task`` program; :meth:`read` runs one pass over every task.
 
     A context manager; ``close()`` (idempotent) closes the link and the program.
@@ -170,20 +168,5 @@ class TaskIterator:
                 out[task.tgid] = task.mm_id
         return out
 
-    def close(self) -> None:
-        """Close the link and the program (idempotent)."""
-        fds, self._fds = self._fds, []
-        for fd in reversed(fds):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
     def __enter__(self) -> TaskIterator:
         return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_fds", None):
-            self.close()
