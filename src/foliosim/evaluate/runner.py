@@ -19,9 +19,9 @@ from foliosim.evaluate.probe import Probe
 from foliosim.vm.events import SimError
 from foliosim.vm.machine import Machine
 from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE
-from foliosim.workloads.steps import Step, WorkloadError
+from foliosim.workloads.steps import PROT_FLAGS, Step, WorkloadError
 
-PROT = {"rw": (True, True), "r": (True, False), "none": (False, False)}
+PROT = {name: flags[:2] for name, flags in PROT_FLAGS.items()}  # (read, write)
 
 
 @dataclass(slots=True)
@@ -104,8 +104,9 @@ class WorkloadRunner:
         elif verb == "munmap":
             self._rc("munmap", m.munmap(t, (self._vpn(a[0]) + a[1]) << PAGE_SHIFT, a[2] * PAGE_SIZE))
         elif verb == "mprotect":
-            read, write = PROT[a[3]]
-            self._rc("mprotect", m.mprotect(t, (self._vpn(a[0]) + a[1]) << PAGE_SHIFT, a[2] * PAGE_SIZE, read, write))
+            read, write, execute, _noreserve = PROT_FLAGS[a[3]]
+            self._rc("mprotect", m.mprotect(t, (self._vpn(a[0]) + a[1]) << PAGE_SHIFT, a[2] * PAGE_SIZE, read, write,
+                                            execute))
         elif verb == "mremap":
             self._mremap(step)
         elif verb == "write":
@@ -162,15 +163,16 @@ class WorkloadRunner:
 
     def _mmap(self, step: Step) -> None:
         region, pages, kind, file, thp, prot, offset = step.args
-        read, write = PROT[prot]
+        read, write, execute, noreserve = PROT_FLAGS[prot]
         orders = frozenset(thp) if thp is not None else None
         fixed = region << PAGE_SHIFT if isinstance(region, int) else None
         if kind in ("anon", "shared-anon"):
             addr = self.m.mmap(step.task, pages * PAGE_SIZE, shared=kind == "shared-anon", read=read, write=write,
-                               addr=fixed, thp=orders, label=str(region))
+                               addr=fixed, thp=orders, label=str(region), execute=execute, noreserve=noreserve)
         else:
             addr = self.m.mmap(step.task, pages * PAGE_SIZE, file=file, offset=offset * PAGE_SIZE,
-                               shared=kind == "file-shared", read=read, write=write, addr=fixed, label=str(region))
+                               shared=kind == "file-shared", read=read, write=write, addr=fixed, label=str(region),
+                               execute=execute, noreserve=noreserve)
         self._rc("mmap", addr)
         if addr >= 0 and isinstance(region, str):
             self.regions[region] = addr >> PAGE_SHIFT

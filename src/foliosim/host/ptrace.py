@@ -25,6 +25,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 import signal
 import struct
 import time
@@ -101,7 +102,7 @@ SYSCALL_NUMBERS: Mapping[str, int] = {
     "clone": 56, "fork": 57, "vfork": 58, "execve": 59, "shmdt": 67, "mlock": 149, "mlockall": 151,
     "remap_file_pages": 216, "mbind": 237, "vmsplice": 278, "move_pages": 279, "process_vm_writev": 311,
     "execveat": 322, "mlock2": 325, "pkey_mprotect": 329, "io_uring_register": 427, "clone3": 435,
-    "process_madvise": 440,
+    "process_madvise": 440, "prctl": 157,
 }
 SYSCALL_NAMES: Mapping[int, str] = {nr: name for name, nr in SYSCALL_NUMBERS.items()}
 #: the calls that create tasks or replace an MM: always stopped at (their entry time dates fork and exec)
@@ -110,7 +111,12 @@ PROCESS_SYSCALLS = ("clone", "clone3", "fork", "vfork", "execve", "execveat")
 MEMORY_SYSCALLS = ("mmap", "munmap", "mremap", "mprotect", "madvise", "brk", "shmat", "io_uring_register", "vmsplice")
 #: further calls that change or populate a mapping without a user page fault (recorded, for the importer to judge)
 EXTRA_MEMORY_SYSCALLS = ("shmdt", "pkey_mprotect", "remap_file_pages", "mlock", "mlock2", "mlockall",
-                         "process_madvise", "process_vm_writev", "mbind", "move_pages")
+                         "process_madvise", "process_vm_writev", "mbind", "move_pages", "prctl")
+#: the prctl() options that change memory (include/uapi/linux/prctl.h): only these prctl calls are stopped at
+PR_SET_THP_DISABLE = 41
+PR_SET_MEMORY_MERGE = 67
+PR_SET_VMA = 0x53564D41
+PRCTL_OPTIONS = (PR_SET_THP_DISABLE, PR_SET_MEMORY_MERGE, PR_SET_VMA)
 
 _STOP_SIGNALS = frozenset({int(signal.SIGSTOP), int(signal.SIGTSTP), int(signal.SIGTTIN), int(signal.SIGTTOU)})
 _SYSCALL_TRAP = int(signal.SIGTRAP) | 0x80
@@ -178,14 +184,17 @@ def _errname(err: int) -> str:
 # --- the seccomp filter ----------------------------------------------------------------------------------------------
 
 
-def seccomp_filter(numbers: Iterable[int]) -> list[tuple[int, int, int, int]]:
-    """The classic-BPF program (code, jt, jf, k) that traces exactly ``numbers`` of the x86-64 ABI.
+def seccomp_filter(numbers: Iterable[int], prctl_options: Iterable[int] = ()) -> list[tuple[int, int, int, int]]:
+    """The classic-BPF program (code, jt, jf, k) that traces exactly ``numbers`` of the x86-64 ABI, and prctl()
+    only with one of ``prctl_options`` as its first argument.
 
     It checks ``seccomp_data.arch`` first: a call of another ABI (i386 ``int 0x80``) and an x32 call (number with
     bit 30) are traced too, so the tracer sees and reports them instead of missing them; everything else is
-    allowed. include/uapi/linux/seccomp.h struct seccomp_data: nr at offset 0, arch at 4.
+    allowed. include/uapi/linux/seccomp.h struct seccomp_data: nr at offset 0, arch at 4, args[0] at 16 (its
+    low 32 bits: prctl's option is an int).
     """
-    nrs = sorted(set(numbers))
+    options = sorted(set(prctl_options))
+    nrs = sorted(set(numbers) - ({SYSCALL_NUMBERS["prctl"]} if options else set()))
     if len(nrs) > 250:
         raise ValueError("too many system calls for one-byte jump offsets")
     prog: list[tuple[int, int, int, int]] = [
@@ -196,6 +205,14 @@ def seccomp_filter(numbers: Iterable[int]) -> list[tuple[int, int, int, int]]:
         (_BPF_JGE_K, 0, 1, X32_SYSCALL_BIT),           # x32: trace
         (_BPF_RET_K, 0, 0, SECCOMP_RET_TRACE | FILTER_DATA),
     ]
+    if options:  # prctl: trace only the memory options
+        k = len(options)
+        prog.append((_BPF_JEQ_K, 0, k + 3, SYSCALL_NUMBERS["prctl"]))  # not prctl: on to the list
+        prog.append((_BPF_LD_W_ABS, 0, 0, 16))                         # A = option
+        for j, option in enumerate(options):
+            prog.append((_BPF_JEQ_K, k - j, 0, option))              # match: over the rest and the ALLOW
+        prog.append((_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
+        prog.append((_BPF_RET_K, 0, 0, SECCOMP_RET_TRACE | FILTER_DATA))
     n = len(nrs)
     for j, nr in enumerate(nrs):
         prog.append((_BPF_JEQ_K, n - j, 0, nr))        # match: jump over the rest and the ALLOW to the TRACE
@@ -325,6 +342,107 @@ class VmaQuery:
     def close(self) -> None:
         for pid in list(self._fds):
             self.forget(pid)
+
+
+# --- present pages of a stopped task --------------------------------------------------------------------------------
+
+#: _IOWR('f', 16, struct pm_scan_arg) (include/uapi/linux/fs.h, Linux 6.7+)
+_PAGEMAP_SCAN = (3 << 30) | (96 << 16) | (ord("f") << 8) | 16
+#: page categories of PAGEMAP_SCAN (include/uapi/linux/fs.h)
+PAGE_IS_FILE = 1 << 2
+PAGE_IS_PRESENT = 1 << 3
+_SCAN_VEC = 512
+_PM_PRESENT_BYTE = 0x80  # pagemap bit 63 in an entry's top byte
+_PM_FILE_BYTE = 0x20  # pagemap bit 61 (file page or shared anonymous) in the top byte
+_PRESENT_TABLE = bytes(1 if b & _PM_PRESENT_BYTE else 0 for b in range(256))
+_ANON_TABLE = bytes(1 if b & _PM_PRESENT_BYTE and not b & _PM_FILE_BYTE else 0 for b in range(256))
+
+
+class _PmScanArg(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "size", "flags", "start", "end", "walk_end", "vec", "vec_len", "max_pages", "category_inverted",
+        "category_mask", "category_anyof_mask", "return_mask")]
+
+
+class _PageRegion(ctypes.Structure):
+    _fields_ = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64), ("categories", ctypes.c_uint64)]
+
+
+class PresentPages:
+    """The present pages of a task's address ranges, as runs of page numbers, without reading every page.
+
+    PAGEMAP_SCAN on /proc/TID/pagemap (fs/proc/task_mmu.c do_pagemap_scan(): one ioctl returns the runs of pages
+    in the asked categories); where the ioctl is missing, the pagemap is read and its entries' present bits
+    scanned. ``anon_only`` keeps pages that are not file pages (anonymous folios, also the copies in private file
+    mappings, and the zero page), as pagemap's "file-page or shared-anon" bit tells."""
+
+    def __init__(self) -> None:
+        self._scan_ok = True
+        self._vec = (_PageRegion * _SCAN_VEC)()
+
+    def runs(self, tid: int, ranges: Iterable[tuple[int, int]], anon_only: bool = False) -> list[tuple[int, int]]:
+        """Runs ``(first, end)`` (page numbers) of present pages inside ``ranges`` (page-number ranges)."""
+        path = f"/proc/{tid}/pagemap"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise os_error(path, exc) from None
+        out: list[tuple[int, int]] = []
+        try:
+            for start, end in ranges:
+                if end <= start:
+                    continue
+                found = self._scan(fd, path, start, end, anon_only) if self._scan_ok else None
+                if found is None:
+                    found = self._read(fd, path, start, end, anon_only)
+                for lo, hi in found:
+                    if out and out[-1][1] == lo:
+                        out[-1] = (out[-1][0], hi)
+                    else:
+                        out.append((lo, hi))
+        finally:
+            os.close(fd)
+        return out
+
+    def _scan(self, fd: int, path: str, start: int, end: int, anon_only: bool) -> list[tuple[int, int]] | None:
+        out: list[tuple[int, int]] = []
+        addr, stop = start << 12, end << 12
+        while addr < stop:
+            arg = _PmScanArg(size=ctypes.sizeof(_PmScanArg), start=addr, end=stop,
+                             vec=ctypes.addressof(self._vec), vec_len=_SCAN_VEC,
+                             category_inverted=PAGE_IS_FILE if anon_only else 0,
+                             category_mask=PAGE_IS_PRESENT | (PAGE_IS_FILE if anon_only else 0),
+                             return_mask=PAGE_IS_PRESENT)
+            n = _libc.ioctl(fd, _PAGEMAP_SCAN, ctypes.byref(arg))
+            if n < 0:
+                err = ctypes.get_errno()
+                if err in (errno.ENOTTY, errno.EINVAL) and not out and addr == start << 12:
+                    self._scan_ok = False
+                    return None
+                raise HostError(f"ioctl({path}, PAGEMAP_SCAN, {addr:#x}): {_errname(err)}")
+            for i in range(n):
+                region = self._vec[i]
+                out.append((region.start >> 12, region.end >> 12))
+            if arg.walk_end <= addr:
+                break
+            addr = arg.walk_end
+        return out
+
+    @staticmethod
+    def _read(fd: int, path: str, start: int, end: int, anon_only: bool) -> list[tuple[int, int]]:
+        table = _ANON_TABLE if anon_only else _PRESENT_TABLE
+        out: list[tuple[int, int]] = []
+        chunk = 1 << 16  # pages per read
+        for first in range(start, end, chunk):
+            n = min(chunk, end - first)
+            try:
+                data = os.pread(fd, 8 * n, 8 * first)
+            except OSError as exc:
+                raise os_error(f"{path} at page {first:#x}", exc) from None
+            flags = data[7::8].translate(table)
+            for m in re.finditer(b"\x01+", flags):
+                out.append((first + m.start(), first + m.end()))
+        return out
 
 
 # --- events ----------------------------------------------------------------------------------------------------------
@@ -499,7 +617,7 @@ class Tracer:
         self.argv = list(argv)
         self.env = dict(os.environ if env is None else env)
         self.traced = frozenset(SYSCALL_NUMBERS[n] for n in names)
-        self.filter = seccomp_filter(self.traced)
+        self.filter = seccomp_filter(self.traced, PRCTL_OPTIONS if "prctl" in names else ())
         self.root = 0
         self.stats = TracerStats()
         self.exit_status: int | None = None  # wait status of the root process
@@ -513,6 +631,7 @@ class Tracer:
         self._info = _SyscallInfo()
         self._msg = ctypes.c_ulong()
         self._gadget_offset: int | None = None
+        self.not_stopped: list[int] = []  # the tasks the last freeze() could not stop
 
     # -- lifetime
 
@@ -538,6 +657,8 @@ class Tracer:
         pid = os.fork()
         if pid == 0:  # the child: no Python-level cleanup, ever
             try:
+                for signo in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores them; a command starts with defaults
+                    signal.signal(signo, signal.SIG_DFL)
                 os.kill(os.getpid(), signal.SIGSTOP)
                 _install_filter(prog)
                 os.execve(path, argv, env)
@@ -666,22 +787,28 @@ class Tracer:
         """
         queued = {tid for tid, _ in self._pending}
         deadline = time.monotonic() + timeout
-        complete = True
-        for task in list(self._tasks.values()):
+        self.not_stopped = []
+        tasks = list(self._tasks.values())
+        waiting: list[int] = []
+        for task in tasks:  # first stop them all, then wait: a slow one does not eat the others' time
             tid = task.tid
             if tid == except_tid or tid in queued or task.state == _S_PARKED or task.vfork_child or task.dead:
                 continue
             if task.exiting:
-                if any(o.pid == task.pid and not o.exiting for o in self._tasks.values()):
+                if any(o.pid == task.pid and not o.exiting for o in tasks):
                     continue  # its group lives on: the MM stays
+                if tid == task.pid and any(o.pid == task.pid and o.tid != tid and not o.dead for o in tasks):
+                    continue  # a group leader that exited first: a zombie until its last thread is reaped
             elif task.state == _S_RUNNING and _ptrace(PTRACE_INTERRUPT, tid, None, None) != 0:
                 continue  # gone meanwhile
+            waiting.append(tid)
+        for tid in waiting:
             status = self._wait_one(tid, deadline)
             if status is None:
-                complete = False
+                self.not_stopped.append(tid)
                 continue
             self._pending.append((tid, status))
-        return complete
+        return not self.not_stopped
 
     def kill_all(self) -> None:
         """SIGKILL every thread group still traced (only our own command's tasks, by pid). Signal-handler safe."""

@@ -33,6 +33,13 @@ EVENT = "exceptions/page_fault_user"
 KERNEL_EVENT = "exceptions/page_fault_kernel"
 #: Keeps only the kernel's faults on user-space addresses (below the x86-64 47-bit user address limit).
 KERNEL_EVENT_FILTER = "address < 0x800000000000"
+#: Process events recorded with ``task_events``: the end of a fork's copy_process() (kernel/fork.c kernel_clone():
+#: the child exists, its MM copied, before it first runs) and the end of an MM's teardown (mm/mmap.c exit_mmap():
+#: every page unmapped; at an exit, or for the old MM at an execve, fs/exec.c exec_mmap()).
+FORK_EVENT = "sched/sched_process_fork"
+EXIT_MMAP_EVENT = "mmap/exit_mmap"
+#: The start of a system call's work (after seccomp and a tracer's entry stop): recorded for ``syscall_entries``.
+SYS_ENTER_EVENT = "raw_syscalls/sys_enter"
 INSTANCE_PREFIX = "foliosim-"
 MOUNT_PREFIX = RUN_DIR + "/tracefs-"
 #: x86 page-fault error code bits (arch/x86/include/asm/trap_pf.h).
@@ -80,6 +87,21 @@ class FaultEvent:
     def page(self) -> int:
         """The faulting address rounded down to its 4 KiB page."""
         return self.address & ~0xFFF
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEvent:
+    """A process event of the ring buffer (``task_events``): ``kind`` "fork" (sched_process_fork, in the parent
+    thread ``pid``; ``child`` is the new task), "exit_mmap" (thread ``pid`` tore down the MM at ``mm``) or
+    "sys_enter" (thread ``pid`` starts system call ``nr``, ``syscall_entries``)."""
+
+    kind: str
+    pid: int
+    cpu: int
+    timestamp_us: float
+    child: int = 0
+    mm: int = 0
+    nr: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,13 +296,16 @@ class RawFormat:
     address: int = 8
     ip: int = 16
     error_code: int = 24
+    task_ids: dict[int, tuple[str, int]] = field(default_factory=dict)  # event id -> (kind, offset of child/mm)
 
 
 def parse_raw(pages: Iterable[tuple[int, bytes]], fmt: RawFormat,
-              symbolize: Callable[[int], str] | None = None) -> tuple[list[FaultEvent], int]:
+              symbolize: Callable[[int], str] | None = None,
+              tasks: list[TaskEvent] | None = None) -> tuple[list[FaultEvent], int]:
     """Fault events of binary ring-buffer pages ``(cpu, page)`` (each CPU's pages in the order read), with
     nanosecond CLOCK_MONOTONIC times; and the number of events the pages say were missed. ``symbolize`` names a
-    kernel fault's ip (otherwise the hex address)."""
+    kernel fault's ip (otherwise the hex address). Process events (``fmt.task_ids``) are appended to ``tasks``
+    when it is given."""
     out: list[FaultEvent] = []
     missed = 0
     ids = fmt.kernel_ids
@@ -288,6 +313,8 @@ def parse_raw(pages: Iterable[tuple[int, bytes]], fmt: RawFormat,
     unpack_u64 = struct.Struct("<Q").unpack_from
     body = struct.Struct("<Hxxi")
     offs = (fmt.address, fmt.ip, fmt.error_code)
+    task_ids = fmt.task_ids if tasks is not None else {}
+    i32 = struct.Struct("<i").unpack_from
     data0 = fmt.data_offset
     for cpu, page in pages:
         if len(page) < data0:
@@ -326,7 +353,18 @@ def parse_raw(pages: Iterable[tuple[int, bytes]], fmt: RawFormat,
             pos = start + length
             etype, pid = body.unpack_from(page, start)
             kernel = ids.get(etype)
-            if kernel is None or length < offs[2] + 8:
+            if kernel is None:
+                task = task_ids.get(etype)
+                if task is not None and tasks is not None:
+                    kind, off = task
+                    if kind == "fork" and length >= off + 4:
+                        tasks.append(TaskEvent(kind, pid, cpu, ts / 1000.0, child=i32(page, start + off)[0]))
+                    elif kind == "exit_mmap" and length >= off + 8:
+                        tasks.append(TaskEvent(kind, pid, cpu, ts / 1000.0, mm=unpack_u64(page, start + off)[0]))
+                    elif kind == "sys_enter" and length >= off + 8:
+                        tasks.append(TaskEvent(kind, pid, cpu, ts / 1000.0, nr=unpack_u64(page, start + off)[0]))
+                continue
+            if length < offs[2] + 8:
                 continue
             address = unpack_u64(page, start + offs[0])[0]
             ip = unpack_u64(page, start + offs[1])[0]
@@ -375,6 +413,9 @@ class FaultRecorder:
     ``follow_forks`` also traces children the traced tasks fork (option event-fork);
     ``kernel_faults`` also records ``exceptions:page_fault_kernel`` on user addresses (the
     kernel's own accesses to user memory, e.g. copy_to_user() into an untouched buffer).
+    ``task_events`` also records ``sched:sched_process_fork`` and ``mmap:exit_mmap`` (read
+    with :func:`parse_raw`'s ``tasks``): kernel times of fork and MM teardown; ``syscall_entries``
+    records ``raw_syscalls:sys_enter`` of those system call numbers (when each call's work begins).
     ``buffer_kb`` is the per-CPU ring buffer; it does not overwrite when full: the
     newest events are dropped and the next :meth:`drain` raises HostError (or, with
     ``raise_on_loss=False``, counts them in :attr:`lost_events`).
@@ -387,10 +428,14 @@ class FaultRecorder:
         buffer_kb: int = 1024,
         raise_on_loss: bool = True,
         kernel_faults: bool = False,
+        task_events: bool = False,
+        syscall_entries: Iterable[int] = (),
     ) -> None:
         self.pids = sorted(set(pids))
         self.follow_forks = follow_forks
         self.kernel_faults = kernel_faults
+        self.task_events = task_events
+        self.syscall_entries = sorted(set(syscall_entries))
         self.buffer_kb = buffer_kb
         self.raise_on_loss = raise_on_loss
         self.lost_events = 0
@@ -433,6 +478,9 @@ class FaultRecorder:
                 raise HostUnavailable(f"tracepoint {EVENT.replace('/', ':')} is not available in this kernel")
             if self.kernel_faults and not os.path.exists(f"{mountpoint}/events/{KERNEL_EVENT}/enable"):
                 raise HostUnavailable(f"tracepoint {KERNEL_EVENT.replace('/', ':')} is not available in this kernel")
+            for event in self._task_events():
+                if not os.path.exists(f"{mountpoint}/events/{event}/enable"):
+                    raise HostUnavailable(f"tracepoint {event.replace('/', ':')} is not available in this kernel")
             self._make_instance()
             self._configure()
             self._losses_seen = self._loss_counter()
@@ -501,6 +549,8 @@ class FaultRecorder:
         self._write("options/event-fork", "1" if self.follow_forks else "0")
         if self.kernel_faults:
             self._write(f"events/{KERNEL_EVENT}/filter", KERNEL_EVENT_FILTER)
+        if self.syscall_entries:
+            self._write(f"events/{SYS_ENTER_EVENT}/filter", " || ".join(f"id == {nr}" for nr in self.syscall_entries))
         self._write("tracing_on", "1")
         try:
             self._pipe_fd = os.open(f"{self.instance}/trace_pipe", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -524,6 +574,8 @@ class FaultRecorder:
                 self._write(f"events/{EVENT}/enable", "0")
                 if self.kernel_faults:
                     self._write(f"events/{KERNEL_EVENT}/enable", "0")
+                for event in self._task_events():
+                    self._write(f"events/{event}/enable", "0")
                 self._write("tracing_on", "0")
         for attr in ("_pipe_fd", "_marker_fd"):
             fd = getattr(self, attr)
@@ -589,7 +641,13 @@ class FaultRecorder:
         self._write(f"events/{EVENT}/enable", "1" if on else "0")
         if self.kernel_faults:
             self._write(f"events/{KERNEL_EVENT}/enable", "1" if on else "0")
+        for event in self._task_events():
+            self._write(f"events/{event}/enable", "1" if on else "0")
         self._event_on = on
+
+    def _task_events(self) -> tuple[str, ...]:
+        events = (FORK_EVENT, EXIT_MMAP_EVENT) if self.task_events else ()
+        return (*events, SYS_ENTER_EVENT) if self.syscall_entries else events
 
     def mark(self, text: str) -> None:
         """Write one line to the instance's trace_marker (shows up in :meth:`drain_all` in stream order)."""
@@ -693,6 +751,18 @@ class FaultRecorder:
                     ids[int(f.read())] = kernel
                 with open(f"{self.mountpoint}/events/{event}/format", encoding="ascii") as f:
                     fields = {m[0]: int(m[1]) for m in _FORMAT_FIELD.findall(f.read())}
+            task_ids: dict[int, tuple[str, int]] = {}
+            for event, kind, name in ((FORK_EVENT, "fork", "child_pid"), (EXIT_MMAP_EVENT, "exit_mmap", "mm"),
+                                      (SYS_ENTER_EVENT, "sys_enter", "id")):
+                if event not in self._task_events():
+                    continue
+                with open(f"{self.mountpoint}/events/{event}/id", encoding="ascii") as f:
+                    event_id = int(f.read())
+                with open(f"{self.mountpoint}/events/{event}/format", encoding="ascii") as f:
+                    offsets = {m[0]: int(m[1]) for m in _FORMAT_FIELD.findall(f.read())}
+                if name not in offsets:
+                    raise HostError(f"{self.mountpoint}/events/{event}/format: no field {name}")
+                task_ids[event_id] = (kind, offsets[name])
             subbuf_kb = 4
             with contextlib.suppress(OSError, ValueError), open(f"{self.instance}/buffer_subbuf_size_kb") as f:
                 subbuf_kb = int(f.read())
@@ -700,7 +770,7 @@ class FaultRecorder:
             raise HostError(f"{self.mountpoint}: unreadable ring buffer format ({exc})") from None
         try:
             return RawFormat(subbuf_kb * 1024, header["data"][0], header["commit"][1], ids, fields["common_pid"],
-                             fields["address"], fields["ip"], fields["error_code"])
+                             fields["address"], fields["ip"], fields["error_code"], task_ids)
         except KeyError as exc:
             raise HostError(f"{self.mountpoint}: ring buffer format without {exc}") from None
 

@@ -10,6 +10,7 @@ folios (:func:`foliosim.live.observe.observe`), taken while the traced tree is h
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import gzip
 import json
@@ -31,11 +32,14 @@ from foliosim.host.ptrace import (
     EXTRA_MEMORY_SYSCALLS,
     HUGETLBFS_MAGIC,
     MEMORY_SYSCALLS,
+    PR_SET_VMA,
+    SYSCALL_NUMBERS,
     TMPFS_MAGIC,
     ChildStart,
     Exec,
     Exit,
     Fork,
+    PresentPages,
     Spawn,
     SyscallEntry,
     SyscallExit,
@@ -44,7 +48,7 @@ from foliosim.host.ptrace import (
     VmaQuery,
     now_us,
 )
-from foliosim.host.tracefs import FaultEvent, FaultRecorder, KernelSymbols, parse_raw
+from foliosim.host.tracefs import FaultEvent, FaultRecorder, KernelSymbols, TaskEvent, parse_raw
 
 FORMAT = "foliosim-run-trace"
 VERSION = 1
@@ -187,6 +191,24 @@ def anon_vmas(pid: int) -> list[tuple[int, int]]:
     return out
 
 
+#: what a snapshot covers (its ``scope``): every anonymous page of the task's private mappings, also the copies in
+#: private file mappings (a snapshot without ``scope`` covers the anonymous mappings only)
+SNAPSHOT_SCOPE = "anon"
+
+
+class AnonPages:
+    """The runs of present anonymous pages of a task's private mappings (``scope`` "anon"): one PAGEMAP_SCAN per
+    mapping, so that reservations of GiBs cost nothing and only the pages there are read."""
+
+    def __init__(self) -> None:
+        self.present = PresentPages()
+
+    def __call__(self, tid: int) -> list[tuple[int, int]]:
+        ranges = [(v.start >> 12, v.end >> 12) for v in procfs.Maps.read(tid)
+                  if v.private and v.path not in _SPECIAL_VMAS]
+        return self.present.runs(tid, ranges, anon_only=True)
+
+
 def thp_json(settings: thp.ThpSettings) -> dict[str, Any]:
     """THP settings as the header writes them (orders as strings)."""
     return {"enabled": settings.enabled, "shmem_enabled": settings.shmem_enabled,
@@ -212,6 +234,30 @@ def _fmt_t(t: float) -> str:
     return f"{t:.3f}"
 
 
+@dataclass(slots=True)
+class _Dated:
+    """A fork, exec or exit line whose time the kernel's own events refine after the run (see :meth:`redate`)."""
+
+    index: int  # in _Recording.lines
+    kind: str  # fork, exec, exit
+    tid: int  # the thread whose kernel event dates it: the forking, exec'ing or exiting thread
+    other: int  # fork: the child; exec: the thread that called execve
+    lo: float  # the kernel event falls in [lo, hi]
+    hi: float
+    record: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _ExecPages:
+    """The anonymous pages present right after an execve, to be told apart from those its recorded faults made."""
+
+    record: dict[str, Any]
+    tids: tuple[int, ...]  # the exec'ing thread (its tid before and after)
+    lo: float  # the call's entry
+    hi: float  # its syscall-exit stop
+    folios: list[tuple[int, int, int]]  # (page address, first address of its folio, folio pages)
+
+
 class _Drainer(threading.Thread):
     """Copies the binary fault ring buffer out every few milliseconds while the command runs (so it never fills
     up); the pages are parsed after the run, off the traced program's time."""
@@ -231,8 +277,9 @@ class _Drainer(threading.Thread):
         except BaseException as exc:  # handed to the main thread in finish()
             self.error = exc
 
-    def finish(self) -> tuple[list[FaultEvent], int]:
-        """Stop, read what is left, parse everything: (faults, events the ring buffer says it missed)."""
+    def finish(self) -> tuple[list[FaultEvent], list[TaskEvent], int]:
+        """Stop, read what is left, parse everything: (faults, process events, events the ring buffer says it
+        missed)."""
         self._stop_event.set()
         if self.is_alive() or self.ident is not None:
             self.join()
@@ -241,7 +288,9 @@ class _Drainer(threading.Thread):
         self.pages.extend(self.recorder.drain_raw())
         fmt = self.recorder.raw_format()
         symbols = _LazySymbols()
-        return parse_raw(self.pages, fmt, symbols)
+        tasks: list[TaskEvent] = []
+        faults, missed = parse_raw(self.pages, fmt, symbols, tasks)
+        return faults, tasks, missed
 
 
 class _LazySymbols:
@@ -270,21 +319,93 @@ class _Recording:
         self.check_live = check_live
         self.reader = reader
         self.log = log
-        self.lines: list[tuple[float, int, str]] = []
+        self.lines: list[tuple[float, int, str | dict[str, Any]]] = []
         self.seq = 0
+        self.dated: list[_Dated] = []
+        self.calls: list[tuple[int, int, int, float, float]] = []  # (line index, tid, nr, entry, exit) of each call
+        self.exec_pages: list[_ExecPages] = []
+        self.anon_pages = AnonPages()
         self.vmas = VmaQuery()
         self.iovecs: dict[int, list[list[int]]] = {}  # id(entry) -> ranges read at the call's entry
+        self.names: dict[int, str | None] = {}  # id(entry) -> the VMA name a prctl(PR_SET_VMA) passes
         self.own_mm: set[int] = set()  # thread groups whose MM is their own (not a vfork child's borrowed one)
         self.announced: set[int] = set()  # thread groups whose current MM announced its mm_id to the BPF reader
         self.root_exec_t: float | None = None
+        self.root_exec: _Dated | None = None  # the first process's first execve
         self.counts: dict[str, int] = {"syscalls": 0, "forks": 0, "threads": 0, "execs": 0, "exits": 0,
-                                       "snapshots": 0, "snapshot_pages": 0, "unfrozen_snapshots": 0}
+                                       "snapshots": 0, "snapshot_pages": 0, "unfrozen_snapshots": 0,
+                                       "kernel_dated": 0, "calls_kernel_dated": 0, "exec_populated": 0}
         self.snapshot_s = 0.0
         self.warnings: list[str] = []
 
     def emit(self, t: float, record: dict[str, Any]) -> None:
         self.seq += 1
         self.lines.append((t, self.seq, json.dumps({"t": round(t, 3), **record}, separators=(",", ":"))))
+
+    def emit_dated(self, t: float, record: dict[str, Any], kind: str, tid: int, other: int, lo: float,
+                   hi: float) -> None:
+        """A fork/exec/exit line kept as a record until :meth:`redate` has given it the kernel's time."""
+        self.seq += 1
+        self.dated.append(_Dated(len(self.lines), kind, tid, other, lo, hi, record))
+        self.lines.append((t, self.seq, record))
+
+    def redate(self, tasks: Iterable[TaskEvent]) -> None:
+        """Date forks, execs and exits by the kernel's own events (one clock with the faults), where found.
+
+        A fork is dated at the end of its copy_process() (sched_process_fork: the child's MM is copied, it has not
+        run yet), instead of the call's entry; an exec at the teardown of the old MM (exit_mmap in fs/exec.c
+        exec_mmap(): the new MM takes over there; the kernel's writes to the new MM follow), instead of the call's
+        entry; a process's exit at the teardown of its MM (exit_mmap from exit_mm(), after the exit stop). So a
+        fork, exec or exit is ordered against other processes' as the kernel did them (the MM ids and the folio
+        slots follow that order). Each time stays inside the window the tracer saw the event in."""
+        forks: dict[tuple[int, int], float] = {}
+        teardowns: dict[int, list[float]] = {}
+        entries: dict[tuple[int, int], list[float]] = {}
+        for ev in tasks:
+            if ev.kind == "fork":
+                forks[(ev.pid, ev.child)] = ev.timestamp_us
+            elif ev.kind == "exit_mmap":
+                teardowns.setdefault(ev.pid, []).append(ev.timestamp_us)
+            elif ev.kind == "sys_enter":
+                entries.setdefault((ev.pid, ev.nr), []).append(ev.timestamp_us)
+        for times in entries.values():
+            times.sort()
+        for index, tid, nr, lo, hi in self.calls:
+            # A memory call takes effect when its work begins (it takes the mmap lock then): the faults of other
+            # threads that began before it come before it, those after it follow it (its exit stop is later).
+            times = entries.get((tid, nr), [])
+            i = bisect.bisect_left(times, lo)
+            if i < len(times) and times[i] <= hi:
+                _old, seq, record = self.lines[index]
+                self.lines[index] = (times[i], seq, record)
+                self.counts["calls_kernel_dated"] += 1
+        for times in teardowns.values():
+            times.sort()
+        tgid = self.tracer.tids
+        by_group: dict[int, list[float]] = {}  # thread group -> its threads' teardowns (the last one's mmput())
+        for tid, times in teardowns.items():
+            if tid in tgid:
+                by_group.setdefault(tgid[tid], []).extend(times)
+        for times in by_group.values():
+            times.sort()
+        for d in self.dated:
+            t: float | None = None
+            if d.kind == "fork":
+                t = forks.get((d.tid, d.other))
+            elif d.kind == "exit":
+                t = next((x for x in by_group.get(tgid.get(d.tid, d.tid), ()) if d.lo <= x <= d.hi), None)
+            else:
+                for tid in (d.tid, d.other):
+                    t = next((x for x in teardowns.get(tid, ()) if d.lo <= x <= d.hi), None)
+                    if t is not None:
+                        break
+            if t is None or not d.lo <= t <= d.hi:
+                continue
+            self.counts["kernel_dated"] += 1
+            _old, seq, record = self.lines[d.index]
+            self.lines[d.index] = (t, seq, record)
+            if d is self.root_exec:  # the launcher's MM ends there: its faults before it are dropped
+                self.root_exec_t = t
 
     # -- events
 
@@ -312,6 +433,8 @@ class _Recording:
                 self.iovecs[id(ev)] = self._read_iovecs(ev.tid, args[1], args[2])
             elif name == "process_vm_writev":
                 self.iovecs[id(ev)] = self._read_iovecs(ev.tid, args[3], args[4])
+            elif name == "prctl" and args[0] & 0xFFFFFFFF == PR_SET_VMA:
+                self.names[id(ev)] = self._read_string(ev.tid, args[4]) if args[4] else None
             elif name == "io_uring_register":
                 opcode = args[1] & ~_IORING_REGISTER_USE_REGISTERED_RING
                 if opcode == _IORING_REGISTER_BUFFERS:
@@ -331,6 +454,17 @@ class _Recording:
         w0, resv, data = self.tracer.read_words(tid, addr, 3)
         return w0 & 0xFFFFFFFF, w0 >> 32, resv, data
 
+    def _read_string(self, tid: int, addr: int, limit: int = 80) -> str:
+        """A NUL-terminated string of the task (an anonymous VMA name: at most 80 bytes, mm/madvise.c); read
+        16 bytes at a time when the 80 would cross the end of its mapping."""
+        try:
+            data = self.tracer.read_memory(tid, addr, limit)
+        except HostError:
+            data = b""
+            while len(data) < limit and b"\0" not in data:
+                data += self.tracer.read_memory(tid, addr + len(data), 16 - (addr + len(data)) % 16)
+        return data.split(b"\0", 1)[0].decode(errors="replace")
+
     def _read_iovecs(self, tid: int, addr: int, count: int) -> list[list[int]]:
         if not addr or count <= 0:
             return []
@@ -342,7 +476,8 @@ class _Recording:
         entry = ev.entry
         name, args, ret = entry.name, entry.args, ev.ret
         rec: dict[str, Any] = {"ev": "syscall", "pid": entry.pid, "tid": entry.tid, "name": name,
-                               "args": self._args(name, args), "ret": ret, "t_enter": round(entry.t, 3)}
+                               "args": self._args(name, args), "ret": ret, "t_enter": round(entry.t, 3),
+                               "t_exit": round(ev.t, 3)}
         if name == "mmap" and ret >= 0:
             flags = args[3]
             if not flags & _MAP_ANONYMOUS or (flags & 0x0F) in _MAP_SHARED_TYPES:
@@ -354,11 +489,15 @@ class _Recording:
             if vma is not None:
                 rec["size"] = vma.end - vma.start
                 rec["file"] = self._file(entry.pid, entry.tid, ret, vma)
+        if id(entry) in self.names:
+            rec["vma_name"] = self.names.pop(id(entry))
         if id(entry) in self.iovecs:
             ranges = self.iovecs.pop(id(entry))
             rec["buffers" if name == "io_uring_register" else "ranges"] = ranges
         self.counts["syscalls"] += 1
-        self.emit(ev.t, rec)
+        self.seq += 1
+        self.calls.append((len(self.lines), entry.tid, entry.nr, entry.t, ev.t))
+        self.lines.append((ev.t, self.seq, rec))
 
     @staticmethod
     def _args(name: str, args: tuple[int, ...]) -> list[int]:
@@ -366,7 +505,7 @@ class _Recording:
         n = {"mmap": 6, "munmap": 2, "mremap": 5, "mprotect": 3, "madvise": 3, "brk": 1, "shmat": 3,
              "io_uring_register": 4, "vmsplice": 4, "shmdt": 1, "pkey_mprotect": 4, "remap_file_pages": 5,
              "mlock": 2, "mlock2": 3, "mlockall": 1, "process_madvise": 5, "process_vm_writev": 6, "mbind": 6,
-             "move_pages": 6}.get(name, 6)
+             "move_pages": 6, "prctl": 5}.get(name, 6)
         out = list(args[:n])
         if name == "mmap":
             out[4] = out[4] - (1 << 64) if out[4] >= 1 << 63 else out[4] & 0xFFFFFFFF
@@ -393,9 +532,10 @@ class _Recording:
 
     def _fork(self, ev: Fork) -> None:
         self.counts["threads" if ev.thread else "forks"] += 1
-        self.emit(ev.t, {"ev": "fork", "pid": ev.pid, "tid": ev.tid, "child_pid": ev.child_pid,
-                         "child_tid": ev.child_tid, "clone_flags": ev.clone_flags, "thread": ev.thread,
-                         "vfork": ev.vfork})
+        self.emit_dated(ev.t, {"ev": "fork", "pid": ev.pid, "tid": ev.tid, "child_pid": ev.child_pid,
+                               "child_tid": ev.child_tid, "clone_flags": ev.clone_flags, "thread": ev.thread,
+                               "vfork": ev.vfork, "t_enter": round(ev.t, 3)},
+                        "fork", ev.tid, ev.child_tid, ev.t, ev.t_event or now_us())
         if ev.new_mm:
             self.own_mm.add(ev.child_pid)
             if ev.pid in self.announced:
@@ -418,18 +558,68 @@ class _Recording:
             self.emit(ev.t, {"ev": "exit", "pid": ev.pid, "tid": tid, "group": False, "code": None,
                              "signal": int(signal.SIGKILL), "by_exec": True})
         self.counts["execs"] += 1
+        stop = now_us()
         try:  # what execve itself mapped (program, loader, stack, vdso), read before the program runs
             maps = [[v.start, v.end, v.perms, v.offset, v.dev, v.inode, v.path] for v in procfs.Maps.read(ev.tid)]
         except HostError as exc:
             maps = None
             self.warnings.append(f"maps of process {ev.pid} after its execve: {exc}")
-        self.emit(ev.t, {"ev": "exec", "pid": ev.pid, "tid": ev.tid, "path": ev.path, "argv": ev.argv,
-                         "former_tid": ev.former_tid, "maps": maps})
+        record = {"ev": "exec", "pid": ev.pid, "tid": ev.tid, "path": ev.path, "argv": ev.argv,
+                  "former_tid": ev.former_tid, "maps": maps, "t_enter": round(ev.t, 3)}
+        if maps is not None:
+            folios = self._present_after_exec(ev.tid, maps)
+            if folios is not None:
+                record["populated"] = []
+                self.exec_pages.append(_ExecPages(record, (ev.tid, ev.former_tid), ev.t, stop, folios))
+        self.emit_dated(ev.t, record, "exec", ev.tid, ev.former_tid, ev.t, stop)
+        if self.root_exec is None and ev.tid == self.tracer.root:
+            self.root_exec = self.dated[-1]
         self.vmas.forget(ev.pid)
         self.own_mm.add(ev.pid)
         self.announced.discard(ev.pid)
         if self.check_live:
             self._announce(ev.tid, ev.pid)
+
+    def _present_after_exec(self, tid: int, maps: list[list[Any]]) -> list[tuple[int, int, int]] | None:
+        """The anonymous pages present in the new MM at the execve's exit stop, with their folios' extents."""
+        ranges = [(m[0] >> 12, m[1] >> 12) for m in maps
+                  if m[5] == 0 and str(m[2]).endswith("p") and m[6] not in _SPECIAL_VMAS]
+        out: list[tuple[int, int, int]] = []
+        try:
+            runs = self.anon_pages.present.runs(tid, ranges, anon_only=True)
+            with procfs.PhysReader() as phys:
+                for lo, hi in runs:
+                    for e in procfs.read_pagemap(tid, lo << 12, hi - lo):
+                        if not (e.present and e.pfn):
+                            continue
+                        head, order = phys.folio_extent(e.pfn)
+                        out.append((e.vaddr, e.vaddr - ((e.pfn - head) << 12), 1 << order))
+        except HostError as exc:
+            self.warnings.append(f"present pages of task {tid} after its execve: {exc}")
+            return None
+        return out
+
+    def settle_exec_pages(self, faults: Iterable[FaultEvent]) -> None:
+        """Each exec's ``populated``: the pages present right after it that no fault of the exec'ing thread during
+        the call made (a fault makes its whole folio; the rest the kernel wrote without a fault: the argument
+        pages, fs/exec.c copy_strings() through get_user_pages)."""
+        if not self.exec_pages:
+            return
+        by_tid: dict[int, list[_ExecPages]] = {}
+        for x in self.exec_pages:
+            for tid in set(x.tids):
+                by_tid.setdefault(tid, []).append(x)
+        hits: dict[int, list[int]] = {}  # id(_ExecPages) -> faulted addresses
+        for f in faults:
+            for x in by_tid.get(f.pid, ()):
+                if x.lo <= f.timestamp_us <= x.hi:
+                    hits.setdefault(id(x), []).append(f.address)
+        for x in self.exec_pages:
+            faulted = hits.get(id(x), [])
+            pages = [addr for addr, first, n in x.folios
+                     if not any(first <= a < first + (n << 12) for a in faulted)]
+            x.record["populated"] = pages
+            self.counts["exec_populated"] += len(pages)
 
     def _exit(self, ev: Exit) -> None:
         t = ev.t
@@ -438,8 +628,12 @@ class _Recording:
             # mapped), so the snapshot comes first and nothing another task did before it comes after the exit.
             t = self.snapshot(ev.pid, ev.tid, "exit", "exit") or t
         self.counts["exits"] += 1
-        self.emit(t, {"ev": "exit", "pid": ev.pid, "tid": ev.tid, "group": ev.group, "code": ev.code,
-                         "signal": ev.signal})
+        record = {"ev": "exit", "pid": ev.pid, "tid": ev.tid, "group": ev.group, "code": ev.code,
+                  "signal": ev.signal}
+        if ev.group and ev.pid in self.own_mm:  # its MM goes: dated at the MM's teardown (exit_mmap), if seen
+            self.emit_dated(t, record, "exit", ev.tid, ev.tid, t, float("inf"))
+        else:
+            self.emit(t, record)
         if ev.group:
             self.vmas.forget(ev.pid)
 
@@ -460,6 +654,8 @@ class _Recording:
         Returns the snapshot's time (None if it could not be read)."""
         from foliosim.live.observe import observe
 
+        if self.tracer.killed:
+            return None
         start = time.perf_counter()
         frozen = self.tracer.freeze(except_tid=tid)
         t = now_us()
@@ -472,7 +668,7 @@ class _Recording:
 
                     drain_lru()
                 # read through the stopped thread: a thread-group leader that exited earlier has no MM any more
-                state = observe([tid], self.reader, vmas=anon_vmas)
+                state = observe([tid], self.reader, vmas=self.anon_pages)
                 break
             except HostError as exc:  # a folio changed while it was read (reclaim, khugepaged): read again
                 error = exc
@@ -495,9 +691,12 @@ class _Recording:
         self.counts["snapshot_pages"] += len(pages)
         if not frozen:
             self.counts["unfrozen_snapshots"] += 1
-        self.emit(t, {"ev": "snapshot", "pid": pid, "tid": tid, "at": at, "role": role, "pages": pages,
-                      "folios": folios, "mm_id": mm_id, "zero_pages": zero, "frozen": frozen,
-                      "t_end": round(t_end, 3)})
+        record = {"ev": "snapshot", "pid": pid, "tid": tid, "at": at, "role": role, "scope": SNAPSHOT_SCOPE,
+                  "pages": pages, "folios": folios, "mm_id": mm_id, "zero_pages": zero, "frozen": frozen,
+                  "t_end": round(t_end, 3)}
+        if not frozen:
+            record["not_stopped"] = self.tracer.not_stopped
+        self.emit(t, record)
         self.snapshot_s += time.perf_counter() - start
         return t
 
@@ -539,7 +738,10 @@ class _Recording:
             opener: Callable[..., IO[str]] = gzip.open if out.gz else open
             with opener(out.tmp, "wt", encoding="utf-8") as handle:
                 handle.write(json.dumps(header, separators=(",", ":")) + "\n")
-                handle.writelines(text + "\n" for _t, _seq, text in self.lines)
+                for t, _seq, text in self.lines:
+                    if isinstance(text, dict):
+                        text = json.dumps({"t": round(t, 3), **text}, separators=(",", ":"))
+                    handle.write(text + "\n")
             os.replace(out.tmp, out.path)
         except OSError as exc:
             out.discard()
@@ -608,8 +810,9 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
             if measure_slowdown and not interrupted:
                 say("measuring: one untraced run")
                 untraced = _time_untraced(path, argv, environ)
-            faults = stack.enter_context(FaultRecorder(follow_forks=True, buffer_kb=buffer_kb,
-                                                       raise_on_loss=False, kernel_faults=True))
+            faults = stack.enter_context(FaultRecorder(
+                follow_forks=True, buffer_kb=buffer_kb, raise_on_loss=False, kernel_faults=True, task_events=True,
+                syscall_entries=[SYSCALL_NUMBERS[name] for name in TRACED_SYSCALLS]))
             tracer = stack.enter_context(Tracer(path, argv, TRACED_SYSCALLS, environ))
             rec = _Recording(tracer, check_live, reader, say)
             drainer = _Drainer(faults)
@@ -622,8 +825,10 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
                 for ev in tracer.run():
                     rec.handle(ev)
             wall = time.perf_counter() - started
-            fault_list, missed = drainer.finish()
+            fault_list, task_list, missed = drainer.finish()
             lost = max(faults.lost_events, missed)
+            rec.redate(task_list)
+            rec.settle_exec_pages(fault_list)
             fault_counts = rec.add_faults(fault_list)
             settings_end = thp.read_settings()
             incomplete = bool(interrupted) or tracer.killed

@@ -39,6 +39,7 @@ C_NO_FAULT = "present live without a recorded fault (execve's argument pages, a 
 C_NO_VMA = "in a mapping the trace does not describe (set up by execve, or not expressible)"
 C_ZERO = "the simulator maps the zero page there (the write is not in the trace)"
 C_FILE = "file page"
+C_FILE_KEPT = "the simulator still maps the file page there (the kernel made an anonymous copy)"
 C_ORDER = "follows a folio-order difference"
 C_DECISION = "another folio: a different copy/reuse decision, or the kernel moved the folio"
 C_LRU = "a per-CPU LRU batch holds a reference live"
@@ -170,11 +171,12 @@ class SnapshotChecker:
             self.role_of_id[snap.mm_id] = mm.name
         anon: dict[int, tuple[SimPage, SimFolio]] = {}
         other: dict[int, str] = {}
+        full = snap.scope == "anon"  # the snapshot also holds the anonymous copies in private file mappings
         for vma, vpn, f, page, _by_pmd in m.iter_mapped(mm):
             if f.is_zero:
                 other[vpn] = "zero"
                 self.zero_pages += 1
-            elif f.is_anon and vma.file is None:
+            elif f.is_anon and (vma.file is None or full):
                 anon[vpn] = (sim_page(m, mm, vpn, f, page), f)
             elif f.is_anon:  # a copy in a private file mapping: the snapshots cover anonymous mappings only
                 other[vpn] = "file"
@@ -188,7 +190,7 @@ class SnapshotChecker:
             addr = vpn << PAGE_SHIFT
             if s is None:
                 assert seen is not None
-                self._disagree("present", False, True, self._only_live(mm, vpn, seen, anon, other), addr)
+                self._disagree("present", False, True, self._only_live(mm, vpn, seen, anon, other, full), addr)
                 continue
             sp, f = s
             if seen is None:
@@ -233,13 +235,15 @@ class SnapshotChecker:
         return self._cmp("folio identity", sim, live, C_DECISION, addr)
 
     def _only_live(self, mm: MM, vpn: int, lv: _Live, anon: dict[int, tuple[SimPage, SimFolio]],
-                   other: dict[int, str]) -> str:
+                   other: dict[int, str], full: bool) -> str:
         vma = mm.find_vma(vpn)
         if vma is None:
             return C_NO_VMA
-        if vma.file is not None and not vma.file.anon:
-            return C_FILE
         kind = other.get(vpn)
+        if vma.file is not None and not vma.file.anon:
+            if not full:
+                return C_FILE
+            return C_FILE_KEPT if kind == "file" else C_NO_FAULT
         if kind == "zero":
             return C_ZERO
         if kind == "file":

@@ -102,10 +102,10 @@ def agreement_lines(check: SnapshotChecker) -> list[str]:
         out.append("  disagreements by cause:")
         for (fld, cause), n in check.causes.most_common():
             out.append(f"    {fld}: {cause}: {n}")
-    out.append(f"  not compared: {check.file_pages} file pages and {check.file_anon_pages} anonymous copies in "
-               f"private file mappings (the snapshots cover anonymous mappings; file pages are also mapped outside "
-               f"the traced tree), {check.zero_pages} zero-page mappings; {check.file_diffs} live pages where the "
-               f"simulator has a file page")
+    out.append(f"  not compared: {check.file_pages} file pages (also mapped outside the traced tree), "
+               f"{check.zero_pages} zero-page mappings, {check.file_anon_pages} anonymous copies in private file "
+               f"mappings of snapshots that cover anonymous mappings only (recorded without scope \"anon\"); "
+               f"{check.file_diffs} live pages where the simulator has a file page")
     if check.examples:
         out.append("  first disagreements:")
         out += [f"    {d.describe()}" for d in check.examples[:10]]

@@ -66,6 +66,8 @@ def dup_mmap(m: Machine, src: MM, dst: MM) -> None:
         if vma.dontfork:
             continue
         child_vma = vma.clone()
+        if vma.anon_vma is not None:  # anon_vma_fork(): the child's anon_vma chains to the parent's
+            child_vma.anon_vma_forked = True
         dst.insert_vma(child_vma)
         copied.append(vma)
         if vma.anon_vma is None:  # vma_needs_copy(): the child will refault

@@ -507,8 +507,11 @@ class Machine:
 
     def mmap(self, task_name: str, length: int, *, file: str | None = None, offset: int = 0,
              shared: bool = False, read: bool = True, write: bool = True, addr: int | None = None,
-             thp: frozenset[int] | None = None, label: str = "") -> int:
-        """``mmap()``: returns the address or ``-errno``. Mappings are PMD-aligned unless ``addr`` is given."""
+             thp: frozenset[int] | None = None, label: str = "", execute: bool = False,
+             noreserve: bool = False) -> int:
+        """``mmap()``: returns the address or ``-errno``. Mappings are PMD-aligned unless ``addr`` is given.
+        ``execute`` is PROT_EXEC (VM_EXEC), ``noreserve`` MAP_NORESERVE (VM_NORESERVE); like VM_ACCOUNT (mm/mmap.c
+        accountable_mapping(): private, writable, not MAP_NORESERVE) they only decide which VMAs merge."""
         task = self._runnable(task_name)
         src = self.files.get(file) if file is not None else None
         if file is not None and src is None:
@@ -536,7 +539,8 @@ class Machine:
             self.files[name] = src
             self.ref.file_new(src)
         vma_thp = (thp if thp is not None else self.options.thp) if file is None and not shared else frozenset()
-        vma = Vma(start, start + nr, read, write, shared, src, pgoff, frozenset(vma_thp), label)
+        vma = Vma(start, start + nr, read, write, shared, src, pgoff, frozenset(vma_thp), label, exec=execute,
+                  noreserve=noreserve, account=write and not shared and not noreserve)
         task.mm.insert_vma(vma)
         result = start << PAGE_SHIFT
         self.emit("syscall", f"mmap({nr} pages, {vma.describe()}) -> {result:#x}", result=result)
@@ -613,7 +617,7 @@ class Machine:
                 prev = merged[-1]
                 prev.end = vma.end
                 if prev.anon_vma is None:
-                    prev.anon_vma = vma.anon_vma
+                    prev.anon_vma, prev.anon_vma_forked = vma.anon_vma, vma.anon_vma_forked
                 if not prev.label:
                     prev.label = vma.label
             else:
@@ -625,8 +629,10 @@ class Machine:
         self._split_at(mm, end)
         return mm.vmas_in(start, end)
 
-    def mprotect(self, task_name: str, addr: int, length: int, read: bool, write: bool) -> int:
-        """``mprotect()``: -ENOMEM on a hole (checked before any change), -EINVAL on bad arguments."""
+    def mprotect(self, task_name: str, addr: int, length: int, read: bool, write: bool,
+                 execute: bool | None = None) -> int:
+        """``mprotect()``: -ENOMEM on a hole (checked before any change), -EINVAL on bad arguments. ``execute``
+        (PROT_EXEC) sets VM_EXEC when given."""
         task = self._runnable(task_name)
         self._begin(task)
         rng = self._range(addr, length)
@@ -637,7 +643,11 @@ class Machine:
             return self._fail("mprotect", -ENOMEM, "the range is not fully mapped")
         for vma in self._vmas_for(mm, *rng):
             upgrade = write and not vma.write
+            if upgrade and not (vma.shared or vma.noreserve):  # mm/mprotect.c mprotect_fixup(): charged once
+                vma.account = True
             vma.read, vma.write = read, write
+            if execute is not None:
+                vma.exec = execute
             self._change_protection(mm, vma, upgrade)
         self._merge(mm)
         self.emit("syscall", f"mprotect({addr:#x}, {rng[1] - rng[0]} pages, "

@@ -36,6 +36,10 @@ class Vma:
     dontfork: bool = False  # VM_DONTFORK
     softdirty_wp: bool = False  # clear_refs soft-dirty armed (VM_SOFTDIRTY cleared): write faults must be taken
     anon_vma: int | None = None
+    anon_vma_forked: bool = False  # the anon_vma was cloned at fork: its anon_vma_chain is not singular
+    exec: bool = False  # VM_EXEC: changes no fault here, but VMAs that differ in it never merge
+    noreserve: bool = False  # VM_NORESERVE (MAP_NORESERVE): not accounted; only decides merging here
+    account: bool = False  # VM_ACCOUNT: set for private writable memory (mmap, or mprotect making it writable)
 
     @property
     def pages(self) -> int:
@@ -85,7 +89,7 @@ class Vma:
         return f"{'shmem' if self.file.shmem else 'file'}:{self.file.name}"
 
     def prot_name(self) -> str:
-        return ("r" if self.read else "-") + ("w" if self.write else "-")
+        return ("r" if self.read else "-") + ("w" if self.write else "-") + ("x" if self.exec else "")
 
     def describe(self) -> str:
         share = "shared" if self.shared else "private"
@@ -95,11 +99,17 @@ class Vma:
         """Whether ``nxt`` (starting at our end) could be merged into us (vma_merge())."""
         if self.end != nxt.start:
             return False
-        same = (self.read, self.write, self.shared, self.file, self.thp, self.dontfork,
-                self.softdirty_wp) == (nxt.read, nxt.write, nxt.shared, nxt.file, nxt.thp,
-                                       nxt.dontfork, nxt.softdirty_wp)
+        same = (self.read, self.write, self.exec, self.noreserve, self.account, self.shared, self.file, self.thp,
+                self.dontfork, self.softdirty_wp) == (nxt.read, nxt.write, nxt.exec, nxt.noreserve, nxt.account,
+                                                      nxt.shared, nxt.file, nxt.thp, nxt.dontfork, nxt.softdirty_wp)
         if not same:
             return False
         if self.file is not None and nxt.pgoff != self.pgoff + self.pages:
             return False
-        return self.anon_vma is None or nxt.anon_vma is None or self.anon_vma == nxt.anon_vma
+        # mm/vma.c is_mergeable_anon_vma() (Linux 6.16+, as the live kernel does): two anon_vmas must be the
+        # same; one alone is taken over by the merged VMA unless it was cloned at fork (vma_had_uncowed_parents():
+        # a forked VMA that has an anon_vma never merges with one that has none)
+        if self.anon_vma is not None and nxt.anon_vma is not None:
+            return self.anon_vma == nxt.anon_vma
+        holder = self if self.anon_vma is not None else nxt
+        return holder.anon_vma is None or not holder.anon_vma_forked

@@ -42,13 +42,16 @@ CLONE_VM = 0x100
 # include/uapi/asm-generic/mman-common.h, mman.h (x86-64)
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE, MAP_DROPPABLE, MAP_TYPE = 0x01, 0x02, 0x03, 0x08, 0x0F
-MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_LOCKED, MAP_POPULATE, MAP_NONBLOCK, MAP_HUGETLB = (
-    0x20, 0x100, 0x2000, 0x8000, 0x10000, 0x40000)
+MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_LOCKED, MAP_NORESERVE, MAP_POPULATE, MAP_NONBLOCK, MAP_STACK, MAP_HUGETLB = (
+    0x20, 0x100, 0x2000, 0x4000, 0x8000, 0x10000, 0x20000, 0x40000)
+NORESERVE = "+noreserve"  # the step protection's MAP_NORESERVE suffix (workloads/steps.py PROT_FLAGS)
 MREMAP_MAYMOVE, MREMAP_FIXED, MREMAP_DONTUNMAP = 1, 2, 4
 SHM_RDONLY = 0o10000
 IORING_REGISTER_BUFFERS, IORING_UNREGISTER_BUFFERS = 0, 1
 IORING_REGISTER_BUFFERS2, IORING_REGISTER_BUFFERS_UPDATE = 15, 16
 MLOCK_ONFAULT = 1
+# include/uapi/linux/prctl.h: the prctl() options that change memory (the recorder stops at these only)
+PR_SET_THP_DISABLE, PR_SET_MEMORY_MERGE, PR_SET_VMA = 41, 67, 0x53564D41
 MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 #: calls that change nothing the simulator models (one NUMA node; no placement)
 NO_EFFECT_CALLS = ("mbind", "move_pages")
@@ -276,6 +279,7 @@ EVENT_FIELDS: dict[str, dict[str, str]] = {
 }
 SYSCALL_ARGS = {"mmap": 6, "munmap": 2, "mremap": 5, "mprotect": 3, "madvise": 3, "brk": 1, "shmat": 3,
                 "io_uring_register": 4, "vmsplice": 4, "shmdt": 1, "pkey_mprotect": 4, "mlock": 2, "mlock2": 3,
+                "prctl": 5,
                 "mlockall": 1}
 FOLIO_FIELDS = ("order", "refcount", "large_mapcount", "entire_mapcount", "pincount", "nr_pages_mapped")
 
@@ -430,6 +434,7 @@ class Snapshot:
     mm_id: int | None
     pages: list[list[int]]
     folios: dict[str, dict[str, Any]]
+    scope: str | None = None  # "anon": also the anonymous copies in private file mappings; None: anonymous mappings
 
 
 @dataclass(slots=True)
@@ -504,6 +509,7 @@ class _Space:
         self.handles: list[str] = []  # pins and pipes to release when the MM goes away
         self.users = 0
         self.lock_future = False  # mlockall(MCL_FUTURE): new mappings are populated (mm->def_flags VM_LOCKED)
+        self.thp_disabled = False  # prctl(PR_SET_THP_DISABLE): MMF_DISABLE_THP, no large anonymous folio at all
 
     def find(self, vpn: int) -> _Area | None:
         i = bisect.bisect_right(self.starts, vpn) - 1
@@ -572,6 +578,7 @@ class _Space:
         child.areas = [replace(a) for a in self.areas if not a.dontfork]
         child._reindex()
         child.brk = self.brk
+        child.thp_disabled = self.thp_disabled  # MMF_DISABLE_THP is inherited (kernel/fork.c mm_init())
         return child  # mlockall() is not inherited (fork clears VM_LOCKED from mm->def_flags)
 
     def mergeable(self, area: _Area) -> bool:
@@ -584,10 +591,12 @@ def _pages(length: int) -> int:
 
 
 def _prot(prot: int) -> str:
+    """The simulator's protection: "rw", "r", "none", with "x" for PROT_EXEC (VM_EXEC keeps VMAs apart)."""
+    x = "x" if prot & PROT_EXEC else ""
     if prot & PROT_WRITE:
-        return "rw"
+        return "rw" + x
     if prot & (PROT_READ | PROT_EXEC):
-        return "r"
+        return "r" + x
     return "none"
 
 
@@ -720,6 +729,7 @@ class _Converter:
         self.gone.discard(tid)
         maps = ev.get("maps")
         space = _Space(described=maps is not None)
+        space.thp_disabled = old.thp_disabled  # PR_SET_THP_DISABLE is kept across execve (MMF_INIT_MASK)
         self._attach(pid, pid, name, space)
         yield Step("exec", name)
         yield from self._release(old)
@@ -731,7 +741,8 @@ class _Converter:
                       ino: int, path: str, populated: list[int]) -> Iterator[_Out]:
         """One mapping execve set up (``maps``); the pages it wrote without a fault (``populated``: the argument
         pages at the top of the stack, fs/exec.c copy_strings() through get_arg_page()) are written here."""
-        prot = "rw" if "w" in perms else ("r" if ("r" in perms or "x" in perms) else "none")
+        prot = _prot((PROT_READ if "r" in perms else 0) | (PROT_WRITE if "w" in perms else 0)
+                     | (PROT_EXEC if "x" in perms else 0))
         shared = perms.endswith("s")
         vpn, pages = start >> PAGE_SHIFT, (end - start) >> PAGE_SHIFT
         if path.startswith("[") and path not in ("[stack]", "[heap]"):
@@ -838,7 +849,9 @@ class _Converter:
 
     def on_snapshot(self, lineno: int, ev: dict[str, Any]) -> Iterator[_Out]:
         self.stats.snapshots += 1
-        yield Snapshot(lineno, self.name[ev["tid"]], ev["pid"], ev["at"], ev["mm_id"], ev["pages"], ev["folios"])
+        scope = ev.get("scope")
+        yield Snapshot(lineno, self.name[ev["tid"]], ev["pid"], ev["at"], ev["mm_id"], ev["pages"], ev["folios"],
+                       scope if isinstance(scope, str) else None)
 
     # -- memory calls ------------------------------------------------------------------------------------
     def on_syscall(self, lineno: int, ev: dict[str, Any]) -> Iterator[_Out]:
@@ -875,16 +888,18 @@ class _Converter:
         n = area.end - area.start
         if area.wipeonfork or area.dontfork:
             yield Step("madvise", task, (area.start, 0, n, "dontfork"))
-        if area.kind == "anon" and area.hugepage is not None:
+        if area.kind == "anon" and space.thp_disabled:
+            yield Step("madvise", task, (area.start, 0, n, "nohugepage"))
+        elif area.kind == "anon" and area.hugepage is not None:
             yield Step("madvise", task, (area.start, 0, n, "hugepage" if area.hugepage else "nohugepage"))
         if merge:
             yield Step("merge", task)
 
     def _populate(self, task: str, area: _Area) -> Iterator[_Out]:
         """mm/gup.c populate_vma_page_range(): write faults in a private writable mapping, else read faults."""
-        if area.prot == "none":
+        if area.prot.startswith("none"):
             return
-        verb = "write" if area.prot == "rw" and area.kind in ("anon", "file-private") else "read"
+        verb = "write" if area.prot.startswith("rw") and area.kind in ("anon", "file-private") else "read"
         for first in range(area.start, area.end, POPULATE_CHUNK):
             n = min(POPULATE_CHUNK, area.end - first)
             self.stats.populated += n
@@ -897,11 +912,16 @@ class _Converter:
         shared = typ in (MAP_SHARED, MAP_SHARED_VALIDATE)
         file = ev.get("file")
         p = _prot(prot)
+        if flags & MAP_NORESERVE and not shared:  # VM_NORESERVE: never VM_ACCOUNT, so it merges only with its kind
+            p += NORESERVE
         if flags & MAP_HUGETLB or (file is not None and file.get("hugetlb")):
             self.stats.unexpressed["mmap(MAP_HUGETLB)"] += 1
             area = _Area(start, start + pages, "opaque", p, why="hugetlb")
         elif file is None or flags & MAP_ANONYMOUS or str(file.get("path", "")) == "/dev/zero":
+            # MAP_STACK is VM_NOHUGEPAGE (include/linux/mman.h calc_vm_flag_bits(), since v6.7): thread stacks
+            # get no large folios
             area = _Area(start, start + pages, "shared-anon" if shared else "anon", p,
+                         hugepage=False if flags & MAP_STACK and not shared else None,
                          growsdown=bool(flags & MAP_GROWSDOWN), wipeonfork=typ == MAP_DROPPABLE)
             if typ == MAP_DROPPABLE:
                 self.stats.approximated["mmap(MAP_DROPPABLE): wiped on fork, never dropped"] += 1
@@ -934,7 +954,8 @@ class _Converter:
         p = _prot(args[2])
         for lo, hi in self._over_runs("mprotect", space, start, start + pages):
             yield Step("mprotect", task, (lo, 0, hi - lo, p))
-        space.update(start, start + pages, lambda a: a if a.kind == "opaque" else replace(a, prot=p))
+        space.update(start, start + pages, lambda a: a if a.kind == "opaque" else replace(
+            a, prot=p + NORESERVE if a.prot.endswith(NORESERVE) else p))
 
     def sys_madvise(self, task: str, space: _Space, args: list[int], ret: int,
                     ev: dict[str, Any]) -> Iterator[_Out]:
@@ -974,6 +995,8 @@ class _Converter:
                 self.stats.unexpressed[f"madvise({what})"] += 1
             return
         for lo, hi in self._over_runs(f"madvise({what})", space, start, end):
+            if step == "hugepage" and space.thp_disabled:
+                break  # MMF_DISABLE_THP wins over VM_HUGEPAGE
             if step == "dofork":
                 for a in space.covered_parts(lo, hi):
                     if not a.wipeonfork:
@@ -1086,6 +1109,28 @@ class _Converter:
             self.stats.approximated["vmsplice: pipe references held until the process exits"] += 1
             yield Step("vmsplice", task, (handle, first, 0, last + 1 - first))
 
+
+    def sys_prctl(self, task: str, space: _Space, args: list[int], ret: int, ev: dict[str, Any]) -> Iterator[_Out]:
+        """The memory options of prctl() (the only ones recorded): PR_SET_THP_DISABLE, PR_SET_VMA, KSM."""
+        option = args[0] & 0xFFFFFFFF
+        if option == PR_SET_THP_DISABLE:
+            if args[1]:  # kernel/sys.c: MMF_DISABLE_THP; mm/huge_memory.c thp_vma_allowable_orders() then says none
+                space.thp_disabled = True
+                for a in space.areas:
+                    if a.kind == "anon":
+                        yield Step("madvise", task, (a.start, 0, a.end - a.start, "nohugepage"))
+            elif space.thp_disabled:
+                space.thp_disabled = False
+                self.stats.approximated["prctl(PR_SET_THP_DISABLE, 0): the mappings keep no large folios"] += 1
+        elif option == PR_SET_VMA:
+            self.stats.approximated["prctl(PR_SET_VMA_ANON_NAME): VMA names are not modelled (differently named "
+                                    "VMAs do not merge)"] += 1
+        elif option == PR_SET_MEMORY_MERGE:
+            self.stats.unexpressed["prctl(PR_SET_MEMORY_MERGE): KSM"] += 1
+        else:
+            self.stats.ignored[f"prctl({option})"] += 1
+        return
+        yield  # pragma: no cover - a generator
 
     def sys_pkey_mprotect(self, task: str, space: _Space, args: list[int], ret: int,
                           ev: dict[str, Any]) -> Iterator[_Out]:

@@ -15,7 +15,7 @@ fork           child                 vfork  child          thread  child
 exec           --                    exit   --
 mmap           region, pages, kind, file, thp orders (list or null), prot,
                file offset in pages (kind: anon, shared-anon, file-shared,
-               file-private; prot: rw, r, none)
+               file-private; prot: rw, r, none, also rx, rwx, and +noreserve: see PROT_FLAGS)
 munmap         region, first, pages
 mprotect       region, first, pages, prot
 mremap         region, pages, new region (move the first ``pages`` pages)
@@ -56,7 +56,14 @@ VERBS: dict[str, tuple[bool, int]] = {
     "vmsplice": (True, 4), "merge": (True, 0),
 }
 KINDS = ("anon", "shared-anon", "file-shared", "file-private")
-PROTS = ("rw", "r", "none")
+#: a step's protection -> (read, write, exec, noreserve): "rw", "r" or "none", "x" for PROT_EXEC and "+noreserve"
+#: for MAP_NORESERVE; the last two only decide which VMAs merge (VM_EXEC, VM_NORESERVE and the VM_ACCOUNT it avoids)
+PROT_FLAGS: dict[str, tuple[bool, bool, bool, bool]] = {
+    base + suffix: (*access, suffix == "+noreserve")
+    for base, access in {"rw": (True, True, False), "r": (True, False, False), "none": (False, False, False),
+                         "rx": (True, False, True), "rwx": (True, True, True)}.items()
+    for suffix in ("", "+noreserve")}
+PROTS = tuple(PROT_FLAGS)
 
 
 class WorkloadError(FoliosimError):
