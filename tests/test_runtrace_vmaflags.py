@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from foliosim.live.snapcheck import C_DECISION, C_RACE
 from foliosim.vm.machine import Machine
+from foliosim.workloads.runtrace import RunTrace, prepare
 from tests.test_runtrace import BASE, MAP_PRIVATE_ANON, PAGE, RW, Trace
 
 PROT_READ, PROT_EXEC, PROT_NONE = 1, 4, 0
@@ -113,3 +115,37 @@ def test_a_snapshot_with_scope_anon_compares_the_copies_in_private_file_mappings
     assert missing is not None and dict(missing.causes) == {("present", "page reclaimed or not present live"): 1}
     old = _copy_snapshot(None, []).run().check
     assert old is not None and old.compared == 0 and old.file_anon_pages == 1, "without scope: counted apart"
+
+
+def _race(gap_us: float) -> Trace:
+    """Parent and child write the page they share, ``gap_us`` apart; the kernel let the parent copy first (its
+    exit snapshot shows a new PFN there), the trace has the child's fault first."""
+    t = Trace(check_live=True).start(10).mmap(10, BASE, 1).fault(10, BASE)
+    t.fork(10, 11)
+    t.ev("snapshot", 10, at="fork", pages=[[BASE, 0x1000, 0x1000, 0, 2, False]],
+         folios={str(0x1000): {"order": 0, "refcount": 2}}, mm_id=None)
+    t.fault(11, BASE)
+    t.t += gap_us
+    t.fault(10, BASE)
+    t.ev("snapshot", 10, at="exit", pages=[[BASE, 0x2000, 0x2000, 0, 1, True]],
+         folios={str(0x2000): {"order": 0, "refcount": 1}}, mm_id=None)
+    return t.exit(10).exit(11)
+
+
+def test_two_processes_faulting_on_a_shared_page_at_once_is_classified_as_a_race() -> None:
+    close = _race(5.0).run().check
+    assert close is not None and dict(close.causes) == {("folio identity", C_RACE): 1}
+    apart = _race(5000.0).run().check
+    assert apart is not None and dict(apart.causes) == {("folio identity", C_DECISION): 1}
+
+
+def test_a_fault_inside_another_process_exit_teardown_is_a_race() -> None:
+    """The exit is dated at the end of its MM's teardown (``t_begin`` its start): a write of the parent inside it
+    may have found the page still shared (a copy) or not (a reuse)."""
+    t = Trace().start(10).mmap(10, BASE, 1).fault(10, BASE).fork(10, 11)
+    t.fault(10, BASE)  # inside the child's teardown [t_begin, t] below
+    line = len(t.events) + 1  # the fault's line (the header is line 1)
+    t.ev("exit", 11, group=True, code=0, t_begin=t.t - 0.5)
+    t.fault(10, BASE + PAGE, write=False)
+    conv = prepare(RunTrace("race", text=t.text()))
+    assert conv.racy == {line}

@@ -781,25 +781,27 @@ class Tracer:
         """Hold every other traced task still (for a consistent snapshot of memory that tasks share); they resume
         when iteration goes on. Returns False if some task could not be stopped within ``timeout`` seconds.
 
-        Running tasks get PTRACE_INTERRUPT; a new task is awaited at its first stop; a task whose exit ends its
-        thread group is awaited until it is dead (its MM is then released); a task blocked in vfork() cannot
-        stop before its child execs or exits and is left alone (it touches no memory meanwhile).
+        Running tasks get PTRACE_INTERRUPT (all of them, then each is awaited); a new task is awaited at its first
+        stop; a task past its exit stop whose thread group is ending is awaited until it has left exit_mm() (a
+        zombie, or reaped: kernel/exit.c do_exit() releases the MM before exit_notify()), so no MM is torn down
+        while the snapshot is read; a task blocked in vfork() cannot stop before its child execs or exits and is
+        left alone (it touches no memory meanwhile).
         """
         queued = {tid for tid, _ in self._pending}
         deadline = time.monotonic() + timeout
         self.not_stopped = []
         tasks = list(self._tasks.values())
         waiting: list[int] = []
+        leaving: list[int] = []
         for task in tasks:  # first stop them all, then wait: a slow one does not eat the others' time
             tid = task.tid
             if tid == except_tid or tid in queued or task.state == _S_PARKED or task.vfork_child or task.dead:
                 continue
             if task.exiting:
-                if any(o.pid == task.pid and not o.exiting for o in tasks):
-                    continue  # its group lives on: the MM stays
-                if tid == task.pid and any(o.pid == task.pid and o.tid != tid and not o.dead for o in tasks):
-                    continue  # a group leader that exited first: a zombie until its last thread is reaped
-            elif task.state == _S_RUNNING and _ptrace(PTRACE_INTERRUPT, tid, None, None) != 0:
+                if not any(o.pid == task.pid and not o.exiting for o in tasks):  # else its group lives on
+                    leaving.append(tid)
+                continue
+            if task.state == _S_RUNNING and _ptrace(PTRACE_INTERRUPT, tid, None, None) != 0:
                 continue  # gone meanwhile
             waiting.append(tid)
         for tid in waiting:
@@ -808,7 +810,33 @@ class Tracer:
                 self.not_stopped.append(tid)
                 continue
             self._pending.append((tid, status))
+        for tid in leaving:
+            if not self._wait_exit_mm(tid, deadline):
+                self.not_stopped.append(tid)
         return not self.not_stopped
+
+    def _wait_exit_mm(self, tid: int, deadline: float) -> bool:
+        """Wait until exiting task ``tid`` is a zombie or reaped (its death is then queued); False at the deadline."""
+        pause = 20e-6
+        while True:
+            try:
+                got, status = os.waitpid(tid, WALL | os.WNOHANG)
+            except ChildProcessError:
+                return True
+            if got:
+                self._pending.append((tid, status))
+                return True
+            try:
+                with open(f"/proc/{tid}/stat", "rb") as f:
+                    state = f.read().rsplit(b")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return True
+            if state in (b"Z", b"X"):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
 
     def kill_all(self) -> None:
         """SIGKILL every thread group still traced (only our own command's tasks, by pid). Signal-handler safe."""

@@ -38,6 +38,8 @@ KERNEL_EVENT_FILTER = "address < 0x800000000000"
 #: every page unmapped; at an exit, or for the old MM at an execve, fs/exec.c exec_mmap()).
 FORK_EVENT = "sched/sched_process_fork"
 EXIT_MMAP_EVENT = "mmap/exit_mmap"
+#: A task begins to exit (kernel/exit.c do_exit(); before exit_mm() on Linux 6.16+, whose format has group_dead).
+EXIT_EVENT = "sched/sched_process_exit"
 #: The start of a system call's work (after seccomp and a tracer's entry stop): recorded for ``syscall_entries``.
 SYS_ENTER_EVENT = "raw_syscalls/sys_enter"
 INSTANCE_PREFIX = "foliosim-"
@@ -92,8 +94,9 @@ class FaultEvent:
 @dataclass(frozen=True, slots=True)
 class TaskEvent:
     """A process event of the ring buffer (``task_events``): ``kind`` "fork" (sched_process_fork, in the parent
-    thread ``pid``; ``child`` is the new task), "exit_mmap" (thread ``pid`` tore down the MM at ``mm``) or
-    "sys_enter" (thread ``pid`` starts system call ``nr``, ``syscall_entries``)."""
+    thread ``pid``; ``child`` is the new task), "exit" (sched_process_exit: thread ``pid`` begins to exit),
+    "exit_mmap" (thread ``pid`` tore down the MM at ``mm``) or "sys_enter" (thread ``pid`` starts system call
+    ``nr``, ``syscall_entries``)."""
 
     kind: str
     pid: int
@@ -357,7 +360,9 @@ def parse_raw(pages: Iterable[tuple[int, bytes]], fmt: RawFormat,
                 task = task_ids.get(etype)
                 if task is not None and tasks is not None:
                     kind, off = task
-                    if kind == "fork" and length >= off + 4:
+                    if kind == "exit":
+                        tasks.append(TaskEvent(kind, pid, cpu, ts / 1000.0))
+                    elif kind == "fork" and length >= off + 4:
                         tasks.append(TaskEvent(kind, pid, cpu, ts / 1000.0, child=i32(page, start + off)[0]))
                     elif kind == "exit_mmap" and length >= off + 8:
                         tasks.append(TaskEvent(kind, pid, cpu, ts / 1000.0, mm=unpack_u64(page, start + off)[0]))
@@ -413,8 +418,9 @@ class FaultRecorder:
     ``follow_forks`` also traces children the traced tasks fork (option event-fork);
     ``kernel_faults`` also records ``exceptions:page_fault_kernel`` on user addresses (the
     kernel's own accesses to user memory, e.g. copy_to_user() into an untouched buffer).
-    ``task_events`` also records ``sched:sched_process_fork`` and ``mmap:exit_mmap`` (read
-    with :func:`parse_raw`'s ``tasks``): kernel times of fork and MM teardown; ``syscall_entries``
+    ``task_events`` also records ``sched:sched_process_fork``, ``sched:sched_process_exit`` and
+    ``mmap:exit_mmap`` (read with :func:`parse_raw`'s ``tasks``): kernel times of fork, exit and MM
+    teardown; ``syscall_entries``
     records ``raw_syscalls:sys_enter`` of those system call numbers (when each call's work begins).
     ``buffer_kb`` is the per-CPU ring buffer; it does not overwrite when full: the
     newest events are dropped and the next :meth:`drain` raises HostError (or, with
@@ -646,7 +652,7 @@ class FaultRecorder:
         self._event_on = on
 
     def _task_events(self) -> tuple[str, ...]:
-        events = (FORK_EVENT, EXIT_MMAP_EVENT) if self.task_events else ()
+        events = (FORK_EVENT, EXIT_EVENT, EXIT_MMAP_EVENT) if self.task_events else ()
         return (*events, SYS_ENTER_EVENT) if self.syscall_entries else events
 
     def mark(self, text: str) -> None:
@@ -752,8 +758,8 @@ class FaultRecorder:
                 with open(f"{self.mountpoint}/events/{event}/format", encoding="ascii") as f:
                     fields = {m[0]: int(m[1]) for m in _FORMAT_FIELD.findall(f.read())}
             task_ids: dict[int, tuple[str, int]] = {}
-            for event, kind, name in ((FORK_EVENT, "fork", "child_pid"), (EXIT_MMAP_EVENT, "exit_mmap", "mm"),
-                                      (SYS_ENTER_EVENT, "sys_enter", "id")):
+            for event, kind, name in ((FORK_EVENT, "fork", "child_pid"), (EXIT_EVENT, "exit", "common_pid"),
+                                      (EXIT_MMAP_EVENT, "exit_mmap", "mm"), (SYS_ENTER_EVENT, "sys_enter", "id")):
                 if event not in self._task_events():
                     continue
                 with open(f"{self.mountpoint}/events/{event}/id", encoding="ascii") as f:

@@ -33,6 +33,7 @@ from foliosim.host.ptrace import (
     HUGETLBFS_MAGIC,
     MEMORY_SYSCALLS,
     PR_SET_VMA,
+    PROCESS_SYSCALLS,
     SYSCALL_NUMBERS,
     TMPFS_MAGIC,
     ChildStart,
@@ -323,6 +324,7 @@ class _Recording:
         self.seq = 0
         self.dated: list[_Dated] = []
         self.calls: list[tuple[int, int, int, float, float]] = []  # (line index, tid, nr, entry, exit) of each call
+        self._process_nrs = [SYSCALL_NUMBERS[name] for name in PROCESS_SYSCALLS]
         self.exec_pages: list[_ExecPages] = []
         self.anon_pages = AnonPages()
         self.vmas = VmaQuery()
@@ -361,9 +363,12 @@ class _Recording:
         forks: dict[tuple[int, int], float] = {}
         teardowns: dict[int, list[float]] = {}
         entries: dict[tuple[int, int], list[float]] = {}
+        exits: dict[int, float] = {}  # tid -> when it began to exit (sched_process_exit, before exit_mm())
         for ev in tasks:
             if ev.kind == "fork":
                 forks[(ev.pid, ev.child)] = ev.timestamp_us
+            elif ev.kind == "exit":
+                exits.setdefault(ev.pid, ev.timestamp_us)
             elif ev.kind == "exit_mmap":
                 teardowns.setdefault(ev.pid, []).append(ev.timestamp_us)
             elif ev.kind == "sys_enter":
@@ -401,6 +406,13 @@ class _Recording:
                         break
             if t is None or not d.lo <= t <= d.hi:
                 continue
+            if d.kind == "exit" and d.lo <= exits.get(d.tid, -1.0) <= t:
+                d.record["t_begin"] = round(exits[d.tid], 3)  # the MM is torn down in [t_begin, t]
+            elif d.kind in ("fork", "exec"):  # the MM is copied (torn down) in [t_begin, t]: from the call's start
+                begun = [x for tid in {d.tid, d.other if d.kind == "exec" else d.tid}
+                         for nr in self._process_nrs for x in entries.get((tid, nr), ()) if d.lo <= x <= t]
+                if begun:
+                    d.record["t_begin"] = round(min(begun), 3)
             self.counts["kernel_dated"] += 1
             _old, seq, record = self.lines[d.index]
             self.lines[d.index] = (t, seq, record)
@@ -812,7 +824,7 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
                 untraced = _time_untraced(path, argv, environ)
             faults = stack.enter_context(FaultRecorder(
                 follow_forks=True, buffer_kb=buffer_kb, raise_on_loss=False, kernel_faults=True, task_events=True,
-                syscall_entries=[SYSCALL_NUMBERS[name] for name in TRACED_SYSCALLS]))
+                syscall_entries=[SYSCALL_NUMBERS[name] for name in (*TRACED_SYSCALLS, *PROCESS_SYSCALLS)]))
             tracer = stack.enter_context(Tracer(path, argv, TRACED_SYSCALLS, environ))
             rec = _Recording(tracer, check_live, reader, say)
             drainer = _Drainer(faults)

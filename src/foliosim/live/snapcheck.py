@@ -47,6 +47,9 @@ C_PIN = "construct not modelled (io_uring coalesces the pins of a large folio)"
 C_MM_ORDER = ("the same mappings in other slots: MMs came and went in another order than the trace shows "
               "(concurrent fork, exec, exit)")
 C_TASK = "task not in the simulator"
+C_RACE = ("a fault raced with another process's fault on the page, or its fork, exec or exit (their order inside "
+          "overlapping windows is unknown)")
+C_PAGE = "follows a page difference in the same folio"
 C_OTHER = "not explained"
 
 
@@ -103,6 +106,7 @@ class SnapshotChecker:
     folio_of: dict[str, int] = field(default_factory=dict)  # simulated folio -> live head PFN
     sim_of: dict[int, str] = field(default_factory=dict)  # live head PFN -> simulated folio
     role_of_id: dict[int, str] = field(default_factory=dict)  # live MM id -> simulated MM (by role)
+    racy: set[str] = field(default_factory=set)  # simulated folios a racy fault (workloads/runtrace.py Race) touched
     max_examples: int = 40
     _cur: tuple[int, str, str] = (0, "", "")
     _counts: list[int] = field(default_factory=lambda: [0, 0])
@@ -185,28 +189,35 @@ class SnapshotChecker:
                 other[vpn] = "file"
                 self.file_pages += 1
         pairs: dict[str, tuple[SimFolio, int, int]] = {}
+        differ: set[str] = set()  # simulated folios with a page-level disagreement here
+        racy = self.racy
         for vpn in sorted(set(anon) | set(live)):
             s, seen = anon.get(vpn), live.get(vpn)
             addr = vpn << PAGE_SHIFT
+            raced = (s is not None and s[1].name in racy) or (seen is not None and self.sim_of.get(seen.head) in racy)
             if s is None:
                 assert seen is not None
-                self._disagree("present", False, True, self._only_live(mm, vpn, seen, anon, other, full), addr)
+                cause = C_RACE if raced else self._only_live(mm, vpn, seen, anon, other, full)
+                self._disagree("present", False, True, cause, addr)
                 continue
             sp, f = s
             if seen is None:
-                self._disagree("present", True, False, self._only_sim(vpn, sp, live), addr)
+                differ.add(f.name)
+                self._disagree("present", True, False, C_RACE if raced else self._only_sim(vpn, sp, live), addr)
                 continue
             lv = seen
             self._cmp("present", True, True, C_OTHER, addr)
-            same_order = self._cmp("folio order", sp.order, lv.order, C_FALLBACK if lv.order < sp.order else C_LARGER,
-                                   addr)
+            same_order = self._cmp("folio order", sp.order, lv.order, C_RACE if raced else (
+                C_FALLBACK if lv.order < sp.order else C_LARGER), addr)
             same_folio = False
             if same_order:
-                self._cmp("page in folio", sp.page, lv.pfn - lv.head, C_OTHER, addr)
-                same_folio = self._identity(f, lv.head, addr)
-            cause = C_ORDER if not same_order else (C_OTHER if same_folio else C_DECISION)
-            self._cmp("precise mapcount", sp.mapcount, lv.mapcount, cause, addr)
-            self._cmp("pagemap exclusive", sp.exclusive, lv.exclusive, cause, addr)
+                self._cmp("page in folio", sp.page, lv.pfn - lv.head, C_RACE if raced else C_OTHER, addr)
+                same_folio = self._identity(f, lv.head, addr, C_RACE if raced else C_DECISION)
+            cause = C_RACE if raced else C_ORDER if not same_order else (C_OTHER if same_folio else C_DECISION)
+            agree = self._cmp("precise mapcount", sp.mapcount, lv.mapcount, cause, addr)
+            agree &= self._cmp("pagemap exclusive", sp.exclusive, lv.exclusive, cause, addr)
+            if not (same_folio and agree):
+                differ.add(f.name)
             if same_folio:
                 pairs.setdefault(f.name, (f, lv.head, addr))
         sim_ids = {x.mm_id: x.name for x in m.mms.values() if x.mm_id}
@@ -217,14 +228,15 @@ class SnapshotChecker:
             if k is None:
                 self._unobserved(names)
                 continue
-            self._folio(f, k, sim_ids, alive_mms, addr)
+            self._folio(f, k, sim_ids, alive_mms, addr, C_RACE if f.name in racy else (
+                C_PAGE if f.name in differ else C_OTHER))
         self._record(snap, len(anon), len(live))
 
     def _record(self, snap: Snapshot, sim_pages: int, live_pages: int) -> None:
         self.per_snapshot.append({"line": snap.line, "task": snap.task, "at": snap.at, "sim_anon_pages": sim_pages,
                                   "live_pages": live_pages, "compared": self._counts[0], "agreed": self._counts[1]})
 
-    def _identity(self, f: SimFolio, head: int, addr: int) -> bool:
+    def _identity(self, f: SimFolio, head: int, addr: int, cause: str = C_DECISION) -> bool:
         bound, owner = self.folio_of.get(f.name), self.sim_of.get(head)
         if bound is None and owner is None:  # first sight: bind
             self.folio_of[f.name], self.sim_of[head] = head, f.name
@@ -232,7 +244,7 @@ class SnapshotChecker:
         sim = f.name if bound == head else (f"{f.name} (live {bound:#x})" if bound is not None else f"{f.name} (new)")
         live = f.name if owner == f.name else (f"{owner} (live {head:#x})" if owner is not None
                                                else f"a new folio {head:#x}")
-        return self._cmp("folio identity", sim, live, C_DECISION, addr)
+        return self._cmp("folio identity", sim, live, cause, addr)
 
     def _only_live(self, mm: MM, vpn: int, lv: _Live, anon: dict[int, tuple[SimPage, SimFolio]],
                    other: dict[int, str], full: bool) -> str:
@@ -267,14 +279,15 @@ class SnapshotChecker:
         return C_NOT_LIVE
 
     def _folio(self, f: SimFolio, k: dict[str, Any], sim_ids: dict[int, str], alive_mms: set[str],
-               addr: int) -> None:
+               addr: int, other: str = C_OTHER) -> None:
+        """The folio's own fields; ``other``: the cause of a disagreement nothing more specific explains."""
         core = f.core()
         refcount = k["refcount"]
-        cause = C_LRU if f.order == 0 and refcount == core.refcount + 1 else (C_PIN if f.pins else C_OTHER)
+        cause = C_LRU if f.order == 0 and refcount == core.refcount + 1 else (C_PIN if f.pins else other)
         self._cmp("refcount", core.refcount, refcount, cause, addr)
         if not f.order:
             return
-        cause = C_PIN if f.pins else C_OTHER
+        cause = C_PIN if f.pins else other
         for name, key, value in (("_large_mapcount", "large_mapcount", core.large_mapcount),
                                  ("_entire_mapcount", "entire_mapcount", core.entire_mapcount),
                                  ("_pincount", "pincount", core.pincount),
@@ -333,4 +346,4 @@ def _slots(k: dict[str, Any]) -> tuple[tuple[int, int] | None, bool | None]:
     return ids, bool(raw >> (2 * MM_ID_BITS + 1) & 1) if shared is None else shared
 
 
-__all__ = ["FOLIO_FIELDS", "PAGE_FIELDS", "Disagreement", "FieldCount", "SnapshotChecker"]
+__all__ = ["C_PAGE", "C_RACE", "FOLIO_FIELDS", "PAGE_FIELDS", "Disagreement", "FieldCount", "SnapshotChecker"]

@@ -27,7 +27,7 @@ from foliosim.vm.events import SimError, errno_name
 from foliosim.vm.machine import Machine, MachineOptions
 from foliosim.vm.memory import ZERO_PAGE
 from foliosim.vm.oracle import ReferenceMemory
-from foliosim.workloads.runtrace import Conversion, ConvertStats, Header, RunTrace, Snapshot, prepare
+from foliosim.workloads.runtrace import Conversion, ConvertStats, Header, Race, RunTrace, Snapshot, prepare
 from foliosim.workloads.steps import Step, WorkloadError
 
 #: steps between two clean-ups of what the machine keeps for replays and viewers (the rmap trace, fault list)
@@ -168,7 +168,11 @@ def simulate(trace: RunTrace, *, design: str = "kernel", oracle: str = "off", co
     last_report = time.perf_counter()
     index = 0
     line = 0
+    racy = False
     for item in conv.items():
+        if isinstance(item, Race):  # the next fault's order against another process's is not known
+            racy = checker is not None
+            continue
         if isinstance(item, Snapshot):
             if checker is not None:
                 t0 = time.perf_counter()
@@ -179,7 +183,14 @@ def simulate(trace: RunTrace, *, design: str = "kernel", oracle: str = "off", co
         if item.task:
             tasks.add(item.task)
         t0 = time.perf_counter()
-        _execute(runner, run, item, index)
+        if racy and item.verb == "fault":
+            racy = False
+            assert checker is not None
+            before = _folio_at(m, item)
+            _execute(runner, run, item, index)
+            checker.racy.update(name for name in (before, _folio_at(m, item)) if name)
+        else:
+            _execute(runner, run, item, index)
         if probe is not None:
             probe.after_step()
         run.sim_seconds += time.perf_counter() - t0
@@ -230,6 +241,13 @@ def _execute(runner: _Runner, run: TraceRun, step: Step, index: int) -> None:
             run.faults["refused by the simulator"] += 1
         if len(run.rejected_examples) < 5:
             run.rejected_examples.append(f"{step.verb} {step.task} {list(step.args)}: {exc}")
+
+
+def _folio_at(m: Machine, step: Step) -> str | None:
+    """The simulated folio a fault step's page maps now (None: nothing)."""
+    task = m.tasks.get(step.task)
+    hit = m.lookup(task.mm, step.args[0]) if task is not None and isinstance(step.args[0], int) else None
+    return hit[0].name if hit is not None else None
 
 
 def _housekeeping(m: Machine, run: TraceRun, drop_trace: bool) -> None:

@@ -23,7 +23,7 @@ import bisect
 import gzip
 import json
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -600,7 +600,66 @@ def _prot(prot: int) -> str:
     return "none"
 
 
-_Out = Step | Snapshot
+@dataclass(frozen=True, slots=True)
+class Race:
+    """Placed before a ``fault`` step whose order the trace cannot tell against another process's: a fault on
+    the same page by another process within :data:`RACE_US`, or a fault during another process's fork copy,
+    exec or exit teardown (the kernel decided inside overlapping windows; the file orders by their times)."""
+
+    line: int
+
+
+#: two processes' faults on one page closer than this (µs) may have been decided in either order
+RACE_US = 200.0
+#: faults kept to compare with a fork/exec/exit window that ends later (µs)
+_RACE_KEEP_US = 500_000.0
+
+
+class _Races:
+    """Finds the faults whose order against another process's fault, fork copy, exec or exit the recorded times
+    cannot settle (first pass); their line numbers are :attr:`lines`."""
+
+    def __init__(self) -> None:
+        self.lines: set[int] = set()
+        self._recent: deque[tuple[float, int, int, int]] = deque()  # (t, pid, tid, line) of faults
+        self._last: dict[int, tuple[float, int, int]] = {}  # page -> (t, pid, line) of its latest fault
+        self._mm_since: dict[int, float] = {}  # pid -> when its current MM began (its fork or its exec)
+
+    def see(self, lineno: int, ev: dict[str, Any]) -> None:
+        kind, t = ev["ev"], float(ev["t"])
+        if kind == "fault":
+            vpn, pid = ev["addr"] >> PAGE_SHIFT, ev["pid"]
+            prev = self._last.get(vpn)
+            since = self._mm_since
+            if (prev is not None and prev[1] != pid and t - prev[0] <= RACE_US
+                    and max(since.get(pid, 0.0), since.get(prev[1], 0.0)) <= prev[0]):  # both MMs existed then
+                self.lines.update((prev[2], lineno))
+            self._last[vpn] = (t, pid, lineno)
+            self._recent.append((t, pid, ev["tid"], lineno))
+            while self._recent and self._recent[0][0] < t - _RACE_KEEP_US:
+                self._recent.popleft()
+            return
+        if kind == "fork" and not ev.get("thread"):
+            self._mm_since[ev["child_pid"]] = t
+        elif kind == "exec":
+            self._mm_since[ev["pid"]] = t
+        start: Any = None
+        if kind == "fork" and not ev.get("thread"):  # the MM copy: [the call's start, end of copy_process()]
+            start, pid, tid = ev.get("t_begin", ev.get("t_enter")), None, ev["tid"]
+        elif kind == "exec":  # the old MM's teardown: [the call's start, exit_mmap]
+            start, pid, tid = ev.get("t_begin", ev.get("t_enter")), ev["pid"], None
+        elif kind == "exit" and ev.get("group"):  # the MM's teardown: [do_exit(), exit_mmap]
+            start, pid, tid = ev.get("t_begin"), ev["pid"], None
+        if not isinstance(start, int | float):
+            return
+        for ft, fpid, ftid, line in reversed(self._recent):
+            if ft < start:
+                break
+            if ft <= t and fpid != pid and ftid != tid:
+                self.lines.add(line)
+
+
+_Out = Step | Snapshot | Race
 
 
 class _Converter:
@@ -620,6 +679,8 @@ class _Converter:
         self.gone: set[int] = set()  # tids that exited (or left by execve)
         self.uring: dict[tuple[int, int], list[str]] = {}
         self.handle_no = 0
+        self.races = _Races()
+        self.racy: set[int] = set()  # fault lines found racy by the first pass
 
     # -- helpers -------------------------------------------------------------------------------------
     def _new_name(self, pid: int, tid: int) -> str:
@@ -655,9 +716,12 @@ class _Converter:
             order = self.header.thp.shmem_file_order if self.file_shmem.get(name, _shmem_name(name)) else 0
             self.stats.files += 1
             yield Step("file", "", (name, max(pages, 1), order, self.file_shmem.get(name, _shmem_name(name))))
+        first_pass = self.known_files is None
         for lineno, ev in events:
             self.stats.lines = lineno
             self.stats.events[ev["ev"]] += 1
+            if first_pass:
+                self.races.see(lineno, ev)
             yield from self.event(lineno, ev)
         for events_left in self.pending.values():
             self.stats.skipped["events of a task the trace never created"] += len(events_left)
@@ -829,6 +893,8 @@ class _Converter:
             self.stats.fault_skips[f"{FAULT_OPAQUE} ({area.why})"] += 1
             return
         self.stats.fault_steps += 1
+        if lineno in self.racy:
+            yield Race(lineno)
         if ev["write"]:
             self.stats.write_faults += 1
         if ev.get("kernel"):
@@ -1198,11 +1264,13 @@ class Conversion:
     file_shmem: dict[str, bool]
     stats: ConvertStats
     lines: int
+    racy: set[int] = field(default_factory=set)  # lines of the faults a Race marker precedes
 
-    def items(self) -> Iterator[Step | Snapshot]:
-        """The steps (and snapshot markers) in order; ``stats`` is refilled as they are produced."""
+    def items(self) -> Iterator[Step | Snapshot | Race]:
+        """The steps (and snapshot and race markers) in order; ``stats`` is refilled as they are produced."""
         conv = _Converter(self.header, self.file_pages)
         conv.file_shmem = dict(self.file_shmem)
+        conv.racy = self.racy
         self.stats = conv.stats
         for item in conv.run(self.trace.events()):
             if isinstance(item, Step):
@@ -1220,7 +1288,8 @@ def prepare(trace: RunTrace) -> Conversion:
     for _item in conv.run(trace.events()):
         pass
     lines = conv.stats.lines
-    return Conversion(trace, header, dict(conv.file_pages), dict(conv.file_shmem), conv.stats, lines)
+    return Conversion(trace, header, dict(conv.file_pages), dict(conv.file_shmem), conv.stats, lines,
+                      conv.races.lines)
 
 
 def run_trace_steps(text: str, source: str = "run trace") -> list[Step]:
@@ -1250,6 +1319,6 @@ def read_workload_text(path: str | Path) -> str:
         raise RunTraceError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
-__all__ = ["FORMAT", "VERSION", "Conversion", "ConvertStats", "Header", "RunTrace", "RunTraceError", "Snapshot",
+__all__ = ["FORMAT", "VERSION", "Conversion", "ConvertStats", "Header", "Race", "RunTrace", "RunTraceError", "Snapshot",
            "ThpSettings", "is_run_trace", "prepare", "read_workload_text", "run_trace_steps", "thp_settings",
            "workload_file_steps"]
