@@ -135,6 +135,7 @@ def _race(gap_us: float) -> Trace:
 def test_two_processes_faulting_on_a_shared_page_at_once_is_classified_as_a_race() -> None:
     close = _race(5.0).run().check
     assert close is not None and dict(close.causes) == {("folio identity", C_RACE): 1}
+    assert close.racy_heads == {0x1000}, "the live folio bound to the raced one stays suspect after it is freed"
     apart = _race(5000.0).run().check
     assert apart is not None and dict(apart.causes) == {("folio identity", C_DECISION): 1}
 

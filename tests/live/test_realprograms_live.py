@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +35,9 @@ def test_a_shell_pipeline_agrees_with_the_live_folios_on_anonymous_memory(live_r
     if proc.returncode == 6:
         live_unavailable(f"foliosim trace cannot record here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(trace.stat().st_mode) == 0o666 & ~umask, "the mode open() gives, not mkstemp's 0600"
     with gzip.open(trace, "rt") as f:
         header = json.loads(f.readline())
         events = [json.loads(line) for line in f]

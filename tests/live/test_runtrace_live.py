@@ -2,8 +2,7 @@
 
 fork-child.c writes N pages of a 64K-mTHP area, forks, the child writes M of them and exits, the parent writes
 K: the simulation must make exactly those decisions on that area, and every field of every page and folio the
-snapshots show must agree with the live kernel but those classified as execve's argument pages (written
-without a fault, not in the trace).
+snapshots show must agree with the live kernel but those where parent and child raced on a page they share.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from foliosim.live.snapcheck import C_FALLBACK, C_NO_FAULT, PAGE_FIELDS
+from foliosim.live.snapcheck import C_RACE
 from foliosim.live.tracesim import simulate
 from foliosim.vm.events import CowRule
 from foliosim.workloads.runtrace import RunTrace
@@ -47,10 +46,11 @@ def test_recorded_fork_child_simulates_to_its_decisions_and_agrees_with_the_live
     assert not run.rejected, run.rejected
     check = run.check
     assert check is not None and check.snapshots == 4
-    assert {cause for _field, cause in check.causes} <= {C_NO_FAULT, C_FALLBACK}, check.causes
+    # execve's argument pages are in the trace now (the exec's "populated"): what may still differ is where
+    # parent and child wrote a page they share at the same moment (a race the trace cannot order)
+    assert {cause for _field, cause in check.causes} <= {C_RACE}, check.causes
     for name, count in check.fields.items():
-        if name in PAGE_FIELDS[:2]:
-            continue  # present / folio order: beside execve's argument pages (classified above)
-        assert count.agreed == count.compared, (name, [d.describe() for d in check.examples])
+        raced = sum(n for (field, _cause), n in check.causes.items() if field == name)
+        assert count.agreed == count.compared - raced, (name, [d.describe() for d in check.examples])
     assert check.fields["shared bit"].compared > 0 and check.fields["slot 1 MM"].compared > 0
     assert check.agreed / check.compared > 0.99

@@ -231,6 +231,16 @@ def _folio_json(folio: Any) -> dict[str, Any]:
     }
 
 
+def _file_mode(path: str) -> int:
+    """The mode ``open(path, "w")`` would give: an existing file's, else 0666 less the umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return 0o666 & ~mask
+
+
 def _fmt_t(t: float) -> str:
     return f"{t:.3f}"
 
@@ -754,6 +764,7 @@ class _Recording:
                     if isinstance(text, dict):
                         text = json.dumps({"t": round(t, 3), **text}, separators=(",", ":"))
                     handle.write(text + "\n")
+            os.chmod(out.tmp, _file_mode(out.path))  # mkstemp made it 0600
             os.replace(out.tmp, out.path)
         except OSError as exc:
             out.discard()

@@ -107,6 +107,7 @@ class SnapshotChecker:
     sim_of: dict[int, str] = field(default_factory=dict)  # live head PFN -> simulated folio
     role_of_id: dict[int, str] = field(default_factory=dict)  # live MM id -> simulated MM (by role)
     racy: set[str] = field(default_factory=set)  # simulated folios a racy fault (workloads/runtrace.py Race) touched
+    racy_heads: set[int] = field(default_factory=set)  # live head PFNs bound to a racy folio (also after it died)
     max_examples: int = 40
     _cur: tuple[int, str, str] = (0, "", "")
     _counts: list[int] = field(default_factory=lambda: [0, 0])
@@ -169,6 +170,10 @@ class SnapshotChecker:
             return
         mm = task.mm
         alive = m.folios
+        for name in self.racy:  # a folio that raced stays suspect after the simulator freed it (its copies differ)
+            head = self.folio_of.get(name)
+            if head is not None:
+                self.racy_heads.add(head)
         for name in [n for n in self.folio_of if n not in alive]:
             self.sim_of.pop(self.folio_of.pop(name), None)
         if snap.mm_id is not None:
@@ -194,7 +199,8 @@ class SnapshotChecker:
         for vpn in sorted(set(anon) | set(live)):
             s, seen = anon.get(vpn), live.get(vpn)
             addr = vpn << PAGE_SHIFT
-            raced = (s is not None and s[1].name in racy) or (seen is not None and self.sim_of.get(seen.head) in racy)
+            raced = (s is not None and s[1].name in racy) or (seen is not None and (
+                seen.head in self.racy_heads or self.sim_of.get(seen.head) in racy))
             if s is None:
                 assert seen is not None
                 cause = C_RACE if raced else self._only_live(mm, vpn, seen, anon, other, full)
