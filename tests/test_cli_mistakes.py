@@ -475,3 +475,27 @@ def test_csv_export_is_atomic(tmp_path: Path) -> None:
         db.export_csv(out)
     assert out.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv", "r.sqlite"]
+
+
+def test_trace_convert_checks_its_output_first_and_writes_whole(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from foliosim.cli import main
+    from foliosim.trace import columnar
+
+    src = Path(__file__).resolve().parents[1] / "examples" / "commit-example-2.jsonl"
+    res = CliRunner().invoke(main, ["trace-convert", str(src), str(tmp_path / "nodir" / "x.npz")])
+    assert res.exit_code == 1 and "does not exist" in res.output and "Traceback" not in res.output
+    keep = tmp_path / "keep.npz"
+    keep.write_bytes(b"old")
+
+    def full_disk(handle: object, **arrays: object) -> None:
+        handle.write(b"PK half")  # type: ignore[attr-defined]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(columnar.np, "savez", full_disk)
+    res = CliRunner().invoke(main, ["trace-convert", str(src), str(keep)])
+    assert res.exit_code == 1 and "No space left" in res.output
+    assert keep.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.npz"]

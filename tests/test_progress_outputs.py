@@ -12,6 +12,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -127,11 +128,11 @@ def test_trace_generate_failure_leaves_the_old_file_and_no_partial_one(tmp_path:
     dest = tmp_path / "keep.npz"
     dest.write_bytes(b"old contents")
 
-    def full_disk(trace: object, path: str) -> None:
-        Path(path).write_bytes(b"PK\x03\x04 half")
+    def full_disk(handle: Any, **arrays: object) -> None:  # the disk fills up half-way through the file
+        handle.write(b"PK\x03\x04 half")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(columnar, "write_npz", full_disk)
+    monkeypatch.setattr(columnar.np, "savez", full_disk)
     res = CliRunner().invoke(main, ["trace-generate", "--ops", "100", str(dest)])
     assert res.exit_code == 1 and "Traceback" not in res.output
     lines = res.stderr.strip().splitlines()

@@ -1131,7 +1131,7 @@ def fast_replay(trace: str, word_bits: str, no_page_mapcount: bool, keep_going: 
 def trace_convert(source: str, dest: str, fmt: str | None) -> None:
     """Convert an rmap trace between JSON Lines and the columnar .npz form (either direction)."""
     from foliosim.errors import FoliosimError
-    from foliosim.trace.columnar import write_npz
+    from foliosim.trace.columnar import write_file
 
     fmt = fmt or ("npz" if dest.endswith(".npz") else "jsonl")
     if dest == "-" and fmt == "npz":
@@ -1153,16 +1153,12 @@ def trace_convert(source: str, dest: str, fmt: str | None) -> None:
             _quiet_broken_pipe()
         click.echo(f"foliosim trace-convert: {len(columnar)} operations -> standard output (jsonl)", err=True)
         return
+    _check_writable(dest, "trace-convert", "OUT")
     try:
         columnar = _load_columnar(source)
         if columnar.bad_line is not None:
             raise FoliosimError(f"{source}: {columnar.bad_line.error}")
-        if fmt == "npz":
-            write_npz(columnar, dest)
-        else:
-            with open(dest, "w", encoding="utf-8") as out:
-                for line in columnar.iter_jsonl():
-                    out.write(line + "\n")
+        write_file(columnar, dest, fmt)
     except FoliosimError as exc:
         click.echo(f"foliosim trace-convert: {exc}", err=True)
         sys.exit(1)
@@ -1192,9 +1188,9 @@ def trace_generate(dest: str, n_ops: int | None, n_folios: int | None, order: in
     import time
 
     from foliosim.errors import FoliosimError
-    from foliosim.outfile import folder_problem, replaced_on_success
+    from foliosim.outfile import folder_problem
     from foliosim.report.progress import StatusLine
-    from foliosim.trace.columnar import generated_columnar, write_npz
+    from foliosim.trace.columnar import generated_columnar, write_file
     from foliosim.trace.generate import STANDARD_SPEC
 
     problem = folder_problem(dest)
@@ -1221,13 +1217,7 @@ def trace_generate(dest: str, n_ops: int | None, n_folios: int | None, order: in
     columnar = generated_columnar(spec, progress)
     status.done()
     try:
-        with replaced_on_success(dest) as tmp:
-            if dest.endswith(".npz"):
-                write_npz(columnar, tmp)
-            else:
-                with open(tmp, "w", encoding="utf-8") as out:
-                    for line in columnar.iter_jsonl():
-                        out.write(line + "\n")
+        write_file(columnar, dest, "npz" if dest.endswith(".npz") else "jsonl")
     except (FoliosimError, OSError) as exc:
         click.echo(f"foliosim trace-generate: cannot write {dest}: {getattr(exc, 'strerror', None) or exc}",
                    err=True)

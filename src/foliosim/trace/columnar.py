@@ -354,8 +354,20 @@ def generated_columnar(spec: TraceSpec, progress: Callable[[int], None] | None =
                           [folio_name(i) for i in range(spec.n_folios)], total=spec.n_ops, progress=progress)
 
 
+def write_file(trace: ColumnarTrace, path: str, fmt: str) -> None:
+    """Write ``trace`` to ``path`` as ``"npz"`` or ``"jsonl"`` (JSON Lines), whole or not at all."""
+    if fmt == "npz":
+        write_npz(trace, path)
+        return
+    from foliosim.outfile import replaced_on_success
+
+    with replaced_on_success(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        for line in trace.iter_jsonl():
+            out.write(line + "\n")
+
+
 def write_npz(trace: ColumnarTrace, path: str) -> None:
-    """Write ``trace`` as an uncompressed ``.npz`` (refuses a trace cut short by a bad line)."""
+    """Write ``trace`` as an uncompressed ``.npz``, whole or not at all (refuses a trace cut short by a bad line)."""
     if trace.bad_line is not None:
         raise TraceFormatError(f"cannot convert: {trace.bad_line.error}")
     raw_index = np.array(sorted(trace.raw), dtype=np.int64)
@@ -366,7 +378,9 @@ def write_npz(trace: ColumnarTrace, path: str) -> None:
     arrays["raw_index"] = raw_index
     texts = [trace.raw[int(i)] for i in raw_index]
     arrays["raw_text"] = np.array(texts, dtype=str) if texts else np.array([], dtype="<U1")
-    with open(path, "wb") as handle:
+    from foliosim.outfile import replaced_on_success
+
+    with replaced_on_success(path) as tmp, open(tmp, "wb") as handle:  # whole or not at all
         np.savez(handle, **arrays)
 
 
