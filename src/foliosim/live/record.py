@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -114,37 +113,27 @@ def parse_thp(spec: str | None) -> dict[str, str]:
     return out
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Output:
-    """The output path, checked, with the temporary file (same directory) the trace is written to first."""
+    """The output path, checked before anything runs; the trace is written whole or not at all at the end."""
 
     path: str
-    tmp: str
     gz: bool
-
-    def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self.tmp)
 
 
 def prepare_output(path: str) -> _Output:
-    """Check that ``path`` can be written (before anything runs) and make the temporary file next to it."""
+    """Check that ``path`` can be written (before anything runs): foliosim.outfile's rules, plus a regular file."""
+    from foliosim.outfile import folder_problem
+
     if not path:
         raise RecordError("no output path (-o FILE)")
     full = os.path.abspath(path)
-    if path.endswith(os.sep) or os.path.isdir(full):
-        raise RecordError(f"output {path}: is a directory")
-    directory = os.path.dirname(full)
-    if not os.path.isdir(directory):
-        raise RecordError(f"output {path}: directory {directory} does not exist")
-    if os.path.exists(full) and not os.path.isfile(full):
-        raise RecordError(f"output {path}: exists and is not a regular file")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(full)}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise RecordError(f"output {path}: cannot create a file in {directory}: {exc.strerror or exc}") from None
-    os.close(fd)
-    return _Output(full, tmp, full.endswith(".gz"))
+    why = "it is a directory" if path.endswith(os.sep) else folder_problem(full)
+    if why is None and os.path.exists(full) and not os.path.isfile(full):
+        why = "it exists and is not a regular file"
+    if why is not None:
+        raise RecordError(f"output {path}: {why}")
+    return _Output(full, full.endswith(".gz"))
 
 
 # --------------------------------------------------------------------------- the result
@@ -229,16 +218,6 @@ def _folio_json(folio: Any) -> dict[str, Any]:
         "lock_bit": folio.lock_bit, "is_anon": folio.is_anon, "page_mapcount": list(folio.page_mapcount),
         "anon_exclusive": list(folio.anon_exclusive),
     }
-
-
-def _file_mode(path: str) -> int:
-    """The mode ``open(path, "w")`` would give: an existing file's, else 0666 less the umask."""
-    try:
-        return os.stat(path).st_mode & 0o777
-    except OSError:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        return 0o666 & ~mask
 
 
 def _fmt_t(t: float) -> str:
@@ -756,18 +735,17 @@ class _Recording:
     def write(self, out: _Output, header: dict[str, Any]) -> None:
         """Header, then every line sorted by time (ties: the order recorded), to the temporary file, renamed."""
         self.lines.sort(key=lambda item: (item[0], item[1]))
+        from foliosim.outfile import replaced_on_success
+
         try:
             opener: Callable[..., IO[str]] = gzip.open if out.gz else open
-            with opener(out.tmp, "wt", encoding="utf-8") as handle:
+            with replaced_on_success(out.path) as tmp, opener(tmp, "wt", encoding="utf-8") as handle:
                 handle.write(json.dumps(header, separators=(",", ":")) + "\n")
                 for t, _seq, text in self.lines:
                     if isinstance(text, dict):
                         text = json.dumps({"t": round(t, 3), **text}, separators=(",", ":"))
                     handle.write(text + "\n")
-            os.chmod(out.tmp, _file_mode(out.path))  # mkstemp made it 0600
-            os.replace(out.tmp, out.path)
         except OSError as exc:
-            out.discard()
             raise HostError(f"write {out.path}: {exc.strerror or exc}") from None
 
 
@@ -889,7 +867,6 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
             return RecordResult(out.path, header, counts, tracer.exit_status, incomplete, wall, untraced,
                                 rec.warnings)
     finally:
-        out.discard()
         for signo, handler in previous.items():
             signal.signal(signo, handler)
 
