@@ -521,31 +521,23 @@ class FaultRecorder:
             return
         raise HostError(f"no free tracefs instance name for {base}")
 
-    def _write(self, rel: str, value: str) -> None:
+    def _write(self, rel: str, value: str, append: bool = False) -> None:
+        """Write ``value`` to the instance's file ``rel`` (truncating it, or appending to it)."""
         path = f"{self.instance}/{rel}"
+        flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+            fd = os.open(path, flags)
         except OSError as exc:
             raise os_error(f"open {path}", exc) from None
         try:
             os.write(fd, value.encode())
         except OSError as exc:
-            raise os_error(f"write {value!r} to {path}", exc) from None
+            raise os_error(f"{'append' if append else 'write'} {value!r} to {path}", exc) from None
         finally:
             os.close(fd)
 
     def _append(self, rel: str, value: str) -> None:
-        path = f"{self.instance}/{rel}"
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        except OSError as exc:
-            raise os_error(f"open {path}", exc) from None
-        try:
-            os.write(fd, value.encode())
-        except OSError as exc:
-            raise os_error(f"append {value!r} to {path}", exc) from None
-        finally:
-            os.close(fd)
+        self._write(rel, value, append=True)
 
     def _configure(self) -> None:
         self._write("tracing_on", "0")
