@@ -903,13 +903,28 @@ def report_cmd(db_path: str, outdir: str, csv_out: str | None, parquet_out: str 
 @click.option("--measure-slowdown", is_flag=True, help="Also run COMMAND once untraced and record the slowdown.")
 @click.option("--buffer-kb", type=click.IntRange(64, 1 << 20), default=8192, show_default=True,
               help="Per-CPU tracefs ring buffer for fault events.")
+@click.option("--census", "census_mode", type=click.Choice(["none", "events", "periodic"]), default="events",
+              show_default=True,
+              help="The live kernel's own 'maybe mapped shared' verdicts on the traced processes' large anonymous "
+                   "folios against the truth (as `foliosim census`), stored in the header: before every exit and "
+                   "after every fork (events), also every --census-interval ms while they run (periodic).")
+@click.option("--census-interval", "census_interval", type=click.FloatRange(5.0, 60_000.0), default=100.0,
+              show_default=True, metavar="MS",
+              help="Periodic census: milliseconds between censuses (longer when a census takes more than a fifth "
+                   "of the time).")
+@click.option("--census-budget", "census_budget", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
+              show_default=True, metavar="SHARE",
+              help="Skip a census (counted in the record) while the censuses so far took more than this share of "
+                   "the traced wall time; 1: never skip.")
 def trace_cmd(command: tuple[str, ...], out_path: str | None, thp_spec: str | None, check_live: bool,
-              measure_slowdown: bool, buffer_kb: int) -> None:
+              measure_slowdown: bool, buffer_kb: int, census_mode: str, census_interval: float,
+              census_budget: float) -> None:
     """Run COMMAND and record what it really did to memory: a run trace (docs/run-trace.md).
 
-    Usage: foliosim trace [--thp 16K=always,64K=always] [--check-live] [--measure-slowdown] -o RUN.trace
-    -- COMMAND [ARGS...]. Every process and thread of COMMAND's tree, every memory system call with its
-    real arguments and result, and every page fault, on one clock; needs root. Exit status: COMMAND's own
+    Usage: foliosim trace [--thp 16K=always,64K=always] [--check-live] [--measure-slowdown]
+    [--census none|events|periodic] -o RUN.trace -- COMMAND [ARGS...]. Every process and thread of COMMAND's
+    tree, every memory system call with its real arguments and result, and every page fault, on one clock; with
+    --census the kernel's own sharing verdicts against the truth; needs root. Exit status: COMMAND's own
     (128+N if signal N ended it); 1 recording failed; 2 bad usage; 6 cannot record here; 128+N when
     SIGINT/SIGTERM/SIGHUP (N) stopped the recording (the trace so far is written, marked incomplete).
     """
@@ -931,7 +946,8 @@ def trace_cmd(command: tuple[str, ...], out_path: str | None, thp_spec: str | No
         changes = parse_thp(thp_spec)
         result = record(list(command), out_path, thp_changes=changes, check_live=check_live,
                         measure_slowdown=measure_slowdown, buffer_kb=buffer_kb,
-                        log=lambda msg: click.echo(f"foliosim trace: {msg}", err=True))
+                        log=lambda msg: click.echo(f"foliosim trace: {msg}", err=True), census=census_mode,
+                        census_interval_ms=census_interval, census_budget=census_budget)
     except RecordError as exc:
         fail(str(exc), 2)
     except HostUnavailable as exc:
@@ -946,6 +962,15 @@ def trace_cmd(command: tuple[str, ...], out_path: str | None, thp_spec: str | No
                f"{c['forks']} forks, {c['threads']} threads, {c['execs']} execs, {c['snapshots']} snapshots) in "
                f"{result.wall_s:.3f} s{slow} -> {_shown(result.path)}"
                f"{' (INCOMPLETE: interrupted)' if result.incomplete else ''}", err=True)
+    census = result.header.get("census")
+    if isinstance(census, dict) and "totals" in census:
+        tot = census["totals"]
+        rate = f" = {100 * tot['false_shared'] / tot['one_mm']:.2f} %" if tot["one_mm"] else ""
+        click.echo(f"foliosim trace: census ({census['mode']}): {tot['snapshots']} censuses in "
+                   f"{census['seconds']:.2f} s; false \"shared\" {tot['false_shared']}/{tot['one_mm']}{rate} "
+                   f"(stuck bit {tot['stuck_bit']}), false \"exclusive\" {tot['false_exclusive']}/"
+                   f"{tot['many_mms']}, {tot['changed']} changed while read"
+                   f"{', skipped ' + str(sum(census['skipped'].values())) if census['skipped'] else ''}", err=True)
     stopped_by = result.header.get("interrupted_by")
     if result.incomplete and stopped_by:
         sys.exit(128 + int(getattr(signal, stopped_by, signal.SIGINT)))

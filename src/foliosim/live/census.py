@@ -13,7 +13,8 @@ The truth is how many MMs map any page of the folio. The MMs that were read are 
 folio's own per-page mapcounts (``_mapcount + 1 + entire mapcount``, read in the same copy as the verdict's
 fields) say how many page-table entries map each page in total. Where they count more than the read MMs showed,
 an MM that was not read maps the folio, so it is mapped by two MMs or more even when only one of them was read
-(``--pid``); where they count fewer, the folio changed between the two reads and it is left out of the rates.
+(``--pid``); where they count fewer, the folio changed between the two reads and it is left out of the rates, as
+is a folio whose own fields do not add up (read while the kernel was updating it: :func:`consistent`).
 
 The verdict is include/linux/mm.h ``folio_maybe_mapped_shared()`` as of v6.15 (v6.16 to v6.18 only inline the bit
 test): a hugetlb folio is "maybe shared" when its mapcount exceeds 1; any other large folio never when its
@@ -38,14 +39,15 @@ from foliosim.host.errors import HostError, HostUnavailable
 
 if TYPE_CHECKING:
     from foliosim.host.bpf import FolioReader, KernelFolio
+    from foliosim.host.ptrace import PresentPages
     from foliosim.host.tasks import TaskIterator
 
 #: user address space ends here on x86-64 (4-level paging); [vsyscall] lies above it and has no pagemap
 USER_END = 1 << 47
 #: pagemap entries read per pread
 CHUNK_PAGES = 1 << 16
-# PFNs closer than this share one kpageflags pread
-_FLAGS_GAP = 64
+# PFNs closer than this share one kpageflags pread (8 bytes per PFN: a pread of a few KiB costs about one of 8 bytes)
+_FLAGS_GAP = 512
 
 TRUTH_ONE = "1 MM"
 TRUTH_MANY = ">=2 MMs"
@@ -101,6 +103,21 @@ def precise_page_mapcounts(folio: KernelFolio) -> list[int]:
     """Each page's precise mapcount, fs/proc/internal.h ``folio_precise_page_mapcount()``: PTEs plus PMDs."""
     entire = folio.entire_mapcount + 1 if folio.entire_mapcount is not None else 0
     return [m + 1 + entire for m in folio.page_mapcount]
+
+
+def consistent(folio: KernelFolio, hugetlb: bool) -> bool:
+    """Whether the fields read form a state the kernel can be in between two rmap updates, so that the verdict and
+    the mapcounts belong together: the lock bit is clear, and ``_large_mapcount + 1`` counts every PTE mapping
+    (each page's ``_mapcount + 1``) plus every PMD mapping (``_entire_mapcount + 1``), as mm/rmap.c
+    __folio_add_rmap() and __folio_remove_rmap() keep it. A copy taken while another CPU was between the per-page
+    and the per-folio update (a census of running processes) fails this and is left out of the rates.
+    """
+    if hugetlb or folio.large_mapcount is None:
+        return True
+    if folio.lock_bit:
+        return False
+    entire = folio.entire_mapcount + 1 if folio.entire_mapcount is not None else 0
+    return folio.large_mapcount + 1 == sum(m + 1 for m in folio.page_mapcount) + entire
 
 
 # --------------------------------------------------------------------------- statistics
@@ -395,24 +412,37 @@ def _comm(tgid: int) -> str:
         return "?"
 
 
-def anon_pfns(tgid: int) -> array[int]:
+def anon_pfns(tgid: int, present: PresentPages | None = None) -> array[int]:
     """PFNs of every present anonymous page (pagemap entry present, not PM_FILE) in ``tgid``'s private VMAs.
 
     fs/proc/task_mmu.c: one PFN per mapping entry (a page mapped at two addresses appears twice); shared
-    VMAs are skipped (their pages are shmem or file pages, never anonymous).
+    VMAs are skipped (their pages are shmem or file pages, never anonymous). With ``present`` (a
+    :class:`foliosim.host.ptrace.PresentPages`), one PAGEMAP_SCAN ioctl per VMA finds the runs of present
+    non-file pages first and only those entries are read, so reservations of GiBs cost nothing.
     """
     out: array[int] = array("Q")
-    present, file_bit, mask = procfs.PM_PRESENT, procfs.PM_FILE, procfs.PM_PFN_MASK
+    present_bit, file_bit, mask = procfs.PM_PRESENT, procfs.PM_FILE, procfs.PM_PFN_MASK
+    maps = [vma for vma in procfs.Maps.read(tgid) if vma.start < USER_END]
+    if present is not None:
+        # one scan per run of adjacent VMAs: the shared ones in between hold file/shmem pages only, which the scan
+        # leaves out like every file page
+        spans: list[tuple[int, int]] = []
+        for vma in maps:
+            first, end = vma.start >> procfs.PAGE_SHIFT, vma.end >> procfs.PAGE_SHIFT
+            if spans and spans[-1][1] == first:
+                spans[-1] = (spans[-1][0], end)
+            elif vma.private:
+                spans.append((first, end))
+        runs = present.runs(tgid, spans, anon_only=True)
+    else:
+        runs = [(vma.start >> procfs.PAGE_SHIFT, vma.end >> procfs.PAGE_SHIFT) for vma in maps if vma.private]
     with procfs.Pagemap(tgid) as pagemap:
-        for vma in procfs.Maps.read(tgid):
-            if not vma.private or vma.start >= USER_END:
-                continue
-            start = vma.start
-            while start < vma.end:
-                nr = min(CHUNK_PAGES, (vma.end - start) >> procfs.PAGE_SHIFT)
-                out.extend([word & mask for word in pagemap.read_raw(start, nr)
-                            if word & present and not word & file_bit and word & mask])
-                start += nr << procfs.PAGE_SHIFT
+        for first, end in runs:
+            while first < end:
+                nr = min(CHUNK_PAGES, end - first)
+                out.extend([word & mask for word in pagemap.read_raw(first << procfs.PAGE_SHIFT, nr)
+                            if word & present_bit and not word & file_bit and word & mask])
+                first += nr
     return out
 
 
@@ -446,26 +476,37 @@ def _group(tgids: Iterable[int], ids: dict[int, int] | None) -> list[_Mm]:
 
 
 def run_census(pids: Sequence[int] | None, reader: FolioReader | None = None,
-               tasks: TaskIterator | None = None) -> CensusResult:
+               tasks: TaskIterator | None = None, missing_ok: bool = False) -> CensusResult:
     """Read every large anonymous folio mapped by ``pids`` (every process when None) and judge the verdicts.
 
     ``pids`` may name threads (their process is read). Opens (and closes) a BPF folio reader and task iterator
-    unless given. Raises CensusError for a pid that does not exist, HostUnavailable when not root or without
-    BPF, HostError when the kernel reads fail.
+    unless given. Raises CensusError for a pid that does not exist (with ``missing_ok`` it is listed in
+    ``skipped`` instead: a traced process that ended meanwhile), HostUnavailable when not root or without BPF,
+    HostError when the kernel reads fail.
     """
     from foliosim.host.bpf import FolioReader
     from foliosim.host.tasks import TaskIterator
 
     start = time.perf_counter()
+    missing: list[tuple[int, str]] = []
     if pids is not None:
         if not pids:
             raise CensusError("no pid given")
-        tgids = sorted({tgid_of(pid) for pid in pids})
+        found: set[int] = set()
+        for pid in pids:
+            try:
+                found.add(tgid_of(pid))
+            except CensusError as exc:
+                if not missing_ok:
+                    raise
+                missing.append((pid, str(exc)))
+        tgids = sorted(found)
         mode = "pids"
     else:
         tgids = all_tgids()
         mode = "all"
     result = CensusResult(mode, tuple(tgids))
+    result.skipped.extend(missing)
     if os.geteuid() != 0:
         raise HostUnavailable("census: not root (pagemap PFNs, /proc/kpageflags and BPF need root)")
     with contextlib.ExitStack() as stack:
@@ -493,15 +534,18 @@ def run_census(pids: Sequence[int] | None, reader: FolioReader | None = None,
         extents, pfn_head, hugetlb = _large_anon_folios(mms)
         result.seconds["kpageflags"] = time.perf_counter() - t
 
+        t = time.perf_counter()
         entries: dict[int, dict[int, Counter[int]]] = defaultdict(dict)  # head -> MM key -> page index -> count
         for mm in mms:
-            for pfn in mm.pfns:
-                head = pfn_head.get(pfn)
-                if head is not None:
-                    per_mm = entries[head].get(mm.key)
-                    if per_mm is None:
-                        per_mm = entries[head][mm.key] = Counter()
-                    per_mm[pfn - head] += 1
+            unique = set(mm.pfns)
+            mapped = Counter(mm.pfns) if len(unique) != len(mm.pfns) else None  # a page at two addresses
+            for pfn in unique & pfn_head.keys():
+                head = pfn_head[pfn]
+                per_mm = entries[head].get(mm.key)
+                if per_mm is None:
+                    per_mm = entries[head][mm.key] = Counter()
+                per_mm[pfn - head] += mapped[pfn] if mapped is not None else 1
+        result.seconds["group"] = time.perf_counter() - t
 
         t = time.perf_counter()
         kernel: dict[int, KernelFolio] = {}
@@ -522,22 +566,27 @@ def run_census(pids: Sequence[int] | None, reader: FolioReader | None = None,
             ids_after = tasks.mm_ids()
             changed_mms = {mm.key for mm in mms if any(ids_after.get(tg) != mm.mm_id for tg in mm.tgids)
                            and mm.mm_id is not None}
+    t = time.perf_counter()
     by_key = {mm.key: mm for mm in mms}
     for head, folio in kernel.items():
         result.folios.append(_judge(folio, hugetlb[head], entries[head], by_key, changed_mms))
+    result.seconds["judge"] = time.perf_counter() - t
     result.seconds["total"] = time.perf_counter() - start
     return result
 
 
 def _read_pagemaps(tgids: Sequence[int], ids: dict[int, int] | None, result: CensusResult) -> list[_Mm]:
     """Each MM's anonymous PFNs, read from one of its processes; processes that vanish are recorded as skipped."""
+    from foliosim.host.ptrace import PresentPages
+
+    present = PresentPages()
     mms: list[_Mm] = []
     for mm in _group(tgids, ids):
         for tgid in mm.tgids:
             try:
                 if mm.mm_id is None and not procfs.Maps.read(tgid):
                     break  # no VMA at all: a kernel thread, or a process past exit_mm()
-                mm.pfns = anon_pfns(tgid)
+                mm.pfns = anon_pfns(tgid, present)
             except HostError as exc:
                 result.skipped.append((tgid, str(exc)))
                 continue
@@ -613,7 +662,7 @@ def _judge(folio: KernelFolio, hugetlb: bool, seen: dict[int, Counter[int]], mms
     stale = sum(max(0, c - p) for p, c in zip(precise, counts, strict=True))
     mappers = tuple(Mapper(mms[key].mm_id, tuple(mms[key].tgids), mms[key].comm, sum(per_mm.values()))
                     for key, per_mm in sorted(seen.items()))
-    if stale or any(key in changed_mms for key in seen):
+    if stale or any(key in changed_mms for key in seen) or not consistent(folio, hugetlb):
         truth = TRUTH_CHANGED
     elif len(mappers) >= 2 or unseen:
         truth = TRUTH_MANY

@@ -5,7 +5,11 @@ ptrace tracer (:mod:`foliosim.host.ptrace`, stops limited by a seccomp filter), 
 ``exceptions:page_fault_user`` / ``page_fault_kernel`` tracepoints (:class:`foliosim.host.tracefs.FaultRecorder`,
 following forks). They are merged by time; per thread the order is exact (see docs/run-trace.md, "How it is
 recorded"). With ``check_live`` every fork and exit also gets a snapshot of the task's anonymous pages and their
-folios (:func:`foliosim.live.observe.observe`), taken while the traced tree is held still.
+folios (:func:`foliosim.live.observe.observe`), taken while the traced tree is held still. With ``census`` the
+kernel's own "maybe mapped shared" verdicts on every large anonymous folio of the traced processes are checked
+against the truth (:func:`foliosim.live.census.run_census`) before every exit, after every fork and, in the
+periodic mode, every few milliseconds; the counts go into the header's ``census`` record
+(:mod:`foliosim.live.verdicts`).
 """
 
 from __future__ import annotations
@@ -62,6 +66,15 @@ DEFAULT_BUFFER_KB = 8192
 LOCK_WAIT = 120.0
 #: at most this many iovecs are read from a vmsplice / io_uring buffer registration
 MAX_IOVECS = 16384
+#: census modes: none; before every exit and after every fork (events); those and a timer (periodic)
+CENSUS_MODES = ("none", "events", "periodic")
+#: the periodic census's interval (ms), the shortest it may be, and the largest share of the wall time it may take
+#: (after a census that took d seconds the next waits at least d * (1 / share - 1))
+DEFAULT_CENSUS_INTERVAL_MS = 100.0
+MIN_CENSUS_INTERVAL_MS = 5.0
+PERIODIC_CENSUS_SHARE = 0.2
+#: a census is skipped (and counted) while the censuses so far took more than this share of the traced wall time
+DEFAULT_CENSUS_BUDGET = 0.5
 _MAP_ANONYMOUS = 0x20
 _MAP_SHARED_TYPES = (0x01, 0x03)  # MAP_SHARED, MAP_SHARED_VALIDATE
 _IORING_REGISTER_BUFFERS = 0
@@ -283,6 +296,39 @@ class _Drainer(threading.Thread):
         return faults, tasks, missed
 
 
+class _PeriodicCensus(threading.Thread):
+    """Takes a census of the traced processes every ``interval`` seconds while they run (without stopping them),
+    never more than :data:`PERIODIC_CENSUS_SHARE` of the time: after a census of d seconds the next waits at
+    least d * (1 / share - 1)."""
+
+    def __init__(self, rec: _Recording, interval: float) -> None:
+        super().__init__(name="foliosim-trace-census", daemon=True)
+        self.rec = rec
+        self.interval = interval
+        self.error: BaseException | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        delay = self.interval
+        try:
+            while not self._stop_event.wait(delay):
+                delay = self.interval
+                if self.rec.root_exec_t is None:  # the first process still runs our launcher: nothing of its own
+                    continue
+                took = self.rec.census("periodic", None, None)
+                if took is not None:
+                    delay = max(self.interval, took * (1 / PERIODIC_CENSUS_SHARE - 1))
+        except BaseException as exc:  # handed to the main thread in finish()
+            self.error = exc
+
+    def finish(self) -> None:
+        self._stop_event.set()
+        if self.ident is not None:
+            self.join()
+        if self.error is not None:
+            raise self.error
+
+
 class _LazySymbols:
     """/proc/kallsyms loaded at the first kernel fault (most runs have a few)."""
 
@@ -304,11 +350,22 @@ class _LazySymbols:
 class _Recording:
     """Turns tracer events into trace lines, takes the snapshots, and writes the file."""
 
-    def __init__(self, tracer: Tracer, check_live: bool, reader: Any, log: Callable[[str], None]) -> None:
+    def __init__(self, tracer: Tracer, check_live: bool, reader: Any, log: Callable[[str], None],
+                 census: str = "none", census_tasks: Any = None) -> None:
         self.tracer = tracer
         self.check_live = check_live
         self.reader = reader
         self.log = log
+        self.census_mode = census if census_tasks is not None or census == "none" else "none"
+        self.census_tasks = census_tasks  # a TaskIterator: the census's MM ids
+        self.census_snaps: list[dict[str, Any]] = []
+        self.census_lock = threading.Lock()  # one census at a time (the periodic thread and the tracer's)
+        self.census_s = 0.0
+        self.census_skipped: dict[str, int] = {}
+        self.live_groups: set[int] = set()  # thread groups of the traced tree that have not ended
+        self.census_pids: tuple[int, ...] = ()  # the same, as the periodic thread reads it (replaced whole)
+        self.census_budget = 1.0  # share of the wall time since census_start the censuses may take (1: no limit)
+        self.census_start = time.perf_counter()
         self.lines: list[tuple[float, int, str | dict[str, Any]]] = []
         self.seq = 0
         self.dated: list[_Dated] = []
@@ -424,6 +481,7 @@ class _Recording:
         elif isinstance(ev, Exit):
             self._exit(ev)
         elif isinstance(ev, Spawn):
+            self._group_started(ev.pid)
             self.emit(ev.t, {"ev": "spawn", "pid": ev.pid, "tid": ev.tid, "path": ev.path, "argv": ev.argv})
 
     def _entry(self, ev: SyscallEntry) -> None:
@@ -537,12 +595,16 @@ class _Recording:
                                "child_tid": ev.child_tid, "clone_flags": ev.clone_flags, "thread": ev.thread,
                                "vfork": ev.vfork, "t_enter": round(ev.t, 3)},
                         "fork", ev.tid, ev.child_tid, ev.t, ev.t_event or now_us())
+        if not ev.thread:
+            self._group_started(ev.child_pid)
         if ev.new_mm:
             self.own_mm.add(ev.child_pid)
             if ev.pid in self.announced:
                 self.announced.discard(ev.child_pid)
             if self.check_live:
                 self.snapshot(ev.pid, ev.tid, "fork", "parent")
+            if self.census_mode != "none":
+                self.census("fork", ev.pid, ev.tid)
 
     def _child_start(self, ev: ChildStart) -> None:
         if not ev.fork.new_mm:
@@ -628,6 +690,10 @@ class _Recording:
             # The task cannot act after its exit stop: date the exit at the snapshot (which shows the MM still
             # mapped), so the snapshot comes first and nothing another task did before it comes after the exit.
             t = self.snapshot(ev.pid, ev.tid, "exit", "exit") or t
+        if self.census_mode != "none" and ev.group and ev.stopped and ev.pid in self.own_mm and not self.tracer.killed:
+            self.census("exit", ev.pid, ev.tid)
+        if ev.group:
+            self._group_ended(ev.pid)
         self.counts["exits"] += 1
         record = {"ev": "exit", "pid": ev.pid, "tid": ev.tid, "group": ev.group, "code": ev.code,
                   "signal": ev.signal}
@@ -701,6 +767,49 @@ class _Recording:
         self.snapshot_s += time.perf_counter() - start
         return t
 
+    # -- the census of the kernel's verdicts
+
+    def _group_started(self, pid: int) -> None:
+        self.live_groups.add(pid)
+        self.census_pids = tuple(sorted(self.live_groups))
+
+    def _group_ended(self, pid: int) -> None:
+        self.live_groups.discard(pid)
+        self.census_pids = tuple(sorted(self.live_groups))
+
+    def census(self, at: str, pid: int | None, tid: int | None) -> float | None:
+        """Judge the kernel's verdict on every large anonymous folio of the traced processes and keep the counts.
+
+        From the tracer (``tid`` given: the stopped task of the fork or exit) every other traced task is held
+        still first, as for a snapshot; the periodic thread reads the processes as they run (folios that change
+        meanwhile are counted as changed and left out). Returns the seconds it took (None: nothing was taken)."""
+        from foliosim.live.census import CensusError, run_census
+        from foliosim.live.verdicts import snapshot_record
+
+        pids = self.census_pids
+        if self.tracer.killed or not pids:
+            return None
+        start = time.perf_counter()
+        if self.census_budget < 1.0 and self.census_s > self.census_budget * (start - self.census_start):
+            key = f"{at}: over the time budget"
+            with self.census_lock:
+                self.census_skipped[key] = self.census_skipped.get(key, 0) + 1
+            return None
+        frozen = self.tracer.freeze(except_tid=tid) if tid is not None else False
+        with self.census_lock:
+            t = now_us()
+            try:
+                result = run_census(pids, self.reader, self.census_tasks, missing_ok=True)
+            except (HostError, CensusError) as exc:
+                self.census_skipped["failed"] = self.census_skipped.get("failed", 0) + 1
+                if self.census_skipped["failed"] == 1:
+                    self.warnings.append(f"census at {at} of process {pid}: {exc}")
+                return None
+            took = time.perf_counter() - start
+            self.census_snaps.append(snapshot_record(result, t, at, pid, frozen, took))
+            self.census_s += took
+        return took
+
     # -- faults
 
     def add_faults(self, faults: Iterable[FaultEvent]) -> dict[str, int]:
@@ -761,14 +870,29 @@ def _time_untraced(path: str, argv: Sequence[str], env: Mapping[str, str]) -> fl
 
 def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str] | None = None,
            check_live: bool = False, measure_slowdown: bool = False, buffer_kb: int = DEFAULT_BUFFER_KB,
-           env: Mapping[str, str] | None = None, log: Callable[[str], None] | None = None) -> RecordResult:
+           env: Mapping[str, str] | None = None, log: Callable[[str], None] | None = None,
+           census: str = "none", census_interval_ms: float = DEFAULT_CENSUS_INTERVAL_MS,
+           census_budget: float = DEFAULT_CENSUS_BUDGET) -> RecordResult:
     """Run ``argv`` traced and write its run trace to ``out_path``; the THP changes hold for the run only.
+
+    ``census``: "events" takes a census of the kernel's verdicts (:mod:`foliosim.live.census`) over the traced
+    processes before every exit and after every fork, "periodic" also every ``census_interval_ms`` while they run;
+    the header's ``census`` record holds the counts (:mod:`foliosim.live.verdicts`). A census is skipped (and
+    counted) while the censuses so far took more than ``census_budget`` of the traced wall time (1: never).
+    Without the BPF readers the record says why it is missing (a warning; the trace is still written).
 
     Raises RecordError (bad arguments: nothing ran), HostUnavailable (not root, no tracefs, ptrace denied) or
     HostError (a kernel interface failed). SIGINT/SIGTERM/SIGHUP stop the command (SIGKILL to its processes)
     and the trace so far is written, marked incomplete.
     """
     say = log if log is not None else (lambda _msg: None)
+    if census not in CENSUS_MODES:
+        raise RecordError(f"--census {census!r}: must be one of {', '.join(CENSUS_MODES)}")
+    if not 0.0 < census_budget <= 1.0:
+        raise RecordError(f"--census-budget {census_budget:g}: must be a share of the wall time, in (0, 1]")
+    if not census_interval_ms >= MIN_CENSUS_INTERVAL_MS:
+        raise RecordError(f"--census-interval {census_interval_ms:g} ms: must be at least "
+                          f"{MIN_CENSUS_INTERVAL_MS:g} ms")
     if not argv:
         raise RecordError("no command (usage: foliosim trace -o run.trace -- COMMAND [ARGS...])")
     changes = dict(thp_changes or {})
@@ -799,14 +923,29 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
             settings = thp.read_settings()
             reader: Any = None
             reader_note = None
-            if check_live:
+            census_tasks: Any = None
+            census_note = None
+            if check_live or census != "none":
                 try:
                     from foliosim.host.bpf import FolioReader
 
                     reader = stack.enter_context(FolioReader())
                 except (HostUnavailable, HostError) as exc:
                     reader_note = f"BPF folio reader unavailable ({exc}): snapshots hold pages only"
-                    say(reader_note)
+                    census_note = f"BPF folio reader unavailable ({exc})"
+                    if check_live:
+                        say(reader_note)
+            if census != "none" and reader is not None:
+                try:
+                    from foliosim.host.tasks import TaskIterator
+
+                    census_tasks = stack.enter_context(TaskIterator(reader.btf))
+                except (HostUnavailable, HostError) as exc:
+                    census_note = f"BPF task iterator unavailable ({exc})"
+            if census != "none" and census_tasks is None:
+                say(f"no census of the kernel's verdicts: {census_note}")
+            if not check_live:
+                reader_note = None
             untraced = None
             if measure_slowdown and not interrupted:
                 say("measuring: one untraced run")
@@ -815,16 +954,25 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
                 follow_forks=True, buffer_kb=buffer_kb, raise_on_loss=False, kernel_faults=True, task_events=True,
                 syscall_entries=[SYSCALL_NUMBERS[name] for name in (*TRACED_SYSCALLS, *PROCESS_SYSCALLS)]))
             tracer = stack.enter_context(Tracer(path, argv, TRACED_SYSCALLS, environ))
-            rec = _Recording(tracer, check_live, reader, say)
+            rec = _Recording(tracer, check_live, reader, say, census, census_tasks)
+            rec.census_budget = census_budget
             drainer = _Drainer(faults)
-            started = time.perf_counter()
+            periodic = (_PeriodicCensus(rec, census_interval_ms / 1000.0)
+                        if rec.census_mode == "periodic" else None)
+            started = rec.census_start = time.perf_counter()
             spawn = None
-            if not interrupted:
-                spawn = tracer.spawn(before_start=lambda pid: faults.set_pids([pid]))
-                rec.handle(spawn)
-                drainer.start()
-                for ev in tracer.run():
-                    rec.handle(ev)
+            try:
+                if not interrupted:
+                    spawn = tracer.spawn(before_start=lambda pid: faults.set_pids([pid]))
+                    rec.handle(spawn)
+                    drainer.start()
+                    if periodic is not None:
+                        periodic.start()
+                    for ev in tracer.run():
+                        rec.handle(ev)
+            finally:
+                if periodic is not None:
+                    periodic.finish()
             wall = time.perf_counter() - started
             fault_list, task_list, missed = drainer.finish()
             lost = max(faults.lost_events, missed)
@@ -851,6 +999,15 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
                 "interrupted_by": signal.Signals(interrupted[0]).name if interrupted else None,
                 "exit_status": _status_json(tracer.exit_status),
             }
+            if census != "none":
+                from foliosim.live.verdicts import census_record, unavailable_record
+
+                header["census"] = (census_record(census, census_interval_ms if census == "periodic" else None,
+                                                  census_budget, rec.census_snaps, rec.census_skipped,
+                                                  rec.census_s)
+                                    if rec.census_mode != "none" else unavailable_record(census, census_note or "?"))
+                if census_note and rec.census_mode == "none":
+                    rec.warnings.append(f"no census of the kernel's verdicts: {census_note}")
             restored_early = guard is not None and guard.interrupted_by is not None  # a signal restored them
             if thp_json(settings_end) != header["thp"] and not restored_early:
                 header["thp_end"] = thp_json(settings_end)
