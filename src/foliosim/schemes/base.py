@@ -15,15 +15,25 @@ from dataclasses import dataclass
 from foliosim.errors import Rejected
 from foliosim.kconfig import KernelConfig
 from foliosim.rmap import PMD
+from foliosim.schemes.cost import Charge, PageMapcounts
 from foliosim.system import MAP_OPS, Op
 
 
 @dataclass(frozen=True, slots=True)
 class UpdateCost:
-    """What one rmap update costs a design: atomic RMWs and lock acquisitions (see docs/evaluator.md)."""
+    """What one rmap update costs a design (docs/cost-model.md).
+
+    ``atomics``: atomic read-modify-writes of the mapcount bookkeeping, a lock
+    acquire included (``bit_spin_lock()`` is a ``test_and_set_bit_lock()``; the
+    release, ``__bit_spin_unlock()`` / ``spin_unlock()``, is a plain store with
+    release semantics and is not counted). ``locks``: lock acquisitions among those
+    atomics. ``cache_lines``: distinct 64-byte lines of the memmap (and of any
+    separate allocation) the update writes.
+    """
 
     atomics: int = 0
     locks: int = 0
+    cache_lines: int = 0
 
 
 FREE = UpdateCost()
@@ -48,11 +58,14 @@ class Design(ABC):
     #: Never answers "not shared" for a folio that more than one MM maps.
     sound: bool = True
     name: str = "?"
+    #: Pays the per-page mapcount bookkeeping whatever the configuration (``legacy``: v6.14 needs it).
+    always_page_mapcount: bool = False
 
     def __init__(self, config: KernelConfig) -> None:
         self.config = config
         self.orders: dict[str, int] = {}
         self.total: dict[str, int] = {}
+        self.rmap_counters = PageMapcounts(config, self.always_page_mapcount or config.page_mapcount)
 
     # -- the event stream -------------------------------------------------------
     def apply(self, op: Op) -> UpdateCost:
@@ -64,6 +77,7 @@ class Design(ABC):
                 raise Rejected(f"{self.name}: folio {op.folio!r} already exists")
             self.orders[op.folio] = op.order
             self.total[op.folio] = 0
+            self.rmap_counters.new(op.folio, op.order)
             self._new(op.folio, op.order)
             return FREE
         if kind == "folio_free":
@@ -72,6 +86,7 @@ class Design(ABC):
                 raise Rejected(f"{self.name}: folio {op.folio!r} freed while mapped")
             self.orders.pop(op.folio, None)
             self.total.pop(op.folio, None)
+            self.rmap_counters.free(op.folio)
             self._free(op.folio)
             return FREE
         if kind in ("mm_new", "mm_free"):
@@ -91,7 +106,9 @@ class Design(ABC):
             self.total[folio] -= diff
         else:
             self.total[folio] += diff
-        return self._update(op, folio, op.mm, order, diff)
+        tracking = self._update(op, folio, op.mm, order, diff)
+        charge = self.rmap_counters.charge(op, folio, order) + tracking
+        return UpdateCost(atomics=charge.atomics, locks=charge.locks, cache_lines=len(charge.lines))
 
     def _new(self, folio: str, order: int) -> None:  # noqa: B027 - optional hook
         """A folio was allocated."""
@@ -103,8 +120,12 @@ class Design(ABC):
         """An MM was created or freed."""
 
     @abstractmethod
-    def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> UpdateCost:
-        """Apply a map/dup/unmap/map_new_anon of ``diff`` mappings by ``mm``."""
+    def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
+        """Apply a map/dup/unmap/map_new_anon of ``diff`` mappings by ``mm``; return the tracking's own cost.
+
+        The per-page, entire and ``_nr_pages_mapped`` bookkeeping is charged by
+        :class:`~foliosim.schemes.cost.PageMapcounts`; order-0 folios cost nothing more.
+        """
 
     # -- the questions consumers ask ----------------------------------------------
     def mapcount(self, folio: str) -> int:
@@ -139,24 +160,25 @@ class Design(ABC):
         """Bytes of sharing-tracking metadata the design keeps for ``folio`` now."""
 
 
-def small_cost() -> UpdateCost:
-    """An order-0 folio: one atomic on its ``_mapcount`` for every design."""
-    return UpdateCost(atomics=1)
-
-
 def make_design(spec: str, config: KernelConfig) -> Design:
-    """Build a design from its name: kernel, exact, stopped, legacy or slots:K (K in 1..8)."""
+    """Build a design from its name: kernel, exact, stopped, legacy, precise-rmapid[:fixed] or slots:K (K in 1..8)."""
     from foliosim.schemes.exact import ExactDesign
     from foliosim.schemes.kernel import KernelDesign
     from foliosim.schemes.legacy import LegacyDesign
+    from foliosim.schemes.precise import PreciseRmapIdDesign
     from foliosim.schemes.slots import SlotsDesign
     from foliosim.schemes.stopped import StoppedDesign
 
     name, colon, arg = spec.partition(":")
     simple: dict[str, type[Design]] = {"kernel": KernelDesign, "exact": ExactDesign,
-                                        "stopped": StoppedDesign, "legacy": LegacyDesign}
+                                        "stopped": StoppedDesign, "legacy": LegacyDesign,
+                                        "precise-rmapid": PreciseRmapIdDesign}
     if name in simple and not colon:
         return simple[name](config)
+    if name == "precise-rmapid" and colon:
+        if arg != "fixed":
+            raise ValueError(f"design {spec!r}: the only precise-rmapid variant is precise-rmapid:fixed")
+        return PreciseRmapIdDesign(config, fixed=True)
     if name == "slots" and colon:
         try:
             slots = int(arg)
@@ -165,9 +187,11 @@ def make_design(spec: str, config: KernelConfig) -> Design:
         if not 1 <= slots <= SLOTS_MAX:
             raise ValueError(f"design {spec!r}: K must be in 1..{SLOTS_MAX}")
         return SlotsDesign(config, slots)
-    raise ValueError(f"unknown design {spec!r} (known: {', '.join(DESIGNS)}, slots:K with K in 1..{SLOTS_MAX})")
+    raise ValueError(f"unknown design {spec!r} (known: {', '.join(KNOWN)}, slots:K with K in 1..{SLOTS_MAX})")
 
 
 SLOTS_MAX = 8
 #: The designs a default comparison runs.
 DESIGNS = ("kernel", "exact", "slots:3", "stopped", "legacy")
+#: Every design name :func:`make_design` accepts besides slots:K.
+KNOWN = (*DESIGNS, "precise-rmapid", "precise-rmapid:fixed")

@@ -2,14 +2,17 @@
 
 Shared means two or more MMs have a nonzero count. The metadata is a table of
 (MM id, mapcount) pairs that grows with the number of MMs mapping the folio,
-behind a pointer, updated under a per-folio lock.
+behind a pointer, updated under a per-folio lock. Costs (docs/cost-model.md): the
+lock acquire (one atomic, one lock; assumed to live in page[1] beside the total
+mapcount, which is then a plain store under it) and the table's own cache line.
 """
 
 from __future__ import annotations
 
 from foliosim.errors import Rejected
 from foliosim.kconfig import KernelConfig
-from foliosim.schemes.base import FREE, Design, UpdateCost, small_cost
+from foliosim.schemes.base import Design
+from foliosim.schemes.cost import OUTSIDE_MEMMAP, Charge, meta_line
 from foliosim.system import Op
 
 
@@ -28,7 +31,7 @@ class ExactDesign(Design):
     def _free(self, folio: str) -> None:
         self.counts.pop(folio, None)
 
-    def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> UpdateCost:
+    def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
         per_mm = self.counts[folio]
         if op.op == "unmap":
             left = per_mm.get(mm, 0) - diff
@@ -41,8 +44,11 @@ class ExactDesign(Design):
         else:
             per_mm[mm] = per_mm.get(mm, 0) + diff
         if order == 0:
-            return small_cost()
-        return FREE if op.op == "map_new_anon" else UpdateCost(locks=1)
+            return Charge()
+        lines = {meta_line(self.config), OUTSIDE_MEMMAP}
+        if op.op == "map_new_anon":
+            return Charge(lines=lines)  # an unpublished folio: plain stores, no lock
+        return Charge(atomics=1, locks=1, lines=lines)
 
     def mms(self, folio: str) -> dict[str, int]:
         """The MMs that map ``folio`` and how many page-table entries each has."""

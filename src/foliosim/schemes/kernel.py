@@ -12,7 +12,8 @@ from foliosim.folio import folio_mapcount, folio_maybe_mapped_shared, folio_mm_i
 from foliosim.kconfig import KernelConfig
 from foliosim.owner import OwnerEvent
 from foliosim.rmap import RmapResult
-from foliosim.schemes.base import FREE, Design, UpdateCost, small_cost
+from foliosim.schemes.base import Design, UpdateCost
+from foliosim.schemes.cost import Charge, meta_line
 from foliosim.system import Op, RmapSystem
 
 
@@ -43,13 +44,15 @@ class KernelDesign(Design):
         self._owner_event = result.owner if isinstance(result, RmapResult) else None
         return super().apply(op)
 
-    def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> UpdateCost:
+    def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
         if order == 0:
-            return small_cost()
+            return Charge()
+        lines = {meta_line(self.config)}  # _large_mapcount, _mm_id_mapcount, _mm_ids: page[1]
         if self._owner_event is OwnerEvent.SET:
-            return FREE  # folio_set_large_mapcount(): unpublished folio, no lock
-        # folio_add/sub_return_large_mapcount(): bit_spin_lock, plain stores under it.
-        return UpdateCost(locks=1)
+            return Charge(lines=lines)  # folio_set_large_mapcount(): unpublished folio, plain stores, no lock
+        # folio_add/sub_return_large_mapcount(): bit_spin_lock() (test_and_set_bit_lock, one atomic RMW),
+        # atomic_read + atomic_set of _large_mapcount and plain stores under it, __bit_spin_unlock() (a store).
+        return Charge(atomics=1, locks=1, lines=lines)
 
     def maybe_shared(self, folio: str) -> bool:
         return folio_maybe_mapped_shared(self.system.folio(folio))

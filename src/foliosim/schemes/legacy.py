@@ -4,8 +4,11 @@ It reads the per-page mapcounts, so this design keeps its own core-model
 folios with CONFIG_PAGE_MAPCOUNT whatever the simulated kernel uses, and asks
 :func:`foliosim.folio.folio_likely_mapped_shared` -- which guesses from the
 first page and so can answer "exclusive" for a folio two MMs map partially.
-Costs are v6.14's: one atomic per page mapcount touched, one on
-``_nr_pages_mapped`` when it changes, one on ``_large_mapcount``, no lock.
+Costs are v6.14's: one atomic per page mapcount touched (or on
+``_entire_mapcount`` for a PMD), one on ``_nr_pages_mapped`` when it changes
+(charged by :class:`foliosim.schemes.cost.PageMapcounts`, always, since v6.14 has no
+CONFIG_NO_PAGE_MAPCOUNT), one ``atomic_add``/``atomic_sub`` on ``_large_mapcount``,
+no lock.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from dataclasses import replace
 
 from foliosim.folio import folio_likely_mapped_shared
 from foliosim.kconfig import KernelConfig
-from foliosim.rmap import PMD
-from foliosim.schemes.base import FREE, Design, UpdateCost, small_cost
+from foliosim.schemes.base import Design, UpdateCost
+from foliosim.schemes.cost import Charge, meta_line
 from foliosim.system import Op, RmapSystem
 
 
@@ -24,26 +27,23 @@ class LegacyDesign(Design):
 
     name = "legacy"
     sound = False
+    always_page_mapcount = True
 
     def __init__(self, config: KernelConfig) -> None:
         super().__init__(config)
         self.system = RmapSystem(replace(config, no_page_mapcount=False))
-        self._pages_mapped_changed = False
 
     def apply(self, op: Op) -> UpdateCost:
-        handle = self.system.folios.get(op.folio) if op.folio is not None else None
-        before = handle.folio.nr_pages_mapped if handle is not None else 0
         self.system.apply(op)
-        self._pages_mapped_changed = handle is not None and handle.folio.nr_pages_mapped != before
         return super().apply(op)
 
-    def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> UpdateCost:
+    def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
         if order == 0:
-            return small_cost()
+            return Charge()
+        lines = {meta_line(self.config)}
         if op.op == "map_new_anon":
-            return FREE  # plain stores into an unpublished folio
-        per_page = 1 if op.level is PMD else op.nr  # _entire_mapcount or one _mapcount per page
-        return UpdateCost(atomics=per_page + 1 + int(self._pages_mapped_changed))
+            return Charge(lines=lines)  # plain stores into an unpublished folio
+        return Charge(atomics=1, lines=lines)  # v6.14 folio_add/sub_large_mapcount(): atomic_add/atomic_sub
 
     def _maybe_shared_large(self, folio: str) -> bool:
         return folio_likely_mapped_shared(self.system.folio(folio))

@@ -16,7 +16,8 @@ and ``slots:2`` equals ``kernel`` on every trace (tested differentially).
 from __future__ import annotations
 
 from foliosim.kconfig import KernelConfig
-from foliosim.schemes.base import FREE, Design, UpdateCost, small_cost
+from foliosim.schemes.base import Design
+from foliosim.schemes.cost import Charge, meta_line, page_line
 from foliosim.schemes.kernel import slot_metadata_bytes
 from foliosim.system import Op
 
@@ -39,6 +40,10 @@ class SlotsDesign(Design):
         self.name = f"slots:{slots}"
         self.state: dict[str, _State] = {}
         self._ctype = config.mm_id_mapcount_type
+        # Two slots fill page[1]'s _mm_id_mapcount + _mm_ids; further slots spill into page[2].
+        self._lines = {meta_line(config)}
+        if slot_metadata_bytes(config, slots) > slot_metadata_bytes(config, 2):
+            self._lines.add(page_line(config, 2))
 
     def _new(self, folio: str, order: int) -> None:
         if order:
@@ -47,19 +52,19 @@ class SlotsDesign(Design):
     def _free(self, folio: str) -> None:
         self.state.pop(folio, None)
 
-    def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> UpdateCost:
+    def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
         if order == 0:
-            return small_cost()
+            return Charge()
         st = self.state[folio]
         total = self.total[folio]
         if op.op == "unmap":
             self._sub(st, mm, diff, total)
-            return UpdateCost(locks=1)
+            return Charge(atomics=1, locks=1, lines=set(self._lines))  # the bit spinlock, as kernel
         if op.op == "map_new_anon":
             st.mms[0], st.counts[0] = mm, diff  # folio_set_large_mapcount(): no lock
-            return FREE
+            return Charge(lines={meta_line(self.config)})
         self._add(st, mm, diff, total)
-        return UpdateCost(locks=1)
+        return Charge(atomics=1, locks=1, lines=set(self._lines))
 
     def _add(self, st: _State, mm: str, diff: int, total: int) -> None:
         for idx in range(self.k):

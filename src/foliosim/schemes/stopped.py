@@ -4,13 +4,14 @@ Proposed in the review of the v6.15 series: while at most two MMs map a
 large folio, two (MM, count) slots are exact; when a third MM maps it at the
 same time, tracking stops and the folio reads "maybe shared" until it is
 freed. After it stopped, updates only touch the total mapcount (one atomic,
-no lock).
+no lock). Before, an update costs what ``kernel``'s does: the bit spinlock in page[1].
 """
 
 from __future__ import annotations
 
 from foliosim.kconfig import KernelConfig
-from foliosim.schemes.base import FREE, Design, UpdateCost, small_cost
+from foliosim.schemes.base import Design
+from foliosim.schemes.cost import Charge, meta_line
 from foliosim.schemes.kernel import slot_metadata_bytes
 from foliosim.system import Op
 
@@ -33,11 +34,12 @@ class StoppedDesign(Design):
         self.slots.pop(folio, None)
         self.stopped.discard(folio)
 
-    def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> UpdateCost:
+    def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
         if order == 0:
-            return small_cost()
+            return Charge()
+        lines = {meta_line(self.config)}
         if folio in self.stopped:
-            return UpdateCost(atomics=1)  # a lockless test of the stopped bit, then atomic_add
+            return Charge(atomics=1, lines=lines)  # a lockless test of the stopped bit, then atomic_add
         slots = self.slots[folio]
         if op.op == "unmap":
             left = slots[mm] - diff
@@ -52,7 +54,7 @@ class StoppedDesign(Design):
         else:
             self.stopped.add(folio)
             slots.clear()
-        return FREE if op.op == "map_new_anon" else UpdateCost(locks=1)
+        return Charge(lines=lines) if op.op == "map_new_anon" else Charge(atomics=1, locks=1, lines=lines)
 
     def _maybe_shared_large(self, folio: str) -> bool:
         return folio in self.stopped or len(self.slots[folio]) > 1

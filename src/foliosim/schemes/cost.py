@@ -1,0 +1,141 @@
+"""What one rmap update costs: atomic RMWs, lock acquisitions and cache lines written.
+
+The scope is the mapcount bookkeeping of mm/rmap.c v6.15 (``__folio_add_rmap()``,
+``__folio_remove_rmap()``, ``folio_add_new_anon_rmap()``) and include/linux/rmap.h
+(``__folio_dup_file_rmap()`` / ``__folio_try_dup_anon_rmap()``, the large-mapcount
+helpers): per-page ``_mapcount``, ``_entire_mapcount``, ``_nr_pages_mapped``, the total
+(large) mapcount and each design's sharing-tracking state. Refcounts, AnonExclusive
+page flags, statistics and mlock are left out: they are the same for every design.
+
+Every design runs on the same kernel configuration, so under CONFIG_PAGE_MAPCOUNT
+every design pays the per-page ``_mapcount`` atomics and the ``_nr_pages_mapped``
+atomic (:class:`PageMapcounts`); each design adds its own tracking cost on top. The
+derivation of every number is in docs/cost-model.md.
+
+Cache lines are 64-byte lines of the memmap (``struct page`` is 64 bytes on 64-bit,
+32 bytes on a 32-bit kernel, so two pages share a line there), numbered from the
+folio's head page; :data:`OUTSIDE_MEMMAP` stands for a line of a separate allocation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from foliosim.kconfig import KernelConfig
+from foliosim.rmap import PMD
+from foliosim.system import Op
+
+#: Bytes per cache line.
+LINE_BYTES = 64
+#: A cache line outside the folio's memmap (e.g. ``exact``'s per-folio table).
+OUTSIDE_MEMMAP = -1
+
+
+def struct_page_bytes(config: KernelConfig) -> int:
+    """``sizeof(struct page)``: 64 on 64-bit (measured from this machine's BTF), 32 on 32-bit."""
+    return 64 if config.is_64bit else 32
+
+
+def page_line(config: KernelConfig, page: int) -> int:
+    """The memmap cache line holding ``struct page`` number ``page`` of the folio."""
+    return page * struct_page_bytes(config) // LINE_BYTES
+
+
+def meta_line(config: KernelConfig) -> int:
+    """The line of page[1]: ``_large_mapcount``, ``_nr_pages_mapped``, ``_mm_id_mapcount``, ``_mm_ids``.
+
+    include/linux/mm_types.h (v6.15) struct folio keeps them in the first tail page on
+    both word sizes; on 64-bit ``_entire_mapcount`` is there too (offsets 80..111 here).
+    """
+    return page_line(config, 1)
+
+
+def entire_line(config: KernelConfig) -> int:
+    """The line of ``_entire_mapcount``: page[1] on 64-bit, page[2] on 32-bit."""
+    return page_line(config, 1 if config.is_64bit else 2)
+
+
+def range_lines(config: KernelConfig, first: int, nr: int) -> set[int]:
+    """The lines holding the ``_mapcount`` of pages ``first .. first + nr - 1``."""
+    return set(range(page_line(config, first), page_line(config, first + nr - 1) + 1))
+
+
+@dataclass(slots=True)
+class Charge:
+    """Part of an update's cost: atomic RMWs (a lock acquire counts as one), lock acquisitions, lines."""
+
+    atomics: int = 0
+    locks: int = 0
+    lines: set[int] = field(default_factory=set)
+
+    def __add__(self, other: Charge) -> Charge:
+        return Charge(self.atomics + other.atomics, self.locks + other.locks, self.lines | other.lines)
+
+
+class PageMapcounts:
+    """The rmap code's own counters, which every design's kernel maintains alike.
+
+    Keeps each large folio's per-page mapcounts and entire mapcount (logical values)
+    so that it knows, like ``__folio_add_rmap()`` / ``__folio_remove_rmap()``, whether
+    a PTE batch newly mapped ("first") or unmapped ("last") any page, or whether a PMD
+    mapping was the first or last one: only then is ``_nr_pages_mapped`` updated.
+    With ``page_mapcount`` False (CONFIG_NO_PAGE_MAPCOUNT) no per-page state is kept.
+    """
+
+    def __init__(self, config: KernelConfig, page_mapcount: bool) -> None:
+        self.config = config
+        self.page_mapcount = page_mapcount
+        self.pages: dict[str, list[int]] = {}
+        self.entire: dict[str, int] = {}
+
+    def new(self, folio: str, order: int) -> None:
+        if order:
+            self.entire[folio] = 0
+            if self.page_mapcount:
+                self.pages[folio] = [0] * (1 << order)
+
+    def free(self, folio: str) -> None:
+        self.pages.pop(folio, None)
+        self.entire.pop(folio, None)
+
+    def charge(self, op: Op, folio: str, order: int) -> Charge:
+        """The bookkeeping cost outside the sharing tracking, and the state change, of ``op``."""
+        cfg = self.config
+        if order == 0:
+            # folio_add_new_anon_rmap(): atomic_set (a store); add/dup/remove: atomic_inc*/add_negative.
+            return Charge(0 if op.op == "map_new_anon" else 1, 0, {page_line(cfg, 0)})
+        lines = {meta_line(cfg)}  # the total mapcount, written by every design
+        pmd = op.level is PMD or (op.op == "map_new_anon" and order >= cfg.pmd_order)
+        if pmd:
+            lines.add(entire_line(cfg))
+            return self._pmd(op.op, folio, lines)
+        first, nr = (0, 1 << order) if op.op == "map_new_anon" else (op.page, op.nr)
+        if not self.page_mapcount:
+            return Charge(0, 0, lines)
+        lines |= range_lines(cfg, first, nr)
+        counts = self.pages[folio]
+        if op.op == "map_new_anon":  # atomic_set(&page->_mapcount, 0) per page, _nr_pages_mapped set
+            counts[:] = [1] * nr
+            return Charge(0, 0, lines)
+        if op.op == "unmap":  # atomic_add_negative(-1) per page; atomic_sub_return_relaxed if any went away
+            gone = 0
+            for idx in range(first, first + nr):
+                counts[idx] -= 1
+                gone += counts[idx] == 0
+            return Charge(nr + (gone > 0), 0, lines)
+        newly = 0  # map: atomic_inc_and_test per page; dup: atomic_inc per page, never _nr_pages_mapped
+        for idx in range(first, first + nr):
+            counts[idx] += 1
+            newly += counts[idx] == 1
+        return Charge(nr + (op.op == "map" and newly > 0), 0, lines)
+
+    def _pmd(self, kind: str, folio: str, lines: set[int]) -> Charge:
+        entire = self.entire[folio]
+        if kind == "map_new_anon":  # atomic_set(&folio->_entire_mapcount, 0): a store
+            self.entire[folio] = 1
+            return Charge(0, 0, lines)
+        if kind == "unmap":  # atomic_add_negative(-1, _entire_mapcount); last -> atomic_sub_return_relaxed
+            self.entire[folio] = entire - 1
+            return Charge(1 + (self.page_mapcount and entire == 1), 0, lines)
+        self.entire[folio] = entire + 1  # atomic_inc_and_test / atomic_inc
+        return Charge(1 + (self.page_mapcount and kind == "map" and entire == 0), 0, lines)
