@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +33,10 @@ from foliosim.live.census import (
     TRUTH_ONE,
     CensusError,
     _judge,
+    _mapping_entries,
     _Mm,
     clopper_pearson,
+    consistent,
     false_shared_cause,
     kernel_verdict,
     run_census,
@@ -487,24 +488,52 @@ def test_false_shared_causes() -> None:
 def test_truth_from_the_folios_own_mapcounts() -> None:
     mm = _Mm(key=5, mm_id=5, tgids=[100], comm="x")
     mms = {5: mm, 6: _Mm(key=6, mm_id=6, tgids=[200], comm="y")}
-    every_page = {5: {i: 1 for i in range(4)}}
+    every_page = ([1, 1, 1, 1], {5: 4})  # entries per page over the MMs read; MM 5 shows them all
     # order 2 mapped once per page by MM 5 only, bit stuck: a false "shared"
     one = kfolio(2, 3, True, page_mapcount=(0, 0, 0, 0))
-    f = _judge(one, False, {k: Counter(v) for k, v in every_page.items()}, mms, set())
+    f = _judge(one, False, *every_page, mms, set())
     assert (f.truth, f.outcome, f.cause, f.unseen, f.stale) == (TRUTH_ONE, FALSE_SHARED, "stuck-bit-both-slots-free",
                                                                 0, 0)
     # the folio counts two entries on page 0 and MM 5 shows one: an MM not read maps it -> >= 2 MMs, shared
     two = kfolio(2, 4, True, page_mapcount=(1, 0, 0, 0))
-    f = _judge(two, False, {k: Counter(v) for k, v in every_page.items()}, mms, set())
+    f = _judge(two, False, *every_page, mms, set())
     assert (f.truth, f.outcome, f.unseen) == (TRUTH_MANY, SHARED, 1)
     # the folio counts fewer entries than were read: it changed in between -> left out
     gone = kfolio(2, 2, False, page_mapcount=(-1, 0, 0, 0))
-    f = _judge(gone, False, {k: Counter(v) for k, v in every_page.items()}, mms, set())
+    f = _judge(gone, False, *every_page, mms, set())
     assert (f.truth, f.outcome, f.stale) == (TRUTH_CHANGED, EXCLUDED, 1)
     # an MM whose id changed between the two task passes (exec): left out too
-    f = _judge(one, False, {k: Counter(v) for k, v in every_page.items()}, mms, {5})
+    f = _judge(one, False, *every_page, mms, {5})
     assert f.outcome == EXCLUDED
     # a PMD mapping counts on every page through the entire mapcount
     pmd = kfolio(2, 0, False, page_mapcount=(-1,) * 4, entire=0)
-    f = _judge(pmd, False, {k: Counter(v) for k, v in every_page.items()}, mms, set())
+    f = _judge(pmd, False, *every_page, mms, set())
     assert (f.truth, f.outcome, f.mapcount, f.entire_mapcount) == (TRUTH_ONE, EXCLUSIVE, 1, 1)
+
+
+def test_a_torn_read_is_left_out() -> None:
+    mm = _Mm(key=5, mm_id=5, tgids=[100], comm="x")
+    mms = {5: mm}
+    every_page = ([1, 1, 1, 1], {5: 4})
+    # _large_mapcount says 5 mappings, the pages count 4: read between the per-page and the per-folio update
+    torn = kfolio(2, 4, True, page_mapcount=(0, 0, 0, 0))
+    f = _judge(torn, False, *every_page, mms, set())
+    assert (f.truth, f.outcome) == (TRUTH_CHANGED, EXCLUDED)
+    # the lock bit (bit 31 of _mm_ids) set: an update in progress
+    locked = kfolio(2, 3, True, page_mapcount=(0, 0, 0, 0), slots=((1 << 31, -1), (0, -1)))
+    assert locked.lock_bit and _judge(locked, False, *every_page, mms, set()).outcome == EXCLUDED
+    assert consistent(kfolio(2, 3, True, page_mapcount=(0, 0, 0, 0)), False)
+    assert consistent(torn, True)  # hugetlb folios keep no per-page counts: not checked
+
+
+def test_mapping_entries_locate_every_pfn_in_its_folio() -> None:
+    from array import array
+
+    extents = {0x1000: 2, 0x2000: 4}  # an order-2 folio at 0x1000, an order-4 one at 0x2000
+    a = _Mm(key=1, mm_id=1, tgids=[10], pfns=array("Q", [0x1000, 0x1001, 0x1003, 0x0FFF, 0x1004, 0x2005, 0x5]))
+    b = _Mm(key=2, mm_id=2, tgids=[20], pfns=array("Q", [0x2005, 0x2005, 0x200F, 0x2010]))  # 0x2005 at two addresses
+    counts, per_mm = _mapping_entries([a, b], extents)
+    assert counts[0x1000] == [1, 1, 0, 1]
+    assert counts[0x2000] == [0] * 5 + [3] + [0] * 9 + [1]
+    assert per_mm == {0x1000: {1: 3}, 0x2000: {1: 1, 2: 3}}
+    assert _mapping_entries([a], {}) == ({}, {})

@@ -29,7 +29,7 @@ import math
 import os
 import time
 from array import array
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 USER_END = 1 << 47
 #: pagemap entries read per pread
 CHUNK_PAGES = 1 << 16
-# PFNs closer than this share one kpageflags pread (8 bytes per PFN: a pread of a few KiB costs about one of 8 bytes)
-_FLAGS_GAP = 512
+# PFNs closer than this share one kpageflags pread
+_FLAGS_GAP = 64
 
 TRUTH_ONE = "1 MM"
 TRUTH_MANY = ">=2 MMs"
@@ -531,20 +531,11 @@ def run_census(pids: Sequence[int] | None, reader: FolioReader | None = None,
         result.seconds["pagemaps"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        extents, pfn_head, hugetlb = _large_anon_folios(mms)
+        extents, hugetlb = _large_anon_folios(mms)
         result.seconds["kpageflags"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        entries: dict[int, dict[int, Counter[int]]] = defaultdict(dict)  # head -> MM key -> page index -> count
-        for mm in mms:
-            unique = set(mm.pfns)
-            mapped = Counter(mm.pfns) if len(unique) != len(mm.pfns) else None  # a page at two addresses
-            for pfn in unique & pfn_head.keys():
-                head = pfn_head[pfn]
-                per_mm = entries[head].get(mm.key)
-                if per_mm is None:
-                    per_mm = entries[head][mm.key] = Counter()
-                per_mm[pfn - head] += mapped[pfn] if mapped is not None else 1
+        page_counts, per_mm = _mapping_entries(mms, extents)
         result.seconds["group"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -569,7 +560,7 @@ def run_census(pids: Sequence[int] | None, reader: FolioReader | None = None,
     t = time.perf_counter()
     by_key = {mm.key: mm for mm in mms}
     for head, folio in kernel.items():
-        result.folios.append(_judge(folio, hugetlb[head], entries[head], by_key, changed_mms))
+        result.folios.append(_judge(folio, hugetlb[head], page_counts[head], per_mm[head], by_key, changed_mms))
     result.seconds["judge"] = time.perf_counter() - t
     result.seconds["total"] = time.perf_counter() - start
     return result
@@ -619,49 +610,78 @@ def _sorted_flags(phys: procfs.PhysReader, pfns: Sequence[int]) -> Iterable[tupl
         i = j + 1
 
 
-def _large_anon_folios(mms: Sequence[_Mm]) -> tuple[dict[int, int], dict[int, int], dict[int, bool]]:
-    """(head -> order, PFN -> head, head -> hugetlb) for every large anonymous folio behind the MMs' PFNs."""
+def _large_anon_folios(mms: Sequence[_Mm]) -> tuple[dict[int, int], dict[int, bool]]:
+    """(head -> order, head -> hugetlb) for every large anonymous folio behind the MMs' PFNs (/proc/kpageflags)."""
     pfns = sorted({pfn for mm in mms for pfn in mm.pfns})
     extents: dict[int, int] = {}
-    pfn_head: dict[int, int] = {}
     hugetlb: dict[int, bool] = {}
     if not pfns:
-        return extents, pfn_head, hugetlb
+        return extents, hugetlb
     compound = (1 << procfs.KPF_COMPOUND_HEAD) | (1 << procfs.KPF_COMPOUND_TAIL)
     anon, zero, huge = 1 << procfs.KPF_ANON, 1 << procfs.KPF_ZERO_PAGE, 1 << procfs.KPF_HUGE
     with procfs.PhysReader() as phys:
         cur_head, cur_end = -1, -1
         for pfn, word in _sorted_flags(phys, pfns):
-            if not word & compound or not word & anon or word & zero:
+            if cur_head <= pfn < cur_end or not word & compound or not word & anon or word & zero:
                 continue
-            if not cur_head <= pfn < cur_end:
-                try:
-                    cur_head, order = phys.folio_extent(pfn)
-                except HostError:  # split or freed since pagemap was read
-                    cur_head, cur_end = -1, -1
-                    continue
-                cur_end = cur_head + (1 << order)
-                if order == 0:
-                    continue
+            try:
+                cur_head, order = phys.folio_extent(pfn)
+            except HostError:  # split or freed since pagemap was read
+                cur_head, cur_end = -1, -1
+                continue
+            cur_end = cur_head + (1 << order)
+            if order:
                 extents[cur_head] = order
                 hugetlb[cur_head] = bool(word & huge)
-            if cur_head in extents:
-                pfn_head[pfn] = cur_head
-    return extents, pfn_head, hugetlb
+    return extents, hugetlb
 
 
-def _judge(folio: KernelFolio, hugetlb: bool, seen: dict[int, Counter[int]], mms: dict[int, _Mm],
+def _mapping_entries(mms: Sequence[_Mm], extents: dict[int, int]) -> tuple[dict[int, list[int]],
+                                                                          dict[int, dict[int, int]]]:
+    """(head -> entries per page over every MM read, head -> MM key -> its entries) for the folios ``extents``.
+
+    Vectorised (numpy): each MM's PFNs are located in the sorted folio extents by binary search."""
+    import numpy as np
+
+    heads_list = sorted(extents)
+    page_counts: dict[int, list[int]] = {}
+    per_mm: dict[int, dict[int, int]] = {head: {} for head in heads_list}
+    if not heads_list:
+        return page_counts, per_mm
+    heads = np.array(heads_list, dtype=np.int64)
+    sizes = np.array([1 << extents[h] for h in heads_list], dtype=np.int64)
+    base = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(sizes)[:-1]))
+    total = np.zeros(int(sizes.sum()), dtype=np.int64)
+    for mm in mms:
+        if not mm.pfns:
+            continue
+        pfns = np.frombuffer(mm.pfns, dtype=np.uint64).astype(np.int64)
+        index = np.searchsorted(heads, pfns, side="right") - 1
+        keep = index >= 0
+        index, pfns = index[keep], pfns[keep]
+        offset = pfns - heads[index]
+        inside = offset < sizes[index]
+        index, offset = index[inside], offset[inside]
+        if not len(index):
+            continue
+        total += np.bincount(base[index] + offset, minlength=len(total))
+        per_folio = np.bincount(index, minlength=len(heads))
+        for i in np.flatnonzero(per_folio).tolist():
+            per_mm[heads_list[i]][mm.key] = int(per_folio[i])
+    for i, head in enumerate(heads_list):
+        page_counts[head] = total[base[i] : base[i] + sizes[i]].tolist()
+    return page_counts, per_mm
+
+
+def _judge(folio: KernelFolio, hugetlb: bool, counts: Sequence[int], seen: dict[int, int], mms: dict[int, _Mm],
            changed_mms: set[int]) -> FolioCensus:
-    """The verdict, the truth and the outcome of one folio."""
+    """The verdict, the truth and the outcome of one folio; ``counts``: page-table entries per page that the MMs
+    read showed, ``seen``: MM key -> its entries."""
     precise = precise_page_mapcounts(folio)
-    counts = [0] * folio.nr_pages
-    for per_mm in seen.values():
-        for index, n in per_mm.items():
-            counts[index] += n
     unseen = sum(max(0, p - c) for p, c in zip(precise, counts, strict=True))
     stale = sum(max(0, c - p) for p, c in zip(precise, counts, strict=True))
-    mappers = tuple(Mapper(mms[key].mm_id, tuple(mms[key].tgids), mms[key].comm, sum(per_mm.values()))
-                    for key, per_mm in sorted(seen.items()))
+    mappers = tuple(Mapper(mms[key].mm_id, tuple(mms[key].tgids), mms[key].comm, entries)
+                    for key, entries in sorted(seen.items()))
     if stale or any(key in changed_mms for key in seen) or not consistent(folio, hugetlb):
         truth = TRUTH_CHANGED
     elif len(mappers) >= 2 or unseen:
