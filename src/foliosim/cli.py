@@ -615,11 +615,19 @@ def _split_list(values: tuple[str, ...]) -> list[str]:
 
 @main.command()
 @click.option("-d", "--design", "designs", multiple=True, metavar="NAME[,NAME]",
-              help="Designs: kernel, exact, slots:K, stopped, legacy (default: kernel,exact,slots:3,stopped,legacy).")
+              help="Designs: kernel, exact, slots:K, stopped, legacy, precise-rmapid (default: "
+                   "kernel,exact,slots:3,stopped,legacy).")
 @click.option("-w", "--workload", "workloads", multiple=True, metavar="NAME[,NAME]",
               help="Generated workloads (default: all; see docs/evaluator.md).")
-@click.option("--workload-file", "files", multiple=True, metavar="FILE.jsonl",
-              help="Also run a workload file (from `foliosim trace`).")
+@click.option("--workload-file", "files", multiple=True, metavar="FILE",
+              help="Also run a workload file or run trace of a recorded program (`foliosim trace`).")
+@click.option("--recorded/--no-recorded", default=None,
+              help="Also run the recorded real programs of examples/run-traces (default: when no -w or "
+                   "--workload-file is given and the checkout has them).")
+@click.option("--driver", default="kernel", show_default=True, metavar="DESIGN",
+              help="Open loop: the design whose answers steer the runs every design is scored on.")
+@click.option("--closed-loop", is_flag=True,
+              help="Score each design on its own runs (its answers steer them; question sets then differ).")
 @click.option("--param", "params", multiple=True, metavar="[WORKLOAD.]KEY=V1,V2",
               help="Vary a workload parameter over values (a grid axis).")
 @click.option("--seeds", default=2, show_default=True, type=click.IntRange(1, 10_000), help="Seeds 1..N per cell.")
@@ -637,13 +645,14 @@ def _split_list(values: tuple[str, ...]) -> list[str]:
 @click.option("--parquet", "parquet_out", default=None, metavar="FILE", help="Export as Parquet (extra: parquet).")
 @click.option("--report", "report_dir", default=None, metavar="DIR", help="Write the report into DIR afterwards.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[str, ...], params: tuple[str, ...],
-            seeds: int, db_path: str, jobs: int | None, dask_address: str | None, word_bits: str,
-            no_page_mapcount: bool, oracle: str, csv_out: str | None, parquet_out: str | None,
-            report_dir: str | None, quiet: bool) -> None:
+def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[str, ...], recorded: bool | None,
+            driver: str, closed_loop: bool, params: tuple[str, ...], seeds: int, db_path: str, jobs: int | None,
+            dask_address: str | None, word_bits: str, no_page_mapcount: bool, oracle: str, csv_out: str | None,
+            parquet_out: str | None, report_dir: str | None, quiet: bool) -> None:
     """Compare sharing-detection designs on a grid of workloads x parameters x seeds.
 
-    Prints the headline on stdout; progress goes to stderr. Exit status: 0 ok,
+    Open loop (default): one driving design (--driver) runs each workload and every design answers the same
+    questions on the same states. Prints the headline on stdout; progress goes to stderr. Exit status: 0 ok,
     1 a run or the database failed, 2 a bad grid (unknown design, workload or parameter).
     """
     import time
@@ -676,7 +685,13 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
         if repeated:
             fail(f"--param {item!r}: {', '.join(repeated)} listed twice", 2)
     texts: dict[str, str] = {}
-    for path in files:
+    asked_recorded = recorded is True
+    if recorded is None:
+        recorded = not workloads and not files
+    examples = _recorded_programs() if recorded else []
+    if asked_recorded and not examples:
+        fail("--recorded: no recorded programs here (examples/run-traces/*.trace.gz of a foliosim checkout)", 2)
+    for path in (*examples, *files):
         try:
             text = read_workload_text(path)
         except (OSError, WorkloadError) as exc:
@@ -688,13 +703,14 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
         if not steps:
             fail(f"{_shown(path)}: no steps (an empty workload file; `foliosim trace -o FILE -- COMMAND` makes one)", 2)
         texts[file_workload(_shown(Path(path).name), text)] = text
-    chosen_workloads = _split_list(workloads) or ([] if files else list(WORKLOADS))
+    chosen_workloads = _split_list(workloads) or ([] if files and not recorded else list(WORKLOADS))
     if chosen_workloads == ["all"]:
         chosen_workloads = list(WORKLOADS)
     grid = Grid(designs=tuple(_split_list(designs) or DESIGNS), workloads=tuple(chosen_workloads),
                 seeds=tuple(range(1, seeds + 1)), params=grid_params,
                 word_bits=(64, 32) if word_bits == "both" else (int(word_bits),),
-                no_page_mapcount=no_page_mapcount, oracle=oracle, files=texts)
+                no_page_mapcount=no_page_mapcount, oracle=oracle, files=texts,
+                mode="closed" if closed_loop else "open", driver=driver)
     try:
         cells = grid.cells()
     except (ValueError, FoliosimError) as exc:
@@ -722,6 +738,9 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
     if texts and seeds > 1:
         click.echo("foliosim compare: workload files run once each (seed 1): their steps do not depend on the seed",
                    err=True)
+    click.echo("foliosim compare: " + ("closed loop: each design's answers steer its own runs" if closed_loop else
+                                       f"open loop: `{driver}` drives each run, every design answers its questions"),
+               err=True)
     try:
         with _progress(len(todo), quiet) as advance:
             if dask_address:
@@ -745,14 +764,28 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
             click.echo(f"  {first}", err=True)
     _exports(db, csv_out, parquet_out, "compare")
     db.close()
-    click.echo(report_text(db_path, cell_ids), nl=False)
+    mode = "closed" if closed_loop else "open"
+    try:
+        click.echo(report_text(db_path, cell_ids, mode), nl=False)
+    except (ValueError, FoliosimError) as exc:
+        fail(str(exc), 1)
     sys.stdout.flush()
     if report_dir is not None:
         try:
-            files_written = write_report(db_path, report_dir, cell_ids)
+            files_written = write_report(db_path, report_dir, cell_ids, mode)
         except (ValueError, FoliosimError) as exc:
             fail(f"--report: {exc}", 1)
         click.echo(f"foliosim compare: report in {files_written.markdown} and {files_written.html}", err=True)
+
+
+def _recorded_programs() -> list[str]:
+    """The recorded real programs of a foliosim checkout (examples/run-traces), sorted; [] when not there."""
+    from pathlib import Path
+
+    import foliosim
+
+    folder = Path(foliosim.__file__).resolve().parents[2] / "examples" / "run-traces"
+    return sorted(str(p) for p in (*folder.glob("*.trace.gz"), *folder.glob("*.trace")) if p.is_file())
 
 
 def _shown(path: str) -> str:
@@ -858,7 +891,9 @@ class _progress:
               help="Directory for report.md, report.html and plots/.")
 @click.option("--csv", "csv_out", default=None, metavar="FILE", help="Also export every metric row as CSV.")
 @click.option("--parquet", "parquet_out", default=None, metavar="FILE", help="Also export as Parquet.")
-def report_cmd(db_path: str, outdir: str, csv_out: str | None, parquet_out: str | None) -> None:
+@click.option("--closed-loop", is_flag=True, help="Report the closed-loop cells (default: the open-loop ones, "
+              "or the closed-loop ones when there are no others).")
+def report_cmd(db_path: str, outdir: str, csv_out: str | None, parquet_out: str | None, closed_loop: bool) -> None:
     """Write the comparison report (Markdown + self-contained HTML with PNG/SVG plots) from a results DB."""
     import os
 
@@ -878,7 +913,7 @@ def report_cmd(db_path: str, outdir: str, csv_out: str | None, parquet_out: str 
     from foliosim.report.evaluation import write_report
 
     try:
-        files_written = write_report(db_path, outdir)
+        files_written = write_report(db_path, outdir, mode="closed" if closed_loop else None)
         db = ResultsDB(db_path)
     except (ValueError, FoliosimError, OSError) as exc:
         click.echo(f"foliosim report: {exc}", err=True)
@@ -915,7 +950,7 @@ def report_cmd(db_path: str, outdir: str, csv_out: str | None, parquet_out: str 
 @click.option("--census-budget", "census_budget", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.5,
               show_default=True, metavar="SHARE",
               help="Skip a census (counted in the record) while the censuses so far took more than this share of "
-                   "the traced wall time; 1: never skip.")
+                   "the traced wall time and more than 0.25 s in all; 1: never skip.")
 def trace_cmd(command: tuple[str, ...], out_path: str | None, thp_spec: str | None, check_live: bool,
               measure_slowdown: bool, buffer_kb: int, census_mode: str, census_interval: float,
               census_budget: float) -> None:

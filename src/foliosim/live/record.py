@@ -74,7 +74,9 @@ DEFAULT_CENSUS_INTERVAL_MS = 100.0
 MIN_CENSUS_INTERVAL_MS = 5.0
 PERIODIC_CENSUS_SHARE = 0.2
 #: a census is skipped (and counted) while the censuses so far took more than this share of the traced wall time
+#: and more than CENSUS_GRACE_S in all (a short program gets every census: it costs little in absolute terms)
 DEFAULT_CENSUS_BUDGET = 0.5
+CENSUS_GRACE_S = 0.25
 _MAP_ANONYMOUS = 0x20
 _MAP_SHARED_TYPES = (0x01, 0x03)  # MAP_SHARED, MAP_SHARED_VALIDATE
 _IORING_REGISTER_BUFFERS = 0
@@ -790,7 +792,8 @@ class _Recording:
         if self.tracer.killed or not pids:
             return None
         start = time.perf_counter()
-        if self.census_budget < 1.0 and self.census_s > self.census_budget * (start - self.census_start):
+        if self.census_budget < 1.0 and self.census_s > max(CENSUS_GRACE_S,
+                                                            self.census_budget * (start - self.census_start)):
             key = f"{at}: over the time budget"
             with self.census_lock:
                 self.census_skipped[key] = self.census_skipped.get(key, 0) + 1
@@ -878,7 +881,8 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
     ``census``: "events" takes a census of the kernel's verdicts (:mod:`foliosim.live.census`) over the traced
     processes before every exit and after every fork, "periodic" also every ``census_interval_ms`` while they run;
     the header's ``census`` record holds the counts (:mod:`foliosim.live.verdicts`). A census is skipped (and
-    counted) while the censuses so far took more than ``census_budget`` of the traced wall time (1: never).
+    counted) while the censuses so far took more than ``census_budget`` of the traced wall time and more than
+    :data:`CENSUS_GRACE_S` in all (``census_budget`` 1: never).
     Without the BPF readers the record says why it is missing (a warning; the trace is still written).
 
     Raises RecordError (bad arguments: nothing ran), HostUnavailable (not root, no tracefs, ptrace denied) or
@@ -944,6 +948,11 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
                     census_note = f"BPF task iterator unavailable ({exc})"
             if census != "none" and census_tasks is None:
                 say(f"no census of the kernel's verdicts: {census_note}")
+            if census_tasks is not None:  # load what a census uses now, not inside the traced program's time
+                import numpy  # noqa: F401
+
+                import foliosim.live.census
+                import foliosim.live.verdicts  # noqa: F401
             if not check_live:
                 reader_note = None
             untraced = None
