@@ -108,7 +108,7 @@ class Design(ABC):
             self.total[folio] += diff
         tracking = self._update(op, folio, op.mm, order, diff)
         charge = self.rmap_counters.charge(op, folio, order) + tracking
-        return UpdateCost(atomics=charge.atomics, locks=charge.locks, cache_lines=len(charge.lines))
+        return UpdateCost(atomics=charge.atomics, locks=charge.locks, cache_lines=charge.line_count())
 
     def _new(self, folio: str, order: int) -> None:  # noqa: B027 - optional hook
         """A folio was allocated."""

@@ -55,21 +55,32 @@ def entire_line(config: KernelConfig) -> int:
     return page_line(config, 1 if config.is_64bit else 2)
 
 
-def range_lines(config: KernelConfig, first: int, nr: int) -> set[int]:
-    """The lines holding the ``_mapcount`` of pages ``first .. first + nr - 1``."""
-    return set(range(page_line(config, first), page_line(config, first + nr - 1) + 1))
-
-
 @dataclass(slots=True)
 class Charge:
-    """Part of an update's cost: atomic RMWs (a lock acquire counts as one), lock acquisitions, lines."""
+    """Part of an update's cost: atomic RMWs (a lock acquire counts as one), lock acquisitions, lines.
+
+    The lines written are ``lines`` plus the contiguous run ``span`` (first, last line
+    of a PTE batch's ``_mapcount`` words; None when there is none), kept apart so that
+    a 512-page batch does not build a set.
+    """
 
     atomics: int = 0
     locks: int = 0
     lines: set[int] = field(default_factory=set)
+    span: tuple[int, int] | None = None
 
     def __add__(self, other: Charge) -> Charge:
-        return Charge(self.atomics + other.atomics, self.locks + other.locks, self.lines | other.lines)
+        if self.span is not None and other.span is not None:
+            raise ValueError("two line runs in one charge")
+        return Charge(self.atomics + other.atomics, self.locks + other.locks, self.lines | other.lines,
+                      self.span if self.span is not None else other.span)
+
+    def line_count(self) -> int:
+        """Distinct cache lines written."""
+        if self.span is None:
+            return len(self.lines)
+        lo, hi = self.span
+        return hi - lo + 1 + sum(1 for line in self.lines if not lo <= line <= hi)
 
 
 class PageMapcounts:
@@ -87,6 +98,10 @@ class PageMapcounts:
         self.page_mapcount = page_mapcount
         self.pages: dict[str, list[int]] = {}
         self.entire: dict[str, int] = {}
+        self._meta = meta_line(config)
+        self._entire = entire_line(config)
+        self._page0 = page_line(config, 0)
+        self._per_line = LINE_BYTES // struct_page_bytes(config)  # struct pages per cache line
 
     def new(self, folio: str, order: int) -> None:
         if order:
@@ -100,34 +115,30 @@ class PageMapcounts:
 
     def charge(self, op: Op, folio: str, order: int) -> Charge:
         """The bookkeeping cost outside the sharing tracking, and the state change, of ``op``."""
-        cfg = self.config
         if order == 0:
             # folio_add_new_anon_rmap(): atomic_set (a store); add/dup/remove: atomic_inc*/add_negative.
-            return Charge(0 if op.op == "map_new_anon" else 1, 0, {page_line(cfg, 0)})
-        lines = {meta_line(cfg)}  # the total mapcount, written by every design
-        pmd = op.level is PMD or (op.op == "map_new_anon" and order >= cfg.pmd_order)
+            return Charge(0 if op.op == "map_new_anon" else 1, 0, {self._page0})
+        lines = {self._meta}  # the total mapcount, written by every design
+        pmd = op.level is PMD or (op.op == "map_new_anon" and order >= self.config.pmd_order)
         if pmd:
-            lines.add(entire_line(cfg))
+            lines.add(self._entire)
             return self._pmd(op.op, folio, lines)
         first, nr = (0, 1 << order) if op.op == "map_new_anon" else (op.page, op.nr)
         if not self.page_mapcount:
             return Charge(0, 0, lines)
-        lines |= range_lines(cfg, first, nr)
+        span = (first // self._per_line, (first + nr - 1) // self._per_line)
         counts = self.pages[folio]
+        end = first + nr
         if op.op == "map_new_anon":  # atomic_set(&page->_mapcount, 0) per page, _nr_pages_mapped set
             counts[:] = [1] * nr
-            return Charge(0, 0, lines)
+            return Charge(0, 0, lines, span)
+        seg = counts[first:end]
         if op.op == "unmap":  # atomic_add_negative(-1) per page; atomic_sub_return_relaxed if any went away
-            gone = 0
-            for idx in range(first, first + nr):
-                counts[idx] -= 1
-                gone += counts[idx] == 0
-            return Charge(nr + (gone > 0), 0, lines)
-        newly = 0  # map: atomic_inc_and_test per page; dup: atomic_inc per page, never _nr_pages_mapped
-        for idx in range(first, first + nr):
-            counts[idx] += 1
-            newly += counts[idx] == 1
-        return Charge(nr + (op.op == "map" and newly > 0), 0, lines)
+            counts[first:end] = [c - 1 for c in seg]
+            return Charge(nr + (1 in seg), 0, lines, span)
+        # map: atomic_inc_and_test per page (+ _nr_pages_mapped if one was unmapped); dup: atomic_inc per page.
+        counts[first:end] = [c + 1 for c in seg]
+        return Charge(nr + (op.op == "map" and 0 in seg), 0, lines, span)
 
     def _pmd(self, kind: str, folio: str, lines: set[int]) -> Charge:
         entire = self.entire[folio]

@@ -23,6 +23,7 @@ class ExactDesign(Design):
 
     def __init__(self, config: KernelConfig) -> None:
         super().__init__(config)
+        self._meta = meta_line(config)
         self.counts: dict[str, dict[str, int]] = {}
 
     def _new(self, folio: str, order: int) -> None:
@@ -45,7 +46,7 @@ class ExactDesign(Design):
             per_mm[mm] = per_mm.get(mm, 0) + diff
         if order == 0:
             return Charge()
-        lines = {meta_line(self.config), OUTSIDE_MEMMAP}
+        lines = {self._meta, OUTSIDE_MEMMAP}
         if op.op == "map_new_anon":
             return Charge(lines=lines)  # an unpublished folio: plain stores, no lock
         return Charge(atomics=1, locks=1, lines=lines)

@@ -36,6 +36,7 @@ class KernelDesign(Design):
 
     def __init__(self, config: KernelConfig) -> None:
         super().__init__(config)
+        self._meta = meta_line(config)
         self.system = RmapSystem(config)
         self._owner_event: OwnerEvent | None = None
 
@@ -47,7 +48,7 @@ class KernelDesign(Design):
     def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
         if order == 0:
             return Charge()
-        lines = {meta_line(self.config)}  # _large_mapcount, _mm_id_mapcount, _mm_ids: page[1]
+        lines = {self._meta}  # _large_mapcount, _mm_id_mapcount, _mm_ids: page[1]
         if self._owner_event is OwnerEvent.SET:
             return Charge(lines=lines)  # folio_set_large_mapcount(): unpublished folio, plain stores, no lock
         # folio_add/sub_return_large_mapcount(): bit_spin_lock() (test_and_set_bit_lock, one atomic RMW),

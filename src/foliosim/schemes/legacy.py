@@ -31,6 +31,7 @@ class LegacyDesign(Design):
 
     def __init__(self, config: KernelConfig) -> None:
         super().__init__(config)
+        self._meta = meta_line(config)
         self.system = RmapSystem(replace(config, no_page_mapcount=False))
 
     def apply(self, op: Op) -> UpdateCost:
@@ -40,7 +41,7 @@ class LegacyDesign(Design):
     def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
         if order == 0:
             return Charge()
-        lines = {meta_line(self.config)}
+        lines = {self._meta}
         if op.op == "map_new_anon":
             return Charge(lines=lines)  # plain stores into an unpublished folio
         return Charge(atomics=1, lines=lines)  # v6.14 folio_add/sub_large_mapcount(): atomic_add/atomic_sub

@@ -23,6 +23,7 @@ class StoppedDesign(Design):
 
     def __init__(self, config: KernelConfig) -> None:
         super().__init__(config)
+        self._meta = meta_line(config)
         self.slots: dict[str, dict[str, int]] = {}
         self.stopped: set[str] = set()
 
@@ -37,7 +38,7 @@ class StoppedDesign(Design):
     def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
         if order == 0:
             return Charge()
-        lines = {meta_line(self.config)}
+        lines = {self._meta}
         if folio in self.stopped:
             return Charge(atomics=1, lines=lines)  # a lockless test of the stopped bit, then atomic_add
         slots = self.slots[folio]
