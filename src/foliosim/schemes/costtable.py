@@ -3,7 +3,7 @@
 One fixed sequence of rmap calls (a 16-page mTHP faulted in, forked, one page CoW'd,
 the child exiting, the page mapped back; a PMD THP faulted in, forked and unmapped;
 a PTE-mapped THP forked) goes through each design under CONFIG_PAGE_MAPCOUNT and
-CONFIG_NO_PAGE_MAPCOUNT (64-bit), and each call's :class:`~foliosim.schemes.UpdateCost`
+CONFIG_NO_PAGE_MAPCOUNT, 64- and 32-bit, and each call's :class:`~foliosim.schemes.UpdateCost`
 becomes a cell ``atomics / locks / cache lines``. ``python -m foliosim.schemes.costtable``
 prints the table; a test checks that the docs quote it unchanged.
 """
@@ -36,41 +36,49 @@ STEPS: list[tuple[str, Op]] = [
 ]
 
 
-def costs(spec: str, config: KernelConfig) -> list[tuple[int, int, int]]:
-    """(atomics, locks, cache lines) of every step of :data:`STEPS` for one design."""
-    design = make_design(spec, config)
+#: The configurations of the tables, in order.
+TABLE_CONFIGS = (KernelConfig(64, False), KernelConfig(64, True), KernelConfig(32, False), KernelConfig(32, True))
+
+
+def costs(spec: str, config: KernelConfig) -> list[str]:
+    """``atomics / locks / lines`` of every step of :data:`STEPS` for one design ("—" if it refuses the config)."""
+    try:
+        design = make_design(spec, config)
+    except ValueError:
+        return ["—"] * len(STEPS)
     for op in _SETUP:
         design.apply(op)
     out = []
     for _label, op in STEPS:
         cost = design.apply(op)
-        out.append((cost.atomics, cost.locks, cost.cache_lines))
+        out.append(f"{cost.atomics} / {cost.locks} / {cost.cache_lines}")
     return out
 
 
-def metadata(spec: str, config: KernelConfig, order: int) -> int:
+def metadata(spec: str, config: KernelConfig, order: int) -> str:
     """The design's sharing-tracking bytes for one folio of ``order`` mapped by one MM."""
-    design = make_design(spec, config)
+    try:
+        design = make_design(spec, config)
+    except ValueError:
+        return "—"
     design.apply(Op("mm_new", "P"))
     design.apply(Op("folio_new", folio="F", order=order))
     design.apply(Op("map_new_anon", "P", "F", None, PTE if order < config.pmd_order else PMD))
-    return design.metadata_bytes("F")
+    return f"{design.metadata_bytes('F')} B"
 
 
 def markdown_table() -> str:
-    """Both configurations' tables, as docs/cost-model.md quotes them."""
+    """One table per configuration, as docs/cost-model.md quotes them."""
     parts = []
-    for config in (KernelConfig(64, False), KernelConfig(64, True)):
+    for config in TABLE_CONFIGS:
         cols = {spec: costs(spec, config) for spec in TABLE_DESIGNS}
-        head = "| operation (64-bit, " + ("CONFIG_NO_PAGE_MAPCOUNT" if config.no_page_mapcount
-                                         else "CONFIG_PAGE_MAPCOUNT") + ") | "
+        head = f"| operation ({config.describe()}) | "
         lines = [head + " | ".join(f"`{s}`" for s in TABLE_DESIGNS) + " |",
                  "|---" * (len(TABLE_DESIGNS) + 1) + "|"]
         for i, (label, _op) in enumerate(STEPS):
-            cells = " | ".join("{} / {} / {}".format(*cols[s][i]) for s in TABLE_DESIGNS)
-            lines.append(f"| {label} | {cells} |")
+            lines.append(f"| {label} | " + " | ".join(cols[s][i] for s in TABLE_DESIGNS) + " |")
         for order in (2, 4, 9):
-            cells = " | ".join(f"{metadata(s, config, order)} B" for s in TABLE_DESIGNS)
+            cells = " | ".join(metadata(s, config, order) for s in TABLE_DESIGNS)
             lines.append(f"| metadata per order-{order} folio (one MM) | {cells} |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
