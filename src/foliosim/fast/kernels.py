@@ -296,6 +296,35 @@ def _remove_rmap(cfg: I64, fs: I64, pmc: I32, f: int, page: int, nr: int, mm_id:
 
 
 @jit_inline
+def _remove_rmap_partial(cfg: I64, fs: I64, pmc: I32, f: int, page: int, nr: int, mm_id: int, level: int) -> bool:
+    """``__folio_remove_rmap()`` (:func:`_remove_rmap`) returning ``RmapResult.partially_mapped`` of the reference:
+    whether an anon folio is now to be queued for deferred split. Used by the compiled process simulator."""
+    _remove_rmap(cfg, fs, pmc, f, page, nr, mm_id, level)
+    order = fs[f, F_ORDER]
+    if order == 0:
+        return False
+    nr_pages = np.int64(1) << order
+    total = fs[f, F_LARGE] + 1
+    if level == L_PTE:
+        if not cfg[C_PAGE_MC]:
+            return bool(total != 0 and total < nr_pages and fs[f, F_ENTIRE] + 1 == 0)
+        off = fs[f, F_OFF]
+        last = 0
+        for p in range(off + page, off + page + nr):
+            if pmc[p] < 0:
+                last += 1
+        return bool(last > 0 and fs[f, F_NPM] < ENTIRELY_MAPPED and fs[f, F_NPM] != 0)
+    if not cfg[C_PAGE_MC]:
+        return bool(total != 0 and fs[f, F_ENTIRE] < 0 and total < nr_pages)
+    if fs[f, F_ENTIRE] < 0:
+        mapped = fs[f, F_NPM]
+        if mapped < ENTIRELY_MAPPED:
+            unmapped = nr_pages - (mapped & (ENTIRELY_MAPPED - 1))
+            return bool(0 < unmapped < nr_pages)
+    return False
+
+
+@jit_inline
 def _free_check_ok(cfg: I64, fs: I64, pmc: I32, f: int) -> bool:
     """No check of :func:`foliosim.system.free_page_check_failure` fires."""
     order = fs[f, F_ORDER]

@@ -1,0 +1,1079 @@
+"""The compiled process simulator: :class:`FastMachine`, the reference :class:`foliosim.vm.machine.Machine`'s public
+API over arrays, with the page-level hot paths in numba (:mod:`foliosim.fast.sim.kern`).
+
+Control-plane operations (tasks, MMs, VMA bookkeeping, mmap/munmap/mprotect/madvise range logic, exec, exit) stay
+in Python and follow :mod:`foliosim.vm.machine` step by step; faults, copy-on-write, fork's page-table copy, zap and
+PMD split run compiled and call the shared rmap/owner kernels of :mod:`foliosim.fast.kernels`. Page contents are
+content ids (0..255: a page filled with that byte; larger: an interned page), so the oracle compares integers.
+
+What it does not model raises :class:`Unsupported` before any state changes; callers fall back to the reference.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from foliosim.errors import FoliosimError
+from foliosim.fast import kernels as K
+from foliosim.fast.sim import kern
+from foliosim.fast.sim import layout as L
+from foliosim.fast.state import config_vector
+from foliosim.folio import Folio
+from foliosim.kconfig import KernelConfig
+from foliosim.mmid import MMIdAllocator
+from foliosim.rmap import PMD, PTE
+from foliosim.system import Op
+from foliosim.vm.events import EFAULT, EINVAL, ENOMEM, CowDecision, OracleViolation, SimError
+from foliosim.vm.machine import MADVISE, MMAP_BASE, MachineOptions
+from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE, ZERO_PAGE, filled_page, write_into
+from foliosim.vm.oracle import ReferenceMemory
+from foliosim.vm.vma import Vma
+
+I64 = npt.NDArray[np.int64]
+KIND_NAMES = ("anon", "file", "shmem")
+OP_NAMES = {K.K_MM_NEW: "mm_new", K.K_MM_FREE: "mm_free", K.K_FOLIO_NEW: "folio_new", K.K_FOLIO_FREE: "folio_free",
+            K.K_MAP_NEW_ANON: "map_new_anon", K.K_MAP: "map", K.K_DUP: "dup", K.K_UNMAP: "unmap"}
+UNSUPPORTED_ADVICE = frozenset({"cold", "pageout"})
+
+
+class Unsupported(FoliosimError):
+    """A step the fast engine does not model; nothing was changed. The caller runs the reference engine instead."""
+
+
+@dataclass(slots=True, eq=False)
+class FastMM:
+    """The Python side of an mm_struct: name, VMAs (reference :class:`Vma` objects) and their array rows."""
+
+    num: int
+    mm_id: int
+    vmas: list[Vma] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    rowmap: dict[int, int] = field(default_factory=dict)  # id(vma) -> its array row
+    users: int = 1
+    count: int = 1
+    has_pinned: bool = False
+    zapped: bool = False
+    label: str = ""
+    pmds: PmdSet | None = None  # ``idx in mm.pmds`` as foliosim.vm.stats.pagemap() asks it
+
+    @property
+    def name(self) -> str:
+        return f"mm{self.num}"
+
+    def find_vma(self, vpn: int) -> Vma | None:
+        idx = bisect.bisect_right(self.vmas, vpn, key=_start) - 1
+        if idx >= 0 and self.vmas[idx].end > vpn:
+            return self.vmas[idx]
+        return None
+
+    def vmas_in(self, start: int, end: int) -> list[Vma]:
+        first = max(0, bisect.bisect_right(self.vmas, start, key=_start) - 1)
+        out = []
+        for vma in self.vmas[first:]:
+            if vma.start >= end:
+                break
+            if vma.end > start:
+                out.append(vma)
+        return out
+
+    def covered(self, start: int, end: int) -> bool:
+        pos = start
+        for vma in self.vmas_in(start, end):
+            if vma.start > pos:
+                return False
+            pos = vma.end
+        return pos >= end
+
+    def insert_vma(self, vma: Vma) -> None:
+        bisect.insort(self.vmas, vma, key=_start)
+
+
+class PmdSet:
+    """``idx in mm.pmds``: whether a PMD maps PMD slot ``idx`` of the MM (for foliosim.vm.stats.pagemap())."""
+
+    __slots__ = ("machine", "mm")
+
+    def __init__(self, machine: FastMachine, mm: FastMM) -> None:
+        self.machine = machine
+        self.mm = mm
+
+    def __contains__(self, idx: object) -> bool:
+        return isinstance(idx, int) and self.machine._has_pmd(self.mm, idx)
+
+
+def _start(vma: Vma) -> int:
+    return vma.start
+
+
+@dataclass(slots=True, eq=False)
+class FastTask:
+    pid: int
+    name: str
+    mm: FastMM
+    tgid: int
+    vfork_parent: FastTask | None = None
+    vfork_blocked: bool = False
+    alive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FolioView:
+    """What scenario expectations ask of a mapped folio (``SimFolio``'s name, is_zero, core())."""
+
+    name: str
+    is_zero: bool
+    order: int
+    machine: FastMachine | None = None
+    slot: int = -1
+    kind: int = L.KIND_ANON
+
+    @property
+    def is_anon(self) -> bool:
+        return not self.is_zero and self.kind == L.KIND_ANON
+
+    @property
+    def nr_pages(self) -> int:
+        return 1 << self.order
+
+    def core(self) -> Folio:
+        assert self.machine is not None and self.slot >= 0, f"{self.name} has no rmap state"
+        return self.machine.export_folio(self.slot)
+
+
+@dataclass(slots=True)
+class PinHandle:
+    name: str
+    task: str
+    mm: FastMM
+    foll_pin: bool
+    pages: list[tuple[int, int]]  # (folio slot or ZERO, page)
+    vpns: list[int | None]
+
+
+class FastMachine:
+    """A simulated Linux v6.15 machine on arrays; same public methods and results as the reference Machine.
+
+    ``record`` keeps the rmap trace (:attr:`trace`, as reference Ops); ``keep_decisions`` the CoW decisions as
+    :class:`CowDecision` objects; ``mutant`` switches a deliberately wrong reuse test on (for the tests).
+    """
+
+    def __init__(self, config: KernelConfig | None = None, options: MachineOptions | None = None, *,
+                 record: bool = True, keep_decisions: bool = True, mutant: int = L.MUTANT_NONE) -> None:
+        self.config = config or KernelConfig()
+        self.options = options or MachineOptions()
+        if self.config.pmd_order > 12:
+            raise Unsupported(f"PMD order {self.config.pmd_order}: the fast engine's page tables hold up to 2**12")
+        for order in self.options.thp:
+            self._check_anon_order(order)
+        self.po = self.config.pmd_order
+        self.P = 1 << self.po
+        self.record = record
+        self.keep_decisions = keep_decisions
+        self.cfg = config_vector(self.config)
+        self.opt = np.zeros(L.O_LEN, dtype=np.int64)
+        self.opt[L.O_RECORD] = int(record)
+        self.opt[L.O_MUTANT] = mutant
+        self.opt[L.O_USE_ZERO] = int(self.options.use_zero_page)
+        self.glob = np.zeros(L.G_LEN, dtype=np.int64)
+        self.glob[L.G_FREE:] = -1
+        self.glob[L.G_FREE_TB] = -1
+        self.glob[L.G_NAME] = 1
+        self.glob[L.G_ANONVMA] = 1
+        self.fs = np.zeros((64, L.FS_COLS), dtype=np.int64)
+        self.pmc = np.full(1024, -1, dtype=np.int32)
+        self.pex = np.zeros(1024, dtype=np.uint8)
+        self.pct = np.zeros(1024, dtype=np.int32)
+        self.tb = np.zeros((16, L.TB_COLS), dtype=np.int64)
+        self.ptf = np.full((16, self.P), L.NONE, dtype=np.int32)
+        self.ptp = np.zeros((16, self.P), dtype=np.int32)
+        self.ptw = np.zeros((16, self.P), dtype=np.uint8)
+        self.hk = np.full(64, -1, dtype=np.int64)
+        self.hv = np.zeros(64, dtype=np.int32)
+        self.ms = np.zeros((8, L.MS_COLS), dtype=np.int64)
+        self.vm = np.zeros((64, L.VM_COLS), dtype=np.int64)
+        self.nvm = 0
+        self.mv = np.zeros(64, dtype=np.int32)
+        self.nmv = 0
+        self.tr = np.zeros((256 if record else 1, L.T_COLS), dtype=np.int64)
+        self.cow = np.zeros((64, L.C_COLS), dtype=np.int64)
+        self.faultbuf = np.zeros((1024, 2), dtype=np.int64)
+        self.trace: list[Op] = []
+        self.events: list[Any] = []
+        self.cow_decisions: list[CowDecision] = []
+        self.user_faults: list[tuple[int, str, int, bool]] = []
+        self.pycount: Counter[str] = Counter()
+        self.ids = MMIdAllocator(self.config)
+        self.tasks: dict[str, FastTask] = {}
+        self.mms: dict[str, FastMM] = {}
+        self.gup: dict[str, PinHandle] = {}
+        self.ref = ReferenceMemory()
+        self.pages: list[bytes] = []  # content ids 256.. -> page bytes
+        self._page_ids: dict[bytes, int] = {}
+        self.step = 0
+        self.task_name: str | None = None
+        self._next = {"pid": 1, "mm": 1}
+        self._mmap_base = MMAP_BASE >> PAGE_SHIFT
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def pmd_order(self) -> int:
+        return self.po
+
+    @property
+    def pmd_pages(self) -> int:
+        return self.P
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.cfg, self.opt, self.glob, self.fs, self.pmc, self.pex, self.pct, self.tb, self.ptf, self.ptp,
+                self.ptw, self.hk, self.hv, self.ms, self.vm, self.mv, self.tr, self.cow)
+
+    @property
+    def counters(self) -> Counter[str]:
+        c = Counter(self.pycount)
+        g = self.glob
+        for key, col in (("fault", L.G_FAULTS), ("cow reuse", L.G_REUSE), ("cow copy", L.G_COPY),
+                         ("pmd split", L.G_PMDSPLIT), ("fork early copy", L.G_EARLY)):
+            if g[col]:
+                c[key] = int(g[col])
+        for d in self.cow_decisions:
+            c[f"cow rule: {d.rule.value}"] += 1
+        return c
+
+    def _check_anon_order(self, order: int) -> None:
+        if order == 1 or not 2 <= order <= self.config.pmd_order:
+            raise SimError(f"anonymous THP order {order} is not supported: anon mTHP orders are "
+                           f"2..{self.config.pmd_order} (order 1 is not allowed for anon memory)")
+
+    def _begin(self, task: FastTask | None = None) -> None:
+        self.step += 1
+        self.task_name = task.name if task is not None else None
+
+    def _end(self) -> None:
+        if self.options.check:
+            problems = self.check()
+            if problems:
+                raise OracleViolation("; ".join(problems))
+
+    def task(self, name: str) -> FastTask:
+        task = self.tasks.get(name)
+        if task is None:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise SimError(f"no task {name!r} (tasks: {known})")
+        return task
+
+    def _runnable(self, name: str) -> FastTask:
+        task = self.task(name)
+        if task.vfork_blocked:
+            raise SimError(f"task {name!r} sleeps in vfork() until its child execs or exits")
+        return task
+
+    def _fail(self, what: str, errno: int, why: str = "") -> int:
+        self._end()
+        return errno
+
+    # ------------------------------------------------------------------ array room
+    def _grow_rows(self, name: str, need: int, fill: int = 0) -> None:
+        arr = getattr(self, name)
+        if need <= arr.shape[0]:
+            return
+        size = max(need, 2 * arr.shape[0])
+        new = np.full((size, *arr.shape[1:]), fill, dtype=arr.dtype)
+        new[:arr.shape[0]] = arr
+        setattr(self, name, new)
+
+    def ensure(self, folios: int = 2, pages: int = 0, tables: int = 2, trace: int = 64, cows: int = 4) -> None:
+        """Make room for that many more folios (of ``pages`` pages in all), tables, trace rows and decisions."""
+        g = self.glob
+        self._grow_rows("fs", int(g[L.G_NFOLIO]) + folios + 2)
+        pages = max(pages, 2 * self.P)
+        self._grow_rows("pmc", int(g[L.G_NPAGE]) + pages, -1)
+        self._grow_rows("pex", self.pmc.shape[0])
+        self._grow_rows("pct", self.pmc.shape[0])
+        ntb = int(g[L.G_NTB]) + tables + 2
+        if ntb > self.tb.shape[0]:
+            self._grow_rows("tb", ntb)
+            self._grow_rows("ptf", self.tb.shape[0], L.NONE)
+            self._grow_rows("ptp", self.tb.shape[0])
+            self._grow_rows("ptw", self.tb.shape[0])
+        if (int(g[L.G_HUSED]) + tables + 2) * 2 > self.hk.shape[0] or self.hk.shape[0] < 2 * self.tb.shape[0]:
+            size = self.hk.shape[0]
+            live = int(self.tb[:int(g[L.G_NTB]), L.TB_LIVE].sum())
+            while size < 4 * (live + tables + 2) or size < 2 * self.tb.shape[0]:
+                size *= 2
+            self.hk = np.full(size, -1, dtype=np.int64)
+            self.hv = np.zeros(size, dtype=np.int32)
+            kern.rehash(self.glob, self.tb, self.hk, self.hv, int(g[L.G_NTB]))
+        if self.record:
+            self._grow_rows("tr", int(g[L.G_NTR]) + trace)
+        self._grow_rows("cow", int(g[L.G_NCOW]) + cows)
+
+    def _grow_after_room(self) -> None:
+        """A kernel said RC_ROOM: double what is short."""
+        self.ensure(folios=self.fs.shape[0], pages=self.pmc.shape[0], tables=self.tb.shape[0] + 4,
+                    trace=self.tr.shape[0] + 64, cows=self.cow.shape[0] + 4)
+
+    # ------------------------------------------------------------------ kernel results
+    def _check_rc(self, rc: int) -> None:
+        if rc == L.RC_OK:
+            return
+        reason = L.REASONS.get(int(self.glob[L.G_ERR]), f"code {int(self.glob[L.G_ERR])}")
+        if rc == L.RC_UNSUPPORTED:
+            raise Unsupported(f"the fast engine does not model {reason}")
+        raise OracleViolation(f"fast engine: {reason} (folio f{int(self.glob[L.G_ERRF])})")
+
+    def _drain(self) -> None:
+        """Move recorded trace rows and CoW decisions out of the kernels' buffers."""
+        g = self.glob
+        n = int(g[L.G_NTR])
+        if n:
+            for row in self.tr[:n].tolist():
+                self.trace.append(self._op(row))
+            g[L.G_NTR] = 0
+        n = int(g[L.G_NCOW])
+        if n:
+            if self.keep_decisions:
+                for row in self.cow[:n].tolist():
+                    self.cow_decisions.append(self._decision(row))
+            g[L.G_NCOW] = 0
+
+    def _op(self, row: list[int]) -> Op:
+        kind = row[L.T_KIND]
+        name = OP_NAMES[kind]
+        folio = f"f{row[L.T_FOLIO]}"
+        if kind == K.K_FOLIO_NEW:
+            return Op(name, None, folio, row[L.T_ORDER])
+        if kind == K.K_FOLIO_FREE:
+            return Op(name, None, folio)
+        mm = f"mm{row[L.T_MM]}"
+        if kind in (K.K_MM_NEW, K.K_MM_FREE):
+            return Op(name, mm)
+        level = PMD if row[L.T_LEVEL] == K.L_PMD else PTE
+        if kind == K.K_MAP_NEW_ANON:
+            return Op(name, mm, folio, None, level)
+        return Op(name, mm, folio, None, level, row[L.T_PAGE], row[L.T_NR])
+
+    def _folio_name(self, value: int) -> str:
+        if value == L.ZERO:
+            return "zero"
+        if value == L.HUGE_ZERO:
+            return "huge_zero"
+        return f"f{value}"
+
+    def _decision(self, row: list[int]) -> CowDecision:
+        sh = row[L.C_SHBIT]
+        return CowDecision(
+            task=self.task_name or "?", mm=f"mm{row[L.C_MM]}", addr=row[L.C_VPN] << PAGE_SHIFT,
+            folio=self._folio_name(row[L.C_FOLIO]), page=row[L.C_PAGE], order=row[L.C_ORDER],
+            level="pmd" if row[L.C_LEVEL] == K.L_PMD else "pte", rule=L.RULES[row[L.C_RULE]],
+            outcome=L.OUTCOMES[row[L.C_OUTCOME]], unshare=bool(row[L.C_UNSHARE]), mapcount=row[L.C_MAPCOUNT],
+            refcount=row[L.C_REFCOUNT], shared_bit=None if sh < 0 else bool(sh),
+            new_folio=None if row[L.C_NEW] < 0 else f"f{row[L.C_NEW]}")
+
+    def _sync(self, mm: FastMM) -> None:
+        """Anon_vma ids the kernels assigned (anon_vma_prepare()) back into the Vma objects."""
+        col = self.vm[:, L.V_ANONVMA]
+        rows = mm.rowmap
+        for vma in mm.vmas:
+            row = rows.get(id(vma))
+            if row is not None and vma.anon_vma is None and col[row]:
+                vma.anon_vma = int(col[row])
+
+    def _publish(self, mm: FastMM) -> None:
+        """Write the MM's sorted VMAs into fresh array rows (after any control-plane change)."""
+        self._sync(mm)
+        n = len(mm.vmas)
+        if self.nvm + n > self.vm.shape[0] or self.nmv + n > self.mv.shape[0]:
+            self._compact_vmas(n)
+        rows = list(range(self.nvm, self.nvm + n))
+        for vma, row in zip(mm.vmas, rows, strict=True):
+            thp = 0
+            for order in vma.thp:
+                thp |= 1 << order
+            self.vm[row] = (vma.start, vma.end, int(vma.read), int(vma.write), int(vma.shared), thp,
+                            vma.anon_vma or 0, -1 if vma.file is None else 0, vma.pgoff)
+        self.nvm += n
+        mm.rows = rows
+        mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, rows, strict=True)}
+        self.mv[self.nmv:self.nmv + n] = rows
+        self.ms[mm.num, L.MS_VOFF] = self.nmv
+        self.ms[mm.num, L.MS_NVMA] = n
+        self.nmv += n
+
+    def _compact_vmas(self, extra: int) -> None:
+        live = [mm for mm in self.mms.values() if not mm.zapped]
+        for mm in live:
+            self._sync(mm)
+        total = sum(len(mm.vmas) for mm in live) + extra
+        size = max(64, 2 * total)
+        self.vm = np.zeros((size, L.VM_COLS), dtype=np.int64)
+        self.mv = np.zeros(size, dtype=np.int32)
+        self.nvm = self.nmv = 0
+        for mm in live:
+            self._publish_raw(mm)
+
+    def _publish_raw(self, mm: FastMM) -> None:
+        n = len(mm.vmas)
+        rows = list(range(self.nvm, self.nvm + n))
+        for vma, row in zip(mm.vmas, rows, strict=True):
+            thp = 0
+            for order in vma.thp:
+                thp |= 1 << order
+            self.vm[row] = (vma.start, vma.end, int(vma.read), int(vma.write), int(vma.shared), thp,
+                            vma.anon_vma or 0, -1 if vma.file is None else 0, vma.pgoff)
+        self.nvm += n
+        mm.rows = rows
+        mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, rows, strict=True)}
+        self.mv[self.nmv:self.nmv + n] = rows
+        self.ms[mm.num, L.MS_VOFF] = self.nmv
+        self.ms[mm.num, L.MS_NVMA] = n
+        self.nmv += n
+
+    # ------------------------------------------------------------------ MMs and tasks
+    def _new_mm(self, label: str) -> FastMM | None:
+        if self.ids.peek() is None:
+            return None
+        num = self._next["mm"]
+        self._next["mm"] += 1
+        mm_id = self.ids.alloc()
+        self._grow_rows("ms", num + 1)
+        self.ms[num] = 0
+        self.ms[num, L.MS_LIVE] = 1
+        self.ms[num, L.MS_ID] = mm_id
+        self.ms[num, L.MS_USERS] = 1
+        self.ms[num, L.MS_COUNT] = 1
+        mm = FastMM(num, mm_id, label=label)
+        mm.pmds = PmdSet(self, mm)
+        self.mms[mm.name] = mm
+        self.ref.mm_new(mm)  # type: ignore[arg-type]
+        if self.record:
+            self.trace.append(Op("mm_new", mm.name))
+        self._publish(mm)
+        return mm
+
+    def mmput(self, mm: FastMM) -> None:
+        mm.users -= 1
+        if mm.users == 0:
+            self.exit_mmap(mm)
+            self.mmdrop(mm)
+
+    def mmdrop(self, mm: FastMM) -> None:
+        mm.count -= 1
+        if mm.count == 0:
+            if self.ms[mm.num, L.MS_NMAP] != 0:
+                raise OracleViolation(f"fast engine: {mm.name} freed with mappings left")
+            self.ids.free(mm.mm_id)
+            self.ms[mm.num, L.MS_LIVE] = 0
+            if self.record:
+                self.trace.append(Op("mm_free", mm.name))
+            del self.mms[mm.name]
+
+    def _mm_tables(self, mm: FastMM) -> npt.NDArray[np.int64]:
+        n = int(self.glob[L.G_NTB])
+        tb = self.tb[:n]
+        return np.flatnonzero((tb[:, L.TB_LIVE] != 0) & (tb[:, L.TB_MM] == mm.num))
+
+    def _entries(self, mm: FastMM) -> tuple[int, int, int]:
+        """(present PTEs, PMD mappings, tables) of ``mm``."""
+        ts = self._mm_tables(mm)
+        tb = self.tb[ts]
+        return int(tb[:, L.TB_NPTE].sum()), int((tb[:, L.TB_PMDF] != L.NONE).sum()), len(ts)
+
+    def _zap(self, mm: FastMM, ranges: list[tuple[int, int]]) -> None:
+        """``_zap()`` over the ranges in turn, then ``_flush()``."""
+        if not ranges:
+            return
+        ptes, pmds, _ = self._entries(mm)
+        worst = ptes + pmds * self.P + 2
+        self.ensure(folios=0, trace=3 * worst + 16)
+        gather = np.zeros((worst, 2), dtype=np.int64)
+        rc = kern.zap(*self.args(), mm.num, np.array(ranges, dtype=np.int64).reshape(-1, 2), gather)
+        self._drain()
+        self._check_rc(rc)
+
+    def exit_mmap(self, mm: FastMM) -> None:
+        self._zap(mm, [(v.start, v.end) for v in mm.vmas])
+        kern.free_tables(self.glob, self.tb, self.hk, self._mm_tables(mm))
+        for handle in self.gup.values():
+            if handle.mm is mm:
+                handle.vpns = [None] * len(handle.vpns)
+        mm.vmas.clear()
+        mm.rows.clear()
+        mm.rowmap.clear()
+        self.ms[mm.num, L.MS_NVMA] = 0
+        mm.zapped = True
+        self.ms[mm.num, L.MS_ZAPPED] = 1
+        self.ref.mm_gone(mm)  # type: ignore[arg-type]
+
+    def _require_new_task(self, name: str) -> None:
+        if not name or name in self.tasks:
+            raise SimError(f"task name {name!r} is already in use" if name else "empty task name")
+
+    def _add_task(self, name: str, mm: FastMM, tgid: int | None) -> FastTask:
+        pid = self._next["pid"]
+        self._next["pid"] += 1
+        task = FastTask(pid, name, mm, tgid if tgid is not None else pid)
+        self.tasks[name] = task
+        return task
+
+    def spawn(self, name: str) -> int:
+        self._require_new_task(name)
+        self._begin()
+        mm = self._new_mm(name)
+        if mm is None:
+            self._end()
+            return -ENOMEM
+        task = self._add_task(name, mm, None)
+        self.task_name = name
+        self._end()
+        return task.pid
+
+    def fork(self, parent: str, child: str) -> int:
+        task = self._runnable(parent)
+        self._require_new_task(child)
+        self._begin(task)
+        mm = self._new_mm(child)
+        if mm is None:
+            self._end()
+            return -ENOMEM
+        new = self._add_task(child, mm, None)
+        self._dup_mmap(task.mm, mm)
+        self.pycount["fork"] += 1
+        self._end()
+        return new.pid
+
+    def _dup_mmap(self, src: FastMM, dst: FastMM) -> None:
+        self._sync(src)
+        copied: list[Vma] = []
+        rows: list[int] = []
+        for vma, row in zip(src.vmas, src.rows, strict=True):
+            if vma.dontfork:
+                continue
+            child_vma = vma.clone()
+            if vma.anon_vma is not None:
+                child_vma.anon_vma_forked = True
+            dst.insert_vma(child_vma)
+            copied.append(vma)
+            if vma.anon_vma is not None:
+                rows.append(row)
+        if rows:
+            ptes, pmds, tables = self._entries(src)
+            n = int(self.glob[L.G_NFOLIO])
+            pinned = self.fs[:n, L.X_PINS] > 0
+            early = int((np.left_shift(1, self.fs[:n, K.F_ORDER][pinned])).sum()) + 1
+            self.ensure(folios=early, pages=early, tables=tables + 2, trace=3 * (ptes + pmds) + 8 * early + 16)
+            rc = kern.fork_copy(*self.args(), src.num, dst.num, np.array(rows, dtype=np.int64))
+            self._drain()
+            self._check_rc(rc)
+        self._publish(dst)
+        self.ref.fork(src, dst, copied)  # type: ignore[arg-type]
+
+    def clone_vm(self, parent: str, child: str, vfork: bool = False) -> int:
+        task = self._runnable(parent)
+        self._require_new_task(child)
+        self._begin(task)
+        task.mm.users += 1
+        new = self._add_task(child, task.mm, None if vfork else task.tgid)
+        if vfork:
+            new.vfork_parent = task
+            task.vfork_blocked = True
+        self._end()
+        return new.pid
+
+    def execve(self, name: str) -> int:
+        task = self._runnable(name)
+        self._begin(task)
+        mm = self._new_mm(name)
+        if mm is None:
+            self._end()
+            return -ENOMEM
+        for other in [t for t in self.tasks.values() if t.tgid == task.tgid and t is not task]:
+            self._exit_task(other)
+        old = task.mm
+        task.mm = mm
+        task.tgid = task.pid
+        self._release_vfork(task)
+        self.mmput(old)
+        self._end()
+        return 0
+
+    def exit(self, name: str) -> int:
+        task = self._runnable(name)
+        self._begin(task)
+        self._exit_task(task)
+        self._end()
+        return 0
+
+    def _exit_task(self, task: FastTask) -> None:
+        task.alive = False
+        del self.tasks[task.name]
+        self._release_vfork(task)
+        self.mmput(task.mm)
+
+    def _release_vfork(self, task: FastTask) -> None:
+        if task.vfork_parent is not None:
+            task.vfork_parent.vfork_blocked = False
+            task.vfork_parent = None
+
+    def mm_hold(self, holder: str, task_name: str, users: bool = False) -> int:
+        raise Unsupported("mmgrab/mmget holders (grab, mmget, release)")
+
+    def mm_release(self, holder: str) -> int:
+        raise Unsupported("mmgrab/mmget holders (grab, mmget, release)")
+
+    def create_file(self, name: str, size: int, order: int = 0, fill: int = 0, shmem: bool = False) -> None:
+        raise Unsupported("files and shmem objects (page cache)")
+
+    # ------------------------------------------------------------------ address space
+    def _range(self, addr: int, length: int) -> tuple[int, int] | None:
+        if addr < 0 or addr % PAGE_SIZE or length <= 0:
+            return None
+        start = addr >> PAGE_SHIFT
+        return start, start + (length + PAGE_SIZE - 1) // PAGE_SIZE
+
+    def mmap(self, task_name: str, length: int, *, file: str | None = None, offset: int = 0,
+             shared: bool = False, read: bool = True, write: bool = True, addr: int | None = None,
+             thp: frozenset[int] | None = None, label: str = "", execute: bool = False,
+             noreserve: bool = False) -> int:
+        task = self._runnable(task_name)
+        if file is not None:
+            raise Unsupported("file and shmem mappings")
+        if shared:
+            raise Unsupported("MAP_SHARED|MAP_ANONYMOUS (shmem) mappings")
+        for order in thp or ():
+            self._check_anon_order(order)
+        self._begin(task)
+        if length <= 0 or offset % PAGE_SIZE or offset < 0 or (addr is not None and addr % PAGE_SIZE):
+            return self._fail("mmap", -EINVAL)
+        nr = (length + PAGE_SIZE - 1) // PAGE_SIZE
+        pgoff = offset >> PAGE_SHIFT
+        if addr is None:
+            align = self.P
+            start = (self._mmap_base + align - 1) & ~(align - 1)
+            self._mmap_base = start + nr + align
+        else:
+            start = addr >> PAGE_SHIFT
+            self._do_munmap(task.mm, start, start + nr)
+        vma_thp = thp if thp is not None else self.options.thp
+        vma = Vma(start, start + nr, read, write, False, None, pgoff, frozenset(vma_thp), label, exec=execute,
+                  noreserve=noreserve, account=write and not noreserve)
+        task.mm.insert_vma(vma)
+        self._publish(task.mm)
+        self._end()
+        return start << PAGE_SHIFT
+
+    def munmap(self, task_name: str, addr: int, length: int) -> int:
+        task = self._runnable(task_name)
+        self._begin(task)
+        rng = self._range(addr, length)
+        if rng is None:
+            return self._fail("munmap", -EINVAL)
+        self._do_munmap(task.mm, *rng)
+        self._end()
+        return 0
+
+    def _do_munmap(self, mm: FastMM, start: int, end: int) -> None:
+        if not mm.vmas_in(start, end):
+            return
+        self._sync(mm)
+        self._split_at(mm, start)
+        self._split_at(mm, end)
+        gone = mm.vmas_in(start, end)
+        self._zap(mm, [(v.start, v.end) for v in gone])
+        for vma in gone:
+            mm.vmas.remove(vma)
+        self._publish(mm)
+        self.ref.unmap(mm, start, end)  # type: ignore[arg-type]
+        for handle in self.gup.values():
+            if handle.mm is mm:
+                handle.vpns = [None if v is not None and start <= v < end else v for v in handle.vpns]
+        self._free_pte_tables(mm, start, end)
+
+    def _free_pte_tables(self, mm: FastMM, start: int, end: int) -> None:
+        """free_pgtables(): page tables of PMD ranges no VMA touches any more go away."""
+        lo, hi = start >> self.po, (end - 1) >> self.po
+        ts = self._mm_tables(mm)
+        idx = self.tb[ts, L.TB_IDX]
+        gone = [int(t) for t, i in zip(ts.tolist(), idx.tolist(), strict=True)
+                if lo <= i <= hi and not mm.vmas_in(i << self.po, (i + 1) << self.po)]
+        if gone:
+            kern.free_tables(self.glob, self.tb, self.hk, np.array(gone, dtype=np.int64))
+
+    def _split_pmd(self, mm: FastMM, idx: int) -> None:
+        self.ensure(trace=16)
+        rc = kern.split_pmd_at(*self.args(), mm.num, idx)
+        self._drain()
+        self._check_rc(rc)
+
+    def _has_pmd(self, mm: FastMM, idx: int) -> bool:
+        t = kern.hfind(self.hk, self.hv, (mm.num << 40) | idx)
+        return bool(t >= 0 and self.tb[t, L.TB_PMDF] != L.NONE)
+
+    def _split_at(self, mm: FastMM, vpn: int) -> None:
+        vma = mm.find_vma(vpn)
+        if vma is None or vma.start == vpn:
+            return
+        if vpn & (self.P - 1):
+            idx = vpn >> self.po
+            if self._has_pmd(mm, idx):
+                self._split_pmd(mm, idx)
+        tail = vma.clone(start=vpn, pgoff=vma.pgoff + (vpn - vma.start) if vma.file else vma.pgoff)
+        vma.end = vpn
+        mm.insert_vma(tail)
+        self._publish(mm)
+
+    def _merge(self, mm: FastMM) -> None:
+        merged: list[Vma] = []
+        for vma in mm.vmas:
+            if merged and merged[-1].mergeable_with(vma):
+                prev = merged[-1]
+                prev.end = vma.end
+                if prev.anon_vma is None:
+                    prev.anon_vma, prev.anon_vma_forked = vma.anon_vma, vma.anon_vma_forked
+                if not prev.label:
+                    prev.label = vma.label
+            else:
+                merged.append(vma)
+        mm.vmas[:] = merged
+
+    def _vmas_for(self, mm: FastMM, start: int, end: int) -> list[Vma]:
+        self._sync(mm)
+        self._split_at(mm, start)
+        self._split_at(mm, end)
+        return mm.vmas_in(start, end)
+
+    def mprotect(self, task_name: str, addr: int, length: int, read: bool, write: bool,
+                 execute: bool | None = None) -> int:
+        task = self._runnable(task_name)
+        self._begin(task)
+        rng = self._range(addr, length)
+        if rng is None:
+            return self._fail("mprotect", -EINVAL)
+        mm = task.mm
+        if not mm.covered(*rng):
+            return self._fail("mprotect", -ENOMEM, "the range is not fully mapped")
+        for vma in self._vmas_for(mm, *rng):
+            upgrade = write and not vma.write
+            if upgrade and not (vma.shared or vma.noreserve):
+                vma.account = True
+            vma.read, vma.write = read, write
+            if execute is not None:
+                vma.exec = execute
+            kern.change_protection(self.cfg, self.fs, self.pex, self.tb, self.ptf, self.ptp, self.ptw, mm.num,
+                                   vma.start, vma.end, write, upgrade)
+        self._merge(mm)
+        self._publish(mm)
+        self._end()
+        return 0
+
+    def mremap(self, task_name: str, addr: int, length: int, new_addr: int) -> int:
+        raise Unsupported("mremap")
+
+    def clear_refs(self, task_name: str) -> int:
+        raise Unsupported("clear_refs (soft-dirty write protection)")
+
+    def madvise(self, task_name: str, addr: int, length: int, advice: str) -> int:
+        task = self._runnable(task_name)
+        if advice not in MADVISE:
+            raise SimError(f"unknown madvise advice {advice!r} (known: {', '.join(MADVISE)})")
+        if advice in UNSUPPORTED_ADVICE:
+            raise Unsupported(f"MADV_{advice.upper()} (its folio split)")
+        self._begin(task)
+        rng = self._range(addr, length)
+        if rng is None:
+            return self._fail("madvise", -EINVAL)
+        mm = task.mm
+        start, end = rng
+        hole = not mm.covered(start, end)
+        if advice == "dontneed":
+            self._zap(mm, [(max(start, v.start), min(end, v.end)) for v in mm.vmas_in(start, end)])
+            self.ref.dontneed(mm, start, end)  # type: ignore[arg-type]
+            for handle in self.gup.values():
+                if handle.mm is mm:
+                    handle.vpns = [None if v is not None and start <= v < end else v for v in handle.vpns]
+        else:
+            for vma in self._vmas_for(mm, start, end):
+                if advice in ("dontfork", "dofork"):
+                    vma.dontfork = advice == "dontfork"
+                elif vma.is_anon and not vma.shared:
+                    madv = self.options.thp_madvise
+                    vma.thp = frozenset() if advice == "nohugepage" else (
+                        self.options.thp | (madv if madv is not None else frozenset({self.po})))
+            self._merge(mm)
+            self._publish(mm)
+        if hole:
+            return self._fail(f"madvise({advice})", -ENOMEM, "part of the range is not mapped")
+        self._end()
+        return 0
+
+    # ------------------------------------------------------------------ accesses
+    def _access_check(self, task: FastTask, start: int, end: int, write: bool) -> bool:
+        mm = task.mm
+        vpn = start
+        while vpn < end:
+            vma = mm.find_vma(vpn)
+            if vma is None or not (vma.write if write else vma.read):
+                self.pycount["SIGSEGV"] += 1
+                return False
+            vpn = vma.end
+        return True
+
+    def _run_access(self, ops: I64, task_names: list[str] | None = None) -> None:
+        """Run access rows (mm, start, pages, write, fill, unshare) through the compiled fault loop."""
+        first = 0
+        while True:
+            rc, first = kern.access(*self.args(), ops, first, self.faultbuf)
+            nf = int(self.glob[L.G_NGATHER])
+            if task_names is not None:
+                for i, vpn in self.faultbuf[:nf].tolist():
+                    self.user_faults.append((self.step, task_names[i], vpn, bool(ops[i, 3])))
+            self._drain()
+            if rc == L.RC_ROOM:
+                self._grow_after_room()
+                if nf >= self.faultbuf.shape[0] - 1:
+                    self.faultbuf = np.zeros((2 * self.faultbuf.shape[0], 2), dtype=np.int64)
+                continue
+            self._check_rc(rc)
+            return
+
+    def lookup_slot(self, mm: FastMM, vpn: int) -> tuple[int, int, bool, bool]:
+        """(folio slot or ZERO/HUGE_ZERO/NONE, page, writable, by PMD)."""
+        f, page, write, by_pmd = kern.lookup(self.cfg, self.glob, self.tb, self.ptf, self.ptp, self.ptw, self.hk,
+                                             self.hv, mm.num, vpn)
+        return int(f), int(page), bool(write), bool(by_pmd)
+
+    def lookup(self, mm: FastMM, vpn: int) -> tuple[FolioView, int, bool] | None:
+        f, page, write, _ = self.lookup_slot(mm, vpn)
+        if f == L.NONE:
+            return None
+        return self.view(f), page, write
+
+    def view(self, f: int) -> FolioView:
+        if f == L.ZERO:
+            return FolioView("zero", True, 0)
+        if f == L.HUGE_ZERO:
+            return FolioView("huge_zero", True, self.po)
+        return FolioView(f"f{int(self.fs[f, L.X_NAME])}", False, int(self.fs[f, K.F_ORDER]), self, f,
+                         int(self.fs[f, L.X_KIND]))
+
+    def content(self, f: int, page: int) -> bytes:
+        if f < 0:
+            return ZERO_PAGE
+        cid = int(self.pct[int(self.fs[f, K.F_OFF]) + page])
+        return filled_page(cid) if cid < 256 else self.pages[cid - 256]
+
+    def content_id(self, data: bytes) -> int:
+        if data.count(data[0]) == PAGE_SIZE:
+            return data[0]
+        cid = self._page_ids.get(data)
+        if cid is None:
+            cid = self._page_ids[data] = 256 + len(self.pages)
+            self.pages.append(data)
+        return cid
+
+    def read(self, task_name: str, addr: int, length: int = 1) -> bytes | None:
+        task = self._runnable(task_name)
+        if length <= 0 or addr < 0:
+            raise SimError(f"a read needs a positive length and address, not {length} at {addr}")
+        self._begin(task)
+        start, end = addr >> PAGE_SHIFT, (addr + length - 1 >> PAGE_SHIFT) + 1
+        if not self._access_check(task, start, end, False):
+            self._end()
+            return None
+        mm = task.mm
+        self._run_access(np.array([[mm.num, start, end - start, 0, -1, 0]], dtype=np.int64), [task.name])
+        self._sync(mm)
+        out = bytearray()
+        for vpn in range(start, end):
+            f, page, _, _ = self.lookup_slot(mm, vpn)
+            lo = addr - (vpn << PAGE_SHIFT) if vpn == start else 0
+            hi = min(PAGE_SIZE, addr + length - (vpn << PAGE_SHIFT))
+            out += self.content(f, page)[lo:hi]
+        self._end()
+        return bytes(out)
+
+    def write(self, task_name: str, addr: int, data: bytes) -> bool:
+        task = self._runnable(task_name)
+        if not data or addr < 0:
+            raise SimError("a write needs at least one byte at a non-negative address")
+        self._begin(task)
+        start, end = addr >> PAGE_SHIFT, (addr + len(data) - 1 >> PAGE_SHIFT) + 1
+        if not self._access_check(task, start, end, True):
+            self._end()
+            return False
+        mm = task.mm
+        whole = addr % PAGE_SIZE == 0 and len(data) % PAGE_SIZE == 0 and data.count(data[0]) == len(data)
+        fill = data[0] if whole else -1
+        self._run_access(np.array([[mm.num, start, end - start, 1, fill, 0]], dtype=np.int64), [task.name])
+        self._sync(mm)
+        pos = 0
+        for vpn in range(start, end):
+            vma = mm.find_vma(vpn)
+            assert vma is not None
+            off = addr + pos - (vpn << PAGE_SHIFT)
+            chunk = data[pos:pos + PAGE_SIZE - off]
+            if not whole:
+                f, page, _, _ = self.lookup_slot(mm, vpn)
+                new = write_into(self.content(f, page), off, chunk)
+                self.pct[int(self.fs[f, K.F_OFF]) + page] = self.content_id(new)
+            self.ref.write(mm, vma, vpn, off, chunk)  # type: ignore[arg-type]
+            pos += len(chunk)
+        self._end()
+        return True
+
+    # ------------------------------------------------------------------ pins
+    def pin(self, task_name: str, handle: str, addr: int, length: int, *, write: bool = False,
+            longterm: bool = True, fast: bool = False) -> int:
+        """``pin_user_pages()`` (foliosim.vm.gup.gup with FOLL_PIN)."""
+        task = self._runnable(task_name)
+        if not handle or handle in self.gup:
+            raise SimError(f"pin/pipe name {handle!r} is already in use" if handle else "empty pin name")
+        self._begin(task)
+        if addr < 0 or addr % PAGE_SIZE or length <= 0:
+            return self._fail("pin", -EINVAL)
+        start = addr >> PAGE_SHIFT
+        nr = (length + PAGE_SIZE - 1) // PAGE_SIZE
+        mm = task.mm
+        for vpn in range(start, start + nr):
+            vma = mm.find_vma(vpn)
+            if vma is None or not vma.read or (write and not vma.write):
+                return self._fail("pin", -EFAULT)
+        if not mm.has_pinned:
+            mm.has_pinned = True
+            self.ms[mm.num, L.MS_PINNED] = 1
+        pages: list[tuple[int, int]] = []
+        for vpn in range(start, start + nr):
+            f, page = self._follow(task, mm, vpn, write, longterm)
+            if f >= 0:
+                if self.config.has_pincount(int(self.fs[f, K.F_ORDER])):
+                    self.fs[f, L.X_REF] += 1
+                    self.fs[f, L.X_PINCOUNT] += 1
+                else:
+                    self.fs[f, L.X_REF] += kern.GUP_PIN_COUNTING_BIAS
+                self.fs[f, L.X_PINS] += 1
+            pages.append((f, page))
+        self.gup[handle] = PinHandle(handle, task.name, mm, True, pages, list(range(start, start + nr)))
+        self.pycount["pin"] += 1
+        self._sync(mm)
+        self._end()
+        return nr
+
+    def _follow(self, task: FastTask, mm: FastMM, vpn: int, write: bool, longterm: bool) -> tuple[int, int]:
+        """``follow_page_mask()`` + ``faultin_page()`` until the page can be grabbed (foliosim.vm.gup._follow)."""
+        for _ in range(4):
+            f, page, writable, by_pmd = self.lookup_slot(mm, vpn)
+            if f == L.NONE:
+                self._fault(task, mm, vpn, write, False)
+                continue
+            if write and not writable:
+                self._fault(task, mm, vpn, True, False)
+                continue
+            if not write and f >= 0 and not self.pex[int(self.fs[f, K.F_OFF]) + (0 if by_pmd else page)]:
+                self._fault(task, mm, vpn, False, True)  # gup_must_unshare(): FAULT_FLAG_UNSHARE
+                continue
+            if not write and f < 0 and longterm:  # gup_must_unshare(): a long-term R/O pin of the zero page
+                self._fault(task, mm, vpn, False, True)
+                continue
+            return f, page
+        raise AssertionError(f"GUP did not converge at {vpn << PAGE_SHIFT:#x}")
+
+    def _fault(self, task: FastTask, mm: FastMM, vpn: int, write: bool, unshare: bool) -> None:
+        self._run_access(np.array([[mm.num, vpn, 1, int(write), -1, int(unshare)]], dtype=np.int64))
+
+    def vmsplice(self, task_name: str, handle: str, addr: int, length: int) -> int:
+        raise Unsupported("vmsplice (FOLL_GET references)")
+
+    def unpin(self, handle: str) -> int:
+        h = self.gup.get(handle)
+        if h is None:
+            raise SimError(f"no pin or pipe {handle!r} (known: {', '.join(sorted(self.gup)) or 'none'})")
+        self._begin()
+        del self.gup[handle]
+        self.ensure(trace=4 * len(h.pages) + 8)
+        for f, _page in h.pages:
+            if f < 0:
+                continue
+            self.fs[f, L.X_PINS] -= 1
+            if self.config.has_pincount(int(self.fs[f, K.F_ORDER])):
+                self.fs[f, L.X_PINCOUNT] -= 1
+                nr = 1
+            else:
+                nr = kern.GUP_PIN_COUNTING_BIAS
+            ok = kern.put(self.cfg, self.glob, self.opt, self.fs, self.pmc, self.tr, f, nr)
+            self._drain()
+            if not ok:
+                self._check_rc(L.RC_ERROR)
+        self._end()
+        return 0
+
+    def read_pinned(self, handle: str) -> bytes:
+        h = self.gup.get(handle)
+        if h is None:
+            raise SimError(f"no pin or pipe {handle!r} (known: {', '.join(sorted(self.gup)) or 'none'})")
+        self._begin()
+        out = b"".join(self.content(f, page) for f, page in h.pages)
+        self._end()
+        return out
+
+    # ------------------------------------------------------------------ views and checks
+    def export_folio(self, f: int) -> Folio:
+        """Folio slot ``f`` as a reference :class:`Folio` (every field, refcount and pincount included)."""
+        row = self.fs[f].tolist()
+        folio = Folio(self.config, int(row[K.F_ORDER]))
+        off = int(row[K.F_OFF])
+        folio.page_mapcount = self.pmc[off:off + folio.nr_pages].tolist()
+        folio.large_mapcount = row[K.F_LARGE]
+        folio.entire_mapcount = row[K.F_ENTIRE]
+        folio.nr_pages_mapped = row[K.F_NPM]
+        folio.mm_id_mapcount = [row[K.F_MMC0], row[K.F_MMC1]]
+        word = int(row[K.F_ID0]) | (int(row[K.F_ID1]) << self.config.slot_shift)
+        if row[K.F_SHARED]:
+            word |= self.config.shared_bit
+        folio.mm_ids = word
+        folio.refcount = row[L.X_REF]
+        folio.pincount = row[L.X_PINCOUNT]
+        return folio
+
+    def live_folios(self) -> list[int]:
+        """Live folio slots in allocation order (the reference's dict order)."""
+        n = int(self.glob[L.G_NFOLIO])
+        idx = np.flatnonzero(self.fs[:n, K.F_LIVE])
+        return [int(i) for i in idx[np.argsort(self.fs[idx, L.X_NAME], kind="stable")]]
+
+    def mappings(self, mm: FastMM) -> tuple[dict[int, tuple[int, int, bool, bool]], dict[int, tuple[int, bool]]]:
+        """(vpn -> (folio, page, write, dirty)) of the PTEs and (pmd index -> (folio, write)) of the PMDs."""
+        ptes: dict[int, tuple[int, int, bool, bool]] = {}
+        pmds: dict[int, tuple[int, bool]] = {}
+        for t in self._mm_tables(mm).tolist():
+            idx = int(self.tb[t, L.TB_IDX])
+            if self.tb[t, L.TB_PMDF] != L.NONE:
+                pmds[idx] = (int(self.tb[t, L.TB_PMDF]), bool(self.tb[t, L.TB_PMDW]))
+            if self.tb[t, L.TB_NPTE]:
+                present = np.flatnonzero(self.ptf[t] != L.NONE)
+                base = idx << self.po
+                for s in present.tolist():
+                    w = int(self.ptw[t, s])
+                    ptes[base + s] = (int(self.ptf[t, s]), int(self.ptp[t, s]), bool(w & L.PW), bool(w & L.PD))
+        return ptes, pmds
+
+    def _ptes_in(self, mm: FastMM, start: int, end: int) -> list[int]:
+        """The present PTEs in ``[start, end)``, in order (``Machine._ptes_in()``)."""
+        ptes, _ = self.mappings(mm)
+        return sorted(v for v in ptes if start <= v < end)
+
+    def _pmds_in(self, mm: FastMM, start: int, end: int) -> list[int]:
+        _, pmds = self.mappings(mm)
+        lo, hi = start >> self.po, ((end - 1) >> self.po) + 1
+        return sorted(i for i in pmds if lo <= i < hi)
+
+    def check(self) -> list[str]:
+        """The isolation oracle (every present or privately written page reads what the reference says) and the
+        folio invariants (refcount accounting, no AnonExclusive page mapped twice, no false "exclusive")."""
+        from foliosim.fast.sim.oracle import check_fast
+
+        return check_fast(self)

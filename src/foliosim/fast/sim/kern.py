@@ -1,0 +1,1078 @@
+# mypy: disable-error-code="no-any-return"
+"""numba kernels of the compiled process simulator: faults, copy-on-write, fork's page-table copy, zap, PMD split.
+
+Each function mirrors one function of :mod:`foliosim.vm` (named in its docstring) over the arrays laid out in
+:mod:`foliosim.fast.sim.layout`; every rmap update goes through the shared compiled rmap/owner core
+(:func:`foliosim.fast.kernels._add_new_anon`, ``_add_rmap``, ``_dup_rmap``, ``_remove_rmap_partial``).
+A kernel that would run out of array room stops before changing anything for the unit of work it is on and
+returns RC_ROOM with the index to resume from; the caller grows the arrays and calls again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from foliosim.fast import kernels as K
+from foliosim.fast.sim.layout import (
+    C_FOLIO,
+    C_LEVEL,
+    C_MAPCOUNT,
+    C_MM,
+    C_NEW,
+    C_ORDER,
+    C_OUTCOME,
+    C_PAGE,
+    C_REFCOUNT,
+    C_RULE,
+    C_SHBIT,
+    C_UNSHARE,
+    C_VPN,
+    E_FREE,
+    E_REFCOUNT,
+    E_RMAP,
+    E_WRITE_RO,
+    G_ANONVMA,
+    G_COPY,
+    G_EARLY,
+    G_ERR,
+    G_ERRF,
+    G_FAULTS,
+    G_FREE,
+    G_FREE_TB,
+    G_HUSED,
+    G_LIVE,
+    G_NAME,
+    G_NCOW,
+    G_NFOLIO,
+    G_NGATHER,
+    G_NPAGE,
+    G_NTB,
+    G_NTR,
+    G_PMDSPLIT,
+    G_REUSE,
+    G_SEQ,
+    HUGE_ZERO,
+    KIND_ANON,
+    MS_ID,
+    MS_NMAP,
+    MS_NVMA,
+    MS_PINNED,
+    MS_VOFF,
+    MUTANT_NO_SHARED_TEST,
+    NONE,
+    O_MUTANT,
+    O_RECORD,
+    O_USE_ZERO,
+    OC_COPY,
+    OC_NEW_THP,
+    OC_REUSE,
+    OC_SPLIT,
+    PD,
+    PW,
+    R_ANON_EXCL,
+    R_HUGE_ZERO,
+    R_LARGE_EXCL,
+    R_LARGE_EXTRA,
+    R_LARGE_MC_ONE,
+    R_LARGE_SHARED,
+    R_NOT_ANON,
+    R_PMD_ONE,
+    R_PMD_SPLIT,
+    R_SMALL_EXTRA,
+    R_SMALL_ONE,
+    R_ZERO,
+    RC_ERROR,
+    RC_OK,
+    RC_ROOM,
+    RC_UNSUPPORTED,
+    T_FOLIO,
+    T_KIND,
+    T_LEVEL,
+    T_MM,
+    T_NR,
+    T_ORDER,
+    T_PAGE,
+    TB_HASPT,
+    TB_IDX,
+    TB_LIVE,
+    TB_MM,
+    TB_NEXT,
+    TB_NPTE,
+    TB_PMDF,
+    TB_PMDW,
+    U_FILE_FAULT,
+    U_SHARED_WP,
+    V_ANONVMA,
+    V_END,
+    V_FILE,
+    V_SHARED,
+    V_START,
+    V_THP,
+    V_WRITE,
+    X_DEFER,
+    X_KIND,
+    X_NAME,
+    X_NEXT,
+    X_PINCOUNT,
+    X_REF,
+)
+
+try:  # pragma: no cover - depends on the environment
+    from numba import njit
+
+    def sjit(fn: Any) -> Any:
+        return njit(cache=True, nogil=True)(fn)
+except ImportError:  # pragma: no cover
+    def sjit(fn: Any) -> Any:
+        return fn
+
+GUP_PIN_COUNTING_BIAS = 1024
+
+
+class St:
+    """Documentation only: the state tuple every kernel takes, in this order (see FastMachine.args())."""
+
+
+# ----------------------------------------------------------------------------- hash: (mm, pmd index) -> table slot
+@sjit
+def _hkey(m: int, idx: int) -> int:
+    return (m << 40) | idx
+
+
+@sjit
+def _hslot(key: int, mask: int) -> int:
+    x = key * -7046029254386353131
+    x ^= x >> 31
+    return x & mask
+
+
+@sjit
+def hfind(hk: Any, hv: Any, key: int) -> int:
+    mask = hk.shape[0] - 1
+    h = _hslot(key, mask)
+    while True:
+        k = hk[h]
+        if k == key:
+            return int(hv[h])
+        if k == -1:
+            return -1
+        h = (h + 1) & mask
+
+
+@sjit
+def hinsert(glob: Any, hk: Any, hv: Any, key: int, val: int) -> None:
+    mask = hk.shape[0] - 1
+    h = _hslot(key, mask)
+    while hk[h] >= 0:
+        h = (h + 1) & mask
+    if hk[h] == -1:
+        glob[G_HUSED] += 1
+    hk[h] = key
+    hv[h] = val
+
+
+@sjit
+def hdelete(hk: Any, key: int) -> None:
+    mask = hk.shape[0] - 1
+    h = _hslot(key, mask)
+    while True:
+        k = hk[h]
+        if k == key:
+            hk[h] = -2
+            return
+        if k == -1:
+            return
+        h = (h + 1) & mask
+
+
+# ----------------------------------------------------------------------------- tables
+@sjit
+def table_get(glob: Any, tb: Any, ptf: Any, hk: Any, hv: Any, m: int, idx: int, create: bool) -> int:
+    key = _hkey(m, idx)
+    t = hfind(hk, hv, key)
+    if t >= 0 or not create:
+        return t
+    t = glob[G_FREE_TB]
+    if t >= 0:
+        glob[G_FREE_TB] = tb[t, TB_NEXT]
+    else:
+        t = glob[G_NTB]
+        glob[G_NTB] += 1
+    tb[t, TB_LIVE] = 1
+    tb[t, TB_MM] = m
+    tb[t, TB_IDX] = idx
+    tb[t, TB_PMDF] = NONE
+    tb[t, TB_PMDW] = 0
+    tb[t, TB_HASPT] = 0
+    tb[t, TB_NPTE] = 0
+    for s in range(ptf.shape[1]):
+        ptf[t, s] = NONE
+    hinsert(glob, hk, hv, key, t)
+    return t
+
+
+@sjit
+def table_free(glob: Any, tb: Any, hk: Any, t: int) -> None:
+    hdelete(hk, _hkey(tb[t, TB_MM], tb[t, TB_IDX]))
+    tb[t, TB_LIVE] = 0
+    tb[t, TB_NEXT] = glob[G_FREE_TB]
+    glob[G_FREE_TB] = t
+
+
+@sjit
+def room(glob: Any, opt: Any, fs: Any, pmc: Any, tb: Any, hk: Any, tr: Any, cow: Any, folios: int, pages: int,
+         tables: int, trace: int) -> bool:
+    """Whether ``folios`` new folios of ``pages`` pages in all, ``tables`` tables and ``trace`` trace rows fit."""
+    if glob[G_NFOLIO] + folios > fs.shape[0] or glob[G_NPAGE] + pages > pmc.shape[0]:
+        return False
+    if glob[G_NTB] + tables > tb.shape[0]:
+        return False
+    if (glob[G_HUSED] + tables) * 2 > hk.shape[0]:
+        return False
+    if opt[O_RECORD] and glob[G_NTR] + trace > tr.shape[0]:
+        return False
+    return glob[G_NCOW] + 2 <= cow.shape[0]
+
+
+@sjit
+def mm_tables(tb: Any, m: int, lo: int, hi: int) -> Any:
+    """The live table slots of MM ``m`` with PMD index in ``[lo, hi]``, sorted by index."""
+    n = 0
+    for t in range(tb.shape[0]):
+        if tb[t, TB_LIVE] and tb[t, TB_MM] == m and lo <= tb[t, TB_IDX] <= hi:
+            n += 1
+    out = np.empty(n, dtype=np.int64)
+    keys = np.empty(n, dtype=np.int64)
+    n = 0
+    for t in range(tb.shape[0]):
+        if tb[t, TB_LIVE] and tb[t, TB_MM] == m and lo <= tb[t, TB_IDX] <= hi:
+            out[n] = t
+            keys[n] = tb[t, TB_IDX]
+            n += 1
+    return out[np.argsort(keys)]
+
+
+# ----------------------------------------------------------------------------- folios
+@sjit
+def record(glob: Any, opt: Any, tr: Any, kind: int, mm: int, folio: int, order: int, level: int, page: int,
+           nr: int) -> None:
+    if not opt[O_RECORD]:
+        return
+    n = glob[G_NTR]
+    tr[n, T_KIND] = kind
+    tr[n, T_MM] = mm
+    tr[n, T_FOLIO] = folio
+    tr[n, T_ORDER] = order
+    tr[n, T_LEVEL] = level
+    tr[n, T_PAGE] = page
+    tr[n, T_NR] = nr
+    glob[G_NTR] = n + 1
+
+
+@sjit
+def alloc(glob: Any, opt: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tr: Any, kind: int, order: int,
+          content: int) -> int:
+    """``Machine.alloc_folio()``: a folio with refcount 1 (prep_compound_head()), recorded as folio_new."""
+    f = glob[G_FREE + order]
+    if f >= 0:
+        glob[G_FREE + order] = fs[f, X_NEXT]
+    else:
+        f = glob[G_NFOLIO]
+        glob[G_NFOLIO] += 1
+        fs[f, K.F_OFF] = glob[G_NPAGE]
+        fs[f, K.F_CAP] = np.int64(1) << order
+        glob[G_NPAGE] += np.int64(1) << order
+    off = fs[f, K.F_OFF]
+    for p in range(off, off + (np.int64(1) << order)):
+        pmc[p] = -1
+        pex[p] = 0
+        pct[p] = content
+    fs[f, K.F_LIVE] = 1
+    fs[f, K.F_ORDER] = order
+    fs[f, K.F_LARGE] = -1
+    fs[f, K.F_ENTIRE] = -1
+    fs[f, K.F_NPM] = 0
+    fs[f, K.F_ID0] = 0
+    fs[f, K.F_ID1] = 0
+    fs[f, K.F_MMC0] = -1
+    fs[f, K.F_MMC1] = -1
+    fs[f, K.F_SHARED] = 0
+    fs[f, K.F_PMDS] = 0
+    fs[f, K.F_SEQ] = glob[G_SEQ]
+    glob[G_SEQ] += 1
+    fs[f, X_REF] = 1
+    fs[f, X_PINCOUNT] = 0
+    fs[f, X_KIND] = kind
+    fs[f, X_NAME] = glob[G_NAME]
+    glob[G_NAME] += 1
+    for c in range(X_KIND + 2, fs.shape[1]):  # pins, refs, deferred, next
+        fs[f, c] = 0
+    glob[G_LIVE] += 1
+    record(glob, opt, tr, K.K_FOLIO_NEW, -1, fs[f, X_NAME], order, 0, 0, 1)
+    return f
+
+
+@sjit
+def get(fs: Any, f: int, nr: int) -> None:
+    if f >= 0:
+        fs[f, X_REF] += nr
+
+
+@sjit
+def put(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, tr: Any, f: int, nr: int) -> bool:
+    """``folio_put_refs()``; the last reference frees the folio (folio_free). False: a bad state."""
+    if f < 0:
+        return True
+    fs[f, X_REF] -= nr
+    if fs[f, X_REF] < 0:
+        glob[G_ERR] = E_REFCOUNT
+        glob[G_ERRF] = fs[f, X_NAME]
+        return False
+    if fs[f, X_REF] == 0:
+        if not K._free_check_ok(cfg, fs, pmc, f):
+            glob[G_ERR] = E_FREE
+            glob[G_ERRF] = fs[f, X_NAME]
+            return False
+        record(glob, opt, tr, K.K_FOLIO_FREE, -1, fs[f, X_NAME], 0, 0, 0, 1)
+        fs[f, K.F_LIVE] = 0
+        order = fs[f, K.F_ORDER]
+        fs[f, X_NEXT] = glob[G_FREE + order]
+        glob[G_FREE + order] = f
+        glob[G_LIVE] -= 1
+    return True
+
+
+@sjit
+def rmap(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, kind: int, f: int, m: int,
+         level: int, page: int, nr: int) -> bool:
+    """One rmap call through the shared compiled core (``Machine._record`` and friends)."""
+    mm_id = ms[m, MS_ID]
+    order = fs[f, K.F_ORDER]
+    nr_pages = np.int64(1) << order
+    ok = True
+    if kind == K.K_MAP_NEW_ANON or level == K.L_PMD:
+        ok = K._precheck_ok(cfg, fs, f, 0, nr_pages, mm_id, level)
+    else:
+        ok = K._precheck_ok(cfg, fs, f, page, nr, mm_id, level)
+    if not ok:
+        glob[G_ERR] = E_RMAP
+        glob[G_ERRF] = fs[f, X_NAME]
+        return False
+    step = nr if level == K.L_PTE else 1
+    if kind == K.K_MAP_NEW_ANON:
+        K._add_new_anon(cfg, fs, pmc, f, mm_id)
+        ms[m, MS_NMAP] += nr_pages if level == K.L_PTE else 1
+    elif kind == K.K_MAP:
+        K._add_rmap(cfg, fs, pmc, f, page, nr, mm_id, level)
+        ms[m, MS_NMAP] += step
+    elif kind == K.K_DUP:
+        K._dup_rmap(cfg, fs, pmc, f, page, nr, mm_id, level)
+        ms[m, MS_NMAP] += step
+    else:
+        partially = K._remove_rmap_partial(cfg, fs, pmc, f, page, nr, mm_id, level)
+        ms[m, MS_NMAP] -= step
+        if partially and fs[f, X_KIND] == KIND_ANON and not fs[f, X_DEFER]:
+            fs[f, X_DEFER] = 1  # deferred_split_folio(folio, true)
+    if level == K.L_PMD or kind == K.K_MAP_NEW_ANON:
+        record(glob, opt, tr, kind, m, fs[f, X_NAME], 0, level, 0, 1)
+    else:
+        record(glob, opt, tr, kind, m, fs[f, X_NAME], 0, level, page, nr)
+    return True
+
+
+@sjit
+def mapcount(fs: Any, pmc: Any, f: int) -> int:
+    """``folio_mapcount()``."""
+    if fs[f, K.F_ORDER] == 0:
+        return pmc[fs[f, K.F_OFF]] + 1
+    return fs[f, K.F_LARGE] + 1
+
+
+@sjit
+def maybe_shared(fs: Any, pmc: Any, f: int) -> bool:
+    """``folio_maybe_mapped_shared()`` (v6.15)."""
+    mc = mapcount(fs, pmc, f)
+    if fs[f, K.F_ORDER] == 0:
+        return mc > 1
+    if mc <= 1:
+        return False
+    return fs[f, K.F_SHARED] != 0
+
+
+@sjit
+def maybe_dma_pinned(cfg: Any, fs: Any, f: int) -> bool:
+    """``folio_maybe_dma_pinned()``."""
+    order = fs[f, K.F_ORDER]
+    if order >= 1 and (cfg[K.C_IS64] != 0 or order > 1):
+        return fs[f, X_PINCOUNT] > 0
+    return fs[f, X_REF] >= GUP_PIN_COUNTING_BIAS
+
+
+# ----------------------------------------------------------------------------- VMAs
+@sjit
+def find_vma(ms: Any, vm: Any, mv: Any, m: int, vpn: int) -> int:
+    """``vma_lookup()``: the VMA row containing ``vpn`` or -1 (binary search over the MM's sorted VMAs)."""
+    off = ms[m, MS_VOFF]
+    lo = 0
+    hi = ms[m, MS_NVMA]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if vm[mv[off + mid], V_START] <= vpn:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo == 0:
+        return -1
+    v = mv[off + lo - 1]
+    return v if vm[v, V_END] > vpn else -1
+
+
+@sjit
+def anon_vma_prepare(glob: Any, vm: Any, v: int) -> None:
+    if vm[v, V_ANONVMA] == 0:
+        vm[v, V_ANONVMA] = glob[G_ANONVMA]
+        glob[G_ANONVMA] += 1
+
+
+# ----------------------------------------------------------------------------- CoW decisions
+@sjit
+def decide(glob: Any, fs: Any, pmc: Any, cow: Any, mmname: int, vpn: int, f: int, page: int, level: int,
+           rule: int, outcome: int, unshare: bool, pmd_order: int) -> int:
+    n = glob[G_NCOW]
+    c = cow[n]
+    c[C_MM] = mmname
+    c[C_VPN] = vpn
+    c[C_PAGE] = page
+    c[C_LEVEL] = level
+    c[C_RULE] = rule
+    c[C_OUTCOME] = outcome
+    c[C_UNSHARE] = 1 if unshare else 0
+    c[C_NEW] = -1
+    if f < 0:
+        c[C_FOLIO] = f
+        c[C_ORDER] = pmd_order if f == HUGE_ZERO else 0
+        c[C_MAPCOUNT] = 0
+        c[C_REFCOUNT] = 0
+        c[C_SHBIT] = -1
+    else:
+        c[C_FOLIO] = fs[f, X_NAME]
+        c[C_ORDER] = fs[f, K.F_ORDER]
+        c[C_MAPCOUNT] = mapcount(fs, pmc, f)
+        c[C_REFCOUNT] = fs[f, X_REF]
+        c[C_SHBIT] = fs[f, K.F_SHARED] if fs[f, K.F_ORDER] else -1
+    glob[G_NCOW] = n + 1
+    if outcome == OC_REUSE:
+        glob[G_REUSE] += 1
+    elif outcome == OC_COPY:
+        glob[G_COPY] += 1
+    return n
+
+
+@sjit
+def can_reuse_anon(opt: Any, fs: Any, pmc: Any, f: int) -> int:
+    """``wp_can_reuse_anon_folio()`` / ``__wp_can_reuse_large_anon_folio()``: the rule that decides."""
+    ref = fs[f, X_REF]
+    if fs[f, K.F_ORDER] == 0:
+        return R_SMALL_ONE if ref == 1 else R_SMALL_EXTRA
+    large = fs[f, K.F_LARGE] + 1
+    if large <= 1:
+        return R_LARGE_MC_ONE
+    test_shared = opt[O_MUTANT] != MUTANT_NO_SHARED_TEST
+    if test_shared and maybe_shared(fs, pmc, f):
+        return R_LARGE_SHARED
+    if large != ref:
+        return R_LARGE_EXTRA
+    ok = (not test_shared or not maybe_shared(fs, pmc, f)) and large == ref
+    return R_LARGE_EXCL if ok else R_LARGE_EXTRA
+
+
+# ----------------------------------------------------------------------------- the state tuple helpers
+# Every entry point takes: cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow
+# and indexes them by name; helpers below take what they need.
+
+
+@sjit
+def split_pmd(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any,
+              ms: Any, tr: Any, m: int, t: int) -> bool:
+    """``Machine.split_pmd()`` (__split_huge_pmd()): remap a PMD with PTEs, AnonExclusive copied to every page."""
+    f = tb[t, TB_PMDF]
+    write = tb[t, TB_PMDW]
+    tb[t, TB_PMDF] = NONE
+    tb[t, TB_PMDW] = 0
+    tb[t, TB_HASPT] = 1
+    glob[G_PMDSPLIT] += 1
+    nr = ptf.shape[1]
+    if f == HUGE_ZERO:
+        for k in range(nr):
+            ptf[t, k] = -2
+            ptp[t, k] = 0
+            ptw[t, k] = 0
+        tb[t, TB_NPTE] += nr
+        return True
+    get(fs, f, nr - 1)
+    off = fs[f, K.F_OFF]
+    exclusive = pex[off]
+    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP, f, m, K.L_PTE, 0, nr):
+        return False
+    if exclusive:
+        for k in range(nr):
+            pex[off + k] = 1
+    for k in range(nr):
+        ptf[t, k] = f
+        ptp[t, k] = k
+        ptw[t, k] = PW if write else 0
+    tb[t, TB_NPTE] += nr
+    return rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_UNMAP, f, m, K.L_PMD, 0, 1)
+
+
+@sjit
+def fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+          ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, cow: Any, m: int, v: int, vpn: int, write: bool,
+          unshare: bool) -> int:
+    """``handle_mm_fault()`` (foliosim.vm.fault) for an access already checked against the VMA."""
+    po = cfg[K.C_PMD_ORDER]
+    glob[G_FAULTS] += 1
+    idx = vpn >> po
+    base = idx << po
+    s = vpn - base
+    t = table_get(glob, tb, ptf, hk, hv, m, idx, False)
+    if t >= 0 and tb[t, TB_PMDF] != NONE:
+        if not ((write and not tb[t, TB_PMDW]) or unshare):
+            return RC_OK
+        rc = huge_wp(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, ms, vm, tr, cow, m, v, vpn, t, unshare)
+        if rc != RC_OK or tb[t, TB_PMDF] != NONE:
+            return rc
+    if t < 0 or ptf[t, s] == NONE:
+        if vm[v, V_FILE] >= 0:
+            glob[G_ERR] = U_FILE_FAULT
+            return RC_UNSUPPORTED
+        rc = do_anonymous_page(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, tr, m, v,
+                               vpn, write)
+        if rc != RC_OK:
+            return rc
+        t = table_get(glob, tb, ptf, hk, hv, m, idx, False)
+        if tb[t, TB_PMDF] != NONE or ptf[t, s] == NONE or not unshare:
+            return RC_OK
+    if (write and not ptw[t, s] & PW) or unshare:
+        return do_wp_page(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, ms, vm, tr, cow, m, v, vpn, t, s,
+                          unshare)
+    return RC_OK
+
+
+@sjit
+def do_anonymous_page(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any,
+                      ptp: Any, ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, m: int, v: int, vpn: int,
+                      write: bool) -> int:
+    """``do_huge_pmd_anonymous_page()`` / ``do_anonymous_page()`` with ``alloc_anon_folio()``."""
+    po = cfg[K.C_PMD_ORDER]
+    nrp = np.int64(1) << po
+    idx = vpn >> po
+    base = idx << po
+    t = table_get(glob, tb, ptf, hk, hv, m, idx, False)
+    thp = vm[v, V_THP]
+    vwrite = vm[v, V_WRITE]
+    if ((thp >> po) & 1 and vm[v, V_START] <= base and base + nrp <= vm[v, V_END]
+            and (t < 0 or (tb[t, TB_PMDF] == NONE and tb[t, TB_HASPT] == 0))):
+        t = table_get(glob, tb, ptf, hk, hv, m, idx, True)
+        if not write and opt[O_USE_ZERO]:
+            tb[t, TB_PMDF] = HUGE_ZERO
+            tb[t, TB_PMDW] = 0
+            return RC_OK
+        f = alloc(glob, opt, fs, pmc, pex, pct, tr, KIND_ANON, po, 0)
+        anon_vma_prepare(glob, vm, v)
+        if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP_NEW_ANON, f, m, K.L_PMD, 0, 1):
+            return RC_ERROR
+        pex[fs[f, K.F_OFF]] = 1
+        tb[t, TB_PMDF] = f
+        tb[t, TB_PMDW] = vwrite
+        return RC_OK
+    t = table_get(glob, tb, ptf, hk, hv, m, idx, True)
+    s = vpn - base
+    if not write:
+        ptf[t, s] = -2
+        ptp[t, s] = 0
+        ptw[t, s] = 0
+        tb[t, TB_HASPT] = 1
+        tb[t, TB_NPTE] += 1
+        return RC_OK
+    order = 0
+    for o in range(po - 1, 1, -1):  # alloc_anon_folio(): the highest allowed order that fits and is empty
+        if not (thp >> o) & 1:
+            continue
+        nr = np.int64(1) << o
+        first = vpn & ~(nr - 1)
+        if first < vm[v, V_START] or first + nr > vm[v, V_END]:
+            continue
+        empty = True
+        for k in range(nr):
+            if ptf[t, first - base + k] != NONE:
+                empty = False
+                break
+        if empty:
+            order = o
+            break
+    nr = np.int64(1) << order
+    first = vpn & ~(nr - 1)
+    f = alloc(glob, opt, fs, pmc, pex, pct, tr, KIND_ANON, order, 0)
+    get(fs, f, nr - 1)
+    anon_vma_prepare(glob, vm, v)
+    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP_NEW_ANON, f, m, K.L_PTE, 0, 1):
+        return RC_ERROR
+    off = fs[f, K.F_OFF]
+    for k in range(nr):
+        pex[off + k] = 1
+        ptf[t, first - base + k] = f
+        ptp[t, first - base + k] = k
+        ptw[t, first - base + k] = PW if vwrite else 0
+    tb[t, TB_NPTE] += nr
+    tb[t, TB_HASPT] = 1
+    return RC_OK
+
+
+@sjit
+def do_wp_page(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+               ptw: Any, ms: Any, vm: Any, tr: Any, cow: Any, m: int, v: int, vpn: int, t: int, s: int,
+               unshare: bool) -> int:
+    """``do_wp_page()`` on a present read-only (or to-be-unshared) PTE (foliosim.vm.cow)."""
+    po = cfg[K.C_PMD_ORDER]
+    f = ptf[t, s]
+    page = ptp[t, s]
+    if vm[v, V_SHARED]:
+        glob[G_ERR] = U_SHARED_WP
+        return RC_UNSUPPORTED
+    if f == -2:
+        rule = R_ZERO
+    elif fs[f, X_KIND] != KIND_ANON:
+        rule = R_NOT_ANON
+    elif pex[fs[f, K.F_OFF] + page]:
+        rule = R_ANON_EXCL
+    else:
+        rule = can_reuse_anon(opt, fs, pmc, f)
+    if rule in (R_ANON_EXCL, R_SMALL_ONE, R_LARGE_EXCL):
+        decide(glob, fs, pmc, cow, m, vpn, f, page, K.L_PTE, rule, OC_REUSE, unshare, po)
+        pex[fs[f, K.F_OFF] + page] = 1
+        if not unshare:
+            ptw[t, s] = (ptw[t, s] & PD) | (PW if vm[v, V_WRITE] else 0)
+        return RC_OK
+    n = decide(glob, fs, pmc, cow, m, vpn, f, page, K.L_PTE, rule, OC_COPY, unshare, po)
+    # wp_page_copy(): copy the faulting page into a new order-0 anon folio
+    content = 0 if f < 0 else pct[fs[f, K.F_OFF] + page]
+    get(fs, f, 1)
+    new = alloc(glob, opt, fs, pmc, pex, pct, tr, KIND_ANON, 0, content)
+    anon_vma_prepare(glob, vm, v)
+    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP_NEW_ANON, new, m, K.L_PTE, 0, 1):
+        return RC_ERROR
+    pex[fs[new, K.F_OFF]] = 1
+    ptf[t, s] = new
+    ptp[t, s] = 0
+    ptw[t, s] = PW if (vm[v, V_WRITE] and not unshare) else 0
+    if f >= 0:
+        if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_UNMAP, f, m, K.L_PTE, page, 1):
+            return RC_ERROR
+        if not put(cfg, glob, opt, fs, pmc, tr, f, 1):
+            return RC_ERROR
+    if not put(cfg, glob, opt, fs, pmc, tr, f, 1):
+        return RC_ERROR
+    cow[n, C_NEW] = fs[new, X_NAME]
+    return RC_OK
+
+
+@sjit
+def huge_wp(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+            ptw: Any, ms: Any, vm: Any, tr: Any, cow: Any, m: int, v: int, vpn: int, t: int, unshare: bool) -> int:
+    """``do_huge_pmd_wp_page()`` / ``do_huge_zero_wp_pmd()``."""
+    po = cfg[K.C_PMD_ORDER]
+    f = tb[t, TB_PMDF]
+    base = tb[t, TB_IDX] << po
+    if f == HUGE_ZERO:
+        n = decide(glob, fs, pmc, cow, m, vpn, f, vpn - base, K.L_PMD, R_HUGE_ZERO, OC_NEW_THP, unshare, po)
+        new = alloc(glob, opt, fs, pmc, pex, pct, tr, KIND_ANON, po, 0)
+        anon_vma_prepare(glob, vm, v)
+        if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP_NEW_ANON, new, m, K.L_PMD, 0, 1):
+            return RC_ERROR
+        pex[fs[new, K.F_OFF]] = 1
+        tb[t, TB_PMDF] = new
+        tb[t, TB_PMDW] = 1 if (vm[v, V_WRITE] and not unshare) else 0
+        cow[n, C_NEW] = fs[new, X_NAME]
+        return RC_OK
+    off = fs[f, K.F_OFF]
+    rule = -1
+    if pex[off]:
+        rule = R_ANON_EXCL
+    elif fs[f, X_REF] == 1:
+        rule = R_PMD_ONE
+    if rule >= 0:
+        decide(glob, fs, pmc, cow, m, vpn, f, vpn - base, K.L_PMD, rule, OC_REUSE, unshare, po)
+        pex[off] = 1
+        if not unshare:
+            tb[t, TB_PMDW] = vm[v, V_WRITE]
+        return RC_OK
+    decide(glob, fs, pmc, cow, m, vpn, f, vpn - base, K.L_PMD, R_PMD_SPLIT, OC_SPLIT, unshare, po)
+    if not split_pmd(cfg, opt, glob, fs, pmc, pex, tb, ptf, ptp, ptw, ms, tr, m, t):
+        return RC_ERROR
+    return RC_OK
+
+
+# ----------------------------------------------------------------------------- entry points
+@sjit
+def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+           ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, ops: Any, first: int,
+           faults: Any) -> tuple[int, int]:
+    """Run access ops ``first..`` (rows of ``ops``: mm, start vpn, pages, write, fill byte or -1, unshare).
+
+    Reads fault where nothing is mapped, writes where nothing writable is mapped (Machine.read()/write());
+    a write with a fill byte stores it in every page's content, and the store sets the PTE's dirty bit.
+    Every fault taken is appended to ``faults`` (row: op index, vpn) for the caller's user_faults.
+    Returns (rc, op index reached); the caller checked the protections (SIGSEGV) before.
+    """
+    po = cfg[K.C_PMD_ORDER]
+    mask = (np.int64(1) << po) - 1
+    nf = 0
+    for i in range(first, ops.shape[0]):
+        m = ops[i, 0]
+        start = ops[i, 1]
+        end = start + ops[i, 2]
+        write = ops[i, 3] != 0
+        fill = ops[i, 4]
+        unshare = ops[i, 5] != 0
+        vpn = start
+        while vpn < end:
+            v = find_vma(ms, vm, mv, m, vpn)
+            vend = vm[v, V_END] if vm[v, V_END] < end else end
+            while vpn < vend:
+                t = table_get(glob, tb, ptf, hk, hv, m, vpn >> po, False)
+                s = vpn & mask
+                need = unshare
+                if t < 0:
+                    need = True
+                elif tb[t, TB_PMDF] != NONE:
+                    need = need or (write and not tb[t, TB_PMDW])
+                elif ptf[t, s] == NONE:
+                    need = True
+                else:
+                    need = need or (write and not ptw[t, s] & PW)
+                if need:
+                    if not room(glob, opt, fs, pmc, tb, hk, tr, cow, 2, 2 << po, 2, 64) or \
+                            nf >= faults.shape[0]:
+                        ops[i, 1] = vpn
+                        ops[i, 2] = end - vpn
+                        glob[G_NGATHER] = nf
+                        return RC_ROOM, i
+                    faults[nf, 0] = i
+                    faults[nf, 1] = vpn
+                    nf += 1
+                    rc = fault(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, tr, cow, m, v,
+                               vpn, write, unshare)
+                    if rc != RC_OK:
+                        ops[i, 1] = vpn
+                        ops[i, 2] = end - vpn
+                        glob[G_NGATHER] = nf
+                        return rc, i
+                    t = table_get(glob, tb, ptf, hk, hv, m, vpn >> po, False)
+                if write:
+                    if tb[t, TB_PMDF] != NONE:
+                        f = tb[t, TB_PMDF]
+                        page = s
+                        ok = tb[t, TB_PMDW] != 0
+                    else:
+                        f = ptf[t, s]
+                        page = ptp[t, s]
+                        ok = ptw[t, s] & PW != 0
+                        ptw[t, s] |= PD
+                    if not ok or f < 0:
+                        glob[G_ERR] = E_WRITE_RO
+                        glob[G_NGATHER] = nf
+                        return RC_ERROR, i
+                    if fill >= 0:
+                        pct[fs[f, K.F_OFF] + page] = fill
+                vpn += 1
+    glob[G_NGATHER] = nf
+    return RC_OK, ops.shape[0]
+
+
+@sjit
+def batch(fs: Any, ptf: Any, ptp: Any, t: int, s: int, vpn: int, end: int, po: int) -> int:
+    """``folio_pte_batch()``: consecutive PTEs mapping consecutive pages of one folio, in one page table."""
+    f = ptf[t, s]
+    if f < 0 or fs[f, K.F_ORDER] == 0:
+        return 1
+    page = ptp[t, s]
+    limit = ((vpn >> po) + 1) << po
+    if end < limit:
+        limit = end
+    last = vpn + (np.int64(1) << fs[f, K.F_ORDER]) - page
+    if last < limit:
+        limit = last
+    nr = 1
+    while vpn + nr < limit and ptf[t, s + nr] == f and ptp[t, s + nr] == page + nr:
+        nr += 1
+    return nr
+
+
+@sjit
+def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+        ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, m: int, ranges: Any,
+        gather: Any) -> int:
+    """``_zap()`` over each ``[start, end)`` of ``ranges`` in turn, then ``_flush()`` (tlb_finish_mmu())."""
+    po = cfg[K.C_PMD_ORDER]
+    ng = 0
+    for r in range(ranges.shape[0]):
+        start = ranges[r, 0]
+        end = ranges[r, 1]
+        if end <= start:
+            continue
+        tabs = mm_tables(tb, m, start >> po, (end - 1) >> po)
+        for t in tabs:
+            f = tb[t, TB_PMDF]
+            if f == NONE:
+                continue
+            idx = tb[t, TB_IDX]
+            if start <= idx << po and (idx + 1) << po <= end:
+                tb[t, TB_PMDF] = NONE
+                tb[t, TB_PMDW] = 0
+                if f != HUGE_ZERO:
+                    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_UNMAP, f, m, K.L_PMD, 0, 1):
+                        return RC_ERROR
+                    gather[ng, 0] = f
+                    gather[ng, 1] = 1
+                    ng += 1
+            elif not split_pmd(cfg, opt, glob, fs, pmc, pex, tb, ptf, ptp, ptw, ms, tr, m, t):
+                return RC_ERROR
+        for t in tabs:
+            if not tb[t, TB_HASPT] or tb[t, TB_NPTE] == 0:
+                continue
+            base = tb[t, TB_IDX] << po
+            vpn = start if start > base else base
+            hi = base + ptf.shape[1]
+            if end < hi:
+                hi = end
+            while vpn < hi:
+                s = vpn - base
+                f = ptf[t, s]
+                if f == NONE:
+                    vpn += 1
+                    continue
+                nr = batch(fs, ptf, ptp, t, s, vpn, end, po)
+                page = ptp[t, s]
+                for k in range(nr):
+                    ptf[t, s + k] = NONE
+                    ptw[t, s + k] = 0
+                tb[t, TB_NPTE] -= nr
+                if f >= 0:
+                    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_UNMAP, f, m, K.L_PTE, page, nr):
+                        return RC_ERROR
+                    gather[ng, 0] = f
+                    gather[ng, 1] = nr
+                    ng += 1
+                vpn += nr
+    for g in range(ng):
+        if not put(cfg, glob, opt, fs, pmc, tr, gather[g, 0], gather[g, 1]):
+            return RC_ERROR
+    return RC_OK
+
+
+@sjit
+def install(tb: Any, ptf: Any, ptp: Any, ptw: Any, t: int, dt: int, s: int, nr: int, cow_mapping: bool) -> None:
+    """``__copy_present_ptes()``: write-protect both sides in a CoW mapping, then set the child's PTEs."""
+    for k in range(nr):
+        if cow_mapping:
+            ptw[t, s + k] &= ~PW
+        w = ptw[t, s + k]
+        ptf[dt, s + k] = ptf[t, s + k]
+        ptp[dt, s + k] = ptp[t, s + k]
+        ptw[dt, s + k] = (w & PW) | ((w & PD) if cow_mapping else 0)
+    tb[dt, TB_NPTE] += nr
+
+
+@sjit
+def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+              ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, src: int, dst: int,
+              vrows: Any) -> int:
+    """``copy_page_range()`` for each VMA row of ``vrows`` (foliosim.vm.fork): PMDs first, then PTEs."""
+    po = cfg[K.C_PMD_ORDER]
+    src_pinned = ms[src, MS_PINNED] != 0
+    for v in vrows:
+        start = vm[v, V_START]
+        end = vm[v, V_END]
+        vwrite = vm[v, V_WRITE]
+        cow_mapping = vm[v, V_SHARED] == 0
+        tabs = mm_tables(tb, src, start >> po, (end - 1) >> po)
+        for t in tabs:  # copy_huge_pmd()
+            f = tb[t, TB_PMDF]
+            if f == NONE:
+                continue
+            idx = tb[t, TB_IDX]
+            if f == HUGE_ZERO:
+                dt = table_get(glob, tb, ptf, hk, hv, dst, idx, True)
+                tb[dt, TB_PMDF] = HUGE_ZERO
+                tb[dt, TB_PMDW] = 0
+                continue
+            get(fs, f, 1)
+            off = fs[f, K.F_OFF]
+            if pex[off] and src_pinned and maybe_dma_pinned(cfg, fs, f):
+                if not put(cfg, glob, opt, fs, pmc, tr, f, 1):
+                    return RC_ERROR
+                if not split_pmd(cfg, opt, glob, fs, pmc, pex, tb, ptf, ptp, ptw, ms, tr, src, t):
+                    return RC_ERROR
+                continue
+            pex[off] = 0
+            if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_DUP, f, dst, K.L_PMD, 0, 1):
+                return RC_ERROR
+            tb[t, TB_PMDW] = 0
+            dt = table_get(glob, tb, ptf, hk, hv, dst, idx, True)
+            tb[dt, TB_PMDF] = f
+            tb[dt, TB_PMDW] = 0
+        prealloc = False
+        for t in tabs:  # the PTEs, in address order
+            if not tb[t, TB_HASPT] or tb[t, TB_NPTE] == 0:
+                continue
+            idx = tb[t, TB_IDX]
+            base = idx << po
+            vpn = start if start > base else base
+            hi = base + ptf.shape[1]
+            if end < hi:
+                hi = end
+            dt = -1
+            while vpn < hi:
+                s = vpn - base
+                f = ptf[t, s]
+                if f == NONE:
+                    vpn += 1
+                    continue
+                if dt < 0:
+                    dt = table_get(glob, tb, ptf, hk, hv, dst, idx, True)
+                    tb[dt, TB_HASPT] = 1
+                if f == -2:
+                    ptf[dt, s] = -2
+                    ptp[dt, s] = 0
+                    ptw[dt, s] = 0
+                    tb[dt, TB_NPTE] += 1
+                    vpn += 1
+                    continue
+                page = ptp[t, s]
+                off = fs[f, K.F_OFF]
+                anon = fs[f, X_KIND] == KIND_ANON
+                if not prealloc and fs[f, K.F_ORDER] > 0:
+                    nr = batch(fs, ptf, ptp, t, s, vpn, end, po)
+                    get(fs, f, nr)
+                    if anon:
+                        if src_pinned and maybe_dma_pinned(cfg, fs, f):
+                            excl = False
+                            for k in range(nr):
+                                if pex[off + page + k]:
+                                    excl = True
+                            if excl:
+                                if not put(cfg, glob, opt, fs, pmc, tr, f, nr):
+                                    return RC_ERROR
+                                prealloc = True
+                                continue
+                        for k in range(nr):
+                            pex[off + page + k] = 0
+                    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_DUP, f, dst, K.L_PTE, page, nr):
+                        return RC_ERROR
+                    install(tb, ptf, ptp, ptw, t, dt, s, nr, cow_mapping)
+                    vpn += nr
+                    continue
+                get(fs, f, 1)
+                if anon and src_pinned and maybe_dma_pinned(cfg, fs, f) and pex[off + page]:
+                    if not put(cfg, glob, opt, fs, pmc, tr, f, 1):
+                        return RC_ERROR
+                    if not prealloc:
+                        prealloc = True
+                        continue
+                    # copy_present_page(): the child gets its own copy now
+                    new = alloc(glob, opt, fs, pmc, pex, pct, tr, KIND_ANON, 0, pct[off + page])
+                    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP_NEW_ANON, new, dst, K.L_PTE, 0, 1):
+                        return RC_ERROR
+                    pex[fs[new, K.F_OFF]] = 1
+                    ptf[dt, s] = new
+                    ptp[dt, s] = 0
+                    ptw[dt, s] = PW if vwrite else 0
+                    tb[dt, TB_NPTE] += 1
+                    glob[G_EARLY] += 1
+                    prealloc = False
+                    vpn += 1
+                    continue
+                if anon:
+                    pex[off + page] = 0
+                if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_DUP, f, dst, K.L_PTE, page, 1):
+                    return RC_ERROR
+                install(tb, ptf, ptp, ptw, t, dt, s, 1, cow_mapping)
+                vpn += 1
+    return RC_OK
+
+
+@sjit
+def change_protection(cfg: Any, fs: Any, pex: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any, m: int, start: int,
+                      end: int, vwrite: bool, upgrade: bool) -> None:
+    """``Machine._change_protection()`` for a private mapping: drop write bits, or restore them on exclusive anon
+    pages (can_change_pte_writable())."""
+    po = cfg[K.C_PMD_ORDER]
+    tabs = mm_tables(tb, m, start >> po, (end - 1) >> po)
+    for t in tabs:
+        f = tb[t, TB_PMDF]
+        if f != NONE:
+            if not vwrite:
+                tb[t, TB_PMDW] = 0
+            elif upgrade and f >= 0 and fs[f, X_KIND] == KIND_ANON and pex[fs[f, K.F_OFF]]:
+                tb[t, TB_PMDW] = 1
+    for t in tabs:
+        if not tb[t, TB_HASPT]:
+            continue
+        base = tb[t, TB_IDX] << po
+        lo = start if start > base else base
+        hi = base + ptf.shape[1]
+        if end < hi:
+            hi = end
+        for vpn in range(lo, hi):
+            s = vpn - base
+            f = ptf[t, s]
+            if f == NONE:
+                continue
+            if not vwrite:
+                ptw[t, s] &= ~PW
+            elif upgrade and f >= 0 and fs[f, X_KIND] == KIND_ANON and pex[fs[f, K.F_OFF] + ptp[t, s]]:
+                ptw[t, s] |= PW
+
+
+@sjit
+def lookup(cfg: Any, glob: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any, hk: Any, hv: Any, m: int,
+           vpn: int) -> tuple[int, int, int, int]:
+    """``Machine.lookup()``: (folio slot or ZERO/HUGE_ZERO or NONE, page, writable, by PMD)."""
+    po = cfg[K.C_PMD_ORDER]
+    t = hfind(hk, hv, _hkey(m, vpn >> po))
+    if t < 0:
+        return NONE, 0, 0, 0
+    s = vpn & ((np.int64(1) << po) - 1)
+    if tb[t, TB_PMDF] != NONE:
+        return tb[t, TB_PMDF], s, tb[t, TB_PMDW], 1
+    if ptf[t, s] == NONE:
+        return NONE, 0, 0, 0
+    return ptf[t, s], ptp[t, s], ptw[t, s] & PW, 0
+
+
+@sjit
+def free_tables(glob: Any, tb: Any, hk: Any, ts: Any) -> None:
+    for t in ts:
+        table_free(glob, tb, hk, t)
+
+
+@sjit
+def rehash(glob: Any, tb: Any, hk: Any, hv: Any, ntb: int) -> None:
+    """Fill an empty hash table from the live table slots."""
+    glob[G_HUSED] = 0
+    for t in range(ntb):
+        if tb[t, TB_LIVE]:
+            hinsert(glob, hk, hv, _hkey(tb[t, TB_MM], tb[t, TB_IDX]), t)
+
+
+@sjit
+def split_pmd_at(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+                 ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, m: int, idx: int) -> int:
+    """``Machine.split_pmd()`` of MM ``m``'s PMD at index ``idx`` (a no-op without one)."""
+    t = hfind(hk, hv, _hkey(m, idx))
+    if t < 0 or tb[t, TB_PMDF] == NONE:
+        return RC_OK
+    return RC_OK if split_pmd(cfg, opt, glob, fs, pmc, pex, tb, ptf, ptp, ptw, ms, tr, m, t) else RC_ERROR

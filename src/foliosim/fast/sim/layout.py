@@ -1,0 +1,91 @@
+"""Array layout of the compiled process simulator: column numbers, codes and rule numbers.
+
+The folio table ``fs`` extends :mod:`foliosim.fast.kernels`' folio columns (``F_*``, which the shared rmap/owner
+kernels read and write) with the simulator's own per-folio fields (``X_*``). Page tables are two-level as in the
+kernel: a table slot per (MM, PMD index) holds the PMD entry and, when it has a page table, its PTEs.
+"""
+
+from __future__ import annotations
+
+from foliosim.fast import kernels as K
+from foliosim.vm.events import CowRule
+
+# Folio columns after the rmap kernels' ones.
+X_REF = K.F_COLS  # _refcount
+X_PINCOUNT = X_REF + 1  # _pincount
+X_KIND = X_REF + 2  # KIND_*
+X_NAME = X_REF + 3  # the reference's folio name number (f<N>)
+X_PINS = X_REF + 4  # FOLL_PIN pins held (SimFolio.pins)
+X_REFS = X_REF + 5  # FOLL_GET references held (SimFolio.refs)
+X_DEFER = X_REF + 6  # queued for deferred split
+X_NEXT = X_REF + 7  # free-list link
+FS_COLS = X_REF + 8
+
+KIND_ANON, KIND_FILE, KIND_SHMEM = 0, 1, 2
+
+#: page-table folio values besides folio slots
+NONE, ZERO, HUGE_ZERO = -1, -2, -3
+
+# Table slot columns.
+TB_LIVE, TB_MM, TB_IDX, TB_PMDF, TB_PMDW, TB_HASPT, TB_NPTE, TB_NEXT = range(8)
+TB_COLS = 8
+# PTE flag bits
+PW, PD = 1, 2
+
+# MM columns (row = the MM's name number).
+MS_LIVE, MS_ID, MS_USERS, MS_COUNT, MS_PINNED, MS_ZAPPED, MS_VOFF, MS_NVMA, MS_NMAP = range(9)
+MS_COLS = 9
+
+# VMA columns.
+V_START, V_END, V_READ, V_WRITE, V_SHARED, V_THP, V_ANONVMA, V_FILE, V_PGOFF = range(9)
+VM_COLS = 9
+
+# Global scalars.
+(G_NFOLIO, G_NPAGE, G_NAME, G_ANONVMA, G_NTR, G_NCOW, G_FAULTS, G_REUSE, G_COPY, G_FREE_TB, G_NTB,
+ G_HUSED, G_ERR, G_ERRF, G_PMDSPLIT, G_EARLY, G_SEQ, G_NGATHER, G_LIVE) = range(19)
+G_FREE = 20  # free-list heads per order: G_FREE + order
+G_LEN = G_FREE + 21
+
+# Options.
+O_RECORD, O_MUTANT, O_USE_ZERO = range(3)
+O_LEN = 3
+MUTANT_NONE = 0
+MUTANT_NO_SHARED_TEST = 1  # reuse a large folio without the shared-bit test
+
+# Trace columns.
+T_KIND, T_MM, T_FOLIO, T_ORDER, T_LEVEL, T_PAGE, T_NR = range(7)
+T_COLS = 7
+
+# CoW decision columns.
+(C_MM, C_VPN, C_FOLIO, C_PAGE, C_ORDER, C_LEVEL, C_RULE, C_OUTCOME, C_UNSHARE, C_MAPCOUNT, C_REFCOUNT,
+ C_SHBIT, C_NEW) = range(13)
+C_COLS = 13
+
+#: rule numbers in the kernels, in this order
+RULES: tuple[CowRule, ...] = (
+    CowRule.ANON_EXCLUSIVE, CowRule.SMALL_REFCOUNT_ONE, CowRule.SMALL_EXTRA_REFS, CowRule.LARGE_MAPCOUNT_ONE,
+    CowRule.LARGE_MAYBE_SHARED, CowRule.LARGE_EXTRA_REFS, CowRule.LARGE_EXCLUSIVE, CowRule.PMD_REFCOUNT_ONE,
+    CowRule.PMD_SPLIT, CowRule.HUGE_ZERO, CowRule.ZERO_PAGE, CowRule.NOT_ANON, CowRule.SHARED_MAPPING,
+)
+(R_ANON_EXCL, R_SMALL_ONE, R_SMALL_EXTRA, R_LARGE_MC_ONE, R_LARGE_SHARED, R_LARGE_EXTRA, R_LARGE_EXCL,
+ R_PMD_ONE, R_PMD_SPLIT, R_HUGE_ZERO, R_ZERO, R_NOT_ANON, R_SHARED_MAPPING) = range(13)
+OUTCOMES = ("reuse", "copy", "split", "new-thp", "writable")
+OC_REUSE, OC_COPY, OC_SPLIT, OC_NEW_THP, OC_WRITABLE = range(5)
+
+# Kernel return codes.
+RC_OK = 0
+RC_ROOM = 1  # out of array room: grow and call again from ``done``
+RC_UNSUPPORTED = 2  # a path the fast engine does not model (G_ERR says which)
+RC_ERROR = 3  # the rmap core rejected a call (a simulator bug): G_ERR/G_ERRF say which
+
+# Unsupported / error reasons (G_ERR).
+U_FILE_FAULT = 1
+U_SHARED_WP = 2
+E_RMAP = 10
+E_REFCOUNT = 11
+E_FREE = 12
+E_WRITE_RO = 13
+REASONS = {U_FILE_FAULT: "a fault in a file or shmem mapping", U_SHARED_WP: "a write fault in a shared mapping",
+           E_RMAP: "the rmap core rejected a call", E_REFCOUNT: "a refcount went negative",
+           E_FREE: "a folio freed with mappings left (bad page state)",
+           E_WRITE_RO: "a write fault left the page read-only"}
