@@ -253,13 +253,18 @@ def check(mms: int, order: int, depth: int, word_bits: str, no_page_mapcount: bo
 @NO_PAGE_MAPCOUNT
 @click.option("--no-check", is_flag=True, help="Do not run the isolation oracle after every step.")
 @click.option("-v", "--verbose", is_flag=True, help="Also show every rmap call and memory access.")
+@click.option("--engine", type=click.Choice(["auto", "fast", "reference"]), default="auto", show_default=True,
+              help="fast: the compiled simulator (needs the `fast` extra; steps it does not model fall back to the "
+                   "reference, with a note); reference: the pure-Python one (events in the timeline); auto: fast "
+                   "when numba is installed.")
 def run_scenario(scenario: str, trace_out: str | None, word_bits: str, no_page_mapcount: bool,
-                 no_check: bool, verbose: bool) -> None:
+                 no_check: bool, verbose: bool, engine: str) -> None:
     """Run a scenario file on the simulated machine and print its timeline and a summary.
 
     Exit status: 0 ok, 1 unreadable or malformed scenario (the line is named),
-    4 an `expect` failed or the isolation oracle found a violation.
+    2 --engine fast without numba, 4 an `expect` failed or the isolation oracle found a violation.
     """
+    from foliosim.fast import HAVE_NUMBA, NUMBA_MISSING
     from foliosim.report.timeline import render_step, render_summary
     from foliosim.vm.scenario import ScenarioError
     from foliosim.vm.scenario import run as run_file
@@ -273,6 +278,14 @@ def run_scenario(scenario: str, trace_out: str | None, word_bits: str, no_page_m
     config = _config(word_bits, no_page_mapcount)
     if trace_out is not None:
         _check_writable(trace_out, "run", "--trace")
+
+    if engine == "fast" and not HAVE_NUMBA:
+        click.echo(f"foliosim run: {NUMBA_MISSING}; or use --engine reference", err=True)
+        sys.exit(2)
+    if engine != "reference" and HAVE_NUMBA:
+        fast = _run_scenario_fast(scenario, text, config, not no_check, trace_out)
+        if fast is not None:
+            sys.exit(fast)
 
     def show(rec: Any, machine: Any) -> None:
         for line in render_step(rec, machine, verbose):
@@ -295,6 +308,44 @@ def run_scenario(scenario: str, trace_out: str | None, word_bits: str, no_page_m
         click.echo(line)
     if result.violation or result.failures:
         sys.exit(4)
+
+
+def _run_scenario_fast(scenario: str, text: str, config: Any, check: bool, trace_out: str | None) -> int | None:
+    """`run` on the compiled simulator: prints the timeline and returns the exit status, or returns None (after a
+    one-line note) when the scenario needs something the fast engine does not model."""
+    from foliosim.fast.sim.engine import Unsupported
+    from foliosim.fast.sim.scenario import render_step, render_summary
+    from foliosim.fast.sim.scenario import run as run_fast
+    from foliosim.vm.scenario import ScenarioError
+
+    lines: list[str] = []
+    seen = [0]
+
+    def show(rec: Any, machine: Any) -> None:
+        lines.extend(render_step(rec, machine, machine.cow_decisions[seen[0]:]))
+        seen[0] = len(machine.cow_decisions)
+
+    try:
+        result = run_fast(text, config, check, on_step=show)
+    except ScenarioError as exc:
+        click.echo(f"foliosim run: {scenario}: {exc}", err=True)
+        return 1
+    except Unsupported as exc:
+        click.echo(f"foliosim run: the fast engine does not model {exc}: running the reference engine", err=True)
+        return None
+    for line in lines:
+        click.echo(line)
+    if trace_out is not None and result.error is not None:
+        click.echo(f"foliosim run: {trace_out} not written: the scenario stopped at a bad line", err=True)
+    elif trace_out is not None:
+        _write_atomic(trace_out, "".join(json.dumps(op.to_json(), separators=(",", ":")) + "\n"
+                                         for op in result.machine.trace), "run")
+    if result.error is not None:
+        click.echo(f"foliosim run: {scenario}: {result.error}", err=True)
+        return 1
+    for line in render_summary(result):
+        click.echo(line)
+    return 4 if result.violation or result.failures else 0
 
 
 @main.command("live")
