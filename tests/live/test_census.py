@@ -537,3 +537,15 @@ def test_mapping_entries_locate_every_pfn_in_its_folio() -> None:
     assert counts[0x2000] == [0] * 5 + [3] + [0] * 9 + [1]
     assert per_mm == {0x1000: {1: 3}, 0x2000: {1: 1, 2: 3}}
     assert _mapping_entries([a], {}) == ({}, {})
+
+
+@pytest.mark.live
+def test_missing_pids_are_skipped_when_allowed(live_root: None, bpf: tuple[object, object]) -> None:
+    reader, tasks = bpf
+    with open("/proc/sys/kernel/pid_max") as fh:
+        missing = int(fh.read()) + 1
+    res = run_census([os.getpid(), missing], reader, tasks, missing_ok=True)  # type: ignore[arg-type]
+    assert res.pids == (os.getpid(),) and res.processes == 1
+    assert res.skipped == [(missing, f"no process {missing}")]
+    with pytest.raises(CensusError, match=f"no process {missing}"):
+        run_census([os.getpid(), missing], reader, tasks)  # type: ignore[arg-type]
