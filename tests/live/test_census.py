@@ -549,3 +549,44 @@ def test_missing_pids_are_skipped_when_allowed(live_root: None, bpf: tuple[objec
     assert res.skipped == [(missing, f"no process {missing}")]
     with pytest.raises(CensusError, match=f"no process {missing}"):
         run_census([os.getpid(), missing], reader, tasks)  # type: ignore[arg-type]
+
+
+class FakePhys:
+    """/proc/kpageflags of a few folios: order-2 head at 0x200, order-4 head at 0x400, a tail-run cut at 0x7ff."""
+
+    HEAD, TAIL, ANON = 1 << 15, 1 << 16, 1 << 12
+
+    def __init__(self) -> None:
+        self.flags = {0x200: self.HEAD | self.ANON, **{p: self.TAIL | self.ANON for p in range(0x201, 0x204)},
+                      0x204: self.ANON, **{p: self.TAIL | self.ANON for p in range(0x401, 0x410)},
+                      0x400: self.HEAD | self.ANON, 0x7FE: self.HEAD | self.ANON, 0x7FF: self.TAIL | self.ANON}
+        self.last = 0x7FF  # the last PFN: a read past it fails
+        self.reads: list[tuple[int, int]] = []
+
+    def kpageflags_range(self, first: int, count: int) -> object:
+        from array import array
+
+        from foliosim.host.errors import HostError
+
+        if first + count - 1 > self.last:
+            raise HostError("short read: PFN beyond the last one")
+        self.reads.append((first, count))
+        return array("Q", [self.flags.get(p, 0) for p in range(first, first + count)])
+
+
+def test_flags_in_bulk_and_orders_from_the_tail_runs() -> None:
+    import numpy as np
+
+    from foliosim.live.census import _flags_of
+
+    phys = FakePhys()
+    pfns = np.array([0x200, 0x202, 0x203, 0x400, 0x40F, 0x7FE, 0x7FF], dtype=np.int64)
+    flags, orders = _flags_of(phys, pfns)  # type: ignore[arg-type]
+    assert flags.tolist() == [phys.flags[p] for p in pfns.tolist()]
+    # 0x200: tails up to 0x203, 0x204 not a tail -> order 2 (the run was read one PFN further: 0x204);
+    # 0x400: 15 tails and 0x410 (read one further) is not a tail -> order 4;
+    # 0x7FE: its run ends at the last PFN, nothing after it to end the tails -> left to folio_extent
+    assert orders == {0x200: 2, 0x400: 4}
+    assert phys.reads == [(0x200, 5), (0x400, 17), (0x7FE, 2)]
+    empty, none = _flags_of(phys, np.empty(0, dtype=np.int64))  # type: ignore[arg-type]
+    assert len(empty) == 0 and none == {}

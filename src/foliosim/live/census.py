@@ -24,7 +24,9 @@ is no entire-mapcount branch any more (that was v6.14's ``folio_likely_mapped_sh
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import itertools
 import math
 import os
 import time
@@ -417,11 +419,14 @@ def anon_pfns(tgid: int, present: PresentPages | None = None) -> array[int]:
 
     fs/proc/task_mmu.c: one PFN per mapping entry (a page mapped at two addresses appears twice); shared
     VMAs are skipped (their pages are shmem or file pages, never anonymous). With ``present`` (a
-    :class:`foliosim.host.ptrace.PresentPages`), one PAGEMAP_SCAN ioctl per VMA finds the runs of present
-    non-file pages first and only those entries are read, so reservations of GiBs cost nothing.
+    :class:`foliosim.host.ptrace.PresentPages`), one PAGEMAP_SCAN ioctl per run of adjacent VMAs finds the runs of
+    present non-file pages first and only those entries are read, so reservations of GiBs cost nothing.
     """
+    import numpy as np
+
     out: array[int] = array("Q")
-    present_bit, file_bit, mask = procfs.PM_PRESENT, procfs.PM_FILE, procfs.PM_PFN_MASK
+    present_bit, file_bit = np.uint64(procfs.PM_PRESENT), np.uint64(procfs.PM_FILE)
+    mask = np.uint64(procfs.PM_PFN_MASK)
     maps = [vma for vma in procfs.Maps.read(tgid) if vma.start < USER_END]
     if present is not None:
         # one scan per run of adjacent VMAs: the shared ones in between hold file/shmem pages only, which the scan
@@ -440,8 +445,9 @@ def anon_pfns(tgid: int, present: PresentPages | None = None) -> array[int]:
         for first, end in runs:
             while first < end:
                 nr = min(CHUNK_PAGES, end - first)
-                out.extend([word & mask for word in pagemap.read_raw(first << procfs.PAGE_SHIFT, nr)
-                            if word & present_bit and not word & file_bit and word & mask])
+                words = np.frombuffer(pagemap.read_raw(first << procfs.PAGE_SHIFT, nr), dtype=np.uint64)
+                pfns = words[((words & present_bit) != 0) & ((words & file_bit) == 0)] & mask
+                out.frombytes(pfns[pfns != 0].tobytes())
                 first += nr
     return out
 
@@ -596,43 +602,80 @@ def _read_pagemaps(tgids: Sequence[int], ids: dict[int, int] | None, result: Cen
     return mms
 
 
-def _sorted_flags(phys: procfs.PhysReader, pfns: Sequence[int]) -> Iterable[tuple[int, int]]:
-    """(PFN, kpageflags word) for sorted unique ``pfns``, one pread per run of nearby PFNs."""
-    i, n = 0, len(pfns)
-    while i < n:
-        j = i
-        while j + 1 < n and pfns[j + 1] - pfns[j] <= _FLAGS_GAP:
-            j += 1
-        first = pfns[i]
-        words = phys.kpageflags_range(first, pfns[j] - first + 1)
-        for k in range(i, j + 1):
-            yield pfns[k], words[pfns[k] - first]
-        i = j + 1
+def _flags_of(phys: procfs.PhysReader, pfns: Any) -> tuple[Any, dict[int, int]]:
+    """The kpageflags word of each of the sorted unique ``pfns`` (numpy int64), one pread per run of PFNs less than
+    ``_FLAGS_GAP`` apart, and the order of every folio head among them whose pages the runs cover: the tail pages
+    that follow a head up to the next page that is not a tail (each run is read one PFN further for that)."""
+    import numpy as np
+
+    if not len(pfns):
+        return np.empty(0, dtype=np.int64), {}
+    head_bit, tail_bit = 1 << procfs.KPF_COMPOUND_HEAD, 1 << procfs.KPF_COMPOUND_TAIL
+    bounds = [0, *(np.flatnonzero(np.diff(pfns) > _FLAGS_GAP) + 1).tolist(), len(pfns)]
+    blocks: list[Any] = []
+    firsts: list[int] = []
+    for lo, hi in itertools.pairwise(bounds):
+        first = int(pfns[lo])
+        count = int(pfns[hi - 1]) - first + 1
+        try:
+            raw = phys.kpageflags_range(first, count + 1)
+        except HostError:  # the run ends at the last PFN
+            raw = phys.kpageflags_range(first, count)
+        blocks.append(np.frombuffer(raw, dtype=np.int64))
+        firsts.append(first)
+    words = np.concatenate(blocks)
+    lengths = np.array([len(b) for b in blocks], dtype=np.int64)
+    starts = np.concatenate((np.zeros(1, dtype=np.int64), np.cumsum(lengths)[:-1]))
+    pfn_of = np.repeat(np.array(firsts, dtype=np.int64) - starts, lengths) + np.arange(len(words), dtype=np.int64)
+    out = words[np.searchsorted(pfn_of, pfns)]
+    heads = np.flatnonzero((words & head_bit) != 0)
+    not_tail = np.flatnonzero((words & tail_bit) == 0)
+    after = np.searchsorted(not_tail, heads, side="right")
+    found = after < len(not_tail)
+    heads, ends = heads[found], not_tail[after[found]]
+    sizes = ends - heads
+    # the next page that is not a tail must follow in the same run (contiguous PFNs), a power of two pages on
+    ok = (pfn_of[ends] - pfn_of[heads] == sizes) & (sizes > 1) & ((sizes & (sizes - 1)) == 0)
+    orders = dict(zip(pfn_of[heads[ok]].tolist(), [int(x).bit_length() - 1 for x in sizes[ok].tolist()],
+                      strict=True))
+    return out, orders
 
 
 def _large_anon_folios(mms: Sequence[_Mm]) -> tuple[dict[int, int], dict[int, bool]]:
-    """(head -> order, head -> hugetlb) for every large anonymous folio behind the MMs' PFNs (/proc/kpageflags)."""
-    pfns = sorted({pfn for mm in mms for pfn in mm.pfns})
+    """(head -> order, head -> hugetlb) for every large anonymous folio behind the MMs' PFNs (/proc/kpageflags).
+
+    The flags of every PFN are read in bulk (:func:`_flags_of`); a folio whose head was not among them is found
+    with PhysReader.folio_extent; the PFNs inside a folio are skipped."""
+    import numpy as np
+
     extents: dict[int, int] = {}
     hugetlb: dict[int, bool] = {}
-    if not pfns:
+    arrays = [np.frombuffer(mm.pfns, dtype=np.uint64).astype(np.int64) for mm in mms if len(mm.pfns)]
+    if not arrays:
         return extents, hugetlb
+    pfns = np.sort(np.concatenate(arrays))
+    pfns = pfns[np.concatenate((np.ones(1, dtype=bool), pfns[1:] != pfns[:-1]))]  # unique (np.unique hashes)
     compound = (1 << procfs.KPF_COMPOUND_HEAD) | (1 << procfs.KPF_COMPOUND_TAIL)
     anon, zero, huge = 1 << procfs.KPF_ANON, 1 << procfs.KPF_ZERO_PAGE, 1 << procfs.KPF_HUGE
     with procfs.PhysReader() as phys:
-        cur_head, cur_end = -1, -1
-        for pfn, word in _sorted_flags(phys, pfns):
-            if cur_head <= pfn < cur_end or not word & compound or not word & anon or word & zero:
-                continue
-            try:
-                cur_head, order = phys.folio_extent(pfn)
-            except HostError:  # split or freed since pagemap was read
-                cur_head, cur_end = -1, -1
-                continue
-            cur_end = cur_head + (1 << order)
+        flags, orders = _flags_of(phys, pfns)
+        keep = ((flags & compound) != 0) & ((flags & anon) != 0) & ((flags & zero) == 0)
+        candidates, cand_flags = pfns[keep].tolist(), flags[keep].tolist()
+        i, n = 0, len(candidates)
+        while i < n:
+            pfn = candidates[i]
+            if pfn in orders:
+                head, order = pfn, orders[pfn]
+            else:
+                try:
+                    head, order = phys.folio_extent(pfn)
+                except HostError:  # split or freed since pagemap was read
+                    i += 1
+                    continue
             if order:
-                extents[cur_head] = order
-                hugetlb[cur_head] = bool(word & huge)
+                extents[head] = order
+                hugetlb[head] = bool(cand_flags[i] & huge)
+            i = max(i + 1, bisect.bisect_left(candidates, head + (1 << order), i))
     return extents, hugetlb
 
 
