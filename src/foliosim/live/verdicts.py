@@ -163,9 +163,15 @@ class LiveVerdicts:
 def _header_line(path_or_text: str | os.PathLike[str]) -> tuple[str, int, str | None]:
     """(name, line number, text) of the first non-empty line of a trace file or of trace text."""
     if isinstance(path_or_text, str) and ("\n" in path_or_text or path_or_text.lstrip().startswith("{")):
-        for lineno, line in enumerate(path_or_text.splitlines(), 1):
+        text, pos, lineno = path_or_text, 0, 0
+        while pos < len(text):  # line by line up to the first non-empty one (a trace's text may be many MB)
+            end = text.find("\n", pos)
+            end = len(text) if end < 0 else end
+            lineno += 1
+            line = text[pos:end].rstrip("\r")
             if line.strip():
                 return "trace text", lineno, line
+            pos = end + 1
         return "trace text", 0, None
     path = Path(path_or_text)
     name = str(path)
