@@ -156,15 +156,40 @@ class PinHandle:
     vpns: list[int | None]
 
 
+class _NoReference(ReferenceMemory):
+    """No upkeep of the reference view (runs without :meth:`FastMachine.check`)."""
+
+    def mm_new(self, mm: Any) -> None:
+        pass
+
+    def mm_gone(self, mm: Any) -> None:
+        pass
+
+    def write(self, mm: Any, vma: Vma, vpn: int, offset: int, data: bytes) -> None:
+        pass
+
+    def unmap(self, mm: Any, start: int, end: int) -> None:
+        pass
+
+    dontneed = unmap
+
+    def fork(self, src: Any, dst: Any, vmas: list[Vma]) -> None:
+        pass
+
+
 class FastMachine:
     """A simulated Linux v6.15 machine on arrays; same public methods and results as the reference Machine.
 
     ``record`` keeps the rmap trace (:attr:`trace`, as reference Ops); ``keep_decisions`` the CoW decisions as
     :class:`CowDecision` objects; ``mutant`` switches a deliberately wrong reuse test on (for the tests).
+    ``fast_oracle`` checks isolation incrementally in the kernels (every access reads what its MM last wrote,
+    every store hits an AnonExclusive page; whole-page writes only); ``reference`` keeps the reference's
+    :class:`ReferenceMemory` for :meth:`check` (off: check() is not available, which is what makes runs fast).
     """
 
     def __init__(self, config: KernelConfig | None = None, options: MachineOptions | None = None, *,
-                 record: bool = True, keep_decisions: bool = True, mutant: int = L.MUTANT_NONE) -> None:
+                 record: bool = True, keep_decisions: bool = True, mutant: int = L.MUTANT_NONE,
+                 fast_oracle: bool = False, reference: bool = True) -> None:
         self.config = config or KernelConfig()
         self.options = options or MachineOptions()
         if self.config.pmd_order > 12:
@@ -180,6 +205,8 @@ class FastMachine:
         self.opt[L.O_RECORD] = int(record)
         self.opt[L.O_MUTANT] = mutant
         self.opt[L.O_USE_ZERO] = int(self.options.use_zero_page)
+        self.opt[L.O_ORACLE] = int(fast_oracle)
+        self.keep_reference = reference
         self.glob = np.zeros(L.G_LEN, dtype=np.int64)
         self.glob[L.G_FREE:] = -1
         self.glob[L.G_FREE_TB] = -1
@@ -193,6 +220,7 @@ class FastMachine:
         self.ptf = np.full((16, self.P), L.NONE, dtype=np.int32)
         self.ptp = np.zeros((16, self.P), dtype=np.int32)
         self.ptw = np.zeros((16, self.P), dtype=np.uint8)
+        self.pexp = np.zeros((16, self.P), dtype=np.int32)
         self.hk = np.full(64, -1, dtype=np.int64)
         self.hv = np.zeros(64, dtype=np.int32)
         self.ms = np.zeros((8, L.MS_COLS), dtype=np.int64)
@@ -212,7 +240,7 @@ class FastMachine:
         self.tasks: dict[str, FastTask] = {}
         self.mms: dict[str, FastMM] = {}
         self.gup: dict[str, PinHandle] = {}
-        self.ref = ReferenceMemory()
+        self.ref = ReferenceMemory() if reference else _NoReference()
         self.pages: list[bytes] = []  # content ids 256.. -> page bytes
         self._page_ids: dict[bytes, int] = {}
         self.step = 0
@@ -237,7 +265,7 @@ class FastMachine:
     def counters(self) -> Counter[str]:
         c = Counter(self.pycount)
         g = self.glob
-        for key, col in (("fault", L.G_FAULTS), ("cow reuse", L.G_REUSE), ("cow copy", L.G_COPY),
+        for key, col in (("fault", L.G_FAULTS), ("SIGSEGV", L.G_SEGV), ("cow reuse", L.G_REUSE), ("cow copy", L.G_COPY),
                          ("pmd split", L.G_PMDSPLIT), ("fork early copy", L.G_EARLY)):
             if g[col]:
                 c[key] = int(g[col])
@@ -301,6 +329,7 @@ class FastMachine:
             self._grow_rows("ptf", self.tb.shape[0], L.NONE)
             self._grow_rows("ptp", self.tb.shape[0])
             self._grow_rows("ptw", self.tb.shape[0])
+            self._grow_rows("pexp", self.tb.shape[0])
         if (int(g[L.G_HUSED]) + tables + 2) * 2 > self.hk.shape[0] or self.hk.shape[0] < 2 * self.tb.shape[0]:
             size = self.hk.shape[0]
             live = int(self.tb[:int(g[L.G_NTB]), L.TB_LIVE].sum())
@@ -327,7 +356,7 @@ class FastMachine:
             raise Unsupported(f"the fast engine does not model {reason}")
         raise OracleViolation(f"fast engine: {reason} (folio f{int(self.glob[L.G_ERRF])})")
 
-    def _drain(self) -> None:
+    def _drain(self, cow_tasks: list[str] | None = None) -> None:
         """Move recorded trace rows and CoW decisions out of the kernels' buffers."""
         g = self.glob
         n = int(g[L.G_NTR])
@@ -338,8 +367,8 @@ class FastMachine:
         n = int(g[L.G_NCOW])
         if n:
             if self.keep_decisions:
-                for row in self.cow[:n].tolist():
-                    self.cow_decisions.append(self._decision(row))
+                for i, row in enumerate(self.cow[:n].tolist()):
+                    self.cow_decisions.append(self._decision(row, cow_tasks[i] if cow_tasks else None))
             g[L.G_NCOW] = 0
 
     def _op(self, row: list[int]) -> Op:
@@ -365,10 +394,10 @@ class FastMachine:
             return "huge_zero"
         return f"f{value}"
 
-    def _decision(self, row: list[int]) -> CowDecision:
+    def _decision(self, row: list[int], task: str | None = None) -> CowDecision:
         sh = row[L.C_SHBIT]
         return CowDecision(
-            task=self.task_name or "?", mm=f"mm{row[L.C_MM]}", addr=row[L.C_VPN] << PAGE_SHIFT,
+            task=task or self.task_name or "?", mm=f"mm{row[L.C_MM]}", addr=row[L.C_VPN] << PAGE_SHIFT,
             folio=self._folio_name(row[L.C_FOLIO]), page=row[L.C_PAGE], order=row[L.C_ORDER],
             level="pmd" if row[L.C_LEVEL] == K.L_PMD else "pte", rule=L.RULES[row[L.C_RULE]],
             outcome=L.OUTCOMES[row[L.C_OUTCOME]], unshare=bool(row[L.C_UNSHARE]), mapcount=row[L.C_MAPCOUNT],
@@ -492,13 +521,13 @@ class FastMachine:
         worst = ptes + pmds * self.P + 2
         self.ensure(folios=0, trace=3 * worst + 16)
         gather = np.zeros((worst, 2), dtype=np.int64)
-        rc = kern.zap(*self.args(), mm.num, np.array(ranges, dtype=np.int64).reshape(-1, 2), gather)
+        rc = kern.zap(*self.args(), self.pexp, mm.num, np.array(ranges, dtype=np.int64).reshape(-1, 2), gather)
         self._drain()
         self._check_rc(rc)
 
     def exit_mmap(self, mm: FastMM) -> None:
         self._zap(mm, [(v.start, v.end) for v in mm.vmas])
-        kern.free_tables(self.glob, self.tb, self.hk, self._mm_tables(mm))
+        kern.free_tables(self.glob, self.tb, self.hk, self.pexp, self._mm_tables(mm))
         for handle in self.gup.values():
             if handle.mm is mm:
                 handle.vpns = [None] * len(handle.vpns)
@@ -567,7 +596,7 @@ class FastMachine:
             pinned = self.fs[:n, L.X_PINS] > 0
             early = int((np.left_shift(1, self.fs[:n, K.F_ORDER][pinned])).sum()) + 1
             self.ensure(folios=early, pages=early, tables=tables + 2, trace=3 * (ptes + pmds) + 8 * early + 16)
-            rc = kern.fork_copy(*self.args(), src.num, dst.num, np.array(rows, dtype=np.int64))
+            rc = kern.fork_copy(*self.args(), self.pexp, src.num, dst.num, np.array(rows, dtype=np.int64))
             self._drain()
             self._check_rc(rc)
         self._publish(dst)
@@ -702,7 +731,7 @@ class FastMachine:
         gone = [int(t) for t, i in zip(ts.tolist(), idx.tolist(), strict=True)
                 if lo <= i <= hi and not mm.vmas_in(i << self.po, (i + 1) << self.po)]
         if gone:
-            kern.free_tables(self.glob, self.tb, self.hk, np.array(gone, dtype=np.int64))
+            kern.free_tables(self.glob, self.tb, self.hk, self.pexp, np.array(gone, dtype=np.int64))
 
     def _split_pmd(self, mm: FastMM, idx: int) -> None:
         self.ensure(trace=16)
@@ -764,8 +793,8 @@ class FastMachine:
             vma.read, vma.write = read, write
             if execute is not None:
                 vma.exec = execute
-            kern.change_protection(self.cfg, self.fs, self.pex, self.tb, self.ptf, self.ptp, self.ptw, mm.num,
-                                   vma.start, vma.end, write, upgrade)
+            kern.change_protection(self.cfg, self.glob, self.fs, self.pex, self.tb, self.ptf, self.ptp, self.ptw,
+                                   self.hk, self.hv, mm.num, vma.start, vma.end, write, upgrade)
         self._merge(mm)
         self._publish(mm)
         self._end()
@@ -824,15 +853,21 @@ class FastMachine:
         return True
 
     def _run_access(self, ops: I64, task_names: list[str] | None = None) -> None:
-        """Run access rows (mm, start, pages, write, fill, unshare) through the compiled fault loop."""
+        """Run access rows (mm, start, pages, write, fill, unshare) through the compiled fault loop.
+
+        ``task_names`` (one per row) name the tasks of the faults (:attr:`user_faults`) and of the CoW decisions.
+        """
         first = 0
         while True:
-            rc, first = kern.access(*self.args(), ops, first, self.faultbuf)
+            rc, first = kern.access(*self.args(), self.pexp, ops, first, self.faultbuf)
             nf = int(self.glob[L.G_NGATHER])
-            if task_names is not None:
-                for i, vpn in self.faultbuf[:nf].tolist():
+            cow_tasks: list[str] | None = None
+            if task_names is not None and (self.keep_decisions or self.record):
+                faults = self.faultbuf[:nf].tolist()
+                for i, vpn in faults:
                     self.user_faults.append((self.step, task_names[i], vpn, bool(ops[i, 3])))
-            self._drain()
+                cow_tasks = self._decision_tasks(ops, faults, task_names)
+            self._drain(cow_tasks)
             if rc == L.RC_ROOM:
                 self._grow_after_room()
                 if nf >= self.faultbuf.shape[0] - 1:
@@ -840,6 +875,16 @@ class FastMachine:
                 continue
             self._check_rc(rc)
             return
+
+    def _decision_tasks(self, ops: I64, faults: list[list[int]], task_names: list[str]) -> list[str]:
+        """The task of each pending CoW decision: that of the fault (in order) at the decision's MM and address."""
+        out = []
+        k = 0
+        for row in self.cow[:int(self.glob[L.G_NCOW])].tolist():
+            while k < len(faults) and not (faults[k][1] == row[L.C_VPN] and ops[faults[k][0], 0] == row[L.C_MM]):
+                k += 1
+            out.append(task_names[faults[k][0]] if k < len(faults) else (self.task_name or "?"))
+        return out
 
     def lookup_slot(self, mm: FastMM, vpn: int) -> tuple[int, int, bool, bool]:
         """(folio slot or ZERO/HUGE_ZERO/NONE, page, writable, by PMD)."""
@@ -947,6 +992,7 @@ class FastMachine:
             mm.has_pinned = True
             self.ms[mm.num, L.MS_PINNED] = 1
         pages: list[tuple[int, int]] = []
+        vpns: list[int | None] = []
         for vpn in range(start, start + nr):
             f, page = self._follow(task, mm, vpn, write, longterm)
             if f >= 0:
@@ -957,7 +1003,8 @@ class FastMachine:
                     self.fs[f, L.X_REF] += kern.GUP_PIN_COUNTING_BIAS
                 self.fs[f, L.X_PINS] += 1
             pages.append((f, page))
-        self.gup[handle] = PinHandle(handle, task.name, mm, True, pages, list(range(start, start + nr)))
+            vpns.append(vpn if f >= 0 or longterm else None)  # the kernel promises coherence for these only
+        self.gup[handle] = PinHandle(handle, task.name, mm, True, pages, vpns)
         self.pycount["pin"] += 1
         self._sync(mm)
         self._end()
@@ -983,7 +1030,7 @@ class FastMachine:
         raise AssertionError(f"GUP did not converge at {vpn << PAGE_SHIFT:#x}")
 
     def _fault(self, task: FastTask, mm: FastMM, vpn: int, write: bool, unshare: bool) -> None:
-        self._run_access(np.array([[mm.num, vpn, 1, int(write), -1, int(unshare)]], dtype=np.int64))
+        self._run_access(np.array([[mm.num, vpn, 1, int(write), -2, int(unshare)]], dtype=np.int64))
 
     def vmsplice(self, task_name: str, handle: str, addr: int, length: int) -> int:
         raise Unsupported("vmsplice (FOLL_GET references)")
@@ -1076,4 +1123,6 @@ class FastMachine:
         folio invariants (refcount accounting, no AnonExclusive page mapped twice, no false "exclusive")."""
         from foliosim.fast.sim.oracle import check_fast
 
+        if not self.keep_reference:
+            raise Unsupported("check() on a FastMachine made with reference=False")
         return check_fast(self)

@@ -30,6 +30,7 @@ from foliosim.fast.sim.layout import (
     C_UNSHARE,
     C_VPN,
     E_FREE,
+    E_ISOLATION,
     E_REFCOUNT,
     E_RMAP,
     E_WRITE_RO,
@@ -52,6 +53,8 @@ from foliosim.fast.sim.layout import (
     G_NTR,
     G_PMDSPLIT,
     G_REUSE,
+    G_RMAP,
+    G_SEGV,
     G_SEQ,
     HUGE_ZERO,
     KIND_ANON,
@@ -63,6 +66,7 @@ from foliosim.fast.sim.layout import (
     MUTANT_NO_SHARED_TEST,
     NONE,
     O_MUTANT,
+    O_ORACLE,
     O_RECORD,
     O_USE_ZERO,
     OC_COPY,
@@ -107,6 +111,7 @@ from foliosim.fast.sim.layout import (
     V_ANONVMA,
     V_END,
     V_FILE,
+    V_READ,
     V_SHARED,
     V_START,
     V_THP,
@@ -214,8 +219,10 @@ def table_get(glob: Any, tb: Any, ptf: Any, hk: Any, hv: Any, m: int, idx: int, 
 
 
 @sjit
-def table_free(glob: Any, tb: Any, hk: Any, t: int) -> None:
+def table_free(glob: Any, tb: Any, hk: Any, pexp: Any, t: int) -> None:
     hdelete(hk, _hkey(tb[t, TB_MM], tb[t, TB_IDX]))
+    for s in range(pexp.shape[1]):
+        pexp[t, s] = 0
     tb[t, TB_LIVE] = 0
     tb[t, TB_NEXT] = glob[G_FREE_TB]
     glob[G_FREE_TB] = t
@@ -237,16 +244,31 @@ def room(glob: Any, opt: Any, fs: Any, pmc: Any, tb: Any, hk: Any, tr: Any, cow:
 
 
 @sjit
-def mm_tables(tb: Any, m: int, lo: int, hi: int) -> Any:
-    """The live table slots of MM ``m`` with PMD index in ``[lo, hi]``, sorted by index."""
+def mm_tables(glob: Any, tb: Any, hk: Any, hv: Any, m: int, lo: int, hi: int) -> Any:
+    """The live table slots of MM ``m`` with PMD index in ``[lo, hi]``, sorted by index: hash lookups over a short
+    range, a scan of the used table slots over a long one (whichever is fewer)."""
+    ntb = glob[G_NTB]
+    if hi - lo + 1 <= ntb:
+        n = 0
+        for idx in range(lo, hi + 1):
+            if hfind(hk, hv, _hkey(m, idx)) >= 0:
+                n += 1
+        out = np.empty(n, dtype=np.int64)
+        n = 0
+        for idx in range(lo, hi + 1):
+            t = hfind(hk, hv, _hkey(m, idx))
+            if t >= 0:
+                out[n] = t
+                n += 1
+        return out
     n = 0
-    for t in range(tb.shape[0]):
+    for t in range(ntb):
         if tb[t, TB_LIVE] and tb[t, TB_MM] == m and lo <= tb[t, TB_IDX] <= hi:
             n += 1
     out = np.empty(n, dtype=np.int64)
     keys = np.empty(n, dtype=np.int64)
     n = 0
-    for t in range(tb.shape[0]):
+    for t in range(ntb):
         if tb[t, TB_LIVE] and tb[t, TB_MM] == m and lo <= tb[t, TB_IDX] <= hi:
             out[n] = t
             keys[n] = tb[t, TB_IDX]
@@ -361,6 +383,7 @@ def rmap(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, kin
         glob[G_ERRF] = fs[f, X_NAME]
         return False
     step = nr if level == K.L_PTE else 1
+    glob[G_RMAP] += 1
     if kind == K.K_MAP_NEW_ANON:
         K._add_new_anon(cfg, fs, pmc, f, mm_id)
         ms[m, MS_NMAP] += nr_pages if level == K.L_PTE else 1
@@ -718,18 +741,21 @@ def huge_wp(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any
 # ----------------------------------------------------------------------------- entry points
 @sjit
 def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
-           ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, ops: Any, first: int,
+           ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, ops: Any, first: int,
            faults: Any) -> tuple[int, int]:
     """Run access ops ``first..`` (rows of ``ops``: mm, start vpn, pages, write, fill byte or -1, unshare).
 
     Reads fault where nothing is mapped, writes where nothing writable is mapped (Machine.read()/write());
-    a write with a fill byte stores it in every page's content, and the store sets the PTE's dirty bit.
+    a write with a fill byte stores it in every page's content, and the store sets the PTE's dirty bit; fill -2 is
+    a GUP fault (no store). With the fast oracle (``O_ORACLE``) every access first checks that the page reads what
+    this MM last wrote there (``pexp``, per PTE slot), and every store must hit an AnonExclusive page.
     Every fault taken is appended to ``faults`` (row: op index, vpn) for the caller's user_faults.
     Returns (rc, op index reached); the caller checked the protections (SIGSEGV) before.
     """
     po = cfg[K.C_PMD_ORDER]
     mask = (np.int64(1) << po) - 1
     nf = 0
+    oracle = opt[O_ORACLE] != 0
     for i in range(first, ops.shape[0]):
         m = ops[i, 0]
         start = ops[i, 1]
@@ -737,6 +763,18 @@ def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
         write = ops[i, 3] != 0
         fill = ops[i, 4]
         unshare = ops[i, 5] != 0
+        if fill != -2:  # Machine._access_check(): every page mapped with the access's protection, else SIGSEGV
+            vpn = start
+            segv = False
+            while vpn < end:
+                v = find_vma(ms, vm, mv, m, vpn)
+                if v < 0 or not vm[v, V_WRITE if write else V_READ]:
+                    segv = True
+                    break
+                vpn = vm[v, V_END]
+            if segv:
+                glob[G_SEGV] += 1
+                continue
         vpn = start
         while vpn < end:
             v = find_vma(ms, vm, mv, m, vpn)
@@ -771,22 +809,36 @@ def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
                         glob[G_NGATHER] = nf
                         return rc, i
                     t = table_get(glob, tb, ptf, hk, hv, m, vpn >> po, False)
+                if fill == -2:  # a GUP fault: no store
+                    vpn += 1
+                    continue
+                if tb[t, TB_PMDF] != NONE:
+                    f = tb[t, TB_PMDF]
+                    page = s
+                    ok = tb[t, TB_PMDW] != 0
+                else:
+                    f = ptf[t, s]
+                    page = ptp[t, s]
+                    ok = ptw[t, s] & PW != 0
+                if oracle:  # the page reads what this MM last wrote there (0: never written)
+                    got = 0 if f < 0 else pct[fs[f, K.F_OFF] + page]
+                    if got != pexp[t, s]:
+                        glob[G_ERR] = E_ISOLATION
+                        glob[G_ERRF] = vpn
+                        glob[G_NGATHER] = nf
+                        return RC_ERROR, i
                 if write:
-                    if tb[t, TB_PMDF] != NONE:
-                        f = tb[t, TB_PMDF]
-                        page = s
-                        ok = tb[t, TB_PMDW] != 0
-                    else:
-                        f = ptf[t, s]
-                        page = ptp[t, s]
-                        ok = ptw[t, s] & PW != 0
-                        ptw[t, s] |= PD
-                    if not ok or f < 0:
+                    ptw[t, s] |= PD if tb[t, TB_PMDF] == NONE else 0
+                    head = 0 if tb[t, TB_PMDF] != NONE else page  # a PMD's AnonExclusive is the head page's
+                    if not ok or f < 0 or (oracle and not pex[fs[f, K.F_OFF] + head]):
                         glob[G_ERR] = E_WRITE_RO
+                        glob[G_ERRF] = vpn
                         glob[G_NGATHER] = nf
                         return RC_ERROR, i
                     if fill >= 0:
                         pct[fs[f, K.F_OFF] + page] = fill
+                        if oracle:
+                            pexp[t, s] = fill
                 vpn += 1
     glob[G_NGATHER] = nf
     return RC_OK, ops.shape[0]
@@ -813,7 +865,7 @@ def batch(fs: Any, ptf: Any, ptp: Any, t: int, s: int, vpn: int, end: int, po: i
 
 @sjit
 def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
-        ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, m: int, ranges: Any,
+        ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, m: int, ranges: Any,
         gather: Any) -> int:
     """``_zap()`` over each ``[start, end)`` of ``ranges`` in turn, then ``_flush()`` (tlb_finish_mmu())."""
     po = cfg[K.C_PMD_ORDER]
@@ -823,7 +875,7 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
         end = ranges[r, 1]
         if end <= start:
             continue
-        tabs = mm_tables(tb, m, start >> po, (end - 1) >> po)
+        tabs = mm_tables(glob, tb, hk, hv, m, start >> po, (end - 1) >> po)
         for t in tabs:
             f = tb[t, TB_PMDF]
             if f == NONE:
@@ -841,6 +893,10 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
             elif not split_pmd(cfg, opt, glob, fs, pmc, pex, tb, ptf, ptp, ptw, ms, tr, m, t):
                 return RC_ERROR
         for t in tabs:
+            if opt[O_ORACLE]:  # the private pages revert to zero (ReferenceMemory.unmap()/dontneed())
+                base = tb[t, TB_IDX] << po
+                for vpn in range(max(start, base), min(end, base + ptf.shape[1])):
+                    pexp[t, vpn - base] = 0
             if not tb[t, TB_HASPT] or tb[t, TB_NPTE] == 0:
                 continue
             base = tb[t, TB_IDX] << po
@@ -888,7 +944,7 @@ def install(tb: Any, ptf: Any, ptp: Any, ptw: Any, t: int, dt: int, s: int, nr: 
 
 @sjit
 def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
-              ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, src: int, dst: int,
+              ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, src: int, dst: int,
               vrows: Any) -> int:
     """``copy_page_range()`` for each VMA row of ``vrows`` (foliosim.vm.fork): PMDs first, then PTEs."""
     po = cfg[K.C_PMD_ORDER]
@@ -898,7 +954,7 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
         end = vm[v, V_END]
         vwrite = vm[v, V_WRITE]
         cow_mapping = vm[v, V_SHARED] == 0
-        tabs = mm_tables(tb, src, start >> po, (end - 1) >> po)
+        tabs = mm_tables(glob, tb, hk, hv, src, start >> po, (end - 1) >> po)
         for t in tabs:  # copy_huge_pmd()
             f = tb[t, TB_PMDF]
             if f == NONE:
@@ -1001,16 +1057,24 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                     return RC_ERROR
                 install(tb, ptf, ptp, ptw, t, dt, s, 1, cow_mapping)
                 vpn += 1
+        if opt[O_ORACLE]:  # ReferenceMemory.fork(): the child's view starts as the parent's
+            for t in tabs:
+                base = tb[t, TB_IDX] << po
+                dt = hfind(hk, hv, _hkey(dst, tb[t, TB_IDX]))
+                if dt < 0:
+                    continue
+                for vpn in range(max(start, base), min(end, base + ptf.shape[1])):
+                    pexp[dt, vpn - base] = pexp[t, vpn - base]
     return RC_OK
 
 
 @sjit
-def change_protection(cfg: Any, fs: Any, pex: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any, m: int, start: int,
-                      end: int, vwrite: bool, upgrade: bool) -> None:
+def change_protection(cfg: Any, glob: Any, fs: Any, pex: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any, hk: Any, hv: Any,
+                      m: int, start: int, end: int, vwrite: bool, upgrade: bool) -> None:
     """``Machine._change_protection()`` for a private mapping: drop write bits, or restore them on exclusive anon
     pages (can_change_pte_writable())."""
     po = cfg[K.C_PMD_ORDER]
-    tabs = mm_tables(tb, m, start >> po, (end - 1) >> po)
+    tabs = mm_tables(glob, tb, hk, hv, m, start >> po, (end - 1) >> po)
     for t in tabs:
         f = tb[t, TB_PMDF]
         if f != NONE:
@@ -1054,9 +1118,9 @@ def lookup(cfg: Any, glob: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any, hk: Any, 
 
 
 @sjit
-def free_tables(glob: Any, tb: Any, hk: Any, ts: Any) -> None:
+def free_tables(glob: Any, tb: Any, hk: Any, pexp: Any, ts: Any) -> None:
     for t in ts:
-        table_free(glob, tb, hk, t)
+        table_free(glob, tb, hk, pexp, t)
 
 
 @sjit

@@ -42,13 +42,14 @@ VM_COLS = 9
 
 # Global scalars.
 (G_NFOLIO, G_NPAGE, G_NAME, G_ANONVMA, G_NTR, G_NCOW, G_FAULTS, G_REUSE, G_COPY, G_FREE_TB, G_NTB,
- G_HUSED, G_ERR, G_ERRF, G_PMDSPLIT, G_EARLY, G_SEQ, G_NGATHER, G_LIVE) = range(19)
-G_FREE = 20  # free-list heads per order: G_FREE + order
+ G_HUSED, G_ERR, G_ERRF, G_PMDSPLIT, G_EARLY, G_SEQ, G_NGATHER, G_LIVE, G_RMAP) = range(20)
+G_SEGV = 20  # accesses refused with SIGSEGV by the kernels' own protection check
+G_FREE = 21  # free-list heads per order: G_FREE + order
 G_LEN = G_FREE + 21
 
 # Options.
-O_RECORD, O_MUTANT, O_USE_ZERO = range(3)
-O_LEN = 3
+O_RECORD, O_MUTANT, O_USE_ZERO, O_ORACLE = range(4)
+O_LEN = 4
 MUTANT_NONE = 0
 MUTANT_NO_SHARED_TEST = 1  # reuse a large folio without the shared-bit test
 
@@ -85,7 +86,9 @@ E_RMAP = 10
 E_REFCOUNT = 11
 E_FREE = 12
 E_WRITE_RO = 13
+E_ISOLATION = 14
 REASONS = {U_FILE_FAULT: "a fault in a file or shmem mapping", U_SHARED_WP: "a write fault in a shared mapping",
            E_RMAP: "the rmap core rejected a call", E_REFCOUNT: "a refcount went negative",
            E_FREE: "a folio freed with mappings left (bad page state)",
-           E_WRITE_RO: "a write fault left the page read-only"}
+           E_WRITE_RO: "a store to a page that is not writable and AnonExclusive",
+           E_ISOLATION: "isolation: a page does not read what its MM last wrote there"}
