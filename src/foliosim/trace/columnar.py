@@ -44,7 +44,14 @@ from foliosim.errors import FoliosimError, Rejected
 from foliosim.rmap import PMD, PTE
 from foliosim.system import Op
 from foliosim.trace.format import parse_op
-from foliosim.trace.generate import TraceSpec, folio_name, generate_ops, mm_name, setup_ops
+from foliosim.trace.generate import (
+    TraceSpec,
+    fill_columns,
+    folio_name,
+    generate_ops,  # noqa: F401 - re-exported for from_generated's callers
+    mm_name,
+    setup_ops,
+)
 from foliosim.trace.replay import decode_line, iter_trace_lines
 
 FORMAT_TAG = "foliosim-rmap-trace/1"
@@ -345,13 +352,29 @@ def from_generated(setup: list[Op], ops: Iterable[tuple[int, int, int, int, int,
     )
 
 
-def generated_columnar(spec: TraceSpec, progress: Callable[[int], None] | None = None) -> ColumnarTrace:
+def generated_columnar(spec: TraceSpec, progress: Callable[[int], None] | None = None,
+                       engine: str = "auto") -> ColumnarTrace:
     """The trace :mod:`foliosim.trace.generate` produces for ``spec``, setup included, as columns.
 
-    ``progress`` is called with the number of operations generated so far, every 65,536.
+    The generated rows are written straight into preallocated columns by
+    :func:`foliosim.trace.generate.fill_columns` (``engine`` as there);
+    ``progress`` is called with the number of operations generated so far.
     """
-    return from_generated(setup_ops(spec), generate_ops(spec), [mm_name(i) for i in range(spec.n_mms)],
-                          [folio_name(i) for i in range(spec.n_folios)], total=spec.n_ops, progress=progress)
+    head = from_ops(setup_ops(spec))
+    mm_names = [mm_name(i) for i in range(spec.n_mms)]
+    folio_names = [folio_name(i) for i in range(spec.n_folios)]
+    if head.folio_names != folio_names or head.mm_names != mm_names:
+        raise ValueError("setup ops must create the spec's names in order")
+    n_head = len(head)
+    n = n_head + spec.n_ops
+    cols: dict[str, Any] = {name: np.empty(n, dtype=dtype) for name, dtype in COLUMNS.items()}
+    for name in COLUMNS:
+        cols[name][:n_head] = getattr(head, name)
+    fill_columns(spec, cols["kind"], cols["folio"], cols["mm"], cols["level"], cols["page"], cols["nr"],
+                 base=n_head, kind_codes=(MAP, DUP, UNMAP), progress=progress, engine=engine)
+    cols["order"][n_head:] = 0
+    cols["line"][:] = np.arange(1, n + 1, dtype=np.int32)
+    return ColumnarTrace(**cols, folio_names=folio_names, mm_names=mm_names)
 
 
 def write_file(trace: ColumnarTrace, path: str, fmt: str) -> None:

@@ -1,20 +1,29 @@
 """Seeded generators of valid rmap traces (benchmarks, fuzzing, differential tests).
 
-:func:`standard_benchmark_ops` is *the* replay benchmark: everybody who measures
-replay speed measures this sequence. Operations are yielded as small tuples
-``(kind, folio, mm, level, page, nr)`` of ints so that ten million of them can be
-streamed or packed into arrays without building Python objects per operation;
-:func:`to_op` turns one into a :class:`~foliosim.system.Op`.
+``STANDARD_SPEC`` is *the* replay benchmark: everybody who measures replay
+speed measures this sequence. :func:`generate_reference` (also known as
+:func:`generate_ops`) defines the sequence: it yields small tuples
+``(kind, folio, mm, level, page, nr)`` of ints, drawn from Python's
+``random.Random(spec.seed)``; :func:`to_op` turns one into a
+:class:`~foliosim.system.Op`. :func:`fill_columns` writes the same operations
+straight into numpy columns, through the compiled generator in
+:mod:`foliosim.trace.genfast` when numba is installed (the 10M-operation
+standard trace in seconds instead of many minutes), else through the reference.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from foliosim.rmap import PMD, PTE
 from foliosim.system import Op
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 # Operation kinds in generated tuples.
 MAP, DUP, UNMAP = 0, 1, 2
@@ -72,8 +81,14 @@ def to_op(gen: GenOp) -> Op:
               level=PMD if level == LEVEL_PMD else PTE, page=page, nr=nr)
 
 
-def generate_ops(spec: TraceSpec, mix: tuple[tuple[tuple[int, int], float], ...] = STANDARD_MIX) -> Iterator[GenOp]:
+Mix = tuple[tuple[tuple[int, int], float], ...]
+
+
+def generate_reference(spec: TraceSpec, mix: Mix = STANDARD_MIX) -> Iterator[GenOp]:
     """Yield ``spec.n_ops`` operations that are all valid in sequence after :func:`setup_ops`.
+
+    This is the generator's definition (pure Python): :func:`fill_columns`
+    must produce exactly these operations, draw for draw.
 
     A drawn operation that is impossible in the current state (nothing to unmap
     or dup) is redrawn, so the realised mix can differ slightly from ``mix``;
@@ -159,6 +174,53 @@ def generate_ops(spec: TraceSpec, mix: tuple[tuple[tuple[int, int], float], ...]
             owed.remove((kind, level))
         yield found
         emitted += 1
+
+
+#: The tuple iterator: the reference generator (no compilation; for short traces and tests).
+generate_ops = generate_reference
+
+
+def fill_columns(spec: TraceSpec, kind: npt.NDArray[np.uint8], folio: npt.NDArray[np.int32],
+                 mm: npt.NDArray[np.int32], level: npt.NDArray[np.uint8], page: npt.NDArray[np.int32],
+                 nr: npt.NDArray[np.int32], base: int = 0, kind_codes: tuple[int, int, int] = (MAP, DUP, UNMAP),
+                 mix: Mix = STANDARD_MIX, progress: Callable[[int], None] | None = None,
+                 engine: str = "auto") -> str:
+    """Write :func:`generate_reference`'s operations for ``spec`` into rows ``base..base+n_ops-1`` of the columns.
+
+    ``kind_codes`` translates map/dup/unmap into the column's codes; levels are
+    0 (pte) and 1 (pmd). ``engine``: ``"fast"`` the compiled generator (needs
+    numba), ``"reference"`` the pure-Python one, ``"auto"`` fast when numba is
+    installed and the shape is within its limits. ``progress`` is called with
+    the operations written so far (every 2**20 when fast, 2**16 otherwise).
+    Returns the engine used.
+    """
+    from foliosim.trace import genfast
+
+    if engine not in ("auto", "fast", "reference"):
+        raise ValueError(f"engine {engine!r} is not auto, fast or reference")
+    usable = genfast.HAVE_NUMBA and genfast.supported(spec.n_folios, spec.n_mms, spec.order, mix)
+    if engine == "fast" and not usable:
+        raise ValueError("the compiled generator needs numba (pip install 'foliosim[fast]') and fewer than "
+                         "2**32 (folio, mm) targets")
+    if engine != "reference" and usable:
+        genfast.generate_columns(spec.seed, spec.n_ops, spec.n_folios, spec.order, spec.n_mms, spec.map_range,
+                                 spec.unmap_range, spec.cap_per_page, mix, kind_codes, kind, folio, mm, level,
+                                 page, nr, base=base, progress=progress)
+        return "fast"
+    row = base
+    for k, f, m, lv, p, n in generate_reference(spec, mix):
+        kind[row] = kind_codes[k]
+        folio[row] = f
+        mm[row] = m
+        level[row] = lv
+        page[row] = p
+        nr[row] = n
+        row += 1
+        if progress is not None and (row - base) % (1 << 16) == 0:
+            progress(row - base)
+    if progress is not None:
+        progress(row - base)
+    return "reference"
 
 
 def _random_run(rng: random.Random, ok: list[bool], max_len: int) -> tuple[int, int] | None:
