@@ -176,3 +176,46 @@ def test_mutant_caught_by_random_programs() -> None:
         if first_difference(ref, fast_timeline(text, KernelConfig(), mutant=MUTANT_NO_SHARED_TEST)) is not None:
             caught += 1
     assert caught >= 1
+
+
+# ----------------------------------------------------------------------------- workloads (batched runner)
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("order", [0, 4, 9])
+def test_fork_child_workload(config: KernelConfig, order: int) -> None:
+    """The evaluator's fork-child workload (no consumer probes) through the batched fast runner: the same rmap
+    trace, CoW decisions (task names included), folios, page tables and contents as the reference runner."""
+    from foliosim.evaluate.runner import WorkloadRunner
+    from foliosim.fast.sim.engine import FastMachine
+    from foliosim.fast.sim.steps import FastWorkloadRunner
+    from foliosim.fast.sim.timeline import fast_state, reference_state
+    from foliosim.vm.machine import Machine, MachineOptions
+    from foliosim.workloads.generators import build_workload
+
+    params = {"pages": 1024, "order": order, "rounds": 6, "child_writes": 12, "parent_writes": 24, "probe_rate": 0}
+    steps = build_workload("fork-child", params, seed=7)
+    ref = Machine(config, MachineOptions(keep_events=False))
+    WorkloadRunner(ref).run(steps)
+    fast = FastMachine(config, MachineOptions())
+    FastWorkloadRunner(fast, batch=16).run(steps)
+    assert ref.counters["fault"] == fast.counters["fault"] > 100
+    assert ref.trace == fast.trace
+    assert ref.cow_decisions == fast.cow_decisions
+    assert reference_state(ref) == fast_state(fast)
+
+
+def test_fork_child_workload_fast_oracle_catches_the_mutant() -> None:
+    """With the fast (incremental, in-kernel) oracle the batched runner stops at the mutant's first leak."""
+    from foliosim.fast.sim.engine import FastMachine
+    from foliosim.fast.sim.steps import FastWorkloadRunner
+    from foliosim.vm.events import OracleViolation
+    from foliosim.vm.machine import MachineOptions
+    from foliosim.workloads.generators import build_workload
+
+    params = {"pages": 256, "order": 4, "rounds": 6, "child_writes": 12, "parent_writes": 24, "probe_rate": 0}
+    steps = build_workload("fork-child", params, seed=7)
+    ok = FastMachine(KernelConfig(), MachineOptions(), record=False, reference=False, fast_oracle=True)
+    FastWorkloadRunner(ok).run(steps)  # the real engine passes
+    bad = FastMachine(KernelConfig(), MachineOptions(), record=False, reference=False, fast_oracle=True,
+                      mutant=MUTANT_NO_SHARED_TEST)
+    with pytest.raises(OracleViolation, match="isolation"):
+        FastWorkloadRunner(bad).run(steps)

@@ -231,6 +231,7 @@ class FastMachine:
         self.tr = np.zeros((256 if record else 1, L.T_COLS), dtype=np.int64)
         self.cow = np.zeros((64, L.C_COLS), dtype=np.int64)
         self.faultbuf = np.zeros((1024, 2), dtype=np.int64)
+        self.scr = np.zeros((2, 64), dtype=np.int64)
         self.trace: list[Op] = []
         self.events: list[Any] = []
         self.cow_decisions: list[CowDecision] = []
@@ -346,6 +347,13 @@ class FastMachine:
         """A kernel said RC_ROOM: double what is short."""
         self.ensure(folios=self.fs.shape[0], pages=self.pmc.shape[0], tables=self.tb.shape[0] + 4,
                     trace=self.tr.shape[0] + 64, cows=self.cow.shape[0] + 4)
+
+    def _scratch(self) -> npt.NDArray[np.int64]:
+        """A scratch buffer for the kernels' lists of table slots (room for every table)."""
+        need = int(self.glob[L.G_NTB]) + 1
+        if self.scr.shape[1] < need:
+            self.scr = np.zeros((2, max(need, 2 * self.scr.shape[1])), dtype=np.int64)
+        return self.scr
 
     # ------------------------------------------------------------------ kernel results
     def _check_rc(self, rc: int) -> None:
@@ -521,7 +529,8 @@ class FastMachine:
         worst = ptes + pmds * self.P + 2
         self.ensure(folios=0, trace=3 * worst + 16)
         gather = np.zeros((worst, 2), dtype=np.int64)
-        rc = kern.zap(*self.args(), self.pexp, mm.num, np.array(ranges, dtype=np.int64).reshape(-1, 2), gather)
+        rc = kern.zap(*self.args(), self.pexp, self._scratch(), mm.num,
+                      np.array(ranges, dtype=np.int64).reshape(-1, 2), gather)
         self._drain()
         self._check_rc(rc)
 
@@ -596,7 +605,8 @@ class FastMachine:
             pinned = self.fs[:n, L.X_PINS] > 0
             early = int((np.left_shift(1, self.fs[:n, K.F_ORDER][pinned])).sum()) + 1
             self.ensure(folios=early, pages=early, tables=tables + 2, trace=3 * (ptes + pmds) + 8 * early + 16)
-            rc = kern.fork_copy(*self.args(), self.pexp, src.num, dst.num, np.array(rows, dtype=np.int64))
+            rc = kern.fork_copy(*self.args(), self.pexp, self._scratch(), src.num, dst.num,
+                                np.array(rows, dtype=np.int64))
             self._drain()
             self._check_rc(rc)
         self._publish(dst)
@@ -794,7 +804,7 @@ class FastMachine:
             if execute is not None:
                 vma.exec = execute
             kern.change_protection(self.cfg, self.glob, self.fs, self.pex, self.tb, self.ptf, self.ptp, self.ptw,
-                                   self.hk, self.hv, mm.num, vma.start, vma.end, write, upgrade)
+                                   self.hk, self.hv, mm.num, vma.start, vma.end, write, upgrade, self._scratch())
         self._merge(mm)
         self._publish(mm)
         self._end()

@@ -127,8 +127,10 @@ from foliosim.fast.sim.layout import (
 try:  # pragma: no cover - depends on the environment
     from numba import njit
 
+    _OPTIONS: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}  # nothing allocates: no refcounts
+
     def sjit(fn: Any) -> Any:
-        return njit(cache=True, nogil=True)(fn)
+        return njit(**_OPTIONS)(fn)
 except ImportError:  # pragma: no cover
     def sjit(fn: Any) -> Any:
         return fn
@@ -244,36 +246,50 @@ def room(glob: Any, opt: Any, fs: Any, pmc: Any, tb: Any, hk: Any, tr: Any, cow:
 
 
 @sjit
-def mm_tables(glob: Any, tb: Any, hk: Any, hv: Any, m: int, lo: int, hi: int) -> Any:
-    """The live table slots of MM ``m`` with PMD index in ``[lo, hi]``, sorted by index: hash lookups over a short
-    range, a scan of the used table slots over a long one (whichever is fewer)."""
+def mm_tables(glob: Any, tb: Any, hk: Any, hv: Any, m: int, lo: int, hi: int, scr: Any) -> int:
+    """The live table slots of MM ``m`` with PMD index in ``[lo, hi]``, sorted by index, into ``scr[0, :n]``;
+    returns n. Hash lookups over a short range, a scan of the used table slots over a long one."""
     ntb = glob[G_NTB]
+    n = 0
     if hi - lo + 1 <= ntb:
-        n = 0
-        for idx in range(lo, hi + 1):
-            if hfind(hk, hv, _hkey(m, idx)) >= 0:
-                n += 1
-        out = np.empty(n, dtype=np.int64)
-        n = 0
         for idx in range(lo, hi + 1):
             t = hfind(hk, hv, _hkey(m, idx))
             if t >= 0:
-                out[n] = t
+                scr[0, n] = t
                 n += 1
-        return out
-    n = 0
+        return n
     for t in range(ntb):
         if tb[t, TB_LIVE] and tb[t, TB_MM] == m and lo <= tb[t, TB_IDX] <= hi:
+            scr[0, n] = t
+            scr[1, n] = tb[t, TB_IDX]
             n += 1
-    out = np.empty(n, dtype=np.int64)
-    keys = np.empty(n, dtype=np.int64)
-    n = 0
-    for t in range(ntb):
-        if tb[t, TB_LIVE] and tb[t, TB_MM] == m and lo <= tb[t, TB_IDX] <= hi:
-            out[n] = t
-            keys[n] = tb[t, TB_IDX]
-            n += 1
-    return out[np.argsort(keys)]
+    # heapsort of (scr[1], scr[0]) by index
+    for start in range(n // 2 - 1, -1, -1):
+        _sift(scr, start, n)
+    for end in range(n - 1, 0, -1):
+        for r in range(2):
+            tmp = scr[r, 0]
+            scr[r, 0] = scr[r, end]
+            scr[r, end] = tmp
+        _sift(scr, 0, end)
+    return n
+
+
+@sjit
+def _sift(scr: Any, root: int, n: int) -> None:
+    while True:
+        child = 2 * root + 1
+        if child >= n:
+            return
+        if child + 1 < n and scr[1, child + 1] > scr[1, child]:
+            child += 1
+        if scr[1, root] >= scr[1, child]:
+            return
+        for r in range(2):
+            tmp = scr[r, root]
+            scr[r, root] = scr[r, child]
+            scr[r, child] = tmp
+        root = child
 
 
 # ----------------------------------------------------------------------------- folios
@@ -865,8 +881,8 @@ def batch(fs: Any, ptf: Any, ptp: Any, t: int, s: int, vpn: int, end: int, po: i
 
 @sjit
 def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
-        ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, m: int, ranges: Any,
-        gather: Any) -> int:
+        ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, m: int,
+        ranges: Any, gather: Any) -> int:
     """``_zap()`` over each ``[start, end)`` of ``ranges`` in turn, then ``_flush()`` (tlb_finish_mmu())."""
     po = cfg[K.C_PMD_ORDER]
     ng = 0
@@ -875,7 +891,8 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
         end = ranges[r, 1]
         if end <= start:
             continue
-        tabs = mm_tables(glob, tb, hk, hv, m, start >> po, (end - 1) >> po)
+        ntabs = mm_tables(glob, tb, hk, hv, m, start >> po, (end - 1) >> po, scr)
+        tabs = scr[0, :ntabs]
         for t in tabs:
             f = tb[t, TB_PMDF]
             if f == NONE:
@@ -944,8 +961,8 @@ def install(tb: Any, ptf: Any, ptp: Any, ptw: Any, t: int, dt: int, s: int, nr: 
 
 @sjit
 def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
-              ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, src: int, dst: int,
-              vrows: Any) -> int:
+              ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, src: int,
+              dst: int, vrows: Any) -> int:
     """``copy_page_range()`` for each VMA row of ``vrows`` (foliosim.vm.fork): PMDs first, then PTEs."""
     po = cfg[K.C_PMD_ORDER]
     src_pinned = ms[src, MS_PINNED] != 0
@@ -954,7 +971,8 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
         end = vm[v, V_END]
         vwrite = vm[v, V_WRITE]
         cow_mapping = vm[v, V_SHARED] == 0
-        tabs = mm_tables(glob, tb, hk, hv, src, start >> po, (end - 1) >> po)
+        ntabs = mm_tables(glob, tb, hk, hv, src, start >> po, (end - 1) >> po, scr)
+        tabs = scr[0, :ntabs]
         for t in tabs:  # copy_huge_pmd()
             f = tb[t, TB_PMDF]
             if f == NONE:
@@ -1070,11 +1088,12 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
 
 @sjit
 def change_protection(cfg: Any, glob: Any, fs: Any, pex: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any, hk: Any, hv: Any,
-                      m: int, start: int, end: int, vwrite: bool, upgrade: bool) -> None:
+                      m: int, start: int, end: int, vwrite: bool, upgrade: bool, scr: Any) -> None:
     """``Machine._change_protection()`` for a private mapping: drop write bits, or restore them on exclusive anon
     pages (can_change_pte_writable())."""
     po = cfg[K.C_PMD_ORDER]
-    tabs = mm_tables(glob, tb, hk, hv, m, start >> po, (end - 1) >> po)
+    ntabs = mm_tables(glob, tb, hk, hv, m, start >> po, (end - 1) >> po, scr)
+    tabs = scr[0, :ntabs]
     for t in tabs:
         f = tb[t, TB_PMDF]
         if f != NONE:
