@@ -116,7 +116,7 @@ def test_report_that_fails_late_still_prints_the_headline(work: Path, monkeypatc
     monkeypatch.chdir(work)
     result = CliRunner().invoke(cli.main, ["compare", *SMALL, "--db", "r.sqlite", "--report", "rep"])
     assert result.exit_code == 1
-    assert result.stdout.startswith("Two-slot tracking (kernel) is exact in")
+    assert result.stdout.startswith("On the synthetic workloads (fork-child; open loop")
     assert "No space left on device" in result.stderr
 
 

@@ -80,7 +80,7 @@ def test_unsafe_reuse_is_counted_and_the_isolation_oracle_agrees(design: str) ->
     probe counts an unsafe reuse and the isolation oracle sees the child read
     the parent's data. Sound designs copy, and the oracle stays quiet.
     """
-    result = run_cell(make_cell(design, "file:leak", None, 1, oracle="every", workload_text=LEAK))
+    result = run_cell(make_cell(design, "file:leak", None, 1, oracle="every", workload_text=LEAK, mode="closed"))
     t = totals(result.rows)
     unsafe, leaks = t.get("unsafe", 0), t.get("oracle_leaks", 0)
     if design == "legacy":
@@ -89,6 +89,11 @@ def test_unsafe_reuse_is_counted_and_the_isolation_oracle_agrees(design: str) ->
     else:
         assert unsafe == 0 and leaks == 0, result.notes
     assert (unsafe > 0) == (leaks > 0)
+    # Open loop (kernel drives, nothing leaks): the design still answers "exclusive" on that question, and
+    # the decision it would lead to is counted unsafe; the driving run's oracle stays quiet.
+    paired = totals(run_cell(make_cell(design, "file:leak", None, 1, oracle="every", workload_text=LEAK)).rows)
+    assert paired.get("unsafe", 0) == (1 if design == "legacy" else 0)
+    assert paired.get("oracle_leaks", 0) == 0
 
 
 def test_the_leak_is_an_rmap_trace_that_replays() -> None:
@@ -122,6 +127,7 @@ def test_khugepaged_and_numa_decisions() -> None:
         machine = Machine(options=MachineOptions(keep_events=False))
         probe = Probe(machine, make_design(design, machine.config))
         WorkloadRunner(machine, probe).run(steps)
+        probe.finish()
         assert probe.tally.total("decisions", "khugepaged") == 2
         assert probe.tally.total("decisions", "numa_migrate") == 64  # 32 folios, twice
         assert probe.tally.total("unsafe") == 0 and probe.tally.total("avoidable") == 0

@@ -124,7 +124,7 @@ def test_compare_cli_runs_resumes_and_rejects_bad_grids(tmp_path: Path) -> None:
             "--db", str(db), "-j", "1", "--csv", str(tmp_path / "m.csv")]
     first = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     assert first.returncode == 0, first.stderr
-    assert "2 to run" in first.stderr and "Two-slot tracking (kernel) is exact" in first.stdout
+    assert "2 to run" in first.stderr and first.stdout.startswith("On the synthetic workloads (fork-child; open loop")
     second = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
     assert "2 already in" in second.stderr and "0 to run" in second.stderr
     for bad, why in ((["-d", "kernal"], "unknown design"), (["-w", "forkbomb"], "unknown workload"),

@@ -736,6 +736,7 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
         if repeated:
             fail(f"--param {item!r}: {', '.join(repeated)} listed twice", 2)
     texts: dict[str, str] = {}
+    file_names: dict[str, str] = {}
     asked_recorded = recorded is True
     if recorded is None:
         recorded = not workloads and not files
@@ -754,6 +755,7 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
         if not steps:
             fail(f"{_shown(path)}: no steps (an empty workload file; `foliosim trace -o FILE -- COMMAND` makes one)", 2)
         texts[file_workload(_shown(Path(path).name), text)] = text
+        file_names[file_workload(_shown(Path(path).name), text)] = _shown(path)
     chosen_workloads = _split_list(workloads) or ([] if files and not recorded else list(WORKLOADS))
     if chosen_workloads == ["all"]:
         chosen_workloads = list(WORKLOADS)
@@ -813,6 +815,8 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
                    f"{refused.cells} cell(s) (skipped and counted as skipped_steps); the first:", err=True)
         for first in refused.first:
             click.echo(f"  {first}", err=True)
+    if texts:
+        _store_live_verdicts(db, texts, file_names)
     _exports(db, csv_out, parquet_out, "compare")
     db.close()
     mode = "closed" if closed_loop else "open"
@@ -830,13 +834,40 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
 
 
 def _recorded_programs() -> list[str]:
-    """The recorded real programs of a foliosim checkout (examples/run-traces), sorted; [] when not there."""
+    """The recorded real programs of a foliosim checkout (examples/run-traces), sorted; [] when not there.
+
+    A program recorded with the live kernel's census (NAME.census.trace.gz) is taken instead of its older
+    recording (NAME.trace.gz): one run per program, and its live verdicts go beside the simulated designs."""
     from pathlib import Path
 
     import foliosim
 
     folder = Path(foliosim.__file__).resolve().parents[2] / "examples" / "run-traces"
-    return sorted(str(p) for p in (*folder.glob("*.trace.gz"), *folder.glob("*.trace")) if p.is_file())
+    found: dict[str, Path] = {}
+    for path in sorted((*folder.glob("*.trace.gz"), *folder.glob("*.trace"))):
+        name = path.name.removesuffix(".gz").removesuffix(".trace")
+        program, census = name.removesuffix(".census"), name.endswith(".census")
+        if path.is_file() and (census or program not in found):
+            found[program] = path
+    return sorted(str(p) for p in found.values())
+
+
+def _store_live_verdicts(db: Any, texts: dict[str, str], names: dict[str, str]) -> None:
+    """Put the live kernel's census (if a run trace holds one) of each workload file into the results database."""
+    from foliosim.live.verdicts import live_verdicts_from_trace
+    from foliosim.workloads.runtrace import is_run_trace
+
+    for label, text in texts.items():
+        if not is_run_trace(text):
+            continue  # a workload file (JSON Lines steps): no census
+        try:
+            verdicts = live_verdicts_from_trace(text)
+        except ValueError as exc:  # CensusRecordError: a malformed census record must not stop the report
+            click.echo(f"foliosim compare: {names[label]}: its census record is not used ({exc})", err=True)
+            continue
+        if verdicts is not None:
+            db.put_live(label, verdicts.questions_exclusive, verdicts.false_shared, verdicts.questions_shared,
+                        verdicts.false_exclusive, f"census, {verdicts.snapshots} snapshots")
 
 
 def _shown(path: str) -> str:

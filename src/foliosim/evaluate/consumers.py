@@ -8,8 +8,8 @@ Both are read-only models of where v6.15 asks ``folio_maybe_mapped_shared()``:
 - mm/mempolicy.c ``migrate_folio_add()`` (mbind() with MPOL_MF_MOVE, without
   MPOL_MF_MOVE_ALL): a maybe-shared folio is not queued for migration.
 
-The design answers through :meth:`Probe.ask`; the decision is compared with
-the one the exact per-MM truth would take. Nothing in the machine changes.
+The design answers through :meth:`Probe.ask`; the scorer compares the decision
+with the one the exact per-MM truth would take. Nothing in the machine changes.
 """
 
 from __future__ import annotations
@@ -31,23 +31,18 @@ def khugepaged_scan(m: Machine, probe: Probe, mm: MM, max_ptes_shared: int | Non
             base = idx << m.pmd_order
             if base < vma.start or base + m.pmd_pages > vma.end or idx in mm.pmds or idx not in mm.pte_tables:
                 continue  # thp_vma_suitable_order(), or already a PMD / no page table
-            answers: dict[str, tuple[bool, bool]] = {}
-            shared_design = shared_exact = present = 0
+            ptes: dict[str, tuple[SimFolio, int]] = {}
             for vpn in range(base, base + m.pmd_pages):
                 pte = mm.ptes.get(vpn)
                 if pte is None or pte.folio.is_zero or not pte.folio.is_anon:
                     continue
-                present += 1
-                got = answers.get(pte.folio.name)
-                if got is None:
-                    got = answers[pte.folio.name] = probe.ask(pte.folio, "khugepaged")
-                shared_design += got[0]
-                shared_exact += got[1]
-            if not present:
+                folio, count = ptes.get(pte.folio.name, (pte.folio, 0))
+                ptes[pte.folio.name] = (folio, count + 1)
+            if not ptes:
                 continue
-            collapse_design, collapse_exact = shared_design <= limit, shared_exact <= limit
-            probe.decision("khugepaged", unsafe=collapse_design and not collapse_exact,
-                           avoidable=collapse_exact and not collapse_design)
+            group = probe.new_group()  # one decision: the probe's scorer collapses iff <= limit shared PTEs
+            for folio, count in ptes.values():
+                probe.ask(folio, "khugepaged", group=group, weight=count, limit=limit)
             decided += 1
     return decided
 
@@ -67,8 +62,6 @@ def numa_migrate(m: Machine, probe: Probe, mm: MM, start: int, end: int) -> int:
                 seen.setdefault(f.name, f)
     decided = 0
     for f in seen.values():
-        design, exact = probe.ask(f, "numa_migrate")
-        if f.order:
-            probe.decision("numa_migrate", unsafe=exact and not design, avoidable=design and not exact)
-            decided += 1
+        probe.ask(f, "numa_migrate")  # a question on a large folio is one decision (the probe's scorer)
+        decided += bool(f.order)
     return decided

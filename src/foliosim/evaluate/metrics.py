@@ -1,28 +1,66 @@
-"""Aggregate stored metric rows into the figures a report shows.
+"""Aggregate stored metric rows into the figures a report shows, with their counts and intervals.
 
 Definitions (docs/evaluator.md):
 
-- *exact-answer rate*: checks where the design's "maybe shared" equals the truth, over all checks;
-- *false-shared rate*: checks answered "maybe shared" while exactly one MM mapped the folio, over
-  the checks where one MM mapped it (the checks that could be wrong that way);
-- *time-weighted false-shared*: mapped large-folio time (in machine steps) during which the design
-  said "maybe shared" and one MM mapped it, over the time one MM mapped it;
-- *unsafe*: consumer decisions that treated a shared folio as exclusive (must be 0 for sound designs);
-- *avoidable*: decisions that treated an exclusive folio as shared; *avoidable copies*: CoW copies
-  the truth (and every other reuse check) would have avoided;
-- per update: atomics and lock acquisitions per rmap update of a large folio; metadata: bytes per large folio (peak).
+- a *question* is a consumer asking "maybe mapped shared?" of a large folio; it is *exclusive* when exactly
+  one MM mapped the folio then, *shared* when several did (the truth, from exact per-MM counts);
+- *false shared*: "maybe shared" on an exclusive question, over the exclusive questions;
+- *false exclusive*: "exclusive" on a shared question, over the shared questions (0 for sound designs);
+- *exact answers*: answers equal to the truth, over all questions; the baselines "always shared" and "never
+  shared" answer the same questions (right on the shared, resp. the exclusive ones);
+- *time-weighted false shared*: mapped large-folio time (machine steps) during which the design said "maybe
+  shared" and one MM mapped it, over the time one MM mapped it;
+- *unsafe* / *avoidable* decisions: a shared folio treated as exclusive / an exclusive one as shared;
+- per update: each :class:`~foliosim.schemes.base.UpdateCost` field per rmap update of a large folio;
+  metadata: bytes per large folio (peak).
 
-"MMs" is the largest number of MMs that mapped the folio at the same time so far.
+Every rate is k of n with a 95 % interval (:mod:`foliosim.evaluate.stats`): exact when the questions come
+from one run, a bootstrap over runs (seeds × workloads × parameters) when they come from several. "MMs" is the
+largest number of MMs that mapped the folio at the same time so far.
+
+Workloads are *recorded real programs* (workload files), *synthetic* (generated) or *demonstrations*
+(generated to show a known effect, :data:`DEMONSTRATIONS`): the headline's evidence never includes them.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from foliosim.errors import FoliosimError
+from foliosim.evaluate.stats import Rate, rate
+
 Row = tuple[Any, ...]  # store.CSV_COLUMNS order
+
+#: generated workloads built to reproduce a known effect: shown, labelled, never counted as evidence
+DEMONSTRATIONS: dict[str, str] = {
+    "handover": "built to reproduce the v6.15 commit's Example 2 (the shared bit of a folio handed from "
+                "instance to instance stays set while one MM maps it)",
+}
+REAL, SYNTHETIC, DEMO = "real", "synthetic", "demonstration"
+BASELINES = ("always shared", "never shared")
+
+
+class PairingError(FoliosimError):
+    """Open-loop cells of one driving run that did not answer the same questions (a corrupt database)."""
+
+
+def kind_of(workload: str) -> str:
+    if workload.startswith("file:"):
+        return REAL
+    return DEMO if workload in DEMONSTRATIONS else SYNTHETIC
+
+
+def display_name(workload: str) -> str:
+    """``file:pool.census.trace.gz@1a2b3c4d5e6f`` -> ``pool``; generated workloads keep their name."""
+    if not workload.startswith("file:"):
+        return workload
+    name = workload[len("file:"):].rpartition("@")[0] or workload[len("file:"):]
+    for suffix in (".gz", ".trace", ".jsonl", ".json", ".census"):
+        name = name.removesuffix(suffix)
+    return name
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -37,6 +75,7 @@ class Sums:
     by_consumer: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     by_mms: dict[tuple[str, int], float] = field(default_factory=lambda: defaultdict(float))
     by_order: dict[tuple[str, int], float] = field(default_factory=lambda: defaultdict(float))
+    by_key: dict[tuple[str, str, int, int], float] = field(default_factory=lambda: defaultdict(float))
     cells: int = 0
 
     def add(self, metric: str, consumer: str, order: int, mms: int, value: float) -> None:
@@ -44,35 +83,60 @@ class Sums:
         self.by_consumer[(metric, consumer)] += value
         self.by_mms[(metric, mms)] += value
         self.by_order[(metric, order)] += value
+        self.by_key[(metric, consumer, order, mms)] += value
 
-    # -- derived figures -------------------------------------------------------------
+    def merge(self, other: Sums) -> None:
+        for (metric, consumer, order, mms), value in other.by_key.items():
+            self.add(metric, consumer, order, mms, value)
+        self.cells += other.cells
+
+    def get(self, metric: str, mms: int | None = None, order: int | None = None) -> float:
+        if mms is None and order is None:
+            return self.total[metric]
+        return sum(v for (m, _c, o, n), v in self.by_key.items()
+                   if m == metric and (mms is None or n == mms) and (order is None or o == order))
+
+    # -- (k, n) pairs for one run ---------------------------------------------------------
+    def pair(self, what: str, mms: int | None = None, order: int | None = None) -> tuple[float, float]:
+        """(k, n) of a rate: ``false_shared``, ``false_exclusive``, ``exact`` or a baseline's ``exact``."""
+        checks, shared = self.get("checks", mms, order), self.get("exact_shared", mms, order)
+        if what == "false_shared":
+            return self.get("false_shared", mms, order), checks - shared
+        if what == "false_exclusive":
+            return self.get("false_exclusive", mms, order), shared
+        if what == "exact":
+            wrong = self.get("false_shared", mms, order) + self.get("false_exclusive", mms, order)
+            return checks - wrong, checks
+        if what == "always shared":
+            return shared, checks
+        if what == "never shared":
+            return checks - shared, checks
+        if what == "time_false_shared":
+            return (self.get("false_shared_time", mms, order),
+                    self.get("folio_time", mms, order) - self.get("shared_time", mms, order))
+        raise ValueError(f"unknown rate {what!r}")
+
+    # -- plain ratios (kept for callers that want a number) --------------------------------
     def exact_rate(self) -> float | None:
-        t = self.total
-        return _ratio(t["checks"] - t["false_shared"] - t["false_exclusive"], t["checks"])
+        k, n = self.pair("exact")
+        return _ratio(k, n)
 
     def false_shared_rate(self, mms: Iterable[int] | None = None, order: int | None = None) -> float | None:
-        if order is not None:
-            src = self.by_order
-            keys: list[int] = [order]
-        else:
-            src = self.by_mms
-            keys = list(mms) if mms is not None else sorted({k for (_m, k) in self.by_mms})
-        fs = sum(src[("false_shared", k)] for k in keys)
-        exclusive = sum(src[("checks", k)] - src[("exact_shared", k)] for k in keys)
-        return _ratio(fs, exclusive)
+        if mms is None:
+            k, n = self.pair("false_shared", order=order)
+            return _ratio(k, n)
+        pairs = [self.pair("false_shared", m, order) for m in mms]
+        return _ratio(sum(k for k, _ in pairs), sum(n for _, n in pairs))
 
     def time_false_shared(self, mms: Iterable[int] | None = None, order: int | None = None) -> float | None:
-        if order is not None:
-            src, keys = self.by_order, [order]
-        else:
-            src = self.by_mms
-            keys = list(mms) if mms is not None else sorted({k for (_m, k) in self.by_mms})
-        fs = sum(src[("false_shared_time", k)] for k in keys)
-        exclusive = sum(src[("folio_time", k)] - src[("shared_time", k)] for k in keys)
-        return _ratio(fs, exclusive)
+        if mms is None:
+            k, n = self.pair("time_false_shared", order=order)
+            return _ratio(k, n)
+        pairs = [self.pair("time_false_shared", m, order) for m in mms]
+        return _ratio(sum(k for k, _ in pairs), sum(n for _, n in pairs))
 
     def per_update(self, metric: str) -> float | None:
-        """Mean ``metric`` (atomics, locks) per rmap update of a large folio."""
+        """Mean ``metric`` (an UpdateCost field) per rmap update of a large folio."""
         large = [o for (m, o) in self.by_order if m == "updates" and o > 0]
         return _ratio(sum(self.by_order[(metric, o)] for o in large), sum(self.by_order[("updates", o)] for o in large))
 
@@ -87,21 +151,53 @@ class Sums:
 
 @dataclass(slots=True)
 class Summary:
-    """Sums per design, per (design, workload), and the sweep's shape."""
+    """Per-cell sums (the runs an interval resamples) and the sweep's shape."""
 
     designs: list[str]
-    workloads: list[str]
+    workloads: list[str]  # recorded real programs first, then synthetic workloads, then demonstrations
     by_design: dict[str, Sums]
     by_design_workload: dict[tuple[str, str], Sums]
+    by_cell: dict[str, Sums]
+    cells_info: list[dict[str, Any]]
     orders: list[int]
     mms: list[int]
     consumers: list[str]
     cells: int
     seeds: list[int]
     seconds: float
+    modes: list[str]
+    drivers: list[str]
+    configs: list[tuple[int, int]]  # (word_bits, no_page_mapcount)
+    live: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: int = 0  # workload-file cells stored once per seed by an older foliosim, counted once here
+
+    def kind_workloads(self, kind: str) -> list[str]:
+        return [w for w in self.workloads if kind_of(w) == kind]
+
+    def runs(self, design: str, workloads: Iterable[str] | None = None) -> list[Sums]:
+        """The design's cells (one per run) on ``workloads`` (default: all)."""
+        wanted = set(workloads) if workloads is not None else None
+        return [self.by_cell[c["cell_id"]] for c in self.cells_info
+                if c["design"] == design and (wanted is None or c["workload"] in wanted)]
+
+    def rate(self, design: str, what: str, workloads: Iterable[str] | None = None, mms: int | None = None,
+             order: int | None = None) -> Rate:
+        """The pooled rate with its 95 % interval; baselines (``always shared``/``never shared``) answer the
+        questions ``design`` was asked."""
+        return rate([s.pair(what, mms, order) for s in self.runs(design, workloads)])
+
+    def questions(self, design: str, workloads: Iterable[str] | None = None) -> tuple[float, float, float]:
+        """(questions, exclusive, shared) asked of ``design`` on ``workloads``."""
+        runs = self.runs(design, workloads)
+        checks = sum(s.total["checks"] for s in runs)
+        shared = sum(s.total["exact_shared"] for s in runs)
+        return checks, checks - shared, shared
+
+    def sum_of(self, design: str, metric: str, workloads: Iterable[str] | None = None) -> float:
+        return sum(s.total[metric] for s in self.runs(design, workloads))
 
 
-DESIGN_ORDER = ("kernel", "exact", "stopped", "legacy")
+DESIGN_ORDER = ("kernel", "exact", "precise-rmapid", "slots:3", "stopped", "legacy")
 
 
 def _design_key(name: str) -> tuple[int, str]:
@@ -110,16 +206,56 @@ def _design_key(name: str) -> tuple[int, str]:
     return (len(DESIGN_ORDER), name)
 
 
-def summarize(cells: list[dict[str, Any]], rows: Iterable[Row]) -> Summary:
-    by_design: dict[str, Sums] = defaultdict(Sums)
-    by_dw: dict[tuple[str, str], Sums] = defaultdict(Sums)
+def _workload_key(name: str) -> tuple[int, str]:
+    return ({REAL: 0, SYNTHETIC: 1, DEMO: 2}[kind_of(name)], display_name(name))
+
+
+def check_paired(cells: list[dict[str, Any]]) -> None:
+    """PairingError unless the open-loop cells of each driving run answered one identical question set."""
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        if cell.get("mode", "closed") == "open":
+            runs[cell["run_key"]].append(cell)
+    for group in runs.values():
+        sets = {(c["questions"], c["question_digest"]) for c in group}
+        if len(sets) > 1:
+            detail = ", ".join(f"{c['design']}: {c['questions']} ({c['question_digest']})" for c in group)
+            raise PairingError(f"open-loop cells of one run of {group[0]['workload']} (seed {group[0]['seed']}) "
+                               f"answered different question sets: {detail}")
+
+
+def dedupe_files(cells: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """A workload file's steps do not depend on the seed: keep one cell per file, design and configuration."""
+    kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+    out: list[dict[str, Any]] = []
+    dropped = 0
+    for cell in sorted(cells, key=lambda c: (c["seed"], c["cell_id"])):
+        if not cell["workload"].startswith("file:"):
+            out.append(cell)
+            continue
+        key = (cell["design"], cell["workload"], cell["params"], cell["word_bits"], cell["no_page_mapcount"],
+               cell["oracle"], cell.get("mode"), cell.get("driver"))
+        if key in kept:
+            dropped += 1
+            continue
+        kept[key] = cell
+        out.append(cell)
+    return out, dropped
+
+
+def summarize(cells: list[dict[str, Any]], rows: Iterable[Row], live: list[dict[str, Any]] | None = None) -> Summary:
+    check_paired(cells)
+    cells, dropped = dedupe_files(cells)
+    wanted = {c["cell_id"] for c in cells}
+    by_cell: dict[str, Sums] = defaultdict(Sums)
     orders: set[int] = set()
     mms: set[int] = set()
     consumers: set[str] = set()
     for row in rows:
-        _cell, design, workload, _params, _seed, _bits, _npm, metric, consumer, order, nr_mms, value = row
-        by_design[design].add(metric, consumer, order, nr_mms, value)
-        by_dw[(design, workload)].add(metric, consumer, order, nr_mms, value)
+        cell_id, _design, _workload, _params, _seed, _bits, _npm, metric, consumer, order, nr_mms, value = row
+        if cell_id not in wanted:
+            continue
+        by_cell[cell_id].add(metric, consumer, order, nr_mms, value)
         if metric == "checks":
             orders.add(order)
             mms.add(nr_mms)
@@ -129,69 +265,138 @@ def summarize(cells: list[dict[str, Any]], rows: Iterable[Row]) -> Summary:
                 orders.add(order)
             if metric == "decisions":
                 consumers.add(consumer)
+    by_design: dict[str, Sums] = defaultdict(Sums)
+    by_dw: dict[tuple[str, str], Sums] = defaultdict(Sums)
     for cell in cells:
-        by_design[cell["design"]].cells += 1
-        by_dw[(cell["design"], cell["workload"])].cells += 1
+        sums = by_cell[cell["cell_id"]]
+        sums.cells = 1
+        by_design[cell["design"]].merge(sums)
+        by_dw[(cell["design"], cell["workload"])].merge(sums)
     designs = sorted({c["design"] for c in cells}, key=_design_key)
-    workloads = sorted({c["workload"] for c in cells})
-    return Summary(designs, workloads, dict(by_design), dict(by_dw), sorted(orders), sorted(mms),
-                   sorted(consumers), len(cells), sorted({c["seed"] for c in cells}),
-                   sum(c["seconds"] for c in cells))
+    workloads = sorted({c["workload"] for c in cells}, key=_workload_key)
+    return Summary(designs, workloads, dict(by_design), dict(by_dw), dict(by_cell), cells, sorted(orders),
+                   sorted(mms), sorted(consumers), len(cells), sorted({c["seed"] for c in cells}),
+                   sum(c["seconds"] for c in cells), sorted({c.get("mode", "closed") for c in cells}),
+                   sorted({c.get("driver", c["design"]) for c in cells if c.get("mode") == "open"}),
+                   sorted({(c["word_bits"], c["no_page_mapcount"]) for c in cells}), list(live or []), dropped)
 
 
+# --------------------------------------------------------------------------- formatting
+def pct(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f} %"
+
+
+def count(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+def interval(r: Rate) -> str:
+    """``[lo–hi %]`` of a rate, or empty when it has none."""
+    if r.low is None or r.high is None:
+        return ""
+    digits = 2 if r.high < 0.1 else 1
+    return f"[{100 * r.low:.{digits}f}–{100 * r.high:.{digits}f} %]"
+
+
+def fmt_rate(r: Rate) -> str:
+    """``k/n = x % [lo–hi %]``; ``0/0 (n/a)`` when nothing was asked."""
+    if not r.n:
+        return f"{count(r.k)}/0 (n/a)"
+    return f"{count(r.k)}/{count(r.n)} = {pct(r.value)} {interval(r)}"
+
+
+def join_names(names: list[str]) -> str:
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+# --------------------------------------------------------------------------- the headline
 @dataclass(slots=True)
 class Headline:
     text: str
-    kernel_exact: float | None
-    kernel_fs3: float | None
-    stopped_fs3: float | None
-    unsafe_sound: float
-    unsafe_unsound: dict[str, float]
+    design: str | None  # the design the figure is about (the driving design, open loop)
+    evidence: list[str]  # the workloads the figure comes from
+    rate: Rate | None
 
 
-SOUND = ("kernel", "exact", "stopped")
+def focus_design(s: Summary) -> str | None:
+    """The design the headline is about: the driving design (open loop), else ``kernel``, else the first."""
+    for name in (*s.drivers, "kernel"):
+        if name in s.designs:
+            return name
+    return s.designs[0] if s.designs else None
 
 
 def headline(s: Summary) -> Headline:
-    """The answer first: how exact two-slot tracking is, and against what."""
-    parts: list[str] = []
-    kernel = s.by_design.get("kernel")
-    stopped = s.by_design.get("stopped")
-    three = [m for m in s.mms if m >= 3]
-    k_exact = kernel.exact_rate() if kernel else None
-    k_fs3 = kernel.false_shared_rate(three) if kernel and three else None
-    s_fs3 = stopped.false_shared_rate(three) if stopped and three else None
-    if kernel is not None and k_exact is not None:
-        parts.append(f"Two-slot tracking (kernel) is exact in {_pct(k_exact)} of "
-                     f"{int(kernel.total['checks'])} consumer checks")
-        if three:
-            text = f"on folios that ≥3 MMs mapped at the same time its false-shared rate is {_pct(k_fs3)}"
-            if stopped is not None:
-                text += f" against {_pct(s_fs3)} for `stopped`"
-            parts.append(text)
-        else:
-            parts.append("no folio was mapped by three or more MMs at once in this sweep")
-    sound_designs = [d for d in s.designs if d in SOUND or d.startswith("slots:")]
-    unsafe_sound = sum(s.by_design[d].total["unsafe"] for d in sound_designs)
-    unsound = {d: s.by_design[d].total["unsafe"] for d in s.designs if d not in sound_designs}
-    leaks_sound = sum(s.by_design[d].total["oracle_leaks"] for d in sound_designs)
-    if parts:
-        sentence = "; ".join(parts) + "."
-    elif kernel is not None:
-        sentence = "Two-slot tracking (kernel) answered no consumer check on a large folio in these cells."
+    """One sentence: the false-"shared" rate on the evidence (real programs if any, else synthetic workloads
+    without the demonstrations), its n and interval, the other designs on the same questions and the base rate.
+    Every number in it is in the report's "pooled" table of the same workloads."""
+    design = focus_design(s)
+    if design is None:
+        return Headline("No cells in these results.", None, [], None)
+    real, synthetic = s.kind_workloads(REAL), s.kind_workloads(SYNTHETIC)
+    evidence, label = (real, "the recorded real programs") if real else (synthetic, "the synthetic workloads")
+    demos = s.kind_workloads(DEMO)
+    names = join_names([display_name(w) for w in evidence])
+    loop = (f"open loop, every design answering the questions of `{design}`'s runs" if "open" in s.modes
+            else "closed loop, each design steering its own runs")
+    if not evidence:
+        text = (f"Only demonstrations ({join_names(demos)}) are in these results, and they are not evidence: "
+                f"see their table ({loop}).")
+        return Headline(text, design, [], None)
+    r = s.rate(design, "false_shared", evidence)
+    checks, exclusive, _shared = s.questions(design, evidence)
+    where = f"On {label} ({names}; {loop})"
+    if not checks:
+        text = (f"{where}, `{design}` was asked no question on a large folio (0 checks), so there is no "
+                f"false-\"shared\" rate to give.")
+        return Headline(text, design, evidence, r)
+    base = s.rate(design, "always shared", evidence)
+    text = f"{where}, "
+    if not exclusive:
+        text += (f"all {count(checks)} questions to `{design}` were on folios several MMs mapped (0 on folios one MM "
+                 f"mapped), so no false \"shared\" answer was possible")
     else:
-        sentence = "No kernel cells in these results."
-    sentence += (f" Sound designs ({', '.join(sound_designs)}) made {int(unsafe_sound)} unsafe decisions"
-                 f" and the isolation oracle saw {int(leaks_sound)} leaks")
-    for design, unsafe in unsound.items():
-        leaks = s.by_design[design].total["oracle_leaks"]
-        sentence += f"; `{design}` made {int(unsafe)} unsafe decisions ({int(leaks)} oracle checks saw a leak)"
-    sentence += "."
-    return Headline(sentence, k_exact, k_fs3, s_fs3, unsafe_sound, unsound)
+        text += (f"`{design}` answered \"maybe shared\" on {count(r.k)} of the {count(exclusive)} questions about "
+                 f"folios only one MM mapped ({pct(r.value)}, 95 % CI {interval(r).strip('[]')})")
+        others = [d for d in s.designs if d != design]
+        if others:
+            parts = [f"`{d}` {count(s.rate(d, 'false_shared', evidence).k)}" for d in others]
+            text += f" against {join_names(parts)} on the same questions"
+    text += (f"; {pct(base.value)} of all {count(checks)} questions were on truly shared folios, which an "
+             f"\"always shared\" answer gets right")
+    if real and any(display_name(row["workload"]) in {display_name(w) for w in evidence} or
+                    row["workload"] in evidence for row in s.live):
+        live_k = sum(row["false_shared"] for row in s.live)
+        live_n = sum(row["questions_exclusive"] for row in s.live)
+        text += f"; the live kernel's own census said \"shared\" on {live_k} of {live_n} exclusive folio checks"
+    if demos:
+        text += f" (demonstrations {join_names([f'`{d}`' for d in demos])} excluded)"
+    return Headline(text + ".", design, evidence, r)
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-pct = _pct
+Formatter = Callable[[Rate], str]
+__all__ = [
+    "BASELINES",
+    "DEMO",
+    "DEMONSTRATIONS",
+    "REAL",
+    "SYNTHETIC",
+    "Headline",
+    "PairingError",
+    "Summary",
+    "Sums",
+    "check_paired",
+    "count",
+    "dedupe_files",
+    "display_name",
+    "fmt_rate",
+    "focus_design",
+    "headline",
+    "interval",
+    "join_names",
+    "kind_of",
+    "pct",
+    "summarize",
+]

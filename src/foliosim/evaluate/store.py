@@ -4,10 +4,18 @@ Schema (docs/evaluator.md has the metric list)::
 
     cells(cell_id PRIMARY KEY, design, workload, params JSON, seed, word_bits,
           no_page_mapcount, oracle, identity JSON, foliosim_version, seconds,
-          skipped, notes JSON, finished)
+          skipped, notes JSON, finished, mode, driver, run_key, questions, question_digest)
     metrics(cell_id, metric, consumer, folio_order, mms, value,
             PRIMARY KEY (cell_id, metric, consumer, folio_order, mms))
+    live_verdicts(workload, source, questions_exclusive, false_shared, questions_shared,
+                  false_exclusive, recorded, PRIMARY KEY (workload, source))
     meta(key PRIMARY KEY, value)         -- schema version, application
+
+``mode`` is ``open`` (the design answered the questions of ``driver``'s run) or
+``closed`` (its own run); the cells of one driving run share ``run_key`` and,
+open loop, ``question_digest``. ``live_verdicts`` holds the running kernel's
+own answers on a real program (:meth:`ResultsDB.put_live`), shown beside the
+simulated designs.
 
 The file's SQLite ``application_id`` marks it as foliosim's (see ResultsDB).
 
@@ -37,11 +45,16 @@ CREATE TABLE IF NOT EXISTS cells (
     cell_id TEXT PRIMARY KEY, design TEXT NOT NULL, workload TEXT NOT NULL, params TEXT NOT NULL,
     seed INTEGER NOT NULL, word_bits INTEGER NOT NULL, no_page_mapcount INTEGER NOT NULL, oracle TEXT NOT NULL,
     identity TEXT NOT NULL, foliosim_version TEXT NOT NULL, seconds REAL NOT NULL, skipped INTEGER NOT NULL,
-    notes TEXT NOT NULL, finished TEXT NOT NULL);
+    notes TEXT NOT NULL, finished TEXT NOT NULL, mode TEXT NOT NULL, driver TEXT NOT NULL, run_key TEXT NOT NULL,
+    questions INTEGER NOT NULL, question_digest TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS metrics (
     cell_id TEXT NOT NULL REFERENCES cells(cell_id), metric TEXT NOT NULL, consumer TEXT NOT NULL,
     folio_order INTEGER NOT NULL, mms INTEGER NOT NULL, value REAL NOT NULL,
     PRIMARY KEY (cell_id, metric, consumer, folio_order, mms));
+CREATE TABLE IF NOT EXISTS live_verdicts (
+    workload TEXT NOT NULL, source TEXT NOT NULL, questions_exclusive INTEGER NOT NULL,
+    false_shared INTEGER NOT NULL, questions_shared INTEGER NOT NULL, false_exclusive INTEGER NOT NULL,
+    recorded TEXT NOT NULL, PRIMARY KEY (workload, source));
 """
 CSV_COLUMNS = ("cell_id", "design", "workload", "params", "seed", "word_bits", "no_page_mapcount", "metric",
                "consumer", "folio_order", "mms", "value")
@@ -127,6 +140,7 @@ class ResultsDB:
                 self.conn.close()
                 raise StoreError(f"{self.path}: results schema {found}, this foliosim writes {RESULTS_SCHEMA}; "
                                  "use a new database file")
+            self.conn.executescript(SCHEMA)  # tables added within this schema version (live_verdicts)
             if not self.created and self.conn.execute("PRAGMA application_id").fetchone()[0] == 0:
                 self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")  # written before the marker
                 self.conn.commit()
@@ -149,17 +163,56 @@ class ResultsDB:
         return {row[0] for row in self.conn.execute("SELECT cell_id FROM cells")}
 
     def put(self, result: CellResult) -> None:
-        spec = result.spec
+        self.put_run([result])
+
+    def put_run(self, results: list[CellResult]) -> None:
+        """Store the cells of one driving run in one transaction."""
         with self.conn:
-            self.conn.execute(
-                "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (result.cell_id, spec.design, spec.workload, json.dumps(dict(spec.params), sort_keys=True),
-                 spec.seed, spec.word_bits, int(spec.no_page_mapcount), spec.oracle,
-                 json.dumps(spec.identity(), sort_keys=True), __version__, result.seconds, result.skipped,
-                 json.dumps(result.notes), time.strftime("%Y-%m-%dT%H:%M:%S")))
-            self.conn.execute("DELETE FROM metrics WHERE cell_id = ?", (result.cell_id,))
-            self.conn.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?)",
-                                  ((result.cell_id, *row) for row in result.rows))
+            for result in results:
+                spec = result.spec
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (result.cell_id, spec.design, spec.workload, json.dumps(dict(spec.params), sort_keys=True),
+                     spec.seed, spec.word_bits, int(spec.no_page_mapcount), spec.oracle,
+                     json.dumps(spec.identity(), sort_keys=True), __version__, result.seconds, result.skipped,
+                     json.dumps(result.notes), time.strftime("%Y-%m-%dT%H:%M:%S"), spec.mode,
+                     spec.driver if spec.mode == "open" else spec.design, spec.run_key, result.questions,
+                     result.digest))
+                self.conn.execute("DELETE FROM metrics WHERE cell_id = ?", (result.cell_id,))
+                self.conn.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?)",
+                                      ((result.cell_id, *row) for row in result.rows))
+
+    def put_live(self, workload: str, questions_exclusive: int, false_shared: int, questions_shared: int,
+                 false_exclusive: int, source: str) -> None:
+        """Store the live kernel's own verdicts on a real program (a census, no simulation in it).
+
+        ``workload``: the program as the report names it (a workload file's label ``file:NAME@HASH`` or just
+        NAME, e.g. ``pool``); ``questions_exclusive``: folio checks where one MM mapped the folio, of which
+        ``false_shared`` had the shared bit set; ``questions_shared``: checks where several MMs mapped it, of
+        which ``false_exclusive`` said exclusive; ``source``: where the verdicts come from (e.g. ``census
+        pool.trace.gz``). One row per (workload, source): a second put replaces it. ValueError for counts that
+        cannot be (negative, or more false answers than questions).
+        """
+        for name, value in (("questions_exclusive", questions_exclusive), ("false_shared", false_shared),
+                            ("questions_shared", questions_shared), ("false_exclusive", false_exclusive)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"put_live({workload!r}): {name} must be a whole number >= 0, not {value!r}")
+        if false_shared > questions_exclusive or false_exclusive > questions_shared:
+            raise ValueError(f"put_live({workload!r}): more false answers than questions "
+                             f"({false_shared}/{questions_exclusive} false shared, "
+                             f"{false_exclusive}/{questions_shared} false exclusive)")
+        if not workload or not source:
+            raise ValueError("put_live: workload and source must be named")
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO live_verdicts VALUES (?,?,?,?,?,?,?)",
+                              (workload, source, questions_exclusive, false_shared, questions_shared,
+                               false_exclusive, time.strftime("%Y-%m-%dT%H:%M:%S")))
+
+    def live_verdicts(self) -> list[dict[str, Any]]:
+        """Every stored live verdict row, by workload and source."""
+        cur = self.conn.execute("SELECT * FROM live_verdicts ORDER BY workload, source")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
 
     def cells(self) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT * FROM cells ORDER BY design, workload, seed, cell_id")

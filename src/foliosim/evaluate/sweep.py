@@ -1,8 +1,10 @@
 """Sweeps: a grid of cells run on local processes or a Dask cluster, stored as they finish.
 
-Both backends run the same pure :func:`~foliosim.evaluate.cell.run_cell`, so
-the same grid gives the same metric rows whoever computes it. Cells already
-in the results database are skipped (resumable).
+Both backends run the same pure :func:`~foliosim.evaluate.cell.run_cells`
+on the cells of one driving run (open loop: one simulator run, every design
+scored on it; closed loop: one cell per run), so the same grid gives the same
+metric rows whoever computes it. Cells already in the results database are
+skipped (resumable).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
 
-from foliosim.evaluate.cell import CellResult, CellSpec, make_cell, run_cell
+from foliosim.evaluate.cell import CellResult, CellSpec, make_cell, run_cells
 from foliosim.evaluate.store import ResultsDB
 from foliosim.schemes.base import DESIGNS
 from foliosim.workloads.generators import WORKLOADS, default_params
@@ -39,6 +41,8 @@ class Grid:
     no_page_mapcount: bool = False
     oracle: str = "reuse"
     files: dict[str, str] = field(default_factory=dict)  # "file:NAME@HASH" -> workload JSON Lines (run once)
+    mode: str = "open"  # "open": designs scored on the driver's run; "closed": each design steers its own run
+    driver: str = "kernel"
 
     def cells(self) -> list[CellSpec]:
         """Every cell, validated; parameter keys a workload does not have are not varied for it."""
@@ -52,7 +56,8 @@ class Grid:
                                                                     self.word_bits):
                 out.append(make_cell(design, workload, variation, seed, word_bits=bits,
                                      no_page_mapcount=self.no_page_mapcount, oracle=self.oracle,
-                                     workload_text=self.files.get(workload)))
+                                     workload_text=self.files.get(workload), mode=self.mode,
+                                     driver=self.driver))
         return out
 
     def _check_params(self) -> None:
@@ -96,18 +101,29 @@ def pending(cells: Iterable[CellSpec], db: ResultsDB) -> list[CellSpec]:
     return out
 
 
+def runs(cells: Iterable[CellSpec]) -> list[list[CellSpec]]:
+    """The cells grouped by driving run (open loop: all designs of a run together), in first-seen order."""
+    groups: dict[str, list[CellSpec]] = {}
+    for cell in cells:
+        key = cell.run_key if cell.mode == "open" else cell.cell_id
+        groups.setdefault(key, []).append(cell)
+    return list(groups.values())
+
+
 def run_local(cells: list[CellSpec], db: ResultsDB, jobs: int | None = None, on_result: Progress | None = None) -> int:
-    """Run cells on ``jobs`` local processes (default: every core); returns cells computed."""
+    """Run cells on ``jobs`` local processes (default: every core), one task per driving run; returns cells
+    computed."""
     if not cells:
         return 0
-    workers = max(1, min(jobs or os.cpu_count() or 1, len(cells)))
+    groups = runs(cells)
+    workers = max(1, min(jobs or os.cpu_count() or 1, len(groups)))
     if workers == 1:
-        for cell in cells:
-            _store(db, run_cell(cell), on_result)
+        for group in groups:
+            _store(db, run_cells(group), on_result)
         return len(cells)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_die_with_parent,
                              initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(run_cell, cell) for cell in cells]
+        futures = [pool.submit(run_cells, group) for group in groups]
         for future in as_completed(futures):
             _store(db, future.result(), on_result)
     return len(cells)
@@ -141,7 +157,7 @@ def run_dask(cells: list[CellSpec], db: ResultsDB, address: str, on_result: Prog
         return 0
     client = distributed.Client(address, timeout=timeout)
     try:
-        futures = client.map(run_cell, cells, pure=False)
+        futures = client.map(run_cells, runs(cells), pure=False)
         for future in distributed.as_completed(futures):
             _store(db, future.result(), on_result)
     finally:
@@ -149,7 +165,8 @@ def run_dask(cells: list[CellSpec], db: ResultsDB, address: str, on_result: Prog
     return len(cells)
 
 
-def _store(db: ResultsDB, result: CellResult, on_result: Progress | None) -> None:
-    db.put(result)
+def _store(db: ResultsDB, results: list[CellResult], on_result: Progress | None) -> None:
+    db.put_run(results)
     if on_result is not None:
-        on_result(result)
+        for result in results:
+            on_result(result)

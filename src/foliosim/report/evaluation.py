@@ -1,237 +1,249 @@
 """``foliosim report``: Markdown and a self-contained HTML page from a results database.
 
-The headline answer comes first, then the tables, then the plots (matplotlib
-with the Agg backend, each written as PNG and SVG; the HTML page inlines the
-SVGs so it needs no other file).
+The headline comes first (one sentence; every number in it is in the first
+pooled table below it), then the recorded real programs, the synthetic
+workloads, the demonstrations (labelled: not evidence), the breakdowns, the
+cost per update, the driving runs, the importer's and simulator's warnings,
+and the plots (matplotlib, Agg; PNG and SVG files, the HTML page inlines the
+SVGs as images with alt text so it needs no other file). Every rate is
+k/n = x % with its 95 % interval (:mod:`foliosim.evaluate.stats`).
 """
 
 from __future__ import annotations
 
+import base64
 import html
-import io
+import json
 import re
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from foliosim import __version__
-from foliosim.evaluate.metrics import Summary, Sums, headline, pct, summarize
+from foliosim.evaluate.metrics import (
+    BASELINES,
+    DEMO,
+    DEMONSTRATIONS,
+    REAL,
+    SYNTHETIC,
+    Summary,
+    count,
+    display_name,
+    fmt_rate,
+    focus_design,
+    headline,
+    kind_of,
+    pct,
+    summarize,
+)
+from foliosim.evaluate.stats import BOOTSTRAP_RESAMPLES, Rate, clopper_pearson, rate
 from foliosim.evaluate.store import ResultsDB
-
-Table = tuple[str, list[str], list[list[str]]]  # title, header, rows
-
-
-def _num(value: float | None, digits: int = 2) -> str:
-    if value is None:
-        return "n/a"
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{value:,.{digits}f}"
+from foliosim.evaluate.stream import cost_fields
 
 
-def _mms_label(n: int, cap: int = 8) -> str:
-    return f"{n}+" if n >= cap else str(n)
+@dataclass(slots=True)
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    section: str = ""  # a heading placed before this table
+
+
+COLUMNS = ["questions", "on shared folios", "exact answers", "false \"shared\" (of exclusive questions)",
+           "false \"exclusive\" (of shared questions)"]
+
+
+def _rate_cells(s: Summary, design: str, workloads: list[str]) -> list[str]:
+    checks, _exclusive, shared = s.questions(design, workloads)
+    return [count(checks), f"{count(shared)}/{count(checks)}", fmt_rate(s.rate(design, "exact", workloads)),
+            fmt_rate(s.rate(design, "false_shared", workloads)), fmt_rate(s.rate(design, "false_exclusive", workloads))]
+
+
+def _baseline_cells(s: Summary, design: str, workloads: list[str], baseline: str) -> list[str]:
+    """A baseline answers the questions ``design`` was asked: always "shared" or always "exclusive"."""
+    checks, _exclusive, shared = s.questions(design, workloads)
+    runs = s.runs(design, workloads)
+    right = s.rate(design, baseline, workloads)
+    if baseline == "always shared":
+        fs = rate([(s_.pair("false_shared")[1], s_.pair("false_shared")[1]) for s_ in runs])
+        fe = rate([(0, s_.pair("false_exclusive")[1]) for s_ in runs])
+    else:
+        fs = rate([(0, s_.pair("false_shared")[1]) for s_ in runs])
+        fe = rate([(s_.pair("false_exclusive")[1], s_.pair("false_exclusive")[1]) for s_ in runs])
+    return [count(checks), f"{count(shared)}/{count(checks)}", fmt_rate(right), fmt_rate(fs), fmt_rate(fe)]
+
+
+def _live_rows(s: Summary, workloads: list[str]) -> list[dict[str, Any]]:
+    names = {display_name(w) for w in workloads} | set(workloads)
+    return [row for row in s.live if row["workload"] in names or display_name(row["workload"]) in names]
+
+
+def _live_cells(rows: list[dict[str, Any]]) -> list[str]:
+    excl = sum(r["questions_exclusive"] for r in rows)
+    shared = sum(r["questions_shared"] for r in rows)
+    fs = _exact_rate(sum(r["false_shared"] for r in rows), excl)
+    fe = _exact_rate(sum(r["false_exclusive"] for r in rows), shared)
+    right = _exact_rate(excl + shared - fs.k - fe.k, excl + shared)
+    return [count(excl + shared), f"{count(shared)}/{count(excl + shared)}", fmt_rate(right), fmt_rate(fs),
+            fmt_rate(fe)]
+
+
+def _exact_rate(k: float, n: float) -> Rate:
+    """A count from one measurement (a census): k of n with the exact binomial interval."""
+    ci = clopper_pearson(int(k), int(n))
+    return Rate(k, n, ci[0] if ci else None, ci[1] if ci else None, "exact" if ci else "", 1)
+
+
+def _design_rows(s: Summary, workloads: list[str], lead: list[str]) -> list[list[str]]:
+    rows = [[*lead, f"`{d}`", *_rate_cells(s, d, workloads)] for d in s.designs]
+    focus = focus_design(s)
+    if focus is not None:
+        rows += [[*lead, f"({b})", *_baseline_cells(s, focus, workloads, b)] for b in BASELINES]
+    for live in _live_rows(s, workloads):
+        rows.append([*lead, f"live kernel ({live['source']})", *_live_cells([live])])
+    return rows
+
+
+def _kind_tables(s: Summary, kind: str) -> list[Table]:
+    workloads = s.kind_workloads(kind)
+    if not workloads:
+        return []
+    title = {REAL: "Recorded real programs", SYNTHETIC: "Synthetic workloads",
+             DEMO: "Demonstrations (built to show a known effect: not evidence)"}[kind]
+    runs = sum(1 for c in s.cells_info if c["workload"] in workloads and c["design"] == focus_design(s))
+    out: list[Table] = []
+    if kind != DEMO:
+        note = (f"{len(workloads)} workloads, {runs} runs. Pooled over them; 95 % interval: "
+                + ("exact (Clopper-Pearson), one run." if runs == 1 else
+                   f"bootstrap over the {runs} runs ({BOOTSTRAP_RESAMPLES:,} resamples, fixed seed), never "
+                   "narrower than the exact interval of the pooled counts."))
+        out.append(Table(f"{title}, pooled", ["design", *COLUMNS], _design_rows(s, workloads, []), note,
+                         section=title))
+    rows: list[list[str]] = []
+    for w in workloads:
+        seeds = sorted({c["seed"] for c in s.cells_info if c["workload"] == w})
+        lead = f"{display_name(w)}" + ("" if kind == REAL else f" (seeds {','.join(map(str, seeds))})")
+        rows += _design_rows(s, [w], [lead])
+    note = ("Each program is one run (a recorded program does not depend on the seed): exact 95 % intervals."
+            if kind == REAL else "Several seeds of a workload: 95 % interval bootstrapped over its runs.")
+    if kind == DEMO:
+        note = "; ".join(f"`{w}`: {DEMONSTRATIONS[w]}" for w in workloads) + ". " + note
+    out.append(Table(f"{title}, one by one" if kind != DEMO else title, ["workload", "design", *COLUMNS], rows,
+                     note, section=title if kind == DEMO else ""))
+    return out
+
+
+def evidence_workloads(s: Summary) -> list[str]:
+    return [w for w in s.workloads if kind_of(w) != DEMO]
 
 
 def tables(s: Summary) -> list[Table]:
     out: list[Table] = []
-    three = [m for m in s.mms if m >= 3]
+    for kind in (REAL, SYNTHETIC, DEMO):
+        out += _kind_tables(s, kind)
+    evidence = evidence_workloads(s)
+    focus = focus_design(s)
     rows = []
-    for d in s.designs:
-        x = s.by_design[d]
-        rows.append([f"`{d}`", _num(x.cells), _num(x.total["checks"]), pct(x.exact_rate()),
-                     pct(x.false_shared_rate()), pct(x.false_shared_rate(three)) if three else "n/a",
-                     pct(x.time_false_shared()), _num(x.total["unsafe"]), _num(x.total["oracle_leaks"]),
-                     _num(x.total["avoidable"]), _num(x.total["cow_copies"]), _num(x.total["avoidable_copies"]),
-                     _num(x.total["bytes_copied"] / 1024) + " KiB", _num(x.metadata_per_folio(), 1),
-                     _num(x.per_update("locks")), _num(x.per_update("atomics"))])
-    out.append(("Designs (all workloads, parameters and seeds)",
-                ["design", "cells", "checks", "exact answers", "false-shared rate", "false-shared, ≥3 MMs",
-                 "time-weighted false-shared", "unsafe decisions", "oracle leaks", "avoidable decisions",
-                 "CoW copies", "avoidable copies", "copied", "metadata B/folio", "locks/update",
-                 "atomics/update"], rows))
-    out.append(("False-shared rate by the most MMs that mapped the folio at once",
-                ["design", *(_mms_label(m) for m in s.mms)],
-                [[f"`{d}`", *(pct(s.by_design[d].false_shared_rate([m])) for m in s.mms)] for d in s.designs]))
-    out.append(("Time-weighted false-shared by the most MMs that mapped the folio at once",
-                ["design", *(_mms_label(m) for m in s.mms)],
-                [[f"`{d}`", *(pct(s.by_design[d].time_false_shared([m])) for m in s.mms)] for d in s.designs]))
-    out.append(("False-shared rate by workload", ["design", *s.workloads],
-                [[f"`{d}`", *(pct(_dw(s, d, w).false_shared_rate()) for w in s.workloads)] for d in s.designs]))
-    out.append(("Avoidable CoW copies by workload (copies made in parentheses)", ["design", *s.workloads],
-                [[f"`{d}`", *(_copies(_dw(s, d, w)) for w in s.workloads)] for d in s.designs]))
+    for m in s.mms:
+        label = f"{m}+" if m >= 8 else str(m)
+        for d in s.designs:
+            t = s.rate(d, "time_false_shared", evidence, mms=m)
+            rows.append([label, f"`{d}`", fmt_rate(s.rate(d, "false_shared", evidence, mms=m)),
+                         f"{count(t.k)} / {count(t.n)} = {pct(t.value)}" if t.n else "n/a (no exclusive time)"])
+    out.append(Table("False \"shared\" by the most MMs that mapped the folio at once",
+                     ["MMs", "design", "false \"shared\" (of exclusive questions)",
+                      "time-weighted (machine steps one MM mapped the folio)"], rows,
+                     "Real programs and synthetic workloads, demonstrations excluded. n per bucket is the "
+                     "denominator; time-weighted: steps the design said \"shared\" / steps one MM mapped it "
+                     "(no interval: steps are not independent trials)."))
     rows = []
     for consumer in s.consumers:
         for d in s.designs:
-            x = s.by_design[d]
-            rows.append([consumer, f"`{d}`", _num(x.consumer("decisions", consumer)),
-                         _num(x.consumer("unsafe", consumer)), _num(x.consumer("avoidable", consumer)),
-                         _num(x.consumer("checks", consumer)), _num(x.consumer("false_shared", consumer))])
-    out.append(("Consumer decisions", ["consumer", "design", "decisions", "unsafe", "avoidable", "checks",
-                                       "false shared"], rows))
+            runs = s.runs(d, evidence)
+            rows.append([consumer, f"`{d}`", count(sum(r.consumer("decisions", consumer) for r in runs)),
+                         count(sum(r.consumer("unsafe", consumer) for r in runs)),
+                         count(sum(r.consumer("avoidable", consumer) for r in runs)),
+                         count(sum(r.consumer("checks", consumer) for r in runs)),
+                         count(sum(r.consumer("false_shared", consumer) for r in runs))])
+    note = ("Open loop: the decision each design's answer leads to on the driving run's state (a CoW reuse "
+            "when it says \"exclusive\" and refcount == mapcount; khugepaged collapses when at most "
+            "max_ptes_shared PTEs map maybe-shared folios)." if "open" in s.modes else
+            "Closed loop: the decisions each design took in its own runs.")
+    out.append(Table("Consumer decisions (demonstrations excluded)",
+                     ["consumer", "design", "decisions", "unsafe", "avoidable", "questions", "false \"shared\""],
+                     rows, note))
+    out.append(_cost_table(s))
+    out.append(_runs_table(s))
     orders = [o for o in s.orders if o > 0]
-    out.append(("By folio order: false-shared rate / metadata bytes per folio",
-                ["design", *(f"order {o}" for o in orders)],
-                [[f"`{d}`", *(f"{pct(s.by_design[d].false_shared_rate(order=o))} / "
-                              f"{_num(s.by_design[d].metadata_per_folio(o), 0)} B" for o in orders)]
-                 for d in s.designs]))
+    rows = []
+    for d in s.designs:
+        for o in orders:
+            md = _ratio(sum(r.by_order[("metadata_bytes", o)] for r in s.runs(d, evidence)),
+                        sum(r.by_order[("folios", o)] for r in s.runs(d, evidence)))
+            rows.append([f"`{d}`", str(o), fmt_rate(s.rate(d, "false_shared", evidence, order=o)),
+                         "n/a" if md is None else f"{md:,.1f} B"])
+    out.append(Table("By folio order (demonstrations excluded)",
+                     ["design", "order", "false \"shared\" (of exclusive questions)", "metadata per folio"], rows))
+    del focus
     return out
 
 
-def _copies(x: Sums) -> str:
-    return f"{_num(x.total['avoidable_copies'])} ({_num(x.total['cow_copies'])})"
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
 
 
-def _dw(s: Summary, design: str, workload: str) -> Sums:
-    return s.by_design_workload.get((design, workload)) or Sums()
+def _config_name(bits: int, npm: int) -> str:
+    return f"{bits}-bit, {'NO_PAGE_MAPCOUNT' if npm else 'PAGE_MAPCOUNT'}"
 
 
-@dataclass(slots=True)
-class Plot:
-    name: str
-    title: str
-    png: Path
-    svg: Path
+def _cost_table(s: Summary) -> Table:
+    fields = cost_fields()
+    rows = []
+    for bits, npm in s.configs:
+        cells = [c for c in s.cells_info if c["word_bits"] == bits and c["no_page_mapcount"] == npm]
+        for d in s.designs:
+            runs = [s.by_cell[c["cell_id"]] for c in cells if c["design"] == d]
+            large = sorted({o for r in runs for (m, o) in r.by_order if m == "updates" and o > 0})
+            updates = sum(r.by_order[("updates", o)] for r in runs for o in large)
+            per = [_ratio(sum(r.by_order[(f, o)] for r in runs for o in large), updates) for f in fields]
+            meta = _ratio(sum(r.total["metadata_bytes"] for r in runs), sum(r.total["folios"] for r in runs))
+            rows.append([f"`{d}`", _config_name(bits, npm), count(updates),
+                         *("n/a" if v is None else f"{v:.2f}" for v in per),
+                         "n/a" if meta is None else f"{meta:,.1f}"])
+    units = {"atomics": "atomic RMWs / update", "locks": "lock acquisitions / update",
+             "cache_lines": "cache lines written / update"}
+    return Table("Cost per rmap update of a large folio (all workloads)",
+                 ["design", "configuration", "updates", *(units.get(f, f"{f} / update") for f in fields),
+                  "metadata B / large folio (peak)"], rows,
+                 "Counted operations of the model (docs/evaluator.md, UpdateCost), not measured cycles; "
+                 "a lock acquisition is also counted as an atomic where the cost model says so.")
 
 
-def plots(s: Summary, outdir: Path) -> list[Plot]:
-    import importlib
+def _runs_table(s: Summary) -> Table:
+    focus = focus_design(s)
+    rows = []
+    for w in s.workloads:
+        cells = [c for c in s.cells_info if c["workload"] == w and (c["design"] == focus or "closed" in s.modes)]
+        by_design: dict[str, list[Any]] = defaultdict(list)
+        for c in cells:
+            by_design[c["design"] if c.get("mode") == "closed" else f"{c.get('driver', focus)} (driving)"].append(c)
+        for who, group in by_design.items():
+            sums = [s.by_cell[c["cell_id"]] for c in group]
 
-    try:
-        matplotlib: Any = importlib.import_module("matplotlib")
-    except ImportError:
-        raise ValueError("plots need matplotlib: pip install 'foliosim[report]'") from None
-    matplotlib.use("Agg")
-    plt: Any = importlib.import_module("matplotlib.pyplot")
+            def tot(metric: str, sums: list[Any] = sums) -> str:
+                return count(sum(x.total[metric] for x in sums))
 
-    outdir.mkdir(parents=True, exist_ok=True)
-    made: list[Plot] = []
-
-    def save(fig: Any, name: str, title: str) -> None:
-        fig.tight_layout()
-        png, svg = outdir / f"{name}.png", outdir / f"{name}.svg"
-        fig.savefig(png, dpi=110)
-        fig.savefig(svg, metadata={"Date": None})
-        plt.close(fig)
-        made.append(Plot(name, title, png, svg))
-
-    def rate(v: float | None) -> float:
-        return 100 * v if v is not None else float("nan")
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for d in s.designs:
-        ax.plot([_mms_label(m) for m in s.mms], [rate(s.by_design[d].false_shared_rate([m])) for m in s.mms],
-                marker="o", label=d)
-    ax.set_xlabel("most MMs mapping the folio at the same time (so far)")
-    ax.set_ylabel("false 'maybe shared' rate (%)")
-    ax.set_title("False-shared answers by concurrent MMs")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    save(fig, "false_shared_by_mms", "False-shared rate by concurrent MMs")
-
-    def bars(metric: Any, ylabel: str, name: str, title: str) -> None:
-        fig, ax = plt.subplots(figsize=(8, 4))
-        width = 0.8 / max(1, len(s.designs))
-        xs = range(len(s.workloads))
-        for i, d in enumerate(s.designs):
-            ax.bar([x + i * width for x in xs], [metric(_dw(s, d, w)) for w in s.workloads], width, label=d)
-        ax.set_xticks([x + width * (len(s.designs) - 1) / 2 for x in xs], s.workloads, rotation=20)
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-        save(fig, name, title)
-
-    bars(lambda x: rate(x.false_shared_rate()), "false-shared rate (%)", "false_shared_by_workload",
-         "False-shared rate by workload")
-    bars(lambda x: x.total["avoidable_copies"], "avoidable CoW copies", "avoidable_copies_by_workload",
-         "Avoidable copy-on-write copies by workload")
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    names = s.designs
-    axes[0].bar(names, [s.by_design[d].metadata_per_folio() or 0 for d in names], color="tab:blue")
-    axes[0].set_ylabel("bytes per large folio (peak)")
-    axes[0].set_title("Metadata")
-    width = 0.4
-    xs = list(range(len(names)))
-    axes[1].bar([x - width / 2 for x in xs], [s.by_design[d].per_update("locks") or 0 for d in names], width,
-                label="lock acquisitions")
-    axes[1].bar([x + width / 2 for x in xs], [s.by_design[d].per_update("atomics") or 0 for d in names], width,
-                label="atomic RMWs")
-    axes[1].set_xticks(xs, names)
-    axes[1].set_title("Cost per rmap update")
-    axes[1].legend(fontsize=8)
-    for ax in axes:
-        ax.tick_params(axis="x", rotation=20)
-    save(fig, "cost", "Metadata and update cost")
-    return made
+            rows.append([display_name(w), kind_of(w), f"`{who}`", str(len(group)), tot("steps"), tot("rmap_ops"),
+                         tot("cow_copies"), tot("cow_reuses"), tot("oracle_checks"), tot("oracle_leaks")])
+    return Table("Driving runs", ["workload", "kind", "run by", "runs", "steps", "rmap ops", "CoW copies",
+                                  "CoW reuses", "oracle checks", "oracle leaks"], rows,
+                 "What the runs themselves did (open loop: the driving design's runs, shared by every design).")
 
 
-def markdown(s: Summary, tbls: list[Table], figs: list[Plot], outdir: Path, source: str) -> str:
-    head = headline(s)
-    lines = ["# foliosim: sharing-detection designs compared", "", f"**{head.text}**", ""]
-    lines.append(f"{s.cells} cells ({len(s.designs)} designs × {len(s.workloads)} workloads × parameters × "
-                 f"seeds {', '.join(map(str, s.seeds))}), {s.seconds:.1f} s of cell time, results from "
-                 f"`{source}`, foliosim {__version__}. Definitions: docs/evaluator.md.")
-    lines.append("")
-    for title, header, rows in tbls:
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        lines.append("")
-    lines += ["## Plots", ""]
-    for fig in figs:
-        rel_png, rel_svg = fig.png.relative_to(outdir), fig.svg.relative_to(outdir)
-        lines += [f"### {fig.title}", "", f"![{fig.title}]({rel_png}) ([SVG]({rel_svg}))", ""]
-    return "\n".join(lines)
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
-.headline{font-size:1.25em;background:#eef5ff;border-left:4px solid #2a6ed8;padding:.8em 1em}
-table{border-collapse:collapse;margin:1em 0;font-size:.85em}
-th,td{border:1px solid #ccc;padding:.3em .5em;text-align:right}
-th:first-child,td:first-child{text-align:left}
-th{background:#f3f3f3}
-figure{margin:1.5em 0}
-figure svg{max-width:100%;height:auto}
-"""
-
-
-def _inline(text: str) -> str:
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
-
-
-def html_page(s: Summary, tbls: list[Table], figs: list[Plot], source: str) -> str:
-    head = headline(s)
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             "<title>foliosim: sharing-detection designs compared</title>", f"<style>{_CSS}</style></head><body>",
-             "<h1>foliosim: sharing-detection designs compared</h1>",
-             f'<p class="headline" id="headline">{_inline(head.text)}</p>',
-             f"<p>{s.cells} cells, {len(s.designs)} designs, {len(s.workloads)} workloads, seeds "
-             f"{html.escape(', '.join(map(str, s.seeds)))}; {s.seconds:.1f} s of cell time; results from "
-             f"<code>{html.escape(source)}</code>; foliosim {html.escape(__version__)}.</p>"]
-    for title, header, rows in tbls:
-        parts.append(f"<h2>{html.escape(title)}</h2><table><thead><tr>"
-                     + "".join(f"<th>{_inline(h)}</th>" for h in header) + "</tr></thead><tbody>")
-        parts += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in rows]
-        parts.append("</tbody></table>")
-    parts.append("<h2>Plots</h2>")
-    for fig in figs:
-        svg = fig.svg.read_text(encoding="utf-8")
-        svg = svg[svg.index("<svg"):]
-        parts.append(f'<figure id="{fig.name}"><figcaption>{html.escape(fig.title)}</figcaption>{svg}</figure>')
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-@dataclass(slots=True)
-class ReportFiles:
-    markdown: Path
-    html: Path
-    plots: list[Plot]
-    headline: str
-
-
+# --------------------------------------------------------------------------- warnings
 @dataclass(slots=True)
 class Refused:
     """Steps the simulator refused in one workload's cells (imported traces: counted, not fatal)."""
@@ -244,8 +256,6 @@ class Refused:
 
 def refused_steps(cells: list[dict[str, Any]], examples: int = 3) -> list[Refused]:
     """Per workload: cells with refused steps, how many steps, and the first few distinct refusals."""
-    import json
-
     out: dict[str, Refused] = {}
     for cell in cells:
         if not cell["skipped"]:
@@ -265,17 +275,291 @@ def refused_steps(cells: list[dict[str, Any]], examples: int = 3) -> list[Refuse
 
 
 def refused_table(refused: list[Refused]) -> Table:
-    return ("Steps the simulator refused (skipped and counted; imported traces only)",
-            ["workload", "cells", "refused steps", "first refusals"],
-            [[r.workload, _num(r.cells), _num(r.steps), "; ".join(r.first) or "n/a"] for r in refused])
+    return Table("Steps the simulator refused (skipped and counted; imported traces only)",
+                 ["workload", "cells", "refused steps", "first refusals"],
+                 [[r.workload, count(r.cells), count(r.steps), "; ".join(r.first) or "n/a"] for r in refused])
 
 
-def _cells(db: ResultsDB, cell_ids: list[str] | None) -> list[dict[str, Any]]:
+def warning_tables(s: Summary) -> list[Table]:
+    """Importer and simulator warnings of the driving runs: refused steps, failed calls, recorded faults the
+    simulator did not take (e.g. writes into memory it had not mapped)."""
+    focus = focus_design(s)
+    cells = [c for c in s.cells_info if c["design"] == focus]
+    out: list[Table] = []
+    refused = refused_steps(cells)
+    if refused:
+        out.append(refused_table(refused))
+    rows = []
+    for w in s.workloads:
+        runs = [s.by_cell[c["cell_id"]] for c in cells if c["workload"] == w]
+        per: dict[str, Counter[str]] = {"failed_calls": Counter(), "recorded_faults": Counter(),
+                                        "skipped_steps": Counter()}
+        for r in runs:
+            for (metric, consumer), value in r.by_consumer.items():
+                if metric in per and value:
+                    per[metric][consumer or "(all)"] += int(value)
+        faults = per["recorded_faults"]
+        total_faults = sum(faults.values())
+        not_taken = {k: v for k, v in faults.items() if k != "taken"}
+        fails = ", ".join(f"{k}: {v:,}" for k, v in sorted(per["failed_calls"].items()))
+        skipped = ", ".join(f"{k}: {v:,}" for k, v in sorted(per["skipped_steps"].items()) if k != "(all)")
+        if not (fails or not_taken or skipped):
+            continue
+        untaken = "; ".join(f"{v:,} of {total_faults:,} {k}" for k, v in sorted(not_taken.items()))
+        rows.append([display_name(w), fails or "none", untaken or "none", skipped or "none"])
+    if rows:
+        out.append(Table("Importer and simulator warnings per workload",
+                         ["workload", "calls that failed (-errno, SIGSEGV)", "recorded faults not taken",
+                          "trace events not expressed"], rows,
+                         f"From the runs of `{focus}` (open loop: the driving runs every design was scored on)."))
+    return out
+
+
+# --------------------------------------------------------------------------- plots
+@dataclass(slots=True)
+class Plot:
+    name: str
+    title: str
+    alt: str
+    png: Path
+    svg: Path
+
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
+
+
+def _alt_rates(what: str, cats: list[str], series: list[tuple[str, list[Rate]]]) -> str:
+    parts = []
+    for label, rates in series:
+        vals = ", ".join(f"{c}: {pct(r.value)} ({count(r.k)}/{count(r.n)})" if r.n else f"{c}: n/a"
+                         for c, r in zip(cats, rates, strict=True))
+        parts.append(f"{label}: {vals}")
+    return f"Dot plot with 95 % interval bars of {what}. " + "; ".join(parts) + "."
+
+
+def plots(s: Summary, outdir: Path) -> list[Plot]:
+    import importlib
+
+    try:
+        matplotlib: Any = importlib.import_module("matplotlib")
+    except ImportError:
+        raise ValueError("plots need matplotlib: pip install 'foliosim[report]'") from None
+    matplotlib.use("Agg")
+    plt: Any = importlib.import_module("matplotlib.pyplot")
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    made: list[Plot] = []
+
+    def save(fig: Any, name: str, title: str, alt: str) -> None:
+        fig.tight_layout()
+        png, svg = outdir / f"{name}.png", outdir / f"{name}.svg"
+        fig.savefig(png, dpi=110)
+        fig.savefig(svg, metadata={"Date": None})
+        plt.close(fig)
+        made.append(Plot(name, title, alt, png, svg))
+
+    def dots(ax: Any, cats: list[str], series: list[tuple[str, list[Rate]]], ylabel: str) -> None:
+        """Categorical dot plot: one dodged dot per design with its 95 % interval; n/a is a grey 'n/a'."""
+        k = len(series)
+        width = 0.7
+        top = max([100 * (r.high or 0) for _, rs in series for r in rs] + [1.0])
+        for i, (label, rates) in enumerate(series):
+            off = (i - (k - 1) / 2) * (width / max(k, 1))
+            xs, ys, lo, hi = [], [], [], []
+            for j, r in enumerate(rates):
+                x = j + off
+                if r.value is None:
+                    ax.text(x, top * 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color="0.45")
+                    continue
+                v = 100 * r.value
+                xs.append(x)
+                ys.append(v)
+                lo.append(v - 100 * (r.low if r.low is not None else r.value))
+                hi.append(100 * (r.high if r.high is not None else r.value) - v)
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt=MARKERS[i % len(MARKERS)], color=COLORS[i % len(COLORS)],
+                        capsize=3, markersize=5, linestyle="none", label=label)
+        ax.set_xticks(range(len(cats)), cats)
+        ax.set_xlim(-0.6, len(cats) - 0.4)
+        ax.set_ylim(-0.04 * top, top * 1.08)
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="design", title_fontsize=8,
+                  borderaxespad=0.0)
+
+    evidence = evidence_workloads(s)
+    focus = focus_design(s)
+    ylabel = "false \"shared\" (% of exclusive questions)"
+    cats = [f"{m}+" if m >= 8 else str(m) for m in s.mms]
+    if s.mms and focus is not None:
+        ns = [count(s.rate(focus, "false_shared", evidence, mms=m).n) for m in s.mms]
+        labels = [f"{c}\nn={n}" for c, n in zip(cats, ns, strict=True)]
+        series = [(d, [s.rate(d, "false_shared", evidence, mms=m) for m in s.mms]) for d in s.designs]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        dots(ax, labels, series, ylabel)
+        ax.set_xlabel("most MMs mapping the folio at the same time so far (count; n = exclusive questions)")
+        ax.set_title("False \"maybe shared\" by concurrent MMs (demonstrations excluded)")
+        save(fig, "false_shared_by_mms", "False \"shared\" by concurrent MMs",
+             _alt_rates("the false-shared rate (%) by the most MMs mapping the folio at once", cats, series))
+    if s.workloads and focus is not None:
+        names = [display_name(w) + (" (demo)" if kind_of(w) == DEMO else "") for w in s.workloads]
+        ns = [count(s.rate(focus, "false_shared", [w]).n) for w in s.workloads]
+        series = [(d, [s.rate(d, "false_shared", [w]) for w in s.workloads]) for d in s.designs]
+        fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(names) + 2), 4.4))
+        dots(ax, [f"{n}\nn={c}" for n, c in zip(names, ns, strict=True)], series, ylabel)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_xlabel("workload (recorded real programs first; n = exclusive questions)")
+        ax.set_title("False \"maybe shared\" by workload")
+        save(fig, "false_shared_by_workload", "False \"shared\" by workload",
+             _alt_rates("the false-shared rate (%) per workload", names, series))
+    fields = cost_fields()
+    units = {"atomics": "atomic RMWs per update", "locks": "lock acquisitions per update",
+             "cache_lines": "cache lines written per update"}
+    def per_update(name: str) -> Callable[[str], float | None]:
+        return lambda d: s.by_design[d].per_update(name)
+
+    panels: list[tuple[str, Callable[[str], float | None]]] = [
+        (units.get(f, f"{f} per update"), per_update(f)) for f in fields]
+    panels.append(("metadata bytes per large folio (peak)", lambda d: s.by_design[d].metadata_per_folio()))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 1, 3.4), squeeze=False)
+    alt_parts = []
+    for ax, (unit, value) in zip(axes[0], panels, strict=True):
+        vals = [value(d) for d in s.designs]
+        ys = range(len(s.designs))
+        ax.barh(list(ys), [v or 0 for v in vals], color=[COLORS[i % len(COLORS)] for i in ys])
+        for y, v in zip(ys, vals, strict=True):
+            ax.text(v or 0, y, " n/a" if v is None else f" {v:.2f}", va="center", fontsize=7)
+        ax.set_yticks(list(ys), s.designs, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel(unit, fontsize=8)
+        ax.margins(x=0.35)
+        alt_parts.append(f"{unit}: " + ", ".join(f"{d} {'n/a' if v is None else f'{v:.2f}'}"
+                                                 for d, v in zip(s.designs, vals, strict=True)))
+    fig.suptitle("Cost per rmap update of a large folio, and metadata (all workloads)", fontsize=10)
+    save(fig, "cost", "Cost per update and metadata",
+         "Horizontal bar charts, one per unit. " + "; ".join(alt_parts) + ".")
+    return made
+
+
+# --------------------------------------------------------------------------- pages
+def _setup(s: Summary, source: str) -> str:
+    mode = ("open loop: every design answered the questions of the driving design "
+            + ", ".join(f"`{d}`" for d in s.drivers) + " on the same states"
+            if "open" in s.modes else "")
+    if "closed" in s.modes:
+        mode += ("; " if mode else "") + ("closed loop: each design's answers steered its own runs "
+                                          "(question sets differ)")
+    configs = "; ".join(_config_name(b, n) for b, n in s.configs)
+    dup = (f" {s.duplicates} duplicate cells of workload files (an older foliosim ran them once per seed) "
+           "counted once." if s.duplicates else "")
+    return (f"{s.cells} cells: {len(s.designs)} designs × {len(s.workloads)} workloads "
+            f"({len(s.kind_workloads(REAL))} recorded real programs, {len(s.kind_workloads(SYNTHETIC))} synthetic, "
+            f"{len(s.kind_workloads(DEMO))} demonstrations), seeds {', '.join(map(str, s.seeds))} (recorded programs: "
+            f"one run each); {mode}; {configs}; {s.seconds:.1f} s of cell time; results from `{source}`, "
+            f"foliosim {__version__}. Rates are k/n = x % [95 % interval]. Definitions: docs/evaluator.md.{dup}")
+
+
+def markdown(s: Summary, tbls: list[Table], figs: list[Plot], outdir: Path, source: str) -> str:
+    head = headline(s)
+    lines = ["# foliosim: sharing-detection designs compared", "", f"**{head.text}**", "", _setup(s, source), ""]
+    if not s.kind_workloads(REAL):
+        lines += ["No recorded real program in these results (`foliosim compare --workload-file RUN.trace`).", ""]
+    for t in tbls:
+        if t.section:
+            lines += [f"## {t.section}", ""]
+        lines += [f"### {t.title}", ""]
+        if t.note:
+            lines += [t.note, ""]
+        lines += ["| " + " | ".join(t.header) + " |", "|" + "---|" * len(t.header)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in t.rows]
+        lines.append("")
+    lines += ["## Plots", ""]
+    for fig in figs:
+        rel_png, rel_svg = fig.png.relative_to(outdir), fig.svg.relative_to(outdir)
+        alt = fig.alt.replace("[", "(").replace("]", ")")
+        lines += [f"### {fig.title}", "", f"![{alt}]({rel_png}) ([SVG]({rel_svg}))", ""]
+    return "\n".join(lines)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222;
+overflow-wrap:anywhere}
+.headline{font-size:1.15em;background:#eef5ff;border-left:4px solid #2a6ed8;padding:.8em 1em}
+table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:.8em;max-width:100%}
+th,td{border:1px solid #ccc;padding:.25em .45em;text-align:right;vertical-align:top}
+th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){text-align:left}
+th{background:#f3f3f3}
+.note{font-size:.85em;color:#444;max-width:60em}
+figure{margin:1.5em 0}
+figure img{max-width:100%;height:auto}
+"""
+
+
+def _inline(text: str) -> str:
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def html_page(s: Summary, tbls: list[Table], figs: list[Plot], source: str) -> str:
+    head = headline(s)
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             '<meta name="viewport" content="width=device-width">',
+             "<title>foliosim: sharing-detection designs compared</title>", f"<style>{_CSS}</style></head><body>",
+             "<h1>foliosim: sharing-detection designs compared</h1>",
+             f'<p class="headline" id="headline">{_inline(head.text)}</p>', f"<p>{_inline(_setup(s, source))}</p>"]
+    if not s.kind_workloads(REAL):
+        parts.append("<p>No recorded real program in these results "
+                     "(<code>foliosim compare --workload-file RUN.trace</code>).</p>")
+    for t in tbls:
+        if t.section:
+            parts.append(f"<h2>{html.escape(t.section)}</h2>")
+        parts.append(f"<h3>{html.escape(t.title)}</h3>")
+        if t.note:
+            parts.append(f'<p class="note">{_inline(t.note)}</p>')
+        parts.append("<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in t.header)
+                     + "</tr></thead><tbody>")
+        parts += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in t.rows]
+        parts.append("</tbody></table>")
+    parts.append("<h2>Plots</h2>")
+    for fig in figs:
+        data = base64.b64encode(fig.svg.read_bytes()).decode("ascii")
+        parts.append(f'<figure id="{fig.name}"><img src="data:image/svg+xml;base64,{data}" '
+                     f'alt="{html.escape(fig.alt, quote=True)}"><figcaption>{html.escape(fig.title)}</figcaption>'
+                     "</figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+@dataclass(slots=True)
+class ReportFiles:
+    markdown: Path
+    html: Path
+    plots: list[Plot]
+    headline: str
+    tables: list[Table] = field(default_factory=list)
+
+
+def _cells(db: ResultsDB, cell_ids: list[str] | None, mode: str | None = None) -> list[dict[str, Any]]:
     cells = db.cells()
-    if cell_ids is None:
-        return cells
-    wanted = set(cell_ids)
-    return [c for c in cells if c["cell_id"] in wanted]
+    if cell_ids is not None:
+        wanted = set(cell_ids)
+        cells = [c for c in cells if c["cell_id"] in wanted]
+    if mode is None:  # a database with both kinds: open loop unless asked (they do not pool)
+        modes = {c["mode"] for c in cells}
+        mode = "open" if "open" in modes else "closed"
+    return [c for c in cells if c["mode"] == mode]
+
+
+def load_summary(db_path: str | Path, cell_ids: list[str] | None = None, mode: str | None = None) -> Summary:
+    """The summary of a results database (``cell_ids``: only those cells; ``mode``: open or closed loop)."""
+    db = ResultsDB(db_path)
+    try:
+        cells = _cells(db, cell_ids, mode)
+        if not cells:
+            raise ValueError(f"{db_path}: the results database has no finished cells"
+                             + (f" scored {mode} loop" if mode else "") + " (run foliosim compare)")
+        return summarize(cells, db.metric_rows([c["cell_id"] for c in cells]), db.live_verdicts())
+    finally:
+        db.close()
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -285,28 +569,24 @@ def _write_text(path: Path, text: str) -> None:
     write_text(str(path), text)
 
 
-def write_report(db_path: str | Path, outdir: str | Path, cell_ids: list[str] | None = None) -> ReportFiles:
+def write_report(db_path: str | Path, outdir: str | Path, cell_ids: list[str] | None = None,
+                 mode: str | None = None) -> ReportFiles:
     """Write report.md, report.html and plots/ into ``outdir``; returns the paths and the headline.
 
-    ``cell_ids`` limits the report to those cells (``compare --report``: the cells of its grid).
-    ValueError (naming the path) when the report cannot be written.
+    ``cell_ids`` limits the report to those cells (``compare --report``: the cells of its grid); ``mode``
+    picks open- or closed-loop cells (default: open loop when there are any). ValueError (naming the path)
+    when the report cannot be written.
     """
     out = Path(outdir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: is a file, not a directory (the report is report.md, report.html and plots/ "
                          "inside a directory)")
-    db = ResultsDB(db_path)
-    try:
-        cells = _cells(db, cell_ids)
-        if not cells:
-            raise ValueError(f"{db_path}: the results database has no finished cells (run foliosim compare)")
-        summary = summarize(cells, db.metric_rows(None if cell_ids is None else [c["cell_id"] for c in cells]))
-    finally:
-        db.close()
+    summary = load_summary(db_path, cell_ids, mode)
     tbls = tables(summary)
-    refused = refused_steps(cells)
-    if refused:
-        tbls.append(refused_table(refused))
+    warnings = warning_tables(summary)
+    if warnings:
+        warnings[0].section = "Importer and simulator warnings"
+    tbls += warnings
     try:
         out.mkdir(parents=True, exist_ok=True)
         figs = plots(summary, out / "plots")
@@ -317,17 +597,13 @@ def write_report(db_path: str | Path, outdir: str | Path, cell_ids: list[str] | 
     except OSError as exc:
         where = exc.filename if exc.filename else out
         raise ValueError(f"cannot write the report into {out}: {where}: {exc.strerror or exc}") from None
-    return ReportFiles(md, page, figs, headline(summary).text)
+    return ReportFiles(md, page, figs, headline(summary).text, tbls)
 
 
-def report_text(db_path: str | Path, cell_ids: list[str] | None = None) -> str:
+def report_text(db_path: str | Path, cell_ids: list[str] | None = None, mode: str | None = None) -> str:
     """The headline as plain text (for the terminal); ``cell_ids`` limits it to those cells."""
-    buf = io.StringIO()
-    db = ResultsDB(db_path)
-    try:
-        cells = _cells(db, cell_ids)
-        summary = summarize(cells, db.metric_rows(None if cell_ids is None else [c["cell_id"] for c in cells]))
-    finally:
-        db.close()
-    buf.write(headline(summary).text + "\n")
-    return buf.getvalue()
+    return headline(load_summary(db_path, cell_ids, mode)).text + "\n"
+
+
+__all__ = ["Plot", "Refused", "ReportFiles", "Table", "html_page", "load_summary", "markdown", "plots",
+           "refused_steps", "refused_table", "report_text", "tables", "warning_tables", "write_report"]

@@ -1,0 +1,312 @@
+"""Open-loop scoring: a recorded rmap op stream with the consumers' questions, and the scorer that replays it.
+
+One *driving* design runs the workload on the simulator and its answers steer the run; the run is recorded as a
+:class:`ScoringStream`: the rmap ops in order (each with the machine step it happened in and how many MMs map its
+folio afterwards, from the exact per-MM truth) and every consumer question (its position in the op stream, folio,
+consumer and the truth). :func:`score_stream` then feeds the same ops to any number of designs and asks each one
+every question on the same states, so all designs answer one identical question set (their decisions do not steer
+anything: *open loop*). Any engine that produces a stream (the Python simulator here, a compiled simulator later)
+can reuse the scorer. The format is documented in docs/evaluator.md, "The open-loop scoring stream".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+
+from foliosim.errors import FoliosimError
+from foliosim.kconfig import KernelConfig
+from foliosim.schemes.base import Design, UpdateCost, make_design
+from foliosim.system import MAP_OPS, Op
+
+MMS_CAP = 8
+Key = tuple[str, str, int, int]
+MetricRow = tuple[str, str, int, int, float]
+
+#: consumers whose questions form one decision per group (a khugepaged PMD range)
+GROUPED = ("khugepaged",)
+
+
+class StreamError(FoliosimError):
+    """A scoring stream that does not hold together (names the record and why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """One consumer question, asked after ``pos`` ops of the stream were applied.
+
+    ``truth``: more than one MM maps the folio (exact). ``group`` >= 0 ties the questions of one decision
+    together (khugepaged: the folios of one PMD range, each ``weight`` PTEs of it, collapse when at most
+    ``limit`` PTEs map maybe-shared folios); -1: the question is its own decision. ``refs_ok`` (CoW reuse):
+    every reuse condition but the sharing answer holds (refcount == mapcount), so "exclusive" means reuse.
+    """
+
+    pos: int
+    folio: str
+    consumer: str
+    truth: bool
+    group: int = -1
+    weight: int = 1
+    limit: int = 0
+    refs_ok: bool = True
+
+
+@dataclass(slots=True)
+class ScoringStream:
+    """A driving run, as every design is scored on it (see the module docstring)."""
+
+    config: KernelConfig
+    driver: str
+    ops: list[Op] = field(default_factory=list)
+    op_step: list[int] = field(default_factory=list)  # the machine step each op happened in
+    op_mms: list[int] = field(default_factory=list)  # MMs mapping op.folio after the op; -1: no folio
+    questions: list[Question] = field(default_factory=list)
+    end_step: int = 0
+
+    def check(self) -> None:
+        """StreamError unless the arrays line up and the questions are in stream order."""
+        if not len(self.ops) == len(self.op_step) == len(self.op_mms):
+            raise StreamError(f"stream of {self.driver}: {len(self.ops)} ops, {len(self.op_step)} steps, "
+                              f"{len(self.op_mms)} MM counts (they must be equal)")
+        last = 0
+        for index, q in enumerate(self.questions):
+            if q.pos < last or q.pos > len(self.ops):
+                raise StreamError(f"stream of {self.driver}: question {index} at op {q.pos} is out of order "
+                                  f"(previous at {last}, {len(self.ops)} ops)")
+            last = q.pos
+
+    def digest(self) -> str:
+        """SHA-256 (first 16 hex digits) of the question set: where each question was asked, on what, by whom."""
+        h = hashlib.sha256()
+        for q in self.questions:
+            h.update(f"{q.pos}|{q.folio}|{q.consumer}|{int(q.truth)}|{q.group}|{q.weight}\n".encode())
+        return h.hexdigest()[:16]
+
+    @classmethod
+    def from_columnar(cls, trace: object, op_step: Sequence[int], op_mms: Sequence[int],
+                      questions: Iterable[Question], config: KernelConfig, driver: str,
+                      end_step: int) -> ScoringStream:
+        """A stream whose ops come from a :class:`foliosim.trace.columnar.ColumnarTrace` (a compiled engine's)."""
+        from foliosim.trace.columnar import ColumnarTrace
+
+        if not isinstance(trace, ColumnarTrace):
+            raise StreamError(f"from_columnar needs a ColumnarTrace, not {type(trace).__name__}")
+        ops: list[Op] = []
+        for idx in range(len(trace)):
+            op = trace.op(idx)
+            if op is None:
+                raise StreamError(f"columnar op {idx} is a raw line, not an rmap op")
+            ops.append(op)
+        stream = cls(config, driver, ops, [int(s) for s in op_step], [int(n) for n in op_mms], list(questions),
+                     end_step)
+        stream.check()
+        return stream
+
+
+def cost_fields() -> tuple[str, ...]:
+    """The cost columns every update is charged (whatever :class:`UpdateCost` holds: atomics, locks, ...)."""
+    return tuple(f.name for f in fields(UpdateCost))
+
+
+class Tally:
+    """Metric sums keyed by (metric, consumer, order, MMs)."""
+
+    def __init__(self) -> None:
+        self.values: defaultdict[Key, float] = defaultdict(float)
+
+    def add(self, metric: str, value: float = 1, consumer: str = "", order: int = -1, mms: int = 0) -> None:
+        self.values[(metric, consumer, order, mms)] += value
+
+    def total(self, metric: str, consumer: str | None = None) -> float:
+        return sum(v for (m, c, _o, _n), v in self.values.items()
+                   if m == metric and (consumer is None or c == consumer))
+
+    def rows(self) -> list[MetricRow]:
+        return sorted((m, c, o, n, float(v)) for (m, c, o, n), v in self.values.items())
+
+
+@dataclass(slots=True)
+class _Track:
+    """Per large folio: what the design and the truth say now, since when."""
+
+    order: int
+    since: int
+    peak: int = 0
+    mapped: bool = False
+    design_shared: bool = False
+    exact_shared: bool = False
+    meta_peak: int = 0
+
+
+@dataclass(slots=True)
+class _Group:
+    gid: int
+    consumer: str
+    limit: int
+    shared_design: int = 0
+    shared_truth: int = 0
+
+
+class Scorer:
+    """One design fed a stream op by op and asked its questions: checks, decisions, time, cost and metadata.
+
+    The closed-loop :class:`~foliosim.evaluate.probe.Probe` feeds it live; :func:`score_stream` from a
+    recorded stream. Every metric is a function of the stream and the design only.
+    """
+
+    def __init__(self, design: Design) -> None:
+        self.design = design
+        self.tally = Tally()
+        self.tracks: dict[str, _Track] = {}
+        self.costs = cost_fields()
+        self.group: _Group | None = None
+        self.questions = 0
+
+    # -- ops ------------------------------------------------------------------------
+    def op(self, op: Op, step: int, nr_mms: int) -> None:
+        self._close_group()
+        design = self.design
+        cost = design.apply(op)
+        if op.op in MAP_OPS:
+            order = design.orders[op.folio]  # type: ignore[index]
+            self.tally.add("updates", 1, order=order)
+            for name in self.costs:
+                self.tally.add(name, getattr(cost, name), order=order)
+        if op.folio is not None:
+            self._track(op.op, op.folio, step, nr_mms)
+
+    def _track(self, kind: str, folio: str, now: int, nr_mms: int) -> None:
+        if kind == "folio_new":
+            order = self.design.orders[folio]
+            if order:
+                self.tracks[folio] = _Track(order, now)
+            return
+        track = self.tracks.get(folio)
+        if track is None:
+            return
+        self._close(track, now)
+        if kind == "folio_free":
+            self._retire(track)
+            del self.tracks[folio]
+            return
+        track.peak = max(track.peak, nr_mms)
+        track.mapped = self.design.mapcount(folio) > 0
+        track.design_shared = self.design.maybe_shared(folio)
+        track.exact_shared = nr_mms > 1
+        track.meta_peak = max(track.meta_peak, self.design.metadata_bytes(folio))
+
+    def _close(self, track: _Track, now: int) -> None:
+        span = now - track.since
+        track.since = now
+        if span <= 0 or not track.mapped:
+            return
+        mms = min(track.peak, MMS_CAP)
+        self.tally.add("folio_time", span, order=track.order, mms=mms)
+        if track.design_shared and not track.exact_shared:
+            self.tally.add("false_shared_time", span, order=track.order, mms=mms)
+        if track.exact_shared:
+            self.tally.add("shared_time", span, order=track.order, mms=mms)
+
+    def _retire(self, track: _Track) -> None:
+        self.tally.add("folios", 1, order=track.order, mms=min(track.peak, MMS_CAP))
+        self.tally.add("metadata_bytes", track.meta_peak, order=track.order, mms=min(track.peak, MMS_CAP))
+
+    # -- questions ----------------------------------------------------------------------
+    def question(self, q: Question) -> bool:
+        """The design's "maybe shared?" for ``q``; large folios are recorded as a check and scored."""
+        self.questions += 1
+        design = self.design
+        if q.group < 0 or self.group is None or self.group.gid != q.group:
+            self._close_group()
+        answer = design.maybe_shared(q.folio)
+        order = design.orders[q.folio]
+        if q.group >= 0:
+            if self.group is None:
+                self.group = _Group(q.group, q.consumer, q.limit)
+            self.group.shared_design += q.weight * answer
+            self.group.shared_truth += q.weight * q.truth
+        if order == 0:
+            return answer  # every design answers mapcount > 1 for a small folio: not a check
+        truth = q.truth
+        mms = min(self.tracks[q.folio].peak, MMS_CAP)
+        consumer = q.consumer
+        self.tally.add("checks", 1, consumer, order, mms)
+        if truth:
+            self.tally.add("exact_shared", 1, consumer, order, mms)
+        if answer and not truth:
+            self.tally.add("false_shared", 1, consumer, order, mms)
+        if truth and not answer:
+            self.tally.add("false_exclusive", 1, consumer, order, mms)
+        if q.group >= 0:
+            return answer
+        if consumer == "cow_reuse":
+            reuse = not answer and q.refs_ok
+            avoidable = answer and not truth and q.refs_ok
+            self._decision(consumer, reuse and truth, avoidable)
+            if avoidable:
+                self.tally.add("avoidable_copies", 1, consumer, order)
+        else:
+            self._decision(consumer, truth and not answer, answer and not truth)
+        return answer
+
+    def _decision(self, consumer: str, unsafe: bool, avoidable: bool) -> None:
+        self.tally.add("decisions", 1, consumer)
+        if unsafe:
+            self.tally.add("unsafe", 1, consumer)
+        if avoidable:
+            self.tally.add("avoidable", 1, consumer)
+
+    def _close_group(self) -> None:
+        g, self.group = self.group, None
+        if g is None:
+            return
+        collapse_design, collapse_truth = g.shared_design <= g.limit, g.shared_truth <= g.limit
+        self._decision(g.consumer, collapse_design and not collapse_truth, collapse_truth and not collapse_design)
+
+    def finish(self, end_step: int) -> None:
+        """Close the last decision and every open interval; count the folios still alive."""
+        self._close_group()
+        for track in self.tracks.values():
+            self._close(track, end_step)
+            self._retire(track)
+        self.tracks.clear()
+
+
+@dataclass(slots=True)
+class Scored:
+    """One design's score on a stream."""
+
+    design: str
+    rows: list[MetricRow]
+    questions: int
+    digest: str
+
+
+def score_stream(stream: ScoringStream, designs: Iterable[str]) -> list[Scored]:
+    """Every design answers every question of ``stream`` on the same states (asserted: same question count)."""
+    stream.check()
+    digest = stream.digest()
+    out: list[Scored] = []
+    for name in designs:
+        scorer = Scorer(make_design(name, stream.config))
+        queue = stream.questions
+        qi = 0
+        for pos, (op, step, nr_mms) in enumerate(zip(stream.ops, stream.op_step, stream.op_mms, strict=True)):
+            while qi < len(queue) and queue[qi].pos == pos:
+                scorer.question(queue[qi])
+                qi += 1
+            scorer.op(op, step, nr_mms)
+        while qi < len(queue):
+            scorer.question(queue[qi])
+            qi += 1
+        scorer.finish(stream.end_step)
+        if scorer.questions != len(queue):  # every design answers exactly the stream's questions
+            raise StreamError(f"{name} answered {scorer.questions} of {len(queue)} questions")
+        out.append(Scored(name, scorer.tally.rows(), scorer.questions, digest))
+    return out
+
+
+__all__ = ["GROUPED", "MMS_CAP", "Question", "Scored", "Scorer", "ScoringStream", "StreamError", "Tally",
+           "cost_fields", "score_stream"]

@@ -1,0 +1,149 @@
+"""Open-loop scoring: every design answers the driving run's questions on the same states (issue 14 item 1)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from foliosim.evaluate.cell import make_cell, run_cells
+from foliosim.evaluate.metrics import PairingError, summarize
+from foliosim.evaluate.probe import RUN_METRICS, Probe
+from foliosim.evaluate.runner import WorkloadRunner
+from foliosim.evaluate.store import ResultsDB
+from foliosim.evaluate.stream import Question, ScoringStream, StreamError, score_stream
+from foliosim.evaluate.sweep import Grid, run_local
+from foliosim.schemes import KNOWN, make_design
+from foliosim.trace.columnar import from_ops
+from foliosim.vm.machine import Machine, MachineOptions
+from foliosim.workloads import WORKLOADS, build_workload
+
+DESIGNS = tuple(d for d in KNOWN if ":fixed" not in d)
+SMALL = {"fork-child": {"rounds": 2}, "fork-exec": {"commands": 3}, "handover": {"generations": 3},
+         "prefork": {"requests": 40}, "snapshot": {"snapshots": 1}, "shared-file": {"rounds": 10},
+         "mix": {"ops": 120}}
+
+QUESTION_METRICS = ("checks", "exact_shared")
+
+
+def question_rows(rows: list[tuple[str, str, int, int, float]]) -> list[tuple[str, str, int, int, float]]:
+    return sorted(r for r in rows if r[0] in QUESTION_METRICS)
+
+
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+def test_all_designs_get_identical_question_sets(workload: str) -> None:
+    """One driving run, every design scored on it: the same questions (count, digest, and per consumer, order
+    and MMs the same checks and truths), and the driver's own live score equals its rescoring."""
+    cells = [make_cell(d, workload, SMALL[workload], 3) for d in DESIGNS]
+    assert len({c.run_key for c in cells}) == 1
+    results = run_cells(cells)
+    assert [r.spec.design for r in results] == list(DESIGNS)
+    assert len({r.digest for r in results}) == 1 and results[0].digest
+    assert len({r.questions for r in results}) == 1 and results[0].questions > 0
+    reference = question_rows(results[0].rows)
+    assert reference, f"{workload}: no check on a large folio"
+    for r in results[1:]:
+        assert question_rows(r.rows) == reference, r.spec.design
+    run_rows = [sorted(x for x in r.rows if x[0] in RUN_METRICS) for r in results]
+    assert all(rows == run_rows[0] for rows in run_rows), "the driving run's outcomes are the same for all"
+    # exact is never wrong, and false answers differ between designs only where they should
+    exact = next(r for r in results if r.spec.design == "exact")
+    assert not any(x[0] in ("false_shared", "false_exclusive") and x[4] for x in exact.rows)
+
+
+def test_the_driver_scored_live_equals_its_rescoring() -> None:
+    machine = Machine(options=MachineOptions(keep_events=False, check=False))
+    probe = Probe(machine, make_design("kernel", machine.config), oracle="off", record=True)
+    WorkloadRunner(machine, probe).run(build_workload("handover", None, 1))
+    probe.finish()
+    assert probe.stream is not None
+    live = [r for r in probe.tally.rows() if r[0] not in RUN_METRICS]
+    rescored = score_stream(probe.stream, ["kernel"])[0]
+    assert rescored.rows == live
+    assert rescored.questions == len(probe.stream.questions) > 0
+    # the same stream through the columnar form (what a compiled simulator would hand over)
+    columnar = ScoringStream.from_columnar(from_ops(probe.stream.ops), probe.stream.op_step, probe.stream.op_mms,
+                                           probe.stream.questions, machine.config, "kernel", probe.stream.end_step)
+    assert score_stream(columnar, ["kernel", "stopped"])[0].rows == live
+    assert score_stream(columnar, ["stopped"])[0].digest == rescored.digest
+
+
+def test_a_stream_that_does_not_hold_together_is_refused() -> None:
+    machine = Machine(options=MachineOptions(keep_events=False, check=False))
+    probe = Probe(machine, make_design("kernel", machine.config), oracle="off", record=True)
+    WorkloadRunner(machine, probe).run(build_workload("fork-child", {"rounds": 1}, 1))
+    probe.finish()
+    stream = probe.stream
+    assert stream is not None and len(stream.questions) > 2
+    bad = ScoringStream(stream.config, "kernel", stream.ops, stream.op_step, stream.op_mms,
+                        [stream.questions[1], stream.questions[0], *stream.questions[2:]], stream.end_step)
+    if stream.questions[0].pos != stream.questions[1].pos:
+        with pytest.raises(StreamError, match="out of order"):
+            score_stream(bad, ["kernel"])
+    short = ScoringStream(stream.config, "kernel", stream.ops, stream.op_step[:-1], stream.op_mms,
+                          stream.questions, stream.end_step)
+    with pytest.raises(StreamError, match="must be equal"):
+        score_stream(short, ["kernel"])
+    late = ScoringStream(stream.config, "kernel", stream.ops, stream.op_step, stream.op_mms,
+                         [Question(len(stream.ops) + 1, "F1", "cow_reuse", False)], stream.end_step)
+    with pytest.raises(StreamError, match="out of order"):
+        late.check()
+
+
+def test_closed_loop_is_kept_and_labelled(tmp_path: Path) -> None:
+    """Closed loop: each design steers its own run (stopped copies where kernel reuses, so its questions
+    differ); the database and the report say which mode a cell was scored in."""
+    grid = Grid(designs=("kernel", "stopped"), workloads=("fork-exec",), seeds=(1,), mode="closed")
+    cells = grid.cells()
+    assert {c.mode for c in cells} == {"closed"} and len({c.run_key for c in cells}) == 2
+    db = ResultsDB(tmp_path / "r.sqlite")
+    run_local(cells, db, jobs=1)
+    open_cells = Grid(designs=("kernel", "stopped"), workloads=("fork-exec",), seeds=(1,)).cells()
+    assert {c.cell_id for c in open_cells}.isdisjoint({c.cell_id for c in cells})
+    run_local(open_cells, db, jobs=1)
+    stored = db.cells()
+    assert sorted((c["design"], c["mode"], c["driver"]) for c in stored) == [
+        ("kernel", "closed", "kernel"), ("kernel", "open", "kernel"), ("stopped", "closed", "stopped"),
+        ("stopped", "open", "kernel")]
+    closed = [c for c in stored if c["mode"] == "closed"]
+    assert closed[0]["question_digest"] == "" and closed[0]["run_key"] != closed[1]["run_key"]
+    from foliosim.report.evaluation import report_text
+
+    assert "closed loop" in report_text(tmp_path / "r.sqlite", mode="closed")
+    assert "open loop" in report_text(tmp_path / "r.sqlite")
+    db.close()
+
+
+def test_a_database_whose_paired_cells_disagree_is_refused(tmp_path: Path) -> None:
+    db = ResultsDB(tmp_path / "r.sqlite")
+    run_local(Grid(designs=("kernel", "exact"), workloads=("fork-child",), seeds=(1,),
+                   params={"rounds": [1]}).cells(), db, jobs=1)
+    cells = db.cells()
+    assert len({c["question_digest"] for c in cells}) == 1
+    summarize(cells, db.metric_rows())  # fine as stored
+    cells[1]["question_digest"] = "0" * 16
+    with pytest.raises(PairingError, match="different question sets"):
+        summarize(cells, db.metric_rows())
+    db.close()
+
+
+def test_workload_file_cells_stored_once_per_seed_count_once(tmp_path: Path) -> None:
+    """An older foliosim stored a workload file once per seed: the report counts one run, and says so."""
+    from tests.test_evaluate import LEAK
+
+    db = ResultsDB(tmp_path / "r.sqlite")
+    cells = [make_cell(d, "file:leak@000000000000", None, seed, workload_text=LEAK)
+             for seed in (1, 2) for d in ("kernel", "exact")]
+    run_local(cells, db, jobs=1)
+    stored = db.cells()
+    assert len(stored) == 4
+    s = summarize(stored, db.metric_rows())
+    assert s.cells == 2 and s.duplicates == 2
+    per_design: dict[str, int] = defaultdict(int)
+    for c in s.cells_info:
+        per_design[c["design"]] += 1
+    assert per_design == {"kernel": 1, "exact": 1}
+    one = summarize([c for c in stored if c["seed"] == 1], db.metric_rows())
+    assert s.by_design["kernel"].total["checks"] == one.by_design["kernel"].total["checks"] > 0
+    db.close()
