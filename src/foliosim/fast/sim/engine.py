@@ -212,15 +212,15 @@ class FastMachine:
         self.glob[L.G_FREE_TB] = -1
         self.glob[L.G_NAME] = 1
         self.glob[L.G_ANONVMA] = 1
-        self.fs = np.zeros((64, L.FS_COLS), dtype=np.int64)
+        self.fs = np.zeros((64, L.FS_COLS), dtype=np.int32)  # int32: every field fits (the kernels wrap them)
         self.pmc = np.full(1024, -1, dtype=np.int32)
         self.pex = np.zeros(1024, dtype=np.uint8)
         self.pct = np.zeros(1024, dtype=np.int32)
         self.tb = np.zeros((16, L.TB_COLS), dtype=np.int64)
         self.ptf = np.full((16, self.P), L.NONE, dtype=np.int32)
-        self.ptp = np.zeros((16, self.P), dtype=np.int32)
+        self.ptp = np.zeros((16, self.P), dtype=np.int16)
         self.ptw = np.zeros((16, self.P), dtype=np.uint8)
-        self.pexp = np.zeros((16, self.P), dtype=np.int32)
+        self.pexp = np.zeros((16 if fast_oracle else 1, self.P), dtype=np.int32)  # expected contents (oracle)
         self.hk = np.full(64, -1, dtype=np.int64)
         self.hv = np.zeros(64, dtype=np.int32)
         self.ms = np.zeros((8, L.MS_COLS), dtype=np.int64)
@@ -257,6 +257,13 @@ class FastMachine:
     @property
     def pmd_pages(self) -> int:
         return self.P
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the state arrays (capacity, not only what is in use)."""
+        arrays = (self.fs, self.pmc, self.pex, self.pct, self.tb, self.ptf, self.ptp, self.ptw, self.pexp, self.hk,
+                  self.hv, self.ms, self.vm, self.mv, self.tr, self.cow, self.faultbuf, self.scr)
+        return sum(int(a.nbytes) for a in arrays)
 
     def args(self) -> tuple[Any, ...]:
         return (self.cfg, self.opt, self.glob, self.fs, self.pmc, self.pex, self.pct, self.tb, self.ptf, self.ptp,
@@ -330,7 +337,8 @@ class FastMachine:
             self._grow_rows("ptf", self.tb.shape[0], L.NONE)
             self._grow_rows("ptp", self.tb.shape[0])
             self._grow_rows("ptw", self.tb.shape[0])
-            self._grow_rows("pexp", self.tb.shape[0])
+            if self.opt[L.O_ORACLE]:
+                self._grow_rows("pexp", self.tb.shape[0])
         if (int(g[L.G_HUSED]) + tables + 2) * 2 > self.hk.shape[0] or self.hk.shape[0] < 2 * self.tb.shape[0]:
             size = self.hk.shape[0]
             live = int(self.tb[:int(g[L.G_NTB]), L.TB_LIVE].sum())
@@ -344,9 +352,15 @@ class FastMachine:
         self._grow_rows("cow", int(g[L.G_NCOW]) + cows)
 
     def _grow_after_room(self) -> None:
-        """A kernel said RC_ROOM: double what is short."""
-        self.ensure(folios=self.fs.shape[0], pages=self.pmc.shape[0], tables=self.tb.shape[0] + 4,
-                    trace=self.tr.shape[0] + 64, cows=self.cow.shape[0] + 4)
+        """A kernel said RC_ROOM: grow what is short (each array doubles when it grows)."""
+        g = self.glob
+        folios = 2 if int(g[L.G_NFOLIO]) + 2 <= self.fs.shape[0] else self.fs.shape[0]
+        pages = 2 * self.P if int(g[L.G_NPAGE]) + 2 * self.P <= self.pmc.shape[0] else self.pmc.shape[0]
+        short_tables = int(g[L.G_NTB]) + 2 > self.tb.shape[0] or (int(g[L.G_HUSED]) + 2) * 2 > self.hk.shape[0]
+        tables = self.tb.shape[0] + 4 if short_tables else 2
+        trace = self.tr.shape[0] + 64 if self.record and int(g[L.G_NTR]) + 64 > self.tr.shape[0] else 64
+        cows = self.cow.shape[0] + 4 if int(g[L.G_NCOW]) + 2 > self.cow.shape[0] else 4
+        self.ensure(folios=folios, pages=pages, tables=tables, trace=trace, cows=cows)
 
     def _scratch(self) -> npt.NDArray[np.int64]:
         """A scratch buffer for the kernels' lists of table slots (room for every table)."""
@@ -879,9 +893,11 @@ class FastMachine:
                 cow_tasks = self._decision_tasks(ops, faults, task_names)
             self._drain(cow_tasks)
             if rc == L.RC_ROOM:
-                self._grow_after_room()
-                if nf >= self.faultbuf.shape[0] - 1:
-                    self.faultbuf = np.zeros((2 * self.faultbuf.shape[0], 2), dtype=np.int64)
+                if nf >= self.faultbuf.shape[0] - 1:  # the fault list is full: only a caller that keeps it grows it
+                    if task_names is not None and (self.keep_decisions or self.record):
+                        self.faultbuf = np.zeros((2 * self.faultbuf.shape[0], 2), dtype=np.int64)
+                else:
+                    self._grow_after_room()
                 continue
             self._check_rc(rc)
             return
