@@ -215,3 +215,31 @@ def test_cli_fast_replay_reads_stdin() -> None:
     ref = runner.invoke(main, ["fast-replay", "-", "--final-only", "--engine", "reference"], input=text)
     fast = runner.invoke(main, ["fast-replay", "-", "--final-only"], input=text)
     assert (fast.exit_code, fast.output) == (ref.exit_code, ref.output)
+
+
+def test_read_npz_maps_uncompressed_columns_and_reads_compressed_ones(tmp_path: Path) -> None:
+    trace = generated_columnar(TraceSpec(n_ops=3000, n_folios=5, seed=4))
+    plain, packed = tmp_path / "plain.npz", tmp_path / "packed.npz"
+    write_npz(trace, str(plain))
+    with np.load(plain, allow_pickle=False) as data:
+        np.savez_compressed(packed, **{k: data[k] for k in data.files})
+    for path in (plain, packed):
+        back = read_npz(str(path))
+        for name in ("kind", "folio", "mm", "level", "page", "nr", "order", "line"):
+            col = getattr(back, name)
+            assert np.array_equal(col, getattr(trace, name)) and col.flags.writeable, (path.name, name)
+    assert isinstance(read_npz(str(plain)).kind.base, memoryview)  # a view of the file mapping
+    assert not isinstance(read_npz(str(packed)).kind.base, memoryview)
+
+
+@pytest.mark.parametrize("damage", ["kind", "folio", "mm_missing", "level", "nr", "page", "mm_range"])
+def test_validation_finds_a_bad_row_in_a_later_chunk(damage: str) -> None:
+    trace = generated_columnar(TraceSpec(n_ops=70_000, seed=6))
+    trace.validate()
+    at = 69_000  # past the first 65,536-row chunk
+    col = {"kind": "kind", "folio": "folio", "mm_missing": "mm", "level": "level", "nr": "nr", "page": "page",
+           "mm_range": "mm"}[damage]
+    value = {"kind": 9, "folio": -1, "mm_missing": -1, "level": 255, "nr": 0, "page": -3, "mm_range": 3}[damage]
+    getattr(trace, col)[at] = value
+    with pytest.raises(TraceFormatError, match=f"operation {at}"):
+        trace.validate()

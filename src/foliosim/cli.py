@@ -1231,16 +1231,27 @@ def fast_replay(trace: str, word_bits: str, no_page_mapcount: bool, keep_going: 
     --final-only just the rejections and the final folio states.
     """
     from foliosim.errors import FoliosimError
-    from foliosim.fast import HAVE_NUMBA, NUMBA_MISSING
     from foliosim.trace.replay import EXIT_BAD_INPUT, ReplayStatus
 
     config = _config(word_bits, no_page_mapcount)
     status = ReplayStatus()
-    if engine == "fast" and not HAVE_NUMBA:
-        click.echo(f"foliosim fast-replay: {NUMBA_MISSING}; or use --engine reference", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+    loop = None
+    if engine == "fast":
+        from foliosim.replay_aot import load_replay_loop, without_numba
+
+        loop = load_replay_loop()  # the ahead-of-time build (python -m foliosim.replay_aot), if current
+        if loop is None:
+            from foliosim.fast import HAVE_NUMBA, NUMBA_MISSING
+
+            if not HAVE_NUMBA:
+                click.echo(f"foliosim fast-replay: {NUMBA_MISSING}; or use --engine reference", err=True)
+                sys.exit(EXIT_BAD_INPUT)
     try:
-        if engine == "fast":
+        if engine == "fast" and loop is not None:
+            with without_numba():  # start-up: neither numba's import nor its cache load is needed
+                from foliosim.fast.replay import FastReplay
+            records = FastReplay(_load_columnar(trace), config, loop).records(keep_going, status, final_only)
+        elif engine == "fast":
             from foliosim.fast import kernels
             from foliosim.fast._jit import compile_message, compile_pending
             from foliosim.fast.replay import FastReplay

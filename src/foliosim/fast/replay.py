@@ -14,7 +14,7 @@ the reference accepts raises :class:`FastPathMismatch`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -74,11 +74,18 @@ def final_records(system: RmapSystem, steps: int) -> Iterator[dict[str, Any]]:
 
 
 class FastReplay:
-    """The state for one trace under one configuration, and the loops that drive it."""
+    """The state for one trace under one configuration, and the loops that drive it.
 
-    def __init__(self, trace: ColumnarTrace, config: KernelConfig | None = None) -> None:
+    ``loop`` replaces :func:`foliosim.fast.kernels.replay_loop` by a function
+    with the same signature and behaviour (the ahead-of-time build of the same
+    source, :mod:`foliosim.replay_aot`).
+    """
+
+    def __init__(self, trace: ColumnarTrace, config: KernelConfig | None = None,
+                 loop: Callable[..., tuple[int, int]] | None = None) -> None:
         self.trace = trace
         self.config = config or KernelConfig()
+        self._loop = loop if loop is not None else K.replay_loop
         caps = capacity_orders(trace.kind, trace.folio, trace.order, len(trace.folio_names))
         self.state = FastState(self.config, trace.folio_names, trace.mm_names, caps)
         self.position = 0  # next operation to apply
@@ -90,8 +97,8 @@ class FastReplay:
         t = self.trace
         empty64 = np.zeros((0, K.R_COLS), dtype=np.int64)
         empty32 = np.zeros(0, dtype=np.int32)
-        return K.replay_loop(*self.state.arrays(), t.kind, t.folio, t.mm, t.level, t.page, t.nr, t.order,
-                             start, end, False, empty64, empty32, empty32)
+        return self._loop(*self.state.arrays(), t.kind, t.folio, t.mm, t.level, t.page, t.nr, t.order,
+                          start, end, False, empty64, empty32, empty32)
 
     def apply_all(self) -> int:
         """Apply every operation; the number applied before the first rejection (or the total)."""
@@ -161,8 +168,8 @@ class FastReplay:
             if final_only:
                 reached, reason = self.apply_range(idx, n)
             else:
-                reached, reason = K.replay_loop(*st.arrays(), t.kind, t.folio, t.mm, t.level, t.page, t.nr,
-                                                t.order, idx, min(n, idx + chunk), True, rec, pagebuf, mmbuf)
+                reached, reason = self._loop(*st.arrays(), t.kind, t.folio, t.mm, t.level, t.page, t.nr,
+                                             t.order, idx, min(n, idx + chunk), True, rec, pagebuf, mmbuf)
                 if reached > idx:
                     rows = rec[:reached - idx].tolist()
                     used = max((r[K.R_PAGES] + (1 << r[K.R_ORDER]) for r in rows

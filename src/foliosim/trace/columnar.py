@@ -77,6 +77,16 @@ COLUMNS: dict[str, type[np.generic]] = {
 }
 
 
+#: Rows per chunk when validating (temporaries stay in cache).
+_CHUNK = 1 << 16
+#: What each kind code's row must have (see ColumnarTrace._rows_ok): folio 1, mm 2, level 4, sane nr/page 8.
+_EXPECTED = np.zeros(256, dtype=np.uint8)
+for _code in range(RAW):
+    _EXPECTED[_code] = ((0 if _code in (MM_NEW, MM_FREE) else 1)
+                        | (2 if _code in (MM_NEW, MM_FREE, MAP_NEW_ANON, MAP, DUP, UNMAP) else 0)
+                        | (4 if _code in (MAP_NEW_ANON, MAP, DUP, UNMAP) else 0) | 8)
+
+
 class TraceFormatError(FoliosimError):
     """A columnar trace file that foliosim cannot read, or a trace it cannot convert."""
 
@@ -158,40 +168,8 @@ class ColumnarTrace:
                 raise TraceFormatError(f"{where}: array {name!r} has dtype {arr.dtype}, expected {np.dtype(dtype)}")
             if arr.shape[0] != n:
                 raise TraceFormatError(f"{where}: array {name!r} has {arr.shape[0]} entries, 'kind' has {n}")
-        if n:
-            if int(self.kind.max()) > RAW:
-                bad = int(np.argmax(self.kind > RAW))
-                raise TraceFormatError(f"{where}: operation {bad}: kind code {int(self.kind[bad])} is unknown")
-            for name, table in (("folio", self.folio_names), ("mm", self.mm_names)):
-                col = getattr(self, name)
-                bad_mask = (col < -1) | (col >= len(table))
-                if bad_mask.any():
-                    bad = int(np.argmax(bad_mask))
-                    raise TraceFormatError(
-                        f"{where}: operation {bad}: {name} index {int(col[bad])} is outside the "
-                        f"{len(table)}-entry {name}_names table")
-            cooked = self.kind != RAW
-            checks = (
-                ("folio", ~np.isin(self.kind, (MM_NEW, MM_FREE)), self.folio >= 0),
-                ("mm", np.isin(self.kind, (MM_NEW, MM_FREE, MAP_NEW_ANON, MAP, DUP, UNMAP)), self.mm >= 0),
-                ("level", np.isin(self.kind, (MAP_NEW_ANON, MAP, DUP, UNMAP)),
-                 (self.level == LEVEL_PTE) | (self.level == LEVEL_PMD)),
-            )
-            for name, needs, has in checks:
-                wrong = cooked & (has != needs)
-                if wrong.any():
-                    bad = int(np.argmax(wrong))
-                    raise TraceFormatError(
-                        f"{where}: operation {bad} ({KINDS[int(self.kind[bad])]}): "
-                        f"{name} column is inconsistent with the operation")
-            bad_nr = cooked & (self.nr < 1)
-            if bad_nr.any():
-                bad = int(np.argmax(bad_nr))
-                raise TraceFormatError(f"{where}: operation {bad}: nr {int(self.nr[bad])} is below 1")
-            bad_page = cooked & (self.page < 0)
-            if bad_page.any():
-                bad = int(np.argmax(bad_page))
-                raise TraceFormatError(f"{where}: operation {bad}: page {int(self.page[bad])} is negative")
+        if n and not self._rows_ok():
+            self._report_bad_row(where)
         raw_at = np.flatnonzero(self.kind == RAW)
         if set(raw_at.tolist()) != set(self.raw):
             raise TraceFormatError(f"{where}: raw_index does not list exactly the RAW operations")
@@ -205,6 +183,64 @@ class ColumnarTrace:
                     raise TraceFormatError(f"{where}: {label} holds {entry!r} twice (entries {seen[entry]} and "
                                            f"{idx}): two different objects cannot share a name")
                 seen[entry] = idx
+
+    def _rows_ok(self) -> bool:
+        """Whether every operation passes the per-row checks (in cache-sized chunks, no messages)."""
+        n_folios, n_mms = len(self.folio_names), len(self.mm_names)
+        for start in range(0, len(self), _CHUNK):
+            end = start + _CHUNK
+            kind = self.kind[start:end]
+            if int(kind.max()) > RAW:
+                return False
+            folio, mm, level = self.folio[start:end], self.mm[start:end], self.level[start:end]
+            if int(folio.min()) < -1 or int(folio.max()) >= n_folios or int(mm.min()) < -1 or int(mm.max()) >= n_mms:
+                return False
+            # Bit 0: has a folio, bit 1: has an mm, bit 2: has a level, bit 3: nr >= 1 and page >= 0;
+            # _EXPECTED[kind] is what each kind must have (RAW rows: anything).
+            have = ((folio >= 0).view(np.uint8) | ((mm >= 0).view(np.uint8) << 1)
+                    | ((level <= LEVEL_PMD).view(np.uint8) << 2)
+                    | (((self.nr[start:end] >= 1) & (self.page[start:end] >= 0)).view(np.uint8) << 3))
+            wrong = (have != _EXPECTED[kind]) & (kind != RAW)
+            if wrong.any():
+                return False
+        return True
+
+    def _report_bad_row(self, where: str) -> None:
+        """Raise TraceFormatError for the first failing per-row check (run only when one fails)."""
+        if int(self.kind.max()) > RAW:
+            bad = int(np.argmax(self.kind > RAW))
+            raise TraceFormatError(f"{where}: operation {bad}: kind code {int(self.kind[bad])} is unknown")
+        for name, table in (("folio", self.folio_names), ("mm", self.mm_names)):
+            col = getattr(self, name)
+            bad_mask = (col < -1) | (col >= len(table))
+            if bad_mask.any():
+                bad = int(np.argmax(bad_mask))
+                raise TraceFormatError(
+                    f"{where}: operation {bad}: {name} index {int(col[bad])} is outside the "
+                    f"{len(table)}-entry {name}_names table")
+        cooked = self.kind != RAW
+        checks = (
+            ("folio", ~np.isin(self.kind, (MM_NEW, MM_FREE)), self.folio >= 0),
+            ("mm", np.isin(self.kind, (MM_NEW, MM_FREE, MAP_NEW_ANON, MAP, DUP, UNMAP)), self.mm >= 0),
+            ("level", np.isin(self.kind, (MAP_NEW_ANON, MAP, DUP, UNMAP)),
+             (self.level == LEVEL_PTE) | (self.level == LEVEL_PMD)),
+        )
+        for name, needs, has in checks:
+            wrong = cooked & (has != needs)
+            if wrong.any():
+                bad = int(np.argmax(wrong))
+                raise TraceFormatError(
+                    f"{where}: operation {bad} ({KINDS[int(self.kind[bad])]}): "
+                    f"{name} column is inconsistent with the operation")
+        bad_nr = cooked & (self.nr < 1)
+        if bad_nr.any():
+            bad = int(np.argmax(bad_nr))
+            raise TraceFormatError(f"{where}: operation {bad}: nr {int(self.nr[bad])} is below 1")
+        bad_page = cooked & (self.page < 0)
+        if bad_page.any():
+            bad = int(np.argmax(bad_page))
+            raise TraceFormatError(f"{where}: operation {bad}: page {int(self.page[bad])} is negative")
+        raise AssertionError("a per-row check failed in chunks but not on the whole trace")  # pragma: no cover
 
 
 class _Builder:
@@ -407,6 +443,53 @@ def write_npz(trace: ColumnarTrace, path: str) -> None:
         np.savez(handle, **arrays)
 
 
+def _mapped_columns(path: str) -> dict[str, Any] | None:
+    """The operation columns of an uncompressed ``.npz`` as views of a private (copy-on-write) file mapping.
+
+    No copy and no read up front: pages come in as the replay touches them.
+    None when a member is compressed or not a plain one-dimensional array
+    (the caller then reads the file the ordinary way, which also words any error).
+    """
+    import io
+    import mmap
+    import struct
+
+    from numpy.lib import format as npy
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = {info.filename: info for info in zf.infolist()}
+        with open(path, "rb") as handle:
+            mapping = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+        out: dict[str, Any] = {}
+        for name in COLUMNS:
+            info = infos.get(name + ".npy")
+            if info is None or info.compress_type != zipfile.ZIP_STORED:
+                return None
+            at = info.header_offset
+            if mapping[at:at + 4] != b"PK\x03\x04":
+                return None
+            name_len, extra_len = struct.unpack("<HH", mapping[at + 26:at + 30])
+            start = at + 30 + name_len + extra_len
+            head = io.BytesIO(mapping[start:start + min(info.file_size, 1 << 16)])
+            version = npy.read_magic(head)
+            if version == (1, 0):
+                shape, fortran, dtype = npy.read_array_header_1_0(head)
+            elif version == (2, 0):
+                shape, fortran, dtype = npy.read_array_header_2_0(head)
+            else:
+                return None
+            if fortran or dtype.hasobject or len(shape) != 1:
+                return None
+            offset = start + head.tell()
+            if head.tell() + shape[0] * dtype.itemsize > info.file_size:
+                return None
+            out[name] = np.frombuffer(mapping, dtype=dtype, count=shape[0], offset=offset)
+        return out
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, struct.error):
+        return None
+
+
 def read_npz(source: str | IO[bytes], name: str | None = None) -> ColumnarTrace:
     """Read a file written by :func:`write_npz` (a path, or a seekable binary file called ``name``);
     TraceFormatError naming what is wrong."""
@@ -421,7 +504,8 @@ def read_npz(source: str | IO[bytes], name: str | None = None) -> ColumnarTrace:
             tag = data["format"]
             if tag.shape != (1,) or str(tag[0]) != FORMAT_TAG:
                 raise TraceFormatError(f"{path}: format tag {tag.tolist()!r} is not {FORMAT_TAG!r}")
-            arrays = {name: data[name] for name in COLUMNS}
+            mapped = _mapped_columns(source) if isinstance(source, str) else None
+            arrays = mapped if mapped is not None else {name: data[name] for name in COLUMNS}
             folio_names = [str(x) for x in data["folio_names"].tolist()]
             mm_names = [str(x) for x in data["mm_names"].tolist()]
             raw_index = data["raw_index"]
