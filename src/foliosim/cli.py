@@ -1107,18 +1107,28 @@ def trace_cmd(command: tuple[str, ...], out_path: str | None, thp_spec: str | No
 @click.option("--json", "json_out", metavar="OUT.json", help="Also write every figure (and the live comparison) "
               "as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+@click.option("--engine", type=click.Choice(["auto", "fast", "reference"]), default="auto", show_default=True,
+              help="fast: the compiled simulator, which does not model run traces yet (file and shared mappings, "
+                   "mremap): it says so and the reference runs; auto: fast when numba is installed.")
 def run_trace_cmd(trace_path: str, design: str, oracle: str, word_bits: str, no_page_mapcount: bool,
-                  json_out: str | None, quiet: bool) -> None:
+                  json_out: str | None, quiet: bool, engine: str) -> None:
     """Simulate a run trace (from `foliosim trace`) and print what happened; with live snapshots in the trace
     (`trace --check-live`), the agreement of the simulation with the live folios.
 
     Every recorded fault is one access by its task; faults the simulator does not take and calls it cannot
     express are counted by cause. Exit status: 0 simulated, 1 an unreadable or malformed trace, 2 a bad option.
     """
+    from foliosim.fast import HAVE_NUMBA, NUMBA_MISSING
     from foliosim.live.tracesim import Progress, simulate
     from foliosim.report.runtrace import summary_lines
     from foliosim.workloads.runtrace import RunTrace, RunTraceError, prepare
 
+    if engine == "fast" and not HAVE_NUMBA:
+        click.echo(f"foliosim run-trace: {NUMBA_MISSING}; or use --engine reference", err=True)
+        sys.exit(2)
+    if engine != "reference" and HAVE_NUMBA:
+        click.echo("foliosim run-trace: the fast engine does not model run traces yet (file and shared mappings, "
+                   "mremap, recorded faults): running the reference engine", err=True)
     if json_out is not None:
         _check_writable(json_out, "run-trace")
     try:
