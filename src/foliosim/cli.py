@@ -690,8 +690,10 @@ def _split_list(values: tuple[str, ...]) -> list[str]:
               help="Run on the Dask distributed scheduler at ADDRESS (e.g. tcp://127.0.0.1:8786).")
 @click.option("--word-bits", type=click.Choice(["64", "32", "both"]), default="64", show_default=True)
 @NO_PAGE_MAPCOUNT
-@click.option("--oracle", type=click.Choice(["reuse", "every", "off"]), default="reuse", show_default=True,
-              help="When to run the isolation oracle: after steps that reused a page, after every step, never.")
+@click.option("--oracle", type=click.Choice(["auto", "reuse", "every", "end", "off"]), default="auto",
+              show_default=True,
+              help="When to run the isolation oracle: after steps that reused a page (and at the end), after every "
+                   "step, only at the end, never; auto: reuse for generated workloads, end for workload files.")
 @click.option("--csv", "csv_out", default=None, metavar="FILE", help="Export every metric row as CSV.")
 @click.option("--parquet", "parquet_out", default=None, metavar="FILE", help="Export as Parquet (extra: parquet).")
 @click.option("--report", "report_dir", default=None, metavar="DIR", help="Write the report into DIR afterwards.")

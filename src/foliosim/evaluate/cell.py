@@ -179,7 +179,7 @@ def run_cells(specs: list[CellSpec]) -> list[CellResult]:
     else:
         steps = cell_steps(first)
     machine = Machine(config, MachineOptions(keep_events=False, check=False))
-    probe = Probe(machine, driver, first.oracle, record=first.mode == "open")
+    probe = Probe(machine, driver, first.oracle, record=first.mode == "open", census=True)
     imported = first.workload.startswith(FILE_PREFIX)
     runner = WorkloadRunner(machine, probe, strict=not imported)
     stats = runner.run(steps)

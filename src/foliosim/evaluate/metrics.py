@@ -31,6 +31,7 @@ from typing import Any
 
 from foliosim.errors import FoliosimError
 from foliosim.evaluate.stats import Rate, rate
+from foliosim.evaluate.stream import CENSUS
 
 Row = tuple[Any, ...]  # store.CSV_COLUMNS order
 
@@ -38,6 +39,8 @@ Row = tuple[Any, ...]  # store.CSV_COLUMNS order
 DEMONSTRATIONS: dict[str, str] = {
     "handover": "built to reproduce the v6.15 commit's Example 2 (the shared bit of a folio handed from "
                 "instance to instance stays set while one MM maps it)",
+    "stuck-bit": "a recorded program written to leave the shared bit set (examples/run-traces/stuck-bit.py: "
+                 "P forks C1, C2, C3 and they exit in that order, so C3 alone maps folios still marked shared)",
 }
 REAL, SYNTHETIC, DEMO = "real", "synthetic", "demonstration"
 BASELINES = ("always shared", "never shared")
@@ -48,9 +51,11 @@ class PairingError(FoliosimError):
 
 
 def kind_of(workload: str) -> str:
-    if workload.startswith("file:"):
-        return REAL
-    return DEMO if workload in DEMONSTRATIONS else SYNTHETIC
+    """``real`` (a recorded program), ``synthetic`` (generated) or ``demonstration`` (either, built to show an
+    effect: :data:`DEMONSTRATIONS`, by workload or program name)."""
+    if display_name(workload) in DEMONSTRATIONS:
+        return DEMO
+    return REAL if workload.startswith("file:") else SYNTHETIC
 
 
 def display_name(workload: str) -> str:
@@ -90,22 +95,26 @@ class Sums:
             self.add(metric, consumer, order, mms, value)
         self.cells += other.cells
 
-    def get(self, metric: str, mms: int | None = None, order: int | None = None) -> float:
-        if mms is None and order is None:
+    def get(self, metric: str, mms: int | None = None, order: int | None = None, census: bool | None = None) -> float:
+        """A metric's sum; ``census``: True only the census questions, False all but them, None everything."""
+        if mms is None and order is None and census is None:
             return self.total[metric]
-        return sum(v for (m, _c, o, n), v in self.by_key.items()
-                   if m == metric and (mms is None or n == mms) and (order is None or o == order))
+        return sum(v for (m, c, o, n), v in self.by_key.items()
+                   if m == metric and (mms is None or n == mms) and (order is None or o == order)
+                   and (census is None or (c == CENSUS) == census))
 
     # -- (k, n) pairs for one run ---------------------------------------------------------
-    def pair(self, what: str, mms: int | None = None, order: int | None = None) -> tuple[float, float]:
-        """(k, n) of a rate: ``false_shared``, ``false_exclusive``, ``exact`` or a baseline's ``exact``."""
-        checks, shared = self.get("checks", mms, order), self.get("exact_shared", mms, order)
+    def pair(self, what: str, mms: int | None = None, order: int | None = None,
+             census: bool = False) -> tuple[float, float]:
+        """(k, n) of a rate: ``false_shared``, ``false_exclusive``, ``exact`` or a baseline's ``exact``; of the
+        consumers' questions, or (``census``) of the census questions at forks and exits."""
+        checks, shared = self.get("checks", mms, order, census), self.get("exact_shared", mms, order, census)
         if what == "false_shared":
-            return self.get("false_shared", mms, order), checks - shared
+            return self.get("false_shared", mms, order, census), checks - shared
         if what == "false_exclusive":
-            return self.get("false_exclusive", mms, order), shared
+            return self.get("false_exclusive", mms, order, census), shared
         if what == "exact":
-            wrong = self.get("false_shared", mms, order) + self.get("false_exclusive", mms, order)
+            wrong = self.get("false_shared", mms, order, census) + self.get("false_exclusive", mms, order, census)
             return checks - wrong, checks
         if what == "always shared":
             return shared, checks
@@ -120,6 +129,10 @@ class Sums:
     def exact_rate(self) -> float | None:
         k, n = self.pair("exact")
         return _ratio(k, n)
+
+    def consumer_checks(self) -> float:
+        """Consumer questions (the census's are not)."""
+        return self.get("checks", census=False)
 
     def false_shared_rate(self, mms: Iterable[int] | None = None, order: int | None = None) -> float | None:
         if mms is None:
@@ -181,16 +194,17 @@ class Summary:
                 if c["design"] == design and (wanted is None or c["workload"] in wanted)]
 
     def rate(self, design: str, what: str, workloads: Iterable[str] | None = None, mms: int | None = None,
-             order: int | None = None) -> Rate:
+             order: int | None = None, census: bool = False) -> Rate:
         """The pooled rate with its 95 % interval; baselines (``always shared``/``never shared``) answer the
-        questions ``design`` was asked."""
-        return rate([s.pair(what, mms, order) for s in self.runs(design, workloads)])
+        questions ``design`` was asked; ``census``: the census questions instead of the consumers'."""
+        return rate([s.pair(what, mms, order, census) for s in self.runs(design, workloads)])
 
-    def questions(self, design: str, workloads: Iterable[str] | None = None) -> tuple[float, float, float]:
-        """(questions, exclusive, shared) asked of ``design`` on ``workloads``."""
+    def questions(self, design: str, workloads: Iterable[str] | None = None,
+                  census: bool = False) -> tuple[float, float, float]:
+        """(questions, exclusive, shared) asked of ``design`` on ``workloads`` (consumers', or the census's)."""
         runs = self.runs(design, workloads)
-        checks = sum(s.total["checks"] for s in runs)
-        shared = sum(s.total["exact_shared"] for s in runs)
+        checks = sum(s.get("checks", census=census) for s in runs)
+        shared = sum(s.get("exact_shared", census=census) for s in runs)
         return checks, checks - shared, shared
 
     def sum_of(self, design: str, metric: str, workloads: Iterable[str] | None = None) -> float:
@@ -274,6 +288,7 @@ def summarize(cells: list[dict[str, Any]], rows: Iterable[Row], live: list[dict[
         by_dw[(cell["design"], cell["workload"])].merge(sums)
     designs = sorted({c["design"] for c in cells}, key=_design_key)
     workloads = sorted({c["workload"] for c in cells}, key=_workload_key)
+    consumers.discard(CENSUS)
     return Summary(designs, workloads, dict(by_design), dict(by_dw), dict(by_cell), cells, sorted(orders),
                    sorted(mms), sorted(consumers), len(cells), sorted({c["seed"] for c in cells}),
                    sum(c["seconds"] for c in cells), sorted({c.get("mode", "closed") for c in cells}),
@@ -290,12 +305,20 @@ def count(value: float) -> str:
     return f"{int(value):,}" if float(value).is_integer() else f"{value:,.2f}"
 
 
+def _bound(value: float, digits: int) -> str:
+    """An interval bound in percent: ``digits`` decimals, or two significant digits below 0.01 %."""
+    percent = 100 * value
+    if 0 < percent < 0.01:
+        return f"{percent:.2g}"
+    return f"{percent:.{digits}f}"
+
+
 def interval(r: Rate) -> str:
-    """``[lo–hi %]`` of a rate, or empty when it has none."""
+    """``[lo–hi %]`` of a rate, or empty when it has none (bounds below 0.01 % keep two significant digits)."""
     if r.low is None or r.high is None:
         return ""
     digits = 2 if r.high < 0.1 else 1
-    return f"[{100 * r.low:.{digits}f}–{100 * r.high:.{digits}f} %]"
+    return f"[{_bound(r.low, digits)}–{_bound(r.high, digits)} %]"
 
 
 def fmt_rate(r: Rate) -> str:
@@ -337,7 +360,7 @@ def headline(s: Summary) -> Headline:
         return Headline("No cells in these results.", None, [], None)
     real, synthetic = s.kind_workloads(REAL), s.kind_workloads(SYNTHETIC)
     evidence, label = (real, "the recorded real programs") if real else (synthetic, "the synthetic workloads")
-    demos = s.kind_workloads(DEMO)
+    demos = [display_name(w) for w in s.kind_workloads(DEMO)]
     names = join_names([display_name(w) for w in evidence])
     loop = (f"open loop, every design answering the questions of `{design}`'s runs" if "open" in s.modes
             else "closed loop, each design steering its own runs")
@@ -366,14 +389,30 @@ def headline(s: Summary) -> Headline:
             text += f" against {join_names(parts)} on the same questions"
     text += (f"; {pct(base.value)} of all {count(checks)} questions were on truly shared folios, which an "
              f"\"always shared\" answer gets right")
-    if real and any(display_name(row["workload"]) in {display_name(w) for w in evidence} or
-                    row["workload"] in evidence for row in s.live):
-        live_k = sum(row["false_shared"] for row in s.live)
-        live_n = sum(row["questions_exclusive"] for row in s.live)
-        text += f"; the live kernel's own census said \"shared\" on {live_k} of {live_n} exclusive folio checks"
+    live = live_rows(s, evidence) if real else []
+    if live:
+        live_k = sum(row["false_shared"] for row in live)
+        live_n = sum(row["questions_exclusive"] for row in live)
+        sim = s.rate(design, "false_shared", evidence, census=True)
+        text += (f"; at forks and exits, where the live kernel's own census looked ({len(live)} of the programs), "
+                 f"it said \"shared\" on {count(live_k)} of {count(live_n)} checks of folios one MM mapped, the "
+                 f"simulated `{design}` on {count(sim.k)} of {count(sim.n)}")
+    precise = [d for d in s.designs if d.startswith("precise-rmapid") and d != design]
+    mine = s.by_design[design].per_update("atomics")
+    if precise and mine is not None and len(s.configs) == 1:
+        costs = [(d, s.by_design[d].per_update("atomics")) for d in precise]
+        text += (f"; an rmap update of a large folio costs `{design}` {mine:.2f} atomic RMWs, "
+                 + join_names([f"`{d}` {c:.2f}" for d, c in costs if c is not None]))
     if demos:
         text += f" (demonstrations {join_names([f'`{d}`' for d in demos])} excluded)"
     return Headline(text + ".", design, evidence, r)
+
+
+def live_rows(s: Summary, workloads: Iterable[str]) -> list[dict[str, Any]]:
+    """The live verdicts stored for ``workloads`` (by label, or by the program's name)."""
+    wanted = list(workloads)
+    names = {display_name(w) for w in wanted} | set(wanted)
+    return [row for row in s.live if row["workload"] in names or display_name(row["workload"]) in names]
 
 
 Formatter = Callable[[Rate], str]

@@ -20,7 +20,7 @@ at :data:`MMS_CAP`), 0 where it does not apply. See docs/evaluator.md.
 
 from __future__ import annotations
 
-from foliosim.evaluate.stream import MMS_CAP, Question, Scorer, ScoringStream, Tally
+from foliosim.evaluate.stream import CENSUS, MMS_CAP, Question, Scorer, ScoringStream, Tally
 from foliosim.folio import folio_large_mapcount
 from foliosim.schemes.base import Design
 from foliosim.schemes.exact import ExactDesign
@@ -29,13 +29,15 @@ from foliosim.vm.machine import Machine
 from foliosim.vm.memory import PAGE_SIZE
 from foliosim.vm.pagetable import SimFolio
 
-ORACLE_MODES = ("off", "reuse", "every")
+#: when the isolation oracle runs: never, once at the end, also after every step that reused a page, after every step
+ORACLE_MODES = ("off", "end", "reuse", "every")
 
 
 class Probe:
     """Attach a design to a machine as its sharing oracle and score it (optionally recording the run)."""
 
-    def __init__(self, machine: Machine, design: Design, oracle: str = "reuse", record: bool = False) -> None:
+    def __init__(self, machine: Machine, design: Design, oracle: str = "reuse", record: bool = False,
+                 census: bool = False) -> None:
         if oracle not in ORACLE_MODES:
             raise ValueError(f"oracle mode must be one of {', '.join(ORACLE_MODES)}, not {oracle!r}")
         self.m = machine
@@ -45,6 +47,7 @@ class Probe:
         self.scorer = Scorer(design)
         self.tally: Tally = self.scorer.tally
         self.stream = ScoringStream(machine.config, design.name) if record else None
+        self.census_on = census
         self.pos = 0
         self.groups = 0
         self.reused = False
@@ -88,6 +91,21 @@ class Probe:
         if self.stream is not None:
             self.stream.questions.append(q)
         return self.scorer.question(q), q.truth
+
+    def census(self) -> int:
+        """With ``census=True``: ask about every mapped large anonymous folio (consumer ``census``: checks, no
+        decision), the protocol of the live census (``foliosim trace --census events``: after every fork and
+        before every exit), so simulated designs and the live kernel are scored on the same kind of question.
+        Returns the folios asked about."""
+        if not self.census_on:
+            return 0
+        self.sync()
+        asked = 0
+        for f in list(self.m.folios.values()):
+            if f.order and f.is_anon and self.truth.mms(f.name):
+                self.ask(f, CENSUS)
+                asked += 1
+        return asked
 
     def new_group(self) -> int:
         """An id for the questions of one grouped decision (a khugepaged range)."""

@@ -93,11 +93,15 @@ class WorkloadRunner:
             self._rc("spawn", m.spawn(t))
         elif verb == "fork":
             self._rc("fork", m.fork(t, a[0]))
+            if self.probe is not None:
+                self.probe.census()  # after every fork, as `foliosim trace --census events` does live
         elif verb in ("vfork", "thread"):
             self._rc(verb, m.clone_vm(t, a[0], vfork=verb == "vfork"))
         elif verb == "exec":
             self._rc("exec", m.execve(t))
         elif verb == "exit":
+            if self.probe is not None:
+                self.probe.census()  # before every exit, as the live census does
             self._rc("exit", m.exit(t))
         elif verb == "mmap":
             self._mmap(step)

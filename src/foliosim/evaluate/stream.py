@@ -27,6 +27,8 @@ MetricRow = tuple[str, str, int, int, float]
 
 #: consumers whose questions form one decision per group (a khugepaged PMD range)
 GROUPED = ("khugepaged",)
+#: the census "consumer": every mapped large anon folio after each fork and before each exit (checks, no decision)
+CENSUS = "census"
 
 
 class StreamError(FoliosimError):
@@ -239,7 +241,7 @@ class Scorer:
             self.tally.add("false_shared", 1, consumer, order, mms)
         if truth and not answer:
             self.tally.add("false_exclusive", 1, consumer, order, mms)
-        if q.group >= 0:
+        if q.group >= 0 or consumer == CENSUS:
             return answer
         if consumer == "cow_reuse":
             reuse = not answer and q.refs_ok
@@ -308,5 +310,5 @@ def score_stream(stream: ScoringStream, designs: Iterable[str]) -> list[Scored]:
     return out
 
 
-__all__ = ["GROUPED", "MMS_CAP", "Question", "Scored", "Scorer", "ScoringStream", "StreamError", "Tally",
+__all__ = ["CENSUS", "GROUPED", "MMS_CAP", "Question", "Scored", "Scorer", "ScoringStream", "StreamError", "Tally",
            "cost_fields", "score_stream"]

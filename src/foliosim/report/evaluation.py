@@ -35,6 +35,7 @@ from foliosim.evaluate.metrics import (
     focus_design,
     headline,
     kind_of,
+    live_rows,
     pct,
     summarize,
 )
@@ -56,29 +57,26 @@ COLUMNS = ["questions", "on shared folios", "exact answers", "false \"shared\" (
            "false \"exclusive\" (of shared questions)"]
 
 
-def _rate_cells(s: Summary, design: str, workloads: list[str]) -> list[str]:
-    checks, _exclusive, shared = s.questions(design, workloads)
-    return [count(checks), f"{count(shared)}/{count(checks)}", fmt_rate(s.rate(design, "exact", workloads)),
-            fmt_rate(s.rate(design, "false_shared", workloads)), fmt_rate(s.rate(design, "false_exclusive", workloads))]
+def _rate_cells(s: Summary, design: str, workloads: list[str], census: bool = False) -> list[str]:
+    checks, _exclusive, shared = s.questions(design, workloads, census)
+    return [count(checks), f"{count(shared)}/{count(checks)}",
+            fmt_rate(s.rate(design, "exact", workloads, census=census)),
+            fmt_rate(s.rate(design, "false_shared", workloads, census=census)),
+            fmt_rate(s.rate(design, "false_exclusive", workloads, census=census))]
 
 
-def _baseline_cells(s: Summary, design: str, workloads: list[str], baseline: str) -> list[str]:
+def _baseline_cells(s: Summary, design: str, workloads: list[str], baseline: str, census: bool = False) -> list[str]:
     """A baseline answers the questions ``design`` was asked: always "shared" or always "exclusive"."""
-    checks, _exclusive, shared = s.questions(design, workloads)
+    checks, _exclusive, shared = s.questions(design, workloads, census)
     runs = s.runs(design, workloads)
-    right = s.rate(design, baseline, workloads)
+    right = s.rate(design, baseline, workloads, census=census)
+    excl = [r.pair("false_shared", census=census)[1] for r in runs]
+    shar = [r.pair("false_exclusive", census=census)[1] for r in runs]
     if baseline == "always shared":
-        fs = rate([(s_.pair("false_shared")[1], s_.pair("false_shared")[1]) for s_ in runs])
-        fe = rate([(0, s_.pair("false_exclusive")[1]) for s_ in runs])
+        fs, fe = rate([(n, n) for n in excl]), rate([(0, n) for n in shar])
     else:
-        fs = rate([(0, s_.pair("false_shared")[1]) for s_ in runs])
-        fe = rate([(s_.pair("false_exclusive")[1], s_.pair("false_exclusive")[1]) for s_ in runs])
+        fs, fe = rate([(0, n) for n in excl]), rate([(n, n) for n in shar])
     return [count(checks), f"{count(shared)}/{count(checks)}", fmt_rate(right), fmt_rate(fs), fmt_rate(fe)]
-
-
-def _live_rows(s: Summary, workloads: list[str]) -> list[dict[str, Any]]:
-    names = {display_name(w) for w in workloads} | set(workloads)
-    return [row for row in s.live if row["workload"] in names or display_name(row["workload"]) in names]
 
 
 def _live_cells(rows: list[dict[str, Any]]) -> list[str]:
@@ -97,14 +95,24 @@ def _exact_rate(k: float, n: float) -> Rate:
     return Rate(k, n, ci[0] if ci else None, ci[1] if ci else None, "exact" if ci else "", 1)
 
 
-def _design_rows(s: Summary, workloads: list[str], lead: list[str]) -> list[list[str]]:
-    rows = [[*lead, f"`{d}`", *_rate_cells(s, d, workloads)] for d in s.designs]
+def _design_rows(s: Summary, workloads: list[str], lead: list[str], census: bool = False) -> list[list[str]]:
+    rows = [[*lead, f"`{d}`", *_rate_cells(s, d, workloads, census)] for d in s.designs]
     focus = focus_design(s)
     if focus is not None:
-        rows += [[*lead, f"({b})", *_baseline_cells(s, focus, workloads, b)] for b in BASELINES]
-    for live in _live_rows(s, workloads):
-        rows.append([*lead, f"live kernel ({live['source']})", *_live_cells([live])])
+        rows += [[*lead, f"({b})", *_baseline_cells(s, focus, workloads, b, census)] for b in BASELINES]
+    live = live_rows(s, workloads) if census else []
+    if len(workloads) == 1 or len(live) == 1:
+        rows += [[*lead, f"live kernel ({row['source']})", *_live_cells([row])] for row in live]
+    elif live:
+        programs = sorted({display_name(row["workload"]) for row in live})
+        rows.append([*lead, f"live kernel (census of {len(programs)} programs: {', '.join(programs)})",
+                     *_live_cells(live)])
     return rows
+
+
+CENSUS_NOTE = ("The census's questions: every mapped large anonymous folio after each fork and before each exit, "
+               "the points where `foliosim trace --census events` read the live kernel's own answers (rows "
+               "\"live kernel\", exact intervals; a folio counts once per census).")
 
 
 def _kind_tables(s: Summary, kind: str) -> list[Table]:
@@ -115,24 +123,36 @@ def _kind_tables(s: Summary, kind: str) -> list[Table]:
              DEMO: "Demonstrations (built to show a known effect: not evidence)"}[kind]
     runs = sum(1 for c in s.cells_info if c["workload"] in workloads and c["design"] == focus_design(s))
     out: list[Table] = []
+    pooled_note = (f"{len(workloads)} workloads, {runs} runs. Pooled over them; 95 % interval: "
+                   + ("exact (Clopper-Pearson), one run." if runs == 1 else
+                      f"bootstrap over the {runs} runs ({BOOTSTRAP_RESAMPLES:,} resamples, fixed seed), never "
+                      "narrower than the exact interval of the pooled counts."))
     if kind != DEMO:
-        note = (f"{len(workloads)} workloads, {runs} runs. Pooled over them; 95 % interval: "
-                + ("exact (Clopper-Pearson), one run." if runs == 1 else
-                   f"bootstrap over the {runs} runs ({BOOTSTRAP_RESAMPLES:,} resamples, fixed seed), never "
-                   "narrower than the exact interval of the pooled counts."))
-        out.append(Table(f"{title}, pooled", ["design", *COLUMNS], _design_rows(s, workloads, []), note,
-                         section=title))
+        out.append(Table(f"{title}, pooled: the consumers' questions", ["design", *COLUMNS],
+                         _design_rows(s, workloads, []), "Questions of CoW reuse, MADV_COLD/PAGEOUT, khugepaged and "
+                         "NUMA migration. " + pooled_note, section=title))
+    files = [w for w in workloads if w.startswith("file:")]
+    if kind == REAL:
+        out.append(Table(f"{title}, pooled: the census at forks and exits", ["design", *COLUMNS],
+                         _design_rows(s, workloads, [], census=True), CENSUS_NOTE + " " + pooled_note))
     rows: list[list[str]] = []
     for w in workloads:
         seeds = sorted({c["seed"] for c in s.cells_info if c["workload"] == w})
-        lead = f"{display_name(w)}" + ("" if kind == REAL else f" (seeds {','.join(map(str, seeds))})")
+        lead = display_name(w) + ("" if w.startswith("file:") else f" (seeds {','.join(map(str, seeds))})")
         rows += _design_rows(s, [w], [lead])
     note = ("Each program is one run (a recorded program does not depend on the seed): exact 95 % intervals."
-            if kind == REAL else "Several seeds of a workload: 95 % interval bootstrapped over its runs.")
+            if kind == REAL else "A recorded program is one run (exact 95 % interval); several seeds of a "
+            "generated workload: 95 % interval bootstrapped over its runs.")
     if kind == DEMO:
-        note = "; ".join(f"`{w}`: {DEMONSTRATIONS[w]}" for w in workloads) + ". " + note
-    out.append(Table(f"{title}, one by one" if kind != DEMO else title, ["workload", "design", *COLUMNS], rows,
-                     note, section=title if kind == DEMO else ""))
+        note = "; ".join(f"`{display_name(w)}`: {DEMONSTRATIONS[display_name(w)]}" for w in workloads) + ". " + note
+    out.append(Table(f"{title}, one by one: the consumers' questions" if kind != DEMO else title,
+                     ["workload", "design", *COLUMNS], rows, note, section=title if kind == DEMO else ""))
+    if files:
+        rows = []
+        for w in files:
+            rows += _design_rows(s, [w], [display_name(w)], census=True)
+        out.append(Table(f"{title}, one by one: the census at forks and exits", ["workload", "design", *COLUMNS],
+                         rows, CENSUS_NOTE))
     return out
 
 
