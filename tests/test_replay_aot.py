@@ -95,5 +95,5 @@ def test_built_module_replays_like_the_jit_without_importing_numba(tmp_path: Pat
         jit = subprocess.run(cmd, capture_output=True, text=True, env=_env(tmp_path / "none"))
         assert aot.returncode == jit.returncode, (path, args)
         assert aot.stdout == jit.stdout, (path, args)
-        assert " numba\n" not in aot.stderr and " numba\n" in jit.stderr
+        assert "numba.core" not in aot.stderr and "numba.core" in jit.stderr  # (a blocked "numba" is listed)
         assert aot.stdout and all(isinstance(json.loads(line), dict) for line in aot.stdout.splitlines()[:5])

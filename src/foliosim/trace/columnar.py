@@ -409,7 +409,10 @@ def generated_columnar(spec: TraceSpec, progress: Callable[[int], None] | None =
     fill_columns(spec, cols["kind"], cols["folio"], cols["mm"], cols["level"], cols["page"], cols["nr"],
                  base=n_head, kind_codes=(MAP, DUP, UNMAP), progress=progress, engine=engine)
     cols["order"][n_head:] = 0
-    cols["line"][:] = np.arange(1, n + 1, dtype=np.int32)
+    line = cols["line"]
+    for start in range(0, n, 1 << 20):  # line numbers from 1, without a trace-sized temporary
+        end = min(n, start + (1 << 20))
+        line[start:end] = np.arange(start + 1, end + 1, dtype=np.int32)
     return ColumnarTrace(**cols, folio_names=folio_names, mm_names=mm_names)
 
 

@@ -139,15 +139,14 @@ def _randbelow(mt: I64, buf: I64, pos: int, n: int) -> tuple[int, int]:
 
 
 @jit
-def _shuffle(mt: I64, buf: I64, pos: int, x: I64, n: int) -> int:
-    """``shuffle()`` of ``x[:n] = 0..n-1``; returns the new position.
+def _shuffle_draws(mt: I64, buf: I64, pos: int, n: int, draws: I64) -> int:
+    """The draws of ``shuffle()`` on ``n`` items into ``draws[i]`` (i = n - 1 .. 1); the new position.
 
     ``_randbelow(i + 1)`` for i = n - 1 .. 1 without a branch per word: while
-    ``i + 1`` keeps its bit length the shift is fixed; a word is accepted when
-    ``word >> shift <= i`` (then x[i] and x[word >> shift] swap, else x[i] with itself).
+    ``i + 1`` keeps its bit length the shift is fixed, and a word is accepted
+    when ``word >> shift <= i`` (a rejected value in ``draws[i]`` is overwritten
+    by the next word's).
     """
-    for t in range(n):
-        x[t] = t
     i = n - 1
     while i > 0:
         k = _bit_length(i + 1)
@@ -160,41 +159,13 @@ def _shuffle(mt: I64, buf: I64, pos: int, x: I64, n: int) -> int:
             while pos < MT_N and i >= low:
                 r = buf[pos] >> shift
                 pos += 1
-                accept = r <= i
-                j = r if accept else i
-                tmp = x[i]
-                x[i] = x[j]
-                x[j] = tmp
-                i -= int(accept)
-    return pos
-
-
-@jit
-def _skip_shuffle(mt: I64, buf: I64, pos: int, n: int) -> int:
-    """The draws of ``shuffle()`` on ``n`` items, results unused: the new position.
-
-    ``_randbelow(i + 1)`` for i = n - 1 .. 1, without a branch per word: while
-    ``i + 1`` keeps its bit length the shift is fixed, and a word is accepted
-    when ``word >> shift <= i``.
-    """
-    i = n - 1
-    while i > 0:
-        k = _bit_length(i + 1)
-        shift = 32 - k
-        low = max((1 << (k - 1)) - 1, 1)  # i + 1 keeps k bits while i >= low
-        while i >= low:
-            if pos >= MT_N:
-                _refill(mt, buf)
-                pos = 0
-            end = MT_N
-            while pos < end and i >= low:
-                i -= int((buf[pos] >> shift) <= i)
-                pos += 1
+                draws[i] = r
+                i -= int(r <= i)
     return pos
 
 
 @jit_inline
-def _fen_add(fen: I64, idx: int, delta: int) -> None:
+def _fen_add(fen: I32, idx: int, delta: int) -> None:
     i = idx + 1
     size = fen.shape[0] - 1
     while i <= size:
@@ -210,7 +181,7 @@ def _byte_count(x: int) -> int:
 
 
 @jit_inline
-def _owed_select(fen: I64, mask: I64, rank: int) -> int:
+def _owed_select(fen: I32, mask: I64, rank: int) -> int:
     """The position of the ``rank``-th (0-based) live owed entry.
 
     ``mask[b]`` has bit ``i`` set when position ``32 * b + i`` is live;
@@ -246,7 +217,7 @@ def _owed_select(fen: I64, mask: I64, rank: int) -> int:
 
 
 @jit_inline
-def _owed_flip(fen: I64, mask: I64, pos: int, delta: int) -> None:
+def _owed_flip(fen: I32, mask: I64, pos: int, delta: int) -> None:
     """Mark position ``pos`` live (``delta`` 1) or dead (-1)."""
     block = pos >> 5
     mask[block] ^= 1 << (pos & 31)
@@ -358,7 +329,7 @@ def generate_loop(mt: I64, buf: I64, meta: I64, n_ops: int, stop_at: int, order:
                   cap: int, pmd_cap: int, map_range: int, unmap_range: int,
                   mix_kind: I64, mix_level: I64, cum_weights: F64,
                   pte: I64, pmd: I64, agg: I64, total: I64, total_pmd: I64, row_total: I64, census: I64,
-                  o_code: I8, o_next: I64, o_mask: I64, o_fen: I64, cand: I64, shuffled: I64, target_f: I64,
+                  o_code: I8, o_next: I64, o_mask: I64, o_fen: I32, cand: I64, shuffled: I64, draws: I64, target_f: I64,
                   target_m: I64, kind_codes: I64,
                   out_kind: U8, out_folio: I32, out_mm: I32, out_level: U8, out_page: I32, out_nr: I32,
                   base: int) -> int:
@@ -425,7 +396,14 @@ def generate_loop(mt: I64, buf: I64, meta: I64, n_ops: int, stop_at: int, order:
             meta[G_SHUFFLES] += 1
             if census[code] > 0 and (level != _PMD or order != 0):
                 # Feasible somewhere: shuffle, then the first feasible target in the shuffled order.
-                rpos = _shuffle(mt, buf, rpos, shuffled, n_targets)
+                rpos = _shuffle_draws(mt, buf, rpos, n_targets, draws)
+                for i in range(n_targets):
+                    shuffled[i] = i
+                for i in range(n_targets - 1, 0, -1):
+                    j = draws[i]
+                    tmp = shuffled[i]
+                    shuffled[i] = shuffled[j]
+                    shuffled[j] = tmp
                 for i in range(n_targets):
                     t = shuffled[i]
                     f = target_f[t]
@@ -434,7 +412,7 @@ def generate_loop(mt: I64, buf: I64, meta: I64, n_ops: int, stop_at: int, order:
                         found = True
                         break
             else:  # every try fails without drawing: only the shuffle's draws remain
-                rpos = _skip_shuffle(mt, buf, rpos, n_targets)
+                rpos = _shuffle_draws(mt, buf, rpos, n_targets, draws)
         if found:
             _census(census, -1, f, m, cap, pmd_cap, pmd, total, total_pmd, row_total)
             page, nr, rpos = _take(mt, buf, rpos, kind, level, f, m, nr_pages, map_range, unmap_range,
@@ -476,17 +454,17 @@ def generate_loop(mt: I64, buf: I64, meta: I64, n_ops: int, stop_at: int, order:
     return STOP_DONE
 
 
-def _owed_arrays(cap: int) -> tuple[I8, I64, I64, I64]:
+def _owed_arrays(cap: int) -> tuple[I8, I64, I64, I32]:
     """Empty owed arrays for at least ``cap`` positions: codes, FIFO links, live masks, block Fenwick tree."""
     size = 32
     while size < cap:
         size <<= 1
     return (np.zeros(size, dtype=np.int8), np.full(size, -1, dtype=np.int64), np.zeros(size // 32, dtype=np.int64),
-            np.zeros(size // 32 + 1, dtype=np.int64))
+            np.zeros(size // 32 + 1, dtype=np.int32))
 
 
-def _rebuild(meta: I64, o_code: I8) -> tuple[I8, I64, I64, I64]:
-    """Compact the owed entries (keeping their order) into new arrays, at most a quarter full."""
+def _rebuild(meta: I64, o_code: I8) -> tuple[I8, I64, I64, I32]:
+    """Compact the owed entries (keeping their order) into new arrays, at most half full."""
     used = int(meta[G_OWED_USED])
     at = np.arange(used, dtype=np.int64)
     held = o_code[:used]
@@ -497,7 +475,7 @@ def _rebuild(meta: I64, o_code: I8) -> tuple[I8, I64, I64, I64]:
             live |= (held == code) & (at >= head)
     codes = held[live]
     n = int(codes.shape[0])
-    new_code, new_next, new_mask, new_fen = _owed_arrays(4 * n)
+    new_code, new_next, new_mask, new_fen = _owed_arrays(2 * n)
     new_code[:n] = codes
     for code in range(6):
         at = np.flatnonzero(codes == code)
@@ -573,6 +551,7 @@ def generate_columns(seed: int, n_ops: int, n_folios: int, order: int, n_mms: in
         _census(census, 1, f, 0, cap_per_page * nr_pages, cap_per_page * n_mms, pmd, tot, tot_pmd, row_total)
     cand = np.zeros(nr_pages, dtype=np.int64)
     shuffled = np.zeros(n_folios * n_mms, dtype=np.int64)
+    draws = np.zeros(n_folios * n_mms, dtype=np.int64)
     target_f, target_m = np.divmod(np.arange(n_folios * n_mms, dtype=np.int64), n_mms)  # targets[t] = (f, m)
     mix_kind = np.array([k for (k, _lv), _w in mix], dtype=np.int64)
     mix_level = np.array([lv for (_k, lv), _w in mix], dtype=np.int64)
@@ -586,7 +565,7 @@ def generate_columns(seed: int, n_ops: int, n_folios: int, order: int, n_mms: in
         reason = generate_loop(mt, buf, meta, n_ops, stop_at, order, n_mms, n_folios * n_mms,
                                cap_per_page * nr_pages, cap_per_page * n_mms, map_range, unmap_range,
                                mix_kind, mix_level, cum_weights, pte, pmd, agg, tot, tot_pmd, row_total, census,
-                               o_code, o_next, o_mask, o_fen, cand, shuffled, target_f, target_m, codes,
+                               o_code, o_next, o_mask, o_fen, cand, shuffled, draws, target_f, target_m, codes,
                                out_kind, out_folio, out_mm, out_level, out_page, out_nr, base)
         if reason == STOP_OWED_FULL:
             o_code, o_next, o_mask, o_fen = _rebuild(meta, o_code)
