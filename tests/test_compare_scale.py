@@ -75,7 +75,7 @@ def _alive(pid: int) -> bool:
 
 def test_sigkill_of_compare_leaves_no_worker_alive(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "foliosim", "compare", "-w", "fork-child", "--param", "pages=20000",
-           "--oracle", "every", "-d", "kernel,exact", "--seeds", "1", "-j", "2", "-q",
+           "--oracle", "every", "-d", "kernel,exact", "--seeds", "2", "-j", "2", "-q",  # two driving runs
            "--db", str(tmp_path / "results.sqlite")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: dict[int, str] = {}

@@ -203,5 +203,4 @@ def test_compare_stores_a_run_traces_census_and_asks_the_same_census_in_simulati
     assert census.n > 0 and s.rate("exact", "false_shared", census=True).k == 0
     assert s.questions("kernel", census=True) == s.questions("exact", census=True)
     titles = [t.title for t in tables(s)]
-    assert "Demonstrations (built to show a known effect: not evidence), one by one: the census at forks and " \
-           "exits" in titles
+    assert "Demonstrations, one by one: the census at forks and exits" in titles

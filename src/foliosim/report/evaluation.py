@@ -145,13 +145,14 @@ def _kind_tables(s: Summary, kind: str) -> list[Table]:
             "generated workload: 95 % interval bootstrapped over its runs.")
     if kind == DEMO:
         note = "; ".join(f"`{display_name(w)}`: {DEMONSTRATIONS[display_name(w)]}" for w in workloads) + ". " + note
-    out.append(Table(f"{title}, one by one: the consumers' questions" if kind != DEMO else title,
+    out.append(Table(f"{title if kind != DEMO else 'Demonstrations'}, one by one: the consumers' questions",
                      ["workload", "design", *COLUMNS], rows, note, section=title if kind == DEMO else ""))
     if files:
         rows = []
         for w in files:
             rows += _design_rows(s, [w], [display_name(w)], census=True)
-        out.append(Table(f"{title}, one by one: the census at forks and exits", ["workload", "design", *COLUMNS],
+        out.append(Table(f"{title if kind != DEMO else 'Demonstrations'}, one by one: the census at forks and exits",
+                         ["workload", "design", *COLUMNS],
                          rows, CENSUS_NOTE))
     return out
 
@@ -178,7 +179,7 @@ def tables(s: Summary) -> list[Table]:
                       "time-weighted (machine steps one MM mapped the folio)"], rows,
                      "Real programs and synthetic workloads, demonstrations excluded. n per bucket is the "
                      "denominator; time-weighted: steps the design said \"shared\" / steps one MM mapped it "
-                     "(no interval: steps are not independent trials)."))
+                     "(no interval: steps are not independent trials).", section="Breakdowns"))
     rows = []
     for consumer in s.consumers:
         for d in s.designs:
@@ -422,14 +423,24 @@ def plots(s: Summary, outdir: Path) -> list[Plot]:
         save(fig, "false_shared_by_mms", "False \"shared\" by concurrent MMs",
              _alt_rates("the false-shared rate (%) by the most MMs mapping the folio at once", cats, series))
     if s.workloads and focus is not None:
-        names = [display_name(w) + (" (demo)" if kind_of(w) == DEMO else "") for w in s.workloads]
+        names = [display_name(w) for w in s.workloads]
         ns = [count(s.rate(focus, "false_shared", [w]).n) for w in s.workloads]
         series = [(d, [s.rate(d, "false_shared", [w]) for w in s.workloads]) for d in s.designs]
-        fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(names) + 2), 4.4))
+        fig, ax = plt.subplots(figsize=(max(8, 0.95 * len(names) + 2.5), 4.6))
         dots(ax, [f"{n}\nn={c}" for n, c in zip(names, ns, strict=True)], series, ylabel)
-        ax.tick_params(axis="x", labelsize=8)
-        ax.set_xlabel("workload (recorded real programs first; n = exclusive questions)")
-        ax.set_title("False \"maybe shared\" by workload")
+        ax.tick_params(axis="x", labelsize=7)
+        kinds = [kind_of(w) for w in s.workloads]
+        labels = {REAL: "recorded real programs", SYNTHETIC: "synthetic", DEMO: "demonstrations (not evidence)"}
+        start = 0
+        for i in range(1, len(kinds) + 1):
+            if i == len(kinds) or kinds[i] != kinds[start]:
+                if i < len(kinds):
+                    ax.axvline(i - 0.5, color="0.55", linestyle="--", linewidth=0.8)
+                ax.text((start + i - 1) / 2, 1.01, labels[kinds[start]], transform=ax.get_xaxis_transform(),
+                        ha="center", va="bottom", fontsize=8, color="0.3")
+                start = i
+        ax.set_xlabel("workload (n = exclusive questions asked of the driving design)")
+        ax.set_title("False \"maybe shared\" by workload", pad=16)
         save(fig, "false_shared_by_workload", "False \"shared\" by workload",
              _alt_rates("the false-shared rate (%) per workload", names, series))
     fields = cost_fields()
