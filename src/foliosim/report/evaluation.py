@@ -430,13 +430,13 @@ def plots(s: Summary, outdir: Path) -> list[Plot]:
         dots(ax, [f"{n}\nn={c}" for n, c in zip(names, ns, strict=True)], series, ylabel)
         ax.tick_params(axis="x", labelsize=7)
         kinds = [kind_of(w) for w in s.workloads]
-        labels = {REAL: "recorded real programs", SYNTHETIC: "synthetic", DEMO: "demonstrations (not evidence)"}
+        groups = {REAL: "recorded real programs", SYNTHETIC: "synthetic", DEMO: "demonstrations (not evidence)"}
         start = 0
         for i in range(1, len(kinds) + 1):
             if i == len(kinds) or kinds[i] != kinds[start]:
                 if i < len(kinds):
                     ax.axvline(i - 0.5, color="0.55", linestyle="--", linewidth=0.8)
-                ax.text((start + i - 1) / 2, 1.01, labels[kinds[start]], transform=ax.get_xaxis_transform(),
+                ax.text((start + i - 1) / 2, 1.01, groups[kinds[start]], transform=ax.get_xaxis_transform(),
                         ha="center", va="bottom", fontsize=8, color="0.3")
                 start = i
         ax.set_xlabel("workload (n = exclusive questions asked of the driving design)")
