@@ -204,3 +204,23 @@ def test_compare_stores_a_run_traces_census_and_asks_the_same_census_in_simulati
     assert s.questions("kernel", census=True) == s.questions("exact", census=True)
     titles = [t.title for t in tables(s)]
     assert "Demonstrations, one by one: the census at forks and exits" in titles
+
+
+def test_another_driver_is_named_and_closed_loop_refuses_a_driver(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "foliosim", "compare", "-w", "mix", "--param", "ops=80", "--seeds", "1", "-q",
+            "-j", "1"]
+    run = subprocess.run([*base, "--driver", "stopped", "-d", "kernel,exact", "--db", str(tmp_path / "a.sqlite")],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "open loop, every design answering the questions of `stopped`'s runs" in run.stdout
+    assert "open loop: `stopped` drives each run" in run.stderr
+    db = ResultsDB(tmp_path / "a.sqlite")
+    assert {(c["design"], c["driver"]) for c in db.cells()} == {("kernel", "stopped"), ("exact", "stopped")}
+    db.close()
+    bad = subprocess.run([*base, "--driver", "stopped", "--closed-loop", "--db", str(tmp_path / "b.sqlite")],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "--driver stopped" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "b.sqlite").exists()

@@ -737,6 +737,9 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
         repeated = sorted({str(v) for v in grid_params[key] if grid_params[key].count(v) > 1})
         if repeated:
             fail(f"--param {item!r}: {', '.join(repeated)} listed twice", 2)
+    if closed_loop and driver != "kernel":
+        fail(f"--driver {driver} names the design that drives open-loop runs; --closed-loop runs every design on "
+             "its own runs (give one or the other)", 2)
     texts: dict[str, str] = {}
     file_names: dict[str, str] = {}
     asked_recorded = recorded is True

@@ -362,7 +362,8 @@ def headline(s: Summary) -> Headline:
     evidence, label = (real, "the recorded real programs") if real else (synthetic, "the synthetic workloads")
     demos = [display_name(w) for w in s.kind_workloads(DEMO)]
     names = join_names([display_name(w) for w in evidence])
-    loop = (f"open loop, every design answering the questions of `{design}`'s runs" if "open" in s.modes
+    drivers = join_names([f"`{d}`" for d in s.drivers]) or f"`{design}`"
+    loop = (f"open loop, every design answering the questions of {drivers}'s runs" if "open" in s.modes
             else "closed loop, each design steering its own runs")
     if not evidence:
         text = (f"Only demonstrations ({join_names(demos)}) are in these results, and they are not evidence: "
