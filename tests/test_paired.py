@@ -112,6 +112,11 @@ def test_closed_loop_is_kept_and_labelled(tmp_path: Path) -> None:
 
     assert "closed loop" in report_text(tmp_path / "r.sqlite", mode="closed")
     assert "open loop" in report_text(tmp_path / "r.sqlite")
+    from foliosim.report.evaluation import load_summary
+
+    opened, closed_s = load_summary(tmp_path / "r.sqlite"), load_summary(tmp_path / "r.sqlite", mode="closed")
+    assert (opened.modes, opened.cells, opened.other_mode) == (["open"], 2, 2)
+    assert (closed_s.modes, closed_s.cells, closed_s.other_mode) == (["closed"], 2, 2)
     db.close()
 
 

@@ -183,6 +183,7 @@ class Summary:
     configs: list[tuple[int, int]]  # (word_bits, no_page_mapcount)
     live: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0  # workload-file cells stored once per seed by an older foliosim, counted once here
+    other_mode: int = 0  # cells of the other scoring mode in the database (never pooled with these)
 
     def kind_workloads(self, kind: str) -> list[str]:
         return [w for w in self.workloads if kind_of(w) == kind]

@@ -483,6 +483,10 @@ def _setup(s: Summary, source: str) -> str:
     configs = "; ".join(_config_name(b, n) for b, n in s.configs)
     dup = (f" {s.duplicates} duplicate cells of workload files (an older foliosim ran them once per seed) "
            "counted once." if s.duplicates else "")
+    if s.other_mode:
+        dup += (f" {s.other_mode} {'open' if 'closed' in s.modes else 'closed'}-loop cells of this database are "
+                "not in this report (they do not pool: foliosim report "
+                + ("without --closed-loop" if "closed" in s.modes else "--closed-loop") + ").")
     return (f"{s.cells} cells: {len(s.designs)} designs × {len(s.workloads)} workloads "
             f"({len(s.kind_workloads(REAL))} recorded real programs, {len(s.kind_workloads(SYNTHETIC))} synthetic, "
             f"{len(s.kind_workloads(DEMO))} demonstrations), seeds {', '.join(map(str, s.seeds))} (recorded programs: "
@@ -569,7 +573,8 @@ class ReportFiles:
     tables: list[Table] = field(default_factory=list)
 
 
-def _cells(db: ResultsDB, cell_ids: list[str] | None, mode: str | None = None) -> list[dict[str, Any]]:
+def _cells(db: ResultsDB, cell_ids: list[str] | None, mode: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The cells to report and how many of the other scoring mode were left out."""
     cells = db.cells()
     if cell_ids is not None:
         wanted = set(cell_ids)
@@ -577,18 +582,21 @@ def _cells(db: ResultsDB, cell_ids: list[str] | None, mode: str | None = None) -
     if mode is None:  # a database with both kinds: open loop unless asked (they do not pool)
         modes = {c["mode"] for c in cells}
         mode = "open" if "open" in modes else "closed"
-    return [c for c in cells if c["mode"] == mode]
+    kept = [c for c in cells if c["mode"] == mode]
+    return kept, len(cells) - len(kept)
 
 
 def load_summary(db_path: str | Path, cell_ids: list[str] | None = None, mode: str | None = None) -> Summary:
     """The summary of a results database (``cell_ids``: only those cells; ``mode``: open or closed loop)."""
     db = ResultsDB(db_path)
     try:
-        cells = _cells(db, cell_ids, mode)
+        cells, other = _cells(db, cell_ids, mode)
         if not cells:
             raise ValueError(f"{db_path}: the results database has no finished cells"
                              + (f" scored {mode} loop" if mode else "") + " (run foliosim compare)")
-        return summarize(cells, db.metric_rows([c["cell_id"] for c in cells]), db.live_verdicts())
+        summary = summarize(cells, db.metric_rows([c["cell_id"] for c in cells]), db.live_verdicts())
+        summary.other_mode = other
+        return summary
     finally:
         db.close()
 
