@@ -67,7 +67,7 @@ SIZES = ("4K", "16K", "36K", "64K", "128K", "2M", "4M")
 
 def program(seed: int) -> str:
     """A random scenario over anonymous private memory: tasks, forks, threads, exec, exits, writes (whole and
-    partial pages), reads, munmap, mprotect, madvise, pins."""
+    partial pages), reads, munmap, mprotect, madvise (MADV_COLD/PAGEOUT splits included), pins, vmsplice."""
     rng = random.Random(seed)
     lines = []
     thp = rng.choice(["", "thp=2", "thp=4", "thp=9", "thp=2,4,9", "thp=3,5"])
@@ -122,15 +122,23 @@ def program(seed: int) -> str:
         elif roll < 0.88:
             lines.append(f"mprotect {task} {where} {count * 4}K {rng.choice(['r', 'rw'])}")
         elif roll < 0.93:
-            advice = rng.choice(["dontneed", "dontneed", "hugepage", "nohugepage", "dontfork", "dofork"])
+            advice = rng.choice(["dontneed", "dontneed", "cold", "pageout", "hugepage", "nohugepage", "dontfork",
+                                 "dofork"])
             lines.append(f"madvise {task} {where} {count * 4}K {advice}")
         elif roll < 0.97:
             pin = f"pin{n}"
-            lines.append(f"pin {task} {pin} {where} {min(count, 8) * 4}K {rng.choice(['ro', 'rw'])} "
-                         f"{rng.choice(['longterm', 'short'])}")
+            if rng.random() < 0.3:
+                lines.append(f"vmsplice {task} {pin} {where} {min(count, 20) * 4}K")
+            else:
+                lines.append(f"pin {task} {pin} {where} {min(count, 8) * 4}K {rng.choice(['ro', 'rw'])} "
+                             f"{rng.choice(['longterm', 'short'])}")
             pins.append(pin)
         elif pins:
             lines.append(f"unpin {pins.pop(rng.randrange(len(pins)))}")
+        elif rng.random() < 0.5:
+            lines.append(f"stats {task}")
+        else:
+            lines.append(f"pagemap {task} {where} {min(count, 64) * 4}K")
     lines.append("check")
     return "\n".join(lines) + "\n"
 

@@ -39,7 +39,7 @@ I64 = npt.NDArray[np.int64]
 KIND_NAMES = ("anon", "file", "shmem")
 OP_NAMES = {K.K_MM_NEW: "mm_new", K.K_MM_FREE: "mm_free", K.K_FOLIO_NEW: "folio_new", K.K_FOLIO_FREE: "folio_free",
             K.K_MAP_NEW_ANON: "map_new_anon", K.K_MAP: "map", K.K_DUP: "dup", K.K_UNMAP: "unmap"}
-UNSUPPORTED_ADVICE = frozenset({"cold", "pageout"})
+UNSUPPORTED_ADVICE: frozenset[str] = frozenset()
 
 
 class Unsupported(FoliosimError):
@@ -65,6 +65,14 @@ class FastMM:
     @property
     def name(self) -> str:
         return f"mm{self.num}"
+
+    @property
+    def ptes(self) -> dict[int, MappingView]:
+        """vpn -> the PTE there (a snapshot, for foliosim.vm.stats)."""
+        assert self.pmds is not None
+        m = self.pmds.machine
+        ptes, _ = m.mappings(self)
+        return {vpn: MappingView(m.view(f), page, w) for vpn, (f, page, w, _d) in ptes.items()}
 
     def find_vma(self, vpn: int) -> Vma | None:
         idx = bisect.bisect_right(self.vmas, vpn, key=_start) - 1
@@ -106,6 +114,20 @@ class PmdSet:
     def __contains__(self, idx: object) -> bool:
         return isinstance(idx, int) and self.machine._has_pmd(self.mm, idx)
 
+    def items(self) -> list[tuple[int, MappingView]]:
+        """(PMD index, its mapping) of every PMD of the MM (for foliosim.vm.stats.smaps_rollup())."""
+        _, pmds = self.machine.mappings(self.mm)
+        return [(idx, MappingView(self.machine.view(f), 0, w)) for idx, (f, w) in sorted(pmds.items())]
+
+
+@dataclass(frozen=True, slots=True)
+class MappingView:
+    """A PTE or PMD as foliosim.vm.stats reads it: ``folio``, ``page``, ``write``."""
+
+    folio: FolioView
+    page: int
+    write: bool
+
 
 def _start(vma: Vma) -> int:
     return vma.start
@@ -132,6 +154,7 @@ class FolioView:
     machine: FastMachine | None = None
     slot: int = -1
     kind: int = L.KIND_ANON
+    file: None = None  # no page-cache folios on the fast engine
 
     @property
     def is_anon(self) -> bool:
@@ -154,6 +177,7 @@ class PinHandle:
     foll_pin: bool
     pages: list[tuple[int, int]]  # (folio slot or ZERO, page)
     vpns: list[int | None]
+    allowed: list[set[bytes]] = field(default_factory=list)  # a pipe: every value the owner's view had there
 
 
 class _NoReference(ReferenceMemory):
@@ -232,6 +256,8 @@ class FastMachine:
         self.cow = np.zeros((64, L.C_COLS), dtype=np.int64)
         self.faultbuf = np.zeros((1024, 2), dtype=np.int64)
         self.scr = np.zeros((2, 64), dtype=np.int64)
+        self.scr2 = np.zeros((2, 64), dtype=np.int64)  # the folio split's own table list and pieces
+        self.ent = np.zeros((0, 5), dtype=np.int64)  # the folio split's migration entries
         self.trace: list[Op] = []
         self.events: list[Any] = []
         self.cow_decisions: list[CowDecision] = []
@@ -241,6 +267,7 @@ class FastMachine:
         self.tasks: dict[str, FastTask] = {}
         self.mms: dict[str, FastMM] = {}
         self.gup: dict[str, PinHandle] = {}
+        self.pinned_pages = 0  # pages of the folios pinned (an upper bound on fork's early copies)
         self.ref = ReferenceMemory() if reference else _NoReference()
         self.pages: list[bytes] = []  # content ids 256.. -> page bytes
         self._page_ids: dict[bytes, int] = {}
@@ -291,6 +318,16 @@ class FastMachine:
         self.task_name = task.name if task is not None else None
 
     def _end(self) -> None:
+        if self.keep_reference:
+            for h in self.gup.values():  # GupHandle.track(): what each tracked page's owner view reads now
+                for i, vpn in enumerate(h.vpns):
+                    if vpn is None:
+                        continue
+                    vma = h.mm.find_vma(vpn)
+                    if vma is None:
+                        h.vpns[i] = None
+                        continue
+                    h.allowed[i].add(self.ref.expected(h.mm, vma, vpn))  # type: ignore[arg-type]
         if self.options.check:
             problems = self.check()
             if problems:
@@ -615,9 +652,7 @@ class FastMachine:
                 rows.append(row)
         if rows:
             ptes, pmds, tables = self._entries(src)
-            n = int(self.glob[L.G_NFOLIO])
-            pinned = self.fs[:n, L.X_PINS] > 0
-            early = int((np.left_shift(1, self.fs[:n, K.F_ORDER][pinned])).sum()) + 1
+            early = self.pinned_pages + 1  # early copies at fork are of pinned folios' pages only
             self.ensure(folios=early, pages=early, tables=tables + 2, trace=3 * (ptes + pmds) + 8 * early + 16)
             rc = kern.fork_copy(*self.args(), self.pexp, self._scratch(), src.num, dst.num,
                                 np.array(rows, dtype=np.int64))
@@ -747,6 +782,32 @@ class FastMachine:
                 handle.vpns = [None if v is not None and start <= v < end else v for v in handle.vpns]
         self._free_pte_tables(mm, start, end)
 
+    def _cold_pageout(self, mm: FastMM, ranges: list[tuple[int, int]], advice: str) -> None:
+        """``madvise_cold_pageout()`` (foliosim.vm.fault): decisions counted, folios split where it splits them."""
+        if not ranges:
+            return
+        self.ensure(trace=64)
+        need = max(int(self.glob[L.G_NTB]) + 1, self.P)
+        if self.scr2.shape[1] < need:
+            self.scr2 = np.zeros((2, 2 * need), dtype=np.int64)
+        before = self.glob[L.G_MADV:L.G_MADV + 3].tolist()
+        rows = np.array(ranges, dtype=np.int64).reshape(-1, 2)
+        first = 0
+        while True:
+            rc = kern.cold_pageout(*self.args(), self._scratch(), self.scr2, self.ent, mm.num, rows, first)
+            self._drain()
+            if rc != L.RC_ROOM:
+                break
+            first = int(self.glob[L.G_NGATHER])  # a folio split needs more room: grow, resume at that folio
+            self.ensure(folios=self.fs.shape[0] + self.P, pages=self.pmc.shape[0] + self.P,
+                        trace=self.tr.shape[0] + 8 * self.P)
+            self.ent = np.zeros((2 * self.ent.shape[0] + self.P, 5), dtype=np.int64)
+        self._check_rc(rc)
+        for k, verdict in enumerate(("take", "skip", "split")):
+            delta = int(self.glob[L.G_MADV + k]) - int(before[k])
+            if delta:
+                self.pycount[f"madvise {advice} {verdict}"] += delta
+
     def _free_pte_tables(self, mm: FastMM, start: int, end: int) -> None:
         """free_pgtables(): page tables of PMD ranges no VMA touches any more go away."""
         lo, hi = start >> self.po, (end - 1) >> self.po
@@ -843,7 +904,9 @@ class FastMachine:
         mm = task.mm
         start, end = rng
         hole = not mm.covered(start, end)
-        if advice == "dontneed":
+        if advice in ("cold", "pageout"):
+            self._cold_pageout(mm, [(max(start, v.start), min(end, v.end)) for v in mm.vmas_in(start, end)], advice)
+        elif advice == "dontneed":
             self._zap(mm, [(max(start, v.start), min(end, v.end)) for v in mm.vmas_in(start, end)])
             self.ref.dontneed(mm, start, end)  # type: ignore[arg-type]
             for handle in self.gup.values():
@@ -1001,42 +1064,60 @@ class FastMachine:
     def pin(self, task_name: str, handle: str, addr: int, length: int, *, write: bool = False,
             longterm: bool = True, fast: bool = False) -> int:
         """``pin_user_pages()`` (foliosim.vm.gup.gup with FOLL_PIN)."""
+        return self._gup(task_name, handle, addr, length, write=write, longterm=longterm, foll_pin=True)
+
+    def vmsplice(self, task_name: str, handle: str, addr: int, length: int) -> int:
+        """``vmsplice()`` into a pipe: plain FOLL_GET references on at most ``vmsplice_max_pages`` pages."""
+        return self._gup(task_name, handle, addr, length, write=False, longterm=False, foll_pin=False)
+
+    def _gup(self, task_name: str, handle: str, addr: int, length: int, *, write: bool, longterm: bool,
+             foll_pin: bool) -> int:
+        """foliosim.vm.gup.gup(): every page of the range pinned (or referenced), all or nothing."""
         task = self._runnable(task_name)
         if not handle or handle in self.gup:
             raise SimError(f"pin/pipe name {handle!r} is already in use" if handle else "empty pin name")
         self._begin(task)
+        what = "pin" if foll_pin else "vmsplice"
         if addr < 0 or addr % PAGE_SIZE or length <= 0:
-            return self._fail("pin", -EINVAL)
+            return self._fail(what, -EINVAL)
         start = addr >> PAGE_SHIFT
         nr = (length + PAGE_SIZE - 1) // PAGE_SIZE
+        if not foll_pin:
+            nr = min(nr, self.options.vmsplice_max_pages)
         mm = task.mm
         for vpn in range(start, start + nr):
             vma = mm.find_vma(vpn)
             if vma is None or not vma.read or (write and not vma.write):
-                return self._fail("pin", -EFAULT)
-        if not mm.has_pinned:
+                return self._fail(what, -EFAULT)
+        if foll_pin and not mm.has_pinned:
             mm.has_pinned = True
             self.ms[mm.num, L.MS_PINNED] = 1
         pages: list[tuple[int, int]] = []
         vpns: list[int | None] = []
         for vpn in range(start, start + nr):
-            f, page = self._follow(task, mm, vpn, write, longterm)
+            f, page = self._follow(task, mm, vpn, write, longterm, foll_pin)
             if f >= 0:
-                if self.config.has_pincount(int(self.fs[f, K.F_ORDER])):
+                if not foll_pin:
+                    self.fs[f, L.X_REF] += 1
+                    self.fs[f, L.X_REFS] += 1
+                elif self.config.has_pincount(int(self.fs[f, K.F_ORDER])):
                     self.fs[f, L.X_REF] += 1
                     self.fs[f, L.X_PINCOUNT] += 1
                 else:
                     self.fs[f, L.X_REF] += kern.GUP_PIN_COUNTING_BIAS
-                self.fs[f, L.X_PINS] += 1
+                if foll_pin:
+                    self.fs[f, L.X_PINS] += 1
+                    self.pinned_pages += 1 << int(self.fs[f, K.F_ORDER])
             pages.append((f, page))
-            vpns.append(vpn if f >= 0 or longterm else None)  # the kernel promises coherence for these only
-        self.gup[handle] = PinHandle(handle, task.name, mm, True, pages, vpns)
-        self.pycount["pin"] += 1
+            vpns.append(vpn if f >= 0 or (foll_pin and longterm) else None)  # where the kernel promises coherence
+        self.gup[handle] = PinHandle(handle, task.name, mm, foll_pin, pages, vpns, [set() for _ in pages])
+        self.pycount[what] += 1
         self._sync(mm)
         self._end()
         return nr
 
-    def _follow(self, task: FastTask, mm: FastMM, vpn: int, write: bool, longterm: bool) -> tuple[int, int]:
+    def _follow(self, task: FastTask, mm: FastMM, vpn: int, write: bool, longterm: bool,
+                foll_pin: bool = True) -> tuple[int, int]:
         """``follow_page_mask()`` + ``faultin_page()`` until the page can be grabbed (foliosim.vm.gup._follow)."""
         for _ in range(4):
             f, page, writable, by_pmd = self.lookup_slot(mm, vpn)
@@ -1046,10 +1127,12 @@ class FastMachine:
             if write and not writable:
                 self._fault(task, mm, vpn, True, False)
                 continue
-            if not write and f >= 0 and not self.pex[int(self.fs[f, K.F_OFF]) + (0 if by_pmd else page)]:
+            if not foll_pin or write:
+                return f, page
+            if f >= 0 and not self.pex[int(self.fs[f, K.F_OFF]) + (0 if by_pmd else page)]:
                 self._fault(task, mm, vpn, False, True)  # gup_must_unshare(): FAULT_FLAG_UNSHARE
                 continue
-            if not write and f < 0 and longterm:  # gup_must_unshare(): a long-term R/O pin of the zero page
+            if f < 0 and longterm:  # gup_must_unshare(): a long-term R/O pin of the zero page
                 self._fault(task, mm, vpn, False, True)
                 continue
             return f, page
@@ -1057,9 +1140,6 @@ class FastMachine:
 
     def _fault(self, task: FastTask, mm: FastMM, vpn: int, write: bool, unshare: bool) -> None:
         self._run_access(np.array([[mm.num, vpn, 1, int(write), -2, int(unshare)]], dtype=np.int64))
-
-    def vmsplice(self, task_name: str, handle: str, addr: int, length: int) -> int:
-        raise Unsupported("vmsplice (FOLL_GET references)")
 
     def unpin(self, handle: str) -> int:
         h = self.gup.get(handle)
@@ -1071,7 +1151,15 @@ class FastMachine:
         for f, _page in h.pages:
             if f < 0:
                 continue
+            if not h.foll_pin:
+                self.fs[f, L.X_REFS] -= 1
+                ok = kern.put(self.cfg, self.glob, self.opt, self.fs, self.pmc, self.tr, f, 1)
+                self._drain()
+                if not ok:
+                    self._check_rc(L.RC_ERROR)
+                continue
             self.fs[f, L.X_PINS] -= 1
+            self.pinned_pages -= 1 << int(self.fs[f, K.F_ORDER])
             if self.config.has_pincount(int(self.fs[f, K.F_ORDER])):
                 self.fs[f, L.X_PINCOUNT] -= 1
                 nr = 1

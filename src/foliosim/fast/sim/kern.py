@@ -42,8 +42,10 @@ from foliosim.fast.sim.layout import (
     G_FAULTS,
     G_FREE,
     G_FREE_TB,
+    G_FSPLIT,
     G_HUSED,
     G_LIVE,
+    G_MADV,
     G_NAME,
     G_NCOW,
     G_NFOLIO,
@@ -59,6 +61,7 @@ from foliosim.fast.sim.layout import (
     HUGE_ZERO,
     KIND_ANON,
     MS_ID,
+    MS_LIVE,
     MS_NMAP,
     MS_NVMA,
     MS_PINNED,
@@ -122,6 +125,9 @@ from foliosim.fast.sim.layout import (
     X_NEXT,
     X_PINCOUNT,
     X_REF,
+)
+from foliosim.fast.sim.layout import (
+    ZERO as ZERO_SLOT,
 )
 
 try:  # pragma: no cover - depends on the environment
@@ -1160,3 +1166,237 @@ def split_pmd_at(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct
     if t < 0 or tb[t, TB_PMDF] == NONE:
         return RC_OK
     return RC_OK if split_pmd(cfg, opt, glob, fs, pmc, pex, tb, ptf, ptp, ptw, ms, tr, m, t) else RC_ERROR
+
+
+# ----------------------------------------------------------------------------- MADV_COLD/PAGEOUT and folio split
+@sjit
+def unmap_plain(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, f: int, m: int, level: int,
+                page: int, nr: int) -> bool:
+    """An unmap as ``Machine._record()`` makes it directly (no deferred-split queueing): the folio split's."""
+    mm_id = ms[m, MS_ID]
+    nr_pages = np.int64(1) << fs[f, K.F_ORDER]
+    if not K._precheck_ok(cfg, fs, f, page, nr_pages if level == K.L_PMD else nr, mm_id, level):
+        glob[G_ERR] = E_RMAP
+        glob[G_ERRF] = fs[f, X_NAME]
+        return False
+    glob[G_RMAP] += 1
+    K._remove_rmap(cfg, fs, pmc, f, page, nr, mm_id, level)
+    ms[m, MS_NMAP] -= nr if level == K.L_PTE else 1
+    if level == K.L_PMD:
+        record(glob, opt, tr, K.K_UNMAP, m, fs[f, X_NAME], 0, level, 0, 1)
+    else:
+        record(glob, opt, tr, K.K_UNMAP, m, fs[f, X_NAME], 0, level, page, nr)
+    return True
+
+
+@sjit
+def split_folio(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+                ptw: Any, hk: Any, hv: Any, ms: Any, tr: Any, scr2: Any, ent: Any, f: int) -> tuple[int, int]:
+    """``split_folio()`` to order 0 (foliosim.vm.split): (0 or -errno, slot of page 0's piece). The caller holds a
+    reference on ``f``; on success it moves to page 0's piece."""
+    po = cfg[K.C_PMD_ORDER]
+    order = fs[f, K.F_ORDER]
+    if order == 0 or not fs[f, K.F_LIVE]:
+        return -22, -1
+    mc = mapcount(fs, pmc, f)
+    anon = fs[f, X_KIND] == KIND_ANON
+    if anon and mc == 0:
+        return -16, -1
+    if mc != fs[f, X_REF] - 1:  # can_split_folio(): nothing but the mappings and the caller's reference
+        return -11, -1
+    off = fs[f, K.F_OFF]
+    nr = np.int64(1) << order
+    ne = 0
+    for m in range(ms.shape[0]):  # unmap_folio(): every MM in creation order, its PMDs, then its PTEs
+        if not ms[m, MS_LIVE]:
+            continue
+        n = mm_tables(glob, tb, hk, hv, m, 0, np.int64(1) << 40, scr2)
+        for j in range(n):
+            t = scr2[0, j]
+            if tb[t, TB_PMDF] != f:
+                continue
+            write = tb[t, TB_PMDW]
+            excl = pex[off]
+            pex[off] = 0
+            tb[t, TB_PMDF] = NONE
+            tb[t, TB_PMDW] = 0
+            tb[t, TB_HASPT] = 1
+            if not unmap_plain(cfg, glob, opt, fs, pmc, ms, tr, f, m, K.L_PMD, 0, 1):
+                return -1, -1
+            if not put(cfg, glob, opt, fs, pmc, tr, f, 1):
+                return -1, -1
+            glob[G_PMDSPLIT] += 1
+            base = tb[t, TB_IDX] << po
+            for k in range(nr):
+                ent[ne, 0] = m
+                ent[ne, 1] = base + k
+                ent[ne, 2] = k
+                ent[ne, 3] = write
+                ent[ne, 4] = 1 if (write or excl) else 0
+                ne += 1
+        for j in range(n):
+            t = scr2[0, j]
+            if not tb[t, TB_HASPT] or tb[t, TB_NPTE] == 0:
+                continue
+            base = tb[t, TB_IDX] << po
+            for s in range(ptf.shape[1]):
+                if ptf[t, s] != f:
+                    continue
+                page = ptp[t, s]
+                write = 1 if ptw[t, s] & PW else 0
+                excl = pex[off + page]
+                pex[off + page] = 0
+                ent[ne, 0] = m
+                ent[ne, 1] = base + s
+                ent[ne, 2] = page
+                ent[ne, 3] = write
+                ent[ne, 4] = 1 if (write or excl) else 0
+                ne += 1
+                ptf[t, s] = NONE
+                ptw[t, s] = 0
+                tb[t, TB_NPTE] -= 1
+                if not unmap_plain(cfg, glob, opt, fs, pmc, ms, tr, f, m, K.L_PTE, page, 1):
+                    return -1, -1
+                if not put(cfg, glob, opt, fs, pmc, tr, f, 1):
+                    return -1, -1
+    if fs[f, X_REF] != 1:
+        glob[G_ERR] = E_REFCOUNT
+        glob[G_ERRF] = fs[f, X_NAME]
+        return -1, -1
+    kind = fs[f, X_KIND]
+    if not put(cfg, glob, opt, fs, pmc, tr, f, 1):  # the freeze: the old folio is freed
+        return -1, -1
+    for k in range(nr):  # __split_unmapped_folio(): one order-0 folio per page, page k keeping its contents
+        scr2[0, k] = alloc(glob, opt, fs, pmc, pex, pct, tr, kind, 0, pct[off + k])
+    if anon:  # remap_page(RMP_USE_SHARED_ZEROPAGE)
+        for k in range(nr):
+            piece = scr2[0, k]
+            poff = fs[piece, K.F_OFF]
+            for e in range(ne):
+                if ent[e, 2] != k:
+                    continue
+                m = ent[e, 0]
+                vpn = ent[e, 1]
+                t = hfind(hk, hv, _hkey(m, vpn >> po))
+                s = vpn - ((vpn >> po) << po)
+                if pct[poff] == 0:  # try_to_map_unused_to_zeropage()
+                    ptf[t, s] = ZERO_SLOT
+                    ptp[t, s] = 0
+                    ptw[t, s] = 0
+                    tb[t, TB_NPTE] += 1
+                    continue
+                get(fs, piece, 1)
+                if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP, piece, m, K.L_PTE, 0, 1):
+                    return -1, -1
+                if ent[e, 4]:
+                    pex[poff] = 1
+                ptf[t, s] = piece
+                ptp[t, s] = 0
+                ptw[t, s] = PW if ent[e, 3] else 0
+                tb[t, TB_NPTE] += 1
+    glob[G_FSPLIT] += 1
+    for k in range(1, nr):
+        if not put(cfg, glob, opt, fs, pmc, tr, scr2[0, k], 1):
+            return -1, -1
+    return 0, scr2[0, 0]
+
+
+@sjit
+def _cold_split(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+                ptw: Any, hk: Any, hv: Any, ms: Any, tr: Any, cow: Any, scr2: Any, ent: Any, f: int) -> int:
+    """``_split()`` of foliosim.vm.fault: folio_get(), split_folio(), folio_put() of the holder; 0 or -errno;
+    -2: no room for the pieces (nothing changed)."""
+    nr = np.int64(1) << fs[f, K.F_ORDER]
+    ents = mapcount(fs, pmc, f) * nr
+    if ents > ent.shape[0] or nr > scr2.shape[1] or \
+            not room(glob, opt, fs, pmc, tb, hk, tr, cow, nr + 2, nr + 2, 0, 3 * ents + 2 * nr + 8):
+        return -2
+    get(fs, f, 1)
+    err, piece = split_folio(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, tr, scr2, ent, f)
+    if err == -1:
+        return -1
+    if not put(cfg, glob, opt, fs, pmc, tr, piece if err == 0 else f, 1):
+        return -1
+    glob[G_MADV + 1 if err else G_MADV + 2] += 1  # skip (split failed) or split
+    return err
+
+
+@sjit
+def cold_pageout(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any,
+                 ptp: Any, ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, scr: Any,
+                 scr2: Any, ent: Any, m: int, ranges: Any, first: int) -> int:
+    """``madvise_cold_or_pageout_pte_range()`` over each ``[lo, hi)`` of ``ranges`` (one per VMA, anonymous
+    private memory): take, skip or split each folio as foliosim.vm.fault.madvise_cold_pageout() decides."""
+    po = cfg[K.C_PMD_ORDER]
+    for r in range(first, ranges.shape[0]):
+        lo = ranges[r, 0]
+        hi = ranges[r, 1]
+        n = mm_tables(glob, tb, hk, hv, m, lo >> po, (hi - 1) >> po, scr)
+        for j in range(n):
+            t = scr[0, j]
+            if tb[t, TB_PMDF] == NONE and not tb[t, TB_HASPT]:
+                continue  # the page walk skips pmd_none() slots
+            base = tb[t, TB_IDX] << po
+            a = lo if lo > base else base
+            b = base + ptf.shape[1]
+            if hi < b:
+                b = hi
+            f = tb[t, TB_PMDF]
+            if f != NONE:  # _cold_pmd()
+                if f == HUGE_ZERO:
+                    continue
+                if maybe_shared(fs, pmc, f):
+                    glob[G_MADV + 1] += 1
+                    continue
+                if b - a != ptf.shape[1]:
+                    err = _cold_split(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, tr, cow,
+                                      scr2, ent, f)
+                    if err == -2:  # resume here once the caller made room
+                        ranges[r, 0] = a
+                        glob[G_NGATHER] = r
+                        return RC_ROOM
+                    if err == -1:
+                        return RC_ERROR
+                    if err != 0:
+                        continue
+                else:
+                    glob[G_MADV] += 1
+                    continue
+            vpn = a  # _cold_ptes()
+            while vpn < b:
+                s = vpn - base
+                f = ptf[t, s]
+                if f == NONE or f < 0:
+                    vpn += 1
+                    continue
+                nr = 1
+                order = fs[f, K.F_ORDER]
+                if order:
+                    page = ptp[t, s]
+                    limit = b - vpn
+                    if (np.int64(1) << order) - page < limit:
+                        limit = (np.int64(1) << order) - page
+                    while nr < limit and ptf[t, s + nr] == f and ptp[t, s + nr] == page + nr:
+                        nr += 1
+                    if nr < (np.int64(1) << order):
+                        if maybe_shared(fs, pmc, f):
+                            glob[G_MADV + 1] += 1
+                        else:
+                            err = _cold_split(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, tr,
+                                              cow, scr2, ent, f)
+                            if err == -2:
+                                ranges[r, 0] = vpn
+                                glob[G_NGATHER] = r
+                                return RC_ROOM
+                            if err == -1:
+                                return RC_ERROR
+                            if err == 0:
+                                continue  # the same address again, now an order-0 folio (or none)
+                        vpn += nr
+                        continue
+                if mapcount(fs, pmc, f) != (np.int64(1) << order):
+                    glob[G_MADV + 1] += 1
+                else:
+                    glob[G_MADV] += 1
+                vpn += nr
+    return RC_OK

@@ -45,7 +45,9 @@ VM_COLS = 9
  G_HUSED, G_ERR, G_ERRF, G_PMDSPLIT, G_EARLY, G_SEQ, G_NGATHER, G_LIVE, G_RMAP) = range(20)
 G_SEGV = 20  # accesses refused with SIGSEGV by the kernels' own protection check
 G_FREE = 21  # free-list heads per order: G_FREE + order
-G_LEN = G_FREE + 21
+G_MADV = G_FREE + 21  # MADV_COLD/PAGEOUT decisions: take, skip, split
+G_FSPLIT = G_MADV + 3  # folio splits
+G_LEN = G_FSPLIT + 1
 
 # Options.
 O_RECORD, O_MUTANT, O_USE_ZERO, O_ORACLE = range(4)

@@ -20,8 +20,8 @@ from foliosim.vm.scenario import Command, ScenarioError, StepRecord, _Runner, bu
 #: verbs the fast engine does not run, and why
 UNSUPPORTED_VERBS = {
     "file": "files and shmem objects (page cache)", "grab": "mmgrab holders", "mmget": "mmget holders",
-    "release": "mmgrab/mmget holders", "mremap": "mremap", "vmsplice": "vmsplice (FOLL_GET references)",
-    "clear_refs": "clear_refs (soft-dirty)", "stats": "stats (smaps_rollup)",
+    "release": "mmgrab/mmget holders", "mremap": "mremap",
+    "clear_refs": "clear_refs (soft-dirty)",
 }
 
 
@@ -31,8 +31,6 @@ def unsupported_reason(commands: list[Command]) -> str | None:
         why = UNSUPPORTED_VERBS.get(cmd.verb)
         if cmd.verb == "mmap" and ("shared" in cmd.args[3:] or "file" in cmd.opts or "shmem" in cmd.opts):
             why = "shared, file and shmem mappings"
-        if cmd.verb == "madvise" and cmd.args[3] in ("cold", "pageout"):
-            why = f"MADV_{cmd.args[3].upper()} (folio split)"
         if why is not None:
             return f"line {cmd.line}: {why}"
     return None
