@@ -134,3 +134,24 @@ def test_compare_cli_runs_resumes_and_rejects_bad_grids(tmp_path: Path) -> None:
                              timeout=60, check=False)
         assert run.returncode == 2 and why in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert shutil.which(foliosim[0])
+
+
+def test_default_designs_leave_precise_rmapid_out_of_32_bit_cells_and_say_so() -> None:
+    from foliosim.evaluate.sweep import Grid
+    from foliosim.schemes.base import DESIGNS
+
+    assert "precise-rmapid" in DESIGNS
+    grid = Grid(workloads=("fork-child",), seeds=(1,), word_bits=(64, 32), skip_unsupported=True)
+    cells = grid.cells()
+    by_bits = {bits: {c.design for c in cells if c.word_bits == bits} for bits in (64, 32)}
+    assert "precise-rmapid" in by_bits[64]
+    assert by_bits[32] == set(DESIGNS) - {"precise-rmapid"}
+    assert grid.skipped == ["precise-rmapid on 32-bit"]
+
+
+def test_an_explicit_design_a_configuration_lacks_is_refused_naming_both() -> None:
+    from foliosim.evaluate.sweep import Grid
+
+    grid = Grid(designs=("kernel", "precise-rmapid"), workloads=("fork-child",), seeds=(1,), word_bits=(32,))
+    with pytest.raises(ValueError, match=r"precise-rmapid.*--word-bits 32"):
+        grid.cells()

@@ -666,8 +666,8 @@ def _split_list(values: tuple[str, ...]) -> list[str]:
 
 @main.command()
 @click.option("-d", "--design", "designs", multiple=True, metavar="NAME[,NAME]",
-              help="Designs: kernel, exact, slots:K, stopped, legacy, precise-rmapid (default: "
-                   "kernel,exact,slots:3,stopped,legacy).")
+              help="Designs: kernel, exact, slots:K, stopped, legacy, precise-rmapid[:fixed] (default: "
+                   "kernel,exact,slots:3,stopped,legacy,precise-rmapid; precise-rmapid only on 64-bit).")
 @click.option("-w", "--workload", "workloads", multiple=True, metavar="NAME[,NAME]",
               help="Generated workloads (default: all; see docs/evaluator.md).")
 @click.option("--workload-file", "files", multiple=True, metavar="FILE",
@@ -768,11 +768,14 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
                 seeds=tuple(range(1, seeds + 1)), params=grid_params,
                 word_bits=(64, 32) if word_bits == "both" else (int(word_bits),),
                 no_page_mapcount=no_page_mapcount, oracle=oracle, files=texts,
-                mode="closed" if closed_loop else "open", driver=driver)
+                mode="closed" if closed_loop else "open", driver=driver, skip_unsupported=not designs)
     try:
         cells = grid.cells()
     except (ValueError, FoliosimError) as exc:
         fail(str(exc), 2)
+    if grid.skipped:
+        click.echo(f"foliosim compare: left out (no such configuration of the design): {', '.join(grid.skipped)}",
+                   err=True)
     # Every output is checked before the first cell runs.
     problem = (_output_file_problem(csv_out, "--csv") or _output_file_problem(parquet_out, "--parquet")
                or _output_dir_problem(report_dir, "--report"))
@@ -1103,7 +1106,8 @@ def trace_cmd(command: tuple[str, ...], out_path: str | None, thp_spec: str | No
 @main.command("run-trace")
 @click.argument("trace_path", metavar="RUN.trace")
 @click.option("-d", "--design", default="kernel", show_default=True,
-              help="Sharing-detection design answering the simulator (kernel, exact, slots:K, stopped, legacy).")
+              help="Sharing-detection design answering the simulator (kernel, exact, slots:K, stopped, legacy, "
+                   "precise-rmapid[:fixed]).")
 @click.option("--oracle", type=click.Choice(["off", "reuse", "every"]), default="off", show_default=True,
               help="Isolation oracle after steps that reused a page / after every step. Off by default: it walks "
                    "every mapped page, and real programs map GiBs.")

@@ -22,7 +22,8 @@ from typing import Any
 
 from foliosim.evaluate.cell import CellResult, CellSpec, make_cell, run_cells
 from foliosim.evaluate.store import ResultsDB
-from foliosim.schemes.base import DESIGNS
+from foliosim.kconfig import KernelConfig
+from foliosim.schemes.base import DESIGNS, make_design
 from foliosim.workloads.generators import WORKLOADS, default_params
 from foliosim.workloads.steps import WorkloadError
 
@@ -43,17 +44,37 @@ class Grid:
     files: dict[str, str] = field(default_factory=dict)  # "file:NAME@HASH" -> workload JSON Lines (run once)
     mode: str = "open"  # "open": designs scored on the driver's run; "closed": each design steers its own run
     driver: str = "kernel"
+    #: designs a configuration does not have (precise-rmapid on 32-bit) are left out of that configuration's cells
+    #: instead of refusing the grid (the default design list); ``skipped`` then names them
+    skip_unsupported: bool = False
+    skipped: list[str] = field(default_factory=list)
+
+    def supported(self, design: str, bits: int) -> bool:
+        """Whether ``design`` exists for this word size (ValueError naming both when not, unless skipping)."""
+        try:
+            make_design(design, KernelConfig(word_bits=bits, no_page_mapcount=self.no_page_mapcount))
+        except ValueError as exc:
+            if not self.skip_unsupported:
+                raise ValueError(f"{exc} (--word-bits {bits})") from None
+            note = f"{design} on {bits}-bit"
+            if note not in self.skipped:
+                self.skipped.append(note)
+            return False
+        return True
 
     def cells(self) -> list[CellSpec]:
         """Every cell, validated; parameter keys a workload does not have are not varied for it."""
         self._check_params()
         out: list[CellSpec] = []
+        usable = {(d, b): self.supported(d, b) for d in self.designs for b in self.word_bits}
         for workload in (*self.workloads, *self.files):
             variations = self._variations(workload)
             # A workload file's steps do not depend on the seed: one seed gives every result.
             seeds = self.seeds[:1] if workload in self.files else self.seeds
             for design, variation, seed, bits in itertools.product(self.designs, variations, seeds,
                                                                     self.word_bits):
+                if not usable[design, bits]:
+                    continue
                 out.append(make_cell(design, workload, variation, seed, word_bits=bits,
                                      no_page_mapcount=self.no_page_mapcount, oracle=self.oracle_for(workload),
                                      workload_text=self.files.get(workload), mode=self.mode,

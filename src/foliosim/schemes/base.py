@@ -192,6 +192,6 @@ def make_design(spec: str, config: KernelConfig) -> Design:
 
 SLOTS_MAX = 8
 #: The designs a default comparison runs.
-DESIGNS = ("kernel", "exact", "slots:3", "stopped", "legacy")
+DESIGNS = ("kernel", "exact", "slots:3", "stopped", "legacy", "precise-rmapid")
 #: Every design name :func:`make_design` accepts besides slots:K.
-KNOWN = (*DESIGNS, "precise-rmapid", "precise-rmapid:fixed")
+KNOWN = (*DESIGNS, "precise-rmapid:fixed")
