@@ -94,7 +94,7 @@ def test_owed_operations_are_counted_and_reported() -> None:
 def test_mersenne_twister_outputs_match_python_random() -> None:
     rng = random.Random(123456789)
     state = rng.getstate()[1]
-    mt = np.array(state[:genfast.MT_N], dtype=np.int64)
+    mt = np.array(state[:genfast.MT_N], dtype=np.uint32)
     buf = np.zeros(genfast.MT_N, dtype=np.int64)
     genfast._temper(mt, buf)
     pos = state[genfast.MT_N]
@@ -105,7 +105,7 @@ def test_mersenne_twister_outputs_match_python_random() -> None:
     assert got == [rng.getrandbits(32) for _ in range(2000)]
     rng2 = random.Random(5)
     st = rng2.getstate()[1]
-    mt2 = np.array(st[:genfast.MT_N], dtype=np.int64)
+    mt2 = np.array(st[:genfast.MT_N], dtype=np.uint32)
     genfast._temper(mt2, buf)
     pos = st[genfast.MT_N]
     for n in (1, 2, 3, 191, 192, 1000, (1 << 31) + 5):

@@ -35,6 +35,7 @@ from foliosim.fast._jit import HAVE_NUMBA, NUMBA_MISSING, jit, jit_inline
 I64 = npt.NDArray[np.int64]
 I8 = npt.NDArray[np.int8]
 I32 = npt.NDArray[np.int32]
+U32 = npt.NDArray[np.uint32]
 U8 = npt.NDArray[np.uint8]
 F64 = npt.NDArray[np.float64]
 
@@ -61,33 +62,38 @@ MAX_BELOW = 1 << 32
 
 
 @jit
-def _refill(mt: I64, buf: I64) -> None:
-    """Regenerate the 624 state words (CPython ``genrand_uint32``'s refill) and temper them all into ``buf``."""
-    upper, lower, matrix = 0x80000000, 0x7FFFFFFF, 0x9908B0DF
+def _refill(mt: U32, buf: I64) -> None:
+    """Regenerate the 624 state words (CPython ``genrand_uint32``'s refill) and temper them all into ``buf``.
+
+    In uint32 arithmetic throughout (``0 - (y & 1)`` is the all-ones mask for
+    an odd ``y``), which the compiler vectorizes.
+    """
+    upper, lower, matrix = np.uint32(0x80000000), np.uint32(0x7FFFFFFF), np.uint32(0x9908B0DF)
+    one, zero = np.uint32(1), np.uint32(0)
     for kk in range(MT_N - MT_M):
         y = (mt[kk] & upper) | (mt[kk + 1] & lower)
-        mt[kk] = mt[kk + MT_M] ^ (y >> 1) ^ (matrix if y & 1 else 0)
+        mt[kk] = mt[kk + MT_M] ^ (y >> one) ^ ((zero - (y & one)) & matrix)
     for kk in range(MT_N - MT_M, MT_N - 1):
         y = (mt[kk] & upper) | (mt[kk + 1] & lower)
-        mt[kk] = mt[kk + (MT_M - MT_N)] ^ (y >> 1) ^ (matrix if y & 1 else 0)
+        mt[kk] = mt[kk + (MT_M - MT_N)] ^ (y >> one) ^ ((zero - (y & one)) & matrix)
     y = (mt[MT_N - 1] & upper) | (mt[0] & lower)
-    mt[MT_N - 1] = mt[MT_M - 1] ^ (y >> 1) ^ (matrix if y & 1 else 0)
+    mt[MT_N - 1] = mt[MT_M - 1] ^ (y >> one) ^ ((zero - (y & one)) & matrix)
     _temper(mt, buf)
 
 
 @jit
-def _temper(mt: I64, buf: I64) -> None:
+def _temper(mt: U32, buf: I64) -> None:
     for i in range(MT_N):
         y = mt[i]
-        y ^= y >> 11
-        y ^= (y << 7) & 0x9D2C5680
-        y ^= (y << 15) & 0xEFC60000
-        y ^= y >> 18
+        y ^= y >> np.uint32(11)
+        y ^= (y << np.uint32(7)) & np.uint32(0x9D2C5680)
+        y ^= (y << np.uint32(15)) & np.uint32(0xEFC60000)
+        y ^= y >> np.uint32(18)
         buf[i] = y
 
 
 @jit_inline
-def _next32(mt: I64, buf: I64, pos: int) -> tuple[int, int]:
+def _next32(mt: U32, buf: I64, pos: int) -> tuple[int, int]:
     """The next 32-bit output and the new position in ``buf`` (624: refill first)."""
     if pos >= MT_N:
         _refill(mt, buf)
@@ -96,7 +102,7 @@ def _next32(mt: I64, buf: I64, pos: int) -> tuple[int, int]:
 
 
 @jit_inline
-def _random(mt: I64, buf: I64, pos: int) -> tuple[float, int]:
+def _random(mt: U32, buf: I64, pos: int) -> tuple[float, int]:
     """``random.random()`` (53 bits from two words)."""
     a, pos = _next32(mt, buf, pos)
     b, pos = _next32(mt, buf, pos)
@@ -125,7 +131,7 @@ def _bit_length(n: int) -> int:
 
 
 @jit_inline
-def _randbelow(mt: I64, buf: I64, pos: int, n: int) -> tuple[int, int]:
+def _randbelow(mt: U32, buf: I64, pos: int, n: int) -> tuple[int, int]:
     """``Random._randbelow_with_getrandbits(n)`` for ``0 < n < 2**32``: (value, new position)."""
     shift = 32 - _bit_length(n)
     while True:
@@ -139,7 +145,7 @@ def _randbelow(mt: I64, buf: I64, pos: int, n: int) -> tuple[int, int]:
 
 
 @jit
-def _shuffle_draws(mt: I64, buf: I64, pos: int, n: int, draws: I64) -> int:
+def _shuffle_draws(mt: U32, buf: I64, pos: int, n: int, draws: I64) -> int:
     """The draws of ``shuffle()`` on ``n`` items into ``draws[i]`` (i = n - 1 .. 1); the new position.
 
     ``_randbelow(i + 1)`` for i = n - 1 .. 1 without a branch per word: while
@@ -272,7 +278,7 @@ def _census(census: I64, sign: int, f: int, m: int, cap: int, pmd_cap: int, pmd:
 
 
 @jit_inline
-def _take(mt: I64, buf: I64, pos: int, kind: int, level: int, f: int, m: int, nr_pages: int,
+def _take(mt: U32, buf: I64, pos: int, kind: int, level: int, f: int, m: int, nr_pages: int,
           map_range: int, unmap_range: int, pte: I64, pmd: I64, agg: I64, total: I64, total_pmd: I64,
           row_total: I64, cand: I64) -> tuple[int, int, int]:
     """``_try`` for a target :func:`_feasible` accepted: (page, nr, new random position), the state updated."""
@@ -325,7 +331,7 @@ def _take(mt: I64, buf: I64, pos: int, kind: int, level: int, f: int, m: int, nr
 
 
 @jit
-def generate_loop(mt: I64, buf: I64, meta: I64, n_ops: int, stop_at: int, order: int, n_mms: int, n_targets: int,
+def generate_loop(mt: U32, buf: I64, meta: I64, n_ops: int, stop_at: int, order: int, n_mms: int, n_targets: int,
                   cap: int, pmd_cap: int, map_range: int, unmap_range: int,
                   mix_kind: I64, mix_level: I64, cum_weights: F64,
                   pte: I64, pmd: I64, agg: I64, total: I64, total_pmd: I64, row_total: I64, census: I64,
@@ -533,7 +539,7 @@ def generate_columns(seed: int, n_ops: int, n_folios: int, order: int, n_mms: in
         raise ValueError("Total of weights must be finite")
     nr_pages = 1 << order
     state = random.Random(seed).getstate()[1]
-    mt = np.array(state[:MT_N], dtype=np.int64)
+    mt = np.array(state[:MT_N], dtype=np.uint32)
     buf = np.zeros(MT_N, dtype=np.int64)
     _temper(mt, buf)  # the outputs of the current state words, from state[624] on
     meta = np.zeros(G_LEN, dtype=np.int64)
