@@ -698,10 +698,14 @@ def _split_list(values: tuple[str, ...]) -> list[str]:
 @click.option("--parquet", "parquet_out", default=None, metavar="FILE", help="Export as Parquet (extra: parquet).")
 @click.option("--report", "report_dir", default=None, metavar="DIR", help="Write the report into DIR afterwards.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--engine", type=click.Choice(["auto", "fast", "reference"]), default="auto", show_default=True,
+              help="The driving runs' simulator: fast (compiled; open loop with the kernel driver, on the steps it "
+                   "models; any other run falls back to the reference with a note), reference, or auto (fast when "
+                   "numba is installed). Both give the same results. --closed-loop runs on the reference only.")
 def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[str, ...], recorded: bool | None,
             driver: str, closed_loop: bool, params: tuple[str, ...], seeds: int, db_path: str, jobs: int | None,
             dask_address: str | None, word_bits: str, no_page_mapcount: bool, oracle: str, csv_out: str | None,
-            parquet_out: str | None, report_dir: str | None, quiet: bool) -> None:
+            parquet_out: str | None, report_dir: str | None, quiet: bool, engine: str) -> None:
     """Compare sharing-detection designs on a grid of workloads x parameters x seeds.
 
     Open loop (default): one driving design (--driver) runs each workload and every design answers the same
@@ -737,6 +741,18 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
         repeated = sorted({str(v) for v in grid_params[key] if grid_params[key].count(v) > 1})
         if repeated:
             fail(f"--param {item!r}: {', '.join(repeated)} listed twice", 2)
+    if closed_loop and engine == "fast":
+        fail("--engine fast drives open-loop runs only (the kernel driver's answers are the fast engine's own); "
+             "--closed-loop runs on the reference engine (--engine reference or auto)", 2)
+    from foliosim.evaluate.cell import resolve_engine
+
+    try:
+        engine = resolve_engine("reference" if closed_loop else engine)
+    except ValueError as exc:
+        fail(f"{exc}; or use --engine reference", 2)
+    if engine == "fast" and driver != "kernel":
+        click.echo(f"foliosim compare: --driver {driver}: the fast engine drives with `kernel` only; these runs "
+                   "go to the reference engine", err=True)
     if closed_loop and driver != "kernel":
         fail(f"--driver {driver} names the design that drives open-loop runs; --closed-loop runs every design on "
              "its own runs (give one or the other)", 2)
@@ -805,9 +821,9 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
     try:
         with _progress(len(todo), quiet) as advance:
             if dask_address:
-                run_dask(todo, db, dask_address, advance)
+                run_dask(todo, db, dask_address, advance, engine=engine)
             else:
-                run_local(todo, db, jobs, advance)
+                run_local(todo, db, jobs, advance, engine=engine)
     except (OSError, TimeoutError, RuntimeError, ValueError, FoliosimError) as exc:
         if db.discard_if_unused():
             fail(f"the sweep stopped before its first cell: {exc} (nothing written; {_shown(db_path)} not created)", 1)
@@ -818,6 +834,7 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
     from foliosim.report.evaluation import refused_steps, report_text, write_report
 
     run_cells = [c for c in db.cells() if c["cell_id"] in set(cell_ids)]
+    _engine_fallbacks(run_cells, {c.cell_id for c in todo}, engine)
     for refused in refused_steps(run_cells):
         click.echo(f"foliosim compare: the simulator refused {refused.steps} step(s) of {refused.workload} in "
                    f"{refused.cells} cell(s) (skipped and counted as skipped_steps); the first:", err=True)
@@ -839,6 +856,33 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
         except (ValueError, FoliosimError) as exc:
             fail(f"--report: {exc}", 1)
         click.echo(f"foliosim compare: report in {files_written.markdown} and {files_written.html}", err=True)
+
+
+def _engine_fallbacks(cells: list[dict[str, Any]], ran: set[str], engine: str) -> None:
+    """Say on stderr which driving runs of this sweep ran on the reference engine although the fast one was
+    chosen, and why (one line per workload and reason)."""
+    import json
+
+    if engine != "fast":
+        return
+    seen: dict[tuple[str, str], int] = {}
+    fast = 0
+    runs: set[str] = set()
+    for cell in cells:
+        if cell["cell_id"] not in ran or cell["run_key"] in runs:
+            continue
+        runs.add(cell["run_key"])
+        notes = json.loads(cell["notes"] or "[]")
+        note = next((n for n in notes if isinstance(n, str) and n.startswith("engine: ")), "engine: reference")
+        if note == "engine: fast":
+            fast += 1
+            continue
+        key = (cell["workload"].split("@", 1)[0], note.removeprefix("engine: reference").strip(" ()"))
+        seen[key] = seen.get(key, 0) + 1
+    click.echo(f"foliosim compare: {fast} driving run(s) on the fast engine, {sum(seen.values())} on the reference",
+               err=True)
+    for (workload, why), count in sorted(seen.items()):
+        click.echo(f"  {workload}: {count} run(s) on the reference: {why or 'no reason recorded'}", err=True)
 
 
 def _recorded_programs() -> list[str]:

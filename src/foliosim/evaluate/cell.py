@@ -22,7 +22,7 @@ from typing import Any
 
 from foliosim.evaluate.probe import ORACLE_MODES, RUN_METRICS, Probe
 from foliosim.evaluate.runner import WorkloadRunner
-from foliosim.evaluate.stream import Tally, score_stream
+from foliosim.evaluate.stream import ScoringStream, Tally, score_stream
 from foliosim.kconfig import KernelConfig
 from foliosim.schemes.base import make_design
 from foliosim.vm.machine import Machine, MachineOptions
@@ -159,9 +159,56 @@ def run_cell(spec: CellSpec) -> CellResult:
     return run_cells([spec])[0]
 
 
-def run_cells(specs: list[CellSpec]) -> list[CellResult]:
+#: driving-run engines: ``auto`` is ``fast`` when numba is installed (foliosim.fast.sim.score), else ``reference``
+ENGINES = ("auto", "fast", "reference")
+#: the note every cell carries: the engine of its driving run (``engine: fast`` or ``engine: reference ...``)
+ENGINE_NOTE = "engine: "
+
+
+def resolve_engine(engine: str) -> str:
+    """``fast`` or ``reference`` for ``engine`` (ValueError: unknown, or ``fast`` without numba)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "reference":
+        return engine
+    from foliosim.fast._jit import HAVE_NUMBA, NUMBA_MISSING
+
+    if not HAVE_NUMBA:
+        if engine == "fast":
+            raise ValueError(f"--engine fast: {NUMBA_MISSING}")
+        return "reference"
+    return "fast"
+
+
+def engine_of(notes: list[str]) -> str:
+    """The engine a cell's driving run ran on, from its notes (``reference`` for cells stored before engines)."""
+    for note in notes:
+        if note.startswith(ENGINE_NOTE):
+            return note[len(ENGINE_NOTE):].split(" ", 1)[0]
+    return "reference"
+
+
+def engine_summary(cells: list[dict[str, Any]]) -> str:
+    """One phrase for the report: how many driving runs ran on which engine (cells' ``notes`` JSON, ``run_key``)."""
+    runs: dict[str, str] = {}
+    for cell in cells:
+        try:
+            notes = json.loads(cell.get("notes") or "[]")
+        except (TypeError, ValueError):
+            notes = []
+        runs[str(cell.get("run_key") or cell.get("cell_id"))] = engine_of(notes if isinstance(notes, list) else [])
+    counts = {name: list(runs.values()).count(name) for name in ("fast", "reference")}
+    return ", ".join(f"{n} on the {name} engine" for name, n in counts.items() if n) + " (driving runs)"
+
+
+def run_cells(specs: list[CellSpec], engine: str = "reference") -> list[CellResult]:
     """Run the cells of one driving run: the run once, then each design scored on it (open loop), or the one
-    design steering its own run (closed loop). Metric rows are deterministic; wall time is not."""
+    design steering its own run (closed loop). Metric rows are deterministic; wall time is not.
+
+    ``engine``: the driving run's engine (:data:`ENGINES`). The fast engine drives open-loop runs of the ``kernel``
+    driver; a run it cannot drive (a step it does not model, another driver, closed loop) runs on the reference
+    engine, and every cell's notes say which engine ran it and why (``engine: reference (...)``). Both engines
+    give the same stream (tests/fastsim/test_score.py), so the engine is not part of the cell's identity."""
     if not specs:
         return []
     first = specs[0]
@@ -169,18 +216,45 @@ def run_cells(specs: list[CellSpec]) -> list[CellResult]:
         raise ValueError("run_cells: the cells do not share one driving run")
     if first.mode == "closed" and len(specs) > 1:
         raise ValueError("run_cells: a closed-loop run scores one design")
+    engine = resolve_engine(engine)
     began = time.perf_counter()
     config = KernelConfig(word_bits=first.word_bits, no_page_mapcount=first.no_page_mapcount)
-    driver = make_design(first.driver if first.mode == "open" else first.design, config)
     conversion = None
     if first.workload.startswith(FILE_PREFIX) and is_run_trace(first.workload_text or ""):
         conversion = prepare(_RunTrace(first.workload, text=first.workload_text))
         steps = conversion.steps()
     else:
         steps = cell_steps(first)
+    imported = first.workload.startswith(FILE_PREFIX)
+    engine_note = f"{ENGINE_NOTE}reference"
+    if engine == "fast":
+        if first.mode == "closed":
+            engine_note += " (the fast engine drives open-loop runs only)"
+        else:
+            from foliosim.fast.sim.engine import Unsupported
+            from foliosim.fast.sim.score import drive_fast
+
+            try:
+                drive = drive_fast(steps, config, first.driver, first.oracle)
+            except Unsupported as exc:
+                engine_note += f" (the fast engine does not model {exc})"
+            except WorkloadError as exc:
+                if not imported:
+                    raise
+                engine_note += f" (a step the reference skips: {exc})"
+            else:
+                run = Tally()
+                for row in drive.run_rows:
+                    run.add(row[0], row[4], row[1], row[2], row[3])
+                run.add("skipped_steps", 0)
+                for what, count in drive.errors.items():
+                    run.add("failed_calls", count, consumer=what)
+                _conversion_rows(run, conversion)
+                return _score(specs, drive.stream, run.rows(), time.perf_counter() - began, 0,
+                              [f"{ENGINE_NOTE}fast"])
+    driver = make_design(first.driver if first.mode == "open" else first.design, config)
     machine = Machine(config, MachineOptions(keep_events=False, check=False))
     probe = Probe(machine, driver, first.oracle, record=first.mode == "open", census=True)
-    imported = first.workload.startswith(FILE_PREFIX)
     runner = WorkloadRunner(machine, probe, strict=not imported)
     stats = runner.run(steps)
     probe.finish()
@@ -192,12 +266,8 @@ def run_cells(specs: list[CellSpec]) -> list[CellResult]:
         run.add("failed_calls", count, consumer=what)
     for outcome, count in stats.faults.items():  # a run trace's recorded faults: taken, or why not
         run.add("recorded_faults", count, consumer=outcome)
-    if conversion is not None:
-        for outcome, count in conversion.stats.fault_skips.items():
-            run.add("recorded_faults", count, consumer=outcome)
-        for name, count in (conversion.stats.unexpressed + conversion.stats.skipped).items():
-            run.add("skipped_steps", count, consumer=name)
-    notes = list(probe.problems)
+    _conversion_rows(run, conversion)
+    notes = [engine_note, *probe.problems]
     if stats.first_skip:
         notes.append(f"first skipped: {stats.first_skip}")
     notes += [f"skipped: {where}" for where in stats.skips[1:]]
@@ -208,11 +278,27 @@ def run_cells(specs: list[CellSpec]) -> list[CellResult]:
         return [CellResult(first.cell_id, first, sorted(rows), drive_seconds, stats.skipped, notes,
                            probe.scorer.questions, "")]
     assert probe.stream is not None
+    return _score(specs, probe.stream, run_rows, drive_seconds, stats.skipped, notes)
+
+
+def _conversion_rows(run: Tally, conversion: Any) -> None:
+    """A run trace's import outcomes: recorded faults the importer left out, trace events not expressed."""
+    if conversion is None:
+        return
+    for outcome, count in conversion.stats.fault_skips.items():
+        run.add("recorded_faults", count, consumer=outcome)
+    for name, count in (conversion.stats.unexpressed + conversion.stats.skipped).items():
+        run.add("skipped_steps", count, consumer=name)
+
+
+def _score(specs: list[CellSpec], stream: ScoringStream, run_rows: list[MetricRow], drive_seconds: float,
+           skipped: int, notes: list[str]) -> list[CellResult]:
+    """Every design of the run scored on its stream (open loop)."""
     out: list[CellResult] = []
     for spec in specs:
         t0 = time.perf_counter()
-        scored = score_stream(probe.stream, [spec.design])[0]
+        scored = score_stream(stream, [spec.design])[0]
         out.append(CellResult(spec.cell_id, spec, sorted(scored.rows + run_rows),
-                              drive_seconds / len(specs) + time.perf_counter() - t0, stats.skipped, notes,
+                              drive_seconds / len(specs) + time.perf_counter() - t0, skipped, notes,
                               scored.questions, scored.digest))
     return out

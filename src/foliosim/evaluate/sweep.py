@@ -10,6 +10,7 @@ skipped (resumable).
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib
 import itertools
 import os
@@ -139,20 +140,21 @@ def runs(cells: Iterable[CellSpec]) -> list[list[CellSpec]]:
     return list(groups.values())
 
 
-def run_local(cells: list[CellSpec], db: ResultsDB, jobs: int | None = None, on_result: Progress | None = None) -> int:
+def run_local(cells: list[CellSpec], db: ResultsDB, jobs: int | None = None, on_result: Progress | None = None,
+              engine: str = "reference") -> int:
     """Run cells on ``jobs`` local processes (default: every core), one task per driving run; returns cells
-    computed."""
+    computed. ``engine``: the driving runs' engine (foliosim.evaluate.cell.ENGINES)."""
     if not cells:
         return 0
     groups = runs(cells)
     workers = max(1, min(jobs or os.cpu_count() or 1, len(groups)))
     if workers == 1:
         for group in groups:
-            _store(db, run_cells(group), on_result)
+            _store(db, run_cells(group, engine), on_result)
         return len(cells)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_die_with_parent,
                              initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(run_cells, group) for group in groups]
+        futures = [pool.submit(run_cells, group, engine) for group in groups]
         for future in as_completed(futures):
             _store(db, future.result(), on_result)
     return len(cells)
@@ -176,7 +178,7 @@ _PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
 
 
 def run_dask(cells: list[CellSpec], db: ResultsDB, address: str, on_result: Progress | None = None,
-             timeout: float = 30) -> int:
+             timeout: float = 30, engine: str = "reference") -> int:
     """Run cells on the Dask cluster at ``address`` (its workers need foliosim installed)."""
     try:
         distributed: Any = importlib.import_module("distributed")
@@ -186,7 +188,7 @@ def run_dask(cells: list[CellSpec], db: ResultsDB, address: str, on_result: Prog
         return 0
     client = distributed.Client(address, timeout=timeout)
     try:
-        futures = client.map(run_cells, runs(cells), pure=False)
+        futures = client.map(functools.partial(run_cells, engine=engine), runs(cells), pure=False)
         for future in distributed.as_completed(futures):
             _store(db, future.result(), on_result)
     finally:

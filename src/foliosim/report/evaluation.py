@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from foliosim import __version__
+from foliosim.evaluate.cell import engine_summary
 from foliosim.evaluate.metrics import (
     BASELINES,
     DEMO,
@@ -490,7 +491,8 @@ def _setup(s: Summary, source: str) -> str:
     return (f"{s.cells} cells: {len(s.designs)} designs × {len(s.workloads)} workloads "
             f"({len(s.kind_workloads(REAL))} recorded real programs, {len(s.kind_workloads(SYNTHETIC))} synthetic, "
             f"{len(s.kind_workloads(DEMO))} demonstrations), seeds {', '.join(map(str, s.seeds))} (recorded programs: "
-            f"one run each); {mode}; {configs}; {s.seconds:.1f} s of cell time; results from `{source}`, "
+            f"one run each); {mode}; {configs}; {engine_summary(s.cells_info)}; {s.seconds:.1f} s of cell time; "
+            f"results from `{source}`, "
             f"foliosim {__version__}. Rates are k/n = x % [95 % interval]. Definitions: docs/evaluator.md.{dup}")
 
 

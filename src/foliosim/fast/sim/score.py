@@ -1,0 +1,512 @@
+"""Open-loop driving runs on the compiled engine: a workload's steps on :class:`FastMachine`, recorded as the same
+:class:`~foliosim.evaluate.stream.ScoringStream` the reference driving run records (foliosim.evaluate.probe.Probe
+with ``record=True, census=True`` and the ``kernel`` driver).
+
+The fast engine's own answers are the kernel's (``folio_maybe_mapped_shared()`` over its folio arrays), so only
+the ``kernel`` design can drive here. Where the reference asks a consumer question, so does this run, at the same
+position of the rmap op stream:
+
+- ``cow_reuse``: every CoW decision taken by ``__wp_can_reuse_large_anon_folio()``'s sharing test (rules
+  large-maybe-shared, large-extra-refs, large-exclusive). Accesses run one fault per compiled call inside one
+  compiled loop (:func:`access_marked`), which notes the trace length and decision count after each fault, so a
+  reuse is placed after its fault's ops and a copy before its new folio's ``folio_new``;
+- ``madvise_cold`` / ``madvise_pageout``: the walk of mm/madvise.c ``madvise_cold_or_pageout_pte_range()`` is
+  replayed over the page tables before the compiled call (answers: the kernel's), and each question is placed
+  before the first op of the next folio split the call made (every predicted split is checked against the
+  engine's split counter);
+- ``khugepaged``, ``numa_migrate`` and the ``census`` (after every fork, before every exit): read-only walks in
+  Python between batches, as foliosim.evaluate.consumers and Probe.census() do them.
+
+Truth (more than one MM maps the folio) and the per-op MM counts come from an exact per-(folio, MM) count fed
+the same ops. Anything the fast engine does not model raises :class:`~foliosim.fast.sim.engine.Unsupported`;
+the caller (foliosim.evaluate.cell) then runs the reference engine and says so.
+
+The isolation oracle: with any mode but ``off`` the run uses the engine's incremental oracle (every access reads
+what its MM last wrote, every store hits an AnonExclusive page), which an isolation failure stops; the
+``oracle_checks`` count is the one the reference's schedule (after steps that reused a page, every step, the
+end) gives. The folio-invariant part of the reference's ``Machine.check()`` is not run on this engine.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from foliosim.evaluate.stream import CENSUS, MetricRow, Question, ScoringStream, Tally
+from foliosim.fast import kernels as K
+from foliosim.fast._jit import HAVE_NUMBA, jit
+from foliosim.fast.sim import kern
+from foliosim.fast.sim import layout as L
+from foliosim.fast.sim.engine import FastMachine, FastMM, Unsupported
+from foliosim.fast.sim.steps import FastWorkloadRunner
+from foliosim.kconfig import KernelConfig
+from foliosim.rmap import PMD
+from foliosim.system import Op
+from foliosim.vm.events import SimError
+from foliosim.vm.machine import MachineOptions
+from foliosim.vm.memory import PAGE_SIZE
+from foliosim.workloads.steps import Step, WorkloadError
+
+I64 = npt.NDArray[np.int64]
+
+#: CoW rules decided by the sharing test of __wp_can_reuse_large_anon_folio() (a ``cow_reuse`` question)
+QUESTION_RULES = frozenset({L.R_LARGE_SHARED, L.R_LARGE_EXTRA, L.R_LARGE_EXCL})
+#: drivers the fast engine can drive with (its answers are the kernel's own)
+FAST_DRIVERS = ("kernel",)
+MARKS = 1 << 14
+
+
+@jit
+def access_marked(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any,
+                  ptp: Any, ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any,
+                  ops: Any, first: int, one: Any, marks: Any) -> tuple[int, int, int, int]:
+    """:func:`foliosim.fast.sim.kern.access` one fault per call (a one-row fault list), noting after fault k
+    ``marks[k] = (op row, vpn, trace rows, CoW decisions)``. Returns (rc, op row reached, faults noted, 1 when
+    it stopped because ``marks`` is full)."""
+    n = 0
+    while True:
+        rc, first = kern.access(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
+                                pexp, ops, first, one)
+        if glob[L.G_NGATHER] == 1:
+            marks[n, 0] = one[0, 0]
+            marks[n, 1] = one[0, 1]
+            marks[n, 2] = glob[L.G_NTR]
+            marks[n, 3] = glob[L.G_NCOW]
+            n += 1
+            if rc == L.RC_ROOM:  # the one-row fault list was full: go on from where it stopped
+                if n == marks.shape[0]:
+                    return rc, first, n, 1
+                continue
+        return rc, first, n, 0
+
+
+class StreamBuilder:
+    """The ops of a driving run with their steps, the exact per-(folio, MM) counts, and the questions asked."""
+
+    def __init__(self, config: KernelConfig, driver: str) -> None:
+        self.stream = ScoringStream(config, driver)
+        self.pmd_order = config.pmd_order
+        self.counts: dict[str, dict[str, int]] = {}
+        self.orders: dict[str, int] = {}
+        self.applied = 0
+        self.groups = 0
+        self.pending: list[int] = []  # mm_new ops whose step is that of the next sync (see add())
+
+    @property
+    def nops(self) -> int:
+        return len(self.stream.ops)
+
+    def add(self, ops: list[Op], steps: list[int] | int) -> None:
+        """Append ops with their steps. The reference records ``mm_new`` without an rmap event, so the probe
+        gives it the step of its next sync (the next op's, the next question's or the end's): so do we."""
+        s = self.stream
+        at = len(s.ops)
+        s.ops.extend(ops)
+        s.op_step.extend([steps] * len(ops) if isinstance(steps, int) else steps)
+        s.op_mms.extend([-1] * len(ops))
+        for i, op in enumerate(ops, at):
+            if op.op == "mm_new":
+                self.pending.append(i)
+            elif self.pending:
+                self.resolve(s.op_step[i])
+
+    def resolve(self, step: int) -> None:
+        for i in self.pending:
+            self.stream.op_step[i] = step
+        self.pending.clear()
+
+    def advance(self, pos: int) -> None:
+        """Apply the ops before ``pos`` to the exact counts (filling their ``op_mms``)."""
+        ops, mms = self.stream.ops, self.stream.op_mms
+        counts, orders = self.counts, self.orders
+        for i in range(self.applied, pos):
+            op = ops[i]
+            kind, folio = op.op, op.folio
+            if folio is None:
+                continue
+            if kind == "folio_new":
+                counts[folio] = {}
+                orders[folio] = op.order or 0
+                mms[i] = 0
+                continue
+            if kind == "folio_free":
+                counts.pop(folio, None)
+                continue
+            per_mm = counts[folio]
+            mm = op.mm
+            assert mm is not None
+            if kind == "map_new_anon":
+                order = orders[folio]
+                diff = 1 << order if order < self.pmd_order else 1
+            else:
+                diff = 1 if op.level is PMD else op.nr
+            if kind == "unmap":
+                left = per_mm.get(mm, 0) - diff
+                if left > 0:
+                    per_mm[mm] = left
+                else:
+                    per_mm.pop(mm, None)
+            else:
+                per_mm[mm] = per_mm.get(mm, 0) + diff
+            mms[i] = len(per_mm)
+        self.applied = max(self.applied, pos)
+
+    def ask(self, pos: int, folio: str, consumer: str, step: int, *, group: int = -1, weight: int = 1,
+            limit: int = 0, refs_ok: bool = True) -> None:
+        """A question after ``pos`` ops, asked in machine step ``step``."""
+        if self.pending and self.pending[0] < pos:
+            self.resolve(step)
+        self.advance(pos)
+        self.stream.questions.append(Question(pos, folio, consumer, len(self.counts[folio]) > 1, group, weight,
+                                              limit, refs_ok))
+
+    def mapped(self, folio: str) -> bool:
+        self.advance(self.nops)
+        return bool(self.counts.get(folio))
+
+    def finish(self, end_step: int) -> ScoringStream:
+        self.resolve(end_step)
+        self.advance(self.nops)
+        self.stream.end_step = end_step
+        self.stream.check()
+        return self.stream
+
+
+class ScoringMachine(FastMachine):
+    """A :class:`FastMachine` whose accesses are placed fault by fault in the stream (see the module docstring)."""
+
+    def __init__(self, config: KernelConfig, builder: StreamBuilder, oracle: bool) -> None:
+        super().__init__(config, MachineOptions(keep_events=False, check=False), record=True, keep_decisions=False,
+                         fast_oracle=oracle, reference=False)
+        self.builder = builder
+        self.marks = np.zeros((MARKS, 4), dtype=np.int64)
+        self.one = np.zeros((1, 2), dtype=np.int64)
+        self.batch_base: int | None = None  # the machine step before a batch of access rows (None: one call)
+        self.row_steps: list[int] = []  # the runner's step index of each row of the batch
+        self.reuse_steps: set[int] = set()  # runner steps in which a page was reused (for the oracle schedule)
+        self.runner_step = 0
+        self.tally = Tally()
+
+    def pull(self) -> None:
+        """Ops recorded by the control plane since the last pull, at the current machine step."""
+        if self.trace:
+            self.builder.add(self.trace, self.step)
+            self.trace = []
+
+    def _run_access(self, ops: I64, task_names: list[str] | None = None) -> None:
+        self.pull()
+        first = 0
+        while True:
+            kernel: Any = access_marked  # the state tuple's length is not visible to the type checker
+            rc, first, n, full = kernel(*self.args(), self.pexp, ops, first, self.one, self.marks)
+            self._take(n)
+            if rc == L.RC_ROOM:
+                if not full:
+                    self._grow_after_room()
+                continue
+            self._check_rc(rc)
+            return
+
+    def _take(self, n: int) -> None:
+        """Move the trace rows and CoW decisions of ``n`` noted faults into the stream, questions placed."""
+        g = self.glob
+        ntr, ncow = int(g[L.G_NTR]), int(g[L.G_NCOW])
+        marks = self.marks[:n].copy()
+        rows = self.tr[:ntr].copy()
+        cows = self.cow[:ncow].tolist()
+        base = self.builder.nops
+        self._drain()
+        ops = self.trace
+        self.trace = []
+        if self.batch_base is not None and ntr:
+            fault_of = np.searchsorted(marks[:, 2], np.arange(ntr), side="right")
+            steps = (self.batch_base + 1 + marks[fault_of, 0]).tolist()
+            self.builder.add(ops, steps)
+        else:
+            self.builder.add(ops, self.step)
+        if not ncow:
+            return
+        decision_fault = np.searchsorted(marks[:, 3], np.arange(ncow), side="right")
+        for j, row in enumerate(cows):
+            outcome = row[L.C_OUTCOME]
+            k = int(decision_fault[j])
+            where = self.row_steps[int(marks[k, 0])] if self.batch_base is not None else self.runner_step
+            if outcome == L.OC_COPY:
+                self.tally.add("cow_copies", 1, "cow_reuse", row[L.C_ORDER])
+                self.tally.add("bytes_copied", PAGE_SIZE, "cow_reuse", row[L.C_ORDER])
+            elif outcome == L.OC_REUSE:
+                self.tally.add("cow_reuses", 1, "cow_reuse", row[L.C_ORDER])
+                self.reuse_steps.add(where)
+            if row[L.C_RULE] not in QUESTION_RULES:
+                continue
+            if outcome == L.OC_COPY:  # asked before the copy: at its new folio's folio_new
+                hit = np.flatnonzero((rows[:, L.T_KIND] == K.K_FOLIO_NEW) & (rows[:, L.T_FOLIO] == row[L.C_NEW]))
+                if not len(hit):
+                    raise Unsupported(f"scoring: no folio_new of f{row[L.C_NEW]} after a copy-on-write decision")
+                pos = int(hit[0])
+            else:  # a reuse records nothing: asked after its fault's ops
+                pos = int(marks[k, 2])
+            step = self.batch_base + 1 + int(marks[k, 0]) if self.batch_base is not None else self.step
+            self.builder.ask(base + pos, f"f{row[L.C_FOLIO]}", "cow_reuse", step,
+                             refs_ok=row[L.C_MAPCOUNT] == row[L.C_REFCOUNT])
+
+
+@dataclass(slots=True)
+class FastDrive:
+    """A driving run on the fast engine: its stream and the run-level outcomes (as the probe's run rows)."""
+
+    stream: ScoringStream
+    run_rows: list[MetricRow]
+    steps: int
+    errors: Counter[str] = field(default_factory=Counter)
+    faults: int = 0
+
+
+class ScoringRunner(FastWorkloadRunner):
+    """:class:`FastWorkloadRunner` with the evaluator's questions (foliosim.evaluate.runner.WorkloadRunner with a
+    recording Probe)."""
+
+    m: ScoringMachine
+
+    def __init__(self, machine: ScoringMachine, batch: int = 4096) -> None:
+        super().__init__(machine, batch)
+        self.sizes: dict[str, int] = {}
+
+    def flush(self) -> None:
+        if not self._ops:
+            return
+        m = self.m
+        m.pull()
+        m.batch_base = m.step
+        nrows = len(self._ops)
+        try:
+            super().flush()
+        finally:
+            m.batch_base = None
+        m.step += nrows  # every access row is one machine call (Machine.read()/write())
+        m.row_steps = []
+
+    def execute(self, step: Step, index: int) -> None:
+        m = self.m
+        m.runner_step = index
+        verb, a = step.verb, step.args
+        if verb in ("write", "read"):
+            self._vpn(a[0])  # an unknown region: WorkloadError naming it, as the reference runner says
+            m.row_steps.append(index)
+            super().execute(step, index)
+            return
+        self.flush()
+        m.pull()
+        if verb == "exit":
+            self.census()
+            super().execute(step, index)
+        elif verb == "fork":
+            super().execute(step, index)
+            m.pull()
+            self.census()
+        elif verb == "khugepaged":
+            task = m.task(step.task)
+            self.khugepaged(task.mm)
+        elif verb == "numa":
+            task = m.task(step.task)
+            region = a[0]
+            if region is None:
+                start, end = 0, 1 << 62
+            else:
+                start = self._vpn(region)
+                end = start + self.sizes.get(region, 1) if isinstance(region, str) else start + 1
+            self.numa(task.mm, start, end)
+        elif verb == "madvise" and a[3] in ("cold", "pageout"):
+            self.cold_pageout(step)
+        elif verb == "mmap":
+            super().execute(step, index)
+            if isinstance(a[0], str) and a[0] in self.regions:
+                self.sizes[a[0]] = a[1]
+        else:
+            super().execute(step, index)
+        m.pull()
+
+    # -- the questions asked between batches ---------------------------------------------
+    def _name(self, f: int) -> str:
+        return f"f{int(self.m.fs[f, L.X_NAME])}"
+
+    def census(self) -> None:
+        """Probe.census(): every mapped large anonymous folio, in allocation order."""
+        m, b = self.m, self.m.builder
+        b.advance(b.nops)
+        for f in m.live_folios():
+            if int(m.fs[f, K.F_ORDER]) and int(m.fs[f, L.X_KIND]) == L.KIND_ANON:
+                name = self._name(f)
+                if b.counts.get(name):
+                    b.ask(b.nops, name, CENSUS, m.step)
+
+    def _tables(self, mm: FastMM) -> set[int]:
+        m = self.m
+        return {int(m.tb[t, L.TB_IDX]) for t in m._mm_tables(mm).tolist() if m.tb[t, L.TB_HASPT]}
+
+    def khugepaged(self, mm: FastMM) -> None:
+        """foliosim.evaluate.consumers.khugepaged_scan() over the fast machine's page tables."""
+        m, b = self.m, self.m.builder
+        limit = m.P // 2
+        ptes, pmds = m.mappings(mm)
+        tables = self._tables(mm)
+        for vma in mm.vmas:
+            if not vma.is_anon or vma.shared:
+                continue
+            for idx in range(vma.start >> m.po, ((vma.end - 1) >> m.po) + 1):
+                base = idx << m.po
+                if base < vma.start or base + m.P > vma.end or idx in pmds or idx not in tables:
+                    continue
+                seen: dict[int, int] = {}
+                for vpn in range(base, base + m.P):
+                    pte = ptes.get(vpn)
+                    if pte is None or pte[0] < 0 or int(m.fs[pte[0], L.X_KIND]) != L.KIND_ANON:
+                        continue
+                    seen[pte[0]] = seen.get(pte[0], 0) + 1
+                if not seen:
+                    continue
+                b.groups += 1
+                for f, count in seen.items():
+                    b.ask(b.nops, self._name(f), "khugepaged", m.step, group=b.groups, weight=count, limit=limit)
+
+    def numa(self, mm: FastMM, start: int, end: int) -> None:
+        """foliosim.evaluate.consumers.numa_migrate() over the fast machine's page tables."""
+        m, b = self.m, self.m.builder
+        ptes, pmds = m.mappings(mm)
+        seen: dict[int, None] = {}
+        for vma in mm.vmas_in(start, end):
+            lo, hi = max(start, vma.start), min(end, vma.end)
+            for idx in range(lo >> m.po, ((hi - 1) >> m.po) + 1):
+                pmd = pmds.get(idx)
+                if pmd is not None and pmd[0] >= 0:
+                    seen.setdefault(pmd[0])
+            for vpn in sorted(v for v in ptes if lo <= v < hi):
+                if ptes[vpn][0] >= 0:
+                    seen.setdefault(ptes[vpn][0])
+        for f in seen:
+            b.ask(b.nops, self._name(f), "numa_migrate", m.step)
+
+    def cold_pageout(self, step: Step) -> None:
+        """MADV_COLD/PAGEOUT: the questions of mm/madvise.c's walk, placed around the folio splits it made."""
+        m, b = self.m, self.m.builder
+        task = m._runnable(step.task)
+        a = step.args
+        start = self._vpn(a[0]) + a[1]
+        asked = self._cold_questions(task.mm, start, start + a[2]) if a[2] > 0 else []
+        splits_before = int(m.glob[L.G_FSPLIT])
+        pos0 = b.nops
+        super().execute(step, m.runner_step)
+        m.pull()
+        ops = b.stream.ops
+        split_at: list[int | None] = []
+        made = 0
+        for name, splits in asked:
+            if not splits:
+                split_at.append(None)
+                continue
+            at = next((i for i in range(pos0, b.nops) if ops[i].folio == name), None)
+            if at is None:
+                raise Unsupported(f"scoring: MADV_{a[3].upper()} did not split {name} as its walk predicted")
+            split_at.append(at)
+            made += 1
+        if made != int(m.glob[L.G_FSPLIT]) - splits_before:
+            raise Unsupported(f"scoring: MADV_{a[3].upper()} split {int(m.glob[L.G_FSPLIT]) - splits_before} "
+                              f"folios, its walk predicted {made}")
+        nxt = b.nops
+        positions = [0] * len(asked)
+        for j in range(len(asked) - 1, -1, -1):
+            at = split_at[j]
+            if at is not None:
+                nxt = at
+            positions[j] = nxt
+        for (name, _splits), pos in zip(asked, positions, strict=True):
+            b.ask(pos, name, f"madvise_{a[3]}", m.step)
+
+    def _cold_questions(self, mm: FastMM, start: int, end: int) -> list[tuple[str, bool]]:
+        """(folio, split follows) of each question madvise_cold_pageout() asks, in order, on today's state."""
+        m = self.m
+        ptes, pmds = m.mappings(mm)
+        tables = self._tables(mm)
+        out: list[tuple[str, bool]] = []
+        split: set[int] = set()
+        for vma in mm.vmas_in(start, end):
+            lo, hi = max(start, vma.start), min(end, vma.end)
+            first, last = lo >> m.po, (hi - 1) >> m.po
+            slots = sorted({i for i in pmds if first <= i <= last} | {i for i in tables if first <= i <= last})
+            for idx in slots:
+                a, b = max(lo, idx << m.po), min(hi, (idx + 1) << m.po)
+                pmd = pmds.get(idx)
+                if pmd is not None:
+                    f = pmd[0]
+                    if f < 0:
+                        continue
+                    shared = bool(kern.maybe_shared(m.fs, m.pmc, f))
+                    partial = b - a != m.P
+                    out.append((self._name(f), not shared and partial))
+                    if shared or not partial:
+                        continue
+                    split.add(f)  # split to order 0: its pieces ask nothing
+                vpn = a
+                present = sorted(v for v in ptes if a <= v < b)
+                i = 0
+                while i < len(present):
+                    if present[i] < vpn:
+                        i += 1
+                        continue
+                    vpn = present[i]
+                    f, page, _w, _d = ptes[vpn]
+                    if f < 0 or f in split:
+                        vpn += 1
+                        continue
+                    order = int(m.fs[f, K.F_ORDER])
+                    nr = 1
+                    if order:
+                        limit = min(b - vpn, (1 << order) - page)
+                        while nr < limit and ptes.get(vpn + nr, (None, -1))[:2] == (f, page + nr):
+                            nr += 1
+                        if nr < 1 << order:
+                            shared = bool(kern.maybe_shared(m.fs, m.pmc, f))
+                            out.append((self._name(f), not shared))
+                            if not shared:
+                                split.add(f)
+                                continue
+                    vpn += nr
+        return out
+
+
+def drive_fast(steps: list[Step], config: KernelConfig, driver: str = "kernel", oracle: str = "reuse",
+               batch: int = 4096) -> FastDrive:
+    """Run ``steps`` (a generated workload's, strict) on the fast engine and record the scoring stream.
+
+    Raises :class:`Unsupported` (nothing to keep: run the reference) for a driver other than ``kernel``, without
+    numba, or for any step the fast engine does not model; :class:`WorkloadError` names a step the workload got
+    wrong (as the reference runner does in strict mode)."""
+    if not HAVE_NUMBA:
+        raise Unsupported("a run without numba (pip install 'foliosim[fast]')")
+    if driver not in FAST_DRIVERS:
+        raise Unsupported(f"the driver {driver!r} (its answers are not the kernel's; the fast engine drives with "
+                          f"{', '.join(FAST_DRIVERS)})")
+    builder = StreamBuilder(config, driver)
+    m = ScoringMachine(config, builder, oracle != "off")
+    runner = ScoringRunner(m, batch)
+    try:
+        stats = runner.run(steps)
+    except SimError as exc:  # pragma: no cover - the runner wraps these in WorkloadError
+        raise WorkloadError(str(exc)) from None
+    m.pull()
+    stream = builder.finish(m.step)
+    run = m.tally
+    checks = {"off": 0, "end": 1, "reuse": len(m.reuse_steps) + 1, "every": stats.steps + 1}[oracle]
+    if checks:
+        run.add("oracle_checks", checks)
+    run.add("steps", m.step)
+    run.add("rmap_ops", len(stream.ops))
+    return FastDrive(stream, run.rows(), stats.steps, Counter({k: v for k, v in stats.errors.items() if v}))
+
+
+__all__ = ["FAST_DRIVERS", "FastDrive", "ScoringMachine", "ScoringRunner", "StreamBuilder", "access_marked",
+           "drive_fast"]

@@ -1,0 +1,140 @@
+"""Open-loop driving runs on the fast engine against the reference: the same scoring stream, the same cells."""
+
+from __future__ import annotations
+
+import gzip
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("numba")
+
+from foliosim.cli import main
+from foliosim.evaluate.cell import engine_of, file_workload, make_cell, run_cells
+from foliosim.evaluate.probe import Probe
+from foliosim.evaluate.runner import WorkloadRunner
+from foliosim.evaluate.stream import ScoringStream
+from foliosim.fast.sim.engine import Unsupported
+from foliosim.fast.sim.score import drive_fast
+from foliosim.kconfig import KernelConfig
+from foliosim.schemes.base import DESIGNS, make_design
+from foliosim.vm.machine import Machine, MachineOptions
+from foliosim.workloads.generators import WORKLOADS, build_workload, default_params
+
+CONFIGS = [(64, False), (32, True)]
+#: generated workloads the fast engine drives (the others have files or shared memory: they fall back)
+FAST_WORKLOADS = ("fork-child", "snapshot")
+TRACES = Path(__file__).resolve().parents[2] / "examples" / "run-traces"
+SMALL_TRACES = ("fork-child.trace.gz", "sh-pipeline.census.trace.gz", "stuck-bit.census.trace.gz")
+
+
+def reference_stream(steps: list, config: KernelConfig, oracle: str = "reuse") -> tuple[ScoringStream, list]:
+    m = Machine(config, MachineOptions(keep_events=False, check=False))
+    probe = Probe(m, make_design("kernel", config), oracle, record=True, census=True)
+    WorkloadRunner(m, probe, strict=True).run(steps)
+    probe.finish()
+    assert probe.stream is not None
+    return probe.stream, sorted(probe.run_rows())
+
+
+@pytest.mark.parametrize("bits,npm", CONFIGS)
+@pytest.mark.parametrize("workload", FAST_WORKLOADS)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fast_stream_equals_reference(workload: str, bits: int, npm: bool, seed: int) -> None:
+    config = KernelConfig(word_bits=bits, no_page_mapcount=npm)
+    steps = build_workload(workload, default_params(workload), seed)
+    ref, ref_rows = reference_stream(steps, config)
+    fast = drive_fast(steps, config, batch=5)  # small batches: questions placed across batch boundaries too
+    assert fast.stream.digest() == ref.digest()
+    assert fast.stream.questions == ref.questions
+    assert fast.stream.ops == ref.ops
+    assert fast.stream.op_step == ref.op_step
+    assert fast.stream.op_mms == ref.op_mms
+    assert fast.stream.end_step == ref.end_step
+    assert fast.run_rows == ref_rows
+
+
+def test_streams_ask_every_kind_of_question() -> None:
+    """The compared streams are not trivial: they hold every consumer the fast run places itself."""
+    config = KernelConfig()
+    kinds: Counter[str] = Counter()
+    for workload in FAST_WORKLOADS:
+        for seed in (1, 2, 3):
+            stream = drive_fast(build_workload(workload, default_params(workload), seed), config).stream
+            kinds.update(q.consumer for q in stream.questions)
+    for consumer in ("cow_reuse", "census", "khugepaged", "numa_migrate"):
+        assert kinds[consumer] > 10, kinds
+    assert kinds["madvise_cold"] + kinds["madvise_pageout"] >= 1, kinds
+
+
+def test_fast_refuses_other_drivers_and_unmodelled_steps() -> None:
+    config = KernelConfig()
+    steps = build_workload("fork-child", default_params("fork-child"), 1)
+    with pytest.raises(Unsupported, match="driver 'stopped'"):
+        drive_fast(steps, config, driver="stopped")
+    with pytest.raises(Unsupported, match="'file' step"):
+        drive_fast(build_workload("prefork", default_params("prefork"), 1), config)
+
+
+def _cells(workload: str, bits: int, npm: bool, text: str | None = None) -> list:
+    oracle = "end" if text is not None else "reuse"
+    return [make_cell(d, workload, None, 1, word_bits=bits, no_page_mapcount=npm, oracle=oracle,
+                      workload_text=text) for d in DESIGNS if not (d.startswith("precise") and bits == 32)]
+
+
+@pytest.mark.parametrize("bits,npm", CONFIGS)
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+def test_cells_equal_on_both_engines(workload: str, bits: int, npm: bool) -> None:
+    specs = _cells(workload, bits, npm)
+    fast = run_cells(specs, "fast")
+    ref = run_cells(specs, "reference")
+    for f, r in zip(fast, ref, strict=True):
+        assert f.cell_id == r.cell_id  # the engine is not part of a cell's identity
+        assert f.rows == r.rows
+        assert f.digest == r.digest and f.questions == r.questions
+        assert engine_of(r.notes) == "reference"
+    expected = "fast" if workload in FAST_WORKLOADS else "reference"
+    assert {engine_of(f.notes) for f in fast} == {expected}
+    if expected == "reference":  # a fallback says why
+        assert any("the fast engine does not model" in n for n in fast[0].notes), fast[0].notes
+
+
+@pytest.mark.parametrize("name", SMALL_TRACES)
+def test_recorded_traces_fall_back_with_a_note(name: str) -> None:
+    text = gzip.decompress((TRACES / name).read_bytes()).decode()
+    specs = _cells(file_workload(name, text), 64, False, text)[:2]
+    fast = run_cells(specs, "fast")
+    ref = run_cells(specs, "reference")
+    assert [c.rows for c in fast] == [c.rows for c in ref]
+    assert engine_of(fast[0].notes) == "reference"
+    assert any(n.startswith("engine: reference (the fast engine does not model") for n in fast[0].notes)
+
+
+def test_compare_cli_engine(tmp_path: Path) -> None:
+    runner = CliRunner()
+    refused = runner.invoke(main, ["compare", "--db", str(tmp_path / "a.sqlite"), "-w", "fork-child",
+                                   "--closed-loop", "--engine", "fast", "-q"])
+    assert refused.exit_code == 2
+    assert "open-loop runs only" in refused.output
+    assert not (tmp_path / "a.sqlite").exists()
+    dbs = {}
+    for engine in ("fast", "reference"):
+        db = tmp_path / f"{engine}.sqlite"
+        done = runner.invoke(main, ["compare", "--db", str(db), "-w", "fork-child,mix", "--seeds", "1", "-j", "1",
+                                    "-d", "kernel,stopped", "--engine", engine, "-q"])
+        assert done.exit_code == 0, done.output
+        dbs[engine] = db
+    if "fast" in dbs:
+        assert "1 driving run(s) on the fast engine, 1 on the reference" in runner.invoke(
+            main, ["compare", "--db", str(tmp_path / "c.sqlite"), "-w", "fork-child,mix", "--seeds", "1", "-j", "1",
+                   "-d", "kernel", "--engine", "fast", "-q"]).output
+    from foliosim.evaluate.store import ResultsDB
+
+    rows = {}
+    for engine, db in dbs.items():
+        store = ResultsDB(db)
+        rows[engine] = sorted(store.metric_rows())
+        store.close()
+    assert rows["fast"] == rows["reference"]
