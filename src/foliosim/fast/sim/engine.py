@@ -799,9 +799,10 @@ class FastMachine:
             if rc != L.RC_ROOM:
                 break
             first = int(self.glob[L.G_NGATHER])  # a folio split needs more room: grow, resume at that folio
-            self.ensure(folios=self.fs.shape[0] + self.P, pages=self.pmc.shape[0] + self.P,
-                        trace=self.tr.shape[0] + 8 * self.P)
-            self.ent = np.zeros((2 * self.ent.shape[0] + self.P, 5), dtype=np.int64)
+            mms = len(self.mms) + 1
+            self.ensure(folios=self.P + 2, pages=self.P + 2, trace=3 * mms * self.P + 2 * self.P + 16)
+            if self.ent.shape[0] < mms * self.P:  # one migration entry per page and mapping
+                self.ent = np.zeros((2 * mms * self.P, 5), dtype=np.int64)
         self._check_rc(rc)
         for k, verdict in enumerate(("take", "skip", "split")):
             delta = int(self.glob[L.G_MADV + k]) - int(before[k])

@@ -1302,12 +1302,20 @@ def split_folio(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
 
 
 @sjit
+def _has_entire_mc(cfg: Any, fs: Any, f: int) -> bool:
+    order = fs[f, K.F_ORDER]
+    return order >= 1 and (cfg[K.C_IS64] != 0 or order > 1)
+
+
+@sjit
 def _cold_split(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
                 ptw: Any, hk: Any, hv: Any, ms: Any, tr: Any, cow: Any, scr2: Any, ent: Any, f: int) -> int:
     """``_split()`` of foliosim.vm.fault: folio_get(), split_folio(), folio_put() of the holder; 0 or -errno;
     -2: no room for the pieces (nothing changed)."""
     nr = np.int64(1) << fs[f, K.F_ORDER]
-    ents = mapcount(fs, pmc, f) * nr
+    ents = mapcount(fs, pmc, f)  # one migration entry per PTE mapping, nr per PMD mapping
+    if _has_entire_mc(cfg, fs, f):
+        ents += (fs[f, K.F_ENTIRE] + 1) * nr
     if ents > ent.shape[0] or nr > scr2.shape[1] or \
             not room(glob, opt, fs, pmc, tb, hk, tr, cow, nr + 2, nr + 2, 0, 3 * ents + 2 * nr + 8):
         return -2

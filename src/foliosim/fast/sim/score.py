@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, FAULT_PROT, FAULT_TAKEN
 from foliosim.evaluate.stream import CENSUS, MetricRow, Question, ScoringStream, Tally
 from foliosim.fast import kernels as K
 from foliosim.fast._jit import HAVE_NUMBA, jit
@@ -190,6 +191,8 @@ class ScoringMachine(FastMachine):
         self.reuse_steps: set[int] = set()  # runner steps in which a page was reused (for the oracle schedule)
         self.runner_step = 0
         self.tally = Tally()
+        self.fault_rows: list[bool] = []  # per row of the batch: a recorded fault (a machine call only if taken)
+        self.faulted: set[int] = set()  # rows of the batch that took a fault so far
 
     def pull(self) -> None:
         """Ops recorded by the control plane since the last pull, at the current machine step."""
@@ -222,10 +225,15 @@ class ScoringMachine(FastMachine):
         self._drain()
         ops = self.trace
         self.trace = []
-        if self.batch_base is not None and ntr:
+        row_step = None
+        if self.batch_base is not None:
+            self.faulted.update(marks[:, 0].tolist())
+            row_step = self.row_machine_steps()
+        if row_step is not None and ntr:
             fault_of = np.searchsorted(marks[:, 2], np.arange(ntr), side="right")
-            steps = (self.batch_base + 1 + marks[fault_of, 0]).tolist()
-            self.builder.add(ops, steps)
+            if not n or int(fault_of[-1]) >= n:
+                raise Unsupported("scoring: rmap ops recorded outside a noted fault")
+            self.builder.add(ops, row_step[marks[fault_of, 0]].tolist())
         else:
             self.builder.add(ops, self.step)
         if not ncow:
@@ -250,9 +258,20 @@ class ScoringMachine(FastMachine):
                 pos = int(hit[0])
             else:  # a reuse records nothing: asked after its fault's ops
                 pos = int(marks[k, 2])
-            step = self.batch_base + 1 + int(marks[k, 0]) if self.batch_base is not None else self.step
+            step = int(row_step[int(marks[k, 0])]) if row_step is not None else self.step
             self.builder.ask(base + pos, f"f{row[L.C_FOLIO]}", "cow_reuse", step,
                              refs_ok=row[L.C_MAPCOUNT] == row[L.C_REFCOUNT])
+
+
+    def row_machine_steps(self) -> I64:
+        """The machine step of each row of the batch: one per read/write step (Machine.read()/write()), one per
+        recorded fault that was taken (WorkloadRunner._fault() calls them only then). Rows before a row are final
+        when its ops are recorded."""
+        assert self.batch_base is not None
+        n = len(self.fault_rows)
+        idle = np.fromiter((flag and r not in self.faulted for r, flag in enumerate(self.fault_rows)), dtype=bool,
+                           count=n)
+        return self.batch_base + np.cumsum(~idle)
 
 
 @dataclass(slots=True)
@@ -263,7 +282,7 @@ class FastDrive:
     run_rows: list[MetricRow]
     steps: int
     errors: Counter[str] = field(default_factory=Counter)
-    faults: int = 0
+    faults: Counter[str] = field(default_factory=Counter)  # recorded faults (``fault`` steps) by outcome
 
 
 class ScoringRunner(FastWorkloadRunner):
@@ -275,6 +294,8 @@ class ScoringRunner(FastWorkloadRunner):
     def __init__(self, machine: ScoringMachine, batch: int = 4096) -> None:
         super().__init__(machine, batch)
         self.sizes: dict[str, int] = {}
+        self.faults: Counter[str] = Counter()
+        self._fault_write: dict[int, bool] = {}
 
     def flush(self) -> None:
         if not self._ops:
@@ -282,13 +303,20 @@ class ScoringRunner(FastWorkloadRunner):
         m = self.m
         m.pull()
         m.batch_base = m.step
-        nrows = len(self._ops)
+        m.faulted = set()
         try:
             super().flush()
+            steps = m.row_machine_steps()
         finally:
             m.batch_base = None
-        m.step += nrows  # every access row is one machine call (Machine.read()/write())
+        m.step = int(steps[-1])  # every read/write row is one machine call, a recorded fault one if taken
+        for r, flag in enumerate(m.fault_rows):
+            if flag:
+                write = bool(self._fault_write[r])
+                self.faults[FAULT_TAKEN if r in m.faulted else FAULT_MAPPED if write else FAULT_PRESENT] += 1
         m.row_steps = []
+        m.fault_rows = []
+        self._fault_write.clear()
 
     def execute(self, step: Step, index: int) -> None:
         m = self.m
@@ -297,7 +325,11 @@ class ScoringRunner(FastWorkloadRunner):
         if verb in ("write", "read"):
             self._vpn(a[0])  # an unknown region: WorkloadError naming it, as the reference runner says
             m.row_steps.append(index)
+            m.fault_rows.append(False)
             super().execute(step, index)
+            return
+        if verb == "fault":
+            self.recorded_fault(step, index)
             return
         self.flush()
         m.pull()
@@ -329,6 +361,31 @@ class ScoringRunner(FastWorkloadRunner):
         else:
             super().execute(step, index)
         m.pull()
+
+    def recorded_fault(self, step: Step, index: int) -> None:
+        """WorkloadRunner._fault(): outside any VMA or not permitted: counted; else a one-page access row (no
+        store: contents are not scored), which the kernel faults only where the reference would take it."""
+        m = self.m
+        mm = m.task(step.task).mm
+        vpn = self._vpn(step.args[0]) + step.args[1]
+        write = bool(step.args[2])
+        vma = mm.find_vma(vpn)
+        if vma is None:
+            self.faults[FAULT_NO_VMA] += 1
+            return
+        if not (vma.write if write else vma.read):
+            self.faults[FAULT_PROT] += 1
+            return
+        task = m.tasks.get(step.task)
+        if task is None or task.vfork_blocked:
+            task = m._runnable(step.task)
+        self._fault_write[len(self._ops)] = write
+        m.row_steps.append(index)
+        m.fault_rows.append(True)
+        self._ops.append((task.mm.num, vpn, 1, int(write), -1, 0))
+        self._tasks.append(step.task)
+        if len(self._ops) >= self.batch:
+            self.flush()
 
     # -- the questions asked between batches ---------------------------------------------
     def _name(self, f: int) -> str:
@@ -480,7 +537,9 @@ class ScoringRunner(FastWorkloadRunner):
 
 def drive_fast(steps: list[Step], config: KernelConfig, driver: str = "kernel", oracle: str = "reuse",
                batch: int = 4096) -> FastDrive:
-    """Run ``steps`` (a generated workload's, strict) on the fast engine and record the scoring stream.
+    """Run ``steps`` (a generated workload's, or a workload file's / run trace's) on the fast engine and record
+    the scoring stream. A step the reference would refuse stops the run (WorkloadError), where the reference
+    runner skips it for imported workloads: the caller then runs the reference.
 
     Raises :class:`Unsupported` (nothing to keep: run the reference) for a driver other than ``kernel``, without
     numba, or for any step the fast engine does not model; :class:`WorkloadError` names a step the workload got
@@ -505,7 +564,8 @@ def drive_fast(steps: list[Step], config: KernelConfig, driver: str = "kernel", 
         run.add("oracle_checks", checks)
     run.add("steps", m.step)
     run.add("rmap_ops", len(stream.ops))
-    return FastDrive(stream, run.rows(), stats.steps, Counter({k: v for k, v in stats.errors.items() if v}))
+    return FastDrive(stream, run.rows(), stats.steps, Counter({k: v for k, v in stats.errors.items() if v}),
+                     runner.faults)
 
 
 __all__ = ["FAST_DRIVERS", "FastDrive", "ScoringMachine", "ScoringRunner", "StreamBuilder", "access_marked",
