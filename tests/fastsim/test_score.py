@@ -138,3 +138,50 @@ def test_compare_cli_engine(tmp_path: Path) -> None:
         rows[engine] = sorted(store.metric_rows())
         store.close()
     assert rows["fast"] == rows["reference"]
+
+
+def _fault_steps(seed: int) -> list:
+    """A recorded-program-like workload on anonymous memory: ``fault`` steps (some not taken: already mapped,
+    outside any VMA, not permitted), forks, a read-only mapping, khugepaged and exits."""
+    import random
+
+    from foliosim.workloads.steps import Step
+
+    rng = random.Random(seed)
+    steps = [Step("spawn", "p"), Step("mmap", "p", ("heap", 1024, "anon", None, (4, 9), "rw", 0)),
+             Step("mmap", "p", ("ro", 64, "anon", None, (), "r", 0))]
+    tasks = ["p"]
+    for i in range(1, 5):
+        for _ in range(60):
+            t = rng.choice(tasks)
+            region, page = rng.choice((("heap", rng.randrange(1100)), ("ro", rng.randrange(64))))
+            steps.append(Step("fault", t, (region, page, rng.random() < 0.7)))
+        if i < 4:
+            child = f"c{i}"
+            steps.append(Step("fork", rng.choice(tasks), (child,)))
+            tasks.append(child)
+        steps.append(Step("khugepaged", rng.choice(tasks), ()))
+    for t in reversed(tasks):
+        steps.append(Step("exit", t, ()))
+    return steps
+
+
+@pytest.mark.parametrize("bits,npm", CONFIGS)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_recorded_faults_on_the_fast_engine(seed: int, bits: int, npm: bool) -> None:
+    config = KernelConfig(word_bits=bits, no_page_mapcount=npm)
+    steps = _fault_steps(seed)
+    m = Machine(config, MachineOptions(keep_events=False, check=False))
+    probe = Probe(m, make_design("kernel", config), "end", record=True, census=True)
+    stats = WorkloadRunner(m, probe, strict=False).run(steps)
+    probe.finish()
+    assert probe.stream is not None and stats.skipped == 0
+    fast = drive_fast(steps, config, oracle="end", batch=9)
+    assert fast.faults == stats.faults
+    assert len(stats.faults) >= 4, stats.faults  # taken, already mapped, present, outside any VMA / not permitted
+    assert fast.stream.digest() == probe.stream.digest()
+    assert fast.stream.ops == probe.stream.ops
+    assert fast.stream.op_step == probe.stream.op_step
+    assert fast.stream.op_mms == probe.stream.op_mms
+    assert fast.stream.end_step == probe.stream.end_step
+    assert fast.run_rows == sorted(probe.run_rows())

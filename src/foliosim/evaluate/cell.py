@@ -249,6 +249,8 @@ def run_cells(specs: list[CellSpec], engine: str = "reference") -> list[CellResu
                 run.add("skipped_steps", 0)
                 for what, count in drive.errors.items():
                     run.add("failed_calls", count, consumer=what)
+                for outcome, count in drive.faults.items():
+                    run.add("recorded_faults", count, consumer=outcome)
                 _conversion_rows(run, conversion)
                 return _score(specs, drive.stream, run.rows(), time.perf_counter() - began, 0,
                               [f"{ENGINE_NOTE}fast"])
