@@ -15,15 +15,15 @@ import pytest
 
 pytest.importorskip("numba")
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from foliosim.fast.sim.engine import Unsupported  # noqa: E402
-from foliosim.fast.sim.layout import MUTANT_NO_SHARED_TEST  # noqa: E402
-from foliosim.fast.sim.scenario import unsupported_reason  # noqa: E402
-from foliosim.fast.sim.timeline import fast_timeline, first_difference, reference_timeline  # noqa: E402
-from foliosim.kconfig import KernelConfig  # noqa: E402
-from foliosim.vm.scenario import parse  # noqa: E402
+from foliosim.fast.sim.engine import Unsupported
+from foliosim.fast.sim.layout import MUTANT_NO_SHARED_TEST
+from foliosim.fast.sim.scenario import unsupported_reason
+from foliosim.fast.sim.timeline import fast_timeline, first_difference, reference_timeline
+from foliosim.kconfig import KernelConfig
+from foliosim.vm.scenario import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = sorted([*ROOT.glob("examples/*.scenario"), *ROOT.glob("examples/live/*.scenario")])
