@@ -29,8 +29,10 @@ end) gives. The folio-invariant part of the reference's ``Machine.check()`` is n
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,6 +85,27 @@ def access_marked(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pc
                     return rc, first, n, 1
                 continue
         return rc, first, n, 0
+
+
+def _fresh_cache() -> None:
+    """numba keys its on-disk cache of :func:`access_marked` on this file alone, yet the compiled loop holds the
+    kernels it calls: when their sources changed since the cache was written, empty the cache (private numba API,
+    hence the broad guard; a read-only install just keeps numba's behaviour)."""
+    if not HAVE_NUMBA:
+        return
+    try:
+        digest = hashlib.sha256(b"".join(Path(mod.__file__ or "").read_bytes() for mod in (kern, K, L))).hexdigest()
+        dispatcher: Any = access_marked
+        cache = dispatcher._cache
+        stamp = Path(cache._cache_path) / "score.access_marked.deps"
+        if not stamp.exists() or stamp.read_text() != digest:
+            cache.flush()
+            stamp.write_text(digest)
+    except Exception:  # any numba-internal change or an unwritable cache folder
+        pass
+
+
+_fresh_cache()
 
 
 class StreamBuilder:
