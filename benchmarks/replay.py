@@ -9,7 +9,8 @@ Run on demand (not in CI):
 What it measures (medians of several runs, all on one core, in one process):
 
 0. `foliosim trace-generate` of the standard trace, whole process: wall and CPU
-   seconds and peak RSS (median of 3 runs; the compiled generator, numba cache warm);
+   seconds and peak RSS (median of 3 runs; the ahead-of-time build of the compiled
+   generator, so without numba's import);
 1. the standard replay trace (foliosim.trace.generate.STANDARD_SPEC: 10M operations,
    64 order-4 folios, 3 MMs): the apply loop of the reference model (on a prefix: it
    runs at tens of thousands of operations per second) and of the fast path (on the
@@ -435,7 +436,7 @@ def report(info: dict[str, str], std: dict[str, Any], grid: list[dict[str, Any]]
         "### Generating the standard trace",
         "",
         f"`foliosim trace-generate standard.npz` ({gen['ops']:,} generated operations), whole process, median of "
-        f"{gen['runs']} runs (range):",
+        f"{gen['runs']} runs (range), with the ahead-of-time build of the compiled generator (no numba import):",
         "",
         "| measurement | result | target |",
         "| --- | --- | --- |",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from foliosim import replay_aot
-from foliosim.trace.columnar import from_ops, generated_columnar, write_npz
+from foliosim.trace.columnar import from_ops, generated_columnar, read_npz, write_npz
 from foliosim.trace.generate import TraceSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +80,7 @@ def test_fast_replay_uses_the_loop_it_is_given() -> None:
 def test_built_module_replays_like_the_jit_without_importing_numba(tmp_path: Path) -> None:
     env = _env(tmp_path / "aot")
     subprocess.run([sys.executable, "-m", "foliosim.replay_aot"], check=True, env=env, capture_output=True)
-    assert len(list((tmp_path / "aot").glob(replay_aot.PREFIX + "*"))) == 1
+    assert len(list((tmp_path / "aot").glob(replay_aot.PREFIX + "*"))) == 2  # replay and generate
     spec = TraceSpec(n_ops=20_000, n_folios=8, order=4, n_mms=3, seed=5)
     trace = generated_columnar(spec)
     good = tmp_path / "good.npz"
@@ -97,3 +97,16 @@ def test_built_module_replays_like_the_jit_without_importing_numba(tmp_path: Pat
         assert aot.stdout == jit.stdout, (path, args)
         assert "numba.core" not in aot.stderr and "numba.core" in jit.stderr  # (a blocked "numba" is listed)
         assert aot.stdout and all(isinstance(json.loads(line), dict) for line in aot.stdout.splitlines()[:5])
+    # The generator's module: trace-generate without numba writes what the pure-Python reference writes.
+    out = {}
+    for engine, where in (("auto", env), ("reference", _env(tmp_path / "none"))):
+        dest = tmp_path / f"gen-{engine}.npz"
+        cmd = [sys.executable, "-X", "importtime", "-m", "foliosim", "trace-generate", str(dest), "--ops", "20000",
+               "--seed", "9", "--engine", engine]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=where)
+        assert done.returncode == 0, done.stderr[-2000:]
+        if engine == "auto":
+            assert "numba.core" not in done.stderr
+        out[engine] = read_npz(str(dest))
+    for name in ("kind", "folio", "mm", "level", "page", "nr", "order", "line"):
+        assert (getattr(out["auto"], name) == getattr(out["reference"], name)).all(), name

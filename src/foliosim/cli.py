@@ -1436,7 +1436,9 @@ def trace_generate(dest: str, n_ops: int | None, n_folios: int | None, order: in
                       f"{now - began:.0f}s, about {left:.0f}s left at the current rate")
 
     try:
-        if engine != "reference":
+        from foliosim.replay_aot import load_generate_loop
+
+        if engine != "reference" and load_generate_loop() is None:  # no ahead-of-time build: numba's JIT
             from foliosim.fast._jit import compile_notice
             from foliosim.trace import genfast
 

@@ -1,13 +1,14 @@
-"""The fast replay loop compiled ahead of time: quick start-up for ``foliosim fast-replay``.
+"""The fast replay loop and trace generator compiled ahead of time: quick start-up without numba.
 
 ``foliosim fast-replay`` spends more time importing numba and loading its
 cached kernels (about a third of a second) than replaying a million
 operations. :func:`build` compiles :func:`foliosim.fast.kernels.replay_loop`
-(the same source, through numba's ``pycc``) into a small extension module that
-imports without numba; :func:`load_replay_loop` finds it when it matches the
-current kernels, numpy and Python, and :func:`without_numba` imports the fast
-path's Python modules without importing numba, since their kernels are then
-not called.
+and :func:`foliosim.trace.genfast.generate_loop` (the same sources, through
+numba's ``pycc``) into a small extension module that imports without numba;
+:func:`load_replay_loop` / :func:`load_generate_loop` find it when it matches
+the current sources, numpy and Python, and :func:`without_numba` imports the
+Python modules around them without importing numba, since their numba
+functions are then not called.
 
 Build it once with ``python -m foliosim.replay_aot`` (needs numba, one to two
 minutes); it lands next to numba's own cache in ``foliosim/fast/__pycache__``
@@ -17,6 +18,7 @@ minutes); it lands next to numba's own cache in ``foliosim/fast/__pycache__``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -34,26 +36,59 @@ import numpy as np
 
 _FAST = Path(__file__).resolve().parent / "fast"
 #: The sources whose change makes a built module stale.
-SOURCES = (_FAST / "kernels.py", _FAST / "_jit.py")
+SOURCES = (_FAST / "kernels.py", _FAST / "_jit.py", _FAST.parent / "trace" / "genfast.py")
 PREFIX = "_foliosim_replay_aot_"
 
 #: replay_loop's argument types for the arrays FastState and ColumnarTrace hold (all C-contiguous).
 SIGNATURE = ("Tuple((i8, i8))(i8[::1], i8[::1], i8[:, ::1], i8[:, ::1], u1[::1], i4[::1], i4[::1], i4[:, ::1], "
              "i4[:, ::1], i8[:, ::1], u1[::1], i4[::1], i4[::1], u1[::1], i4[::1], i4[::1], i1[::1], i8, i8, b1, "
              "i8[:, ::1], i4[::1], i4[::1])")
+#: generate_loop's argument types (as foliosim.trace.genfast.generate_columns allocates them).
+GENERATE_SIGNATURE = ("i8(u4[::1], i8[::1], i8[::1], i8, i8, i8, i8, i8, i8, i8, i8, i8, i8[::1], i8[::1], f8[::1], "
+                      "i8[:, :, ::1], i8[:, ::1], i8[:, ::1], i8[::1], i8[::1], i8[:, ::1], i8[::1], i1[::1], i8[::1], "
+                      "i8[::1], i4[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], u1[::1], i4[::1], "
+                      "i4[::1], u1[::1], i4[::1], i4[::1], i8)")
 
 
 class AotBuildError(Exception):
     """The ahead-of-time module could not be built (numba missing, no compiler, unwritable folder)."""
 
 
-def module_name() -> str:
-    """The module's name for the current kernel sources, numpy, Python and machine."""
+def _cpu() -> str:
+    """This CPU's model and feature flags: the modules are compiled for the host CPU."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            wanted = {}
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "flags") and key not in wanted:
+                    wanted[key] = value.strip()
+                if len(wanted) == 2 or not line.strip():
+                    break
+        return "|".join(f"{k}={v}" for k, v in sorted(wanted.items()))
+    except OSError:
+        return platform.processor()
+
+
+def _key() -> str:
     digest = hashlib.sha256()
     for path in SOURCES:
         digest.update(path.read_bytes())
-    digest.update(f"{np.__version__}|{sys.version}|{platform.machine()}|{SIGNATURE}".encode())
-    return PREFIX + digest.hexdigest()[:16]
+    digest.update(f"{np.__version__}|{sys.version}|{platform.machine()}|{_cpu()}|{SIGNATURE}|"
+                  f"{GENERATE_SIGNATURE}".encode())
+    return digest.hexdigest()[:16]
+
+
+#: The built modules: one per exported function (numba types the two apart more reliably).
+PARTS = ("replay", "generate")
+
+
+def module_name(part: str = "replay") -> str:
+    """The name of ``part``'s module for the current sources, numpy, Python and machine."""
+    if part not in PARTS:
+        raise ValueError(f"no ahead-of-time part {part!r}")
+    return f"{PREFIX}{part}_{_key()}"
 
 
 def cache_dirs() -> list[Path]:
@@ -69,9 +104,9 @@ def _suffix() -> str:
     return str(sysconfig.get_config_var("EXT_SUFFIX") or ".so")
 
 
-def find() -> Path | None:
-    """The built module for the current sources, if there is one."""
-    name = module_name() + _suffix()
+def find(part: str = "replay") -> Path | None:
+    """The built module of ``part`` for the current sources, if there is one."""
+    name = module_name(part) + _suffix()
     for folder in cache_dirs():
         path = folder / name
         if path.is_file():
@@ -82,22 +117,37 @@ def find() -> Path | None:
 ReplayLoop = Callable[..., tuple[int, int]]
 
 
-def load_replay_loop() -> ReplayLoop | None:
-    """The ahead-of-time ``replay_loop``, or None when it is not built for the current sources (or won't load)."""
-    path = find()
-    if path is None:
-        return None
-    name = path.name[:-len(_suffix())]
+def _load_module(part: str) -> Any:
+    """The built module of ``part`` for the current sources, or None (not built, or it will not load)."""
+    path = find(part)
+    return None if path is None else _load_path(str(path))
+
+
+@functools.cache
+def _load_path(path: str) -> Any:
+    """The extension module at ``path`` (loaded once per process), or None if it will not load."""
+    name = Path(path).name[:-len(_suffix())]
     try:
-        loader = importlib.machinery.ExtensionFileLoader(name, str(path))
-        spec = importlib.util.spec_from_file_location(name, str(path), loader=loader)
+        loader = importlib.machinery.ExtensionFileLoader(name, path)
+        spec = importlib.util.spec_from_file_location(name, path, loader=loader)
         if spec is None:
             return None
         module = importlib.util.module_from_spec(spec)
         loader.exec_module(module)
     except (ImportError, OSError):
         return None
-    loop: Any = getattr(module, "replay_loop", None)
+    return module
+
+
+def load_replay_loop() -> ReplayLoop | None:
+    """The ahead-of-time ``replay_loop``, or None when it is not built for the current sources (or won't load)."""
+    loop: Any = getattr(_load_module("replay"), "replay_loop", None)
+    return loop if callable(loop) else None
+
+
+def load_generate_loop() -> Callable[..., int] | None:
+    """The ahead-of-time ``generate_loop`` of :mod:`foliosim.trace.genfast`, or None (as :func:`load_replay_loop`)."""
+    loop: Any = getattr(_load_module("generate"), "generate_loop", None)
     return loop if callable(loop) else None
 
 
@@ -121,7 +171,9 @@ def without_numba() -> Iterator[None]:
 
 
 def build(verbose: bool = False) -> Path:
-    """Compile the replay loop ahead of time (needs numba and a C compiler); the module's path.
+    """Compile the replay loop and the generator ahead of time (needs numba and a C compiler).
+
+    Returns the replay module's path (the generator's lies beside it).
 
     Written to a temporary name and renamed, so a concurrent run never loads a
     half-written file; older builds in the same folder are removed.
@@ -131,27 +183,36 @@ def build(verbose: bool = False) -> Path:
     except ImportError as exc:
         raise AotBuildError(f"numba is needed to build the ahead-of-time replay loop ({exc})") from None
     from foliosim.fast import kernels
+    from foliosim.trace import genfast
 
-    name = module_name()
+    exports: dict[str, tuple[str, str, Any]] = {
+        "replay": ("replay_loop", SIGNATURE, kernels.replay_loop),
+        "generate": ("generate_loop", GENERATE_SIGNATURE, genfast.generate_loop),
+    }
     errors = []
     for folder in cache_dirs():
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=folder, prefix=".aot-build-") as tmp:
-                cc: Any = numba.pycc.CC(name)  # type: ignore[attr-defined,no-untyped-call]
-                cc.output_dir = tmp
-                cc.use_nrt = False  # the kernels allocate nothing
-                cc.verbose = verbose
-                loop: Any = kernels.replay_loop
-                cc.export("replay_loop", SIGNATURE)(loop.py_func)  # the Python source, compiled by pycc
-                cc.compile()
-                built = Path(tmp) / (name + _suffix())
-                target = folder / built.name
-                os.replace(built, target)
+            targets = []
+            for part in PARTS:  # one module each, in this order
+                name = module_name(part)
+                export, signature, function = exports[part]
+                with tempfile.TemporaryDirectory(dir=folder, prefix=".aot-build-") as tmp:
+                    cc: Any = numba.pycc.CC(name)  # type: ignore[attr-defined,no-untyped-call]
+                    cc.output_dir = tmp
+                    cc.use_nrt = False  # the kernels allocate nothing
+                    cc.target_cpu = "host"  # as numba's JIT compiles (the key names this CPU)
+                    cc.verbose = verbose
+                    cc.export(export, signature)(function.py_func)  # the Python source, compiled by pycc
+                    cc.compile()
+                    built = Path(tmp) / (name + _suffix())
+                    target = folder / built.name
+                    os.replace(built, target)
+                    targets.append(target)
             for old in folder.glob(PREFIX + "*"):
-                if old.name != target.name and old.is_file():
+                if old not in targets and old.is_file():
                     old.unlink()
-            return target
+            return targets[0]
         except OSError as exc:
             errors.append(f"{folder}: {exc.strerror or exc}")
         except Exception as exc:  # pycc reports compiler and linker failures as assorted exceptions
@@ -166,7 +227,8 @@ def main() -> None:
     except AotBuildError as exc:
         print(f"foliosim.replay_aot: {exc}", file=sys.stderr)
         sys.exit(1)
-    print(f"foliosim.replay_aot: built {path}", file=sys.stderr)
+    print(f"foliosim.replay_aot: built {path} and {path.with_name(module_name('generate') + _suffix())}",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

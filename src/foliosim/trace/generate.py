@@ -194,19 +194,27 @@ def fill_columns(spec: TraceSpec, kind: npt.NDArray[np.uint8], folio: npt.NDArra
     the operations written so far (every 2**20 when fast, 2**16 otherwise).
     Returns the engine used.
     """
-    from foliosim.trace import genfast
-
     if engine not in ("auto", "fast", "reference"):
         raise ValueError(f"engine {engine!r} is not auto, fast or reference")
-    usable = genfast.HAVE_NUMBA and genfast.supported(spec.n_folios, spec.n_mms, spec.order, mix)
-    if engine == "fast" and not usable:
-        raise ValueError("the compiled generator needs numba (pip install 'foliosim[fast]') and fewer than "
-                         "2**32 (folio, mm) targets")
-    if engine != "reference" and usable:
-        genfast.generate_columns(spec.seed, spec.n_ops, spec.n_folios, spec.order, spec.n_mms, spec.map_range,
-                                 spec.unmap_range, spec.cap_per_page, mix, kind_codes, kind, folio, mm, level,
-                                 page, nr, base=base, progress=progress)
-        return "fast"
+    if engine != "reference":
+        from foliosim.replay_aot import load_generate_loop, without_numba
+
+        built = load_generate_loop()  # the ahead-of-time build, if current: then numba is not imported
+        if built is not None:
+            with without_numba():
+                from foliosim.trace import genfast
+        else:
+            from foliosim.trace import genfast
+        usable = ((built is not None or genfast.HAVE_NUMBA)
+                  and genfast.supported(spec.n_folios, spec.n_mms, spec.order, mix))
+        if engine == "fast" and not usable:
+            raise ValueError("the compiled generator needs numba (pip install 'foliosim[fast]') and fewer than "
+                             "2**32 (folio, mm) targets")
+        if usable:
+            genfast.generate_columns(spec.seed, spec.n_ops, spec.n_folios, spec.order, spec.n_mms, spec.map_range,
+                                     spec.unmap_range, spec.cap_per_page, mix, kind_codes, kind, folio, mm, level,
+                                     page, nr, base=base, progress=progress, loop=built)
+            return "fast"
     row = base
     for k, f, m, lv, p, n in generate_reference(spec, mix):
         kind[row] = kind_codes[k]

@@ -520,15 +520,18 @@ def generate_columns(seed: int, n_ops: int, n_folios: int, order: int, n_mms: in
                      unmap_range: int, cap_per_page: int, mix: tuple[tuple[tuple[int, int], float], ...],
                      kind_codes: tuple[int, int, int], out_kind: U8, out_folio: I32, out_mm: I32, out_level: U8,
                      out_page: I32, out_nr: I32, base: int = 0, chunk: int = 1 << 20,
-                     progress: Callable[[int], None] | None = None, owed_cap: int = 1 << 12) -> dict[str, int]:
+                     progress: Callable[[int], None] | None = None, owed_cap: int = 1 << 12,
+                     loop: Callable[..., int] | None = None) -> dict[str, int]:
     """Write the reference generator's ``n_ops`` operations into rows ``base..`` of the ``out_*`` columns.
 
     ``map_range`` / ``unmap_range`` are the spec's, clipped as the reference
     clips them here; ``kind_codes`` translates map/dup/unmap into the output's
     kind codes. ``progress`` is called with the operations done after every
     ``chunk``; ``owed_cap`` is the owed list's first capacity (it grows as
-    needed). The caller checks :func:`supported` first. Returns counts of the
-    work done (draws, full shuffles, owed operations left).
+    needed); ``loop`` replaces :func:`generate_loop` by the same function built
+    ahead of time (:mod:`foliosim.replay_aot`). The caller checks
+    :func:`supported` first. Returns counts of the work done (draws, full
+    shuffles, owed operations left).
     """
     weights = [w for _c, w in mix]
     cum = list(accumulate(weights))  # as random.choices builds them
@@ -565,10 +568,11 @@ def generate_columns(seed: int, n_ops: int, n_folios: int, order: int, n_mms: in
     codes = np.array(kind_codes, dtype=np.int64)
     map_range = max(1, min(map_range, nr_pages))
     unmap_range = max(1, min(unmap_range, nr_pages))
+    run = loop if loop is not None else generate_loop
     done = 0
     while done < n_ops:
         stop_at = min(n_ops, done + chunk)
-        reason = generate_loop(mt, buf, meta, n_ops, stop_at, order, n_mms, n_folios * n_mms,
+        reason = run(mt, buf, meta, n_ops, stop_at, order, n_mms, n_folios * n_mms,
                                cap_per_page * nr_pages, cap_per_page * n_mms, map_range, unmap_range,
                                mix_kind, mix_level, cum_weights, pte, pmd, agg, tot, tot_pmd, row_total, census,
                                o_code, o_next, o_mask, o_fen, cand, shuffled, draws, target_f, target_m, codes,
