@@ -120,8 +120,10 @@ def sweep() -> None:
         said = [ln.strip() for ln in done.stderr.splitlines() if "driving run(s)" in ln]
         lines.append(f"- `--engine {engine}`: {wall:.1f} s wall" + (f" ({said[0]})" if said else ""))
         print(lines[-1], flush=True)
-    lines += ["", "The recorded programs (most of the sweep's time) fall back to the reference engine (they map files; "
-              "see `compare`'s stderr for each reason), so the sweep takes as long on both engines."]
+    lines += ["", "The recorded programs and the generated workloads with files or shared memory fall back to the "
+              "reference engine (`compare`'s stderr gives each reason); what the fast engine saves is the driving "
+              "runs of fork-child and snapshot. One run each on a machine other jobs share: compare the two "
+              "lines only roughly."]
     print(update_section("compare-engines-sweep", "\n".join(lines)))
 
 
