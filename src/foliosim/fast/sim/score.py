@@ -45,7 +45,7 @@ from foliosim.fast._jit import HAVE_NUMBA, jit
 from foliosim.fast.sim import kern
 from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import FastMachine, FastMM, Unsupported
-from foliosim.fast.sim.steps import FastWorkloadRunner
+from foliosim.fast.sim.steps import FastRunStats, FastWorkloadRunner
 from foliosim.kconfig import KernelConfig
 from foliosim.rmap import PMD
 from foliosim.system import Op
@@ -319,6 +319,20 @@ class ScoringRunner(FastWorkloadRunner):
         self.sizes: dict[str, int] = {}
         self.faults: Counter[str] = Counter()
         self._fault_write: dict[int, bool] = {}
+
+    def run(self, steps: list[Step]) -> FastRunStats:
+        """Every step through :meth:`execute` (which notes each access row's runner step), then the last batch."""
+        for index, step in enumerate(steps):
+            try:
+                self.execute(step, index)
+            except (SimError, WorkloadError) as exc:
+                raise WorkloadError(f"step {index + 1} ({step.verb} {step.task}): {exc}") from None
+            except Unsupported as exc:
+                raise Unsupported(f"step {index + 1} ({step.verb} {step.task}): {exc}") from None
+            self.stats.steps += 1
+        self.flush()
+        self.stats.errors["SIGSEGV"] += int(self.m.glob[L.G_SEGV]) - self._segv
+        return self.stats
 
     def flush(self) -> None:
         if not self._ops:
