@@ -185,3 +185,35 @@ def test_recorded_faults_on_the_fast_engine(seed: int, bits: int, npm: bool) -> 
     assert fast.stream.op_mms == probe.stream.op_mms
     assert fast.stream.end_step == probe.stream.end_step
     assert fast.run_rows == sorted(probe.run_rows())
+
+
+def test_workload_file_runs_on_the_fast_engine() -> None:
+    """A workload file (JSON Lines steps, e.g. written by `foliosim trace`) with recorded faults: the fast engine
+    drives it (an imported workload) and every cell equals the reference's."""
+    import json
+
+    text = "".join(json.dumps(step.to_json()) + "\n" for step in _fault_steps(3))
+    specs = _cells(file_workload("faults.jsonl", text), 64, False, text)
+    fast = run_cells(specs, "fast")
+    ref = run_cells(specs, "reference")
+    assert {engine_of(c.notes) for c in fast} == {"fast"}
+    assert [c.rows for c in fast] == [c.rows for c in ref]
+    assert any(row[0] == "recorded_faults" and row[1] == "taken" and row[4] > 0 for row in fast[0].rows)
+
+
+def test_workload_file_with_a_refused_step_falls_back() -> None:
+    """A step the reference skips in an imported workload (here: the exit of a task that does not exist) stops the
+    fast run; the reference runs it, skipping that step, and the note says why."""
+    import json
+
+    from foliosim.workloads.steps import Step
+
+    steps = [*_fault_steps(4)[:30], Step("exit", "nobody", ()), *_fault_steps(4)[30:]]
+    text = "".join(json.dumps(step.to_json()) + "\n" for step in steps)
+    specs = _cells(file_workload("refused.jsonl", text), 64, False, text)[:1]
+    fast = run_cells(specs, "fast")[0]
+    assert fast.skipped == 1
+    assert engine_of(fast.notes) == "reference"
+    assert any(n.startswith("engine: reference (a step the reference skips: step 31 (exit nobody)")
+               for n in fast.notes), fast.notes
+    assert fast.rows == run_cells(specs, "reference")[0].rows
