@@ -67,7 +67,8 @@ SIZES = ("4K", "16K", "36K", "64K", "128K", "2M", "4M")
 
 def program(seed: int) -> str:
     """A random scenario over anonymous private memory: tasks, forks, threads, exec, exits, writes (whole and
-    partial pages), reads, munmap, mprotect, madvise (MADV_COLD/PAGEOUT splits included), pins, vmsplice."""
+    partial pages), reads, munmap, mprotect, madvise (MADV_COLD/PAGEOUT splits included), pins, vmsplice,
+    clear_refs, mmgrab/mmget holders, stats, pagemap."""
     rng = random.Random(seed)
     lines = []
     thp = rng.choice(["", "thp=2", "thp=4", "thp=9", "thp=2,4,9", "thp=3,5"])
@@ -78,6 +79,7 @@ def program(seed: int) -> str:
     tasks = ["T0"]
     regions: list[tuple[str, int]] = []
     pins: list[str] = []
+    holders: list[str] = []
     n = 0
     for _ in range(rng.randint(10, 40)):
         n += 1
@@ -135,6 +137,14 @@ def program(seed: int) -> str:
             pins.append(pin)
         elif pins:
             lines.append(f"unpin {pins.pop(rng.randrange(len(pins)))}")
+        elif rng.random() < 0.2:
+            lines.append(f"clear_refs {task}")
+        elif rng.random() < 0.2:
+            holder = f"h{n}"
+            lines.append(f"{rng.choice(['grab', 'mmget'])} {holder} {task}")
+            holders.append(holder)
+        elif holders and rng.random() < 0.3:
+            lines.append(f"release {holders.pop(rng.randrange(len(holders)))}")
         elif rng.random() < 0.5:
             lines.append(f"stats {task}")
         else:

@@ -267,6 +267,7 @@ class FastMachine:
         self.tasks: dict[str, FastTask] = {}
         self.mms: dict[str, FastMM] = {}
         self.gup: dict[str, PinHandle] = {}
+        self.holders: dict[str, tuple[FastMM, str]] = {}
         self.pinned_pages = 0  # pages of the folios pinned (an upper bound on fork's early copies)
         self.ref = ReferenceMemory() if reference else _NoReference()
         self.pages: list[bytes] = []  # content ids 256.. -> page bytes
@@ -709,10 +710,32 @@ class FastMachine:
             task.vfork_parent = None
 
     def mm_hold(self, holder: str, task_name: str, users: bool = False) -> int:
-        raise Unsupported("mmgrab/mmget holders (grab, mmget, release)")
+        """``mmgrab()`` (users=False, e.g. a CPU's lazy-TLB reference) or ``mmget()`` by ``holder``."""
+        if not holder or holder in self.holders:
+            raise SimError(f"holder name {holder!r} is already in use")
+        task = self.task(task_name)
+        self._begin(task)
+        mm = task.mm
+        if users:
+            mm.users += 1
+        else:
+            mm.count += 1
+        self.holders[holder] = (mm, "users" if users else "count")
+        self._end()
+        return 0
 
     def mm_release(self, holder: str) -> int:
-        raise Unsupported("mmgrab/mmget holders (grab, mmget, release)")
+        """The matching ``mmdrop()`` / ``mmput()``."""
+        if holder not in self.holders:
+            raise SimError(f"no holder {holder!r} (holders: {', '.join(sorted(self.holders)) or 'none'})")
+        self._begin()
+        mm, how = self.holders.pop(holder)
+        if how == "users":
+            self.mmput(mm)
+        else:
+            self.mmdrop(mm)
+        self._end()
+        return 0
 
     def create_file(self, name: str, size: int, order: int = 0, fill: int = 0, shmem: bool = False) -> None:
         raise Unsupported("files and shmem objects (page cache)")
@@ -879,8 +902,10 @@ class FastMachine:
             vma.read, vma.write = read, write
             if execute is not None:
                 vma.exec = execute
+            # can_change_pte_writable(): never while soft-dirty tracking is armed (private mappings here)
             kern.change_protection(self.cfg, self.glob, self.fs, self.pex, self.tb, self.ptf, self.ptp, self.ptw,
-                                   self.hk, self.hv, mm.num, vma.start, vma.end, write, upgrade, self._scratch())
+                                   self.hk, self.hv, mm.num, vma.start, vma.end, write,
+                                   upgrade and not vma.softdirty_wp, self._scratch())
         self._merge(mm)
         self._publish(mm)
         self._end()
@@ -890,7 +915,18 @@ class FastMachine:
         raise Unsupported("mremap")
 
     def clear_refs(self, task_name: str) -> int:
-        raise Unsupported("clear_refs (soft-dirty write protection)")
+        """``echo 4 > /proc/PID/clear_refs``: soft-dirty armed on every VMA, every PTE and PMD write-protected."""
+        task = self._runnable(task_name)
+        self._begin(task)
+        mm = task.mm
+        self._sync(mm)
+        for vma in mm.vmas:
+            vma.softdirty_wp = True
+        ts = self._mm_tables(mm)
+        self.tb[ts, L.TB_PMDW] = 0
+        self.ptw[ts] &= np.uint8(~L.PW & 0xFF)
+        self._end()
+        return 0
 
     def madvise(self, task_name: str, addr: int, length: int, advice: str) -> int:
         task = self._runnable(task_name)

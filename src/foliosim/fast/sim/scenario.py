@@ -18,11 +18,7 @@ from foliosim.vm.events import OracleViolation, SimError
 from foliosim.vm.scenario import Command, ScenarioError, StepRecord, _Runner, build_machine, parse
 
 #: verbs the fast engine does not run, and why
-UNSUPPORTED_VERBS = {
-    "file": "files and shmem objects (page cache)", "grab": "mmgrab holders", "mmget": "mmget holders",
-    "release": "mmgrab/mmget holders", "mremap": "mremap",
-    "clear_refs": "clear_refs (soft-dirty)",
-}
+UNSUPPORTED_VERBS = {"file": "files and shmem objects (page cache)", "mremap": "mremap"}
 
 
 def unsupported_reason(commands: list[Command]) -> str | None:
