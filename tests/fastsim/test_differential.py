@@ -68,7 +68,7 @@ SIZES = ("4K", "16K", "36K", "64K", "128K", "2M", "4M")
 def program(seed: int) -> str:
     """A random scenario over anonymous private memory: tasks, forks, threads, exec, exits, writes (whole and
     partial pages), reads, munmap, mprotect, madvise (MADV_COLD/PAGEOUT splits included), pins, vmsplice,
-    clear_refs, mmgrab/mmget holders, stats, pagemap."""
+    clear_refs, mmgrab/mmget holders, mremap, stats, pagemap."""
     rng = random.Random(seed)
     lines = []
     thp = rng.choice(["", "thp=2", "thp=4", "thp=9", "thp=2,4,9", "thp=3,5"])
@@ -137,6 +137,9 @@ def program(seed: int) -> str:
             pins.append(pin)
         elif pins:
             lines.append(f"unpin {pins.pop(rng.randrange(len(pins)))}")
+        elif rng.random() < 0.25:
+            target = 0x40000000 + n * 0x400000 + rng.choice([0, 0, 4096, 0x200000])
+            lines.append(f"mremap {task} {where} {count * 4}K {target:#x}")
         elif rng.random() < 0.2:
             lines.append(f"clear_refs {task}")
         elif rng.random() < 0.2:

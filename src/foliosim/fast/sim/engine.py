@@ -912,7 +912,67 @@ class FastMachine:
         return 0
 
     def mremap(self, task_name: str, addr: int, length: int, new_addr: int) -> int:
-        raise Unsupported("mremap")
+        """``mremap(MREMAP_MAYMOVE | MREMAP_FIXED)`` of the same size (``Machine.mremap()``): page-table entries
+        move (whole PMDs when the move keeps their alignment, else the PMD is split first), rmap does not change."""
+        task = self._runnable(task_name)
+        self._begin(task)
+        rng = self._range(addr, length)
+        if rng is None or new_addr % PAGE_SIZE or new_addr < 0:
+            return self._fail("mremap", -EINVAL)
+        start, end = rng
+        dst = new_addr >> PAGE_SHIFT
+        if dst < end and start < dst + (end - start):
+            return self._fail("mremap", -EINVAL, "the old and new ranges overlap")
+        mm = task.mm
+        vma = mm.find_vma(start)
+        if vma is None or vma.end < end:
+            return self._fail("mremap", -EFAULT, "the old range is not inside one mapping")
+        self._do_munmap(mm, dst, dst + (end - start))
+        vma = self._vmas_for(mm, start, end)[0]
+        delta = dst - start
+        po, nrp = self.po, self.P
+        ptes, pmds = self.mappings(mm)
+        self.ensure(tables=2 * (len(pmds) + len(ptes) // nrp + 2) + 4)
+        args = (self.glob, self.tb, self.ptf, self.hk, self.hv, mm.num)
+        for idx in sorted(i for i in pmds if start >> po <= i <= (end - 1) >> po):
+            whole = start <= idx << po and (idx + 1) << po <= end
+            if whole and not delta & (nrp - 1):  # move_huge_pmd()
+                t = kern.hfind(self.hk, self.hv, (mm.num << 40) | idx)
+                f, w = int(self.tb[t, L.TB_PMDF]), int(self.tb[t, L.TB_PMDW])
+                self.tb[t, L.TB_PMDF] = L.NONE
+                self.tb[t, L.TB_PMDW] = 0
+                d = kern.table_get(*args, idx + (delta >> po), True)
+                self.tb[d, L.TB_PMDF] = f
+                self.tb[d, L.TB_PMDW] = w
+            else:
+                self._split_pmd(mm, idx)
+        ptes, _ = self.mappings(mm)
+        moved = sorted(v for v in ptes if start <= v < end)
+        self.ensure(tables=len(moved) // nrp + 4)
+        oracle = bool(self.opt[L.O_ORACLE])
+        for vpn in moved:  # move_ptes()
+            s, t = vpn & (nrp - 1), kern.hfind(self.hk, self.hv, (mm.num << 40) | (vpn >> po))
+            nv = vpn + delta
+            d = kern.table_get(*args, nv >> po, True)
+            ds = nv & (nrp - 1)
+            self.ptf[d, ds], self.ptp[d, ds], self.ptw[d, ds] = self.ptf[t, s], self.ptp[t, s], self.ptw[t, s]
+            if oracle:
+                self.pexp[d, ds], self.pexp[t, s] = self.pexp[t, s], 0
+            self.ptf[t, s] = L.NONE
+            self.ptw[t, s] = 0
+            self.tb[t, L.TB_NPTE] -= 1
+            self.tb[d, L.TB_NPTE] += 1
+            self.tb[d, L.TB_HASPT] = 1
+        mm.vmas.remove(vma)
+        mm.insert_vma(vma.clone(start=dst, end=dst + (end - start)))
+        self._publish(mm)
+        self.ref.move(mm, start, end, dst)  # type: ignore[arg-type]
+        for handle in self.gup.values():
+            if handle.mm is mm:
+                handle.vpns = [v + delta if v is not None and start <= v < end else v for v in handle.vpns]
+        self._free_pte_tables(mm, start, end)
+        self._end()
+        return dst << PAGE_SHIFT
 
     def clear_refs(self, task_name: str) -> int:
         """``echo 4 > /proc/PID/clear_refs``: soft-dirty armed on every VMA, every PTE and PMD write-protected."""

@@ -18,7 +18,7 @@ from foliosim.vm.events import OracleViolation, SimError
 from foliosim.vm.scenario import Command, ScenarioError, StepRecord, _Runner, build_machine, parse
 
 #: verbs the fast engine does not run, and why
-UNSUPPORTED_VERBS = {"file": "files and shmem objects (page cache)", "mremap": "mremap"}
+UNSUPPORTED_VERBS = {"file": "files and shmem objects (page cache)"}
 
 
 def unsupported_reason(commands: list[Command]) -> str | None:
