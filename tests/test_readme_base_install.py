@@ -13,8 +13,8 @@ Skipped, and why (SKIPPED below is checked against the README, so it stays hones
   they install extras (this test is about the base install);
 * `foliosim live ...`: needs root and the running kernel (and `--set-thp` changes
   global THP settings);
-* `foliosim trace -- CMD`: needs strace, and `compare --workload-file ls.jsonl`
-  needs its output;
+* `foliosim trace -o RUN.trace -- CMD`: needs root (ptrace, tracefs, BPF), and
+  `compare --workload-file ls.trace` needs its output;
 * `python benchmarks/*.py`: minutes long, and they rewrite docs/.
 
 Shortened: `foliosim trace-generate standard.npz` runs with `--ops 20000` (the
@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: README commands not run here (a substring of the command -> why).
 SKIPPED = {
     "foliosim live": "needs root and the running kernel (--set-thp changes global THP settings)",
-    "foliosim trace -o": "needs strace (and ptrace)",
-    "--workload-file ls.jsonl": "needs the workload `foliosim trace` writes",
+    "foliosim trace -o": "needs root (ptrace, tracefs, BPF)",
+    "--workload-file ls.trace": "needs the run trace `foliosim trace` writes",
     "benchmarks/": "benchmarks take minutes and rewrite docs/",
     "pip install": "installs an extra; this test is about the base install",
     "pytest": "the test suite needs the dev extra",
