@@ -106,7 +106,8 @@ def test_a_hand_computed_database_gives_the_exact_rates_intervals_and_baselines(
     assert "(21.1 %, 95 % CI 6.1–45.6 %)" in head and "`exact` 0 on the same questions" in head
     assert "36.7 % of all 30 questions" in head
     assert head.endswith("the live kernel's own census looked (1 of the programs), it said \"shared\" on 2 of 50 "
-                         "checks of folios one MM mapped, the simulated `kernel` on 1 of 7.")
+                         "checks of folios one MM mapped (4.0 %, 95 % CI 0.5–13.7 %), the simulated `kernel` on 1 of 7 "
+                         "(14.3 %, 95 % CI 0.4–57.9 %).")  # R binom.test(2, 50) and (1, 7)
     # every number of the headline is in the pooled tables below it (or their notes)
     pooled = [t for t in tbls.values() if ", pooled" in t.title]
     table_text = " ".join(" ".join(" ".join(r) for r in t.rows) + " " + t.note for t in pooled) + " 95 %"

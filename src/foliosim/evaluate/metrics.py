@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foliosim.errors import FoliosimError
-from foliosim.evaluate.stats import Rate, rate
+from foliosim.evaluate.stats import Rate, clopper_pearson, rate
 from foliosim.evaluate.stream import CENSUS
 
 Row = tuple[Any, ...]  # store.CSV_COLUMNS order
@@ -396,9 +396,12 @@ def headline(s: Summary) -> Headline:
         live_k = sum(row["false_shared"] for row in live)
         live_n = sum(row["questions_exclusive"] for row in live)
         sim = s.rate(design, "false_shared", evidence, census=True)
+        ci = clopper_pearson(int(live_k), int(live_n))
+        live_r = Rate(live_k, live_n, ci[0] if ci else None, ci[1] if ci else None, "exact" if ci else "", 1)
         text += (f"; at forks and exits, where the live kernel's own census looked ({len(live)} of the programs), "
-                 f"it said \"shared\" on {count(live_k)} of {count(live_n)} checks of folios one MM mapped, the "
-                 f"simulated `{design}` on {count(sim.k)} of {count(sim.n)}")
+                 f"it said \"shared\" on {count(live_k)} of {count(live_n)} checks of folios one MM mapped"
+                 f"{_with_interval(live_r)}, the simulated `{design}` on {count(sim.k)} of {count(sim.n)}"
+                 f"{_with_interval(sim)}")
     precise = [d for d in s.designs if d.startswith("precise-rmapid") and d != design]
     mine = s.by_design[design].per_update("atomics")
     if precise and mine is not None and len(s.configs) == 1:
@@ -408,6 +411,14 @@ def headline(s: Summary) -> Headline:
     if demos:
         text += f" (demonstrations {join_names([f'`{d}`' for d in demos])} excluded)"
     return Headline(text + ".", design, evidence, r)
+
+
+def _with_interval(r: Rate) -> str:
+    """`` (x %, 95 % CI lo–hi %)`` for a headline, or nothing when the rate has no questions."""
+    if r.value is None:
+        return ""
+    bounds = interval(r).strip("[]")
+    return f" ({pct(r.value)}, 95 % CI {bounds})" if bounds else f" ({pct(r.value)})"
 
 
 def live_rows(s: Summary, workloads: Iterable[str]) -> list[dict[str, Any]]:
