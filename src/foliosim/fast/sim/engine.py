@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from foliosim.errors import FoliosimError
 from foliosim.fast import kernels as K
+from foliosim.fast.sim import files as FF
 from foliosim.fast.sim import kern
 from foliosim.fast.sim import layout as L
 from foliosim.fast.state import config_vector
@@ -31,8 +32,9 @@ from foliosim.rmap import PMD, PTE
 from foliosim.system import Op
 from foliosim.vm.events import EFAULT, EINVAL, ENOMEM, CowDecision, OracleViolation, SimError
 from foliosim.vm.machine import MADVISE, MMAP_BASE, MachineOptions
-from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE, ZERO_PAGE, filled_page, write_into
+from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE, ZERO_PAGE, SparsePages, filled_page, write_into
 from foliosim.vm.oracle import ReferenceMemory
+from foliosim.vm.pagecache import SimFile
 from foliosim.vm.vma import Vma
 
 I64 = npt.NDArray[np.int64]
@@ -154,7 +156,7 @@ class FolioView:
     machine: FastMachine | None = None
     slot: int = -1
     kind: int = L.KIND_ANON
-    file: None = None  # no page-cache folios on the fast engine
+    file: SimFile | None = None  # the file a page-cache folio caches
 
     @property
     def is_anon(self) -> bool:
@@ -274,7 +276,9 @@ class FastMachine:
         self._page_ids: dict[bytes, int] = {}
         self.step = 0
         self.task_name: str | None = None
-        self._next = {"pid": 1, "mm": 1}
+        self._next = {"pid": 1, "mm": 1, "shmem": 1}
+        self.files: dict[str, SimFile] = {}
+        self.pcache = FF.PageCache()
         self._mmap_base = MMAP_BASE >> PAGE_SHIFT
 
     # ------------------------------------------------------------------ basics
@@ -485,7 +489,8 @@ class FastMachine:
             for order in vma.thp:
                 thp |= 1 << order
             self.vm[row] = (vma.start, vma.end, int(vma.read), int(vma.write), int(vma.shared), thp,
-                            vma.anon_vma or 0, -1 if vma.file is None else 0, vma.pgoff)
+                            vma.anon_vma or 0, -1 if vma.file is None else self.pcache.ids[vma.file.name],
+                            vma.pgoff)
         self.nvm += n
         mm.rows = rows
         mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, rows, strict=True)}
@@ -514,7 +519,8 @@ class FastMachine:
             for order in vma.thp:
                 thp |= 1 << order
             self.vm[row] = (vma.start, vma.end, int(vma.read), int(vma.write), int(vma.shared), thp,
-                            vma.anon_vma or 0, -1 if vma.file is None else 0, vma.pgoff)
+                            vma.anon_vma or 0, -1 if vma.file is None else self.pcache.ids[vma.file.name],
+                            vma.pgoff)
         self.nvm += n
         mm.rows = rows
         mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, rows, strict=True)}
@@ -738,7 +744,30 @@ class FastMachine:
         return 0
 
     def create_file(self, name: str, size: int, order: int = 0, fill: int = 0, shmem: bool = False) -> None:
-        raise Unsupported("files and shmem objects (page cache)")
+        """``Machine.create_file()``: a file (or shmem object, cached whole at creation) of ``size`` bytes whose
+        page cache uses folios of ``order``."""
+        if self.opt[L.O_ORACLE]:
+            raise Unsupported("files and shmem objects with the fast oracle (it assumes unwritten pages read zero)")
+        if not name or name in self.files:
+            raise SimError(f"file {name!r} already exists" if name else "empty file name")
+        if size <= 0 or size % PAGE_SIZE:
+            raise SimError(f"file size must be a positive multiple of {PAGE_SIZE}, not {size}")
+        if not 0 <= order <= self.po:
+            raise SimError(f"file folio order must be in 0..{self.po}, not {order}")
+        if not 0 <= fill <= 255:
+            raise SimError(f"fill must be a byte value 0..255, not {fill}")
+        self._begin()
+        nr = size // PAGE_SIZE
+        file = SimFile(name, nr, order, shmem, SparsePages(nr, filled_page(fill)), anon=shmem)
+        self.files[name] = file
+        self.pcache.add_file(file)
+        self.ref.file_new(file)
+        index = 0
+        while shmem and index < nr:
+            first, folio_order = FF.cache_range(self, file, index)
+            FF.add_to_cache(self, file, first, folio_order)
+            index = first + (1 << folio_order)
+        self._end()
 
     # ------------------------------------------------------------------ address space
     def _range(self, addr: int, length: int) -> tuple[int, int] | None:
@@ -752,10 +781,11 @@ class FastMachine:
              thp: frozenset[int] | None = None, label: str = "", execute: bool = False,
              noreserve: bool = False) -> int:
         task = self._runnable(task_name)
-        if file is not None:
-            raise Unsupported("file and shmem mappings")
-        if shared:
-            raise Unsupported("MAP_SHARED|MAP_ANONYMOUS (shmem) mappings")
+        src = self.files.get(file) if file is not None else None
+        if file is not None and src is None:
+            raise SimError(f"no file {file!r} (files: {', '.join(sorted(self.files)) or 'none'})")
+        if shared and file is None and self.opt[L.O_ORACLE]:
+            raise Unsupported("MAP_SHARED|MAP_ANONYMOUS (shmem) with the fast oracle")
         for order in thp or ():
             self._check_anon_order(order)
         self._begin(task)
@@ -763,6 +793,8 @@ class FastMachine:
             return self._fail("mmap", -EINVAL)
         nr = (length + PAGE_SIZE - 1) // PAGE_SIZE
         pgoff = offset >> PAGE_SHIFT
+        if src is not None and pgoff + nr > src.nr_pages:
+            return self._fail("mmap", -EINVAL, "the range extends past the end of the file")
         if addr is None:
             align = self.P
             start = (self._mmap_base + align - 1) & ~(align - 1)
@@ -770,9 +802,17 @@ class FastMachine:
         else:
             start = addr >> PAGE_SHIFT
             self._do_munmap(task.mm, start, start + nr)
-        vma_thp = thp if thp is not None else self.options.thp
-        vma = Vma(start, start + nr, read, write, False, None, pgoff, frozenset(vma_thp), label, exec=execute,
-                  noreserve=noreserve, account=write and not noreserve)
+        if file is None and shared:  # shmem_zero_setup(): MAP_SHARED|MAP_ANONYMOUS is shmem
+            order = max((thp if thp is not None else self.options.thp) or {0})
+            name = f"anon-shmem{self._next['shmem']}"
+            self._next["shmem"] += 1
+            src = SimFile(name, nr, order if order < self.po else 0, True, anon=True)
+            self.files[name] = src
+            self.pcache.add_file(src)
+            self.ref.file_new(src)
+        vma_thp = (thp if thp is not None else self.options.thp) if file is None and not shared else frozenset()
+        vma = Vma(start, start + nr, read, write, shared, src, pgoff, frozenset(vma_thp), label, exec=execute,
+                  noreserve=noreserve, account=write and not shared and not noreserve)
         task.mm.insert_vma(vma)
         self._publish(task.mm)
         self._end()
@@ -902,7 +942,11 @@ class FastMachine:
             vma.read, vma.write = read, write
             if execute is not None:
                 vma.exec = execute
-            # can_change_pte_writable(): never while soft-dirty tracking is armed (private mappings here)
+            if vma.shared:
+                self._publish(mm)
+                FF.change_protection_shared(self, mm, vma, upgrade)
+                continue
+            # can_change_pte_writable(): never while soft-dirty tracking is armed (private mappings)
             kern.change_protection(self.cfg, self.glob, self.fs, self.pex, self.tb, self.ptf, self.ptp, self.ptw,
                                    self.hk, self.hv, mm.num, vma.start, vma.end, write,
                                    upgrade and not vma.softdirty_wp, self._scratch())
@@ -994,6 +1038,11 @@ class FastMachine:
             raise SimError(f"unknown madvise advice {advice!r} (known: {', '.join(MADVISE)})")
         if advice in UNSUPPORTED_ADVICE:
             raise Unsupported(f"MADV_{advice.upper()} (its folio split)")
+        rng0 = self._range(addr, length)
+        if advice in ("cold", "pageout") and rng0 is not None and any(
+                v.file is not None for v in task.mm.vmas_in(*rng0)):
+            raise Unsupported(f"MADV_{advice.upper()} over a file or shmem mapping (page-cache folio decisions "
+                              "and splits)")
         self._begin(task)
         rng = self._range(addr, length)
         if rng is None:
@@ -1051,7 +1100,11 @@ class FastMachine:
                 for i, vpn in faults:
                     self.user_faults.append((self.step, task_names[i], vpn, bool(ops[i, 3])))
                 cow_tasks = self._decision_tasks(ops, faults, task_names)
+            FF.privatize_copies(self)
             self._drain(cow_tasks)
+            if rc == L.RC_UNSUPPORTED and int(self.glob[L.G_ERR]) in (L.U_FILE_FAULT, L.U_SHARED_WP):
+                FF.service(self, ops, first, task_names[first] if task_names is not None else self.task_name)
+                continue
             if rc == L.RC_ROOM:
                 if nf >= self.faultbuf.shape[0] - 1:  # the fault list is full: only a caller that keeps it grows it
                     if task_names is not None and (self.keep_decisions or self.record):
@@ -1090,7 +1143,7 @@ class FastMachine:
         if f == L.HUGE_ZERO:
             return FolioView("huge_zero", True, self.po)
         return FolioView(f"f{int(self.fs[f, L.X_NAME])}", False, int(self.fs[f, K.F_ORDER]), self, f,
-                         int(self.fs[f, L.X_KIND]))
+                         int(self.fs[f, L.X_KIND]), self.pcache.file_of.get(f))
 
     def content(self, f: int, page: int) -> bytes:
         if f < 0:
@@ -1206,7 +1259,10 @@ class FastMachine:
                     self.fs[f, L.X_PINS] += 1
                     self.pinned_pages += 1 << int(self.fs[f, K.F_ORDER])
             pages.append((f, page))
-            vpns.append(vpn if f >= 0 or (foll_pin and longterm) else None)  # where the kernel promises coherence
+            vma = mm.find_vma(vpn)
+            coherent = (f >= 0 and self.fs[f, L.X_KIND] == L.KIND_ANON) or (vma is not None and vma.shared) or (
+                foll_pin and longterm)
+            vpns.append(vpn if coherent else None)  # where the kernel promises coherence
         self.gup[handle] = PinHandle(handle, task.name, mm, foll_pin, pages, vpns, [set() for _ in pages])
         self.pycount[what] += 1
         self._sync(mm)
@@ -1225,6 +1281,12 @@ class FastMachine:
                 self._fault(task, mm, vpn, True, False)
                 continue
             if not foll_pin or write:
+                return f, page
+            if f >= 0 and self.fs[f, L.X_KIND] != L.KIND_ANON:  # gup_must_unshare() of a page-cache page
+                vma = mm.find_vma(vpn)
+                if longterm and vma is not None and not vma.shared:
+                    self._fault(task, mm, vpn, False, True)
+                    continue
                 return f, page
             if f >= 0 and not self.pex[int(self.fs[f, K.F_OFF]) + (0 if by_pmd else page)]:
                 self._fault(task, mm, vpn, False, True)  # gup_must_unshare(): FAULT_FLAG_UNSHARE

@@ -53,7 +53,7 @@ def check_fast(m: FastMachine) -> list[str]:
             entries[f] += 1
             mm_sets[f].add(mm.num)
             page_mms[(f, page)].add(mm.num)
-            if write and not m.pex[int(m.fs[f, K.F_OFF]) + page]:
+            if write and not vma.shared and not m.pex[int(m.fs[f, K.F_OFF]) + page]:
                 problems.append(f"{mm.name}: writable PTE at {vpn << PAGE_SHIFT:#x} maps f{int(m.fs[f, L.X_NAME])}"
                                 f"[{page}], which is not an AnonExclusive page")
         private = m.ref.private.get(mm.name, {})
@@ -91,7 +91,8 @@ def check_fast(m: FastMachine) -> list[str]:
         order = int(m.fs[f, K.F_ORDER])
         pins = int(m.fs[f, L.X_PINS])
         has_pc = m.config.has_pincount(order)
-        refs_wanted = entries.get(f, 0) + (pins if has_pc else pins * 1024) + int(m.fs[f, L.X_REFS])
+        cache = (1 << order) if f in m.pcache.file_of else 0  # the page cache's references
+        refs_wanted = entries.get(f, 0) + (pins if has_pc else pins * 1024) + int(m.fs[f, L.X_REFS]) + cache
         ref = int(m.fs[f, L.X_REF])
         if ref != refs_wanted:
             problems.append(f"{name}: refcount {ref}, expected {refs_wanted}")

@@ -11,22 +11,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from foliosim.fast.sim.engine import FastMachine, Unsupported
+from foliosim.fast.sim import layout as L
+from foliosim.fast.sim.engine import KIND_NAMES, FastMachine, Unsupported
 from foliosim.fast.sim.layout import MUTANT_NONE
 from foliosim.kconfig import KernelConfig
 from foliosim.vm.events import OracleViolation, SimError
 from foliosim.vm.scenario import Command, ScenarioError, StepRecord, _Runner, build_machine, parse
 
 #: verbs the fast engine does not run, and why
-UNSUPPORTED_VERBS = {"file": "files and shmem objects (page cache)"}
+UNSUPPORTED_VERBS: dict[str, str] = {}
 
 
 def unsupported_reason(commands: list[Command]) -> str | None:
     """Why the fast engine cannot run these commands ('line N: what'), or None."""
     for cmd in commands:
         why = UNSUPPORTED_VERBS.get(cmd.verb)
-        if cmd.verb == "mmap" and ("shared" in cmd.args[3:] or "file" in cmd.opts or "shmem" in cmd.opts):
-            why = "shared, file and shmem mappings"
         if why is not None:
             return f"line {cmd.line}: {why}"
     return None
@@ -128,7 +127,7 @@ def render_summary(result: FastRunResult) -> list[str]:
                    f" count {task.mm.count})")
     kinds: dict[str, int] = {}
     for f in m.live_folios():
-        key = f"anon order {int(m.fs[f, 1])}"
+        key = f"{KIND_NAMES[int(m.fs[f, L.X_KIND])]} order {int(m.fs[f, 1])}"
         kinds[key] = kinds.get(key, 0) + 1
     out.append("  live folios: " + (", ".join(f"{n} x {k}" for k, n in sorted(kinds.items())) or "none"))
     if result.violation:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from foliosim.fast.sim import layout as L
-from foliosim.fast.sim.engine import FastMachine
+from foliosim.fast.sim.engine import KIND_NAMES, FastMachine
 from foliosim.kconfig import KernelConfig
 from foliosim.system import Op
 from foliosim.vm.events import CowDecision
@@ -44,7 +44,7 @@ class Timeline:
 
 def _vmas(vmas: Any) -> tuple[tuple[Any, ...], ...]:
     return tuple((v.start, v.end, v.read, v.write, v.shared, tuple(sorted(v.thp)), v.anon_vma is not None,
-                  v.anon_vma_forked, v.dontfork) for v in vmas)
+                  v.anon_vma_forked, v.dontfork, None if v.file is None else v.file.name, v.pgoff) for v in vmas)
 
 
 def reference_state(m: Machine) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]:
@@ -72,7 +72,7 @@ def fast_state(m: FastMachine) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[
     for f in m.live_folios():
         order = int(m.fs[f, 1])
         off = int(m.fs[f, 2])
-        folios.append((f"f{int(m.fs[f, L.X_NAME])}", "anon", m.export_folio(f).key(),
+        folios.append((f"f{int(m.fs[f, L.X_NAME])}", KIND_NAMES[int(m.fs[f, L.X_KIND])], m.export_folio(f).key(),
                        tuple(bool(x) for x in m.pex[off:off + (1 << order)].tolist()), bool(m.fs[f, L.X_DEFER]),
                        int(m.fs[f, L.X_PINS])))
     mms = []
