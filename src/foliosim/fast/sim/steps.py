@@ -11,15 +11,24 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from itertools import compress
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
 
+from foliosim.fast.sim import kfork
 from foliosim.fast.sim import layout as L
-from foliosim.fast.sim.engine import FastMachine, Unsupported
+from foliosim.fast.sim.engine import I64, FastMachine, Unsupported
 from foliosim.vm.events import SimError
 from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE
 from foliosim.workloads.steps import PROT_FLAGS, Step, WorkloadError
+
+_ACCESS = frozenset({"read", "write"})
+_VERB, _TASK, _ARGS = attrgetter("verb"), attrgetter("task"), attrgetter("args")
+_ARG0, _ARG1, _ARG2 = itemgetter(0), itemgetter(1), itemgetter(2)
+#: steps after which tasks' MMs or regions may differ
+_TABLE_VERBS = frozenset({"spawn", "fork", "vfork", "thread", "exec", "exit", "mmap", "mremap", "munmap"})
 
 
 @dataclass(slots=True)
@@ -42,27 +51,96 @@ class FastWorkloadRunner:
         self._segv = int(machine.glob[L.G_SEGV])
 
     def run(self, steps: list[Step]) -> FastRunStats:
+        """Run the steps: each maximal run of reads and writes is converted to access rows at once (the whole
+        list in one pass, then one compiled lookup per run) and goes to the kernels in batches; every other step
+        through :meth:`execute`."""
         m = self.m
-        tasks = m.tasks
-        regions = self.regions
-        ops = self._ops
-        names = self._tasks
-        batch = self.batch
-        for index, step in enumerate(steps):
-            verb = step.verb
-            if verb in ("write", "read"):  # the hot path, inlined
-                task = tasks.get(step.task)
-                a = step.args
-                region = a[0]
-                if task is not None and not task.vfork_blocked and region in regions:
-                    write = verb == "write"
-                    ops.append((task.mm.num, regions[region] + a[1], a[2], int(write),
-                                1 + (index * 37) % 255 if write else -1, 0))
-                    names.append(step.task)
-                    if len(ops) >= batch:
-                        self.flush()
-                    self.stats.steps += 1
-                    continue
+        n = len(steps)
+        verbs = list(map(_VERB, steps))
+        flags = list(map(_ACCESS.__contains__, verbs))
+        is_acc = np.fromiter(flags, dtype=bool, count=n)
+        acc_idx = np.flatnonzero(is_acc)
+        ctrl = np.flatnonzero(~is_acc).tolist()
+        nacc = len(acc_idx)
+        acc_steps = list(compress(steps, flags))
+        tnames = list(map(_TASK, acc_steps))
+        acc = np.empty((nacc, kfork.A_COLS), dtype=np.int64)
+        tid: dict[str, int] = {}
+        rid: dict[Any, int] = {}
+        if nacc:
+            args = list(map(_ARGS, acc_steps))
+            regs = list(map(_ARG0, args))
+            tid = {name: i for i, name in enumerate(dict.fromkeys(tnames))}
+            rid = {r: i for i, r in enumerate(dict.fromkeys(regs))}
+            acc[:, kfork.A_TASK] = np.fromiter(map(tid.__getitem__, tnames), dtype=np.int64, count=nacc)
+            acc[:, kfork.A_REGION] = np.fromiter(map(rid.__getitem__, regs), dtype=np.int64, count=nacc)
+            acc[:, kfork.A_FIRST] = np.fromiter(map(_ARG1, args), dtype=np.int64, count=nacc)
+            acc[:, kfork.A_PAGES] = np.fromiter(map(_ARG2, args), dtype=np.int64, count=nacc)
+            write = np.fromiter(map("write".__eq__, compress(verbs, flags)), dtype=bool, count=nacc)
+            acc[:, kfork.A_WRITE] = write
+            acc[:, kfork.A_FILL] = np.where(write, 1 + (acc_idx * 37) % 255, -1)
+        ttab = np.full(max(len(tid), 1), -1, dtype=np.int64)
+        rtab = np.full(max(len(rid), 1), kfork.MISSING, dtype=np.int64)
+        self._tables(tid, ttab, rid, rtab)
+        out = np.empty((max(min(self.batch, nacc), 1), 6), dtype=np.int64)
+        a_lo = 0
+        for k, c in enumerate([*ctrl, n]):
+            a_hi = c - k  # the accesses before step c
+            if a_hi > a_lo:
+                self._accesses(steps, acc_idx, tnames, acc, a_lo, a_hi, ttab, rtab, out)
+                a_lo = a_hi
+            if c == n:
+                break
+            step = steps[c]
+            try:
+                self.execute(step, c)
+            except (SimError, WorkloadError) as exc:
+                raise WorkloadError(f"step {c + 1} ({step.verb} {step.task}): {exc}") from None
+            except Unsupported as exc:
+                raise Unsupported(f"step {c + 1} ({step.verb} {step.task}): {exc}") from None
+            self.stats.steps += 1
+            if step.verb in _TABLE_VERBS:
+                self._tables(tid, ttab, rid, rtab)
+        self.flush()
+        self.stats.errors["SIGSEGV"] += int(m.glob[L.G_SEGV]) - self._segv
+        return self.stats
+
+    def _tables(self, tid: dict[str, int], ttab: I64, rid: dict[Any, int], rtab: I64) -> None:
+        """The MM of each runnable task and the base page of each region, by their numbers in the access rows."""
+        ttab.fill(-1)
+        for name, task in self.m.tasks.items():
+            i = tid.get(name)
+            if i is not None and not task.vfork_blocked:
+                ttab[i] = task.mm.num
+        for region, i in rid.items():
+            if isinstance(region, int):
+                rtab[i] = region
+            else:
+                base = self.regions.get(region)
+                if base is not None:
+                    rtab[i] = base
+
+    def _accesses(self, steps: list[Step], acc_idx: I64, tnames: list[str], acc: I64, lo: int, hi: int, ttab: I64,
+                  rtab: I64, out: I64) -> None:
+        """Access rows ``lo..hi`` (a run of reads and writes between two other steps) through the kernels."""
+        self.flush()
+        batch = out.shape[0]
+        pos = lo
+        while pos < hi:
+            want = min(hi - pos, batch)
+            done = kfork.resolve(acc, pos, pos + want, ttab, rtab, out)
+            if done:
+                self.m._run_access(out[:done], tnames[pos:pos + done])
+                self.stats.steps += done
+                pos += done
+            if done < want:  # a step the tables cannot resolve: the per-step path says why
+                self._slow(steps, acc_idx[pos:hi].tolist())
+                return
+
+    def _slow(self, steps: list[Step], indices: list[int]) -> None:
+        """Reads and writes one step at a time (an unknown task or region, a sleeping vfork parent)."""
+        for index in indices:
+            step = steps[index]
             try:
                 self.execute(step, index)
             except (SimError, WorkloadError) as exc:
@@ -71,8 +149,6 @@ class FastWorkloadRunner:
                 raise Unsupported(f"step {index + 1} ({step.verb} {step.task}): {exc}") from None
             self.stats.steps += 1
         self.flush()
-        self.stats.errors["SIGSEGV"] += int(self.m.glob[L.G_SEGV]) - self._segv
-        return self.stats
 
     def flush(self) -> None:
         if self._ops:
@@ -101,7 +177,7 @@ class FastWorkloadRunner:
             if task is None or task.vfork_blocked:
                 task = m._runnable(t)
             region = a[0]
-            start = (region if isinstance(region, int) else self.regions[region]) + a[1]
+            start = self._vpn(region) + a[1]
             write = verb == "write"
             self._ops.append((task.mm.num, start, a[2], int(write), 1 + (index * 37) % 255 if write else -1, 0))
             self._tasks.append(t)
