@@ -65,16 +65,31 @@ def test_shipped_scenarios(config: KernelConfig) -> None:
 SIZES = ("4K", "16K", "36K", "64K", "128K", "2M", "4M")
 
 
-def program(seed: int) -> str:
+FILE_SIZES = ("16K", "64K", "128K")
+
+
+def program(seed: int, files: bool = False) -> str:
     """A random scenario over anonymous private memory: tasks, forks, threads, exec, exits, writes (whole and
     partial pages), reads, munmap, mprotect, madvise (MADV_COLD/PAGEOUT splits included), pins, vmsplice,
-    clear_refs, mmgrab/mmget holders, mremap, stats, pagemap."""
+    clear_refs, mmgrab/mmget holders, mremap, stats, pagemap. With ``files``, also regular files and shmem
+    objects (large page-cache folios included) mapped private and shared, and MAP_SHARED|MAP_ANONYMOUS memory
+    (MADV_COLD/PAGEOUT only where no file is mapped: the fast engine refuses them over file mappings)."""
     rng = random.Random(seed)
     lines = []
+    objects: list[tuple[str, int, bool]] = []  # (name, pages, shmem)
+    if files:
+        frng = random.Random(seed ^ 0x5EED)
+        for k in range(frng.randint(1, 3)):
+            size = frng.choice(FILE_SIZES)
+            shmem = frng.random() < 0.5
+            order = frng.choice([0, 0, 2, 3, 4])
+            lines.append(f"file F{k} {size} {'shmem ' if shmem else ''}order={order} fill={frng.randrange(256):#x}")
+            objects.append((f"F{k}", int(size[:-1]) // 4, shmem))
+    filed: set[str] = set()
     thp = rng.choice(["", "thp=2", "thp=4", "thp=9", "thp=2,4,9", "thp=3,5"])
     zero = rng.choice(["", "use_zero_page=0"])
     if thp or zero:
-        lines.append(f"option {thp} {zero}".strip())
+        lines.insert(0, f"option {thp} {zero}".strip())
     lines.append("spawn T0")
     tasks = ["T0"]
     regions: list[tuple[str, int]] = []
@@ -91,8 +106,21 @@ def program(seed: int) -> str:
             size = rng.choice(SIZES)
             name = f"r{n}"
             opt = rng.choice(["", "", " thp=4", " thp=9", " thp=never", " prot=r"])
-            lines.append(f"mmap {task} {name} {size} anon private{opt}")
             pages = {"K": 1, "M": 256}[size[-1]] * int(size[:-1]) // 4
+            kind = rng.random() if files else 1.0
+            if kind < 0.2:
+                lines.append(f"mmap {task} {name} {size} anon shared{opt}")
+                filed.add(name)
+            elif kind < 0.6:
+                obj, opages, shmem = rng.choice(objects)
+                first = rng.randrange(opages)
+                pages = rng.randint(1, opages - first)
+                how = rng.choice(["shared", "private"])
+                lines.append(f"mmap {task} {name} {pages * 4}K {'shmem' if shmem else 'file'}={obj} "
+                             f"offset={first * 4}K {how}{rng.choice(['', '', ' prot=r'])}")
+                filed.add(name)
+            else:
+                lines.append(f"mmap {task} {name} {size} anon private{opt}")
             regions.append((name, pages))
             continue
         name, pages = rng.choice(regions)
@@ -126,6 +154,8 @@ def program(seed: int) -> str:
         elif roll < 0.93:
             advice = rng.choice(["dontneed", "dontneed", "cold", "pageout", "hugepage", "nohugepage", "dontfork",
                                  "dofork"])
+            if name in filed and advice in ("cold", "pageout"):
+                advice = "dontneed"
             lines.append(f"madvise {task} {where} {count * 4}K {advice}")
         elif roll < 0.97:
             pin = f"pin{n}"
@@ -162,6 +192,24 @@ def test_random_programs(seed: int) -> None:
     text = program(seed)
     for config in CONFIGS:
         assert_same(text, config, f"random program seed {seed}:\n{text}")
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(st.integers(0, 2**32 - 1))
+def test_random_file_programs(seed: int) -> None:
+    """Random programs with files, shmem objects and shared mappings, in all four configurations."""
+    text = program(seed, files=True)
+    for config in CONFIGS:
+        assert_same(text, config, f"random file program seed {seed}:\n{text}")
+
+
+@pytest.mark.slow
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_random_file_programs_many(seed: int) -> None:
+    text = program(seed, files=True)
+    for config in CONFIGS:
+        assert_same(text, config, f"random file program seed {seed}:\n{text}")
 
 
 @pytest.mark.slow
