@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy.typing as npt
 from foliosim.errors import FoliosimError
 from foliosim.fast import kernels as K
 from foliosim.fast.sim import files as FF
-from foliosim.fast.sim import kern
+from foliosim.fast.sim import kern, kfork
 from foliosim.fast.sim import layout as L
 from foliosim.fast.state import config_vector
 from foliosim.folio import Folio
@@ -42,6 +43,8 @@ KIND_NAMES = ("anon", "file", "shmem")
 OP_NAMES = {K.K_MM_NEW: "mm_new", K.K_MM_FREE: "mm_free", K.K_FOLIO_NEW: "folio_new", K.K_FOLIO_FREE: "folio_free",
             K.K_MAP_NEW_ANON: "map_new_anon", K.K_MAP: "map", K.K_DUP: "dup", K.K_UNMAP: "unmap"}
 UNSUPPORTED_ADVICE: frozenset[str] = frozenset()
+#: every init field of a Vma, in order (a fast clone: ``Vma(*_VMA_FIELDS(vma))``)
+_VMA_FIELDS = attrgetter(*(f.name for f in fields(Vma) if f.init))
 
 
 class Unsupported(FoliosimError):
@@ -258,6 +261,7 @@ class FastMachine:
         self.cow = np.zeros((64, L.C_COLS), dtype=np.int64)
         self.faultbuf = np.zeros((1024, 2), dtype=np.int64)
         self.scr = np.zeros((2, 64), dtype=np.int64)
+        self._gather = np.empty((64, 2), dtype=np.int64)  # zap's deferred puts at exit
         self.scr2 = np.zeros((2, 64), dtype=np.int64)  # the folio split's own table list and pieces
         self.ent = np.zeros((0, 5), dtype=np.int64)  # the folio split's migration entries
         self.trace: list[Op] = []
@@ -410,6 +414,24 @@ class FastMachine:
         if self.scr.shape[1] < need:
             self.scr = np.zeros((2, max(need, 2 * self.scr.shape[1])), dtype=np.int64)
         return self.scr
+
+    def _room(self, folios: int, pages: int, tables: int, trace: int, cows: int = 4) -> None:
+        """:meth:`ensure` with the same arguments, skipped when every array already has the room it would make."""
+        g = self.glob
+        if (int(g[L.G_NFOLIO]) + folios + 2 > self.fs.shape[0]
+                or int(g[L.G_NPAGE]) + max(pages, 2 * self.P) > min(self.pmc.shape[0], self.pex.shape[0],
+                                                                    self.pct.shape[0])
+                or int(g[L.G_NTB]) + tables + 2 > self.tb.shape[0]
+                or (int(g[L.G_HUSED]) + tables + 2) * 2 > self.hk.shape[0] or self.hk.shape[0] < 2 * self.tb.shape[0]
+                or (self.record and int(g[L.G_NTR]) + trace > self.tr.shape[0])
+                or int(g[L.G_NCOW]) + cows > self.cow.shape[0]):
+            self.ensure(folios=folios, pages=pages, tables=tables, trace=trace, cows=cows)
+
+    def _gather_rows(self, n: int) -> I64:
+        """A scratch (folio, pages) list of at least ``n`` rows for zap's deferred puts (contents undefined)."""
+        if self._gather.shape[0] < n:
+            self._gather = np.empty((max(n, 2 * self._gather.shape[0]), 2), dtype=np.int64)
+        return self._gather
 
     # ------------------------------------------------------------------ kernel results
     def _check_rc(self, rc: int) -> None:
@@ -593,8 +615,15 @@ class FastMachine:
         self._check_rc(rc)
 
     def exit_mmap(self, mm: FastMM) -> None:
-        self._zap(mm, [(v.start, v.end) for v in mm.vmas])
-        kern.free_tables(self.glob, self.tb, self.hk, self.pexp, self._mm_tables(mm))
+        if mm.vmas:  # _zap() over every VMA, sized by one compiled count of the MM's entries
+            ptes, pmds, _ = kfork.mm_entries(self.tb, int(self.glob[L.G_NTB]), mm.num)
+            worst = ptes + pmds * self.P + 2
+            self._room(0, 0, 2, 3 * worst + 16)
+            rc = kern.zap(*self.args(), self.pexp, self._scratch(), mm.num,
+                          np.array([(v.start, v.end) for v in mm.vmas], dtype=np.int64), self._gather_rows(worst))
+            self._drain()
+            self._check_rc(rc)
+        kfork.free_mm_tables(self.glob, self.tb, self.hk, self.pexp, int(self.glob[L.G_NTB]), mm.num)
         for handle in self.gup.values():
             if handle.mm is mm:
                 handle.vpns = [None] * len(handle.vpns)
@@ -650,17 +679,17 @@ class FastMachine:
         for vma, row in zip(src.vmas, src.rows, strict=True):
             if vma.dontfork:
                 continue
-            child_vma = vma.clone()
+            child_vma = Vma(*_VMA_FIELDS(vma))  # Vma.clone(), without dataclasses.replace()'s cost
             if vma.anon_vma is not None:
                 child_vma.anon_vma_forked = True
-            dst.insert_vma(child_vma)
+            dst.vmas.append(child_vma)  # src.vmas is sorted by start: so is dst.vmas
             copied.append(vma)
             if vma.anon_vma is not None:
                 rows.append(row)
         if rows:
-            ptes, pmds, tables = self._entries(src)
+            ptes, pmds, tables = kfork.mm_entries(self.tb, int(self.glob[L.G_NTB]), src.num)
             early = self.pinned_pages + 1  # early copies at fork are of pinned folios' pages only
-            self.ensure(folios=early, pages=early, tables=tables + 2, trace=3 * (ptes + pmds) + 8 * early + 16)
+            self._room(early, early, tables + 2, 3 * (ptes + pmds) + 8 * early + 16)
             rc = kern.fork_copy(*self.args(), self.pexp, self._scratch(), src.num, dst.num,
                                 np.array(rows, dtype=np.int64))
             self._drain()

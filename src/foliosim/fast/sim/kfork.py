@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from foliosim.fast.sim.kern import sjit
+from foliosim.fast.sim.kern import sjit, table_free
 from foliosim.fast.sim.layout import NONE, TB_LIVE, TB_MM, TB_NPTE, TB_PMDF
 
 #: a region table entry for a region name not mapped yet
@@ -53,3 +53,11 @@ def mm_entries(tb: Any, ntb: int, m: int) -> tuple[int, int, int]:
             if tb[t, TB_PMDF] != NONE:
                 pmds += 1
     return ptes, pmds, tables
+
+
+@sjit
+def free_mm_tables(glob: Any, tb: Any, hk: Any, pexp: Any, ntb: int, m: int) -> None:
+    """``free_pgtables()`` at exit: every table slot of MM ``m`` back to the free list, in slot order."""
+    for t in range(ntb):
+        if tb[t, TB_LIVE] != 0 and tb[t, TB_MM] == m:
+            table_free(glob, tb, hk, pexp, t)

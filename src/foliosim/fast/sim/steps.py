@@ -81,7 +81,7 @@ class FastWorkloadRunner:
             acc[:, kfork.A_FILL] = np.where(write, 1 + (acc_idx * 37) % 255, -1)
         ttab = np.full(max(len(tid), 1), -1, dtype=np.int64)
         rtab = np.full(max(len(rid), 1), kfork.MISSING, dtype=np.int64)
-        self._tables(tid, ttab, rid, rtab)
+        self._lookup_tables(tid, ttab, rid, rtab)
         out = np.empty((max(min(self.batch, nacc), 1), 6), dtype=np.int64)
         a_lo = 0
         for k, c in enumerate([*ctrl, n]):
@@ -100,12 +100,12 @@ class FastWorkloadRunner:
                 raise Unsupported(f"step {c + 1} ({step.verb} {step.task}): {exc}") from None
             self.stats.steps += 1
             if step.verb in _TABLE_VERBS:
-                self._tables(tid, ttab, rid, rtab)
+                self._lookup_tables(tid, ttab, rid, rtab)
         self.flush()
         self.stats.errors["SIGSEGV"] += int(m.glob[L.G_SEGV]) - self._segv
         return self.stats
 
-    def _tables(self, tid: dict[str, int], ttab: I64, rid: dict[Any, int], rtab: I64) -> None:
+    def _lookup_tables(self, tid: dict[str, int], ttab: I64, rid: dict[Any, int], rtab: I64) -> None:
         """The MM of each runnable task and the base page of each region, by their numbers in the access rows."""
         ttab.fill(-1)
         for name, task in self.m.tasks.items():
@@ -198,15 +198,20 @@ class FastWorkloadRunner:
             self._rc("exec", m.execve(t))
         elif verb == "exit":
             self._rc("exit", m.exit(t))
+        elif verb == "file":
+            m.create_file(a[0], a[1] * PAGE_SIZE, a[2], shmem=bool(a[3]))
         elif verb == "mmap":
-            region, pages, kind, _file, thp, prot, _offset = a
-            if kind != "anon":
-                raise Unsupported(f"{kind} mappings")
+            region, pages, kind, file, thp, prot, offset = a
             read, write, execute, noreserve = PROT_FLAGS[prot]
             fixed = region << PAGE_SHIFT if isinstance(region, int) else None
-            addr = m.mmap(t, pages * PAGE_SIZE, read=read, write=write, addr=fixed,
-                          thp=frozenset(thp) if thp is not None else None, label=str(region), execute=execute,
-                          noreserve=noreserve)
+            if kind in ("anon", "shared-anon"):
+                addr = m.mmap(t, pages * PAGE_SIZE, shared=kind == "shared-anon", read=read, write=write, addr=fixed,
+                              thp=frozenset(thp) if thp is not None else None, label=str(region), execute=execute,
+                              noreserve=noreserve)
+            else:  # file-private / file-shared (as foliosim.evaluate.runner.WorkloadRunner._mmap())
+                addr = m.mmap(t, pages * PAGE_SIZE, file=file, offset=offset * PAGE_SIZE, shared=kind == "file-shared",
+                              read=read, write=write, addr=fixed, label=str(region), execute=execute,
+                              noreserve=noreserve)
             self._rc("mmap", addr)
             if addr >= 0 and isinstance(region, str):
                 self.regions[region] = addr >> PAGE_SHIFT
