@@ -24,8 +24,9 @@ from foliosim.vm.machine import Machine, MachineOptions
 from foliosim.workloads.generators import WORKLOADS, build_workload, default_params
 
 CONFIGS = [(64, False), (32, True)]
-#: generated workloads the fast engine drives (the others have files or shared memory: they fall back)
-FAST_WORKLOADS = ("fork-child", "snapshot")
+#: generated workloads the fast engine drives (the others ask MADV_COLD/PAGEOUT over file or shmem mappings: they
+#: fall back)
+FAST_WORKLOADS = ("fork-child", "snapshot", "handover")
 TRACES = Path(__file__).resolve().parents[2] / "examples" / "run-traces"
 SMALL_TRACES = ("fork-child.trace.gz", "sh-pipeline.census.trace.gz", "stuck-bit.census.trace.gz")
 
@@ -74,7 +75,7 @@ def test_fast_refuses_other_drivers_and_unmodelled_steps() -> None:
     steps = build_workload("fork-child", default_params("fork-child"), 1)
     with pytest.raises(Unsupported, match="driver 'stopped'"):
         drive_fast(steps, config, driver="stopped")
-    with pytest.raises(Unsupported, match="'file' step"):
+    with pytest.raises(Unsupported, match="MADV_COLD over a file or shmem mapping"):
         drive_fast(build_workload("prefork", default_params("prefork"), 1), config)
 
 
@@ -102,14 +103,33 @@ def test_cells_equal_on_both_engines(workload: str, bits: int, npm: bool) -> Non
 
 
 @pytest.mark.parametrize("name", SMALL_TRACES)
-def test_recorded_traces_fall_back_with_a_note(name: str) -> None:
+def test_recorded_traces_on_the_fast_engine(name: str) -> None:
+    """Recorded real-program traces (files, shmem, shared and private file mappings) drive on the fast engine,
+    with the same rows, stream digest and questions as the reference."""
     text = gzip.decompress((TRACES / name).read_bytes()).decode()
     specs = _cells(file_workload(name, text), 64, False, text)[:2]
     fast = run_cells(specs, "fast")
     ref = run_cells(specs, "reference")
     assert [c.rows for c in fast] == [c.rows for c in ref]
-    assert engine_of(fast[0].notes) == "reference"
-    assert any(n.startswith("engine: reference (the fast engine does not model") for n in fast[0].notes)
+    assert [(c.digest, c.questions) for c in fast] == [(c.digest, c.questions) for c in ref]
+    assert {engine_of(c.notes) for c in fast} == {"fast"}
+
+
+@pytest.mark.parametrize("bits,npm", CONFIGS)
+@pytest.mark.parametrize("name", ["sh-pipeline.trace.gz", "prefork-server.trace.gz"])
+def test_recorded_trace_streams_equal(name: str, bits: int, npm: bool) -> None:
+    """A recorded trace's scoring stream on both engines: every op, its step and MMs, every question."""
+    from foliosim.workloads.runtrace import run_trace_steps
+
+    config = KernelConfig(word_bits=bits, no_page_mapcount=npm)
+    steps = run_trace_steps(gzip.decompress((TRACES / name).read_bytes()).decode(), name)
+    assert any(s.verb == "file" for s in steps) and any(s.verb == "mmap" and s.args[2] != "anon" for s in steps)
+    ref, ref_rows = reference_stream(steps, config, "end")
+    fast = drive_fast(steps, config, oracle="end", batch=64)
+    assert fast.stream.ops == ref.ops and fast.stream.op_step == ref.op_step and fast.stream.op_mms == ref.op_mms
+    assert fast.stream.questions == ref.questions
+    assert fast.stream.digest() == ref.digest()
+    assert fast.run_rows == ref_rows
 
 
 def test_compare_cli_engine(tmp_path: Path) -> None:

@@ -183,6 +183,7 @@ class PinHandle:
     pages: list[tuple[int, int]]  # (folio slot or ZERO, page)
     vpns: list[int | None]
     allowed: list[set[bytes]] = field(default_factory=list)  # a pipe: every value the owner's view had there
+    shared: list[tuple[str, int] | None] = field(default_factory=list)  # (file, index) of shared-mapping pages
 
 
 class _NoReference(ReferenceMemory):
@@ -212,7 +213,8 @@ class FastMachine:
     ``record`` keeps the rmap trace (:attr:`trace`, as reference Ops); ``keep_decisions`` the CoW decisions as
     :class:`CowDecision` objects; ``mutant`` switches a deliberately wrong reuse test on (for the tests).
     ``fast_oracle`` checks isolation incrementally in the kernels (every access reads what its MM last wrote,
-    every store hits an AnonExclusive page; whole-page writes only); ``reference`` keeps the reference's
+    every store hits an AnonExclusive page; whole-page writes only; pages of file and shmem mappings are not
+    checked by it); ``reference`` keeps the reference's
     :class:`ReferenceMemory` for :meth:`check` (off: check() is not available, which is what makes runs fast).
     """
 
@@ -775,8 +777,6 @@ class FastMachine:
     def create_file(self, name: str, size: int, order: int = 0, fill: int = 0, shmem: bool = False) -> None:
         """``Machine.create_file()``: a file (or shmem object, cached whole at creation) of ``size`` bytes whose
         page cache uses folios of ``order``."""
-        if self.opt[L.O_ORACLE]:
-            raise Unsupported("files and shmem objects with the fast oracle (it assumes unwritten pages read zero)")
         if not name or name in self.files:
             raise SimError(f"file {name!r} already exists" if name else "empty file name")
         if size <= 0 or size % PAGE_SIZE:
@@ -813,8 +813,6 @@ class FastMachine:
         src = self.files.get(file) if file is not None else None
         if file is not None and src is None:
             raise SimError(f"no file {file!r} (files: {', '.join(sorted(self.files)) or 'none'})")
-        if shared and file is None and self.opt[L.O_ORACLE]:
-            raise Unsupported("MAP_SHARED|MAP_ANONYMOUS (shmem) with the fast oracle")
         for order in thp or ():
             self._check_anon_order(order)
         self._begin(task)
@@ -825,9 +823,7 @@ class FastMachine:
         if src is not None and pgoff + nr > src.nr_pages:
             return self._fail("mmap", -EINVAL, "the range extends past the end of the file")
         if addr is None:
-            align = self.P
-            start = (self._mmap_base + align - 1) & ~(align - 1)
-            self._mmap_base = start + nr + align
+            start = self._unmapped_area(nr)
         else:
             start = addr >> PAGE_SHIFT
             self._do_munmap(task.mm, start, start + nr)
@@ -846,6 +842,13 @@ class FastMachine:
         self._publish(task.mm)
         self._end()
         return start << PAGE_SHIFT
+
+    def _unmapped_area(self, nr: int) -> int:
+        """``Machine._unmapped_area()``: PMD-aligned, with a gap so that mappings never merge by accident."""
+        align = self.P
+        start = (self._mmap_base + align - 1) & ~(align - 1)
+        self._mmap_base = start + nr + align
+        return start
 
     def munmap(self, task_name: str, addr: int, length: int) -> int:
         task = self._runnable(task_name)
@@ -1273,6 +1276,7 @@ class FastMachine:
             self.ms[mm.num, L.MS_PINNED] = 1
         pages: list[tuple[int, int]] = []
         vpns: list[int | None] = []
+        shared: list[tuple[str, int] | None] = []
         for vpn in range(start, start + nr):
             f, page = self._follow(task, mm, vpn, write, longterm, foll_pin)
             if f >= 0:
@@ -1292,7 +1296,9 @@ class FastMachine:
             coherent = (f >= 0 and self.fs[f, L.X_KIND] == L.KIND_ANON) or (vma is not None and vma.shared) or (
                 foll_pin and longterm)
             vpns.append(vpn if coherent else None)  # where the kernel promises coherence
-        self.gup[handle] = PinHandle(handle, task.name, mm, foll_pin, pages, vpns, [set() for _ in pages])
+            shared.append((vma.file.name, vma.file_index(vpn)) if vma is not None and vma.shared
+                          and vma.file is not None else None)
+        self.gup[handle] = PinHandle(handle, task.name, mm, foll_pin, pages, vpns, [set() for _ in pages], shared)
         self.pycount[what] += 1
         self._sync(mm)
         self._end()

@@ -68,8 +68,9 @@ def cache_range(m: FastMachine, file: SimFile, index: int, vma: Vma | None = Non
     return first, file.order
 
 
-def add_to_cache(m: FastMachine, file: SimFile, first: int, order: int) -> int:
-    """``Machine._add_to_cache()``: a new page-cache folio holding ``nr_pages`` references (filemap_add_folio())."""
+def add_to_cache(m: FastMachine, file: SimFile, first: int, order: int, drain: bool = True) -> int:
+    """``Machine._add_to_cache()``: a new page-cache folio holding ``nr_pages`` references (filemap_add_folio()).
+    ``drain``: move its trace row out at once (False inside a fault: the caller drains)."""
     kind = L.KIND_SHMEM if file.shmem else L.KIND_FILE
     m.ensure(folios=2, pages=2 << order, trace=8)
     content = m.content_id(file.disk[first])  # the disk is never written: one content for the whole range
@@ -82,7 +83,8 @@ def add_to_cache(m: FastMachine, file: SimFile, first: int, order: int) -> int:
         cached[i] = f
     m.pcache.file_of[f] = file
     m.pcache.index_of[f] = first
-    m._drain()
+    if drain:
+        m._drain()
     return f
 
 
@@ -92,7 +94,7 @@ def pagecache_folio(m: FastMachine, file: SimFile, index: int, vma: Vma | None =
     if f >= 0:
         return f
     first, order = cache_range(m, file, index, vma, vpn)
-    return add_to_cache(m, file, first, order)
+    return add_to_cache(m, file, first, order, drain=False)
 
 
 def _table(m: FastMachine, mm: FastMM, vpn: int) -> int:
@@ -123,7 +125,6 @@ def _map_file_ptes(m: FastMachine, mm: FastMM, vpn: int, f: int, page: int, nr: 
         m.ptw[t, s + k] = bits
     m.tb[t, L.TB_NPTE] += nr
     m.tb[t, L.TB_HASPT] = 1
-    m._drain()
 
 
 def finish_fault(m: FastMachine, mm: FastMM, vma: Vma, vpn: int, f: int, write: bool) -> int:
@@ -179,7 +180,8 @@ def do_file_fault(m: FastMachine, mm: FastMM, vma: Vma, vpn: int, write: bool) -
     index = vma.file_index(vpn)
     if write and not vma.shared:  # do_cow_fault(): a private copy; the page-cache page is not mapped
         src = pagecache_folio(m, file, index)
-        m.ref.privatize(mm, vma, vpn)  # type: ignore[arg-type]
+        if m.keep_reference:
+            m.ref.privatize(mm, vma, vpn)  # type: ignore[arg-type]
         m.ensure(folios=2, pages=2, trace=8)
         kern.get(m.fs, src, 1)
         content = int(m.pct[int(m.fs[src, K.F_OFF]) + index - m.pcache.index_of[src]])
@@ -197,7 +199,6 @@ def do_file_fault(m: FastMachine, mm: FastMM, vma: Vma, vpn: int, write: bool) -
         m.tb[t, L.TB_HASPT] = 1
         _check(m, bool(kern.put(m.cfg, m.glob, m.opt, m.fs, m.pmc, m.tr, src, 1)))
         m.glob[L.G_COPY] += 1
-        m._drain()
         m._sync(mm)
         return
     if write:  # do_shared_fault(): the page-cache folio mapped writable and dirty, no fault-around
@@ -208,7 +209,7 @@ def do_file_fault(m: FastMachine, mm: FastMM, vma: Vma, vpn: int, write: bool) -
         finish_fault(m, mm, vma, vpn, pagecache_folio(m, file, index, vma, vpn), False)
 
 
-def shared_wp(m: FastMachine, mm: FastMM, vpn: int, unshare: bool, task: str | None) -> None:
+def shared_wp(m: FastMachine, mm: FastMM, vpn: int, unshare: bool) -> None:
     """``do_wp_page()`` in a shared mapping: never unshared; wp_page_shared() makes the PTE writable and dirty."""
     if unshare:
         return
@@ -219,15 +220,15 @@ def shared_wp(m: FastMachine, mm: FastMM, vpn: int, unshare: bool, task: str | N
     kern.decide(m.glob, m.fs, m.pmc, m.cow, mm.num, vpn, f, int(m.ptp[t, s]), K.L_PTE, L.R_SHARED_MAPPING,
                 L.OC_WRITABLE, False, m.po)
     m.ptw[t, s] |= L.PW | L.PD
-    m._drain([task] if task is not None else None)
 
 
-def service(m: FastMachine, ops: np.ndarray, i: int, task: str | None) -> None:
+def service(m: FastMachine, ops: np.ndarray, i: int, task: str | None, drain: bool = True) -> None:
     """Finish the fault the compiled loop handed back at op ``i`` (its current page), then the access there.
 
     The loop counted the fault and listed it; this does the rest of ``handle_mm_fault()`` for that page and the
-    access itself (the oracle check and the store of :func:`foliosim.fast.sim.kern.access`), and moves the op past
-    the page so the loop resumes after it.
+    access itself (the store of :func:`foliosim.fast.sim.kern.access`), and moves the op past the page so the loop
+    resumes after it. ``drain``: move the trace rows and CoW decisions out (decisions named for ``task``); the
+    scoring machine drains them itself, fault by fault.
     """
     reason = int(m.glob[L.G_ERR])
     m.glob[L.G_ERR] = 0
@@ -246,12 +247,10 @@ def service(m: FastMachine, ops: np.ndarray, i: int, task: str | None) -> None:
             m.ensure(folios=2, pages=2, trace=8, cows=2)
             rc = kern.do_wp_page(*m.args()[:11], m.ms, m.vm, m.tr, m.cow, mm.num, mm.rowmap[id(vma)], vpn, t,
                                  vpn & (m.P - 1), True)
-            privatize_copies(m)
-            m._drain([task] if task is not None else None)
             m._sync(mm)
             m._check_rc(int(rc))
     else:
-        shared_wp(m, mm, vpn, unshare, task)
+        shared_wp(m, mm, vpn, unshare)
     if fill != -2:  # the access itself: the store (whole-page fills) and the dirty bit
         t = int(kern.hfind(m.hk, m.hv, (mm.num << 40) | (vpn >> m.po)))
         s = vpn & (m.P - 1)
@@ -266,12 +265,18 @@ def service(m: FastMachine, ops: np.ndarray, i: int, task: str | None) -> None:
                 m.pct[int(m.fs[f, K.F_OFF]) + int(m.ptp[t, s])] = fill
     ops[i, 1] = vpn + 1
     ops[i, 2] -= 1
+    if drain:
+        privatize_copies(m)
+        pending = int(m.glob[L.G_NCOW])
+        m._drain([task] * pending if task is not None and pending else None)
 
 
 def privatize_copies(m: FastMachine) -> None:
     """``ReferenceMemory.privatize()`` for every pending copy of a page-cache page (wp_page_copy() in a private
     file mapping): from now on that MM keeps its own copy."""
     n = int(m.glob[L.G_NCOW])
+    if not m.keep_reference:
+        return
     for row in m.cow[:n].tolist():
         if row[L.C_OUTCOME] != L.OC_COPY or row[L.C_RULE] != L.R_NOT_ANON:
             continue

@@ -843,7 +843,8 @@ def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
                     f = ptf[t, s]
                     page = ptp[t, s]
                     ok = ptw[t, s] & PW != 0
-                if oracle:  # the page reads what this MM last wrote there (0: never written)
+                anon_vma = vm[v, V_FILE] < 0  # the fast oracle checks anonymous memory only
+                if oracle and anon_vma:  # the page reads what this MM last wrote there (0: never written)
                     got = 0 if f < 0 else pct[fs[f, K.F_OFF] + page]
                     if got != pexp[t, s]:
                         glob[G_ERR] = E_ISOLATION
@@ -853,7 +854,7 @@ def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
                 if write:
                     ptw[t, s] |= PD if tb[t, TB_PMDF] == NONE else 0
                     head = 0 if tb[t, TB_PMDF] != NONE else page  # a PMD's AnonExclusive is the head page's
-                    if not ok or f < 0 or (oracle and not pex[fs[f, K.F_OFF] + head]):
+                    if not ok or f < 0 or (oracle and anon_vma and not pex[fs[f, K.F_OFF] + head]):
                         glob[G_ERR] = E_WRITE_RO
                         glob[G_ERRF] = vpn
                         glob[G_NGATHER] = nf

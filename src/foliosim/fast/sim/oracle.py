@@ -71,6 +71,14 @@ def check_fast(m: FastMachine) -> list[str]:
     for h in m.gup.values():
         for i, (f, page) in enumerate(h.pages):
             held = m.content(f, page)
+            where = h.shared[i] if h.shared else None
+            if where is not None:  # a page-cache page of a shared mapping: always the file's content
+                want_file = m.ref.files[where[0]][where[1]]
+                if held != want_file:
+                    problems.append(f"{'pin' if h.foll_pin else 'pipe'} {h.name}: page {i} holds "
+                                    f"{describe_page(held)}, file {where[0]} page {where[1]} is "
+                                    f"{describe_page(want_file)}")
+                continue
             if not h.foll_pin:  # a pipe may hold any value the owner's view had, never anything else
                 if h.allowed[i] and held not in h.allowed[i]:
                     problems.append(f"pipe {h.name}: page {i} holds {describe_page(held)}, which {h.task} never "

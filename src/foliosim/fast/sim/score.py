@@ -42,7 +42,7 @@ from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, 
 from foliosim.evaluate.stream import CENSUS, MetricRow, Question, ScoringStream, Tally
 from foliosim.fast import kernels as K
 from foliosim.fast._jit import HAVE_NUMBA, jit
-from foliosim.fast.sim import kern
+from foliosim.fast.sim import files, kern
 from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import FastMachine, FastMM, Unsupported
 from foliosim.fast.sim.steps import FastRunStats, FastWorkloadRunner
@@ -229,6 +229,14 @@ class ScoringMachine(FastMachine):
         while True:
             kernel: Any = access_marked  # the state tuple's length is not visible to the type checker
             rc, first, n, full = kernel(*self.args(), self.pexp, ops, first, self.one, self.marks)
+            if rc == L.RC_UNSUPPORTED and n and int(self.glob[L.G_ERR]) in (L.U_FILE_FAULT, L.U_SHARED_WP):
+                # a fault in a file/shmem mapping or a shared write fault: finished in Python (foliosim.fast.sim.files)
+                # as part of the fault just noted, whose ops and decisions then end where the service left them
+                files.service(self, ops, first, None, drain=False)
+                self.marks[n - 1, 2] = self.glob[L.G_NTR]
+                self.marks[n - 1, 3] = self.glob[L.G_NCOW]
+                self._take(n)
+                continue
             self._take(n)
             if rc == L.RC_ROOM:
                 if not full:

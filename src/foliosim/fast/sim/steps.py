@@ -232,6 +232,17 @@ class FastWorkloadRunner:
                                   longterm=bool(a[5])))
         elif verb == "unpin":
             self._rc("unpin", m.unpin(a[0]))
+        elif verb == "vmsplice":
+            self._rc("vmsplice", m.vmsplice(t, a[0], (self._vpn(a[1]) + a[2]) << PAGE_SHIFT, a[3] * PAGE_SIZE))
+        elif verb == "mremap":  # WorkloadRunner._mremap(): a named destination gets a fresh unmapped area
+            region, pages, new = a
+            start = self._vpn(region)
+            if isinstance(new, int):
+                dst = new
+            else:
+                dst = m._unmapped_area(pages)
+                self.regions[new] = dst
+            self._rc("mremap", m.mremap(t, start << PAGE_SHIFT, pages * PAGE_SIZE, dst << PAGE_SHIFT))
         elif verb == "merge":
             mm = m.task(t).mm
             m._sync(mm)
