@@ -76,3 +76,30 @@ def test_region_mapped_mid_run_and_vfork_parent_resumes() -> None:
     m = FastMachine(KernelConfig(), MachineOptions())
     FastWorkloadRunner(m).run(steps)
     assert m.counters["fault"] == 4 + 2 + 1 + 4
+
+
+@pytest.mark.parametrize("order", [0, 4])
+def test_inlined_fork_and_exit_kernels_match_the_originals(order: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kfork.fork_copy/zap (small folios inlined) leave the state kern.fork_copy/zap leave, without a trace and with
+    the fast oracle on (the differential tests cover them with the trace recorded)."""
+    from foliosim.fast.sim import kern, kfork
+    from foliosim.fast.sim.engine import FastMachine
+    from foliosim.fast.sim.steps import FastWorkloadRunner
+    from foliosim.fast.sim.timeline import fast_state
+    from foliosim.vm.machine import MachineOptions
+    from foliosim.workloads.generators import build_workload
+
+    params = {"pages": 512, "order": order, "rounds": 12, "child_writes": 12, "parent_writes": 24, "probe_rate": 0}
+    steps = build_workload("fork-child", params, seed=5)
+
+    def run() -> tuple[object, object, int]:
+        m = FastMachine(KernelConfig(), MachineOptions(), record=False, reference=False, fast_oracle=True)
+        FastWorkloadRunner(m).run(steps)
+        return fast_state(m), m.counters, int(m.glob[19])
+
+    inlined = run()
+    monkeypatch.setattr(kfork, "fork_copy", kern.fork_copy)
+    monkeypatch.setattr(kfork, "zap", kern.zap)
+    original = run()
+    assert inlined == original
+    assert inlined[1]["fault"] > 100  # type: ignore[index]

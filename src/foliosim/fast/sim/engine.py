@@ -621,8 +621,8 @@ class FastMachine:
             ptes, pmds, _ = kfork.mm_entries(self.tb, int(self.glob[L.G_NTB]), mm.num)
             worst = ptes + pmds * self.P + 2
             self._room(0, 0, 2, 3 * worst + 16)
-            rc = kern.zap(*self.args(), self.pexp, self._scratch(), mm.num,
-                          np.array([(v.start, v.end) for v in mm.vmas], dtype=np.int64), self._gather_rows(worst))
+            rc = kfork.zap(*self.args(), self.pexp, self._scratch(), mm.num,
+                           np.array([(v.start, v.end) for v in mm.vmas], dtype=np.int64), self._gather_rows(worst))
             self._drain()
             self._check_rc(rc)
         kfork.free_mm_tables(self.glob, self.tb, self.hk, self.pexp, int(self.glob[L.G_NTB]), mm.num)
@@ -692,8 +692,8 @@ class FastMachine:
             ptes, pmds, tables = kfork.mm_entries(self.tb, int(self.glob[L.G_NTB]), src.num)
             early = self.pinned_pages + 1  # early copies at fork are of pinned folios' pages only
             self._room(early, early, tables + 2, 3 * (ptes + pmds) + 8 * early + 16)
-            rc = kern.fork_copy(*self.args(), self.pexp, self._scratch(), src.num, dst.num,
-                                np.array(rows, dtype=np.int64))
+            rc = kfork.fork_copy(*self.args(), self.pexp, self._scratch(), src.num, dst.num,
+                                 np.array(rows, dtype=np.int64))
             self._drain()
             self._check_rc(rc)
         self._publish(dst)
