@@ -203,6 +203,12 @@ class _NoReference(ReferenceMemory):
 
     dontneed = unmap
 
+    def move(self, mm: Any, start: int, end: int, dst: int) -> None:
+        pass
+
+    def privatize(self, mm: Any, vma: Vma, vpn: int) -> None:
+        pass
+
     def fork(self, src: Any, dst: Any, vmas: list[Vma]) -> None:
         pass
 
@@ -554,7 +560,9 @@ class FastMachine:
         self.nmv += n
 
     # ------------------------------------------------------------------ MMs and tasks
-    def _new_mm(self, label: str) -> FastMM | None:
+    def _new_mm(self, label: str, publish: bool = True) -> FastMM | None:
+        """A fresh MM with no VMAs; ``publish=False`` (fork, whose _dup_mmap() publishes the copied VMAs) only
+        points its empty VMA list at the end of the VMA rows, which is all publishing an empty MM does."""
         if self.ids.peek() is None:
             return None
         num = self._next["mm"]
@@ -572,7 +580,10 @@ class FastMachine:
         self.ref.mm_new(mm)  # type: ignore[arg-type]
         if self.record:
             self.trace.append(Op("mm_new", mm.name))
-        self._publish(mm)
+        if publish:
+            self._publish(mm)
+        else:
+            self.ms[num, L.MS_VOFF] = self.nmv
         return mm
 
     def mmput(self, mm: FastMM) -> None:
@@ -664,7 +675,7 @@ class FastMachine:
         task = self._runnable(parent)
         self._require_new_task(child)
         self._begin(task)
-        mm = self._new_mm(child)
+        mm = self._new_mm(child, publish=False)
         if mm is None:
             self._end()
             return -ENOMEM
