@@ -1161,8 +1161,10 @@ def trace_cmd(command: tuple[str, ...], out_path: str | None, thp_spec: str | No
               "as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @click.option("--engine", type=click.Choice(["auto", "fast", "reference"]), default="auto", show_default=True,
-              help="fast: the compiled simulator, which does not model run traces yet (file and shared "
-                   "mappings): it says so and the reference runs; auto: fast when numba is installed.")
+              help="fast: the compiled simulator, which has no driver for this command's simulation yet (a "
+                   "design as the sharing hook, oracle modes, live snapshots): it says so and the reference runs "
+                   "(recorded traces do run on the fast engine in `foliosim compare`); auto: fast when numba is "
+                   "installed.")
 def run_trace_cmd(trace_path: str, design: str, oracle: str, word_bits: str, no_page_mapcount: bool,
                   json_out: str | None, quiet: bool, engine: str) -> None:
     """Simulate a run trace (from `foliosim trace`) and print what happened; with live snapshots in the trace
@@ -1180,8 +1182,10 @@ def run_trace_cmd(trace_path: str, design: str, oracle: str, word_bits: str, no_
         click.echo(f"foliosim run-trace: {NUMBA_MISSING}; or use --engine reference", err=True)
         sys.exit(2)
     if engine != "reference" and HAVE_NUMBA:
-        click.echo("foliosim run-trace: the fast engine does not model run traces yet (file and shared "
-                   "mappings): running the reference engine", err=True)
+        click.echo("foliosim run-trace: the fast engine has no driver for run-trace's simulation yet (a design "
+                   "as the sharing hook, the oracle modes, the agreement with live snapshots; the trace's file and "
+                   "shared mappings it does model, as `foliosim compare` uses it): running the reference engine",
+                   err=True)
     if json_out is not None:
         _check_writable(json_out, "run-trace")
     try:
