@@ -514,13 +514,8 @@ class FastMachine:
         if self.nvm + n > self.vm.shape[0] or self.nmv + n > self.mv.shape[0]:
             self._compact_vmas(n)
         rows = list(range(self.nvm, self.nvm + n))
-        for vma, row in zip(mm.vmas, rows, strict=True):
-            thp = 0
-            for order in vma.thp:
-                thp |= 1 << order
-            self.vm[row] = (vma.start, vma.end, int(vma.read), int(vma.write), int(vma.shared), thp,
-                            vma.anon_vma or 0, -1 if vma.file is None else self.pcache.ids[vma.file.name],
-                            vma.pgoff)
+        if n:
+            self.vm[self.nvm:self.nvm + n] = self._vma_rows(mm)
         self.nvm += n
         mm.rows = rows
         mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, rows, strict=True)}
@@ -529,12 +524,19 @@ class FastMachine:
         self.ms[mm.num, L.MS_NVMA] = n
         self.nmv += n
 
+    def _vma_rows(self, mm: FastMM) -> npt.NDArray[np.int64]:
+        """The MM's VMAs as rows of the VMA table (one array built at once)."""
+        ids = self.pcache.ids
+        return np.array([(vma.start, vma.end, vma.read, vma.write, vma.shared, sum(1 << o for o in vma.thp),
+                          vma.anon_vma or 0, -1 if vma.file is None else ids[vma.file.name], vma.pgoff)
+                         for vma in mm.vmas], dtype=np.int64)
+
     def _compact_vmas(self, extra: int) -> None:
         live = [mm for mm in self.mms.values() if not mm.zapped]
         for mm in live:
             self._sync(mm)
         total = sum(len(mm.vmas) for mm in live) + extra
-        size = max(64, 2 * total)
+        size = max(64, 4 * total)  # room for several republishes of the largest MM before the next compaction
         self.vm = np.zeros((size, L.VM_COLS), dtype=np.int64)
         self.mv = np.zeros(size, dtype=np.int32)
         self.nvm = self.nmv = 0
@@ -544,13 +546,8 @@ class FastMachine:
     def _publish_raw(self, mm: FastMM) -> None:
         n = len(mm.vmas)
         rows = list(range(self.nvm, self.nvm + n))
-        for vma, row in zip(mm.vmas, rows, strict=True):
-            thp = 0
-            for order in vma.thp:
-                thp |= 1 << order
-            self.vm[row] = (vma.start, vma.end, int(vma.read), int(vma.write), int(vma.shared), thp,
-                            vma.anon_vma or 0, -1 if vma.file is None else self.pcache.ids[vma.file.name],
-                            vma.pgoff)
+        if n:
+            self.vm[self.nvm:self.nvm + n] = self._vma_rows(mm)
         self.nvm += n
         mm.rows = rows
         mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, rows, strict=True)}

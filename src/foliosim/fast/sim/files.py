@@ -199,7 +199,6 @@ def do_file_fault(m: FastMachine, mm: FastMM, vma: Vma, vpn: int, write: bool) -
         m.tb[t, L.TB_HASPT] = 1
         _check(m, bool(kern.put(m.cfg, m.glob, m.opt, m.fs, m.pmc, m.tr, src, 1)))
         m.glob[L.G_COPY] += 1
-        m._sync(mm)
         return
     if write:  # do_shared_fault(): the page-cache folio mapped writable and dirty, no fault-around
         finish_fault(m, mm, vma, vpn, pagecache_folio(m, file, index, vma, vpn), True)
@@ -247,7 +246,6 @@ def service(m: FastMachine, ops: np.ndarray, i: int, task: str | None, drain: bo
             m.ensure(folios=2, pages=2, trace=8, cows=2)
             rc = kern.do_wp_page(*m.args()[:11], m.ms, m.vm, m.tr, m.cow, mm.num, mm.rowmap[id(vma)], vpn, t,
                                  vpn & (m.P - 1), True)
-            m._sync(mm)
             m._check_rc(int(rc))
     else:
         shared_wp(m, mm, vpn, unshare)

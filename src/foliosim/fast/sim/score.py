@@ -300,8 +300,9 @@ class ScoringMachine(FastMachine):
         when its ops are recorded."""
         assert self.batch_base is not None
         n = len(self.fault_rows)
-        idle = np.fromiter((flag and r not in self.faulted for r, flag in enumerate(self.fault_rows)), dtype=bool,
-                           count=n)
+        idle = np.fromiter(self.fault_rows, dtype=bool, count=n)
+        if self.faulted:
+            idle[np.fromiter(self.faulted, dtype=np.int64, count=len(self.faulted))] = False
         return self.batch_base + np.cumsum(~idle)
 
 
