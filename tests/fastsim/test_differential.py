@@ -72,8 +72,7 @@ def program(seed: int, files: bool = False) -> str:
     """A random scenario over anonymous private memory: tasks, forks, threads, exec, exits, writes (whole and
     partial pages), reads, munmap, mprotect, madvise (MADV_COLD/PAGEOUT splits included), pins, vmsplice,
     clear_refs, mmgrab/mmget holders, mremap, stats, pagemap. With ``files``, also regular files and shmem
-    objects (large page-cache folios included) mapped private and shared, and MAP_SHARED|MAP_ANONYMOUS memory
-    (MADV_COLD/PAGEOUT only where no file is mapped: the fast engine refuses them over file mappings)."""
+    objects (large page-cache folios included) mapped private and shared, and MAP_SHARED|MAP_ANONYMOUS memory."""
     rng = random.Random(seed)
     lines = []
     objects: list[tuple[str, int, bool]] = []  # (name, pages, shmem)
@@ -85,7 +84,6 @@ def program(seed: int, files: bool = False) -> str:
             order = frng.choice([0, 0, 2, 3, 4])
             lines.append(f"file F{k} {size} {'shmem ' if shmem else ''}order={order} fill={frng.randrange(256):#x}")
             objects.append((f"F{k}", int(size[:-1]) // 4, shmem))
-    filed: set[str] = set()
     thp = rng.choice(["", "thp=2", "thp=4", "thp=9", "thp=2,4,9", "thp=3,5"])
     zero = rng.choice(["", "use_zero_page=0"])
     if thp or zero:
@@ -110,7 +108,6 @@ def program(seed: int, files: bool = False) -> str:
             kind = rng.random() if files else 1.0
             if kind < 0.2:
                 lines.append(f"mmap {task} {name} {size} anon shared{opt}")
-                filed.add(name)
             elif kind < 0.6:
                 obj, opages, shmem = rng.choice(objects)
                 first = rng.randrange(opages)
@@ -118,7 +115,6 @@ def program(seed: int, files: bool = False) -> str:
                 how = rng.choice(["shared", "private"])
                 lines.append(f"mmap {task} {name} {pages * 4}K {'shmem' if shmem else 'file'}={obj} "
                              f"offset={first * 4}K {how}{rng.choice(['', '', ' prot=r'])}")
-                filed.add(name)
             else:
                 lines.append(f"mmap {task} {name} {size} anon private{opt}")
             regions.append((name, pages))
@@ -154,8 +150,6 @@ def program(seed: int, files: bool = False) -> str:
         elif roll < 0.93:
             advice = rng.choice(["dontneed", "dontneed", "cold", "pageout", "hugepage", "nohugepage", "dontfork",
                                  "dofork"])
-            if name in filed and advice in ("cold", "pageout"):
-                advice = "dontneed"
             lines.append(f"madvise {task} {where} {count * 4}K {advice}")
         elif roll < 0.97:
             pin = f"pin{n}"

@@ -894,6 +894,8 @@ class FastMachine:
         if self.scr2.shape[1] < need:
             self.scr2 = np.zeros((2, 2 * need), dtype=np.int64)
         before = self.glob[L.G_MADV:L.G_MADV + 3].tolist()
+        traced = len(self.trace)
+        splits = int(self.glob[L.G_FSPLIT])
         rows = np.array(ranges, dtype=np.int64).reshape(-1, 2)
         first = 0
         while True:
@@ -907,6 +909,8 @@ class FastMachine:
             if self.ent.shape[0] < mms * self.P:  # one migration entry per page and mapping
                 self.ent = np.zeros((2 * mms * self.P, 5), dtype=np.int64)
         self._check_rc(rc)
+        if self.pcache.file_of and int(self.glob[L.G_FSPLIT]) != splits:
+            FF.split_pieces(self, self.trace[traced:])
         for k, verdict in enumerate(("take", "skip", "split")):
             delta = int(self.glob[L.G_MADV + k]) - int(before[k])
             if delta:
@@ -1079,10 +1083,10 @@ class FastMachine:
         if advice in UNSUPPORTED_ADVICE:
             raise Unsupported(f"MADV_{advice.upper()} (its folio split)")
         rng0 = self._range(addr, length)
-        if advice in ("cold", "pageout") and rng0 is not None and any(
+        if advice in ("cold", "pageout") and not self.record and rng0 is not None and any(
                 v.file is not None for v in task.mm.vmas_in(*rng0)):
-            raise Unsupported(f"MADV_{advice.upper()} over a file or shmem mapping (page-cache folio decisions "
-                              "and splits)")
+            raise Unsupported(f"MADV_{advice.upper()} over a file or shmem mapping without the rmap trace (the "
+                              "page cache follows a page-cache folio's split through the trace)")
         self._begin(task)
         rng = self._range(addr, length)
         if rng is None:

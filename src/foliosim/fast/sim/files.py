@@ -19,6 +19,8 @@ import numpy as np
 from foliosim.fast import kernels as K
 from foliosim.fast.sim import kern
 from foliosim.fast.sim import layout as L
+from foliosim.system import Op
+from foliosim.vm.events import OracleViolation
 from foliosim.vm.pagecache import SimFile
 from foliosim.vm.vma import Vma
 
@@ -297,3 +299,34 @@ def change_protection_shared(m: FastMachine, mm: FastMM, vma: Vma, upgrade: bool
             m.ptw[t, s] = w & ~L.PW
         elif upgrade and (vma.maps_writable or (not vma.softdirty_wp and w & L.PD)):
             m.ptw[t, s] = w | L.PW
+
+
+def split_pieces(m: FastMachine, ops: list[Op]) -> None:
+    """The page cache after page-cache folios were split (foliosim.vm.split ``_split_unmapped_folio()``): each
+    piece replaces its page's cache entry. A split shows in the rmap trace as the folio's ``folio_free`` followed
+    by one ``folio_new`` per page, in page order."""
+    cached = {int(m.fs[f, L.X_NAME]): f for f in m.pcache.file_of if not m.fs[f, K.F_LIVE]}
+    if not cached:
+        return
+    n = int(m.glob[L.G_NFOLIO])
+    live = np.flatnonzero(m.fs[:n, K.F_LIVE])
+    slot_of = dict(zip(m.fs[live, L.X_NAME].tolist(), live.tolist(), strict=True))
+    for i, op in enumerate(ops):
+        if op.op != "folio_free" or op.folio is None or int(op.folio[1:]) not in cached:
+            continue
+        old = cached.pop(int(op.folio[1:]))
+        file = m.pcache.file_of[old]
+        first = m.pcache.index_of[old]
+        nr = 1 << int(m.fs[old, K.F_ORDER])
+        pieces = [o for o in ops[i + 1:i + 1 + nr] if o.op == "folio_new"]
+        if len(pieces) != nr:
+            raise OracleViolation(f"fast engine: the split of page-cache folio {op.folio} left {len(pieces)} pieces "
+                                  f"in the trace, not {nr}")
+        m.pcache.drop(old)
+        table = m.pcache.by_file[file.name]
+        for k, piece_op in enumerate(pieces):
+            assert piece_op.folio is not None
+            piece = slot_of[int(piece_op.folio[1:])]
+            table[first + k] = piece
+            m.pcache.file_of[piece] = file
+            m.pcache.index_of[piece] = first + k

@@ -1203,7 +1203,8 @@ def split_folio(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
     anon = fs[f, X_KIND] == KIND_ANON
     if anon and mc == 0:
         return -16, -1
-    if mc != fs[f, X_REF] - 1:  # can_split_folio(): nothing but the mappings and the caller's reference
+    cache = 0 if anon else np.int64(1) << order  # a page-cache folio: the page cache's references
+    if mc != fs[f, X_REF] - 1 - cache:  # can_split_folio(): nothing but the mappings, the caller and the cache
         return -11, -1
     off = fs[f, K.F_OFF]
     nr = np.int64(1) << order
@@ -1260,15 +1261,18 @@ def split_folio(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     return -1, -1
                 if not put(cfg, glob, opt, fs, pmc, tr, f, 1):
                     return -1, -1
-    if fs[f, X_REF] != 1:
+    if fs[f, X_REF] != 1 + cache:
         glob[G_ERR] = E_REFCOUNT
         glob[G_ERRF] = fs[f, X_NAME]
         return -1, -1
     kind = fs[f, X_KIND]
+    fs[f, X_REF] = 1
     if not put(cfg, glob, opt, fs, pmc, tr, f, 1):  # the freeze: the old folio is freed
         return -1, -1
     for k in range(nr):  # __split_unmapped_folio(): one order-0 folio per page, page k keeping its contents
         scr2[0, k] = alloc(glob, opt, fs, pmc, pex, pct, tr, kind, 0, pct[off + k])
+        if not anon:
+            get(fs, scr2[0, k], 1)  # folio_ref_unfreeze(1 + 1): the page cache's reference
     if anon:  # remap_page(RMP_USE_SHARED_ZEROPAGE)
         for k in range(nr):
             piece = scr2[0, k]
