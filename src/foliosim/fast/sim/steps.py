@@ -1,10 +1,12 @@
 """Workload steps (foliosim.workloads.steps) on the fast engine, with the accesses batched into compiled calls.
 
 Runs what :class:`foliosim.evaluate.runner.WorkloadRunner` runs, with the same meaning per step, for the verbs the
-fast engine models: consecutive reads and writes go to the kernels in one call (one row per step). ``khugepaged``
-and ``numa`` steps change nothing without a design to score them (the evaluator's runner skips them without a
-probe) and are counted only. Anything else the fast engine does not model raises
-:class:`~foliosim.fast.sim.engine.Unsupported` naming the step.
+fast engine models. The whole step list is converted once (C-level maps over the steps) into integer access rows
+(task number, region number, first page, pages, write, fill); each maximal run of reads and writes between two other
+steps is resolved by one compiled lookup (each task's current MM, each region's base page) and goes to the kernels
+in one call (one row per step). ``khugepaged`` and ``numa`` steps change nothing without a design to score them (the
+evaluator's runner skips them without a probe): they are counted only and do not end a run. Anything else the
+fast engine does not model raises :class:`~foliosim.fast.sim.engine.Unsupported` naming the step.
 """
 
 from __future__ import annotations
