@@ -625,15 +625,16 @@ class FastMachine:
         self._check_rc(rc)
 
     def exit_mmap(self, mm: FastMM) -> None:
-        if mm.vmas:  # _zap() over every VMA, sized by one compiled count of the MM's entries
-            ptes, pmds, _ = kfork.mm_entries(self.tb, int(self.glob[L.G_NTB]), mm.num)
-            worst = ptes + pmds * self.P + 2
+        # _zap() over every VMA and free_pgtables() in one compiled call, which says when it needs more room
+        ranges = np.array([(v.start, v.end) for v in mm.vmas], dtype=np.int64).reshape(-1, 2)
+        while True:
+            rc, worst = kfork.exit_zap(*self.args(), self.pexp, self._scratch(), mm.num, ranges, self._gather)
+            if rc != L.RC_ROOM:
+                break
             self._room(0, 0, 2, 3 * worst + 16)
-            rc = kfork.zap(*self.args(), self.pexp, self._scratch(), mm.num,
-                           np.array([(v.start, v.end) for v in mm.vmas], dtype=np.int64), self._gather_rows(worst))
-            self._drain()
-            self._check_rc(rc)
-        kfork.free_mm_tables(self.glob, self.tb, self.hk, self.pexp, int(self.glob[L.G_NTB]), mm.num)
+            self._gather_rows(worst)
+        self._drain()
+        self._check_rc(rc)
         for handle in self.gup.values():
             if handle.mm is mm:
                 handle.vpns = [None] * len(handle.vpns)

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from foliosim.fast import kernels as K
 from foliosim.fast.sim import kern
 from foliosim.fast.sim.kern import sjit, table_free
 from foliosim.fast.sim.layout import (
+    G_HUSED,
+    G_NCOW,
+    G_NFOLIO,
+    G_NPAGE,
+    G_NTB,
+    G_NTR,
     G_RMAP,
     HUGE_ZERO,
     KIND_ANON,
@@ -26,6 +34,7 @@ from foliosim.fast.sim.layout import (
     PW,
     RC_ERROR,
     RC_OK,
+    RC_ROOM,
     TB_HASPT,
     TB_IDX,
     TB_LIVE,
@@ -284,3 +293,43 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
         elif not kern.put(cfg, glob, opt, fs, pmc, tr, f, gather[g, 1]):
             return RC_ERROR
     return RC_OK
+
+
+@sjit
+def room_ok(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, hk: Any, tr: Any, cow: Any,
+            folios: int, pages: int, tables: int, trace: int, cows: int) -> bool:
+    """Whether :meth:`FastMachine.ensure` with these arguments would grow nothing (FastMachine._room's test)."""
+    pmd_pages = np.int64(1) << cfg[K.C_PMD_ORDER]
+    need_pages = pages if pages > 2 * pmd_pages else 2 * pmd_pages
+    short_pages = min(pmc.shape[0], pex.shape[0], pct.shape[0])
+    if glob[G_NFOLIO] + folios + 2 > fs.shape[0] or glob[G_NPAGE] + need_pages > short_pages:
+        return False
+    if glob[G_NTB] + tables + 2 > tb.shape[0]:
+        return False
+    if (glob[G_HUSED] + tables + 2) * 2 > hk.shape[0] or hk.shape[0] < 2 * tb.shape[0]:
+        return False
+    if opt[O_RECORD] and glob[G_NTR] + trace > tr.shape[0]:
+        return False
+    return glob[G_NCOW] + cows <= cow.shape[0]
+
+
+@sjit
+def exit_zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+             ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, m: int,
+             ranges: Any, gather: Any) -> tuple[int, int]:
+    """``exit_mmap()``'s page-table work in one call: :func:`zap` over ``ranges`` (every VMA), then the MM's table
+    slots freed. (RC_ROOM, worst) without changing anything when the arrays lack the room FastMachine._zap() would
+    have made for ``worst`` = PTEs + PMD mappings x PMD pages + 2 (the gather list and 3 x worst + 16 trace rows)."""
+    ntb = glob[G_NTB]
+    ptes, pmds, _ = mm_entries(tb, ntb, m)
+    worst = ptes + pmds * (np.int64(1) << cfg[K.C_PMD_ORDER]) + 2
+    if ranges.shape[0]:
+        if gather.shape[0] < worst or not room_ok(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, 0, 0, 2,
+                                                  3 * worst + 16, 4):
+            return RC_ROOM, worst
+        rc = zap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr, m,
+                 ranges, gather)
+        if rc != RC_OK:
+            return rc, worst
+    free_mm_tables(glob, tb, hk, pexp, glob[G_NTB], m)
+    return RC_OK, worst
