@@ -697,12 +697,15 @@ class FastMachine:
             copied.append(vma)
             if vma.anon_vma is not None:
                 rows.append(row)
-        if rows:
-            ptes, pmds, tables = kfork.mm_entries(self.tb, int(self.glob[L.G_NTB]), src.num)
+        if rows:  # copy_page_range() of each, in one compiled call that says when it needs more room
             early = self.pinned_pages + 1  # early copies at fork are of pinned folios' pages only
-            self._room(early, early, tables + 2, 3 * (ptes + pmds) + 8 * early + 16)
-            rc = kfork.fork_copy(*self.args(), self.pexp, self._scratch(), src.num, dst.num,
-                                 np.array(rows, dtype=np.int64))
+            vrows = np.array(rows, dtype=np.int64)
+            while True:
+                rc, ptes, pmds, tables = kfork.fork_dup(*self.args(), self.pexp, self._scratch(), src.num, dst.num,
+                                                        vrows, early)
+                if rc != L.RC_ROOM:
+                    break
+                self._room(early, early, tables + 2, 3 * (ptes + pmds) + 8 * early + 16)
             self._drain()
             self._check_rc(rc)
         self._publish(dst)

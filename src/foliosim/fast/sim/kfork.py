@@ -333,3 +333,19 @@ def exit_zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
             return rc, worst
     free_mm_tables(glob, tb, hk, pexp, glob[G_NTB], m)
     return RC_OK, worst
+
+
+@sjit
+def fork_dup(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+             ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, src: int,
+             dst: int, vrows: Any, early: int) -> tuple[int, int, int, int]:
+    """``dup_mmap()``'s page-table copy in one call: :func:`fork_copy` of the VMA rows ``vrows``; (rc, PTEs, PMD
+    mappings, tables of ``src``), rc RC_ROOM without changing anything when the arrays lack the room
+    FastMachine._dup_mmap() makes (``early`` possible early copies, 3 trace rows per entry)."""
+    ptes, pmds, tables = mm_entries(tb, glob[G_NTB], src)
+    if not room_ok(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, early, early, tables + 2,
+                   3 * (ptes + pmds) + 8 * early + 16, 4):
+        return RC_ROOM, ptes, pmds, tables
+    rc = fork_copy(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr, src,
+                   dst, vrows)
+    return rc, ptes, pmds, tables
