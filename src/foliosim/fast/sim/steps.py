@@ -11,7 +11,7 @@ fast engine does not model raises :class:`~foliosim.fast.sim.engine.Unsupported`
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from itertools import compress
 from operator import attrgetter, itemgetter
@@ -26,7 +26,8 @@ from foliosim.vm.events import SimError
 from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE
 from foliosim.workloads.steps import PROT_FLAGS, Step, WorkloadError
 
-_ACCESS = frozenset({"read", "write"})
+_READ, _WRITE = 1, 2
+_ACCESS_CODES = {"read": _READ, "write": _WRITE}
 _SCANS = frozenset({"khugepaged", "numa"})  # change nothing without a design to score them
 _VERB, _TASK, _ARGS = attrgetter("verb"), attrgetter("task"), attrgetter("args")
 _ARG0, _ARG1, _ARG2 = itemgetter(0), itemgetter(1), itemgetter(2)
@@ -59,11 +60,10 @@ class FastWorkloadRunner:
         through :meth:`execute`."""
         m = self.m
         n = len(steps)
-        verbs = list(map(_VERB, steps))
-        flags = list(map(_ACCESS.__contains__, verbs))
-        is_acc = np.fromiter(flags, dtype=bool, count=n)
-        acc_idx = np.flatnonzero(is_acc)
-        ctrl = np.flatnonzero(~is_acc).tolist()
+        flags = list(map(defaultdict(int, _ACCESS_CODES).__getitem__, map(_VERB, steps)))  # 0: not an access
+        codes = np.array(flags, dtype=np.int8)
+        acc_idx = np.flatnonzero(codes)
+        ctrl = np.flatnonzero(codes == 0).tolist()
         nacc = len(acc_idx)
         acc_steps = list(compress(steps, flags))
         tnames = list(map(_TASK, acc_steps))
@@ -79,7 +79,7 @@ class FastWorkloadRunner:
             acc[:, kfork.A_REGION] = np.fromiter(map(rid.__getitem__, regs), dtype=np.int64, count=nacc)
             acc[:, kfork.A_FIRST] = np.fromiter(map(_ARG1, args), dtype=np.int64, count=nacc)
             acc[:, kfork.A_PAGES] = np.fromiter(map(_ARG2, args), dtype=np.int64, count=nacc)
-            write = np.fromiter(map("write".__eq__, compress(verbs, flags)), dtype=bool, count=nacc)
+            write = codes[acc_idx] == _WRITE
             acc[:, kfork.A_WRITE] = write
             acc[:, kfork.A_FILL] = np.where(write, 1 + (acc_idx * 37) % 255, -1)
         ttab = np.full(max(len(tid), 1), -1, dtype=np.int64)
