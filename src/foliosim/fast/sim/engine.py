@@ -291,6 +291,8 @@ class FastMachine:
         self._next = {"pid": 1, "mm": 1, "shmem": 1}
         self.files: dict[str, SimFile] = {}
         self.pcache = FF.PageCache()
+        self._thp_masks: dict[frozenset[int], int] = {}
+        self._anon_seen: dict[int, int] = {}  # MM number -> the anon_vma counter at its last _sync()
         self._mmap_base = MMAP_BASE >> PAGE_SHIFT
 
     # ------------------------------------------------------------------ basics
@@ -499,7 +501,12 @@ class FastMachine:
             new_folio=None if row[L.C_NEW] < 0 else f"f{row[L.C_NEW]}")
 
     def _sync(self, mm: FastMM) -> None:
-        """Anon_vma ids the kernels assigned (anon_vma_prepare()) back into the Vma objects."""
+        """Anon_vma ids the kernels assigned (anon_vma_prepare()) back into the Vma objects (nothing to do when no
+        anon_vma was assigned anywhere since this MM's last sync)."""
+        counter = int(self.glob[L.G_ANONVMA])
+        if self._anon_seen.get(mm.num) == counter:
+            return
+        self._anon_seen[mm.num] = counter
         col = self.vm[:, L.V_ANONVMA]
         rows = mm.rowmap
         for vma in mm.vmas:
@@ -527,7 +534,11 @@ class FastMachine:
     def _vma_rows(self, mm: FastMM) -> npt.NDArray[np.int64]:
         """The MM's VMAs as rows of the VMA table (one array built at once)."""
         ids = self.pcache.ids
-        return np.array([(vma.start, vma.end, vma.read, vma.write, vma.shared, sum(1 << o for o in vma.thp),
+        masks = self._thp_masks
+        for vma in mm.vmas:
+            if vma.thp not in masks:
+                masks[vma.thp] = sum(1 << o for o in vma.thp)
+        return np.array([(vma.start, vma.end, vma.read, vma.write, vma.shared, masks[vma.thp],
                           vma.anon_vma or 0, -1 if vma.file is None else ids[vma.file.name], vma.pgoff)
                          for vma in mm.vmas], dtype=np.int64)
 
