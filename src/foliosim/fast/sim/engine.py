@@ -961,8 +961,7 @@ class FastMachine:
                 self._split_pmd(mm, idx)
         tail = vma.clone(start=vpn, pgoff=vma.pgoff + (vpn - vma.start) if vma.file else vma.pgoff)
         vma.end = vpn
-        mm.insert_vma(tail)
-        self._publish(mm)
+        mm.insert_vma(tail)  # every caller publishes the MM's VMAs once it is done (no kernel reads them before)
 
     def _merge(self, mm: FastMM) -> None:
         merged: list[Vma] = []
@@ -1002,7 +1001,6 @@ class FastMachine:
             if execute is not None:
                 vma.exec = execute
             if vma.shared:
-                self._publish(mm)
                 FF.change_protection_shared(self, mm, vma, upgrade)
                 continue
             # can_change_pte_writable(): never while soft-dirty tracking is armed (private mappings)
