@@ -237,8 +237,10 @@ def main() -> None:
                      f"{ref['s'] / fast['s']:,.0f}x |")
     lines += [
         "",
-        "A recorded real-program trace (`foliosim run-trace`) is not measured: its programs map files and shared "
-        "memory and call mremap, which the fast engine does not model yet (`run-trace` runs on the reference).",
+        "Recorded real-program traces are not measured here: the fast engine runs them (files, shmem, mremap) "
+        "only as compare's driving run (`foliosim run-trace` stays on the reference: it plugs any design in as "
+        "the sharing hook); their faults/s, measured by hand, are in docs/fast-sim.md (make, redis-bgsave, pool: "
+        "16-17 k faults/s, 1.5-2.3x the reference's driving run; chromium slower than the reference).",
         "",
         "### Cost against work size",
         "",
