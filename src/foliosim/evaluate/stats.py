@@ -12,77 +12,17 @@ one is wider.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from foliosim.binomial import beta_ppf as beta_ppf
+from foliosim.binomial import betainc as betainc
+from foliosim.binomial import clopper_pearson as clopper_pearson
+
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20261130
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b) for a, b > 0."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def beta_ppf(q: float, a: float, b: float) -> float:
-    """The q-quantile of Beta(a, b), by bisection (60 halvings: below 1e-15)."""
-    lo, hi = 0.0, 1.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if betainc(a, b, mid) < q:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
-    """The exact two-sided binomial interval for k successes in n trials (None when n is 0)."""
-    if n <= 0:
-        return None
-    if not 0 <= k <= n:
-        raise ValueError(f"clopper_pearson: {k} successes in {n} trials")
-    alpha = 1.0 - confidence
-    lo = 0.0 if k == 0 else beta_ppf(alpha / 2, k, n - k + 1)
-    hi = 1.0 if k == n else beta_ppf(1 - alpha / 2, k + 1, n - k)
-    return lo, hi
 
 
 def bootstrap_ratio(nums: Sequence[float], dens: Sequence[float], confidence: float = 0.95,

@@ -27,7 +27,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import itertools
-import math
 import os
 import time
 from array import array
@@ -36,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from foliosim import binomial
 from foliosim.host import procfs
 from foliosim.host.errors import HostError, HostUnavailable
 
@@ -125,64 +125,9 @@ def consistent(folio: KernelFolio, hugetlb: bool) -> bool:
 # --------------------------------------------------------------------------- statistics
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta function (modified Lentz evaluation)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            step = d * c
-            h *= step
-        if abs(step - 1.0) < 1e-15:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b) for a, b > 0."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    front = math.exp(log_front)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def _beta_quantile(q: float, a: float, b: float) -> float:
-    """The x with I_x(a, b) = q, by bisection (I is increasing in x)."""
-    lo, hi = 0.0, 1.0
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if betainc(a, b, mid) < q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-15:
-            break
-    return (lo + hi) / 2
-
-
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The exact (Clopper-Pearson) two-sided interval of a binomial proportion k/n; (0, 1) when n is 0."""
-    if not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if n == 0:
-        return 0.0, 1.0
-    alpha = 1.0 - confidence
-    lower = 0.0 if k == 0 else _beta_quantile(alpha / 2, k, n - k + 1)
-    upper = 1.0 if k == n else _beta_quantile(1 - alpha / 2, k + 1, n - k)
-    return lower, upper
+    """The exact (Clopper-Pearson) two-sided interval of k/n (:mod:`foliosim.binomial`); (0, 1) when n is 0."""
+    return binomial.clopper_pearson(k, n, confidence) or (0.0, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
