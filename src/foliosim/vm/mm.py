@@ -8,9 +8,9 @@ reference) one each; when it drops to 0, __mmdrop() frees the MM id.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
 
+from foliosim.vm import vma as vma_mod
 from foliosim.vm.pagetable import Pmd, Pte
 from foliosim.vm.vma import Vma
 
@@ -32,42 +32,23 @@ class MM:
     label: str = ""  # the task that created it, for display
 
     def find_vma(self, vpn: int) -> Vma | None:
-        """``vma_lookup()``: the VMA containing ``vpn`` (a binary search: O(log VMAs))."""
-        idx = bisect.bisect_right(self.vmas, vpn, key=_vma_start) - 1
-        if idx >= 0 and self.vmas[idx].end > vpn:
-            return self.vmas[idx]
-        return None
+        """``vma_lookup()``: the VMA containing ``vpn``."""
+        return vma_mod.find_vma(self.vmas, vpn)
 
     def vmas_in(self, start: int, end: int) -> list[Vma]:
         """The VMAs overlapping ``[start, end)``, in address order."""
-        first = max(0, bisect.bisect_right(self.vmas, start, key=_vma_start) - 1)
-        out = []
-        for vma in self.vmas[first:]:
-            if vma.start >= end:
-                break
-            if vma.end > start:
-                out.append(vma)
-        return out
+        return vma_mod.vmas_in(self.vmas, start, end)
 
     def covered(self, start: int, end: int) -> bool:
         """Whether VMAs cover every page of ``[start, end)`` without holes."""
-        pos = start
-        for vma in self.vmas_in(start, end):
-            if vma.start > pos:
-                return False
-            pos = vma.end
-        return pos >= end
+        return vma_mod.covered(self.vmas, start, end)
 
     def insert_vma(self, vma: Vma) -> None:
-        bisect.insort(self.vmas, vma, key=_vma_start)
+        vma_mod.insert_vma(self.vmas, vma)
 
     @property
     def alive(self) -> bool:
         return self.count > 0
-
-
-def _vma_start(vma: Vma) -> int:
-    return vma.start
 
 
 @dataclass(slots=True, eq=False)

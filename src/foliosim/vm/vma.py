@@ -6,6 +6,7 @@ oracle read: which range is mapped, with which protection, backed by what.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -113,3 +114,46 @@ class Vma:
             return self.anon_vma == nxt.anon_vma
         holder = self if self.anon_vma is not None else nxt
         return holder.anon_vma is None or not holder.anon_vma_forked
+
+
+def _vma_start(vma: Vma) -> int:
+    return vma.start
+
+
+# The VMA lookups of an address space, over its VMA list sorted by start and non-overlapping: one home for the
+# reference MM (foliosim.vm.mm) and the compiled simulator's FastMM (foliosim.fast.sim.engine).
+
+
+def find_vma(vmas: list[Vma], vpn: int) -> Vma | None:
+    """mm/mmap.c ``vma_lookup()``: the VMA containing ``vpn`` (a binary search: O(log VMAs))."""
+    idx = bisect.bisect_right(vmas, vpn, key=_vma_start) - 1
+    if idx >= 0 and vmas[idx].end > vpn:
+        return vmas[idx]
+    return None
+
+
+def vmas_in(vmas: list[Vma], start: int, end: int) -> list[Vma]:
+    """The VMAs overlapping ``[start, end)``, in address order (``for_each_vma_range()``)."""
+    first = max(0, bisect.bisect_right(vmas, start, key=_vma_start) - 1)
+    out = []
+    for vma in vmas[first:]:
+        if vma.start >= end:
+            break
+        if vma.end > start:
+            out.append(vma)
+    return out
+
+
+def covered(vmas: list[Vma], start: int, end: int) -> bool:
+    """Whether VMAs cover every page of ``[start, end)`` without holes."""
+    pos = start
+    for vma in vmas_in(vmas, start, end):
+        if vma.start > pos:
+            return False
+        pos = vma.end
+    return pos >= end
+
+
+def insert_vma(vmas: list[Vma], vma: Vma) -> None:
+    """Insert ``vma`` keeping the list sorted by start (``vma_link()``)."""
+    bisect.insort(vmas, vma, key=_vma_start)

@@ -11,7 +11,6 @@ What it does not model raises :class:`Unsupported` before any state changes; cal
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
@@ -31,6 +30,7 @@ from foliosim.kconfig import KernelConfig
 from foliosim.mmid import MMIdAllocator
 from foliosim.rmap import PMD, PTE
 from foliosim.system import Op
+from foliosim.vm import vma as vma_mod
 from foliosim.vm.events import EFAULT, EINVAL, ENOMEM, CowDecision, OracleViolation, SimError
 from foliosim.vm.machine import MADVISE, MMAP_BASE, MachineOptions
 from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE, ZERO_PAGE, SparsePages, filled_page, write_into
@@ -80,31 +80,16 @@ class FastMM:
         return {vpn: MappingView(m.view(f), page, w) for vpn, (f, page, w, _d) in ptes.items()}
 
     def find_vma(self, vpn: int) -> Vma | None:
-        idx = bisect.bisect_right(self.vmas, vpn, key=_start) - 1
-        if idx >= 0 and self.vmas[idx].end > vpn:
-            return self.vmas[idx]
-        return None
+        return vma_mod.find_vma(self.vmas, vpn)
 
     def vmas_in(self, start: int, end: int) -> list[Vma]:
-        first = max(0, bisect.bisect_right(self.vmas, start, key=_start) - 1)
-        out = []
-        for vma in self.vmas[first:]:
-            if vma.start >= end:
-                break
-            if vma.end > start:
-                out.append(vma)
-        return out
+        return vma_mod.vmas_in(self.vmas, start, end)
 
     def covered(self, start: int, end: int) -> bool:
-        pos = start
-        for vma in self.vmas_in(start, end):
-            if vma.start > pos:
-                return False
-            pos = vma.end
-        return pos >= end
+        return vma_mod.covered(self.vmas, start, end)
 
     def insert_vma(self, vma: Vma) -> None:
-        bisect.insort(self.vmas, vma, key=_start)
+        vma_mod.insert_vma(self.vmas, vma)
 
 
 class PmdSet:
@@ -132,10 +117,6 @@ class MappingView:
     folio: FolioView
     page: int
     write: bool
-
-
-def _start(vma: Vma) -> int:
-    return vma.start
 
 
 @dataclass(slots=True, eq=False)
