@@ -22,6 +22,7 @@ from foliosim.folio import folio_maybe_mapped_shared
 from foliosim.kconfig import KernelConfig
 from foliosim.rmap import PMD, PTE, RmapLevel, RmapResult
 from foliosim.system import Op, RmapSystem
+from foliosim.vm import mmapops
 from foliosim.vm.events import (
     EFAULT,
     EINVAL,
@@ -120,9 +121,7 @@ class Machine:
         return 1 << self.config.pmd_order
 
     def _check_anon_order(self, order: int) -> None:
-        if order == 1 or not 2 <= order <= self.config.pmd_order:
-            raise SimError(f"anonymous THP order {order} is not supported: anon mTHP orders are "
-                           f"2..{self.config.pmd_order} (order 1 is not allowed for anon memory)")
+        mmapops.check_anon_order(order, self.config.pmd_order)
 
     def _name(self, kind: str) -> str:
         value = self._next[kind]
@@ -500,10 +499,7 @@ class Machine:
 
     # ------------------------------------------------------------- address space
     def _range(self, addr: int, length: int) -> tuple[int, int] | None:
-        if addr < 0 or addr % PAGE_SIZE or length <= 0:
-            return None
-        start = addr >> PAGE_SHIFT
-        return start, start + (length + PAGE_SIZE - 1) // PAGE_SIZE
+        return mmapops.page_range(addr, length)
 
     def mmap(self, task_name: str, length: int, *, file: str | None = None, offset: int = 0,
              shared: bool = False, read: bool = True, write: bool = True, addr: int | None = None,
@@ -519,12 +515,11 @@ class Machine:
         for order in thp or ():
             self._check_anon_order(order)
         self._begin(task)
-        if length <= 0 or offset % PAGE_SIZE or offset < 0 or (addr is not None and addr % PAGE_SIZE):
-            return self._fail("mmap", -EINVAL)
+        why = mmapops.mmap_args_error(length, offset, addr, src.nr_pages if src is not None else None)
+        if why is not None:
+            return self._fail("mmap", -EINVAL, why)
         nr = (length + PAGE_SIZE - 1) // PAGE_SIZE
         pgoff = offset >> PAGE_SHIFT
-        if src is not None and pgoff + nr > src.nr_pages:
-            return self._fail("mmap", -EINVAL, "the range extends past the end of the file")
         if addr is None:
             start = self._unmapped_area(nr)
         else:
@@ -548,9 +543,7 @@ class Machine:
         return result
 
     def _unmapped_area(self, nr: int) -> int:
-        align = self.pmd_pages
-        start = (self._mmap_base + align - 1) & ~(align - 1)
-        self._mmap_base = start + nr + align  # leave a gap so mappings never merge by accident
+        start, self._mmap_base = mmapops.unmapped_area(self._mmap_base, nr, self.pmd_pages)
         return start
 
     def _fail(self, what: str, errno: int, why: str = "") -> int:
@@ -605,24 +598,11 @@ class Machine:
             idx = vpn >> self.pmd_order
             if idx in mm.pmds:
                 self.split_pmd(mm, idx, "VMA split")
-        tail = vma.clone(start=vpn, pgoff=vma.pgoff + (vpn - vma.start) if vma.file else vma.pgoff)
-        vma.end = vpn
-        mm.insert_vma(tail)
+        mm.insert_vma(mmapops.split_vma(vma, vpn))
 
     def _merge(self, mm: MM) -> None:
         """vma_merge(): adjacent compatible VMAs become one."""
-        merged: list[Vma] = []
-        for vma in mm.vmas:
-            if merged and merged[-1].mergeable_with(vma):
-                prev = merged[-1]
-                prev.end = vma.end
-                if prev.anon_vma is None:
-                    prev.anon_vma, prev.anon_vma_forked = vma.anon_vma, vma.anon_vma_forked
-                if not prev.label:
-                    prev.label = vma.label
-            else:
-                merged.append(vma)
-        mm.vmas[:] = merged
+        mmapops.merge_vmas(mm.vmas)
 
     def _vmas_for(self, mm: MM, start: int, end: int) -> list[Vma]:
         self._split_at(mm, start)
@@ -924,18 +904,14 @@ class Machine:
         return vma.file.content(vma.file_index(vpn))
 
     def _access_check(self, task: Task, start: int, end: int, write: bool, what: str) -> bool:
-        mm = task.mm
-        vpn = start
-        while vpn < end:
-            vma = mm.find_vma(vpn)
-            if vma is None or not (vma.write if write else vma.read):
-                why = "no mapping" if vma is None else f"the mapping is {vma.prot_name()}"
-                self.counters["SIGSEGV"] += 1
-                self.emit("segv", f"SIGSEGV: {task.name} {what} at {vpn << PAGE_SHIFT:#x} ({why})",
-                          addr=vpn << PAGE_SHIFT)
-                return False
-            vpn = vma.end
-        return True
+        bad = mmapops.first_bad_access(task.mm.vmas, start, end, write)
+        if bad is None:
+            return True
+        vpn, vma = bad
+        why = "no mapping" if vma is None else f"the mapping is {vma.prot_name()}"
+        self.counters["SIGSEGV"] += 1
+        self.emit("segv", f"SIGSEGV: {task.name} {what} at {vpn << PAGE_SHIFT:#x} ({why})", addr=vpn << PAGE_SHIFT)
+        return False
 
     def read(self, task_name: str, addr: int, length: int = 1) -> bytes | None:
         """A user read of ``length`` bytes; None (and a SIGSEGV event) on a bad access."""

@@ -30,6 +30,7 @@ from foliosim.kconfig import KernelConfig
 from foliosim.mmid import MMIdAllocator
 from foliosim.rmap import PMD, PTE
 from foliosim.system import Op
+from foliosim.vm import mmapops
 from foliosim.vm import vma as vma_mod
 from foliosim.vm.events import EFAULT, EINVAL, ENOMEM, CowDecision, OracleViolation, SimError
 from foliosim.vm.machine import MADVISE, MMAP_BASE, MachineOptions
@@ -309,9 +310,7 @@ class FastMachine:
         return c
 
     def _check_anon_order(self, order: int) -> None:
-        if order == 1 or not 2 <= order <= self.config.pmd_order:
-            raise SimError(f"anonymous THP order {order} is not supported: anon mTHP orders are "
-                           f"2..{self.config.pmd_order} (order 1 is not allowed for anon memory)")
+        mmapops.check_anon_order(order, self.config.pmd_order)
 
     def _begin(self, task: FastTask | None = None) -> None:
         self.step += 1
@@ -804,10 +803,7 @@ class FastMachine:
 
     # ------------------------------------------------------------------ address space
     def _range(self, addr: int, length: int) -> tuple[int, int] | None:
-        if addr < 0 or addr % PAGE_SIZE or length <= 0:
-            return None
-        start = addr >> PAGE_SHIFT
-        return start, start + (length + PAGE_SIZE - 1) // PAGE_SIZE
+        return mmapops.page_range(addr, length)
 
     def mmap(self, task_name: str, length: int, *, file: str | None = None, offset: int = 0,
              shared: bool = False, read: bool = True, write: bool = True, addr: int | None = None,
@@ -820,12 +816,11 @@ class FastMachine:
         for order in thp or ():
             self._check_anon_order(order)
         self._begin(task)
-        if length <= 0 or offset % PAGE_SIZE or offset < 0 or (addr is not None and addr % PAGE_SIZE):
-            return self._fail("mmap", -EINVAL)
+        why = mmapops.mmap_args_error(length, offset, addr, src.nr_pages if src is not None else None)
+        if why is not None:
+            return self._fail("mmap", -EINVAL, why)
         nr = (length + PAGE_SIZE - 1) // PAGE_SIZE
         pgoff = offset >> PAGE_SHIFT
-        if src is not None and pgoff + nr > src.nr_pages:
-            return self._fail("mmap", -EINVAL, "the range extends past the end of the file")
         if addr is None:
             start = self._unmapped_area(nr)
         else:
@@ -849,9 +844,7 @@ class FastMachine:
 
     def _unmapped_area(self, nr: int) -> int:
         """``Machine._unmapped_area()``: PMD-aligned, with a gap so that mappings never merge by accident."""
-        align = self.P
-        start = (self._mmap_base + align - 1) & ~(align - 1)
-        self._mmap_base = start + nr + align
+        start, self._mmap_base = mmapops.unmapped_area(self._mmap_base, nr, self.P)
         return start
 
     def munmap(self, task_name: str, addr: int, length: int) -> int:
@@ -940,23 +933,11 @@ class FastMachine:
             idx = vpn >> self.po
             if self._has_pmd(mm, idx):
                 self._split_pmd(mm, idx)
-        tail = vma.clone(start=vpn, pgoff=vma.pgoff + (vpn - vma.start) if vma.file else vma.pgoff)
-        vma.end = vpn
-        mm.insert_vma(tail)  # every caller publishes the MM's VMAs once it is done (no kernel reads them before)
+        # every caller publishes the MM's VMAs once it is done (no kernel reads them before)
+        mm.insert_vma(mmapops.split_vma(vma, vpn))
 
     def _merge(self, mm: FastMM) -> None:
-        merged: list[Vma] = []
-        for vma in mm.vmas:
-            if merged and merged[-1].mergeable_with(vma):
-                prev = merged[-1]
-                prev.end = vma.end
-                if prev.anon_vma is None:
-                    prev.anon_vma, prev.anon_vma_forked = vma.anon_vma, vma.anon_vma_forked
-                if not prev.label:
-                    prev.label = vma.label
-            else:
-                merged.append(vma)
-        mm.vmas[:] = merged
+        mmapops.merge_vmas(mm.vmas)
 
     def _vmas_for(self, mm: FastMM, start: int, end: int) -> list[Vma]:
         self._sync(mm)
@@ -1113,15 +1094,10 @@ class FastMachine:
 
     # ------------------------------------------------------------------ accesses
     def _access_check(self, task: FastTask, start: int, end: int, write: bool) -> bool:
-        mm = task.mm
-        vpn = start
-        while vpn < end:
-            vma = mm.find_vma(vpn)
-            if vma is None or not (vma.write if write else vma.read):
-                self.pycount["SIGSEGV"] += 1
-                return False
-            vpn = vma.end
-        return True
+        if mmapops.first_bad_access(task.mm.vmas, start, end, write) is None:
+            return True
+        self.pycount["SIGSEGV"] += 1
+        return False
 
     def _run_access(self, ops: I64, task_names: list[str] | None = None) -> None:
         """Run access rows (mm, start, pages, write, fill, unshare) through the compiled fault loop.
