@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from foliosim.vm import vma as vma_mod
 from foliosim.vm.pagetable import Pmd, Pte
-from foliosim.vm.vma import Vma
+from foliosim.vm.vma import Vma, VmaList
 
 
 @dataclass(slots=True, eq=False)
-class MM:
+class MM(VmaList):
     """An address space: VMAs, page tables, counts, flags."""
 
     name: str
@@ -30,21 +29,6 @@ class MM:
     has_pinned: bool = False  # MMF_HAS_PINNED
     zapped: bool = False  # exit_mmap() ran
     label: str = ""  # the task that created it, for display
-
-    def find_vma(self, vpn: int) -> Vma | None:
-        """``vma_lookup()``: the VMA containing ``vpn``."""
-        return vma_mod.find_vma(self.vmas, vpn)
-
-    def vmas_in(self, start: int, end: int) -> list[Vma]:
-        """The VMAs overlapping ``[start, end)``, in address order."""
-        return vma_mod.vmas_in(self.vmas, start, end)
-
-    def covered(self, start: int, end: int) -> bool:
-        """Whether VMAs cover every page of ``[start, end)`` without holes."""
-        return vma_mod.covered(self.vmas, start, end)
-
-    def insert_vma(self, vma: Vma) -> None:
-        vma_mod.insert_vma(self.vmas, vma)
 
     @property
     def alive(self) -> bool:

@@ -157,3 +157,26 @@ def covered(vmas: list[Vma], start: int, end: int) -> bool:
 def insert_vma(vmas: list[Vma], vma: Vma) -> None:
     """Insert ``vma`` keeping the list sorted by start (``vma_link()``)."""
     bisect.insort(vmas, vma, key=_vma_start)
+
+
+class VmaList:
+    """The VMA lookups of an address space that keeps ``vmas`` sorted by start: shared by the reference
+    :class:`foliosim.vm.mm.MM` and the compiled simulator's ``FastMM``, so that both behave identically."""
+
+    __slots__ = ()
+    vmas: list[Vma]
+
+    def find_vma(self, vpn: int) -> Vma | None:
+        """``vma_lookup()``: the VMA containing ``vpn``."""
+        return find_vma(self.vmas, vpn)
+
+    def vmas_in(self, start: int, end: int) -> list[Vma]:
+        """The VMAs overlapping ``[start, end)``, in address order."""
+        return vmas_in(self.vmas, start, end)
+
+    def covered(self, start: int, end: int) -> bool:
+        """Whether VMAs cover every page of ``[start, end)`` without holes."""
+        return covered(self.vmas, start, end)
+
+    def insert_vma(self, vma: Vma) -> None:
+        insert_vma(self.vmas, vma)

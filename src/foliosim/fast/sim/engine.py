@@ -31,13 +31,12 @@ from foliosim.mmid import MMIdAllocator
 from foliosim.rmap import PMD, PTE
 from foliosim.system import Op
 from foliosim.vm import mmapops
-from foliosim.vm import vma as vma_mod
 from foliosim.vm.events import EFAULT, EINVAL, ENOMEM, CowDecision, OracleViolation, SimError
 from foliosim.vm.machine import MADVISE, MMAP_BASE, MachineOptions
 from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE, ZERO_PAGE, SparsePages, filled_page, write_into
 from foliosim.vm.oracle import ReferenceMemory
 from foliosim.vm.pagecache import SimFile
-from foliosim.vm.vma import Vma
+from foliosim.vm.vma import Vma, VmaList
 
 I64 = npt.NDArray[np.int64]
 KIND_NAMES = ("anon", "file", "shmem")
@@ -53,7 +52,7 @@ class Unsupported(FoliosimError):
 
 
 @dataclass(slots=True, eq=False)
-class FastMM:
+class FastMM(VmaList):
     """The Python side of an mm_struct: name, VMAs (reference :class:`Vma` objects) and their array rows."""
 
     num: int
@@ -79,18 +78,6 @@ class FastMM:
         m = self.pmds.machine
         ptes, _ = m.mappings(self)
         return {vpn: MappingView(m.view(f), page, w) for vpn, (f, page, w, _d) in ptes.items()}
-
-    def find_vma(self, vpn: int) -> Vma | None:
-        return vma_mod.find_vma(self.vmas, vpn)
-
-    def vmas_in(self, start: int, end: int) -> list[Vma]:
-        return vma_mod.vmas_in(self.vmas, start, end)
-
-    def covered(self, start: int, end: int) -> bool:
-        return vma_mod.covered(self.vmas, start, end)
-
-    def insert_vma(self, vma: Vma) -> None:
-        vma_mod.insert_vma(self.vmas, vma)
 
 
 class PmdSet:
