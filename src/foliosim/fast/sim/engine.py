@@ -487,16 +487,7 @@ class FastMachine:
         n = len(mm.vmas)
         if self.nvm + n > self.vm.shape[0] or self.nmv + n > self.mv.shape[0]:
             self._compact_vmas(n)
-        rows = list(range(self.nvm, self.nvm + n))
-        if n:
-            self.vm[self.nvm:self.nvm + n] = self._vma_rows(mm)
-        self.nvm += n
-        mm.rows = rows
-        mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, rows, strict=True)}
-        self.mv[self.nmv:self.nmv + n] = rows
-        self.ms[mm.num, L.MS_VOFF] = self.nmv
-        self.ms[mm.num, L.MS_NVMA] = n
-        self.nmv += n
+        self._publish_raw(mm)
 
     def _vma_rows(self, mm: FastMM) -> npt.NDArray[np.int64]:
         """The MM's VMAs as rows of the VMA table (one array built at once)."""
@@ -522,6 +513,7 @@ class FastMachine:
             self._publish_raw(mm)
 
     def _publish_raw(self, mm: FastMM) -> None:
+        """Write the MM's VMAs into the next VMA rows (the caller made the room)."""
         n = len(mm.vmas)
         rows = list(range(self.nvm, self.nvm + n))
         if n:

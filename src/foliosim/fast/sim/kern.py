@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from foliosim.fast import kernels as K
+from foliosim.fast._jit import jit_inline
 from foliosim.fast.sim.layout import (
     C_FOLIO,
     C_LEVEL,
@@ -539,6 +540,19 @@ def can_reuse_anon(opt: Any, fs: Any, pmc: Any, f: int) -> int:
 # and indexes them by name; helpers below take what they need.
 
 
+@jit_inline
+def new_anon(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, ms: Any, vm: Any, tr: Any,
+             m: int, v: int, order: int, level: int, content: int) -> int:
+    """A new exclusive anon folio of ``order`` mapped once at ``level`` in MM ``m`` (``folio_add_new_anon_rmap()``
+    after ``anon_vma_prepare()`` of VMA row ``v``); the folio, or -1 when the rmap update failed."""
+    f = alloc(glob, opt, fs, pmc, pex, pct, tr, KIND_ANON, order, content)
+    anon_vma_prepare(glob, vm, v)
+    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP_NEW_ANON, f, m, level, 0, 1):
+        return -1
+    pex[fs[f, K.F_OFF]] = 1
+    return f
+
+
 @sjit
 def split_pmd(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any,
               ms: Any, tr: Any, m: int, t: int) -> bool:
@@ -626,11 +640,9 @@ def do_anonymous_page(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any
             tb[t, TB_PMDF] = HUGE_ZERO
             tb[t, TB_PMDW] = 0
             return RC_OK
-        f = alloc(glob, opt, fs, pmc, pex, pct, tr, KIND_ANON, po, 0)
-        anon_vma_prepare(glob, vm, v)
-        if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP_NEW_ANON, f, m, K.L_PMD, 0, 1):
+        f = new_anon(cfg, opt, glob, fs, pmc, pex, pct, ms, vm, tr, m, v, po, K.L_PMD, 0)
+        if f < 0:
             return RC_ERROR
-        pex[fs[f, K.F_OFF]] = 1
         tb[t, TB_PMDF] = f
         tb[t, TB_PMDW] = vwrite
         return RC_OK
@@ -706,11 +718,9 @@ def do_wp_page(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: 
     # wp_page_copy(): copy the faulting page into a new order-0 anon folio
     content = 0 if f < 0 else pct[fs[f, K.F_OFF] + page]
     get(fs, f, 1)
-    new = alloc(glob, opt, fs, pmc, pex, pct, tr, KIND_ANON, 0, content)
-    anon_vma_prepare(glob, vm, v)
-    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP_NEW_ANON, new, m, K.L_PTE, 0, 1):
+    new = new_anon(cfg, opt, glob, fs, pmc, pex, pct, ms, vm, tr, m, v, 0, K.L_PTE, content)
+    if new < 0:
         return RC_ERROR
-    pex[fs[new, K.F_OFF]] = 1
     ptf[t, s] = new
     ptp[t, s] = 0
     ptw[t, s] = PW if (vm[v, V_WRITE] and not unshare) else 0
@@ -734,11 +744,9 @@ def huge_wp(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any
     base = tb[t, TB_IDX] << po
     if f == HUGE_ZERO:
         n = decide(glob, fs, pmc, cow, m, vpn, f, vpn - base, K.L_PMD, R_HUGE_ZERO, OC_NEW_THP, unshare, po)
-        new = alloc(glob, opt, fs, pmc, pex, pct, tr, KIND_ANON, po, 0)
-        anon_vma_prepare(glob, vm, v)
-        if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP_NEW_ANON, new, m, K.L_PMD, 0, 1):
+        new = new_anon(cfg, opt, glob, fs, pmc, pex, pct, ms, vm, tr, m, v, po, K.L_PMD, 0)
+        if new < 0:
             return RC_ERROR
-        pex[fs[new, K.F_OFF]] = 1
         tb[t, TB_PMDF] = new
         tb[t, TB_PMDW] = 1 if (vm[v, V_WRITE] and not unshare) else 0
         cow[n, C_NEW] = fs[new, X_NAME]
@@ -887,12 +895,28 @@ def batch(fs: Any, ptf: Any, ptp: Any, t: int, s: int, vpn: int, end: int, po: i
     return nr
 
 
+@jit_inline
+def pte_span(tb: Any, t: int, start: int, end: int, po: int, width: int) -> tuple[int, int, int]:
+    """(first VPN of table ``t``, first VPN of ``[start, end)`` in it, the end of that run in it)."""
+    base = tb[t, TB_IDX] << po
+    vpn = start if start > base else base
+    hi = base + width
+    if end < hi:
+        hi = end
+    return base, vpn, hi
+
+
 @sjit
 def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
         ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, m: int,
         ranges: Any, gather: Any) -> int:
-    """``_zap()`` over each ``[start, end)`` of ``ranges`` in turn, then ``_flush()`` (tlb_finish_mmu())."""
+    """``_zap()`` over each ``[start, end)`` of ``ranges`` in turn, then ``_flush()`` (tlb_finish_mmu()).
+
+    A small folio's PTE unmap (``__folio_remove_rmap()`` of one page) and the puts that free nothing are inlined:
+    a compiled call costs ~10 ns per array argument, most of a small page's unmap.
+    """
     po = cfg[K.C_PMD_ORDER]
+    rec = opt[O_RECORD] != 0
     ng = 0
     for r in range(ranges.shape[0]):
         start = ranges[r, 0]
@@ -924,19 +948,30 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
                     pexp[t, vpn - base] = 0
             if not tb[t, TB_HASPT] or tb[t, TB_NPTE] == 0:
                 continue
-            base = tb[t, TB_IDX] << po
-            vpn = start if start > base else base
-            hi = base + ptf.shape[1]
-            if end < hi:
-                hi = end
+            base, vpn, hi = pte_span(tb, t, start, end, po, ptf.shape[1])
             while vpn < hi:
                 s = vpn - base
                 f = ptf[t, s]
                 if f == NONE:
                     vpn += 1
                     continue
-                nr = batch(fs, ptf, ptp, t, s, vpn, end, po)
                 page = ptp[t, s]
+                if f >= 0 and fs[f, K.F_ORDER] == 0 and page == 0:  # a small folio, inlined
+                    ptf[t, s] = NONE
+                    ptw[t, s] = 0
+                    tb[t, TB_NPTE] -= 1
+                    glob[G_RMAP] += 1
+                    off = fs[f, K.F_OFF]
+                    pmc[off] = K._wrap32(pmc[off] - 1)
+                    ms[m, MS_NMAP] -= 1
+                    if rec:
+                        record(glob, opt, tr, K.K_UNMAP, m, fs[f, X_NAME], 0, K.L_PTE, 0, 1)
+                    gather[ng, 0] = f
+                    gather[ng, 1] = 1
+                    ng += 1
+                    vpn += 1
+                    continue
+                nr = batch(fs, ptf, ptp, t, s, vpn, end, po)
                 for k in range(nr):
                     ptf[t, s + k] = NONE
                     ptw[t, s + k] = 0
@@ -949,7 +984,10 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
                     ng += 1
                 vpn += nr
     for g in range(ng):
-        if not put(cfg, glob, opt, fs, pmc, tr, gather[g, 0], gather[g, 1]):
+        f = gather[g, 0]
+        if fs[f, X_REF] > gather[g, 1]:  # folio_put_refs() that frees nothing
+            fs[f, X_REF] -= gather[g, 1]
+        elif not put(cfg, glob, opt, fs, pmc, tr, f, gather[g, 1]):
             return RC_ERROR
     return RC_OK
 
@@ -971,8 +1009,13 @@ def install(tb: Any, ptf: Any, ptp: Any, ptw: Any, t: int, dt: int, s: int, nr: 
 def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
               ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, src: int,
               dst: int, vrows: Any) -> int:
-    """``copy_page_range()`` for each VMA row of ``vrows`` (foliosim.vm.fork): PMDs first, then PTEs."""
+    """``copy_page_range()`` for each VMA row of ``vrows`` (foliosim.vm.fork): PMDs first, then PTEs.
+
+    A small folio's PTE copy (get, ``__folio_dup_file/anon_rmap()`` of one page, install) is inlined when the
+    source MM never pinned pages (no early copy possible): a compiled call costs ~10 ns per array argument.
+    """
     po = cfg[K.C_PMD_ORDER]
+    rec = opt[O_RECORD] != 0
     src_pinned = ms[src, MS_PINNED] != 0
     for v in vrows:
         start = vm[v, V_START]
@@ -1011,11 +1054,7 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
             if not tb[t, TB_HASPT] or tb[t, TB_NPTE] == 0:
                 continue
             idx = tb[t, TB_IDX]
-            base = idx << po
-            vpn = start if start > base else base
-            hi = base + ptf.shape[1]
-            if end < hi:
-                hi = end
+            base, vpn, hi = pte_span(tb, t, start, end, po, ptf.shape[1])
             dt = -1
             while vpn < hi:
                 s = vpn - base
@@ -1026,8 +1065,8 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                 if dt < 0:
                     dt = table_get(glob, tb, ptf, hk, hv, dst, idx, True)
                     tb[dt, TB_HASPT] = 1
-                if f == -2:
-                    ptf[dt, s] = -2
+                if f == ZERO_SLOT:
+                    ptf[dt, s] = ZERO_SLOT
                     ptp[dt, s] = 0
                     ptw[dt, s] = 0
                     tb[dt, TB_NPTE] += 1
@@ -1036,7 +1075,25 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                 page = ptp[t, s]
                 off = fs[f, K.F_OFF]
                 anon = fs[f, X_KIND] == KIND_ANON
-                if not prealloc and fs[f, K.F_ORDER] > 0:
+                if not src_pinned and fs[f, K.F_ORDER] == 0 and page == 0:  # a small folio, inlined
+                    fs[f, X_REF] += 1
+                    if anon:
+                        pex[off] = 0
+                    glob[G_RMAP] += 1
+                    pmc[off] = K._wrap32(pmc[off] + 1)
+                    ms[dst, MS_NMAP] += 1
+                    if rec:
+                        record(glob, opt, tr, K.K_DUP, dst, fs[f, X_NAME], 0, K.L_PTE, 0, 1)
+                    if cow_mapping:
+                        ptw[t, s] &= ~PW
+                    w = ptw[t, s]
+                    ptf[dt, s] = f
+                    ptp[dt, s] = 0
+                    ptw[dt, s] = (w & PW) | ((w & PD) if cow_mapping else 0)
+                    tb[dt, TB_NPTE] += 1
+                    vpn += 1
+                    continue
+                if not prealloc and fs[f, K.F_ORDER] > 0:  # a batch of a large folio
                     nr = batch(fs, ptf, ptp, t, s, vpn, end, po)
                     get(fs, f, nr)
                     if anon:
