@@ -19,7 +19,7 @@ from foliosim.evaluate.probe import Probe
 from foliosim.vm.events import SimError
 from foliosim.vm.machine import Machine
 from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE
-from foliosim.workloads.steps import PROT_FLAGS, Step, WorkloadError
+from foliosim.workloads.steps import PROT_FLAGS, Step, WorkloadError, region_vpn
 
 PROT = {name: flags[:2] for name, flags in PROT_FLAGS.items()}  # (read, write)
 
@@ -74,12 +74,7 @@ class WorkloadRunner:
         return self.stats
 
     def _vpn(self, region: Any) -> int:
-        if isinstance(region, int):
-            return region
-        try:
-            return self.regions[region]
-        except KeyError:
-            raise WorkloadError(f"unknown region {region!r}") from None
+        return region_vpn(self.regions, region)
 
     def _rc(self, what: str, value: int) -> None:
         if value < 0:

@@ -87,6 +87,17 @@ class Step:
         return out
 
 
+def region_vpn(regions: dict[str, int], region: Any) -> int:
+    """A step's region argument as a virtual page number: a number as is, a name by what its mmap step recorded
+    in ``regions``; one rule for every runner (reference, compiled, scoring)."""
+    if isinstance(region, int):
+        return region
+    try:
+        return regions[region]
+    except KeyError:
+        raise WorkloadError(f"unknown region {region!r}") from None
+
+
 def check_step(step: Step, where: str) -> None:
     """Validate a step's shape (names, counts, kinds); WorkloadError says what and where."""
     spec = VERBS.get(step.verb)

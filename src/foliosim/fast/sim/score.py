@@ -332,13 +332,7 @@ class ScoringRunner(FastWorkloadRunner):
     def run(self, steps: list[Step]) -> FastRunStats:
         """Every step through :meth:`execute` (which notes each access row's runner step), then the last batch."""
         for index, step in enumerate(steps):
-            try:
-                self.execute(step, index)
-            except (SimError, WorkloadError) as exc:
-                raise WorkloadError(f"step {index + 1} ({step.verb} {step.task}): {exc}") from None
-            except Unsupported as exc:
-                raise Unsupported(f"step {index + 1} ({step.verb} {step.task}): {exc}") from None
-            self.stats.steps += 1
+            self._step(step, index)
         self.flush()
         self.stats.errors["SIGSEGV"] += int(self.m.glob[L.G_SEGV]) - self._segv
         return self.stats

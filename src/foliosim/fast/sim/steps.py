@@ -24,7 +24,7 @@ from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import I64, FastMachine, Unsupported
 from foliosim.vm.events import SimError
 from foliosim.vm.memory import PAGE_SHIFT, PAGE_SIZE
-from foliosim.workloads.steps import PROT_FLAGS, Step, WorkloadError
+from foliosim.workloads.steps import PROT_FLAGS, Step, WorkloadError, region_vpn
 
 _READ, _WRITE = 1, 2
 _ACCESS_CODES = {"read": _READ, "write": _WRITE}
@@ -149,15 +149,18 @@ class FastWorkloadRunner:
     def _slow(self, steps: list[Step], indices: list[int]) -> None:
         """Reads and writes one step at a time (an unknown task or region, a sleeping vfork parent)."""
         for index in indices:
-            step = steps[index]
-            try:
-                self.execute(step, index)
-            except (SimError, WorkloadError) as exc:
-                raise WorkloadError(f"step {index + 1} ({step.verb} {step.task}): {exc}") from None
-            except Unsupported as exc:
-                raise Unsupported(f"step {index + 1} ({step.verb} {step.task}): {exc}") from None
-            self.stats.steps += 1
+            self._step(steps[index], index)
         self.flush()
+
+    def _step(self, step: Step, index: int) -> None:
+        """Execute one step and count it; an error names the step."""
+        try:
+            self.execute(step, index)
+        except (SimError, WorkloadError) as exc:
+            raise WorkloadError(f"step {index + 1} ({step.verb} {step.task}): {exc}") from None
+        except Unsupported as exc:
+            raise Unsupported(f"step {index + 1} ({step.verb} {step.task}): {exc}") from None
+        self.stats.steps += 1
 
     def flush(self) -> None:
         if self._ops:
@@ -168,12 +171,7 @@ class FastWorkloadRunner:
             self.m._run_access(ops, tasks)
 
     def _vpn(self, region: Any) -> int:
-        if isinstance(region, int):
-            return region
-        try:
-            return self.regions[region]
-        except KeyError:
-            raise WorkloadError(f"unknown region {region!r}") from None
+        return region_vpn(self.regions, region)
 
     def _rc(self, what: str, value: int) -> None:
         if value < 0:
