@@ -8,7 +8,7 @@ from foliosim.explain import explain_verdict
 from foliosim.system import Op
 from foliosim.vm.events import Event
 from foliosim.vm.machine import Machine
-from foliosim.vm.scenario import RunResult, StepRecord
+from foliosim.vm.scenario import RunResult, StepRecord, summary_head
 from foliosim.vm.stats import smaps_rollup
 
 QUIET = frozenset({"rmap", "access"})
@@ -16,7 +16,7 @@ QUIET = frozenset({"rmap", "access"})
 
 def render_step(rec: StepRecord, machine: Machine, verbose: bool = False) -> list[str]:
     """The lines for one scenario line: the command, its result, its events, touched folios' verdicts."""
-    out = [f"line {rec.command.line:>3}  {rec.command.text}   -> {rec.result}"]
+    out = [rec.headline()]
     touched: list[str] = []
     for event in rec.events:
         if event.kind == "rmap":
@@ -47,16 +47,7 @@ def _label(event: Event) -> str:
 
 def render_summary(result: RunResult) -> list[str]:
     m = result.machine
-    c = m.counters
-    out = ["", "summary"]
-    out.append(f"  steps {m.step}, rmap trace {len(m.trace)} operations, kernel {m.config.describe()}, "
-               f"PMD order {m.pmd_order}")
-    out.append(f"  copy-on-write: {c['cow reuse']} reuse(s), {c['cow copy']} copy(ies), "
-               f"{c['pmd split']} PMD split(s), {c['fork early copy']} early copies at fork, "
-               f"{c['SIGSEGV']} SIGSEGV(s)")
-    rules = sorted((k[len('cow rule: '):], v) for k, v in c.items() if k.startswith("cow rule: "))
-    for rule, count in rules:
-        out.append(f"    {count:>4} x {rule}")
+    out = summary_head("summary", m.step, len(m.trace), m.config.describe(), m.pmd_order, m.counters)
     for task in sorted(m.tasks.values(), key=lambda t: t.pid):
         roll = smaps_rollup(m, task.mm).as_kb()
         stats = " ".join(f"{k} {v}kB" for k, v in roll.items())

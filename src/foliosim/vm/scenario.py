@@ -11,7 +11,7 @@ before that line. The language is described in docs/simulator.md.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from foliosim.errors import FoliosimError
@@ -238,6 +238,10 @@ class StepRecord:
     events: list[Event] = field(default_factory=list)
     failed: str | None = None  # a failed expectation
 
+    def headline(self) -> str:
+        """The first line a timeline shows for this scenario line: the command and its result."""
+        return f"line {self.command.line:>3}  {self.command.text}   -> {self.result}"
+
 
 @dataclass(slots=True)
 class RunResult:
@@ -246,6 +250,22 @@ class RunResult:
     failures: list[str]
     error: ScenarioError | None = None
     violation: str | None = None
+
+
+def summary_head(title: str, steps: int, trace_ops: int, kernel: str, pmd_order: int,
+                 counters: Mapping[str, int]) -> list[str]:
+    """The opening lines of a run's summary (shared by the reference's and the fast engine's): totals, the
+    copy-on-write counts and how often each reuse rule decided."""
+    c = counters
+    out = ["", title]
+    out.append(f"  steps {steps}, rmap trace {trace_ops} operations, kernel {kernel}, PMD order {pmd_order}")
+    out.append(f"  copy-on-write: {c.get('cow reuse', 0)} reuse(s), {c.get('cow copy', 0)} copy(ies), "
+               f"{c.get('pmd split', 0)} PMD split(s), {c.get('fork early copy', 0)} early copies at fork, "
+               f"{c.get('SIGSEGV', 0)} SIGSEGV(s)")
+    rules = sorted((k[len('cow rule: '):], v) for k, v in c.items() if k.startswith("cow rule: "))
+    for rule, count in rules:
+        out.append(f"    {count:>4} x {rule}")
+    return out
 
 
 def build_machine(commands: list[Command], config: KernelConfig, check: bool) -> Machine:

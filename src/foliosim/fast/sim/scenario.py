@@ -16,7 +16,7 @@ from foliosim.fast.sim.engine import KIND_NAMES, FastMachine, Unsupported
 from foliosim.fast.sim.layout import MUTANT_NONE
 from foliosim.kconfig import KernelConfig
 from foliosim.vm.events import OracleViolation, SimError
-from foliosim.vm.scenario import Command, ScenarioError, StepRecord, _Runner, build_machine, parse
+from foliosim.vm.scenario import Command, ScenarioError, StepRecord, _Runner, build_machine, parse, summary_head
 
 #: verbs the fast engine does not run, and why
 UNSUPPORTED_VERBS: dict[str, str] = {}
@@ -97,7 +97,7 @@ def run(text: str, config: KernelConfig | None = None, check: bool = True,
 
 def render_step(rec: StepRecord, machine: FastMachine, cows: list[Any]) -> list[str]:
     """The lines for one scenario line on the fast engine: the command, its result and its CoW decisions."""
-    out = [f"line {rec.command.line:>3}  {rec.command.text}   -> {rec.result}"]
+    out = [rec.headline()]
     for d in cows:
         what = "unshare" if d.unshare else "write"
         into = f" -> {d.new_folio}" if d.new_folio else ""
@@ -112,16 +112,7 @@ def render_step(rec: StepRecord, machine: FastMachine, cows: list[Any]) -> list[
 def render_summary(result: FastRunResult) -> list[str]:
     """The summary of a fast run (the reference's, without the smaps figures)."""
     m = result.machine
-    c = m.counters
-    out = ["", "summary (fast engine)"]
-    out.append(f"  steps {m.step}, rmap trace {len(m.trace)} operations, kernel {m.config.describe()}, "
-               f"PMD order {m.pmd_order}")
-    out.append(f"  copy-on-write: {c['cow reuse']} reuse(s), {c['cow copy']} copy(ies), "
-               f"{c['pmd split']} PMD split(s), {c['fork early copy']} early copies at fork, "
-               f"{c['SIGSEGV']} SIGSEGV(s)")
-    rules = sorted((k[len('cow rule: '):], v) for k, v in c.items() if k.startswith("cow rule: "))
-    for rule, count in rules:
-        out.append(f"    {count:>4} x {rule}")
+    out = summary_head("summary (fast engine)", m.step, len(m.trace), m.config.describe(), m.pmd_order, m.counters)
     for task in sorted(m.tasks.values(), key=lambda t: t.pid):
         out.append(f"  {task.name} (pid {task.pid}) on {task.mm.name} (MM id {task.mm.mm_id}, users {task.mm.users},"
                    f" count {task.mm.count})")
