@@ -146,6 +146,14 @@ def _how_many(f: SimFolio, nr: int) -> str:
     return f" (all {nr} pages of the folio: finish_fault)" if nr > 1 else ""
 
 
+def fault_around_window(vpn: int, nr: int, vma: Vma, pmd_order: int) -> tuple[int, int]:
+    """mm/memory.c ``do_fault_around()``: the pages ``[lo, hi)`` around ``vpn`` to map, an ``nr``-aligned window
+    clipped to the VMA and to the page table (PMD range) holding ``vpn``."""
+    pmd_base = (vpn >> pmd_order) << pmd_order
+    lo = max(vpn & ~(nr - 1), vma.start, pmd_base)
+    return lo, min(lo + nr, vma.end, pmd_base + (1 << pmd_order))
+
+
 def _fault_around(m: Machine, mm: MM, vma: Vma, vpn: int) -> int:
     """``do_fault_around()``/``filemap_map_pages()``: map cached pages near the fault; returns how many.
 
@@ -160,9 +168,7 @@ def _fault_around(m: Machine, mm: MM, vma: Vma, vpn: int) -> int:
         return 0
     file = vma.file
     assert file is not None
-    pmd_base = (vpn >> m.pmd_order) << m.pmd_order
-    lo = max(vpn & ~(nr - 1), vma.start, pmd_base)
-    hi = min(lo + nr, vma.end, pmd_base + m.pmd_pages)
+    lo, hi = fault_around_window(vpn, nr, vma, m.pmd_order)
     mapped = 0
     cur = lo
     while cur < hi:

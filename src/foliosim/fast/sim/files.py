@@ -21,6 +21,7 @@ from foliosim.fast.sim import kern
 from foliosim.fast.sim import layout as L
 from foliosim.system import Op
 from foliosim.vm.events import OracleViolation
+from foliosim.vm.fault import fault_around_window
 from foliosim.vm.pagecache import SimFile
 from foliosim.vm.vma import Vma
 
@@ -154,9 +155,7 @@ def fault_around(m: FastMachine, mm: FastMM, vma: Vma, vpn: int) -> int:
     file = vma.file
     assert file is not None
     cached = m.pcache.by_file[file.name]
-    pmd_base = (vpn >> m.po) << m.po
-    lo = max(vpn & ~(nr - 1), vma.start, pmd_base)
-    hi = min(lo + nr, vma.end, pmd_base + m.P)
+    lo, hi = fault_around_window(vpn, nr, vma, m.po)
     mapped = 0
     cur = lo
     while cur < hi:
