@@ -8,42 +8,30 @@ Playwright client or matplotlib is missing, as tests/test_view_browser.py does.
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from foliosim.evaluate.store import ResultsDB
 from foliosim.evaluate.sweep import Grid, run_local
 from foliosim.report.evaluation import write_report
+from tests import chromium
 from tests.png import ink
 
-CHROMIUM = os.environ.get("FOLIOSIM_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
-try:
-    from playwright.sync_api import Browser, sync_playwright
-except ImportError:  # pragma: no cover - depends on the environment
-    sync_playwright = None  # type: ignore[assignment]
-
-_missing = ("the Playwright client is not installed (pip install -c constraints.txt -e '.[view]')"
-            if sync_playwright is None else
-            f"no Chromium at {CHROMIUM} (apt-get install -y chromium chromium-driver)"
-            if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)) else
-            "matplotlib (the report extra) is not installed" if importlib.util.find_spec("matplotlib") is None
-            else None)
+_missing = chromium.missing() or ("matplotlib (the report extra) is not installed"
+                                   if importlib.util.find_spec("matplotlib") is None else None)
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(_missing is not None, reason=f"browser tests: {_missing}")]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium.launched() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

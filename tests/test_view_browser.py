@@ -8,11 +8,9 @@ download (`playwright install`) is never used.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -20,33 +18,23 @@ from foliosim.kconfig import KernelConfig
 from foliosim.report.view import trace_frames
 from foliosim.report.view_html import render_page
 from foliosim.trace.replay import replay
+from tests import chromium
 from tests.png import ink
 from tests.view_fixture import process_model
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ROOT / "examples" / "pages"
-CHROMIUM = os.environ.get("FOLIOSIM_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
-try:
-    from playwright.sync_api import Browser, Page, sync_playwright
-except ImportError:  # pragma: no cover - depends on the environment
-    sync_playwright = None  # type: ignore[assignment]
-
-_missing = ("the Playwright client is not installed (pip install -c constraints.txt -e '.[view]')"
-            if sync_playwright is None else
-            f"no Chromium at {CHROMIUM} (apt-get install -y chromium chromium-driver)"
-            if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)) else None)
+_missing = chromium.missing()
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(_missing is not None, reason=f"browser tests: {_missing}")]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    with chromium.launched() as b:
         yield b
-        b.close()
 
 
 class Opened:
