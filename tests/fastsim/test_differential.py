@@ -180,39 +180,40 @@ def program(seed: int, files: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def same_in_every_config(seed: int, files: bool) -> None:
+    """The random program of ``seed`` (with files, shmem and shared mappings when ``files``) gives equal
+    timelines on both engines in all four configurations; the seed and program are in the failure message."""
+    text = program(seed, files=files)
+    kind = "random file program" if files else "random program"
+    for config in CONFIGS:
+        assert_same(text, config, f"{kind} seed {seed}:\n{text}")
+
+
 @settings(max_examples=12, deadline=None, derandomize=True)
 @given(st.integers(0, 2**32 - 1))
 def test_random_programs(seed: int) -> None:
-    text = program(seed)
-    for config in CONFIGS:
-        assert_same(text, config, f"random program seed {seed}:\n{text}")
+    same_in_every_config(seed, files=False)
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)
 @given(st.integers(0, 2**32 - 1))
 def test_random_file_programs(seed: int) -> None:
     """Random programs with files, shmem objects and shared mappings, in all four configurations."""
-    text = program(seed, files=True)
-    for config in CONFIGS:
-        assert_same(text, config, f"random file program seed {seed}:\n{text}")
+    same_in_every_config(seed, files=True)
 
 
 @pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_random_file_programs_many(seed: int) -> None:
-    text = program(seed, files=True)
-    for config in CONFIGS:
-        assert_same(text, config, f"random file program seed {seed}:\n{text}")
+    same_in_every_config(seed, files=True)
 
 
 @pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_random_programs_many(seed: int) -> None:
-    text = program(seed)
-    for config in CONFIGS:
-        assert_same(text, config, f"random program seed {seed}:\n{text}")
+    same_in_every_config(seed, files=False)
 
 
 # ----------------------------------------------------------------------------- the mutant is caught
