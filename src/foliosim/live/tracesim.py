@@ -8,6 +8,10 @@ design is plugged in through the evaluator's probe (``Machine.sharing``), as ``f
 isolation oracle is off by default: it walks every mapped page (cost follows mapped size, and real programs
 reserve GiBs); ``oracle="reuse"`` or ``"every"`` turns it on. At each snapshot the simulator's state is
 compared with the live one (:mod:`foliosim.live.snapcheck`).
+
+``engine="fast"`` runs the same simulation on the compiled engine (:mod:`foliosim.fast.sim.tracerun`; the
+``kernel`` design only, the oracle modes with the fast engine's incremental oracle); what it does not model falls
+back to this module's reference run, said through ``on_fallback``.
 """
 
 from __future__ import annotations
@@ -16,23 +20,31 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from foliosim.evaluate.probe import Probe
 from foliosim.evaluate.runner import FAULT_TAKEN, WorkloadRunner
 from foliosim.kconfig import KernelConfig
 from foliosim.live.snapcheck import SnapshotChecker
 from foliosim.schemes.base import make_design
-from foliosim.vm.events import SimError, errno_name
+from foliosim.vm.events import OracleViolation, SimError, errno_name
 from foliosim.vm.machine import Machine, MachineOptions
 from foliosim.vm.memory import ZERO_PAGE
 from foliosim.vm.oracle import ReferenceMemory
 from foliosim.workloads.runtrace import Conversion, ConvertStats, Header, Race, RunTrace, Snapshot, prepare
 from foliosim.workloads.steps import Step, WorkloadError
 
+if TYPE_CHECKING:
+    from foliosim.fast.sim.tracerun import TraceRunner
+
 #: steps between two clean-ups of what the machine keeps for replays and viewers (the rmap trace, fault list)
 HOUSEKEEPING = 4096
 ORACLE_MODES = ("off", "reuse", "every")
+ENGINES = ("reference", "fast")
+#: the isolation oracle each engine runs (TraceRun.oracle_engine)
+ORACLE_REFERENCE = "reference (Machine.check(): every mapped page against ReferenceMemory, folio invariants)"
+ORACLE_FAST = ("fast (incremental, on every access: each anonymous page reads what its MM last wrote, each store hits "
+               "an AnonExclusive page; pages of file and shmem mappings not checked)")
 
 
 @dataclass(slots=True)
@@ -70,7 +82,16 @@ class TraceRun:
     oracle_problems: list[str] = field(default_factory=list)
     design_totals: dict[str, float] = field(default_factory=dict)
     check: SnapshotChecker | None = None
-    machine: Machine | None = field(default=None, repr=False)  # the simulator at the end (not in to_json())
+    engine: str = "reference"  # which simulator ran: reference or fast
+    stopped: str = ""  # why the run stopped before the end of the trace (the fast oracle found a problem)
+    machine: Any = field(default=None, repr=False)  # the simulator at the end, either engine's (not in to_json())
+
+    @property
+    def oracle_engine(self) -> str:
+        """Which isolation oracle ran (empty when off)."""
+        if self.oracle == "off":
+            return ""
+        return ORACLE_FAST if self.engine == "fast" else ORACLE_REFERENCE
 
     @property
     def recorded_faults(self) -> int:
@@ -92,15 +113,21 @@ class TraceRun:
     def copies(self) -> int:
         return sum(n for (_rule, outcome), n in self.cow.items() if outcome == "copy")
 
+    def cow_ranked(self) -> list[tuple[tuple[str, str], int]]:
+        """The CoW decisions by (rule, outcome), most frequent first, ties by name (the same order on both
+        engines)."""
+        return sorted(self.cow.items(), key=lambda kv: (-kv[1], kv[0]))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "trace": self.name, "command": list(self.header.command), "kernel": self.header.kernel,
             "thp": {"always": sorted(self.header.thp.always), "madvise": sorted(self.header.thp.madvise),
                     "shmem": sorted(self.header.thp.shmem)},
             "recorder": self.header.recorder, "design": self.design, "oracle": self.oracle,
+            "engine": self.engine, "oracle_engine": self.oracle_engine, "stopped": self.stopped,
             "tasks": self.tasks, "processes": self.convert.processes, "threads": self.convert.threads,
             "steps": self.steps, "recorded_faults": self.recorded_faults, "faults": dict(self.faults.most_common()),
-            "cow": [{"rule": rule, "outcome": outcome, "count": n} for (rule, outcome), n in self.cow.most_common()],
+            "cow": [{"rule": rule, "outcome": outcome, "count": n} for (rule, outcome), n in self.cow_ranked()],
             "reuses": self.reuses, "copies": self.copies,
             "folios_allocated": [{"kind": k, "order": o, "count": n} for (k, o), n in sorted(self.allocated.items())],
             "folios_alive": [{"kind": k, "order": o, "count": n} for (k, o), n in sorted(self.alive.items())],
@@ -147,15 +174,32 @@ class _Runner(WorkloadRunner):
 
 
 def simulate(trace: RunTrace, *, design: str = "kernel", oracle: str = "off", config: KernelConfig | None = None,
-             progress: Callable[[Progress], None] | None = None, conversion: Conversion | None = None) -> TraceRun:
+             progress: Callable[[Progress], None] | None = None, conversion: Conversion | None = None,
+             engine: str = "reference", on_fallback: Callable[[str], None] | None = None) -> TraceRun:
     """Simulate ``trace``; RunTraceError for a malformed trace (before anything runs), ValueError for a bad
-    design or oracle mode."""
+    design, oracle mode or engine.
+
+    ``engine="fast"``: on the compiled simulator; where it cannot (no numba, a design other than ``kernel``, a
+    step it does not model), ``on_fallback(reason)`` is told and the reference runs the whole trace."""
     if oracle not in ORACLE_MODES:
         raise ValueError(f"oracle mode must be one of {', '.join(ORACLE_MODES)}, not {oracle!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     began = time.perf_counter()
     config = config or KernelConfig()
     scheme = make_design(design, config)  # ValueError for an unknown design
     conv = conversion if conversion is not None else prepare(trace)
+    if engine == "fast":
+        reason = _fast_refusal(design)
+        if reason is None:
+            from foliosim.fast.sim.engine import Unsupported
+
+            try:
+                return _simulate_fast(trace, conv, design, oracle, config, progress, began)
+            except Unsupported as exc:
+                reason = f"the fast engine does not model {exc}" if not str(exc).startswith("the fast") else str(exc)
+        if on_fallback is not None:
+            on_fallback(reason)
     m = Machine(config, MachineOptions(keep_events=False, check=False))
     if oracle == "off":
         m.ref = cast(ReferenceMemory, _NoReference())
@@ -232,7 +276,98 @@ def simulate(trace: RunTrace, *, design: str = "kernel", oracle: str = "off", co
     return run
 
 
-def _execute(runner: _Runner, run: TraceRun, step: Step, index: int) -> None:
+def _fast_refusal(design: str) -> str | None:
+    """Why the fast engine cannot run this simulation at all (None: it can try)."""
+    from foliosim.fast import HAVE_NUMBA, NUMBA_MISSING
+
+    if not HAVE_NUMBA:
+        return NUMBA_MISSING
+    if design != "kernel":
+        return (f"the fast engine has no hook for the design {design!r} as the simulator's sharing answer "
+                f"(closed loop; only the kernel's own)")
+    return None
+
+
+def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, config: KernelConfig,
+                   progress: Callable[[Progress], None] | None, began: float) -> TraceRun:
+    """:func:`simulate` on the compiled engine (foliosim.fast.sim.tracerun): the same figures; Unsupported for a
+    step it does not model (nothing is kept: the caller runs the reference)."""
+    from foliosim.fast.sim.tracerun import SnapshotView, TraceMachine, TraceRunner
+
+    perf = time.perf_counter
+    m = TraceMachine(config, oracle != "off")
+    m.track_reuse = oracle == "reuse"
+    run = TraceRun(trace.name, conv.header, design, oracle, conv.stats, engine="fast")
+    runner = TraceRunner(m, run.rejected)
+    checker = SnapshotChecker() if conv.stats.snapshots else None
+    run.check = checker
+    tasks: set[str] = set()
+    last_report = perf()
+    index = 0
+    line = 0
+    racy = False
+    try:
+        for item in conv.items():
+            if isinstance(item, Race):
+                racy = checker is not None
+                continue
+            if isinstance(item, Snapshot):
+                if checker is not None:
+                    t0 = perf()
+                    runner.flush()
+                    t1 = perf()
+                    run.sim_seconds += t1 - t0
+                    checker.check(cast(Machine, SnapshotView(m)), item)
+                    run.check_seconds += perf() - t1
+                line = item.line
+                continue
+            if item.task:
+                tasks.add(item.task)
+            t0 = perf()
+            if racy and item.verb == "fault":
+                racy = False
+                assert checker is not None
+                runner.flush()
+                before = _folio_at(m, item)
+                _execute(runner, run, item, index)
+                runner.flush()
+                checker.racy.update(name for name in (before, _folio_at(m, item)) if name)
+            else:
+                _execute(runner, run, item, index)
+            run.sim_seconds += perf() - t0
+            index += 1
+            if progress is not None and index % HOUSEKEEPING == 0:
+                now = perf()
+                if now - last_report >= 1.0:
+                    last_report = now
+                    progress(Progress(conv.stats.lines or line, conv.lines, index, runner.faults[FAULT_TAKEN],
+                                      now - began))
+        t0 = perf()
+        runner.flush()
+        m._drain()
+        run.sim_seconds += perf() - t0
+    except OracleViolation as exc:  # the fast oracle stops the compiled loop where it found the problem
+        run.oracle_problems.append(f"in the accesses up to step {index + 1}: {exc}")
+        run.stopped = f"the isolation oracle found a problem at step {index + 1} of the trace's steps"
+    run.convert = conv.stats
+    run.steps = index
+    run.tasks = len(tasks - {""})
+    run.faults.update(runner.faults)
+    for cause, n in conv.stats.fault_skips.items():
+        run.faults[cause] += n
+    if runner.segv():
+        run.rejected["populating access -> SIGSEGV"] += runner.segv()
+    run.cow.update(m.decisions())
+    run.allocated.update(m.allocated())
+    run.alive.update(m.alive())
+    if oracle != "off":
+        run.oracle_runs = len(runner.reuse_steps) + 1 if oracle == "reuse" else index + 1
+    run.machine = m
+    run.wall_seconds = perf() - began
+    return run
+
+
+def _execute(runner: _Runner | TraceRunner, run: TraceRun, step: Step, index: int) -> None:
     try:
         runner.execute(step, index)
     except (SimError, WorkloadError) as exc:
@@ -243,7 +378,7 @@ def _execute(runner: _Runner, run: TraceRun, step: Step, index: int) -> None:
             run.rejected_examples.append(f"{step.verb} {step.task} {list(step.args)}: {exc}")
 
 
-def _folio_at(m: Machine, step: Step) -> str | None:
+def _folio_at(m: Any, step: Step) -> str | None:
     """The simulated folio a fault step's page maps now (None: nothing)."""
     task = m.tasks.get(step.task)
     hit = m.lookup(task.mm, step.args[0]) if task is not None and isinstance(step.args[0], int) else None
@@ -260,4 +395,4 @@ def _housekeeping(m: Machine, run: TraceRun, drop_trace: bool) -> None:
         m.trace.clear()
 
 
-__all__ = ["ORACLE_MODES", "Progress", "TraceRun", "simulate"]
+__all__ = ["ENGINES", "ORACLE_MODES", "Progress", "TraceRun", "simulate"]

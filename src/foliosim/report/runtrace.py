@@ -52,7 +52,7 @@ def summary_lines(run: TraceRun) -> list[str]:
         out.append(f"  plus {c.populated} page accesses of calls that populate (MAP_POPULATE, MADV_POPULATE_*)")
     out.append(f"copy-on-write: {run.copies} copies, {run.reuses} reuses")
     width = max((len(rule) for rule, _o in run.cow), default=0)
-    for (rule, outcome), n in sorted(run.cow.items(), key=lambda kv: -kv[1]):
+    for (rule, outcome), n in run.cow_ranked():
         out.append(f"  {rule:<{width}}  {outcome:<9} {n}")
     out.append(f"folios allocated: {_orders(run.allocated)}")
     out.append(f"folios alive at the end: {_orders(run.alive)}")

@@ -214,7 +214,7 @@ class FastMachine:
         self.opt[L.O_ORACLE] = int(fast_oracle)
         self.keep_reference = reference
         self.glob = np.zeros(L.G_LEN, dtype=np.int64)
-        self.glob[L.G_FREE:] = -1
+        self.glob[L.G_FREE:L.G_ALLOC] = -1  # free lists (and the MADV/split counters, read as deltas)
         self.glob[L.G_FREE_TB] = -1
         self.glob[L.G_NAME] = 1
         self.glob[L.G_ANONVMA] = 1

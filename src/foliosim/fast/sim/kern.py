@@ -17,6 +17,7 @@ import numpy as np
 from foliosim.fast import kernels as K
 from foliosim.fast._jit import jit_inline
 from foliosim.fast.sim.layout import (
+    ALLOC_ORDERS,
     C_FOLIO,
     C_LEVEL,
     C_MAPCOUNT,
@@ -35,6 +36,7 @@ from foliosim.fast.sim.layout import (
     E_REFCOUNT,
     E_RMAP,
     E_WRITE_RO,
+    G_ALLOC,
     G_ANONVMA,
     G_COPY,
     G_EARLY,
@@ -356,6 +358,7 @@ def alloc(glob: Any, opt: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tr: Any, k
     for c in range(X_KIND + 2, fs.shape[1]):  # pins, refs, deferred, next
         fs[f, c] = 0
     glob[G_LIVE] += 1
+    glob[G_ALLOC + kind * ALLOC_ORDERS + order] += 1
     record(glob, opt, tr, K.K_FOLIO_NEW, -1, fs[f, X_NAME], order, 0, 0, 1)
     return f
 
@@ -1328,6 +1331,7 @@ def split_folio(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
         return -1, -1
     for k in range(nr):  # __split_unmapped_folio(): one order-0 folio per page, page k keeping its contents
         scr2[0, k] = alloc(glob, opt, fs, pmc, pex, pct, tr, kind, 0, pct[off + k])
+        glob[G_ALLOC + kind * ALLOC_ORDERS] -= 1  # a piece, not an allocation (Machine.new_folio())
         if not anon:
             get(fs, scr2[0, k], 1)  # folio_ref_unfreeze(1 + 1): the page cache's reference
     if anon:  # remap_page(RMP_USE_SHARED_ZEROPAGE)

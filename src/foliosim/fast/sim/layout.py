@@ -47,7 +47,9 @@ G_SEGV = 20  # accesses refused with SIGSEGV by the kernels' own protection chec
 G_FREE = 21  # free-list heads per order: G_FREE + order
 G_MADV = G_FREE + 21  # MADV_COLD/PAGEOUT decisions: take, skip, split
 G_FSPLIT = G_MADV + 3  # folio splits
-G_LEN = G_FSPLIT + 1
+G_ALLOC = G_FSPLIT + 1  # folios allocated (Machine.alloc_folio()'s counters): G_ALLOC + kind * ALLOC_ORDERS + order
+ALLOC_ORDERS = 13
+G_LEN = G_ALLOC + 3 * ALLOC_ORDERS
 
 # Options.
 O_RECORD, O_MUTANT, O_USE_ZERO, O_ORACLE = range(4)

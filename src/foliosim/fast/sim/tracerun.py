@@ -1,0 +1,291 @@
+"""``foliosim run-trace``'s simulation on the compiled engine (:func:`foliosim.live.tracesim.simulate` with
+``engine="fast"``).
+
+:class:`TraceRunner` runs a run trace's steps as :class:`foliosim.evaluate.runner.WorkloadRunner` does for
+run-trace (not strict: the caller counts a refused step and goes on), recorded faults included: a ``fault`` step
+outside any VMA or against its protection is counted by cause at once; otherwise it becomes a one-page access row
+batched with its neighbours, and the compiled fault loop takes a fault exactly where the reference's
+``WorkloadRunner._fault()`` would (page absent, or a write to a page not mapped writable). Which rows faulted
+comes from the loop's own fault list, the CoW decisions by (rule, outcome) from its decision array, folios
+allocated from per-(kind, order) counters in the arrays: :class:`TraceMachine` keeps no rmap trace and makes no
+decision objects (``record=False, keep_decisions=False``).
+
+:class:`SnapshotView` gives :class:`foliosim.live.snapcheck.SnapshotChecker` the reference Machine's accessors it
+reads (tasks, MMs, live folio names, ``iter_mapped``, ``lookup``) over a :class:`TraceMachine`, so the one
+checker compares live snapshots with either engine.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, FAULT_PROT, FAULT_TAKEN
+from foliosim.fast import kernels as K
+from foliosim.fast.sim import layout as L
+from foliosim.fast.sim.engine import I64, KIND_NAMES, FastMachine, FastMM, FastTask
+from foliosim.fast.sim.steps import FastWorkloadRunner
+from foliosim.folio import Folio
+from foliosim.kconfig import KernelConfig
+from foliosim.vm.events import errno_name
+from foliosim.vm.machine import MachineOptions
+from foliosim.vm.vma import Vma
+from foliosim.workloads.steps import Step
+
+
+class TraceMachine(FastMachine):
+    """A :class:`FastMachine` that tallies what run-trace reports straight from the kernels' arrays: CoW decisions
+    by (rule, outcome), the access rows of the current batch that took a fault and (``track_reuse``) those that
+    reused a page."""
+
+    def __init__(self, config: KernelConfig, fast_oracle: bool) -> None:
+        super().__init__(config, MachineOptions(keep_events=False, check=False), record=False, keep_decisions=False,
+                         fast_oracle=fast_oracle, reference=False)
+        self.cow_counts = np.zeros((len(L.RULES), len(L.OUTCOMES)), dtype=np.int64)
+        self.track_reuse = False
+        self.batch: I64 | None = None  # the access rows being run (None: a control-plane call)
+        self.faulted: set[int] = set()  # rows of the batch that took a fault
+        self.reuse_rows: set[int] = set()  # rows of the batch whose fault reused a page (track_reuse)
+        self.reused_outside = False  # a reuse decided outside a batch (a pin's unshare) since the last look
+
+    def _run_access(self, ops: I64, task_names: list[str] | None = None) -> None:
+        self.batch = ops
+        try:
+            super()._run_access(ops, task_names)
+        finally:
+            self.batch = None
+
+    def _drain(self, cow_tasks: list[str] | None = None) -> None:
+        """Tally the pending decisions and the faults of the last compiled call, then let the engine drop them."""
+        g = self.glob
+        nf = int(g[L.G_NGATHER]) if self.batch is not None else 0
+        if nf:
+            self.faulted.update(self.faultbuf[:nf, 0].tolist())
+        ncow = int(g[L.G_NCOW])
+        if ncow:
+            rows = self.cow[:ncow]
+            np.add.at(self.cow_counts, (rows[:, L.C_RULE], rows[:, L.C_OUTCOME]), 1)
+            if self.track_reuse and bool((rows[:, L.C_OUTCOME] == L.OC_REUSE).any()):
+                self._note_reuses(rows, nf)
+        super()._drain(cow_tasks)
+
+    def _note_reuses(self, rows: I64, nf: int) -> None:
+        """The batch row of each reuse decision: that of the fault (in order) at the decision's MM and page."""
+        if self.batch is None:
+            self.reused_outside = True
+            return
+        faults = self.faultbuf[:nf].tolist()
+        ops = self.batch
+        k = 0
+        for row in rows.tolist():
+            while k < nf and not (faults[k][1] == row[L.C_VPN] and ops[faults[k][0], 0] == row[L.C_MM]):
+                k += 1
+            if k == nf:
+                self.reused_outside = True  # not from a fault of this call (cannot happen: counted as outside)
+                k = 0
+            elif row[L.C_OUTCOME] == L.OC_REUSE:
+                self.reuse_rows.add(faults[k][0])
+
+    def allocated(self) -> Counter[tuple[str, int]]:
+        """Folios allocated by (kind, order), as the reference's ``alloc <kind> order <n>`` counters."""
+        counts = self.glob[L.G_ALLOC:L.G_ALLOC + len(KIND_NAMES) * L.ALLOC_ORDERS].reshape(len(KIND_NAMES), -1)
+        return Counter({(KIND_NAMES[k], o): int(counts[k, o]) for k, o in zip(*np.nonzero(counts), strict=True)})
+
+    def alive(self) -> Counter[tuple[str, int]]:
+        """Live folios by (kind, order)."""
+        n = int(self.glob[L.G_NFOLIO])
+        live = self.fs[:n][self.fs[:n, K.F_LIVE] != 0]
+        pairs = Counter(zip(live[:, L.X_KIND].tolist(), live[:, K.F_ORDER].tolist(), strict=True))
+        return Counter({(KIND_NAMES[k], o): n for (k, o), n in pairs.items()})
+
+    def decisions(self) -> Counter[tuple[str, str]]:
+        """CoW decisions by (rule, outcome) so far."""
+        rules, outcomes = np.nonzero(self.cow_counts)
+        return Counter({(L.RULES[r].value, L.OUTCOMES[o]): int(self.cow_counts[r, o])
+                        for r, o in zip(rules.tolist(), outcomes.tolist(), strict=True)})
+
+
+class TraceRunner(FastWorkloadRunner):
+    """:class:`FastWorkloadRunner` with recorded ``fault`` steps, counting them by outcome as the reference's
+    ``WorkloadRunner._fault()`` does, and each failing call by errno (run-trace's ``rejected``)."""
+
+    m: TraceMachine
+
+    def __init__(self, machine: TraceMachine, rejected: Counter[str], batch: int = 4096) -> None:
+        super().__init__(machine, batch)
+        self.rejected = rejected
+        self.faults: Counter[str] = Counter()
+        self.row_steps: list[int] = []  # the step index of each row of the pending batch
+        self.fault_rows: dict[int, bool] = {}  # row of a recorded fault -> a write
+        self.reuse_steps: set[int] = set()  # steps in which a page was reused (with ``m.track_reuse``)
+        self.index = 0
+
+    def _rc(self, what: str, value: int) -> None:
+        super()._rc(what, value)
+        if value < 0:
+            self.rejected[f"{what} -> -{errno_name(value)}"] += 1
+
+    def execute(self, step: Step, index: int) -> None:
+        m = self.m
+        self.index = index
+        verb = step.verb
+        if verb == "fault":
+            self._fault(step, index)
+            return
+        if verb in ("read", "write"):  # the checks the batched row would make, before it is queued
+            self._vpn(step.args[0])
+            task = m.tasks.get(step.task)
+            if task is None or task.vfork_blocked:
+                m._runnable(step.task)
+            self.row_steps.append(index)
+            super().execute(step, index)
+            return
+        super().execute(step, index)  # flushes the batch first
+        if m.reused_outside:
+            m.reused_outside = False
+            self.reuse_steps.add(index)
+
+    def _fault(self, step: Step, index: int) -> None:
+        m = self.m
+        task: FastTask = m.task(step.task)
+        mm = task.mm
+        vpn = self._vpn(step.args[0]) + step.args[1]
+        write = bool(step.args[2])
+        vma = mm.find_vma(vpn)
+        if vma is None:
+            self.faults[FAULT_NO_VMA] += 1
+            return
+        if not (vma.write if write else vma.read):
+            self.faults[FAULT_PROT] += 1
+            return
+        if task.vfork_blocked:  # the reference looks the page up before the access refuses the sleeping task
+            self.flush()
+            f, _page, writable, _pmd = m.lookup_slot(mm, vpn)
+            if f != L.NONE and (writable or not write):
+                self.faults[FAULT_MAPPED if write else FAULT_PRESENT] += 1
+                return
+            task = m._runnable(step.task)
+        self.fault_rows[len(self._ops)] = write
+        self.row_steps.append(index)
+        self._ops.append((task.mm.num, vpn, 1, int(write), 1 + (index * 37) % 255 if write else -1, 0))
+        self._tasks.append(step.task)
+        if len(self._ops) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._ops:
+            return
+        m = self.m
+        m.faulted = set()
+        m.reuse_rows = set()
+        try:
+            super().flush()
+        finally:
+            faulted = m.faulted
+            for r, write in self.fault_rows.items():
+                self.faults[FAULT_TAKEN if r in faulted else FAULT_MAPPED if write else FAULT_PRESENT] += 1
+            for r in m.reuse_rows:
+                self.reuse_steps.add(self.row_steps[r])
+            self.fault_rows.clear()
+            self.row_steps.clear()
+
+    def segv(self) -> int:
+        """Reads and writes refused with SIGSEGV so far (the recorded faults are checked before they are queued)."""
+        return int(self.m.glob[L.G_SEGV]) - self._segv
+
+
+class _SnapFolio:
+    """A live folio as the snapshot checker reads a SimFolio (name, order, kind, pins, AnonExclusive bits, and
+    ``core()``, exported once per snapshot)."""
+
+    __slots__ = ("_core", "_m", "kind", "name", "order", "slot")
+
+    is_zero = False
+
+    def __init__(self, m: FastMachine, f: int) -> None:
+        self._m = m
+        self.slot = f
+        self.name = f"f{int(m.fs[f, L.X_NAME])}"
+        self.order = int(m.fs[f, K.F_ORDER])
+        self.kind = int(m.fs[f, L.X_KIND])
+        self._core: Folio | None = None
+
+    @property
+    def is_anon(self) -> bool:
+        return self.kind == L.KIND_ANON
+
+    @property
+    def nr_pages(self) -> int:
+        return 1 << self.order
+
+    @property
+    def pins(self) -> int:
+        return int(self._m.fs[self.slot, L.X_PINS])
+
+    @property
+    def exclusive(self) -> list[bool]:
+        off = int(self._m.fs[self.slot, K.F_OFF])
+        return [bool(x) for x in self._m.pex[off:off + self.nr_pages].tolist()]
+
+    def core(self) -> Folio:
+        if self._core is None:
+            self._core = self._m.export_folio(self.slot)
+        return self._core
+
+
+class SnapshotView:
+    """The accessors :class:`foliosim.live.snapcheck.SnapshotChecker` (and :func:`foliosim.live.compare.sim_page`,
+    :func:`foliosim.vm.stats.pagemap`) read on a reference Machine, over a :class:`FastMachine` at one moment
+    (make one per snapshot: it keeps each folio's exported state)."""
+
+    def __init__(self, machine: FastMachine) -> None:
+        self.m = machine
+        self._views: dict[int, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:  # tasks, mms, config, pmd_order, ...
+        return getattr(self.m, name)
+
+    @property
+    def folios(self) -> set[str]:
+        """The names of the live folios (the checker only asks whether a name is alive)."""
+        m = self.m
+        n = int(m.glob[L.G_NFOLIO])
+        names = m.fs[:n, L.X_NAME][m.fs[:n, K.F_LIVE] != 0]
+        return {f"f{x}" for x in names.tolist()}
+
+    def _view(self, f: int) -> Any:
+        view = self._views.get(f)
+        if view is None:
+            view = self._views[f] = self.m.view(f) if f < 0 else _SnapFolio(self.m, f)
+        return view
+
+    def lookup(self, mm: FastMM, vpn: int) -> tuple[Any, int, bool] | None:
+        """``Machine.lookup()``: (folio, page, writable) mapped at ``vpn``, or None."""
+        f, page, write, _pmd = self.m.lookup_slot(mm, vpn)
+        return None if f == L.NONE else (self._view(f), page, write)
+
+    def iter_mapped(self, mm: FastMM) -> Iterator[tuple[Vma, int, Any, int, bool]]:
+        """``Machine.iter_mapped()``: every present mapping (vma, vpn, folio, page, by_pmd), VMA by VMA, the PMDs
+        first."""
+        m = self.m
+        ptes, pmds = m.mappings(mm)
+        pte_vpns = sorted(ptes)
+        for vma in mm.vmas:
+            lo, hi = vma.start >> m.po, ((vma.end - 1) >> m.po) + 1
+            for idx in sorted(i for i in pmds if lo <= i < hi):
+                view = self._view(pmds[idx][0])
+                base = idx << m.po
+                for k in range(m.P):
+                    yield vma, base + k, view, k, True
+            a = bisect_left(pte_vpns, vma.start)
+            b = bisect_left(pte_vpns, vma.end)
+            for vpn in pte_vpns[a:b]:
+                f, page, _w, _d = ptes[vpn]
+                yield vma, vpn, self._view(f), page, False
+
+
+__all__ = ["SnapshotView", "TraceMachine", "TraceRunner"]
