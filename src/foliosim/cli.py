@@ -1151,20 +1151,20 @@ def trace_cmd(command: tuple[str, ...], out_path: str | None, thp_spec: str | No
 @click.argument("trace_path", metavar="RUN.trace")
 @click.option("-d", "--design", default="kernel", show_default=True,
               help="Sharing-detection design answering the simulator (kernel, exact, slots:K, stopped, legacy, "
-                   "precise-rmapid[:fixed]).")
+                   "precise-rmapid[:fixed]; other than kernel: on the reference engine).")
 @click.option("--oracle", type=click.Choice(["off", "reuse", "every"]), default="off", show_default=True,
-              help="Isolation oracle after steps that reused a page / after every step. Off by default: it walks "
-                   "every mapped page, and real programs map GiBs.")
+              help="Isolation oracle after steps that reused a page / after every step. Off by default: on the "
+                   "reference engine it walks every mapped page, and real programs map GiBs (the fast engine's "
+                   "oracle checks every access incrementally, in either mode).")
 @WORD_BITS
 @NO_PAGE_MAPCOUNT
 @click.option("--json", "json_out", metavar="OUT.json", help="Also write every figure (and the live comparison) "
               "as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @click.option("--engine", type=click.Choice(["auto", "fast", "reference"]), default="auto", show_default=True,
-              help="fast: the compiled simulator, which has no driver for this command's simulation yet (a "
-                   "design as the sharing hook, oracle modes, live snapshots): it says so and the reference runs "
-                   "(recorded traces do run on the fast engine in `foliosim compare`); auto: fast when numba is "
-                   "installed.")
+              help="fast: the compiled simulator (the same figures and live agreement; --oracle runs its "
+                   "incremental oracle); a design other than kernel, or a step it does not model, runs on the "
+                   "reference instead, said on stderr; auto: fast when numba is installed.")
 def run_trace_cmd(trace_path: str, design: str, oracle: str, word_bits: str, no_page_mapcount: bool,
                   json_out: str | None, quiet: bool, engine: str) -> None:
     """Simulate a run trace (from `foliosim trace`) and print what happened; with live snapshots in the trace
@@ -1181,11 +1181,7 @@ def run_trace_cmd(trace_path: str, design: str, oracle: str, word_bits: str, no_
     if engine == "fast" and not HAVE_NUMBA:
         click.echo(f"foliosim run-trace: {NUMBA_MISSING}; or use --engine reference", err=True)
         sys.exit(2)
-    if engine != "reference" and HAVE_NUMBA:
-        click.echo("foliosim run-trace: the fast engine has no driver for run-trace's simulation yet (a design "
-                   "as the sharing hook, the oracle modes, the agreement with live snapshots; the trace's file and "
-                   "shared mappings it does model, as `foliosim compare` uses it): running the reference engine",
-                   err=True)
+    engine = "fast" if engine == "fast" or (engine == "auto" and HAVE_NUMBA) else "reference"
     if json_out is not None:
         _check_writable(json_out, "run-trace")
     try:
@@ -1211,7 +1207,9 @@ def run_trace_cmd(trace_path: str, design: str, oracle: str, word_bits: str, no_
 
     try:
         run = simulate(trace, design=design, oracle=oracle, config=_config(word_bits, no_page_mapcount),
-                       progress=progress, conversion=conversion)
+                       progress=progress, conversion=conversion, engine=engine,
+                       on_fallback=lambda why: click.echo(f"foliosim run-trace: {why}: running the reference engine",
+                                                          err=True))
     except RunTraceError as exc:  # the file changed between the two readings
         click.echo(f"foliosim run-trace: {exc}", err=True)
         sys.exit(1)

@@ -194,9 +194,11 @@ def simulate(trace: RunTrace, *, design: str = "kernel", oracle: str = "off", co
         if reason is None:
             from foliosim.fast.sim.engine import Unsupported
 
+            prepared = conv.stats  # the first pass's figures (a run refills them as it converts)
             try:
                 return _simulate_fast(trace, conv, design, oracle, config, progress, began)
             except Unsupported as exc:
+                conv.stats = prepared
                 reason = f"the fast engine does not model {exc}" if not str(exc).startswith("the fast") else str(exc)
         if on_fallback is not None:
             on_fallback(reason)
@@ -346,9 +348,10 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
         runner.flush()
         m._drain()
         run.sim_seconds += perf() - t0
-    except OracleViolation as exc:  # the fast oracle stops the compiled loop where it found the problem
-        run.oracle_problems.append(f"in the accesses up to step {index + 1}: {exc}")
-        run.stopped = f"the isolation oracle found a problem at step {index + 1} of the trace's steps"
+    except OracleViolation:  # the fast oracle stops the compiled loop where it found the problem
+        problem = runner.oracle_problem()
+        run.oracle_problems.append(problem)
+        run.stopped = f"the isolation oracle found a problem ({problem}); the figures cover the steps before"
     run.convert = conv.stats
     run.steps = index
     run.tasks = len(tasks - {""})

@@ -38,8 +38,14 @@ def summary_lines(run: TraceRun) -> list[str]:
     thp = (f"THP: anon always {sorted(h.thp.always) or 'none'}, with MADV_HUGEPAGE also "
            f"{sorted(h.thp.madvise) or 'none'}; anonymous shared memory {sorted(h.thp.shmem) or 'order 0'}")
     out.append(thp)
-    oracle = "off (--oracle reuse|every turns it on: it walks every mapped page)" if run.oracle == "off" else run.oracle
-    out.append(f"design: {run.design}; isolation oracle: {oracle}")
+    if run.oracle == "off":
+        walk = ": it walks every mapped page" if run.engine == "reference" else ""
+        oracle = f"off (--oracle reuse|every turns it on{walk})"
+    else:
+        oracle = f"{run.oracle}, {run.oracle_engine}"
+    out.append(f"design: {run.design}; isolation oracle: {oracle}; engine: {run.engine}")
+    if run.stopped:
+        out.append(f"the simulation STOPPED early: {run.stopped}")
     out.append("")
     out.append(f"tasks: {run.tasks} ({c.processes} processes, {c.threads} threads); {c.lines} trace lines -> "
                f"{run.steps} simulator steps")

@@ -33,6 +33,7 @@ from foliosim.folio import Folio
 from foliosim.kconfig import KernelConfig
 from foliosim.vm.events import errno_name
 from foliosim.vm.machine import MachineOptions
+from foliosim.vm.memory import PAGE_SHIFT
 from foliosim.vm.vma import Vma
 from foliosim.workloads.steps import Step
 
@@ -42,9 +43,12 @@ class TraceMachine(FastMachine):
     by (rule, outcome), the access rows of the current batch that took a fault and (``track_reuse``) those that
     reused a page."""
 
+    #: the reuse test's mutant (``FastMachine(mutant=...)``), for the tests that the oracle reports a leak
+    mutant = L.MUTANT_NONE
+
     def __init__(self, config: KernelConfig, fast_oracle: bool) -> None:
         super().__init__(config, MachineOptions(keep_events=False, check=False), record=False, keep_decisions=False,
-                         fast_oracle=fast_oracle, reference=False)
+                         fast_oracle=fast_oracle, reference=False, mutant=self.mutant)
         self.cow_counts = np.zeros((len(L.RULES), len(L.OUTCOMES)), dtype=np.int64)
         self.track_reuse = False
         self.batch: I64 | None = None  # the access rows being run (None: a control-plane call)
@@ -123,6 +127,7 @@ class TraceRunner(FastWorkloadRunner):
         self.fault_rows: dict[int, bool] = {}  # row of a recorded fault -> a write
         self.reuse_steps: set[int] = set()  # steps in which a page was reused (with ``m.track_reuse``)
         self.index = 0
+        self.failed: tuple[int, int] | None = None  # the first and last step of a batch that raised
 
     def _rc(self, what: str, value: int) -> None:
         super()._rc(what, value)
@@ -184,6 +189,9 @@ class TraceRunner(FastWorkloadRunner):
         m.reuse_rows = set()
         try:
             super().flush()
+        except BaseException:
+            self.failed = (self.row_steps[0], self.row_steps[-1]) if self.row_steps else (self.index, self.index)
+            raise
         finally:
             faulted = m.faulted
             for r, write in self.fault_rows.items():
@@ -192,6 +200,16 @@ class TraceRunner(FastWorkloadRunner):
                 self.reuse_steps.add(self.row_steps[r])
             self.fault_rows.clear()
             self.row_steps.clear()
+
+    def oracle_problem(self) -> str:
+        """The fast oracle's finding that stopped the last batch: what, where, in which steps."""
+        g = self.m.glob
+        err, where = int(g[L.G_ERR]), int(g[L.G_ERRF])
+        what = L.REASONS.get(err, f"code {err}")
+        at = f" at {where << PAGE_SHIFT:#x}" if err in (L.E_ISOLATION, L.E_WRITE_RO) else f" (folio f{where})"
+        lo, hi = self.failed if self.failed is not None else (self.index, self.index)
+        steps = f"step {lo + 1}" if lo == hi else f"steps {lo + 1}-{hi + 1} (one batch of accesses)"
+        return f"{what}{at}, in {steps}"
 
     def segv(self) -> int:
         """Reads and writes refused with SIGSEGV so far (the recorded faults are checked before they are queued)."""
