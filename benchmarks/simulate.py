@@ -13,12 +13,19 @@ fast engine does not model files yet. "oracle on": the reference checks every pr
 every store hits an AnonExclusive page). The timing covers running the steps (not generating them), medians of
 several runs. Then cost against work size: fork-child with 2..1024 children, and a synthetic first-touch + CoW
 workload from 1e3 to 1e7 faults fed to the fast engine as access arrays (docs/perf-simulate*.png). Memory: the fast
-engine's array bytes per resident page. Writes the "simulate" section of docs/performance.md
-(benchmarks/perfdoc.py)."""
+engine's array bytes per resident page. Recorded real programs (examples/run-traces): ``foliosim run-trace``'s
+own simulation (foliosim.live.tracesim.simulate(), design kernel, oracle off) on both engines, its faults/s (the
+simulator's time as TraceRun measures it, and the whole call: both readings of the trace, the live-snapshot
+checks), after checking that both engines give the same figures. Writes the "simulate" section of
+docs/performance.md (benchmarks/perfdoc.py); ``--traces-only`` measures only the recorded traces and replaces
+their table in that section.
+
+    python benchmarks/simulate.py --traces-only [--runs N] [--no-write]"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -36,9 +43,11 @@ from foliosim.evaluate.runner import WorkloadRunner
 from foliosim.fast.sim.engine import FastMachine
 from foliosim.fast.sim.steps import FastWorkloadRunner
 from foliosim.kconfig import KernelConfig
+from foliosim.live.tracesim import TraceRun, simulate
 from foliosim.vm.machine import Machine, MachineOptions
 from foliosim.vm.memory import PAGE_SIZE
 from foliosim.workloads.generators import build_workload
+from foliosim.workloads.runtrace import RunTrace
 from foliosim.workloads.steps import Step
 
 CASES = [
@@ -163,15 +172,114 @@ def fmt(x: float) -> str:
     return f"{x:,.0f}"
 
 
+# -- recorded real programs through run-trace's simulation -----------------------------------------------------
+TRACES = Path(__file__).resolve().parents[1] / "examples" / "run-traces"
+TRACE_NAMES = ("make", "redis-bgsave", "pool", "prefork-server", "chromium.census", "sh-pipeline", "fork-child")
+#: TraceRun.to_json() keys that differ between the engines by design
+TRACE_TIMINGS = frozenset({"sim_seconds", "check_seconds", "wall_seconds", "faults_per_second", "engine",
+                           "oracle_engine"})
+TRACES_HEADING = "### Recorded real programs: `foliosim run-trace` on both engines"
+
+
+def trace_runs(name: str, runs: int) -> dict[str, Any]:
+    """``simulate()`` of one recorded trace, ``runs`` times per engine (alternating), the figures compared."""
+    trace = RunTrace.open(TRACES / f"{name}.trace.gz")
+    done: dict[str, list[TraceRun]] = {"reference": [], "fast": []}
+    for _ in range(runs):
+        for engine in done:
+            fell: list[str] = []
+            run = simulate(trace, engine=engine, on_fallback=fell.append)
+            if fell:
+                raise SystemExit(f"{name}: the fast engine fell back to the reference: {fell[0]}")
+            done[engine].append(run)
+    figures = [{k: v for k, v in r.to_json().items() if k not in TRACE_TIMINGS} for r in (done["reference"][0],
+                                                                                         done["fast"][0])]
+    if figures[0] != figures[1]:
+        diff = sorted(k for k in figures[0] if figures[0][k] != figures[1].get(k))
+        raise SystemExit(f"{name}: the engines' figures differ in {', '.join(diff)}")
+    out: dict[str, Any] = {"name": name, "steps": done["fast"][0].steps, "faults": done["fast"][0].faults_taken,
+                           "snapshots": done["fast"][0].check.snapshots if done["fast"][0].check else 0}
+    for engine, results in done.items():
+        sims = [r.sim_seconds for r in results]
+        walls = [r.wall_seconds for r in results]
+        out[engine] = {"sim": statistics.median(sims), "sim_lo": min(sims), "sim_hi": max(sims),
+                       "wall": statistics.median(walls), "check": statistics.median(r.check_seconds for r in results)}
+    return out
+
+
+def trace_table(runs: int, quick: bool) -> tuple[list[str], list[dict[str, Any]]]:
+    """The recorded traces' lines of the section (heading, what was measured, the table)."""
+    simulate(RunTrace.open(TRACES / "fork-child.trace.gz"), engine="fast")  # load the compiled kernels first
+    rows = []
+    for name in TRACE_NAMES[:3] if quick else TRACE_NAMES:
+        row = trace_runs(name, runs)
+        ref, fast = row["reference"], row["fast"]
+        log(f"{name}: {row['faults']:,} faults, sim reference {ref['sim']:.2f} s fast {fast['sim']:.2f} s, "
+            f"wall reference {ref['wall']:.2f} s fast {fast['wall']:.2f} s")
+        rows.append(row)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = [
+        TRACES_HEADING,
+        "",
+        "`foliosim.live.tracesim.simulate()` (what `foliosim run-trace` runs: design kernel, oracle off) on each "
+        "recorded trace of examples/run-traces, `engine=\"reference\"` and `engine=\"fast\"` alternating, "
+        f"medians of {runs} runs each (range of the simulator's time in brackets); both engines' figures (faults "
+        "by cause, CoW decisions by rule and outcome, folios by kind and order, rejected steps, live agreement) "
+        "are checked equal first. Faults: the recorded faults the simulator took. Simulator: the time TraceRun "
+        "counts as simulating (running the steps; not converting the trace lines, not the snapshot checks). "
+        "Whole call: `simulate()` from the file, both readings of the trace (check, then convert as it runs) and "
+        f"the live-snapshot checks included. Load average at the end: {load}.",
+        "",
+        "| trace | steps | faults | snapshots | reference faults/s (simulator) | fast faults/s (simulator) | "
+        "fast / reference | reference whole call | fast whole call | fast / reference |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        ref, fast, n = r["reference"], r["fast"], r["faults"]
+        lines.append(f"| {r['name']} | {fmt(r['steps'])} | {fmt(n)} | {r['snapshots']} | {fmt(n / ref['sim'])} "
+                     f"[{fmt(n / ref['sim_hi'])}..{fmt(n / ref['sim_lo'])}] | {fmt(n / fast['sim'])} "
+                     f"[{fmt(n / fast['sim_hi'])}..{fmt(n / fast['sim_lo'])}] | {ref['sim'] / fast['sim']:.1f}x | "
+                     f"{ref['wall']:.2f} s | {fast['wall']:.2f} s | {ref['wall'] / fast['wall']:.1f}x |")
+    return lines, rows
+
+
+def splice_traces(section: str, traces: list[str]) -> str:
+    """``section`` (the simulate section's body) with its recorded-traces block replaced by ``traces``: from its
+    heading (or the paragraph that stood there before) to the next ``###`` heading."""
+    lines = section.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(TRACES_HEADING)
+                  or line.startswith("Recorded real-program traces are not measured here")), None)
+    if start is None:
+        raise SystemExit("docs/performance.md: the simulate section has no recorded-traces block to replace")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("### ")), len(lines))
+    return "\n".join(lines[:start] + traces + [""] + lines[end:])
+
+
+def current_section() -> str:
+    text = (DOCS / "performance.md").read_text()
+    start, end = "<!-- simulate:start -->", "<!-- simulate:end -->"
+    if start not in text or end not in text:
+        raise SystemExit("docs/performance.md has no simulate section: run without --traces-only first")
+    return text.split(start, 1)[1].split(end, 1)[0].strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller workloads, 3 runs")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--traces-only", action="store_true",
+                        help="measure only the recorded real programs and replace their table in the section")
     args = parser.parse_args()
     runs = 3 if args.quick else args.runs
     info = machine()
     log(f"machine: {info}")
+    if args.traces_only:
+        traces, _rows = trace_table(runs, args.quick)
+        print("\n".join(traces))
+        if not args.no_write:
+            log(f"wrote {update_section('simulate', splice_traces(current_section(), traces))}")
+        return
     run_fast(steps_of("fork-child", dict(CASES[0][2], rounds=2)), True)  # compile (or load) the kernels first
     run_fast(steps_of("prefork", dict(CASES[3][2], requests=20)), False)
     rows = []
@@ -235,12 +343,10 @@ def main() -> None:
                      f"{fmt(ref['faults'] / ref['s'])} | {fmt(fast['faults'] / fast['s'])} "
                      f"[{fmt(fast['faults'] / fast['hi'])}..{fmt(fast['faults'] / fast['lo'])}] | "
                      f"{ref['s'] / fast['s']:,.0f}x |")
+    traces, _rows = trace_table(runs, args.quick)
     lines += [
         "",
-        "Recorded real-program traces are not measured here: the fast engine runs them (files, shmem, mremap) "
-        "only as compare's driving run (`foliosim run-trace` stays on the reference: it plugs any design in as "
-        "the sharing hook); their faults/s, measured by hand, are in docs/fast-sim.md (make, redis-bgsave, pool: "
-        "16-17 k faults/s, 1.5-2.3x the reference's driving run; chromium slower than the reference).",
+        *traces,
         "",
         "### Cost against work size",
         "",

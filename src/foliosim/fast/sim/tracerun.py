@@ -220,7 +220,7 @@ class _SnapFolio:
     """A live folio as the snapshot checker reads a SimFolio (name, order, kind, pins, AnonExclusive bits, and
     ``core()``, exported once per snapshot)."""
 
-    __slots__ = ("_core", "_m", "kind", "name", "order", "slot")
+    __slots__ = ("_core", "_excl", "_m", "kind", "name", "order", "slot")
 
     is_zero = False
 
@@ -231,6 +231,7 @@ class _SnapFolio:
         self.order = int(m.fs[f, K.F_ORDER])
         self.kind = int(m.fs[f, L.X_KIND])
         self._core: Folio | None = None
+        self._excl: list[bool] | None = None
 
     @property
     def is_anon(self) -> bool:
@@ -246,8 +247,10 @@ class _SnapFolio:
 
     @property
     def exclusive(self) -> list[bool]:
-        off = int(self._m.fs[self.slot, K.F_OFF])
-        return [bool(x) for x in self._m.pex[off:off + self.nr_pages].tolist()]
+        if self._excl is None:
+            off = int(self._m.fs[self.slot, K.F_OFF])
+            self._excl = [bool(x) for x in self._m.pex[off:off + self.nr_pages].tolist()]
+        return self._excl
 
     def core(self) -> Folio:
         if self._core is None:
@@ -263,6 +266,7 @@ class SnapshotView:
     def __init__(self, machine: FastMachine) -> None:
         self.m = machine
         self._views: dict[int, Any] = {}
+        self._maps: dict[int, tuple[dict[int, tuple[int, int, bool, bool]], dict[int, tuple[int, bool]]]] = {}
 
     def __getattr__(self, name: str) -> Any:  # tasks, mms, config, pmd_order, ...
         return getattr(self.m, name)
@@ -281,16 +285,26 @@ class SnapshotView:
             view = self._views[f] = self.m.view(f) if f < 0 else _SnapFolio(self.m, f)
         return view
 
+    def _mappings(self, mm: FastMM) -> tuple[dict[int, tuple[int, int, bool, bool]], dict[int, tuple[int, bool]]]:
+        maps = self._maps.get(mm.num)
+        if maps is None:
+            maps = self._maps[mm.num] = self.m.mappings(mm)
+        return maps
+
     def lookup(self, mm: FastMM, vpn: int) -> tuple[Any, int, bool] | None:
         """``Machine.lookup()``: (folio, page, writable) mapped at ``vpn``, or None."""
-        f, page, write, _pmd = self.m.lookup_slot(mm, vpn)
-        return None if f == L.NONE else (self._view(f), page, write)
+        ptes, pmds = self._mappings(mm)
+        pmd = pmds.get(vpn >> self.m.po)
+        if pmd is not None:
+            return self._view(pmd[0]), vpn & (self.m.P - 1), pmd[1]
+        pte = ptes.get(vpn)
+        return None if pte is None else (self._view(pte[0]), pte[1], pte[2])
 
     def iter_mapped(self, mm: FastMM) -> Iterator[tuple[Vma, int, Any, int, bool]]:
         """``Machine.iter_mapped()``: every present mapping (vma, vpn, folio, page, by_pmd), VMA by VMA, the PMDs
         first."""
         m = self.m
-        ptes, pmds = m.mappings(mm)
+        ptes, pmds = self._mappings(mm)
         pte_vpns = sorted(ptes)
         for vma in mm.vmas:
             lo, hi = vma.start >> m.po, ((vma.end - 1) >> m.po) + 1
