@@ -176,8 +176,8 @@ def fmt(x: float) -> str:
 TRACES = Path(__file__).resolve().parents[1] / "examples" / "run-traces"
 TRACE_NAMES = ("make", "redis-bgsave", "pool", "prefork-server", "chromium.census", "sh-pipeline", "fork-child")
 #: TraceRun.to_json() keys that differ between the engines by design
-TRACE_TIMINGS = frozenset({"sim_seconds", "check_seconds", "wall_seconds", "faults_per_second", "engine",
-                           "oracle_engine"})
+TRACE_TIMINGS = frozenset({"sim_seconds", "check_seconds", "wall_seconds", "load_seconds", "faults_per_second",
+                           "engine", "oracle_engine"})
 TRACES_HEADING = "### Recorded real programs: `foliosim run-trace` on both engines"
 
 

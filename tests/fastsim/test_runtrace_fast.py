@@ -23,7 +23,7 @@ from foliosim.workloads.runtrace import Conversion, RunTrace, prepare
 
 TRACES = Path(__file__).resolve().parents[2] / "examples" / "run-traces"
 #: what differs between the engines by design: the timings, and which engine and oracle ran
-NOT_COMPARED = frozenset({"sim_seconds", "check_seconds", "wall_seconds", "faults_per_second", "engine",
+NOT_COMPARED = frozenset({"sim_seconds", "check_seconds", "wall_seconds", "load_seconds", "faults_per_second", "engine",
                           "oracle_engine"})
 
 
@@ -53,7 +53,7 @@ def test_same_figures_on_both_engines(name: str) -> None:
     ref, fast = _both(name)
     assert _figures(fast) == _figures(ref)
     assert fast.faults_taken > 100 and fast.cow and fast.allocated and fast.alive
-    assert fast.faults_taken == ref.faults_taken and fast.sim_seconds > 0
+    assert fast.faults_taken == ref.faults_taken and fast.sim_seconds > 0 and fast.load_seconds > 0 == ref.load_seconds
 
 
 @pytest.mark.parametrize(("bits", "npm"), [(64, True), (32, False), (32, True)])

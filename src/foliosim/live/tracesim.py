@@ -83,6 +83,7 @@ class TraceRun:
     design_totals: dict[str, float] = field(default_factory=dict)
     check: SnapshotChecker | None = None
     engine: str = "reference"  # which simulator ran: reference or fast
+    load_seconds: float = 0.0  # loading (or compiling) the fast engine's kernels, before the simulation
     stopped: str = ""  # why the run stopped before the end of the trace (the fast oracle found a problem)
     machine: Any = field(default=None, repr=False)  # the simulator at the end, either engine's (not in to_json())
 
@@ -134,6 +135,7 @@ class TraceRun:
             "rejected": dict(self.rejected.most_common()), "rejected_examples": self.rejected_examples,
             "conversion": self.convert.to_json(),
             "sim_seconds": self.sim_seconds, "check_seconds": self.check_seconds, "wall_seconds": self.wall_seconds,
+            "load_seconds": self.load_seconds,
             "faults_per_second": self.faults_per_second,
             "oracle_runs": self.oracle_runs, "oracle_problems": self.oracle_problems,
             "design_totals": self.design_totals,
@@ -294,12 +296,13 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
                    progress: Callable[[Progress], None] | None, began: float) -> TraceRun:
     """:func:`simulate` on the compiled engine (foliosim.fast.sim.tracerun): the same figures; Unsupported for a
     step it does not model (nothing is kept: the caller runs the reference)."""
-    from foliosim.fast.sim.tracerun import SnapshotView, TraceMachine, TraceRunner
+    from foliosim.fast.sim.tracerun import SnapshotView, TraceMachine, TraceRunner, load_kernels
 
     perf = time.perf_counter
+    loaded = load_kernels(config, oracle != "off")
     m = TraceMachine(config, oracle != "off")
     m.track_reuse = oracle == "reuse"
-    run = TraceRun(trace.name, conv.header, design, oracle, conv.stats, engine="fast")
+    run = TraceRun(trace.name, conv.header, design, oracle, conv.stats, engine="fast", load_seconds=loaded)
     runner = TraceRunner(m, run.rejected)
     checker = SnapshotChecker() if conv.stats.snapshots else None
     run.check = checker

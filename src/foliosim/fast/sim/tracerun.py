@@ -17,6 +17,7 @@ checker compares live snapshots with either engine.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator
@@ -216,6 +217,30 @@ class TraceRunner(FastWorkloadRunner):
         return int(self.m.glob[L.G_SEGV]) - self._segv
 
 
+#: a small program through the paths a run trace takes (anonymous and file faults, fork with copy-on-write, the
+#: control plane, exit), run once by :func:`load_kernels`
+_WARM_STEPS = (
+    Step("spawn", "w0"), Step("file", "", ("warm-file", 4, 0, 0)),
+    Step("mmap", "w0", ("heap", 16, "anon", None, None, "rw", 0)),
+    Step("mmap", "w0", ("lib", 4, "file-private", "warm-file", None, "r", 0)),
+    Step("fault", "w0", ("heap", 0, 1)), Step("fault", "w0", ("lib", 1, 0)), Step("fork", "w0", ("w1",)),
+    Step("fault", "w1", ("heap", 0, 1)), Step("fault", "w0", ("heap", 0, 1)), Step("read", "w1", ("heap", 2, 2)),
+    Step("mprotect", "w0", ("heap", 0, 8, "r")), Step("madvise", "w0", ("heap", 8, 8, "dontneed")),
+    Step("munmap", "w0", ("heap", 8, 8)), Step("exit", "w1"), Step("exit", "w0"),
+)
+
+
+def load_kernels(config: KernelConfig, fast_oracle: bool) -> float:
+    """Load (or compile) the compiled kernels a run trace needs, on a throwaway machine; the seconds it took."""
+    began = time.perf_counter()
+    m = TraceMachine(config, fast_oracle)
+    runner = TraceRunner(m, Counter())
+    for index, step in enumerate(_WARM_STEPS):
+        runner.execute(step, index)
+    runner.flush()
+    return time.perf_counter() - began
+
+
 class _SnapFolio:
     """A live folio as the snapshot checker reads a SimFolio (name, order, kind, pins, AnonExclusive bits, and
     ``core()``, exported once per snapshot)."""
@@ -320,4 +345,4 @@ class SnapshotView:
                 yield vma, vpn, self._view(f), page, False
 
 
-__all__ = ["SnapshotView", "TraceMachine", "TraceRunner"]
+__all__ = ["SnapshotView", "TraceMachine", "TraceRunner", "load_kernels"]
