@@ -4,6 +4,8 @@ the oracle modes, the fallbacks and the command line."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import fields
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ from foliosim.fast.sim import tracerun
 from foliosim.fast.sim.engine import Unsupported
 from foliosim.kconfig import KernelConfig
 from foliosim.live.tracesim import ORACLE_FAST, TraceRun, simulate
-from foliosim.workloads.runtrace import Conversion, RunTrace, prepare
+from foliosim.workloads.runtrace import Conversion, Race, RunTrace, Snapshot, prepare
+from foliosim.workloads.steps import Step
 
 TRACES = Path(__file__).resolve().parents[2] / "examples" / "run-traces"
 #: what differs between the engines by design: the timings, and which engine and oracle ran
@@ -94,6 +97,41 @@ def test_fast_oracle_reports_a_leak(monkeypatch: pytest.MonkeyPatch) -> None:
     assert run.steps < conv.stats.steps
     quiet = simulate(trace, oracle="off", conversion=conv, engine="fast")
     assert quiet.oracle_problems == [] and quiet.stopped == "" and quiet.steps == conv.stats.steps
+
+
+class _Steps(Conversion):
+    """A converted trace whose steps are given (steps the shipped traces never make the simulator refuse)."""
+
+    given: tuple[Step, ...] = ()
+
+    def items(self) -> Iterator[Step | Snapshot | Race]:
+        return iter(self.given)
+
+
+def test_refused_steps_are_counted_alike() -> None:
+    """Steps the simulator refuses (an unknown task or region, a vfork parent's access, calls outside the
+    mappings) are counted by cause with the same examples; recorded faults outside a VMA or against its
+    protection, on a present page, of a sleeping vfork parent on a present page, alike."""
+    trace, conv = _trace("fork-child")
+    _Steps.given = (
+        Step("spawn", "p"), Step("mmap", "p", ("h", 16, "anon", None, None, "rw", 0)),
+        Step("fault", "p", ("h", 0, 1)), Step("fault", "q", ("h", 0, 1)), Step("fault", "p", ("nowhere", 0, 1)),
+        Step("write", "p", ("nowhere", 0, 1)), Step("mprotect", "p", ("h", 8, 16, "r")),
+        Step("madvise", "p", ("h", 12, 16, "dontneed")), Step("mprotect", "p", ("h", 0, 2, "r")),
+        Step("fault", "p", ("h", 1, 1)), Step("fault", "p", ("h", 40, 1)), Step("fault", "p", ("h", 3, 0)),
+        Step("fault", "p", ("h", 3, 1)), Step("vfork", "p", ("c",)), Step("fault", "p", ("h", 3, 1)),
+        Step("fault", "p", ("h", 5, 1)), Step("write", "p", ("h", 0, 1)), Step("fault", "c", ("h", 6, 1)),
+        Step("exit", "c"), Step("fault", "p", ("h", 5, 1)), Step("write", "p", ("h", 8, 2)),
+        Step("munmap", "p", ("h", 20, 4)), Step("exit", "p"), Step("exit", "p"))
+    given = _Steps(*[getattr(conv, f.name) for f in fields(conv)])
+    ref = simulate(trace, conversion=given)
+    fast = simulate(trace, conversion=given, engine="fast")
+    assert fast.engine == "fast" and _figures(fast) == _figures(ref)
+    assert fast.rejected == {"fault refused by the simulator": 3, "write refused by the simulator": 2,
+                             "mprotect -> -ENOMEM": 1, "madvise -> -ENOMEM": 1, "exit refused by the simulator": 1}
+    assert fast.faults == {"refused by the simulator": 3, "taken": 5, "not permitted by the VMA's protection": 1,
+                           "outside any VMA of the simulator": 1, "already mapped writable": 1}  # the last: vfork's
+    assert "task 'p' sleeps in vfork()" in " ".join(fast.rejected_examples)
 
 
 def test_other_designs_and_unmodelled_steps_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
