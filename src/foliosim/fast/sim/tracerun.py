@@ -283,6 +283,50 @@ class _SnapFolio:
         return self._core
 
 
+class _SnapMM:
+    """A FastMM whose ``pmds`` is the set of its PMD indices read once (foliosim.vm.stats.pagemap() asks it per
+    page); everything else is the MM's."""
+
+    __slots__ = ("maps", "mm", "num", "pmds")
+
+    def __init__(self, mm: FastMM, maps: tuple[dict[int, tuple[int, int, bool, bool]], dict[int, tuple[int, bool]]]
+                 ) -> None:
+        self.mm = mm
+        self.num = mm.num
+        self.maps = maps
+        self.pmds = set(maps[1])
+
+    def __getattr__(self, name: str) -> Any:  # name, num, vmas, find_vma, ...
+        return getattr(self.mm, name)
+
+
+class _SnapTask:
+    __slots__ = ("mm",)
+
+    def __init__(self, mm: _SnapMM) -> None:
+        self.mm = mm
+
+
+class _SnapTasks:
+    """``Machine.tasks`` as the checker reads it (``get``), each task's MM a :class:`_SnapMM`."""
+
+    def __init__(self, view: SnapshotView) -> None:
+        self.view = view
+
+    def get(self, name: str) -> _SnapTask | None:
+        task = self.view.m.tasks.get(name)
+        return None if task is None else _SnapTask(self.view.snap_mm(task.mm))
+
+    def __getitem__(self, name: str) -> _SnapTask:
+        task = self.get(name)
+        if task is None:
+            raise KeyError(name)
+        return task
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.view.m.tasks
+
+
 class SnapshotView:
     """The accessors :class:`foliosim.live.snapcheck.SnapshotChecker` (and :func:`foliosim.live.compare.sim_page`,
     :func:`foliosim.vm.stats.pagemap`) read on a reference Machine, over a :class:`FastMachine` at one moment
@@ -293,8 +337,15 @@ class SnapshotView:
         self._views: dict[int, Any] = {}
         self._maps: dict[int, tuple[dict[int, tuple[int, int, bool, bool]], dict[int, tuple[int, bool]]]] = {}
 
-    def __getattr__(self, name: str) -> Any:  # tasks, mms, config, pmd_order, ...
+    def __getattr__(self, name: str) -> Any:  # mms, config, pmd_order, ...
         return getattr(self.m, name)
+
+    @property
+    def tasks(self) -> _SnapTasks:
+        return _SnapTasks(self)
+
+    def snap_mm(self, mm: FastMM) -> _SnapMM:
+        return _SnapMM(mm, self._mappings(mm))
 
     @property
     def folios(self) -> set[str]:
@@ -310,13 +361,16 @@ class SnapshotView:
             view = self._views[f] = self.m.view(f) if f < 0 else _SnapFolio(self.m, f)
         return view
 
-    def _mappings(self, mm: FastMM) -> tuple[dict[int, tuple[int, int, bool, bool]], dict[int, tuple[int, bool]]]:
+    def _mappings(self, mm: FastMM | _SnapMM) -> tuple[dict[int, tuple[int, int, bool, bool]],
+                                                        dict[int, tuple[int, bool]]]:
+        if isinstance(mm, _SnapMM):
+            return mm.maps
         maps = self._maps.get(mm.num)
         if maps is None:
             maps = self._maps[mm.num] = self.m.mappings(mm)
         return maps
 
-    def lookup(self, mm: FastMM, vpn: int) -> tuple[Any, int, bool] | None:
+    def lookup(self, mm: FastMM | _SnapMM, vpn: int) -> tuple[Any, int, bool] | None:
         """``Machine.lookup()``: (folio, page, writable) mapped at ``vpn``, or None."""
         ptes, pmds = self._mappings(mm)
         pmd = pmds.get(vpn >> self.m.po)
@@ -325,7 +379,7 @@ class SnapshotView:
         pte = ptes.get(vpn)
         return None if pte is None else (self._view(pte[0]), pte[1], pte[2])
 
-    def iter_mapped(self, mm: FastMM) -> Iterator[tuple[Vma, int, Any, int, bool]]:
+    def iter_mapped(self, mm: FastMM | _SnapMM) -> Iterator[tuple[Vma, int, Any, int, bool]]:
         """``Machine.iter_mapped()``: every present mapping (vma, vpn, folio, page, by_pmd), VMA by VMA, the PMDs
         first."""
         m = self.m
