@@ -21,6 +21,7 @@ from foliosim.fast.sim import tracerun
 from foliosim.fast.sim.engine import Unsupported
 from foliosim.kconfig import KernelConfig
 from foliosim.live.tracesim import ORACLE_FAST, TraceRun, simulate
+from foliosim.vm.events import OracleViolation
 from foliosim.workloads.runtrace import Conversion, Race, RunTrace, Snapshot, prepare
 from foliosim.workloads.steps import Step
 
@@ -152,6 +153,18 @@ def test_other_designs_and_unmodelled_steps_fall_back(monkeypatch: pytest.Monkey
     assert said == ["the fast engine does not model a step for this test"]
     assert run.engine == "reference"
     assert _figures(run) == _figures(simulate(trace, conversion=conv))
+    monkeypatch.setattr(tracerun.TraceRunner, "execute", original)
+
+    def broken(self: tracerun.TraceRunner) -> None:  # a consistency check of the compiled loop fails
+        if self._ops and self.index > 40:
+            self.m.glob[L.G_ERR], self.m.glob[L.G_ERRF] = L.E_RMAP, 7
+            raise OracleViolation("fast engine: the rmap core rejected a call (folio f7)")
+
+    monkeypatch.setattr(tracerun.TraceRunner, "flush", broken)
+    said.clear()
+    run = simulate(trace, conversion=conv, engine="fast", oracle="reuse", on_fallback=said.append)
+    assert len(said) == 1 and said[0].startswith("the fast engine stopped (the rmap core rejected a call (folio f7)")
+    assert run.engine == "reference" and run.oracle_problems == [] and not run.stopped
     with pytest.raises(ValueError, match="engine must be one of reference, fast"):
         simulate(trace, conversion=conv, engine="compiled")
 

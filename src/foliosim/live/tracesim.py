@@ -296,10 +296,14 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
                    progress: Callable[[Progress], None] | None, began: float) -> TraceRun:
     """:func:`simulate` on the compiled engine (foliosim.fast.sim.tracerun): the same figures; Unsupported for a
     step it does not model (nothing is kept: the caller runs the reference)."""
+    from foliosim.fast.sim.engine import Unsupported
     from foliosim.fast.sim.tracerun import SnapshotView, TraceMachine, TraceRunner, load_kernels
 
     perf = time.perf_counter
-    loaded = load_kernels(config, oracle != "off")
+    try:
+        loaded = load_kernels(config, oracle != "off")
+    except OracleViolation as exc:
+        raise Unsupported(f"the fast engine stopped ({exc})") from None
     m = TraceMachine(config, oracle != "off")
     m.track_reuse = oracle == "reuse"
     run = TraceRun(trace.name, conv.header, design, oracle, conv.stats, engine="fast", load_seconds=loaded)
@@ -351,8 +355,10 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
         runner.flush()
         m._drain()
         run.sim_seconds += perf() - t0
-    except OracleViolation:  # the fast oracle stops the compiled loop where it found the problem
+    except OracleViolation:  # the compiled loop stopped where the fast oracle (or a consistency check) failed
         problem = runner.oracle_problem()
+        if oracle == "off" or not runner.oracle_found():  # not an oracle finding: a fast-engine failure
+            raise Unsupported(f"the fast engine stopped ({problem})") from None
         run.oracle_problems.append(problem)
         run.stopped = f"the isolation oracle found a problem ({problem}); the figures cover the steps before"
     run.convert = conv.stats

@@ -202,6 +202,10 @@ class TraceRunner(FastWorkloadRunner):
             self.fault_rows.clear()
             self.row_steps.clear()
 
+    def oracle_found(self) -> bool:
+        """Whether the last batch stopped on an isolation finding (not on a failed consistency check)."""
+        return int(self.m.glob[L.G_ERR]) in (L.E_ISOLATION, L.E_WRITE_RO)
+
     def oracle_problem(self) -> str:
         """The fast oracle's finding that stopped the last batch: what, where, in which steps."""
         g = self.m.glob
