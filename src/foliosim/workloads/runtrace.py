@@ -486,8 +486,9 @@ class _Area:
     why: str = ""  # opaque: what the simulator cannot express
 
     def cut(self, start: int, end: int) -> _Area:
-        delta = start - self.start
-        return replace(self, start=start, end=end, pgoff=self.pgoff + delta if self.file else self.pgoff)
+        return _Area(start, end, self.kind, self.prot, self.file,
+                     self.pgoff + (start - self.start) if self.file else self.pgoff, self.hugepage, self.dontfork,
+                     self.wipeonfork, self.growsdown, self.why)
 
     def joins(self, nxt: _Area) -> bool:
         """Whether the kernel would merge ``nxt`` (starting at our end) into us (mm/vma.c, same flags and file)."""
@@ -498,12 +499,23 @@ class _Area:
         return same and (self.file is None or nxt.pgoff == self.pgoff + self.end - self.start)
 
 
+def _area_start(a: _Area) -> int:
+    return a.start
+
+
 class _Space:
-    """The converter's picture of one MM: its mappings (sorted) and its program break."""
+    """The converter's picture of one MM: its mappings (sorted) and its program break.
+
+    While the mappings are *clean* (each non-empty, none overlapping: the normal case) they are kept in place
+    with bisection over their starts; an unmapping, a mapping or a change of a range costs O(log n + pieces).
+    A call of length zero or less can leave empty or overlapping pieces (as the plain list algorithm does); the
+    space then uses that algorithm (:meth:`_remove_list`) until it is clean again, so both give the same pieces.
+    Areas are never changed in place (a change makes a new one), so a forked space may share them."""
 
     def __init__(self, described: bool) -> None:
         self.areas: list[_Area] = []
         self.starts: list[int] = []
+        self.clean = True  # every area non-empty, sorted, none overlapping the next
         self.brk: int | None = None
         self.described = described  # the mappings execve set up are known (``maps``), or there was no exec
         self.handles: list[str] = []  # pins and pipes to release when the MM goes away
@@ -527,9 +539,38 @@ class _Space:
 
     def _reindex(self) -> None:
         self.starts = [a.start for a in self.areas]
+        areas = self.areas
+        self.clean = all(a.start < a.end for a in areas) and all(
+            areas[k].end <= areas[k + 1].start for k in range(len(areas) - 1))
 
-    def remove(self, start: int, end: int) -> list[_Area]:
-        """Unmap ``[start, end)``; returns the removed pieces."""
+    def _span(self, start: int, end: int) -> tuple[int, int]:
+        """Clean space, ``start < end``: the index range of the areas overlapping ``[start, end)``."""
+        starts = self.starts
+        i = bisect.bisect_right(starts, start) - 1
+        if i < 0 or self.areas[i].end <= start:
+            i += 1
+        return i, bisect.bisect_left(starts, end, i)
+
+    def _cut_out(self, start: int, end: int) -> tuple[int, list[_Area]]:
+        """Clean space, ``start < end``: unmap ``[start, end)``; the index of the hole and the removed pieces."""
+        i, j = self._span(start, end)
+        if i >= j:
+            return i, []
+        areas = self.areas
+        first, last = areas[i], areas[j - 1]
+        gone = [a if start <= a.start and a.end <= end else a.cut(max(a.start, start), min(a.end, end))
+                for a in areas[i:j]]
+        keep: list[_Area] = []
+        if first.start < start:
+            keep.append(first.cut(first.start, start))
+        if last.end > end:
+            keep.append(last.cut(end, last.end))
+        areas[i:j] = keep
+        self.starts[i:j] = [a.start for a in keep]
+        return i + (first.start < start), gone
+
+    def _remove_list(self, start: int, end: int) -> list[_Area]:
+        """The plain algorithm of :meth:`remove` over the whole list, for any ``start`` and ``end``."""
         keep: list[_Area] = []
         gone: list[_Area] = []
         for a in self.areas:
@@ -541,21 +582,46 @@ class _Space:
             if a.end > end:
                 keep.append(a.cut(end, a.end))
             gone.append(a.cut(max(a.start, start), min(a.end, end)))
-        self.areas = sorted(keep, key=lambda a: a.start)
+        self.areas = sorted(keep, key=_area_start)
+        return gone
+
+    def remove(self, start: int, end: int) -> list[_Area]:
+        """Unmap ``[start, end)``; returns the removed pieces."""
+        if self.clean and start < end:
+            return self._cut_out(start, end)[1]
+        gone = self._remove_list(start, end)
         self._reindex()
         return gone
 
     def insert(self, area: _Area) -> None:
-        self.remove(area.start, area.end)
-        bisect.insort(self.areas, area, key=lambda a: a.start)
+        if self.clean and area.start < area.end:
+            k = self._cut_out(area.start, area.end)[0]
+            self.areas.insert(k, area)
+            self.starts.insert(k, area.start)
+            return
+        self._remove_list(area.start, area.end)
+        bisect.insort(self.areas, area, key=_area_start)
         self._reindex()
 
     def update(self, start: int, end: int, change: Callable[[_Area], _Area]) -> None:
-        for piece in self.remove(start, end):
-            bisect.insort(self.areas, change(piece), key=lambda a: a.start)
+        if self.clean and start < end:
+            k, gone = self._cut_out(start, end)
+            new = [change(piece) for piece in gone]
+            if all(n.start == p.start and n.end == p.end for n, p in zip(new, gone, strict=True)):
+                self.areas[k:k] = new  # the pieces go back where they were, in order
+                self.starts[k:k] = [a.start for a in new]
+                return
+            for n in new:
+                bisect.insort(self.areas, n, key=_area_start)
+        else:
+            for piece in self._remove_list(start, end):
+                bisect.insort(self.areas, change(piece), key=_area_start)
         self._reindex()
 
     def covered_parts(self, start: int, end: int) -> list[_Area]:
+        if self.clean and start < end:
+            i, j = self._span(start, end)
+            return self.areas[i:j]
         return [a for a in self.areas if a.start < end and a.end > start]
 
     def runs(self, start: int, end: int) -> tuple[list[tuple[int, int]], int]:
@@ -575,7 +641,7 @@ class _Space:
 
     def fork(self) -> _Space:
         child = _Space(self.described)
-        child.areas = [replace(a) for a in self.areas if not a.dontfork]
+        child.areas = [a for a in self.areas if not a.dontfork]  # areas are never changed in place
         child._reindex()
         child.brk = self.brk
         child.thp_disabled = self.thp_disabled  # MMF_DISABLE_THP is inherited (kernel/fork.c mm_init())
