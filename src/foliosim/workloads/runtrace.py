@@ -26,6 +26,8 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from itertools import repeat
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -165,16 +167,22 @@ class RunTrace:
         first = True
         last_t = float("-inf")
         for lineno, line in self.lines():
-            where = f"{self.name} line {lineno}"
             if first:
-                self._header = parse_header(line, where)
+                self._header = parse_header(line, f"{self.name} line {lineno}")
                 first = False
                 continue
-            event = parse_event(line, where)
+            try:
+                event, end = _raw_decode(line)
+            except json.JSONDecodeError:
+                event, end = None, 0
+            # json.loads() also allows whitespace around the object: such a line (and any other) goes the long way
+            if not ((end == len(line) or (end == len(line) - 1 and line[end] == "\n")) and _event_ok(event)):
+                # parse_event names the line and the field (or accepts what the quick check leaves to it)
+                event = parse_event(line, f"{self.name} line {lineno}")
             t = event["t"]
             if t < last_t:
-                raise RunTraceError(f"{where}: field 't' goes back in time ({t} after {last_t}): the file is "
-                                    "sorted by t")
+                raise RunTraceError(f"{self.name} line {lineno}: field 't' goes back in time ({t} after {last_t}): "
+                                    "the file is sorted by t")
             last_t = t
             yield lineno, event
         if first:
@@ -420,6 +428,132 @@ def _snapshot(obj: dict[str, Any], where: str) -> None:
             raise RunTraceError(f"{w}: field 'mm_id_mapcount' must be [slot 0, slot 1] or null")
         if folio.get("shared_bit") is not None and not isinstance(folio.get("shared_bit"), bool):
             raise RunTraceError(f"{w}: field 'shared_bit' must be true/false or null")
+
+
+class _Absent:
+    """The value of a field a line does not have (None is a value: JSON null)."""
+
+
+_ABSENT = _Absent()
+_NONE = type(None)
+#: the exact types json.loads gives that each field kind accepts (``type(x) in``: a bool is not an integer here)
+_TYPES: dict[str, frozenset[type]] = {_INT: frozenset({int}), _INT_NULL: frozenset({int, _NONE}),
+                                      _BOOL: frozenset({bool}), _STR: frozenset({str}), _NUM: frozenset({int, float}),
+                                      _LIST: frozenset({list}), _DICT: frozenset({dict})}
+#: per event kind, every field it must have with the types it accepts (pid and tid first)
+_EVENT_TYPES: dict[str, tuple[tuple[str, frozenset[type]], ...]] = {
+    ev: (("pid", _TYPES[_INT]), ("tid", _TYPES[_INT]), *((name, _TYPES[kind]) for name, kind in fields.items()))
+    for ev, fields in EVENT_FIELDS.items()}
+_NUM_TYPES, _INT_NULL_TYPES, _PAGE_LAST = _TYPES[_NUM], _TYPES[_INT_NULL], frozenset({bool, int})
+_raw_decode = json.JSONDecoder().raw_decode  # json.loads(line) without the whitespace around the object
+
+
+def _event_ok(obj: Any) -> bool:
+    """Whether :func:`parse_event` accepts this parsed line, decided without building any message: True only
+    if it does (a False sends the line to parse_event, which names the line and field)."""
+    if type(obj) is not dict:
+        return False
+    get = obj.get
+    ev = get("ev")
+    if type(ev) is not str or type(get("t")) not in _NUM_TYPES:
+        return False
+    if ev == "fault":  # most lines: the fields of EVENT_FIELDS["fault"], written out
+        return (type(get("pid")) is int and type(get("tid")) is int and type(get("addr")) is int
+                and type(get("write")) is bool and type(get("ip")) is int and type(get("error_code")) is int)
+    spec = _EVENT_TYPES.get(ev)
+    if spec is None:
+        return False
+    for name, types in spec:
+        if type(get(name, _ABSENT)) not in types:
+            return False
+    if ev == "syscall":
+        return _syscall_ok(obj)
+    if ev == "exit":
+        code, signal = get("code", _ABSENT), get("signal", _ABSENT)
+        return (code is not _ABSENT or signal is not _ABSENT) and (
+            code is _ABSENT or type(code) in _INT_NULL_TYPES) and (signal is _ABSENT or type(signal) in _INT_NULL_TYPES)
+    if ev == "snapshot":
+        return _snapshot_ok(obj)
+    if ev == "exec":
+        populated = get("populated")
+        if populated is not None and (type(populated) is not list or any(type(x) is not int for x in populated)):
+            return False
+        maps = get("maps")
+        if maps is not None:
+            if type(maps) is not list:
+                return False
+            for item in maps:
+                if not (type(item) is list and len(item) == 7 and type(item[0]) is int and type(item[1]) is int
+                        and type(item[2]) is str and type(item[3]) is int and type(item[4]) is str
+                        and type(item[5]) is int and type(item[6]) is str and item[0] < item[1]):
+                    return False
+    return True
+
+
+def _syscall_ok(obj: dict[str, Any]) -> bool:
+    """:func:`_syscall` without messages (True only if it accepts); the rare calls with more to check say False."""
+    args = obj["args"]
+    for value in args:
+        if type(value) is not int:
+            return False
+    name = obj["name"]
+    want = SYSCALL_ARGS.get(name)
+    if want is not None and len(args) != want:
+        return False
+    if obj["ret"] < 0:
+        return True
+    if name == "mmap":
+        file = obj.get("file", _ABSENT)
+        if file is _ABSENT:
+            return True
+        if type(file) is not dict or type(file.get("dev")) is not str or type(file.get("ino")) is not int:
+            return False
+        return type(file.get("path", "")) is str and type(file.get("shmem", False)) is bool
+    return name not in ("shmat", "io_uring_register", "vmsplice")
+
+
+#: per folio field of a snapshot, the types :func:`_snapshot` accepts (an absent field reads as None)
+_FOLIO_TYPES = (("order", frozenset({int})), ("refcount", frozenset({int})),
+                *((name, _INT_NULL_TYPES) for name in FOLIO_FIELDS[2:]), ("shared_bit", frozenset({bool, _NONE})))
+_ONLY_LIST, _ONLY_INT, _ONLY_DICT, _SIX = frozenset({list}), frozenset({int}), frozenset({dict}), frozenset({6})
+
+
+def _snapshot_ok(obj: dict[str, Any]) -> bool:
+    """:func:`_snapshot` without messages (True only if it accepts), column by column: a snapshot has thousands
+    of pages and folios."""
+    if obj["at"] not in ("fork", "exit"):
+        return False
+    pages = obj["pages"]
+    if pages:
+        if set(map(type, pages)) != _ONLY_LIST or set(map(len, pages)) != _SIX:
+            return False
+        columns = list(zip(*pages, strict=True))  # vaddr, pfn, head_pfn, order, mapcount, exclusive
+        if any(set(map(type, column)) != _ONLY_INT for column in columns[:5]):
+            return False
+        if not set(map(type, columns[5])) <= _PAGE_LAST or min(columns[3]) < 0 or max(columns[3]) > 20:
+            return False
+    folios = obj["folios"]
+    if not folios:
+        return True
+    try:
+        deque(map(int, folios, repeat(0)), maxlen=0)  # every key a head PFN
+    except ValueError:
+        return False
+    values = list(folios.values())
+    if set(map(type, values)) != _ONLY_DICT:
+        return False
+    for name, types in _FOLIO_TYPES:
+        if not set(map(type, map(methodcaller("get", name), values))) <= types:
+            return False
+    for name, single in (("mm_ids", int), ("mm_id_mapcount", _NONE)):
+        column = list(map(methodcaller("get", name), values))
+        kinds = set(map(type, column))
+        if not kinds <= {_NONE, single, list}:
+            return False
+        if list in kinds and not all(len(x) == 2 and type(x[0]) is int and type(x[1]) is int
+                                     for x in column if type(x) is list):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- converting
