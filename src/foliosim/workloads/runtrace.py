@@ -917,12 +917,17 @@ class _Converter:
             self.stats.files += 1
             yield Step("file", "", (name, max(pages, 1), order, self.file_shmem.get(name, _shmem_name(name))))
         first_pass = self.known_files is None
+        stats, counts, see, known, on_fault = self.stats, self.stats.events, self.races.see, self.name, self.on_fault
         for lineno, ev in events:
-            self.stats.lines = lineno
-            self.stats.events[ev["ev"]] += 1
+            stats.lines = lineno
+            kind = ev["ev"]
+            counts[kind] += 1
             if first_pass:
-                self.races.see(lineno, ev)
-            yield from self.event(lineno, ev)
+                see(lineno, ev)
+            if kind == "fault" and ev["tid"] in known:  # most lines: what event() would call, directly
+                yield from on_fault(lineno, ev)
+            else:
+                yield from self.event(lineno, ev)
         for events_left in self.pending.values():
             self.stats.skipped["events of a task the trace never created"] += len(events_left)
             for _lineno, ev in events_left:
