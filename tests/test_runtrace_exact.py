@@ -34,6 +34,7 @@ from foliosim.workloads.runtrace import (
     parse_event,
     prepare,
 )
+from foliosim.workloads.steps import Step
 
 TRACES = Path(__file__).resolve().parent.parent / "examples" / "run-traces"
 
@@ -114,12 +115,19 @@ def _degenerate_trace() -> str:
     return "\n".join(json.dumps(x) for x in [header, *events]) + "\n"
 
 
-def test_calls_of_length_zero_convert_exactly_as_before() -> None:
-    """The plain algorithm splits a mapping at a zero-length call and keeps an empty piece there; the bisected
-    space falls back to it, so the same (odd) steps come out: pinned as the plain converter gave them."""
-    digest, items = _digest(RunTrace("t", text=_degenerate_trace()))
-    assert items == 25
-    assert digest == "7f910a240879cb8f00ed7899dae89fa4666fd6c032c4511d2a1c36013c2a5d5e"
+def test_calls_of_length_zero_do_nothing() -> None:
+    """madvise/mprotect of length 0 succeed and do nothing in the kernel: no step, and the mapping is not split
+    (the converter used to cut it there and leave an empty piece, so the next faults fell outside the mappings)."""
+    conv = prepare(RunTrace("t", text=_degenerate_trace()))
+    items = list(conv.items())
+    steps = [i for i in items if isinstance(i, Step)]
+    assert not [s for s in steps if s.verb in ("madvise", "mprotect") and s.args[2] == 0]
+    base = B >> 12
+    assert [s.args[0] - base for s in steps if s.verb == "fault" and s.task == "p1"] == [8, 9]
+    assert conv.stats.ignored["madvise of length 0"] == 1
+    assert conv.stats.ignored["mprotect of length 0"] == 1
+    assert not conv.stats.fault_skips
+    assert len(items) == 20
 
 
 # ------------------------------------------------------------------------------ the address-space picture

@@ -1133,6 +1133,11 @@ class _Converter:
             self.stats.failed[name] += 1
             return
         handler = getattr(self, f"sys_{name}", None)
+        if name in ("mprotect", "madvise") and ev["args"][1] == 0:
+            # a length of 0 succeeds and does nothing (mm/mprotect.c do_mprotect_pkey(), mm/madvise.c
+            # do_madvise() return 0 before looking at any VMA): no step, no split of the mapping
+            self.stats.ignored[f"{name} of length 0"] += 1
+            return
         if name in NO_EFFECT_CALLS:
             self.stats.ignored[name] += 1
             return
