@@ -212,6 +212,8 @@ class FastMachine:
         self.opt[L.O_MUTANT] = mutant
         self.opt[L.O_USE_ZERO] = int(self.options.use_zero_page)
         self.opt[L.O_ORACLE] = int(fast_oracle)
+        self.opt[L.O_FAULT_AROUND] = self.options.fault_around_pages
+        self.opt[L.O_HANDBACK] = int(reference)  # copy-on-write file faults come back to privatize the reference view
         self.keep_reference = reference
         self.glob = np.zeros(L.G_LEN, dtype=np.int64)
         self.glob[L.G_FREE:] = -1
@@ -289,7 +291,8 @@ class FastMachine:
         c = Counter(self.pycount)
         g = self.glob
         for key, col in (("fault", L.G_FAULTS), ("SIGSEGV", L.G_SEGV), ("cow reuse", L.G_REUSE), ("cow copy", L.G_COPY),
-                         ("pmd split", L.G_PMDSPLIT), ("fork early copy", L.G_EARLY)):
+                         ("pmd split", L.G_PMDSPLIT), ("fork early copy", L.G_EARLY),
+                         ("fault whole shmem folio", L.G_SHMEM_WHOLE)):
             if g[col]:
                 c[key] = int(g[col])
         for d in self.cow_decisions:
@@ -381,7 +384,8 @@ class FastMachine:
         pages = 2 * self.P if int(g[L.G_NPAGE]) + 2 * self.P <= self.pmc.shape[0] else self.pmc.shape[0]
         short_tables = int(g[L.G_NTB]) + 2 > self.tb.shape[0] or (int(g[L.G_HUSED]) + 2) * 2 > self.hk.shape[0]
         tables = self.tb.shape[0] + 4 if short_tables else 2
-        trace = self.tr.shape[0] + 64 if self.record and int(g[L.G_NTR]) + 64 > self.tr.shape[0] else 64
+        margin = 64 + int(self.opt[L.O_FAULT_AROUND])  # the fault loop's room for one fault's trace rows
+        trace = self.tr.shape[0] + margin if self.record and int(g[L.G_NTR]) + margin > self.tr.shape[0] else margin
         cows = self.cow.shape[0] + 4 if int(g[L.G_NCOW]) + 2 > self.cow.shape[0] else 4
         self.ensure(folios=folios, pages=pages, tables=tables, trace=trace, cows=cows)
 
@@ -497,7 +501,8 @@ class FastMachine:
             if vma.thp not in masks:
                 masks[vma.thp] = sum(1 << o for o in vma.thp)
         return np.array([(vma.start, vma.end, vma.read, vma.write, vma.shared, masks[vma.thp],
-                          vma.anon_vma or 0, -1 if vma.file is None else ids[vma.file.name], vma.pgoff)
+                          vma.anon_vma or 0, -1 if vma.file is None else ids[vma.file.name], vma.pgoff,
+                          vma.maps_writable)
                          for vma in mm.vmas], dtype=np.int64)
 
     def _compact_vmas(self, extra: int) -> None:
@@ -771,13 +776,8 @@ class FastMachine:
         nr = size // PAGE_SIZE
         file = SimFile(name, nr, order, shmem, SparsePages(nr, filled_page(fill)), anon=shmem)
         self.files[name] = file
-        self.pcache.add_file(file)
+        FF.create_file(self, file, shmem)
         self.ref.file_new(file)
-        index = 0
-        while shmem and index < nr:
-            first, folio_order = FF.cache_range(self, file, index)
-            FF.add_to_cache(self, file, first, folio_order)
-            index = first + (1 << folio_order)
         self._end()
 
     # ------------------------------------------------------------------ address space
@@ -811,7 +811,7 @@ class FastMachine:
             self._next["shmem"] += 1
             src = SimFile(name, nr, order if order < self.po else 0, True, anon=True)
             self.files[name] = src
-            self.pcache.add_file(src)
+            FF.create_file(self, src, False)  # shmem_zero_setup(): nothing cached until faulted
             self.ref.file_new(src)
         vma_thp = (thp if thp is not None else self.options.thp) if file is None and not shared else frozenset()
         vma = Vma(start, start + nr, read, write, shared, src, pgoff, frozenset(vma_thp), label, exec=execute,
@@ -877,7 +877,7 @@ class FastMachine:
             if self.ent.shape[0] < mms * self.P:  # one migration entry per page and mapping
                 self.ent = np.zeros((2 * mms * self.P, 5), dtype=np.int64)
         self._check_rc(rc)
-        if self.pcache.file_of and int(self.glob[L.G_FSPLIT]) != splits:
+        if self.pcache.files and int(self.glob[L.G_FSPLIT]) != splits:
             FF.split_pieces(self, self.trace[traced:])
         for k, verdict in enumerate(("take", "skip", "split")):
             delta = int(self.glob[L.G_MADV + k]) - int(before[k])
@@ -1024,6 +1024,7 @@ class FastMachine:
         self._sync(mm)
         for vma in mm.vmas:
             vma.softdirty_wp = True
+        self.vm[mm.rows, L.V_MAPSW] = 0  # Vma.maps_writable: write-notify now (soft-dirty armed)
         ts = self._mm_tables(mm)
         self.tb[ts, L.TB_PMDW] = 0
         self.ptw[ts] &= np.uint8(~L.PW & 0xFF)
@@ -1085,7 +1086,7 @@ class FastMachine:
         """
         first = 0
         while True:
-            rc, first = kern.access(*self.args(), self.pexp, ops, first, self.faultbuf)
+            rc, first = kern.access(*self.args(), self.pexp, self.pcache.fc, self.pcache.pcs, ops, first, self.faultbuf)
             nf = int(self.glob[L.G_NGATHER])
             cow_tasks: list[str] | None = None
             if task_names is not None and (self.keep_decisions or self.record):
@@ -1095,7 +1096,7 @@ class FastMachine:
                 cow_tasks = self._decision_tasks(ops, faults, task_names)
             FF.privatize_copies(self)
             self._drain(cow_tasks)
-            if rc == L.RC_UNSUPPORTED and int(self.glob[L.G_ERR]) in (L.U_FILE_FAULT, L.U_SHARED_WP):
+            if rc == L.RC_UNSUPPORTED and int(self.glob[L.G_ERR]) == L.U_FILE_FAULT:
                 FF.service(self, ops, first, task_names[first] if task_names is not None else self.task_name)
                 continue
             if rc == L.RC_ROOM:
@@ -1136,7 +1137,7 @@ class FastMachine:
         if f == L.HUGE_ZERO:
             return FolioView("huge_zero", True, self.po)
         return FolioView(f"f{int(self.fs[f, L.X_NAME])}", False, int(self.fs[f, K.F_ORDER]), self, f,
-                         int(self.fs[f, L.X_KIND]), self.pcache.file_of.get(f))
+                         int(self.fs[f, L.X_KIND]), self.pcache.file_of(self.fs, f))
 
     def content(self, f: int, page: int) -> bytes:
         if f < 0:

@@ -66,14 +66,14 @@ MARKS = 1 << 14
 @jit
 def access_marked(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any,
                   ptp: Any, ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any,
-                  ops: Any, first: int, one: Any, marks: Any) -> tuple[int, int, int, int]:
+                  fc: Any, pcs: Any, ops: Any, first: int, one: Any, marks: Any) -> tuple[int, int, int, int]:
     """:func:`foliosim.fast.sim.kern.access` one fault per call (a one-row fault list), noting after fault k
     ``marks[k] = (op row, vpn, trace rows, CoW decisions)``. Returns (rc, op row reached, faults noted, 1 when
     it stopped because ``marks`` is full)."""
     n = 0
     while True:
         rc, first = kern.access(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
-                                pexp, ops, first, one)
+                                pexp, fc, pcs, ops, first, one)
         if glob[L.G_NGATHER] == 1:
             marks[n, 0] = one[0, 0]
             marks[n, 1] = one[0, 1]
@@ -228,10 +228,12 @@ class ScoringMachine(FastMachine):
         first = 0
         while True:
             kernel: Any = access_marked  # the state tuple's length is not visible to the type checker
-            rc, first, n, full = kernel(*self.args(), self.pexp, ops, first, self.one, self.marks)
-            if rc == L.RC_UNSUPPORTED and n and int(self.glob[L.G_ERR]) in (L.U_FILE_FAULT, L.U_SHARED_WP):
-                # a fault in a file/shmem mapping or a shared write fault: finished in Python (foliosim.fast.sim.files)
-                # as part of the fault just noted, whose ops and decisions then end where the service left them
+            rc, first, n, full = kernel(*self.args(), self.pexp, self.pcache.fc, self.pcache.pcs, ops, first, self.one,
+                                        self.marks)
+            if rc == L.RC_UNSUPPORTED and n and int(self.glob[L.G_ERR]) == L.U_FILE_FAULT:
+                # a copy-on-write fault in a private file mapping handed back to privatize the reference view
+                # (foliosim.fast.sim.files), part of the fault just noted, whose ops and decisions then end where the
+                # service left them
                 files.service(self, ops, first, None, drain=False)
                 self.marks[n - 1, 2] = self.glob[L.G_NTR]
                 self.marks[n - 1, 3] = self.glob[L.G_NCOW]
