@@ -11,6 +11,7 @@ What it does not model raises :class:`Unsupported` before any state changes; cal
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
@@ -45,6 +46,7 @@ OP_NAMES = {K.K_MM_NEW: "mm_new", K.K_MM_FREE: "mm_free", K.K_FOLIO_NEW: "folio_
 UNSUPPORTED_ADVICE: frozenset[str] = frozenset()
 #: every init field of a Vma, in order (a fast clone: ``Vma(*_VMA_FIELDS(vma))``)
 _VMA_FIELDS = attrgetter(*(f.name for f in fields(Vma) if f.init))
+_START, _END = attrgetter("start"), attrgetter("end")  # the sort keys of a sorted VMA list
 
 
 class Unsupported(FoliosimError):
@@ -60,6 +62,8 @@ class FastMM(VmaList):
     vmas: list[Vma] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
     rowmap: dict[int, int] = field(default_factory=dict)  # id(vma) -> its array row
+    published: list[Vma] = field(default_factory=list)  # the VMA list rows was published for
+    vcap: int = 0  # room of the MM's slice of the VMA index (mv) from MS_VOFF
     users: int = 1
     count: int = 1
     has_pinned: bool = False
@@ -493,17 +497,66 @@ class FastMachine:
             self._compact_vmas(n)
         self._publish_raw(mm)
 
-    def _vma_rows(self, mm: FastMM) -> npt.NDArray[np.int64]:
-        """The MM's VMAs as rows of the VMA table (one array built at once)."""
+    def _vma_rows(self, vmas: list[Vma]) -> npt.NDArray[np.int64]:
+        """VMAs as rows of the VMA table (one array built at once)."""
         ids = self.pcache.ids
         masks = self._thp_masks
-        for vma in mm.vmas:
+        for vma in vmas:
             if vma.thp not in masks:
                 masks[vma.thp] = sum(1 << o for o in vma.thp)
         return np.array([(vma.start, vma.end, vma.read, vma.write, vma.shared, masks[vma.thp],
                           vma.anon_vma or 0, -1 if vma.file is None else ids[vma.file.name], vma.pgoff,
                           vma.maps_writable)
-                         for vma in mm.vmas], dtype=np.int64)
+                         for vma in vmas], dtype=np.int64)
+
+    def _publish_changed(self, mm: FastMM, lo: int, hi: int) -> None:
+        """:meth:`_publish` of a control-plane change that mutated VMA objects in place only where they overlap or
+        touch ``[lo, hi)`` (elsewhere it only inserted, removed or merged VMAs): only the VMAs from the first to the
+        last that differ from the last publish (by identity, with their list neighbours, which a split or merge
+        changes in place, and those touching the range) get new rows; the MM's slice of the VMA index is rewritten
+        in place when it has room."""
+        old, new = mm.published, mm.vmas
+        n_old, n = len(old), len(new)
+        if len(mm.rows) != n_old:  # rows changed without a publish (exit_mmap): publish all
+            self._publish(mm)
+            return
+        self._sync(mm)
+        limit = min(n_old, n)
+        p = 0
+        while p < limit and old[p] is new[p]:
+            p += 1
+        q = 0
+        while q < limit - p and old[n_old - 1 - q] is new[n - 1 - q]:
+            q += 1
+        p = max(0, min(p - 1, bisect.bisect_left(new, lo, key=_END)))
+        q = max(0, min(q - 1, n - bisect.bisect_right(new, hi, key=_START)))
+        mid = new[p:n - q]
+        k = len(mid)
+        need_index = 0 if n <= mm.vcap else 2 * n
+        if self.nvm + k > self.vm.shape[0] or self.nmv + need_index > self.mv.shape[0]:
+            self._compact_vmas(n)  # publishes every MM whole
+            return
+        rowmap = mm.rowmap
+        for vma in old[p:n_old - q]:
+            rowmap.pop(id(vma), None)
+        fresh = list(range(self.nvm, self.nvm + k))
+        if k:
+            self.vm[self.nvm:self.nvm + k] = self._vma_rows(mid)
+            self.nvm += k
+            for vma, row in zip(mid, fresh, strict=True):
+                rowmap[id(vma)] = row
+        rows = mm.rows[:p] + fresh + mm.rows[n_old - q:]
+        mm.rows = rows
+        mm.published = list(new)
+        if need_index:
+            self.ms[mm.num, L.MS_VOFF] = self.nmv
+            self.mv[self.nmv:self.nmv + n] = rows
+            self.nmv += need_index
+            mm.vcap = need_index
+        elif n:
+            off = int(self.ms[mm.num, L.MS_VOFF])
+            self.mv[off + p:off + n] = rows[p:]
+        self.ms[mm.num, L.MS_NVMA] = n
 
     def _compact_vmas(self, extra: int) -> None:
         live = [mm for mm in self.mms.values() if not mm.zapped]
@@ -522,10 +575,12 @@ class FastMachine:
         n = len(mm.vmas)
         rows = list(range(self.nvm, self.nvm + n))
         if n:
-            self.vm[self.nvm:self.nvm + n] = self._vma_rows(mm)
+            self.vm[self.nvm:self.nvm + n] = self._vma_rows(mm.vmas)
         self.nvm += n
         mm.rows = rows
         mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, rows, strict=True)}
+        mm.published = list(mm.vmas)
+        mm.vcap = n
         self.mv[self.nmv:self.nmv + n] = rows
         self.ms[mm.num, L.MS_VOFF] = self.nmv
         self.ms[mm.num, L.MS_NVMA] = n
@@ -817,7 +872,7 @@ class FastMachine:
         vma = Vma(start, start + nr, read, write, shared, src, pgoff, frozenset(vma_thp), label, exec=execute,
                   noreserve=noreserve, account=write and not shared and not noreserve)
         task.mm.insert_vma(vma)
-        self._publish(task.mm)
+        self._publish_changed(task.mm, start, start + nr)
         self._end()
         return start << PAGE_SHIFT
 
@@ -846,7 +901,7 @@ class FastMachine:
         self._zap(mm, [(v.start, v.end) for v in gone])
         for vma in gone:
             mm.vmas.remove(vma)
-        self._publish(mm)
+        self._publish_changed(mm, start, end)
         self.ref.unmap(mm, start, end)  # type: ignore[arg-type]
         for handle in self.gup.values():
             if handle.mm is mm:
@@ -949,7 +1004,7 @@ class FastMachine:
                                    self.hk, self.hv, mm.num, vma.start, vma.end, write,
                                    upgrade and not vma.softdirty_wp, self._scratch())
         self._merge(mm)
-        self._publish(mm)
+        self._publish_changed(mm, *rng)
         self._end()
         return 0
 
@@ -1066,7 +1121,7 @@ class FastMachine:
                     vma.thp = frozenset() if advice == "nohugepage" else (
                         self.options.thp | (madv if madv is not None else frozenset({self.po})))
             self._merge(mm)
-            self._publish(mm)
+            self._publish_changed(mm, start, end)
         if hole:
             return self._fail(f"madvise({advice})", -ENOMEM, "part of the range is not mapped")
         self._end()
