@@ -64,6 +64,10 @@ class FastMM(VmaList):
     rowmap: dict[int, int] = field(default_factory=dict)  # id(vma) -> its array row
     published: list[Vma] = field(default_factory=list)  # the VMA list rows was published for
     vcap: int = 0  # room of the MM's slice of the VMA index (mv) from MS_VOFF
+    # Pages [unmerged_lo, unmerged_hi]: only VMAs touching them can have become mergeable with a neighbour since
+    # the last merge (FastMachine._touch() by every change to the VMA list or to a VMA; empty when lo > hi).
+    unmerged_lo: int = -1
+    unmerged_hi: int = 1 << 62
     users: int = 1
     count: int = 1
     has_pinned: bool = False
@@ -872,6 +876,7 @@ class FastMachine:
         vma = Vma(start, start + nr, read, write, shared, src, pgoff, frozenset(vma_thp), label, exec=execute,
                   noreserve=noreserve, account=write and not shared and not noreserve)
         task.mm.insert_vma(vma)
+        self._touch(task.mm, start, start + nr)
         self._publish_changed(task.mm, start, start + nr)
         self._end()
         return start << PAGE_SHIFT
@@ -901,6 +906,7 @@ class FastMachine:
         self._zap(mm, [(v.start, v.end) for v in gone])
         for vma in gone:
             mm.vmas.remove(vma)
+        self._touch(mm, start, end)
         self._publish_changed(mm, start, end)
         self.ref.unmap(mm, start, end)  # type: ignore[arg-type]
         for handle in self.gup.values():
@@ -969,9 +975,30 @@ class FastMachine:
                 self._split_pmd(mm, idx)
         # every caller publishes the MM's VMAs once it is done (no kernel reads them before)
         mm.insert_vma(mmapops.split_vma(vma, vpn))
+        self._touch(mm, vpn, vpn)
+
+    def _touch(self, mm: FastMM, lo: int, hi: int) -> None:
+        """VMAs touching pages ``[lo, hi]`` changed: they may merge with their neighbours at the next merge."""
+        mm.unmerged_lo = min(mm.unmerged_lo, lo)
+        mm.unmerged_hi = max(mm.unmerged_hi, hi)
 
     def _merge(self, mm: FastMM) -> None:
-        mmapops.merge_vmas(mm.vmas)
+        """``mmapops.merge_vmas()`` over the MM's VMAs. Since the last merge left no two neighbours mergeable, only
+        pairs with a VMA touching the pages changed since (:meth:`_touch`) can merge: the merge walks those, from
+        the VMA before the first to the one after the last, and gives what merging the whole list gives."""
+        lo, hi = mm.unmerged_lo, mm.unmerged_hi
+        mm.unmerged_lo, mm.unmerged_hi = 1 << 62, -1
+        if lo > hi:
+            return
+        vmas = mm.vmas
+        i = max(0, bisect.bisect_left(vmas, lo, key=_END) - 1)
+        j = min(len(vmas), bisect.bisect_right(vmas, hi, key=_START) + 1)
+        if i == 0 and j == len(vmas):
+            mmapops.merge_vmas(vmas)
+            return
+        part = vmas[i:j]
+        mmapops.merge_vmas(part)
+        vmas[i:j] = part
 
     def _vmas_for(self, mm: FastMM, start: int, end: int) -> list[Vma]:
         self._sync(mm)
@@ -1003,6 +1030,7 @@ class FastMachine:
             kern.change_protection(self.cfg, self.glob, self.fs, self.pex, self.tb, self.ptf, self.ptp, self.ptw,
                                    self.hk, self.hv, mm.num, vma.start, vma.end, write,
                                    upgrade and not vma.softdirty_wp, self._scratch())
+        self._touch(mm, *rng)
         self._merge(mm)
         self._publish_changed(mm, *rng)
         self._end()
@@ -1062,6 +1090,8 @@ class FastMachine:
             self.tb[d, L.TB_HASPT] = 1
         mm.vmas.remove(vma)
         mm.insert_vma(vma.clone(start=dst, end=dst + (end - start)))
+        self._touch(mm, start, end)
+        self._touch(mm, dst, dst + (end - start))
         self._publish(mm)
         self.ref.move(mm, start, end, dst)  # type: ignore[arg-type]
         for handle in self.gup.values():
@@ -1079,6 +1109,7 @@ class FastMachine:
         self._sync(mm)
         for vma in mm.vmas:
             vma.softdirty_wp = True
+        self._touch(mm, -1, 1 << 62)
         self.vm[mm.rows, L.V_MAPSW] = 0  # Vma.maps_writable: write-notify now (soft-dirty armed)
         ts = self._mm_tables(mm)
         self.tb[ts, L.TB_PMDW] = 0
@@ -1120,6 +1151,7 @@ class FastMachine:
                     madv = self.options.thp_madvise
                     vma.thp = frozenset() if advice == "nohugepage" else (
                         self.options.thp | (madv if madv is not None else frozenset({self.po})))
+            self._touch(mm, start, end)
             self._merge(mm)
             self._publish_changed(mm, start, end)
         if hole:

@@ -437,11 +437,13 @@ class ScoringRunner(FastWorkloadRunner):
         """Probe.census(): every mapped large anonymous folio, in allocation order."""
         m, b = self.m, self.m.builder
         b.advance(b.nops)
-        for f in m.live_folios():
-            if int(m.fs[f, K.F_ORDER]) and int(m.fs[f, L.X_KIND]) == L.KIND_ANON:
-                name = self._name(f)
-                if b.counts.get(name):
-                    b.ask(b.nops, name, CENSUS, m.step)
+        fs = m.fs[:int(m.glob[L.G_NFOLIO])]
+        large = np.flatnonzero((fs[:, K.F_LIVE] != 0) & (fs[:, K.F_ORDER] > 0) & (fs[:, L.X_KIND] == L.KIND_ANON))
+        counts = b.counts
+        for number in np.sort(fs[large, L.X_NAME]).tolist():  # allocation order
+            name = f"f{number}"
+            if counts.get(name):
+                b.ask(b.nops, name, CENSUS, m.step)
 
     def _tables(self, mm: FastMM) -> set[int]:
         m = self.m
