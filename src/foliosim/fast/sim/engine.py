@@ -68,6 +68,9 @@ class FastMM(VmaList):
     # the last merge (FastMachine._touch() by every change to the VMA list or to a VMA; empty when lo > hi).
     unmerged_lo: int = -1
     unmerged_hi: int = 1 << 62
+    # Pages [unpublished_lo, unpublished_hi]: only VMAs touching them changed since the last publish.
+    unpublished_lo: int = -1
+    unpublished_hi: int = 1 << 62
     users: int = 1
     count: int = 1
     has_pinned: bool = False
@@ -513,27 +516,21 @@ class FastMachine:
                           vma.maps_writable)
                          for vma in vmas], dtype=np.int64)
 
-    def _publish_changed(self, mm: FastMM, lo: int, hi: int) -> None:
-        """:meth:`_publish` of a control-plane change that mutated VMA objects in place only where they overlap or
-        touch ``[lo, hi)`` (elsewhere it only inserted, removed or merged VMAs): only the VMAs from the first to the
-        last that differ from the last publish (by identity, with their list neighbours, which a split or merge
-        changes in place, and those touching the range) get new rows; the MM's slice of the VMA index is rewritten
-        in place when it has room."""
+    def _publish_changed(self, mm: FastMM) -> None:
+        """:meth:`_publish` after control-plane changes recorded by :meth:`_touch` (and merges): only the VMAs
+        touching the pages changed since the last publish get new rows (the VMAs before and after them are the same
+        objects, unchanged); the MM's slice of the VMA index is rewritten in place when it has room."""
+        lo, hi = mm.unpublished_lo, mm.unpublished_hi
         old, new = mm.published, mm.vmas
         n_old, n = len(old), len(new)
-        if len(mm.rows) != n_old:  # rows changed without a publish (exit_mmap): publish all
+        p = bisect.bisect_left(new, lo, key=_END)  # VMAs ending before lo
+        q = n - bisect.bisect_right(new, hi, key=_START)  # VMAs starting after hi
+        if (len(mm.rows) != n_old or p + q > n_old or (p and old[p - 1] is not new[p - 1])
+                or (q and old[n_old - q] is not new[n - q])):  # not what the touched range says: publish all
             self._publish(mm)
             return
         self._sync(mm)
-        limit = min(n_old, n)
-        p = 0
-        while p < limit and old[p] is new[p]:
-            p += 1
-        q = 0
-        while q < limit - p and old[n_old - 1 - q] is new[n - 1 - q]:
-            q += 1
-        p = max(0, min(p - 1, bisect.bisect_left(new, lo, key=_END)))
-        q = max(0, min(q - 1, n - bisect.bisect_right(new, hi, key=_START)))
+        mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
         mid = new[p:n - q]
         k = len(mid)
         need_index = 0 if n <= mm.vcap else 2 * n
@@ -585,6 +582,7 @@ class FastMachine:
         mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, rows, strict=True)}
         mm.published = list(mm.vmas)
         mm.vcap = n
+        mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
         self.mv[self.nmv:self.nmv + n] = rows
         self.ms[mm.num, L.MS_VOFF] = self.nmv
         self.ms[mm.num, L.MS_NVMA] = n
@@ -877,7 +875,7 @@ class FastMachine:
                   noreserve=noreserve, account=write and not shared and not noreserve)
         task.mm.insert_vma(vma)
         self._touch(task.mm, start, start + nr)
-        self._publish_changed(task.mm, start, start + nr)
+        self._publish_changed(task.mm)
         self._end()
         return start << PAGE_SHIFT
 
@@ -907,7 +905,7 @@ class FastMachine:
         for vma in gone:
             mm.vmas.remove(vma)
         self._touch(mm, start, end)
-        self._publish_changed(mm, start, end)
+        self._publish_changed(mm)
         self.ref.unmap(mm, start, end)  # type: ignore[arg-type]
         for handle in self.gup.values():
             if handle.mm is mm:
@@ -981,6 +979,8 @@ class FastMachine:
         """VMAs touching pages ``[lo, hi]`` changed: they may merge with their neighbours at the next merge."""
         mm.unmerged_lo = min(mm.unmerged_lo, lo)
         mm.unmerged_hi = max(mm.unmerged_hi, hi)
+        mm.unpublished_lo = min(mm.unpublished_lo, lo)
+        mm.unpublished_hi = max(mm.unpublished_hi, hi)
 
     def _merge(self, mm: FastMM) -> None:
         """``mmapops.merge_vmas()`` over the MM's VMAs. Since the last merge left no two neighbours mergeable, only
@@ -993,6 +993,9 @@ class FastMachine:
         vmas = mm.vmas
         i = max(0, bisect.bisect_left(vmas, lo, key=_END) - 1)
         j = min(len(vmas), bisect.bisect_right(vmas, hi, key=_START) + 1)
+        if i < j:  # the VMAs the merge can change
+            mm.unpublished_lo = min(mm.unpublished_lo, vmas[i].start)
+            mm.unpublished_hi = max(mm.unpublished_hi, vmas[j - 1].end)
         if i == 0 and j == len(vmas):
             mmapops.merge_vmas(vmas)
             return
@@ -1032,7 +1035,7 @@ class FastMachine:
                                    upgrade and not vma.softdirty_wp, self._scratch())
         self._touch(mm, *rng)
         self._merge(mm)
-        self._publish_changed(mm, *rng)
+        self._publish_changed(mm)
         self._end()
         return 0
 
@@ -1153,7 +1156,7 @@ class FastMachine:
                         self.options.thp | (madv if madv is not None else frozenset({self.po})))
             self._touch(mm, start, end)
             self._merge(mm)
-            self._publish_changed(mm, start, end)
+            self._publish_changed(mm)
         if hole:
             return self._fail(f"madvise({advice})", -ENOMEM, "part of the range is not mapped")
         self._end()
