@@ -188,6 +188,16 @@ class StreamBuilder:
         self.stream.questions.append(Question(pos, folio, consumer, len(self.counts[folio]) > 1, group, weight,
                                               limit, refs_ok))
 
+    def ask_mapped(self, folios: list[str], consumer: str, step: int) -> None:
+        """:meth:`ask` about each of ``folios`` that some MM maps, all after the whole stream so far."""
+        pos = self.nops
+        self.advance(pos)
+        counts = self.counts
+        asked = [Question(pos, folio, consumer, len(per_mm) > 1) for folio in folios if (per_mm := counts.get(folio))]
+        if asked and self.pending and self.pending[0] < pos:
+            self.resolve(step)
+        self.stream.questions.extend(asked)
+
     def mapped(self, folio: str) -> bool:
         self.advance(self.nops)
         return bool(self.counts.get(folio))
@@ -439,11 +449,8 @@ class ScoringRunner(FastWorkloadRunner):
         b.advance(b.nops)
         fs = m.fs[:int(m.glob[L.G_NFOLIO])]
         large = np.flatnonzero((fs[:, K.F_LIVE] != 0) & (fs[:, K.F_ORDER] > 0) & (fs[:, L.X_KIND] == L.KIND_ANON))
-        counts = b.counts
-        for number in np.sort(fs[large, L.X_NAME]).tolist():  # allocation order
-            name = f"f{number}"
-            if counts.get(name):
-                b.ask(b.nops, name, CENSUS, m.step)
+        b.ask_mapped([f"f{number}" for number in np.sort(fs[large, L.X_NAME]).tolist()],  # allocation order
+                     CENSUS, m.step)
 
     def _tables(self, mm: FastMM) -> set[int]:
         m = self.m
