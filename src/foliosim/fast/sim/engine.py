@@ -486,9 +486,19 @@ class FastMachine:
         """Anon_vma ids the kernels assigned (anon_vma_prepare()) back into the Vma objects (nothing to do when no
         anon_vma was assigned anywhere since this MM's last sync)."""
         counter = int(self.glob[L.G_ANONVMA])
-        if self._anon_seen.get(mm.num) == counter:
+        seen = self._anon_seen.get(mm.num)
+        if seen == counter:
             return
         self._anon_seen[mm.num] = counter
+        if seen is not None and len(mm.rows) == len(mm.published):
+            # anon_vma ids count up: what the kernels assigned since this MM's last sync is >= seen
+            fresh = np.flatnonzero(self.vm[mm.rows, L.V_ANONVMA] >= seen).tolist()
+            published = mm.published
+            for i in fresh:
+                vma = published[i]
+                if vma.anon_vma is None:
+                    vma.anon_vma = int(self.vm[mm.rows[i], L.V_ANONVMA])
+            return
         col = self.vm[:, L.V_ANONVMA]
         rows = mm.rowmap
         for vma in mm.vmas:
@@ -649,7 +659,7 @@ class FastMachine:
             return
         ptes, pmds, _ = self._entries(mm)
         worst = ptes + pmds * self.P + 2
-        self.ensure(folios=0, trace=3 * worst + 16)
+        self._room(0, 0, 2, 3 * worst + 16)
         gather = np.zeros((worst, 2), dtype=np.int64)
         rc = kern.zap(*self.args(), self.pexp, self._scratch(), mm.num,
                       np.array(ranges, dtype=np.int64).reshape(-1, 2), gather)
@@ -946,11 +956,12 @@ class FastMachine:
     def _free_pte_tables(self, mm: FastMM, start: int, end: int) -> None:
         """free_pgtables(): page tables of PMD ranges no VMA touches any more go away."""
         lo, hi = start >> self.po, (end - 1) >> self.po
-        ts = self._mm_tables(mm)
-        idx = self.tb[ts, L.TB_IDX]
-        gone = [int(t) for t, i in zip(ts.tolist(), idx.tolist(), strict=True)
-                if lo <= i <= hi and not mm.vmas_in(i << self.po, (i + 1) << self.po)]
-        if gone:
+        scr = self._scratch()
+        n = int(kern.mm_tables(self.glob, self.tb, self.hk, self.hv, mm.num, lo, hi, scr))
+        ts = scr[0, :n].tolist()
+        idx = self.tb[ts, L.TB_IDX].tolist()
+        gone = sorted(t for t, i in zip(ts, idx, strict=True) if not mm.vmas_in(i << self.po, (i + 1) << self.po))
+        if gone:  # in slot order (the free list's order)
             kern.free_tables(self.glob, self.tb, self.hk, self.pexp, np.array(gone, dtype=np.int64))
 
     def _split_pmd(self, mm: FastMM, idx: int) -> None:
