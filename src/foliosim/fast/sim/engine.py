@@ -1472,11 +1472,12 @@ class FastMachine:
             if self.tb[t, L.TB_PMDF] != L.NONE:
                 pmds[idx] = (int(self.tb[t, L.TB_PMDF]), bool(self.tb[t, L.TB_PMDW]))
             if self.tb[t, L.TB_NPTE]:
-                present = np.flatnonzero(self.ptf[t] != L.NONE)
-                base = idx << self.po
-                for s in present.tolist():
-                    w = int(self.ptw[t, s])
-                    ptes[base + s] = (int(self.ptf[t, s]), int(self.ptp[t, s]), bool(w & L.PW), bool(w & L.PD))
+                row = self.ptf[t]
+                present = np.flatnonzero(row != L.NONE)
+                w = self.ptw[t, present]
+                ptes.update(zip((present + (idx << self.po)).tolist(),
+                                zip(row[present].tolist(), self.ptp[t, present].tolist(), ((w & L.PW) != 0).tolist(),
+                                    ((w & L.PD) != 0).tolist(), strict=True), strict=True))
         return ptes, pmds
 
     def _ptes_in(self, mm: FastMM, start: int, end: int) -> list[int]:
