@@ -29,7 +29,7 @@ from foliosim.fast.state import config_vector
 from foliosim.folio import Folio
 from foliosim.kconfig import KernelConfig
 from foliosim.mmid import MMIdAllocator
-from foliosim.rmap import PMD, PTE
+from foliosim.rmap import PMD, PTE, RmapLevel
 from foliosim.system import Op
 from foliosim.vm import mmapops
 from foliosim.vm.events import EFAULT, EINVAL, ENOMEM, CowDecision, OracleViolation, SimError
@@ -47,6 +47,26 @@ UNSUPPORTED_ADVICE: frozenset[str] = frozenset()
 #: every init field of a Vma, in order (a fast clone: ``Vma(*_VMA_FIELDS(vma))``)
 _VMA_FIELDS = attrgetter(*(f.name for f in fields(Vma) if f.init))
 _START, _END = attrgetter("start"), attrgetter("end")  # the sort keys of a sorted VMA list
+_OP_FIELDS = ("op", "mm", "folio", "order", "level", "page", "nr")
+if tuple(f.name for f in fields(Op)) != _OP_FIELDS:  # pragma: no cover - a developer changed Op
+    raise ImportError("foliosim.system.Op's fields changed: update foliosim.fast.sim.engine._new_op()")
+_OP_SETTERS = tuple(getattr(Op, name).__set__ for name in _OP_FIELDS)
+
+
+def _new_op(op: str, mm: str | None, folio: str | None, order: int | None, level: RmapLevel | None, page: int,
+            nr: int) -> Op:
+    """``Op(op, mm, folio, order, level, page, nr)`` without the frozen dataclass's ``__init__`` (a third of the
+    time): the same object, every slot set through its descriptor."""
+    new = object.__new__(Op)
+    s_op, s_mm, s_folio, s_order, s_level, s_page, s_nr = _OP_SETTERS
+    s_op(new, op)
+    s_mm(new, mm)
+    s_folio(new, folio)
+    s_order(new, order)
+    s_level(new, level)
+    s_page(new, page)
+    s_nr(new, nr)
+    return new
 
 
 class Unsupported(FoliosimError):
@@ -454,16 +474,16 @@ class FastMachine:
         name = OP_NAMES[kind]
         folio = f"f{row[L.T_FOLIO]}"
         if kind == K.K_FOLIO_NEW:
-            return Op(name, None, folio, row[L.T_ORDER])
+            return _new_op(name, None, folio, row[L.T_ORDER], None, 0, 1)
         if kind == K.K_FOLIO_FREE:
-            return Op(name, None, folio)
+            return _new_op(name, None, folio, None, None, 0, 1)
         mm = f"mm{row[L.T_MM]}"
         if kind in (K.K_MM_NEW, K.K_MM_FREE):
-            return Op(name, mm)
+            return _new_op(name, mm, None, None, None, 0, 1)
         level = PMD if row[L.T_LEVEL] == K.L_PMD else PTE
         if kind == K.K_MAP_NEW_ANON:
-            return Op(name, mm, folio, None, level)
-        return Op(name, mm, folio, None, level, row[L.T_PAGE], row[L.T_NR])
+            return _new_op(name, mm, folio, None, level, 0, 1)
+        return _new_op(name, mm, folio, None, level, row[L.T_PAGE], row[L.T_NR])
 
     def _folio_name(self, value: int) -> str:
         if value == L.ZERO:
