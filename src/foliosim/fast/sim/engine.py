@@ -576,9 +576,9 @@ class FastMachine:
             self.nvm += k
             for vma, row in zip(mid, fresh, strict=True):
                 rowmap[id(vma)] = row
-        rows = mm.rows[:p] + fresh + mm.rows[n_old - q:]
-        mm.rows = rows
-        mm.published = list(new)
+        rows = mm.rows
+        rows[p:n_old - q] = fresh  # in place: only the tail moves, and only when the count changed
+        old[p:n_old - q] = mid
         if need_index:
             self.ms[mm.num, L.MS_VOFF] = self.nmv
             self.mv[self.nmv:self.nmv + n] = rows
@@ -586,7 +586,8 @@ class FastMachine:
             mm.vcap = need_index
         elif n:
             off = int(self.ms[mm.num, L.MS_VOFF])
-            self.mv[off + p:off + n] = rows[p:]
+            last = n if n != n_old else p + k
+            self.mv[off + p:off + last] = rows[p:last]
         self.ms[mm.num, L.MS_NVMA] = n
 
     def _compact_vmas(self, extra: int) -> None:
