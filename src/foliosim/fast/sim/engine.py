@@ -602,11 +602,14 @@ class FastMachine:
         for mm in live:
             self._publish_raw(mm)
 
-    def _publish_raw(self, mm: FastMM) -> None:
-        """Write the MM's VMAs into the next VMA rows (the caller made the room)."""
+    def _publish_raw(self, mm: FastMM, same_as: list[int] | None = None) -> None:
+        """Write the MM's VMAs into the next VMA rows (the caller made the room); ``same_as``: the rows already
+        holding what each VMA's row must hold (a fork child's copies of its parent's VMAs), copied as arrays."""
         n = len(mm.vmas)
         rows = list(range(self.nvm, self.nvm + n))
-        if n:
+        if n and same_as is not None:
+            self.vm[self.nvm:self.nvm + n] = self.vm[same_as]
+        elif n:
             self.vm[self.nvm:self.nvm + n] = self._vma_rows(mm.vmas)
         self.nvm += n
         mm.rows = rows
@@ -771,7 +774,11 @@ class FastMachine:
                 self._room(early, early, tables + 2, 3 * (ptes + pmds) + 8 * early + 16)
             self._drain()
             self._check_rc(rc)
-        self._publish(dst)
+        n = len(dst.vmas)
+        if self.nvm + n <= self.vm.shape[0] and self.nmv + n <= self.mv.shape[0]:  # the parent's rows, copied
+            self._publish_raw(dst, [src.rowmap[id(vma)] for vma in copied])
+        else:
+            self._publish(dst)
         self.ref.fork(src, dst, copied)  # type: ignore[arg-type]
 
     def clone_vm(self, parent: str, child: str, vfork: bool = False) -> int:
