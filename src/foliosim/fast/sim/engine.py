@@ -527,7 +527,10 @@ class FastMachine:
                 vma.anon_vma = int(col[row])
 
     def _publish(self, mm: FastMM) -> None:
-        """Write the MM's sorted VMAs into fresh array rows (after any control-plane change)."""
+        """Write the MM's sorted VMAs into fresh array rows (after any control-plane change). The change is not
+        known: the next merge walks every VMA (:meth:`_publish_changed` is the cheaper way for changes noted by
+        :meth:`_touch`)."""
+        self._touch(mm, -1, 1 << 62)
         self._sync(mm)
         n = len(mm.vmas)
         if self.nvm + n > self.vm.shape[0] or self.nmv + n > self.mv.shape[0]:
