@@ -794,6 +794,8 @@ def huge_wp(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any
 # The page cache: file number (V_FILE, a row of ``fc``) and page index -> folio slot in ``pcs`` (one int32 per
 # file page from fc[file, FC_BASE], -1: not cached); a cached folio's file and first index are in its X_PCFILE
 # (1 + file number) and X_PCIDX columns. foliosim.fast.sim.files reads and writes the same arrays.
+# numba's on-disk cache of this file's kernels does not notice a change to foliosim/vm/fault.py (nor to
+# foliosim/fast/kernels.py): after changing fault_around_bounds(), delete foliosim/fast/sim/__pycache__/*.nb[ic].
 fault_around_bounds_c = sjit(fault_around_bounds)
 
 
