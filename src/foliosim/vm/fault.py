@@ -149,9 +149,15 @@ def _how_many(f: SimFolio, nr: int) -> str:
 def fault_around_window(vpn: int, nr: int, vma: Vma, pmd_order: int) -> tuple[int, int]:
     """mm/memory.c ``do_fault_around()``: the pages ``[lo, hi)`` around ``vpn`` to map, an ``nr``-aligned window
     clipped to the VMA and to the page table (PMD range) holding ``vpn``."""
+    return fault_around_bounds(vpn, nr, vma.start, vma.end, pmd_order)
+
+
+def fault_around_bounds(vpn: int, nr: int, start: int, end: int, pmd_order: int) -> tuple[int, int]:
+    """:func:`fault_around_window` for a VMA ``[start, end)`` given as numbers (the compiled simulator compiles
+    this function as it is)."""
     pmd_base = (vpn >> pmd_order) << pmd_order
-    lo = max(vpn & ~(nr - 1), vma.start, pmd_base)
-    return lo, min(lo + nr, vma.end, pmd_base + (1 << pmd_order))
+    lo = max(vpn & ~(nr - 1), start, pmd_base)
+    return lo, min(lo + nr, end, pmd_base + (1 << pmd_order))
 
 
 def _fault_around(m: Machine, mm: MM, vma: Vma, vpn: int) -> int:

@@ -11,6 +11,7 @@ What it does not model raises :class:`Unsupported` before any state changes; cal
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from operator import attrgetter
@@ -28,7 +29,7 @@ from foliosim.fast.state import config_vector
 from foliosim.folio import Folio
 from foliosim.kconfig import KernelConfig
 from foliosim.mmid import MMIdAllocator
-from foliosim.rmap import PMD, PTE
+from foliosim.rmap import PMD, PTE, RmapLevel
 from foliosim.system import Op
 from foliosim.vm import mmapops
 from foliosim.vm.events import EFAULT, EINVAL, ENOMEM, CowDecision, OracleViolation, SimError
@@ -45,6 +46,27 @@ OP_NAMES = {K.K_MM_NEW: "mm_new", K.K_MM_FREE: "mm_free", K.K_FOLIO_NEW: "folio_
 UNSUPPORTED_ADVICE: frozenset[str] = frozenset()
 #: every init field of a Vma, in order (a fast clone: ``Vma(*_VMA_FIELDS(vma))``)
 _VMA_FIELDS = attrgetter(*(f.name for f in fields(Vma) if f.init))
+_START, _END = attrgetter("start"), attrgetter("end")  # the sort keys of a sorted VMA list
+_OP_FIELDS = ("op", "mm", "folio", "order", "level", "page", "nr")
+if tuple(f.name for f in fields(Op)) != _OP_FIELDS:  # pragma: no cover - a developer changed Op
+    raise ImportError("foliosim.system.Op's fields changed: update foliosim.fast.sim.engine._new_op()")
+_OP_SETTERS = tuple(getattr(Op, name).__set__ for name in _OP_FIELDS)
+
+
+def _new_op(op: str, mm: str | None, folio: str | None, order: int | None, level: RmapLevel | None, page: int,
+            nr: int) -> Op:
+    """``Op(op, mm, folio, order, level, page, nr)`` without the frozen dataclass's ``__init__`` (a third of the
+    time): the same object, every slot set through its descriptor."""
+    new = object.__new__(Op)
+    s_op, s_mm, s_folio, s_order, s_level, s_page, s_nr = _OP_SETTERS
+    s_op(new, op)
+    s_mm(new, mm)
+    s_folio(new, folio)
+    s_order(new, order)
+    s_level(new, level)
+    s_page(new, page)
+    s_nr(new, nr)
+    return new
 
 
 class Unsupported(FoliosimError):
@@ -60,6 +82,15 @@ class FastMM(VmaList):
     vmas: list[Vma] = field(default_factory=list)
     rows: list[int] = field(default_factory=list)
     rowmap: dict[int, int] = field(default_factory=dict)  # id(vma) -> its array row
+    published: list[Vma] = field(default_factory=list)  # the VMA list rows was published for
+    vcap: int = 0  # room of the MM's slice of the VMA index (mv) from MS_VOFF
+    # Pages [unmerged_lo, unmerged_hi]: only VMAs touching them can have become mergeable with a neighbour since
+    # the last merge (FastMachine._touch() by every change to the VMA list or to a VMA; empty when lo > hi).
+    unmerged_lo: int = -1
+    unmerged_hi: int = 1 << 62
+    # Pages [unpublished_lo, unpublished_hi]: only VMAs touching them changed since the last publish.
+    unpublished_lo: int = -1
+    unpublished_hi: int = 1 << 62
     users: int = 1
     count: int = 1
     has_pinned: bool = False
@@ -212,9 +243,11 @@ class FastMachine:
         self.opt[L.O_MUTANT] = mutant
         self.opt[L.O_USE_ZERO] = int(self.options.use_zero_page)
         self.opt[L.O_ORACLE] = int(fast_oracle)
+        self.opt[L.O_FAULT_AROUND] = self.options.fault_around_pages
+        self.opt[L.O_HANDBACK] = int(reference)  # copy-on-write file faults come back to privatize the reference view
         self.keep_reference = reference
         self.glob = np.zeros(L.G_LEN, dtype=np.int64)
-        self.glob[L.G_FREE:L.G_ALLOC] = -1  # free lists (and the MADV/split counters, read as deltas)
+        self.glob[L.G_FREE:L.G_MADV] = -1  # the free lists (empty); counters after them start at 0
         self.glob[L.G_FREE_TB] = -1
         self.glob[L.G_NAME] = 1
         self.glob[L.G_ANONVMA] = 1
@@ -289,7 +322,8 @@ class FastMachine:
         c = Counter(self.pycount)
         g = self.glob
         for key, col in (("fault", L.G_FAULTS), ("SIGSEGV", L.G_SEGV), ("cow reuse", L.G_REUSE), ("cow copy", L.G_COPY),
-                         ("pmd split", L.G_PMDSPLIT), ("fork early copy", L.G_EARLY)):
+                         ("pmd split", L.G_PMDSPLIT), ("fork early copy", L.G_EARLY),
+                         ("fault whole shmem folio", L.G_SHMEM_WHOLE)):
             if g[col]:
                 c[key] = int(g[col])
         for d in self.cow_decisions:
@@ -381,7 +415,8 @@ class FastMachine:
         pages = 2 * self.P if int(g[L.G_NPAGE]) + 2 * self.P <= self.pmc.shape[0] else self.pmc.shape[0]
         short_tables = int(g[L.G_NTB]) + 2 > self.tb.shape[0] or (int(g[L.G_HUSED]) + 2) * 2 > self.hk.shape[0]
         tables = self.tb.shape[0] + 4 if short_tables else 2
-        trace = self.tr.shape[0] + 64 if self.record and int(g[L.G_NTR]) + 64 > self.tr.shape[0] else 64
+        margin = 64 + int(self.opt[L.O_FAULT_AROUND])  # the fault loop's room for one fault's trace rows
+        trace = self.tr.shape[0] + margin if self.record and int(g[L.G_NTR]) + margin > self.tr.shape[0] else margin
         cows = self.cow.shape[0] + 4 if int(g[L.G_NCOW]) + 2 > self.cow.shape[0] else 4
         self.ensure(folios=folios, pages=pages, tables=tables, trace=trace, cows=cows)
 
@@ -439,16 +474,16 @@ class FastMachine:
         name = OP_NAMES[kind]
         folio = f"f{row[L.T_FOLIO]}"
         if kind == K.K_FOLIO_NEW:
-            return Op(name, None, folio, row[L.T_ORDER])
+            return _new_op(name, None, folio, row[L.T_ORDER], None, 0, 1)
         if kind == K.K_FOLIO_FREE:
-            return Op(name, None, folio)
+            return _new_op(name, None, folio, None, None, 0, 1)
         mm = f"mm{row[L.T_MM]}"
         if kind in (K.K_MM_NEW, K.K_MM_FREE):
-            return Op(name, mm)
+            return _new_op(name, mm, None, None, None, 0, 1)
         level = PMD if row[L.T_LEVEL] == K.L_PMD else PTE
         if kind == K.K_MAP_NEW_ANON:
-            return Op(name, mm, folio, None, level)
-        return Op(name, mm, folio, None, level, row[L.T_PAGE], row[L.T_NR])
+            return _new_op(name, mm, folio, None, level, 0, 1)
+        return _new_op(name, mm, folio, None, level, row[L.T_PAGE], row[L.T_NR])
 
     def _folio_name(self, value: int) -> str:
         if value == L.ZERO:
@@ -471,9 +506,19 @@ class FastMachine:
         """Anon_vma ids the kernels assigned (anon_vma_prepare()) back into the Vma objects (nothing to do when no
         anon_vma was assigned anywhere since this MM's last sync)."""
         counter = int(self.glob[L.G_ANONVMA])
-        if self._anon_seen.get(mm.num) == counter:
+        seen = self._anon_seen.get(mm.num)
+        if seen == counter:
             return
         self._anon_seen[mm.num] = counter
+        if seen is not None and len(mm.rows) == len(mm.published):
+            # anon_vma ids count up: what the kernels assigned since this MM's last sync is >= seen
+            fresh = np.flatnonzero(self.vm[mm.rows, L.V_ANONVMA] >= seen).tolist()
+            published = mm.published
+            for i in fresh:
+                vma = published[i]
+                if vma.anon_vma is None:
+                    vma.anon_vma = int(self.vm[mm.rows[i], L.V_ANONVMA])
+            return
         col = self.vm[:, L.V_ANONVMA]
         rows = mm.rowmap
         for vma in mm.vmas:
@@ -482,23 +527,71 @@ class FastMachine:
                 vma.anon_vma = int(col[row])
 
     def _publish(self, mm: FastMM) -> None:
-        """Write the MM's sorted VMAs into fresh array rows (after any control-plane change)."""
+        """Write the MM's sorted VMAs into fresh array rows (after any control-plane change). The change is not
+        known: the next merge walks every VMA (:meth:`_publish_changed` is the cheaper way for changes noted by
+        :meth:`_touch`)."""
+        self._touch(mm, -1, 1 << 62)
         self._sync(mm)
         n = len(mm.vmas)
         if self.nvm + n > self.vm.shape[0] or self.nmv + n > self.mv.shape[0]:
             self._compact_vmas(n)
         self._publish_raw(mm)
 
-    def _vma_rows(self, mm: FastMM) -> npt.NDArray[np.int64]:
-        """The MM's VMAs as rows of the VMA table (one array built at once)."""
+    def _vma_rows(self, vmas: list[Vma]) -> npt.NDArray[np.int64]:
+        """VMAs as rows of the VMA table (one array built at once)."""
         ids = self.pcache.ids
         masks = self._thp_masks
-        for vma in mm.vmas:
+        for vma in vmas:
             if vma.thp not in masks:
                 masks[vma.thp] = sum(1 << o for o in vma.thp)
         return np.array([(vma.start, vma.end, vma.read, vma.write, vma.shared, masks[vma.thp],
-                          vma.anon_vma or 0, -1 if vma.file is None else ids[vma.file.name], vma.pgoff)
-                         for vma in mm.vmas], dtype=np.int64)
+                          vma.anon_vma or 0, -1 if vma.file is None else ids[vma.file.name], vma.pgoff,
+                          vma.maps_writable)
+                         for vma in vmas], dtype=np.int64)
+
+    def _publish_changed(self, mm: FastMM) -> None:
+        """:meth:`_publish` after control-plane changes recorded by :meth:`_touch` (and merges): only the VMAs
+        touching the pages changed since the last publish get new rows (the VMAs before and after them are the same
+        objects, unchanged); the MM's slice of the VMA index is rewritten in place when it has room."""
+        lo, hi = mm.unpublished_lo, mm.unpublished_hi
+        old, new = mm.published, mm.vmas
+        n_old, n = len(old), len(new)
+        p = bisect.bisect_left(new, lo, key=_END)  # VMAs ending before lo
+        q = n - bisect.bisect_right(new, hi, key=_START)  # VMAs starting after hi
+        if (len(mm.rows) != n_old or p + q > n_old or (p and old[p - 1] is not new[p - 1])
+                or (q and old[n_old - q] is not new[n - q])):  # not what the touched range says: publish all
+            self._publish(mm)
+            return
+        self._sync(mm)
+        mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
+        mid = new[p:n - q]
+        k = len(mid)
+        need_index = 0 if n <= mm.vcap else 2 * n
+        if self.nvm + k > self.vm.shape[0] or self.nmv + need_index > self.mv.shape[0]:
+            self._compact_vmas(n)  # publishes every MM whole
+            return
+        rowmap = mm.rowmap
+        for vma in old[p:n_old - q]:
+            rowmap.pop(id(vma), None)
+        fresh = list(range(self.nvm, self.nvm + k))
+        if k:
+            self.vm[self.nvm:self.nvm + k] = self._vma_rows(mid)
+            self.nvm += k
+            for vma, row in zip(mid, fresh, strict=True):
+                rowmap[id(vma)] = row
+        rows = mm.rows
+        rows[p:n_old - q] = fresh  # in place: only the tail moves, and only when the count changed
+        old[p:n_old - q] = mid
+        if need_index:
+            self.ms[mm.num, L.MS_VOFF] = self.nmv
+            self.mv[self.nmv:self.nmv + n] = rows
+            self.nmv += need_index
+            mm.vcap = need_index
+        elif n:
+            off = int(self.ms[mm.num, L.MS_VOFF])
+            last = n if n != n_old else p + k
+            self.mv[off + p:off + last] = rows[p:last]
+        self.ms[mm.num, L.MS_NVMA] = n
 
     def _compact_vmas(self, extra: int) -> None:
         live = [mm for mm in self.mms.values() if not mm.zapped]
@@ -512,15 +605,21 @@ class FastMachine:
         for mm in live:
             self._publish_raw(mm)
 
-    def _publish_raw(self, mm: FastMM) -> None:
-        """Write the MM's VMAs into the next VMA rows (the caller made the room)."""
+    def _publish_raw(self, mm: FastMM, same_as: list[int] | None = None) -> None:
+        """Write the MM's VMAs into the next VMA rows (the caller made the room); ``same_as``: the rows already
+        holding what each VMA's row must hold (a fork child's copies of its parent's VMAs), copied as arrays."""
         n = len(mm.vmas)
         rows = list(range(self.nvm, self.nvm + n))
-        if n:
-            self.vm[self.nvm:self.nvm + n] = self._vma_rows(mm)
+        if n and same_as is not None:
+            self.vm[self.nvm:self.nvm + n] = self.vm[same_as]
+        elif n:
+            self.vm[self.nvm:self.nvm + n] = self._vma_rows(mm.vmas)
         self.nvm += n
         mm.rows = rows
         mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, rows, strict=True)}
+        mm.published = list(mm.vmas)
+        mm.vcap = n
+        mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
         self.mv[self.nmv:self.nmv + n] = rows
         self.ms[mm.num, L.MS_VOFF] = self.nmv
         self.ms[mm.num, L.MS_NVMA] = n
@@ -587,7 +686,7 @@ class FastMachine:
             return
         ptes, pmds, _ = self._entries(mm)
         worst = ptes + pmds * self.P + 2
-        self.ensure(folios=0, trace=3 * worst + 16)
+        self._room(0, 0, 2, 3 * worst + 16)
         gather = np.zeros((worst, 2), dtype=np.int64)
         rc = kern.zap(*self.args(), self.pexp, self._scratch(), mm.num,
                       np.array(ranges, dtype=np.int64).reshape(-1, 2), gather)
@@ -678,7 +777,11 @@ class FastMachine:
                 self._room(early, early, tables + 2, 3 * (ptes + pmds) + 8 * early + 16)
             self._drain()
             self._check_rc(rc)
-        self._publish(dst)
+        n = len(dst.vmas)
+        if self.nvm + n <= self.vm.shape[0] and self.nmv + n <= self.mv.shape[0]:  # the parent's rows, copied
+            self._publish_raw(dst, [src.rowmap[id(vma)] for vma in copied])
+        else:
+            self._publish(dst)
         self.ref.fork(src, dst, copied)  # type: ignore[arg-type]
 
     def clone_vm(self, parent: str, child: str, vfork: bool = False) -> int:
@@ -771,13 +874,8 @@ class FastMachine:
         nr = size // PAGE_SIZE
         file = SimFile(name, nr, order, shmem, SparsePages(nr, filled_page(fill)), anon=shmem)
         self.files[name] = file
-        self.pcache.add_file(file)
+        FF.create_file(self, file, shmem)
         self.ref.file_new(file)
-        index = 0
-        while shmem and index < nr:
-            first, folio_order = FF.cache_range(self, file, index)
-            FF.add_to_cache(self, file, first, folio_order)
-            index = first + (1 << folio_order)
         self._end()
 
     # ------------------------------------------------------------------ address space
@@ -811,13 +909,14 @@ class FastMachine:
             self._next["shmem"] += 1
             src = SimFile(name, nr, order if order < self.po else 0, True, anon=True)
             self.files[name] = src
-            self.pcache.add_file(src)
+            FF.create_file(self, src, False)  # shmem_zero_setup(): nothing cached until faulted
             self.ref.file_new(src)
         vma_thp = (thp if thp is not None else self.options.thp) if file is None and not shared else frozenset()
         vma = Vma(start, start + nr, read, write, shared, src, pgoff, frozenset(vma_thp), label, exec=execute,
                   noreserve=noreserve, account=write and not shared and not noreserve)
         task.mm.insert_vma(vma)
-        self._publish(task.mm)
+        self._touch(task.mm, start, start + nr)
+        self._publish_changed(task.mm)
         self._end()
         return start << PAGE_SHIFT
 
@@ -846,7 +945,8 @@ class FastMachine:
         self._zap(mm, [(v.start, v.end) for v in gone])
         for vma in gone:
             mm.vmas.remove(vma)
-        self._publish(mm)
+        self._touch(mm, start, end)
+        self._publish_changed(mm)
         self.ref.unmap(mm, start, end)  # type: ignore[arg-type]
         for handle in self.gup.values():
             if handle.mm is mm:
@@ -877,7 +977,7 @@ class FastMachine:
             if self.ent.shape[0] < mms * self.P:  # one migration entry per page and mapping
                 self.ent = np.zeros((2 * mms * self.P, 5), dtype=np.int64)
         self._check_rc(rc)
-        if self.pcache.file_of and int(self.glob[L.G_FSPLIT]) != splits:
+        if self.pcache.files and int(self.glob[L.G_FSPLIT]) != splits:
             FF.split_pieces(self, self.trace[traced:])
         for k, verdict in enumerate(("take", "skip", "split")):
             delta = int(self.glob[L.G_MADV + k]) - int(before[k])
@@ -887,11 +987,12 @@ class FastMachine:
     def _free_pte_tables(self, mm: FastMM, start: int, end: int) -> None:
         """free_pgtables(): page tables of PMD ranges no VMA touches any more go away."""
         lo, hi = start >> self.po, (end - 1) >> self.po
-        ts = self._mm_tables(mm)
-        idx = self.tb[ts, L.TB_IDX]
-        gone = [int(t) for t, i in zip(ts.tolist(), idx.tolist(), strict=True)
-                if lo <= i <= hi and not mm.vmas_in(i << self.po, (i + 1) << self.po)]
-        if gone:
+        scr = self._scratch()
+        n = int(kern.mm_tables(self.glob, self.tb, self.hk, self.hv, mm.num, lo, hi, scr))
+        ts = scr[0, :n].tolist()
+        idx = self.tb[ts, L.TB_IDX].tolist()
+        gone = sorted(t for t, i in zip(ts, idx, strict=True) if not mm.vmas_in(i << self.po, (i + 1) << self.po))
+        if gone:  # in slot order (the free list's order)
             kern.free_tables(self.glob, self.tb, self.hk, self.pexp, np.array(gone, dtype=np.int64))
 
     def _split_pmd(self, mm: FastMM, idx: int) -> None:
@@ -914,9 +1015,35 @@ class FastMachine:
                 self._split_pmd(mm, idx)
         # every caller publishes the MM's VMAs once it is done (no kernel reads them before)
         mm.insert_vma(mmapops.split_vma(vma, vpn))
+        self._touch(mm, vpn, vpn)
+
+    def _touch(self, mm: FastMM, lo: int, hi: int) -> None:
+        """VMAs touching pages ``[lo, hi]`` changed: they may merge with their neighbours at the next merge."""
+        mm.unmerged_lo = min(mm.unmerged_lo, lo)
+        mm.unmerged_hi = max(mm.unmerged_hi, hi)
+        mm.unpublished_lo = min(mm.unpublished_lo, lo)
+        mm.unpublished_hi = max(mm.unpublished_hi, hi)
 
     def _merge(self, mm: FastMM) -> None:
-        mmapops.merge_vmas(mm.vmas)
+        """``mmapops.merge_vmas()`` over the MM's VMAs. Since the last merge left no two neighbours mergeable, only
+        pairs with a VMA touching the pages changed since (:meth:`_touch`) can merge: the merge walks those, from
+        the VMA before the first to the one after the last, and gives what merging the whole list gives."""
+        lo, hi = mm.unmerged_lo, mm.unmerged_hi
+        mm.unmerged_lo, mm.unmerged_hi = 1 << 62, -1
+        if lo > hi:
+            return
+        vmas = mm.vmas
+        i = max(0, bisect.bisect_left(vmas, lo, key=_END) - 1)
+        j = min(len(vmas), bisect.bisect_right(vmas, hi, key=_START) + 1)
+        if i < j:  # the VMAs the merge can change
+            mm.unpublished_lo = min(mm.unpublished_lo, vmas[i].start)
+            mm.unpublished_hi = max(mm.unpublished_hi, vmas[j - 1].end)
+        if i == 0 and j == len(vmas):
+            mmapops.merge_vmas(vmas)
+            return
+        part = vmas[i:j]
+        mmapops.merge_vmas(part)
+        vmas[i:j] = part
 
     def _vmas_for(self, mm: FastMM, start: int, end: int) -> list[Vma]:
         self._sync(mm)
@@ -948,8 +1075,9 @@ class FastMachine:
             kern.change_protection(self.cfg, self.glob, self.fs, self.pex, self.tb, self.ptf, self.ptp, self.ptw,
                                    self.hk, self.hv, mm.num, vma.start, vma.end, write,
                                    upgrade and not vma.softdirty_wp, self._scratch())
+        self._touch(mm, *rng)
         self._merge(mm)
-        self._publish(mm)
+        self._publish_changed(mm)
         self._end()
         return 0
 
@@ -1007,6 +1135,8 @@ class FastMachine:
             self.tb[d, L.TB_HASPT] = 1
         mm.vmas.remove(vma)
         mm.insert_vma(vma.clone(start=dst, end=dst + (end - start)))
+        self._touch(mm, start, end)
+        self._touch(mm, dst, dst + (end - start))
         self._publish(mm)
         self.ref.move(mm, start, end, dst)  # type: ignore[arg-type]
         for handle in self.gup.values():
@@ -1024,6 +1154,8 @@ class FastMachine:
         self._sync(mm)
         for vma in mm.vmas:
             vma.softdirty_wp = True
+        self._touch(mm, -1, 1 << 62)
+        self.vm[mm.rows, L.V_MAPSW] = 0  # Vma.maps_writable: write-notify now (soft-dirty armed)
         ts = self._mm_tables(mm)
         self.tb[ts, L.TB_PMDW] = 0
         self.ptw[ts] &= np.uint8(~L.PW & 0xFF)
@@ -1064,8 +1196,9 @@ class FastMachine:
                     madv = self.options.thp_madvise
                     vma.thp = frozenset() if advice == "nohugepage" else (
                         self.options.thp | (madv if madv is not None else frozenset({self.po})))
+            self._touch(mm, start, end)
             self._merge(mm)
-            self._publish(mm)
+            self._publish_changed(mm)
         if hole:
             return self._fail(f"madvise({advice})", -ENOMEM, "part of the range is not mapped")
         self._end()
@@ -1085,7 +1218,7 @@ class FastMachine:
         """
         first = 0
         while True:
-            rc, first = kern.access(*self.args(), self.pexp, ops, first, self.faultbuf)
+            rc, first = kern.access(*self.args(), self.pexp, self.pcache.fc, self.pcache.pcs, ops, first, self.faultbuf)
             nf = int(self.glob[L.G_NGATHER])
             cow_tasks: list[str] | None = None
             if task_names is not None and (self.keep_decisions or self.record):
@@ -1095,7 +1228,7 @@ class FastMachine:
                 cow_tasks = self._decision_tasks(ops, faults, task_names)
             FF.privatize_copies(self)
             self._drain(cow_tasks)
-            if rc == L.RC_UNSUPPORTED and int(self.glob[L.G_ERR]) in (L.U_FILE_FAULT, L.U_SHARED_WP):
+            if rc == L.RC_UNSUPPORTED and int(self.glob[L.G_ERR]) == L.U_FILE_FAULT:
                 FF.service(self, ops, first, task_names[first] if task_names is not None else self.task_name)
                 continue
             if rc == L.RC_ROOM:
@@ -1136,7 +1269,7 @@ class FastMachine:
         if f == L.HUGE_ZERO:
             return FolioView("huge_zero", True, self.po)
         return FolioView(f"f{int(self.fs[f, L.X_NAME])}", False, int(self.fs[f, K.F_ORDER]), self, f,
-                         int(self.fs[f, L.X_KIND]), self.pcache.file_of.get(f))
+                         int(self.fs[f, L.X_KIND]), self.pcache.file_of(self.fs, f))
 
     def content(self, f: int, page: int) -> bytes:
         if f < 0:
@@ -1370,11 +1503,12 @@ class FastMachine:
             if self.tb[t, L.TB_PMDF] != L.NONE:
                 pmds[idx] = (int(self.tb[t, L.TB_PMDF]), bool(self.tb[t, L.TB_PMDW]))
             if self.tb[t, L.TB_NPTE]:
-                present = np.flatnonzero(self.ptf[t] != L.NONE)
-                base = idx << self.po
-                for s in present.tolist():
-                    w = int(self.ptw[t, s])
-                    ptes[base + s] = (int(self.ptf[t, s]), int(self.ptp[t, s]), bool(w & L.PW), bool(w & L.PD))
+                row = self.ptf[t]
+                present = np.flatnonzero(row != L.NONE)
+                w = self.ptw[t, present]
+                ptes.update(zip((present + (idx << self.po)).tolist(),
+                                zip(row[present].tolist(), self.ptp[t, present].tolist(), ((w & L.PW) != 0).tolist(),
+                                    ((w & L.PD) != 0).tolist(), strict=True), strict=True))
         return ptes, pmds
 
     def _ptes_in(self, mm: FastMM, start: int, end: int) -> list[int]:

@@ -1,12 +1,12 @@
 """Files, shmem objects and shared mappings on the compiled process simulator, over the same arrays.
 
-The page cache (which folio caches which file page) is kept in Python dictionaries; every page-table, folio,
-refcount and rmap change goes through the compiled helpers of :mod:`foliosim.fast.sim.kern` (``alloc``, ``get``,
-``put``, ``rmap`` -> the shared rmap/owner core of :mod:`foliosim.fast.kernels`). The compiled fault loop hands a
-fault in a file or shmem mapping (``U_FILE_FAULT``) and a write fault in a shared mapping (``U_SHARED_WP``) back
-to :func:`service`, which finishes it as foliosim.vm.fault ``do_file_fault()`` / foliosim.vm.cow ``do_wp_page()``
-do (mm/memory.c do_read_fault() with fault-around, do_cow_fault(), do_shared_fault(), finish_fault(),
-wp_page_shared()), then the loop resumes after the faulting page.
+The page cache (which folio caches which file page) is a pair of arrays the compiled kernels read and write
+(:class:`PageCache`); faults in file and shmem mappings are finished by the compiled fault loop
+(:func:`foliosim.fast.sim.kern.do_file_fault`: mm/memory.c do_read_fault() with fault-around, do_cow_fault(),
+do_shared_fault(), finish_fault(); wp_page_shared() in ``kern.do_wp_page``). What stays here is the control
+plane's view of the same arrays: files, the page cache's Python API, the reference view's privatization (a
+scenario run hands its copy-on-write faults in private file mappings back to :func:`service` for it), mprotect of
+shared mappings and the page cache after folio splits.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from foliosim.fast import kernels as K
 from foliosim.fast.sim import kern
 from foliosim.fast.sim import layout as L
 from foliosim.system import Op
 from foliosim.vm.events import OracleViolation
-from foliosim.vm.fault import fault_around_window
 from foliosim.vm.pagecache import SimFile
 from foliosim.vm.vma import Vma
 
@@ -31,206 +31,73 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class PageCache:
-    """The fast engine's page cache: per file, page index -> folio slot; per cached folio, its file and index."""
+    """The fast engine's page cache: per file (its number, ``V_FILE``) a row of :attr:`fc` (layout ``FC_*``) and
+    one folio slot (or -1) per page in :attr:`pcs`; a cached folio's file and first index are its ``X_PCFILE`` /
+    ``X_PCIDX`` columns. The compiled kernels use the same arrays."""
 
-    by_file: dict[str, dict[int, int]] = field(default_factory=dict)
-    file_of: dict[int, SimFile] = field(default_factory=dict)  # folio slot -> its file
-    index_of: dict[int, int] = field(default_factory=dict)  # folio slot -> file index of its page 0
-    ids: dict[str, int] = field(default_factory=dict)  # file name -> V_FILE number
+    fc: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((8, L.FC_COLS), dtype=np.int64))
+    pcs: npt.NDArray[np.int32] = field(default_factory=lambda: np.full(64, -1, dtype=np.int32))
+    files: list[SimFile] = field(default_factory=list)  # file number -> file
+    ids: dict[str, int] = field(default_factory=dict)  # file name -> file number
+    used: int = 0  # entries of pcs in use
 
-    def add_file(self, file: SimFile) -> None:
-        self.by_file[file.name] = {}
-        self.ids[file.name] = len(self.ids)
+    def add_file(self, file: SimFile, content: int) -> None:
+        """A new file whose disk pages read content id ``content`` (the fast engine never writes a disk)."""
+        fid = len(self.files)
+        if fid == self.fc.shape[0]:
+            self.fc = np.concatenate([self.fc, np.zeros_like(self.fc)])
+        if self.used + file.nr_pages > self.pcs.shape[0]:
+            grown = np.full(max(2 * self.pcs.shape[0], self.used + file.nr_pages), -1, dtype=np.int32)
+            grown[:self.used] = self.pcs[:self.used]
+            self.pcs = grown
+        kind = L.KIND_SHMEM if file.shmem else L.KIND_FILE
+        self.fc[fid] = (self.used, file.nr_pages, file.order, kind, int(file.anon), content)
+        self.used += file.nr_pages
+        self.files.append(file)
+        self.ids[file.name] = fid
 
     def lookup(self, file: SimFile, index: int) -> int:
-        return self.by_file[file.name].get(index, -1)
+        """The folio slot caching page ``index`` of ``file``, or -1."""
+        return int(self.pcs[int(self.fc[self.ids[file.name], L.FC_BASE]) + index])
 
-    def drop(self, f: int) -> None:
-        """Folio slot ``f`` left the page cache (split: its pieces replace it)."""
-        self.file_of.pop(f, None)
-        self.index_of.pop(f, None)
+    def file_of(self, fs: npt.NDArray[np.int32], f: int) -> SimFile | None:
+        """The file whose page cache holds folio slot ``f`` (None: not a page-cache folio)."""
+        fid = int(fs[f, L.X_PCFILE])
+        return self.files[fid - 1] if fid else None
 
-
-def _check(m: FastMachine, ok: bool) -> None:
-    if not ok:
-        m._check_rc(L.RC_ERROR)
-
-
-def cache_range(m: FastMachine, file: SimFile, index: int, vma: Vma | None = None, vpn: int = 0) -> tuple[int, int]:
-    """``Machine._cache_range()``: the first index and order of the folio a miss at ``index`` allocates."""
-    first, nr = file.folio_range(index)
-    if nr != 1 << file.order:
-        return index, 0
-    if file.anon and nr > 1:
-        cached = m.pcache.by_file[file.name]
-        clash = any(i in cached for i in range(first, first + nr))
-        fits = vma is None or ((vma.start - vma.pgoff) % nr == 0 and vma.start <= vpn - (index - first)
-                               and vpn - (index - first) + nr <= vma.end)
-        if clash or not fits:
-            return index, 0
-    return first, file.order
+    def set(self, fs: npt.NDArray[np.int32], file: SimFile, index: int, f: int) -> None:
+        """Folio slot ``f`` caches ``file`` from page ``index`` on (one page per folio page)."""
+        fid = self.ids[file.name]
+        base = int(self.fc[fid, L.FC_BASE])
+        self.pcs[base + index:base + index + (1 << int(fs[f, K.F_ORDER]))] = f
+        fs[f, L.X_PCFILE] = fid + 1
+        fs[f, L.X_PCIDX] = index
 
 
-def add_to_cache(m: FastMachine, file: SimFile, first: int, order: int, drain: bool = True) -> int:
-    """``Machine._add_to_cache()``: a new page-cache folio holding ``nr_pages`` references (filemap_add_folio()).
-    ``drain``: move its trace row out at once (False inside a fault: the caller drains)."""
-    kind = L.KIND_SHMEM if file.shmem else L.KIND_FILE
-    m.ensure(folios=2, pages=2 << order, trace=8)
-    content = m.content_id(file.disk[first])  # the disk is never written: one content for the whole range
-    f = int(kern.alloc(m.glob, m.opt, m.fs, m.pmc, m.pex, m.pct, m.tr, kind, order, content))
-    for k in range(1, 1 << order):
-        m.pct[int(m.fs[f, K.F_OFF]) + k] = m.content_id(file.disk[first + k])
-    kern.get(m.fs, f, (1 << order) - 1)
-    cached = m.pcache.by_file[file.name]
-    for i in range(first, first + (1 << order)):
-        cached[i] = f
-    m.pcache.file_of[f] = file
-    m.pcache.index_of[f] = first
-    if drain:
+def create_file(m: FastMachine, file: SimFile, whole: bool) -> None:
+    """A new file in the page cache; ``whole``: cached whole at once (a shmem object: ``Machine.create_file()``)."""
+    m.pcache.add_file(file, m.content_id(file.disk[0]) if file.nr_pages else 0)
+    if not whole:
+        return
+    fid = m.pcache.ids[file.name]
+    index = 0
+    while index < file.nr_pages:
+        first, order = (int(x) for x in kern.cache_range(m.fs, m.pcache.fc, m.pcache.pcs, fid, index, 0, -1, 0, 0))
+        m.ensure(folios=2, pages=2 << order, trace=8)
+        kern.add_to_cache(m.glob, m.opt, m.fs, m.pmc, m.pex, m.pct, m.tr, m.pcache.fc, m.pcache.pcs, fid, first,
+                          order)
         m._drain()
-    return f
-
-
-def pagecache_folio(m: FastMachine, file: SimFile, index: int, vma: Vma | None = None, vpn: int = 0) -> int:
-    """``Machine.pagecache_folio()``: the cached folio for ``index``, read in (allocated for shmem) if absent."""
-    f = m.pcache.lookup(file, index)
-    if f >= 0:
-        return f
-    first, order = cache_range(m, file, index, vma, vpn)
-    return add_to_cache(m, file, first, order, drain=False)
-
-
-def _table(m: FastMachine, mm: FastMM, vpn: int) -> int:
-    m.ensure(tables=2)
-    return int(kern.table_get(m.glob, m.tb, m.ptf, m.hk, m.hv, mm.num, vpn >> m.po, True))
-
-
-def _pte(m: FastMachine, mm: FastMM, vpn: int) -> int:
-    """The folio value of the PTE at ``vpn`` (NONE when empty or no page table)."""
-    t = int(kern.hfind(m.hk, m.hv, (mm.num << 40) | (vpn >> m.po)))
-    if t < 0:
-        return L.NONE
-    return int(m.ptf[t, vpn & (m.P - 1)])
-
-
-def _map_file_ptes(m: FastMachine, mm: FastMM, vpn: int, f: int, page: int, nr: int, writable: bool,
-                   dirty: bool) -> None:
-    """``_map_file_ptes()``: references first, one batched rmap call, then the PTEs."""
-    m.ensure(trace=8)
-    kern.get(m.fs, f, nr)
-    _check(m, bool(kern.rmap(m.cfg, m.glob, m.opt, m.fs, m.pmc, m.ms, m.tr, K.K_MAP, f, mm.num, K.L_PTE, page, nr)))
-    t = _table(m, mm, vpn)
-    s = vpn & (m.P - 1)
-    bits = (L.PW if writable else 0) | (L.PD if dirty else 0)
-    for k in range(nr):
-        m.ptf[t, s + k] = f
-        m.ptp[t, s + k] = page + k
-        m.ptw[t, s + k] = bits
-    m.tb[t, L.TB_NPTE] += nr
-    m.tb[t, L.TB_HASPT] = 1
-
-
-def finish_fault(m: FastMachine, mm: FastMM, vma: Vma, vpn: int, f: int, write: bool) -> int:
-    """``finish_fault()``: the faulting page, or the whole folio in anonymous shared memory; returns pages mapped."""
-    page = vma.file_index(vpn) - m.pcache.index_of[f]
-    writable = write or vma.maps_writable
-    nr = 1 << int(m.fs[f, K.F_ORDER])
-    first = vpn - page
-    if nr > 1 and vma.file is not None and vma.file.anon:
-        last = first + nr - 1
-        if (first >= vma.start and last < vma.end and first >> m.po == last >> m.po
-                and all(_pte(m, mm, first + k) == L.NONE for k in range(nr))):
-            _map_file_ptes(m, mm, first, f, 0, nr, writable, write)
-            m.pycount["fault whole shmem folio"] += 1
-            return nr
-    _map_file_ptes(m, mm, vpn, f, page, 1, writable, write)
-    return 1
-
-
-def fault_around(m: FastMachine, mm: FastMM, vma: Vma, vpn: int) -> int:
-    """``_fault_around()`` (do_fault_around()/filemap_map_pages()): map cached pages near the fault."""
-    nr = m.options.fault_around_pages
-    if nr <= 1:
-        return 0
-    file = vma.file
-    assert file is not None
-    cached = m.pcache.by_file[file.name]
-    lo, hi = fault_around_window(vpn, nr, vma, m.po)
-    mapped = 0
-    cur = lo
-    while cur < hi:
-        f = cached.get(vma.file_index(cur), -1)
-        if f < 0 or _pte(m, mm, cur) != L.NONE:
-            cur += 1
-            continue
-        page = vma.file_index(cur) - m.pcache.index_of[f]
-        fnr = 1 << int(m.fs[f, K.F_ORDER])
-        run = 1
-        while cur + run < hi and _pte(m, mm, cur + run) == L.NONE and page + run < fnr:
-            run += 1
-        _map_file_ptes(m, mm, cur, f, page, run, vma.maps_writable, False)
-        mapped += run
-        cur += run
-    return mapped
-
-
-def do_file_fault(m: FastMachine, mm: FastMM, vma: Vma, vpn: int, write: bool) -> None:
-    """``do_file_fault()``: do_cow_fault() (private write), do_shared_fault() or do_read_fault()."""
-    file = vma.file
-    assert file is not None
-    index = vma.file_index(vpn)
-    if write and not vma.shared:  # do_cow_fault(): a private copy; the page-cache page is not mapped
-        src = pagecache_folio(m, file, index)
-        if m.keep_reference:
-            m.ref.privatize(mm, vma, vpn)  # type: ignore[arg-type]
-        m.ensure(folios=2, pages=2, trace=8)
-        kern.get(m.fs, src, 1)
-        content = int(m.pct[int(m.fs[src, K.F_OFF]) + index - m.pcache.index_of[src]])
-        new = int(kern.alloc(m.glob, m.opt, m.fs, m.pmc, m.pex, m.pct, m.tr, L.KIND_ANON, 0, content))
-        kern.anon_vma_prepare(m.glob, m.vm, mm.rowmap[id(vma)])
-        _check(m, bool(kern.rmap(m.cfg, m.glob, m.opt, m.fs, m.pmc, m.ms, m.tr, K.K_MAP_NEW_ANON, new, mm.num,
-                                 K.L_PTE, 0, 1)))
-        m.pex[int(m.fs[new, K.F_OFF])] = 1
-        t = _table(m, mm, vpn)
-        s = vpn & (m.P - 1)
-        m.ptf[t, s] = new
-        m.ptp[t, s] = 0
-        m.ptw[t, s] = L.PW if vma.write else 0
-        m.tb[t, L.TB_NPTE] += 1
-        m.tb[t, L.TB_HASPT] = 1
-        _check(m, bool(kern.put(m.cfg, m.glob, m.opt, m.fs, m.pmc, m.tr, src, 1)))
-        m.glob[L.G_COPY] += 1
-        return
-    if write:  # do_shared_fault(): the page-cache folio mapped writable and dirty, no fault-around
-        finish_fault(m, mm, vma, vpn, pagecache_folio(m, file, index, vma, vpn), True)
-        return
-    fault_around(m, mm, vma, vpn)
-    if _pte(m, mm, vpn) == L.NONE:
-        finish_fault(m, mm, vma, vpn, pagecache_folio(m, file, index, vma, vpn), False)
-
-
-def shared_wp(m: FastMachine, mm: FastMM, vpn: int, unshare: bool) -> None:
-    """``do_wp_page()`` in a shared mapping: never unshared; wp_page_shared() makes the PTE writable and dirty."""
-    if unshare:
-        return
-    t = int(kern.hfind(m.hk, m.hv, (mm.num << 40) | (vpn >> m.po)))
-    s = vpn & (m.P - 1)
-    f = int(m.ptf[t, s])
-    m.ensure(cows=2)
-    kern.decide(m.glob, m.fs, m.pmc, m.cow, mm.num, vpn, f, int(m.ptp[t, s]), K.L_PTE, L.R_SHARED_MAPPING,
-                L.OC_WRITABLE, False, m.po)
-    m.ptw[t, s] |= L.PW | L.PD
+        index = first + (1 << order)
 
 
 def service(m: FastMachine, ops: np.ndarray, i: int, task: str | None, drain: bool = True) -> None:
-    """Finish the fault the compiled loop handed back at op ``i`` (its current page), then the access there.
-
-    The loop counted the fault and listed it; this does the rest of ``handle_mm_fault()`` for that page and the
+    """Finish the copy-on-write fault in a private file mapping the compiled loop handed back at op ``i`` (its
+    current page; only with ``O_HANDBACK``, when the reference view is kept): the reference view privatizes the
+    page first (ReferenceMemory.privatize()), then the compiled ``file_fault()`` does the fault and this the
     access itself (the store of :func:`foliosim.fast.sim.kern.access`), and moves the op past the page so the loop
-    resumes after it. ``drain``: move the trace rows and CoW decisions out (decisions named for ``task``); the
-    scoring machine drains them itself, fault by fault.
+    resumes after it. The loop counted the fault and listed it. ``drain``: move the trace rows and CoW decisions
+    out (decisions named for ``task``).
     """
-    reason = int(m.glob[L.G_ERR])
     m.glob[L.G_ERR] = 0
     mm = m.mms[f"mm{int(ops[i, 0])}"]
     vpn = int(ops[i, 1])
@@ -238,30 +105,23 @@ def service(m: FastMachine, ops: np.ndarray, i: int, task: str | None, drain: bo
     fill = int(ops[i, 4])
     unshare = bool(ops[i, 5])
     vma = mm.find_vma(vpn)
-    assert vma is not None
-    if reason == L.U_FILE_FAULT:
-        do_file_fault(m, mm, vma, vpn, write)
-        f = _pte(m, mm, vpn)
-        if unshare and f != L.NONE and not vma.shared:  # handle_mm_fault(): the new PTE is unshared at once
-            t = int(kern.hfind(m.hk, m.hv, (mm.num << 40) | (vpn >> m.po)))
-            m.ensure(folios=2, pages=2, trace=8, cows=2)
-            rc = kern.do_wp_page(*m.args()[:11], m.ms, m.vm, m.tr, m.cow, mm.num, mm.rowmap[id(vma)], vpn, t,
-                                 vpn & (m.P - 1), True)
-            m._check_rc(int(rc))
-    else:
-        shared_wp(m, mm, vpn, unshare)
+    assert vma is not None and vma.file is not None and write and not vma.shared
+    m.ref.privatize(mm, vma, vpn)  # type: ignore[arg-type]
+    m.ensure(folios=4, pages=2 << m.po, trace=64 + int(m.opt[L.O_FAULT_AROUND]), cows=4)
+    rc = kern.file_fault(*m.args()[:15], m.tr, m.cow, m.pcache.fc, m.pcache.pcs, mm.num, mm.rowmap[id(vma)], vpn,
+                         True, unshare)
+    m._check_rc(int(rc))
     if fill != -2:  # the access itself: the store (whole-page fills) and the dirty bit
         t = int(kern.hfind(m.hk, m.hv, (mm.num << 40) | (vpn >> m.po)))
         s = vpn & (m.P - 1)
         f = int(m.ptf[t, s])
-        if write:
-            m.ptw[t, s] |= L.PD
-            if not m.ptw[t, s] & L.PW or f < 0:
-                m.glob[L.G_ERR] = L.E_WRITE_RO
-                m.glob[L.G_ERRF] = vpn
-                m._check_rc(L.RC_ERROR)
-            if fill >= 0:
-                m.pct[int(m.fs[f, K.F_OFF]) + int(m.ptp[t, s])] = fill
+        m.ptw[t, s] |= L.PD
+        if not m.ptw[t, s] & L.PW or f < 0:
+            m.glob[L.G_ERR] = L.E_WRITE_RO
+            m.glob[L.G_ERRF] = vpn
+            m._check_rc(L.RC_ERROR)
+        if fill >= 0:
+            m.pct[int(m.fs[f, K.F_OFF]) + int(m.ptp[t, s])] = fill
     ops[i, 1] = vpn + 1
     ops[i, 2] -= 1
     if drain:
@@ -304,28 +164,27 @@ def split_pieces(m: FastMachine, ops: list[Op]) -> None:
     """The page cache after page-cache folios were split (foliosim.vm.split ``_split_unmapped_folio()``): each
     piece replaces its page's cache entry. A split shows in the rmap trace as the folio's ``folio_free`` followed
     by one ``folio_new`` per page, in page order."""
-    cached = {int(m.fs[f, L.X_NAME]): f for f in m.pcache.file_of if not m.fs[f, K.F_LIVE]}
-    if not cached:
-        return
     n = int(m.glob[L.G_NFOLIO])
-    live = np.flatnonzero(m.fs[:n, K.F_LIVE])
-    slot_of = dict(zip(m.fs[live, L.X_NAME].tolist(), live.tolist(), strict=True))
+    fs = m.fs
+    gone = np.flatnonzero((fs[:n, L.X_PCFILE] != 0) & (fs[:n, K.F_LIVE] == 0))
+    if not len(gone):
+        return
+    cached = dict(zip(fs[gone, L.X_NAME].tolist(), gone.tolist(), strict=True))
+    live = np.flatnonzero(fs[:n, K.F_LIVE])
+    slot_of = dict(zip(fs[live, L.X_NAME].tolist(), live.tolist(), strict=True))
     for i, op in enumerate(ops):
         if op.op != "folio_free" or op.folio is None or int(op.folio[1:]) not in cached:
             continue
         old = cached.pop(int(op.folio[1:]))
-        file = m.pcache.file_of[old]
-        first = m.pcache.index_of[old]
-        nr = 1 << int(m.fs[old, K.F_ORDER])
+        file = m.pcache.file_of(fs, old)
+        assert file is not None
+        first = int(fs[old, L.X_PCIDX])
+        nr = 1 << int(fs[old, K.F_ORDER])
         pieces = [o for o in ops[i + 1:i + 1 + nr] if o.op == "folio_new"]
         if len(pieces) != nr:
             raise OracleViolation(f"fast engine: the split of page-cache folio {op.folio} left {len(pieces)} pieces "
                                   f"in the trace, not {nr}")
-        m.pcache.drop(old)
-        table = m.pcache.by_file[file.name]
+        fs[old, L.X_PCFILE] = 0
         for k, piece_op in enumerate(pieces):
             assert piece_op.folio is not None
-            piece = slot_of[int(piece_op.folio[1:])]
-            table[first + k] = piece
-            m.pcache.file_of[piece] = file
-            m.pcache.index_of[piece] = first + k
+            m.pcache.set(fs, file, first + k, slot_of[int(piece_op.folio[1:])])

@@ -36,6 +36,12 @@ from foliosim.fast.sim.layout import (
     E_REFCOUNT,
     E_RMAP,
     E_WRITE_RO,
+    FC_ANON,
+    FC_BASE,
+    FC_CONTENT,
+    FC_KIND,
+    FC_NR,
+    FC_ORDER,
     G_ALLOC,
     G_ANONVMA,
     G_COPY,
@@ -61,6 +67,7 @@ from foliosim.fast.sim.layout import (
     G_RMAP,
     G_SEGV,
     G_SEQ,
+    G_SHMEM_WHOLE,
     HUGE_ZERO,
     KIND_ANON,
     MS_ID,
@@ -71,6 +78,8 @@ from foliosim.fast.sim.layout import (
     MS_VOFF,
     MUTANT_NO_SHARED_TEST,
     NONE,
+    O_FAULT_AROUND,
+    O_HANDBACK,
     O_MUTANT,
     O_ORACLE,
     O_RECORD,
@@ -79,6 +88,7 @@ from foliosim.fast.sim.layout import (
     OC_NEW_THP,
     OC_REUSE,
     OC_SPLIT,
+    OC_WRITABLE,
     PD,
     PW,
     R_ANON_EXCL,
@@ -90,6 +100,7 @@ from foliosim.fast.sim.layout import (
     R_NOT_ANON,
     R_PMD_ONE,
     R_PMD_SPLIT,
+    R_SHARED_MAPPING,
     R_SMALL_EXTRA,
     R_SMALL_ONE,
     R_ZERO,
@@ -112,11 +123,13 @@ from foliosim.fast.sim.layout import (
     TB_NPTE,
     TB_PMDF,
     TB_PMDW,
+    U_BEYOND_EOF,
     U_FILE_FAULT,
-    U_SHARED_WP,
     V_ANONVMA,
     V_END,
     V_FILE,
+    V_MAPSW,
+    V_PGOFF,
     V_READ,
     V_SHARED,
     V_START,
@@ -126,12 +139,15 @@ from foliosim.fast.sim.layout import (
     X_KIND,
     X_NAME,
     X_NEXT,
+    X_PCFILE,
+    X_PCIDX,
     X_PINCOUNT,
     X_REF,
 )
 from foliosim.fast.sim.layout import (
     ZERO as ZERO_SLOT,
 )
+from foliosim.vm.fault import fault_around_bounds
 
 try:  # pragma: no cover - depends on the environment
     from numba import njit
@@ -592,8 +608,8 @@ def split_pmd(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tb: An
 
 @sjit
 def fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
-          ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, cow: Any, m: int, v: int, vpn: int, write: bool,
-          unshare: bool) -> int:
+          ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, cow: Any, fc: Any, pcs: Any, m: int, v: int,
+          vpn: int, write: bool, unshare: bool) -> int:
     """``handle_mm_fault()`` (foliosim.vm.fault) for an access already checked against the VMA."""
     po = cfg[K.C_PMD_ORDER]
     glob[G_FAULTS] += 1
@@ -609,8 +625,11 @@ def fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, 
             return rc
     if t < 0 or ptf[t, s] == NONE:
         if vm[v, V_FILE] >= 0:
-            glob[G_ERR] = U_FILE_FAULT
-            return RC_UNSUPPORTED
+            if opt[O_HANDBACK] and write and not vm[v, V_SHARED]:  # the caller privatizes its reference view
+                glob[G_ERR] = U_FILE_FAULT
+                return RC_UNSUPPORTED
+            return file_fault(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, tr, cow, fc, pcs,
+                              m, v, vpn, write, unshare)
         rc = do_anonymous_page(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, tr, m, v,
                                vpn, write)
         if rc != RC_OK:
@@ -700,9 +719,11 @@ def do_wp_page(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: 
     po = cfg[K.C_PMD_ORDER]
     f = ptf[t, s]
     page = ptp[t, s]
-    if vm[v, V_SHARED]:
-        glob[G_ERR] = U_SHARED_WP
-        return RC_UNSUPPORTED
+    if vm[v, V_SHARED]:  # a shared mapping: never unshared; wp_page_shared() makes the PTE writable and dirty
+        if not unshare:
+            decide(glob, fs, pmc, cow, m, vpn, f, page, K.L_PTE, R_SHARED_MAPPING, OC_WRITABLE, False, po)
+            ptw[t, s] |= PW | PD
+        return RC_OK
     if f == -2:
         rule = R_ZERO
     elif fs[f, X_KIND] != KIND_ANON:
@@ -772,11 +793,223 @@ def huge_wp(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any
     return RC_OK
 
 
+# ----------------------------------------------------------------------------- files, shmem, shared mappings
+# The page cache: file number (V_FILE, a row of ``fc``) and page index -> folio slot in ``pcs`` (one int32 per
+# file page from fc[file, FC_BASE], -1: not cached); a cached folio's file and first index are in its X_PCFILE
+# (1 + file number) and X_PCIDX columns. foliosim.fast.sim.files reads and writes the same arrays.
+# numba's on-disk cache of this file's kernels does not notice a change to foliosim/vm/fault.py (nor to
+# foliosim/fast/kernels.py): after changing fault_around_bounds(), delete foliosim/fast/sim/__pycache__/*.nb[ic].
+fault_around_bounds_c = sjit(fault_around_bounds)
+
+
+@sjit
+def pte_at(glob: Any, tb: Any, ptf: Any, hk: Any, hv: Any, m: int, vpn: int, po: int) -> int:
+    """The folio value of the PTE at ``vpn`` (NONE without a page table)."""
+    t = table_get(glob, tb, ptf, hk, hv, m, vpn >> po, False)
+    if t < 0:
+        return NONE
+    return ptf[t, vpn & ((np.int64(1) << po) - 1)]
+
+
+@sjit
+def cache_range(fs: Any, fc: Any, pcs: Any, fid: int, index: int, vstart: int, vend: int, pgoff: int,
+                vpn: int) -> tuple[int, int]:
+    """``Machine._cache_range()``: the first index and order of the folio a miss at ``index`` allocates
+    (``vend`` < 0: no VMA to fit)."""
+    order = fc[fid, FC_ORDER]
+    full = np.int64(1) << order
+    first = index & ~(full - 1)
+    nr = min(full, fc[fid, FC_NR] - first)  # SimFile.folio_range()
+    if nr != full:
+        return index, 0
+    if fc[fid, FC_ANON] and nr > 1:
+        base = fc[fid, FC_BASE]
+        for i in range(first, first + nr):
+            if pcs[base + i] >= 0:
+                return index, 0
+        head = vpn - (index - first)
+        if vend >= 0 and not ((vstart - pgoff) % nr == 0 and vstart <= head and head + nr <= vend):
+            return index, 0
+    return first, order
+
+
+@sjit
+def add_to_cache(glob: Any, opt: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tr: Any, fc: Any, pcs: Any,
+                 fid: int, first: int, order: int) -> int:
+    """``Machine._add_to_cache()``: a new page-cache folio holding ``nr_pages`` references (filemap_add_folio());
+    its pages read the file's disk."""
+    f = alloc(glob, opt, fs, pmc, pex, pct, tr, fc[fid, FC_KIND], order, fc[fid, FC_CONTENT])
+    nr = np.int64(1) << order
+    get(fs, f, nr - 1)
+    base = fc[fid, FC_BASE]
+    for i in range(first, first + nr):
+        pcs[base + i] = f
+    fs[f, X_PCFILE] = fid + 1
+    fs[f, X_PCIDX] = first
+    return f
+
+
+@sjit
+def pagecache_folio(glob: Any, opt: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tr: Any, fc: Any, pcs: Any,
+                    fid: int, index: int, vstart: int, vend: int, pgoff: int, vpn: int) -> int:
+    """``Machine.pagecache_folio()``: the cached folio for ``index``, read in (allocated for shmem) if absent."""
+    f = pcs[fc[fid, FC_BASE] + index]
+    if f >= 0:
+        return f
+    first, order = cache_range(fs, fc, pcs, fid, index, vstart, vend, pgoff, vpn)
+    return add_to_cache(glob, opt, fs, pmc, pex, pct, tr, fc, pcs, fid, first, order)
+
+
+@sjit
+def map_file_ptes(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any,
+                  hk: Any, hv: Any, ms: Any, tr: Any, m: int, vpn: int, f: int, page: int, nr: int, writable: bool,
+                  dirty: bool) -> bool:
+    """``_map_file_ptes()``: references first, one batched rmap call, then the PTEs."""
+    po = cfg[K.C_PMD_ORDER]
+    get(fs, f, nr)
+    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP, f, m, K.L_PTE, page, nr):
+        return False
+    t = table_get(glob, tb, ptf, hk, hv, m, vpn >> po, True)
+    s = vpn & ((np.int64(1) << po) - 1)
+    bits = (PW if writable else 0) | (PD if dirty else 0)
+    for k in range(nr):
+        ptf[t, s + k] = f
+        ptp[t, s + k] = page + k
+        ptw[t, s + k] = bits
+    tb[t, TB_NPTE] += nr
+    tb[t, TB_HASPT] = 1
+    return True
+
+
+@sjit
+def finish_fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any,
+                 hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, fc: Any, m: int, v: int, vpn: int, f: int,
+                 write: bool) -> bool:
+    """``finish_fault()``: the faulting page, or the whole folio in anonymous shared memory."""
+    po = cfg[K.C_PMD_ORDER]
+    page = vm[v, V_PGOFF] + vpn - vm[v, V_START] - fs[f, X_PCIDX]
+    writable = write or vm[v, V_MAPSW] != 0
+    nr = np.int64(1) << fs[f, K.F_ORDER]
+    first = vpn - page
+    if nr > 1 and fc[vm[v, V_FILE], FC_ANON]:
+        last = first + nr - 1
+        if first >= vm[v, V_START] and last < vm[v, V_END] and first >> po == last >> po:
+            empty = True
+            for k in range(nr):
+                if pte_at(glob, tb, ptf, hk, hv, m, first + k, po) != NONE:
+                    empty = False
+                    break
+            if empty:
+                glob[G_SHMEM_WHOLE] += 1
+                return map_file_ptes(cfg, opt, glob, fs, pmc, tb, ptf, ptp, ptw, hk, hv, ms, tr, m, first, f, 0,
+                                     nr, writable, write)
+    return map_file_ptes(cfg, opt, glob, fs, pmc, tb, ptf, ptp, ptw, hk, hv, ms, tr, m, vpn, f, page, 1,
+                         writable, write)
+
+
+@sjit
+def fault_around(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any,
+                 hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, fc: Any, pcs: Any, m: int, v: int, vpn: int) -> bool:
+    """``_fault_around()`` (do_fault_around()/filemap_map_pages()): map cached pages near the fault."""
+    nr = opt[O_FAULT_AROUND]
+    if nr <= 1:
+        return True
+    po = cfg[K.C_PMD_ORDER]
+    fid = vm[v, V_FILE]
+    base = fc[fid, FC_BASE]
+    delta = vm[v, V_PGOFF] - vm[v, V_START]  # file index - vpn
+    lo, hi = fault_around_bounds_c(vpn, nr, vm[v, V_START], vm[v, V_END], po)
+    writable = vm[v, V_MAPSW] != 0
+    nrp = fc[fid, FC_NR]
+    cur = lo
+    while cur < hi:
+        index = cur + delta
+        f = pcs[base + index] if 0 <= index < nrp else -1
+        if f < 0 or pte_at(glob, tb, ptf, hk, hv, m, cur, po) != NONE:
+            cur += 1
+            continue
+        page = cur + delta - fs[f, X_PCIDX]
+        fnr = np.int64(1) << fs[f, K.F_ORDER]
+        run = 1
+        while cur + run < hi and pte_at(glob, tb, ptf, hk, hv, m, cur + run, po) == NONE and page + run < fnr:
+            run += 1
+        if not map_file_ptes(cfg, opt, glob, fs, pmc, tb, ptf, ptp, ptw, hk, hv, ms, tr, m, cur, f, page, run,
+                             writable, False):
+            return False
+        cur += run
+    return True
+
+
+@sjit
+def do_file_fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any,
+                  ptp: Any, ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, fc: Any, pcs: Any, m: int, v: int,
+                  vpn: int, write: bool) -> int:
+    """``do_file_fault()``: do_cow_fault() (private write), do_shared_fault() or do_read_fault()."""
+    po = cfg[K.C_PMD_ORDER]
+    fid = vm[v, V_FILE]
+    index = vm[v, V_PGOFF] + vpn - vm[v, V_START]
+    if index < 0 or index >= fc[fid, FC_NR]:
+        glob[G_ERR] = U_BEYOND_EOF
+        return RC_UNSUPPORTED
+    vstart = vm[v, V_START]
+    vend = vm[v, V_END]
+    pgoff = vm[v, V_PGOFF]
+    if write and not vm[v, V_SHARED]:  # do_cow_fault(): a private copy; the page-cache page is not mapped
+        src = pagecache_folio(glob, opt, fs, pmc, pex, pct, tr, fc, pcs, fid, index, 0, -1, 0, 0)
+        get(fs, src, 1)
+        content = pct[fs[src, K.F_OFF] + index - fs[src, X_PCIDX]]
+        new = alloc(glob, opt, fs, pmc, pex, pct, tr, KIND_ANON, 0, content)
+        anon_vma_prepare(glob, vm, v)
+        if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP_NEW_ANON, new, m, K.L_PTE, 0, 1):
+            return RC_ERROR
+        pex[fs[new, K.F_OFF]] = 1
+        t = table_get(glob, tb, ptf, hk, hv, m, vpn >> po, True)
+        s = vpn & ((np.int64(1) << po) - 1)
+        ptf[t, s] = new
+        ptp[t, s] = 0
+        ptw[t, s] = PW if vm[v, V_WRITE] else 0
+        tb[t, TB_NPTE] += 1
+        tb[t, TB_HASPT] = 1
+        if not put(cfg, glob, opt, fs, pmc, tr, src, 1):
+            return RC_ERROR
+        glob[G_COPY] += 1
+        return RC_OK
+    if write:  # do_shared_fault(): the page-cache folio mapped writable and dirty, no fault-around
+        f = pagecache_folio(glob, opt, fs, pmc, pex, pct, tr, fc, pcs, fid, index, vstart, vend, pgoff, vpn)
+        ok = finish_fault(cfg, opt, glob, fs, pmc, tb, ptf, ptp, ptw, hk, hv, ms, vm, tr, fc, m, v, vpn, f, True)
+        return RC_OK if ok else RC_ERROR
+    if not fault_around(cfg, opt, glob, fs, pmc, tb, ptf, ptp, ptw, hk, hv, ms, vm, tr, fc, pcs, m, v, vpn):
+        return RC_ERROR
+    if pte_at(glob, tb, ptf, hk, hv, m, vpn, po) == NONE:
+        f = pagecache_folio(glob, opt, fs, pmc, pex, pct, tr, fc, pcs, fid, index, vstart, vend, pgoff, vpn)
+        if not finish_fault(cfg, opt, glob, fs, pmc, tb, ptf, ptp, ptw, hk, hv, ms, vm, tr, fc, m, v, vpn, f, False):
+            return RC_ERROR
+    return RC_OK
+
+
+@sjit
+def file_fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+               ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, cow: Any, fc: Any, pcs: Any, m: int, v: int,
+               vpn: int, write: bool, unshare: bool) -> int:
+    """``handle_mm_fault()`` where no PTE is present in a file or shmem mapping: :func:`do_file_fault`, then the
+    new PTE unshared at once when asked (a shared mapping is never unshared)."""
+    rc = do_file_fault(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, tr, fc, pcs, m, v, vpn,
+                       write)
+    if rc != RC_OK or not unshare:
+        return rc
+    po = cfg[K.C_PMD_ORDER]
+    t = table_get(glob, tb, ptf, hk, hv, m, vpn >> po, False)
+    s = vpn & ((np.int64(1) << po) - 1)
+    if t < 0 or ptf[t, s] == NONE:
+        return RC_OK
+    return do_wp_page(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, ms, vm, tr, cow, m, v, vpn, t, s, True)
+
+
 # ----------------------------------------------------------------------------- entry points
 @sjit
 def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
-           ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, ops: Any, first: int,
-           faults: Any) -> tuple[int, int]:
+           ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, fc: Any, pcs: Any,
+           ops: Any, first: int, faults: Any) -> tuple[int, int]:
     """Run access ops ``first..`` (rows of ``ops``: mm, start vpn, pages, write, fill byte or -1, unshare).
 
     Reads fault where nothing is mapped, writes where nothing writable is mapped (Machine.read()/write());
@@ -826,7 +1059,7 @@ def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
                 else:
                     need = need or (write and not ptw[t, s] & PW)
                 if need:
-                    if not room(glob, opt, fs, pmc, tb, hk, tr, cow, 2, 2 << po, 2, 64) or \
+                    if not room(glob, opt, fs, pmc, tb, hk, tr, cow, 2, 2 << po, 2, 64 + opt[O_FAULT_AROUND]) or \
                             nf >= faults.shape[0]:
                         ops[i, 1] = vpn
                         ops[i, 2] = end - vpn
@@ -835,8 +1068,8 @@ def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
                     faults[nf, 0] = i
                     faults[nf, 1] = vpn
                     nf += 1
-                    rc = fault(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, tr, cow, m, v,
-                               vpn, write, unshare)
+                    rc = fault(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, tr, cow, fc, pcs,
+                               m, v, vpn, write, unshare)
                     if rc != RC_OK:
                         ops[i, 1] = vpn
                         ops[i, 2] = end - vpn

@@ -19,7 +19,9 @@ X_PINS = X_REF + 4  # FOLL_PIN pins held (SimFolio.pins)
 X_REFS = X_REF + 5  # FOLL_GET references held (SimFolio.refs)
 X_DEFER = X_REF + 6  # queued for deferred split
 X_NEXT = X_REF + 7  # free-list link
-FS_COLS = X_REF + 8
+X_PCFILE = X_REF + 8  # page cache: 1 + the file number (FC row) caching this folio, 0: not in the page cache
+X_PCIDX = X_REF + 9  # page cache: the file index of the folio's page 0
+FS_COLS = X_REF + 10
 
 KIND_ANON, KIND_FILE, KIND_SHMEM = 0, 1, 2
 
@@ -37,8 +39,14 @@ MS_LIVE, MS_ID, MS_USERS, MS_COUNT, MS_PINNED, MS_ZAPPED, MS_VOFF, MS_NVMA, MS_N
 MS_COLS = 9
 
 # VMA columns.
-V_START, V_END, V_READ, V_WRITE, V_SHARED, V_THP, V_ANONVMA, V_FILE, V_PGOFF = range(9)
-VM_COLS = 9
+V_START, V_END, V_READ, V_WRITE, V_SHARED, V_THP, V_ANONVMA, V_FILE, V_PGOFF, V_MAPSW = range(10)
+VM_COLS = 10  # V_MAPSW: Vma.maps_writable (vm_page_prot has the write bit)
+
+# File table columns (row = the file number, V_FILE): where its page cache starts in the page-cache array (one
+# int32 folio slot or -1 per file page), its pages, folio order, folio kind, unlinked shmem (Vma.file.anon), and
+# the content id of its disk pages (the fast engine never writes a disk).
+FC_BASE, FC_NR, FC_ORDER, FC_KIND, FC_ANON, FC_CONTENT = range(6)
+FC_COLS = 6
 
 # Global scalars.
 (G_NFOLIO, G_NPAGE, G_NAME, G_ANONVMA, G_NTR, G_NCOW, G_FAULTS, G_REUSE, G_COPY, G_FREE_TB, G_NTB,
@@ -47,13 +55,14 @@ G_SEGV = 20  # accesses refused with SIGSEGV by the kernels' own protection chec
 G_FREE = 21  # free-list heads per order: G_FREE + order
 G_MADV = G_FREE + 21  # MADV_COLD/PAGEOUT decisions: take, skip, split
 G_FSPLIT = G_MADV + 3  # folio splits
-G_ALLOC = G_FSPLIT + 1  # folios allocated (Machine.alloc_folio()'s counters): G_ALLOC + kind * ALLOC_ORDERS + order
+G_SHMEM_WHOLE = G_FSPLIT + 1  # finish_fault() mapped a whole anonymous-shmem folio
+G_ALLOC = G_SHMEM_WHOLE + 1  # folios allocated (Machine.alloc_folio()'s counters): G_ALLOC + kind * ALLOC_ORDERS + order
 ALLOC_ORDERS = 13
 G_LEN = G_ALLOC + 3 * ALLOC_ORDERS
 
 # Options.
-O_RECORD, O_MUTANT, O_USE_ZERO, O_ORACLE = range(4)
-O_LEN = 4
+O_RECORD, O_MUTANT, O_USE_ZERO, O_ORACLE, O_FAULT_AROUND, O_HANDBACK = range(6)
+O_LEN = 6  # O_FAULT_AROUND: fault_around_pages; O_HANDBACK: hand do_cow_fault() back (U_FILE_FAULT) to privatize
 MUTANT_NONE = 0
 MUTANT_NO_SHARED_TEST = 1  # reuse a large folio without the shared-bit test
 
@@ -85,13 +94,14 @@ RC_ERROR = 3  # the rmap core rejected a call (a simulator bug): G_ERR/G_ERRF sa
 
 # Unsupported / error reasons (G_ERR).
 U_FILE_FAULT = 1
-U_SHARED_WP = 2
+U_BEYOND_EOF = 2
 E_RMAP = 10
 E_REFCOUNT = 11
 E_FREE = 12
 E_WRITE_RO = 13
 E_ISOLATION = 14
-REASONS = {U_FILE_FAULT: "a fault in a file or shmem mapping", U_SHARED_WP: "a write fault in a shared mapping",
+REASONS = {U_FILE_FAULT: "a copy-on-write fault in a private file mapping",
+           U_BEYOND_EOF: "a fault beyond the end of a file",
            E_RMAP: "the rmap core rejected a call", E_REFCOUNT: "a refcount went negative",
            E_FREE: "a folio freed with mappings left (bad page state)",
            E_WRITE_RO: "a store to a page that is not writable and AnonExclusive",

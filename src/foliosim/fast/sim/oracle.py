@@ -99,7 +99,7 @@ def check_fast(m: FastMachine) -> list[str]:
         order = int(m.fs[f, K.F_ORDER])
         pins = int(m.fs[f, L.X_PINS])
         has_pc = m.config.has_pincount(order)
-        cache = (1 << order) if f in m.pcache.file_of else 0  # the page cache's references
+        cache = (1 << order) if m.fs[f, L.X_PCFILE] else 0  # the page cache's references
         refs_wanted = entries.get(f, 0) + (pins if has_pc else pins * 1024) + int(m.fs[f, L.X_REFS]) + cache
         ref = int(m.fs[f, L.X_REF])
         if ref != refs_wanted:

@@ -66,14 +66,14 @@ MARKS = 1 << 14
 @jit
 def access_marked(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any,
                   ptp: Any, ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any,
-                  ops: Any, first: int, one: Any, marks: Any) -> tuple[int, int, int, int]:
+                  fc: Any, pcs: Any, ops: Any, first: int, one: Any, marks: Any) -> tuple[int, int, int, int]:
     """:func:`foliosim.fast.sim.kern.access` one fault per call (a one-row fault list), noting after fault k
     ``marks[k] = (op row, vpn, trace rows, CoW decisions)``. Returns (rc, op row reached, faults noted, 1 when
     it stopped because ``marks`` is full)."""
     n = 0
     while True:
         rc, first = kern.access(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
-                                pexp, ops, first, one)
+                                pexp, fc, pcs, ops, first, one)
         if glob[L.G_NGATHER] == 1:
             marks[n, 0] = one[0, 0]
             marks[n, 1] = one[0, 1]
@@ -188,6 +188,16 @@ class StreamBuilder:
         self.stream.questions.append(Question(pos, folio, consumer, len(self.counts[folio]) > 1, group, weight,
                                               limit, refs_ok))
 
+    def ask_mapped(self, folios: list[str], consumer: str, step: int) -> None:
+        """:meth:`ask` about each of ``folios`` that some MM maps, all after the whole stream so far."""
+        pos = self.nops
+        self.advance(pos)
+        counts = self.counts
+        asked = [Question(pos, folio, consumer, len(per_mm) > 1) for folio in folios if (per_mm := counts.get(folio))]
+        if asked and self.pending and self.pending[0] < pos:
+            self.resolve(step)
+        self.stream.questions.extend(asked)
+
     def mapped(self, folio: str) -> bool:
         self.advance(self.nops)
         return bool(self.counts.get(folio))
@@ -228,10 +238,12 @@ class ScoringMachine(FastMachine):
         first = 0
         while True:
             kernel: Any = access_marked  # the state tuple's length is not visible to the type checker
-            rc, first, n, full = kernel(*self.args(), self.pexp, ops, first, self.one, self.marks)
-            if rc == L.RC_UNSUPPORTED and n and int(self.glob[L.G_ERR]) in (L.U_FILE_FAULT, L.U_SHARED_WP):
-                # a fault in a file/shmem mapping or a shared write fault: finished in Python (foliosim.fast.sim.files)
-                # as part of the fault just noted, whose ops and decisions then end where the service left them
+            rc, first, n, full = kernel(*self.args(), self.pexp, self.pcache.fc, self.pcache.pcs, ops, first, self.one,
+                                        self.marks)
+            if rc == L.RC_UNSUPPORTED and n and int(self.glob[L.G_ERR]) == L.U_FILE_FAULT:
+                # a copy-on-write fault in a private file mapping handed back to privatize the reference view
+                # (foliosim.fast.sim.files), part of the fault just noted, whose ops and decisions then end where the
+                # service left them
                 files.service(self, ops, first, None, drain=False)
                 self.marks[n - 1, 2] = self.glob[L.G_NTR]
                 self.marks[n - 1, 3] = self.glob[L.G_NCOW]
@@ -435,11 +447,10 @@ class ScoringRunner(FastWorkloadRunner):
         """Probe.census(): every mapped large anonymous folio, in allocation order."""
         m, b = self.m, self.m.builder
         b.advance(b.nops)
-        for f in m.live_folios():
-            if int(m.fs[f, K.F_ORDER]) and int(m.fs[f, L.X_KIND]) == L.KIND_ANON:
-                name = self._name(f)
-                if b.counts.get(name):
-                    b.ask(b.nops, name, CENSUS, m.step)
+        fs = m.fs[:int(m.glob[L.G_NFOLIO])]
+        large = np.flatnonzero((fs[:, K.F_LIVE] != 0) & (fs[:, K.F_ORDER] > 0) & (fs[:, L.X_KIND] == L.KIND_ANON))
+        b.ask_mapped([f"f{number}" for number in np.sort(fs[large, L.X_NAME]).tolist()],  # allocation order
+                     CENSUS, m.step)
 
     def _tables(self, mm: FastMM) -> set[int]:
         m = self.m

@@ -254,6 +254,6 @@ class FastWorkloadRunner:
             mm = m.task(t).mm
             m._sync(mm)
             m._merge(mm)
-            m._publish(mm)
+            m._publish_changed(mm)
         else:
             raise Unsupported(f"the {verb!r} step")
