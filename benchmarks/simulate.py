@@ -5,8 +5,9 @@
 Workloads come from the evaluator's seeded generators (foliosim.workloads): ``fork-child`` (a parent with an
 mTHP/THP-backed heap forking short-lived children that write) and ``prefork`` (long-lived workers). The reference
 engine (``foliosim.vm.Machine``) runs them through the evaluator's WorkloadRunner; the compiled engine
-(``foliosim.fast.sim.FastMachine``) through FastWorkloadRunner, which batches consecutive accesses into one
-compiled call. Both run the same steps (khugepaged and NUMA scans change nothing without a design to score them, on
+(``foliosim.fast.sim.FastMachine``) through FastWorkloadRunner, whose compiled step interpreter
+(foliosim.fast.sim.kprog) runs whole stretches of accesses, forks, exits and madvise hints in one numba call.
+Both run the same steps (khugepaged and NUMA scans change nothing without a design to score them, on
 both engines); the prefork server keeps only its anonymous heap (its library file mapping is left out), because the
 fast engine does not model files yet. "oracle on": the reference checks every process's view after every step
 (check_machine); the fast engine checks incrementally in its kernels (every access reads what its MM last wrote,
@@ -220,7 +221,10 @@ def main() -> None:
         "",
         "Reference: the pure-Python simulator (`foliosim.vm.Machine`) through the evaluator's WorkloadRunner. "
         "Fast: the compiled simulator (`foliosim.fast.sim.FastMachine`, numba kernels calling the shared rmap "
-        "core) through FastWorkloadRunner, accesses batched. Same steps for both (seed 1, MADV_COLD/PAGEOUT hints "
+        "core) through FastWorkloadRunner, whose compiled step interpreter (`foliosim.fast.sim.kprog`) runs "
+        "accesses, fork, exit, MADV_DONTNEED/COLD/PAGEOUT and the scans in one numba call, the rest step by "
+        "step; the timing includes converting the steps to its program. Same steps for both (seed 1, "
+        "MADV_COLD/PAGEOUT hints "
         "with their folio splits included; the prefork server without its library file mapping, which the fast "
         "engine does not model yet); both count the same faults. Oracle on: the reference runs check_machine() "
         "after every step; the fast engine its incremental in-kernel oracle. Medians of "

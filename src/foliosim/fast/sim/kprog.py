@@ -191,37 +191,52 @@ def _rehash(glob: Any, tb: Any, hk: Any, hv: Any) -> None:
 
 
 @sjit
-def _compact(st: Any, ms: Any, vm: Any, mv: Any, vfk: Any, vtmp: Any, ftmp: Any, extra: int) -> bool:
-    """FastMachine._compact_vmas() in place, when it would allocate arrays of the size these have (else False:
-    Python does it): the VMA rows of every live MM that is not zapped, in MM order, from row 0."""
-    total = extra
+def _compact(st: Any, ms: Any, vm: Any, mv: Any, vfk: Any, vtmp: Any, ftmp: Any, src: int, n: int) -> int:
+    """FastMachine._compact_vmas() as fork's _publish(dst) runs it: the child MM already holds its ``n`` copied
+    VMAs, so they count twice (its rows, then the room asked for) and are written once after every other live MM
+    that is not zapped (MM order), before _publish_raw() writes them again. The rows go to ``vtmp`` first; then in
+    place when Python's new arrays would have the size these have (WHY_DONE), else Python makes them from
+    ``vtmp`` (RK_VMA). RK_SCR when ``vtmp`` is too small."""
+    src_off = ms[src, L.MS_VOFF]
+    total = 2 * n
     for m in range(st[S_NEXT_MM]):
         if ms[m, L.MS_LIVE] and not ms[m, L.MS_ZAPPED]:
             total += ms[m, L.MS_NVMA]
     size = 4 * total if 4 * total > 64 else 64
-    if size != vm.shape[0] or size != mv.shape[0] or vtmp.shape[0] < size or vfk.shape[0] < size:
-        return False
+    if vtmp.shape[0] < size:
+        st[S_N0] = size
+        return RK_SCR
     k = 0
     for m in range(st[S_NEXT_MM]):
         if not ms[m, L.MS_LIVE] or ms[m, L.MS_ZAPPED]:
             continue
         off = ms[m, L.MS_VOFF]
-        n = ms[m, L.MS_NVMA]
-        for j in range(n):
+        nv = ms[m, L.MS_NVMA]
+        for j in range(nv):
             r = mv[off + j]
             for col in range(vm.shape[1]):
                 vtmp[k + j, col] = vm[r, col]
             ftmp[k + j] = vfk[r]
         ms[m, L.MS_VOFF] = k
-        k += n
+        k += nv
+    for j in range(n):  # the child's VMAs (copies of its parent's rows)
+        r = mv[src_off + j]
+        for col in range(vm.shape[1]):
+            vtmp[k + j, col] = vm[r, col]
+        ftmp[k + j] = 1 if vfk[r] != 0 or vm[r, L.V_ANONVMA] != 0 else 0
+    k += n
+    st[S_NVM] = k
+    st[S_NMV] = k
+    st[S_COMPACT] = 1
+    if size != vm.shape[0] or size != mv.shape[0] or vfk.shape[0] < size:
+        st[S_N0] = size
+        return RK_VMA
     for r in range(size):
         for col in range(vm.shape[1]):
             vm[r, col] = vtmp[r, col] if r < k else 0
         vfk[r] = ftmp[r] if r < k else 0
         mv[r] = r if r < k else 0
-    st[S_NVM] = k
-    st[S_NMV] = k
-    return True
+    return WHY_DONE
 
 
 @sjit
@@ -329,9 +344,11 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             n = ms[src, L.MS_NVMA]
             off = ms[src, L.MS_VOFF]
             if st[S_NVM] + n > vm.shape[0] or st[S_NMV] + n > mv.shape[0] or st[S_NVM] + n > vfk.shape[0]:
-                if not _compact(st, ms, vm, mv, vfk, vtmp, ftmp, n):
-                    return i, _room(st, RK_VMA, n, 0, 0, 0, 0, 0)
-                st[S_COMPACT] = 1
+                kind = _compact(st, ms, vm, mv, vfk, vtmp, ftmp, src, n)
+                if kind != WHY_DONE:
+                    st[S_ROOM] = kind
+                    return i, WHY_ROOM
+                off = ms[src, L.MS_VOFF]  # compacted
             if scr.shape[1] < glob[L.G_NTB] + 1:
                 return i, _room(st, RK_SCR, 0, 0, 0, 0, 0, 0)
             nv = 0
@@ -639,14 +656,14 @@ class ProgramRun:
     def _call(self, pos: int, end: int) -> tuple[int, int]:
         """run_program() from ``pos`` until it stops at something Python must do; room that only needs bigger
         arrays is made without leaving the tables (no Python object is read or written for it)."""
-        m, st = self.m, self.st
+        m = self.m
         self._prepare()
         try:
             while True:
                 out = run_program(*m.args(), m.pexp, m._scratch(), m.scr2, m.ent, m._gather, self.prog, pos, end,
                                   *self._args())
                 pos, why = int(out[0]), int(out[1])
-                if why != WHY_ROOM or st[S_ROOM] == RK_VMA:  # compacting the VMA rows reads the FastMM objects
+                if why != WHY_ROOM:
                     return pos, why
                 self._grow()
                 self._regrow()
@@ -741,10 +758,8 @@ class ProgramRun:
         self._ids, self._ctask, self._morig, self._mtask, self._vfk = ids, ctask, morig, mtask, vfk
         self._msimple = msimple
         st[S_COMPACT] = 0
-        if m.vm.shape[0] <= 4096:
+        if self._vtmp.shape[0] < m.vm.shape[0]:  # _compact()'s staging rows
             self._vtmp, self._ftmp = np.empty_like(m.vm), np.empty_like(vfk)
-        else:  # a large VMA table is compacted by Python
-            self._vtmp, self._ftmp = np.empty((0, L.VM_COLS), dtype=np.int64), np.empty(0, dtype=np.int8)
 
     def _materialize(self) -> None:
         """The Python objects brought up to date with the arrays: ids, tasks, MMs, trace, decisions, counters."""
@@ -842,11 +857,23 @@ class ProgramRun:
         elif kind == RK_ROOM:
             m._room(int(st[S_N0]), int(st[S_N1]), int(st[S_N2]), int(st[S_N3]), int(st[S_N4]))
             m._gather_rows(int(st[S_N5]))
-        elif kind == RK_VMA:
-            m._compact_vmas(int(st[S_N0]))
+        elif kind == RK_VMA:  # _compact() wrote the rows to vtmp: arrays of the size _compact_vmas() makes
+            size, k = int(st[S_N0]), int(st[S_NVM])
+            m.vm = np.zeros((size, L.VM_COLS), dtype=np.int64)
+            m.vm[:k] = self._vtmp[:k]
+            m.mv = np.zeros(size, dtype=np.int32)
+            m.mv[:k] = np.arange(k, dtype=np.int32)
+            vfk = np.zeros(size, dtype=np.int8)
+            vfk[:k] = self._ftmp[:k]
+            self._vfk = vfk
+            if self._vtmp.shape[0] < size:
+                self._vtmp, self._ftmp = np.empty_like(m.vm), np.empty_like(vfk)
         elif kind == RK_MS:
             m._grow_rows("ms", int(st[S_N0]))
         elif kind == RK_SCR:
+            if self._vtmp.shape[0] < int(st[S_N0]):  # _compact()'s staging rows
+                self._vtmp = np.empty((int(st[S_N0]), L.VM_COLS), dtype=np.int64)
+                self._ftmp = np.empty(int(st[S_N0]), dtype=np.int8)
             m._scratch()
             need = max(int(m.glob[L.G_NTB]) + 1, m.P)
             if m.scr2.shape[1] < need:
