@@ -130,6 +130,17 @@ def test_workloads_like_one_by_one_and_reference(config: KernelConfig, name: str
     assert_like_reference(steps, config)
 
 
+@pytest.mark.parametrize("name", ["prefork", "shared-file"])
+def test_workloads_with_files_like_one_by_one(name: str) -> None:
+    """Accesses of an MM with file or shared mappings go through the one-step path (file faults are finished in
+    Python), the other MMs' steps through the interpreter."""
+    params = {"prefork": dict(WORKLOADS[2][1]), "shared-file": {"probe_rate": 0}}[name]
+    steps = build_workload(name, params, seed=3)
+    assert any(s.verb == "file" for s in steps)
+    m = assert_like_one_by_one(steps, KernelConfig(), record=True, keep_decisions=True)
+    assert m.counters["fault"] > 20
+
+
 def test_the_interpreter_runs_the_workload() -> None:
     """Not vacuous: only the steps it does not model (spawn, mmap) go through the one-step path."""
     steps = _workload(*WORKLOADS[2])

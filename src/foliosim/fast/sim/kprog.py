@@ -281,7 +281,7 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
         _rehash(glob, tb, hk, hv)
         if op == OP_READ or op == OP_WRITE:  # noqa: SIM109 - scalar compares for numba
             if st[S_PEND] != PEND_ACCESS:
-                if not _runnable(tst, tn):
+                if not _runnable(tst, tn) or not msimple[tmm[tn]]:  # file and shared faults: Python finishes them
                     return i, WHY_STEP
                 base = rtab[prog[i, P_REG]]
                 if base == MISSING:
