@@ -46,15 +46,16 @@ def _anon_only(steps: list[Step]) -> list[Step]:
 
 
 def snapshot(m: FastMachine, runner: FastWorkloadRunner) -> dict[str, Any]:
-    """Everything a run leaves: used array rows, Python objects, recorded streams (hash layout and the scratch
-    global G_NGATHER aside: neither is state)."""
+    """Everything a run leaves: used array rows, Python objects, recorded streams (the table hash aside -- its
+    layout and G_HUSED, its fill with deleted entries, depend on when it was last rebuilt -- and the scratch global
+    G_NGATHER: neither is state)."""
     g = m.glob
     nf, ntb, npg = int(g[L.G_NFOLIO]), int(g[L.G_NTB]), int(g[L.G_NPAGE])
     for mm in m.mms.values():
         m._sync(mm)
     ms_cols = [L.MS_LIVE, L.MS_ID, L.MS_PINNED, L.MS_ZAPPED, L.MS_VOFF, L.MS_NVMA, L.MS_NMAP]
     return {
-        "glob": [x for i, x in enumerate(g.tolist()) if i != L.G_NGATHER],
+        "glob": [x for i, x in enumerate(g.tolist()) if i not in (L.G_NGATHER, L.G_HUSED)],
         "folios": (m.fs[:nf].tolist(), m.pmc[:npg].tolist(), m.pex[:npg].tolist(), m.pct[:npg].tolist()),
         "tables": (m.tb[:ntb].tolist(), m.ptf[:ntb].tolist(), m.ptp[:ntb].tolist(), m.ptw[:ntb].tolist(),
                    m.pexp[:ntb].tolist() if m.opt[L.O_ORACLE] else None),

@@ -622,11 +622,12 @@ class ProgramRun:
         return self.m.keep_decisions or self.m.record
 
     def run(self) -> None:
+        """Run every step: stretches in run_program(), what it stops at through FastWorkloadRunner._step()."""
         m, r, steps = self.m, self.r, self.steps
         n = len(steps)
         pos = 0
         while pos < n:
-            if m.gup:  # pins or pipes held: this step the existing way
+            if m.gup or self.prog[pos, P_OP] == OP_OTHER:  # pins or pipes held, or a step it does not model
                 why = WHY_STEP
             else:
                 pos, why = self._call(pos, n)
@@ -637,20 +638,19 @@ class ProgramRun:
                 r._step(step, pos)
                 r.flush()
                 pos += 1
-            elif why == WHY_ROOM:
-                self._grow()
-            elif why == WHY_MAPPED:
+                continue
+            if why == WHY_MAPPED:  # FastMachine.mmdrop()'s check
                 raise OracleViolation(f"fast engine: mm{int(self.st[S_MAPPED])} freed with mappings left")
-            else:
-                if step.verb in ("read", "write"):
-                    m._check_rc(int(self.st[S_RC]))
-                try:
-                    m._check_rc(int(self.st[S_RC]))
-                except (SimError, WorkloadError) as exc:
-                    raise WorkloadError(f"step {pos + 1} ({step.verb} {step.task}): {exc}") from None
-                except Unsupported as exc:
-                    raise Unsupported(f"step {pos + 1} ({step.verb} {step.task}): {exc}") from None
-                raise AssertionError(f"step {pos + 1}: the interpreter stopped with no error")
+            rc = int(self.st[S_RC])  # WHY_ERROR: the kernel's error, raised as the one-step path raises it
+            if step.verb in ("read", "write"):
+                m._check_rc(rc)  # as FastWorkloadRunner._accesses(): not wrapped
+            try:
+                m._check_rc(rc)
+            except (SimError, WorkloadError) as exc:
+                raise WorkloadError(f"step {pos + 1} ({step.verb} {step.task}): {exc}") from None
+            except Unsupported as exc:
+                raise Unsupported(f"step {pos + 1} ({step.verb} {step.task}): {exc}") from None
+            raise AssertionError(f"step {pos + 1}: the interpreter stopped with rc {rc} and no error")
 
     # -- entering and leaving the compiled loop
     def _call(self, pos: int, end: int) -> tuple[int, int]:
