@@ -187,8 +187,8 @@ def test_the_fast_oracle_catches_an_isolation_failure() -> None:
 # ----------------------------------------------------------------------------- random anonymous programs
 def random_program(seed: int) -> list[Step]:
     """Anonymous memory with mTHP orders: forks, exits (names reused), accesses, MADV_DONTNEED/COLD/PAGEOUT and
-    scans (the interpreter's steps) mixed with threads, vfork, mprotect, munmap, mmap and pins (the steps it hands
-    to Python), so that it stops and resumes often."""
+    scans (the interpreter's steps) mixed with threads, vfork, exec, mprotect, munmap, mmap and pins (the steps it
+    hands to Python), so that it stops and resumes often."""
     rng = random.Random(seed)
     order = rng.choice([0, 2, 4, 9])
     pages = rng.choice([16, 64, 600, 1024])
@@ -196,6 +196,7 @@ def random_program(seed: int) -> list[Step]:
     regions = {"heap": pages}
     alive = ["P"]
     blocked: dict[str, str] = {}  # vfork child -> sleeping parent
+    tgid = {"P": "P"}
     for n in range(rng.randint(20, 70)):
         runnable = [t for t in alive if t not in blocked.values()]
         t = rng.choice(runnable)
@@ -210,6 +211,7 @@ def random_program(seed: int) -> list[Step]:
             child = rng.choice([c for c in ("C0", "C1", "C2", "C3", "C4", "C5", "C6") if c not in alive])
             steps.append(Step("fork", t, (child,)))
             alive.append(child)
+            tgid[child] = child
         elif r < 0.67 and t != "P":
             steps.append(Step("exit", t))
             alive.remove(t)
@@ -223,6 +225,7 @@ def random_program(seed: int) -> list[Step]:
             vfork = child == "V0"
             steps.append(Step("vfork" if vfork else "thread", t, (child,)))
             alive.append(child)
+            tgid[child] = child if vfork else tgid[t]
             if vfork:
                 blocked[child] = t
         elif r < 0.87:
@@ -234,6 +237,15 @@ def random_program(seed: int) -> list[Step]:
             regions[name] = rng.choice([8, 32, 512])
             steps.append(Step("mmap", t, (name, regions[name], "anon", None, rng.choice([None, (2,), (4,)]), "rw",
                                           0)))
+        elif r < 0.92 and tgid[t] != "P":  # a new, empty MM; the other threads of its group exit
+            steps.append(Step("exec", t, ()))
+            for other in [o for o in alive if o != t and tgid[o] == tgid[t]]:
+                alive.remove(other)
+                blocked.pop(other, None)
+                for child in [c for c, parent in blocked.items() if parent == other]:
+                    del blocked[child]
+            blocked.pop(t, None)
+            tgid[t] = t
         elif r < 0.93 and n > 40:  # late: while a pin is held every step goes one by one
             steps.append(Step("pin", t, (f"pin{n}", region, first, span, False, True)))
         else:
