@@ -625,6 +625,8 @@ class ProgramRun:
         """Run every step: stretches in run_program(), what it stops at through FastWorkloadRunner._step()."""
         m, r, steps = self.m, self.r, self.steps
         n = len(steps)
+        forks = int((self.prog[:, P_OP] == OP_FORK).sum()) if n else 0
+        m._grow_rows("ms", m._next["mm"] + forks + 1)  # a row per MM: no round trip per doubling
         pos = 0
         while pos < n:
             if m.gup or self.prog[pos, P_OP] == OP_OTHER:  # pins or pipes held, or a step it does not model
