@@ -5,20 +5,21 @@
 Workloads come from the evaluator's seeded generators (foliosim.workloads): ``fork-child`` (a parent with an
 mTHP/THP-backed heap forking short-lived children that write) and ``prefork`` (long-lived workers). The reference
 engine (``foliosim.vm.Machine``) runs them through the evaluator's WorkloadRunner; the compiled engine
-(``foliosim.fast.sim.FastMachine``) through FastWorkloadRunner, which batches consecutive accesses into one
-compiled call. Both run the same steps (khugepaged and NUMA scans change nothing without a design to score them, on
-both engines); the prefork server keeps only its anonymous heap (its library file mapping is left out), because the
-fast engine does not model files yet. "oracle on": the reference checks every process's view after every step
-(check_machine); the fast engine checks incrementally in its kernels (every access reads what its MM last wrote,
-every store hits an AnonExclusive page). The timing covers running the steps (not generating them), medians of
-several runs. Then cost against work size: fork-child with 2..1024 children, and a synthetic first-touch + CoW
-workload from 1e3 to 1e7 faults fed to the fast engine as access arrays (docs/perf-simulate*.png). Memory: the fast
-engine's array bytes per resident page. Recorded real programs (examples/run-traces): ``foliosim run-trace``'s
-own simulation (foliosim.live.tracesim.simulate(), design kernel, oracle off) on both engines, its faults/s (the
-simulator's time as TraceRun measures it, and the whole call: both readings of the trace, the live-snapshot
-checks), after checking that both engines give the same figures. Writes the "simulate" section of
-docs/performance.md (benchmarks/perfdoc.py); ``--traces-only`` measures only the recorded traces and replaces
-their table in that section.
+(``foliosim.fast.sim.FastMachine``) through FastWorkloadRunner, whose compiled step interpreter
+(foliosim.fast.sim.kprog) runs whole stretches of accesses, forks, exits and madvise hints in one numba call. Both
+run the same steps (khugepaged and NUMA scans change nothing without a design to score them, on both engines); the
+prefork server keeps only its anonymous heap (its library file mapping is left out: the interpreter hands the steps
+of an MM with file mappings back to Python one by one). "oracle on": the reference checks every process's view after
+every step (check_machine); the fast engine checks incrementally in its kernels (every access reads what its MM
+last wrote, every store hits an AnonExclusive page). The timing (CPU time of the process: the machine is shared)
+covers running the steps (not generating them), medians of several runs. Then cost against work size: fork-child
+with 2..1024 children, and a synthetic first-touch + CoW workload from 1e3 to 1e7 faults fed to the fast engine as
+access arrays (docs/perf-simulate*.png). Memory: the fast engine's array bytes per resident page. Recorded real
+programs (examples/run-traces): ``foliosim run-trace``'s own simulation (foliosim.live.tracesim.simulate(), design
+kernel, oracle off) on both engines, its faults/s (the simulator's time as TraceRun measures it, and the whole
+call: both readings of the trace, the live-snapshot checks), after checking that both engines give the same
+figures. Writes the "simulate" section of docs/performance.md (benchmarks/perfdoc.py); ``--traces-only`` measures
+only the recorded traces and replaces their table in that section.
 
     python benchmarks/simulate.py --traces-only [--runs N] [--no-write]"""
 
@@ -62,6 +63,12 @@ CASES = [
 ]
 
 
+def clock() -> float:
+    """This process's CPU time: the machine is shared, and wall time would count other jobs' time slices (a run
+    of a few milliseconds takes twice as long whenever another job shares its core)."""
+    return time.process_time()
+
+
 def anon_only(steps: list[Step]) -> list[Step]:
     """The steps without the library file and its mapping (the fast engine does not model files yet)."""
     out = []
@@ -82,9 +89,9 @@ def steps_of(workload: str, params: dict[str, Any]) -> list[Step]:
 def run_reference(steps: list[Step], check: bool) -> dict[str, float]:
     m = Machine(KernelConfig(), MachineOptions(keep_events=False, check=check))
     runner = WorkloadRunner(m)
-    began = time.perf_counter()
+    began = clock()
     runner.run(steps)
-    elapsed = time.perf_counter() - began
+    elapsed = clock() - began
     rmap = sum(n for k, n in m.counters.items() if k.startswith("rmap "))
     return {"s": elapsed, "faults": m.counters["fault"], "rmap": rmap, "forks": m.counters["fork"]}
 
@@ -93,16 +100,26 @@ def run_fast(steps: list[Step], check: bool) -> dict[str, float]:
     m = FastMachine(KernelConfig(), MachineOptions(), record=False, keep_decisions=False, reference=False,
                     fast_oracle=check)
     runner = FastWorkloadRunner(m)
-    began = time.perf_counter()
+    began = clock()
     runner.run(steps)
-    elapsed = time.perf_counter() - began
+    elapsed = clock() - began
     c = m.counters
     return {"s": elapsed, "faults": c["fault"], "rmap": int(m.glob[19]), "forks": c["fork"]}
 
 
+#: the fast engine's runs take milliseconds: this many times more of them, spaced apart, so that a burst of other
+#: work on the shared machine does not make the median
+FAST_SAMPLES = 3
+FAST_GAP_S = 0.02
+
+
 def median_run(engine: str, steps: list[Step], check: bool, runs: int) -> dict[str, float]:
     fn = run_reference if engine == "reference" else run_fast
-    results = [fn(steps, check) for _ in range(runs)]
+    results = []
+    for _ in range(runs if engine == "reference" else runs * FAST_SAMPLES):
+        results.append(fn(steps, check))
+        if engine != "reference":
+            time.sleep(FAST_GAP_S)
     times = [r["s"] for r in results]
     out = dict(results[0])
     out.update(s=statistics.median(times), lo=min(times), hi=max(times))
@@ -116,7 +133,7 @@ def synthetic_fast(pages: int, children: int, writes: int, check: bool) -> dict[
     rng = np.random.default_rng(1)
     m = FastMachine(KernelConfig(), MachineOptions(thp=frozenset({4})), record=False, keep_decisions=False,
                     reference=False, fast_oracle=check)
-    began = time.perf_counter()
+    began = clock()
     m.spawn("P")
     base = m.mmap("P", pages * PAGE_SIZE) >> 12
     mm = m.tasks["P"].mm
@@ -137,7 +154,7 @@ def synthetic_fast(pages: int, children: int, writes: int, check: bool) -> dict[
         m._run_access(ops)
         peak = max(peak, m.nbytes)
         m.exit(name)
-    elapsed = time.perf_counter() - began
+    elapsed = clock() - began
     live_pages = int(sum(1 << int(m.fs[f, 1]) for f in m.live_folios()))
     return {"s": elapsed, "faults": m.counters["fault"], "bytes": m.nbytes, "peak": peak, "pages": live_pages}
 
@@ -145,7 +162,7 @@ def synthetic_fast(pages: int, children: int, writes: int, check: bool) -> dict[
 def synthetic_reference(pages: int, children: int, writes: int) -> dict[str, float]:
     rng = np.random.default_rng(1)
     m = Machine(KernelConfig(), MachineOptions(thp=frozenset({4}), keep_events=False))
-    began = time.perf_counter()
+    began = clock()
     m.spawn("P")
     addr = m.mmap("P", pages * PAGE_SIZE)
     page = bytes([7]) * PAGE_SIZE
@@ -158,7 +175,7 @@ def synthetic_reference(pages: int, children: int, writes: int) -> dict[str, flo
         for vpn in rng.integers(0, pages, writes).tolist():
             m.write(name, addr + int(vpn) * PAGE_SIZE, other)
         m.exit(name)
-    return {"s": time.perf_counter() - began, "faults": m.counters["fault"]}
+    return {"s": clock() - began, "faults": m.counters["fault"]}
 
 
 SYNTH = [(1 << 9, 2, 1 << 8), (1 << 12, 4, 1 << 11), (1 << 14, 4, 1 << 13), (1 << 16, 4, 1 << 15),
@@ -323,16 +340,21 @@ def main() -> None:
         "## Process simulation: faults per second, both engines (benchmarks/simulate.py)",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores (shared with other work; load average {info['load']} at "
-        f"start), one core used, Python {info['python']}, numba {info['numba']}, {info['date']}."
+        f"start), one core used (times are this process's CPU time), Python {info['python']}, numba "
+        f"{info['numba']}, {info['date']}."
         f"{' Quick run.' if args.quick else ''}",
         "",
         "Reference: the pure-Python simulator (`foliosim.vm.Machine`) through the evaluator's WorkloadRunner. "
         "Fast: the compiled simulator (`foliosim.fast.sim.FastMachine`, numba kernels calling the shared rmap "
-        "core) through FastWorkloadRunner, accesses batched. Same steps for both (seed 1, MADV_COLD/PAGEOUT hints "
+        "core) through FastWorkloadRunner, whose compiled step interpreter (`foliosim.fast.sim.kprog`) runs "
+        "accesses, fork, exit, MADV_DONTNEED/COLD/PAGEOUT and the scans in one numba call, the rest step by "
+        "step; the timing includes converting the steps to its program. Same steps for both (seed 1, "
+        "MADV_COLD/PAGEOUT hints "
         "with their folio splits included; the prefork server without its library file mapping, which the fast "
         "engine does not model yet); both count the same faults. Oracle on: the reference runs check_machine() "
         "after every step; the fast engine its incremental in-kernel oracle. Medians of "
-        f"{runs} runs (reference with the oracle: 1 run), range in brackets.",
+        f"{runs} runs (reference with the oracle: 1 run; the fast engine, whose runs take milliseconds: "
+        f"{runs * FAST_SAMPLES} runs {FAST_GAP_S * 1000:.0f} ms apart), range in brackets.",
         "",
         "| workload | oracle | faults | reference faults/s | fast faults/s | fast / reference |",
         "| --- | --- | ---: | ---: | ---: | ---: |",

@@ -56,7 +56,7 @@ G_FREE = 21  # free-list heads per order: G_FREE + order
 G_MADV = G_FREE + 21  # MADV_COLD/PAGEOUT decisions: take, skip, split
 G_FSPLIT = G_MADV + 3  # folio splits
 G_SHMEM_WHOLE = G_FSPLIT + 1  # finish_fault() mapped a whole anonymous-shmem folio
-G_ALLOC = G_SHMEM_WHOLE + 1  # folios allocated (Machine.alloc_folio()'s counters): G_ALLOC + kind * ALLOC_ORDERS + order
+G_ALLOC = G_SHMEM_WHOLE + 1  # folios allocated (alloc_folio()'s counters): G_ALLOC + kind * ALLOC_ORDERS + order
 ALLOC_ORDERS = 13
 G_LEN = G_ALLOC + 3 * ALLOC_ORDERS
 

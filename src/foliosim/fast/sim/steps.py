@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from foliosim.fast.sim import kfork
+from foliosim.fast.sim import kfork, kprog
 from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import I64, FastMachine, Unsupported
 from foliosim.vm.events import SimError
@@ -57,8 +57,15 @@ class FastWorkloadRunner:
     def run(self, steps: list[Step]) -> FastRunStats:
         """Run the steps: each maximal run of reads and writes is converted to access rows at once (the whole
         list in one pass, then one compiled lookup per run) and goes to the kernels in batches; every other step
-        through :meth:`execute`."""
+        through :meth:`execute`. Where the compiled step interpreter applies (:func:`kprog.compiled_unsupported`,
+        and :meth:`execute` not overridden: a subclass that hooks it needs every step through it), whole stretches
+        of steps run in one compiled call instead (:class:`kprog.ProgramRun`)."""
         m = self.m
+        if type(self).execute is FastWorkloadRunner.execute and kprog.compiled_unsupported(m) is None:
+            kprog.ProgramRun(self, steps).run()
+            self.flush()
+            self.stats.errors["SIGSEGV"] += int(m.glob[L.G_SEGV]) - self._segv
+            return self.stats
         n = len(steps)
         flags = list(map(defaultdict(int, _ACCESS_CODES).__getitem__, map(_VERB, steps)))  # 0: not an access
         codes = np.array(flags, dtype=np.int8)

@@ -1,0 +1,903 @@
+# mypy: disable-error-code="no-any-return"
+"""A compiled step interpreter: whole stretches of a workload (foliosim.workloads.steps) in one numba call.
+
+:func:`encode` turns a step list into an int64 program once (one row per step: verb code, task number, region
+number, first page, pages, argument, fill byte). :func:`run_program` executes rows from a position while they are
+of the kinds it models over anonymous private memory -- reads and writes (:func:`foliosim.fast.sim.kern.access`),
+fork (``dup_mmap()``: :func:`foliosim.fast.sim.kfork.fork_dup`, the VMA rows copied, a new MM row with the lowest
+free MM id, as foliosim.mmid does), exit (``exit_mmap()``: :func:`foliosim.fast.sim.kfork.exit_zap`, then
+``mmdrop()``), MADV_DONTNEED (:func:`foliosim.fast.sim.kern.zap`), MADV_COLD/PAGEOUT
+(:func:`foliosim.fast.sim.kern.cold_pageout`) and the khugepaged/NUMA scans (counted only) -- and returns where it
+stopped and why: the end, a step it does not model (Python executes it the existing way, then the loop resumes),
+an array that needs room (Python grows it; an access or MADV_COLD/PAGEOUT cut short resumes where it stopped) or
+an error. Tasks and MMs live in small arrays during a run; :class:`ProgramRun` turns them back into FastTask/FastMM
+objects (and the MM id allocator, counters, trace, CoW decisions and user faults) every time the loop returns, so
+the machine is then as if the steps had run one by one (FastMachine.fork()/exit()/madvise()).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from itertools import compress
+from operator import attrgetter, itemgetter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from foliosim.fast import kernels as K
+from foliosim.fast.sim import layout as L
+from foliosim.fast.sim.engine import _VMA_FIELDS, I64, FastMachine, FastMM, FastTask, PmdSet, Unsupported
+from foliosim.fast.sim.kern import access, cold_pageout, record, rehash, sjit, zap
+from foliosim.fast.sim.kfork import MISSING, exit_zap, fork_dup, mm_entries, room_ok
+from foliosim.vm.events import OracleViolation, SimError
+from foliosim.vm.vma import Vma
+from foliosim.workloads.steps import Step, WorkloadError
+
+if TYPE_CHECKING:
+    from foliosim.fast.sim.steps import FastWorkloadRunner
+
+# Program columns and verb codes.
+P_OP, P_TASK, P_REG, P_FIRST, P_PAGES, P_ARG, P_FILL = range(7)
+P_COLS = 7
+OP_OTHER, OP_READ, OP_WRITE, OP_FORK, OP_EXIT, OP_DONTNEED, OP_COLD, OP_PAGEOUT, OP_SCAN = range(9)
+_MADV_OPS = {"dontneed": OP_DONTNEED, "cold": OP_COLD, "pageout": OP_PAGEOUT}
+#: first-pass codes by verb (fork and madvise are checked one by one; anything else stops the compiled loop)
+_CODES: defaultdict[str, int] = defaultdict(int, {"read": OP_READ, "write": OP_WRITE, "khugepaged": OP_SCAN,
+                                                  "numa": OP_SCAN, "exit": OP_EXIT, "fork": OP_FORK,
+                                                  "madvise": OP_DONTNEED})
+_VERB, _TASK, _ARGS = attrgetter("verb"), attrgetter("task"), attrgetter("args")
+_ARG0, _ARG1, _ARG2 = itemgetter(0), itemgetter(1), itemgetter(2)
+
+# Why run_program() returned.
+WHY_DONE, WHY_STEP, WHY_ROOM, WHY_ERROR, WHY_MAPPED = range(5)
+
+# Task states (per task number of the program).
+T_NONE, T_PY, T_NEW, T_VCHILD, T_BLOCKED = range(5)  # T_VCHILD: a vfork child (its exit wakes the parent)
+
+# Room kinds.
+RK_GROW, RK_ROOM, RK_VMA, RK_MS, RK_SCR, RK_COLD, RK_UF = range(7)
+
+# The state vector ``st``.
+(S_NVM, S_NMV, S_NEXT_PID, S_NEXT_MM, S_STEP, S_LAST, S_STEPS, S_SCANS, S_FORKS, S_NUF, S_PEND, S_PEND_N,
+ S_PEND_FIRST, S_PEND_MM, S_PEND_OP, S_MB0, S_MB1, S_MB2, S_ROOM, S_N0, S_N1, S_N2, S_N3, S_N4, S_N5, S_RC,
+ S_EARLY, S_KEEP, S_PCACHE, S_MAPPED, S_KEEPDEC, S_COMPACT) = range(32)
+S_MCNT = 32  # 6 counters: cold take/skip/split, pageout take/skip/split
+S_LEN = S_MCNT + 6
+PEND_NONE, PEND_ACCESS, PEND_COLD = range(3)
+
+# The MM id allocator mirror ``ids``: [next, max id, heap length, heap...] (foliosim.mmid.MMIdAllocator).
+I_NEXT, I_MAX, I_LEN, I_HEAP = range(4)
+
+
+# ----------------------------------------------------------------------------- the MM id allocator, compiled
+@sjit
+def _siftdown(ids: Any, startpos: int, pos: int) -> None:
+    """heapq._siftdown over ``ids[I_HEAP:]`` (the same list as Python's heap, element for element)."""
+    h = I_HEAP
+    newitem = ids[h + pos]
+    while pos > startpos:
+        parentpos = (pos - 1) >> 1
+        parent = ids[h + parentpos]
+        if newitem < parent:
+            ids[h + pos] = parent
+            pos = parentpos
+            continue
+        break
+    ids[h + pos] = newitem
+
+
+@sjit
+def _siftup(ids: Any, pos: int) -> None:
+    """heapq._siftup over ``ids[I_HEAP:]``."""
+    h = I_HEAP
+    endpos = ids[I_LEN]
+    startpos = pos
+    newitem = ids[h + pos]
+    childpos = 2 * pos + 1
+    while childpos < endpos:
+        rightpos = childpos + 1
+        if rightpos < endpos and not ids[h + childpos] < ids[h + rightpos]:
+            childpos = rightpos
+        ids[h + pos] = ids[h + childpos]
+        pos = childpos
+        childpos = 2 * pos + 1
+    ids[h + pos] = newitem
+    _siftdown(ids, startpos, pos)
+
+
+@sjit
+def ids_peek(ids: Any) -> int:
+    """MMIdAllocator.peek(): the id alloc() would return, -1 when exhausted."""
+    if ids[I_LEN]:
+        return ids[I_HEAP]
+    return ids[I_NEXT] if ids[I_NEXT] <= ids[I_MAX] else -1
+
+
+@sjit
+def ids_alloc(ids: Any) -> int:
+    """MMIdAllocator.alloc() (the caller checked ids_peek()): heapq.heappop of the freed ids, else the next."""
+    n = ids[I_LEN]
+    if n == 0:
+        mm_id = ids[I_NEXT]
+        ids[I_NEXT] += 1
+        return mm_id
+    last = ids[I_HEAP + n - 1]
+    ids[I_LEN] = n - 1
+    if n - 1 == 0:
+        return last
+    top = ids[I_HEAP]
+    ids[I_HEAP] = last
+    _siftup(ids, 0)
+    return top
+
+
+@sjit
+def ids_free(ids: Any, mm_id: int) -> None:
+    """MMIdAllocator.free(): heapq.heappush (the caller made room)."""
+    if mm_id == 0:
+        return
+    n = ids[I_LEN]
+    ids[I_HEAP + n] = mm_id
+    ids[I_LEN] = n + 1
+    _siftdown(ids, 0, n)
+
+
+# ----------------------------------------------------------------------------- the interpreter
+@sjit
+def _runnable(tst: Any, tn: int) -> bool:
+    """Whether task number ``tn`` is alive and not asleep in vfork()."""
+    s = tst[tn]
+    return T_PY <= s <= T_VCHILD  # T_PY, T_NEW, T_VCHILD
+
+
+@sjit
+def _room(st: Any, kind: int, n0: int, n1: int, n2: int, n3: int, n4: int, n5: int) -> int:
+    st[S_ROOM] = kind
+    st[S_N0] = n0
+    st[S_N1] = n1
+    st[S_N2] = n2
+    st[S_N3] = n3
+    st[S_N4] = n4
+    st[S_N5] = n5
+    return WHY_ROOM
+
+
+@sjit
+def _tag_cows(glob: Any, ctask: Any, first: int, tn: int) -> None:
+    """The task of the CoW decisions recorded since ``first``."""
+    for c in range(first, glob[L.G_NCOW]):
+        if c < ctask.shape[0]:
+            ctask[c] = tn
+
+
+@sjit
+def _rehash(glob: Any, tb: Any, hk: Any, hv: Any) -> None:
+    """The table hash rebuilt in place when deleted entries fill it but the live ones leave room (what
+    FastMachine.ensure() does, without a new array, when the hash does not need to grow): the hash's layout is
+    not state (lookups give the same slots), so when it is rebuilt changes nothing."""
+    size = hk.shape[0]
+    if (glob[L.G_HUSED] + 8) * 2 <= size or size < 2 * tb.shape[0]:
+        return
+    live = 0
+    for t in range(glob[L.G_NTB]):
+        if tb[t, L.TB_LIVE]:
+            live += 1
+    if (live + 8) * 2 > size:
+        return  # the hash must grow: FastMachine.ensure() does that
+    for h in range(size):
+        hk[h] = -1
+        hv[h] = 0
+    rehash(glob, tb, hk, hv, glob[L.G_NTB])
+
+
+@sjit
+def _compact(st: Any, ms: Any, vm: Any, mv: Any, vfk: Any, vtmp: Any, ftmp: Any, src: int, n: int) -> int:
+    """FastMachine._compact_vmas() as fork's _publish(dst) runs it: the child MM already holds its ``n`` copied
+    VMAs, so they count twice (its rows, then the room asked for) and are written once after every other live MM
+    that is not zapped (MM order), before _publish_raw() writes them again. The rows go to ``vtmp`` first; then in
+    place when Python's new arrays would have the size these have (WHY_DONE), else Python makes them from
+    ``vtmp`` (RK_VMA). RK_SCR when ``vtmp`` is too small."""
+    src_off = ms[src, L.MS_VOFF]
+    total = 2 * n
+    for m in range(st[S_NEXT_MM]):
+        if ms[m, L.MS_LIVE] and not ms[m, L.MS_ZAPPED]:
+            total += ms[m, L.MS_NVMA]
+    size = 4 * total if 4 * total > 64 else 64
+    if vtmp.shape[0] < size:
+        st[S_N0] = size
+        return RK_SCR
+    k = 0
+    for m in range(st[S_NEXT_MM]):
+        if not ms[m, L.MS_LIVE] or ms[m, L.MS_ZAPPED]:
+            continue
+        off = ms[m, L.MS_VOFF]
+        nv = ms[m, L.MS_NVMA]
+        for j in range(nv):
+            r = mv[off + j]
+            for col in range(vm.shape[1]):
+                vtmp[k + j, col] = vm[r, col]
+            ftmp[k + j] = vfk[r]
+        ms[m, L.MS_VOFF] = k
+        k += nv
+    for j in range(n):  # the child's VMAs (copies of its parent's rows)
+        r = mv[src_off + j]
+        for col in range(vm.shape[1]):
+            vtmp[k + j, col] = vm[r, col]
+        ftmp[k + j] = 1 if vfk[r] != 0 or vm[r, L.V_ANONVMA] != 0 else 0
+    k += n
+    st[S_NVM] = k
+    st[S_NMV] = k
+    st[S_COMPACT] = 1
+    if size != vm.shape[0] or size != mv.shape[0] or vfk.shape[0] < size:
+        st[S_N0] = size
+        return RK_VMA
+    for r in range(size):
+        for col in range(vm.shape[1]):
+            vm[r, col] = vtmp[r, col] if r < k else 0
+        vfk[r] = ftmp[r] if r < k else 0
+        mv[r] = r if r < k else 0
+    return WHY_DONE
+
+
+@sjit
+def _ranges(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int, rg: Any) -> int:
+    """The pieces of the MM's VMAs inside ``[start, end)`` into ``rg`` (their number), -1 when VMAs do not cover
+    the range without holes (madvise()'s -ENOMEM: Python handles that step)."""
+    off = ms[m, L.MS_VOFF]
+    cur = start
+    n = 0
+    for k in range(ms[m, L.MS_NVMA]):
+        r = mv[off + k]
+        vs = vm[r, L.V_START]
+        ve = vm[r, L.V_END]
+        if ve <= start or vs >= end:
+            continue
+        if vs > cur:
+            return -1
+        rg[n, 0] = start if start > vs else vs
+        rg[n, 1] = end if end < ve else ve
+        n += 1
+        cur = ve
+    if cur < end:
+        return -1
+    return n
+
+
+@sjit
+def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+                ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, fc: Any,
+                pcs: Any, scr: Any, scr2: Any, ent: Any, gather: Any, prog: Any, pos: int, end: int, st: Any,
+                tmm: Any, tst: Any, tpid: Any, rtab: Any, msimple: Any, morig: Any, mtask: Any, vfk: Any, ids: Any,
+                ctask: Any, uf: Any, ops1: Any, faults: Any, vr: Any, rg: Any, vtmp: Any, ftmp: Any) -> tuple[int, int]:
+    """Execute program rows ``pos..end`` while they are of the kinds modelled here; (position, WHY_*)."""
+    po = cfg[K.C_PMD_ORDER]
+    nrp = np.int64(1) << po
+    keep = st[S_KEEP] != 0
+    rec = opt[L.O_RECORD] != 0
+    i = pos
+    while i < end:
+        op = prog[i, P_OP]
+        tn = prog[i, P_TASK]
+        _rehash(glob, tb, hk, hv)
+        if op == OP_READ or op == OP_WRITE:  # noqa: SIM109 - scalar compares for numba
+            if st[S_PEND] != PEND_ACCESS:
+                if not _runnable(tst, tn) or not msimple[tmm[tn]]:  # file and shared faults: Python finishes them
+                    return i, WHY_STEP
+                base = rtab[prog[i, P_REG]]
+                if base == MISSING:
+                    return i, WHY_STEP
+                ops1[0, 0] = tmm[tn]
+                ops1[0, 1] = base + prog[i, P_FIRST]
+                ops1[0, 2] = prog[i, P_PAGES]
+                ops1[0, 3] = 1 if op == OP_WRITE else 0
+                ops1[0, 4] = prog[i, P_FILL]
+                ops1[0, 5] = 0
+            st[S_PEND] = PEND_NONE
+            while True:
+                if keep and st[S_NUF] + faults.shape[0] > uf.shape[0]:
+                    st[S_PEND] = PEND_ACCESS
+                    return i, _room(st, RK_UF, 0, 0, 0, 0, 0, 0)
+                ncow = glob[L.G_NCOW]
+                rc, _ = access(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
+                               pexp, fc, pcs, ops1, 0, faults)
+                _tag_cows(glob, ctask, ncow, tn)
+                if st[S_KEEPDEC] == 0:
+                    glob[L.G_NCOW] = 0  # FastMachine._drain() drops them
+                nf = glob[L.G_NGATHER]
+                if keep:
+                    u = st[S_NUF]
+                    for k in range(nf):
+                        uf[u + k, 0] = st[S_STEP]
+                        uf[u + k, 1] = tn
+                        uf[u + k, 2] = faults[k, 1]
+                        uf[u + k, 3] = ops1[0, 3]
+                    st[S_NUF] = u + nf
+                if rc == L.RC_OK:
+                    break
+                if rc == L.RC_ROOM:
+                    if nf >= faults.shape[0]:  # only the fault list was full: go on
+                        continue
+                    st[S_PEND] = PEND_ACCESS
+                    return i, _room(st, RK_GROW, 0, 0, 0, 0, 0, 0)
+                st[S_RC] = rc
+                return i, WHY_ERROR
+            st[S_STEPS] += 1
+            i += 1
+            continue
+        if op == OP_SCAN:
+            if tst[tn] == T_NONE:
+                return i, WHY_STEP
+            st[S_SCANS] += 1
+            st[S_STEPS] += 1
+            i += 1
+            continue
+        if op == OP_FORK:
+            c = prog[i, P_ARG]
+            if not _runnable(tst, tn) or tst[c] != T_NONE:
+                return i, WHY_STEP
+            src = tmm[tn]
+            if not msimple[src] or ids_peek(ids) < 0:
+                return i, WHY_STEP
+            num = st[S_NEXT_MM]
+            if num >= ms.shape[0] or num >= msimple.shape[0]:
+                return i, _room(st, RK_MS, num + 1, 0, 0, 0, 0, 0)
+            n = ms[src, L.MS_NVMA]
+            off = ms[src, L.MS_VOFF]
+            if st[S_NVM] + n > vm.shape[0] or st[S_NMV] + n > mv.shape[0] or st[S_NVM] + n > vfk.shape[0]:
+                kind = _compact(st, ms, vm, mv, vfk, vtmp, ftmp, src, n)
+                if kind != WHY_DONE:
+                    st[S_ROOM] = kind
+                    return i, WHY_ROOM
+                off = ms[src, L.MS_VOFF]  # compacted
+            if scr.shape[1] < glob[L.G_NTB] + 1:
+                return i, _room(st, RK_SCR, 0, 0, 0, 0, 0, 0)
+            nv = 0
+            for k in range(n):
+                r = mv[off + k]
+                if vm[r, L.V_ANONVMA] != 0:
+                    vr[nv] = r
+                    nv += 1
+            early = st[S_EARLY]
+            if nv:
+                ptes, pmds, tables = mm_entries(tb, glob[L.G_NTB], src)
+                trace = 3 * (ptes + pmds) + 8 * early + 17
+                if not room_ok(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, early, early, tables + 2, trace,
+                               4):
+                    return i, _room(st, RK_ROOM, early, early, tables + 2, trace, 4, 0)
+            elif rec and glob[L.G_NTR] + 1 > tr.shape[0]:
+                return i, _room(st, RK_ROOM, 2, 0, 2, 16, 4, 0)
+            # FastMachine.fork(): _new_mm(), _add_task(), _dup_mmap()
+            st[S_STEP] += 1
+            st[S_LAST] = tn
+            st[S_NEXT_MM] = num + 1
+            for col in range(ms.shape[1]):
+                ms[num, col] = 0
+            ms[num, L.MS_LIVE] = 1
+            ms[num, L.MS_ID] = ids_alloc(ids)
+            ms[num, L.MS_USERS] = 1
+            ms[num, L.MS_COUNT] = 1
+            ms[num, L.MS_VOFF] = st[S_NMV]
+            record(glob, opt, tr, K.K_MM_NEW, num, 0, 0, 0, 0, 1)
+            tst[c] = T_NEW
+            tmm[c] = num
+            tpid[c] = st[S_NEXT_PID]
+            st[S_NEXT_PID] += 1
+            msimple[num] = 1
+            morig[num] = morig[src]
+            mtask[num] = c
+            if nv:
+                ncow = glob[L.G_NCOW]
+                rc, _, _, _ = fork_dup(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr,
+                                       cow, pexp, scr, src, num, vr[:nv], early)
+                _tag_cows(glob, ctask, ncow, tn)
+                if rc != L.RC_OK:
+                    st[S_RC] = rc
+                    return i, WHY_ERROR
+            nvm = st[S_NVM]
+            nmv = st[S_NMV]
+            for k in range(n):  # _publish(dst): the copied VMAs in fresh rows
+                r = mv[off + k]
+                for col in range(vm.shape[1]):
+                    vm[nvm + k, col] = vm[r, col]
+                vfk[nvm + k] = 1 if vfk[r] != 0 or vm[r, L.V_ANONVMA] != 0 else 0
+                mv[nmv + k] = nvm + k
+            ms[num, L.MS_VOFF] = nmv
+            ms[num, L.MS_NVMA] = n
+            st[S_NVM] = nvm + n
+            st[S_NMV] = nmv + n
+            st[S_FORKS] += 1
+            st[S_STEPS] += 1
+            i += 1
+            continue
+        if op == OP_EXIT:
+            s = tst[tn]
+            if s != T_PY and s != T_NEW:
+                return i, WHY_STEP
+            m = tmm[tn]
+            last = ms[m, L.MS_USERS] == 1
+            if rec and glob[L.G_NTR] + 1 > tr.shape[0]:
+                return i, _room(st, RK_ROOM, 0, 0, 2, 16, 4, 0)
+            if last:  # exit_mmap()
+                if scr.shape[1] < glob[L.G_NTB] + 1:
+                    return i, _room(st, RK_SCR, 0, 0, 0, 0, 0, 0)
+                n = ms[m, L.MS_NVMA]
+                off = ms[m, L.MS_VOFF]
+                for k in range(n):
+                    r = mv[off + k]
+                    rg[k, 0] = vm[r, L.V_START]
+                    rg[k, 1] = vm[r, L.V_END]
+                ncow = glob[L.G_NCOW]
+                rc, worst = exit_zap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr,
+                                     cow, pexp, scr, m, rg[:n], gather)
+                _tag_cows(glob, ctask, ncow, tn)
+                if rc == L.RC_ROOM:
+                    return i, _room(st, RK_ROOM, 0, 0, 2, 3 * worst + 16, 4, worst)
+                st[S_STEP] += 1
+                st[S_LAST] = tn
+                if rc != L.RC_OK:
+                    st[S_RC] = rc
+                    return i, WHY_ERROR
+                ms[m, L.MS_NVMA] = 0
+                ms[m, L.MS_ZAPPED] = 1
+            else:
+                st[S_STEP] += 1
+                st[S_LAST] = tn
+            tst[tn] = T_NONE
+            tmm[tn] = -1
+            ms[m, L.MS_USERS] -= 1
+            if ms[m, L.MS_USERS] == 0:  # mmdrop()
+                ms[m, L.MS_COUNT] -= 1
+                if ms[m, L.MS_COUNT] == 0:
+                    if ms[m, L.MS_NMAP] != 0:
+                        st[S_MAPPED] = m
+                        return i, WHY_MAPPED
+                    ids_free(ids, ms[m, L.MS_ID])
+                    ms[m, L.MS_LIVE] = 0
+                    record(glob, opt, tr, K.K_MM_FREE, m, 0, 0, 0, 0, 1)
+            st[S_STEPS] += 1
+            i += 1
+            continue
+        if op == OP_DONTNEED or op == OP_COLD or op == OP_PAGEOUT:  # noqa: SIM109 - scalar compares for numba
+            if st[S_PEND] == PEND_COLD:
+                m = st[S_PEND_MM]
+                n = st[S_PEND_N]
+                if scr.shape[1] < glob[L.G_NTB] + 1 or scr2.shape[1] < max(glob[L.G_NTB] + 1, nrp):
+                    return i, _room(st, RK_SCR, 0, 0, 0, 0, 0, 0)
+            else:
+                if not _runnable(tst, tn):
+                    return i, WHY_STEP
+                m = tmm[tn]
+                base = rtab[prog[i, P_REG]]
+                if not msimple[m] or base == MISSING or prog[i, P_PAGES] <= 0:
+                    return i, WHY_STEP
+                start = base + prog[i, P_FIRST]
+                if start < 0 or (op != OP_DONTNEED and st[S_PCACHE] != 0):
+                    return i, WHY_STEP
+                n = _ranges(ms, vm, mv, m, start, start + prog[i, P_PAGES], rg)
+                if n < 0:
+                    return i, WHY_STEP
+                if n == 0:
+                    st[S_STEP] += 1
+                    st[S_LAST] = tn
+                    st[S_STEPS] += 1
+                    i += 1
+                    continue
+                if scr.shape[1] < glob[L.G_NTB] + 1 or (op != OP_DONTNEED and scr2.shape[1] < max(glob[L.G_NTB] + 1,
+                                                                                                   nrp)):
+                    return i, _room(st, RK_SCR, 0, 0, 0, 0, 0, 0)
+                if op == OP_DONTNEED:
+                    ptes, pmds, _ = mm_entries(tb, glob[L.G_NTB], m)
+                    worst = ptes + pmds * nrp + 2
+                    if gather.shape[0] < worst or not room_ok(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, 0, 0,
+                                                              2, 3 * worst + 16, 4):
+                        return i, _room(st, RK_ROOM, 0, 0, 2, 3 * worst + 16, 4, worst)
+                    st[S_STEP] += 1
+                    st[S_LAST] = tn
+                    ncow = glob[L.G_NCOW]
+                    rc = zap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp,
+                             scr, m, rg[:n], gather)
+                    _tag_cows(glob, ctask, ncow, tn)
+                    if rc != L.RC_OK:
+                        st[S_RC] = rc
+                        return i, WHY_ERROR
+                    st[S_STEPS] += 1
+                    i += 1
+                    continue
+                if not room_ok(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, 2, 0, 2, 64, 4):
+                    return i, _room(st, RK_ROOM, 2, 0, 2, 64, 4, 0)
+                st[S_STEP] += 1
+                st[S_LAST] = tn
+                st[S_MB0] = glob[L.G_MADV]
+                st[S_MB1] = glob[L.G_MADV + 1]
+                st[S_MB2] = glob[L.G_MADV + 2]
+                st[S_PEND_FIRST] = 0
+                st[S_PEND_N] = n
+                st[S_PEND_MM] = m
+            ncow = glob[L.G_NCOW]
+            rc = cold_pageout(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, scr,
+                              scr2, ent, m, rg[:n], st[S_PEND_FIRST])
+            _tag_cows(glob, ctask, ncow, tn)
+            if rc == L.RC_ROOM:
+                st[S_PEND] = PEND_COLD
+                st[S_PEND_FIRST] = glob[L.G_NGATHER]
+                return i, _room(st, RK_COLD, 0, 0, 0, 0, 0, 0)
+            st[S_PEND] = PEND_NONE
+            if rc != L.RC_OK:
+                st[S_RC] = rc
+                return i, WHY_ERROR
+            col = S_MCNT + (0 if op == OP_COLD else 3)
+            st[col] += glob[L.G_MADV] - st[S_MB0]
+            st[col + 1] += glob[L.G_MADV + 1] - st[S_MB1]
+            st[col + 2] += glob[L.G_MADV + 2] - st[S_MB2]
+            st[S_STEPS] += 1
+            i += 1
+            continue
+        return i, WHY_STEP
+    return end, WHY_DONE
+
+
+# ----------------------------------------------------------------------------- Python side
+def compiled_unsupported(m: FastMachine) -> str | None:
+    """Why the compiled interpreter cannot drive this machine (None: it can). It keeps no reference memory
+    (``ReferenceMemory`` is updated in Python on every write and unmap), runs no per-step check (``options.check``
+    calls the Python oracle after every step), and runs while no pin or pipe is held (their page lists follow
+    exits and MADV_DONTNEED in Python): steps made while pins are held go one by one."""
+    if m.keep_reference:
+        return "the machine keeps the reference memory (FastMachine(reference=True))"
+    if m.options.check:
+        return "the machine checks every step (MachineOptions(check=True))"
+    return None
+
+
+def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
+    """(program, task names by number, region -> number) of a step list: C-level maps over the steps (a Python
+    loop costs about a microsecond per step, as much as the compiled loop spends on one), a Python loop over the
+    few steps that are neither accesses nor scans."""
+    n = len(steps)
+    prog = np.zeros((n, P_COLS), dtype=np.int64)
+    if not n:
+        return prog, [], {}
+    verbs = list(map(_VERB, steps))
+    tasks = list(map(_TASK, steps))
+    names = {name: i for i, name in enumerate(dict.fromkeys(tasks))}
+    codes = np.fromiter(map(_CODES.__getitem__, verbs), dtype=np.int64, count=n)
+    prog[:, P_OP] = codes
+    prog[:, P_TASK] = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
+    regions: dict[Any, int] = {}
+    is_acc = (codes == OP_READ) | (codes == OP_WRITE)
+    acc_idx = np.flatnonzero(is_acc)
+    if len(acc_idx):
+        args = list(map(_ARGS, compress(steps, is_acc.tolist())))
+        regs = list(map(_ARG0, args))
+        regions = {r: i for i, r in enumerate(dict.fromkeys(regs))}
+        k = len(acc_idx)
+        prog[acc_idx, P_REG] = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=k)
+        prog[acc_idx, P_FIRST] = np.fromiter(map(_ARG1, args), dtype=np.int64, count=k)
+        prog[acc_idx, P_PAGES] = np.fromiter(map(_ARG2, args), dtype=np.int64, count=k)
+        prog[acc_idx, P_FILL] = np.where(codes[acc_idx] == OP_WRITE, 1 + (acc_idx * 37) % 255, -1)
+    for i in np.flatnonzero(~is_acc & (codes != OP_SCAN)).tolist():
+        s = steps[i]
+        verb, a = verbs[i], s.args
+        if verb == "fork":
+            prog[i, P_OP] = OP_FORK
+            prog[i, P_ARG] = names.setdefault(a[0], len(names))
+        elif verb == "madvise" and a[3] in _MADV_OPS and isinstance(a[1], int) and isinstance(a[2], int):
+            prog[i, P_OP] = _MADV_OPS[a[3]]
+            prog[i, P_REG] = regions.setdefault(a[0], len(regions))
+            prog[i, P_FIRST] = a[1]
+            prog[i, P_PAGES] = a[2]
+        elif verb != "exit":
+            prog[i, P_OP] = OP_OTHER
+    return prog, list(names), regions
+
+
+def _published(mm: FastMM) -> None:
+    """What FastMachine._publish_raw() notes about an MM whose rows were just written whole (here by the compiled
+    fork's row copy or compaction): the list its rows hold, the room of its index slice, nothing left to publish."""
+    mm.published = list(mm.vmas)
+    mm.vcap = len(mm.vmas)
+    mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
+
+
+class ProgramRun:
+    """One workload run through :func:`run_program`, with FastWorkloadRunner executing what it stops at."""
+
+    def __init__(self, runner: FastWorkloadRunner, steps: list[Step]) -> None:
+        self.r = runner
+        self.m = runner.m
+        self.steps = steps
+        self.prog, self.names, self.rid = encode(steps)
+        nt = max(len(self.names), 1)
+        self.tmm = np.full(nt, -1, dtype=np.int64)
+        self.tst = np.zeros(nt, dtype=np.int64)
+        self.tpid = np.zeros(nt, dtype=np.int64)
+        self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
+        self.st = np.zeros(S_LEN, dtype=np.int64)
+        self.exits = int((self.prog[:, P_OP] == OP_EXIT).sum()) if len(steps) else 0
+        self.ops1 = np.zeros((1, 6), dtype=np.int64)
+        self.faults = np.zeros((1024, 2), dtype=np.int64)
+        self.uf = np.zeros((4096 if self._keep() else 1, 4), dtype=np.int64)
+        self.rg = np.zeros((64, 2), dtype=np.int64)
+        self.vr = np.zeros(64, dtype=np.int64)
+        self.tobj: list[FastTask | None] = [None] * nt
+        self.mobj: dict[int, FastMM] = {}
+        self.templates: dict[int, list[Vma]] = {}
+        self._ids = self._ctask = self._morig = self._mtask = np.zeros(0, dtype=np.int64)
+        self._vfk = self._msimple = self._ftmp = np.zeros(0, dtype=np.int8)
+        self._vtmp = np.zeros((0, L.VM_COLS), dtype=np.int64)
+
+    def _keep(self) -> bool:
+        return self.m.keep_decisions or self.m.record
+
+    def run(self) -> None:
+        """Run every step: stretches in run_program(), what it stops at through FastWorkloadRunner._step()."""
+        m, r, steps = self.m, self.r, self.steps
+        n = len(steps)
+        forks = int((self.prog[:, P_OP] == OP_FORK).sum()) if n else 0
+        m._grow_rows("ms", m._next["mm"] + forks + 1)  # a row per MM: no round trip per doubling
+        pos = 0
+        while pos < n:
+            if m.gup or self.prog[pos, P_OP] == OP_OTHER:  # pins or pipes held, or a step it does not model
+                why = WHY_STEP
+            else:
+                pos, why = self._call(pos, n)
+            if why == WHY_DONE:
+                break
+            step = steps[pos]
+            if why == WHY_STEP:
+                r._step(step, pos)
+                r.flush()
+                pos += 1
+                continue
+            if why == WHY_MAPPED:  # FastMachine.mmdrop()'s check
+                raise OracleViolation(f"fast engine: mm{int(self.st[S_MAPPED])} freed with mappings left")
+            rc = int(self.st[S_RC])  # WHY_ERROR: the kernel's error, raised as the one-step path raises it
+            if step.verb in ("read", "write"):
+                m._check_rc(rc)  # as FastWorkloadRunner._accesses(): not wrapped
+            try:
+                m._check_rc(rc)
+            except (SimError, WorkloadError) as exc:
+                raise WorkloadError(f"step {pos + 1} ({step.verb} {step.task}): {exc}") from None
+            except Unsupported as exc:
+                raise Unsupported(f"step {pos + 1} ({step.verb} {step.task}): {exc}") from None
+            raise AssertionError(f"step {pos + 1}: the interpreter stopped with rc {rc} and no error")
+
+    # -- entering and leaving the compiled loop
+    def _call(self, pos: int, end: int) -> tuple[int, int]:
+        """run_program() from ``pos`` until it stops at something Python must do; room that only needs bigger
+        arrays is made without leaving the tables (no Python object is read or written for it)."""
+        m = self.m
+        self._prepare()
+        try:
+            while True:
+                out = run_program(*m.args(), m.pexp, m.pcache.fc, m.pcache.pcs, m._scratch(), m.scr2, m.ent,
+                                  m._gather, self.prog, pos, end, *self._args())
+                pos, why = int(out[0]), int(out[1])
+                if why != WHY_ROOM:
+                    return pos, why
+                self._grow()
+                self._regrow()
+        finally:
+            self._materialize()
+
+    def _args(self) -> tuple[Any, ...]:
+        return (self.st, self.tmm, self.tst, self.tpid, self.rtab, self._msimple, self._morig, self._mtask, self._vfk,
+                self._ids, self._ctask, self.uf, self.ops1, self.faults, self.vr, self.rg, self._vtmp, self._ftmp)
+
+    def _regrow(self) -> None:
+        """The per-MM and per-decision tables follow ``ms`` and ``cow`` when those grew."""
+        m = self.m
+        size = m.ms.shape[0]
+        if self._msimple.shape[0] < size:
+            k = self._msimple.shape[0]
+            msimple = np.zeros(size, dtype=np.int8)
+            msimple[:k] = self._msimple
+            morig = np.full(size, -1, dtype=np.int64)
+            morig[:k] = self._morig
+            mtask = np.full(size, -1, dtype=np.int64)
+            mtask[:k] = self._mtask
+            self._msimple, self._morig, self._mtask = msimple, morig, mtask
+        if self._ctask.shape[0] < m.cow.shape[0]:
+            ctask = np.full(m.cow.shape[0], -1, dtype=np.int64)
+            ctask[:self._ctask.shape[0]] = self._ctask
+            self._ctask = ctask
+
+    def _prepare(self) -> None:
+        """The task, MM, VMA and id tables of the machine as it is now (after any Python step)."""
+        m, st = self.m, self.st
+        st[S_NVM] = m.nvm
+        st[S_NMV] = m.nmv
+        st[S_NEXT_PID] = m._next["pid"]
+        st[S_NEXT_MM] = m._next["mm"]
+        st[S_STEP] = m.step
+        st[S_LAST] = -1
+        st[S_KEEP] = int(self._keep())
+        st[S_KEEPDEC] = int(m.keep_decisions)
+        st[S_PCACHE] = int(bool(m.pcache.files))
+        st[S_EARLY] = m.pinned_pages + 1
+        tid = {name: i for i, name in enumerate(self.names)}
+        self.tst.fill(T_NONE)
+        self.tmm.fill(-1)
+        self.tobj = [None] * len(self.tobj)
+        for name, task in m.tasks.items():
+            i = tid.get(name)
+            if i is None:
+                continue
+            self.tst[i] = T_BLOCKED if task.vfork_blocked else T_VCHILD if task.vfork_parent is not None else T_PY
+            self.tmm[i] = task.mm.num
+            self.tpid[i] = task.pid
+            self.tobj[i] = task
+        for region, i in self.rid.items():
+            if isinstance(region, int):
+                self.rtab[i] = region
+            else:
+                self.rtab[i] = self.r.regions.get(region, MISSING)
+        size = m.ms.shape[0]
+        msimple = np.zeros(size, dtype=np.int8)
+        morig = np.full(size, -1, dtype=np.int64)
+        mtask = np.full(size, -1, dtype=np.int64)
+        vfk = np.zeros(m.vm.shape[0], dtype=np.int8)
+        self.mobj = {mm.num: mm for mm in m.mms.values()}
+        self.templates = {}
+        most = 1
+        for mm in m.mms.values():
+            num = mm.num
+            m.ms[num, L.MS_USERS] = mm.users
+            m.ms[num, L.MS_COUNT] = mm.count
+            morig[num] = num
+            vmas = mm.vmas
+            self.templates[num] = list(vmas)
+            msimple[num] = all(v.file is None and not v.shared and not v.dontfork for v in vmas)
+            for vma, row in zip(vmas, mm.rows, strict=True):
+                if vma.anon_vma_forked:
+                    vfk[row] = 1
+            most = max(most, len(vmas))
+        if self.rg.shape[0] < most:
+            rg = np.zeros((2 * most, 2), dtype=np.int64)
+            rg[:self.rg.shape[0]] = self.rg  # a MADV_COLD/PAGEOUT cut short resumes from these
+            self.rg = rg
+        if self.vr.shape[0] < most:
+            self.vr = np.zeros(2 * most, dtype=np.int64)
+        freed = m.ids._freed
+        ids = np.zeros(I_HEAP + len(freed) + self.exits + 2, dtype=np.int64)
+        ids[I_NEXT] = m.ids._next
+        ids[I_MAX] = m.ids.max_id
+        ids[I_LEN] = len(freed)
+        ids[I_HEAP:I_HEAP + len(freed)] = freed
+        ctask = np.full(m.cow.shape[0], -1, dtype=np.int64)
+        self._ids, self._ctask, self._morig, self._mtask, self._vfk = ids, ctask, morig, mtask, vfk
+        self._msimple = msimple
+        st[S_COMPACT] = 0
+        if self._vtmp.shape[0] < m.vm.shape[0]:  # _compact()'s staging rows
+            self._vtmp, self._ftmp = np.empty_like(m.vm), np.empty_like(vfk)
+
+    def _materialize(self) -> None:
+        """The Python objects brought up to date with the arrays: ids, tasks, MMs, trace, decisions, counters."""
+        m, st, names = self.m, self.st, self.names
+        m.nvm = int(st[S_NVM])
+        m.nmv = int(st[S_NMV])
+        m._next["pid"] = int(st[S_NEXT_PID])
+        m._next["mm"] = int(st[S_NEXT_MM])
+        ids = self._ids
+        m.ids._next = int(ids[I_NEXT])
+        heap = ids[I_HEAP:I_HEAP + int(ids[I_LEN])].tolist()
+        m.ids._freed = heap
+        m.ids._freed_set = set(heap)
+        ms = m.ms
+        for num, mm in self.mobj.items():  # the MMs Python knew
+            mm.users = int(ms[num, L.MS_USERS])
+            mm.count = int(ms[num, L.MS_COUNT])
+            if ms[num, L.MS_ZAPPED] and not mm.zapped:  # exit_mmap()
+                mm.vmas.clear()
+                mm.rows.clear()
+                mm.rowmap.clear()
+                mm.zapped = True
+            if not ms[num, L.MS_LIVE]:
+                del m.mms[mm.name]
+                continue
+            if st[S_COMPACT] and not mm.zapped:  # the VMA rows were compacted
+                off = int(ms[num, L.MS_VOFF])
+                mm.rows = m.mv[off:off + len(mm.vmas)].tolist()
+                mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, mm.rows, strict=True)}
+                _published(mm)
+            m._sync(mm)  # anon_vma ids the kernels assigned (fork's _dup_mmap() syncs its parent)
+        mms: dict[int, FastMM] = dict(self.mobj)
+        created = np.flatnonzero((self._mtask >= 0) & (ms[:self._mtask.shape[0], L.MS_LIVE] != 0)).tolist()
+        vm, mv = m.vm, m.mv
+        for num in created:  # forked in the compiled loop and still alive
+            mm = FastMM(num, int(ms[num, L.MS_ID]), label=names[int(self._mtask[num])])
+            mm.pmds = PmdSet(m, mm)
+            mm.users = int(ms[num, L.MS_USERS])
+            mm.count = int(ms[num, L.MS_COUNT])
+            tmpl = self.templates[int(self._morig[num])]
+            off = int(ms[num, L.MS_VOFF])
+            rows = mv[off:off + int(ms[num, L.MS_NVMA])].tolist()
+            for k, row in enumerate(rows):
+                vma = Vma(*_VMA_FIELDS(tmpl[k]))
+                av = int(vm[row, L.V_ANONVMA])
+                vma.anon_vma = av if av else None
+                vma.anon_vma_forked = bool(self._vfk[row])
+                mm.vmas.append(vma)
+            mm.rows = [int(x) for x in rows]
+            mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, mm.rows, strict=True)}
+            _published(mm)
+            mm.zapped = bool(ms[num, L.MS_ZAPPED])
+            m.mms[mm.name] = mm
+            mms[num] = mm
+        born = []
+        for i, task in enumerate(self.tobj):  # deaths first: a name may be reused by a later fork
+            state = int(self.tst[i])
+            if task is not None and (state == T_NONE or int(self.tpid[i]) != task.pid):
+                task.alive = False
+                del m.tasks[task.name]
+            if state == T_NEW:
+                born.append((int(self.tpid[i]), i))
+        for pid, i in sorted(born):
+            name = names[i]
+            new = FastTask(pid, name, mms[int(self.tmm[i])], pid)
+            m.tasks[name] = new
+        nuf = int(st[S_NUF])
+        if nuf:
+            m.user_faults.extend((s, names[t], vpn, bool(w)) for s, t, vpn, w in self.uf[:nuf].tolist())
+            st[S_NUF] = 0
+        ncow = int(m.glob[L.G_NCOW])
+        cow_tasks = None
+        if ncow and m.keep_decisions:
+            fallback = names[int(st[S_LAST])] if st[S_LAST] >= 0 else (m.task_name or "?")
+            cow_tasks = [names[t] if t >= 0 else fallback for t in self._ctask[:ncow].tolist()]
+        m._drain(cow_tasks)
+        if st[S_FORKS]:
+            m.pycount["fork"] += int(st[S_FORKS])
+        for k, key in enumerate(("madvise cold take", "madvise cold skip", "madvise cold split",
+                                 "madvise pageout take", "madvise pageout skip", "madvise pageout split")):
+            if st[S_MCNT + k]:
+                m.pycount[key] += int(st[S_MCNT + k])
+        st[S_MCNT:S_MCNT + 6] = 0
+        self.r.stats.steps += int(st[S_STEPS])
+        self.r.stats.scans += int(st[S_SCANS])
+        st[S_STEPS] = st[S_SCANS] = st[S_FORKS] = 0
+        m.step = int(st[S_STEP])
+        if st[S_LAST] >= 0:
+            m.task_name = names[int(st[S_LAST])]
+
+    def _grow(self) -> None:
+        """Make the room run_program() asked for (as the one-step path would have made it), then resume."""
+        m, st = self.m, self.st
+        kind = int(st[S_ROOM])
+        if kind == RK_GROW:
+            m._grow_after_room()
+        elif kind == RK_ROOM:
+            m._room(int(st[S_N0]), int(st[S_N1]), int(st[S_N2]), int(st[S_N3]), int(st[S_N4]))
+            m._gather_rows(int(st[S_N5]))
+        elif kind == RK_VMA:  # _compact() wrote the rows to vtmp: arrays of the size _compact_vmas() makes
+            size, k = int(st[S_N0]), int(st[S_NVM])
+            m.vm = np.zeros((size, L.VM_COLS), dtype=np.int64)
+            m.vm[:k] = self._vtmp[:k]
+            m.mv = np.zeros(size, dtype=np.int32)
+            m.mv[:k] = np.arange(k, dtype=np.int32)
+            vfk = np.zeros(size, dtype=np.int8)
+            vfk[:k] = self._ftmp[:k]
+            self._vfk = vfk
+            if self._vtmp.shape[0] < size:
+                self._vtmp, self._ftmp = np.empty_like(m.vm), np.empty_like(vfk)
+        elif kind == RK_MS:
+            m._grow_rows("ms", int(st[S_N0]))
+        elif kind == RK_SCR:
+            if self._vtmp.shape[0] < int(st[S_N0]):  # _compact()'s staging rows
+                self._vtmp = np.empty((int(st[S_N0]), L.VM_COLS), dtype=np.int64)
+                self._ftmp = np.empty(int(st[S_N0]), dtype=np.int8)
+            m._scratch()
+            need = max(int(m.glob[L.G_NTB]) + 1, m.P)
+            if m.scr2.shape[1] < need:
+                m.scr2 = np.zeros((2, 2 * need), dtype=np.int64)
+        elif kind == RK_COLD:  # FastMachine._cold_pageout()'s growth after a folio split asked for room
+            mms = int(m.ms[:int(st[S_NEXT_MM]), L.MS_LIVE].sum()) + 1  # len(m.mms) + 1 once materialized
+            m.ensure(folios=m.P + 2, pages=m.P + 2, trace=3 * mms * m.P + 2 * m.P + 16)
+            if m.ent.shape[0] < mms * m.P:
+                m.ent = np.zeros((2 * mms * m.P, 5), dtype=np.int64)
+        elif kind == RK_UF:
+            uf = np.zeros((2 * self.uf.shape[0] + self.faults.shape[0], 4), dtype=np.int64)
+            self.uf = uf
+        else:  # pragma: no cover - a bug in run_program
+            raise AssertionError(f"unknown room kind {kind}")
+
