@@ -297,10 +297,8 @@ def _score(specs: list[CellSpec], stream: ScoringStream, run_rows: list[MetricRo
            skipped: int, notes: list[str]) -> list[CellResult]:
     """Every design of the run scored on its stream (open loop)."""
     out: list[CellResult] = []
-    for spec in specs:
-        t0 = time.perf_counter()
-        scored = score_stream(stream, [spec.design])[0]
+    for spec, scored in zip(specs, score_stream(stream, [spec.design for spec in specs]), strict=True):
         out.append(CellResult(spec.cell_id, spec, sorted(scored.rows + run_rows),
-                              drive_seconds / len(specs) + time.perf_counter() - t0, skipped, notes,
+                              drive_seconds / len(specs) + scored.seconds, skipped, notes,
                               scored.questions, scored.digest))
     return out

@@ -12,6 +12,7 @@ can reuse the scorer. The format is documented in docs/evaluator.md, "The open-l
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
@@ -165,19 +166,27 @@ class Scorer:
         self.costs = cost_fields()
         self.group: _Group | None = None
         self.questions = 0
+        self._update_keys: dict[int, tuple[Key, ...]] = {}  # per order: the keys of "updates" and each cost
 
     # -- ops ------------------------------------------------------------------------
     def op(self, op: Op, step: int, nr_mms: int) -> None:
-        self._close_group()
+        if self.group is not None:
+            self._close_group()
         design = self.design
         cost = design.apply(op)
-        if op.op in MAP_OPS:
-            order = design.orders[op.folio]  # type: ignore[index]
-            self.tally.add("updates", 1, order=order)
-            for name in self.costs:
-                self.tally.add(name, getattr(cost, name), order=order)
-        if op.folio is not None:
-            self._track(op.op, op.folio, step, nr_mms)
+        kind = op.op
+        folio = op.folio
+        if kind in MAP_OPS:
+            order = design.orders[folio]  # type: ignore[index]
+            keys = self._update_keys.get(order)
+            if keys is None:
+                keys = self._update_keys[order] = tuple((name, "", order, 0) for name in ("updates", *self.costs))
+            values = self.tally.values
+            values[keys[0]] += 1
+            for key in keys[1:]:
+                values[key] += getattr(cost, key[0])
+        if folio is not None:
+            self._track(kind, folio, step, nr_mms)
 
     def _track(self, kind: str, folio: str, now: int, nr_mms: int) -> None:
         if kind == "folio_new":
@@ -188,16 +197,21 @@ class Scorer:
         track = self.tracks.get(folio)
         if track is None:
             return
-        self._close(track, now)
+        if now != track.since:
+            self._close(track, now)
         if kind == "folio_free":
             self._retire(track)
             del self.tracks[folio]
             return
-        track.peak = max(track.peak, nr_mms)
-        track.mapped = self.design.mapcount(folio) > 0
-        track.design_shared = self.design.maybe_shared(folio)
+        if nr_mms > track.peak:
+            track.peak = nr_mms
+        design = self.design
+        track.mapped = design.mapcount(folio) > 0
+        track.design_shared = design.maybe_shared(folio)
         track.exact_shared = nr_mms > 1
-        track.meta_peak = max(track.meta_peak, self.design.metadata_bytes(folio))
+        meta = design.metadata_bytes(folio)
+        if meta > track.meta_peak:
+            track.meta_peak = meta
 
     def _close(self, track: _Track, now: int) -> None:
         span = now - track.since
@@ -220,27 +234,30 @@ class Scorer:
         """The design's "maybe shared?" for ``q``; large folios are recorded as a check and scored."""
         self.questions += 1
         design = self.design
-        if q.group < 0 or self.group is None or self.group.gid != q.group:
+        group = self.group
+        if group is not None and (q.group < 0 or group.gid != q.group):
             self._close_group()
+            group = None
         answer = design.maybe_shared(q.folio)
         order = design.orders[q.folio]
         if q.group >= 0:
-            if self.group is None:
-                self.group = _Group(q.group, q.consumer, q.limit)
-            self.group.shared_design += q.weight * answer
-            self.group.shared_truth += q.weight * q.truth
+            if group is None:
+                group = self.group = _Group(q.group, q.consumer, q.limit)
+            group.shared_design += q.weight * answer
+            group.shared_truth += q.weight * q.truth
         if order == 0:
             return answer  # every design answers mapcount > 1 for a small folio: not a check
         truth = q.truth
         mms = min(self.tracks[q.folio].peak, MMS_CAP)
         consumer = q.consumer
-        self.tally.add("checks", 1, consumer, order, mms)
+        values = self.tally.values
+        values[("checks", consumer, order, mms)] += 1
         if truth:
-            self.tally.add("exact_shared", 1, consumer, order, mms)
-        if answer and not truth:
-            self.tally.add("false_shared", 1, consumer, order, mms)
-        if truth and not answer:
-            self.tally.add("false_exclusive", 1, consumer, order, mms)
+            values[("exact_shared", consumer, order, mms)] += 1
+            if not answer:
+                values[("false_exclusive", consumer, order, mms)] += 1
+        elif answer:
+            values[("false_shared", consumer, order, mms)] += 1
         if q.group >= 0 or consumer == CENSUS:
             return answer
         if consumer == "cow_reuse":
@@ -284,29 +301,32 @@ class Scored:
     rows: list[MetricRow]
     questions: int
     digest: str
+    seconds: float = 0.0  # wall time of this design's scoring
 
 
 def score_stream(stream: ScoringStream, designs: Iterable[str]) -> list[Scored]:
     """Every design answers every question of ``stream`` on the same states (asserted: same question count)."""
     stream.check()
     digest = stream.digest()
+    queue = stream.questions
+    ops, op_step, op_mms = stream.ops, stream.op_step, stream.op_mms
     out: list[Scored] = []
     for name in designs:
+        began = time.perf_counter()
         scorer = Scorer(make_design(name, stream.config))
-        queue = stream.questions
-        qi = 0
-        for pos, (op, step, nr_mms) in enumerate(zip(stream.ops, stream.op_step, stream.op_mms, strict=True)):
-            while qi < len(queue) and queue[qi].pos == pos:
-                scorer.question(queue[qi])
-                qi += 1
-            scorer.op(op, step, nr_mms)
-        while qi < len(queue):
-            scorer.question(queue[qi])
-            qi += 1
+        apply, ask = scorer.op, scorer.question
+        pos = 0
+        for q in queue:  # the ops before each question (check(): positions ascend), then the question
+            for index in range(pos, q.pos):
+                apply(ops[index], op_step[index], op_mms[index])
+            pos = max(pos, q.pos)
+            ask(q)
+        for index in range(pos, len(ops)):
+            apply(ops[index], op_step[index], op_mms[index])
         scorer.finish(stream.end_step)
         if scorer.questions != len(queue):  # every design answers exactly the stream's questions
             raise StreamError(f"{name} answered {scorer.questions} of {len(queue)} questions")
-        out.append(Scored(name, scorer.tally.rows(), scorer.questions, digest))
+        out.append(Scored(name, scorer.tally.rows(), scorer.questions, digest, time.perf_counter() - began))
     return out
 
 

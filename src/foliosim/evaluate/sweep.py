@@ -154,7 +154,10 @@ def run_local(cells: list[CellSpec], db: ResultsDB, jobs: int | None = None, on_
         return len(cells)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_die_with_parent,
                              initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(run_cells, group, engine) for group in groups]
+        # longest first (a recorded program's trace text as the estimate of its run's work), so that the
+        # longest run does not start last and leave the other workers idle; results do not depend on the order
+        by_size = sorted(groups, key=lambda group: -len(group[0].workload_text or ""))
+        futures = [pool.submit(run_cells, group, engine) for group in by_size]
         for future in as_completed(futures):
             _store(db, future.result(), on_result)
     return len(cells)

@@ -37,6 +37,16 @@ class UpdateCost:
 
 
 FREE = UpdateCost()
+_COSTS: dict[tuple[int, int, int], UpdateCost] = {}
+
+
+def update_cost(atomics: int, locks: int, cache_lines: int) -> UpdateCost:
+    """The :class:`UpdateCost` of these numbers, one shared (immutable) object per distinct value."""
+    key = (atomics, locks, cache_lines)
+    cost = _COSTS.get(key)
+    if cost is None:
+        cost = _COSTS[key] = UpdateCost(atomics=atomics, locks=locks, cache_lines=cache_lines)
+    return cost
 
 
 def op_diff(op: Op) -> int:
@@ -108,7 +118,7 @@ class Design(ABC):
             self.total[folio] += diff
         tracking = self._update(op, folio, op.mm, order, diff)
         charge = self.rmap_counters.charge(op, folio, order) + tracking
-        return UpdateCost(atomics=charge.atomics, locks=charge.locks, cache_lines=charge.line_count())
+        return update_cost(charge.atomics, charge.locks, charge.line_count())
 
     def _new(self, folio: str, order: int) -> None:  # noqa: B027 - optional hook
         """A folio was allocated."""
