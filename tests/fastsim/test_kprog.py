@@ -292,3 +292,47 @@ def test_errors_name_the_step(extra: list[Step], message: str) -> None:
             Step("write", "P", ("heap", 0, 4))]
     with pytest.raises(WorkloadError, match=message):
         fast_run(FastWorkloadRunner, [*base, *extra], KernelConfig())
+
+
+# ----------------------------------------------------------------------------- the program encoding
+def _encode_one_by_one(steps: list[Step]) -> tuple[list[list[int]], list[str], dict[Any, int]]:
+    """kprog.encode()'s meaning, step by step: task numbers in order of first appearance (step tasks, then fork
+    children), region numbers in order of first appearance (accesses, then modelled madvise steps)."""
+    names = {name: i for i, name in enumerate(dict.fromkeys(s.task for s in steps))}
+    regions: dict[Any, int] = {}
+    for s in steps:
+        if s.verb in ("read", "write"):
+            regions.setdefault(s.args[0], len(regions))
+    codes = {"read": kprog.OP_READ, "write": kprog.OP_WRITE, "khugepaged": kprog.OP_SCAN, "numa": kprog.OP_SCAN,
+             "exit": kprog.OP_EXIT, "fork": kprog.OP_FORK}
+    madv = {"dontneed": kprog.OP_DONTNEED, "cold": kprog.OP_COLD, "pageout": kprog.OP_PAGEOUT}
+    prog = []
+    for i, s in enumerate(steps):
+        row = [codes.get(s.verb, kprog.OP_OTHER), names[s.task], 0, 0, 0, 0, 0]
+        a = s.args
+        if s.verb in ("read", "write"):
+            row[kprog.P_REG:kprog.P_PAGES + 1] = [regions[a[0]], a[1], a[2]]
+            row[kprog.P_FILL] = 1 + (i * 37) % 255 if s.verb == "write" else -1
+        elif s.verb == "fork":
+            row[kprog.P_ARG] = names.setdefault(a[0], len(names))
+        elif s.verb == "madvise" and a[3] in madv and isinstance(a[1], int) and isinstance(a[2], int):
+            row[kprog.P_OP] = madv[a[3]]
+            row[kprog.P_REG:kprog.P_PAGES + 1] = [regions.setdefault(a[0], len(regions)), a[1], a[2]]
+        prog.append(row)
+    return prog, list(names), regions
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_encode_is_the_step_by_step_encoding(seed: int) -> None:
+    steps = random_program(seed)
+    rng = random.Random(seed)
+    odd = [Step("madvise", "P", ("late", 0, 2, "cold")), Step("madvise", "P", ("heap", True, 2, "pageout")),
+           Step("madvise", "P", ("heap", 0, 2, "willneed")), Step("madvise", "P", ("other", "x", 1, "dontneed")),
+           Step("fork", "P", ("Z9",)), Step("fork", "Z9", ("P",)), Step("madvise", "P", ("heap", 1, 3, "dontneed"))]
+    for step in odd:  # madvise it does not model (OP_OTHER), regions and names seen first here, bools as ints
+        steps.insert(rng.randrange(len(steps) + 1), step)
+    prog, names, regions = kprog.encode(steps)
+    want, want_names, want_regions = _encode_one_by_one(steps)
+    assert prog.tolist() == want
+    assert names == want_names
+    assert list(regions.items()) == list(want_regions.items())

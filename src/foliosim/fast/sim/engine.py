@@ -675,10 +675,9 @@ class FastMachine:
         return np.flatnonzero((tb[:, L.TB_LIVE] != 0) & (tb[:, L.TB_MM] == mm.num))
 
     def _entries(self, mm: FastMM) -> tuple[int, int, int]:
-        """(present PTEs, PMD mappings, tables) of ``mm``."""
-        ts = self._mm_tables(mm)
-        tb = self.tb[ts]
-        return int(tb[:, L.TB_NPTE].sum()), int((tb[:, L.TB_PMDF] != L.NONE).sum()), len(ts)
+        """(present PTEs, PMD mappings, tables) of ``mm`` (one compiled pass over the table slots)."""
+        ptes, pmds, tables = kfork.mm_entries(self.tb, int(self.glob[L.G_NTB]), mm.num)
+        return int(ptes), int(pmds), int(tables)
 
     def _zap(self, mm: FastMM, ranges: list[tuple[int, int]]) -> None:
         """``_zap()`` over the ranges in turn, then ``_flush()``."""
@@ -687,9 +686,8 @@ class FastMachine:
         ptes, pmds, _ = self._entries(mm)
         worst = ptes + pmds * self.P + 2
         self._room(0, 0, 2, 3 * worst + 16)
-        gather = np.zeros((worst, 2), dtype=np.int64)
         rc = kern.zap(*self.args(), self.pexp, self._scratch(), mm.num,
-                      np.array(ranges, dtype=np.int64).reshape(-1, 2), gather)
+                      np.array(ranges, dtype=np.int64).reshape(-1, 2), self._gather_rows(worst))
         self._drain()
         self._check_rc(rc)
 
@@ -902,7 +900,7 @@ class FastMachine:
             start = self._unmapped_area(nr)
         else:
             start = addr >> PAGE_SHIFT
-            self._do_munmap(task.mm, start, start + nr)
+            self._do_munmap(task.mm, start, start + nr, publish=False)  # published below, with the new VMA
         if file is None and shared:  # shmem_zero_setup(): MAP_SHARED|MAP_ANONYMOUS is shmem
             order = max((thp if thp is not None else self.options.thp) or {0})
             name = f"anon-shmem{self._next['shmem']}"
@@ -935,7 +933,9 @@ class FastMachine:
         self._end()
         return 0
 
-    def _do_munmap(self, mm: FastMM, start: int, end: int) -> None:
+    def _do_munmap(self, mm: FastMM, start: int, end: int, publish: bool = True) -> None:
+        """``do_vmi_munmap()``; ``publish=False``: the caller publishes the MM's VMAs itself (mmap() over an old
+        mapping, once for both changes)."""
         if not mm.vmas_in(start, end):
             return
         self._sync(mm)
@@ -943,10 +943,12 @@ class FastMachine:
         self._split_at(mm, end)
         gone = mm.vmas_in(start, end)
         self._zap(mm, [(v.start, v.end) for v in gone])
-        for vma in gone:
-            mm.vmas.remove(vma)
+        vmas = mm.vmas
+        first = bisect.bisect_left(vmas, gone[0].start, key=_START)  # the gone VMAs: a run of the sorted list
+        del vmas[first:first + len(gone)]
         self._touch(mm, start, end)
-        self._publish_changed(mm)
+        if publish:
+            self._publish_changed(mm)
         self.ref.unmap(mm, start, end)  # type: ignore[arg-type]
         for handle in self.gup.values():
             if handle.mm is mm:

@@ -46,7 +46,11 @@ _CODES: defaultdict[str, int] = defaultdict(int, {"read": OP_READ, "write": OP_W
                                                   "numa": OP_SCAN, "exit": OP_EXIT, "fork": OP_FORK,
                                                   "madvise": OP_DONTNEED})
 _VERB, _TASK, _ARGS = attrgetter("verb"), attrgetter("task"), attrgetter("args")
-_ARG0, _ARG1, _ARG2 = itemgetter(0), itemgetter(1), itemgetter(2)
+_ARG0, _ARG1, _ARG2, _ARG3 = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+_MADV_CODE = defaultdict(int, _MADV_OPS).__getitem__  # OP_OTHER (0) for the advice it does not model
+_INT_TYPES = frozenset({int})
+#: the most folio (and page) rows ProgramRun.run() makes ahead from the program's writes
+_AHEAD_MAX = 1 << 16
 
 # Why run_program() returned.
 WHY_DONE, WHY_STEP, WHY_ROOM, WHY_ERROR, WHY_MAPPED = range(5)
@@ -551,8 +555,8 @@ def compiled_unsupported(m: FastMachine) -> str | None:
 
 def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     """(program, task names by number, region -> number) of a step list: C-level maps over the steps (a Python
-    loop costs about a microsecond per step, as much as the compiled loop spends on one), a Python loop over the
-    few steps that are neither accesses nor scans."""
+    loop costs about a microsecond per step, as much as the compiled loop spends on one), fork and madvise steps
+    included; Python loops only over the new names and regions they bring."""
     n = len(steps)
     prog = np.zeros((n, P_COLS), dtype=np.int64)
     if not n:
@@ -575,19 +579,40 @@ def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
         prog[acc_idx, P_FIRST] = np.fromiter(map(_ARG1, args), dtype=np.int64, count=k)
         prog[acc_idx, P_PAGES] = np.fromiter(map(_ARG2, args), dtype=np.int64, count=k)
         prog[acc_idx, P_FILL] = np.where(codes[acc_idx] == OP_WRITE, 1 + (acc_idx * 37) % 255, -1)
-    for i in np.flatnonzero(~is_acc & (codes != OP_SCAN)).tolist():
-        s = steps[i]
-        verb, a = verbs[i], s.args
-        if verb == "fork":
-            prog[i, P_OP] = OP_FORK
-            prog[i, P_ARG] = names.setdefault(a[0], len(names))
-        elif verb == "madvise" and a[3] in _MADV_OPS and isinstance(a[1], int) and isinstance(a[2], int):
-            prog[i, P_OP] = _MADV_OPS[a[3]]
-            prog[i, P_REG] = regions.setdefault(a[0], len(regions))
-            prog[i, P_FIRST] = a[1]
-            prog[i, P_PAGES] = a[2]
-        elif verb != "exit":
-            prog[i, P_OP] = OP_OTHER
+    fork_idx = np.flatnonzero(codes == OP_FORK)
+    if len(fork_idx):  # the children: names first seen here are numbered in program order
+        children = list(map(_ARG0, map(_ARGS, map(steps.__getitem__, fork_idx.tolist()))))
+        for c in dict.fromkeys(children):
+            if c not in names:
+                names[c] = len(names)
+        prog[fork_idx, P_ARG] = np.fromiter(map(names.__getitem__, children), dtype=np.int64, count=len(children))
+    madv_idx = np.flatnonzero(codes == OP_DONTNEED)  # every madvise step, so far
+    if len(madv_idx):
+        idx = madv_idx.tolist()
+        args = list(map(_ARGS, map(steps.__getitem__, idx)))
+        k = len(idx)
+        kinds = np.fromiter(map(_MADV_CODE, map(_ARG3, args)), dtype=np.int64, count=k)
+        firsts = list(map(_ARG1, args))
+        counts = list(map(_ARG2, args))
+        if not _INT_TYPES.issuperset(map(type, firsts)) or not _INT_TYPES.issuperset(map(type, counts)):
+            ints = np.fromiter((isinstance(a, int) and isinstance(b, int) for a, b in zip(firsts, counts, strict=True)),
+                               dtype=np.bool_, count=k)
+            kinds[~ints] = OP_OTHER
+            firsts = [a if isinstance(a, int) else 0 for a in firsts]
+            counts = [b if isinstance(b, int) else 0 for b in counts]
+        ok = kinds != OP_OTHER
+        prog[madv_idx, P_OP] = kinds
+        if ok.any():
+            okl = ok.tolist()
+            regs = list(compress(map(_ARG0, args), okl))
+            for r in dict.fromkeys(regs):  # regions first seen here are numbered in program order
+                if r not in regions:
+                    regions[r] = len(regions)
+            sel = madv_idx[ok]
+            n_ok = len(sel)
+            prog[sel, P_REG] = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=n_ok)
+            prog[sel, P_FIRST] = np.fromiter(compress(firsts, okl), dtype=np.int64, count=n_ok)
+            prog[sel, P_PAGES] = np.fromiter(compress(counts, okl), dtype=np.int64, count=n_ok)
     return prog, list(names), regions
 
 
@@ -635,6 +660,10 @@ class ProgramRun:
         n = len(steps)
         forks = int((self.prog[:, P_OP] == OP_FORK).sum()) if n else 0
         m._grow_rows("ms", m._next["mm"] + forks + 1)  # a row per MM: no round trip per doubling
+        if n:  # folio and page rows for the pages the program writes, at most: no round trip per doubling
+            wpages = int(self.prog[self.prog[:, P_OP] == OP_WRITE, P_PAGES].clip(0).sum())
+            if wpages > 64:
+                m.ensure(folios=min(wpages, _AHEAD_MAX), pages=min(2 * wpages, _AHEAD_MAX))
         pos = 0
         while pos < n:
             if m.gup or self.prog[pos, P_OP] == OP_OTHER:  # pins or pipes held, or a step it does not model

@@ -18,7 +18,7 @@ checker compares live snapshots with either engine.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +28,7 @@ import numpy as np
 from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, FAULT_PROT, FAULT_TAKEN
 from foliosim.fast import kernels as K
 from foliosim.fast.sim import layout as L
-from foliosim.fast.sim.engine import I64, KIND_NAMES, FastMachine, FastMM, FastTask
+from foliosim.fast.sim.engine import _START, I64, KIND_NAMES, FastMachine, FastMM, FastTask
 from foliosim.fast.sim.steps import FastWorkloadRunner
 from foliosim.folio import Folio
 from foliosim.kconfig import KernelConfig
@@ -157,11 +157,17 @@ class TraceRunner(FastWorkloadRunner):
 
     def _fault(self, step: Step, index: int) -> None:
         m = self.m
-        task: FastTask = m.task(step.task)
+        task: FastTask | None = m.tasks.get(step.task)
+        if task is None:
+            task = m.task(step.task)  # raises: no such task
         mm = task.mm
-        vpn = self._vpn(step.args[0]) + step.args[1]
-        write = bool(step.args[2])
-        vma = mm.find_vma(vpn)
+        region, page, written = step.args
+        base = region if isinstance(region, int) else self.regions.get(region)
+        vpn = (self._vpn(region) if base is None else base) + page  # _vpn() raises: unknown region
+        write = bool(written)
+        vmas = mm.vmas  # mm.find_vma(vpn), inline: a fault step is the common case
+        at = bisect_right(vmas, vpn, key=_START) - 1
+        vma = vmas[at] if at >= 0 and vmas[at].end > vpn else None
         if vma is None:
             self.faults[FAULT_NO_VMA] += 1
             return
