@@ -116,7 +116,7 @@ class SimSnapshot:
 
     anon: dict[int, SimAnonPage]  # vpn -> the anonymous page compared with the snapshot's
     other: dict[int, str]  # vpn -> "zero" (the zero page) or "file" (a file page, or an anonymous copy not compared)
-    folio: Callable[[Any], SimFolioFields]  # a folio's fields from its key
+    folios: Callable[[list[Any]], list[SimFolioFields]]  # the fields of folios, from their keys
     zero_pages: int = 0
     file_pages: int = 0
     file_anon_pages: int = 0  # anonymous copies in private file mappings the snapshot does not cover
@@ -152,15 +152,19 @@ def reference_pages(m: Machine, mm: MM, full: bool) -> SimSnapshot:
         else:
             other[vpn] = "file"
             file += 1
-    return SimSnapshot(anon, other, reference_folio, zero, file, file_anon)
+    return SimSnapshot(anon, other, reference_folios, zero, file, file_anon)
 
 
-def reference_folio(f: SimFolio) -> SimFolioFields:
-    """:class:`SimFolioFields` of a reference folio."""
-    core = f.core()
-    return SimFolioFields(f.order, f.pins, core.refcount, core.large_mapcount, core.entire_mapcount, core.pincount,
-                          core.nr_pages_mapped, (folio_mm_id(core, 0), folio_mm_id(core, 1)),
-                          (core.mm_id_mapcount[0], core.mm_id_mapcount[1]), folio_test_large_maybe_mapped_shared(core))
+def reference_folios(keys: list[SimFolio]) -> list[SimFolioFields]:
+    """:class:`SimFolioFields` of reference folios."""
+    out = []
+    for f in keys:
+        core = f.core()
+        out.append(SimFolioFields(f.order, f.pins, core.refcount, core.large_mapcount, core.entire_mapcount,
+                                  core.pincount, core.nr_pages_mapped, (folio_mm_id(core, 0), folio_mm_id(core, 1)),
+                                  (core.mm_id_mapcount[0], core.mm_id_mapcount[1]),
+                                  folio_test_large_maybe_mapped_shared(core)))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,16 +277,14 @@ class SnapshotChecker:
         anon = side.anon
         pairs: dict[str, tuple[Any, int, int, int]] = {}  # folio -> (key, order, live head, first address)
         differ: set[str] = set()  # simulated folios with a page-level disagreement here
-        racy, racy_heads, folio_of, sim_of = self.racy, self.racy_heads, self.folio_of, self.sim_of
-        races = bool(racy or racy_heads)
+        folio_of, sim_of = self.folio_of, self.sim_of
         agreeing = 0
         for vpn in sorted(anon.keys() | live.keys()):
             s, seen = anon.get(vpn), live.get(vpn)
             if s is not None and seen is not None:  # the common case, all six fields agreeing, counted in bulk
-                name, page, order, mapcount, excl, key = s
+                name, page, order, mapcount, excl, key = s  # (whether a fault raced only names a disagreement's cause)
                 head = seen[1]
-                if (order == seen[2] and page == seen[0] - head and mapcount == seen[3] and excl == seen[4]
-                        and not (races and (name in racy or head in racy_heads or sim_of.get(head) in racy))):
+                if order == seen[2] and page == seen[0] - head and mapcount == seen[3] and excl == seen[4]:
                     bound, owner = folio_of.get(name), sim_of.get(head)
                     if bound is None and owner is None:  # first sight: bind (as _identity() does)
                         folio_of[name], sim_of[head] = head, name
@@ -300,16 +302,35 @@ class SnapshotChecker:
                 count.agreed += agreeing
             self._counts[0] += agreeing * len(PAGE_FIELDS)
             self._counts[1] += agreeing * len(PAGE_FIELDS)
+        self._folios(m, side, pairs, folios, differ)
+        self._record(snap, len(anon), len(live))
+
+    def _folios(self, m: Machine, side: SimSnapshot, pairs: dict[str, tuple[Any, int, int, int]],
+                folios: dict[int, dict[str, Any]], differ: set[str]) -> None:
+        """The fields of each folio seen at its bound live head (``pairs``) against the live folio's."""
         sim_ids = {x.mm_id: x.name for x in m.mms.values() if x.mm_id}
         alive_mms = set(m.mms)
-        for name, (key, order, head, addr) in pairs.items():
-            k = folios.get(head)
+        racy = self.racy
+        seen = [(name, key, order, addr, folios.get(head)) for name, (key, order, head, addr) in pairs.items()]
+        read = [x for x in seen if x[4] is not None]
+        states = iter(side.folios([x[1] for x in read]))
+        small = 0  # order-0 folios whose refcount agrees (their only field), counted in bulk
+        for name, _key, order, addr, k in seen:
             if k is None:
                 self._unobserved(FOLIO_FIELDS if order else FOLIO_FIELDS[:1])
                 continue
-            self._folio(side.folio(key), k, sim_ids, alive_mms, addr, C_RACE if name in racy else (
+            f = next(states)
+            if not order and k["refcount"] == f.refcount:
+                small += 1
+                continue
+            self._folio(f, k, sim_ids, alive_mms, addr, C_RACE if name in racy else (
                 C_PAGE if name in differ else C_OTHER))
-        self._record(snap, len(anon), len(live))
+        if small:
+            count = self.fields["refcount"]
+            count.compared += small
+            count.agreed += small
+            self._counts[0] += small
+            self._counts[1] += small
 
     def _page(self, mm: MM, vpn: int, s: SimAnonPage | None, seen: tuple[int, int, int, int, bool] | None,
               anon: dict[int, SimAnonPage], live: dict[int, tuple[int, int, int, int, bool]], other: dict[int, str],
@@ -459,4 +480,4 @@ def _slots(k: dict[str, Any]) -> tuple[tuple[int, int] | None, bool | None]:
 
 
 __all__ = ["C_PAGE", "C_RACE", "FOLIO_FIELDS", "PAGE_FIELDS", "Disagreement", "FieldCount", "SimAnonPage",
-           "SimFolioFields", "SimSnapshot", "SnapshotChecker", "reference_folio", "reference_pages"]
+           "SimFolioFields", "SimSnapshot", "SnapshotChecker", "reference_folios", "reference_pages"]

@@ -425,7 +425,7 @@ class SnapshotView:
             parts.append((vpn[inside], m.ptf[trows, cols], m.ptp[trows, cols], pos[inside], False))
         other: dict[int, str] = {}
         if not parts:
-            return SimSnapshot({}, other, self.folio_fields)
+            return SimSnapshot({}, other, self.folios_fields)
         vpns = np.concatenate([p[0] for p in parts])
         slots = np.concatenate([p[1] for p in parts])
         pages = np.concatenate([p[2] for p in parts])
@@ -456,21 +456,21 @@ class SnapshotView:
         anon: dict[int, SimAnonPage] = dict(zip(vpns[compared].tolist(), zip(
             [names[i] for i in inv.tolist()], page.tolist(), order.tolist(), mapcount.tolist(), excl.tolist(),
             f.tolist(), strict=True), strict=True))
-        return SimSnapshot(anon, other, self.folio_fields, int(zero.sum()), int(files.sum()), int(copies.sum()))
+        return SimSnapshot(anon, other, self.folios_fields, int(zero.sum()), int(files.sum()), int(copies.sum()))
 
-    def folio_fields(self, f: int) -> SimFolioFields:
-        """The checker's :class:`SimFolioFields` of folio slot ``f`` (as ``export_folio`` and the folio helpers of
-        foliosim.folio read them)."""
+    def folios_fields(self, slots: list[int]) -> list[SimFolioFields]:
+        """The checker's :class:`SimFolioFields` of folio slots (as ``export_folio`` and the folio helpers of
+        foliosim.folio read them), one read of the arrays for all."""
         m = self.m
-        row = m.fs[f].tolist()
         cfg = m.config
-        word = int(row[K.F_ID0]) | (int(row[K.F_ID1]) << cfg.slot_shift)
-        if row[K.F_SHARED]:
-            word |= cfg.shared_bit
-        return SimFolioFields(row[K.F_ORDER], row[L.X_PINS], row[L.X_REF], row[K.F_LARGE], row[K.F_ENTIRE],
-                              row[L.X_PINCOUNT], row[K.F_NPM],
-                              (word & cfg.mm_id_mask, (word >> cfg.slot_shift) & cfg.mm_id_mask),
-                              (row[K.F_MMC0], row[K.F_MMC1]), bool(word & cfg.shared_bit))
+        shift, mask, bit = cfg.slot_shift, cfg.mm_id_mask, cfg.shared_bit
+        out = []
+        for row in m.fs[np.asarray(slots, dtype=np.int64)].tolist():
+            word = int(row[K.F_ID0]) | (int(row[K.F_ID1]) << shift) | (bit if row[K.F_SHARED] else 0)
+            out.append(SimFolioFields(row[K.F_ORDER], row[L.X_PINS], row[L.X_REF], row[K.F_LARGE], row[K.F_ENTIRE],
+                                      row[L.X_PINCOUNT], row[K.F_NPM], (word & mask, (word >> shift) & mask),
+                                      (row[K.F_MMC0], row[K.F_MMC1]), bool(word & bit)))
+        return out
 
     def iter_mapped(self, mm: FastMM | _SnapMM) -> Iterator[tuple[Vma, int, Any, int, bool]]:
         """``Machine.iter_mapped()``: every present mapping (vma, vpn, folio, page, by_pmd), VMA by VMA, the PMDs
