@@ -117,6 +117,7 @@ class SimSnapshot:
     anon: dict[int, SimAnonPage]  # vpn -> the anonymous page compared with the snapshot's
     other: dict[int, str]  # vpn -> "zero" (the zero page) or "file" (a file page, or an anonymous copy not compared)
     folios: Callable[[list[Any]], list[SimFolioFields]]  # the fields of folios, from their keys
+    refcounts: Callable[[list[Any]], list[int]]  # just their refcounts
     zero_pages: int = 0
     file_pages: int = 0
     file_anon_pages: int = 0  # anonymous copies in private file mappings the snapshot does not cover
@@ -152,7 +153,12 @@ def reference_pages(m: Machine, mm: MM, full: bool) -> SimSnapshot:
         else:
             other[vpn] = "file"
             file += 1
-    return SimSnapshot(anon, other, reference_folios, zero, file, file_anon)
+    return SimSnapshot(anon, other, reference_folios, reference_refcounts, zero, file, file_anon)
+
+
+def reference_refcounts(keys: list[SimFolio]) -> list[int]:
+    """The refcounts of reference folios."""
+    return [f.core().refcount for f in keys]
 
 
 def reference_folios(keys: list[SimFolio]) -> list[SimFolioFields]:
@@ -250,7 +256,10 @@ class SnapshotChecker:
         :meth:`_page`, which classifies its disagreements."""
         self._cur = (snap.line, snap.task, snap.at)
         self._counts = [0, 0]
-        live = {p[0] >> PAGE_SHIFT: (p[1], p[2], p[3], p[4], bool(p[5])) for p in snap.pages}
+        live: dict[int, tuple[int, int, int, int, bool]] = {}  # vpn -> (pfn, head, order, mapcount, exclusive)
+        if snap.pages:
+            cols = list(zip(*snap.pages, strict=True))  # vaddr, pfn, head_pfn, order, mapcount, exclusive
+            live = dict(zip(map(_vpn, cols[0]), zip(*cols[1:5], map(bool, cols[5]), strict=True), strict=True))
         folios = {int(k, 0): v for k, v in snap.folios.items()}
         task = m.tasks.get(snap.task)
         if task is None:
@@ -312,25 +321,26 @@ class SnapshotChecker:
         alive_mms = set(m.mms)
         racy = self.racy
         seen = [(name, key, order, addr, folios.get(head)) for name, (key, order, head, addr) in pairs.items()]
-        read = [x for x in seen if x[4] is not None]
-        states = iter(side.folios([x[1] for x in read]))
-        small = 0  # order-0 folios whose refcount agrees (their only field), counted in bulk
+        small = [x for x in seen if not x[2] and x[4] is not None]
+        refcounts = dict(zip([x[0] for x in small], side.refcounts([x[1] for x in small]), strict=True))
+        rest = [x for x in seen if x[4] is not None and (x[2] or x[4]["refcount"] != refcounts[x[0]])]
+        states = iter(side.folios([x[1] for x in rest]))
+        agreeing = 0  # order-0 folios whose refcount agrees (their only field), counted in bulk
         for name, _key, order, addr, k in seen:
             if k is None:
                 self._unobserved(FOLIO_FIELDS if order else FOLIO_FIELDS[:1])
                 continue
-            f = next(states)
-            if not order and k["refcount"] == f.refcount:
-                small += 1
+            if not order and k["refcount"] == refcounts[name]:
+                agreeing += 1
                 continue
-            self._folio(f, k, sim_ids, alive_mms, addr, C_RACE if name in racy else (
+            self._folio(next(states), k, sim_ids, alive_mms, addr, C_RACE if name in racy else (
                 C_PAGE if name in differ else C_OTHER))
-        if small:
+        if agreeing:
             count = self.fields["refcount"]
-            count.compared += small
-            count.agreed += small
-            self._counts[0] += small
-            self._counts[1] += small
+            count.compared += agreeing
+            count.agreed += agreeing
+            self._counts[0] += agreeing
+            self._counts[1] += agreeing
 
     def _page(self, mm: MM, vpn: int, s: SimAnonPage | None, seen: tuple[int, int, int, int, bool] | None,
               anon: dict[int, SimAnonPage], live: dict[int, tuple[int, int, int, int, bool]], other: dict[int, str],
@@ -464,6 +474,10 @@ class SnapshotChecker:
             "anon_pages_in_file_mappings": self.file_anon_pages,
             "examples": [d.describe() for d in self.examples], "per_snapshot": self.per_snapshot,
         }
+
+
+def _vpn(addr: int) -> int:
+    return addr >> PAGE_SHIFT
 
 
 def _slots(k: dict[str, Any]) -> tuple[tuple[int, int] | None, bool | None]:

@@ -425,7 +425,7 @@ class SnapshotView:
             parts.append((vpn[inside], m.ptf[trows, cols], m.ptp[trows, cols], pos[inside], False))
         other: dict[int, str] = {}
         if not parts:
-            return SimSnapshot({}, other, self.folios_fields)
+            return SimSnapshot({}, other, self.folios_fields, self.refcounts)
         vpns = np.concatenate([p[0] for p in parts])
         slots = np.concatenate([p[1] for p in parts])
         pages = np.concatenate([p[2] for p in parts])
@@ -456,7 +456,13 @@ class SnapshotView:
         anon: dict[int, SimAnonPage] = dict(zip(vpns[compared].tolist(), zip(
             [names[i] for i in inv.tolist()], page.tolist(), order.tolist(), mapcount.tolist(), excl.tolist(),
             f.tolist(), strict=True), strict=True))
-        return SimSnapshot(anon, other, self.folios_fields, int(zero.sum()), int(files.sum()), int(copies.sum()))
+        return SimSnapshot(anon, other, self.folios_fields, self.refcounts, int(zero.sum()), int(files.sum()),
+                           int(copies.sum()))
+
+    def refcounts(self, slots: list[int]) -> list[int]:
+        """The refcounts of folio slots."""
+        refs: list[int] = self.m.fs[np.asarray(slots, dtype=np.int64), L.X_REF].tolist()
+        return refs
 
     def folios_fields(self, slots: list[int]) -> list[SimFolioFields]:
         """The checker's :class:`SimFolioFields` of folio slots (as ``export_folio`` and the folio helpers of
