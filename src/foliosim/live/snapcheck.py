@@ -4,20 +4,27 @@
 (PFN, folio head and order, precise mapcount, pagemap exclusive bit) and, with the BPF folio reader, each
 folio's raw fields (docs/run-trace.md). After simulating the events before that point, the simulator's
 anonymous pages of the same task are compared page by page as :mod:`foliosim.live.compare` does for
-``foliosim live``: folios are bound to live head PFNs on first sight and the binding must hold while the
-simulated folio lives; MM ids are compared by role (the MM of the task whose snapshot announced the id);
-a field the live side did not record is counted as not observed, never as agreeing. Every disagreement is
+``foliosim live`` (the simulated side read in bulk, once per snapshot: :class:`SimSnapshot`, from a reference
+Machine by :func:`reference_pages`, from the compiled engine by its ``snapshot_pages()``): folios are bound
+to live head PFNs on first sight and the binding must hold while the simulated folio lives; MM ids are
+compared by role (the MM of the task whose snapshot announced the id); a field the live side did not record
+is counted as not observed, never as agreeing. Every disagreement is
 classified by its likely cause; file pages are counted apart (other processes map them too).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from foliosim.folio import folio_mm_id, folio_test_large_maybe_mapped_shared
-from foliosim.live.compare import SimPage, sim_page
+from foliosim.folio import (
+    folio_entire_mapcount,
+    folio_maybe_mapped_shared,
+    folio_mm_id,
+    folio_test_large_maybe_mapped_shared,
+)
 from foliosim.vm.memory import PAGE_SHIFT
 
 if TYPE_CHECKING:
@@ -79,6 +86,91 @@ class Disagreement:
         where = f" at {self.addr:#x}" if self.addr is not None else ""
         return (f"line {self.line} ({self.at} snapshot of {self.task}){where}: {self.field}: simulator {self.sim!r}, "
                 f"live {self.live!r} [{self.cause}]")
+
+
+@dataclass(frozen=True, slots=True)
+class SimFolioFields:
+    """The fields of one simulated folio the checker compares with a live folio (read once per snapshot)."""
+
+    order: int
+    pins: int  # FOLL_PIN pins the simulator holds
+    refcount: int
+    large_mapcount: int
+    entire_mapcount: int
+    pincount: int
+    nr_pages_mapped: int
+    mm_ids: tuple[int, int]  # folio_mm_id() of slots 0 and 1
+    mm_id_mapcount: tuple[int, int]
+    shared: bool  # the raw shared bit (folio_test_large_maybe_mapped_shared())
+
+
+#: one simulated anonymous page as a snapshot compares it: (folio name, page in the folio, folio order, precise
+#: mapcount as kpagecount shows it, pagemap's exclusive bit, the engine's key of the folio for ``SimSnapshot.folio``)
+SimAnonPage = tuple[str, int, int, int, bool, Any]
+
+
+@dataclass(slots=True)
+class SimSnapshot:
+    """The simulated side of one snapshot: the present pages of the task's MM, read in one pass (what
+    :func:`foliosim.live.compare.sim_page` and :func:`foliosim.vm.stats.pagemap` give per page)."""
+
+    anon: dict[int, SimAnonPage]  # vpn -> the anonymous page compared with the snapshot's
+    other: dict[int, str]  # vpn -> "zero" (the zero page) or "file" (a file page, or an anonymous copy not compared)
+    folios: Callable[[list[Any]], list[SimFolioFields]]  # the fields of folios, from their keys
+    refcounts: Callable[[list[Any]], list[int]]  # just their refcounts
+    zero_pages: int = 0
+    file_pages: int = 0
+    file_anon_pages: int = 0  # anonymous copies in private file mappings the snapshot does not cover
+
+
+def reference_pages(m: Machine, mm: MM, full: bool) -> SimSnapshot:
+    """:class:`SimSnapshot` of ``mm`` on the reference Machine (``full``: the snapshot covers the anonymous copies
+    in private file mappings too); per folio the fields are read once."""
+    npm = m.config.no_page_mapcount
+    anon: dict[int, SimAnonPage] = {}
+    other: dict[int, str] = {}
+    zero = file = file_anon = 0
+    per: dict[str, tuple[list[int], int, int, bool | None]] = {}
+    for vma, vpn, f, page, by_pmd in m.iter_mapped(mm):
+        if f.is_zero:
+            other[vpn] = "zero"
+            zero += 1
+        elif f.is_anon and (vma.file is None or full):
+            c = per.get(f.name)
+            if c is None:
+                core = f.core()
+                large = core.order > 0
+                c = per[f.name] = (core.page_mapcount, core.entire_mapcount + 1 if large else 0,
+                                   folio_entire_mapcount(core) if large else 0,
+                                   (not folio_maybe_mapped_shared(core)) if npm and large else None)
+            counts, entire, precise_entire, excl = c
+            if excl is None:  # pagemap: the precise mapcount of the page (of the first page for a PMD) is 1
+                excl = counts[0 if by_pmd else page] + 1 + precise_entire == 1
+            anon[vpn] = (f.name, page, f.order, counts[page] + 1 + entire, excl, f)
+        elif f.is_anon:
+            other[vpn] = "file"
+            file_anon += 1
+        else:
+            other[vpn] = "file"
+            file += 1
+    return SimSnapshot(anon, other, reference_folios, reference_refcounts, zero, file, file_anon)
+
+
+def reference_refcounts(keys: list[SimFolio]) -> list[int]:
+    """The refcounts of reference folios."""
+    return [f.core().refcount for f in keys]
+
+
+def reference_folios(keys: list[SimFolio]) -> list[SimFolioFields]:
+    """:class:`SimFolioFields` of reference folios."""
+    out = []
+    for f in keys:
+        core = f.core()
+        out.append(SimFolioFields(f.order, f.pins, core.refcount, core.large_mapcount, core.entire_mapcount,
+                                  core.pincount, core.nr_pages_mapped, (folio_mm_id(core, 0), folio_mm_id(core, 1)),
+                                  (core.mm_id_mapcount[0], core.mm_id_mapcount[1]),
+                                  folio_test_large_maybe_mapped_shared(core)))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +249,17 @@ class SnapshotChecker:
 
     # ------------------------------------------------------------------------------------------ one snapshot
     def check(self, m: Machine, snap: Snapshot) -> None:
-        """Compare ``snap`` with the simulator's state now (after every event before it in the trace)."""
+        """Compare ``snap`` with the simulator's state now (after every event before it in the trace).
+
+        ``m`` is a reference Machine or, for the compiled engine, a view with ``snapshot_pages(mm, full)`` giving
+        the :class:`SimSnapshot`. A page whose six fields agree is counted in bulk; every other page goes through
+        :meth:`_page`, which classifies its disagreements."""
         self._cur = (snap.line, snap.task, snap.at)
         self._counts = [0, 0]
-        live = {p[0] >> PAGE_SHIFT: _Live(p[1], p[2], p[3], p[4], bool(p[5])) for p in snap.pages}
+        live: dict[int, tuple[int, int, int, int, bool]] = {}  # vpn -> (pfn, head, order, mapcount, exclusive)
+        if snap.pages:
+            cols = list(zip(*snap.pages, strict=True))  # vaddr, pfn, head_pfn, order, mapcount, exclusive
+            live = dict(zip(map(_vpn, cols[0]), zip(*cols[1:5], map(bool, cols[5]), strict=True), strict=True))
         folios = {int(k, 0): v for k, v in snap.folios.items()}
         task = m.tasks.get(snap.task)
         if task is None:
@@ -178,82 +277,121 @@ class SnapshotChecker:
             self.sim_of.pop(self.folio_of.pop(name), None)
         if snap.mm_id is not None:
             self.role_of_id[snap.mm_id] = mm.name
-        anon: dict[int, tuple[SimPage, SimFolio]] = {}
-        other: dict[int, str] = {}
         full = snap.scope == "anon"  # the snapshot also holds the anonymous copies in private file mappings
-        for vma, vpn, f, page, _by_pmd in m.iter_mapped(mm):
-            if f.is_zero:
-                other[vpn] = "zero"
-                self.zero_pages += 1
-            elif f.is_anon and (vma.file is None or full):
-                anon[vpn] = (sim_page(m, mm, vpn, f, page), f)
-            elif f.is_anon:  # a copy in a private file mapping: the snapshots cover anonymous mappings only
-                other[vpn] = "file"
-                self.file_anon_pages += 1
-            else:
-                other[vpn] = "file"
-                self.file_pages += 1
-        pairs: dict[str, tuple[SimFolio, int, int]] = {}
+        bulk = getattr(m, "snapshot_pages", None)
+        side: SimSnapshot = bulk(mm, full) if bulk is not None else reference_pages(m, mm, full)
+        self.zero_pages += side.zero_pages
+        self.file_pages += side.file_pages
+        self.file_anon_pages += side.file_anon_pages
+        anon = side.anon
+        pairs: dict[str, tuple[Any, int, int, int]] = {}  # folio -> (key, order, live head, first address)
         differ: set[str] = set()  # simulated folios with a page-level disagreement here
-        racy = self.racy
-        for vpn in sorted(set(anon) | set(live)):
+        folio_of, sim_of = self.folio_of, self.sim_of
+        agreeing = 0
+        for vpn in sorted(anon.keys() | live.keys()):
             s, seen = anon.get(vpn), live.get(vpn)
-            addr = vpn << PAGE_SHIFT
-            raced = (s is not None and s[1].name in racy) or (seen is not None and (
-                seen.head in self.racy_heads or self.sim_of.get(seen.head) in racy))
-            if s is None:
-                assert seen is not None
-                cause = C_RACE if raced else self._only_live(mm, vpn, seen, anon, other, full)
-                self._disagree("present", False, True, cause, addr)
-                continue
-            sp, f = s
-            if seen is None:
-                differ.add(f.name)
-                self._disagree("present", True, False, C_RACE if raced else self._only_sim(vpn, sp, live), addr)
-                continue
-            lv = seen
-            self._cmp("present", True, True, C_OTHER, addr)
-            same_order = self._cmp("folio order", sp.order, lv.order, C_RACE if raced else (
-                C_FALLBACK if lv.order < sp.order else C_LARGER), addr)
-            same_folio = False
-            if same_order:
-                self._cmp("page in folio", sp.page, lv.pfn - lv.head, C_RACE if raced else C_OTHER, addr)
-                same_folio = self._identity(f, lv.head, addr, C_RACE if raced else C_DECISION)
-            cause = C_RACE if raced else C_ORDER if not same_order else (C_OTHER if same_folio else C_DECISION)
-            agree = self._cmp("precise mapcount", sp.mapcount, lv.mapcount, cause, addr)
-            agree &= self._cmp("pagemap exclusive", sp.exclusive, lv.exclusive, cause, addr)
-            if not (same_folio and agree):
-                differ.add(f.name)
-            if same_folio:
-                pairs.setdefault(f.name, (f, lv.head, addr))
+            if s is not None and seen is not None:  # the common case, all six fields agreeing, counted in bulk
+                name, page, order, mapcount, excl, key = s  # (whether a fault raced only names a disagreement's cause)
+                head = seen[1]
+                if order == seen[2] and page == seen[0] - head and mapcount == seen[3] and excl == seen[4]:
+                    bound, owner = folio_of.get(name), sim_of.get(head)
+                    if bound is None and owner is None:  # first sight: bind (as _identity() does)
+                        folio_of[name], sim_of[head] = head, name
+                        bound, owner = head, name
+                    if bound == head and owner == name:
+                        agreeing += 1
+                        if name not in pairs:
+                            pairs[name] = (key, order, head, vpn << PAGE_SHIFT)
+                        continue
+            self._page(mm, vpn, s, seen, anon, live, side.other, full, pairs, differ)
+        if agreeing:
+            for name in PAGE_FIELDS:
+                count = self.fields[name]
+                count.compared += agreeing
+                count.agreed += agreeing
+            self._counts[0] += agreeing * len(PAGE_FIELDS)
+            self._counts[1] += agreeing * len(PAGE_FIELDS)
+        self._folios(m, side, pairs, folios, differ)
+        self._record(snap, len(anon), len(live))
+
+    def _folios(self, m: Machine, side: SimSnapshot, pairs: dict[str, tuple[Any, int, int, int]],
+                folios: dict[int, dict[str, Any]], differ: set[str]) -> None:
+        """The fields of each folio seen at its bound live head (``pairs``) against the live folio's."""
         sim_ids = {x.mm_id: x.name for x in m.mms.values() if x.mm_id}
         alive_mms = set(m.mms)
-        for f, head, addr in pairs.values():
-            k = folios.get(head)
-            names = FOLIO_FIELDS if f.order else FOLIO_FIELDS[:1]
+        racy = self.racy
+        seen = [(name, key, order, addr, folios.get(head)) for name, (key, order, head, addr) in pairs.items()]
+        small = [x for x in seen if not x[2] and x[4] is not None]
+        refcounts = dict(zip([x[0] for x in small], side.refcounts([x[1] for x in small]), strict=True))
+        rest = [x for x in seen if x[4] is not None and (x[2] or x[4]["refcount"] != refcounts[x[0]])]
+        states = iter(side.folios([x[1] for x in rest]))
+        agreeing = 0  # order-0 folios whose refcount agrees (their only field), counted in bulk
+        for name, _key, order, addr, k in seen:
             if k is None:
-                self._unobserved(names)
+                self._unobserved(FOLIO_FIELDS if order else FOLIO_FIELDS[:1])
                 continue
-            self._folio(f, k, sim_ids, alive_mms, addr, C_RACE if f.name in racy else (
-                C_PAGE if f.name in differ else C_OTHER))
-        self._record(snap, len(anon), len(live))
+            if not order and k["refcount"] == refcounts[name]:
+                agreeing += 1
+                continue
+            self._folio(next(states), k, sim_ids, alive_mms, addr, C_RACE if name in racy else (
+                C_PAGE if name in differ else C_OTHER))
+        if agreeing:
+            count = self.fields["refcount"]
+            count.compared += agreeing
+            count.agreed += agreeing
+            self._counts[0] += agreeing
+            self._counts[1] += agreeing
+
+    def _page(self, mm: MM, vpn: int, s: SimAnonPage | None, seen: tuple[int, int, int, int, bool] | None,
+              anon: dict[int, SimAnonPage], live: dict[int, tuple[int, int, int, int, bool]], other: dict[int, str],
+              full: bool, pairs: dict[str, tuple[Any, int, int, int]], differ: set[str]) -> None:
+        """One page (present on at least one side) field by field, each disagreement with its cause."""
+        addr = vpn << PAGE_SHIFT
+        racy = self.racy
+        raced = (s is not None and s[0] in racy) or (seen is not None and (
+            seen[1] in self.racy_heads or self.sim_of.get(seen[1]) in racy))
+        if s is None:
+            assert seen is not None
+            cause = C_RACE if raced else self._only_live(mm, vpn, _Live(*seen), anon, other, full)
+            self._disagree("present", False, True, cause, addr)
+            return
+        name, page, order, mapcount, excl, key = s
+        if seen is None:
+            differ.add(name)
+            self._disagree("present", True, False, C_RACE if raced else self._only_sim(vpn, page, order, live), addr)
+            return
+        lv = _Live(*seen)
+        self._cmp("present", True, True, C_OTHER, addr)
+        same_order = self._cmp("folio order", order, lv.order, C_RACE if raced else (
+            C_FALLBACK if lv.order < order else C_LARGER), addr)
+        same_folio = False
+        if same_order:
+            self._cmp("page in folio", page, lv.pfn - lv.head, C_RACE if raced else C_OTHER, addr)
+            same_folio = self._identity(name, lv.head, addr, C_RACE if raced else C_DECISION)
+        cause = C_RACE if raced else C_ORDER if not same_order else (C_OTHER if same_folio else C_DECISION)
+        agree = self._cmp("precise mapcount", mapcount, lv.mapcount, cause, addr)
+        agree &= self._cmp("pagemap exclusive", excl, lv.exclusive, cause, addr)
+        if not (same_folio and agree):
+            differ.add(name)
+        if same_folio:
+            pairs.setdefault(name, (key, order, lv.head, addr))
 
     def _record(self, snap: Snapshot, sim_pages: int, live_pages: int) -> None:
         self.per_snapshot.append({"line": snap.line, "task": snap.task, "at": snap.at, "sim_anon_pages": sim_pages,
                                   "live_pages": live_pages, "compared": self._counts[0], "agreed": self._counts[1]})
 
-    def _identity(self, f: SimFolio, head: int, addr: int, cause: str = C_DECISION) -> bool:
-        bound, owner = self.folio_of.get(f.name), self.sim_of.get(head)
+    def _identity(self, name: str, head: int, addr: int, cause: str = C_DECISION) -> bool:
+        bound, owner = self.folio_of.get(name), self.sim_of.get(head)
         if bound is None and owner is None:  # first sight: bind
-            self.folio_of[f.name], self.sim_of[head] = head, f.name
-            bound, owner = head, f.name
-        sim = f.name if bound == head else (f"{f.name} (live {bound:#x})" if bound is not None else f"{f.name} (new)")
-        live = f.name if owner == f.name else (f"{owner} (live {head:#x})" if owner is not None
+            self.folio_of[name], self.sim_of[head] = head, name
+            bound, owner = head, name
+        sim = name if bound == head else (f"{name} (live {bound:#x})" if bound is not None else f"{name} (new)")
+        live = name if owner == name else (f"{owner} (live {head:#x})" if owner is not None
                                                else f"a new folio {head:#x}")
         return self._cmp("folio identity", sim, live, cause, addr)
 
-    def _only_live(self, mm: MM, vpn: int, lv: _Live, anon: dict[int, tuple[SimPage, SimFolio]],
-                   other: dict[int, str], full: bool) -> str:
+    def _only_live(self, mm: MM, vpn: int, lv: _Live, anon: dict[int, SimAnonPage], other: dict[int, str],
+                   full: bool) -> str:
         vma = mm.find_vma(vpn)
         if vma is None:
             return C_NO_VMA
@@ -270,44 +408,43 @@ class SnapshotChecker:
             base = vpn - (lv.pfn - lv.head)
             for v in range(base, base + (1 << lv.order)):
                 hit = anon.get(v)
-                if hit is not None and hit[0].order < lv.order:
+                if hit is not None and hit[2] < lv.order:
                     return C_LARGER
         return C_NO_FAULT
 
     @staticmethod
-    def _only_sim(vpn: int, sp: SimPage, live: dict[int, _Live]) -> str:
-        if sp.order:
-            base = vpn - sp.page
-            for v in range(base, base + (1 << sp.order)):
+    def _only_sim(vpn: int, page: int, order: int, live: dict[int, tuple[int, int, int, int, bool]]) -> str:
+        if order:
+            base = vpn - page
+            for v in range(base, base + (1 << order)):
                 other = live.get(v)
-                if other is not None and other.order < sp.order:
+                if other is not None and other[2] < order:
                     return C_FALLBACK
         return C_NOT_LIVE
 
-    def _folio(self, f: SimFolio, k: dict[str, Any], sim_ids: dict[int, str], alive_mms: set[str],
+    def _folio(self, f: SimFolioFields, k: dict[str, Any], sim_ids: dict[int, str], alive_mms: set[str],
                addr: int, other: str = C_OTHER) -> None:
         """The folio's own fields; ``other``: the cause of a disagreement nothing more specific explains."""
-        core = f.core()
         refcount = k["refcount"]
-        cause = C_LRU if f.order == 0 and refcount == core.refcount + 1 else (C_PIN if f.pins else other)
-        self._cmp("refcount", core.refcount, refcount, cause, addr)
+        cause = C_LRU if f.order == 0 and refcount == f.refcount + 1 else (C_PIN if f.pins else other)
+        self._cmp("refcount", f.refcount, refcount, cause, addr)
         if not f.order:
             return
         cause = C_PIN if f.pins else other
-        for name, key, value in (("_large_mapcount", "large_mapcount", core.large_mapcount),
-                                 ("_entire_mapcount", "entire_mapcount", core.entire_mapcount),
-                                 ("_pincount", "pincount", core.pincount),
-                                 ("_nr_pages_mapped", "nr_pages_mapped", core.nr_pages_mapped)):
+        for name, key, value in (("_large_mapcount", "large_mapcount", f.large_mapcount),
+                                 ("_entire_mapcount", "entire_mapcount", f.entire_mapcount),
+                                 ("_pincount", "pincount", f.pincount),
+                                 ("_nr_pages_mapped", "nr_pages_mapped", f.nr_pages_mapped)):
             if k.get(key) is None:
                 self._unobserved((name,))
             else:
                 self._cmp(name, value, k[key], cause, addr)
         ids, shared = _slots(k)
         counts = k.get("mm_id_mapcount")
-        if cause == C_OTHER and k.get("large_mapcount") == core.large_mapcount:
+        if cause == C_OTHER and k.get("large_mapcount") == f.large_mapcount:
             cause = C_MM_ORDER  # every mapping is there on both sides: only the slots' bookkeeping differs
         for i in (0, 1):
-            sim_id = folio_mm_id(core, i)
+            sim_id = f.mm_ids[i]
             sim_role = "-" if sim_id == 0 else sim_ids.get(sim_id, f"sim id {sim_id}")
             live_id = ids[i] if ids is not None else None
             live_role = None if live_id is None else ("-" if live_id == 0 else self.role_of_id.get(live_id))
@@ -320,11 +457,11 @@ class SnapshotChecker:
             if counts is None:
                 self._unobserved((f"slot {i} mapcount",))
             else:
-                self._cmp(f"slot {i} mapcount", core.mm_id_mapcount[i], counts[i], cause, addr)
+                self._cmp(f"slot {i} mapcount", f.mm_id_mapcount[i], counts[i], cause, addr)
         if shared is None:
             self._unobserved(("shared bit",))
         else:
-            self._cmp("shared bit", folio_test_large_maybe_mapped_shared(core), shared, cause, addr)
+            self._cmp("shared bit", f.shared, shared, cause, addr)
 
     # ------------------------------------------------------------------------------------------ output
     def to_json(self) -> dict[str, Any]:
@@ -337,6 +474,10 @@ class SnapshotChecker:
             "anon_pages_in_file_mappings": self.file_anon_pages,
             "examples": [d.describe() for d in self.examples], "per_snapshot": self.per_snapshot,
         }
+
+
+def _vpn(addr: int) -> int:
+    return addr >> PAGE_SHIFT
 
 
 def _slots(k: dict[str, Any]) -> tuple[tuple[int, int] | None, bool | None]:
@@ -352,4 +493,5 @@ def _slots(k: dict[str, Any]) -> tuple[tuple[int, int] | None, bool | None]:
     return ids, bool(raw >> (2 * MM_ID_BITS + 1) & 1) if shared is None else shared
 
 
-__all__ = ["C_PAGE", "C_RACE", "FOLIO_FIELDS", "PAGE_FIELDS", "Disagreement", "FieldCount", "SnapshotChecker"]
+__all__ = ["C_PAGE", "C_RACE", "FOLIO_FIELDS", "PAGE_FIELDS", "Disagreement", "FieldCount", "SimAnonPage",
+           "SimFolioFields", "SimSnapshot", "SnapshotChecker", "reference_folios", "reference_pages"]

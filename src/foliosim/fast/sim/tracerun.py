@@ -11,8 +11,9 @@ allocated from per-(kind, order) counters in the arrays: :class:`TraceMachine` k
 decision objects (``record=False, keep_decisions=False``).
 
 :class:`SnapshotView` gives :class:`foliosim.live.snapcheck.SnapshotChecker` the reference Machine's accessors it
-reads (tasks, MMs, live folio names, ``iter_mapped``, ``lookup``) over a :class:`TraceMachine`, so the one
-checker compares live snapshots with either engine.
+reads (tasks, MMs, live folio names, ``iter_mapped``, ``lookup``) over a :class:`TraceMachine`, and the simulated
+side of a snapshot read in bulk from the arrays (``snapshot_pages``), so the one checker compares live snapshots
+with either engine.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from foliosim.fast.sim.engine import _START, I64, KIND_NAMES, FastMachine, FastM
 from foliosim.fast.sim.steps import FastWorkloadRunner
 from foliosim.folio import Folio
 from foliosim.kconfig import KernelConfig
+from foliosim.live.snapcheck import SimAnonPage, SimFolioFields, SimSnapshot
 from foliosim.vm.events import errno_name
 from foliosim.vm.machine import MachineOptions
 from foliosim.vm.memory import PAGE_SHIFT
@@ -294,17 +296,29 @@ class _SnapFolio:
 
 
 class _SnapMM:
-    """A FastMM whose ``pmds`` is the set of its PMD indices read once (foliosim.vm.stats.pagemap() asks it per
-    page); everything else is the MM's."""
+    """A FastMM whose mappings are read once, when first asked for (``pmds``: the set of its PMD indices, which
+    foliosim.vm.stats.pagemap() asks per page); everything else is the MM's."""
 
-    __slots__ = ("maps", "mm", "num", "pmds")
+    __slots__ = ("_maps", "_pmds", "mm", "num", "view")
 
-    def __init__(self, mm: FastMM, maps: tuple[dict[int, tuple[int, int, bool, bool]], dict[int, tuple[int, bool]]]
-                 ) -> None:
+    def __init__(self, view: SnapshotView, mm: FastMM) -> None:
+        self.view = view
         self.mm = mm
         self.num = mm.num
-        self.maps = maps
-        self.pmds = set(maps[1])
+        self._maps: tuple[dict[int, tuple[int, int, bool, bool]], dict[int, tuple[int, bool]]] | None = None
+        self._pmds: set[int] | None = None
+
+    @property
+    def maps(self) -> tuple[dict[int, tuple[int, int, bool, bool]], dict[int, tuple[int, bool]]]:
+        if self._maps is None:
+            self._maps = self.view._mappings(self.mm)
+        return self._maps
+
+    @property
+    def pmds(self) -> set[int]:
+        if self._pmds is None:
+            self._pmds = set(self.maps[1])
+        return self._pmds
 
     def __getattr__(self, name: str) -> Any:  # name, num, vmas, find_vma, ...
         return getattr(self.mm, name)
@@ -355,7 +369,7 @@ class SnapshotView:
         return _SnapTasks(self)
 
     def snap_mm(self, mm: FastMM) -> _SnapMM:
-        return _SnapMM(mm, self._mappings(mm))
+        return _SnapMM(self, mm)
 
     @property
     def folios(self) -> set[str]:
@@ -388,6 +402,87 @@ class SnapshotView:
             return self._view(pmd[0]), vpn & (self.m.P - 1), pmd[1]
         pte = ptes.get(vpn)
         return None if pte is None else (self._view(pte[0]), pte[1], pte[2])
+
+    def snapshot_pages(self, mm: FastMM | _SnapMM, full: bool) -> SimSnapshot:
+        """The checker's :class:`SimSnapshot` of ``mm`` from the arrays in one pass: what ``iter_mapped`` with
+        :func:`foliosim.live.compare.sim_page` (kpagecount) and :func:`foliosim.vm.stats.pagemap` (the exclusive
+        bit) give per page, as :func:`foliosim.live.snapcheck.reference_pages` reads them on the reference."""
+        m = self.m
+        fm = mm.mm if isinstance(mm, _SnapMM) else mm
+        P, po = m.P, m.po
+        vmas = fm.vmas
+        tabs = m._mm_tables(fm)
+        idx = m.tb[tabs, L.TB_IDX]
+        parts: list[tuple[I64, I64, I64, I64, bool]] = []  # (vpns, folio slots, pages, VMA positions, by PMD)
+        for t in np.flatnonzero(m.tb[tabs, L.TB_PMDF] != L.NONE).tolist():  # as iter_mapped: every VMA it overlaps
+            i, slot = int(idx[t]), int(m.tb[tabs[t], L.TB_PMDF])
+            for j, vma in enumerate(vmas):
+                if vma.start >> po <= i < ((vma.end - 1) >> po) + 1:
+                    parts.append((np.arange(i << po, (i + 1) << po, dtype=np.int64), np.full(P, slot, dtype=np.int64),
+                                  np.arange(P, dtype=np.int64), np.full(P, j, dtype=np.int64), True))
+        rows, cols = np.nonzero(m.ptf[tabs] != L.NONE)
+        if len(rows) and vmas:
+            vpn = (idx[rows] << po) + cols
+            starts = np.array([v.start for v in vmas], dtype=np.int64)
+            ends = np.array([v.end for v in vmas], dtype=np.int64)
+            pos = np.searchsorted(starts, vpn, side="right") - 1
+            inside = (pos >= 0) & (vpn < ends[np.maximum(pos, 0)])
+            trows, cols = tabs[rows[inside]], cols[inside]
+            parts.append((vpn[inside], m.ptf[trows, cols], m.ptp[trows, cols], pos[inside], False))
+        other: dict[int, str] = {}
+        if not parts:
+            return SimSnapshot({}, other, self.folios_fields, self.refcounts)
+        vpns = np.concatenate([p[0] for p in parts])
+        slots = np.concatenate([p[1] for p in parts])
+        pages = np.concatenate([p[2] for p in parts])
+        in_file = np.array([v.file is not None for v in vmas], dtype=bool)[np.concatenate([p[3] for p in parts])]
+        by_pmd = np.concatenate([np.full(len(p[0]), p[4], dtype=bool) for p in parts])
+        zero = slots < 0  # ZERO, HUGE_ZERO
+        fs = m.fs
+        kinds = fs[np.where(zero, 0, slots), L.X_KIND]
+        is_anon = ~zero & (kinds == L.KIND_ANON)
+        compared = is_anon if full else is_anon & ~in_file
+        copies = is_anon & ~compared  # anonymous copies in private file mappings the snapshot does not cover
+        files = ~zero & ~is_anon
+        for what, sel in (("file", files | copies), ("zero", zero)):
+            other.update(dict.fromkeys(vpns[sel].tolist(), what))
+        f, page = slots[compared], pages[compared]
+        order, off, entire = fs[f, K.F_ORDER], fs[f, K.F_OFF], fs[f, K.F_ENTIRE]
+        large = order > 0
+        mapcount = m.pmc[off + page] + 1 + np.where(large, entire + 1, 0)  # sim_page(): the raw entire mapcount
+        cfg = m.config
+        has_entire = np.array([cfg.has_entire_mapcount(o) for o in range(int(order.max(initial=0)) + 1)], dtype=bool)
+        precise = m.pmc[off + np.where(by_pmd[compared], 0, page)] + 1 + np.where(large & has_entire[order],
+                                                                                   entire + 1, 0)
+        excl = precise == 1  # pagemap(): folio_precise_page_mapcount() of the page (the first page for a PMD)
+        if cfg.no_page_mapcount:  # ... and for a large folio not folio_maybe_mapped_shared()
+            excl = np.where(large, ~((fs[f, K.F_LARGE] + 1 > 1) & (fs[f, K.F_SHARED] != 0)), excl)
+        uniq, inv = np.unique(f, return_inverse=True)
+        names = [f"f{x}" for x in fs[uniq, L.X_NAME].tolist()]
+        anon: dict[int, SimAnonPage] = dict(zip(vpns[compared].tolist(), zip(
+            [names[i] for i in inv.tolist()], page.tolist(), order.tolist(), mapcount.tolist(), excl.tolist(),
+            f.tolist(), strict=True), strict=True))
+        return SimSnapshot(anon, other, self.folios_fields, self.refcounts, int(zero.sum()), int(files.sum()),
+                           int(copies.sum()))
+
+    def refcounts(self, slots: list[int]) -> list[int]:
+        """The refcounts of folio slots."""
+        refs: list[int] = self.m.fs[np.asarray(slots, dtype=np.int64), L.X_REF].tolist()
+        return refs
+
+    def folios_fields(self, slots: list[int]) -> list[SimFolioFields]:
+        """The checker's :class:`SimFolioFields` of folio slots (as ``export_folio`` and the folio helpers of
+        foliosim.folio read them), one read of the arrays for all."""
+        m = self.m
+        cfg = m.config
+        shift, mask, bit = cfg.slot_shift, cfg.mm_id_mask, cfg.shared_bit
+        out = []
+        for row in m.fs[np.asarray(slots, dtype=np.int64)].tolist():
+            word = int(row[K.F_ID0]) | (int(row[K.F_ID1]) << shift) | (bit if row[K.F_SHARED] else 0)
+            out.append(SimFolioFields(row[K.F_ORDER], row[L.X_PINS], row[L.X_REF], row[K.F_LARGE], row[K.F_ENTIRE],
+                                      row[L.X_PINCOUNT], row[K.F_NPM], (word & mask, (word >> shift) & mask),
+                                      (row[K.F_MMC0], row[K.F_MMC1]), bool(word & bit)))
+        return out
 
     def iter_mapped(self, mm: FastMM | _SnapMM) -> Iterator[tuple[Vma, int, Any, int, bool]]:
         """``Machine.iter_mapped()``: every present mapping (vma, vpn, folio, page, by_pmd), VMA by VMA, the PMDs
