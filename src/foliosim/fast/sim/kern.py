@@ -1143,6 +1143,79 @@ def pte_span(tb: Any, t: int, start: int, end: int, po: int, width: int) -> tupl
 
 
 @sjit
+def _zap_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, tr: Any, sf: Any, sp: Any, sw: Any, m: int, base: int,
+                   vpn: int, hi: int, gather: Any, ng: int, rec: bool) -> tuple[int, int]:
+    """:func:`zap` over a run of small folios' PTEs (the table's rows ``sf``, ``sp``, ``sw``) from ``vpn`` (holes
+    skipped), up to the first other entry or ``hi``: each one's ``__folio_remove_rmap()`` of its page inlined, its
+    put gathered. (VPN reached, gather rows); the caller counts the run's PTEs (``ng`` - the given one) once.
+    A function of its own over the table's rows: few live values, so the loop keeps them in registers."""
+    s = vpn - base
+    f = np.int64(sf[s])
+    while True:
+        sf[s] = NONE
+        sw[s] = 0
+        off = fs[f, K.F_OFF]
+        pmc[off] = K._wrap32(pmc[off] - 1)
+        if rec:
+            record(glob, opt, tr, K.K_UNMAP, m, fs[f, X_NAME], 0, K.L_PTE, 0, 1)
+        gather[ng, 0] = f
+        gather[ng, 1] = 1
+        ng += 1
+        vpn += 1
+        while vpn < hi and sf[vpn - base] == NONE:
+            vpn += 1
+        if vpn >= hi:
+            break
+        s = vpn - base
+        f = np.int64(sf[s])
+        if f < 0 or fs[f, K.F_ORDER] != 0 or sp[s] != 0:
+            break
+    return vpn, ng
+
+
+@sjit
+def _dup_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tr: Any, sf: Any, sp: Any, sw: Any, df: Any,
+                   dp: Any, dw: Any, dst: int, base: int, vpn: int, hi: int, cow_mapping: bool,
+                   rec: bool) -> tuple[int, int]:
+    """:func:`fork_copy` over a run of small folios' PTEs (the source table's rows ``sf``, ``sp``, ``sw``, the
+    child's ``df``, ``dp``, ``dw``) from ``vpn`` (holes skipped), up to the first other entry or ``hi``: each one's
+    get, ``__folio_dup_file/anon_rmap()`` of its page and install inlined. Only when the source MM never pinned
+    pages (no early copy possible). (VPN reached, PTEs copied); the caller counts them once. A function of its own
+    over the tables' rows: few live values, so the loop keeps them in registers."""
+    n = 0
+    s = vpn - base
+    f = np.int64(sf[s])
+    while True:
+        off = fs[f, K.F_OFF]
+        fs[f, X_REF] += 1
+        if fs[f, X_KIND] == KIND_ANON:
+            pex[off] = 0
+        pmc[off] = K._wrap32(pmc[off] + 1)
+        if rec:
+            record(glob, opt, tr, K.K_DUP, dst, fs[f, X_NAME], 0, K.L_PTE, 0, 1)
+        w = sw[s]
+        if cow_mapping:  # write-protect both sides; the child keeps the dirty bit
+            w &= ~PW
+            sw[s] = w
+            dw[s] = w & PD
+        else:
+            dw[s] = w & PW
+        df[s] = f
+        dp[s] = 0
+        n += 1
+        vpn += 1
+        while vpn < hi and sf[vpn - base] == NONE:
+            vpn += 1
+        if vpn >= hi:
+            break
+        s = vpn - base
+        f = np.int64(sf[s])
+        if f < 0 or fs[f, K.F_ORDER] != 0 or sp[s] != 0:
+            break
+    return vpn, n
+
+
+@sjit
 def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
         ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, m: int,
         ranges: Any, gather: Any) -> int:
@@ -1192,20 +1265,13 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
                     vpn += 1
                     continue
                 page = ptp[t, s]
-                if f >= 0 and fs[f, K.F_ORDER] == 0 and page == 0:  # a small folio, inlined
-                    ptf[t, s] = NONE
-                    ptw[t, s] = 0
-                    tb[t, TB_NPTE] -= 1
-                    glob[G_RMAP] += 1
-                    off = fs[f, K.F_OFF]
-                    pmc[off] = K._wrap32(pmc[off] - 1)
-                    ms[m, MS_NMAP] -= 1
-                    if rec:
-                        record(glob, opt, tr, K.K_UNMAP, m, fs[f, X_NAME], 0, K.L_PTE, 0, 1)
-                    gather[ng, 0] = f
-                    gather[ng, 1] = 1
-                    ng += 1
-                    vpn += 1
+                if f >= 0 and fs[f, K.F_ORDER] == 0 and page == 0:
+                    ng0 = ng
+                    vpn, ng = _zap_small_run(opt, glob, fs, pmc, tr, ptf[t], ptp[t], ptw[t], m, base, vpn, hi, gather,
+                                             ng, rec)
+                    tb[t, TB_NPTE] -= ng - ng0
+                    glob[G_RMAP] += ng - ng0
+                    ms[m, MS_NMAP] -= ng - ng0
                     continue
                 nr = batch(fs, ptf, ptp, t, s, vpn, end, po)
                 for k in range(nr):
@@ -1309,26 +1375,15 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                     vpn += 1
                     continue
                 page = ptp[t, s]
+                if not src_pinned and fs[f, K.F_ORDER] == 0 and page == 0:
+                    vpn, n = _dup_small_run(opt, glob, fs, pmc, pex, tr, ptf[t], ptp[t], ptw[t], ptf[dt], ptp[dt],
+                                            ptw[dt], dst, base, vpn, hi, cow_mapping, rec)
+                    glob[G_RMAP] += n
+                    ms[dst, MS_NMAP] += n
+                    tb[dt, TB_NPTE] += n
+                    continue
                 off = fs[f, K.F_OFF]
                 anon = fs[f, X_KIND] == KIND_ANON
-                if not src_pinned and fs[f, K.F_ORDER] == 0 and page == 0:  # a small folio, inlined
-                    fs[f, X_REF] += 1
-                    if anon:
-                        pex[off] = 0
-                    glob[G_RMAP] += 1
-                    pmc[off] = K._wrap32(pmc[off] + 1)
-                    ms[dst, MS_NMAP] += 1
-                    if rec:
-                        record(glob, opt, tr, K.K_DUP, dst, fs[f, X_NAME], 0, K.L_PTE, 0, 1)
-                    if cow_mapping:
-                        ptw[t, s] &= ~PW
-                    w = ptw[t, s]
-                    ptf[dt, s] = f
-                    ptp[dt, s] = 0
-                    ptw[dt, s] = (w & PW) | ((w & PD) if cow_mapping else 0)
-                    tb[dt, TB_NPTE] += 1
-                    vpn += 1
-                    continue
                 if not prealloc and fs[f, K.F_ORDER] > 0:  # a batch of a large folio
                     nr = batch(fs, ptf, ptp, t, s, vpn, end, po)
                     get(fs, f, nr)
