@@ -1518,7 +1518,7 @@ def split_pmd_at(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct
 
 
 # ----------------------------------------------------------------------------- MADV_COLD/PAGEOUT and folio split
-@sjit
+@jit_inline
 def unmap_plain(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, f: int, m: int, level: int,
                 page: int, nr: int) -> bool:
     """An unmap as ``Machine._record()`` makes it directly (no deferred-split queueing): the folio split's."""
@@ -1607,7 +1607,9 @@ def split_folio(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 tb[t, TB_NPTE] -= 1
                 if not unmap_plain(cfg, glob, opt, fs, pmc, ms, tr, f, m, K.L_PTE, page, 1):
                     return -1, -1
-                if not put(cfg, glob, opt, fs, pmc, tr, f, 1):
+                if fs[f, X_REF] > 1:  # a put that frees nothing, inlined
+                    fs[f, X_REF] -= 1
+                elif not put(cfg, glob, opt, fs, pmc, tr, f, 1):
                     return -1, -1
     if fs[f, X_REF] != 1 + cache:
         glob[G_ERR] = E_REFCOUNT
@@ -1622,13 +1624,19 @@ def split_folio(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
         glob[G_ALLOC + kind * ALLOC_ORDERS] -= 1  # a piece, not an allocation (Machine.new_folio())
         if not anon:
             get(fs, scr2[0, k], 1)  # folio_ref_unfreeze(1 + 1): the page cache's reference
-    if anon:  # remap_page(RMP_USE_SHARED_ZEROPAGE)
+    if anon:  # remap_page(RMP_USE_SHARED_ZEROPAGE): piece by piece, each piece's entries in entry order
+        for k in range(nr):  # the entries of each page linked (in entry order) through their page column
+            scr2[1, k] = -1
+        for e in range(ne - 1, -1, -1):
+            k = ent[e, 2]
+            ent[e, 2] = scr2[1, k]
+            scr2[1, k] = e
+        rec = opt[O_RECORD] != 0
         for k in range(nr):
             piece = scr2[0, k]
             poff = fs[piece, K.F_OFF]
-            for e in range(ne):
-                if ent[e, 2] != k:
-                    continue
+            e = scr2[1, k]
+            while e >= 0:
                 m = ent[e, 0]
                 vpn = ent[e, 1]
                 t = hfind(hk, hv, _hkey(m, vpn >> po))
@@ -1637,20 +1645,26 @@ def split_folio(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     ptf[t, s] = ZERO_SLOT
                     ptp[t, s] = 0
                     ptw[t, s] = 0
-                    tb[t, TB_NPTE] += 1
-                    continue
-                get(fs, piece, 1)
-                if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP, piece, m, K.L_PTE, 0, 1):
-                    return -1, -1
-                if ent[e, 4]:
-                    pex[poff] = 1
-                ptf[t, s] = piece
-                ptp[t, s] = 0
-                ptw[t, s] = PW if ent[e, 3] else 0
+                else:  # get, and the order-0 piece's __folio_add_rmap() of its page, inlined (rmap())
+                    fs[piece, X_REF] += 1
+                    glob[G_RMAP] += 1
+                    pmc[poff] = K._wrap32(pmc[poff] + 1)
+                    ms[m, MS_NMAP] += 1
+                    if rec:
+                        record(glob, opt, tr, K.K_MAP, m, fs[piece, X_NAME], 0, K.L_PTE, 0, 1)
+                    if ent[e, 4]:
+                        pex[poff] = 1
+                    ptf[t, s] = piece
+                    ptp[t, s] = 0
+                    ptw[t, s] = PW if ent[e, 3] else 0
                 tb[t, TB_NPTE] += 1
+                e = ent[e, 2]
     glob[G_FSPLIT] += 1
     for k in range(1, nr):
-        if not put(cfg, glob, opt, fs, pmc, tr, scr2[0, k], 1):
+        piece = scr2[0, k]
+        if fs[piece, X_REF] > 1:  # a put that frees nothing, inlined
+            fs[piece, X_REF] -= 1
+        elif not put(cfg, glob, opt, fs, pmc, tr, piece, 1):
             return -1, -1
     return 0, scr2[0, 0]
 
