@@ -448,6 +448,11 @@ def rmap(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, kin
     return True
 
 
+#: :func:`rmap` inlined into its caller: fork_copy's and zap's batches of large folios (a compiled call passes every
+#: array's shape and strides, more than the work of a 16-page batch)
+_rmap_i = jit_inline(getattr(rmap, "py_func", rmap))
+
+
 @sjit
 def mapcount(fs: Any, pmc: Any, f: int) -> int:
     """``folio_mapcount()``."""
@@ -1131,6 +1136,10 @@ def batch(fs: Any, ptf: Any, ptp: Any, t: int, s: int, vpn: int, end: int, po: i
     return nr
 
 
+#: :func:`batch` inlined into fork_copy and zap
+_batch_i = jit_inline(getattr(batch, "py_func", batch))
+
+
 @jit_inline
 def pte_span(tb: Any, t: int, start: int, end: int, po: int, width: int) -> tuple[int, int, int]:
     """(first VPN of table ``t``, first VPN of ``[start, end)`` in it, the end of that run in it)."""
@@ -1273,13 +1282,13 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
                     glob[G_RMAP] += ng - ng0
                     ms[m, MS_NMAP] -= ng - ng0
                     continue
-                nr = batch(fs, ptf, ptp, t, s, vpn, end, po)
+                nr = _batch_i(fs, ptf, ptp, t, s, vpn, end, po)
                 for k in range(nr):
                     ptf[t, s + k] = NONE
                     ptw[t, s + k] = 0
                 tb[t, TB_NPTE] -= nr
                 if f >= 0:
-                    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_UNMAP, f, m, K.L_PTE, page, nr):
+                    if not _rmap_i(cfg, glob, opt, fs, pmc, ms, tr, K.K_UNMAP, f, m, K.L_PTE, page, nr):
                         return RC_ERROR
                     gather[ng, 0] = f
                     gather[ng, 1] = nr
@@ -1294,7 +1303,7 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
     return RC_OK
 
 
-@sjit
+@jit_inline
 def install(tb: Any, ptf: Any, ptp: Any, ptw: Any, t: int, dt: int, s: int, nr: int, cow_mapping: bool) -> None:
     """``__copy_present_ptes()``: write-protect both sides in a CoW mapping, then set the child's PTEs."""
     for k in range(nr):
@@ -1385,8 +1394,8 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                 off = fs[f, K.F_OFF]
                 anon = fs[f, X_KIND] == KIND_ANON
                 if not prealloc and fs[f, K.F_ORDER] > 0:  # a batch of a large folio
-                    nr = batch(fs, ptf, ptp, t, s, vpn, end, po)
-                    get(fs, f, nr)
+                    nr = _batch_i(fs, ptf, ptp, t, s, vpn, end, po)
+                    fs[f, X_REF] += nr
                     if anon:
                         if src_pinned and maybe_dma_pinned(cfg, fs, f):
                             excl = False
@@ -1400,7 +1409,7 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                                 continue
                         for k in range(nr):
                             pex[off + page + k] = 0
-                    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_DUP, f, dst, K.L_PTE, page, nr):
+                    if not _rmap_i(cfg, glob, opt, fs, pmc, ms, tr, K.K_DUP, f, dst, K.L_PTE, page, nr):
                         return RC_ERROR
                     install(tb, ptf, ptp, ptw, t, dt, s, nr, cow_mapping)
                     vpn += nr
