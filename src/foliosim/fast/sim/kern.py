@@ -448,9 +448,39 @@ def rmap(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, kin
     return True
 
 
-#: :func:`rmap` inlined into its caller: fork_copy's and zap's batches of large folios (a compiled call passes every
-#: array's shape and strides, more than the work of a 16-page batch)
-_rmap_i = jit_inline(getattr(rmap, "py_func", rmap))
+@jit_inline
+def _dup_ptes(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, f: int, m: int, page: int,
+              nr: int) -> bool:
+    """:func:`rmap` of K_DUP at PTE level, inlined into fork_copy's batches of large folios (a compiled call passes
+    every array's shape and strides, more than the work of a 16-page batch)."""
+    mm_id = ms[m, MS_ID]
+    if not K._precheck_ok(cfg, fs, f, page, nr, mm_id, K.L_PTE):
+        glob[G_ERR] = E_RMAP
+        glob[G_ERRF] = fs[f, X_NAME]
+        return False
+    glob[G_RMAP] += 1
+    K._dup_rmap(cfg, fs, pmc, f, page, nr, mm_id, K.L_PTE)
+    ms[m, MS_NMAP] += nr
+    record(glob, opt, tr, K.K_DUP, m, fs[f, X_NAME], 0, K.L_PTE, page, nr)
+    return True
+
+
+@jit_inline
+def _unmap_ptes(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, f: int, m: int, page: int,
+                nr: int) -> bool:
+    """:func:`rmap` of K_UNMAP at PTE level, inlined into zap's batches of large folios."""
+    mm_id = ms[m, MS_ID]
+    if not K._precheck_ok(cfg, fs, f, page, nr, mm_id, K.L_PTE):
+        glob[G_ERR] = E_RMAP
+        glob[G_ERRF] = fs[f, X_NAME]
+        return False
+    glob[G_RMAP] += 1
+    partially = K._remove_rmap_partial(cfg, fs, pmc, f, page, nr, mm_id, K.L_PTE)
+    ms[m, MS_NMAP] -= nr
+    if partially and fs[f, X_KIND] == KIND_ANON and not fs[f, X_DEFER]:
+        fs[f, X_DEFER] = 1  # deferred_split_folio(folio, true)
+    record(glob, opt, tr, K.K_UNMAP, m, fs[f, X_NAME], 0, K.L_PTE, page, nr)
+    return True
 
 
 @sjit
@@ -1288,7 +1318,7 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
                     ptw[t, s + k] = 0
                 tb[t, TB_NPTE] -= nr
                 if f >= 0:
-                    if not _rmap_i(cfg, glob, opt, fs, pmc, ms, tr, K.K_UNMAP, f, m, K.L_PTE, page, nr):
+                    if not _unmap_ptes(cfg, glob, opt, fs, pmc, ms, tr, f, m, page, nr):
                         return RC_ERROR
                     gather[ng, 0] = f
                     gather[ng, 1] = nr
@@ -1409,7 +1439,7 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                                 continue
                         for k in range(nr):
                             pex[off + page + k] = 0
-                    if not _rmap_i(cfg, glob, opt, fs, pmc, ms, tr, K.K_DUP, f, dst, K.L_PTE, page, nr):
+                    if not _dup_ptes(cfg, glob, opt, fs, pmc, ms, tr, f, dst, page, nr):
                         return RC_ERROR
                     install(tb, ptf, ptp, ptw, t, dt, s, nr, cow_mapping)
                     vpn += nr
