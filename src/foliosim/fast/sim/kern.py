@@ -448,6 +448,41 @@ def rmap(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, kin
     return True
 
 
+@jit_inline
+def _dup_ptes(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, f: int, m: int, page: int,
+              nr: int) -> bool:
+    """:func:`rmap` of K_DUP at PTE level, inlined into fork_copy's batches of large folios (a compiled call passes
+    every array's shape and strides, more than the work of a 16-page batch)."""
+    mm_id = ms[m, MS_ID]
+    if not K._precheck_ok(cfg, fs, f, page, nr, mm_id, K.L_PTE):
+        glob[G_ERR] = E_RMAP
+        glob[G_ERRF] = fs[f, X_NAME]
+        return False
+    glob[G_RMAP] += 1
+    K._dup_rmap(cfg, fs, pmc, f, page, nr, mm_id, K.L_PTE)
+    ms[m, MS_NMAP] += nr
+    record(glob, opt, tr, K.K_DUP, m, fs[f, X_NAME], 0, K.L_PTE, page, nr)
+    return True
+
+
+@jit_inline
+def _unmap_ptes(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, f: int, m: int, page: int,
+                nr: int) -> bool:
+    """:func:`rmap` of K_UNMAP at PTE level, inlined into zap's batches of large folios."""
+    mm_id = ms[m, MS_ID]
+    if not K._precheck_ok(cfg, fs, f, page, nr, mm_id, K.L_PTE):
+        glob[G_ERR] = E_RMAP
+        glob[G_ERRF] = fs[f, X_NAME]
+        return False
+    glob[G_RMAP] += 1
+    partially = K._remove_rmap_partial(cfg, fs, pmc, f, page, nr, mm_id, K.L_PTE)
+    ms[m, MS_NMAP] -= nr
+    if partially and fs[f, X_KIND] == KIND_ANON and not fs[f, X_DEFER]:
+        fs[f, X_DEFER] = 1  # deferred_split_folio(folio, true)
+    record(glob, opt, tr, K.K_UNMAP, m, fs[f, X_NAME], 0, K.L_PTE, page, nr)
+    return True
+
+
 @sjit
 def mapcount(fs: Any, pmc: Any, f: int) -> int:
     """``folio_mapcount()``."""
@@ -1131,6 +1166,10 @@ def batch(fs: Any, ptf: Any, ptp: Any, t: int, s: int, vpn: int, end: int, po: i
     return nr
 
 
+#: :func:`batch` inlined into fork_copy and zap
+_batch_i = jit_inline(getattr(batch, "py_func", batch))
+
+
 @jit_inline
 def pte_span(tb: Any, t: int, start: int, end: int, po: int, width: int) -> tuple[int, int, int]:
     """(first VPN of table ``t``, first VPN of ``[start, end)`` in it, the end of that run in it)."""
@@ -1140,6 +1179,79 @@ def pte_span(tb: Any, t: int, start: int, end: int, po: int, width: int) -> tupl
     if end < hi:
         hi = end
     return base, vpn, hi
+
+
+@sjit
+def _zap_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, tr: Any, sf: Any, sp: Any, sw: Any, m: int, base: int,
+                   vpn: int, hi: int, gather: Any, ng: int, rec: bool) -> tuple[int, int]:
+    """:func:`zap` over a run of small folios' PTEs (the table's rows ``sf``, ``sp``, ``sw``) from ``vpn`` (holes
+    skipped), up to the first other entry or ``hi``: each one's ``__folio_remove_rmap()`` of its page inlined, its
+    put gathered. (VPN reached, gather rows); the caller counts the run's PTEs (``ng`` - the given one) once.
+    A function of its own over the table's rows: few live values, so the loop keeps them in registers."""
+    s = vpn - base
+    f = np.int64(sf[s])
+    while True:
+        sf[s] = NONE
+        sw[s] = 0
+        off = fs[f, K.F_OFF]
+        pmc[off] = K._wrap32(pmc[off] - 1)
+        if rec:
+            record(glob, opt, tr, K.K_UNMAP, m, fs[f, X_NAME], 0, K.L_PTE, 0, 1)
+        gather[ng, 0] = f
+        gather[ng, 1] = 1
+        ng += 1
+        vpn += 1
+        while vpn < hi and sf[vpn - base] == NONE:
+            vpn += 1
+        if vpn >= hi:
+            break
+        s = vpn - base
+        f = np.int64(sf[s])
+        if f < 0 or fs[f, K.F_ORDER] != 0 or sp[s] != 0:
+            break
+    return vpn, ng
+
+
+@sjit
+def _dup_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tr: Any, sf: Any, sp: Any, sw: Any, df: Any,
+                   dp: Any, dw: Any, dst: int, base: int, vpn: int, hi: int, cow_mapping: bool,
+                   rec: bool) -> tuple[int, int]:
+    """:func:`fork_copy` over a run of small folios' PTEs (the source table's rows ``sf``, ``sp``, ``sw``, the
+    child's ``df``, ``dp``, ``dw``) from ``vpn`` (holes skipped), up to the first other entry or ``hi``: each one's
+    get, ``__folio_dup_file/anon_rmap()`` of its page and install inlined. Only when the source MM never pinned
+    pages (no early copy possible). (VPN reached, PTEs copied); the caller counts them once. A function of its own
+    over the tables' rows: few live values, so the loop keeps them in registers."""
+    n = 0
+    s = vpn - base
+    f = np.int64(sf[s])
+    while True:
+        off = fs[f, K.F_OFF]
+        fs[f, X_REF] += 1
+        if fs[f, X_KIND] == KIND_ANON:
+            pex[off] = 0
+        pmc[off] = K._wrap32(pmc[off] + 1)
+        if rec:
+            record(glob, opt, tr, K.K_DUP, dst, fs[f, X_NAME], 0, K.L_PTE, 0, 1)
+        w = sw[s]
+        if cow_mapping:  # write-protect both sides; the child keeps the dirty bit
+            w &= ~PW
+            sw[s] = w
+            dw[s] = w & PD
+        else:
+            dw[s] = w & PW
+        df[s] = f
+        dp[s] = 0
+        n += 1
+        vpn += 1
+        while vpn < hi and sf[vpn - base] == NONE:
+            vpn += 1
+        if vpn >= hi:
+            break
+        s = vpn - base
+        f = np.int64(sf[s])
+        if f < 0 or fs[f, K.F_ORDER] != 0 or sp[s] != 0:
+            break
+    return vpn, n
 
 
 @sjit
@@ -1192,28 +1304,21 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
                     vpn += 1
                     continue
                 page = ptp[t, s]
-                if f >= 0 and fs[f, K.F_ORDER] == 0 and page == 0:  # a small folio, inlined
-                    ptf[t, s] = NONE
-                    ptw[t, s] = 0
-                    tb[t, TB_NPTE] -= 1
-                    glob[G_RMAP] += 1
-                    off = fs[f, K.F_OFF]
-                    pmc[off] = K._wrap32(pmc[off] - 1)
-                    ms[m, MS_NMAP] -= 1
-                    if rec:
-                        record(glob, opt, tr, K.K_UNMAP, m, fs[f, X_NAME], 0, K.L_PTE, 0, 1)
-                    gather[ng, 0] = f
-                    gather[ng, 1] = 1
-                    ng += 1
-                    vpn += 1
+                if f >= 0 and fs[f, K.F_ORDER] == 0 and page == 0:
+                    ng0 = ng
+                    vpn, ng = _zap_small_run(opt, glob, fs, pmc, tr, ptf[t], ptp[t], ptw[t], m, base, vpn, hi, gather,
+                                             ng, rec)
+                    tb[t, TB_NPTE] -= ng - ng0
+                    glob[G_RMAP] += ng - ng0
+                    ms[m, MS_NMAP] -= ng - ng0
                     continue
-                nr = batch(fs, ptf, ptp, t, s, vpn, end, po)
+                nr = _batch_i(fs, ptf, ptp, t, s, vpn, end, po)
                 for k in range(nr):
                     ptf[t, s + k] = NONE
                     ptw[t, s + k] = 0
                 tb[t, TB_NPTE] -= nr
                 if f >= 0:
-                    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_UNMAP, f, m, K.L_PTE, page, nr):
+                    if not _unmap_ptes(cfg, glob, opt, fs, pmc, ms, tr, f, m, page, nr):
                         return RC_ERROR
                     gather[ng, 0] = f
                     gather[ng, 1] = nr
@@ -1228,7 +1333,7 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
     return RC_OK
 
 
-@sjit
+@jit_inline
 def install(tb: Any, ptf: Any, ptp: Any, ptw: Any, t: int, dt: int, s: int, nr: int, cow_mapping: bool) -> None:
     """``__copy_present_ptes()``: write-protect both sides in a CoW mapping, then set the child's PTEs."""
     for k in range(nr):
@@ -1309,29 +1414,18 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                     vpn += 1
                     continue
                 page = ptp[t, s]
+                if not src_pinned and fs[f, K.F_ORDER] == 0 and page == 0:
+                    vpn, n = _dup_small_run(opt, glob, fs, pmc, pex, tr, ptf[t], ptp[t], ptw[t], ptf[dt], ptp[dt],
+                                            ptw[dt], dst, base, vpn, hi, cow_mapping, rec)
+                    glob[G_RMAP] += n
+                    ms[dst, MS_NMAP] += n
+                    tb[dt, TB_NPTE] += n
+                    continue
                 off = fs[f, K.F_OFF]
                 anon = fs[f, X_KIND] == KIND_ANON
-                if not src_pinned and fs[f, K.F_ORDER] == 0 and page == 0:  # a small folio, inlined
-                    fs[f, X_REF] += 1
-                    if anon:
-                        pex[off] = 0
-                    glob[G_RMAP] += 1
-                    pmc[off] = K._wrap32(pmc[off] + 1)
-                    ms[dst, MS_NMAP] += 1
-                    if rec:
-                        record(glob, opt, tr, K.K_DUP, dst, fs[f, X_NAME], 0, K.L_PTE, 0, 1)
-                    if cow_mapping:
-                        ptw[t, s] &= ~PW
-                    w = ptw[t, s]
-                    ptf[dt, s] = f
-                    ptp[dt, s] = 0
-                    ptw[dt, s] = (w & PW) | ((w & PD) if cow_mapping else 0)
-                    tb[dt, TB_NPTE] += 1
-                    vpn += 1
-                    continue
                 if not prealloc and fs[f, K.F_ORDER] > 0:  # a batch of a large folio
-                    nr = batch(fs, ptf, ptp, t, s, vpn, end, po)
-                    get(fs, f, nr)
+                    nr = _batch_i(fs, ptf, ptp, t, s, vpn, end, po)
+                    fs[f, X_REF] += nr
                     if anon:
                         if src_pinned and maybe_dma_pinned(cfg, fs, f):
                             excl = False
@@ -1345,7 +1439,7 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                                 continue
                         for k in range(nr):
                             pex[off + page + k] = 0
-                    if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_DUP, f, dst, K.L_PTE, page, nr):
+                    if not _dup_ptes(cfg, glob, opt, fs, pmc, ms, tr, f, dst, page, nr):
                         return RC_ERROR
                     install(tb, ptf, ptp, ptw, t, dt, s, nr, cow_mapping)
                     vpn += nr
@@ -1463,7 +1557,7 @@ def split_pmd_at(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct
 
 
 # ----------------------------------------------------------------------------- MADV_COLD/PAGEOUT and folio split
-@sjit
+@jit_inline
 def unmap_plain(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, f: int, m: int, level: int,
                 page: int, nr: int) -> bool:
     """An unmap as ``Machine._record()`` makes it directly (no deferred-split queueing): the folio split's."""
@@ -1552,7 +1646,9 @@ def split_folio(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 tb[t, TB_NPTE] -= 1
                 if not unmap_plain(cfg, glob, opt, fs, pmc, ms, tr, f, m, K.L_PTE, page, 1):
                     return -1, -1
-                if not put(cfg, glob, opt, fs, pmc, tr, f, 1):
+                if fs[f, X_REF] > 1:  # a put that frees nothing, inlined
+                    fs[f, X_REF] -= 1
+                elif not put(cfg, glob, opt, fs, pmc, tr, f, 1):
                     return -1, -1
     if fs[f, X_REF] != 1 + cache:
         glob[G_ERR] = E_REFCOUNT
@@ -1567,13 +1663,19 @@ def split_folio(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
         glob[G_ALLOC + kind * ALLOC_ORDERS] -= 1  # a piece, not an allocation (Machine.new_folio())
         if not anon:
             get(fs, scr2[0, k], 1)  # folio_ref_unfreeze(1 + 1): the page cache's reference
-    if anon:  # remap_page(RMP_USE_SHARED_ZEROPAGE)
+    if anon:  # remap_page(RMP_USE_SHARED_ZEROPAGE): piece by piece, each piece's entries in entry order
+        for k in range(nr):  # the entries of each page linked (in entry order) through their page column
+            scr2[1, k] = -1
+        for e in range(ne - 1, -1, -1):
+            k = ent[e, 2]
+            ent[e, 2] = scr2[1, k]
+            scr2[1, k] = e
+        rec = opt[O_RECORD] != 0
         for k in range(nr):
             piece = scr2[0, k]
             poff = fs[piece, K.F_OFF]
-            for e in range(ne):
-                if ent[e, 2] != k:
-                    continue
+            e = scr2[1, k]
+            while e >= 0:
                 m = ent[e, 0]
                 vpn = ent[e, 1]
                 t = hfind(hk, hv, _hkey(m, vpn >> po))
@@ -1582,20 +1684,26 @@ def split_folio(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     ptf[t, s] = ZERO_SLOT
                     ptp[t, s] = 0
                     ptw[t, s] = 0
-                    tb[t, TB_NPTE] += 1
-                    continue
-                get(fs, piece, 1)
-                if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_MAP, piece, m, K.L_PTE, 0, 1):
-                    return -1, -1
-                if ent[e, 4]:
-                    pex[poff] = 1
-                ptf[t, s] = piece
-                ptp[t, s] = 0
-                ptw[t, s] = PW if ent[e, 3] else 0
+                else:  # get, and the order-0 piece's __folio_add_rmap() of its page, inlined (rmap())
+                    fs[piece, X_REF] += 1
+                    glob[G_RMAP] += 1
+                    pmc[poff] = K._wrap32(pmc[poff] + 1)
+                    ms[m, MS_NMAP] += 1
+                    if rec:
+                        record(glob, opt, tr, K.K_MAP, m, fs[piece, X_NAME], 0, K.L_PTE, 0, 1)
+                    if ent[e, 4]:
+                        pex[poff] = 1
+                    ptf[t, s] = piece
+                    ptp[t, s] = 0
+                    ptw[t, s] = PW if ent[e, 3] else 0
                 tb[t, TB_NPTE] += 1
+                e = ent[e, 2]
     glob[G_FSPLIT] += 1
     for k in range(1, nr):
-        if not put(cfg, glob, opt, fs, pmc, tr, scr2[0, k], 1):
+        piece = scr2[0, k]
+        if fs[piece, X_REF] > 1:  # a put that frees nothing, inlined
+            fs[piece, X_REF] -= 1
+        elif not put(cfg, glob, opt, fs, pmc, tr, piece, 1):
             return -1, -1
     return 0, scr2[0, 0]
 
