@@ -350,9 +350,9 @@ def main() -> None:
         "accesses, fork, exit, MADV_DONTNEED/COLD/PAGEOUT and the scans in one numba call, the rest step by "
         "step; the timing includes converting the steps to its program. Same steps for both (seed 1, "
         "MADV_COLD/PAGEOUT hints "
-        "with their folio splits included; the prefork server without its library file mapping, which the fast "
-        "engine does not model yet); both count the same faults. Oracle on: the reference runs check_machine() "
-        "after every step; the fast engine its incremental in-kernel oracle. Medians of "
+        "with their folio splits included; the prefork server without its library file mapping, whose MM the "
+        "interpreter would hand back to Python step by step); both count the same faults. Oracle on: the "
+        "reference runs check_machine() after every step; the fast engine its incremental in-kernel oracle. Medians of "
         f"{runs} runs (reference with the oracle: 1 run; the fast engine, whose runs take milliseconds: "
         f"{runs * FAST_SAMPLES} runs {FAST_GAP_S * 1000:.0f} ms apart), range in brackets.",
         "",
