@@ -561,10 +561,10 @@ def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     prog = np.zeros((n, P_COLS), dtype=np.int64)
     if not n:
         return prog, [], {}
-    verbs = list(map(_VERB, steps))
     tasks = list(map(_TASK, steps))
+    every = list(map(_ARGS, steps))
     names = dict(zip(dict.fromkeys(tasks), count()))
-    codes = np.fromiter(map(_CODES.__getitem__, verbs), dtype=np.int64, count=n)
+    codes = np.fromiter(map(_CODES.__getitem__, map(_VERB, steps)), dtype=np.int64, count=n)
     prog[:, P_OP] = codes
     if len(names) > 1:  # one task: its number is 0 throughout
         prog[:, P_TASK] = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
@@ -573,7 +573,7 @@ def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     acc_idx = np.flatnonzero(is_acc)
     k = len(acc_idx)
     if k:
-        args = list(map(_ARGS, compress(steps, is_acc.tolist())))
+        args = list(compress(every, is_acc.tolist()))
         regs = list(map(_ARG0, args))
         regions = dict(zip(dict.fromkeys(regs), count()))
         if len(regions) > 1:  # one region: its number is 0 throughout
@@ -583,7 +583,7 @@ def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
         prog[acc_idx, P_FILL] = np.where(codes[acc_idx] == OP_WRITE, 1 + (acc_idx * 37) % 255, -1)
     fork_idx = np.flatnonzero(codes == OP_FORK)
     if len(fork_idx):  # the children: names first seen here are numbered in program order
-        children = list(map(_ARG0, map(_ARGS, map(steps.__getitem__, fork_idx.tolist()))))
+        children = list(map(_ARG0, map(every.__getitem__, fork_idx.tolist())))
         for c in dict.fromkeys(children):
             if c not in names:
                 names[c] = len(names)
@@ -591,7 +591,7 @@ def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     madv_idx = np.flatnonzero(codes == OP_DONTNEED)  # every madvise step, so far
     if len(madv_idx):
         idx = madv_idx.tolist()
-        args = list(map(_ARGS, map(steps.__getitem__, idx)))
+        args = list(map(every.__getitem__, idx))
         k = len(idx)
         kinds = np.fromiter(map(_MADV_CODE, map(_ARG3, args)), dtype=np.int64, count=k)
         firsts = list(map(_ARG1, args))
