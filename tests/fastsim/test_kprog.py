@@ -336,3 +336,17 @@ def test_encode_is_the_step_by_step_encoding(seed: int) -> None:
     assert prog.tolist() == want
     assert names == want_names
     assert list(regions.items()) == list(want_regions.items())
+
+
+@pytest.mark.parametrize("extra", [[], [Step("madvise", "P", ("late", 0, 2, "dontneed"))],
+                                   [Step("fork", "P", ("C",)), Step("write", "C", ("heap", 1, 1))]])
+def test_encode_one_task_one_region(extra: list[Step]) -> None:
+    """encode() leaves the task and region columns at 0 when one task and one region are all the accesses use;
+    a region or task that a later madvise or fork brings is still numbered."""
+    steps = [Step("write", "P", ("heap", 0, 4)), Step("read", "P", ("heap", 2, 1)), *extra,
+             Step("madvise", "P", ("heap", 1, 2, "cold")), Step("write", "P", ("heap", 3, 1))]
+    prog, names, regions = kprog.encode(steps)
+    want, want_names, want_regions = _encode_one_by_one(steps)
+    assert prog.tolist() == want
+    assert names == want_names
+    assert list(regions.items()) == list(want_regions.items())

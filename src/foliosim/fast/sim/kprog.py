@@ -18,7 +18,7 @@ the machine is then as if the steps had run one by one (FastMachine.fork()/exit(
 from __future__ import annotations
 
 from collections import defaultdict
-from itertools import compress
+from itertools import compress, count
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -561,27 +561,29 @@ def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     prog = np.zeros((n, P_COLS), dtype=np.int64)
     if not n:
         return prog, [], {}
-    verbs = list(map(_VERB, steps))
     tasks = list(map(_TASK, steps))
-    names = {name: i for i, name in enumerate(dict.fromkeys(tasks))}
-    codes = np.fromiter(map(_CODES.__getitem__, verbs), dtype=np.int64, count=n)
+    every = list(map(_ARGS, steps))
+    names = dict(zip(dict.fromkeys(tasks), count()))
+    codes = np.fromiter(map(_CODES.__getitem__, map(_VERB, steps)), dtype=np.int64, count=n)
     prog[:, P_OP] = codes
-    prog[:, P_TASK] = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
+    if len(names) > 1:  # one task: its number is 0 throughout
+        prog[:, P_TASK] = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
     regions: dict[Any, int] = {}
     is_acc = (codes == OP_READ) | (codes == OP_WRITE)
     acc_idx = np.flatnonzero(is_acc)
-    if len(acc_idx):
-        args = list(map(_ARGS, compress(steps, is_acc.tolist())))
+    k = len(acc_idx)
+    if k:
+        args = list(compress(every, is_acc.tolist()))
         regs = list(map(_ARG0, args))
-        regions = {r: i for i, r in enumerate(dict.fromkeys(regs))}
-        k = len(acc_idx)
-        prog[acc_idx, P_REG] = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=k)
+        regions = dict(zip(dict.fromkeys(regs), count()))
+        if len(regions) > 1:  # one region: its number is 0 throughout
+            prog[acc_idx, P_REG] = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=k)
         prog[acc_idx, P_FIRST] = np.fromiter(map(_ARG1, args), dtype=np.int64, count=k)
         prog[acc_idx, P_PAGES] = np.fromiter(map(_ARG2, args), dtype=np.int64, count=k)
         prog[acc_idx, P_FILL] = np.where(codes[acc_idx] == OP_WRITE, 1 + (acc_idx * 37) % 255, -1)
     fork_idx = np.flatnonzero(codes == OP_FORK)
     if len(fork_idx):  # the children: names first seen here are numbered in program order
-        children = list(map(_ARG0, map(_ARGS, map(steps.__getitem__, fork_idx.tolist()))))
+        children = list(map(_ARG0, map(every.__getitem__, fork_idx.tolist())))
         for c in dict.fromkeys(children):
             if c not in names:
                 names[c] = len(names)
@@ -589,7 +591,7 @@ def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     madv_idx = np.flatnonzero(codes == OP_DONTNEED)  # every madvise step, so far
     if len(madv_idx):
         idx = madv_idx.tolist()
-        args = list(map(_ARGS, map(steps.__getitem__, idx)))
+        args = list(map(every.__getitem__, idx))
         k = len(idx)
         kinds = np.fromiter(map(_MADV_CODE, map(_ARG3, args)), dtype=np.int64, count=k)
         firsts = list(map(_ARG1, args))
