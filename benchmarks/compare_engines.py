@@ -102,9 +102,8 @@ def main() -> None:
         *rows,
     ]
     lines += ["", "Scoring feeds every design the stream in Python (foliosim.evaluate.stream.score_stream) and "
-              "dominates wherever the fast engine drives; the recorded programs do not run on the fast engine yet "
-              "(it has no file or shared mappings, nor mremap; their recorded `fault` steps it runs), so they are "
-              "timed on the reference only."]
+              "dominates wherever the fast engine drives. A workload the fast engine cannot drive says "
+              "\"reference only\" with the reason."]
     print(update_section("compare-engines", "\n".join(lines)))
 
 
@@ -120,10 +119,11 @@ def sweep() -> None:
         said = [ln.strip() for ln in done.stderr.splitlines() if "driving run(s)" in ln]
         lines.append(f"- `--engine {engine}`: {wall:.1f} s wall" + (f" ({said[0]})" if said else ""))
         print(lines[-1], flush=True)
-    lines += ["", "The recorded programs and the generated workloads with files or shared memory fall back to the "
-              "reference engine (`compare`'s stderr gives each reason); what the fast engine saves is the driving "
-              "runs of fork-child and snapshot. One run each on a machine other jobs share: compare the two "
-              "lines only roughly."]
+    lines += ["", "The counts in brackets are `compare`'s own line on stderr: driving runs on each engine (a run the "
+              "fast engine cannot drive falls back to the reference, and stderr gives the reason). Both commands "
+              "score the same streams in Python; what the fast engine saves is the driving runs. One run each: "
+              f"compare the two lines only roughly (load average {Path('/proc/loadavg').read_text().split()[0]} at "
+              "the end)."]
     print(update_section("compare-engines-sweep", "\n".join(lines)))
 
 
