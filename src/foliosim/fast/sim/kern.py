@@ -1181,6 +1181,20 @@ def pte_span(tb: Any, t: int, start: int, end: int, po: int, width: int) -> tupl
     return base, vpn, hi
 
 
+@jit_inline
+def _next_small(fs: Any, sf: Any, sp: Any, base: int, vpn: int, hi: int) -> tuple[int, bool]:
+    """The next present PTE after ``vpn`` (below ``hi``), and whether it maps page 0 of a small folio, i.e. whether
+    a run of small folios (:func:`_zap_small_run`, :func:`_dup_small_run`) goes on there."""
+    vpn += 1
+    while vpn < hi and sf[vpn - base] == NONE:
+        vpn += 1
+    if vpn >= hi:
+        return vpn, False
+    s = vpn - base
+    f = np.int64(sf[s])
+    return vpn, f >= 0 and fs[f, K.F_ORDER] == 0 and sp[s] == 0
+
+
 @sjit
 def _zap_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, tr: Any, sf: Any, sp: Any, sw: Any, m: int, base: int,
                    vpn: int, hi: int, gather: Any, ng: int, rec: bool) -> tuple[int, int]:
@@ -1200,15 +1214,11 @@ def _zap_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, tr: Any, sf: Any, sp:
         gather[ng, 0] = f
         gather[ng, 1] = 1
         ng += 1
-        vpn += 1
-        while vpn < hi and sf[vpn - base] == NONE:
-            vpn += 1
-        if vpn >= hi:
+        vpn, more = _next_small(fs, sf, sp, base, vpn, hi)
+        if not more:
             break
         s = vpn - base
         f = np.int64(sf[s])
-        if f < 0 or fs[f, K.F_ORDER] != 0 or sp[s] != 0:
-            break
     return vpn, ng
 
 
@@ -1242,15 +1252,11 @@ def _dup_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tr: Any, sf
         df[s] = f
         dp[s] = 0
         n += 1
-        vpn += 1
-        while vpn < hi and sf[vpn - base] == NONE:
-            vpn += 1
-        if vpn >= hi:
+        vpn, more = _next_small(fs, sf, sp, base, vpn, hi)
+        if not more:
             break
         s = vpn - base
         f = np.int64(sf[s])
-        if f < 0 or fs[f, K.F_ORDER] != 0 or sp[s] != 0:
-            break
     return vpn, n
 
 
