@@ -1192,7 +1192,7 @@ def _next_small(fs: Any, sf: Any, sp: Any, base: int, vpn: int, hi: int) -> tupl
         return vpn, False
     s = vpn - base
     f = np.int64(sf[s])
-    return vpn, f >= 0 and fs[f, K.F_ORDER] == 0 and sp[s] == 0
+    return vpn, bool(f >= 0 and fs[f, K.F_ORDER] == 0 and sp[s] == 0)
 
 
 @sjit
