@@ -23,7 +23,7 @@ import numpy.typing as npt
 from foliosim.errors import FoliosimError
 from foliosim.fast import kernels as K
 from foliosim.fast.sim import files as FF
-from foliosim.fast.sim import kern, kfork
+from foliosim.fast.sim import kern, kfork, kvma
 from foliosim.fast.sim import layout as L
 from foliosim.fast.state import config_vector
 from foliosim.folio import Folio
@@ -91,6 +91,9 @@ class FastMM(VmaList):
     # Pages [unpublished_lo, unpublished_hi]: only VMAs touching them changed since the last publish.
     unpublished_lo: int = -1
     unpublished_hi: int = 1 << 62
+    # the MM's first anon_vma number (G_ANONVMA when it was made): its VMAs' older anon_vmas were cloned at fork
+    # (Vma.anon_vma_forked, which the VMA rows do not hold); -1: not known yet (FastMachine._anon_birth())
+    anon_birth: int = -1
     users: int = 1
     count: int = 1
     has_pinned: bool = False
@@ -226,7 +229,7 @@ class FastMachine:
 
     def __init__(self, config: KernelConfig | None = None, options: MachineOptions | None = None, *,
                  record: bool = True, keep_decisions: bool = True, mutant: int = L.MUTANT_NONE,
-                 fast_oracle: bool = False, reference: bool = True) -> None:
+                 fast_oracle: bool = False, reference: bool = True, compiled_vmas: bool = True) -> None:
         self.config = config or KernelConfig()
         self.options = options or MachineOptions()
         if self.config.pmd_order > 12:
@@ -293,7 +296,13 @@ class FastMachine:
         self._next = {"pid": 1, "mm": 1, "shmem": 1}
         self.files: dict[str, SimFile] = {}
         self.pcache = FF.PageCache()
-        self._thp_masks: dict[frozenset[int], int] = {}
+        self.codec = kvma.RowCodec(self.pcache.files)  # the rows' labels, THP masks and files
+        #: the control plane (mmap, munmap, mprotect, VMA-flag madvise) runs compiled over the VMA rows
+        #: (:mod:`foliosim.fast.sim.kvma`); False: the Python path over the Vma objects
+        self.compiled_vmas = compiled_vmas
+        self.kvma_mutant = 0  # kvma.MUTANT_* (the tests' mutant of the compiled merge)
+        self._vst = kvma.new_state()
+        self._rg = np.zeros((64, 2), dtype=np.int64)
         self._anon_seen: dict[int, int] = {}  # MM number -> the anon_vma counter at its last _sync()
         self._mmap_base = MMAP_BASE >> PAGE_SHIFT
 
@@ -540,20 +549,21 @@ class FastMachine:
     def _vma_rows(self, vmas: list[Vma]) -> npt.NDArray[np.int64]:
         """VMAs as rows of the VMA table (one array built at once)."""
         ids = self.pcache.ids
-        masks = self._thp_masks
-        for vma in vmas:
-            if vma.thp not in masks:
-                masks[vma.thp] = sum(1 << o for o in vma.thp)
-        return np.array([(vma.start, vma.end, vma.read, vma.write, vma.shared, masks[vma.thp],
+        thp = self.codec.thp
+        label = self.codec.label
+        return np.array([(vma.start, vma.end, vma.read, vma.write, vma.shared, thp(vma.thp),
                           vma.anon_vma or 0, -1 if vma.file is None else ids[vma.file.name], vma.pgoff,
-                          vma.maps_writable)
-                         for vma in vmas], dtype=np.int64)
+                          vma.maps_writable, vma.exec, vma.noreserve, vma.account, vma.dontfork, vma.softdirty_wp,
+                          label(vma.label))
+                         for vma in vmas], dtype=np.int64).reshape(-1, L.VM_COLS)
 
     def _publish_changed(self, mm: FastMM) -> None:
         """:meth:`_publish` after control-plane changes recorded by :meth:`_touch` (and merges): only the VMAs
         touching the pages changed since the last publish get new rows (the VMAs before and after them are the same
         objects, unchanged); the MM's slice of the VMA index is rewritten in place when it has room."""
         lo, hi = mm.unpublished_lo, mm.unpublished_hi
+        if self.compiled_vmas and lo > hi:  # the compiled control plane keeps the rows up to date
+            return
         old, new = mm.published, mm.vmas
         n_old, n = len(old), len(new)
         p = bisect.bisect_left(new, lo, key=_END)  # VMAs ending before lo
@@ -640,7 +650,7 @@ class FastMachine:
         self.ms[num, L.MS_ID] = mm_id
         self.ms[num, L.MS_USERS] = 1
         self.ms[num, L.MS_COUNT] = 1
-        mm = FastMM(num, mm_id, label=label)
+        mm = FastMM(num, mm_id, label=label, anon_birth=int(self.glob[L.G_ANONVMA]))
         mm.pmds = PmdSet(self, mm)
         self.mms[mm.name] = mm
         self.ref.mm_new(mm)  # type: ignore[arg-type]
@@ -896,19 +906,15 @@ class FastMachine:
             return self._fail("mmap", -EINVAL, why)
         nr = (length + PAGE_SIZE - 1) // PAGE_SIZE
         pgoff = offset >> PAGE_SHIFT
+        if self.compiled_vmas:
+            return self._kvma_mmap(task.mm, nr, pgoff, src, shared, read, write, addr, thp, label, execute, noreserve)
         if addr is None:
             start = self._unmapped_area(nr)
         else:
             start = addr >> PAGE_SHIFT
             self._do_munmap(task.mm, start, start + nr, publish=False)  # published below, with the new VMA
-        if file is None and shared:  # shmem_zero_setup(): MAP_SHARED|MAP_ANONYMOUS is shmem
-            order = max((thp if thp is not None else self.options.thp) or {0})
-            name = f"anon-shmem{self._next['shmem']}"
-            self._next["shmem"] += 1
-            src = SimFile(name, nr, order if order < self.po else 0, True, anon=True)
-            self.files[name] = src
-            FF.create_file(self, src, False)  # shmem_zero_setup(): nothing cached until faulted
-            self.ref.file_new(src)
+        if file is None and shared:
+            src = self._shmem_zero_setup(nr, thp)
         vma_thp = (thp if thp is not None else self.options.thp) if file is None and not shared else frozenset()
         vma = Vma(start, start + nr, read, write, shared, src, pgoff, frozenset(vma_thp), label, exec=execute,
                   noreserve=noreserve, account=write and not shared and not noreserve)
@@ -917,6 +923,116 @@ class FastMachine:
         self._publish_changed(task.mm)
         self._end()
         return start << PAGE_SHIFT
+
+    def _shmem_zero_setup(self, nr: int, thp: frozenset[int] | None) -> SimFile:
+        """``shmem_zero_setup()``: MAP_SHARED|MAP_ANONYMOUS memory is an unlinked shmem file, nothing cached until
+        faulted."""
+        order = max((thp if thp is not None else self.options.thp) or {0})
+        name = f"anon-shmem{self._next['shmem']}"
+        self._next["shmem"] += 1
+        src = SimFile(name, nr, order if order < self.po else 0, True, anon=True)
+        self.files[name] = src
+        FF.create_file(self, src, False)
+        self.ref.file_new(src)
+        return src
+
+    def _kvma_mmap(self, mm: FastMM, nr: int, pgoff: int, src: SimFile | None, shared: bool, read: bool, write: bool,
+                   addr: int | None, thp: frozenset[int] | None, label: str, execute: bool, noreserve: bool) -> int:
+        """mmap() after its argument checks, on the compiled control plane (:func:`kvma.mmap`)."""
+        start = -1 if addr is None else addr >> PAGE_SHIFT
+        had = start >= 0 and bool(mm.vmas_in(start, start + nr))
+        anon = src is None
+        if anon and shared:
+            src = self._shmem_zero_setup(nr, thp)
+        vma_thp = (thp if thp is not None else self.options.thp) if anon and not shared else frozenset()
+        fid = -1 if src is None else self.pcache.ids[src.name]
+        self._kvma(mm, kvma.mmap, nr, fid, pgoff, int(shared), int(read), int(write), start,
+                   self.codec.thp(frozenset(vma_thp)), self.codec.label(label), int(execute), int(noreserve))
+        first = int(self._vst[kvma.VS_START])
+        if had:
+            self._unmapped(mm, first, first + nr)
+        self._end()
+        return first << PAGE_SHIFT
+
+    def _unmapped(self, mm: FastMM, start: int, end: int) -> None:
+        """What _do_munmap() does besides the VMAs and page tables: the reference view and the pins' pages."""
+        self.ref.unmap(mm, start, end)  # type: ignore[arg-type]
+        for handle in self.gup.values():
+            if handle.mm is mm:
+                handle.vpns = [None if v is not None and start <= v < end else v for v in handle.vpns]
+
+    def _kvma(self, mm: FastMM, verb: Any, *args: int) -> int:
+        """Run a compiled control-plane verb of :mod:`foliosim.fast.sim.kvma` over ``mm``'s VMA rows (growing the
+        arrays when it asks for room), then re-materialize the Vma objects of the pages it changed; its VS_RET."""
+        vst = self._vst
+        vst[kvma.VS_MUTANT] = self.kvma_mutant
+        vst[kvma.VS_BIRTH] = mm.anon_birth if mm.anon_birth >= 0 else self._anon_birth(mm)
+        while True:
+            vst[kvma.VS_NVM] = self.nvm
+            vst[kvma.VS_NMV] = self.nmv
+            vst[kvma.VS_BASE] = self._mmap_base
+            vst[kvma.VS_VCAP] = mm.vcap
+            vst[kvma.VS_ULO] = mm.unmerged_lo
+            vst[kvma.VS_UHI] = mm.unmerged_hi
+            rc = verb(*self.args(), self.pexp, self._scratch(), self.pcache.fc, vst, self._rg, self._gather, mm.num,
+                      *args)
+            self.nvm = int(vst[kvma.VS_NVM])
+            self.nmv = int(vst[kvma.VS_NMV])
+            self._mmap_base = int(vst[kvma.VS_BASE])
+            mm.vcap = int(vst[kvma.VS_VCAP])
+            mm.unmerged_lo = int(vst[kvma.VS_ULO])
+            mm.unmerged_hi = int(vst[kvma.VS_UHI])
+            if rc != L.RC_ROOM:
+                break
+            self._kvma_room(mm, int(vst[kvma.VS_NEED]))
+        self._drain()
+        self._check_rc(rc)
+        self._materialize(mm)
+        return int(vst[kvma.VS_RET])
+
+    def _anon_birth(self, mm: FastMM) -> int:
+        """FastMM.anon_birth of an MM the step interpreter forked: above every anon_vma its VMAs got at fork (those
+        it makes later are numbered higher still)."""
+        mm.anon_birth = 1 + max((v.anon_vma for v in mm.vmas if v.anon_vma is not None and v.anon_vma_forked),
+                                default=0)
+        return mm.anon_birth
+
+    def _kvma_room(self, mm: FastMM, worst: int) -> None:
+        """What a compiled control-plane verb said it lacked (kvma._room()): VMA rows or index room (compacted),
+        its scratch ranges, the zap's gather list and trace rows."""
+        n = len(mm.vmas)
+        if self.nvm + 3 > self.vm.shape[0] or (n + 3 > max(mm.vcap, n) and self.nmv + 2 * (n + 3) > self.mv.shape[0]):
+            self._compact_vmas(n + 3)
+        if self._rg.shape[0] < n + 3:
+            self._rg = np.zeros((2 * (n + 3), 2), dtype=np.int64)
+        self._gather_rows(worst)
+        self._room(0, 0, 2, 3 * worst + 16 + 32)
+
+    def _materialize(self, mm: FastMM) -> None:
+        """The Vma objects of the VMAs a compiled verb changed (pages VS_PLO..VS_PHI) made anew from their rows;
+        the others are the same objects (their rows did not change)."""
+        vst = self._vst
+        lo, hi = int(vst[kvma.VS_PLO]), int(vst[kvma.VS_PHI])
+        mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
+        if lo > hi:
+            return
+        old = mm.vmas
+        n_old = len(old)
+        off, n = self.ms[mm.num, L.MS_VOFF:L.MS_NVMA + 1].tolist()
+        p = bisect.bisect_left(old, lo, key=_END)  # VMAs ending before lo
+        q = n_old - bisect.bisect_right(old, hi, key=_START)  # VMAs starting after hi
+        if p + q > n or len(mm.rows) != n_old or len(mm.published) != n_old:
+            p = q = 0  # pragma: no cover - not what the verb's window says: all of them
+        rows = self.mv[off + p:off + n - q].tolist()
+        mid = self.codec.vmas(self.vm[rows], int(self._vst[kvma.VS_BIRTH]))
+        rowmap = mm.rowmap
+        for vma in old[p:n_old - q]:
+            rowmap.pop(id(vma), None)
+        for vma, row in zip(mid, rows, strict=True):
+            rowmap[id(vma)] = row
+        old[p:n_old - q] = mid
+        mm.rows[p:n_old - q] = rows
+        mm.published[p:n_old - q] = mid
 
     def _unmapped_area(self, nr: int) -> int:
         """``Machine._unmapped_area()``: PMD-aligned, with a gap so that mappings never merge by accident."""
@@ -937,6 +1053,10 @@ class FastMachine:
         """``do_vmi_munmap()``; ``publish=False``: the caller publishes the MM's VMAs itself (mmap() over an old
         mapping, once for both changes)."""
         if not mm.vmas_in(start, end):
+            return
+        if self.compiled_vmas:
+            self._kvma(mm, kvma.munmap, start, end)
+            self._unmapped(mm, start, end)
             return
         self._sync(mm)
         self._split_at(mm, start)
@@ -1030,6 +1150,9 @@ class FastMachine:
         """``mmapops.merge_vmas()`` over the MM's VMAs. Since the last merge left no two neighbours mergeable, only
         pairs with a VMA touching the pages changed since (:meth:`_touch`) can merge: the merge walks those, from
         the VMA before the first to the one after the last, and gives what merging the whole list gives."""
+        if self.compiled_vmas:
+            self._kvma(mm, kvma.merge_mm)
+            return
         lo, hi = mm.unmerged_lo, mm.unmerged_hi
         mm.unmerged_lo, mm.unmerged_hi = 1 << 62, -1
         if lo > hi:
@@ -1061,6 +1184,12 @@ class FastMachine:
         if rng is None:
             return self._fail("mprotect", -EINVAL)
         mm = task.mm
+        if self.compiled_vmas:
+            ret = self._kvma(mm, kvma.mprotect, *rng, int(read), int(write), -1 if execute is None else int(execute))
+            if ret:
+                return self._fail("mprotect", ret, "the range is not fully mapped")
+            self._end()
+            return 0
         if not mm.covered(*rng):
             return self._fail("mprotect", -ENOMEM, "the range is not fully mapped")
         for vma in self._vmas_for(mm, *rng):
@@ -1158,6 +1287,7 @@ class FastMachine:
             vma.softdirty_wp = True
         self._touch(mm, -1, 1 << 62)
         self.vm[mm.rows, L.V_MAPSW] = 0  # Vma.maps_writable: write-notify now (soft-dirty armed)
+        self.vm[mm.rows, L.V_SDWP] = 1
         ts = self._mm_tables(mm)
         self.tb[ts, L.TB_PMDW] = 0
         self.ptw[ts] &= np.uint8(~L.PW & 0xFF)
@@ -1190,6 +1320,14 @@ class FastMachine:
             for handle in self.gup.values():
                 if handle.mm is mm:
                     handle.vpns = [None if v is not None and start <= v < end else v for v in handle.vpns]
+        elif self.compiled_vmas:
+            if advice in ("dontfork", "dofork"):
+                verb, mask = kvma.MA_DONTFORK if advice == "dontfork" else kvma.MA_DOFORK, 0
+            else:
+                madv = self.options.thp_madvise
+                verb, mask = kvma.MA_THP, self.codec.thp(frozenset() if advice == "nohugepage" else (
+                    self.options.thp | (madv if madv is not None else frozenset({self.po}))))
+            self._kvma(mm, kvma.madvise_flags, start, end, verb, mask)
         else:
             for vma in self._vmas_for(mm, start, end):
                 if advice in ("dontfork", "dofork"):

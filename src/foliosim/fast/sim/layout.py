@@ -40,7 +40,11 @@ MS_COLS = 9
 
 # VMA columns.
 V_START, V_END, V_READ, V_WRITE, V_SHARED, V_THP, V_ANONVMA, V_FILE, V_PGOFF, V_MAPSW = range(10)
-VM_COLS = 10  # V_MAPSW: Vma.maps_writable (vm_page_prot has the write bit)
+# The rest of a Vma's fields, so that the rows can be the control plane's source of truth (foliosim.fast.sim.kvma):
+# VM_EXEC, VM_NORESERVE, VM_ACCOUNT, VM_DONTFORK, soft-dirty armed, the label (interned). Vma.anon_vma_forked needs
+# no column: it holds exactly when the anon_vma is older than the MM (FastMM.anon_birth), i.e. came with a fork.
+V_EXEC, V_NORESERVE, V_ACCOUNT, V_DONTFORK, V_SDWP, V_LABEL = range(10, 16)
+VM_COLS = 16  # V_MAPSW: Vma.maps_writable (vm_page_prot has the write bit); V_THP: the thp orders as a bit mask
 
 # File table columns (row = the file number, V_FILE): where its page cache starts in the page-cache array (one
 # int32 folio slot or -1 per file page), its pages, folio order, folio kind, unlinked shmem (Vma.file.anon), and

@@ -1,0 +1,622 @@
+# mypy: disable-error-code="no-any-return"
+"""The compiled VMA control plane: mmap(), munmap(), mprotect(), the VMA-flag madvise() verbs and vma_merge() over
+one MM's VMA rows (layout ``V_*``, the MM's sorted slice of the VMA index ``mv`` from ``MS_VOFF``).
+
+The rows are the source of truth: every field of a :class:`foliosim.vm.vma.Vma` has a column (the label interned,
+the THP orders as a bit mask, the file as its page-cache number), and :func:`vmas_from_rows` gives the Vma objects
+back, equal to what :class:`foliosim.fast.sim.engine.FastMachine`'s Python control plane holds. Each verb follows
+the Python path step by step (mm/mmap.c ``do_mmap()``/``do_vmi_munmap()``, mm/mprotect.c ``mprotect_fixup()``,
+mm/madvise.c ``madvise_update_vma()``, mm/vma.c ``__split_vma()``/``vma_merge()``, mm/memory.c
+``free_pgtables()``), calling the page-table kernels of :mod:`foliosim.fast.sim.kern` (zap, PMD split,
+change_protection). The verbs take only arrays and integers, like the other kernels, so that the step interpreter
+can run them as opcodes.
+
+``vst`` (``VS_*``) carries the control plane's scalars in and out: the next free VMA row and index slot, the
+unmapped-area base, the room of the MM's index slice, the pages not merged since the last merge (as
+``FastMM.unmerged_lo/hi``), and on return the pages whose VMAs changed (``VS_PLO``/``VS_PHI``, for the caller to
+re-materialize only those), the syscall's result (``VS_RET``: 0 or a negative errno) and the start of a new mapping.
+A verb checks all the room it may need first and returns RC_ROOM without changing anything (``VS_NEED``: the zap's
+worst case, as FastMachine._zap() sizes it); the caller grows the arrays and calls again.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from foliosim.fast import kernels as K
+from foliosim.fast.sim import kern
+from foliosim.fast.sim.kern import sjit
+from foliosim.fast.sim.kfork import mm_entries, room_ok
+from foliosim.fast.sim.layout import (
+    FC_KIND,
+    G_NTB,
+    KIND_SHMEM,
+    MS_NVMA,
+    MS_VOFF,
+    NONE,
+    PD,
+    PW,
+    RC_OK,
+    RC_ROOM,
+    TB_IDX,
+    V_ACCOUNT,
+    V_ANONVMA,
+    V_DONTFORK,
+    V_END,
+    V_EXEC,
+    V_FILE,
+    V_LABEL,
+    V_MAPSW,
+    V_NORESERVE,
+    V_PGOFF,
+    V_READ,
+    V_SDWP,
+    V_SHARED,
+    V_START,
+    V_THP,
+    V_WRITE,
+)
+from foliosim.vm.vma import Vma
+
+if TYPE_CHECKING:
+    from foliosim.vm.pagecache import SimFile
+
+# vst slots
+(VS_NVM, VS_NMV, VS_BASE, VS_VCAP, VS_ULO, VS_UHI, VS_PLO, VS_PHI, VS_RET, VS_NEED, VS_START,
+ VS_MUTANT, VS_BIRTH) = range(13)
+VS_LEN = 13
+#: an empty page window: lo = NO_LO > hi = -1
+NO_LO = 1 << 62
+#: VS_MUTANT: merge across a file-offset gap (vma_merge() without the pgoff test), for the tests
+MUTANT_PGOFF_GAP = 1
+#: madvise() verbs of :func:`madvise_flags`
+MA_DONTFORK, MA_DOFORK, MA_THP = range(3)
+ENOMEM = 12
+#: trace rows kept free for the two PMD splits a verb may make (FastMachine._split_at() ensures 16 each)
+_SPLIT_TRACE = 32
+
+
+# ----------------------------------------------------------------------------- lookups over the MM's index slice
+@sjit
+def _upper(vm: Any, mv: Any, off: int, n: int, vpn: int) -> int:
+    """The number of the MM's VMAs starting at or before ``vpn`` (``bisect_right`` by start)."""
+    lo = 0
+    hi = n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if vm[mv[off + mid], V_START] <= vpn:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@sjit
+def _end_ge(vm: Any, mv: Any, off: int, n: int, vpn: int) -> int:
+    """The first of the MM's VMAs ending at or after ``vpn`` (``bisect_left`` by end)."""
+    lo = 0
+    hi = n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if vm[mv[off + mid], V_END] < vpn:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@sjit
+def covered(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int) -> bool:
+    """``VmaList.covered()``: VMAs cover every page of ``[start, end)`` without holes."""
+    off = ms[m, MS_VOFF]
+    n = ms[m, MS_NVMA]
+    pos = start
+    i = _end_ge(vm, mv, off, n, start + 1)
+    while i < n and pos < end:
+        r = mv[off + i]
+        if vm[r, V_START] >= end:
+            break
+        if vm[r, V_START] > pos:
+            return False
+        pos = vm[r, V_END]
+        i += 1
+    return pos >= end
+
+
+@sjit
+def _touch(vst: Any, lo: int, hi: int) -> None:
+    """FastMachine._touch(): VMAs touching pages ``[lo, hi]`` changed (to merge next time, and to re-materialize)."""
+    if lo < vst[VS_ULO]:
+        vst[VS_ULO] = lo
+    if hi > vst[VS_UHI]:
+        vst[VS_UHI] = hi
+    if lo < vst[VS_PLO]:
+        vst[VS_PLO] = lo
+    if hi > vst[VS_PHI]:
+        vst[VS_PHI] = hi
+
+
+@sjit
+def maps_writable(fc: Any, vm: Any, r: int) -> int:
+    """``Vma.maps_writable`` of row ``r``: shared, writable and no write-notify (a shmem file not soft-dirty
+    armed; mm/mmap.c ``vma_wants_writenotify()``)."""
+    if vm[r, V_SHARED] == 0 or vm[r, V_WRITE] == 0:
+        return 0
+    f = vm[r, V_FILE]
+    if f < 0:
+        return 1
+    return 1 if fc[f, FC_KIND] == KIND_SHMEM and vm[r, V_SDWP] == 0 else 0
+
+
+# ----------------------------------------------------------------------------- rows and the index slice
+@sjit
+def _ensure_index(ms: Any, mv: Any, vst: Any, m: int, extra: int) -> None:
+    """Room for ``extra`` more VMAs in the MM's index slice: moved to the end of the index (twice the room) when
+    short. The caller checked that the index has that room."""
+    n = ms[m, MS_NVMA]
+    cap = vst[VS_VCAP] if vst[VS_VCAP] > n else n
+    if n + extra <= cap:
+        return
+    new_cap = 2 * (n + extra)
+    nmv = vst[VS_NMV]
+    off = ms[m, MS_VOFF]
+    for k in range(n):
+        mv[nmv + k] = mv[off + k]
+    ms[m, MS_VOFF] = nmv
+    vst[VS_NMV] = nmv + new_cap
+    vst[VS_VCAP] = new_cap
+
+
+@sjit
+def _insert(ms: Any, mv: Any, m: int, pos: int, row: int) -> None:
+    off = ms[m, MS_VOFF]
+    n = ms[m, MS_NVMA]
+    for k in range(n, pos, -1):
+        mv[off + k] = mv[off + k - 1]
+    mv[off + pos] = row
+    ms[m, MS_NVMA] = n + 1
+
+
+@sjit
+def _delete(ms: Any, mv: Any, m: int, i: int, j: int) -> None:
+    off = ms[m, MS_VOFF]
+    n = ms[m, MS_NVMA]
+    d = j - i
+    for k in range(j, n):
+        mv[off + k - d] = mv[off + k]
+    ms[m, MS_NVMA] = n - d
+
+
+@sjit
+def _copy_row(vm: Any, vst: Any, src: int) -> int:
+    r = vst[VS_NVM]
+    vst[VS_NVM] = r + 1
+    for c in range(vm.shape[1]):
+        vm[r, c] = vm[src, c]
+    return r
+
+
+@sjit
+def _room(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, hk: Any, tr: Any, cow: Any,
+          ms: Any, vm: Any, mv: Any, vst: Any, rg: Any, gather: Any, m: int, zap: bool) -> bool:
+    """Whether the arrays have all the room a verb may need (three new rows, the index slice grown by three, the
+    zap's gather list and trace rows when ``zap``); VS_NEED: the zap's worst case."""
+    n = ms[m, MS_NVMA]
+    worst = 0
+    if zap:
+        ptes, pmds, _ = mm_entries(tb, glob[G_NTB], m)
+        worst = ptes + pmds * (np.int64(1) << cfg[K.C_PMD_ORDER]) + 2
+    vst[VS_NEED] = worst
+    cap = vst[VS_VCAP] if vst[VS_VCAP] > n else n
+    if vst[VS_NVM] + 3 > vm.shape[0] or (n + 3 > cap and vst[VS_NMV] + 2 * (n + 3) > mv.shape[0]):
+        return False
+    if rg.shape[0] < n + 3 or gather.shape[0] < worst:
+        return False
+    return room_ok(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, 0, 0, 2, 3 * worst + 16 + _SPLIT_TRACE, 4)
+
+
+# ----------------------------------------------------------------------------- split, merge, unmap
+@sjit
+def _split_at(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+              ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, vst: Any, m: int,
+              vpn: int) -> int:
+    """FastMachine._split_at(): the VMA containing ``vpn`` cut there (mm/vma.c ``__split_vma()``), a PMD mapping
+    across an unaligned cut split first; the tail is a new row after it."""
+    off = ms[m, MS_VOFF]
+    i = _upper(vm, mv, off, ms[m, MS_NVMA], vpn) - 1
+    if i < 0:
+        return RC_OK
+    r = mv[off + i]
+    if vm[r, V_END] <= vpn or vm[r, V_START] == vpn:
+        return RC_OK
+    po = cfg[K.C_PMD_ORDER]
+    if vpn & ((np.int64(1) << po) - 1):
+        rc = kern.split_pmd_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, m,
+                               vpn >> po)
+        if rc != RC_OK:
+            return rc
+    t = _copy_row(vm, vst, r)
+    vm[t, V_START] = vpn
+    if vm[r, V_FILE] >= 0:
+        vm[t, V_PGOFF] = vm[r, V_PGOFF] + (vpn - vm[r, V_START])
+    vm[r, V_END] = vpn
+    _insert(ms, mv, m, i + 1, t)
+    _touch(vst, vpn, vpn)
+    return RC_OK
+
+
+@sjit
+def mergeable(vm: Any, a: int, b: int, mutant: int, birth: int) -> bool:
+    """``Vma.mergeable_with()``: row ``b`` (starting at ``a``'s end) can merge into row ``a`` (mm/vma.c
+    ``vma_merge()``: same flags, file and THP orders, contiguous file offsets, compatible anon_vmas). An anon_vma
+    numbered below ``birth`` (the MM's first) was cloned at fork (``Vma.anon_vma_forked``)."""
+    if vm[a, V_END] != vm[b, V_START]:
+        return False
+    if (vm[a, V_READ] != vm[b, V_READ] or vm[a, V_WRITE] != vm[b, V_WRITE] or vm[a, V_EXEC] != vm[b, V_EXEC]
+            or vm[a, V_NORESERVE] != vm[b, V_NORESERVE] or vm[a, V_ACCOUNT] != vm[b, V_ACCOUNT]
+            or vm[a, V_SHARED] != vm[b, V_SHARED] or vm[a, V_FILE] != vm[b, V_FILE] or vm[a, V_THP] != vm[b, V_THP]
+            or vm[a, V_DONTFORK] != vm[b, V_DONTFORK] or vm[a, V_SDWP] != vm[b, V_SDWP]):
+        return False
+    if (vm[a, V_FILE] >= 0 and mutant != MUTANT_PGOFF_GAP
+            and vm[b, V_PGOFF] != vm[a, V_PGOFF] + (vm[a, V_END] - vm[a, V_START])):
+        return False
+    av = vm[a, V_ANONVMA]
+    bv = vm[b, V_ANONVMA]
+    if av != 0 and bv != 0:
+        return av == bv
+    if av != 0:
+        return av >= birth
+    if bv != 0:
+        return bv >= birth
+    return True
+
+
+@sjit
+def merge(ms: Any, vm: Any, mv: Any, vst: Any, m: int) -> None:
+    """FastMachine._merge(): ``mmapops.merge_vmas()`` over the VMAs that can have become mergeable since the last
+    merge (those touching the pages VS_ULO..VS_UHI, and one more on each side); the window is emptied."""
+    lo = vst[VS_ULO]
+    hi = vst[VS_UHI]
+    vst[VS_ULO] = NO_LO
+    vst[VS_UHI] = -1
+    if lo > hi:
+        return
+    off = ms[m, MS_VOFF]
+    n = ms[m, MS_NVMA]
+    i = _end_ge(vm, mv, off, n, lo) - 1
+    if i < 0:
+        i = 0
+    j = _upper(vm, mv, off, n, hi) + 1
+    if j > n:
+        j = n
+    if i >= j:
+        return
+    s = vm[mv[off + i], V_START]
+    e = vm[mv[off + j - 1], V_END]
+    if s < vst[VS_PLO]:
+        vst[VS_PLO] = s
+    if e > vst[VS_PHI]:
+        vst[VS_PHI] = e
+    mutant = vst[VS_MUTANT]
+    birth = vst[VS_BIRTH]
+    w = i
+    for k in range(i + 1, j):
+        a = mv[off + w]
+        b = mv[off + k]
+        if mergeable(vm, a, b, mutant, birth):
+            vm[a, V_END] = vm[b, V_END]
+            if vm[a, V_ANONVMA] == 0:  # with it, whether it was cloned at fork
+                vm[a, V_ANONVMA] = vm[b, V_ANONVMA]
+            if vm[a, V_LABEL] == 0:
+                vm[a, V_LABEL] = vm[b, V_LABEL]
+        else:
+            w += 1
+            mv[off + w] = b
+    if w + 1 < j:
+        _delete(ms, mv, m, w + 1, j)
+
+
+@sjit
+def _free_pte_tables(glob: Any, tb: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, pexp: Any, scr: Any, m: int,
+                     start: int, end: int, po: int) -> None:
+    """FastMachine._free_pte_tables() (``free_pgtables()``): the tables of PMD ranges in ``[start, end)`` that no
+    VMA touches any more are freed, in slot order."""
+    n = kern.mm_tables(glob, tb, hk, hv, m, start >> po, (end - 1) >> po, scr)
+    off = ms[m, MS_VOFF]
+    nv = ms[m, MS_NVMA]
+    k = 0
+    for x in range(n):
+        t = scr[0, x]
+        a = tb[t, TB_IDX] << po
+        i = _end_ge(vm, mv, off, nv, a + 1)
+        if i < nv and vm[mv[off + i], V_START] < a + (np.int64(1) << po):
+            continue
+        scr[1, k] = t
+        k += 1
+    for x in range(1, k):  # slot order (the free list's order)
+        t = scr[1, x]
+        y = x - 1
+        while y >= 0 and scr[1, y] > t:
+            scr[1, y + 1] = scr[1, y]
+            y -= 1
+        scr[1, y + 1] = t
+    for x in range(k):
+        kern.table_free(glob, tb, hk, pexp, scr[1, x])
+
+
+@sjit
+def _munmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+            ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, vst: Any,
+            rg: Any, gather: Any, m: int, start: int, end: int) -> int:
+    """FastMachine._do_munmap() (``do_vmi_munmap()``): split at both ends, zap the VMAs in between, drop them,
+    free the page tables nothing maps any more. Nothing when no VMA overlaps the range."""
+    off = ms[m, MS_VOFF]
+    n = ms[m, MS_NVMA]
+    i = _end_ge(vm, mv, off, n, start + 1)
+    if i >= n or vm[mv[off + i], V_START] >= end:
+        return RC_OK
+    for vpn in (start, end):
+        rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, vpn)
+        if rc != RC_OK:
+            return rc
+    off = ms[m, MS_VOFF]
+    n = ms[m, MS_NVMA]
+    i = _end_ge(vm, mv, off, n, start + 1)
+    j = _upper(vm, mv, off, n, end - 1)
+    for k in range(i, j):
+        r = mv[off + k]
+        rg[k - i, 0] = vm[r, V_START]
+        rg[k - i, 1] = vm[r, V_END]
+    rc = kern.zap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr, m,
+                  rg[:j - i], gather)
+    if rc != RC_OK:
+        return rc
+    _delete(ms, mv, m, i, j)
+    _touch(vst, start, end)
+    _free_pte_tables(glob, tb, hk, hv, ms, vm, mv, pexp, scr, m, start, end, cfg[K.C_PMD_ORDER])
+    return RC_OK
+
+
+@sjit
+def _begin(vst: Any) -> None:
+    vst[VS_PLO] = NO_LO
+    vst[VS_PHI] = -1
+    vst[VS_RET] = 0
+    vst[VS_NEED] = 0
+
+
+# ----------------------------------------------------------------------------- the verbs
+@sjit
+def mmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+         ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, fc: Any,
+         vst: Any, rg: Any, gather: Any, m: int, nr: int, fid: int, pgoff: int, shared: int, read: int, write: int,
+         addr: int, thp: int, label: int, exe: int, noreserve: int) -> int:
+    """FastMachine.mmap() after its argument checks: a new VMA of ``nr`` pages at page ``addr`` (what was mapped
+    there unmapped first, MAP_FIXED) or, ``addr`` < 0, at the unmapped area above VS_BASE (``_unmapped_area()``:
+    PMD-aligned, a PMD's gap after it); ``fid`` the page-cache file (-1: anonymous), ``thp`` the orders as a mask,
+    ``label`` interned. Not merged here (the next merge does). VS_START: its first page."""
+    _begin(vst)
+    n = ms[m, MS_NVMA]
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, addr >= 0):
+        return RC_ROOM
+    _ensure_index(ms, mv, vst, m, 3)
+    big = np.int64(1) << cfg[K.C_PMD_ORDER]
+    if addr < 0:
+        start = (vst[VS_BASE] + big - 1) & ~(big - 1)
+        vst[VS_BASE] = start + nr + big
+    else:
+        start = addr
+        rc = _munmap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr,
+                     vst, rg, gather, m, start, start + nr)
+        if rc != RC_OK:
+            return rc
+    r = vst[VS_NVM]
+    vst[VS_NVM] = r + 1
+    for c in range(vm.shape[1]):
+        vm[r, c] = 0
+    vm[r, V_START] = start
+    vm[r, V_END] = start + nr
+    vm[r, V_READ] = read
+    vm[r, V_WRITE] = write
+    vm[r, V_SHARED] = shared
+    vm[r, V_THP] = thp
+    vm[r, V_FILE] = fid
+    vm[r, V_PGOFF] = pgoff
+    vm[r, V_EXEC] = exe
+    vm[r, V_NORESERVE] = noreserve
+    vm[r, V_ACCOUNT] = 1 if write and not shared and not noreserve else 0
+    vm[r, V_LABEL] = label
+    vm[r, V_MAPSW] = maps_writable(fc, vm, r)
+    off = ms[m, MS_VOFF]
+    n = ms[m, MS_NVMA]
+    _insert(ms, mv, m, _upper(vm, mv, off, n, start), r)
+    _touch(vst, start, start + nr)
+    vst[VS_START] = start
+    return RC_OK
+
+
+@sjit
+def munmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+           ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, fc: Any,
+           vst: Any, rg: Any, gather: Any, m: int, start: int, end: int) -> int:
+    """FastMachine._do_munmap() of pages ``[start, end)``."""
+    _begin(vst)
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, True):
+        return RC_ROOM
+    _ensure_index(ms, mv, vst, m, 3)
+    return _munmap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr, vst,
+                   rg, gather, m, start, end)
+
+
+@sjit
+def _protect_shared(cfg: Any, glob: Any, tb: Any, ptf: Any, ptw: Any, hk: Any, hv: Any, vm: Any, scr: Any, m: int,
+                    r: int, upgrade: bool) -> None:
+    """files.change_protection_shared() of row ``r``: every present PTE writable without write-notify, else write
+    bits dropped, or restored on dirty PTEs while soft-dirty is not armed."""
+    po = cfg[K.C_PMD_ORDER]
+    vs = vm[r, V_START]
+    ve = vm[r, V_END]
+    n = kern.mm_tables(glob, tb, hk, hv, m, vs >> po, (ve - 1) >> po, scr)
+    write = vm[r, V_WRITE] != 0
+    mapsw = vm[r, V_MAPSW] != 0
+    sdwp = vm[r, V_SDWP] != 0
+    for x in range(n):
+        t = scr[0, x]
+        base = tb[t, TB_IDX] << po
+        lo = vs if vs > base else base
+        hi = base + ptf.shape[1]
+        if ve < hi:
+            hi = ve
+        for vpn in range(lo, hi):
+            s = vpn - base
+            if ptf[t, s] == NONE:
+                continue
+            w = ptw[t, s]
+            if not write:
+                ptw[t, s] = w & ~PW
+            elif upgrade and (mapsw or (not sdwp and (w & PD) != 0)):
+                ptw[t, s] = w | PW
+
+
+@sjit
+def mprotect(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+             ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, fc: Any,
+             vst: Any, rg: Any, gather: Any, m: int, start: int, end: int, read: int, write: int, exe: int) -> int:
+    """FastMachine.mprotect() of pages ``[start, end)`` (``exe`` < 0: VM_EXEC unchanged): VS_RET -ENOMEM when the
+    range is not fully mapped (nothing changed); else split, new flags (VM_ACCOUNT on a private writable upgrade),
+    the PTEs changed (kern.change_protection(), or the shared mapping's rule), merged."""
+    _begin(vst)
+    if not covered(ms, vm, mv, m, start, end):
+        vst[VS_RET] = -ENOMEM
+        return RC_OK
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, False):
+        return RC_ROOM
+    _ensure_index(ms, mv, vst, m, 3)
+    for vpn in (start, end):
+        rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, vpn)
+        if rc != RC_OK:
+            return rc
+    off = ms[m, MS_VOFF]
+    n = ms[m, MS_NVMA]
+    i = _end_ge(vm, mv, off, n, start + 1)
+    j = _upper(vm, mv, off, n, end - 1)
+    for k in range(i, j):
+        r = mv[off + k]
+        upgrade = write != 0 and vm[r, V_WRITE] == 0
+        if upgrade and vm[r, V_SHARED] == 0 and vm[r, V_NORESERVE] == 0:
+            vm[r, V_ACCOUNT] = 1
+        vm[r, V_READ] = read
+        vm[r, V_WRITE] = write
+        if exe >= 0:
+            vm[r, V_EXEC] = exe
+        vm[r, V_MAPSW] = maps_writable(fc, vm, r)
+        if vm[r, V_SHARED] != 0:
+            _protect_shared(cfg, glob, tb, ptf, ptw, hk, hv, vm, scr, m, r, upgrade)
+            continue
+        kern.change_protection(cfg, glob, fs, pex, tb, ptf, ptp, ptw, hk, hv, m, vm[r, V_START], vm[r, V_END],
+                               write != 0, upgrade and vm[r, V_SDWP] == 0, scr)
+    _touch(vst, start, end)
+    merge(ms, vm, mv, vst, m)
+    return RC_OK
+
+
+@sjit
+def madvise_flags(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+                  ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any,
+                  fc: Any, vst: Any, rg: Any, gather: Any, m: int, start: int, end: int, verb: int, thp: int) -> int:
+    """FastMachine.madvise() of the advice that only changes VMA flags: MADV_DONTFORK/DOFORK (MA_DONTFORK,
+    MA_DOFORK), MADV_HUGEPAGE/NOHUGEPAGE (MA_THP: the THP order mask ``thp`` on private anonymous VMAs); split,
+    merged; VS_RET -ENOMEM when part of the range is not mapped (the mapped part still changed)."""
+    _begin(vst)
+    hole = not covered(ms, vm, mv, m, start, end)
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, False):
+        return RC_ROOM
+    _ensure_index(ms, mv, vst, m, 3)
+    for vpn in (start, end):
+        rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, vpn)
+        if rc != RC_OK:
+            return rc
+    off = ms[m, MS_VOFF]
+    n = ms[m, MS_NVMA]
+    i = _end_ge(vm, mv, off, n, start + 1)
+    j = _upper(vm, mv, off, n, end - 1)
+    for k in range(i, j):
+        r = mv[off + k]
+        if verb != MA_THP:
+            vm[r, V_DONTFORK] = 1 if verb == MA_DONTFORK else 0
+        elif vm[r, V_FILE] < 0 and vm[r, V_SHARED] == 0:
+            vm[r, V_THP] = thp
+    _touch(vst, start, end)
+    merge(ms, vm, mv, vst, m)
+    if hole:
+        vst[VS_RET] = -ENOMEM
+    return RC_OK
+
+
+@sjit
+def merge_mm(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+             ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, fc: Any,
+             vst: Any, rg: Any, gather: Any, m: int) -> int:
+    """FastMachine._merge() as a verb (the workloads' ``merge`` step): :func:`merge` of the pages touched since."""
+    _begin(vst)
+    merge(ms, vm, mv, vst, m)
+    return RC_OK
+
+
+# ----------------------------------------------------------------------------- rows <-> Vma objects
+class RowCodec:
+    """The Python side of the rows' interned columns: labels <-> numbers, THP order sets <-> masks, page-cache
+    file numbers -> files."""
+
+    __slots__ = ("files", "label_ids", "labels", "thp_masks", "thp_sets")
+
+    def __init__(self, files: list[SimFile]) -> None:
+        self.files = files  # PageCache.files: file number -> file
+        self.labels: list[str] = [""]
+        self.label_ids: dict[str, int] = {"": 0}
+        self.thp_masks: dict[frozenset[int], int] = {}
+        self.thp_sets: dict[int, frozenset[int]] = {}
+
+    def label(self, name: str) -> int:
+        lid = self.label_ids.get(name)
+        if lid is None:
+            lid = self.label_ids[name] = len(self.labels)
+            self.labels.append(name)
+        return lid
+
+    def thp(self, orders: frozenset[int]) -> int:
+        mask = self.thp_masks.get(orders)
+        if mask is None:
+            mask = self.thp_masks[orders] = sum(1 << o for o in orders)
+            self.thp_sets.setdefault(mask, orders)
+        return mask
+
+    def vmas(self, rows: npt.NDArray[np.int64], birth: int) -> list[Vma]:
+        """The Vma objects the rows of an MM whose first anon_vma number is ``birth`` hold (``==`` to the Python
+        control plane's)."""
+        files, labels, sets = self.files, self.labels, self.thp_sets
+        out = []
+        for (start, end, read, write, shared, thp, anon_vma, fid, pgoff, _mapsw, exe, noreserve, account, dontfork,
+             sdwp, label) in rows.tolist():
+            out.append(Vma(start, end, read != 0, write != 0, shared != 0, None if fid < 0 else files[fid], pgoff,
+                           sets[thp], labels[label], dontfork != 0, sdwp != 0, anon_vma or None,
+                           0 < anon_vma < birth, exe != 0, noreserve != 0, account != 0))
+        return out
+
+
+def materialize(vm: npt.NDArray[np.int64], mv: npt.NDArray[np.int32], ms: npt.NDArray[np.int64], m: int,
+                birth: int, codec: RowCodec) -> list[Vma]:
+    """MM ``m``'s VMA list from its rows (a fresh list of fresh objects); ``birth``: FastMM.anon_birth."""
+    off = int(ms[m, MS_VOFF])
+    return codec.vmas(vm[mv[off:off + int(ms[m, MS_NVMA])]], birth)
+
+
+def new_state() -> npt.NDArray[np.int64]:
+    """A ``vst`` array."""
+    vst = np.zeros(VS_LEN, dtype=np.int64)
+    vst[VS_ULO] = NO_LO
+    vst[VS_UHI] = -1
+    return vst
