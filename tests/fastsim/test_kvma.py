@@ -61,7 +61,9 @@ def state(m: FastMachine) -> dict[str, Any]:
     return {
         "glob": [x for i, x in enumerate(g.tolist()) if i not in (L.G_NGATHER, L.G_HUSED)],
         "folios": (m.fs[:nf].tolist(), m.pmc[:npg].tolist(), m.pex[:npg].tolist(), m.pct[:npg].tolist()),
-        "tables": (m.tb[:ntb].tolist(), m.ptf[:ntb].tolist(), m.ptp[:ntb].tolist(), m.ptw[:ntb].tolist()),
+        "tables": (m.tb[:ntb].tolist(), m.ptf[:ntb].tolist(), m.ptp[:ntb].tolist(), m.ptw[:ntb].tolist(),
+                   m.pexp[:ntb].tolist() if m.opt[L.O_ORACLE] else None),
+        "pins": sorted((n, h.pages, h.vpns) for n, h in m.gup.items()),
         "mms": mms,
         "trace": list(m.trace),
         "decisions": list(m.cow_decisions),
@@ -108,6 +110,8 @@ STEP = st.one_of(
     st.tuples(st.just("clear_refs"), st.integers(0, 3)),
     st.tuples(st.just("mremap"), st.integers(0, 3), RANGE, st.integers(0, SPAN - 1)),
     st.tuples(st.just("access"), st.integers(0, 3), RANGE, st.booleans(), st.integers(1, 250)),
+    st.tuples(st.just("pin"), st.integers(0, 3), RANGE, st.booleans()),
+    st.tuples(st.just("unpin"), st.integers(0, 3)),
 )
 
 
@@ -164,6 +168,10 @@ def apply(m: FastMachine, step: tuple[Any, ...]) -> Any:
         if verb == "mremap":
             addr, length = pages(*step[2])
             return m.mremap(task, addr, length, (BASE + SPAN + step[3]) * PAGE_SIZE)
+        if verb == "pin":
+            return m.pin(task, f"p{m.step}", *pages(*step[2]), write=step[3])
+        if verb == "unpin":
+            return m.unpin(sorted(m.gup)[who % len(m.gup)]) if m.gup else None
         addr, length = pages(*step[2])
         if step[3]:
             return m.write(task, addr, bytes([step[4]]) * length)
@@ -172,8 +180,8 @@ def apply(m: FastMachine, step: tuple[Any, ...]) -> Any:
         return type(exc).__name__, str(exc)
 
 
-def run_both(config: KernelConfig, steps: list[tuple[Any, ...]], mutant: int = 0) -> None:
-    fast, slow = machines(config)
+def run_both(config: KernelConfig, steps: list[tuple[Any, ...]], mutant: int = 0, fast_oracle: bool = False) -> None:
+    fast, slow = machines(config, fast_oracle)
     fast.kvma_mutant = mutant
     for i, step in enumerate(steps):
         got, want = apply(fast, step), apply(slow, step)
@@ -189,6 +197,13 @@ def run_both(config: KernelConfig, steps: list[tuple[Any, ...]], mutant: int = 0
 @given(steps=st.lists(st.one_of(STEP, FILE_STEP), min_size=1, max_size=40))
 def test_random_sequences_match_python_control_plane(config: KernelConfig, steps: list[tuple[Any, ...]]) -> None:
     run_both(config, steps)
+
+
+@settings(max_examples=20, deadline=None)
+@given(steps=st.lists(st.one_of(STEP, FILE_STEP), min_size=1, max_size=40))
+def test_random_sequences_with_the_fast_oracle(steps: list[tuple[Any, ...]]) -> None:
+    """The fast oracle's expected contents (cleared by munmap's zap, dropped with the freed tables) too."""
+    run_both(CONFIGS[0], steps, fast_oracle=True)
 
 
 # a file mapped twice side by side with a hole in its offsets, made to merge by an mprotect over both

@@ -965,23 +965,14 @@ class FastMachine:
         """Run a compiled control-plane verb of :mod:`foliosim.fast.sim.kvma` over ``mm``'s VMA rows (growing the
         arrays when it asks for room), then re-materialize the Vma objects of the pages it changed; its VS_RET."""
         vst = self._vst
-        vst[kvma.VS_MUTANT] = self.kvma_mutant
-        vst[kvma.VS_BIRTH] = mm.anon_birth if mm.anon_birth >= 0 else self._anon_birth(mm)
+        vst[kvma.VS_MUTANT:kvma.VS_BIRTH + 1] = (self.kvma_mutant,
+                                                 mm.anon_birth if mm.anon_birth >= 0 else self._anon_birth(mm))
         while True:
-            vst[kvma.VS_NVM] = self.nvm
-            vst[kvma.VS_NMV] = self.nmv
-            vst[kvma.VS_BASE] = self._mmap_base
-            vst[kvma.VS_VCAP] = mm.vcap
-            vst[kvma.VS_ULO] = mm.unmerged_lo
-            vst[kvma.VS_UHI] = mm.unmerged_hi
+            vst[:kvma.VS_UHI + 1] = (self.nvm, self.nmv, self._mmap_base, mm.vcap, mm.unmerged_lo, mm.unmerged_hi)
             rc = verb(*self.args(), self.pexp, self._scratch(), self.pcache.fc, vst, self._rg, self._gather, mm.num,
                       *args)
-            self.nvm = int(vst[kvma.VS_NVM])
-            self.nmv = int(vst[kvma.VS_NMV])
-            self._mmap_base = int(vst[kvma.VS_BASE])
-            mm.vcap = int(vst[kvma.VS_VCAP])
-            mm.unmerged_lo = int(vst[kvma.VS_ULO])
-            mm.unmerged_hi = int(vst[kvma.VS_UHI])
+            back = vst[:kvma.VS_UHI + 1].tolist()
+            self.nvm, self.nmv, self._mmap_base, mm.vcap, mm.unmerged_lo, mm.unmerged_hi = back
             if rc != L.RC_ROOM:
                 break
             self._kvma_room(mm, int(vst[kvma.VS_NEED]))
@@ -1012,26 +1003,24 @@ class FastMachine:
         """The Vma objects of the VMAs a compiled verb changed (pages VS_PLO..VS_PHI) made anew from their rows;
         the others are the same objects (their rows did not change)."""
         vst = self._vst
-        lo, hi = int(vst[kvma.VS_PLO]), int(vst[kvma.VS_PHI])
         mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
-        if lo > hi:
+        plo, phi, _, _, _, _, birth, p, q, off, n = vst[kvma.VS_PLO:kvma.VS_N + 1].tolist()
+        if plo > phi:
             return
         old = mm.vmas
         n_old = len(old)
-        off, n = self.ms[mm.num, L.MS_VOFF:L.MS_NVMA + 1].tolist()
-        p = bisect.bisect_left(old, lo, key=_END)  # VMAs ending before lo
-        q = n_old - bisect.bisect_right(old, hi, key=_START)  # VMAs starting after hi
-        if p + q > n or len(mm.rows) != n_old or len(mm.published) != n_old:
-            p = q = 0  # pragma: no cover - not what the verb's window says: all of them
-        rows = self.mv[off + p:off + n - q].tolist()
-        mid = self.codec.vmas(self.vm[rows], int(self._vst[kvma.VS_BIRTH]))
+        if p + q > n or p + q > n_old or len(mm.rows) != n_old:  # pragma: no cover - the verb's report is wrong
+            raise OracleViolation(f"fast engine: the compiled control plane's report of {mm.name} is inconsistent")
+        rows = self.mv[off + p:off + n - q]
+        mid = self.codec.vmas(self.vm[rows], birth)
+        rows_l = rows.tolist()
         rowmap = mm.rowmap
         for vma in old[p:n_old - q]:
-            rowmap.pop(id(vma), None)
-        for vma, row in zip(mid, rows, strict=True):
+            del rowmap[id(vma)]
+        for vma, row in zip(mid, rows_l, strict=True):
             rowmap[id(vma)] = row
         old[p:n_old - q] = mid
-        mm.rows[p:n_old - q] = rows
+        mm.rows[p:n_old - q] = rows_l
         mm.published[p:n_old - q] = mid
 
     def _unmapped_area(self, nr: int) -> int:

@@ -66,8 +66,8 @@ if TYPE_CHECKING:
 
 # vst slots
 (VS_NVM, VS_NMV, VS_BASE, VS_VCAP, VS_ULO, VS_UHI, VS_PLO, VS_PHI, VS_RET, VS_NEED, VS_START,
- VS_MUTANT, VS_BIRTH) = range(13)
-VS_LEN = 13
+ VS_MUTANT, VS_BIRTH, VS_P, VS_Q, VS_OFF, VS_N) = range(17)
+VS_LEN = 17
 #: an empty page window: lo = NO_LO > hi = -1
 NO_LO = 1 << 62
 #: VS_MUTANT: merge across a file-offset gap (vma_merge() without the pgoff test), for the tests
@@ -381,6 +381,20 @@ def _munmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any
 
 
 @sjit
+def _done(ms: Any, vm: Any, mv: Any, vst: Any, m: int) -> int:
+    """A verb's report of what changed: VS_OFF/VS_N the MM's index slice, VS_P the VMAs before the changed pages
+    and VS_Q those after them (the same before and after the verb: the caller re-materializes the rest)."""
+    off = ms[m, MS_VOFF]
+    n = ms[m, MS_NVMA]
+    vst[VS_OFF] = off
+    vst[VS_N] = n
+    if vst[VS_PLO] <= vst[VS_PHI]:
+        vst[VS_P] = _end_ge(vm, mv, off, n, vst[VS_PLO])
+        vst[VS_Q] = n - _upper(vm, mv, off, n, vst[VS_PHI])
+    return RC_OK
+
+
+@sjit
 def _begin(vst: Any) -> None:
     vst[VS_PLO] = NO_LO
     vst[VS_PHI] = -1
@@ -435,7 +449,7 @@ def mmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, t
     _insert(ms, mv, m, _upper(vm, mv, off, n, start), r)
     _touch(vst, start, start + nr)
     vst[VS_START] = start
-    return RC_OK
+    return _done(ms, vm, mv, vst, m)
 
 
 @sjit
@@ -447,8 +461,9 @@ def munmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
     if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, True):
         return RC_ROOM
     _ensure_index(ms, mv, vst, m, 3)
-    return _munmap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr, vst,
-                   rg, gather, m, start, end)
+    rc = _munmap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr, vst, rg,
+                 gather, m, start, end)
+    return rc if rc != RC_OK else _done(ms, vm, mv, vst, m)
 
 
 @sjit
@@ -520,7 +535,7 @@ def mprotect(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
                                write != 0, upgrade and vm[r, V_SDWP] == 0, scr)
     _touch(vst, start, end)
     merge(ms, vm, mv, vst, m)
-    return RC_OK
+    return _done(ms, vm, mv, vst, m)
 
 
 @sjit
@@ -553,7 +568,7 @@ def madvise_flags(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pc
     merge(ms, vm, mv, vst, m)
     if hole:
         vst[VS_RET] = -ENOMEM
-    return RC_OK
+    return _done(ms, vm, mv, vst, m)
 
 
 @sjit
@@ -563,7 +578,7 @@ def merge_mm(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
     """FastMachine._merge() as a verb (the workloads' ``merge`` step): :func:`merge` of the pages touched since."""
     _begin(vst)
     merge(ms, vm, mv, vst, m)
-    return RC_OK
+    return _done(ms, vm, mv, vst, m)
 
 
 # ----------------------------------------------------------------------------- rows <-> Vma objects
