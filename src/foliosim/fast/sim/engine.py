@@ -1,9 +1,11 @@
 """The compiled process simulator: :class:`FastMachine`, the reference :class:`foliosim.vm.machine.Machine`'s public
 API over arrays, with the page-level hot paths in numba (:mod:`foliosim.fast.sim.kern`).
 
-Control-plane operations (tasks, MMs, VMA bookkeeping, mmap/munmap/mprotect/madvise range logic, exec, exit) stay
-in Python and follow :mod:`foliosim.vm.machine` step by step; faults, copy-on-write, fork's page-table copy, zap and
-PMD split run compiled and call the shared rmap/owner kernels of :mod:`foliosim.fast.kernels`. Page contents are
+Tasks, MMs, exec, exit and mremap stay in Python and follow :mod:`foliosim.vm.machine` step by step; mmap, munmap,
+mprotect, the VMA-flag madvise verbs and VMA merging run compiled over the VMA rows (:mod:`foliosim.fast.sim.kvma`,
+``compiled_vmas=True``; the Python path over the Vma objects remains as its differential reference), the Vma objects
+re-made from the rows that changed; faults, copy-on-write, fork's page-table copy, zap and PMD split run compiled and
+call the shared rmap/owner kernels of :mod:`foliosim.fast.kernels`. Page contents are
 content ids (0..255: a page filled with that byte; larger: an interned page), so the oracle compares integers.
 
 What it does not model raises :class:`Unsupported` before any state changes; callers fall back to the reference.

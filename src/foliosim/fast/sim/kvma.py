@@ -294,19 +294,17 @@ def merge(ms: Any, vm: Any, mv: Any, vst: Any, m: int) -> None:
         j = n
     if i >= j:
         return
-    s = vm[mv[off + i], V_START]
-    e = vm[mv[off + j - 1], V_END]
-    if s < vst[VS_PLO]:
-        vst[VS_PLO] = s
-    if e > vst[VS_PHI]:
-        vst[VS_PHI] = e
     mutant = vst[VS_MUTANT]
     birth = vst[VS_BIRTH]
     w = i
     for k in range(i + 1, j):
         a = mv[off + w]
         b = mv[off + k]
-        if mergeable(vm, a, b, mutant, birth):
+        if mergeable(vm, a, b, mutant, birth):  # the pair's pages changed (only theirs: re-materialized)
+            if vm[a, V_START] < vst[VS_PLO]:
+                vst[VS_PLO] = vm[a, V_START]
+            if vm[b, V_END] > vst[VS_PHI]:
+                vst[VS_PHI] = vm[b, V_END]
             vm[a, V_END] = vm[b, V_END]
             if vm[a, V_ANONVMA] == 0:  # with it, whether it was cloned at fork
                 vm[a, V_ANONVMA] = vm[b, V_ANONVMA]
