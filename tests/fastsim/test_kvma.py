@@ -111,6 +111,8 @@ STEP = st.one_of(
     st.tuples(st.just("mremap"), st.integers(0, 3), RANGE, st.integers(0, SPAN - 1)),
     st.tuples(st.just("access"), st.integers(0, 3), RANGE, st.booleans(), st.integers(1, 250)),
     st.tuples(st.just("pin"), st.integers(0, 3), RANGE, st.booleans()),
+    st.tuples(st.just("move"), st.integers(0, 3), st.integers(0, 9), st.integers(0, 15), st.integers(1, 20),
+              st.integers(4, 7), st.sampled_from([0, 0, 3])),
     st.tuples(st.just("unpin"), st.integers(0, 3)),
 )
 
@@ -168,6 +170,16 @@ def apply(m: FastMachine, step: tuple[Any, ...]) -> Any:
         if verb == "mremap":
             addr, length = pages(*step[2])
             return m.mremap(task, addr, length, (BASE + SPAN + step[3]) * PAGE_SIZE)
+        if verb == "move":  # mremap of part of one of the MM's mappings, often by whole PMDs
+            _, _, k, off, n, j, skew = step
+            vmas = m.task(task).mm.vmas
+            if not vmas:
+                return None
+            v = vmas[k % len(vmas)]
+            start = min(v.start + off, v.end - 1)
+            end = min(start + n, v.end)
+            dst = start + (j << PO) + skew
+            return m.mremap(task, start * PAGE_SIZE, (end - start) * PAGE_SIZE, dst * PAGE_SIZE)
         if verb == "pin":
             return m.pin(task, f"p{m.step}", *pages(*step[2]), write=step[3])
         if verb == "unpin":
@@ -204,6 +216,27 @@ def test_random_sequences_match_python_control_plane(config: KernelConfig, steps
 def test_random_sequences_with_the_fast_oracle(steps: list[tuple[Any, ...]]) -> None:
     """The fast oracle's expected contents (cleared by munmap's zap, dropped with the freed tables) too."""
     run_both(CONFIGS[0], steps, fast_oracle=True)
+
+
+MOVE_STEP = st.one_of(
+    st.tuples(st.just("move"), st.integers(0, 3), st.integers(0, 9), st.integers(0, 15), st.integers(1, 20),
+              st.integers(4, 7), st.sampled_from([0, 0, 3])),
+    st.tuples(st.just("access"), st.integers(0, 3), RANGE, st.booleans(), st.integers(1, 250)),
+    st.tuples(st.just("fork"), st.integers(0, 3)),
+    st.tuples(st.just("munmap"), st.integers(0, 3), RANGE),
+)
+#: populated mappings to move: a PMD-THP heap written whole, a file mapping read, a shared one written
+POPULATED = [("mmap", 0, "anon", 0, 40, True, 0, frozenset({PO}), "heap", False), ("access", 0, (0, 40), True, 9),
+             ("mmap", 0, "file", 40, 12, False, 4, None, "lib", False), ("access", 0, (40, 12), False, 1),
+             ("mmap", 0, "shared", 52, 8, True, 0, None, "shm", False), ("access", 0, (52, 8), True, 5)]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+@settings(max_examples=15, deadline=None)
+@given(steps=st.lists(MOVE_STEP, min_size=1, max_size=20))
+def test_mremap_of_populated_mappings(config: KernelConfig, steps: list[tuple[Any, ...]]) -> None:
+    """mremap moving whole PMDs, splitting the others, moving PTEs (with the fast oracle's expectations)."""
+    run_both(config, POPULATED + steps, fast_oracle=True)
 
 
 # a file mapped twice side by side with a hole in its offsets, made to merge by an mprotect over both

@@ -977,7 +977,7 @@ class FastMachine:
             self.nvm, self.nmv, self._mmap_base, mm.vcap, mm.unmerged_lo, mm.unmerged_hi = back
             if rc != L.RC_ROOM:
                 break
-            self._kvma_room(mm, int(vst[kvma.VS_NEED]))
+            self._kvma_room(mm, int(vst[kvma.VS_NEED]), int(vst[kvma.VS_TABLES]))
         self._drain()
         self._check_rc(rc)
         self._materialize(mm)
@@ -990,16 +990,16 @@ class FastMachine:
                                 default=0)
         return mm.anon_birth
 
-    def _kvma_room(self, mm: FastMM, worst: int) -> None:
+    def _kvma_room(self, mm: FastMM, worst: int, tables: int) -> None:
         """What a compiled control-plane verb said it lacked (kvma._room()): VMA rows or index room (compacted),
         its scratch ranges, the zap's gather list and trace rows."""
-        n = len(mm.vmas)
-        if self.nvm + 3 > self.vm.shape[0] or (n + 3 > max(mm.vcap, n) and self.nmv + 2 * (n + 3) > self.mv.shape[0]):
-            self._compact_vmas(n + 3)
-        if self._rg.shape[0] < n + 3:
-            self._rg = np.zeros((2 * (n + 3), 2), dtype=np.int64)
+        n, k = len(mm.vmas), kvma.NEW_ROWS
+        if self.nvm + k > self.vm.shape[0] or (n + k > max(mm.vcap, n) and self.nmv + 2 * (n + k) > self.mv.shape[0]):
+            self._compact_vmas(n + k)
+        if self._rg.shape[0] < n + k:
+            self._rg = np.zeros((2 * (n + k), 2), dtype=np.int64)
         self._gather_rows(worst)
-        self._room(0, 0, 2, 3 * worst + 16 + 32)
+        self._room(0, 0, tables, 3 * worst + 16 + 32)
 
     def _materialize(self, mm: FastMM) -> None:
         """The Vma objects of the VMAs a compiled verb changed (pages VS_PLO..VS_PHI) made anew from their rows;
@@ -1219,6 +1219,18 @@ class FastMachine:
         vma = mm.find_vma(start)
         if vma is None or vma.end < end:
             return self._fail("mremap", -EFAULT, "the old range is not inside one mapping")
+        if self.compiled_vmas:
+            delta = dst - start
+            had = bool(mm.vmas_in(dst, dst + (end - start)))
+            self._kvma(mm, kvma.mremap, start, end, dst)
+            if had:
+                self._unmapped(mm, dst, dst + (end - start))
+            self.ref.move(mm, start, end, dst)  # type: ignore[arg-type]
+            for handle in self.gup.values():
+                if handle.mm is mm:
+                    handle.vpns = [v + delta if v is not None and start <= v < end else v for v in handle.vpns]
+            self._end()
+            return dst << PAGE_SHIFT
         self._do_munmap(mm, dst, dst + (end - start))
         vma = self._vmas_for(mm, start, end)[0]
         delta = dst - start

@@ -1,6 +1,6 @@
 # mypy: disable-error-code="no-any-return"
-"""The compiled VMA control plane: mmap(), munmap(), mprotect(), the VMA-flag madvise() verbs and vma_merge() over
-one MM's VMA rows (layout ``V_*``, the MM's sorted slice of the VMA index ``mv`` from ``MS_VOFF``).
+"""The compiled VMA control plane: mmap(), munmap(), mprotect(), mremap(), the VMA-flag madvise() verbs and
+vma_merge() over one MM's VMA rows (layout ``V_*``, the MM's sorted slice of the VMA index ``mv`` from ``MS_VOFF``).
 
 The rows are the source of truth: every field of a :class:`foliosim.vm.vma.Vma` has a column (the label interned,
 the THP orders as a bit mask, the file as its page-cache number), and :func:`vmas_from_rows` gives the Vma objects
@@ -37,11 +37,17 @@ from foliosim.fast.sim.layout import (
     MS_NVMA,
     MS_VOFF,
     NONE,
+    O_ORACLE,
     PD,
     PW,
+    RC_ERROR,
     RC_OK,
     RC_ROOM,
+    TB_HASPT,
     TB_IDX,
+    TB_NPTE,
+    TB_PMDF,
+    TB_PMDW,
     V_ACCOUNT,
     V_ANONVMA,
     V_DONTFORK,
@@ -66,8 +72,8 @@ if TYPE_CHECKING:
 
 # vst slots
 (VS_NVM, VS_NMV, VS_BASE, VS_VCAP, VS_ULO, VS_UHI, VS_PLO, VS_PHI, VS_RET, VS_NEED, VS_START,
- VS_MUTANT, VS_BIRTH, VS_P, VS_Q, VS_OFF, VS_N) = range(17)
-VS_LEN = 17
+ VS_MUTANT, VS_BIRTH, VS_P, VS_Q, VS_OFF, VS_N, VS_TABLES) = range(18)
+VS_LEN = 18
 #: an empty page window: lo = NO_LO > hi = -1
 NO_LO = 1 << 62
 #: VS_MUTANT: merge across a file-offset gap (vma_merge() without the pgoff test), for the tests
@@ -77,6 +83,8 @@ MA_DONTFORK, MA_DOFORK, MA_THP = range(3)
 ENOMEM = 12
 #: trace rows kept free for the two PMD splits a verb may make (FastMachine._split_at() ensures 16 each)
 _SPLIT_TRACE = 32
+#: new VMA rows (and index entries) a verb may need: four splits (mremap: both ends of each range) and a new VMA
+NEW_ROWS = 5
 
 
 # ----------------------------------------------------------------------------- lookups over the MM's index slice
@@ -201,21 +209,25 @@ def _copy_row(vm: Any, vst: Any, src: int) -> int:
 
 @sjit
 def _room(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, hk: Any, tr: Any, cow: Any,
-          ms: Any, vm: Any, mv: Any, vst: Any, rg: Any, gather: Any, m: int, zap: bool) -> bool:
-    """Whether the arrays have all the room a verb may need (three new rows, the index slice grown by three, the
-    zap's gather list and trace rows when ``zap``); VS_NEED: the zap's worst case."""
+          ms: Any, vm: Any, mv: Any, vst: Any, rg: Any, gather: Any, m: int, zap: bool, tables: int) -> bool:
+    """Whether the arrays have all the room a verb may need (NEW_ROWS new rows, the index slice grown by as many,
+    the zap's gather list and trace rows when ``zap``, ``tables`` new page tables); VS_NEED: the zap's worst case,
+    VS_TABLES: ``tables``."""
     n = ms[m, MS_NVMA]
     worst = 0
     if zap:
         ptes, pmds, _ = mm_entries(tb, glob[G_NTB], m)
         worst = ptes + pmds * (np.int64(1) << cfg[K.C_PMD_ORDER]) + 2
     vst[VS_NEED] = worst
+    vst[VS_TABLES] = tables
     cap = vst[VS_VCAP] if vst[VS_VCAP] > n else n
-    if vst[VS_NVM] + 3 > vm.shape[0] or (n + 3 > cap and vst[VS_NMV] + 2 * (n + 3) > mv.shape[0]):
+    if vst[VS_NVM] + NEW_ROWS > vm.shape[0] or (n + NEW_ROWS > cap
+                                                and vst[VS_NMV] + 2 * (n + NEW_ROWS) > mv.shape[0]):
         return False
-    if rg.shape[0] < n + 3 or gather.shape[0] < worst:
+    if rg.shape[0] < n + NEW_ROWS or gather.shape[0] < worst:
         return False
-    return room_ok(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, 0, 0, 2, 3 * worst + 16 + _SPLIT_TRACE, 4)
+    return room_ok(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, 0, 0, tables, 3 * worst + 16 + _SPLIT_TRACE,
+                   4)
 
 
 # ----------------------------------------------------------------------------- split, merge, unmap
@@ -412,9 +424,9 @@ def mmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, t
     ``label`` interned. Not merged here (the next merge does). VS_START: its first page."""
     _begin(vst)
     n = ms[m, MS_NVMA]
-    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, addr >= 0):
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, addr >= 0, 2):
         return RC_ROOM
-    _ensure_index(ms, mv, vst, m, 3)
+    _ensure_index(ms, mv, vst, m, NEW_ROWS)
     big = np.int64(1) << cfg[K.C_PMD_ORDER]
     if addr < 0:
         start = (vst[VS_BASE] + big - 1) & ~(big - 1)
@@ -456,9 +468,9 @@ def munmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
            vst: Any, rg: Any, gather: Any, m: int, start: int, end: int) -> int:
     """FastMachine._do_munmap() of pages ``[start, end)``."""
     _begin(vst)
-    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, True):
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, True, 2):
         return RC_ROOM
-    _ensure_index(ms, mv, vst, m, 3)
+    _ensure_index(ms, mv, vst, m, NEW_ROWS)
     rc = _munmap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr, vst, rg,
                  gather, m, start, end)
     return rc if rc != RC_OK else _done(ms, vm, mv, vst, m)
@@ -505,9 +517,9 @@ def mprotect(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
     if not covered(ms, vm, mv, m, start, end):
         vst[VS_RET] = -ENOMEM
         return RC_OK
-    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, False):
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, False, 2):
         return RC_ROOM
-    _ensure_index(ms, mv, vst, m, 3)
+    _ensure_index(ms, mv, vst, m, NEW_ROWS)
     for vpn in (start, end):
         rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, vpn)
         if rc != RC_OK:
@@ -545,9 +557,9 @@ def madvise_flags(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pc
     merged; VS_RET -ENOMEM when part of the range is not mapped (the mapped part still changed)."""
     _begin(vst)
     hole = not covered(ms, vm, mv, m, start, end)
-    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, False):
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, False, 2):
         return RC_ROOM
-    _ensure_index(ms, mv, vst, m, 3)
+    _ensure_index(ms, mv, vst, m, NEW_ROWS)
     for vpn in (start, end):
         rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, vpn)
         if rc != RC_OK:
@@ -566,6 +578,91 @@ def madvise_flags(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pc
     merge(ms, vm, mv, vst, m)
     if hole:
         vst[VS_RET] = -ENOMEM
+    return _done(ms, vm, mv, vst, m)
+
+
+@sjit
+def mremap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+           ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, fc: Any,
+           vst: Any, rg: Any, gather: Any, m: int, start: int, end: int, dst: int) -> int:
+    """FastMachine.mremap() after its checks (``[start, end)`` inside one VMA, the ranges apart): what was mapped
+    at ``dst`` unmapped, the VMA cut to the range and moved there (its file offset kept); whole PMDs move when the
+    move keeps their alignment (``move_huge_pmd()``), other PMDs in the range are split first, then each present PTE
+    moves (``move_ptes()``; the rmap does not change); the page tables left empty are freed. Everything may merge
+    at the next merge (the Python path publishes the MM whole)."""
+    _begin(vst)
+    po = cfg[K.C_PMD_ORDER]
+    big = np.int64(1) << po
+    ptes, pmds, _ = mm_entries(tb, glob[G_NTB], m)
+    tables = 2 * (pmds + ptes // big + 2) + 4 + ptes // big + 4
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, True, tables):
+        return RC_ROOM
+    _ensure_index(ms, mv, vst, m, NEW_ROWS)
+    nr = end - start
+    rc = _munmap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr, vst, rg,
+                 gather, m, dst, dst + nr)
+    if rc != RC_OK:
+        return rc
+    for vpn in (start, end):
+        rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, vpn)
+        if rc != RC_OK:
+            return rc
+    delta = dst - start
+    n = kern.mm_tables(glob, tb, hk, hv, m, start >> po, (end - 1) >> po, scr)
+    for x in range(n):  # the PMDs, by index
+        t = scr[0, x]
+        f = tb[t, TB_PMDF]
+        if f == NONE:
+            continue
+        idx = tb[t, TB_IDX]
+        if start <= idx << po and (idx + 1) << po <= end and (delta & (big - 1)) == 0:
+            w = tb[t, TB_PMDW]
+            tb[t, TB_PMDF] = NONE
+            tb[t, TB_PMDW] = 0
+            d = kern.table_get(glob, tb, ptf, hk, hv, m, idx + (delta >> po), True)
+            tb[d, TB_PMDF] = f
+            tb[d, TB_PMDW] = w
+        elif not kern.split_pmd(cfg, opt, glob, fs, pmc, pex, tb, ptf, ptp, ptw, ms, tr, m, t):
+            return RC_ERROR
+    oracle = opt[O_ORACLE] != 0
+    n = kern.mm_tables(glob, tb, hk, hv, m, start >> po, (end - 1) >> po, scr)
+    for x in range(n):  # the PTEs, by address
+        t = scr[0, x]
+        if tb[t, TB_NPTE] == 0:
+            continue
+        base = tb[t, TB_IDX] << po
+        lo = start if start > base else base
+        hi = end if end < base + big else base + big
+        for vpn in range(lo, hi):
+            s = vpn - base
+            if ptf[t, s] == NONE:
+                continue
+            nv = vpn + delta
+            d = kern.table_get(glob, tb, ptf, hk, hv, m, nv >> po, True)
+            ds = nv & (big - 1)
+            ptf[d, ds] = ptf[t, s]
+            ptp[d, ds] = ptp[t, s]
+            ptw[d, ds] = ptw[t, s]
+            if oracle:
+                pexp[d, ds] = pexp[t, s]
+                pexp[t, s] = 0
+            ptf[t, s] = NONE
+            ptw[t, s] = 0
+            tb[t, TB_NPTE] -= 1
+            tb[d, TB_NPTE] += 1
+            tb[d, TB_HASPT] = 1
+    off = ms[m, MS_VOFF]
+    i = _upper(vm, mv, off, ms[m, MS_NVMA], start) - 1
+    r = mv[off + i]
+    vm[r, V_START] = dst
+    vm[r, V_END] = dst + nr
+    _delete(ms, mv, m, i, i + 1)
+    _insert(ms, mv, m, _upper(vm, mv, off, ms[m, MS_NVMA], dst), r)
+    _touch(vst, start, end)
+    _touch(vst, dst, dst + nr)
+    vst[VS_ULO] = -1  # FastMachine._publish(): every VMA may merge next time
+    vst[VS_UHI] = NO_LO
+    _free_pte_tables(glob, tb, hk, hv, ms, vm, mv, pexp, scr, m, start, end, po)
     return _done(ms, vm, mv, vst, m)
 
 
