@@ -3,12 +3,14 @@
 vma_merge() over one MM's VMA rows (layout ``V_*``, the MM's sorted slice of the VMA index ``mv`` from ``MS_VOFF``).
 
 The rows are the source of truth: every field of a :class:`foliosim.vm.vma.Vma` has a column (the label interned,
-the THP orders as a bit mask, the file as its page-cache number), and :func:`vmas_from_rows` gives the Vma objects
-back, equal to what :class:`foliosim.fast.sim.engine.FastMachine`'s Python control plane holds. Each verb follows
-the Python path step by step (mm/mmap.c ``do_mmap()``/``do_vmi_munmap()``, mm/mprotect.c ``mprotect_fixup()``,
-mm/madvise.c ``madvise_update_vma()``, mm/vma.c ``__split_vma()``/``vma_merge()``, mm/memory.c
-``free_pgtables()``), calling the page-table kernels of :mod:`foliosim.fast.sim.kern` (zap, PMD split,
-change_protection). The verbs take only arrays and integers, like the other kernels, so that the step interpreter
+the THP orders as a bit mask, the file as its page-cache number) but ``anon_vma_forked``, which holds exactly when
+the anon_vma is numbered below the MM's first (``FastMM.anon_birth``: it came with a fork), and
+:meth:`RowCodec.vmas` / :func:`materialize` give the Vma objects back, equal to what
+:class:`foliosim.fast.sim.engine.FastMachine`'s Python control plane holds. Each verb follows the Python path step
+by step (mm/mmap.c ``do_mmap()``/``do_vmi_munmap()``, mm/mprotect.c ``mprotect_fixup()``, mm/madvise.c
+``madvise_update_vma()``, mm/vma.c ``__split_vma()``/``vma_merge()``, mm/memory.c ``free_pgtables()``), calling the
+page-table kernels of :mod:`foliosim.fast.sim.kern` (zap, PMD split, change_protection).
+The verbs take only arrays and integers, like the other kernels, so that the step interpreter
 can run them as opcodes.
 
 ``vst`` (``VS_*``) carries the control plane's scalars in and out: the next free VMA row and index slot, the
