@@ -19,6 +19,11 @@ unmapped-area base, the room of the MM's index slice, the pages not merged since
 re-materialize only those), the syscall's result (``VS_RET``: 0 or a negative errno) and the start of a new mapping.
 A verb checks all the room it may need first and returns RC_ROOM without changing anything (``VS_NEED``: the zap's
 worst case, as FastMachine._zap() sizes it); the caller grows the arrays and calls again.
+
+To run them as opcodes of the step interpreter, it must keep per MM what FastMachine keeps on each FastMM and loads
+into ``vst`` around a call (FastMachine._kvma()): the room of its index slice (``vcap``), the unmerged window
+(``unmerged_lo/hi``; an MM made by fork or exec starts with everything unmerged) and ``anon_birth`` (G_ANONVMA
+when the MM was made); and the machine-wide next row/index slot and unmapped-area base.
 """
 
 from __future__ import annotations
