@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from foliosim.evaluate.probe import Probe
@@ -315,6 +316,18 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
     index = 0
     line = 0
     racy = False
+    pending: list[Step] = []  # steps not run yet: runner.run_steps() takes them in stretches
+    on_step = partial(_execute, runner, run)
+
+    def run_pending() -> None:
+        nonlocal index
+        if pending:
+            t0 = perf()
+            runner.run_steps(pending, index, on_step)
+            run.sim_seconds += perf() - t0
+            index += len(pending)
+            pending.clear()
+
     try:
         for item in conv.items():
             if isinstance(item, Race):
@@ -322,6 +335,7 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
                 continue
             if isinstance(item, Snapshot):
                 if checker is not None:
+                    run_pending()
                     t0 = perf()
                     runner.flush()
                     t1 = perf()
@@ -332,30 +346,36 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
                 continue
             if item.task:
                 tasks.add(item.task)
-            t0 = perf()
             if racy and item.verb == "fault":
                 racy = False
                 assert checker is not None
+                run_pending()
+                t0 = perf()
                 runner.flush()
                 before = _folio_at(m, item)
-                _execute(runner, run, item, index)
+                on_step(item, index)  # one step: not worth a compiled stretch
                 runner.flush()
                 checker.racy.update(name for name in (before, _folio_at(m, item)) if name)
-            else:
-                _execute(runner, run, item, index)
-            run.sim_seconds += perf() - t0
-            index += 1
-            if progress is not None and index % HOUSEKEEPING == 0:
-                now = perf()
-                if now - last_report >= 1.0:
-                    last_report = now
-                    progress(Progress(conv.stats.lines or line, conv.lines, index, runner.faults[FAULT_TAKEN],
-                                      now - began))
+                run.sim_seconds += perf() - t0
+                index += 1
+                continue
+            pending.append(item)
+            if len(pending) >= HOUSEKEEPING:
+                run_pending()
+                if progress is not None:
+                    now = perf()
+                    if now - last_report >= 1.0:
+                        last_report = now
+                        progress(Progress(conv.stats.lines or line, conv.lines, index, runner.faults[FAULT_TAKEN],
+                                          now - began))
+        run_pending()
         t0 = perf()
         runner.flush()
         m._drain()
         run.sim_seconds += perf() - t0
     except OracleViolation:  # the compiled loop stopped where the fast oracle (or a consistency check) failed
+        if pending:
+            index = runner.index  # the step it stopped in
         problem = runner.oracle_problem()
         if oracle == "off" or not runner.oracle_found():  # not an oracle finding: a fast-engine failure
             raise Unsupported(f"the fast engine stopped ({problem})") from None

@@ -21,20 +21,21 @@ from __future__ import annotations
 import time
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, FAULT_PROT, FAULT_TAKEN
 from foliosim.fast import kernels as K
+from foliosim.fast.sim import kprog
 from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import _START, I64, KIND_NAMES, FastMachine, FastMM, FastTask
 from foliosim.fast.sim.steps import FastWorkloadRunner
 from foliosim.folio import Folio
 from foliosim.kconfig import KernelConfig
 from foliosim.live.snapcheck import SimAnonPage, SimFolioFields, SimSnapshot
-from foliosim.vm.events import errno_name
+from foliosim.vm.events import OracleViolation, errno_name
 from foliosim.vm.machine import MachineOptions
 from foliosim.vm.memory import PAGE_SHIFT
 from foliosim.vm.vma import Vma
@@ -210,6 +211,26 @@ class TraceRunner(FastWorkloadRunner):
             self.fault_rows.clear()
             self.row_steps.clear()
 
+    def compiled(self) -> bool:
+        """Whether :meth:`run_steps` runs stretches in the compiled step interpreter: the machine allows it
+        (:func:`kprog.compiled_unsupported`, no decision objects) and neither :meth:`execute` nor :meth:`flush` is
+        overridden (a subclass or a test that hooks them needs every step through them)."""
+        cls = type(self)
+        return (cls.execute is _HOOKS[0] and cls.flush is _HOOKS[1] and not self.m.keep_decisions
+                and kprog.compiled_unsupported(self.m) is None)
+
+    def run_steps(self, steps: list[Step], base: int, on_step: Callable[[Step, int], None]) -> None:
+        """Run ``steps`` (step ``base`` onwards of the trace): what the step interpreter models in compiled stretches
+        (:class:`TraceProgram`), every other step through ``on_step(step, index)`` (which calls :meth:`execute` and
+        counts what it refuses) as one step at a time would. An :class:`OracleViolation` leaves :attr:`index` at the
+        step it stopped in."""
+        if not self.compiled():
+            for k, step in enumerate(steps):
+                on_step(step, base + k)
+            return
+        self.flush()
+        TraceProgram(self, steps, base, on_step).run()
+
     def oracle_found(self) -> bool:
         """Whether the last batch stopped on an isolation finding (not on a failed consistency check)."""
         return int(self.m.glob[L.G_ERR]) in (L.E_ISOLATION, L.E_WRITE_RO)
@@ -227,6 +248,73 @@ class TraceRunner(FastWorkloadRunner):
     def segv(self) -> int:
         """Reads and writes refused with SIGSEGV so far (the recorded faults are checked before they are queued)."""
         return int(self.m.glob[L.G_SEGV]) - self._segv
+
+
+#: TraceRunner's own execute() and flush(): when either is replaced, every step goes through them
+_HOOKS = (TraceRunner.execute, TraceRunner.flush)
+
+
+class TraceProgram(kprog.ProgramRun):
+    """A stretch of a run trace through :func:`kprog.run_program`: recorded faults counted by outcome and CoW
+    decisions by (rule, outcome) in the compiled loop (``S_TALLY``), added to the runner's and machine's counters
+    each time it returns; what it stops at goes through ``on_step`` then :meth:`TraceRunner.flush`."""
+
+    r: TraceRunner
+    m: TraceMachine
+
+    def __init__(self, runner: TraceRunner, steps: list[Step], base: int, on_step: Callable[[Step, int], None]) -> None:
+        super().__init__(runner, steps)
+        self.base = base
+        self.on_step = on_step
+        self.st[kprog.S_TALLY] = 1
+        if base and len(steps):  # a write's fill follows its index in the whole trace (execute()'s ``index``)
+            fill = self.prog[:, kprog.P_FILL]
+            rows = np.flatnonzero(fill > 0)
+            fill[rows] = 1 + ((rows + base) * 37) % 255
+
+    def run(self) -> None:
+        m, r, steps, prog = self.m, self.r, self.steps, self.prog
+        n = len(steps)
+        forks = int((prog[:, kprog.P_OP] == kprog.OP_FORK).sum()) if n else 0
+        if forks:
+            m._grow_rows("ms", m._next["mm"] + forks + 1)
+        pos = 0
+        while pos < n:
+            if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER:
+                why = kprog.WHY_STEP
+            else:
+                pos, why = self._call(pos, n)
+            if why == kprog.WHY_DONE:
+                break
+            if why == kprog.WHY_STEP:
+                self.on_step(steps[pos], self.base + pos)
+                r.flush()
+                pos += 1
+                continue
+            r.index = self.base + pos
+            r.failed = (r.index, r.index)
+            if why == kprog.WHY_MAPPED:
+                raise OracleViolation(f"fast engine: mm{int(self.st[kprog.S_MAPPED])} freed with mappings left")
+            m._check_rc(int(self.st[kprog.S_RC]))  # raised as a batch of accesses raises it
+            raise AssertionError(f"step {r.index + 1}: the interpreter stopped with rc {int(self.st[kprog.S_RC])}")
+
+    def _materialize(self) -> None:
+        super()._materialize()
+        tal, st = self.tal, self.st
+        if tal.any():
+            faults = self.r.faults
+            for key, k in ((FAULT_TAKEN, kprog.TL_TAKEN), (FAULT_MAPPED, kprog.TL_MAPPED),
+                           (FAULT_PRESENT, kprog.TL_PRESENT), (FAULT_NO_VMA, kprog.TL_NO_VMA),
+                           (FAULT_PROT, kprog.TL_PROT)):
+                if tal[k]:
+                    faults[key] += int(tal[k])
+            self.m.cow_counts += tal[kprog.TL_COW:].reshape(self.m.cow_counts.shape)
+            tal.fill(0)
+        k = int(st[kprog.S_NREUSE])
+        if k:
+            if self.m.track_reuse:
+                self.r.reuse_steps.update((self.rs[:k] + self.base).tolist())
+            st[kprog.S_NREUSE] = 0
 
 
 #: a small program through the paths a run trace takes (anonymous and file faults, fork with copy-on-write, the
@@ -247,8 +335,7 @@ def load_kernels(config: KernelConfig, fast_oracle: bool) -> float:
     began = time.perf_counter()
     m = TraceMachine(config, fast_oracle)
     runner = TraceRunner(m, Counter())
-    for index, step in enumerate(_WARM_STEPS):
-        runner.execute(step, index)
+    runner.run_steps(list(_WARM_STEPS), 0, runner.execute)  # the step interpreter with what it stops at
     runner.flush()
     return time.perf_counter() - began
 
@@ -504,4 +591,4 @@ class SnapshotView:
                 yield vma, vpn, self._view(f), page, False
 
 
-__all__ = ["SnapshotView", "TraceMachine", "TraceRunner", "load_kernels"]
+__all__ = ["SnapshotView", "TraceMachine", "TraceProgram", "TraceRunner", "load_kernels"]
