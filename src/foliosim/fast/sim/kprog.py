@@ -893,13 +893,13 @@ class ProgramRun:
         ahead = fork_rows[np.searchsorted(fork_rows, pos):]
         if len(ahead):  # fork copies every VMA (file and shared ones too), except VM_DONTFORK ones: Python does that
             for num in set(self.tmm[np.unique(self.prog[ahead, P_TASK])].tolist()):
-                mm = self.mobj.get(num)
-                if mm is None:
+                forker = self.mobj.get(num)
+                if forker is None:
                     continue
-                vmas = mm.vmas
+                vmas = forker.vmas
                 self.templates[num] = list(vmas)
                 msimple[num] = not any(v.dontfork for v in vmas)
-                for vma, row in zip(vmas, mm.rows, strict=True):
+                for vma, row in zip(vmas, forker.rows, strict=True):
                     if vma.anon_vma_forked:
                         vfk[row] = 1
         if self.rg.shape[0] < most:
