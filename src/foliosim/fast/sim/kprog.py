@@ -17,6 +17,7 @@ the machine is then as if the steps had run one by one (FastMachine.fork()/exit(
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from itertools import compress, count
 from operator import attrgetter, itemgetter
@@ -726,8 +727,8 @@ class ProgramRun:
         self.exits = int((self.prog[:, P_OP] == OP_EXIT).sum()) if len(steps) else 0
         codes = self.prog[:, P_OP]
         self.fork_rows = np.flatnonzero(codes == OP_FORK)
-        self.fe_rows = np.flatnonzero((codes == OP_FORK) | (codes == OP_EXIT))
-        self.other_rows = np.flatnonzero(codes == OP_OTHER)
+        self.fe_rows: list[int] = np.flatnonzero((codes == OP_FORK) | (codes == OP_EXIT)).tolist()
+        self.other_rows: list[int] = np.flatnonzero(codes == OP_OTHER).tolist()
         self.light = False  # the current stretch neither forks nor exits (_light())
         self.tid = {name: i for i, name in enumerate(self.names)}
         self.named: list[tuple[Any, int]] = []  # regions by name: their base page is looked up at each entry
@@ -814,9 +815,9 @@ class ProgramRun:
         holds no fork and no exit: then no task, MM or id changes, and the tables need not be read or written back
         (accesses, recorded faults, madvise and scans only)."""
         other, fe = self.other_rows, self.fe_rows
-        k = int(np.searchsorted(other, pos))
-        stop = int(other[k]) if k < len(other) else end
-        j = int(np.searchsorted(fe, pos))
+        k = bisect_left(other, pos)
+        stop = other[k] if k < len(other) else end
+        j = bisect_left(fe, pos)
         return not (j < len(fe) and fe[j] < stop)
 
     def _args(self) -> tuple[Any, ...]:
@@ -927,30 +928,31 @@ class ProgramRun:
         m, st, names = self.m, self.st, self.names
         if not self.light:
             self._materialize_tables()
-        nuf = int(st[S_NUF])
+        sv = st.tolist()  # one read of the state vector: a returning stretch is often only a few steps
+        nuf = sv[S_NUF]
         if nuf:
             m.user_faults.extend((s, names[t], vpn, bool(w)) for s, t, vpn, w in self.uf[:nuf].tolist())
-            st[S_NUF] = 0
         ncow = int(m.glob[L.G_NCOW])
         cow_tasks = None
         if ncow and m.keep_decisions:
-            fallback = names[int(st[S_LAST])] if st[S_LAST] >= 0 else (m.task_name or "?")
+            fallback = names[sv[S_LAST]] if sv[S_LAST] >= 0 else (m.task_name or "?")
             cow_tasks = [names[t] if t >= 0 else fallback for t in self._ctask[:ncow].tolist()]
         m._drain(cow_tasks)
-        if st[S_FORKS]:
-            m.pycount["fork"] += int(st[S_FORKS])
-        for k, key in enumerate(("madvise cold take", "madvise cold skip", "madvise cold split",
-                                 "madvise pageout take", "madvise pageout skip", "madvise pageout split")):
-            if st[S_MCNT + k]:
-                m.pycount[key] += int(st[S_MCNT + k])
-        st[S_MCNT:S_MCNT + 6] = 0
-        self.r.stats.steps += int(st[S_STEPS])
-        self.r.stats.scans += int(st[S_SCANS])
-        st[S_STEPS] = st[S_SCANS] = st[S_FORKS] = 0
-        m.step = int(st[S_STEP])
-        if st[S_LAST] >= 0:
-            m.task_name = names[int(st[S_LAST])]
-
+        if sv[S_FORKS]:
+            m.pycount["fork"] += sv[S_FORKS]
+        if any(sv[S_MCNT:S_MCNT + 6]):
+            for k, key in enumerate(("madvise cold take", "madvise cold skip", "madvise cold split",
+                                     "madvise pageout take", "madvise pageout skip", "madvise pageout split")):
+                if sv[S_MCNT + k]:
+                    m.pycount[key] += sv[S_MCNT + k]
+            st[S_MCNT:S_MCNT + 6] = 0
+        stats = self.r.stats
+        stats.steps += sv[S_STEPS]
+        stats.scans += sv[S_SCANS]
+        st[S_NUF] = st[S_STEPS] = st[S_SCANS] = st[S_FORKS] = 0
+        m.step = sv[S_STEP]
+        if sv[S_LAST] >= 0:
+            m.task_name = names[sv[S_LAST]]
 
     def _materialize_tables(self) -> None:
         """The MM id allocator, the MMs (counts, exits, compacted rows, anon_vma ids, forked ones) and the tasks."""

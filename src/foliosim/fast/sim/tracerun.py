@@ -41,6 +41,9 @@ from foliosim.vm.memory import PAGE_SHIFT
 from foliosim.vm.vma import Vma
 from foliosim.workloads.steps import Step
 
+#: the fewest steps :meth:`TraceRunner.run_steps` runs through the step interpreter
+STRETCH_MIN = 32
+
 
 class TraceMachine(FastMachine):
     """A :class:`FastMachine` that tallies what run-trace reports straight from the kernels' arrays: CoW decisions
@@ -223,8 +226,9 @@ class TraceRunner(FastWorkloadRunner):
         """Run ``steps`` (step ``base`` onwards of the trace): what the step interpreter models in compiled stretches
         (:class:`TraceProgram`), every other step through ``on_step(step, index)`` (which calls :meth:`execute` and
         counts what it refuses) as one step at a time would. An :class:`OracleViolation` leaves :attr:`index` at the
-        step it stopped in."""
-        if not self.compiled():
+        step it stopped in. A few steps (fewer than :data:`STRETCH_MIN`) go one by one: encoding them and entering the
+        loop would cost more than it saves."""
+        if len(steps) < STRETCH_MIN or not self.compiled():
             for k, step in enumerate(steps):
                 on_step(step, base + k)
             return
@@ -301,14 +305,16 @@ class TraceProgram(kprog.ProgramRun):
     def _materialize(self) -> None:
         super()._materialize()
         tal, st = self.tal, self.st
-        if tal.any():
+        counts = tal.tolist()
+        if any(counts):
             faults = self.r.faults
             for key, k in ((FAULT_TAKEN, kprog.TL_TAKEN), (FAULT_MAPPED, kprog.TL_MAPPED),
                            (FAULT_PRESENT, kprog.TL_PRESENT), (FAULT_NO_VMA, kprog.TL_NO_VMA),
                            (FAULT_PROT, kprog.TL_PROT)):
-                if tal[k]:
-                    faults[key] += int(tal[k])
-            self.m.cow_counts += tal[kprog.TL_COW:].reshape(self.m.cow_counts.shape)
+                if counts[k]:
+                    faults[key] += counts[k]
+            if any(counts[kprog.TL_COW:]):
+                self.m.cow_counts += tal[kprog.TL_COW:].reshape(self.m.cow_counts.shape)
             tal.fill(0)
         k = int(st[kprog.S_NREUSE])
         if k:
