@@ -730,6 +730,7 @@ class ProgramRun:
         self.fe_rows: list[int] = np.flatnonzero((codes == OP_FORK) | (codes == OP_EXIT)).tolist()
         self.other_rows: list[int] = np.flatnonzero(codes == OP_OTHER).tolist()
         self.light = False  # the current stretch neither forks nor exits (_light())
+        self._tsig: tuple[int, int, int] | None = None  # (tasks, next pid, next MM) when the task tables were made
         self.tid = {name: i for i, name in enumerate(self.names)}
         self.named: list[tuple[Any, int]] = []  # regions by name: their base page is looked up at each entry
         for region, i in self.rid.items():
@@ -858,18 +859,23 @@ class ProgramRun:
         st[S_KEEPDEC] = int(m.keep_decisions)
         st[S_PCACHE] = int(bool(m.pcache.files))
         st[S_EARLY] = m.pinned_pages + 1
-        tid = self.tid
-        self.tst.fill(T_NONE)
-        self.tmm.fill(-1)
-        self.tobj = [None] * len(self.tobj)
-        for name, task in m.tasks.items():
-            i = tid.get(name)
-            if i is None:
-                continue
-            self.tst[i] = T_BLOCKED if task.vfork_blocked else T_VCHILD if task.vfork_parent is not None else T_PY
-            self.tmm[i] = task.mm.num
-            self.tpid[i] = task.pid
-            self.tobj[i] = task
+        # Every Python step that changes a task's MM or whether it runs makes a task (pid), an MM (exec) or ends
+        # one; the loop changes them only by fork and exit: the tables are rebuilt only when one of those happened.
+        sig = (len(m.tasks), m._next["pid"], m._next["mm"])
+        if sig != self._tsig:
+            self._tsig = sig
+            tid = self.tid
+            self.tst.fill(T_NONE)
+            self.tmm.fill(-1)
+            self.tobj = [None] * len(self.tobj)
+            for name, task in m.tasks.items():
+                i = tid.get(name)
+                if i is None:
+                    continue
+                self.tst[i] = T_BLOCKED if task.vfork_blocked else T_VCHILD if task.vfork_parent is not None else T_PY
+                self.tmm[i] = task.mm.num
+                self.tpid[i] = task.pid
+                self.tobj[i] = task
         regions = self.r.regions
         for region, i in self.named:
             self.rtab[i] = regions.get(region, MISSING)
@@ -957,6 +963,7 @@ class ProgramRun:
     def _materialize_tables(self) -> None:
         """The MM id allocator, the MMs (counts, exits, compacted rows, anon_vma ids, forked ones) and the tasks."""
         m, st, names = self.m, self.st, self.names
+        self._tsig = None
         m.nvm = int(st[S_NVM])
         m.nmv = int(st[S_NMV])
         m._next["pid"] = int(st[S_NEXT_PID])
