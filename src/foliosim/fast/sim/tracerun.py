@@ -341,7 +341,10 @@ def load_kernels(config: KernelConfig, fast_oracle: bool) -> float:
     began = time.perf_counter()
     m = TraceMachine(config, fast_oracle)
     runner = TraceRunner(m, Counter())
-    runner.run_steps(list(_WARM_STEPS), 0, runner.execute)  # the step interpreter with what it stops at
+    if runner.compiled():  # the step interpreter with what it stops at (a stretch shorter than STRETCH_MIN)
+        TraceProgram(runner, list(_WARM_STEPS), 0, runner.execute).run()
+    else:
+        runner.run_steps(list(_WARM_STEPS), 0, runner.execute)
     runner.flush()
     return time.perf_counter() - began
 
