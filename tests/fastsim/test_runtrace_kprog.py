@@ -65,11 +65,12 @@ def _run(name: str, config: KernelConfig, oracle: str = "off", compiled: bool = 
     """simulate() on the fast engine, with or without the compiled stretches; how many stretches ran compiled."""
     trace, conv = _trace(name)
     stretches = 0
+    warm = list(tracerun._WARM_STEPS)
     original_run, original_compiled = tracerun.TraceProgram.run, tracerun.TraceRunner.compiled
 
     def counted(self: tracerun.TraceProgram) -> None:
         nonlocal stretches
-        stretches += 1
+        stretches += self.steps != warm  # not load_kernels()' program
         original_run(self)
 
     def never(self: tracerun.TraceRunner) -> bool:
