@@ -8,7 +8,10 @@ batched with its neighbours, and the compiled fault loop takes a fault exactly w
 ``WorkloadRunner._fault()`` would (page absent, or a write to a page not mapped writable). Which rows faulted
 comes from the loop's own fault list, the CoW decisions by (rule, outcome) from its decision array, folios
 allocated from per-(kind, order) counters in the arrays: :class:`TraceMachine` keeps no rmap trace and makes no
-decision objects (``record=False, keep_decisions=False``).
+decision objects (``record=False, keep_decisions=False``). :meth:`TraceRunner.run_steps` runs stretches of steps in
+the compiled step interpreter (:class:`TraceProgram`, foliosim.fast.sim.kprog), which counts the recorded faults'
+outcomes and the decisions itself; the steps it does not model (mmap, munmap, mprotect, merge, exec, vfork, threads,
+files, ...) go one by one through :meth:`TraceRunner.execute`, with the same figures.
 
 :class:`SnapshotView` gives :class:`foliosim.live.snapcheck.SnapshotChecker` the reference Machine's accessors it
 reads (tasks, MMs, live folio names, ``iter_mapped``, ``lookup``) over a :class:`TraceMachine`, and the simulated
