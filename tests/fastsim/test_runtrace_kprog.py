@@ -57,6 +57,7 @@ def _state(run: TraceRun) -> dict[str, Any]:
         "folios": {int(f): m.fs[f].tolist() for f in live.tolist()},
         "cow": m.cow_counts.tolist(),
         "pycount": dict(m.pycount),
+        "racy": sorted(run.check.racy) if run.check is not None else None,  # folios racy faults touched
     }
 
 
@@ -198,3 +199,21 @@ def test_encode_recorded_faults() -> None:
     assert prog[1:].tolist() == [[kprog.OP_FAULT, 0, 1, 3, 1, 1, 1 + 37 % 255],
                                  [kprog.OP_FAULT, 1, 2, 0, 1, 0, -1],
                                  [kprog.OP_FAULT, 0, 0, 5, 1, 1, 1 + (3 * 37) % 255]]
+
+
+def test_unnoted_races_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Racy faults run in the compiled stretch note the folio at their address before and after (the live
+    checker's racy set); a stretch that ran them without the note is caught."""
+    slow, _ = _run("prefork-server", KernelConfig(), compiled=False)
+    fast, _ = _run("prefork-server", KernelConfig())
+    assert fast.check is not None and slow.check is not None and len(fast.check.racy) > 100
+    assert _state(fast)["racy"] == _state(slow)["racy"]
+    original = tracerun.TraceProgram.__init__
+
+    def unnoted(self: tracerun.TraceProgram, *args: Any) -> None:
+        original(self, *args)
+        self.prog[:, kprog.P_ARG] &= ~kprog.FA_RACY
+
+    monkeypatch.setattr(tracerun.TraceProgram, "__init__", unnoted)
+    bad, _ = _run("prefork-server", KernelConfig())
+    assert _state(bad)["racy"] != _state(slow)["racy"]

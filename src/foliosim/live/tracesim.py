@@ -298,7 +298,7 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
     """:func:`simulate` on the compiled engine (foliosim.fast.sim.tracerun): the same figures; Unsupported for a
     step it does not model (nothing is kept: the caller runs the reference)."""
     from foliosim.fast.sim.engine import Unsupported
-    from foliosim.fast.sim.tracerun import SnapshotView, TraceMachine, TraceRunner, load_kernels
+    from foliosim.fast.sim.tracerun import Races, SnapshotView, TraceMachine, TraceRunner, load_kernels
 
     perf = time.perf_counter
     try:
@@ -318,15 +318,28 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
     racy = False
     pending: list[Step] = []  # steps not run yet: runner.run_steps() takes them in stretches
     on_step = partial(_execute, runner, run)
+    races: Races | None = None
+    if checker is not None:
+        def racy_step(step: Step, at: int) -> None:  # a fault after a race: its folio before and after, noted
+            assert checker is not None
+            runner.flush()
+            before = _folio_at(m, step)
+            _execute(runner, run, step, at)
+            runner.flush()
+            checker.racy.update(name for name in (before, _folio_at(m, step)) if name)
+
+        races = Races(racy_step, checker.racy)
 
     def run_pending() -> None:
         nonlocal index
         if pending:
             t0 = perf()
-            runner.run_steps(pending, index, on_step)
+            runner.run_steps(pending, index, on_step, races)
             run.sim_seconds += perf() - t0
             index += len(pending)
             pending.clear()
+            if races is not None:
+                races.rows.clear()
 
     try:
         for item in conv.items():
@@ -348,17 +361,8 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
                 tasks.add(item.task)
             if racy and item.verb == "fault":
                 racy = False
-                assert checker is not None
-                run_pending()
-                t0 = perf()
-                runner.flush()
-                before = _folio_at(m, item)
-                on_step(item, index)  # one step: not worth a compiled stretch
-                runner.flush()
-                checker.racy.update(name for name in (before, _folio_at(m, item)) if name)
-                run.sim_seconds += perf() - t0
-                index += 1
-                continue
+                assert races is not None
+                races.rows.append(len(pending))
             pending.append(item)
             if len(pending) >= HOUSEKEEPING:
                 run_pending()

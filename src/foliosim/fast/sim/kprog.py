@@ -33,7 +33,7 @@ import numpy as np
 from foliosim.fast import kernels as K
 from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import _VMA_FIELDS, I64, FastMachine, FastMM, FastTask, PmdSet, Unsupported
-from foliosim.fast.sim.kern import access, cold_pageout, record, rehash, sjit, zap
+from foliosim.fast.sim.kern import access, cold_pageout, lookup, record, rehash, sjit, zap
 from foliosim.fast.sim.kfork import MISSING, exit_zap, fork_dup, mm_entries, room_ok
 from foliosim.vm.events import OracleViolation, SimError
 from foliosim.vm.vma import Vma
@@ -74,8 +74,12 @@ RK_GROW, RK_ROOM, RK_VMA, RK_MS, RK_SCR, RK_COLD, RK_UF = range(7)
 S_MCNT = 32  # 6 counters: cold take/skip/split, pageout take/skip/split
 # S_TALLY: CoW decisions counted into ``tal`` and dropped as they are made (run-trace); S_TAKEN: the recorded fault
 # being run took a fault (across a return for room); S_NREUSE: program rows in ``rs`` (steps with a reuse decision)
-S_TALLY, S_TAKEN, S_NREUSE = S_MCNT + 6, S_MCNT + 7, S_MCNT + 8
-S_LEN = S_MCNT + 9
+# S_NRACY: rows in ``racy`` (recorded faults after a race, with the folio at their address before and after);
+# S_RBEFORE: that folio before the fault being run
+S_TALLY, S_TAKEN, S_NREUSE, S_NRACY, S_RBEFORE = S_MCNT + 6, S_MCNT + 7, S_MCNT + 8, S_MCNT + 9, S_MCNT + 10
+S_LEN = S_MCNT + 11
+#: a recorded fault's P_ARG: bit 0 written, bit 1 racy (note the folio at its region's address before and after)
+FA_WRITE, FA_RACY = 1, 2
 PEND_NONE, PEND_ACCESS, PEND_COLD = range(3)
 
 # The recorded-fault outcome counters ``tal`` (then the CoW decisions by rule x outcome, R_* * len(OUTCOMES) + OC_*).
@@ -210,6 +214,14 @@ def _note(st: Any, glob: Any, cow: Any, ctask: Any, tal: Any, rs: Any, first: in
 
 
 @sjit
+def _folio_name(cfg: Any, glob: Any, fs: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any, hk: Any, hv: Any, m: int,
+                vpn: int) -> int:
+    """The name number of the folio mapped at ``vpn`` (``Machine.lookup()``), or NONE/ZERO/HUGE_ZERO."""
+    f, _, _, _ = lookup(cfg, glob, tb, ptf, ptp, ptw, hk, hv, m, vpn)
+    return fs[f, L.X_NAME] if f >= 0 else f
+
+
+@sjit
 def _find_vma(ms: Any, vm: Any, mv: Any, m: int, vpn: int) -> int:
     """find_vma() as FastMM.find_vma() answers it: the row of the MM's VMA holding ``vpn``, -1 when none (its rows
     are in address order: the last one starting at or before ``vpn``)."""
@@ -226,6 +238,15 @@ def _find_vma(ms: Any, vm: Any, mv: Any, m: int, vpn: int) -> int:
         return -1
     r = mv[off + lo - 1]
     return r if vm[r, L.V_END] > vpn else -1
+
+
+@sjit
+def _racy_after(st: Any, racy: Any, i: int, after: int) -> None:
+    k = st[S_NRACY]
+    racy[k, 0] = i
+    racy[k, 1] = st[S_RBEFORE]
+    racy[k, 2] = after
+    st[S_NRACY] = k + 1
 
 
 @sjit
@@ -327,13 +348,13 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 pcs: Any, scr: Any, scr2: Any, ent: Any, gather: Any, prog: Any, pos: int, end: int, st: Any,
                 tmm: Any, tst: Any, tpid: Any, rtab: Any, msimple: Any, morig: Any, mtask: Any, vfk: Any, ids: Any,
                 ctask: Any, uf: Any, ops1: Any, faults: Any, vr: Any, rg: Any, vtmp: Any, ftmp: Any, tal: Any,
-                rs: Any) -> tuple[int, int]:
+                rs: Any, racy: Any) -> tuple[int, int]:
     """Execute program rows ``pos..end`` while they are of the kinds modelled here; (position, WHY_*).
 
     A recorded fault (``OP_FAULT``: run-trace's ``fault`` step, foliosim.live.tracesim's TraceRunner._fault()) is
     counted into ``tal`` as outside any VMA or against its protection without an access, else it is a one-page
     access counted as taken (the fault loop took a fault), already mapped writable (a write) or present (a
-    read)."""
+    read). One flagged ``FA_RACY`` also notes (row, folio at its region's page before, after) in ``racy``."""
     po = cfg[K.C_PMD_ORDER]
     nrp = np.int64(1) << po
     keep = st[S_KEEP] != 0
@@ -358,10 +379,14 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 ops1[0, 4] = prog[i, P_FILL]
                 ops1[0, 5] = 0
                 if op == OP_FAULT:
-                    write = prog[i, P_ARG] != 0
+                    write = (prog[i, P_ARG] & FA_WRITE) != 0
+                    if prog[i, P_ARG] & FA_RACY:
+                        st[S_RBEFORE] = _folio_name(cfg, glob, fs, tb, ptf, ptp, ptw, hk, hv, m, base)
                     r = _find_vma(ms, vm, mv, m, ops1[0, 1])
                     if r < 0 or vm[r, L.V_WRITE if write else L.V_READ] == 0:
                         tal[TL_NO_VMA if r < 0 else TL_PROT] += 1
+                        if prog[i, P_ARG] & FA_RACY:
+                            _racy_after(st, racy, i, st[S_RBEFORE])
                         st[S_STEPS] += 1
                         i += 1
                         continue
@@ -400,6 +425,9 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 return i, WHY_ERROR
             if op == OP_FAULT:
                 tal[TL_TAKEN if st[S_TAKEN] else TL_MAPPED if ops1[0, 3] else TL_PRESENT] += 1
+                if prog[i, P_ARG] & FA_RACY:
+                    _racy_after(st, racy, i, _folio_name(cfg, glob, fs, tb, ptf, ptp, ptw, hk, hv, tmm[tn],
+                                                         rtab[prog[i, P_REG]]))
             st[S_STEPS] += 1
             i += 1
             continue
@@ -750,6 +778,7 @@ class ProgramRun:
         self.vr = np.zeros(64, dtype=np.int64)
         self.tal = np.zeros(TL_LEN, dtype=np.int64)  # recorded-fault outcomes and tallied decisions (S_TALLY)
         self.rs = np.zeros(max(len(steps), 1), dtype=np.int64)  # rows with a reuse decision (S_TALLY)
+        self.racy = np.zeros((1, 3), dtype=np.int64)  # racy recorded faults (row, folio before, after): FA_RACY
         self.tobj: list[FastTask | None] = [None] * nt
         self.mobj: dict[int, FastMM] = {}
         self.templates: dict[int, list[Vma]] = {}
@@ -829,7 +858,7 @@ class ProgramRun:
     def _args(self) -> tuple[Any, ...]:
         return (self.st, self.tmm, self.tst, self.tpid, self.rtab, self._msimple, self._morig, self._mtask, self._vfk,
                 self._ids, self._ctask, self.uf, self.ops1, self.faults, self.vr, self.rg, self._vtmp, self._ftmp,
-                self.tal, self.rs)
+                self.tal, self.rs, self.racy)
 
     def _regrow(self) -> None:
         """The per-MM and per-decision tables follow ``ms`` and ``cow`` when those grew."""

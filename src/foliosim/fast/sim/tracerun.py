@@ -25,6 +25,7 @@ import time
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,22 @@ from foliosim.workloads.steps import Step
 
 #: the fewest steps :meth:`TraceRunner.run_steps` runs through the step interpreter
 STRETCH_MIN = 32
+
+
+@dataclass(slots=True)
+class Races:
+    """The recorded faults that follow a race (foliosim.workloads.runtrace.Race) among the steps given to
+    :meth:`TraceRunner.run_steps`: their positions, how one runs by itself (``step``: the live checker's racy path,
+    the folio at the fault's address noted before and after it) and where the folios' names go (``seen``:
+    SnapshotChecker.racy)."""
+
+    step: Callable[[Step, int], None]
+    seen: set[str]
+    rows: list[int] = field(default_factory=list)
+
+
+#: the names of ZERO and HUGE_ZERO (FastMachine.view())
+_SPECIAL = {L.ZERO: "zero", L.HUGE_ZERO: "huge_zero"}
 
 
 class TraceMachine(FastMachine):
@@ -225,18 +242,25 @@ class TraceRunner(FastWorkloadRunner):
         return (cls.execute is _HOOKS[0] and cls.flush is _HOOKS[1] and not self.m.keep_decisions
                 and kprog.compiled_unsupported(self.m) is None)
 
-    def run_steps(self, steps: list[Step], base: int, on_step: Callable[[Step, int], None]) -> None:
+    def run_steps(self, steps: list[Step], base: int, on_step: Callable[[Step, int], None],
+                  races: Races | None = None) -> None:
         """Run ``steps`` (step ``base`` onwards of the trace): what the step interpreter models in compiled stretches
         (:class:`TraceProgram`), every other step through ``on_step(step, index)`` (which calls :meth:`execute` and
-        counts what it refuses) as one step at a time would. An :class:`OracleViolation` leaves :attr:`index` at the
-        step it stopped in. A few steps (fewer than :data:`STRETCH_MIN`) go one by one: encoding them and entering the
-        loop would cost more than it saves."""
+        counts what it refuses) as one step at a time would, the racy faults of ``races`` through ``races.step``
+        unless the loop notes their folios itself. An :class:`OracleViolation` leaves :attr:`index` at the step it
+        stopped in. A few steps (fewer than :data:`STRETCH_MIN`) go one by one: encoding them and entering the loop
+        would cost more than it saves."""
         if len(steps) < STRETCH_MIN or not self.compiled():
+            racy = set(races.rows) if races is not None else set()
             for k, step in enumerate(steps):
-                on_step(step, base + k)
+                if k in racy:
+                    assert races is not None
+                    races.step(step, base + k)
+                else:
+                    on_step(step, base + k)
             return
         self.flush()
-        TraceProgram(self, steps, base, on_step).run()
+        TraceProgram(self, steps, base, on_step, races).run()
 
     def oracle_found(self) -> bool:
         """Whether the last batch stopped on an isolation finding (not on a failed consistency check)."""
@@ -269,11 +293,20 @@ class TraceProgram(kprog.ProgramRun):
     r: TraceRunner
     m: TraceMachine
 
-    def __init__(self, runner: TraceRunner, steps: list[Step], base: int, on_step: Callable[[Step, int], None]) -> None:
+    def __init__(self, runner: TraceRunner, steps: list[Step], base: int, on_step: Callable[[Step, int], None],
+                 races: Races | None = None) -> None:
         super().__init__(runner, steps)
         self.base = base
         self.on_step = on_step
         self.st[kprog.S_TALLY] = 1
+        self.races = races
+        self.racy_rows: set[int] = set()
+        if races is not None and races.rows:
+            self.racy_rows = set(races.rows)
+            self.racy = np.zeros((len(races.rows), 3), dtype=np.int64)
+            for k in races.rows:  # the live checker looks a racy fault's region up when it is an address
+                if isinstance(steps[k].args[0], int) and self.prog[k, kprog.P_OP] == kprog.OP_FAULT:
+                    self.prog[k, kprog.P_ARG] |= kprog.FA_RACY
         if base and len(steps):  # a write's fill follows its index in the whole trace (execute()'s ``index``)
             fill = self.prog[:, kprog.P_FILL]
             rows = np.flatnonzero(fill > 0)
@@ -294,7 +327,11 @@ class TraceProgram(kprog.ProgramRun):
             if why == kprog.WHY_DONE:
                 break
             if why == kprog.WHY_STEP:
-                self.on_step(steps[pos], self.base + pos)
+                if pos in self.racy_rows:
+                    assert self.races is not None
+                    self.races.step(steps[pos], self.base + pos)
+                else:
+                    self.on_step(steps[pos], self.base + pos)
                 r.flush()
                 pos += 1
                 continue
@@ -319,6 +356,15 @@ class TraceProgram(kprog.ProgramRun):
             if any(counts[kprog.TL_COW:]):
                 self.m.cow_counts += tal[kprog.TL_COW:].reshape(self.m.cow_counts.shape)
             tal.fill(0)
+        k = int(st[kprog.S_NRACY])
+        if k:
+            assert self.races is not None
+            seen = self.races.seen
+            for _row, before, after in self.racy[:k].tolist():
+                for code in (before, after):
+                    if code != L.NONE:
+                        seen.add(_SPECIAL.get(code) or f"f{code}")
+            st[kprog.S_NRACY] = 0
         k = int(st[kprog.S_NREUSE])
         if k:
             if self.m.track_reuse:
@@ -603,4 +649,4 @@ class SnapshotView:
                 yield vma, vpn, self._view(f), page, False
 
 
-__all__ = ["SnapshotView", "TraceMachine", "TraceProgram", "TraceRunner", "load_kernels"]
+__all__ = ["Races", "SnapshotView", "TraceMachine", "TraceProgram", "TraceRunner", "load_kernels"]
