@@ -32,7 +32,7 @@ import numpy as np
 
 from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, FAULT_PROT, FAULT_TAKEN
 from foliosim.fast import kernels as K
-from foliosim.fast.sim import kprog
+from foliosim.fast.sim import kern, kprog
 from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import _START, I64, KIND_NAMES, FastMachine, FastMM, FastTask
 from foliosim.fast.sim.steps import FastWorkloadRunner
@@ -388,13 +388,16 @@ _WARM_STEPS = (
 def load_kernels(config: KernelConfig, fast_oracle: bool) -> float:
     """Load (or compile) the compiled kernels a run trace needs, on a throwaway machine; the seconds it took."""
     began = time.perf_counter()
-    m = TraceMachine(config, fast_oracle)
-    runner = TraceRunner(m, Counter())
-    if runner.compiled():  # the step interpreter with what it stops at (a stretch shorter than STRETCH_MIN)
-        TraceProgram(runner, list(_WARM_STEPS), 0, runner.execute).run()
-    else:
-        runner.run_steps(list(_WARM_STEPS), 0, runner.execute)
-    runner.flush()
+    for interpreter in (False, True):  # one step at a time (the kernels Python calls), then the step interpreter
+        runner = TraceRunner(TraceMachine(config, fast_oracle), Counter())
+        if interpreter and runner.compiled():  # shorter than STRETCH_MIN: the program is made here
+            TraceProgram(runner, list(_WARM_STEPS), 0, runner.execute).run()
+        elif not interpreter:
+            for index, step in enumerate(_WARM_STEPS):
+                runner.execute(step, index)
+        runner.flush()
+    m = runner.m  # the table hash's rebuild (FastMachine.ensure() when it grows), on copies
+    kern.rehash(m.glob.copy(), m.tb.copy(), np.full_like(m.hk, -1), np.zeros_like(m.hv), int(m.glob[L.G_NTB]))
     return time.perf_counter() - began
 
 
