@@ -194,13 +194,10 @@ def _tag_cows(glob: Any, ctask: Any, first: int, tn: int) -> None:
 
 
 @sjit
-def _note(st: Any, glob: Any, cow: Any, ctask: Any, tal: Any, rs: Any, first: int, tn: int, i: int) -> None:
-    """After a kernel call of program row ``i``: the task of its CoW decisions (_tag_cows()); with ``S_TALLY``
-    (TraceMachine: no decision objects) each decision counted by (rule, outcome) into ``tal`` and dropped, and the
-    row noted in ``rs`` when one reused a page (run-trace's reuse oracle schedule)."""
-    _tag_cows(glob, ctask, first, tn)
-    if st[S_TALLY] == 0:
-        return
+def _tally(st: Any, glob: Any, cow: Any, tal: Any, rs: Any, first: int, i: int) -> None:
+    """After a kernel call of program row ``i``, with ``S_TALLY`` (TraceMachine: no decision objects): each CoW
+    decision since ``first`` counted by (rule, outcome) into ``tal`` and dropped, and the row noted in ``rs`` when
+    one reused a page (run-trace's reuse oracle schedule)."""
     reuse = False
     for c in range(first, glob[L.G_NCOW]):
         tal[TL_COW + cow[c, L.C_RULE] * _NOUT + cow[c, L.C_OUTCOME]] += 1
@@ -400,7 +397,9 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 ncow = glob[L.G_NCOW]
                 rc, _ = access(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
                                pexp, fc, pcs, ops1, 0, faults)
-                _note(st, glob, cow, ctask, tal, rs, ncow, tn, i)
+                _tag_cows(glob, ctask, ncow, tn)
+                if st[S_TALLY]:
+                    _tally(st, glob, cow, tal, rs, ncow, i)
                 if st[S_KEEPDEC] == 0:
                     glob[L.G_NCOW] = 0  # FastMachine._drain() drops them
                 nf = glob[L.G_NGATHER]
@@ -496,7 +495,9 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 ncow = glob[L.G_NCOW]
                 rc, _, _, _ = fork_dup(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr,
                                        cow, pexp, scr, src, num, vr[:nv], early)
-                _note(st, glob, cow, ctask, tal, rs, ncow, tn, i)
+                _tag_cows(glob, ctask, ncow, tn)
+                if st[S_TALLY]:
+                    _tally(st, glob, cow, tal, rs, ncow, i)
                 if rc != L.RC_OK:
                     st[S_RC] = rc
                     return i, WHY_ERROR
@@ -536,7 +537,9 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 ncow = glob[L.G_NCOW]
                 rc, worst = exit_zap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr,
                                      cow, pexp, scr, m, rg[:n], gather)
-                _note(st, glob, cow, ctask, tal, rs, ncow, tn, i)
+                _tag_cows(glob, ctask, ncow, tn)
+                if st[S_TALLY]:
+                    _tally(st, glob, cow, tal, rs, ncow, i)
                 if rc == L.RC_ROOM:
                     return i, _room(st, RK_ROOM, 0, 0, 2, 3 * worst + 16, 4, worst)
                 st[S_STEP] += 1
@@ -603,7 +606,9 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     ncow = glob[L.G_NCOW]
                     rc = zap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp,
                              scr, m, rg[:n], gather)
-                    _note(st, glob, cow, ctask, tal, rs, ncow, tn, i)
+                    _tag_cows(glob, ctask, ncow, tn)
+                    if st[S_TALLY]:
+                        _tally(st, glob, cow, tal, rs, ncow, i)
                     if rc != L.RC_OK:
                         st[S_RC] = rc
                         return i, WHY_ERROR
@@ -623,7 +628,9 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             ncow = glob[L.G_NCOW]
             rc = cold_pageout(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, scr,
                               scr2, ent, m, rg[:n], st[S_PEND_FIRST])
-            _note(st, glob, cow, ctask, tal, rs, ncow, tn, i)
+            _tag_cows(glob, ctask, ncow, tn)
+            if st[S_TALLY]:
+                _tally(st, glob, cow, tal, rs, ncow, i)
             if rc == L.RC_ROOM:
                 st[S_PEND] = PEND_COLD
                 st[S_PEND_FIRST] = glob[L.G_NGATHER]
