@@ -784,7 +784,7 @@ class ProgramRun:
         self.rg = np.zeros((64, 2), dtype=np.int64)
         self.vr = np.zeros(64, dtype=np.int64)
         self.tal = np.zeros(TL_LEN, dtype=np.int64)  # recorded-fault outcomes and tallied decisions (S_TALLY)
-        self.rs = np.zeros(max(len(steps), 1), dtype=np.int64)  # rows with a reuse decision (S_TALLY)
+        self.rs = np.zeros(1, dtype=np.int64)  # rows with a reuse decision (S_TALLY: one per row, made then)
         self.racy = np.zeros((1, 3), dtype=np.int64)  # racy recorded faults (row, folio before, after): FA_RACY
         self.tobj: list[FastTask | None] = [None] * nt
         self.mobj: dict[int, FastMM] = {}

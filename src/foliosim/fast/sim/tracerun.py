@@ -299,6 +299,7 @@ class TraceProgram(kprog.ProgramRun):
         self.base = base
         self.on_step = on_step
         self.st[kprog.S_TALLY] = 1
+        self.rs = np.zeros(max(len(steps), 1), dtype=np.int64)
         self.races = races
         self.racy_rows: set[int] = set()
         if races is not None and races.rows:
