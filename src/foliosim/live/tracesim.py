@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from foliosim.evaluate.probe import Probe
@@ -297,7 +298,7 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
     """:func:`simulate` on the compiled engine (foliosim.fast.sim.tracerun): the same figures; Unsupported for a
     step it does not model (nothing is kept: the caller runs the reference)."""
     from foliosim.fast.sim.engine import Unsupported
-    from foliosim.fast.sim.tracerun import SnapshotView, TraceMachine, TraceRunner, load_kernels
+    from foliosim.fast.sim.tracerun import Races, SnapshotView, TraceMachine, TraceRunner, load_kernels
 
     perf = time.perf_counter
     try:
@@ -315,6 +316,31 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
     index = 0
     line = 0
     racy = False
+    pending: list[Step] = []  # steps not run yet: runner.run_steps() takes them in stretches
+    on_step = partial(_execute, runner, run)
+    races: Races | None = None
+    if checker is not None:
+        def racy_step(step: Step, at: int) -> None:  # a fault after a race: its folio before and after, noted
+            assert checker is not None
+            runner.flush()
+            before = _folio_at(m, step)
+            _execute(runner, run, step, at)
+            runner.flush()
+            checker.racy.update(name for name in (before, _folio_at(m, step)) if name)
+
+        races = Races(racy_step, checker.racy)
+
+    def run_pending() -> None:
+        nonlocal index
+        if pending:
+            t0 = perf()
+            runner.run_steps(pending, index, on_step, races)
+            run.sim_seconds += perf() - t0
+            index += len(pending)
+            pending.clear()
+            if races is not None:
+                races.rows.clear()
+
     try:
         for item in conv.items():
             if isinstance(item, Race):
@@ -322,6 +348,7 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
                 continue
             if isinstance(item, Snapshot):
                 if checker is not None:
+                    run_pending()
                     t0 = perf()
                     runner.flush()
                     t1 = perf()
@@ -332,30 +359,27 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
                 continue
             if item.task:
                 tasks.add(item.task)
-            t0 = perf()
             if racy and item.verb == "fault":
                 racy = False
-                assert checker is not None
-                runner.flush()
-                before = _folio_at(m, item)
-                _execute(runner, run, item, index)
-                runner.flush()
-                checker.racy.update(name for name in (before, _folio_at(m, item)) if name)
-            else:
-                _execute(runner, run, item, index)
-            run.sim_seconds += perf() - t0
-            index += 1
-            if progress is not None and index % HOUSEKEEPING == 0:
-                now = perf()
-                if now - last_report >= 1.0:
-                    last_report = now
-                    progress(Progress(conv.stats.lines or line, conv.lines, index, runner.faults[FAULT_TAKEN],
-                                      now - began))
+                assert races is not None
+                races.rows.append(len(pending))
+            pending.append(item)
+            if len(pending) >= HOUSEKEEPING:
+                run_pending()
+                if progress is not None:
+                    now = perf()
+                    if now - last_report >= 1.0:
+                        last_report = now
+                        progress(Progress(conv.stats.lines or line, conv.lines, index, runner.faults[FAULT_TAKEN],
+                                          now - began))
+        run_pending()
         t0 = perf()
         runner.flush()
         m._drain()
         run.sim_seconds += perf() - t0
     except OracleViolation:  # the compiled loop stopped where the fast oracle (or a consistency check) failed
+        if pending:
+            index = runner.index  # the step it stopped in
         problem = runner.oracle_problem()
         if oracle == "off" or not runner.oracle_found():  # not an oracle finding: a fast-engine failure
             raise Unsupported(f"the fast engine stopped ({problem})") from None

@@ -3,20 +3,26 @@
 
 :func:`encode` turns a step list into an int64 program once (one row per step: verb code, task number, region
 number, first page, pages, argument, fill byte). :func:`run_program` executes rows from a position while they are
-of the kinds it models over anonymous private memory -- reads and writes (:func:`foliosim.fast.sim.kern.access`),
-fork (``dup_mmap()``: :func:`foliosim.fast.sim.kfork.fork_dup`, the VMA rows copied, a new MM row with the lowest
-free MM id, as foliosim.mmid does), exit (``exit_mmap()``: :func:`foliosim.fast.sim.kfork.exit_zap`, then
-``mmdrop()``), MADV_DONTNEED (:func:`foliosim.fast.sim.kern.zap`), MADV_COLD/PAGEOUT
-(:func:`foliosim.fast.sim.kern.cold_pageout`) and the khugepaged/NUMA scans (counted only) -- and returns where it
-stopped and why: the end, a step it does not model (Python executes it the existing way, then the loop resumes),
-an array that needs room (Python grows it; an access or MADV_COLD/PAGEOUT cut short resumes where it stopped) or
-an error. Tasks and MMs live in small arrays during a run; :class:`ProgramRun` turns them back into FastTask/FastMM
+of the kinds it models -- reads and writes (:func:`foliosim.fast.sim.kern.access`: anonymous, file and shmem
+faults), run-trace's recorded faults (``OP_FAULT``: find_vma() and the protection test, then a one-page access,
+each outcome counted as tracerun.TraceRunner counts it), fork (``dup_mmap()``: :func:`foliosim.fast.sim.kfork.fork_dup`
+for the VMAs with an anon_vma, every VMA row copied -- file and shared ones too; an MM with a VM_DONTFORK VMA forks
+in Python --, a new MM row with the lowest free MM id, as foliosim.mmid does), exit (``exit_mmap()``:
+:func:`foliosim.fast.sim.kfork.exit_zap`, then ``mmdrop()``), MADV_DONTNEED (:func:`foliosim.fast.sim.kern.zap`),
+MADV_COLD/PAGEOUT (:func:`foliosim.fast.sim.kern.cold_pageout`, while no file exists) and the khugepaged/NUMA scans
+(counted only) -- and returns where it stopped and why: the end, a step it does not model (Python executes it the
+existing way, then the loop resumes), an array that needs room (Python grows it; an access or MADV_COLD/PAGEOUT cut
+short resumes where it stopped) or an error.
+Tasks and MMs live in small arrays during a run; :class:`ProgramRun` turns them back into FastTask/FastMM
 objects (and the MM id allocator, counters, trace, CoW decisions and user faults) every time the loop returns, so
-the machine is then as if the steps had run one by one (FastMachine.fork()/exit()/madvise()).
+the machine is then as if the steps had run one by one (FastMachine.fork()/exit()/madvise()). A stretch that can
+neither fork nor exit (none before the next step it does not model) reads and writes back no task, MM or id table:
+recorded traces return to Python every few steps.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from itertools import compress, count
 from operator import attrgetter, itemgetter
@@ -27,7 +33,7 @@ import numpy as np
 from foliosim.fast import kernels as K
 from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import _VMA_FIELDS, I64, FastMachine, FastMM, FastTask, PmdSet, Unsupported
-from foliosim.fast.sim.kern import access, cold_pageout, record, rehash, sjit, zap
+from foliosim.fast.sim.kern import access, cold_pageout, lookup, record, rehash, sjit, zap
 from foliosim.fast.sim.kfork import MISSING, exit_zap, fork_dup, mm_entries, room_ok
 from foliosim.vm.events import OracleViolation, SimError
 from foliosim.vm.vma import Vma
@@ -39,12 +45,12 @@ if TYPE_CHECKING:
 # Program columns and verb codes.
 P_OP, P_TASK, P_REG, P_FIRST, P_PAGES, P_ARG, P_FILL = range(7)
 P_COLS = 7
-OP_OTHER, OP_READ, OP_WRITE, OP_FORK, OP_EXIT, OP_DONTNEED, OP_COLD, OP_PAGEOUT, OP_SCAN = range(9)
+OP_OTHER, OP_READ, OP_WRITE, OP_FORK, OP_EXIT, OP_DONTNEED, OP_COLD, OP_PAGEOUT, OP_SCAN, OP_FAULT = range(10)
 _MADV_OPS = {"dontneed": OP_DONTNEED, "cold": OP_COLD, "pageout": OP_PAGEOUT}
 #: first-pass codes by verb (fork and madvise are checked one by one; anything else stops the compiled loop)
 _CODES: defaultdict[str, int] = defaultdict(int, {"read": OP_READ, "write": OP_WRITE, "khugepaged": OP_SCAN,
                                                   "numa": OP_SCAN, "exit": OP_EXIT, "fork": OP_FORK,
-                                                  "madvise": OP_DONTNEED})
+                                                  "madvise": OP_DONTNEED, "fault": OP_FAULT})
 _VERB, _TASK, _ARGS = attrgetter("verb"), attrgetter("task"), attrgetter("args")
 _ARG0, _ARG1, _ARG2, _ARG3 = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 _MADV_CODE = defaultdict(int, _MADV_OPS).__getitem__  # OP_OTHER (0) for the advice it does not model
@@ -66,8 +72,21 @@ RK_GROW, RK_ROOM, RK_VMA, RK_MS, RK_SCR, RK_COLD, RK_UF = range(7)
  S_PEND_FIRST, S_PEND_MM, S_PEND_OP, S_MB0, S_MB1, S_MB2, S_ROOM, S_N0, S_N1, S_N2, S_N3, S_N4, S_N5, S_RC,
  S_EARLY, S_KEEP, S_PCACHE, S_MAPPED, S_KEEPDEC, S_COMPACT) = range(32)
 S_MCNT = 32  # 6 counters: cold take/skip/split, pageout take/skip/split
-S_LEN = S_MCNT + 6
+# S_TALLY: CoW decisions counted into ``tal`` and dropped as they are made (run-trace); S_TAKEN: the recorded fault
+# being run took a fault (across a return for room); S_NREUSE: program rows in ``rs`` (steps with a reuse decision)
+# S_NRACY: rows in ``racy`` (recorded faults after a race, with the folio at their address before and after);
+# S_RBEFORE: that folio before the fault being run
+S_TALLY, S_TAKEN, S_NREUSE, S_NRACY, S_RBEFORE = S_MCNT + 6, S_MCNT + 7, S_MCNT + 8, S_MCNT + 9, S_MCNT + 10
+S_LEN = S_MCNT + 11
+#: a recorded fault's P_ARG: bit 0 written, bit 1 racy (note the folio at its region's address before and after)
+FA_WRITE, FA_RACY = 1, 2
 PEND_NONE, PEND_ACCESS, PEND_COLD = range(3)
+
+# The recorded-fault outcome counters ``tal`` (then the CoW decisions by rule x outcome, R_* * len(OUTCOMES) + OC_*).
+TL_TAKEN, TL_MAPPED, TL_PRESENT, TL_NO_VMA, TL_PROT = range(5)
+TL_COW = 5
+_NOUT = len(L.OUTCOMES)
+TL_LEN = TL_COW + len(L.RULES) * _NOUT
 
 # The MM id allocator mirror ``ids``: [next, max id, heap length, heap...] (foliosim.mmid.MMIdAllocator).
 I_NEXT, I_MAX, I_LEN, I_HEAP = range(4)
@@ -175,6 +194,59 @@ def _tag_cows(glob: Any, ctask: Any, first: int, tn: int) -> None:
 
 
 @sjit
+def _tally(st: Any, glob: Any, cow: Any, tal: Any, rs: Any, first: int, i: int) -> None:
+    """After a kernel call of program row ``i``, with ``S_TALLY`` (TraceMachine: no decision objects): each CoW
+    decision since ``first`` counted by (rule, outcome) into ``tal`` and dropped, and the row noted in ``rs`` when
+    one reused a page (run-trace's reuse oracle schedule)."""
+    reuse = False
+    for c in range(first, glob[L.G_NCOW]):
+        tal[TL_COW + cow[c, L.C_RULE] * _NOUT + cow[c, L.C_OUTCOME]] += 1
+        if cow[c, L.C_OUTCOME] == L.OC_REUSE:
+            reuse = True
+    glob[L.G_NCOW] = first
+    k = st[S_NREUSE]
+    if reuse and (k == 0 or rs[k - 1] != i):
+        rs[k] = i
+        st[S_NREUSE] = k + 1
+
+
+@sjit
+def _folio_name(cfg: Any, glob: Any, fs: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any, hk: Any, hv: Any, m: int,
+                vpn: int) -> int:
+    """The name number of the folio mapped at ``vpn`` (``Machine.lookup()``), or NONE/ZERO/HUGE_ZERO."""
+    f, _, _, _ = lookup(cfg, glob, tb, ptf, ptp, ptw, hk, hv, m, vpn)
+    return fs[f, L.X_NAME] if f >= 0 else f
+
+
+@sjit
+def _find_vma(ms: Any, vm: Any, mv: Any, m: int, vpn: int) -> int:
+    """find_vma() as FastMM.find_vma() answers it: the row of the MM's VMA holding ``vpn``, -1 when none (its rows
+    are in address order: the last one starting at or before ``vpn``)."""
+    off = ms[m, L.MS_VOFF]
+    lo = 0
+    hi = ms[m, L.MS_NVMA]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if vm[mv[off + mid], L.V_START] <= vpn:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo == 0:
+        return -1
+    r = mv[off + lo - 1]
+    return r if vm[r, L.V_END] > vpn else -1
+
+
+@sjit
+def _racy_after(st: Any, racy: Any, i: int, after: int) -> None:
+    k = st[S_NRACY]
+    racy[k, 0] = i
+    racy[k, 1] = st[S_RBEFORE]
+    racy[k, 2] = after
+    st[S_NRACY] = k + 1
+
+
+@sjit
 def _rehash(glob: Any, tb: Any, hk: Any, hv: Any) -> None:
     """The table hash rebuilt in place when deleted entries fill it but the live ones leave room (what
     FastMachine.ensure() does, without a new array, when the hash does not need to grow): the hash's layout is
@@ -272,8 +344,14 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, fc: Any,
                 pcs: Any, scr: Any, scr2: Any, ent: Any, gather: Any, prog: Any, pos: int, end: int, st: Any,
                 tmm: Any, tst: Any, tpid: Any, rtab: Any, msimple: Any, morig: Any, mtask: Any, vfk: Any, ids: Any,
-                ctask: Any, uf: Any, ops1: Any, faults: Any, vr: Any, rg: Any, vtmp: Any, ftmp: Any) -> tuple[int, int]:
-    """Execute program rows ``pos..end`` while they are of the kinds modelled here; (position, WHY_*)."""
+                ctask: Any, uf: Any, ops1: Any, faults: Any, vr: Any, rg: Any, vtmp: Any, ftmp: Any, tal: Any,
+                rs: Any, racy: Any) -> tuple[int, int]:
+    """Execute program rows ``pos..end`` while they are of the kinds modelled here; (position, WHY_*).
+
+    A recorded fault (``OP_FAULT``: run-trace's ``fault`` step, foliosim.live.tracesim's TraceRunner._fault()) is
+    counted into ``tal`` as outside any VMA or against its protection without an access, else it is a one-page
+    access counted as taken (the fault loop took a fault), already mapped writable (a write) or present (a
+    read). One flagged ``FA_RACY`` also notes (row, folio at its region's page before, after) in ``racy``."""
     po = cfg[K.C_PMD_ORDER]
     nrp = np.int64(1) << po
     keep = st[S_KEEP] != 0
@@ -283,19 +361,34 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
         op = prog[i, P_OP]
         tn = prog[i, P_TASK]
         _rehash(glob, tb, hk, hv)
-        if op == OP_READ or op == OP_WRITE:  # noqa: SIM109 - scalar compares for numba
+        if op == OP_READ or op == OP_WRITE or op == OP_FAULT:  # noqa: SIM109 - scalar compares for numba
             if st[S_PEND] != PEND_ACCESS:
-                if not _runnable(tst, tn) or not msimple[tmm[tn]]:  # file and shared faults: Python finishes them
+                if not _runnable(tst, tn):  # no such task, or a vfork parent: Python says why (or checks the page)
                     return i, WHY_STEP
                 base = rtab[prog[i, P_REG]]
                 if base == MISSING:
                     return i, WHY_STEP
-                ops1[0, 0] = tmm[tn]
+                m = tmm[tn]
+                ops1[0, 0] = m
                 ops1[0, 1] = base + prog[i, P_FIRST]
                 ops1[0, 2] = prog[i, P_PAGES]
                 ops1[0, 3] = 1 if op == OP_WRITE else 0
                 ops1[0, 4] = prog[i, P_FILL]
                 ops1[0, 5] = 0
+                if op == OP_FAULT:
+                    write = (prog[i, P_ARG] & FA_WRITE) != 0
+                    if prog[i, P_ARG] & FA_RACY:
+                        st[S_RBEFORE] = _folio_name(cfg, glob, fs, tb, ptf, ptp, ptw, hk, hv, m, base)
+                    r = _find_vma(ms, vm, mv, m, ops1[0, 1])
+                    if r < 0 or vm[r, L.V_WRITE if write else L.V_READ] == 0:
+                        tal[TL_NO_VMA if r < 0 else TL_PROT] += 1
+                        if prog[i, P_ARG] & FA_RACY:
+                            _racy_after(st, racy, i, st[S_RBEFORE])
+                        st[S_STEPS] += 1
+                        i += 1
+                        continue
+                    ops1[0, 3] = 1 if write else 0
+                    st[S_TAKEN] = 0
             st[S_PEND] = PEND_NONE
             while True:
                 if keep and st[S_NUF] + faults.shape[0] > uf.shape[0]:
@@ -305,9 +398,13 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 rc, _ = access(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
                                pexp, fc, pcs, ops1, 0, faults)
                 _tag_cows(glob, ctask, ncow, tn)
+                if st[S_TALLY]:
+                    _tally(st, glob, cow, tal, rs, ncow, i)
                 if st[S_KEEPDEC] == 0:
                     glob[L.G_NCOW] = 0  # FastMachine._drain() drops them
                 nf = glob[L.G_NGATHER]
+                if nf:
+                    st[S_TAKEN] = 1
                 if keep:
                     u = st[S_NUF]
                     for k in range(nf):
@@ -325,6 +422,11 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     return i, _room(st, RK_GROW, 0, 0, 0, 0, 0, 0)
                 st[S_RC] = rc
                 return i, WHY_ERROR
+            if op == OP_FAULT:
+                tal[TL_TAKEN if st[S_TAKEN] else TL_MAPPED if ops1[0, 3] else TL_PRESENT] += 1
+                if prog[i, P_ARG] & FA_RACY:
+                    _racy_after(st, racy, i, _folio_name(cfg, glob, fs, tb, ptf, ptp, ptw, hk, hv, tmm[tn],
+                                                         rtab[prog[i, P_REG]]))
             st[S_STEPS] += 1
             i += 1
             continue
@@ -394,6 +496,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 rc, _, _, _ = fork_dup(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr,
                                        cow, pexp, scr, src, num, vr[:nv], early)
                 _tag_cows(glob, ctask, ncow, tn)
+                if st[S_TALLY]:
+                    _tally(st, glob, cow, tal, rs, ncow, i)
                 if rc != L.RC_OK:
                     st[S_RC] = rc
                     return i, WHY_ERROR
@@ -434,6 +538,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 rc, worst = exit_zap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr,
                                      cow, pexp, scr, m, rg[:n], gather)
                 _tag_cows(glob, ctask, ncow, tn)
+                if st[S_TALLY]:
+                    _tally(st, glob, cow, tal, rs, ncow, i)
                 if rc == L.RC_ROOM:
                     return i, _room(st, RK_ROOM, 0, 0, 2, 3 * worst + 16, 4, worst)
                 st[S_STEP] += 1
@@ -472,7 +578,7 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     return i, WHY_STEP
                 m = tmm[tn]
                 base = rtab[prog[i, P_REG]]
-                if not msimple[m] or base == MISSING or prog[i, P_PAGES] <= 0:
+                if base == MISSING or prog[i, P_PAGES] <= 0:
                     return i, WHY_STEP
                 start = base + prog[i, P_FIRST]
                 if start < 0 or (op != OP_DONTNEED and st[S_PCACHE] != 0):
@@ -501,6 +607,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     rc = zap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp,
                              scr, m, rg[:n], gather)
                     _tag_cows(glob, ctask, ncow, tn)
+                    if st[S_TALLY]:
+                        _tally(st, glob, cow, tal, rs, ncow, i)
                     if rc != L.RC_OK:
                         st[S_RC] = rc
                         return i, WHY_ERROR
@@ -521,6 +629,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             rc = cold_pageout(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, scr,
                               scr2, ent, m, rg[:n], st[S_PEND_FIRST])
             _tag_cows(glob, ctask, ncow, tn)
+            if st[S_TALLY]:
+                _tally(st, glob, cow, tal, rs, ncow, i)
             if rc == L.RC_ROOM:
                 st[S_PEND] = PEND_COLD
                 st[S_PEND_FIRST] = glob[L.G_NGATHER]
@@ -615,6 +725,20 @@ def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
             prog[sel, P_REG] = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=n_ok)
             prog[sel, P_FIRST] = np.fromiter(compress(firsts, okl), dtype=np.int64, count=n_ok)
             prog[sel, P_PAGES] = np.fromiter(compress(counts, okl), dtype=np.int64, count=n_ok)
+    fault_idx = np.flatnonzero(codes == OP_FAULT)  # recorded faults (run-trace): (region, page, written)
+    if len(fault_idx):
+        args = list(map(every.__getitem__, fault_idx.tolist()))
+        k = len(args)
+        regs = list(map(_ARG0, args))
+        for r in dict.fromkeys(regs):  # regions first seen here are numbered in program order
+            if r not in regions:
+                regions[r] = len(regions)
+        prog[fault_idx, P_REG] = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=k)
+        prog[fault_idx, P_FIRST] = np.fromiter(map(_ARG1, args), dtype=np.int64, count=k)
+        prog[fault_idx, P_PAGES] = 1
+        written = np.fromiter(map(bool, map(_ARG2, args)), dtype=np.int64, count=k)
+        prog[fault_idx, P_ARG] = written
+        prog[fault_idx, P_FILL] = np.where(written != 0, 1 + (fault_idx * 37) % 255, -1)
     return prog, list(names), regions
 
 
@@ -641,11 +765,27 @@ class ProgramRun:
         self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
         self.st = np.zeros(S_LEN, dtype=np.int64)
         self.exits = int((self.prog[:, P_OP] == OP_EXIT).sum()) if len(steps) else 0
+        codes = self.prog[:, P_OP]
+        self.fork_rows = np.flatnonzero(codes == OP_FORK)
+        self.fe_rows: list[int] = np.flatnonzero((codes == OP_FORK) | (codes == OP_EXIT)).tolist()
+        self.other_rows: list[int] = np.flatnonzero(codes == OP_OTHER).tolist()
+        self.light = False  # the current stretch neither forks nor exits (_light())
+        self._tsig: tuple[int, int, int] | None = None  # (tasks, next pid, next MM) when the task tables were made
+        self.tid = {name: i for i, name in enumerate(self.names)}
+        self.named: list[tuple[Any, int]] = []  # regions by name: their base page is looked up at each entry
+        for region, i in self.rid.items():
+            if isinstance(region, int):
+                self.rtab[i] = region
+            else:
+                self.named.append((region, i))
         self.ops1 = np.zeros((1, 6), dtype=np.int64)
         self.faults = np.zeros((1024, 2), dtype=np.int64)
         self.uf = np.zeros((4096 if self._keep() else 1, 4), dtype=np.int64)
         self.rg = np.zeros((64, 2), dtype=np.int64)
         self.vr = np.zeros(64, dtype=np.int64)
+        self.tal = np.zeros(TL_LEN, dtype=np.int64)  # recorded-fault outcomes and tallied decisions (S_TALLY)
+        self.rs = np.zeros(1, dtype=np.int64)  # rows with a reuse decision (S_TALLY: one per row, made then)
+        self.racy = np.zeros((1, 3), dtype=np.int64)  # racy recorded faults (row, folio before, after): FA_RACY
         self.tobj: list[FastTask | None] = [None] * nt
         self.mobj: dict[int, FastMM] = {}
         self.templates: dict[int, list[Vma]] = {}
@@ -698,7 +838,8 @@ class ProgramRun:
         """run_program() from ``pos`` until it stops at something Python must do; room that only needs bigger
         arrays is made without leaving the tables (no Python object is read or written for it)."""
         m = self.m
-        self._prepare()
+        self.light = self._light(pos, end)
+        self._prepare(pos)
         try:
             while True:
                 out = run_program(*m.args(), m.pexp, m.pcache.fc, m.pcache.pcs, m._scratch(), m.scr2, m.ent,
@@ -711,9 +852,20 @@ class ProgramRun:
         finally:
             self._materialize()
 
+    def _light(self, pos: int, end: int) -> bool:
+        """Whether the stretch from ``pos`` (it ends at the next step the interpreter does not model, at the latest)
+        holds no fork and no exit: then no task, MM or id changes, and the tables need not be read or written back
+        (accesses, recorded faults, madvise and scans only)."""
+        other, fe = self.other_rows, self.fe_rows
+        k = bisect_left(other, pos)
+        stop = other[k] if k < len(other) else end
+        j = bisect_left(fe, pos)
+        return not (j < len(fe) and fe[j] < stop)
+
     def _args(self) -> tuple[Any, ...]:
         return (self.st, self.tmm, self.tst, self.tpid, self.rtab, self._msimple, self._morig, self._mtask, self._vfk,
-                self._ids, self._ctask, self.uf, self.ops1, self.faults, self.vr, self.rg, self._vtmp, self._ftmp)
+                self._ids, self._ctask, self.uf, self.ops1, self.faults, self.vr, self.rg, self._vtmp, self._ftmp,
+                self.tal, self.rs, self.racy)
 
     def _regrow(self) -> None:
         """The per-MM and per-decision tables follow ``ms`` and ``cow`` when those grew."""
@@ -733,8 +885,10 @@ class ProgramRun:
             ctask[:self._ctask.shape[0]] = self._ctask
             self._ctask = ctask
 
-    def _prepare(self) -> None:
-        """The task, MM, VMA and id tables of the machine as it is now (after any Python step)."""
+    def _prepare(self, pos: int = 0) -> None:
+        """The task, MM, VMA and id tables of the machine as it is now (after any Python step), for a run from
+        program row ``pos``: what only fork reads (each MM's VMA templates, anon_vma_forked rows, whether fork can
+        copy it) for the MMs of the tasks that fork from there on only."""
         m, st = self.m, self.st
         st[S_NVM] = m.nvm
         st[S_NMV] = m.nmv
@@ -746,23 +900,29 @@ class ProgramRun:
         st[S_KEEPDEC] = int(m.keep_decisions)
         st[S_PCACHE] = int(bool(m.pcache.files))
         st[S_EARLY] = m.pinned_pages + 1
-        tid = {name: i for i, name in enumerate(self.names)}
-        self.tst.fill(T_NONE)
-        self.tmm.fill(-1)
-        self.tobj = [None] * len(self.tobj)
-        for name, task in m.tasks.items():
-            i = tid.get(name)
-            if i is None:
-                continue
-            self.tst[i] = T_BLOCKED if task.vfork_blocked else T_VCHILD if task.vfork_parent is not None else T_PY
-            self.tmm[i] = task.mm.num
-            self.tpid[i] = task.pid
-            self.tobj[i] = task
-        for region, i in self.rid.items():
-            if isinstance(region, int):
-                self.rtab[i] = region
-            else:
-                self.rtab[i] = self.r.regions.get(region, MISSING)
+        # Every Python step that changes a task's MM or whether it runs makes a task (pid), an MM (exec) or ends
+        # one; the loop changes them only by fork and exit: the tables are rebuilt only when one of those happened.
+        sig = (len(m.tasks), m._next["pid"], m._next["mm"])
+        if sig != self._tsig:
+            self._tsig = sig
+            tid = self.tid
+            self.tst.fill(T_NONE)
+            self.tmm.fill(-1)
+            self.tobj = [None] * len(self.tobj)
+            for name, task in m.tasks.items():
+                i = tid.get(name)
+                if i is None:
+                    continue
+                self.tst[i] = T_BLOCKED if task.vfork_blocked else T_VCHILD if task.vfork_parent is not None else T_PY
+                self.tmm[i] = task.mm.num
+                self.tpid[i] = task.pid
+                self.tobj[i] = task
+        regions = self.r.regions
+        for region, i in self.named:
+            self.rtab[i] = regions.get(region, MISSING)
+        if self.light:  # no fork or exit ahead: the MM, VMA and id tables are not read
+            self._ctask = np.full(m.cow.shape[0], -1, dtype=np.int64)
+            return
         size = m.ms.shape[0]
         msimple = np.zeros(size, dtype=np.int8)
         morig = np.full(size, -1, dtype=np.int64)
@@ -770,19 +930,26 @@ class ProgramRun:
         vfk = np.zeros(m.vm.shape[0], dtype=np.int8)
         self.mobj = {mm.num: mm for mm in m.mms.values()}
         self.templates = {}
-        most = 1
-        for mm in m.mms.values():
-            num = mm.num
-            m.ms[num, L.MS_USERS] = mm.users
-            m.ms[num, L.MS_COUNT] = mm.count
+        ms = m.ms
+        for num, mm in self.mobj.items():
+            ms[num, L.MS_USERS] = mm.users
+            ms[num, L.MS_COUNT] = mm.count
             morig[num] = num
-            vmas = mm.vmas
-            self.templates[num] = list(vmas)
-            msimple[num] = all(v.file is None and not v.shared and not v.dontfork for v in vmas)
-            for vma, row in zip(vmas, mm.rows, strict=True):
-                if vma.anon_vma_forked:
-                    vfk[row] = 1
-            most = max(most, len(vmas))
+        nmm = m._next["mm"]
+        most = max(1, int(ms[:nmm, L.MS_NVMA].max())) if nmm else 1
+        fork_rows = self.fork_rows
+        ahead = fork_rows[np.searchsorted(fork_rows, pos):]
+        if len(ahead):  # fork copies every VMA (file and shared ones too), except VM_DONTFORK ones: Python does that
+            for num in set(self.tmm[np.unique(self.prog[ahead, P_TASK])].tolist()):
+                forker = self.mobj.get(num)
+                if forker is None:
+                    continue
+                vmas = forker.vmas
+                self.templates[num] = list(vmas)
+                msimple[num] = not any(v.dontfork for v in vmas)
+                for vma, row in zip(vmas, forker.rows, strict=True):
+                    if vma.anon_vma_forked:
+                        vfk[row] = 1
         if self.rg.shape[0] < most:
             rg = np.zeros((2 * most, 2), dtype=np.int64)
             rg[:self.rg.shape[0]] = self.rg  # a MADV_COLD/PAGEOUT cut short resumes from these
@@ -803,8 +970,41 @@ class ProgramRun:
             self._vtmp, self._ftmp = np.empty_like(m.vm), np.empty_like(vfk)
 
     def _materialize(self) -> None:
-        """The Python objects brought up to date with the arrays: ids, tasks, MMs, trace, decisions, counters."""
+        """The Python objects brought up to date with the arrays: ids, tasks and MMs (:meth:`_materialize_tables`,
+        unless the stretch could neither fork nor exit), trace, decisions, counters."""
         m, st, names = self.m, self.st, self.names
+        if not self.light:
+            self._materialize_tables()
+        sv = st.tolist()  # one read of the state vector: a returning stretch is often only a few steps
+        nuf = sv[S_NUF]
+        if nuf:
+            m.user_faults.extend((s, names[t], vpn, bool(w)) for s, t, vpn, w in self.uf[:nuf].tolist())
+        ncow = int(m.glob[L.G_NCOW])
+        cow_tasks = None
+        if ncow and m.keep_decisions:
+            fallback = names[sv[S_LAST]] if sv[S_LAST] >= 0 else (m.task_name or "?")
+            cow_tasks = [names[t] if t >= 0 else fallback for t in self._ctask[:ncow].tolist()]
+        m._drain(cow_tasks)
+        if sv[S_FORKS]:
+            m.pycount["fork"] += sv[S_FORKS]
+        if any(sv[S_MCNT:S_MCNT + 6]):
+            for k, key in enumerate(("madvise cold take", "madvise cold skip", "madvise cold split",
+                                     "madvise pageout take", "madvise pageout skip", "madvise pageout split")):
+                if sv[S_MCNT + k]:
+                    m.pycount[key] += sv[S_MCNT + k]
+            st[S_MCNT:S_MCNT + 6] = 0
+        stats = self.r.stats
+        stats.steps += sv[S_STEPS]
+        stats.scans += sv[S_SCANS]
+        st[S_NUF] = st[S_STEPS] = st[S_SCANS] = st[S_FORKS] = 0
+        m.step = sv[S_STEP]
+        if sv[S_LAST] >= 0:
+            m.task_name = names[sv[S_LAST]]
+
+    def _materialize_tables(self) -> None:
+        """The MM id allocator, the MMs (counts, exits, compacted rows, anon_vma ids, forked ones) and the tasks."""
+        m, st, names = self.m, self.st, self.names
+        self._tsig = None
         m.nvm = int(st[S_NVM])
         m.nmv = int(st[S_NMV])
         m._next["pid"] = int(st[S_NEXT_PID])
@@ -867,29 +1067,6 @@ class ProgramRun:
             name = names[i]
             new = FastTask(pid, name, mms[int(self.tmm[i])], pid)
             m.tasks[name] = new
-        nuf = int(st[S_NUF])
-        if nuf:
-            m.user_faults.extend((s, names[t], vpn, bool(w)) for s, t, vpn, w in self.uf[:nuf].tolist())
-            st[S_NUF] = 0
-        ncow = int(m.glob[L.G_NCOW])
-        cow_tasks = None
-        if ncow and m.keep_decisions:
-            fallback = names[int(st[S_LAST])] if st[S_LAST] >= 0 else (m.task_name or "?")
-            cow_tasks = [names[t] if t >= 0 else fallback for t in self._ctask[:ncow].tolist()]
-        m._drain(cow_tasks)
-        if st[S_FORKS]:
-            m.pycount["fork"] += int(st[S_FORKS])
-        for k, key in enumerate(("madvise cold take", "madvise cold skip", "madvise cold split",
-                                 "madvise pageout take", "madvise pageout skip", "madvise pageout split")):
-            if st[S_MCNT + k]:
-                m.pycount[key] += int(st[S_MCNT + k])
-        st[S_MCNT:S_MCNT + 6] = 0
-        self.r.stats.steps += int(st[S_STEPS])
-        self.r.stats.scans += int(st[S_SCANS])
-        st[S_STEPS] = st[S_SCANS] = st[S_FORKS] = 0
-        m.step = int(st[S_STEP])
-        if st[S_LAST] >= 0:
-            m.task_name = names[int(st[S_LAST])]
 
     def _grow(self) -> None:
         """Make the room run_program() asked for (as the one-step path would have made it), then resume."""

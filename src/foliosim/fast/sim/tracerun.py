@@ -8,7 +8,10 @@ batched with its neighbours, and the compiled fault loop takes a fault exactly w
 ``WorkloadRunner._fault()`` would (page absent, or a write to a page not mapped writable). Which rows faulted
 comes from the loop's own fault list, the CoW decisions by (rule, outcome) from its decision array, folios
 allocated from per-(kind, order) counters in the arrays: :class:`TraceMachine` keeps no rmap trace and makes no
-decision objects (``record=False, keep_decisions=False``).
+decision objects (``record=False, keep_decisions=False``). :meth:`TraceRunner.run_steps` runs stretches of steps in
+the compiled step interpreter (:class:`TraceProgram`, foliosim.fast.sim.kprog), which counts the recorded faults'
+outcomes and the decisions itself; the steps it does not model (mmap, munmap, mprotect, merge, exec, vfork, threads,
+files, ...) go one by one through :meth:`TraceRunner.execute`, with the same figures.
 
 :class:`SnapshotView` gives :class:`foliosim.live.snapcheck.SnapshotChecker` the reference Machine's accessors it
 reads (tasks, MMs, live folio names, ``iter_mapped``, ``lookup``) over a :class:`TraceMachine`, and the simulated
@@ -21,24 +24,45 @@ from __future__ import annotations
 import time
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, FAULT_PROT, FAULT_TAKEN
 from foliosim.fast import kernels as K
+from foliosim.fast.sim import kern, kprog
 from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import _START, I64, KIND_NAMES, FastMachine, FastMM, FastTask
 from foliosim.fast.sim.steps import FastWorkloadRunner
 from foliosim.folio import Folio
 from foliosim.kconfig import KernelConfig
 from foliosim.live.snapcheck import SimAnonPage, SimFolioFields, SimSnapshot
-from foliosim.vm.events import errno_name
+from foliosim.vm.events import OracleViolation, errno_name
 from foliosim.vm.machine import MachineOptions
 from foliosim.vm.memory import PAGE_SHIFT
 from foliosim.vm.vma import Vma
 from foliosim.workloads.steps import Step
+
+#: the fewest steps :meth:`TraceRunner.run_steps` runs through the step interpreter
+STRETCH_MIN = 32
+
+
+@dataclass(slots=True)
+class Races:
+    """The recorded faults that follow a race (foliosim.workloads.runtrace.Race) among the steps given to
+    :meth:`TraceRunner.run_steps`: their positions, how one runs by itself (``step``: the live checker's racy path,
+    the folio at the fault's address noted before and after it) and where the folios' names go (``seen``:
+    SnapshotChecker.racy)."""
+
+    step: Callable[[Step, int], None]
+    seen: set[str]
+    rows: list[int] = field(default_factory=list)
+
+
+#: the names of ZERO and HUGE_ZERO (FastMachine.view())
+_SPECIAL = {L.ZERO: "zero", L.HUGE_ZERO: "huge_zero"}
 
 
 class TraceMachine(FastMachine):
@@ -210,6 +234,34 @@ class TraceRunner(FastWorkloadRunner):
             self.fault_rows.clear()
             self.row_steps.clear()
 
+    def compiled(self) -> bool:
+        """Whether :meth:`run_steps` runs stretches in the compiled step interpreter: the machine allows it
+        (:func:`kprog.compiled_unsupported`, no decision objects) and neither :meth:`execute` nor :meth:`flush` is
+        overridden (a subclass or a test that hooks them needs every step through them)."""
+        cls = type(self)
+        return (cls.execute is _HOOKS[0] and cls.flush is _HOOKS[1] and not self.m.keep_decisions
+                and kprog.compiled_unsupported(self.m) is None)
+
+    def run_steps(self, steps: list[Step], base: int, on_step: Callable[[Step, int], None],
+                  races: Races | None = None) -> None:
+        """Run ``steps`` (step ``base`` onwards of the trace): what the step interpreter models in compiled stretches
+        (:class:`TraceProgram`), every other step through ``on_step(step, index)`` (which calls :meth:`execute` and
+        counts what it refuses) as one step at a time would, the racy faults of ``races`` through ``races.step``
+        unless the loop notes their folios itself. An :class:`OracleViolation` leaves :attr:`index` at the step it
+        stopped in. A few steps (fewer than :data:`STRETCH_MIN`) go one by one: encoding them and entering the loop
+        would cost more than it saves."""
+        if len(steps) < STRETCH_MIN or not self.compiled():
+            racy = set(races.rows) if races is not None else set()
+            for k, step in enumerate(steps):
+                if k in racy:
+                    assert races is not None
+                    races.step(step, base + k)
+                else:
+                    on_step(step, base + k)
+            return
+        self.flush()
+        TraceProgram(self, steps, base, on_step, races).run()
+
     def oracle_found(self) -> bool:
         """Whether the last batch stopped on an isolation finding (not on a failed consistency check)."""
         return int(self.m.glob[L.G_ERR]) in (L.E_ISOLATION, L.E_WRITE_RO)
@@ -229,6 +281,98 @@ class TraceRunner(FastWorkloadRunner):
         return int(self.m.glob[L.G_SEGV]) - self._segv
 
 
+#: TraceRunner's own execute() and flush(): when either is replaced, every step goes through them
+_HOOKS = (TraceRunner.execute, TraceRunner.flush)
+
+
+class TraceProgram(kprog.ProgramRun):
+    """A stretch of a run trace through :func:`kprog.run_program`: recorded faults counted by outcome and CoW
+    decisions by (rule, outcome) in the compiled loop (``S_TALLY``), added to the runner's and machine's counters
+    each time it returns; what it stops at goes through ``on_step`` then :meth:`TraceRunner.flush`."""
+
+    r: TraceRunner
+    m: TraceMachine
+
+    def __init__(self, runner: TraceRunner, steps: list[Step], base: int, on_step: Callable[[Step, int], None],
+                 races: Races | None = None) -> None:
+        super().__init__(runner, steps)
+        self.base = base
+        self.on_step = on_step
+        self.st[kprog.S_TALLY] = 1
+        self.rs = np.zeros(max(len(steps), 1), dtype=np.int64)
+        self.races = races
+        self.racy_rows: set[int] = set()
+        if races is not None and races.rows:
+            self.racy_rows = set(races.rows)
+            self.racy = np.zeros((len(races.rows), 3), dtype=np.int64)
+            for k in races.rows:  # the live checker looks a racy fault's region up when it is an address
+                if isinstance(steps[k].args[0], int) and self.prog[k, kprog.P_OP] == kprog.OP_FAULT:
+                    self.prog[k, kprog.P_ARG] |= kprog.FA_RACY
+        if base and len(steps):  # a write's fill follows its index in the whole trace (execute()'s ``index``)
+            fill = self.prog[:, kprog.P_FILL]
+            rows = np.flatnonzero(fill > 0)
+            fill[rows] = 1 + ((rows + base) * 37) % 255
+
+    def run(self) -> None:
+        m, r, steps, prog = self.m, self.r, self.steps, self.prog
+        n = len(steps)
+        forks = int((prog[:, kprog.P_OP] == kprog.OP_FORK).sum()) if n else 0
+        if forks:
+            m._grow_rows("ms", m._next["mm"] + forks + 1)
+        pos = 0
+        while pos < n:
+            if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER:
+                why = kprog.WHY_STEP
+            else:
+                pos, why = self._call(pos, n)
+            if why == kprog.WHY_DONE:
+                break
+            if why == kprog.WHY_STEP:
+                if pos in self.racy_rows:
+                    assert self.races is not None
+                    self.races.step(steps[pos], self.base + pos)
+                else:
+                    self.on_step(steps[pos], self.base + pos)
+                r.flush()
+                pos += 1
+                continue
+            r.index = self.base + pos
+            r.failed = (r.index, r.index)
+            if why == kprog.WHY_MAPPED:
+                raise OracleViolation(f"fast engine: mm{int(self.st[kprog.S_MAPPED])} freed with mappings left")
+            m._check_rc(int(self.st[kprog.S_RC]))  # raised as a batch of accesses raises it
+            raise AssertionError(f"step {r.index + 1}: the interpreter stopped with rc {int(self.st[kprog.S_RC])}")
+
+    def _materialize(self) -> None:
+        super()._materialize()
+        tal, st = self.tal, self.st
+        counts = tal.tolist()
+        if any(counts):
+            faults = self.r.faults
+            for key, k in ((FAULT_TAKEN, kprog.TL_TAKEN), (FAULT_MAPPED, kprog.TL_MAPPED),
+                           (FAULT_PRESENT, kprog.TL_PRESENT), (FAULT_NO_VMA, kprog.TL_NO_VMA),
+                           (FAULT_PROT, kprog.TL_PROT)):
+                if counts[k]:
+                    faults[key] += counts[k]
+            if any(counts[kprog.TL_COW:]):
+                self.m.cow_counts += tal[kprog.TL_COW:].reshape(self.m.cow_counts.shape)
+            tal.fill(0)
+        k = int(st[kprog.S_NRACY])
+        if k:
+            assert self.races is not None
+            seen = self.races.seen
+            for _row, before, after in self.racy[:k].tolist():
+                for code in (before, after):
+                    if code != L.NONE:
+                        seen.add(_SPECIAL.get(code) or f"f{code}")
+            st[kprog.S_NRACY] = 0
+        k = int(st[kprog.S_NREUSE])
+        if k:
+            if self.m.track_reuse:
+                self.r.reuse_steps.update((self.rs[:k] + self.base).tolist())
+            st[kprog.S_NREUSE] = 0
+
+
 #: a small program through the paths a run trace takes (anonymous and file faults, fork with copy-on-write, the
 #: control plane, exit), run once by :func:`load_kernels`
 _WARM_STEPS = (
@@ -245,11 +389,16 @@ _WARM_STEPS = (
 def load_kernels(config: KernelConfig, fast_oracle: bool) -> float:
     """Load (or compile) the compiled kernels a run trace needs, on a throwaway machine; the seconds it took."""
     began = time.perf_counter()
-    m = TraceMachine(config, fast_oracle)
-    runner = TraceRunner(m, Counter())
-    for index, step in enumerate(_WARM_STEPS):
-        runner.execute(step, index)
-    runner.flush()
+    for interpreter in (False, True):  # one step at a time (the kernels Python calls), then the step interpreter
+        runner = TraceRunner(TraceMachine(config, fast_oracle), Counter())
+        if interpreter and runner.compiled():  # shorter than STRETCH_MIN: the program is made here
+            TraceProgram(runner, list(_WARM_STEPS), 0, runner.execute).run()
+        elif not interpreter:
+            for index, step in enumerate(_WARM_STEPS):
+                runner.execute(step, index)
+        runner.flush()
+    m = runner.m  # the table hash's rebuild (FastMachine.ensure() when it grows), on copies
+    kern.rehash(m.glob.copy(), m.tb.copy(), np.full_like(m.hk, -1), np.zeros_like(m.hv), int(m.glob[L.G_NTB]))
     return time.perf_counter() - began
 
 
@@ -504,4 +653,4 @@ class SnapshotView:
                 yield vma, vpn, self._view(f), page, False
 
 
-__all__ = ["SnapshotView", "TraceMachine", "TraceRunner", "load_kernels"]
+__all__ = ["Races", "SnapshotView", "TraceMachine", "TraceProgram", "TraceRunner", "load_kernels"]
