@@ -553,69 +553,147 @@ def compiled_unsupported(m: FastMachine) -> str | None:
     return None
 
 
+@sjit
+def _classify(codes: Any, mask: Any, idx: Any) -> tuple[int, int]:
+    """For encode(): which rows are reads or writes (``mask``), where the fork (``idx[0]``) and madvise
+    (``idx[1]``) rows are; (forks, madvises)."""
+    nf = 0
+    nm = 0
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        mask[i] = 1 if c == OP_READ or c == OP_WRITE else 0  # noqa: SIM109 - scalar compares for numba
+        if c == OP_FORK:
+            idx[0, nf] = i
+            nf += 1
+        elif c == OP_DONTNEED:
+            idx[1, nm] = i
+            nm += 1
+    return nf, nm
+
+
+@sjit
+def _fill_rows(prog: Any, codes: Any, tnum: Any, one_task: bool, areg: Any, one_reg: bool, afirst: Any,
+               apages: Any, idx: Any, nf: int, fchild: Any, nm: int, mkind: Any, mreg: Any, mfirst: Any,
+               mpages: Any) -> tuple[int, int]:
+    """For encode(): the program's rows from its columns (the accesses' values in access order, the modelled
+    madvise steps' in their order); (exits, pages written)."""
+    exits = 0
+    wpages = 0
+    a = 0
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        prog[i, P_OP] = c
+        if not one_task:
+            prog[i, P_TASK] = tnum[i]
+        if c == OP_READ or c == OP_WRITE:  # noqa: SIM109 - scalar compares for numba
+            if not one_reg:
+                prog[i, P_REG] = areg[a]
+            prog[i, P_FIRST] = afirst[a]
+            p = apages[a]
+            prog[i, P_PAGES] = p
+            if c == OP_WRITE:
+                prog[i, P_FILL] = 1 + (i * 37) % 255
+                if p > 0:
+                    wpages += p
+            else:
+                prog[i, P_FILL] = -1
+            a += 1
+        elif c == OP_EXIT:
+            exits += 1
+    for j in range(nf):
+        prog[idx[0, j], P_ARG] = fchild[j]
+    o = 0
+    for j in range(nm):
+        i = idx[1, j]
+        kind = mkind[j]
+        prog[i, P_OP] = kind
+        if kind != OP_OTHER:
+            prog[i, P_REG] = mreg[o]
+            prog[i, P_FIRST] = mfirst[o]
+            prog[i, P_PAGES] = mpages[o]
+            o += 1
+    return exits, wpages
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
 def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
-    """(program, task names by number, region -> number) of a step list: C-level maps over the steps (a Python
-    loop costs about a microsecond per step, as much as the compiled loop spends on one), fork and madvise steps
-    included; Python loops only over the new names and regions they bring."""
+    """(program, task names by number, region -> number) of a step list (see :func:`_encode`)."""
+    prog, names, regions, _forks, _exits, _wpages, _madvs = _encode(steps)
+    return prog, names, regions
+
+
+def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int, int, int]:
+    """(program, task names by number, region -> number, forks, exits, pages written, madvise steps) of a step
+    list.
+
+    The steps' fields are read with C-level maps (a Python loop costs about a microsecond per step, as much as the
+    compiled loop spends on one): three passes for verb, task and args, two or three over the accesses' args;
+    Python loops only over the new names and regions that forks and madvise steps bring. Everything numeric --
+    which rows are accesses, forks, madvise; the rows themselves; the counts ProgramRun sizes its arrays by --
+    is two compiled calls, not dozens of numpy calls (each costs microseconds, tens when its code was evicted from
+    the cache between runs, as it is on a shared machine)."""
     n = len(steps)
     prog = np.zeros((n, P_COLS), dtype=np.int64)
     if not n:
-        return prog, [], {}
+        return prog, [], {}, 0, 0, 0, 0
+    codes = np.fromiter(map(_CODES.__getitem__, map(_VERB, steps)), dtype=np.int64, count=n)
     tasks = list(map(_TASK, steps))
     every = list(map(_ARGS, steps))
-    names = dict(zip(dict.fromkeys(tasks), count()))
-    codes = np.fromiter(map(_CODES.__getitem__, map(_VERB, steps)), dtype=np.int64, count=n)
-    prog[:, P_OP] = codes
-    if len(names) > 1:  # one task: its number is 0 throughout
-        prog[:, P_TASK] = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
+    work = np.empty((3, n), dtype=np.int64)  # the access mask, then the fork and the madvise rows
+    nf, nm = _classify(codes, work[0], work[1:])
+    one_task = tasks.count(tasks[0]) == n  # one task: its number is 0 throughout
+    if one_task:
+        names = {tasks[0]: 0}
+        tnum = _NONE
+    else:
+        names = dict(zip(dict.fromkeys(tasks), count()))
+        tnum = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
     regions: dict[Any, int] = {}
-    is_acc = (codes == OP_READ) | (codes == OP_WRITE)
-    acc_idx = np.flatnonzero(is_acc)
-    k = len(acc_idx)
+    args = list(compress(every, work[0].tolist()))
+    k = len(args)
+    areg = afirst = apages = _NONE
+    one_reg = True
     if k:
-        args = list(compress(every, is_acc.tolist()))
         regs = list(map(_ARG0, args))
-        regions = dict(zip(dict.fromkeys(regs), count()))
-        if len(regions) > 1:  # one region: its number is 0 throughout
-            prog[acc_idx, P_REG] = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=k)
-        prog[acc_idx, P_FIRST] = np.fromiter(map(_ARG1, args), dtype=np.int64, count=k)
-        prog[acc_idx, P_PAGES] = np.fromiter(map(_ARG2, args), dtype=np.int64, count=k)
-        prog[acc_idx, P_FILL] = np.where(codes[acc_idx] == OP_WRITE, 1 + (acc_idx * 37) % 255, -1)
-    fork_idx = np.flatnonzero(codes == OP_FORK)
-    if len(fork_idx):  # the children: names first seen here are numbered in program order
-        children = list(map(_ARG0, map(every.__getitem__, fork_idx.tolist())))
+        one_reg = regs.count(regs[0]) == k  # one region: its number is 0 throughout
+        if one_reg:
+            regions = {regs[0]: 0}
+        else:
+            regions = dict(zip(dict.fromkeys(regs), count()))
+            areg = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=k)
+        afirst = np.fromiter(map(_ARG1, args), dtype=np.int64, count=k)
+        apages = np.fromiter(map(_ARG2, args), dtype=np.int64, count=k)
+    fchild = _NONE
+    if nf:  # the children: names first seen here are numbered in program order
+        children = list(map(_ARG0, map(every.__getitem__, work[1, :nf].tolist())))
         for c in dict.fromkeys(children):
             if c not in names:
                 names[c] = len(names)
-        prog[fork_idx, P_ARG] = np.fromiter(map(names.__getitem__, children), dtype=np.int64, count=len(children))
-    madv_idx = np.flatnonzero(codes == OP_DONTNEED)  # every madvise step, so far
-    if len(madv_idx):
-        idx = madv_idx.tolist()
-        args = list(map(every.__getitem__, idx))
-        k = len(idx)
-        kinds = np.fromiter(map(_MADV_CODE, map(_ARG3, args)), dtype=np.int64, count=k)
-        firsts = list(map(_ARG1, args))
-        counts = list(map(_ARG2, args))
+        fchild = np.fromiter(map(names.__getitem__, children), dtype=np.int64, count=nf)
+    mkind = mreg = mfirst = mpages = _NONE
+    if nm:  # every madvise step, so far
+        margs = list(map(every.__getitem__, work[2, :nm].tolist()))
+        kinds = list(map(_MADV_CODE, map(_ARG3, margs)))
+        firsts = list(map(_ARG1, margs))
+        counts = list(map(_ARG2, margs))
         if not _INT_TYPES.issuperset(map(type, firsts)) or not _INT_TYPES.issuperset(map(type, counts)):
-            ints = np.fromiter((isinstance(a, int) and isinstance(b, int) for a, b in zip(firsts, counts, strict=True)),
-                               dtype=np.bool_, count=k)
-            kinds[~ints] = OP_OTHER
-            firsts = [a if isinstance(a, int) else 0 for a in firsts]
-            counts = [b if isinstance(b, int) else 0 for b in counts]
-        ok = kinds != OP_OTHER
-        prog[madv_idx, P_OP] = kinds
-        if ok.any():
-            okl = ok.tolist()
-            regs = list(compress(map(_ARG0, args), okl))
+            kinds = [kd if isinstance(a, int) and isinstance(b, int) else OP_OTHER
+                     for kd, a, b in zip(kinds, firsts, counts, strict=True)]
+        mkind = np.fromiter(kinds, dtype=np.int64, count=nm)
+        if any(kinds):  # OP_OTHER is 0
+            regs = list(compress(map(_ARG0, margs), kinds))
             for r in dict.fromkeys(regs):  # regions first seen here are numbered in program order
                 if r not in regions:
                     regions[r] = len(regions)
-            sel = madv_idx[ok]
-            n_ok = len(sel)
-            prog[sel, P_REG] = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=n_ok)
-            prog[sel, P_FIRST] = np.fromiter(compress(firsts, okl), dtype=np.int64, count=n_ok)
-            prog[sel, P_PAGES] = np.fromiter(compress(counts, okl), dtype=np.int64, count=n_ok)
-    return prog, list(names), regions
+            n_ok = len(regs)
+            mreg = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=n_ok)
+            mfirst = np.fromiter(compress(firsts, kinds), dtype=np.int64, count=n_ok)
+            mpages = np.fromiter(compress(counts, kinds), dtype=np.int64, count=n_ok)
+    exits, wpages = _fill_rows(prog, codes, tnum, one_task, areg, one_reg, afirst, apages, work[1:], nf, fchild,
+                               nm, mkind, mreg, mfirst, mpages)
+    return prog, list(names), regions, nf, exits, wpages, nm
 
 
 def _published(mm: FastMM) -> None:
@@ -633,14 +711,13 @@ class ProgramRun:
         self.r = runner
         self.m = runner.m
         self.steps = steps
-        self.prog, self.names, self.rid = encode(steps)
+        self.prog, self.names, self.rid, self.forks, self.exits, self.wpages, self.nmadv = _encode(steps)
         nt = max(len(self.names), 1)
         self.tmm = np.full(nt, -1, dtype=np.int64)
         self.tst = np.zeros(nt, dtype=np.int64)
         self.tpid = np.zeros(nt, dtype=np.int64)
         self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
         self.st = np.zeros(S_LEN, dtype=np.int64)
-        self.exits = int((self.prog[:, P_OP] == OP_EXIT).sum()) if len(steps) else 0
         self.ops1 = np.zeros((1, 6), dtype=np.int64)
         self.faults = np.zeros((1024, 2), dtype=np.int64)
         self.uf = np.zeros((4096 if self._keep() else 1, 4), dtype=np.int64)
@@ -660,12 +737,10 @@ class ProgramRun:
         """Run every step: stretches in run_program(), what it stops at through FastWorkloadRunner._step()."""
         m, r, steps = self.m, self.r, self.steps
         n = len(steps)
-        forks = int((self.prog[:, P_OP] == OP_FORK).sum()) if n else 0
-        m._grow_rows("ms", m._next["mm"] + forks + 1)  # a row per MM: no round trip per doubling
-        if n:  # folio and page rows for the pages the program writes, at most: no round trip per doubling
-            wpages = int(self.prog[self.prog[:, P_OP] == OP_WRITE, P_PAGES].clip(0).sum())
-            if wpages > 64:
-                m.ensure(folios=min(wpages, _AHEAD_MAX), pages=min(2 * wpages, _AHEAD_MAX))
+        m._grow_rows("ms", m._next["mm"] + self.forks + 1)  # a row per MM: no round trip per doubling
+        wpages = self.wpages  # folio and page rows for the pages the program writes, at most: no round trip each
+        if wpages > 64:
+            m.ensure(folios=min(wpages, _AHEAD_MAX), pages=min(2 * wpages, _AHEAD_MAX))
         pos = 0
         while pos < n:
             if m.gup or self.prog[pos, P_OP] == OP_OTHER:  # pins or pipes held, or a step it does not model
@@ -771,6 +846,7 @@ class ProgramRun:
         self.mobj = {mm.num: mm for mm in m.mms.values()}
         self.templates = {}
         most = 1
+        pages = 0
         for mm in m.mms.values():
             num = mm.num
             m.ms[num, L.MS_USERS] = mm.users
@@ -783,6 +859,8 @@ class ProgramRun:
                 if vma.anon_vma_forked:
                     vfk[row] = 1
             most = max(most, len(vmas))
+            pages = max(pages, sum(v.end - v.start for v in vmas))
+        self._presize(pages)
         if self.rg.shape[0] < most:
             rg = np.zeros((2 * most, 2), dtype=np.int64)
             rg[:self.rg.shape[0]] = self.rg  # a MADV_COLD/PAGEOUT cut short resumes from these
@@ -802,13 +880,31 @@ class ProgramRun:
         if self._vtmp.shape[0] < m.vm.shape[0]:  # _compact()'s staging rows
             self._vtmp, self._ftmp = np.empty_like(m.vm), np.empty_like(vfk)
 
+    def _presize(self, pages: int) -> None:
+        """Scratch arrays sized ahead for what the program will ask of them, so that the compiled loop does not
+        stop to ask (a round trip each; they are scratch, so their sizes change no result): zap's gather list for
+        the largest MM's pages (at exit and MADV_DONTNEED: one row per PTE, a PMD mapping's pages), and when the
+        program has madvise steps, the folio split's page list and migration entries for every MM mapping a
+        PMD-sized folio (what MADV_COLD/PAGEOUT's split would grow them to)."""
+        m = self.m
+        if self.exits or self.nmadv:
+            m._gather_rows(min(pages + 2, _AHEAD_MAX))
+        if self.nmadv:
+            need = max(int(m.glob[L.G_NTB]) + 1, m.P)
+            if m.scr2.shape[1] < need:
+                m.scr2 = np.zeros((2, 2 * need), dtype=np.int64)
+            ents = (len(m.mms) + 1) * m.P
+            if m.ent.shape[0] < ents:
+                m.ent = np.zeros((2 * ents, 5), dtype=np.int64)
+
     def _materialize(self) -> None:
         """The Python objects brought up to date with the arrays: ids, tasks, MMs, trace, decisions, counters."""
         m, st, names = self.m, self.st, self.names
-        m.nvm = int(st[S_NVM])
-        m.nmv = int(st[S_NMV])
-        m._next["pid"] = int(st[S_NEXT_PID])
-        m._next["mm"] = int(st[S_NEXT_MM])
+        s = st.tolist()  # read once: indexing a numpy array per field costs more than the list
+        m.nvm = s[S_NVM]
+        m.nmv = s[S_NMV]
+        m._next["pid"] = s[S_NEXT_PID]
+        m._next["mm"] = s[S_NEXT_MM]
         ids = self._ids
         m.ids._next = int(ids[I_NEXT])
         heap = ids[I_HEAP:I_HEAP + int(ids[I_LEN])].tolist()
@@ -816,18 +912,19 @@ class ProgramRun:
         m.ids._freed_set = set(heap)
         ms = m.ms
         for num, mm in self.mobj.items():  # the MMs Python knew
-            mm.users = int(ms[num, L.MS_USERS])
-            mm.count = int(ms[num, L.MS_COUNT])
-            if ms[num, L.MS_ZAPPED] and not mm.zapped:  # exit_mmap()
+            row = ms[num].tolist()
+            mm.users = row[L.MS_USERS]
+            mm.count = row[L.MS_COUNT]
+            if row[L.MS_ZAPPED] and not mm.zapped:  # exit_mmap()
                 mm.vmas.clear()
                 mm.rows.clear()
                 mm.rowmap.clear()
                 mm.zapped = True
-            if not ms[num, L.MS_LIVE]:
+            if not row[L.MS_LIVE]:
                 del m.mms[mm.name]
                 continue
-            if st[S_COMPACT] and not mm.zapped:  # the VMA rows were compacted
-                off = int(ms[num, L.MS_VOFF])
+            if s[S_COMPACT] and not mm.zapped:  # the VMA rows were compacted
+                off = row[L.MS_VOFF]
                 mm.rows = m.mv[off:off + len(mm.vmas)].tolist()
                 mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, mm.rows, strict=True)}
                 _published(mm)
@@ -856,40 +953,41 @@ class ProgramRun:
             m.mms[mm.name] = mm
             mms[num] = mm
         born = []
+        tst, tpid = self.tst.tolist(), self.tpid.tolist()
         for i, task in enumerate(self.tobj):  # deaths first: a name may be reused by a later fork
-            state = int(self.tst[i])
-            if task is not None and (state == T_NONE or int(self.tpid[i]) != task.pid):
+            state = tst[i]
+            if task is not None and (state == T_NONE or tpid[i] != task.pid):
                 task.alive = False
                 del m.tasks[task.name]
             if state == T_NEW:
-                born.append((int(self.tpid[i]), i))
+                born.append((tpid[i], i))
         for pid, i in sorted(born):
             name = names[i]
             new = FastTask(pid, name, mms[int(self.tmm[i])], pid)
             m.tasks[name] = new
-        nuf = int(st[S_NUF])
+        nuf = s[S_NUF]
         if nuf:
             m.user_faults.extend((s, names[t], vpn, bool(w)) for s, t, vpn, w in self.uf[:nuf].tolist())
             st[S_NUF] = 0
         ncow = int(m.glob[L.G_NCOW])
         cow_tasks = None
         if ncow and m.keep_decisions:
-            fallback = names[int(st[S_LAST])] if st[S_LAST] >= 0 else (m.task_name or "?")
+            fallback = names[s[S_LAST]] if s[S_LAST] >= 0 else (m.task_name or "?")
             cow_tasks = [names[t] if t >= 0 else fallback for t in self._ctask[:ncow].tolist()]
         m._drain(cow_tasks)
-        if st[S_FORKS]:
-            m.pycount["fork"] += int(st[S_FORKS])
+        if s[S_FORKS]:
+            m.pycount["fork"] += s[S_FORKS]
         for k, key in enumerate(("madvise cold take", "madvise cold skip", "madvise cold split",
                                  "madvise pageout take", "madvise pageout skip", "madvise pageout split")):
-            if st[S_MCNT + k]:
-                m.pycount[key] += int(st[S_MCNT + k])
+            if s[S_MCNT + k]:
+                m.pycount[key] += s[S_MCNT + k]
         st[S_MCNT:S_MCNT + 6] = 0
-        self.r.stats.steps += int(st[S_STEPS])
-        self.r.stats.scans += int(st[S_SCANS])
+        self.r.stats.steps += s[S_STEPS]
+        self.r.stats.scans += s[S_SCANS]
         st[S_STEPS] = st[S_SCANS] = st[S_FORKS] = 0
-        m.step = int(st[S_STEP])
-        if st[S_LAST] >= 0:
-            m.task_name = names[int(st[S_LAST])]
+        m.step = s[S_STEP]
+        if s[S_LAST] >= 0:
+            m.task_name = names[s[S_LAST]]
 
     def _grow(self) -> None:
         """Make the room run_program() asked for (as the one-step path would have made it), then resume."""
