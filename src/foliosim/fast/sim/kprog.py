@@ -49,6 +49,10 @@ _VERB, _TASK, _ARGS = attrgetter("verb"), attrgetter("task"), attrgetter("args")
 _ARG0, _ARG1, _ARG2, _ARG3 = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 _MADV_CODE = defaultdict(int, _MADV_OPS).__getitem__  # OP_OTHER (0) for the advice it does not model
 _INT_TYPES = frozenset({int})
+#: the most reads and writes run_program() hands to one access() call
+_BATCH = 64
+#: faults one access() call lists before it returns to have them counted (it then goes on)
+_FAULT_ROWS = 1024
 #: the most folio (and page) rows ProgramRun.run() makes ahead from the program's writes
 _AHEAD_MAX = 1 << 16
 
@@ -268,6 +272,38 @@ def _ranges(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int, rg: Any) ->
 
 
 @sjit
+def _access_rows(prog: Any, i: int, end: int, most: int, tst: Any, tmm: Any, msimple: Any, rtab: Any,
+                 ops: Any) -> int:
+    """The access rows (as FastWorkloadRunner.execute() makes them) of the reads and writes from program row ``i``
+    on, at most ``most``, up to the first other row or one Python must run (a task that cannot run, an MM with
+    file or shared mappings, an unknown region): their number. Reads and writes change no task, MM or region, so
+    these rows go to :func:`access` in one call, in order, as they would one by one (one kernel call per step
+    costs more than the step: ~10 ns per array argument). Only when nothing is kept per step (no decisions, trace
+    or user faults, whose task and step each row would have to carry)."""
+    nb = 0
+    j = i
+    while j < end and nb < most:
+        op = prog[j, P_OP]
+        if op != OP_READ and op != OP_WRITE:
+            break
+        tn = prog[j, P_TASK]
+        if not _runnable(tst, tn) or not msimple[tmm[tn]]:
+            break
+        base = rtab[prog[j, P_REG]]
+        if base == MISSING:
+            break
+        ops[nb, 0] = tmm[tn]
+        ops[nb, 1] = base + prog[j, P_FIRST]
+        ops[nb, 2] = prog[j, P_PAGES]
+        ops[nb, 3] = 1 if op == OP_WRITE else 0
+        ops[nb, 4] = prog[j, P_FILL]
+        ops[nb, 5] = 0
+        nb += 1
+        j += 1
+    return nb
+
+
+@sjit
 def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
                 ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, fc: Any,
                 pcs: Any, scr: Any, scr2: Any, ent: Any, gather: Any, prog: Any, pos: int, end: int, st: Any,
@@ -287,23 +323,21 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             if st[S_PEND] != PEND_ACCESS:
                 if not _runnable(tst, tn) or not msimple[tmm[tn]]:  # file and shared faults: Python finishes them
                     return i, WHY_STEP
-                base = rtab[prog[i, P_REG]]
-                if base == MISSING:
+                if rtab[prog[i, P_REG]] == MISSING:
                     return i, WHY_STEP
-                ops1[0, 0] = tmm[tn]
-                ops1[0, 1] = base + prog[i, P_FIRST]
-                ops1[0, 2] = prog[i, P_PAGES]
-                ops1[0, 3] = 1 if op == OP_WRITE else 0
-                ops1[0, 4] = prog[i, P_FILL]
-                ops1[0, 5] = 0
+                nb = _access_rows(prog, i, end, 1 if keep else ops1.shape[0], tst, tmm, msimple, rtab, ops1)
+            else:
+                nb = st[S_PEND_N]
             st[S_PEND] = PEND_NONE
+            r0 = 0
             while True:
                 if keep and st[S_NUF] + faults.shape[0] > uf.shape[0]:
                     st[S_PEND] = PEND_ACCESS
+                    st[S_PEND_N] = nb
                     return i, _room(st, RK_UF, 0, 0, 0, 0, 0, 0)
                 ncow = glob[L.G_NCOW]
-                rc, _ = access(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
-                               pexp, fc, pcs, ops1, 0, faults)
+                rc, r = access(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
+                               pexp, fc, pcs, ops1[:nb], r0, faults)
                 _tag_cows(glob, ctask, ncow, tn)
                 if st[S_KEEPDEC] == 0:
                     glob[L.G_NCOW] = 0  # FastMachine._drain() drops them
@@ -320,13 +354,21 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     break
                 if rc == L.RC_ROOM:
                     if nf >= faults.shape[0]:  # only the fault list was full: go on
+                        r0 = r
                         continue
+                    for k in range(r, nb):  # the rows left (the first one cut short) wait at the front
+                        for col in range(ops1.shape[1]):
+                            ops1[k - r, col] = ops1[k, col]
+                    st[S_STEPS] += r
+                    i += r
                     st[S_PEND] = PEND_ACCESS
+                    st[S_PEND_N] = nb - r
                     return i, _room(st, RK_GROW, 0, 0, 0, 0, 0, 0)
                 st[S_RC] = rc
-                return i, WHY_ERROR
-            st[S_STEPS] += 1
-            i += 1
+                st[S_STEPS] += r
+                return i + r, WHY_ERROR
+            st[S_STEPS] += nb
+            i += nb
             continue
         if op == OP_SCAN:
             if tst[tn] == T_NONE:
@@ -718,8 +760,8 @@ class ProgramRun:
         self.tpid = np.zeros(nt, dtype=np.int64)
         self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
         self.st = np.zeros(S_LEN, dtype=np.int64)
-        self.ops1 = np.zeros((1, 6), dtype=np.int64)
-        self.faults = np.zeros((1024, 2), dtype=np.int64)
+        self.ops1 = np.zeros((1 if self._keep() else _BATCH, 6), dtype=np.int64)  # run_program()'s access rows
+        self.faults = np.zeros((_FAULT_ROWS, 2), dtype=np.int64)
         self.uf = np.zeros((4096 if self._keep() else 1, 4), dtype=np.int64)
         self.rg = np.zeros((64, 2), dtype=np.int64)
         self.vr = np.zeros(64, dtype=np.int64)
