@@ -18,7 +18,7 @@ the machine is then as if the steps had run one by one (FastMachine.fork()/exit(
 from __future__ import annotations
 
 from collections import defaultdict
-from itertools import compress, count
+from itertools import compress
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -660,6 +660,14 @@ def _fill_rows(prog: Any, codes: Any, tnum: Any, one_task: bool, areg: Any, one_
 _NONE = np.zeros(0, dtype=np.int64)
 
 
+def _numbering() -> defaultdict[Any, int]:
+    """A dict that numbers its keys in order of first lookup (``d[key]`` inserts ``len(d)`` for a new key): a
+    C-level map of its ``__getitem__`` over a column numbers it in one pass."""
+    numbers: defaultdict[Any, int] = defaultdict()
+    numbers.default_factory = numbers.__len__
+    return numbers
+
+
 def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     """(program, task names by number, region -> number) of a step list (see :func:`_encode`)."""
     prog, names, regions, _forks, _exits, _wpages, _madvs = _encode(steps)
@@ -671,8 +679,8 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
     list.
 
     The steps' fields are read with C-level maps (a Python loop costs about a microsecond per step, as much as the
-    compiled loop spends on one): three passes for verb, task and args, two or three over the accesses' args;
-    Python loops only over the new names and regions that forks and madvise steps bring. Everything numeric --
+    compiled loop spends on one): three passes for verb, task and args, three over the accesses' args; task and
+    region names are numbered in the same pass that looks them up (:func:`_numbering`). Everything numeric --
     which rows are accesses, forks, madvise; the rows themselves; the counts ProgramRun sizes its arrays by --
     is two compiled calls, not dozens of numpy calls (each costs microseconds, tens when its code was evicted from
     the cache between runs, as it is on a shared machine)."""
@@ -682,18 +690,17 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
         return prog, [], {}, 0, 0, 0, 0
     codes = np.fromiter(map(_CODES.__getitem__, map(_VERB, steps)), dtype=np.int64, count=n)
     tasks = list(map(_TASK, steps))
-    every = list(map(_ARGS, steps))
     work = np.empty((3, n), dtype=np.int64)  # the access mask, then the fork and the madvise rows
     nf, nm = _classify(codes, work[0], work[1:])
+    names = _numbering()
     one_task = tasks.count(tasks[0]) == n  # one task: its number is 0 throughout
     if one_task:
-        names = {tasks[0]: 0}
+        names[tasks[0]]  # numbered 0
         tnum = _NONE
     else:
-        names = dict(zip(dict.fromkeys(tasks), count()))
         tnum = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
-    regions: dict[Any, int] = {}
-    args = list(compress(every, work[0].tolist()))
+    regions = _numbering()
+    args = list(compress(map(_ARGS, steps), work[0].tolist()))
     k = len(args)
     areg = afirst = apages = _NONE
     one_reg = True
@@ -701,22 +708,18 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
         regs = list(map(_ARG0, args))
         one_reg = regs.count(regs[0]) == k  # one region: its number is 0 throughout
         if one_reg:
-            regions = {regs[0]: 0}
+            regions[regs[0]]  # numbered 0
         else:
-            regions = dict(zip(dict.fromkeys(regs), count()))
             areg = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=k)
         afirst = np.fromiter(map(_ARG1, args), dtype=np.int64, count=k)
         apages = np.fromiter(map(_ARG2, args), dtype=np.int64, count=k)
     fchild = _NONE
     if nf:  # the children: names first seen here are numbered in program order
-        children = list(map(_ARG0, map(every.__getitem__, work[1, :nf].tolist())))
-        for c in dict.fromkeys(children):
-            if c not in names:
-                names[c] = len(names)
+        children = list(map(_ARG0, map(_ARGS, map(steps.__getitem__, work[1, :nf].tolist()))))
         fchild = np.fromiter(map(names.__getitem__, children), dtype=np.int64, count=nf)
     mkind = mreg = mfirst = mpages = _NONE
     if nm:  # every madvise step, so far
-        margs = list(map(every.__getitem__, work[2, :nm].tolist()))
+        margs = list(map(_ARGS, map(steps.__getitem__, work[2, :nm].tolist())))
         kinds = list(map(_MADV_CODE, map(_ARG3, margs)))
         firsts = list(map(_ARG1, margs))
         counts = list(map(_ARG2, margs))
@@ -725,17 +728,14 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
                      for kd, a, b in zip(kinds, firsts, counts, strict=True)]
         mkind = np.fromiter(kinds, dtype=np.int64, count=nm)
         if any(kinds):  # OP_OTHER is 0
-            regs = list(compress(map(_ARG0, margs), kinds))
-            for r in dict.fromkeys(regs):  # regions first seen here are numbered in program order
-                if r not in regions:
-                    regions[r] = len(regions)
+            regs = list(compress(map(_ARG0, margs), kinds))  # regions first seen here: numbered in program order
             n_ok = len(regs)
             mreg = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=n_ok)
             mfirst = np.fromiter(compress(firsts, kinds), dtype=np.int64, count=n_ok)
             mpages = np.fromiter(compress(counts, kinds), dtype=np.int64, count=n_ok)
     exits, wpages = _fill_rows(prog, codes, tnum, one_task, areg, one_reg, afirst, apages, work[1:], nf, fchild,
                                nm, mkind, mreg, mfirst, mpages)
-    return prog, list(names), regions, nf, exits, wpages, nm
+    return prog, list(names), dict(regions), nf, exits, wpages, nm
 
 
 def _published(mm: FastMM) -> None:
