@@ -888,7 +888,7 @@ class ProgramRun:
         self.mobj = {mm.num: mm for mm in m.mms.values()}
         self.templates = {}
         most = 1
-        pages = 0
+        pages = order = 0
         for mm in m.mms.values():
             num = mm.num
             m.ms[num, L.MS_USERS] = mm.users
@@ -902,7 +902,8 @@ class ProgramRun:
                     vfk[row] = 1
             most = max(most, len(vmas))
             pages = max(pages, sum(v.end - v.start for v in vmas))
-        self._presize(pages)
+            order = max(order, max((max(v.thp, default=0) for v in vmas), default=0))
+        self._presize(pages, order)
         if self.rg.shape[0] < most:
             rg = np.zeros((2 * most, 2), dtype=np.int64)
             rg[:self.rg.shape[0]] = self.rg  # a MADV_COLD/PAGEOUT cut short resumes from these
@@ -922,12 +923,13 @@ class ProgramRun:
         if self._vtmp.shape[0] < m.vm.shape[0]:  # _compact()'s staging rows
             self._vtmp, self._ftmp = np.empty_like(m.vm), np.empty_like(vfk)
 
-    def _presize(self, pages: int) -> None:
+    def _presize(self, pages: int, order: int) -> None:
         """Scratch arrays sized ahead for what the program will ask of them, so that the compiled loop does not
-        stop to ask (a round trip each; they are scratch, so their sizes change no result): zap's gather list for
-        the largest MM's pages (at exit and MADV_DONTNEED: one row per PTE, a PMD mapping's pages), and when the
-        program has madvise steps, the folio split's page list and migration entries for every MM mapping a
-        PMD-sized folio (what MADV_COLD/PAGEOUT's split would grow them to)."""
+        stop to ask (a round trip each; they are scratch, so their sizes change no result; where they fall short
+        the loop still asks): zap's gather list for the largest MM's pages (at exit and MADV_DONTNEED: one row per
+        PTE, a PMD mapping's pages), and when the program has madvise steps, the folio split's page list and
+        migration entries for a folio of the largest order the VMAs allow mapped by every MM (what MADV_COLD/
+        PAGEOUT's split would grow them to)."""
         m = self.m
         if self.exits or self.nmadv:
             m._gather_rows(min(pages + 2, _AHEAD_MAX))
@@ -935,7 +937,7 @@ class ProgramRun:
             need = max(int(m.glob[L.G_NTB]) + 1, m.P)
             if m.scr2.shape[1] < need:
                 m.scr2 = np.zeros((2, 2 * need), dtype=np.int64)
-            ents = (len(m.mms) + 1) * m.P
+            ents = (len(m.mms) + 1) << order if order else 0
             if m.ent.shape[0] < ents:
                 m.ent = np.zeros((2 * ents, 5), dtype=np.int64)
 
@@ -972,7 +974,9 @@ class ProgramRun:
                 _published(mm)
             m._sync(mm)  # anon_vma ids the kernels assigned (fork's _dup_mmap() syncs its parent)
         mms: dict[int, FastMM] = dict(self.mobj)
-        created = np.flatnonzero((self._mtask >= 0) & (ms[:self._mtask.shape[0], L.MS_LIVE] != 0)).tolist()
+        mtask = self._mtask.tolist()
+        created = [num for num, (t, live) in enumerate(zip(mtask, ms[:len(mtask), L.MS_LIVE].tolist(), strict=True))
+                   if t >= 0 and live]
         vm, mv = m.vm, m.mv
         for num in created:  # forked in the compiled loop and still alive
             mm = FastMM(num, int(ms[num, L.MS_ID]), label=names[int(self._mtask[num])])
