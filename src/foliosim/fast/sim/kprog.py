@@ -3,9 +3,10 @@
 
 :func:`encode` turns a step list into an int64 program once (one row per step: verb code, task number, region
 number, first page, pages, argument, fill byte). :func:`run_program` executes rows from a position while they are
-of the kinds it models over anonymous private memory -- reads and writes (:func:`foliosim.fast.sim.kern.access`),
-fork (``dup_mmap()``: :func:`foliosim.fast.sim.kfork.fork_dup`, the VMA rows copied, a new MM row with the lowest
-free MM id, as foliosim.mmid does), exit (``exit_mmap()``: :func:`foliosim.fast.sim.kfork.exit_zap`, then
+of the kinds it models over anonymous private memory -- reads and writes (:func:`foliosim.fast.sim.kern.access`;
+up to ``_BATCH`` consecutive ones in one call when nothing is kept per step), fork (``dup_mmap()``:
+:func:`foliosim.fast.sim.kfork.fork_dup`, the VMA rows copied, a new MM row with the lowest free MM id, as
+foliosim.mmid does), exit (``exit_mmap()``: :func:`foliosim.fast.sim.kfork.exit_zap`, then
 ``mmdrop()``), MADV_DONTNEED (:func:`foliosim.fast.sim.kern.zap`), MADV_COLD/PAGEOUT
 (:func:`foliosim.fast.sim.kern.cold_pageout`) and the khugepaged/NUMA scans (counted only) -- and returns where it
 stopped and why: the end, a step it does not model (Python executes it the existing way, then the loop resumes),
