@@ -736,6 +736,7 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
             mpages = np.fromiter(compress(counts, kinds), dtype=np.int64, count=n_ok)
     exits, wpages = _fill_rows(prog, codes, tnum, one_task, areg, one_reg, afirst, apages, work[1:], nf, fchild,
                                nm, mkind, mreg, mfirst, mpages)
+    names.default_factory = regions.default_factory = None  # no reference cycle left for the collector
     return prog, list(names), dict(regions), nf, exits, wpages, nm
 
 
