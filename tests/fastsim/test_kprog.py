@@ -10,6 +10,7 @@ import random
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("numba")
@@ -350,3 +351,72 @@ def test_encode_one_task_one_region(extra: list[Step]) -> None:
     assert prog.tolist() == want
     assert names == want_names
     assert list(regions.items()) == list(want_regions.items())
+
+
+# ----------------------------------------------------------------------------- batched accesses
+@pytest.mark.parametrize("oracle", [False, True], ids=["plain", "oracle"])
+@pytest.mark.parametrize("tight", [False, True], ids=["roomy", "tight"])
+@pytest.mark.parametrize("seed", range(8))
+def test_batched_accesses_like_one_by_one(seed: int, tight: bool, oracle: bool, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    """Without decisions, trace or user faults to keep, run_program() hands up to _BATCH consecutive reads and
+    writes to one access() call: the machine ends as after the steps one by one, also when the call stops in the
+    middle of a batch for room (no folio rows made ahead, a fault list of 3 rows) and resumes there."""
+    if tight:
+        monkeypatch.setattr(kprog, "_AHEAD_MAX", 1)
+        monkeypatch.setattr(kprog, "_FAULT_ROWS", 3)
+    steps = random_program(seed)
+    config = CONFIGS[seed % len(CONFIGS)]
+    kw = {"record": False, "keep_decisions": False, "fast_oracle": oracle}
+    try:
+        fast, fast_runner = fast_run(FastWorkloadRunner, steps, config, **kw)
+    except WorkloadError as exc:
+        with pytest.raises(WorkloadError) as slow_exc:
+            fast_run(OneByOne, steps, config, **kw)
+        assert str(slow_exc.value) == str(exc)
+        return
+    slow, slow_runner = fast_run(OneByOne, steps, config, **kw)
+    a, b = snapshot(fast, fast_runner), snapshot(slow, slow_runner)
+    for key in b:
+        assert a[key] == b[key], f"seed {seed}: {key} differs"
+    assert fast.counters["fault"] > 0
+
+
+@pytest.mark.parametrize("tight", [False, True], ids=["roomy", "tight"])
+@pytest.mark.parametrize(("name", "params"), WORKLOADS, ids=["fork-child-4", "fork-child-9", "prefork"])
+def test_batched_workloads_like_one_by_one(name: str, params: dict[str, Any], tight: bool,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    if tight:
+        monkeypatch.setattr(kprog, "_AHEAD_MAX", 1)
+        monkeypatch.setattr(kprog, "_FAULT_ROWS", 3)
+    fast = assert_like_one_by_one(_workload(name, params), KernelConfig(), record=False, keep_decisions=False)
+    assert fast.counters["fault"] > 50
+
+
+def test_access_rows_stop_where_python_must_run() -> None:
+    """_access_rows() takes consecutive reads and writes, at most ``most``, and stops at any other row (a recorded
+    fault too: it runs alone), a task that cannot run (gone, or asleep in vfork), an unknown region; its rows are
+    execute()'s."""
+    steps = [Step("write", "P", ("heap", 0, 2)), Step("read", "C", ("heap", 3, 1)), Step("write", "P", ("heap", 5, 4)),
+             Step("exit", "C"), Step("write", "P", ("heap", 1, 1)), Step("write", "V", ("heap", 1, 1)),
+             Step("write", "P", ("other", 0, 1)), Step("fault", "P", ("heap", 0, 1)),
+             Step("write", "P", ("heap", 2, 1))]
+    prog, names, regions = kprog.encode(steps)
+    n = len(names)
+    tst = np.full(n, kprog.T_PY, dtype=np.int64)
+    tst[names.index("V")] = kprog.T_BLOCKED
+    tmm = np.arange(n, dtype=np.int64)
+    rtab = np.full(len(regions), kprog.MISSING, dtype=np.int64)
+    rtab[regions["heap"]] = 100
+    ops = np.zeros((8, 6), dtype=np.int64)
+    assert kprog._access_rows(prog, 0, len(steps), 8, tst, tmm, rtab, ops) == 3
+    assert ops[:3].tolist() == [[0, 100, 2, 1, 1, 0], [1, 103, 1, 0, -1, 0], [0, 105, 4, 1, 1 + 2 * 37, 0]]
+    assert kprog._access_rows(prog, 0, len(steps), 2, tst, tmm, rtab, ops) == 2
+    assert kprog._access_rows(prog, 0, 1, 8, tst, tmm, rtab, ops) == 1
+    assert kprog._access_rows(prog, 3, len(steps), 8, tst, tmm, rtab, ops) == 0  # exit
+    assert kprog._access_rows(prog, 4, len(steps), 8, tst, tmm, rtab, ops) == 1  # then V sleeps
+    assert kprog._access_rows(prog, 6, len(steps), 8, tst, tmm, rtab, ops) == 0  # unknown region
+    assert kprog._access_rows(prog, 7, len(steps), 8, tst, tmm, rtab, ops) == 0  # a recorded fault
+    assert kprog._access_rows(prog, 8, len(steps), 8, tst, tmm, rtab, ops) == 1
+    tst[names.index("C")] = kprog.T_NONE
+    assert kprog._access_rows(prog, 0, len(steps), 8, tst, tmm, rtab, ops) == 1  # C is gone

@@ -164,20 +164,21 @@ def test_recorded_faults_counted_in_the_loop() -> None:
 
 
 def _perturbed(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
-    """kprog.encode() with a deliberate mistake in the recorded-fault rows."""
-    original = kprog.encode
+    """kprog._encode() (what ProgramRun encodes with) with a deliberate mistake in the recorded-fault rows."""
+    original = kprog._encode
 
-    def encode(steps: list[Step]) -> tuple[Any, list[str], dict[Any, int]]:
-        prog, names, regions = original(steps)
+    def encode(steps: list[Step]) -> tuple[Any, ...]:
+        out = original(steps)
+        prog = out[0]
         rows = np.flatnonzero(prog[:, kprog.P_OP] == kprog.OP_FAULT)
         if how == "read":  # every recorded fault a read
             prog[rows, kprog.P_ARG] = 0
             prog[rows, kprog.P_FILL] = -1
         elif how == "page":  # the page after the recorded one
             prog[rows[::7], kprog.P_FIRST] += 1
-        return prog, names, regions
+        return out
 
-    monkeypatch.setattr(kprog, "encode", encode)
+    monkeypatch.setattr(kprog, "_encode", encode)
 
 
 @pytest.mark.parametrize("how", ["read", "page"])

@@ -4,15 +4,16 @@
 :func:`encode` turns a step list into an int64 program once (one row per step: verb code, task number, region
 number, first page, pages, argument, fill byte). :func:`run_program` executes rows from a position while they are
 of the kinds it models -- reads and writes (:func:`foliosim.fast.sim.kern.access`: anonymous, file and shmem
-faults), run-trace's recorded faults (``OP_FAULT``: find_vma() and the protection test, then a one-page access,
-each outcome counted as tracerun.TraceRunner counts it), fork (``dup_mmap()``: :func:`foliosim.fast.sim.kfork.fork_dup`
-for the VMAs with an anon_vma, every VMA row copied -- file and shared ones too; an MM with a VM_DONTFORK VMA forks
-in Python --, a new MM row with the lowest free MM id, as foliosim.mmid does), exit (``exit_mmap()``:
+faults; up to ``_BATCH`` consecutive ones in one call when nothing is kept per step), run-trace's recorded faults
+(``OP_FAULT``, one row at a time: find_vma() and the protection test, then a one-page access, each outcome counted
+as tracerun.TraceRunner counts it), fork (``dup_mmap()``: :func:`foliosim.fast.sim.kfork.fork_dup` for the VMAs with
+an anon_vma, every VMA row copied -- file and shared ones too; an MM with a VM_DONTFORK VMA forks in Python --, a new
+MM row with the lowest free MM id, as foliosim.mmid does), exit (``exit_mmap()``:
 :func:`foliosim.fast.sim.kfork.exit_zap`, then ``mmdrop()``), MADV_DONTNEED (:func:`foliosim.fast.sim.kern.zap`),
 MADV_COLD/PAGEOUT (:func:`foliosim.fast.sim.kern.cold_pageout`, while no file exists) and the khugepaged/NUMA scans
 (counted only) -- and returns where it stopped and why: the end, a step it does not model (Python executes it the
-existing way, then the loop resumes), an array that needs room (Python grows it; an access or MADV_COLD/PAGEOUT cut
-short resumes where it stopped) or an error.
+existing way, then the loop resumes), an array that needs room (Python grows it; an access -- in a batch, from the
+row cut short -- or MADV_COLD/PAGEOUT cut short resumes where it stopped) or an error.
 Tasks and MMs live in small arrays during a run; :class:`ProgramRun` turns them back into FastTask/FastMM
 objects (and the MM id allocator, counters, trace, CoW decisions and user faults) every time the loop returns, so
 the machine is then as if the steps had run one by one (FastMachine.fork()/exit()/madvise()). A stretch that can
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from itertools import compress, count
+from itertools import compress
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,10 @@ _VERB, _TASK, _ARGS = attrgetter("verb"), attrgetter("task"), attrgetter("args")
 _ARG0, _ARG1, _ARG2, _ARG3 = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 _MADV_CODE = defaultdict(int, _MADV_OPS).__getitem__  # OP_OTHER (0) for the advice it does not model
 _INT_TYPES = frozenset({int})
+#: the most reads and writes run_program() hands to one access() call
+_BATCH = 64
+#: faults one access() call lists before it returns to have them counted (it then goes on)
+_FAULT_ROWS = 1024
 #: the most folio (and page) rows ProgramRun.run() makes ahead from the program's writes
 _AHEAD_MAX = 1 << 16
 
@@ -340,6 +345,37 @@ def _ranges(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int, rg: Any) ->
 
 
 @sjit
+def _access_rows(prog: Any, i: int, end: int, most: int, tst: Any, tmm: Any, rtab: Any, ops: Any) -> int:
+    """The access rows (as FastWorkloadRunner.execute() makes them) of the reads and writes from program row ``i``
+    on, at most ``most``, up to the first other row (a recorded fault too) or one Python must run (a task that
+    cannot run, an unknown region): their number. Reads and writes change no task, MM or region, so these rows go
+    to :func:`access` in one call, in order, as they would one by one (one kernel call per step costs more than the
+    step: ~10 ns per array argument). Only when nothing is kept per step (no decisions, trace, user faults or
+    tallied reuse rows, whose task and step each row would have to carry)."""
+    nb = 0
+    j = i
+    while j < end and nb < most:
+        op = prog[j, P_OP]
+        if op != OP_READ and op != OP_WRITE:
+            break
+        tn = prog[j, P_TASK]
+        if not _runnable(tst, tn):
+            break
+        base = rtab[prog[j, P_REG]]
+        if base == MISSING:
+            break
+        ops[nb, 0] = tmm[tn]
+        ops[nb, 1] = base + prog[j, P_FIRST]
+        ops[nb, 2] = prog[j, P_PAGES]
+        ops[nb, 3] = 1 if op == OP_WRITE else 0
+        ops[nb, 4] = prog[j, P_FILL]
+        ops[nb, 5] = 0
+        nb += 1
+        j += 1
+    return nb
+
+
+@sjit
 def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
                 ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, fc: Any,
                 pcs: Any, scr: Any, scr2: Any, ent: Any, gather: Any, prog: Any, pos: int, end: int, st: Any,
@@ -365,21 +401,15 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             if st[S_PEND] != PEND_ACCESS:
                 if not _runnable(tst, tn):  # no such task, or a vfork parent: Python says why (or checks the page)
                     return i, WHY_STEP
-                base = rtab[prog[i, P_REG]]
-                if base == MISSING:
+                if rtab[prog[i, P_REG]] == MISSING:
                     return i, WHY_STEP
-                m = tmm[tn]
-                ops1[0, 0] = m
-                ops1[0, 1] = base + prog[i, P_FIRST]
-                ops1[0, 2] = prog[i, P_PAGES]
-                ops1[0, 3] = 1 if op == OP_WRITE else 0
-                ops1[0, 4] = prog[i, P_FILL]
-                ops1[0, 5] = 0
-                if op == OP_FAULT:
+                if op == OP_FAULT:  # one row: its outcome is counted after the call
+                    m = tmm[tn]
+                    base = rtab[prog[i, P_REG]]
                     write = (prog[i, P_ARG] & FA_WRITE) != 0
                     if prog[i, P_ARG] & FA_RACY:
                         st[S_RBEFORE] = _folio_name(cfg, glob, fs, tb, ptf, ptp, ptw, hk, hv, m, base)
-                    r = _find_vma(ms, vm, mv, m, ops1[0, 1])
+                    r = _find_vma(ms, vm, mv, m, base + prog[i, P_FIRST])
                     if r < 0 or vm[r, L.V_WRITE if write else L.V_READ] == 0:
                         tal[TL_NO_VMA if r < 0 else TL_PROT] += 1
                         if prog[i, P_ARG] & FA_RACY:
@@ -387,16 +417,29 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                         st[S_STEPS] += 1
                         i += 1
                         continue
+                    ops1[0, 0] = m
+                    ops1[0, 1] = base + prog[i, P_FIRST]
+                    ops1[0, 2] = prog[i, P_PAGES]
                     ops1[0, 3] = 1 if write else 0
+                    ops1[0, 4] = prog[i, P_FILL]
+                    ops1[0, 5] = 0
                     st[S_TAKEN] = 0
+                    nb = 1
+                else:  # one row when something is kept per step (decisions, trace, user faults, tallied rows)
+                    most = 1 if keep or st[S_TALLY] else ops1.shape[0]
+                    nb = _access_rows(prog, i, end, most, tst, tmm, rtab, ops1)
+            else:
+                nb = st[S_PEND_N]
             st[S_PEND] = PEND_NONE
+            r0 = 0
             while True:
                 if keep and st[S_NUF] + faults.shape[0] > uf.shape[0]:
                     st[S_PEND] = PEND_ACCESS
+                    st[S_PEND_N] = nb
                     return i, _room(st, RK_UF, 0, 0, 0, 0, 0, 0)
                 ncow = glob[L.G_NCOW]
-                rc, _ = access(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
-                               pexp, fc, pcs, ops1, 0, faults)
+                rc, r = access(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
+                               pexp, fc, pcs, ops1[:nb], r0, faults)
                 _tag_cows(glob, ctask, ncow, tn)
                 if st[S_TALLY]:
                     _tally(st, glob, cow, tal, rs, ncow, i)
@@ -417,18 +460,26 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     break
                 if rc == L.RC_ROOM:
                     if nf >= faults.shape[0]:  # only the fault list was full: go on
+                        r0 = r
                         continue
+                    for k in range(r, nb):  # the rows left (the first one cut short) wait at the front
+                        for col in range(ops1.shape[1]):
+                            ops1[k - r, col] = ops1[k, col]
+                    st[S_STEPS] += r
+                    i += r
                     st[S_PEND] = PEND_ACCESS
+                    st[S_PEND_N] = nb - r
                     return i, _room(st, RK_GROW, 0, 0, 0, 0, 0, 0)
                 st[S_RC] = rc
-                return i, WHY_ERROR
-            if op == OP_FAULT:
+                st[S_STEPS] += r
+                return i + r, WHY_ERROR
+            if op == OP_FAULT:  # nb == 1
                 tal[TL_TAKEN if st[S_TAKEN] else TL_MAPPED if ops1[0, 3] else TL_PRESENT] += 1
                 if prog[i, P_ARG] & FA_RACY:
                     _racy_after(st, racy, i, _folio_name(cfg, glob, fs, tb, ptf, ptp, ptw, hk, hv, tmm[tn],
                                                          rtab[prog[i, P_REG]]))
-            st[S_STEPS] += 1
-            i += 1
+            st[S_STEPS] += nb
+            i += nb
             continue
         if op == OP_SCAN:
             if tst[tn] == T_NONE:
@@ -663,83 +714,166 @@ def compiled_unsupported(m: FastMachine) -> str | None:
     return None
 
 
+@sjit
+def _classify(codes: Any, mask: Any, idx: Any) -> tuple[int, int, int]:
+    """For encode(): which rows are reads or writes (``mask``), where the fork (``idx[0]``), madvise (``idx[1]``)
+    and recorded-fault (``idx[2]``) rows are; (forks, madvises, recorded faults)."""
+    nf = 0
+    nm = 0
+    nq = 0
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        mask[i] = 1 if c == OP_READ or c == OP_WRITE else 0  # noqa: SIM109 - scalar compares for numba
+        if c == OP_FORK:
+            idx[0, nf] = i
+            nf += 1
+        elif c == OP_DONTNEED:
+            idx[1, nm] = i
+            nm += 1
+        elif c == OP_FAULT:
+            idx[2, nq] = i
+            nq += 1
+    return nf, nm, nq
+
+
+@sjit
+def _fill_rows(prog: Any, codes: Any, tnum: Any, one_task: bool, areg: Any, one_reg: bool, afirst: Any,
+               apages: Any, idx: Any, nf: int, fchild: Any, nm: int, mkind: Any, mreg: Any, mfirst: Any,
+               mpages: Any, nq: int, freg: Any, ffirst: Any, fwrite: Any) -> tuple[int, int]:
+    """For encode(): the program's rows from its columns (the accesses' values in access order, the modelled
+    madvise steps' and the recorded faults' in their order: a fault's row is one page, its written flag in P_ARG
+    and the fill a write of that step would have); (exits, pages written by writes)."""
+    exits = 0
+    wpages = 0
+    a = 0
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        prog[i, P_OP] = c
+        if not one_task:
+            prog[i, P_TASK] = tnum[i]
+        if c == OP_READ or c == OP_WRITE:  # noqa: SIM109 - scalar compares for numba
+            if not one_reg:
+                prog[i, P_REG] = areg[a]
+            prog[i, P_FIRST] = afirst[a]
+            p = apages[a]
+            prog[i, P_PAGES] = p
+            if c == OP_WRITE:
+                prog[i, P_FILL] = 1 + (i * 37) % 255
+                if p > 0:
+                    wpages += p
+            else:
+                prog[i, P_FILL] = -1
+            a += 1
+        elif c == OP_EXIT:
+            exits += 1
+    for j in range(nf):
+        prog[idx[0, j], P_ARG] = fchild[j]
+    o = 0
+    for j in range(nm):
+        i = idx[1, j]
+        kind = mkind[j]
+        prog[i, P_OP] = kind
+        if kind != OP_OTHER:
+            prog[i, P_REG] = mreg[o]
+            prog[i, P_FIRST] = mfirst[o]
+            prog[i, P_PAGES] = mpages[o]
+            o += 1
+    for j in range(nq):
+        i = idx[2, j]
+        prog[i, P_REG] = freg[j]
+        prog[i, P_FIRST] = ffirst[j]
+        prog[i, P_PAGES] = 1
+        prog[i, P_ARG] = fwrite[j]
+        prog[i, P_FILL] = 1 + (i * 37) % 255 if fwrite[j] else -1
+    return exits, wpages
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+def _numbering() -> defaultdict[Any, int]:
+    """A dict that numbers its keys in order of first lookup (``d[key]`` inserts ``len(d)`` for a new key): a
+    C-level map of its ``__getitem__`` over a column numbers it in one pass."""
+    numbers: defaultdict[Any, int] = defaultdict()
+    numbers.default_factory = numbers.__len__
+    return numbers
+
+
 def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
-    """(program, task names by number, region -> number) of a step list: C-level maps over the steps (a Python
-    loop costs about a microsecond per step, as much as the compiled loop spends on one), fork and madvise steps
-    included; Python loops only over the new names and regions they bring."""
+    """(program, task names by number, region -> number) of a step list (see :func:`_encode`)."""
+    prog, names, regions, _forks, _exits, _wpages, _madvs = _encode(steps)
+    return prog, names, regions
+
+
+def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int, int, int]:
+    """(program, task names by number, region -> number, forks, exits, pages written, madvise steps) of a step
+    list.
+
+    The steps' fields are read with C-level maps (a Python loop costs about a microsecond per step, as much as the
+    compiled loop spends on one): three passes for verb, task and args, three over the accesses' args; task and
+    region names are numbered in the same pass that looks them up (:func:`_numbering`). Everything numeric --
+    which rows are accesses, forks, madvise, recorded faults; the rows themselves; the counts ProgramRun sizes its
+    arrays by -- is two compiled calls, not dozens of numpy calls (each costs microseconds, tens when its code was
+    evicted from the cache between runs, as it is on a shared machine)."""
     n = len(steps)
     prog = np.zeros((n, P_COLS), dtype=np.int64)
     if not n:
-        return prog, [], {}
-    tasks = list(map(_TASK, steps))
-    every = list(map(_ARGS, steps))
-    names = dict(zip(dict.fromkeys(tasks), count()))
+        return prog, [], {}, 0, 0, 0, 0
     codes = np.fromiter(map(_CODES.__getitem__, map(_VERB, steps)), dtype=np.int64, count=n)
-    prog[:, P_OP] = codes
-    if len(names) > 1:  # one task: its number is 0 throughout
-        prog[:, P_TASK] = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
-    regions: dict[Any, int] = {}
-    is_acc = (codes == OP_READ) | (codes == OP_WRITE)
-    acc_idx = np.flatnonzero(is_acc)
-    k = len(acc_idx)
+    tasks = list(map(_TASK, steps))
+    work = np.empty((4, n), dtype=np.int64)  # the access mask, then the fork, madvise and recorded-fault rows
+    nf, nm, nq = _classify(codes, work[0], work[1:])
+    names = _numbering()
+    one_task = tasks.count(tasks[0]) == n  # one task: its number is 0 throughout
+    if one_task:
+        names[tasks[0]]  # numbered 0
+        tnum = _NONE
+    else:
+        tnum = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
+    regions = _numbering()
+    args = list(compress(map(_ARGS, steps), work[0].tolist()))
+    k = len(args)
+    areg = afirst = apages = _NONE
+    one_reg = True
     if k:
-        args = list(compress(every, is_acc.tolist()))
         regs = list(map(_ARG0, args))
-        regions = dict(zip(dict.fromkeys(regs), count()))
-        if len(regions) > 1:  # one region: its number is 0 throughout
-            prog[acc_idx, P_REG] = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=k)
-        prog[acc_idx, P_FIRST] = np.fromiter(map(_ARG1, args), dtype=np.int64, count=k)
-        prog[acc_idx, P_PAGES] = np.fromiter(map(_ARG2, args), dtype=np.int64, count=k)
-        prog[acc_idx, P_FILL] = np.where(codes[acc_idx] == OP_WRITE, 1 + (acc_idx * 37) % 255, -1)
-    fork_idx = np.flatnonzero(codes == OP_FORK)
-    if len(fork_idx):  # the children: names first seen here are numbered in program order
-        children = list(map(_ARG0, map(every.__getitem__, fork_idx.tolist())))
-        for c in dict.fromkeys(children):
-            if c not in names:
-                names[c] = len(names)
-        prog[fork_idx, P_ARG] = np.fromiter(map(names.__getitem__, children), dtype=np.int64, count=len(children))
-    madv_idx = np.flatnonzero(codes == OP_DONTNEED)  # every madvise step, so far
-    if len(madv_idx):
-        idx = madv_idx.tolist()
-        args = list(map(every.__getitem__, idx))
-        k = len(idx)
-        kinds = np.fromiter(map(_MADV_CODE, map(_ARG3, args)), dtype=np.int64, count=k)
-        firsts = list(map(_ARG1, args))
-        counts = list(map(_ARG2, args))
+        one_reg = regs.count(regs[0]) == k  # one region: its number is 0 throughout
+        if one_reg:
+            regions[regs[0]]  # numbered 0
+        else:
+            areg = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=k)
+        afirst = np.fromiter(map(_ARG1, args), dtype=np.int64, count=k)
+        apages = np.fromiter(map(_ARG2, args), dtype=np.int64, count=k)
+    fchild = _NONE
+    if nf:  # the children: names first seen here are numbered in program order
+        children = list(map(_ARG0, map(_ARGS, map(steps.__getitem__, work[1, :nf].tolist()))))
+        fchild = np.fromiter(map(names.__getitem__, children), dtype=np.int64, count=nf)
+    mkind = mreg = mfirst = mpages = _NONE
+    if nm:  # every madvise step, so far
+        margs = list(map(_ARGS, map(steps.__getitem__, work[2, :nm].tolist())))
+        kinds = list(map(_MADV_CODE, map(_ARG3, margs)))
+        firsts = list(map(_ARG1, margs))
+        counts = list(map(_ARG2, margs))
         if not _INT_TYPES.issuperset(map(type, firsts)) or not _INT_TYPES.issuperset(map(type, counts)):
-            ints = np.fromiter((isinstance(a, int) and isinstance(b, int) for a, b in zip(firsts, counts, strict=True)),
-                               dtype=np.bool_, count=k)
-            kinds[~ints] = OP_OTHER
-            firsts = [a if isinstance(a, int) else 0 for a in firsts]
-            counts = [b if isinstance(b, int) else 0 for b in counts]
-        ok = kinds != OP_OTHER
-        prog[madv_idx, P_OP] = kinds
-        if ok.any():
-            okl = ok.tolist()
-            regs = list(compress(map(_ARG0, args), okl))
-            for r in dict.fromkeys(regs):  # regions first seen here are numbered in program order
-                if r not in regions:
-                    regions[r] = len(regions)
-            sel = madv_idx[ok]
-            n_ok = len(sel)
-            prog[sel, P_REG] = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=n_ok)
-            prog[sel, P_FIRST] = np.fromiter(compress(firsts, okl), dtype=np.int64, count=n_ok)
-            prog[sel, P_PAGES] = np.fromiter(compress(counts, okl), dtype=np.int64, count=n_ok)
-    fault_idx = np.flatnonzero(codes == OP_FAULT)  # recorded faults (run-trace): (region, page, written)
-    if len(fault_idx):
-        args = list(map(every.__getitem__, fault_idx.tolist()))
-        k = len(args)
-        regs = list(map(_ARG0, args))
-        for r in dict.fromkeys(regs):  # regions first seen here are numbered in program order
-            if r not in regions:
-                regions[r] = len(regions)
-        prog[fault_idx, P_REG] = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=k)
-        prog[fault_idx, P_FIRST] = np.fromiter(map(_ARG1, args), dtype=np.int64, count=k)
-        prog[fault_idx, P_PAGES] = 1
-        written = np.fromiter(map(bool, map(_ARG2, args)), dtype=np.int64, count=k)
-        prog[fault_idx, P_ARG] = written
-        prog[fault_idx, P_FILL] = np.where(written != 0, 1 + (fault_idx * 37) % 255, -1)
-    return prog, list(names), regions
+            kinds = [kd if isinstance(a, int) and isinstance(b, int) else OP_OTHER
+                     for kd, a, b in zip(kinds, firsts, counts, strict=True)]
+        mkind = np.fromiter(kinds, dtype=np.int64, count=nm)
+        if any(kinds):  # OP_OTHER is 0
+            regs = list(compress(map(_ARG0, margs), kinds))  # regions first seen here: numbered in program order
+            n_ok = len(regs)
+            mreg = np.fromiter(map(regions.__getitem__, regs), dtype=np.int64, count=n_ok)
+            mfirst = np.fromiter(compress(firsts, kinds), dtype=np.int64, count=n_ok)
+            mpages = np.fromiter(compress(counts, kinds), dtype=np.int64, count=n_ok)
+    freg = ffirst = fwrite = _NONE
+    if nq:  # recorded faults (run-trace): (region, page, written); regions first seen here numbered after those
+        fargs = list(map(_ARGS, map(steps.__getitem__, work[3, :nq].tolist())))
+        freg = np.fromiter(map(regions.__getitem__, map(_ARG0, fargs)), dtype=np.int64, count=nq)
+        ffirst = np.fromiter(map(_ARG1, fargs), dtype=np.int64, count=nq)
+        fwrite = np.fromiter(map(bool, map(_ARG2, fargs)), dtype=np.int64, count=nq)
+    exits, wpages = _fill_rows(prog, codes, tnum, one_task, areg, one_reg, afirst, apages, work[1:], nf, fchild,
+                               nm, mkind, mreg, mfirst, mpages, nq, freg, ffirst, fwrite)
+    names.default_factory = regions.default_factory = None  # no reference cycle left for the collector
+    return prog, list(names), dict(regions), nf, exits, wpages, nm
 
 
 def _published(mm: FastMM) -> None:
@@ -757,14 +891,13 @@ class ProgramRun:
         self.r = runner
         self.m = runner.m
         self.steps = steps
-        self.prog, self.names, self.rid = encode(steps)
+        self.prog, self.names, self.rid, self.forks, self.exits, self.wpages, self.nmadv = _encode(steps)
         nt = max(len(self.names), 1)
         self.tmm = np.full(nt, -1, dtype=np.int64)
         self.tst = np.zeros(nt, dtype=np.int64)
         self.tpid = np.zeros(nt, dtype=np.int64)
         self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
         self.st = np.zeros(S_LEN, dtype=np.int64)
-        self.exits = int((self.prog[:, P_OP] == OP_EXIT).sum()) if len(steps) else 0
         codes = self.prog[:, P_OP]
         self.fork_rows = np.flatnonzero(codes == OP_FORK)
         self.fe_rows: list[int] = np.flatnonzero((codes == OP_FORK) | (codes == OP_EXIT)).tolist()
@@ -778,8 +911,8 @@ class ProgramRun:
                 self.rtab[i] = region
             else:
                 self.named.append((region, i))
-        self.ops1 = np.zeros((1, 6), dtype=np.int64)
-        self.faults = np.zeros((1024, 2), dtype=np.int64)
+        self.ops1 = np.zeros((1 if self._keep() else _BATCH, 6), dtype=np.int64)  # run_program()'s access rows
+        self.faults = np.zeros((_FAULT_ROWS, 2), dtype=np.int64)
         self.uf = np.zeros((4096 if self._keep() else 1, 4), dtype=np.int64)
         self.rg = np.zeros((64, 2), dtype=np.int64)
         self.vr = np.zeros(64, dtype=np.int64)
@@ -800,12 +933,10 @@ class ProgramRun:
         """Run every step: stretches in run_program(), what it stops at through FastWorkloadRunner._step()."""
         m, r, steps = self.m, self.r, self.steps
         n = len(steps)
-        forks = int((self.prog[:, P_OP] == OP_FORK).sum()) if n else 0
-        m._grow_rows("ms", m._next["mm"] + forks + 1)  # a row per MM: no round trip per doubling
-        if n:  # folio and page rows for the pages the program writes, at most: no round trip per doubling
-            wpages = int(self.prog[self.prog[:, P_OP] == OP_WRITE, P_PAGES].clip(0).sum())
-            if wpages > 64:
-                m.ensure(folios=min(wpages, _AHEAD_MAX), pages=min(2 * wpages, _AHEAD_MAX))
+        m._grow_rows("ms", m._next["mm"] + self.forks + 1)  # a row per MM: no round trip per doubling
+        wpages = self.wpages  # folio and page rows for the pages the program writes, at most: no round trip each
+        if wpages > 64:
+            m.ensure(folios=min(wpages, _AHEAD_MAX), pages=min(2 * wpages, _AHEAD_MAX))
         pos = 0
         while pos < n:
             if m.gup or self.prog[pos, P_OP] == OP_OTHER:  # pins or pipes held, or a step it does not model
@@ -937,6 +1068,14 @@ class ProgramRun:
             morig[num] = num
         nmm = m._next["mm"]
         most = max(1, int(ms[:nmm, L.MS_NVMA].max())) if nmm else 1
+        if self.exits or self.nmadv:  # what zap and the split will need (the VMAs are read only for that)
+            pages = order = 0
+            for mm in self.mobj.values():
+                vmas = mm.vmas
+                pages = max(pages, sum(v.end - v.start for v in vmas))
+                if self.nmadv:
+                    order = max(order, max((max(v.thp, default=0) for v in vmas), default=0))
+            self._presize(pages, order)
         fork_rows = self.fork_rows
         ahead = fork_rows[np.searchsorted(fork_rows, pos):]
         if len(ahead):  # fork copies every VMA (file and shared ones too), except VM_DONTFORK ones: Python does that
@@ -968,6 +1107,24 @@ class ProgramRun:
         st[S_COMPACT] = 0
         if self._vtmp.shape[0] < m.vm.shape[0]:  # _compact()'s staging rows
             self._vtmp, self._ftmp = np.empty_like(m.vm), np.empty_like(vfk)
+
+    def _presize(self, pages: int, order: int) -> None:
+        """Scratch arrays sized ahead for what the program will ask of them, so that the compiled loop does not
+        stop to ask (a round trip each; they are scratch, so their sizes change no result; where they fall short
+        the loop still asks): zap's gather list for the largest MM's pages (at exit and MADV_DONTNEED: one row per
+        PTE, a PMD mapping's pages), and when the program has madvise steps, the folio split's page list and
+        migration entries for a folio of the largest order the VMAs allow mapped by every MM (what MADV_COLD/
+        PAGEOUT's split would grow them to)."""
+        m = self.m
+        if self.exits or self.nmadv:
+            m._gather_rows(min(pages + 2, _AHEAD_MAX))
+        if self.nmadv:
+            need = max(int(m.glob[L.G_NTB]) + 1, m.P)
+            if m.scr2.shape[1] < need:
+                m.scr2 = np.zeros((2, 2 * need), dtype=np.int64)
+            ents = (len(m.mms) + 1) << order if order else 0
+            if m.ent.shape[0] < ents:
+                m.ent = np.zeros((2 * ents, 5), dtype=np.int64)
 
     def _materialize(self) -> None:
         """The Python objects brought up to date with the arrays: ids, tasks and MMs (:meth:`_materialize_tables`,
@@ -1005,10 +1162,11 @@ class ProgramRun:
         """The MM id allocator, the MMs (counts, exits, compacted rows, anon_vma ids, forked ones) and the tasks."""
         m, st, names = self.m, self.st, self.names
         self._tsig = None
-        m.nvm = int(st[S_NVM])
-        m.nmv = int(st[S_NMV])
-        m._next["pid"] = int(st[S_NEXT_PID])
-        m._next["mm"] = int(st[S_NEXT_MM])
+        s = st.tolist()  # read once: indexing a numpy array per field costs more than the list
+        m.nvm = s[S_NVM]
+        m.nmv = s[S_NMV]
+        m._next["pid"] = s[S_NEXT_PID]
+        m._next["mm"] = s[S_NEXT_MM]
         ids = self._ids
         m.ids._next = int(ids[I_NEXT])
         heap = ids[I_HEAP:I_HEAP + int(ids[I_LEN])].tolist()
@@ -1016,24 +1174,27 @@ class ProgramRun:
         m.ids._freed_set = set(heap)
         ms = m.ms
         for num, mm in self.mobj.items():  # the MMs Python knew
-            mm.users = int(ms[num, L.MS_USERS])
-            mm.count = int(ms[num, L.MS_COUNT])
-            if ms[num, L.MS_ZAPPED] and not mm.zapped:  # exit_mmap()
+            row = ms[num].tolist()
+            mm.users = row[L.MS_USERS]
+            mm.count = row[L.MS_COUNT]
+            if row[L.MS_ZAPPED] and not mm.zapped:  # exit_mmap()
                 mm.vmas.clear()
                 mm.rows.clear()
                 mm.rowmap.clear()
                 mm.zapped = True
-            if not ms[num, L.MS_LIVE]:
+            if not row[L.MS_LIVE]:
                 del m.mms[mm.name]
                 continue
-            if st[S_COMPACT] and not mm.zapped:  # the VMA rows were compacted
-                off = int(ms[num, L.MS_VOFF])
+            if s[S_COMPACT] and not mm.zapped:  # the VMA rows were compacted
+                off = row[L.MS_VOFF]
                 mm.rows = m.mv[off:off + len(mm.vmas)].tolist()
                 mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, mm.rows, strict=True)}
                 _published(mm)
             m._sync(mm)  # anon_vma ids the kernels assigned (fork's _dup_mmap() syncs its parent)
         mms: dict[int, FastMM] = dict(self.mobj)
-        created = np.flatnonzero((self._mtask >= 0) & (ms[:self._mtask.shape[0], L.MS_LIVE] != 0)).tolist()
+        mtask = self._mtask.tolist()
+        created = [num for num, (t, live) in enumerate(zip(mtask, ms[:len(mtask), L.MS_LIVE].tolist(), strict=True))
+                   if t >= 0 and live]
         vm, mv = m.vm, m.mv
         for num in created:  # forked in the compiled loop and still alive
             mm = FastMM(num, int(ms[num, L.MS_ID]), label=names[int(self._mtask[num])])
@@ -1056,13 +1217,14 @@ class ProgramRun:
             m.mms[mm.name] = mm
             mms[num] = mm
         born = []
+        tst, tpid = self.tst.tolist(), self.tpid.tolist()
         for i, task in enumerate(self.tobj):  # deaths first: a name may be reused by a later fork
-            state = int(self.tst[i])
-            if task is not None and (state == T_NONE or int(self.tpid[i]) != task.pid):
+            state = tst[i]
+            if task is not None and (state == T_NONE or tpid[i] != task.pid):
                 task.alive = False
                 del m.tasks[task.name]
             if state == T_NEW:
-                born.append((int(self.tpid[i]), i))
+                born.append((tpid[i], i))
         for pid, i in sorted(born):
             name = names[i]
             new = FastTask(pid, name, mms[int(self.tmm[i])], pid)
