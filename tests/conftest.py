@@ -94,12 +94,21 @@ def _warm_replay() -> None:
     from click.testing import CliRunner
 
     from foliosim.cli import main
+    from foliosim.fast import kernels
+    from foliosim.fast.state import FastState, capacity_orders
     from foliosim.trace import genfast
+    from foliosim.trace.columnar import from_jsonl_lines
 
-    root = Path(__file__).resolve().parents[1]
-    res = CliRunner().invoke(main, ["fast-replay", str(root / "examples" / "commit-example-1.jsonl")])
+    path = Path(__file__).resolve().parents[1] / "examples" / "commit-example-1.jsonl"
+    res = CliRunner().invoke(main, ["fast-replay", str(path)])
     assert res.exit_code == 0, res.output
     genfast.warm_up()
+    # One operation through apply_op called from Python, as tests/test_fast_differential.py steps traces.
+    col = from_jsonl_lines(path.read_text().splitlines())
+    state = FastState(KernelConfig(64, False), col.folio_names, col.mm_names,
+                      capacity_orders(col.kind, col.folio, col.order, len(col.folio_names)))
+    kernels.apply_op(*state.arrays(), int(col.kind[0]), int(col.folio[0]), int(col.mm[0]), int(col.level[0]),
+                     int(col.page[0]), int(col.nr[0]), int(col.order[0]))
 
 
 #: Kernel sets whose cold numba compile takes a minute or more, the tests that need them (path prefixes), and a
