@@ -94,31 +94,38 @@ def _warm_replay() -> None:
     from click.testing import CliRunner
 
     from foliosim.cli import main
-    from foliosim.fast import kernels
-    from foliosim.fast.state import FastState, capacity_orders
     from foliosim.trace import genfast
-    from foliosim.trace.columnar import from_jsonl_lines
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "commit-example-1.jsonl"
-    res = CliRunner().invoke(main, ["fast-replay", str(path)])
+    res = CliRunner().invoke(main, ["fast-replay", str(_EXAMPLE_TRACE)])
     assert res.exit_code == 0, res.output
     genfast.warm_up()
-    # One operation through apply_op called from Python, as tests/test_fast_differential.py steps traces.
-    col = from_jsonl_lines(path.read_text().splitlines())
+
+
+def _warm_apply_op() -> None:
+    """One operation through apply_op called from Python, as tests/test_fast_differential.py steps traces."""
+    from foliosim.fast import kernels
+    from foliosim.fast.state import FastState, capacity_orders
+    from foliosim.trace.columnar import from_jsonl_lines
+
+    col = from_jsonl_lines(_EXAMPLE_TRACE.read_text().splitlines())
     state = FastState(KernelConfig(64, False), col.folio_names, col.mm_names,
                       capacity_orders(col.kind, col.folio, col.order, len(col.folio_names)))
     kernels.apply_op(*state.arrays(), int(col.kind[0]), int(col.folio[0]), int(col.mm[0]), int(col.level[0]),
                      int(col.page[0]), int(col.nr[0]), int(col.order[0]))
 
 
-#: Kernel sets whose cold numba compile takes a minute or more, the tests that need them (path prefixes), and a
-#: call compiling them (or loading them from numba's cache). Some tests compare a command's whole output, which
-#: on a cold cache has a "compiling ..." notice: in one process an earlier test has compiled the kernels, under
-#: xdist this does.
+_EXAMPLE_TRACE = Path(__file__).resolve().parents[1] / "examples" / "commit-example-1.jsonl"
+
+#: Kernel sets whose cold numba compile takes half a minute or more (cold, one core: checker ~80-95 s,
+#: simulator with compare's driving loop ~85 s, fast-replay + trace generator ~40 s, apply_op ~25 s), the tests
+#: that need them (path prefixes), and a call compiling them (or loading them from numba's cache). Some tests
+#: compare a command's whole output, which on a cold cache has a "compiling ..." notice, or run a command
+#: under a timeout: in one process an earlier test has compiled the kernels, under xdist this does.
 WARM_UPS: list[tuple[str, tuple[str, ...], Callable[[], None]]] = [
     ("checker", ("tests/check/",), _warm_checker),
-    ("simulator", ("tests/fastsim/",), _warm_simulator),
+    ("apply_op", ("tests/test_fast",), _warm_apply_op),
     ("replay", ("tests/test_columnar.py", "tests/test_fast"), _warm_replay),
+    ("simulator", ("tests/fastsim/",), _warm_simulator),
 ]
 
 
@@ -150,8 +157,8 @@ def _compiled_kernels(request: pytest.FixtureRequest) -> None:
 
     Without this, two workers that reach tests of the same kernel set while numba's cache is cold both
     compile it (minutes of CPU each, twice). Each worker takes the sets in a different order, each set under
-    an exclusive flock: worker N compiles set N while the other compiles another set, then loads the rest
-    from numba's on-disk cache once its compiler has released the lock. Without xdist (one process) the
+    an exclusive flock: while one worker compiles a set the other compiles another, and a set already
+    compiled is loaded from numba's on-disk cache. Without xdist (one process) the
     tests compile what they need as they reach it.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
@@ -164,8 +171,11 @@ def _compiled_kernels(request: pytest.FixtureRequest) -> None:
     paths = {item.nodeid.split("::", 1)[0] for item in request.session.items}
     needed = [(name, warm) for name, folders, warm in WARM_UPS if any(p.startswith(folders) for p in paths)]
     if needed:
-        shift = int(worker[2:]) % len(needed)
-        for name, warm in needed[shift:] + needed[:shift]:
+        # Worker 0 takes the sets in WARM_UPS order, worker 1 in reverse (two workers: ~120 s cold, both busy).
+        n = int(worker[2:])
+        order = needed if n % 2 == 0 else needed[::-1]
+        shift = (n // 2) % len(order)
+        for name, warm in order[shift:] + order[:shift]:
             with open(_session_lock(request.config, f"compile-{name}"), "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 warm()
