@@ -847,6 +847,18 @@ def _same_as_map(kc: I64, fs: I64, pmc: I32, level: int, page: int, nr: int) -> 
 
 
 @jit
+def _apply_op(kc: I64, glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, agg: I32, tpte: I32, tpmd: I32, ttot: I64,
+              kind: int, m: int, level: int, page: int, nr: int) -> int:
+    """:func:`foliosim.fast.kernels.apply_op` on folio 0, compiled as a function of its own.
+
+    expand() applies every candidate (pass 1, inlined: the hot path) and again each new state (pass 3,
+    this call). Inlining the whole rmap core at both places made expand()'s cold compile 114 s of CPU
+    (numba's IR passes grow faster than the function); with this call 79 s, at the same states/s.
+    """
+    return K.apply_op(kc, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, kind, 0, m, level, page, nr, 0)
+
+
+@jit
 def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I64, lo: int, hi: int,
            glob: I64, fs: I64, ms: I64, id_used: U8, pmc: I32, agg: I32, tpte: I32, tpmd: I32, ttot: I64,
            s: I64, c: I64, cc: I64, tmp: I64, tmp2: I64, order: I64, sa: I64, sb: I64, cols: I64,
@@ -956,8 +968,8 @@ def expand(ck: I64, kc: I64, store: I64, parent: I64, bad: U8, table: I64, st: I
             r = _find_or_slot(table, store, words, w, h)
             if r < 0:
                 m = ops[o, 1]
-                K.apply_op(kc, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, ops[o, 0], 0, m, ops[o, 2],
-                           ops[o, 3], ops[o, 4], 0)
+                _apply_op(kc, glob, fs, ms, id_used, pmc, agg, tpte, tpmd, ttot, ops[o, 0], m, ops[o, 2], ops[o, 3],
+                          ops[o, 4])
                 nmap = kinfo[o, 1]
                 crowded = kinfo[o, 2]
                 live = props if stop_first else props & ~st[ST_FOUND]

@@ -27,11 +27,39 @@ _OPTIONS: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}
 NUMBA_MISSING = "numba is not installed: the fast path needs it (pip install 'foliosim[fast]')"
 
 
+def _widened(ty: Any) -> Any:
+    """The argument type a call from compiled code compiles ``ty`` as: a literal as its plain type (bool,
+    int64), a signed integer narrower than 64 bits as int64 (numba's arithmetic promotes it so anyway)."""
+    from numba.core import types as numba_types
+
+    types: Any = numba_types
+    ty = types.unliteral(ty)
+    return types.int64 if ty in (types.int8, types.int16, types.int32) else ty
+
+
+def unify_calls(dispatcher: Any) -> Any:
+    """Make calls to ``dispatcher`` from other numba functions compile one specialization per widened
+    argument types (:func:`_widened`), not one per literal constant or integer width at each call site.
+
+    numba types a constant argument as ``Literal[int](0)`` and compiles the callee again for each
+    distinct literal or narrower integer at its call sites; a cold compile of the simulator's kernels
+    spent about half its time on such duplicates (``rmap`` compiled five times). The caller casts its
+    arguments to the one signature, as it does for any call.
+    """
+    resolve = dispatcher.get_call_template
+
+    def get_call_template(args: tuple[Any, ...], kws: dict[str, Any]) -> Any:
+        return resolve(tuple(_widened(a) for a in args), {k: _widened(v) for k, v in kws.items()})
+
+    dispatcher.get_call_template = get_call_template
+    return dispatcher
+
+
 def jit(fn: F) -> F:
     """Compile ``fn`` in nopython mode (cached on disk) when numba is available."""
     if _njit is None:
         return fn
-    return cast(F, _njit(**_OPTIONS)(fn))
+    return cast(F, unify_calls(_njit(**_OPTIONS)(fn)))
 
 
 def jit_inline(fn: F) -> F:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from foliosim.fast import kernels as K
-from foliosim.fast._jit import jit_inline
+from foliosim.fast._jit import jit_inline, unify_calls
 from foliosim.fast.sim.layout import (
     ALLOC_ORDERS,
     C_FOLIO,
@@ -155,7 +155,7 @@ try:  # pragma: no cover - depends on the environment
     _OPTIONS: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}  # nothing allocates: no refcounts
 
     def sjit(fn: Any) -> Any:
-        return njit(**_OPTIONS)(fn)
+        return unify_calls(njit(**_OPTIONS)(fn))
 except ImportError:  # pragma: no cover
     def sjit(fn: Any) -> Any:
         return fn
