@@ -365,6 +365,21 @@ def _free_pte_tables(glob: Any, tb: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv:
 
 
 @sjit
+def _split_range(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+                 ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, vst: Any, m: int,
+                 start: int, end: int) -> tuple[int, int, int]:
+    """Split the VMAs at ``start`` and ``end`` (mm/vma.c split_vma() at both ends of a range, as every verb that
+    changes part of a mapping does): (rc, i, j), the MM's index positions of the VMAs now inside the range."""
+    for vpn in (start, end):
+        rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, vpn)
+        if rc != RC_OK:
+            return rc, 0, 0
+    off = ms[m, MS_VOFF]
+    n = ms[m, MS_NVMA]
+    return RC_OK, _end_ge(vm, mv, off, n, start + 1), _upper(vm, mv, off, n, end - 1)
+
+
+@sjit
 def _munmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
             ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, vst: Any,
             rg: Any, gather: Any, m: int, start: int, end: int) -> int:
@@ -375,14 +390,11 @@ def _munmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any
     i = _end_ge(vm, mv, off, n, start + 1)
     if i >= n or vm[mv[off + i], V_START] >= end:
         return RC_OK
-    for vpn in (start, end):
-        rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, vpn)
-        if rc != RC_OK:
-            return rc
+    rc, i, j = _split_range(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m,
+                            start, end)
+    if rc != RC_OK:
+        return rc
     off = ms[m, MS_VOFF]
-    n = ms[m, MS_NVMA]
-    i = _end_ge(vm, mv, off, n, start + 1)
-    j = _upper(vm, mv, off, n, end - 1)
     for k in range(i, j):
         r = mv[off + k]
         rg[k - i, 0] = vm[r, V_START]
@@ -527,14 +539,11 @@ def mprotect(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
     if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, False, 2):
         return RC_ROOM
     _ensure_index(ms, mv, vst, m, NEW_ROWS)
-    for vpn in (start, end):
-        rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, vpn)
-        if rc != RC_OK:
-            return rc
+    rc, i, j = _split_range(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m,
+                            start, end)
+    if rc != RC_OK:
+        return rc
     off = ms[m, MS_VOFF]
-    n = ms[m, MS_NVMA]
-    i = _end_ge(vm, mv, off, n, start + 1)
-    j = _upper(vm, mv, off, n, end - 1)
     for k in range(i, j):
         r = mv[off + k]
         upgrade = write != 0 and vm[r, V_WRITE] == 0
@@ -567,14 +576,11 @@ def madvise_flags(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pc
     if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, False, 2):
         return RC_ROOM
     _ensure_index(ms, mv, vst, m, NEW_ROWS)
-    for vpn in (start, end):
-        rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, vpn)
-        if rc != RC_OK:
-            return rc
+    rc, i, j = _split_range(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m,
+                            start, end)
+    if rc != RC_OK:
+        return rc
     off = ms[m, MS_VOFF]
-    n = ms[m, MS_NVMA]
-    i = _end_ge(vm, mv, off, n, start + 1)
-    j = _upper(vm, mv, off, n, end - 1)
     for k in range(i, j):
         r = mv[off + k]
         if verb != MA_THP:
@@ -610,10 +616,10 @@ def mremap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
                  gather, m, dst, dst + nr)
     if rc != RC_OK:
         return rc
-    for vpn in (start, end):
-        rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, vpn)
-        if rc != RC_OK:
-            return rc
+    rc, _, _ = _split_range(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m,
+                            start, end)
+    if rc != RC_OK:
+        return rc
     delta = dst - start
     n = kern.mm_tables(glob, tb, hk, hv, m, start >> po, (end - 1) >> po, scr)
     for x in range(n):  # the PMDs, by index
