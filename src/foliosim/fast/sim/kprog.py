@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from foliosim.fast import kernels as K
+from foliosim.fast.sim import kvma
 from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import _VMA_FIELDS, I64, FastMachine, FastMM, FastTask, PmdSet, Unsupported
 from foliosim.fast.sim.kern import access, cold_pageout, lookup, record, rehash, sjit, zap
 from foliosim.fast.sim.kfork import MISSING, exit_zap, fork_dup, mm_entries, room_ok
 from foliosim.vm.events import OracleViolation, SimError
 from foliosim.vm.vma import Vma
-from foliosim.workloads.steps import Step, WorkloadError
+from foliosim.workloads.steps import PROT_FLAGS, Step, WorkloadError
 
 if TYPE_CHECKING:
     from foliosim.fast.sim.steps import FastWorkloadRunner
@@ -47,6 +48,21 @@ P_OP, P_TASK, P_REG, P_FIRST, P_PAGES, P_ARG, P_FILL = range(7)
 P_COLS = 7
 OP_OTHER, OP_READ, OP_WRITE, OP_FORK, OP_EXIT, OP_DONTNEED, OP_COLD, OP_PAGEOUT, OP_SCAN, OP_FAULT = range(10)
 _MADV_OPS = {"dontneed": OP_DONTNEED, "cold": OP_COLD, "pageout": OP_PAGEOUT}
+#: the control-plane opcodes (:func:`encode_control`, run-trace's TraceProgram only): kvma's verbs in the loop
+OP_MMAP, OP_MUNMAP, OP_MPROTECT, OP_MADVF, OP_MERGE, OP_MREMAP = range(10, 16)
+#: an OP_MMAP row's P_ARG: these flags, the label's codec number from MF_LABEL_SHIFT
+MF_SHARED, MF_FILE, MF_READ, MF_WRITE, MF_EXEC, MF_NORESERVE, MF_NAMED, MF_THP = (1 << k for k in range(8))
+MF_LABEL_SHIFT = 8
+#: the per-MM control-plane state ``mk`` (what FastMachine keeps on each FastMM for kvma): known to it (K_OK), the
+#: index slice's room, the unmerged window, anon_birth (-1: not known yet), a verb ran on it (K_USED), the pages
+#: whose VMAs changed (K_PLO..K_PHI: re-materialized on return), a merge step ran on it
+K_OK, K_VCAP, K_ULO, K_UHI, K_BIRTH, K_USED, K_PLO, K_PHI, K_MERGED = range(9)
+K_COLS = 9
+#: ``vst`` slots after kvma's: the control opcodes on, the THP masks of mmap() without orders, MADV_HUGEPAGE, none
+X_ON, X_THPDEF, X_THPMADV, X_THPNONE = range(kvma.VS_LEN, kvma.VS_LEN + 4)
+X_LEN = kvma.VS_LEN + 4
+_FLAG_ADVICE = {"dontfork": (kvma.MA_DONTFORK, 0), "dofork": (kvma.MA_DOFORK, 0), "hugepage": (kvma.MA_THP, 1),
+                "nohugepage": (kvma.MA_THP, 0)}
 #: first-pass codes by verb (fork and madvise are checked one by one; anything else stops the compiled loop)
 _CODES: defaultdict[str, int] = defaultdict(int, {"read": OP_READ, "write": OP_WRITE, "khugepaged": OP_SCAN,
                                                   "numa": OP_SCAN, "exit": OP_EXIT, "fork": OP_FORK,
@@ -339,13 +355,210 @@ def _ranges(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int, rg: Any) ->
     return n
 
 
+# ----------------------------------------------------------------------------- the control plane as opcodes
+@sjit
+def _ranges_none(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int) -> bool:
+    """No VMA of the MM overlaps ``[start, end)`` (``not mm.vmas_in(start, end)``)."""
+    off = ms[m, L.MS_VOFF]
+    n = ms[m, L.MS_NVMA]
+    i = kvma._end_ge(vm, mv, off, n, start + 1)
+    return i >= n or vm[mv[off + i], L.V_START] >= end
+
+
+@sjit
+def _caps_packed(ms: Any, mk: Any) -> None:
+    """After fork's compaction of the VMA rows: each MM's index slice holds its VMAs and no room."""
+    for m in range(mk.shape[0]):
+        if m < ms.shape[0]:
+            mk[m, K_VCAP] = ms[m, L.MS_NVMA]
+
+
+@sjit
+def _kvma_enter(st: Any, mk: Any, vst: Any, m: int) -> None:
+    """Load MM ``m``'s control-plane state into ``vst`` (what FastMachine._kvma() loads from the FastMM)."""
+    vst[kvma.VS_NVM] = st[S_NVM]
+    vst[kvma.VS_NMV] = st[S_NMV]
+    vst[kvma.VS_VCAP] = mk[m, K_VCAP]
+    vst[kvma.VS_ULO] = mk[m, K_ULO]
+    vst[kvma.VS_UHI] = mk[m, K_UHI]
+    vst[kvma.VS_BIRTH] = mk[m, K_BIRTH]
+
+
+@sjit
+def _kvma_leave(st: Any, mk: Any, vst: Any, m: int) -> None:
+    """Store what a verb changed back (rows, index, the MM's room and unmerged window) and widen the MM's window
+    of pages whose VMAs must be re-materialized."""
+    st[S_NVM] = vst[kvma.VS_NVM]
+    st[S_NMV] = vst[kvma.VS_NMV]
+    mk[m, K_VCAP] = vst[kvma.VS_VCAP]
+    mk[m, K_ULO] = vst[kvma.VS_ULO]
+    mk[m, K_UHI] = vst[kvma.VS_UHI]
+    mk[m, K_USED] = 1
+    if vst[kvma.VS_PLO] < mk[m, K_PLO]:
+        mk[m, K_PLO] = vst[kvma.VS_PLO]
+    if vst[kvma.VS_PHI] > mk[m, K_PHI]:
+        mk[m, K_PHI] = vst[kvma.VS_PHI]
+
+
+@sjit
+def _kvma_rc(st: Any, ms: Any, vm: Any, mv: Any, rg: Any, mk: Any, vst: Any, m: int, rc: int) -> int:
+    """What a verb's result means to the loop: WHY_DONE (it ran), WHY_ROOM (RK_ROOM: tables, trace rows or the
+    zap's gather list; the verb changed nothing and runs again), WHY_STEP (VMA rows or index room, or the ranges'
+    scratch: Python's own call makes that room), WHY_ERROR."""
+    if rc == L.RC_OK:
+        _kvma_leave(st, mk, vst, m)
+        return WHY_DONE
+    if rc == L.RC_ROOM:
+        n = ms[m, L.MS_NVMA]
+        cap = mk[m, K_VCAP] if mk[m, K_VCAP] > n else n
+        if (st[S_NVM] + kvma.NEW_ROWS > vm.shape[0] or (n + kvma.NEW_ROWS > cap and st[S_NMV] + 2 * (
+                n + kvma.NEW_ROWS) > mv.shape[0]) or rg.shape[0] < n + kvma.NEW_ROWS):
+            return WHY_STEP
+        worst = vst[kvma.VS_NEED]
+        return _room(st, RK_ROOM, 0, 0, vst[kvma.VS_TABLES], 3 * worst + 16 + 32, 4, worst)
+    st[S_RC] = rc
+    return WHY_ERROR
+
+
+@sjit
+def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+             ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, fc: Any, scr: Any,
+             gather: Any, prog: Any, i: int, st: Any, tst: Any, tmm: Any, rtab: Any, rg: Any, mk: Any, vst: Any,
+             ftab: Any) -> int:
+    """A control-plane step (mmap, munmap, mprotect, VMA-flag madvise, merge, mremap) through the verbs of
+    :mod:`foliosim.fast.sim.kvma`, as FastWorkloadRunner.execute() and FastMachine run it when the call succeeds;
+    WHY_STEP (nothing changed) for what Python must do: a failing call (its errno is counted there), a task that
+    cannot run, an unknown region or file, an MM made in this stretch or not known yet to the control plane."""
+    op = prog[i, P_OP]
+    tn = prog[i, P_TASK]
+    if vst[X_ON] == 0 or tn >= tst.shape[0]:
+        return WHY_STEP
+    if op == OP_MERGE:  # m.task(): any live task (a vfork parent too); no step of the machine
+        if tst[tn] == T_NONE:
+            return WHY_STEP
+        m = tmm[tn]
+        if m < 0 or m >= mk.shape[0] or mk[m, K_OK] == 0 or mk[m, K_BIRTH] < 0:
+            return WHY_STEP
+        _kvma_enter(st, mk, vst, m)
+        kvma.merge_mm(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr,
+                      fc, vst, rg, gather, m)
+        _kvma_leave(st, mk, vst, m)
+        mk[m, K_MERGED] = 1
+        return WHY_DONE
+    if not _runnable(tst, tn):
+        return WHY_STEP
+    m = tmm[tn]
+    if m < 0 or m >= mk.shape[0] or mk[m, K_OK] == 0 or mk[m, K_BIRTH] < 0:
+        return WHY_STEP
+    if scr.shape[1] < glob[L.G_NTB] + 1:
+        return _room(st, RK_SCR, 0, 0, 0, 0, 0, 0)
+    base = rtab[prog[i, P_REG]]
+    nr = prog[i, P_PAGES]
+    if nr <= 0:
+        return WHY_STEP
+    big = np.int64(1) << cfg[K.C_PMD_ORDER]
+    rc = L.RC_OK
+    if op == OP_MMAP:
+        flags = prog[i, P_ARG]
+        fid = -1
+        pgoff = 0
+        if flags & MF_FILE:
+            fid = ftab[prog[i, P_FILL]]
+            pgoff = prog[i, P_FIRST]
+            if fid < 0 or pgoff < 0 or pgoff + nr > fc[fid, L.FC_NR]:
+                return WHY_STEP
+            thp = vst[X_THPNONE]
+        elif flags & MF_THP:
+            thp = prog[i, P_FILL]
+        else:
+            thp = vst[X_THPDEF]
+        if flags & MF_NAMED:
+            addr = -1
+        else:
+            addr = base
+            if base == MISSING or base < 0:
+                return WHY_STEP
+        shared = (flags >> 0) & 1  # numba: no conditional expressions among a call's arguments
+        read = (flags >> 2) & 1
+        write = (flags >> 3) & 1
+        exe = (flags >> 4) & 1
+        noreserve = (flags >> 5) & 1
+        _kvma_enter(st, mk, vst, m)
+        rc = kvma.mmap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr,
+                       fc, vst, rg, gather, m, nr, fid, pgoff, shared, read, write, addr, thp,
+                       flags >> MF_LABEL_SHIFT, exe, noreserve)
+        why = _kvma_rc(st, ms, vm, mv, rg, mk, vst, m, rc)
+        if why == WHY_DONE and flags & MF_NAMED:
+            rtab[prog[i, P_REG]] = vst[kvma.VS_START]
+    elif op == OP_MREMAP:
+        if base == MISSING or base < 0:
+            return WHY_STEP
+        start = base
+        end = start + nr
+        named = prog[i, P_ARG] >= 0
+        # named: WorkloadRunner._mremap()'s fresh unmapped area (mmapops.unmapped_area())
+        dst = (vst[kvma.VS_BASE] + big - 1) & ~(big - 1) if named else prog[i, P_FIRST]
+        if dst < 0 or (dst < end and start < dst + nr):
+            return WHY_STEP
+        r = _find_vma(ms, vm, mv, m, start)
+        if r < 0 or vm[r, L.V_END] < end:
+            return WHY_STEP
+        old_base = vst[kvma.VS_BASE]
+        if named:
+            vst[kvma.VS_BASE] = dst + nr + big
+        _kvma_enter(st, mk, vst, m)
+        rc = kvma.mremap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr,
+                         fc, vst, rg, gather, m, start, end, dst)
+        why = _kvma_rc(st, ms, vm, mv, rg, mk, vst, m, rc)
+        if why == WHY_STEP or why == WHY_ROOM:  # noqa: SIM109 - scalar compares for numba
+            vst[kvma.VS_BASE] = old_base
+        elif why == WHY_DONE and named:
+            rtab[prog[i, P_ARG]] = dst
+    else:
+        if base == MISSING:
+            return WHY_STEP
+        start = base + prog[i, P_FIRST]
+        if start < 0:
+            return WHY_STEP
+        end = start + nr
+        _kvma_enter(st, mk, vst, m)
+        if op == OP_MUNMAP:
+            if _ranges_none(ms, vm, mv, m, start, end):  # FastMachine._do_munmap(): nothing mapped, no verb
+                st[S_STEP] += 1
+                st[S_LAST] = tn
+                return WHY_DONE
+            rc = kvma.munmap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp,
+                             scr, fc, vst, rg, gather, m, start, end)
+        elif op == OP_MPROTECT:
+            if not kvma.covered(ms, vm, mv, m, start, end):
+                return WHY_STEP  # -ENOMEM: counted by Python
+            a = prog[i, P_ARG]
+            rc = kvma.mprotect(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
+                               pexp, scr, fc, vst, rg, gather, m, start, end, a & 1, (a >> 1) & 1, (a >> 2) & 1)
+        else:  # OP_MADVF
+            if not kvma.covered(ms, vm, mv, m, start, end):
+                return WHY_STEP  # -ENOMEM: counted by Python
+            verb = prog[i, P_ARG]
+            thp = 0
+            if verb == kvma.MA_THP:
+                thp = vst[X_THPMADV] if prog[i, P_FILL] else vst[X_THPNONE]
+            rc = kvma.madvise_flags(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
+                                    pexp, scr, fc, vst, rg, gather, m, start, end, verb, thp)
+        why = _kvma_rc(st, ms, vm, mv, rg, mk, vst, m, rc)
+    if why == WHY_DONE:
+        st[S_STEP] += 1  # FastMachine._begin()
+        st[S_LAST] = tn
+    return why
+
+
 @sjit
 def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
                 ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, fc: Any,
                 pcs: Any, scr: Any, scr2: Any, ent: Any, gather: Any, prog: Any, pos: int, end: int, st: Any,
                 tmm: Any, tst: Any, tpid: Any, rtab: Any, msimple: Any, morig: Any, mtask: Any, vfk: Any, ids: Any,
                 ctask: Any, uf: Any, ops1: Any, faults: Any, vr: Any, rg: Any, vtmp: Any, ftmp: Any, tal: Any,
-                rs: Any, racy: Any) -> tuple[int, int]:
+                rs: Any, racy: Any,
+                mk: Any, vst: Any, ftab: Any) -> tuple[int, int]:
     """Execute program rows ``pos..end`` while they are of the kinds modelled here; (position, WHY_*).
 
     A recorded fault (``OP_FAULT``: run-trace's ``fault`` step, foliosim.live.tracesim's TraceRunner._fault()) is
@@ -442,6 +655,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             if not _runnable(tst, tn) or tst[c] != T_NONE:
                 return i, WHY_STEP
             src = tmm[tn]
+            if src < mk.shape[0] and mk[src, K_PLO] <= mk[src, K_PHI]:  # its VMAs changed here: Python forks it
+                return i, WHY_STEP
             if not msimple[src] or ids_peek(ids) < 0:
                 return i, WHY_STEP
             num = st[S_NEXT_MM]
@@ -451,6 +666,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             off = ms[src, L.MS_VOFF]
             if st[S_NVM] + n > vm.shape[0] or st[S_NMV] + n > mv.shape[0] or st[S_NVM] + n > vfk.shape[0]:
                 kind = _compact(st, ms, vm, mv, vfk, vtmp, ftmp, src, n)
+                if kind != RK_SCR:  # every index slice packed: no room left in any (FastMachine._publish_raw())
+                    _caps_packed(ms, mk)
                 if kind != WHY_DONE:
                     st[S_ROOM] = kind
                     return i, WHY_ROOM
@@ -646,6 +863,14 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             st[S_STEPS] += 1
             i += 1
             continue
+        if op >= OP_MMAP:
+            why = _control(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, fc,
+                           scr, gather, prog, i, st, tst, tmm, rtab, rg, mk, vst, ftab)
+            if why != WHY_DONE:
+                return i, why
+            st[S_STEPS] += 1
+            i += 1
+            continue
         return i, WHY_STEP
     return end, WHY_DONE
 
@@ -742,6 +967,106 @@ def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     return prog, list(names), regions
 
 
+def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: FastMachine) -> list[str]:
+    """The control-plane rows of a program :func:`encode` made (its OP_OTHER rows that are mmap, munmap, mprotect,
+    VMA-flag madvise, merge or mremap steps of the forms FastWorkloadRunner.execute() gives a call), in place:
+    labels and THP order sets interned in ``m.codec`` now, regions first seen here numbered after the others in
+    ``regions``, files by their number in the returned list of names (their page-cache numbers are looked up at
+    each entry). A step of another form stays OP_OTHER (Python runs and checks it)."""
+    codec = m.codec
+    files: dict[str, int] = {}
+    po = m.po
+
+    def reg(region: Any) -> int | None:
+        if isinstance(region, bool) or not isinstance(region, int | str):
+            return None
+        k = regions.get(region)
+        if k is None:
+            k = regions[region] = len(regions)
+        return k
+
+    def ints(*values: Any) -> bool:
+        return all(type(v) is int for v in values)
+
+    for i in np.flatnonzero(prog[:, P_OP] == OP_OTHER).tolist():
+        step = steps[i]
+        verb, a = step.verb, step.args
+        row = prog[i]
+        if verb == "merge":
+            row[P_OP] = OP_MERGE
+            continue
+        if verb == "mmap" and len(a) == 7:
+            region, pages, kind, file, thp, prot, offset = a
+            if prot not in PROT_FLAGS or not ints(pages, offset) or kind not in ("anon", "file-private",
+                                                                                  "file-shared"):
+                continue
+            read, write, execute, noreserve = PROT_FLAGS[prot]
+            flags = (MF_READ * read) | (MF_WRITE * write) | (MF_EXEC * execute) | (MF_NORESERVE * noreserve)
+            if kind == "anon":
+                if thp is not None:
+                    orders = frozenset(thp)
+                    if not all(type(o) is int and o != 1 and 2 <= o <= po for o in orders):
+                        continue
+                    flags |= MF_THP
+                    row[P_FILL] = codec.thp(orders)
+            else:
+                if not isinstance(file, str):
+                    continue
+                flags |= MF_FILE | (MF_SHARED if kind == "file-shared" else 0)
+                fk = files.get(file)
+                if fk is None:
+                    fk = files[file] = len(files)
+                row[P_FILL] = fk
+                row[P_FIRST] = offset
+            if isinstance(region, str):
+                flags |= MF_NAMED
+            k = reg(region)
+            if k is None:
+                continue
+            row[P_REG] = k
+            row[P_PAGES] = pages
+            row[P_ARG] = flags | (codec.label(str(region)) << MF_LABEL_SHIFT)
+            row[P_OP] = OP_MMAP
+        elif verb in ("munmap", "mprotect", "madvise") and len(a) == (3 if verb == "munmap" else 4):
+            if not ints(a[1], a[2]):
+                continue
+            if verb == "mprotect":
+                if a[3] not in PROT_FLAGS:
+                    continue
+                read, write, execute, _noreserve = PROT_FLAGS[a[3]]
+                row[P_ARG] = int(read) | (int(write) << 1) | (int(execute) << 2)
+            elif verb == "madvise":
+                advice = _FLAG_ADVICE.get(a[3]) if isinstance(a[3], str) else None
+                if advice is None:
+                    continue
+                row[P_ARG], row[P_FILL] = advice
+            k = reg(a[0])
+            if k is None:
+                continue
+            row[P_REG] = k
+            row[P_FIRST] = a[1]
+            row[P_PAGES] = a[2]
+            row[P_OP] = OP_MUNMAP if verb == "munmap" else OP_MPROTECT if verb == "mprotect" else OP_MADVF
+        elif verb == "mremap" and len(a) == 3:
+            region, pages, new = a
+            if not ints(pages) or isinstance(new, bool) or not isinstance(new, int | str):
+                continue
+            k = reg(region)
+            if k is None:
+                continue
+            if isinstance(new, int):
+                row[P_FIRST] = new
+                row[P_ARG] = -1
+            else:
+                kn = reg(new)
+                assert kn is not None
+                row[P_ARG] = kn
+            row[P_REG] = k
+            row[P_PAGES] = pages
+            row[P_OP] = OP_MREMAP
+    return list(files)
+
+
 def _published(mm: FastMM) -> None:
     """What FastMachine._publish_raw() notes about an MM whose rows were just written whole (here by the compiled
     fork's row copy or compaction): the list its rows hold, the room of its index slice, nothing left to publish."""
@@ -792,6 +1117,11 @@ class ProgramRun:
         self._ids = self._ctask = self._morig = self._mtask = np.zeros(0, dtype=np.int64)
         self._vfk = self._msimple = self._ftmp = np.zeros(0, dtype=np.int8)
         self._vtmp = np.zeros((0, L.VM_COLS), dtype=np.int64)
+        self.control = False  # the control-plane opcodes run in the loop (enable_control())
+        self.mk = np.zeros((1, K_COLS), dtype=np.int64)
+        self.vst = np.zeros(X_LEN, dtype=np.int64)
+        self.ftab = np.full(1, -1, dtype=np.int64)
+        self.fnames: list[str] = []
 
     def _keep(self) -> bool:
         return self.m.keep_decisions or self.m.record
@@ -865,7 +1195,7 @@ class ProgramRun:
     def _args(self) -> tuple[Any, ...]:
         return (self.st, self.tmm, self.tst, self.tpid, self.rtab, self._msimple, self._morig, self._mtask, self._vfk,
                 self._ids, self._ctask, self.uf, self.ops1, self.faults, self.vr, self.rg, self._vtmp, self._ftmp,
-                self.tal, self.rs, self.racy)
+                self.tal, self.rs, self.racy, self.mk, self.vst, self.ftab)
 
     def _regrow(self) -> None:
         """The per-MM and per-decision tables follow ``ms`` and ``cow`` when those grew."""
@@ -1109,3 +1439,93 @@ class ProgramRun:
         else:  # pragma: no cover - a bug in run_program
             raise AssertionError(f"unknown room kind {kind}")
 
+
+    # -- the control plane in the loop (run-trace: TraceProgram)
+    def enable_control(self) -> None:
+        """Run the control-plane steps (:func:`encode_control`) in the loop, through kvma's verbs: the rows are
+        made, the region table and the stretches' ends follow them."""
+        m = self.m
+        if not m.compiled_vmas or not len(self.steps):
+            return
+        self.fnames = encode_control(self.steps, self.prog, self.rid, m)
+        self.ftab = np.full(max(len(self.fnames), 1), -1, dtype=np.int64)
+        self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
+        self.named = []
+        for region, i in self.rid.items():
+            if isinstance(region, int):
+                self.rtab[i] = region
+            else:
+                self.named.append((region, i))
+        self.other_rows = np.flatnonzero(self.prog[:, P_OP] == OP_OTHER).tolist()
+        self.control = True
+
+    def _prepare_control(self) -> None:
+        """The control plane's state for the loop: machine-wide (unmapped-area base, THP masks, the files' page-cache
+        numbers) in ``vst``, per MM (FastMM.vcap, unmerged window, anon_birth) in ``mk``."""
+        m, vst = self.m, self.vst
+        vst[X_ON] = 1
+        vst[kvma.VS_BASE] = m._mmap_base
+        vst[kvma.VS_MUTANT] = m.kvma_mutant
+        codec, opts = m.codec, m.options
+        vst[X_THPDEF] = codec.thp(frozenset(opts.thp))
+        madv = opts.thp_madvise
+        vst[X_THPMADV] = codec.thp(opts.thp | (madv if madv is not None else frozenset({m.po})))
+        vst[X_THPNONE] = codec.thp(frozenset())
+        files, ids = m.files, m.pcache.ids
+        for k, name in enumerate(self.fnames):
+            self.ftab[k] = ids[name] if name in files else -1
+        mk = np.zeros((m.ms.shape[0], K_COLS), dtype=np.int64)
+        mk[:, K_PLO] = kvma.NO_LO
+        mk[:, K_PHI] = -1
+        most = 0
+        for mm in m.mms.values():
+            if not mm.zapped:
+                mk[mm.num, :K_USED] = (1, mm.vcap, mm.unmerged_lo, mm.unmerged_hi, mm.anon_birth)
+                most = max(most, len(mm.vmas))
+        self.mk = mk
+        need = most + kvma.NEW_ROWS + 64
+        if self.rg.shape[0] < need:
+            rg = np.zeros((2 * need, 2), dtype=np.int64)
+            rg[:self.rg.shape[0]] = self.rg  # a MADV_COLD/PAGEOUT cut short resumes from these
+            self.rg = rg
+
+    def _materialize_control(self) -> None:
+        """What the control-plane opcodes changed, back into the Python objects (as FastMachine._kvma() leaves
+        them): the unmapped-area base, VMA rows and index, the named regions mmap() defined, each MM's room and
+        unmerged window, and the Vma objects of the pages whose VMAs changed (FastMachine._materialize());
+        FastMachine._sync() of the MMs a merge step ran on."""
+        m, mk, st, vst = self.m, self.mk, self.st, self.vst
+        m._mmap_base = int(vst[kvma.VS_BASE])
+        m.nvm = int(st[S_NVM])
+        m.nmv = int(st[S_NMV])
+        regions = self.r.regions
+        for region, i in self.named:
+            base = int(self.rtab[i])
+            if base != MISSING and regions.get(region) != base:
+                regions[region] = base
+        used = np.flatnonzero(mk[:, K_USED]).tolist()
+        if not used:
+            return
+        bynum = {mm.num: mm for mm in m.mms.values()}
+        ms, vm, mv, mvst = m.ms, m.vm, m.mv, m._vst
+        for num in used:
+            mm = bynum[num]
+            row = mk[num].tolist()
+            mm.vcap, mm.unmerged_lo, mm.unmerged_hi = row[K_VCAP], row[K_ULO], row[K_UHI]
+            if ms[num, L.MS_ZAPPED] or not ms[num, L.MS_LIVE]:
+                continue
+            plo, phi = row[K_PLO], row[K_PHI]
+            if plo <= phi:
+                off, n = int(ms[num, L.MS_VOFF]), int(ms[num, L.MS_NVMA])
+                rows = mv[off:off + n]
+                p = int(np.searchsorted(vm[rows, L.V_END], plo, side="left"))
+                q = n - int(np.searchsorted(vm[rows, L.V_START], phi, side="right"))
+                mvst[kvma.VS_PLO], mvst[kvma.VS_PHI], mvst[kvma.VS_BIRTH] = plo, phi, row[K_BIRTH]
+                mvst[kvma.VS_P], mvst[kvma.VS_Q], mvst[kvma.VS_OFF], mvst[kvma.VS_N] = p, q, off, n
+                m._materialize(mm)
+            if row[K_MERGED]:
+                m._sync(mm)
+        mk[used, K_USED] = 0
+        mk[used, K_MERGED] = 0
+        mk[used, K_PLO] = kvma.NO_LO
+        mk[used, K_PHI] = -1
