@@ -26,6 +26,11 @@ _P = "p"
 #: a run trace's steps through every control opcode, the failing calls of each verb among them
 GIVEN: tuple[Step, ...] = (
     Step("spawn", _P), Step("file", "", ("f1", 64, 0, 0)),
+    Step("file", "", ("f2", 200, 2, 0)),  # the page cache's slots run out: Python grows them
+    Step("file", "", ("f1", 4, 0, 0)),  # refused: the name is taken
+    Step("file", "", ("f3", 8, 0, 0)), Step("mmap", _P, ("lib2", 8, "file-private", "f3", None, "r", 0)),
+    Step("mmap", _P, ("lib3", 50, "file-shared", "f2", None, "rw", 100)), Step("fault", _P, ("lib2", 1, 0)),
+    Step("fault", _P, ("lib3", 5, 1)),
     Step("mmap", _P, ("heap", 64, "anon", None, None, "rw", 0)),  # no address: the unmapped area
     Step("mmap", _P, (0x7000000, 32, "anon", None, [4], "rw", 0)),  # MAP_FIXED, THP orders given
     Step("mmap", _P, ("lib", 16, "file-private", "f1", None, "r", 4)),
@@ -63,9 +68,11 @@ GIVEN: tuple[Step, ...] = (
     Step("mprotect", _P, ("heap", 10, 2, "rwx")), Step("merge", _P),
     *[Step("fault", _P, ("heap", k, 1)) for k in range(8, 16)],
 )
-#: the steps Python runs: the file, the failing calls, one mmap when the VMA rows run out (Python's call compacts
-#: them), the forks of an MM with a VM_DONTFORK VMA (the madvise over the hole left one)
-PYTHON = Counter({"spawn": 1, "file": 1, "mprotect": 1, "madvise": 1, "mremap": 1, "mmap": 2 + 1, "munmap": 1,
+#: the steps Python runs: the failing calls, the two files the page cache's slots are short for (f2, then f3: the
+#: slots grow to just what f2 needed), one mmap when the VMA rows
+#: run out (Python's call compacts them), the forks of an MM with a VM_DONTFORK VMA (the madvise over the hole left
+#: one)
+PYTHON = Counter({"spawn": 1, "file": 3, "mprotect": 1, "madvise": 1, "mremap": 1, "mmap": 2 + 1, "munmap": 1,
                   "fork": 2})
 
 
@@ -124,7 +131,7 @@ def test_control_opcodes_like_one_step_at_a_time(monkeypatch: pytest.MonkeyPatch
     assert rooms[kprog.RK_ROOM] >= 1  # the munmap of the PMD asked for the zap's room and ran again
     assert fast.rejected == Counter({"mprotect -> -ENOMEM": 1, "madvise -> -ENOMEM": 1, "mremap -> -EFAULT": 1,
                                      "mmap -> -EINVAL": 1, "mmap refused by the simulator": 1,
-                                     "munmap refused by the simulator": 1})
+                                     "munmap refused by the simulator": 1, "file refused by the simulator": 1})
     labels = {v.label for mm in fast.machine.mms.values() for v in mm.vmas}
     assert {"heap", "r39", str(0x7000004)} <= labels
 
@@ -173,8 +180,8 @@ def test_encode_control_rows() -> None:
 def _perturbed(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     original = kprog.encode_control
 
-    def encode_control(steps: list[Step], prog: Any, regions: dict[Any, int], m: Any) -> list[str]:
-        files = original(steps, prog, regions, m)
+    def encode_control(steps: list[Step], prog: Any, regions: dict[Any, int], m: Any, made: Any = None) -> list[str]:
+        files = original(steps, prog, regions, m, made)
         codes = prog[:, kprog.P_OP]
         if how == "prot":  # every mprotect keeps the write bit
             prog[codes == kprog.OP_MPROTECT, kprog.P_ARG] |= 2

@@ -37,6 +37,8 @@ from foliosim.fast.sim.engine import _VMA_FIELDS, I64, FastMachine, FastMM, Fast
 from foliosim.fast.sim.kern import access, cold_pageout, lookup, record, rehash, sjit, zap
 from foliosim.fast.sim.kfork import MISSING, exit_zap, fork_dup, mm_entries, room_ok
 from foliosim.vm.events import OracleViolation, SimError
+from foliosim.vm.memory import SparsePages, filled_page
+from foliosim.vm.pagecache import SimFile
 from foliosim.vm.vma import Vma
 from foliosim.workloads.steps import PROT_FLAGS, Step, WorkloadError
 
@@ -49,7 +51,7 @@ P_COLS = 7
 OP_OTHER, OP_READ, OP_WRITE, OP_FORK, OP_EXIT, OP_DONTNEED, OP_COLD, OP_PAGEOUT, OP_SCAN, OP_FAULT = range(10)
 _MADV_OPS = {"dontneed": OP_DONTNEED, "cold": OP_COLD, "pageout": OP_PAGEOUT}
 #: the control-plane opcodes (:func:`encode_control`, run-trace's TraceProgram only): kvma's verbs in the loop
-OP_MMAP, OP_MUNMAP, OP_MPROTECT, OP_MADVF, OP_MERGE, OP_MREMAP = range(10, 16)
+OP_MMAP, OP_MUNMAP, OP_MPROTECT, OP_MADVF, OP_MERGE, OP_MREMAP, OP_FILE = range(10, 17)
 #: an OP_MMAP row's P_ARG: these flags, the label's codec number from MF_LABEL_SHIFT
 MF_SHARED, MF_FILE, MF_READ, MF_WRITE, MF_EXEC, MF_NORESERVE, MF_NAMED, MF_THP = (1 << k for k in range(8))
 MF_LABEL_SHIFT = 8
@@ -58,9 +60,10 @@ MF_LABEL_SHIFT = 8
 #: whose VMAs changed (K_PLO..K_PHI: re-materialized on return), a merge step ran on it
 K_OK, K_VCAP, K_ULO, K_UHI, K_BIRTH, K_USED, K_PLO, K_PHI, K_MERGED = range(9)
 K_COLS = 9
-#: ``vst`` slots after kvma's: the control opcodes on, the THP masks of mmap() without orders, MADV_HUGEPAGE, none
-X_ON, X_THPDEF, X_THPMADV, X_THPNONE = range(kvma.VS_LEN, kvma.VS_LEN + 4)
-X_LEN = kvma.VS_LEN + 4
+#: ``vst`` slots after kvma's: the control opcodes on, the THP masks of mmap() without orders, MADV_HUGEPAGE, none;
+#: the page cache's files and pcs entries in use, the machine's step at the last file the loop created
+X_ON, X_THPDEF, X_THPMADV, X_THPNONE, X_NFILE, X_PCUSED, X_FILESTEP = range(kvma.VS_LEN, kvma.VS_LEN + 7)
+X_LEN = kvma.VS_LEN + 7
 _FLAG_ADVICE = {"dontfork": (kvma.MA_DONTFORK, 0), "dofork": (kvma.MA_DOFORK, 0), "hugepage": (kvma.MA_THP, 1),
                 "nohugepage": (kvma.MA_THP, 0)}
 #: first-pass codes by verb (fork and madvise are checked one by one; anything else stops the compiled loop)
@@ -422,9 +425,9 @@ def _kvma_rc(st: Any, ms: Any, vm: Any, mv: Any, rg: Any, mk: Any, vst: Any, m: 
 
 @sjit
 def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
-             ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, fc: Any, scr: Any,
-             gather: Any, prog: Any, i: int, st: Any, tst: Any, tmm: Any, rtab: Any, rg: Any, mk: Any, vst: Any,
-             ftab: Any) -> int:
+             ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, fc: Any, pcs: Any,
+             scr: Any, gather: Any, prog: Any, i: int, st: Any, tst: Any, tmm: Any, rtab: Any, rg: Any, mk: Any,
+             vst: Any, ftab: Any) -> int:
     """A control-plane step (mmap, munmap, mprotect, VMA-flag madvise, merge, mremap) through the verbs of
     :mod:`foliosim.fast.sim.kvma`, as FastWorkloadRunner.execute() and FastMachine run it when the call succeeds;
     WHY_STEP (nothing changed) for what Python must do: a failing call (its errno is counted there), a task that
@@ -433,6 +436,26 @@ def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
     tn = prog[i, P_TASK]
     if vst[X_ON] == 0 or tn >= tst.shape[0]:
         return WHY_STEP
+    if op == OP_FILE:  # Machine.create_file() of a file (not shmem: Python caches that whole), pages reading 0
+        k = prog[i, P_FILL]
+        fid = vst[X_NFILE]
+        used = vst[X_PCUSED]
+        nr = prog[i, P_PAGES]
+        if ftab[k] >= 0 or fid >= fc.shape[0] or used + nr > pcs.shape[0]:  # a name taken, or room: Python
+            return WHY_STEP
+        fc[fid, L.FC_BASE] = used
+        fc[fid, L.FC_NR] = nr
+        fc[fid, L.FC_ORDER] = prog[i, P_ARG]
+        fc[fid, L.FC_KIND] = L.KIND_FILE
+        fc[fid, L.FC_ANON] = 0
+        fc[fid, L.FC_CONTENT] = 0
+        vst[X_PCUSED] = used + nr
+        vst[X_NFILE] = fid + 1
+        ftab[k] = fid
+        st[S_PCACHE] = 1
+        st[S_STEP] += 1  # FastMachine._begin() without a task
+        vst[X_FILESTEP] = st[S_STEP]
+        return WHY_DONE
     if op == OP_MERGE:  # m.task(): any live task (a vfork parent too); no step of the machine
         if tst[tn] == T_NONE:
             return WHY_STEP
@@ -865,7 +888,7 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             continue
         if op >= OP_MMAP:
             why = _control(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, fc,
-                           scr, gather, prog, i, st, tst, tmm, rtab, rg, mk, vst, ftab)
+                           pcs, scr, gather, prog, i, st, tst, tmm, rtab, rg, mk, vst, ftab)
             if why != WHY_DONE:
                 return i, why
             st[S_STEPS] += 1
@@ -967,14 +990,18 @@ def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     return prog, list(names), regions
 
 
-def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: FastMachine) -> list[str]:
+def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: FastMachine,
+                   created: dict[int, tuple[str, int, int]] | None = None) -> list[str]:
     """The control-plane rows of a program :func:`encode` made (its OP_OTHER rows that are mmap, munmap, mprotect,
     VMA-flag madvise, merge or mremap steps of the forms FastWorkloadRunner.execute() gives a call), in place:
     labels and THP order sets interned in ``m.codec`` now, regions first seen here numbered after the others in
     ``regions``, files by their number in the returned list of names (their page-cache numbers are looked up at
-    each entry). A step of another form stays OP_OTHER (Python runs and checks it)."""
+    each entry). ``created``: the (name, pages, order) of the files ``file`` steps create, by their number. A step
+    of another form stays OP_OTHER (Python runs and checks it)."""
     codec = m.codec
     files: dict[str, int] = {}
+    if created is None:
+        created = {}
     po = m.po
 
     def reg(region: Any) -> int | None:
@@ -994,6 +1021,19 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
         row = prog[i]
         if verb == "merge":
             row[P_OP] = OP_MERGE
+            continue
+        if verb == "file" and len(a) == 4:
+            name, pages, order, shmem = a
+            if (isinstance(name, str) and name and ints(pages, order) and pages > 0 and 0 <= order <= po
+                    and not shmem):
+                fk = files.get(name)
+                if fk is None:
+                    fk = files[name] = len(files)
+                created[fk] = (name, pages, order)
+                row[P_FILL] = fk
+                row[P_PAGES] = pages
+                row[P_ARG] = order
+                row[P_OP] = OP_FILE
             continue
         if verb == "mmap" and len(a) == 7:
             region, pages, kind, file, thp, prot, offset = a
@@ -1122,6 +1162,7 @@ class ProgramRun:
         self.vst = np.zeros(X_LEN, dtype=np.int64)
         self.ftab = np.full(1, -1, dtype=np.int64)
         self.fnames: list[str] = []
+        self.fmade: dict[int, tuple[str, int, int]] = {}  # files the program's file steps create, by number
 
     def _keep(self) -> bool:
         return self.m.keep_decisions or self.m.record
@@ -1447,7 +1488,7 @@ class ProgramRun:
         m = self.m
         if not m.compiled_vmas or not len(self.steps):
             return
-        self.fnames = encode_control(self.steps, self.prog, self.rid, m)
+        self.fnames = encode_control(self.steps, self.prog, self.rid, m, self.fmade)
         self.ftab = np.full(max(len(self.fnames), 1), -1, dtype=np.int64)
         self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
         self.named = []
@@ -1474,6 +1515,9 @@ class ProgramRun:
         files, ids = m.files, m.pcache.ids
         for k, name in enumerate(self.fnames):
             self.ftab[k] = ids[name] if name in files else -1
+        vst[X_NFILE] = len(m.pcache.files)
+        vst[X_PCUSED] = m.pcache.used
+        vst[X_FILESTEP] = -1
         mk = np.zeros((m.ms.shape[0], K_COLS), dtype=np.int64)
         mk[:, K_PLO] = kvma.NO_LO
         mk[:, K_PHI] = -1
@@ -1496,6 +1540,18 @@ class ProgramRun:
         FastMachine._sync() of the MMs a merge step ran on."""
         m, mk, st, vst = self.m, self.mk, self.st, self.vst
         m._mmap_base = int(vst[kvma.VS_BASE])
+        pcache = m.pcache
+        nfile = int(vst[X_NFILE])
+        if nfile > len(pcache.files):  # files the loop created (their fc rows are written)
+            made = {int(fid): k for k, fid in enumerate(self.ftab.tolist()) if fid >= len(pcache.files)}
+            for fid in range(len(pcache.files), nfile):
+                name, pages, order = self.fmade[made[fid]]
+                file = SimFile(name, pages, order, False, SparsePages(pages, filled_page(0)), anon=False)
+                m.files[name] = file
+                pcache.files.append(file)
+                pcache.ids[name] = fid
+                m.ref.file_new(file)
+            pcache.used = int(vst[X_PCUSED])
         m.nvm = int(st[S_NVM])
         m.nmv = int(st[S_NMV])
         regions = self.r.regions
@@ -1529,3 +1585,10 @@ class ProgramRun:
         mk[used, K_MERGED] = 0
         mk[used, K_PLO] = kvma.NO_LO
         mk[used, K_PHI] = -1
+
+    def _after_control(self) -> None:
+        """After the stretch's bookkeeping: a file created last leaves the machine with no current task
+        (Machine.create_file()'s _begin())."""
+        if int(self.vst[X_FILESTEP]) == self.m.step:
+            self.m.task_name = None
+        self.vst[X_FILESTEP] = -1

@@ -353,6 +353,8 @@ class TraceProgram(kprog.ProgramRun):
         if self.control:  # first: the table and row bookkeeping after it reads the MMs' VMA lists
             self._materialize_control()
         super()._materialize()
+        if self.control:
+            self._after_control()
         tal, st = self.tal, self.st
         counts = tal.tolist()
         if any(counts):
