@@ -66,14 +66,18 @@ GIVEN: tuple[Step, ...] = (
     Step("munmap", "c", ("lib", 0, 16)), Step("merge", "c"), Step("exit", "c"),
     Step("fork", _P, ("d",)), Step("fault", "d", ("heap", 11, 1)), Step("exit", "d"),
     Step("mprotect", _P, ("heap", 10, 2, "rwx")), Step("merge", _P),
+    Step("thread", _P, ("t1",)), Step("thread", "t1", ("t2",)), Step("thread", _P, ("t2",)),  # the last refused
+    Step("fault", "t1", ("heap", 12, 1)), Step("mmap", "t2", ("tmap", 4, "anon", None, None, "rw", 0)),
+    Step("fault", "t2", ("tmap", 0, 1)), Step("exit", "t1"), Step("fork", "t2", ("e",)), Step("thread", "e", ("t3",)),
+    Step("fault", "t3", ("heap", 13, 1)), Step("exit", "e"),
     *[Step("fault", _P, ("heap", k, 1)) for k in range(8, 16)],
 )
 #: the steps Python runs: the failing calls, the two files the page cache's slots are short for (f2, then f3: the
 #: slots grow to just what f2 needed), one mmap when the VMA rows
 #: run out (Python's call compacts them), the forks of an MM with a VM_DONTFORK VMA (the madvise over the hole left
-#: one)
+#: one), the thread whose name is taken
 PYTHON = Counter({"spawn": 1, "file": 3, "mprotect": 1, "madvise": 1, "mremap": 1, "mmap": 2 + 1, "munmap": 1,
-                  "fork": 2})
+                  "fork": 3, "thread": 1})
 
 
 def _given(steps: tuple[Step, ...]) -> Conversion:
@@ -126,12 +130,16 @@ def _both(steps: tuple[Step, ...], config: KernelConfig) -> tuple[TraceRun, Trac
 @pytest.mark.parametrize("cfg", list(CONFIGS))
 def test_control_opcodes_like_one_step_at_a_time(monkeypatch: pytest.MonkeyPatch, cfg: str) -> None:
     python, rooms = _watched(monkeypatch)
-    fast, _ = _both(GIVEN, CONFIGS[cfg])
+    fast, slow = _both(GIVEN, CONFIGS[cfg])
+    groups = {t.name: (t.pid, t.tgid) for t in fast.machine.tasks.values()}
+    assert groups == {t.name: (t.pid, t.tgid) for t in slow.machine.tasks.values()}
+    assert groups["t2"][1] == groups["p"][0] and groups["t3"][1] != groups["t3"][0]  # threads: their group's pid
     assert python == PYTHON  # every other control step ran in the loop
     assert rooms[kprog.RK_ROOM] >= 1  # the munmap of the PMD asked for the zap's room and ran again
     assert fast.rejected == Counter({"mprotect -> -ENOMEM": 1, "madvise -> -ENOMEM": 1, "mremap -> -EFAULT": 1,
                                      "mmap -> -EINVAL": 1, "mmap refused by the simulator": 1,
-                                     "munmap refused by the simulator": 1, "file refused by the simulator": 1})
+                                     "munmap refused by the simulator": 1, "file refused by the simulator": 1,
+                                     "thread refused by the simulator": 1})
     labels = {v.label for mm in fast.machine.mms.values() for v in mm.vmas}
     assert {"heap", "r39", str(0x7000004)} <= labels
 
@@ -180,8 +188,8 @@ def test_encode_control_rows() -> None:
 def _perturbed(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     original = kprog.encode_control
 
-    def encode_control(steps: list[Step], prog: Any, regions: dict[Any, int], m: Any, made: Any = None) -> list[str]:
-        files = original(steps, prog, regions, m, made)
+    def encode_control(steps: list[Step], prog: Any, regions: dict[Any, int], m: Any, *more: Any) -> list[str]:
+        files = original(steps, prog, regions, m, *more)
         codes = prog[:, kprog.P_OP]
         if how == "prot":  # every mprotect keeps the write bit
             prog[codes == kprog.OP_MPROTECT, kprog.P_ARG] |= 2

@@ -51,7 +51,7 @@ P_COLS = 7
 OP_OTHER, OP_READ, OP_WRITE, OP_FORK, OP_EXIT, OP_DONTNEED, OP_COLD, OP_PAGEOUT, OP_SCAN, OP_FAULT = range(10)
 _MADV_OPS = {"dontneed": OP_DONTNEED, "cold": OP_COLD, "pageout": OP_PAGEOUT}
 #: the control-plane opcodes (:func:`encode_control`, run-trace's TraceProgram only): kvma's verbs in the loop
-OP_MMAP, OP_MUNMAP, OP_MPROTECT, OP_MADVF, OP_MERGE, OP_MREMAP, OP_FILE = range(10, 17)
+OP_MMAP, OP_MUNMAP, OP_MPROTECT, OP_MADVF, OP_MERGE, OP_MREMAP, OP_FILE, OP_THREAD = range(10, 18)
 #: an OP_MMAP row's P_ARG: these flags, the label's codec number from MF_LABEL_SHIFT
 MF_SHARED, MF_FILE, MF_READ, MF_WRITE, MF_EXEC, MF_NORESERVE, MF_NAMED, MF_THP = (1 << k for k in range(8))
 MF_LABEL_SHIFT = 8
@@ -426,8 +426,8 @@ def _kvma_rc(st: Any, ms: Any, vm: Any, mv: Any, rg: Any, mk: Any, vst: Any, m: 
 @sjit
 def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
              ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, fc: Any, pcs: Any,
-             scr: Any, gather: Any, prog: Any, i: int, st: Any, tst: Any, tmm: Any, rtab: Any, rg: Any, mk: Any,
-             vst: Any, ftab: Any) -> int:
+             scr: Any, gather: Any, prog: Any, i: int, st: Any, tst: Any, tmm: Any, tpid: Any, rtab: Any, rg: Any,
+             mk: Any, vst: Any, ftab: Any, ttg: Any) -> int:
     """A control-plane step (mmap, munmap, mprotect, VMA-flag madvise, merge, mremap) through the verbs of
     :mod:`foliosim.fast.sim.kvma`, as FastWorkloadRunner.execute() and FastMachine run it when the call succeeds;
     WHY_STEP (nothing changed) for what Python must do: a failing call (its errno is counted there), a task that
@@ -470,6 +470,20 @@ def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
         return WHY_DONE
     if not _runnable(tst, tn):
         return WHY_STEP
+    if op == OP_THREAD:  # FastMachine.clone_vm() without vfork: a task sharing the MM, in the parent's group
+        c = prog[i, P_ARG]
+        if tst[c] != T_NONE or c >= ttg.shape[0]:
+            return WHY_STEP
+        st[S_STEP] += 1
+        st[S_LAST] = tn
+        m = tmm[tn]
+        ms[m, L.MS_USERS] += 1
+        tst[c] = T_NEW
+        tmm[c] = m
+        tpid[c] = st[S_NEXT_PID]
+        st[S_NEXT_PID] += 1
+        ttg[c] = ttg[tn] if ttg[tn] > 0 else tpid[tn]
+        return WHY_DONE
     m = tmm[tn]
     if m < 0 or m >= mk.shape[0] or mk[m, K_OK] == 0 or mk[m, K_BIRTH] < 0:
         return WHY_STEP
@@ -581,7 +595,7 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 tmm: Any, tst: Any, tpid: Any, rtab: Any, msimple: Any, morig: Any, mtask: Any, vfk: Any, ids: Any,
                 ctask: Any, uf: Any, ops1: Any, faults: Any, vr: Any, rg: Any, vtmp: Any, ftmp: Any, tal: Any,
                 rs: Any, racy: Any,
-                mk: Any, vst: Any, ftab: Any) -> tuple[int, int]:
+                mk: Any, vst: Any, ftab: Any, ttg: Any) -> tuple[int, int]:
     """Execute program rows ``pos..end`` while they are of the kinds modelled here; (position, WHY_*).
 
     A recorded fault (``OP_FAULT``: run-trace's ``fault`` step, foliosim.live.tracesim's TraceRunner._fault()) is
@@ -725,6 +739,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             ms[num, L.MS_VOFF] = st[S_NMV]
             record(glob, opt, tr, K.K_MM_NEW, num, 0, 0, 0, 0, 1)
             tst[c] = T_NEW
+            if c < ttg.shape[0]:
+                ttg[c] = 0  # its own thread group (the control plane's thread opcode reads it)
             tmm[c] = num
             tpid[c] = st[S_NEXT_PID]
             st[S_NEXT_PID] += 1
@@ -888,7 +904,7 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             continue
         if op >= OP_MMAP:
             why = _control(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, fc,
-                           pcs, scr, gather, prog, i, st, tst, tmm, rtab, rg, mk, vst, ftab)
+                           pcs, scr, gather, prog, i, st, tst, tmm, tpid, rtab, rg, mk, vst, ftab, ttg)
             if why != WHY_DONE:
                 return i, why
             st[S_STEPS] += 1
@@ -991,7 +1007,8 @@ def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
 
 
 def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: FastMachine,
-                   created: dict[int, tuple[str, int, int]] | None = None) -> list[str]:
+                   created: dict[int, tuple[str, int, int]] | None = None,
+                   names: list[str] | None = None) -> list[str]:
     """The control-plane rows of a program :func:`encode` made (its OP_OTHER rows that are mmap, munmap, mprotect,
     VMA-flag madvise, merge or mremap steps of the forms FastWorkloadRunner.execute() gives a call), in place:
     labels and THP order sets interned in ``m.codec`` now, regions first seen here numbered after the others in
@@ -1002,6 +1019,7 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
     files: dict[str, int] = {}
     if created is None:
         created = {}
+    tids = {name: k for k, name in enumerate(names or ())}
     po = m.po
 
     def reg(region: Any) -> int | None:
@@ -1021,6 +1039,13 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
         row = prog[i]
         if verb == "merge":
             row[P_OP] = OP_MERGE
+            continue
+        if verb == "thread" and names is not None and len(a) == 1 and isinstance(a[0], str):
+            if a[0] not in tids:
+                tids[a[0]] = len(names)
+                names.append(a[0])
+            row[P_ARG] = tids[a[0]]
+            row[P_OP] = OP_THREAD
             continue
         if verb == "file" and len(a) == 4:
             name, pages, order, shmem = a
@@ -1163,6 +1188,7 @@ class ProgramRun:
         self.ftab = np.full(1, -1, dtype=np.int64)
         self.fnames: list[str] = []
         self.fmade: dict[int, tuple[str, int, int]] = {}  # files the program's file steps create, by number
+        self.ttg = np.zeros(nt, dtype=np.int64)  # per task number: its thread group's pid when a thread opcode made it
 
     def _keep(self) -> bool:
         return self.m.keep_decisions or self.m.record
@@ -1236,7 +1262,7 @@ class ProgramRun:
     def _args(self) -> tuple[Any, ...]:
         return (self.st, self.tmm, self.tst, self.tpid, self.rtab, self._msimple, self._morig, self._mtask, self._vfk,
                 self._ids, self._ctask, self.uf, self.ops1, self.faults, self.vr, self.rg, self._vtmp, self._ftmp,
-                self.tal, self.rs, self.racy, self.mk, self.vst, self.ftab)
+                self.tal, self.rs, self.racy, self.mk, self.vst, self.ftab, self.ttg)
 
     def _regrow(self) -> None:
         """The per-MM and per-decision tables follow ``ms`` and ``cow`` when those grew."""
@@ -1488,7 +1514,18 @@ class ProgramRun:
         m = self.m
         if not m.compiled_vmas or not len(self.steps):
             return
-        self.fnames = encode_control(self.steps, self.prog, self.rid, m, self.fmade)
+        nt = len(self.names)
+        self.fnames = encode_control(self.steps, self.prog, self.rid, m, self.fmade, self.names)
+        if len(self.names) > nt:  # new threads' names: the task tables grow
+            grow = len(self.names) - nt
+            self.tmm = np.concatenate([self.tmm, np.full(grow, -1, dtype=np.int64)])
+            self.tst = np.concatenate([self.tst, np.zeros(grow, dtype=np.int64)])
+            self.tpid = np.concatenate([self.tpid, np.zeros(grow, dtype=np.int64)])
+            self.tobj.extend([None] * grow)
+            self.tid = {name: i for i, name in enumerate(self.names)}
+        self.ttg = np.zeros(len(self.tmm), dtype=np.int64)
+        codes = self.prog[:, P_OP]
+        self.fe_rows = np.flatnonzero((codes == OP_FORK) | (codes == OP_EXIT) | (codes == OP_THREAD)).tolist()
         self.ftab = np.full(max(len(self.fnames), 1), -1, dtype=np.int64)
         self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
         self.named = []
@@ -1505,6 +1542,12 @@ class ProgramRun:
         numbers) in ``vst``, per MM (FastMM.vcap, unmerged window, anon_birth) in ``mk``."""
         m, vst = self.m, self.vst
         vst[X_ON] = 1
+        ttg, tid = self.ttg, self.tid
+        ttg.fill(0)
+        for name, task in m.tasks.items():
+            i = tid.get(name)
+            if i is not None:
+                ttg[i] = task.tgid
         vst[kvma.VS_BASE] = m._mmap_base
         vst[kvma.VS_MUTANT] = m.kvma_mutant
         codec, opts = m.codec, m.options
@@ -1592,3 +1635,8 @@ class ProgramRun:
         if int(self.vst[X_FILESTEP]) == self.m.step:
             self.m.task_name = None
         self.vst[X_FILESTEP] = -1
+        born = np.flatnonzero((self.tst == T_NEW) & (self.ttg > 0)).tolist()
+        for i in born:  # threads made in the loop: their group (the tables made them FastTask(pid, ..., pid))
+            task = self.m.tasks.get(self.names[i])
+            if task is not None and task.pid == int(self.tpid[i]):
+                task.tgid = int(self.ttg[i])
