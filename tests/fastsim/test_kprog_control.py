@@ -31,6 +31,9 @@ GIVEN: tuple[Step, ...] = (
     Step("file", "", ("f3", 8, 0, 0)), Step("mmap", _P, ("lib2", 8, "file-private", "f3", None, "r", 0)),
     Step("mmap", _P, ("lib3", 50, "file-shared", "f2", None, "rw", 100)), Step("fault", _P, ("lib2", 1, 0)),
     Step("fault", _P, ("lib3", 5, 1)),
+    Step("file", "", ("shm1", 40, 2, 1)), Step("file", "", ("shm2", 3, 0, 1)),  # shmem: cached whole at once
+    Step("mmap", _P, ("sh", 40, "file-shared", "shm1", None, "rw", 0)), Step("fault", _P, ("sh", 6, 1)),
+    Step("fault", _P, ("sh", 9, 0)),
     Step("mmap", _P, ("heap", 64, "anon", None, None, "rw", 0)),  # no address: the unmapped area
     Step("mmap", _P, (0x7000000, 32, "anon", None, [4], "rw", 0)),  # MAP_FIXED, THP orders given
     Step("mmap", _P, ("lib", 16, "file-private", "f1", None, "r", 4)),

@@ -34,7 +34,7 @@ from foliosim.fast import kernels as K
 from foliosim.fast.sim import kvma
 from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import _VMA_FIELDS, I64, FastMachine, FastMM, FastTask, PmdSet, Unsupported
-from foliosim.fast.sim.kern import access, cold_pageout, lookup, record, rehash, sjit, zap
+from foliosim.fast.sim.kern import access, add_to_cache, cache_range, cold_pageout, lookup, record, rehash, sjit, zap
 from foliosim.fast.sim.kfork import MISSING, exit_zap, fork_dup, mm_entries, room_ok
 from foliosim.vm.events import OracleViolation, SimError
 from foliosim.vm.memory import SparsePages, filled_page
@@ -436,19 +436,31 @@ def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
     tn = prog[i, P_TASK]
     if vst[X_ON] == 0 or tn >= tst.shape[0]:
         return WHY_STEP
-    if op == OP_FILE:  # Machine.create_file() of a file (not shmem: Python caches that whole), pages reading 0
+    if op == OP_FILE:  # Machine.create_file() of a file or shmem object (P_ARG bit 8), its pages reading 0
         k = prog[i, P_FILL]
         fid = vst[X_NFILE]
         used = vst[X_PCUSED]
         nr = prog[i, P_PAGES]
+        shmem = prog[i, P_ARG] >> 8
         if ftab[k] >= 0 or fid >= fc.shape[0] or used + nr > pcs.shape[0]:  # a name taken, or room: Python
             return WHY_STEP
+        if shmem:  # files.create_file(): cached whole at once, one folio after the other
+            nrp = np.int64(1) << cfg[K.C_PMD_ORDER]
+            if not room_ok(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, nr + 2, 2 * nr + 2 * nrp, 2,
+                           8 * nr + 8, 4):
+                return _room(st, RK_ROOM, nr + 2, 2 * nr + 2 * nrp, 2, 8 * nr + 8, 4, 0)
         fc[fid, L.FC_BASE] = used
         fc[fid, L.FC_NR] = nr
-        fc[fid, L.FC_ORDER] = prog[i, P_ARG]
-        fc[fid, L.FC_KIND] = L.KIND_FILE
-        fc[fid, L.FC_ANON] = 0
+        fc[fid, L.FC_ORDER] = prog[i, P_ARG] & 255
+        fc[fid, L.FC_KIND] = L.KIND_SHMEM if shmem else L.KIND_FILE
+        fc[fid, L.FC_ANON] = shmem
         fc[fid, L.FC_CONTENT] = 0
+        if shmem:
+            index = 0
+            while index < nr:
+                first, order = cache_range(fs, fc, pcs, fid, index, 0, -1, 0, 0)
+                add_to_cache(glob, opt, fs, pmc, pex, pct, tr, fc, pcs, fid, first, order)
+                index = first + (np.int64(1) << order)
         vst[X_PCUSED] = used + nr
         vst[X_NFILE] = fid + 1
         ftab[k] = fid
@@ -1007,14 +1019,15 @@ def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
 
 
 def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: FastMachine,
-                   created: dict[int, tuple[str, int, int]] | None = None,
+                   created: dict[int, tuple[str, int, int, bool]] | None = None,
                    names: list[str] | None = None) -> list[str]:
     """The control-plane rows of a program :func:`encode` made (its OP_OTHER rows that are mmap, munmap, mprotect,
-    VMA-flag madvise, merge or mremap steps of the forms FastWorkloadRunner.execute() gives a call), in place:
-    labels and THP order sets interned in ``m.codec`` now, regions first seen here numbered after the others in
-    ``regions``, files by their number in the returned list of names (their page-cache numbers are looked up at
-    each entry). ``created``: the (name, pages, order) of the files ``file`` steps create, by their number. A step
-    of another form stays OP_OTHER (Python runs and checks it)."""
+    VMA-flag madvise, merge, mremap, file or thread steps of the forms FastWorkloadRunner.execute() gives a call),
+    in place: labels and THP order sets interned in ``m.codec`` now, regions first seen here numbered after the
+    others in ``regions``, files by their number in the returned list of names (their page-cache numbers are looked
+    up at each entry). ``created``: the (name, pages, order, shmem) of the files ``file`` steps create, by their
+    number; ``names``: the task names by number, new threads' names appended (None: thread steps stay Python's).
+    A step of another form stays OP_OTHER (Python runs and checks it)."""
     codec = m.codec
     files: dict[str, int] = {}
     if created is None:
@@ -1049,15 +1062,14 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
             continue
         if verb == "file" and len(a) == 4:
             name, pages, order, shmem = a
-            if (isinstance(name, str) and name and ints(pages, order) and pages > 0 and 0 <= order <= po
-                    and not shmem):
+            if isinstance(name, str) and name and ints(pages, order) and pages > 0 and 0 <= order <= po:
                 fk = files.get(name)
                 if fk is None:
                     fk = files[name] = len(files)
-                created[fk] = (name, pages, order)
+                created[fk] = (name, pages, order, bool(shmem))
                 row[P_FILL] = fk
                 row[P_PAGES] = pages
-                row[P_ARG] = order
+                row[P_ARG] = order | (int(bool(shmem)) << 8)
                 row[P_OP] = OP_FILE
             continue
         if verb == "mmap" and len(a) == 7:
@@ -1187,7 +1199,7 @@ class ProgramRun:
         self.vst = np.zeros(X_LEN, dtype=np.int64)
         self.ftab = np.full(1, -1, dtype=np.int64)
         self.fnames: list[str] = []
-        self.fmade: dict[int, tuple[str, int, int]] = {}  # files the program's file steps create, by number
+        self.fmade: dict[int, tuple[str, int, int, bool]] = {}  # files the program's file steps create, by number
         self.ttg = np.zeros(nt, dtype=np.int64)  # per task number: its thread group's pid when a thread opcode made it
 
     def _keep(self) -> bool:
@@ -1588,8 +1600,8 @@ class ProgramRun:
         if nfile > len(pcache.files):  # files the loop created (their fc rows are written)
             made = {int(fid): k for k, fid in enumerate(self.ftab.tolist()) if fid >= len(pcache.files)}
             for fid in range(len(pcache.files), nfile):
-                name, pages, order = self.fmade[made[fid]]
-                file = SimFile(name, pages, order, False, SparsePages(pages, filled_page(0)), anon=False)
+                name, pages, order, shmem = self.fmade[made[fid]]
+                file = SimFile(name, pages, order, shmem, SparsePages(pages, filled_page(0)), anon=shmem)
                 m.files[name] = file
                 pcache.files.append(file)
                 pcache.ids[name] = fid
