@@ -18,6 +18,16 @@ objects (and the MM id allocator, counters, trace, CoW decisions and user faults
 the machine is then as if the steps had run one by one (FastMachine.fork()/exit()/madvise()). A stretch that can
 neither fork nor exit (none before the next step it does not model) reads and writes back no task, MM or id table:
 recorded traces return to Python every few steps.
+
+Run-trace's programs (tracerun.TraceProgram, :meth:`ProgramRun.enable_control`) also run the control plane in the
+loop (:func:`encode_control`, :func:`_control`): mmap (anonymous or file, private or shared, at an address or at the
+unmapped area, which then defines the region), munmap, mprotect, the VMA-flag madvise advice, merge and mremap
+through the verbs of :mod:`foliosim.fast.sim.kvma`, with what FastMachine keeps per MM for them in ``mk`` (index
+room, unmerged window, anon_birth) and the machine-wide part in ``vst``; the file step (the page-cache row; a shmem
+object cached whole) and the thread step (a task sharing the MM, ``ttg`` its thread group). Failing calls, an MM made
+in the stretch and short VMA rows go through Python (which counts the errno); on return only the Vma objects of the
+pages whose VMAs changed are made anew (FastMachine._materialize()), and the files and threads made get their
+Python objects.
 """
 
 from __future__ import annotations
@@ -1035,112 +1045,107 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
     tids = {name: k for k, name in enumerate(names or ())}
     po = m.po
 
-    def reg(region: Any) -> int | None:
-        if isinstance(region, bool) or not isinstance(region, int | str):
-            return None
+    def reg(region: Any) -> int:  # -1: not a region
+        if type(region) is not int and type(region) is not str:
+            return -1
         k = regions.get(region)
         if k is None:
             k = regions[region] = len(regions)
         return k
 
-    def ints(*values: Any) -> bool:
-        return all(type(v) is int for v in values)
-
+    out: list[tuple[int, int, int, int, int, int, int]] = []  # (row, op, region, first, pages, arg, fill)
+    add = out.append
     for i in np.flatnonzero(prog[:, P_OP] == OP_OTHER).tolist():
         step = steps[i]
         verb, a = step.verb, step.args
-        row = prog[i]
         if verb == "merge":
-            row[P_OP] = OP_MERGE
-            continue
-        if verb == "thread" and names is not None and len(a) == 1 and isinstance(a[0], str):
-            if a[0] not in tids:
-                tids[a[0]] = len(names)
-                names.append(a[0])
-            row[P_ARG] = tids[a[0]]
-            row[P_OP] = OP_THREAD
-            continue
-        if verb == "file" and len(a) == 4:
+            add((i, OP_MERGE, 0, 0, 0, 0, 0))
+        elif verb == "thread":
+            if names is not None and len(a) == 1 and type(a[0]) is str:
+                if a[0] not in tids:
+                    tids[a[0]] = len(names)
+                    names.append(a[0])
+                add((i, OP_THREAD, 0, 0, 0, tids[a[0]], 0))
+        elif verb == "file":
+            if len(a) != 4:
+                continue
             name, pages, order, shmem = a
-            if isinstance(name, str) and name and ints(pages, order) and pages > 0 and 0 <= order <= po:
+            if type(name) is str and name and type(pages) is int and type(order) is int and pages > 0 and (
+                    0 <= order <= po):
                 fk = files.get(name)
                 if fk is None:
                     fk = files[name] = len(files)
                 created[fk] = (name, pages, order, bool(shmem))
-                row[P_FILL] = fk
-                row[P_PAGES] = pages
-                row[P_ARG] = order | (int(bool(shmem)) << 8)
-                row[P_OP] = OP_FILE
-            continue
-        if verb == "mmap" and len(a) == 7:
+                add((i, OP_FILE, 0, 0, pages, order | (int(bool(shmem)) << 8), fk))
+        elif verb == "mmap":
+            if len(a) != 7:
+                continue
             region, pages, kind, file, thp, prot, offset = a
-            if prot not in PROT_FLAGS or not ints(pages, offset) or kind not in ("anon", "file-private",
-                                                                                  "file-shared"):
+            if type(pages) is not int or type(offset) is not int or prot not in PROT_FLAGS:
                 continue
             read, write, execute, noreserve = PROT_FLAGS[prot]
             flags = (MF_READ * read) | (MF_WRITE * write) | (MF_EXEC * execute) | (MF_NORESERVE * noreserve)
+            first = fill = 0
             if kind == "anon":
                 if thp is not None:
                     orders = frozenset(thp)
                     if not all(type(o) is int and o != 1 and 2 <= o <= po for o in orders):
                         continue
                     flags |= MF_THP
-                    row[P_FILL] = codec.thp(orders)
-            else:
-                if not isinstance(file, str):
-                    continue
+                    fill = codec.thp(orders)
+            elif kind in ("file-private", "file-shared") and type(file) is str:
                 flags |= MF_FILE | (MF_SHARED if kind == "file-shared" else 0)
-                fk = files.get(file)
-                if fk is None:
-                    fk = files[file] = len(files)
-                row[P_FILL] = fk
-                row[P_FIRST] = offset
-            if isinstance(region, str):
+                fill = files.get(file, -1)
+                if fill < 0:
+                    fill = files[file] = len(files)
+                first = offset
+            else:
+                continue
+            if type(region) is str:
                 flags |= MF_NAMED
             k = reg(region)
-            if k is None:
+            if k >= 0:
+                add((i, OP_MMAP, k, first, pages, flags | (codec.label(str(region)) << MF_LABEL_SHIFT), fill))
+        elif verb in ("mprotect", "madvise"):
+            if len(a) != 4 or type(a[1]) is not int or type(a[2]) is not int:
                 continue
-            row[P_REG] = k
-            row[P_PAGES] = pages
-            row[P_ARG] = flags | (codec.label(str(region)) << MF_LABEL_SHIFT)
-            row[P_OP] = OP_MMAP
-        elif verb in ("munmap", "mprotect", "madvise") and len(a) == (3 if verb == "munmap" else 4):
-            if not ints(a[1], a[2]):
-                continue
+            fill = 0
             if verb == "mprotect":
                 if a[3] not in PROT_FLAGS:
                     continue
                 read, write, execute, _noreserve = PROT_FLAGS[a[3]]
-                row[P_ARG] = int(read) | (int(write) << 1) | (int(execute) << 2)
-            elif verb == "madvise":
-                advice = _FLAG_ADVICE.get(a[3]) if isinstance(a[3], str) else None
+                op, arg = OP_MPROTECT, int(read) | (int(write) << 1) | (int(execute) << 2)
+            else:
+                advice = _FLAG_ADVICE.get(a[3]) if type(a[3]) is str else None
                 if advice is None:
                     continue
-                row[P_ARG], row[P_FILL] = advice
+                op, (arg, fill) = OP_MADVF, advice
             k = reg(a[0])
-            if k is None:
+            if k >= 0:
+                add((i, op, k, a[1], a[2], arg, fill))
+        elif verb == "munmap":
+            if len(a) == 3 and type(a[1]) is int and type(a[2]) is int:
+                k = reg(a[0])
+                if k >= 0:
+                    add((i, OP_MUNMAP, k, a[1], a[2], 0, 0))
+        elif verb == "mremap":
+            if len(a) != 3:
                 continue
-            row[P_REG] = k
-            row[P_FIRST] = a[1]
-            row[P_PAGES] = a[2]
-            row[P_OP] = OP_MUNMAP if verb == "munmap" else OP_MPROTECT if verb == "mprotect" else OP_MADVF
-        elif verb == "mremap" and len(a) == 3:
             region, pages, new = a
-            if not ints(pages) or isinstance(new, bool) or not isinstance(new, int | str):
+            if type(pages) is not int or (type(new) is not int and type(new) is not str):
                 continue
             k = reg(region)
-            if k is None:
+            if k < 0:
                 continue
-            if isinstance(new, int):
-                row[P_FIRST] = new
-                row[P_ARG] = -1
+            if type(new) is int:
+                add((i, OP_MREMAP, k, new, pages, -1, 0))
             else:
-                kn = reg(new)
-                assert kn is not None
-                row[P_ARG] = kn
-            row[P_REG] = k
-            row[P_PAGES] = pages
-            row[P_OP] = OP_MREMAP
+                add((i, OP_MREMAP, k, 0, pages, reg(new), 0))
+    if out:
+        rows = np.array(out, dtype=np.int64)
+        at = rows[:, 0]
+        for k, col in enumerate((P_OP, P_REG, P_FIRST, P_PAGES, P_ARG, P_FILL), start=1):
+            prog[at, col] = rows[:, k]
     return list(files)
 
 
