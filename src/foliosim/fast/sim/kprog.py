@@ -1205,6 +1205,7 @@ class ProgramRun:
         self.ftab = np.full(1, -1, dtype=np.int64)
         self.fnames: list[str] = []
         self.fmade: dict[int, tuple[str, int, int, bool]] = {}  # files the program's file steps create, by number
+        self.file_rows = self.file_pages = np.zeros(0, dtype=np.int64)  # OP_FILE rows, their pages from each on
         self.ttg = np.zeros(nt, dtype=np.int64)  # per task number: its thread group's pid when a thread opcode made it
 
     def _keep(self) -> bool:
@@ -1543,6 +1544,8 @@ class ProgramRun:
         self.ttg = np.zeros(len(self.tmm), dtype=np.int64)
         codes = self.prog[:, P_OP]
         self.fe_rows = np.flatnonzero((codes == OP_FORK) | (codes == OP_EXIT) | (codes == OP_THREAD)).tolist()
+        self.file_rows = np.flatnonzero(codes == OP_FILE)
+        self.file_pages = np.cumsum(self.prog[self.file_rows, P_PAGES][::-1])[::-1]  # from each file row on
         self.ftab = np.full(max(len(self.fnames), 1), -1, dtype=np.int64)
         self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
         self.named = []
@@ -1554,10 +1557,24 @@ class ProgramRun:
         self.other_rows = np.flatnonzero(self.prog[:, P_OP] == OP_OTHER).tolist()
         self.control = True
 
-    def _prepare_control(self) -> None:
+    def _prepare_control(self, pos: int = 0) -> None:
         """The control plane's state for the loop: machine-wide (unmapped-area base, THP masks, the files' page-cache
-        numbers) in ``vst``, per MM (FastMM.vcap, unmerged window, anon_birth) in ``mk``."""
+        numbers) in ``vst``, per MM (FastMM.vcap, unmerged window, anon_birth) in ``mk``; the page cache's arrays
+        made big enough for the files the program creates from ``pos`` on (their size is not state)."""
         m, vst = self.m, self.vst
+        k = int(np.searchsorted(self.file_rows, pos))
+        if k < len(self.file_rows):
+            pc = m.pcache
+            need = pc.used + int(self.file_pages[k])
+            if need > pc.pcs.shape[0]:
+                grown = np.full(max(2 * pc.pcs.shape[0], need), -1, dtype=np.int32)
+                grown[:pc.used] = pc.pcs[:pc.used]
+                pc.pcs = grown
+            nfc = len(pc.files) + len(self.file_rows) - k
+            if nfc > pc.fc.shape[0]:
+                fc = np.zeros((max(2 * pc.fc.shape[0], nfc), L.FC_COLS), dtype=np.int64)
+                fc[:len(pc.files)] = pc.fc[:len(pc.files)]
+                pc.fc = fc
         vst[X_ON] = 1
         ttg, tid = self.ttg, self.tid
         ttg.fill(0)

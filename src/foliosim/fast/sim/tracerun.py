@@ -317,7 +317,7 @@ class TraceProgram(kprog.ProgramRun):
     def _prepare(self, pos: int = 0) -> None:
         super()._prepare(pos)
         if self.control:
-            self._prepare_control()
+            self._prepare_control(pos)
 
     def run(self) -> None:
         m, r, steps, prog = self.m, self.r, self.steps, self.prog
