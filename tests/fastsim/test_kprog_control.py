@@ -202,12 +202,17 @@ def _perturbed(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
             rows = np.flatnonzero(codes == kprog.OP_MADVF)
             flag = prog[rows, kprog.P_ARG] != kvma.MA_THP
             prog[rows[flag], kprog.P_ARG] = kvma.MA_DONTFORK + kvma.MA_DOFORK - prog[rows[flag], kprog.P_ARG]
+        elif how == "shmem":  # every file created as a regular file
+            prog[codes == kprog.OP_FILE, kprog.P_ARG] &= 255
+        elif how == "mremap":  # every move a page further
+            rows = np.flatnonzero((codes == kprog.OP_MREMAP) & (prog[:, kprog.P_ARG] < 0))
+            prog[rows, kprog.P_FIRST] += 1
         return files
 
     monkeypatch.setattr(kprog, "encode_control", encode_control)
 
 
-@pytest.mark.parametrize("how", ["prot", "pages", "advice"])
+@pytest.mark.parametrize("how", ["prot", "pages", "advice", "shmem", "mremap"])
 def test_perturbed_control_rows_are_caught(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     conversion = _given(GIVEN)
     slow, _ = _run("fork-child", KernelConfig(), compiled=False, conversion=conversion)
