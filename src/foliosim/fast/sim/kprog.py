@@ -61,19 +61,24 @@ P_COLS = 7
 OP_OTHER, OP_READ, OP_WRITE, OP_FORK, OP_EXIT, OP_DONTNEED, OP_COLD, OP_PAGEOUT, OP_SCAN, OP_FAULT = range(10)
 _MADV_OPS = {"dontneed": OP_DONTNEED, "cold": OP_COLD, "pageout": OP_PAGEOUT}
 #: the control-plane opcodes (:func:`encode_control`, run-trace's TraceProgram only): kvma's verbs in the loop
-OP_MMAP, OP_MUNMAP, OP_MPROTECT, OP_MADVF, OP_MERGE, OP_MREMAP, OP_FILE, OP_THREAD = range(10, 18)
+OP_MMAP, OP_MUNMAP, OP_MPROTECT, OP_MADVF, OP_MERGE, OP_MREMAP, OP_FILE, OP_THREAD, OP_VFORK, OP_EXEC = range(10, 20)
 #: an OP_MMAP row's P_ARG: these flags, the label's codec number from MF_LABEL_SHIFT
 MF_SHARED, MF_FILE, MF_READ, MF_WRITE, MF_EXEC, MF_NORESERVE, MF_NAMED, MF_THP = (1 << k for k in range(8))
 MF_LABEL_SHIFT = 8
 #: the per-MM control-plane state ``mk`` (what FastMachine keeps on each FastMM for kvma): known to it (K_OK), the
 #: index slice's room, the unmerged window, anon_birth (-1: not known yet), a verb ran on it (K_USED), the pages
 #: whose VMAs changed (K_PLO..K_PHI: re-materialized on return), a merge step ran on it
-K_OK, K_VCAP, K_ULO, K_UHI, K_BIRTH, K_USED, K_PLO, K_PHI, K_MERGED = range(9)
-K_COLS = 9
+K_OK, K_VCAP, K_ULO, K_UHI, K_BIRTH, K_USED, K_PLO, K_PHI, K_MERGED, K_EXEC = range(10)
+K_COLS = 10  # K_EXEC: made by an exec in the loop, by task number + 1 (its label)
+#: ``ttg`` columns per task number: its thread group's pid (0: its own), its vfork parent's number (-1: none, -2:
+#: a task the program does not name), whether a task the program does not name is in its thread group
+TG_TGID, TG_VP, TG_FOREIGN = range(3)
 #: ``vst`` slots after kvma's: the control opcodes on, the THP masks of mmap() without orders, MADV_HUGEPAGE, none;
 #: the page cache's files and pcs entries in use, the machine's step at the last file the loop created
 X_ON, X_THPDEF, X_THPMADV, X_THPNONE, X_NFILE, X_PCUSED, X_FILESTEP = range(kvma.VS_LEN, kvma.VS_LEN + 7)
-X_LEN = kvma.VS_LEN + 7
+#: the next pid when the loop was entered, a task the program does not name exists, a vfork or exec ran
+X_PID0, X_FOREIGN, X_TASKS = range(kvma.VS_LEN + 7, kvma.VS_LEN + 10)
+X_LEN = kvma.VS_LEN + 10
 _FLAG_ADVICE = {"dontfork": (kvma.MA_DONTFORK, 0), "dofork": (kvma.MA_DOFORK, 0), "hugepage": (kvma.MA_THP, 1),
                 "nohugepage": (kvma.MA_THP, 0)}
 #: first-pass codes by verb (fork and madvise are checked one by one; anything else stops the compiled loop)
@@ -434,10 +439,69 @@ def _kvma_rc(st: Any, ms: Any, vm: Any, mv: Any, rg: Any, mk: Any, vst: Any, m: 
 
 
 @sjit
+def _exec(opt: Any, glob: Any, ms: Any, tr: Any, st: Any, tst: Any, tmm: Any, tpid: Any, mk: Any, vst: Any, ttg: Any,
+          ids: Any, msimple: Any, tn: int) -> int:
+    """FastMachine.execve() of task ``tn`` when its old MM has other users (a vfork child's): a new MM with no VMAs
+    (FastMachine._new_mm(): the lowest free MM id, ``mm_new`` recorded), the task its own thread group, its vfork
+    parent woken, the old MM's user dropped. WHY_STEP (Python) when the old MM would go away, another task of its
+    thread group lives, or the MM ids or rows are short."""
+    s = tst[tn]
+    if tn >= ttg.shape[0] or ttg[tn, TG_VP] == -2 or ttg[tn, TG_FOREIGN] != 0:
+        return WHY_STEP
+    g = ttg[tn, TG_TGID] if ttg[tn, TG_TGID] > 0 else tpid[tn]
+    for j in range(tst.shape[0]):
+        if j != tn and tst[j] != T_NONE and j < ttg.shape[0]:
+            gj = ttg[j, TG_TGID] if ttg[j, TG_TGID] > 0 else tpid[j]
+            if gj == g:
+                return WHY_STEP
+    old = tmm[tn]
+    num = st[S_NEXT_MM]
+    if (ids_peek(ids) < 0 or ms[old, L.MS_USERS] < 2 or num >= ms.shape[0] or num >= msimple.shape[0]
+            or num >= mk.shape[0] or (opt[L.O_RECORD] != 0 and glob[L.G_NTR] + 1 > tr.shape[0])):
+        return WHY_STEP
+    st[S_STEP] += 1
+    st[S_LAST] = tn
+    st[S_NEXT_MM] = num + 1
+    for col in range(ms.shape[1]):
+        ms[num, col] = 0
+    ms[num, L.MS_LIVE] = 1
+    ms[num, L.MS_ID] = ids_alloc(ids)
+    ms[num, L.MS_USERS] = 1
+    ms[num, L.MS_COUNT] = 1
+    ms[num, L.MS_VOFF] = st[S_NMV]
+    record(glob, opt, tr, K.K_MM_NEW, num, 0, 0, 0, 0, 1)
+    msimple[num] = 0  # no Vma templates: a fork of it goes through Python
+    mk[num, K_OK] = 1
+    mk[num, K_VCAP] = 0
+    mk[num, K_ULO] = -1  # FastMachine._publish(): everything may merge
+    mk[num, K_UHI] = np.int64(1) << 62
+    mk[num, K_BIRTH] = glob[L.G_ANONVMA]
+    mk[num, K_USED] = 0
+    mk[num, K_PLO] = kvma.NO_LO
+    mk[num, K_PHI] = -1
+    mk[num, K_MERGED] = 0
+    mk[num, K_EXEC] = tn + 1
+    tmm[tn] = num
+    ttg[tn, TG_TGID] = 0
+    p = ttg[tn, TG_VP]
+    if p >= 0:  # _release_vfork()
+        if tpid[p] >= vst[X_PID0]:
+            tst[p] = T_NEW
+        else:
+            tst[p] = T_VCHILD if ttg[p, TG_VP] != -1 else T_PY
+        ttg[tn, TG_VP] = -1
+    if s == T_VCHILD:
+        tst[tn] = T_PY
+    ms[old, L.MS_USERS] -= 1
+    vst[X_TASKS] = 1
+    return WHY_DONE
+
+
+@sjit
 def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
              ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, fc: Any, pcs: Any,
              scr: Any, gather: Any, prog: Any, i: int, st: Any, tst: Any, tmm: Any, tpid: Any, rtab: Any, rg: Any,
-             mk: Any, vst: Any, ftab: Any, ttg: Any) -> int:
+             mk: Any, vst: Any, ftab: Any, ttg: Any, ids: Any, msimple: Any) -> int:
     """A control-plane step (mmap, munmap, mprotect, VMA-flag madvise, merge, mremap) through the verbs of
     :mod:`foliosim.fast.sim.kvma`, as FastWorkloadRunner.execute() and FastMachine run it when the call succeeds;
     WHY_STEP (nothing changed) for what Python must do: a failing call (its errno is counted there), a task that
@@ -504,8 +568,30 @@ def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
         tmm[c] = m
         tpid[c] = st[S_NEXT_PID]
         st[S_NEXT_PID] += 1
-        ttg[c] = ttg[tn] if ttg[tn] > 0 else tpid[tn]
+        ttg[c, TG_TGID] = ttg[tn, TG_TGID] if ttg[tn, TG_TGID] > 0 else tpid[tn]
+        ttg[c, TG_VP] = -1
+        ttg[c, TG_FOREIGN] = ttg[tn, TG_FOREIGN]
         return WHY_DONE
+    if op == OP_VFORK:  # FastMachine.clone_vm(vfork=True): the child shares the MM, the parent sleeps until it
+        c = prog[i, P_ARG]  # execs or exits
+        if tst[c] != T_NONE or c >= ttg.shape[0]:
+            return WHY_STEP
+        st[S_STEP] += 1
+        st[S_LAST] = tn
+        m = tmm[tn]
+        ms[m, L.MS_USERS] += 1
+        tst[c] = T_NEW
+        tmm[c] = m
+        tpid[c] = st[S_NEXT_PID]
+        st[S_NEXT_PID] += 1
+        ttg[c, TG_TGID] = 0
+        ttg[c, TG_VP] = tn
+        ttg[c, TG_FOREIGN] = 0
+        tst[tn] = T_BLOCKED
+        vst[X_TASKS] = 1
+        return WHY_DONE
+    if op == OP_EXEC:
+        return _exec(opt, glob, ms, tr, st, tst, tmm, tpid, mk, vst, ttg, ids, msimple, tn)
     m = tmm[tn]
     if m < 0 or m >= mk.shape[0] or mk[m, K_OK] == 0 or mk[m, K_BIRTH] < 0:
         return WHY_STEP
@@ -761,8 +847,10 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             ms[num, L.MS_VOFF] = st[S_NMV]
             record(glob, opt, tr, K.K_MM_NEW, num, 0, 0, 0, 0, 1)
             tst[c] = T_NEW
-            if c < ttg.shape[0]:
-                ttg[c] = 0  # its own thread group (the control plane's thread opcode reads it)
+            if c < ttg.shape[0]:  # its own thread group, no vfork parent (the control plane's opcodes read them)
+                ttg[c, TG_TGID] = 0
+                ttg[c, TG_VP] = -1
+                ttg[c, TG_FOREIGN] = 0
             tmm[c] = num
             tpid[c] = st[S_NEXT_PID]
             st[S_NEXT_PID] += 1
@@ -797,7 +885,7 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             continue
         if op == OP_EXIT:
             s = tst[tn]
-            if s != T_PY and s != T_NEW:
+            if (s != T_PY and s != T_NEW) or (tn < ttg.shape[0] and ttg[tn, TG_VP] != -1):
                 return i, WHY_STEP
             m = tmm[tn]
             last = ms[m, L.MS_USERS] == 1
@@ -926,7 +1014,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             continue
         if op >= OP_MMAP:
             why = _control(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, fc,
-                           pcs, scr, gather, prog, i, st, tst, tmm, tpid, rtab, rg, mk, vst, ftab, ttg)
+                           pcs, scr, gather, prog, i, st, tst, tmm, tpid, rtab, rg, mk, vst, ftab, ttg, ids,
+                           msimple)
             if why != WHY_DONE:
                 return i, why
             st[S_STEPS] += 1
@@ -1060,12 +1149,15 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
         verb, a = step.verb, step.args
         if verb == "merge":
             add((i, OP_MERGE, 0, 0, 0, 0, 0))
-        elif verb == "thread":
+        elif verb in ("thread", "vfork"):
             if names is not None and len(a) == 1 and type(a[0]) is str:
                 if a[0] not in tids:
                     tids[a[0]] = len(names)
                     names.append(a[0])
-                add((i, OP_THREAD, 0, 0, 0, tids[a[0]], 0))
+                add((i, OP_THREAD if verb == "thread" else OP_VFORK, 0, 0, 0, tids[a[0]], 0))
+        elif verb == "exec":
+            if names is not None:
+                add((i, OP_EXEC, 0, 0, 0, 0, 0))
         elif verb == "file":
             if len(a) != 4:
                 continue
@@ -1206,7 +1298,7 @@ class ProgramRun:
         self.fnames: list[str] = []
         self.fmade: dict[int, tuple[str, int, int, bool]] = {}  # files the program's file steps create, by number
         self.file_rows = self.file_pages = np.zeros(0, dtype=np.int64)  # OP_FILE rows, their pages from each on
-        self.ttg = np.zeros(nt, dtype=np.int64)  # per task number: its thread group's pid when a thread opcode made it
+        self.ttg = np.full((nt, 3), -1, dtype=np.int64)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
 
     def _keep(self) -> bool:
         return self.m.keep_decisions or self.m.record
@@ -1541,9 +1633,13 @@ class ProgramRun:
             self.tpid = np.concatenate([self.tpid, np.zeros(grow, dtype=np.int64)])
             self.tobj.extend([None] * grow)
             self.tid = {name: i for i, name in enumerate(self.names)}
-        self.ttg = np.zeros(len(self.tmm), dtype=np.int64)
+        self.ttg = np.full((len(self.tmm), 3), -1, dtype=np.int64)
         codes = self.prog[:, P_OP]
-        self.fe_rows = np.flatnonzero((codes == OP_FORK) | (codes == OP_EXIT) | (codes == OP_THREAD)).tolist()
+        self.fe_rows = np.flatnonzero((codes == OP_FORK) | (codes == OP_EXIT) | (codes == OP_THREAD)
+                                      | (codes == OP_VFORK) | (codes == OP_EXEC)).tolist()
+        made = int(((codes == OP_EXEC) | (codes == OP_FORK)).sum())
+        if made:  # a row per MM the program can make (exec's new MMs): no return to Python per doubling
+            m._grow_rows("ms", m._next["mm"] + made + 1)
         self.file_rows = np.flatnonzero(codes == OP_FILE)
         self.file_pages = np.cumsum(self.prog[self.file_rows, P_PAGES][::-1])[::-1]  # from each file row on
         self.ftab = np.full(max(len(self.fnames), 1), -1, dtype=np.int64)
@@ -1577,11 +1673,22 @@ class ProgramRun:
                 pc.fc = fc
         vst[X_ON] = 1
         ttg, tid = self.ttg, self.tid
-        ttg.fill(0)
+        ttg[:, TG_TGID] = 0
+        ttg[:, TG_VP] = -1
+        ttg[:, TG_FOREIGN] = 0
+        foreign = {task.tgid for name, task in m.tasks.items() if name not in tid}
         for name, task in m.tasks.items():
             i = tid.get(name)
-            if i is not None:
-                ttg[i] = task.tgid
+            if i is None:
+                continue
+            ttg[i, TG_TGID] = task.tgid
+            ttg[i, TG_FOREIGN] = task.tgid in foreign
+            vp = task.vfork_parent
+            if vp is not None:
+                ttg[i, TG_VP] = tid.get(vp.name, -2)
+        vst[X_FOREIGN] = len(foreign)
+        vst[X_PID0] = m._next["pid"]
+        vst[X_TASKS] = 0
         vst[kvma.VS_BASE] = m._mmap_base
         vst[kvma.VS_MUTANT] = m.kvma_mutant
         codec, opts = m.codec, m.options
@@ -1636,6 +1743,8 @@ class ProgramRun:
             base = int(self.rtab[i])
             if base != MISSING and regions.get(region) != base:
                 regions[region] = base
+        for num in np.flatnonzero(mk[:, K_EXEC]).tolist():  # FastMachine._new_mm() of the execs in the loop
+            self._exec_mm(num)
         used = np.flatnonzero(mk[:, K_USED]).tolist()
         if not used:
             return
@@ -1669,8 +1778,65 @@ class ProgramRun:
         if int(self.vst[X_FILESTEP]) == self.m.step:
             self.m.task_name = None
         self.vst[X_FILESTEP] = -1
-        born = np.flatnonzero((self.tst == T_NEW) & (self.ttg > 0)).tolist()
+        born = np.flatnonzero((self.tst == T_NEW) & (self.ttg[:, TG_TGID] > 0)).tolist()
         for i in born:  # threads made in the loop: their group (the tables made them FastTask(pid, ..., pid))
             task = self.m.tasks.get(self.names[i])
             if task is not None and task.pid == int(self.tpid[i]):
-                task.tgid = int(self.ttg[i])
+                task.tgid = int(self.ttg[i, TG_TGID])
+        if self.vst[X_TASKS]:  # vfork or exec ran: each task's MM, thread group, vfork parent and sleep
+            self._after_exec()
+
+    def _after_exec(self) -> None:
+        """The tasks as vfork and exec in the loop left them (the table bookkeeping made only the new tasks still
+        running, each with its own group and no vfork link): their MM, thread group, vfork parent and sleep; a task
+        made in the loop that sleeps in vfork() now is made here (the tasks stay in pid order, as one step at a
+        time makes them)."""
+        m, names = self.m, self.names
+        tasks = m.tasks
+        rows = list(enumerate(zip(self.tst.tolist(), self.tmm.tolist(), self.tpid.tolist(),
+                                  self.ttg[:, TG_TGID].tolist(), self.ttg[:, TG_VP].tolist(), strict=True)))
+        pid0 = int(self.vst[X_PID0])
+        made = False
+        for i, (state, num, pid, _tg, _vp) in rows:
+            if state == T_BLOCKED and pid >= pid0 and names[i] not in tasks:
+                tasks[names[i]] = FastTask(pid, names[i], m.mms[f"mm{num}"], pid)
+                made = True
+        if made:
+            ordered = sorted(tasks.items(), key=lambda kv: kv[1].pid)
+            tasks.clear()
+            tasks.update(ordered)
+        for i, (state, num, pid, tg, vp) in rows:
+            if state == T_NONE:
+                continue
+            task = tasks.get(names[i])
+            if task is None or task.pid != pid:
+                continue
+            task.mm = m.mms[f"mm{num}"]
+            task.tgid = tg if tg > 0 else pid
+            task.vfork_blocked = state == T_BLOCKED
+            if vp != -2:
+                task.vfork_parent = tasks.get(names[vp]) if vp >= 0 else None
+        self.vst[X_TASKS] = 0
+
+    def _exec_mm(self, num: int) -> None:
+        """The FastMM of an MM an exec made in the loop, its VMAs made from their rows; known to the table
+        bookkeeping that follows (counts, exit, compaction) as the MMs Python knew are."""
+        m, mk, ms = self.m, self.mk, self.m.ms
+        row = mk[num].tolist()
+        mm = FastMM(num, int(ms[num, L.MS_ID]), label=self.names[row[K_EXEC] - 1], anon_birth=row[K_BIRTH])
+        mm.pmds = PmdSet(m, mm)
+        off, n = int(ms[num, L.MS_VOFF]), int(ms[num, L.MS_NVMA])
+        mm.vmas = kvma.materialize(m.vm, m.mv, ms, num, row[K_BIRTH], m.codec) if n else []
+        mm.rows = m.mv[off:off + n].tolist()
+        mm.rowmap = {id(vma): r for vma, r in zip(mm.vmas, mm.rows, strict=True)}
+        mm.published = list(mm.vmas)
+        mm.vcap, mm.unmerged_lo, mm.unmerged_hi = row[K_VCAP], row[K_ULO], row[K_UHI]
+        mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
+        mm.zapped = bool(ms[num, L.MS_ZAPPED])
+        m.mms[mm.name] = mm
+        self.mobj[num] = mm
+        mk[num, K_EXEC] = 0
+        mk[num, K_USED] = 0
+        mk[num, K_MERGED] = 0
+        mk[num, K_PLO] = kvma.NO_LO
+        mk[num, K_PHI] = -1
