@@ -80,6 +80,9 @@ GIVEN: tuple[Step, ...] = (
     Step("mprotect", "v1", ("vheap", 0, 4, "r")), Step("merge", "v1"), Step("fault", _P, ("heap", 15, 1)),
     Step("vfork", "v1", ("v2",)), Step("fault", "v1", ("vheap", 5, 1)),  # refused: v1 sleeps in vfork()
     Step("exit", "v2"), Step("vfork", _P, ("v3",)), Step("exec", "v3"), Step("exit", "v3"), Step("exit", "v1"),
+    Step("fork", _P, ("x1",)), Step("fault", "x1", ("heap", 12, 1)), Step("exec", "x1"),  # its old MM's last user
+    Step("mmap", "x1", ("xh", 4, "anon", None, None, "rw", 0)), Step("fault", "x1", ("xh", 0, 1)),
+    Step("exit", "x1"),
     Step("thread", _P, ("t9",)), Step("exec", _P),  # another task of its thread group lives: Python
     Step("mmap", _P, ("late", 4, "anon", None, None, "rw", 0)), Step("fault", _P, ("late", 0, 1)),
 )
@@ -89,7 +92,7 @@ GIVEN: tuple[Step, ...] = (
 #: one), the thread whose name is taken, the fault of a task asleep in vfork(), the exit of a vfork child (it wakes
 #: its parent), the exec of a task with another task in its thread group
 PYTHON = Counter({"spawn": 1, "file": 1, "mprotect": 1, "madvise": 1, "mremap": 1, "mmap": 2 + 1, "munmap": 1,
-                  "fork": 3, "thread": 1, "fault": 1, "exit": 1, "exec": 1})
+                  "fork": 4, "thread": 1, "fault": 1, "exit": 1, "exec": 1})
 
 
 def _given(steps: tuple[Step, ...]) -> Conversion:

@@ -439,12 +439,14 @@ def _kvma_rc(st: Any, ms: Any, vm: Any, mv: Any, rg: Any, mk: Any, vst: Any, m: 
 
 
 @sjit
-def _exec(opt: Any, glob: Any, ms: Any, tr: Any, st: Any, tst: Any, tmm: Any, tpid: Any, mk: Any, vst: Any, ttg: Any,
-          ids: Any, msimple: Any, tn: int) -> int:
-    """FastMachine.execve() of task ``tn`` when its old MM has other users (a vfork child's): a new MM with no VMAs
-    (FastMachine._new_mm(): the lowest free MM id, ``mm_new`` recorded), the task its own thread group, its vfork
-    parent woken, the old MM's user dropped. WHY_STEP (Python) when the old MM would go away, another task of its
-    thread group lives, or the MM ids or rows are short."""
+def _exec(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+          ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, rg: Any,
+          gather: Any, st: Any, tst: Any, tmm: Any, tpid: Any, mk: Any, vst: Any, ttg: Any, ids: Any, msimple: Any,
+          tn: int) -> int:
+    """FastMachine.execve() of task ``tn``: a new MM with no VMAs (FastMachine._new_mm(): the lowest free MM id,
+    ``mm_new`` recorded), the task its own thread group, its vfork parent woken, the old MM's user dropped (its last:
+    exit_mmap() through :func:`kfork.exit_zap`, then mmdrop(), as the exit opcode does). WHY_STEP (Python) when
+    another task of its thread group lives or the MM ids or rows are short; the zap's room is asked for first."""
     s = tst[tn]
     if tn >= ttg.shape[0] or ttg[tn, TG_VP] == -2 or ttg[tn, TG_FOREIGN] != 0:
         return WHY_STEP
@@ -456,9 +458,21 @@ def _exec(opt: Any, glob: Any, ms: Any, tr: Any, st: Any, tst: Any, tmm: Any, tp
                 return WHY_STEP
     old = tmm[tn]
     num = st[S_NEXT_MM]
-    if (ids_peek(ids) < 0 or ms[old, L.MS_USERS] < 2 or num >= ms.shape[0] or num >= msimple.shape[0]
-            or num >= mk.shape[0] or (opt[L.O_RECORD] != 0 and glob[L.G_NTR] + 1 > tr.shape[0])):
+    if (ids_peek(ids) < 0 or num >= ms.shape[0] or num >= msimple.shape[0] or num >= mk.shape[0]
+            or (opt[L.O_RECORD] != 0 and glob[L.G_NTR] + 2 > tr.shape[0])):
         return WHY_STEP
+    last = ms[old, L.MS_USERS] == 1
+    n = ms[old, L.MS_NVMA]
+    if last:  # exit_zap()'s room, asked for before anything changes
+        if scr.shape[1] < glob[L.G_NTB] + 1:
+            return _room(st, RK_SCR, 0, 0, 0, 0, 0, 0)
+        if rg.shape[0] < n:
+            return WHY_STEP
+        ptes, pmds, _ = mm_entries(tb, glob[L.G_NTB], old)
+        worst = ptes + pmds * (np.int64(1) << cfg[K.C_PMD_ORDER]) + 2
+        if n and (gather.shape[0] < worst or not room_ok(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, 0, 0,
+                                                           2, 3 * worst + 16, 4)):
+            return _room(st, RK_ROOM, 0, 0, 2, 3 * worst + 16, 4, worst)
     st[S_STEP] += 1
     st[S_LAST] = tn
     st[S_NEXT_MM] = num + 1
@@ -492,8 +506,30 @@ def _exec(opt: Any, glob: Any, ms: Any, tr: Any, st: Any, tst: Any, tmm: Any, tp
         ttg[tn, TG_VP] = -1
     if s == T_VCHILD:
         tst[tn] = T_PY
-    ms[old, L.MS_USERS] -= 1
     vst[X_TASKS] = 1
+    if last:  # mmput(): exit_mmap()
+        off = ms[old, L.MS_VOFF]
+        for k in range(n):
+            r = mv[off + k]
+            rg[k, 0] = vm[r, L.V_START]
+            rg[k, 1] = vm[r, L.V_END]
+        rc, _ = exit_zap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr,
+                         old, rg[:n], gather)
+        if rc != L.RC_OK:
+            st[S_RC] = rc
+            return WHY_ERROR
+        ms[old, L.MS_NVMA] = 0
+        ms[old, L.MS_ZAPPED] = 1
+    ms[old, L.MS_USERS] -= 1
+    if ms[old, L.MS_USERS] == 0:  # mmdrop()
+        ms[old, L.MS_COUNT] -= 1
+        if ms[old, L.MS_COUNT] == 0:
+            if ms[old, L.MS_NMAP] != 0:
+                st[S_MAPPED] = old
+                return WHY_MAPPED
+            ids_free(ids, ms[old, L.MS_ID])
+            ms[old, L.MS_LIVE] = 0
+            record(glob, opt, tr, K.K_MM_FREE, old, 0, 0, 0, 0, 1)
     return WHY_DONE
 
 
@@ -591,7 +627,8 @@ def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
         vst[X_TASKS] = 1
         return WHY_DONE
     if op == OP_EXEC:
-        return _exec(opt, glob, ms, tr, st, tst, tmm, tpid, mk, vst, ttg, ids, msimple, tn)
+        return _exec(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr, rg,
+                     gather, st, tst, tmm, tpid, mk, vst, ttg, ids, msimple, tn)
     m = tmm[tn]
     if m < 0 or m >= mk.shape[0] or mk[m, K_OK] == 0 or mk[m, K_BIRTH] < 0:
         return WHY_STEP
@@ -1638,6 +1675,7 @@ class ProgramRun:
         self.fe_rows = np.flatnonzero((codes == OP_FORK) | (codes == OP_EXIT) | (codes == OP_THREAD)
                                       | (codes == OP_VFORK) | (codes == OP_EXEC)).tolist()
         made = int(((codes == OP_EXEC) | (codes == OP_FORK)).sum())
+        self.exits += int((codes == OP_EXEC).sum())  # an exec may free its old MM's id: room in the id heap
         if made:  # a row per MM the program can make (exec's new MMs): no return to Python per doubling
             m._grow_rows("ms", m._next["mm"] + made + 1)
         self.file_rows = np.flatnonzero(codes == OP_FILE)
