@@ -1335,6 +1335,7 @@ class ProgramRun:
         self.fnames: list[str] = []
         self.fmade: dict[int, tuple[str, int, int, bool]] = {}  # files the program's file steps create, by number
         self.file_rows = self.file_pages = np.zeros(0, dtype=np.int64)  # OP_FILE rows, their pages from each on
+        self.vma_rows = np.zeros(0, dtype=np.int64)  # the rows of the verbs that add VMA rows or move index slices
         self.ttg = np.full((nt, 3), -1, dtype=np.int64)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
 
     def _keep(self) -> bool:
@@ -1679,6 +1680,8 @@ class ProgramRun:
         if made:  # a row per MM the program can make (exec's new MMs): no return to Python per doubling
             m._grow_rows("ms", m._next["mm"] + made + 1)
         self.file_rows = np.flatnonzero(codes == OP_FILE)
+        self.vma_rows = np.flatnonzero((codes == OP_MMAP) | (codes == OP_MUNMAP) | (codes == OP_MPROTECT)
+                                       | (codes == OP_MADVF) | (codes == OP_MREMAP))
         self.file_pages = np.cumsum(self.prog[self.file_rows, P_PAGES][::-1])[::-1]  # from each file row on
         self.ftab = np.full(max(len(self.fnames), 1), -1, dtype=np.int64)
         self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
@@ -1878,3 +1881,23 @@ class ProgramRun:
         mk[num, K_MERGED] = 0
         mk[num, K_PLO] = kvma.NO_LO
         mk[num, K_PHI] = -1
+
+    def grow_vma_arrays(self, pos: int) -> None:
+        """The VMA rows and index made big enough for the control steps from ``pos`` on (each may take
+        kvma.NEW_ROWS rows and move its MM's index slice), so that the loop does not return to Python for
+        FastMachine._compact_vmas() (the arrays' size is not state: the rows and slices in use are copied)."""
+        m = self.m
+        ahead = len(self.vma_rows) - int(np.searchsorted(self.vma_rows, pos))
+        if not ahead:
+            return
+        most = max((len(mm.vmas) for mm in m.mms.values()), default=0) + kvma.NEW_ROWS
+        need = m.nvm + kvma.NEW_ROWS * ahead + 64
+        if need > m.vm.shape[0]:
+            vm = np.zeros((max(2 * m.vm.shape[0], need), L.VM_COLS), dtype=np.int64)
+            vm[:m.nvm] = m.vm[:m.nvm]
+            m.vm = vm
+        need = m.nmv + 2 * kvma.NEW_ROWS * ahead + 8 * most + 64
+        if need > m.mv.shape[0]:
+            mv = np.zeros(max(2 * m.mv.shape[0], need), dtype=np.int32)
+            mv[:m.nmv] = m.mv[:m.nmv]
+            m.mv = mv

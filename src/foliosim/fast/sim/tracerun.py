@@ -315,6 +315,8 @@ class TraceProgram(kprog.ProgramRun):
         self.enable_control()  # after the fills: the control rows' P_FILL is not a fill
 
     def _prepare(self, pos: int = 0) -> None:
+        if self.control:  # first: the tables fork reads are sized after the VMA rows
+            self.grow_vma_arrays(pos)
         super()._prepare(pos)
         if self.control:
             self._prepare_control(pos)
