@@ -1330,6 +1330,8 @@ class ProgramRun:
         self._vtmp = np.zeros((0, L.VM_COLS), dtype=np.int64)
         self.control = False  # the control-plane opcodes run in the loop (enable_control())
         self.mk = np.zeros((1, K_COLS), dtype=np.int64)
+        self.mk[:, K_PLO] = kvma.NO_LO  # no MM's VMAs changed (fork reads it)
+        self.mk[:, K_PHI] = -1
         self.vst = np.zeros(X_LEN, dtype=np.int64)
         self.ftab = np.full(1, -1, dtype=np.int64)
         self.fnames: list[str] = []
