@@ -85,13 +85,21 @@ GIVEN: tuple[Step, ...] = (
     Step("exit", "x1"),
     Step("thread", _P, ("t9",)), Step("exec", _P),  # another task of its thread group lives: Python
     Step("mmap", _P, ("late", 4, "anon", None, None, "rw", 0)), Step("fault", _P, ("late", 0, 1)),
+    Step("spawn", "q"), Step("mmap", "q", ("qh", 32, "anon", None, None, "rw", 0)),
+    *[Step("fault", "q", ("qh", k, 1)) for k in range(0, 32, 3)],
+    Step("mprotect", "q", ("qh", 4, 8, "r")), Step("fork", "q", ("q1",)),  # the VMAs changed in the stretch
+    Step("fault", "q1", ("qh", 0, 1)), Step("fault", "q1", ("qh", 6, 0)), Step("mprotect", "q", ("qh", 4, 8, "rw")),
+    Step("merge", "q"), Step("madvise", "q", ("qh", 20, 4, "dontfork")), Step("madvise", "q", ("qh", 20, 4, "dofork")),
+    Step("fork", "q1", ("q2",)), Step("fork", "q", ("q3",)), Step("fault", "q3", ("qh", 3, 1)),
+    Step("mmap", "q3", ("q3h", 4, "anon", None, None, "rw", 0)),  # an MM forked in the stretch: Python
+    Step("exit", "q1"), Step("fault", "q2", ("qh", 9, 1)),
 )
 #: the steps Python runs: the failing calls (a file whose name is taken among them: the page cache's arrays are
 #: grown ahead for the files the program makes, the VMA rows and index for its control steps), the forks of an MM
 #: with a VM_DONTFORK VMA (the madvise over the hole left one), the thread whose name is taken, the fault of a task
 #: asleep in vfork(), the exit of a vfork child (it wakes its parent), the exec of a task with another task in its
-#: thread group
-PYTHON = Counter({"spawn": 1, "file": 1, "mprotect": 1, "madvise": 1, "mremap": 1, "mmap": 2, "munmap": 1,
+#: thread group, the mmap of an MM forked in the stretch
+PYTHON = Counter({"spawn": 2, "file": 1, "mprotect": 1, "madvise": 1, "mremap": 1, "mmap": 2 + 1, "munmap": 1,
                   "fork": 4, "thread": 1, "fault": 1, "exit": 1, "exec": 1})
 
 

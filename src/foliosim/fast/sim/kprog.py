@@ -384,6 +384,15 @@ def _ranges_none(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int) -> boo
 
 
 @sjit
+def _no_dontfork(ms: Any, vm: Any, mv: Any, m: int) -> int:
+    off = ms[m, L.MS_VOFF]
+    for k in range(ms[m, L.MS_NVMA]):
+        if vm[mv[off + k], L.V_DONTFORK] != 0:
+            return 0
+    return 1
+
+
+@sjit
 def _caps_packed(ms: Any, mk: Any) -> None:
     """After fork's compaction of the VMA rows: each MM's index slice holds its VMAs and no room."""
     for m in range(mk.shape[0]):
@@ -484,7 +493,7 @@ def _exec(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, 
     ms[num, L.MS_COUNT] = 1
     ms[num, L.MS_VOFF] = st[S_NMV]
     record(glob, opt, tr, K.K_MM_NEW, num, 0, 0, 0, 0, 1)
-    msimple[num] = 0  # no Vma templates: a fork of it goes through Python
+    msimple[num] = 1  # no VMAs yet (the control opcodes keep it up to date)
     mk[num, K_OK] = 1
     mk[num, K_VCAP] = 0
     mk[num, K_ULO] = -1  # FastMachine._publish(): everything may merge
@@ -730,6 +739,8 @@ def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
     if why == WHY_DONE:
         st[S_STEP] += 1  # FastMachine._begin()
         st[S_LAST] = tn
+        if m < msimple.shape[0]:  # whether fork can copy it: no VM_DONTFORK mapping
+            msimple[m] = _no_dontfork(ms, vm, mv, m)
     return why
 
 
@@ -837,8 +848,6 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             if not _runnable(tst, tn) or tst[c] != T_NONE:
                 return i, WHY_STEP
             src = tmm[tn]
-            if src < mk.shape[0] and mk[src, K_PLO] <= mk[src, K_PHI]:  # its VMAs changed here: Python forks it
-                return i, WHY_STEP
             if not msimple[src] or ids_peek(ids) < 0:
                 return i, WHY_STEP
             num = st[S_NEXT_MM]
@@ -1788,6 +1797,8 @@ class ProgramRun:
                 regions[region] = base
         for num in np.flatnonzero(mk[:, K_EXEC]).tolist():  # FastMachine._new_mm() of the execs in the loop
             self._exec_mm(num)
+        if not self.light:
+            self._forked_mms()
         used = np.flatnonzero(mk[:, K_USED]).tolist()
         if not used:
             return
@@ -1903,3 +1914,31 @@ class ProgramRun:
             mv = np.zeros(max(2 * m.mv.shape[0], need), dtype=np.int32)
             mv[:m.nmv] = m.mv[:m.nmv]
             m.mv = mv
+
+
+    def _forked_mms(self) -> None:
+        """The MMs forked in the loop and alive, made from their rows (their parents' VMAs may have changed in the
+        stretch, before or after the fork), anon_vma_forked from the rows fork copied (``vfk``); known to the table
+        bookkeeping that follows as the MMs Python knew are (it makes no others)."""
+        m, ms, names = self.m, self.m.ms, self.names
+        mtask = self._mtask
+        created = np.flatnonzero((mtask >= 0) & (ms[:mtask.shape[0], L.MS_LIVE] != 0)).tolist()
+        vm, mv, vfk = m.vm, m.mv, self._vfk
+        for num in created:
+            mm = FastMM(num, int(ms[num, L.MS_ID]), label=names[int(mtask[num])])
+            mm.pmds = PmdSet(m, mm)
+            off, n = int(ms[num, L.MS_VOFF]), int(ms[num, L.MS_NVMA])
+            rows = mv[off:off + n]
+            av = vm[rows, L.V_ANONVMA]
+            forked = av[vfk[rows] != 0]
+            birth = int(forked.max()) + 1 if len(forked) else 1
+            mm.vmas = m.codec.vmas(vm[rows], birth) if n else []
+            mm.rows = rows.tolist()
+            mm.rowmap = {id(vma): r for vma, r in zip(mm.vmas, mm.rows, strict=True)}
+            mm.published = list(mm.vmas)
+            mm.vcap = n
+            mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
+            mm.zapped = bool(ms[num, L.MS_ZAPPED])
+            m.mms[mm.name] = mm
+            self.mobj[num] = mm
+            mtask[num] = -1
