@@ -91,15 +91,18 @@ GIVEN: tuple[Step, ...] = (
     Step("fault", "q1", ("qh", 0, 1)), Step("fault", "q1", ("qh", 6, 0)), Step("mprotect", "q", ("qh", 4, 8, "rw")),
     Step("merge", "q"), Step("madvise", "q", ("qh", 20, 4, "dontfork")), Step("madvise", "q", ("qh", 20, 4, "dofork")),
     Step("fork", "q1", ("q2",)), Step("fork", "q", ("q3",)), Step("fault", "q3", ("qh", 3, 1)),
-    Step("mmap", "q3", ("q3h", 4, "anon", None, None, "rw", 0)),  # an MM forked in the stretch: Python
+    Step("mmap", "q3", ("q3h", 4, "anon", None, None, "rw", 0)), Step("fault", "q3", ("q3h", 1, 1)),  # forked here
+    Step("mprotect", "q3", ("qh", 0, 6, "r")), Step("munmap", "q3", ("qh", 0, 2)), Step("merge", "q3"),
+    Step("fork", "q3", ("q4",)), Step("fault", "q4", ("qh", 3, 0)), Step("mmap", "q4", ("q4h", 2, "anon", None, None,
+                                                                                     "rw", 0)),
     Step("exit", "q1"), Step("fault", "q2", ("qh", 9, 1)),
 )
 #: the steps Python runs: the failing calls (a file whose name is taken among them: the page cache's arrays are
 #: grown ahead for the files the program makes, the VMA rows and index for its control steps), the forks of an MM
 #: with a VM_DONTFORK VMA (the madvise over the hole left one), the thread whose name is taken, the fault of a task
 #: asleep in vfork(), the exit of a vfork child (it wakes its parent), the exec of a task with another task in its
-#: thread group, the mmap of an MM forked in the stretch
-PYTHON = Counter({"spawn": 2, "file": 1, "mprotect": 1, "madvise": 1, "mremap": 1, "mmap": 2 + 1, "munmap": 1,
+#: thread group
+PYTHON = Counter({"spawn": 2, "file": 1, "mprotect": 1, "madvise": 1, "mremap": 1, "mmap": 2, "munmap": 1,
                   "fork": 4, "thread": 1, "fault": 1, "exit": 1, "exec": 1})
 
 

@@ -384,6 +384,27 @@ def _ranges_none(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int) -> boo
 
 
 @sjit
+def _forked_mk(vm: Any, mv: Any, mk: Any, num: int, off: int, n: int) -> None:
+    """The control plane's state of an MM fork just made (FastMachine.fork(): its index slice full, everything
+    unmerged; anon_birth as FastMachine._anon_birth() finds it: above every anon_vma its VMAs got at fork)."""
+    top = 0
+    for k in range(n):
+        av = vm[mv[off + k], L.V_ANONVMA]
+        if av > top:
+            top = av
+    mk[num, K_OK] = 1
+    mk[num, K_VCAP] = n
+    mk[num, K_ULO] = -1
+    mk[num, K_UHI] = np.int64(1) << 62
+    mk[num, K_BIRTH] = top + 1
+    mk[num, K_USED] = 0
+    mk[num, K_PLO] = kvma.NO_LO
+    mk[num, K_PHI] = -1
+    mk[num, K_MERGED] = 0
+    mk[num, K_EXEC] = 0
+
+
+@sjit
 def _no_dontfork(ms: Any, vm: Any, mv: Any, m: int) -> int:
     off = ms[m, L.MS_VOFF]
     for k in range(ms[m, L.MS_NVMA]):
@@ -925,6 +946,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             ms[num, L.MS_NVMA] = n
             st[S_NVM] = nvm + n
             st[S_NMV] = nmv + n
+            if num < mk.shape[0]:  # open to the control opcodes
+                _forked_mk(vm, mv, mk, num, nmv, n)
             st[S_FORKS] += 1
             st[S_STEPS] += 1
             i += 1
@@ -1805,7 +1828,9 @@ class ProgramRun:
         bynum = {mm.num: mm for mm in m.mms.values()}
         ms, vm, mv, mvst = m.ms, m.vm, m.mv, m._vst
         for num in used:
-            mm = bynum[num]
+            mm = bynum.get(num)
+            if mm is None:  # forked in the loop and gone again
+                continue
             row = mk[num].tolist()
             mm.vcap, mm.unmerged_lo, mm.unmerged_hi = row[K_VCAP], row[K_ULO], row[K_UHI]
             if ms[num, L.MS_ZAPPED] or not ms[num, L.MS_LIVE]:
@@ -1920,7 +1945,7 @@ class ProgramRun:
         """The MMs forked in the loop and alive, made from their rows (their parents' VMAs may have changed in the
         stretch, before or after the fork), anon_vma_forked from the rows fork copied (``vfk``); known to the table
         bookkeeping that follows as the MMs Python knew are (it makes no others)."""
-        m, ms, names = self.m, self.m.ms, self.names
+        m, ms, names, mk = self.m, self.m.ms, self.names, self.mk
         mtask = self._mtask
         created = np.flatnonzero((mtask >= 0) & (ms[:mtask.shape[0], L.MS_LIVE] != 0)).tolist()
         vm, mv, vfk = m.vm, m.mv, self._vfk
@@ -1929,14 +1954,24 @@ class ProgramRun:
             mm.pmds = PmdSet(m, mm)
             off, n = int(ms[num, L.MS_VOFF]), int(ms[num, L.MS_NVMA])
             rows = mv[off:off + n]
-            av = vm[rows, L.V_ANONVMA]
-            forked = av[vfk[rows] != 0]
-            birth = int(forked.max()) + 1 if len(forked) else 1
+            used = num < mk.shape[0] and bool(mk[num, K_OK])
+            if used:  # the anon_birth fork gave it (its VMAs may have changed since)
+                birth = int(mk[num, K_BIRTH])
+            else:
+                forked = vm[rows, L.V_ANONVMA][vfk[rows] != 0]
+                birth = int(forked.max()) + 1 if len(forked) else 1
             mm.vmas = m.codec.vmas(vm[rows], birth) if n else []
             mm.rows = rows.tolist()
             mm.rowmap = {id(vma): r for vma, r in zip(mm.vmas, mm.rows, strict=True)}
             mm.published = list(mm.vmas)
             mm.vcap = n
+            if used and mk[num, K_USED]:  # control opcodes ran on it (FastMachine._kvma() noted its anon_birth)
+                mm.vcap, mm.unmerged_lo, mm.unmerged_hi = (int(x) for x in mk[num, K_VCAP:K_UHI + 1])
+                mm.anon_birth = birth
+            if used:
+                mk[num, K_USED] = mk[num, K_MERGED] = 0
+                mk[num, K_PLO] = kvma.NO_LO
+                mk[num, K_PHI] = -1
             mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
             mm.zapped = bool(ms[num, L.MS_ZAPPED])
             m.mms[mm.name] = mm
