@@ -96,13 +96,16 @@ GIVEN: tuple[Step, ...] = (
     Step("fork", "q3", ("q4",)), Step("fault", "q4", ("qh", 3, 0)), Step("mmap", "q4", ("q4h", 2, "anon", None, None,
                                                                                      "rw", 0)),
     Step("exit", "q1"), Step("fault", "q2", ("qh", 9, 1)),
+    Step("file", "", ("f1", 1, 0, 0)),  # refused: the stretch returns, q4 (forked in the loop) is Python's now
+    Step("mprotect", "q4", ("q4h", 0, 2, "r")), Step("mmap", "q4", ("q4i", 2, "anon", None, None, "rw", 0)),
+    Step("merge", "q4"), Step("fault", "q4", ("q4i", 0, 1)),
 )
 #: the steps Python runs: the failing calls (a file whose name is taken among them: the page cache's arrays are
 #: grown ahead for the files the program makes, the VMA rows and index for its control steps), the forks of an MM
 #: with a VM_DONTFORK VMA (the madvise over the hole left one), the thread whose name is taken, the fault of a task
 #: asleep in vfork(), the exit of a vfork child (it wakes its parent), the exec of a task with another task in its
 #: thread group
-PYTHON = Counter({"spawn": 2, "file": 1, "mprotect": 1, "madvise": 1, "mremap": 1, "mmap": 2, "munmap": 1,
+PYTHON = Counter({"spawn": 2, "file": 2, "mprotect": 1, "madvise": 1, "mremap": 1, "mmap": 2, "munmap": 1,
                   "fork": 4, "thread": 1, "fault": 1, "exit": 1, "exec": 1})
 
 
@@ -170,7 +173,7 @@ def test_control_opcodes_like_one_step_at_a_time(monkeypatch: pytest.MonkeyPatch
     assert rooms[kprog.RK_ROOM] >= 1  # the munmap of the PMD asked for the zap's room and ran again
     assert fast.rejected == Counter({"mprotect -> -ENOMEM": 1, "madvise -> -ENOMEM": 1, "mremap -> -EFAULT": 1,
                                      "mmap -> -EINVAL": 1, "mmap refused by the simulator": 1,
-                                     "munmap refused by the simulator": 1, "file refused by the simulator": 1,
+                                     "munmap refused by the simulator": 1, "file refused by the simulator": 2,
                                      "thread refused by the simulator": 1, "fault refused by the simulator": 1})
     labels = {v.label for mm in fast.machine.mms.values() for v in mm.vmas}
     assert {"heap", "r39", str(0x7000004)} <= labels

@@ -1783,7 +1783,11 @@ class ProgramRun:
         most = 0
         for mm in m.mms.values():
             if not mm.zapped:
-                mk[mm.num, :K_USED] = (1, mm.vcap, mm.unmerged_lo, mm.unmerged_hi, mm.anon_birth)
+                birth = mm.anon_birth
+                if birth < 0:  # FastMachine._anon_birth()'s value (noted on the MM once a verb runs on it)
+                    birth = 1 + max((v.anon_vma for v in mm.vmas if v.anon_vma is not None and v.anon_vma_forked),
+                                    default=0)
+                mk[mm.num, :K_USED] = (1, mm.vcap, mm.unmerged_lo, mm.unmerged_hi, birth)
                 most = max(most, len(mm.vmas))
         self.mk = mk
         need = most + kvma.NEW_ROWS + 64
@@ -1833,6 +1837,8 @@ class ProgramRun:
                 continue
             row = mk[num].tolist()
             mm.vcap, mm.unmerged_lo, mm.unmerged_hi = row[K_VCAP], row[K_ULO], row[K_UHI]
+            if mm.anon_birth < 0:  # FastMachine._kvma() notes it at the MM's first verb
+                mm.anon_birth = row[K_BIRTH]
             if ms[num, L.MS_ZAPPED] or not ms[num, L.MS_LIVE]:
                 continue
             plo, phi = row[K_PLO], row[K_PHI]
