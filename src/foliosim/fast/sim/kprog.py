@@ -19,6 +19,16 @@ objects (and the MM id allocator, counters, trace, CoW decisions and user faults
 the machine is then as if the steps had run one by one (FastMachine.fork()/exit()/madvise()). A stretch that can
 neither fork nor exit (none before the next step it does not model) reads and writes back no task, MM or id table:
 recorded traces return to Python every few steps.
+
+Run-trace's programs (tracerun.TraceProgram, :meth:`ProgramRun.enable_control`) also run the control plane in the
+loop (:func:`encode_control`, :func:`_control`): mmap (anonymous or file, private or shared, at an address or at the
+unmapped area, which then defines the region), munmap, mprotect, the VMA-flag madvise advice, merge and mremap
+through the verbs of :mod:`foliosim.fast.sim.kvma`, with what FastMachine keeps per MM for them in ``mk`` (index
+room, unmerged window, anon_birth) and the machine-wide part in ``vst``; the file step (the page-cache row; a shmem
+object cached whole) and the thread step (a task sharing the MM, ``ttg`` its thread group). Failing calls, an MM made
+in the stretch and short VMA rows go through Python (which counts the errno); on return only the Vma objects of the
+pages whose VMAs changed are made anew (FastMachine._materialize()), and the files and threads made get their
+Python objects.
 """
 
 from __future__ import annotations
@@ -32,13 +42,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from foliosim.fast import kernels as K
+from foliosim.fast.sim import kvma
 from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import _VMA_FIELDS, I64, FastMachine, FastMM, FastTask, PmdSet, Unsupported
-from foliosim.fast.sim.kern import access, cold_pageout, lookup, record, rehash, sjit, zap
+from foliosim.fast.sim.kern import access, add_to_cache, cache_range, cold_pageout, lookup, record, rehash, sjit, zap
 from foliosim.fast.sim.kfork import MISSING, exit_zap, fork_dup, mm_entries, room_ok
 from foliosim.vm.events import OracleViolation, SimError
+from foliosim.vm.memory import SparsePages, filled_page
+from foliosim.vm.pagecache import SimFile
 from foliosim.vm.vma import Vma
-from foliosim.workloads.steps import Step, WorkloadError
+from foliosim.workloads.steps import PROT_FLAGS, Step, WorkloadError
 
 if TYPE_CHECKING:
     from foliosim.fast.sim.steps import FastWorkloadRunner
@@ -48,6 +61,27 @@ P_OP, P_TASK, P_REG, P_FIRST, P_PAGES, P_ARG, P_FILL = range(7)
 P_COLS = 7
 OP_OTHER, OP_READ, OP_WRITE, OP_FORK, OP_EXIT, OP_DONTNEED, OP_COLD, OP_PAGEOUT, OP_SCAN, OP_FAULT = range(10)
 _MADV_OPS = {"dontneed": OP_DONTNEED, "cold": OP_COLD, "pageout": OP_PAGEOUT}
+#: the control-plane opcodes (:func:`encode_control`, run-trace's TraceProgram only): kvma's verbs in the loop
+OP_MMAP, OP_MUNMAP, OP_MPROTECT, OP_MADVF, OP_MERGE, OP_MREMAP, OP_FILE, OP_THREAD, OP_VFORK, OP_EXEC = range(10, 20)
+#: an OP_MMAP row's P_ARG: these flags, the label's codec number from MF_LABEL_SHIFT
+MF_SHARED, MF_FILE, MF_READ, MF_WRITE, MF_EXEC, MF_NORESERVE, MF_NAMED, MF_THP = (1 << k for k in range(8))
+MF_LABEL_SHIFT = 8
+#: the per-MM control-plane state ``mk`` (what FastMachine keeps on each FastMM for kvma): known to it (K_OK), the
+#: index slice's room, the unmerged window, anon_birth (-1: not known yet), a verb ran on it (K_USED), the pages
+#: whose VMAs changed (K_PLO..K_PHI: re-materialized on return), a merge step ran on it
+K_OK, K_VCAP, K_ULO, K_UHI, K_BIRTH, K_USED, K_PLO, K_PHI, K_MERGED, K_EXEC = range(10)
+K_COLS = 10  # K_EXEC: made by an exec in the loop, by task number + 1 (its label)
+#: ``ttg`` columns per task number: its thread group's pid (0: its own), its vfork parent's number (-1: none, -2:
+#: a task the program does not name), whether a task the program does not name is in its thread group
+TG_TGID, TG_VP, TG_FOREIGN = range(3)
+#: ``vst`` slots after kvma's: the control opcodes on, the THP masks of mmap() without orders, MADV_HUGEPAGE, none;
+#: the page cache's files and pcs entries in use, the machine's step at the last file the loop created
+X_ON, X_THPDEF, X_THPMADV, X_THPNONE, X_NFILE, X_PCUSED, X_FILESTEP = range(kvma.VS_LEN, kvma.VS_LEN + 7)
+#: the next pid when the loop was entered, a task the program does not name exists, a vfork or exec ran
+X_PID0, X_FOREIGN, X_TASKS = range(kvma.VS_LEN + 7, kvma.VS_LEN + 10)
+X_LEN = kvma.VS_LEN + 10
+_FLAG_ADVICE = {"dontfork": (kvma.MA_DONTFORK, 0), "dofork": (kvma.MA_DOFORK, 0), "hugepage": (kvma.MA_THP, 1),
+                "nohugepage": (kvma.MA_THP, 0)}
 #: first-pass codes by verb (fork and madvise are checked one by one; anything else stops the compiled loop)
 _CODES: defaultdict[str, int] = defaultdict(int, {"read": OP_READ, "write": OP_WRITE, "khugepaged": OP_SCAN,
                                                   "numa": OP_SCAN, "exit": OP_EXIT, "fork": OP_FORK,
@@ -344,6 +378,398 @@ def _ranges(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int, rg: Any) ->
     return n
 
 
+# ----------------------------------------------------------------------------- the control plane as opcodes
+@sjit
+def _ranges_none(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int) -> bool:
+    """No VMA of the MM overlaps ``[start, end)`` (``not mm.vmas_in(start, end)``)."""
+    off = ms[m, L.MS_VOFF]
+    n = ms[m, L.MS_NVMA]
+    i = kvma._end_ge(vm, mv, off, n, start + 1)
+    return i >= n or vm[mv[off + i], L.V_START] >= end
+
+
+@sjit
+def _forked_mk(vm: Any, mv: Any, mk: Any, num: int, off: int, n: int) -> None:
+    """The control plane's state of an MM fork just made (FastMachine.fork(): its index slice full, everything
+    unmerged; anon_birth as FastMachine._anon_birth() finds it: above every anon_vma its VMAs got at fork)."""
+    top = 0
+    for k in range(n):
+        av = vm[mv[off + k], L.V_ANONVMA]
+        if av > top:
+            top = av
+    mk[num, K_OK] = 1
+    mk[num, K_VCAP] = n
+    mk[num, K_ULO] = -1
+    mk[num, K_UHI] = np.int64(1) << 62
+    mk[num, K_BIRTH] = top + 1
+    mk[num, K_USED] = 0
+    mk[num, K_PLO] = kvma.NO_LO
+    mk[num, K_PHI] = -1
+    mk[num, K_MERGED] = 0
+    mk[num, K_EXEC] = 0
+
+
+@sjit
+def _no_dontfork(ms: Any, vm: Any, mv: Any, m: int) -> int:
+    off = ms[m, L.MS_VOFF]
+    for k in range(ms[m, L.MS_NVMA]):
+        if vm[mv[off + k], L.V_DONTFORK] != 0:
+            return 0
+    return 1
+
+
+@sjit
+def _caps_packed(ms: Any, mk: Any) -> None:
+    """After fork's compaction of the VMA rows: each MM's index slice holds its VMAs and no room."""
+    for m in range(mk.shape[0]):
+        if m < ms.shape[0]:
+            mk[m, K_VCAP] = ms[m, L.MS_NVMA]
+
+
+@sjit
+def _kvma_enter(st: Any, mk: Any, vst: Any, m: int) -> None:
+    """Load MM ``m``'s control-plane state into ``vst`` (what FastMachine._kvma() loads from the FastMM)."""
+    vst[kvma.VS_NVM] = st[S_NVM]
+    vst[kvma.VS_NMV] = st[S_NMV]
+    vst[kvma.VS_VCAP] = mk[m, K_VCAP]
+    vst[kvma.VS_ULO] = mk[m, K_ULO]
+    vst[kvma.VS_UHI] = mk[m, K_UHI]
+    vst[kvma.VS_BIRTH] = mk[m, K_BIRTH]
+
+
+@sjit
+def _kvma_leave(st: Any, mk: Any, vst: Any, m: int) -> None:
+    """Store what a verb changed back (rows, index, the MM's room and unmerged window) and widen the MM's window
+    of pages whose VMAs must be re-materialized."""
+    st[S_NVM] = vst[kvma.VS_NVM]
+    st[S_NMV] = vst[kvma.VS_NMV]
+    mk[m, K_VCAP] = vst[kvma.VS_VCAP]
+    mk[m, K_ULO] = vst[kvma.VS_ULO]
+    mk[m, K_UHI] = vst[kvma.VS_UHI]
+    mk[m, K_USED] = 1
+    if vst[kvma.VS_PLO] < mk[m, K_PLO]:
+        mk[m, K_PLO] = vst[kvma.VS_PLO]
+    if vst[kvma.VS_PHI] > mk[m, K_PHI]:
+        mk[m, K_PHI] = vst[kvma.VS_PHI]
+
+
+@sjit
+def _kvma_rc(st: Any, ms: Any, vm: Any, mv: Any, rg: Any, mk: Any, vst: Any, m: int, rc: int) -> int:
+    """What a verb's result means to the loop: WHY_DONE (it ran), WHY_ROOM (RK_ROOM: tables, trace rows or the
+    zap's gather list; the verb changed nothing and runs again), WHY_STEP (VMA rows or index room, or the ranges'
+    scratch: Python's own call makes that room), WHY_ERROR."""
+    if rc == L.RC_OK:
+        _kvma_leave(st, mk, vst, m)
+        return WHY_DONE
+    if rc == L.RC_ROOM:
+        n = ms[m, L.MS_NVMA]
+        cap = mk[m, K_VCAP] if mk[m, K_VCAP] > n else n
+        if (st[S_NVM] + kvma.NEW_ROWS > vm.shape[0] or (n + kvma.NEW_ROWS > cap and st[S_NMV] + 2 * (
+                n + kvma.NEW_ROWS) > mv.shape[0]) or rg.shape[0] < n + kvma.NEW_ROWS):
+            return WHY_STEP
+        worst = vst[kvma.VS_NEED]
+        return _room(st, RK_ROOM, 0, 0, vst[kvma.VS_TABLES], 3 * worst + 16 + 32, 4, worst)
+    st[S_RC] = rc
+    return WHY_ERROR
+
+
+@sjit
+def _exec(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+          ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, rg: Any,
+          gather: Any, st: Any, tst: Any, tmm: Any, tpid: Any, mk: Any, vst: Any, ttg: Any, ids: Any, msimple: Any,
+          tn: int) -> int:
+    """FastMachine.execve() of task ``tn``: a new MM with no VMAs (FastMachine._new_mm(): the lowest free MM id,
+    ``mm_new`` recorded), the task its own thread group, its vfork parent woken, the old MM's user dropped (its last:
+    exit_mmap() through :func:`kfork.exit_zap`, then mmdrop(), as the exit opcode does). WHY_STEP (Python) when
+    another task of its thread group lives or the MM ids or rows are short; the zap's room is asked for first."""
+    s = tst[tn]
+    if tn >= ttg.shape[0] or ttg[tn, TG_VP] == -2 or ttg[tn, TG_FOREIGN] != 0:
+        return WHY_STEP
+    g = ttg[tn, TG_TGID] if ttg[tn, TG_TGID] > 0 else tpid[tn]
+    for j in range(tst.shape[0]):
+        if j != tn and tst[j] != T_NONE and j < ttg.shape[0]:
+            gj = ttg[j, TG_TGID] if ttg[j, TG_TGID] > 0 else tpid[j]
+            if gj == g:
+                return WHY_STEP
+    old = tmm[tn]
+    num = st[S_NEXT_MM]
+    if (ids_peek(ids) < 0 or num >= ms.shape[0] or num >= msimple.shape[0] or num >= mk.shape[0]
+            or (opt[L.O_RECORD] != 0 and glob[L.G_NTR] + 2 > tr.shape[0])):
+        return WHY_STEP
+    last = ms[old, L.MS_USERS] == 1
+    n = ms[old, L.MS_NVMA]
+    if last:  # exit_zap()'s room, asked for before anything changes
+        if scr.shape[1] < glob[L.G_NTB] + 1:
+            return _room(st, RK_SCR, 0, 0, 0, 0, 0, 0)
+        if rg.shape[0] < n:
+            return WHY_STEP
+        ptes, pmds, _ = mm_entries(tb, glob[L.G_NTB], old)
+        worst = ptes + pmds * (np.int64(1) << cfg[K.C_PMD_ORDER]) + 2
+        if n and (gather.shape[0] < worst or not room_ok(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, 0, 0,
+                                                           2, 3 * worst + 16, 4)):
+            return _room(st, RK_ROOM, 0, 0, 2, 3 * worst + 16, 4, worst)
+    st[S_STEP] += 1
+    st[S_LAST] = tn
+    st[S_NEXT_MM] = num + 1
+    for col in range(ms.shape[1]):
+        ms[num, col] = 0
+    ms[num, L.MS_LIVE] = 1
+    ms[num, L.MS_ID] = ids_alloc(ids)
+    ms[num, L.MS_USERS] = 1
+    ms[num, L.MS_COUNT] = 1
+    ms[num, L.MS_VOFF] = st[S_NMV]
+    record(glob, opt, tr, K.K_MM_NEW, num, 0, 0, 0, 0, 1)
+    msimple[num] = 1  # no VMAs yet (the control opcodes keep it up to date)
+    mk[num, K_OK] = 1
+    mk[num, K_VCAP] = 0
+    mk[num, K_ULO] = -1  # FastMachine._publish(): everything may merge
+    mk[num, K_UHI] = np.int64(1) << 62
+    mk[num, K_BIRTH] = glob[L.G_ANONVMA]
+    mk[num, K_USED] = 0
+    mk[num, K_PLO] = kvma.NO_LO
+    mk[num, K_PHI] = -1
+    mk[num, K_MERGED] = 0
+    mk[num, K_EXEC] = tn + 1
+    tmm[tn] = num
+    ttg[tn, TG_TGID] = 0
+    p = ttg[tn, TG_VP]
+    if p >= 0:  # _release_vfork()
+        if tpid[p] >= vst[X_PID0]:
+            tst[p] = T_NEW
+        else:
+            tst[p] = T_VCHILD if ttg[p, TG_VP] != -1 else T_PY
+        ttg[tn, TG_VP] = -1
+    if s == T_VCHILD:
+        tst[tn] = T_PY
+    vst[X_TASKS] = 1
+    if last:  # mmput(): exit_mmap()
+        off = ms[old, L.MS_VOFF]
+        for k in range(n):
+            r = mv[off + k]
+            rg[k, 0] = vm[r, L.V_START]
+            rg[k, 1] = vm[r, L.V_END]
+        rc, _ = exit_zap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr,
+                         old, rg[:n], gather)
+        if rc != L.RC_OK:
+            st[S_RC] = rc
+            return WHY_ERROR
+        ms[old, L.MS_NVMA] = 0
+        ms[old, L.MS_ZAPPED] = 1
+    ms[old, L.MS_USERS] -= 1
+    if ms[old, L.MS_USERS] == 0:  # mmdrop()
+        ms[old, L.MS_COUNT] -= 1
+        if ms[old, L.MS_COUNT] == 0:
+            if ms[old, L.MS_NMAP] != 0:
+                st[S_MAPPED] = old
+                return WHY_MAPPED
+            ids_free(ids, ms[old, L.MS_ID])
+            ms[old, L.MS_LIVE] = 0
+            record(glob, opt, tr, K.K_MM_FREE, old, 0, 0, 0, 0, 1)
+    return WHY_DONE
+
+
+@sjit
+def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+             ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, fc: Any, pcs: Any,
+             scr: Any, gather: Any, prog: Any, i: int, st: Any, tst: Any, tmm: Any, tpid: Any, rtab: Any, rg: Any,
+             mk: Any, vst: Any, ftab: Any, ttg: Any, ids: Any, msimple: Any) -> int:
+    """A control-plane step (mmap, munmap, mprotect, VMA-flag madvise, merge, mremap) through the verbs of
+    :mod:`foliosim.fast.sim.kvma`, as FastWorkloadRunner.execute() and FastMachine run it when the call succeeds;
+    WHY_STEP (nothing changed) for what Python must do: a failing call (its errno is counted there), a task that
+    cannot run, an unknown region or file, an MM made in this stretch or not known yet to the control plane."""
+    op = prog[i, P_OP]
+    tn = prog[i, P_TASK]
+    if vst[X_ON] == 0 or tn >= tst.shape[0]:
+        return WHY_STEP
+    if op == OP_FILE:  # Machine.create_file() of a file or shmem object (P_ARG bit 8), its pages reading 0
+        k = prog[i, P_FILL]
+        fid = vst[X_NFILE]
+        used = vst[X_PCUSED]
+        nr = prog[i, P_PAGES]
+        shmem = prog[i, P_ARG] >> 8
+        if ftab[k] >= 0 or fid >= fc.shape[0] or used + nr > pcs.shape[0]:  # a name taken, or room: Python
+            return WHY_STEP
+        if shmem:  # files.create_file(): cached whole at once, one folio after the other
+            nrp = np.int64(1) << cfg[K.C_PMD_ORDER]
+            if not room_ok(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, nr + 2, 2 * nr + 2 * nrp, 2,
+                           8 * nr + 8, 4):
+                return _room(st, RK_ROOM, nr + 2, 2 * nr + 2 * nrp, 2, 8 * nr + 8, 4, 0)
+        fc[fid, L.FC_BASE] = used
+        fc[fid, L.FC_NR] = nr
+        fc[fid, L.FC_ORDER] = prog[i, P_ARG] & 255
+        fc[fid, L.FC_KIND] = L.KIND_SHMEM if shmem else L.KIND_FILE
+        fc[fid, L.FC_ANON] = shmem
+        fc[fid, L.FC_CONTENT] = 0
+        if shmem:
+            index = 0
+            while index < nr:
+                first, order = cache_range(fs, fc, pcs, fid, index, 0, -1, 0, 0)
+                add_to_cache(glob, opt, fs, pmc, pex, pct, tr, fc, pcs, fid, first, order)
+                index = first + (np.int64(1) << order)
+        vst[X_PCUSED] = used + nr
+        vst[X_NFILE] = fid + 1
+        ftab[k] = fid
+        st[S_PCACHE] = 1
+        st[S_STEP] += 1  # FastMachine._begin() without a task
+        vst[X_FILESTEP] = st[S_STEP]
+        return WHY_DONE
+    if op == OP_MERGE:  # m.task(): any live task (a vfork parent too); no step of the machine
+        if tst[tn] == T_NONE:
+            return WHY_STEP
+        m = tmm[tn]
+        if m < 0 or m >= mk.shape[0] or mk[m, K_OK] == 0 or mk[m, K_BIRTH] < 0:
+            return WHY_STEP
+        _kvma_enter(st, mk, vst, m)
+        kvma.merge_mm(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr,
+                      fc, vst, rg, gather, m)
+        _kvma_leave(st, mk, vst, m)
+        mk[m, K_MERGED] = 1
+        return WHY_DONE
+    if not _runnable(tst, tn):
+        return WHY_STEP
+    if op == OP_THREAD:  # FastMachine.clone_vm() without vfork: a task sharing the MM, in the parent's group
+        c = prog[i, P_ARG]
+        if tst[c] != T_NONE or c >= ttg.shape[0]:
+            return WHY_STEP
+        st[S_STEP] += 1
+        st[S_LAST] = tn
+        m = tmm[tn]
+        ms[m, L.MS_USERS] += 1
+        tst[c] = T_NEW
+        tmm[c] = m
+        tpid[c] = st[S_NEXT_PID]
+        st[S_NEXT_PID] += 1
+        ttg[c, TG_TGID] = ttg[tn, TG_TGID] if ttg[tn, TG_TGID] > 0 else tpid[tn]
+        ttg[c, TG_VP] = -1
+        ttg[c, TG_FOREIGN] = ttg[tn, TG_FOREIGN]
+        return WHY_DONE
+    if op == OP_VFORK:  # FastMachine.clone_vm(vfork=True): the child shares the MM, the parent sleeps until it
+        c = prog[i, P_ARG]  # execs or exits
+        if tst[c] != T_NONE or c >= ttg.shape[0]:
+            return WHY_STEP
+        st[S_STEP] += 1
+        st[S_LAST] = tn
+        m = tmm[tn]
+        ms[m, L.MS_USERS] += 1
+        tst[c] = T_NEW
+        tmm[c] = m
+        tpid[c] = st[S_NEXT_PID]
+        st[S_NEXT_PID] += 1
+        ttg[c, TG_TGID] = 0
+        ttg[c, TG_VP] = tn
+        ttg[c, TG_FOREIGN] = 0
+        tst[tn] = T_BLOCKED
+        vst[X_TASKS] = 1
+        return WHY_DONE
+    if op == OP_EXEC:
+        return _exec(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr, rg,
+                     gather, st, tst, tmm, tpid, mk, vst, ttg, ids, msimple, tn)
+    m = tmm[tn]
+    if m < 0 or m >= mk.shape[0] or mk[m, K_OK] == 0 or mk[m, K_BIRTH] < 0:
+        return WHY_STEP
+    if scr.shape[1] < glob[L.G_NTB] + 1:
+        return _room(st, RK_SCR, 0, 0, 0, 0, 0, 0)
+    base = rtab[prog[i, P_REG]]
+    nr = prog[i, P_PAGES]
+    if nr <= 0:
+        return WHY_STEP
+    big = np.int64(1) << cfg[K.C_PMD_ORDER]
+    rc = L.RC_OK
+    if op == OP_MMAP:
+        flags = prog[i, P_ARG]
+        fid = -1
+        pgoff = 0
+        if flags & MF_FILE:
+            fid = ftab[prog[i, P_FILL]]
+            pgoff = prog[i, P_FIRST]
+            if fid < 0 or pgoff < 0 or pgoff + nr > fc[fid, L.FC_NR]:
+                return WHY_STEP
+            thp = vst[X_THPNONE]
+        elif flags & MF_THP:
+            thp = prog[i, P_FILL]
+        else:
+            thp = vst[X_THPDEF]
+        if flags & MF_NAMED:
+            addr = -1
+        else:
+            addr = base
+            if base == MISSING or base < 0:
+                return WHY_STEP
+        shared = (flags >> 0) & 1  # numba: no conditional expressions among a call's arguments
+        read = (flags >> 2) & 1
+        write = (flags >> 3) & 1
+        exe = (flags >> 4) & 1
+        noreserve = (flags >> 5) & 1
+        _kvma_enter(st, mk, vst, m)
+        rc = kvma.mmap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr,
+                       fc, vst, rg, gather, m, nr, fid, pgoff, shared, read, write, addr, thp,
+                       flags >> MF_LABEL_SHIFT, exe, noreserve)
+        why = _kvma_rc(st, ms, vm, mv, rg, mk, vst, m, rc)
+        if why == WHY_DONE and flags & MF_NAMED:
+            rtab[prog[i, P_REG]] = vst[kvma.VS_START]
+    elif op == OP_MREMAP:
+        if base == MISSING or base < 0:
+            return WHY_STEP
+        start = base
+        end = start + nr
+        named = prog[i, P_ARG] >= 0
+        # named: WorkloadRunner._mremap()'s fresh unmapped area (mmapops.unmapped_area())
+        dst = (vst[kvma.VS_BASE] + big - 1) & ~(big - 1) if named else prog[i, P_FIRST]
+        if dst < 0 or (dst < end and start < dst + nr):
+            return WHY_STEP
+        r = _find_vma(ms, vm, mv, m, start)
+        if r < 0 or vm[r, L.V_END] < end:
+            return WHY_STEP
+        old_base = vst[kvma.VS_BASE]
+        if named:
+            vst[kvma.VS_BASE] = dst + nr + big
+        _kvma_enter(st, mk, vst, m)
+        rc = kvma.mremap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr,
+                         fc, vst, rg, gather, m, start, end, dst)
+        why = _kvma_rc(st, ms, vm, mv, rg, mk, vst, m, rc)
+        if why == WHY_STEP or why == WHY_ROOM:  # noqa: SIM109 - scalar compares for numba
+            vst[kvma.VS_BASE] = old_base
+        elif why == WHY_DONE and named:
+            rtab[prog[i, P_ARG]] = dst
+    else:
+        if base == MISSING:
+            return WHY_STEP
+        start = base + prog[i, P_FIRST]
+        if start < 0:
+            return WHY_STEP
+        end = start + nr
+        _kvma_enter(st, mk, vst, m)
+        if op == OP_MUNMAP:
+            if _ranges_none(ms, vm, mv, m, start, end):  # FastMachine._do_munmap(): nothing mapped, no verb
+                st[S_STEP] += 1
+                st[S_LAST] = tn
+                return WHY_DONE
+            rc = kvma.munmap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp,
+                             scr, fc, vst, rg, gather, m, start, end)
+        elif op == OP_MPROTECT:
+            if not kvma.covered(ms, vm, mv, m, start, end):
+                return WHY_STEP  # -ENOMEM: counted by Python
+            a = prog[i, P_ARG]
+            rc = kvma.mprotect(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
+                               pexp, scr, fc, vst, rg, gather, m, start, end, a & 1, (a >> 1) & 1, (a >> 2) & 1)
+        else:  # OP_MADVF
+            if not kvma.covered(ms, vm, mv, m, start, end):
+                return WHY_STEP  # -ENOMEM: counted by Python
+            verb = prog[i, P_ARG]
+            thp = 0
+            if verb == kvma.MA_THP:
+                thp = vst[X_THPMADV] if prog[i, P_FILL] else vst[X_THPNONE]
+            rc = kvma.madvise_flags(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
+                                    pexp, scr, fc, vst, rg, gather, m, start, end, verb, thp)
+        why = _kvma_rc(st, ms, vm, mv, rg, mk, vst, m, rc)
+    if why == WHY_DONE:
+        st[S_STEP] += 1  # FastMachine._begin()
+        st[S_LAST] = tn
+        if m < msimple.shape[0]:  # whether fork can copy it: no VM_DONTFORK mapping
+            msimple[m] = _no_dontfork(ms, vm, mv, m)
+    return why
+
+
 @sjit
 def _access_rows(prog: Any, i: int, end: int, most: int, tst: Any, tmm: Any, rtab: Any, ops: Any) -> int:
     """The access rows (as FastWorkloadRunner.execute() makes them) of the reads and writes from program row ``i``
@@ -381,7 +807,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 pcs: Any, scr: Any, scr2: Any, ent: Any, gather: Any, prog: Any, pos: int, end: int, st: Any,
                 tmm: Any, tst: Any, tpid: Any, rtab: Any, msimple: Any, morig: Any, mtask: Any, vfk: Any, ids: Any,
                 ctask: Any, uf: Any, ops1: Any, faults: Any, vr: Any, rg: Any, vtmp: Any, ftmp: Any, tal: Any,
-                rs: Any, racy: Any) -> tuple[int, int]:
+                rs: Any, racy: Any,
+                mk: Any, vst: Any, ftab: Any, ttg: Any) -> tuple[int, int]:
     """Execute program rows ``pos..end`` while they are of the kinds modelled here; (position, WHY_*).
 
     A recorded fault (``OP_FAULT``: run-trace's ``fault`` step, foliosim.live.tracesim's TraceRunner._fault()) is
@@ -502,6 +929,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             off = ms[src, L.MS_VOFF]
             if st[S_NVM] + n > vm.shape[0] or st[S_NMV] + n > mv.shape[0] or st[S_NVM] + n > vfk.shape[0]:
                 kind = _compact(st, ms, vm, mv, vfk, vtmp, ftmp, src, n)
+                if kind != RK_SCR:  # every index slice packed: no room left in any (FastMachine._publish_raw())
+                    _caps_packed(ms, mk)
                 if kind != WHY_DONE:
                     st[S_ROOM] = kind
                     return i, WHY_ROOM
@@ -536,6 +965,10 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             ms[num, L.MS_VOFF] = st[S_NMV]
             record(glob, opt, tr, K.K_MM_NEW, num, 0, 0, 0, 0, 1)
             tst[c] = T_NEW
+            if c < ttg.shape[0]:  # its own thread group, no vfork parent (the control plane's opcodes read them)
+                ttg[c, TG_TGID] = 0
+                ttg[c, TG_VP] = -1
+                ttg[c, TG_FOREIGN] = 0
             tmm[c] = num
             tpid[c] = st[S_NEXT_PID]
             st[S_NEXT_PID] += 1
@@ -564,13 +997,15 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             ms[num, L.MS_NVMA] = n
             st[S_NVM] = nvm + n
             st[S_NMV] = nmv + n
+            if num < mk.shape[0]:  # open to the control opcodes
+                _forked_mk(vm, mv, mk, num, nmv, n)
             st[S_FORKS] += 1
             st[S_STEPS] += 1
             i += 1
             continue
         if op == OP_EXIT:
             s = tst[tn]
-            if s != T_PY and s != T_NEW:
+            if (s != T_PY and s != T_NEW) or (tn < ttg.shape[0] and ttg[tn, TG_VP] != -1):
                 return i, WHY_STEP
             m = tmm[tn]
             last = ms[m, L.MS_USERS] == 1
@@ -694,6 +1129,15 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             st[col] += glob[L.G_MADV] - st[S_MB0]
             st[col + 1] += glob[L.G_MADV + 1] - st[S_MB1]
             st[col + 2] += glob[L.G_MADV + 2] - st[S_MB2]
+            st[S_STEPS] += 1
+            i += 1
+            continue
+        if op >= OP_MMAP:
+            why = _control(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, fc,
+                           pcs, scr, gather, prog, i, st, tst, tmm, tpid, rtab, rg, mk, vst, ftab, ttg, ids,
+                           msimple)
+            if why != WHY_DONE:
+                return i, why
             st[S_STEPS] += 1
             i += 1
             continue
@@ -876,6 +1320,130 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
     return prog, list(names), dict(regions), nf, exits, wpages, nm
 
 
+def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: FastMachine,
+                   created: dict[int, tuple[str, int, int, bool]] | None = None,
+                   names: list[str] | None = None) -> list[str]:
+    """The control-plane rows of a program :func:`encode` made (its OP_OTHER rows that are mmap, munmap, mprotect,
+    VMA-flag madvise, merge, mremap, file or thread steps of the forms FastWorkloadRunner.execute() gives a call),
+    in place: labels and THP order sets interned in ``m.codec`` now, regions first seen here numbered after the
+    others in ``regions``, files by their number in the returned list of names (their page-cache numbers are looked
+    up at each entry). ``created``: the (name, pages, order, shmem) of the files ``file`` steps create, by their
+    number; ``names``: the task names by number, new threads' names appended (None: thread steps stay Python's).
+    A step of another form stays OP_OTHER (Python runs and checks it)."""
+    codec = m.codec
+    files: dict[str, int] = {}
+    if created is None:
+        created = {}
+    tids = {name: k for k, name in enumerate(names or ())}
+    po = m.po
+
+    def reg(region: Any) -> int:  # -1: not a region
+        if type(region) is not int and type(region) is not str:
+            return -1
+        k = regions.get(region)
+        if k is None:
+            k = regions[region] = len(regions)
+        return k
+
+    out: list[tuple[int, int, int, int, int, int, int]] = []  # (row, op, region, first, pages, arg, fill)
+    add = out.append
+    for i in np.flatnonzero(prog[:, P_OP] == OP_OTHER).tolist():
+        step = steps[i]
+        verb, a = step.verb, step.args
+        if verb == "merge":
+            add((i, OP_MERGE, 0, 0, 0, 0, 0))
+        elif verb in ("thread", "vfork"):
+            if names is not None and len(a) == 1 and type(a[0]) is str:
+                if a[0] not in tids:
+                    tids[a[0]] = len(names)
+                    names.append(a[0])
+                add((i, OP_THREAD if verb == "thread" else OP_VFORK, 0, 0, 0, tids[a[0]], 0))
+        elif verb == "exec":
+            if names is not None:
+                add((i, OP_EXEC, 0, 0, 0, 0, 0))
+        elif verb == "file":
+            if len(a) != 4:
+                continue
+            name, pages, order, shmem = a
+            if type(name) is str and name and type(pages) is int and type(order) is int and pages > 0 and (
+                    0 <= order <= po):
+                fk = files.get(name)
+                if fk is None:
+                    fk = files[name] = len(files)
+                created[fk] = (name, pages, order, bool(shmem))
+                add((i, OP_FILE, 0, 0, pages, order | (int(bool(shmem)) << 8), fk))
+        elif verb == "mmap":
+            if len(a) != 7:
+                continue
+            region, pages, kind, file, thp, prot, offset = a
+            if type(pages) is not int or type(offset) is not int or prot not in PROT_FLAGS:
+                continue
+            read, write, execute, noreserve = PROT_FLAGS[prot]
+            flags = (MF_READ * read) | (MF_WRITE * write) | (MF_EXEC * execute) | (MF_NORESERVE * noreserve)
+            first = fill = 0
+            if kind == "anon":
+                if thp is not None:
+                    orders = frozenset(thp)
+                    if not all(type(o) is int and o != 1 and 2 <= o <= po for o in orders):
+                        continue
+                    flags |= MF_THP
+                    fill = codec.thp(orders)
+            elif kind in ("file-private", "file-shared") and type(file) is str:
+                flags |= MF_FILE | (MF_SHARED if kind == "file-shared" else 0)
+                fill = files.get(file, -1)
+                if fill < 0:
+                    fill = files[file] = len(files)
+                first = offset
+            else:
+                continue
+            if type(region) is str:
+                flags |= MF_NAMED
+            k = reg(region)
+            if k >= 0:
+                add((i, OP_MMAP, k, first, pages, flags | (codec.label(str(region)) << MF_LABEL_SHIFT), fill))
+        elif verb in ("mprotect", "madvise"):
+            if len(a) != 4 or type(a[1]) is not int or type(a[2]) is not int:
+                continue
+            fill = 0
+            if verb == "mprotect":
+                if a[3] not in PROT_FLAGS:
+                    continue
+                read, write, execute, _noreserve = PROT_FLAGS[a[3]]
+                op, arg = OP_MPROTECT, int(read) | (int(write) << 1) | (int(execute) << 2)
+            else:
+                advice = _FLAG_ADVICE.get(a[3]) if type(a[3]) is str else None
+                if advice is None:
+                    continue
+                op, (arg, fill) = OP_MADVF, advice
+            k = reg(a[0])
+            if k >= 0:
+                add((i, op, k, a[1], a[2], arg, fill))
+        elif verb == "munmap":
+            if len(a) == 3 and type(a[1]) is int and type(a[2]) is int:
+                k = reg(a[0])
+                if k >= 0:
+                    add((i, OP_MUNMAP, k, a[1], a[2], 0, 0))
+        elif verb == "mremap":
+            if len(a) != 3:
+                continue
+            region, pages, new = a
+            if type(pages) is not int or (type(new) is not int and type(new) is not str):
+                continue
+            k = reg(region)
+            if k < 0:
+                continue
+            if type(new) is int:
+                add((i, OP_MREMAP, k, new, pages, -1, 0))
+            else:
+                add((i, OP_MREMAP, k, 0, pages, reg(new), 0))
+    if out:
+        rows = np.array(out, dtype=np.int64)
+        at = rows[:, 0]
+        for k, col in enumerate((P_OP, P_REG, P_FIRST, P_PAGES, P_ARG, P_FILL), start=1):
+            prog[at, col] = rows[:, k]
+    return list(files)
+
+
 def _published(mm: FastMM) -> None:
     """What FastMachine._publish_raw() notes about an MM whose rows were just written whole (here by the compiled
     fork's row copy or compaction): the list its rows hold, the room of its index slice, nothing left to publish."""
@@ -925,6 +1493,17 @@ class ProgramRun:
         self._ids = self._ctask = self._morig = self._mtask = np.zeros(0, dtype=np.int64)
         self._vfk = self._msimple = self._ftmp = np.zeros(0, dtype=np.int8)
         self._vtmp = np.zeros((0, L.VM_COLS), dtype=np.int64)
+        self.control = False  # the control-plane opcodes run in the loop (enable_control())
+        self.mk = np.zeros((1, K_COLS), dtype=np.int64)
+        self.mk[:, K_PLO] = kvma.NO_LO  # no MM's VMAs changed (fork reads it)
+        self.mk[:, K_PHI] = -1
+        self.vst = np.zeros(X_LEN, dtype=np.int64)
+        self.ftab = np.full(1, -1, dtype=np.int64)
+        self.fnames: list[str] = []
+        self.fmade: dict[int, tuple[str, int, int, bool]] = {}  # files the program's file steps create, by number
+        self.file_rows = self.file_pages = np.zeros(0, dtype=np.int64)  # OP_FILE rows, their pages from each on
+        self.vma_rows = np.zeros(0, dtype=np.int64)  # the rows of the verbs that add VMA rows or move index slices
+        self.ttg = np.full((nt, 3), -1, dtype=np.int64)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
 
     def _keep(self) -> bool:
         return self.m.keep_decisions or self.m.record
@@ -996,7 +1575,7 @@ class ProgramRun:
     def _args(self) -> tuple[Any, ...]:
         return (self.st, self.tmm, self.tst, self.tpid, self.rtab, self._msimple, self._morig, self._mtask, self._vfk,
                 self._ids, self._ctask, self.uf, self.ops1, self.faults, self.vr, self.rg, self._vtmp, self._ftmp,
-                self.tal, self.rs, self.racy)
+                self.tal, self.rs, self.racy, self.mk, self.vst, self.ftab, self.ttg)
 
     def _regrow(self) -> None:
         """The per-MM and per-decision tables follow ``ms`` and ``cow`` when those grew."""
@@ -1271,3 +1850,298 @@ class ProgramRun:
         else:  # pragma: no cover - a bug in run_program
             raise AssertionError(f"unknown room kind {kind}")
 
+
+    # -- the control plane in the loop (run-trace: TraceProgram)
+    def enable_control(self) -> None:
+        """Run the control-plane steps (:func:`encode_control`) in the loop, through kvma's verbs: the rows are
+        made, the region table and the stretches' ends follow them."""
+        m = self.m
+        if not m.compiled_vmas or not len(self.steps):
+            return
+        nt = len(self.names)
+        self.fnames = encode_control(self.steps, self.prog, self.rid, m, self.fmade, self.names)
+        if len(self.names) > nt:  # new threads' names: the task tables grow
+            grow = len(self.names) - nt
+            self.tmm = np.concatenate([self.tmm, np.full(grow, -1, dtype=np.int64)])
+            self.tst = np.concatenate([self.tst, np.zeros(grow, dtype=np.int64)])
+            self.tpid = np.concatenate([self.tpid, np.zeros(grow, dtype=np.int64)])
+            self.tobj.extend([None] * grow)
+            self.tid = {name: i for i, name in enumerate(self.names)}
+        self.ttg = np.full((len(self.tmm), 3), -1, dtype=np.int64)
+        codes = self.prog[:, P_OP]
+        self.fe_rows = np.flatnonzero((codes == OP_FORK) | (codes == OP_EXIT) | (codes == OP_THREAD)
+                                      | (codes == OP_VFORK) | (codes == OP_EXEC)).tolist()
+        made = int(((codes == OP_EXEC) | (codes == OP_FORK)).sum())
+        self.exits += int((codes == OP_EXEC).sum())  # an exec may free its old MM's id: room in the id heap
+        if made:  # a row per MM the program can make (exec's new MMs): no return to Python per doubling
+            m._grow_rows("ms", m._next["mm"] + made + 1)
+        self.file_rows = np.flatnonzero(codes == OP_FILE)
+        self.vma_rows = np.flatnonzero((codes == OP_MMAP) | (codes == OP_MUNMAP) | (codes == OP_MPROTECT)
+                                       | (codes == OP_MADVF) | (codes == OP_MREMAP))
+        self.file_pages = np.cumsum(self.prog[self.file_rows, P_PAGES][::-1])[::-1]  # from each file row on
+        self.ftab = np.full(max(len(self.fnames), 1), -1, dtype=np.int64)
+        self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
+        self.named = []
+        for region, i in self.rid.items():
+            if isinstance(region, int):
+                self.rtab[i] = region
+            else:
+                self.named.append((region, i))
+        self.other_rows = np.flatnonzero(self.prog[:, P_OP] == OP_OTHER).tolist()
+        self.control = True
+
+    def _prepare_control(self, pos: int = 0) -> None:
+        """The control plane's state for the loop: machine-wide (unmapped-area base, THP masks, the files' page-cache
+        numbers) in ``vst``, per MM (FastMM.vcap, unmerged window, anon_birth) in ``mk``; the page cache's arrays
+        made big enough for the files the program creates from ``pos`` on (their size is not state)."""
+        m, vst = self.m, self.vst
+        k = int(np.searchsorted(self.file_rows, pos))
+        if k < len(self.file_rows):
+            pc = m.pcache
+            need = pc.used + int(self.file_pages[k])
+            if need > pc.pcs.shape[0]:
+                grown = np.full(max(2 * pc.pcs.shape[0], need), -1, dtype=np.int32)
+                grown[:pc.used] = pc.pcs[:pc.used]
+                pc.pcs = grown
+            nfc = len(pc.files) + len(self.file_rows) - k
+            if nfc > pc.fc.shape[0]:
+                fc = np.zeros((max(2 * pc.fc.shape[0], nfc), L.FC_COLS), dtype=np.int64)
+                fc[:len(pc.files)] = pc.fc[:len(pc.files)]
+                pc.fc = fc
+        vst[X_ON] = 1
+        ttg, tid = self.ttg, self.tid
+        ttg[:, TG_TGID] = 0
+        ttg[:, TG_VP] = -1
+        ttg[:, TG_FOREIGN] = 0
+        foreign = {task.tgid for name, task in m.tasks.items() if name not in tid}
+        for name, task in m.tasks.items():
+            i = tid.get(name)
+            if i is None:
+                continue
+            ttg[i, TG_TGID] = task.tgid
+            ttg[i, TG_FOREIGN] = task.tgid in foreign
+            vp = task.vfork_parent
+            if vp is not None:
+                ttg[i, TG_VP] = tid.get(vp.name, -2)
+        vst[X_FOREIGN] = len(foreign)
+        vst[X_PID0] = m._next["pid"]
+        vst[X_TASKS] = 0
+        vst[kvma.VS_BASE] = m._mmap_base
+        vst[kvma.VS_MUTANT] = m.kvma_mutant
+        codec, opts = m.codec, m.options
+        vst[X_THPDEF] = codec.thp(frozenset(opts.thp))
+        madv = opts.thp_madvise
+        vst[X_THPMADV] = codec.thp(opts.thp | (madv if madv is not None else frozenset({m.po})))
+        vst[X_THPNONE] = codec.thp(frozenset())
+        files, ids = m.files, m.pcache.ids
+        for k, name in enumerate(self.fnames):
+            self.ftab[k] = ids[name] if name in files else -1
+        vst[X_NFILE] = len(m.pcache.files)
+        vst[X_PCUSED] = m.pcache.used
+        vst[X_FILESTEP] = -1
+        mk = np.zeros((m.ms.shape[0], K_COLS), dtype=np.int64)
+        mk[:, K_PLO] = kvma.NO_LO
+        mk[:, K_PHI] = -1
+        most = 0
+        for mm in m.mms.values():
+            if not mm.zapped:
+                birth = mm.anon_birth
+                if birth < 0:  # FastMachine._anon_birth()'s value (noted on the MM once a verb runs on it)
+                    birth = 1 + max((v.anon_vma for v in mm.vmas if v.anon_vma is not None and v.anon_vma_forked),
+                                    default=0)
+                mk[mm.num, :K_USED] = (1, mm.vcap, mm.unmerged_lo, mm.unmerged_hi, birth)
+                most = max(most, len(mm.vmas))
+        self.mk = mk
+        need = most + kvma.NEW_ROWS + 64
+        if self.rg.shape[0] < need:
+            rg = np.zeros((2 * need, 2), dtype=np.int64)
+            rg[:self.rg.shape[0]] = self.rg  # a MADV_COLD/PAGEOUT cut short resumes from these
+            self.rg = rg
+
+    def _materialize_control(self) -> None:
+        """What the control-plane opcodes changed, back into the Python objects (as FastMachine._kvma() leaves
+        them): the unmapped-area base, VMA rows and index, the named regions mmap() defined, each MM's room and
+        unmerged window, and the Vma objects of the pages whose VMAs changed (FastMachine._materialize());
+        FastMachine._sync() of the MMs a merge step ran on."""
+        m, mk, st, vst = self.m, self.mk, self.st, self.vst
+        m._mmap_base = int(vst[kvma.VS_BASE])
+        pcache = m.pcache
+        nfile = int(vst[X_NFILE])
+        if nfile > len(pcache.files):  # files the loop created (their fc rows are written)
+            made = {int(fid): k for k, fid in enumerate(self.ftab.tolist()) if fid >= len(pcache.files)}
+            for fid in range(len(pcache.files), nfile):
+                name, pages, order, shmem = self.fmade[made[fid]]
+                file = SimFile(name, pages, order, shmem, SparsePages(pages, filled_page(0)), anon=shmem)
+                m.files[name] = file
+                pcache.files.append(file)
+                pcache.ids[name] = fid
+                m.ref.file_new(file)
+            pcache.used = int(vst[X_PCUSED])
+        m.nvm = int(st[S_NVM])
+        m.nmv = int(st[S_NMV])
+        regions = self.r.regions
+        for region, i in self.named:
+            base = int(self.rtab[i])
+            if base != MISSING and regions.get(region) != base:
+                regions[region] = base
+        for num in np.flatnonzero(mk[:, K_EXEC]).tolist():  # FastMachine._new_mm() of the execs in the loop
+            self._exec_mm(num)
+        if not self.light:
+            self._forked_mms()
+        used = np.flatnonzero(mk[:, K_USED]).tolist()
+        if not used:
+            return
+        bynum = {mm.num: mm for mm in m.mms.values()}
+        ms, vm, mv, mvst = m.ms, m.vm, m.mv, m._vst
+        for num in used:
+            mm = bynum.get(num)
+            if mm is None:  # forked in the loop and gone again
+                continue
+            row = mk[num].tolist()
+            mm.vcap, mm.unmerged_lo, mm.unmerged_hi = row[K_VCAP], row[K_ULO], row[K_UHI]
+            if mm.anon_birth < 0:  # FastMachine._kvma() notes it at the MM's first verb
+                mm.anon_birth = row[K_BIRTH]
+            if ms[num, L.MS_ZAPPED] or not ms[num, L.MS_LIVE]:
+                continue
+            plo, phi = row[K_PLO], row[K_PHI]
+            if plo <= phi:
+                off, n = int(ms[num, L.MS_VOFF]), int(ms[num, L.MS_NVMA])
+                rows = mv[off:off + n]
+                p = int(np.searchsorted(vm[rows, L.V_END], plo, side="left"))
+                q = n - int(np.searchsorted(vm[rows, L.V_START], phi, side="right"))
+                mvst[kvma.VS_PLO], mvst[kvma.VS_PHI], mvst[kvma.VS_BIRTH] = plo, phi, row[K_BIRTH]
+                mvst[kvma.VS_P], mvst[kvma.VS_Q], mvst[kvma.VS_OFF], mvst[kvma.VS_N] = p, q, off, n
+                m._materialize(mm)
+            if row[K_MERGED]:
+                m._sync(mm)
+        mk[used, K_USED] = 0
+        mk[used, K_MERGED] = 0
+        mk[used, K_PLO] = kvma.NO_LO
+        mk[used, K_PHI] = -1
+
+    def _after_control(self) -> None:
+        """After the stretch's bookkeeping: a file created last leaves the machine with no current task
+        (Machine.create_file()'s _begin())."""
+        if int(self.vst[X_FILESTEP]) == self.m.step:
+            self.m.task_name = None
+        self.vst[X_FILESTEP] = -1
+        born = np.flatnonzero((self.tst == T_NEW) & (self.ttg[:, TG_TGID] > 0)).tolist()
+        for i in born:  # threads made in the loop: their group (the tables made them FastTask(pid, ..., pid))
+            task = self.m.tasks.get(self.names[i])
+            if task is not None and task.pid == int(self.tpid[i]):
+                task.tgid = int(self.ttg[i, TG_TGID])
+        if self.vst[X_TASKS]:  # vfork or exec ran: each task's MM, thread group, vfork parent and sleep
+            self._after_exec()
+
+    def _after_exec(self) -> None:
+        """The tasks as vfork and exec in the loop left them (the table bookkeeping made only the new tasks still
+        running, each with its own group and no vfork link): their MM, thread group, vfork parent and sleep; a task
+        made in the loop that sleeps in vfork() now is made here (the tasks stay in pid order, as one step at a
+        time makes them)."""
+        m, names = self.m, self.names
+        tasks = m.tasks
+        rows = list(enumerate(zip(self.tst.tolist(), self.tmm.tolist(), self.tpid.tolist(),
+                                  self.ttg[:, TG_TGID].tolist(), self.ttg[:, TG_VP].tolist(), strict=True)))
+        pid0 = int(self.vst[X_PID0])
+        made = False
+        for i, (state, num, pid, _tg, _vp) in rows:
+            if state == T_BLOCKED and pid >= pid0 and names[i] not in tasks:
+                tasks[names[i]] = FastTask(pid, names[i], m.mms[f"mm{num}"], pid)
+                made = True
+        if made:
+            ordered = sorted(tasks.items(), key=lambda kv: kv[1].pid)
+            tasks.clear()
+            tasks.update(ordered)
+        for i, (state, num, pid, tg, vp) in rows:
+            if state == T_NONE:
+                continue
+            task = tasks.get(names[i])
+            if task is None or task.pid != pid:
+                continue
+            task.mm = m.mms[f"mm{num}"]
+            task.tgid = tg if tg > 0 else pid
+            task.vfork_blocked = state == T_BLOCKED
+            if vp != -2:
+                task.vfork_parent = tasks.get(names[vp]) if vp >= 0 else None
+        self.vst[X_TASKS] = 0
+
+    def _exec_mm(self, num: int) -> None:
+        """The FastMM of an MM an exec made in the loop, its VMAs made from their rows; known to the table
+        bookkeeping that follows (counts, exit, compaction) as the MMs Python knew are."""
+        m, mk, ms = self.m, self.mk, self.m.ms
+        row = mk[num].tolist()
+        mm = FastMM(num, int(ms[num, L.MS_ID]), label=self.names[row[K_EXEC] - 1], anon_birth=row[K_BIRTH])
+        mm.pmds = PmdSet(m, mm)
+        off, n = int(ms[num, L.MS_VOFF]), int(ms[num, L.MS_NVMA])
+        mm.vmas = kvma.materialize(m.vm, m.mv, ms, num, row[K_BIRTH], m.codec) if n else []
+        mm.rows = m.mv[off:off + n].tolist()
+        mm.rowmap = {id(vma): r for vma, r in zip(mm.vmas, mm.rows, strict=True)}
+        mm.published = list(mm.vmas)
+        mm.vcap, mm.unmerged_lo, mm.unmerged_hi = row[K_VCAP], row[K_ULO], row[K_UHI]
+        mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
+        mm.zapped = bool(ms[num, L.MS_ZAPPED])
+        m.mms[mm.name] = mm
+        self.mobj[num] = mm
+        mk[num, K_EXEC] = 0
+        mk[num, K_USED] = 0
+        mk[num, K_MERGED] = 0
+        mk[num, K_PLO] = kvma.NO_LO
+        mk[num, K_PHI] = -1
+
+    def grow_vma_arrays(self, pos: int) -> None:
+        """The VMA rows and index made big enough for the control steps from ``pos`` on (each may take
+        kvma.NEW_ROWS rows and move its MM's index slice), so that the loop does not return to Python for
+        FastMachine._compact_vmas() (the arrays' size is not state: the rows and slices in use are copied)."""
+        m = self.m
+        ahead = len(self.vma_rows) - int(np.searchsorted(self.vma_rows, pos))
+        if not ahead:
+            return
+        most = max((len(mm.vmas) for mm in m.mms.values()), default=0) + kvma.NEW_ROWS
+        need = m.nvm + kvma.NEW_ROWS * ahead + 64
+        if need > m.vm.shape[0]:
+            vm = np.zeros((max(2 * m.vm.shape[0], need), L.VM_COLS), dtype=np.int64)
+            vm[:m.nvm] = m.vm[:m.nvm]
+            m.vm = vm
+        need = m.nmv + 2 * kvma.NEW_ROWS * ahead + 8 * most + 64
+        if need > m.mv.shape[0]:
+            mv = np.zeros(max(2 * m.mv.shape[0], need), dtype=np.int32)
+            mv[:m.nmv] = m.mv[:m.nmv]
+            m.mv = mv
+
+
+    def _forked_mms(self) -> None:
+        """The MMs forked in the loop and alive, made from their rows (their parents' VMAs may have changed in the
+        stretch, before or after the fork), anon_vma_forked from the rows fork copied (``vfk``); known to the table
+        bookkeeping that follows as the MMs Python knew are (it makes no others)."""
+        m, ms, names, mk = self.m, self.m.ms, self.names, self.mk
+        mtask = self._mtask
+        created = np.flatnonzero((mtask >= 0) & (ms[:mtask.shape[0], L.MS_LIVE] != 0)).tolist()
+        vm, mv, vfk = m.vm, m.mv, self._vfk
+        for num in created:
+            mm = FastMM(num, int(ms[num, L.MS_ID]), label=names[int(mtask[num])])
+            mm.pmds = PmdSet(m, mm)
+            off, n = int(ms[num, L.MS_VOFF]), int(ms[num, L.MS_NVMA])
+            rows = mv[off:off + n]
+            used = num < mk.shape[0] and bool(mk[num, K_OK])
+            if used:  # the anon_birth fork gave it (its VMAs may have changed since)
+                birth = int(mk[num, K_BIRTH])
+            else:
+                forked = vm[rows, L.V_ANONVMA][vfk[rows] != 0]
+                birth = int(forked.max()) + 1 if len(forked) else 1
+            mm.vmas = m.codec.vmas(vm[rows], birth) if n else []
+            mm.rows = rows.tolist()
+            mm.rowmap = {id(vma): r for vma, r in zip(mm.vmas, mm.rows, strict=True)}
+            mm.published = list(mm.vmas)
+            mm.vcap = n
+            if used and mk[num, K_USED]:  # control opcodes ran on it (FastMachine._kvma() noted its anon_birth)
+                mm.vcap, mm.unmerged_lo, mm.unmerged_hi = (int(x) for x in mk[num, K_VCAP:K_UHI + 1])
+                mm.anon_birth = birth
+            if used:
+                mk[num, K_USED] = mk[num, K_MERGED] = 0
+                mk[num, K_PLO] = kvma.NO_LO
+                mk[num, K_PHI] = -1
+            mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
+            mm.zapped = bool(ms[num, L.MS_ZAPPED])
+            m.mms[mm.name] = mm
+            self.mobj[num] = mm
+            mtask[num] = -1

@@ -312,6 +312,14 @@ class TraceProgram(kprog.ProgramRun):
             fill = self.prog[:, kprog.P_FILL]
             rows = np.flatnonzero(fill > 0)
             fill[rows] = 1 + ((rows + base) * 37) % 255
+        self.enable_control()  # after the fills: the control rows' P_FILL is not a fill
+
+    def _prepare(self, pos: int = 0) -> None:
+        if self.control:  # first: the tables fork reads are sized after the VMA rows
+            self.grow_vma_arrays(pos)
+        super()._prepare(pos)
+        if self.control:
+            self._prepare_control(pos)
 
     def run(self) -> None:
         m, r, steps, prog = self.m, self.r, self.steps, self.prog
@@ -344,7 +352,11 @@ class TraceProgram(kprog.ProgramRun):
             raise AssertionError(f"step {r.index + 1}: the interpreter stopped with rc {int(self.st[kprog.S_RC])}")
 
     def _materialize(self) -> None:
+        if self.control:  # first: the table and row bookkeeping after it reads the MMs' VMA lists
+            self._materialize_control()
         super()._materialize()
+        if self.control:
+            self._after_control()
         tal, st = self.tal, self.st
         counts = tal.tolist()
         if any(counts):
