@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 #: steps between two clean-ups of what the machine keeps for replays and viewers (the rmap trace, fault list)
 HOUSEKEEPING = 4096
+#: steps the fast engine queues before it runs them (fewer, longer compiled stretches: each costs a fixed setup)
+FAST_STRETCH = 1 << 16
 ORACLE_MODES = ("off", "reuse", "every")
 ENGINES = ("reference", "fast")
 #: the isolation oracle each engine runs (TraceRun.oracle_engine)
@@ -364,7 +366,7 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
                 assert races is not None
                 races.rows.append(len(pending))
             pending.append(item)
-            if len(pending) >= HOUSEKEEPING:
+            if len(pending) >= FAST_STRETCH:
                 run_pending()
                 if progress is not None:
                     now = perf()

@@ -87,6 +87,7 @@ _CODES: defaultdict[str, int] = defaultdict(int, {"read": OP_READ, "write": OP_W
                                                   "numa": OP_SCAN, "exit": OP_EXIT, "fork": OP_FORK,
                                                   "madvise": OP_DONTNEED, "fault": OP_FAULT})
 _VERB, _TASK, _ARGS = attrgetter("verb"), attrgetter("task"), attrgetter("args")
+_START, _END, _THP = attrgetter("start"), attrgetter("end"), attrgetter("thp")
 _ARG0, _ARG1, _ARG2, _ARG3 = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 _MADV_CODE = defaultdict(int, _MADV_OPS).__getitem__  # OP_OTHER (0) for the advice it does not model
 _INT_TYPES = frozenset({int})
@@ -1649,11 +1650,11 @@ class ProgramRun:
         most = max(1, int(ms[:nmm, L.MS_NVMA].max())) if nmm else 1
         if self.exits or self.nmadv:  # what zap and the split will need (the VMAs are read only for that)
             pages = order = 0
-            for mm in self.mobj.values():
+            for mm in self.mobj.values():  # C-level maps: a generator costs a frame per VMA, at every entry
                 vmas = mm.vmas
-                pages = max(pages, sum(v.end - v.start for v in vmas))
-                if self.nmadv:
-                    order = max(order, max((max(v.thp, default=0) for v in vmas), default=0))
+                pages = max(pages, sum(map(_END, vmas)) - sum(map(_START, vmas)))
+                if self.nmadv:  # the largest order any VMA allows (an empty set allows none)
+                    order = max(order, max(map(max, filter(None, map(_THP, vmas))), default=0))
             self._presize(pages, order)
         fork_rows = self.fork_rows
         ahead = fork_rows[np.searchsorted(fork_rows, pos):]
