@@ -475,6 +475,23 @@ def _kvma_rc(st: Any, ms: Any, vm: Any, mv: Any, rg: Any, mk: Any, vst: Any, m: 
 
 
 @sjit
+def _new_mm_row(st: Any, ms: Any, ids: Any, glob: Any, opt: Any, tr: Any, tn: int, num: int) -> None:
+    """A new MM's row ``num`` for task ``tn``'s step (FastMachine._new_mm() at fork or exec: mm_alloc() with the
+    lowest free MM id, one user, its index slice at the end), the step counted and the trace's MM-new op."""
+    st[S_STEP] += 1
+    st[S_LAST] = tn
+    st[S_NEXT_MM] = num + 1
+    for col in range(ms.shape[1]):
+        ms[num, col] = 0
+    ms[num, L.MS_LIVE] = 1
+    ms[num, L.MS_ID] = ids_alloc(ids)
+    ms[num, L.MS_USERS] = 1
+    ms[num, L.MS_COUNT] = 1
+    ms[num, L.MS_VOFF] = st[S_NMV]
+    record(glob, opt, tr, K.K_MM_NEW, num, 0, 0, 0, 0, 1)
+
+
+@sjit
 def _exec(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
           ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, rg: Any,
           gather: Any, st: Any, tst: Any, tmm: Any, tpid: Any, mk: Any, vst: Any, ttg: Any, ids: Any, msimple: Any,
@@ -509,17 +526,7 @@ def _exec(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, 
         if n and (gather.shape[0] < worst or not room_ok(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, 0, 0,
                                                            2, 3 * worst + 16, 4)):
             return _room(st, RK_ROOM, 0, 0, 2, 3 * worst + 16, 4, worst)
-    st[S_STEP] += 1
-    st[S_LAST] = tn
-    st[S_NEXT_MM] = num + 1
-    for col in range(ms.shape[1]):
-        ms[num, col] = 0
-    ms[num, L.MS_LIVE] = 1
-    ms[num, L.MS_ID] = ids_alloc(ids)
-    ms[num, L.MS_USERS] = 1
-    ms[num, L.MS_COUNT] = 1
-    ms[num, L.MS_VOFF] = st[S_NMV]
-    record(glob, opt, tr, K.K_MM_NEW, num, 0, 0, 0, 0, 1)
+    _new_mm_row(st, ms, ids, glob, opt, tr, tn, num)
     msimple[num] = 1  # no VMAs yet (the control opcodes keep it up to date)
     mk[num, K_OK] = 1
     mk[num, K_VCAP] = 0
@@ -954,17 +961,7 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             elif rec and glob[L.G_NTR] + 1 > tr.shape[0]:
                 return i, _room(st, RK_ROOM, 2, 0, 2, 16, 4, 0)
             # FastMachine.fork(): _new_mm(), _add_task(), _dup_mmap()
-            st[S_STEP] += 1
-            st[S_LAST] = tn
-            st[S_NEXT_MM] = num + 1
-            for col in range(ms.shape[1]):
-                ms[num, col] = 0
-            ms[num, L.MS_LIVE] = 1
-            ms[num, L.MS_ID] = ids_alloc(ids)
-            ms[num, L.MS_USERS] = 1
-            ms[num, L.MS_COUNT] = 1
-            ms[num, L.MS_VOFF] = st[S_NMV]
-            record(glob, opt, tr, K.K_MM_NEW, num, 0, 0, 0, 0, 1)
+            _new_mm_row(st, ms, ids, glob, opt, tr, tn, num)
             tst[c] = T_NEW
             if c < ttg.shape[0]:  # its own thread group, no vfork parent (the control plane's opcodes read them)
                 ttg[c, TG_TGID] = 0

@@ -380,6 +380,19 @@ def _split_range(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct
 
 
 @sjit
+def _isolate(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
+             ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, vst: Any, rg: Any, gather: Any,
+             m: int, start: int, end: int) -> tuple[int, int, int]:
+    """The range ``[start, end)`` as VMAs of its own before their flags change (mprotect, madvise): room for two
+    splits (RC_ROOM before anything changes), index room, then :func:`_split_range`'s (rc, i, j)."""
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, False, 2):
+        return RC_ROOM, 0, 0
+    _ensure_index(ms, mv, vst, m, NEW_ROWS)
+    return _split_range(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m,
+                        start, end)
+
+
+@sjit
 def _munmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
             ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, pexp: Any, scr: Any, vst: Any,
             rg: Any, gather: Any, m: int, start: int, end: int) -> int:
@@ -536,11 +549,8 @@ def mprotect(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
     if not covered(ms, vm, mv, m, start, end):
         vst[VS_RET] = -ENOMEM
         return RC_OK
-    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, False, 2):
-        return RC_ROOM
-    _ensure_index(ms, mv, vst, m, NEW_ROWS)
-    rc, i, j = _split_range(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m,
-                            start, end)
+    rc, i, j = _isolate(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, rg,
+                        gather, m, start, end)
     if rc != RC_OK:
         return rc
     off = ms[m, MS_VOFF]
@@ -573,11 +583,8 @@ def madvise_flags(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pc
     merged; VS_RET -ENOMEM when part of the range is not mapped (the mapped part still changed)."""
     _begin(vst)
     hole = not covered(ms, vm, mv, m, start, end)
-    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, False, 2):
-        return RC_ROOM
-    _ensure_index(ms, mv, vst, m, NEW_ROWS)
-    rc, i, j = _split_range(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m,
-                            start, end)
+    rc, i, j = _isolate(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, rg,
+                        gather, m, start, end)
     if rc != RC_OK:
         return rc
     off = ms[m, MS_VOFF]
