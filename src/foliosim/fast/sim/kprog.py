@@ -635,7 +635,9 @@ def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
         return WHY_DONE
     if not _runnable(tst, tn):
         return WHY_STEP
-    if op == OP_THREAD:  # FastMachine.clone_vm() without vfork: a task sharing the MM, in the parent's group
+    if op == OP_THREAD or op == OP_VFORK:  # noqa: SIM109 - scalar compares for numba
+        # FastMachine.clone_vm(): a task sharing the MM, in the parent's thread group (a thread) or in its own with
+        # the parent asleep until the child execs or exits (vfork)
         c = prog[i, P_ARG]
         if tst[c] != T_NONE or c >= ttg.shape[0]:
             return WHY_STEP
@@ -647,27 +649,16 @@ def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
         tmm[c] = m
         tpid[c] = st[S_NEXT_PID]
         st[S_NEXT_PID] += 1
-        ttg[c, TG_TGID] = ttg[tn, TG_TGID] if ttg[tn, TG_TGID] > 0 else tpid[tn]
-        ttg[c, TG_VP] = -1
-        ttg[c, TG_FOREIGN] = ttg[tn, TG_FOREIGN]
-        return WHY_DONE
-    if op == OP_VFORK:  # FastMachine.clone_vm(vfork=True): the child shares the MM, the parent sleeps until it
-        c = prog[i, P_ARG]  # execs or exits
-        if tst[c] != T_NONE or c >= ttg.shape[0]:
-            return WHY_STEP
-        st[S_STEP] += 1
-        st[S_LAST] = tn
-        m = tmm[tn]
-        ms[m, L.MS_USERS] += 1
-        tst[c] = T_NEW
-        tmm[c] = m
-        tpid[c] = st[S_NEXT_PID]
-        st[S_NEXT_PID] += 1
-        ttg[c, TG_TGID] = 0
-        ttg[c, TG_VP] = tn
-        ttg[c, TG_FOREIGN] = 0
-        tst[tn] = T_BLOCKED
-        vst[X_TASKS] = 1
+        if op == OP_THREAD:
+            ttg[c, TG_TGID] = ttg[tn, TG_TGID] if ttg[tn, TG_TGID] > 0 else tpid[tn]
+            ttg[c, TG_VP] = -1
+            ttg[c, TG_FOREIGN] = ttg[tn, TG_FOREIGN]
+        else:
+            ttg[c, TG_TGID] = 0
+            ttg[c, TG_VP] = tn
+            ttg[c, TG_FOREIGN] = 0
+            tst[tn] = T_BLOCKED
+            vst[X_TASKS] = 1
         return WHY_DONE
     if op == OP_EXEC:
         return _exec(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr, rg,
