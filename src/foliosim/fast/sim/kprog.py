@@ -475,6 +475,24 @@ def _kvma_rc(st: Any, ms: Any, vm: Any, mv: Any, rg: Any, mk: Any, vst: Any, m: 
 
 
 @sjit
+def _mm_put(st: Any, ms: Any, ids: Any, glob: Any, opt: Any, tr: Any, m: int) -> bool:
+    """A task lets go of MM ``m`` (kernel/fork.c mmput(), then mmdrop() of the last user's count: the MM id freed,
+    as FastMachine.mmput()/mmdrop() do); False, with the MM in ``st[S_MAPPED]``, when it would be freed with
+    pages still mapped (a simulator bug Python reports)."""
+    ms[m, L.MS_USERS] -= 1
+    if ms[m, L.MS_USERS] == 0:
+        ms[m, L.MS_COUNT] -= 1
+        if ms[m, L.MS_COUNT] == 0:
+            if ms[m, L.MS_NMAP] != 0:
+                st[S_MAPPED] = m
+                return False
+            ids_free(ids, ms[m, L.MS_ID])
+            ms[m, L.MS_LIVE] = 0
+            record(glob, opt, tr, K.K_MM_FREE, m, 0, 0, 0, 0, 1)
+    return True
+
+
+@sjit
 def _new_mm_row(st: Any, ms: Any, ids: Any, glob: Any, opt: Any, tr: Any, tn: int, num: int) -> None:
     """A new MM's row ``num`` for task ``tn``'s step (FastMachine._new_mm() at fork or exec: mm_alloc() with the
     lowest free MM id, one user, its index slice at the end), the step counted and the trace's MM-new op."""
@@ -563,16 +581,8 @@ def _exec(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, 
             return WHY_ERROR
         ms[old, L.MS_NVMA] = 0
         ms[old, L.MS_ZAPPED] = 1
-    ms[old, L.MS_USERS] -= 1
-    if ms[old, L.MS_USERS] == 0:  # mmdrop()
-        ms[old, L.MS_COUNT] -= 1
-        if ms[old, L.MS_COUNT] == 0:
-            if ms[old, L.MS_NMAP] != 0:
-                st[S_MAPPED] = old
-                return WHY_MAPPED
-            ids_free(ids, ms[old, L.MS_ID])
-            ms[old, L.MS_LIVE] = 0
-            record(glob, opt, tr, K.K_MM_FREE, old, 0, 0, 0, 0, 1)
+    if not _mm_put(st, ms, ids, glob, opt, tr, old):
+        return WHY_MAPPED
     return WHY_DONE
 
 
@@ -1029,16 +1039,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 st[S_LAST] = tn
             tst[tn] = T_NONE
             tmm[tn] = -1
-            ms[m, L.MS_USERS] -= 1
-            if ms[m, L.MS_USERS] == 0:  # mmdrop()
-                ms[m, L.MS_COUNT] -= 1
-                if ms[m, L.MS_COUNT] == 0:
-                    if ms[m, L.MS_NMAP] != 0:
-                        st[S_MAPPED] = m
-                        return i, WHY_MAPPED
-                    ids_free(ids, ms[m, L.MS_ID])
-                    ms[m, L.MS_LIVE] = 0
-                    record(glob, opt, tr, K.K_MM_FREE, m, 0, 0, 0, 0, 1)
+            if not _mm_put(st, ms, ids, glob, opt, tr, m):
+                return i, WHY_MAPPED
             st[S_STEPS] += 1
             i += 1
             continue
