@@ -449,16 +449,25 @@ def rmap(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, kin
 
 
 @jit_inline
-def _dup_ptes(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, f: int, m: int, page: int,
-              nr: int) -> bool:
-    """:func:`rmap` of K_DUP at PTE level, inlined into fork_copy's batches of large folios (a compiled call passes
-    every array's shape and strides, more than the work of a 16-page batch)."""
-    mm_id = ms[m, MS_ID]
+def _pte_rmap_ok(cfg: Any, glob: Any, fs: Any, f: int, mm_id: int, page: int, nr: int) -> bool:
+    """``rmap_precheck()`` of a PTE-level rmap call on ``nr`` pages of folio ``f`` from ``page``; counted when it
+    passes, the error noted (E_RMAP) when not. The prologue of :func:`_dup_ptes` and :func:`_unmap_ptes`."""
     if not K._precheck_ok(cfg, fs, f, page, nr, mm_id, K.L_PTE):
         glob[G_ERR] = E_RMAP
         glob[G_ERRF] = fs[f, X_NAME]
         return False
     glob[G_RMAP] += 1
+    return True
+
+
+@jit_inline
+def _dup_ptes(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: Any, f: int, m: int, page: int,
+              nr: int) -> bool:
+    """:func:`rmap` of K_DUP at PTE level, inlined into fork_copy's batches of large folios (a compiled call passes
+    every array's shape and strides, more than the work of a 16-page batch)."""
+    mm_id = ms[m, MS_ID]
+    if not _pte_rmap_ok(cfg, glob, fs, f, mm_id, page, nr):
+        return False
     K._dup_rmap(cfg, fs, pmc, f, page, nr, mm_id, K.L_PTE)
     ms[m, MS_NMAP] += nr
     record(glob, opt, tr, K.K_DUP, m, fs[f, X_NAME], 0, K.L_PTE, page, nr)
@@ -470,11 +479,8 @@ def _unmap_ptes(cfg: Any, glob: Any, opt: Any, fs: Any, pmc: Any, ms: Any, tr: A
                 nr: int) -> bool:
     """:func:`rmap` of K_UNMAP at PTE level, inlined into zap's batches of large folios."""
     mm_id = ms[m, MS_ID]
-    if not K._precheck_ok(cfg, fs, f, page, nr, mm_id, K.L_PTE):
-        glob[G_ERR] = E_RMAP
-        glob[G_ERRF] = fs[f, X_NAME]
+    if not _pte_rmap_ok(cfg, glob, fs, f, mm_id, page, nr):
         return False
-    glob[G_RMAP] += 1
     partially = K._remove_rmap_partial(cfg, fs, pmc, f, page, nr, mm_id, K.L_PTE)
     ms[m, MS_NMAP] -= nr
     if partially and fs[f, X_KIND] == KIND_ANON and not fs[f, X_DEFER]:
@@ -1148,20 +1154,22 @@ def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
 
 
 @sjit
-def batch(fs: Any, ptf: Any, ptp: Any, t: int, s: int, vpn: int, end: int, po: int) -> int:
-    """``folio_pte_batch()``: consecutive PTEs mapping consecutive pages of one folio, in one page table."""
-    f = ptf[t, s]
+def batch(fs: Any, sf: Any, sp: Any, s: int, vpn: int, end: int, po: int) -> int:
+    """``folio_pte_batch()``: consecutive PTEs mapping consecutive pages of one folio, in one page table (its rows
+    ``sf``, ``sp``; entry ``s`` maps ``vpn``)."""
+    f = int(sf[s])
     if f < 0 or fs[f, K.F_ORDER] == 0:
         return 1
-    page = ptp[t, s]
+    page = int(sp[s])
     limit = ((vpn >> po) + 1) << po
     if end < limit:
         limit = end
     last = vpn + (np.int64(1) << fs[f, K.F_ORDER]) - page
     if last < limit:
         limit = last
+    n = limit - vpn
     nr = 1
-    while vpn + nr < limit and ptf[t, s + nr] == f and ptp[t, s + nr] == page + nr:
+    while nr < n and sf[s + nr] == f and sp[s + nr] == page + nr:
         nr += 1
     return nr
 
@@ -1182,17 +1190,10 @@ def pte_span(tb: Any, t: int, start: int, end: int, po: int, width: int) -> tupl
 
 
 @jit_inline
-def _next_small(fs: Any, sf: Any, sp: Any, base: int, vpn: int, hi: int) -> tuple[int, bool]:
-    """The next present PTE after ``vpn`` (below ``hi``), and whether it maps page 0 of a small folio, i.e. whether
-    a run of small folios (:func:`_zap_small_run`, :func:`_dup_small_run`) goes on there."""
-    vpn += 1
-    while vpn < hi and sf[vpn - base] == NONE:
-        vpn += 1
-    if vpn >= hi:
-        return vpn, False
-    s = vpn - base
-    f = np.int64(sf[s])
-    return vpn, bool(f >= 0 and fs[f, K.F_ORDER] == 0 and sp[s] == 0)
+def _small_page0(fs: Any, f: int, page: int) -> bool:
+    """Whether a present PTE (folio ``f``, ``page``) maps page 0 of a small folio, i.e. whether a run of small folios
+    (:func:`_zap_small_run`, :func:`_dup_small_run`) takes it."""
+    return f >= 0 and fs[f, K.F_ORDER] == 0 and page == 0
 
 
 @sjit
@@ -1201,10 +1202,16 @@ def _zap_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, tr: Any, sf: Any, sp:
     """:func:`zap` over a run of small folios' PTEs (the table's rows ``sf``, ``sp``, ``sw``) from ``vpn`` (holes
     skipped), up to the first other entry or ``hi``: each one's ``__folio_remove_rmap()`` of its page inlined, its
     put gathered. (VPN reached, gather rows); the caller counts the run's PTEs (``ng`` - the given one) once.
-    A function of its own over the table's rows: few live values, so the loop keeps them in registers."""
+    A function of its own over the table's rows, one flat loop: few live values, so they stay in registers."""
     s = vpn - base
-    f = np.int64(sf[s])
-    while True:
+    stop = hi - base
+    while s < stop:
+        f = int(sf[s])
+        if f == NONE:
+            s += 1
+            continue
+        if not _small_page0(fs, f, sp[s]):
+            break
         sf[s] = NONE
         sw[s] = 0
         off = fs[f, K.F_OFF]
@@ -1214,12 +1221,8 @@ def _zap_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, tr: Any, sf: Any, sp:
         gather[ng, 0] = f
         gather[ng, 1] = 1
         ng += 1
-        vpn, more = _next_small(fs, sf, sp, base, vpn, hi)
-        if not more:
-            break
-        s = vpn - base
-        f = np.int64(sf[s])
-    return vpn, ng
+        s += 1
+    return s + base, ng
 
 
 @sjit
@@ -1230,11 +1233,17 @@ def _dup_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tr: Any, sf
     child's ``df``, ``dp``, ``dw``) from ``vpn`` (holes skipped), up to the first other entry or ``hi``: each one's
     get, ``__folio_dup_file/anon_rmap()`` of its page and install inlined. Only when the source MM never pinned
     pages (no early copy possible). (VPN reached, PTEs copied); the caller counts them once. A function of its own
-    over the tables' rows: few live values, so the loop keeps them in registers."""
+    over the tables' rows, one flat loop: few live values, so they stay in registers."""
     n = 0
     s = vpn - base
-    f = np.int64(sf[s])
-    while True:
+    stop = hi - base
+    while s < stop:
+        f = int(sf[s])
+        if f == NONE:
+            s += 1
+            continue
+        if not _small_page0(fs, f, sp[s]):
+            break
         off = fs[f, K.F_OFF]
         fs[f, X_REF] += 1
         if fs[f, X_KIND] == KIND_ANON:
@@ -1252,12 +1261,8 @@ def _dup_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tr: Any, sf
         df[s] = f
         dp[s] = 0
         n += 1
-        vpn, more = _next_small(fs, sf, sp, base, vpn, hi)
-        if not more:
-            break
-        s = vpn - base
-        f = np.int64(sf[s])
-    return vpn, n
+        s += 1
+    return s + base, n
 
 
 @sjit
@@ -1303,25 +1308,25 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
             if not tb[t, TB_HASPT] or tb[t, TB_NPTE] == 0:
                 continue
             base, vpn, hi = pte_span(tb, t, start, end, po, ptf.shape[1])
+            sf, sp, sw = ptf[t], ptp[t], ptw[t]  # the table's rows
             while vpn < hi:
                 s = vpn - base
-                f = ptf[t, s]
+                f = int(sf[s])
                 if f == NONE:
                     vpn += 1
                     continue
-                page = ptp[t, s]
-                if f >= 0 and fs[f, K.F_ORDER] == 0 and page == 0:
+                page = int(sp[s])
+                if _small_page0(fs, f, page):
                     ng0 = ng
-                    vpn, ng = _zap_small_run(opt, glob, fs, pmc, tr, ptf[t], ptp[t], ptw[t], m, base, vpn, hi, gather,
-                                             ng, rec)
+                    vpn, ng = _zap_small_run(opt, glob, fs, pmc, tr, sf, sp, sw, m, base, vpn, hi, gather, ng, rec)
                     tb[t, TB_NPTE] -= ng - ng0
                     glob[G_RMAP] += ng - ng0
                     ms[m, MS_NMAP] -= ng - ng0
                     continue
-                nr = _batch_i(fs, ptf, ptp, t, s, vpn, end, po)
-                for k in range(nr):
-                    ptf[t, s + k] = NONE
-                    ptw[t, s + k] = 0
+                nr = _batch_i(fs, sf, sp, s, vpn, end, po)
+                for k in range(s, s + nr):
+                    sf[k] = NONE
+                    sw[k] = 0
                 tb[t, TB_NPTE] -= nr
                 if f >= 0:
                     if not _unmap_ptes(cfg, glob, opt, fs, pmc, ms, tr, f, m, page, nr):
@@ -1340,16 +1345,21 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
 
 
 @jit_inline
-def install(tb: Any, ptf: Any, ptp: Any, ptw: Any, t: int, dt: int, s: int, nr: int, cow_mapping: bool) -> None:
-    """``__copy_present_ptes()``: write-protect both sides in a CoW mapping, then set the child's PTEs."""
+def install(sw: Any, df: Any, dp: Any, dw: Any, s: int, nr: int, f: int, page: int, cow_mapping: bool) -> None:
+    """``__copy_present_ptes()`` of the ``nr`` PTEs from entry ``s`` of the parent's table (rows ``sw``: they map
+    pages ``page``.. of folio ``f``, as :func:`batch` found): write-protect both sides in a CoW mapping (the child
+    keeps the dirty bit), then set the child's PTEs (rows ``df``, ``dp``, ``dw``)."""
+    if cow_mapping:
+        for k in range(s, s + nr):
+            w = sw[k] & ~PW
+            sw[k] = w
+            dw[k] = w & PD
+    else:
+        for k in range(s, s + nr):
+            dw[k] = sw[k] & PW
     for k in range(nr):
-        if cow_mapping:
-            ptw[t, s + k] &= ~PW
-        w = ptw[t, s + k]
-        ptf[dt, s + k] = ptf[t, s + k]
-        ptp[dt, s + k] = ptp[t, s + k]
-        ptw[dt, s + k] = (w & PW) | ((w & PD) if cow_mapping else 0)
-    tb[dt, TB_NPTE] += nr
+        df[s + k] = f
+        dp[s + k] = page + k
 
 
 @sjit
@@ -1402,27 +1412,30 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                 continue
             idx = tb[t, TB_IDX]
             base, vpn, hi = pte_span(tb, t, start, end, po, ptf.shape[1])
+            sf, sp, sw = ptf[t], ptp[t], ptw[t]  # the parent's table's rows
             dt = -1
+            df, dp, dw = sf, sp, sw  # the child's, once it has the table
             while vpn < hi:
                 s = vpn - base
-                f = ptf[t, s]
+                f = int(sf[s])
                 if f == NONE:
                     vpn += 1
                     continue
                 if dt < 0:
                     dt = table_get(glob, tb, ptf, hk, hv, dst, idx, True)
                     tb[dt, TB_HASPT] = 1
+                    df, dp, dw = ptf[dt], ptp[dt], ptw[dt]
                 if f == ZERO_SLOT:
-                    ptf[dt, s] = ZERO_SLOT
-                    ptp[dt, s] = 0
-                    ptw[dt, s] = 0
+                    df[s] = ZERO_SLOT
+                    dp[s] = 0
+                    dw[s] = 0
                     tb[dt, TB_NPTE] += 1
                     vpn += 1
                     continue
-                page = ptp[t, s]
-                if not src_pinned and fs[f, K.F_ORDER] == 0 and page == 0:
-                    vpn, n = _dup_small_run(opt, glob, fs, pmc, pex, tr, ptf[t], ptp[t], ptw[t], ptf[dt], ptp[dt],
-                                            ptw[dt], dst, base, vpn, hi, cow_mapping, rec)
+                page = int(sp[s])
+                if not src_pinned and _small_page0(fs, f, page):
+                    vpn, n = _dup_small_run(opt, glob, fs, pmc, pex, tr, sf, sp, sw, df, dp, dw, dst, base, vpn, hi,
+                                            cow_mapping, rec)
                     glob[G_RMAP] += n
                     ms[dst, MS_NMAP] += n
                     tb[dt, TB_NPTE] += n
@@ -1430,7 +1443,7 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                 off = fs[f, K.F_OFF]
                 anon = fs[f, X_KIND] == KIND_ANON
                 if not prealloc and fs[f, K.F_ORDER] > 0:  # a batch of a large folio
-                    nr = _batch_i(fs, ptf, ptp, t, s, vpn, end, po)
+                    nr = _batch_i(fs, sf, sp, s, vpn, end, po)
                     fs[f, X_REF] += nr
                     if anon:
                         if src_pinned and maybe_dma_pinned(cfg, fs, f):
@@ -1443,11 +1456,12 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                                     return RC_ERROR
                                 prealloc = True
                                 continue
-                        for k in range(nr):
-                            pex[off + page + k] = 0
+                        for k in range(off + page, off + page + nr):
+                            pex[k] = 0
                     if not _dup_ptes(cfg, glob, opt, fs, pmc, ms, tr, f, dst, page, nr):
                         return RC_ERROR
-                    install(tb, ptf, ptp, ptw, t, dt, s, nr, cow_mapping)
+                    install(sw, df, dp, dw, s, nr, f, page, cow_mapping)
+                    tb[dt, TB_NPTE] += nr
                     vpn += nr
                     continue
                 get(fs, f, 1)
@@ -1474,7 +1488,8 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                     pex[off + page] = 0
                 if not rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_DUP, f, dst, K.L_PTE, page, 1):
                     return RC_ERROR
-                install(tb, ptf, ptp, ptw, t, dt, s, 1, cow_mapping)
+                install(sw, df, dp, dw, s, 1, f, page, cow_mapping)
+                tb[dt, TB_NPTE] += 1
                 vpn += 1
         if opt[O_ORACLE]:  # ReferenceMemory.fork(): the child's view starts as the parent's
             for t in tabs:
