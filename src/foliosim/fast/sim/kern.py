@@ -1196,13 +1196,28 @@ def _small_page0(fs: Any, f: int, page: int) -> bool:
     return f >= 0 and fs[f, K.F_ORDER] == 0 and page == 0
 
 
+@jit_inline
+def _put_or_gather(fs: Any, gather: Any, ng: int, f: int, nr: int) -> int:
+    """The ``nr`` references a zap drops from folio ``f`` (mmu_gather): dropped at once when that cannot free it
+    (more are held: the gathered folio_put_refs() would only count down, and nothing reads the count before the
+    flush), else gathered for the flush (:func:`zap`'s end) in order, so the folios are freed as before. The gather
+    rows in use after it."""
+    if fs[f, X_REF] > nr:
+        fs[f, X_REF] -= nr
+        return ng
+    gather[ng, 0] = f
+    gather[ng, 1] = nr
+    return ng + 1
+
+
 @sjit
 def _zap_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, tr: Any, sf: Any, sp: Any, sw: Any, m: int, base: int,
-                   vpn: int, hi: int, gather: Any, ng: int, rec: bool) -> tuple[int, int]:
+                   vpn: int, hi: int, gather: Any, ng: int, rec: bool) -> tuple[int, int, int]:
     """:func:`zap` over a run of small folios' PTEs (the table's rows ``sf``, ``sp``, ``sw``) from ``vpn`` (holes
     skipped), up to the first other entry or ``hi``: each one's ``__folio_remove_rmap()`` of its page inlined, its
-    put gathered. (VPN reached, gather rows); the caller counts the run's PTEs (``ng`` - the given one) once.
+    put gathered (:func:`_put_or_gather`). (VPN reached, gather rows, PTEs zapped); the caller counts the PTEs once.
     A function of its own over the table's rows, one flat loop: few live values, so they stay in registers."""
+    n = 0
     s = vpn - base
     stop = hi - base
     while s < stop:
@@ -1218,11 +1233,10 @@ def _zap_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, tr: Any, sf: Any, sp:
         pmc[off] = K._wrap32(pmc[off] - 1)
         if rec:
             record(glob, opt, tr, K.K_UNMAP, m, fs[f, X_NAME], 0, K.L_PTE, 0, 1)
-        gather[ng, 0] = f
-        gather[ng, 1] = 1
-        ng += 1
+        ng = _put_or_gather(fs, gather, ng, f, 1)
+        n += 1
         s += 1
-    return s + base, ng
+    return s + base, ng, n
 
 
 @sjit
@@ -1272,7 +1286,9 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
     """``_zap()`` over each ``[start, end)`` of ``ranges`` in turn, then ``_flush()`` (tlb_finish_mmu()).
 
     A small folio's PTE unmap (``__folio_remove_rmap()`` of one page) and the puts that free nothing are inlined:
-    a compiled call costs ~10 ns per array argument, most of a small page's unmap.
+    a compiled call costs ~10 ns per array argument, most of a small page's unmap. A PTE-mapped folio's references
+    are dropped at once when that frees nothing (:func:`_put_or_gather`; a child's exit frees almost nothing), the
+    rest at the end in gather order (the folios freed, and the trace, as with every put at the end).
     """
     po = cfg[K.C_PMD_ORDER]
     rec = opt[O_RECORD] != 0
@@ -1317,11 +1333,11 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
                     continue
                 page = int(sp[s])
                 if _small_page0(fs, f, page):
-                    ng0 = ng
-                    vpn, ng = _zap_small_run(opt, glob, fs, pmc, tr, sf, sp, sw, m, base, vpn, hi, gather, ng, rec)
-                    tb[t, TB_NPTE] -= ng - ng0
-                    glob[G_RMAP] += ng - ng0
-                    ms[m, MS_NMAP] -= ng - ng0
+                    vpn, ng, n = _zap_small_run(opt, glob, fs, pmc, tr, sf, sp, sw, m, base, vpn, hi, gather, ng,
+                                                rec)
+                    tb[t, TB_NPTE] -= n
+                    glob[G_RMAP] += n
+                    ms[m, MS_NMAP] -= n
                     continue
                 nr = _batch_i(fs, sf, sp, s, vpn, end, po)
                 for k in range(s, s + nr):
@@ -1331,9 +1347,7 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
                 if f >= 0:
                     if not _unmap_ptes(cfg, glob, opt, fs, pmc, ms, tr, f, m, page, nr):
                         return RC_ERROR
-                    gather[ng, 0] = f
-                    gather[ng, 1] = nr
-                    ng += 1
+                    ng = _put_or_gather(fs, gather, ng, f, nr)
                 vpn += nr
     for g in range(ng):
         f = gather[g, 0]
