@@ -21,7 +21,13 @@ the trace, the live-snapshot checks), after checking that both engines give the 
 section of docs/performance.md (benchmarks/perfdoc.py); ``--traces-only`` measures only the recorded traces and replaces
 their table in that section.
 
-    python benchmarks/simulate.py --traces-only [--runs N] [--no-write]"""
+    python benchmarks/simulate.py --traces-only [--runs N] [--no-write]
+
+``--targets`` times only the fast engine (oracle off) on the four fork-heavy workloads issue 13 sets 0.6 M faults/s
+for, at full size (fork-child order-9 THP with 30 children, the prefork server with 8 workers, fork-child with 8 and
+16 children), paused and back to back as above, and writes nothing: a quick A/B check.
+
+    python benchmarks/simulate.py --targets [--runs N]"""
 
 from __future__ import annotations
 
@@ -283,6 +289,29 @@ def current_section() -> str:
     return text.split(start, 1)[1].split(end, 1)[0].strip()
 
 
+#: the fork-heavy workloads at their full size whose 0.6 M faults/s issue 13 asks for (--targets): label, workload,
+#: parameters; fork-child with 8 and 16 children as in the cost-against-children table
+TARGETS = [
+    (CASES[1][0] + ", 30 children", CASES[1][1], CASES[1][2]),
+    (CASES[3][0] + ", 8 workers", CASES[3][1], CASES[3][2]),
+    ("fork-child, order-4 heap, 8 children", "fork-child", dict(CASES[0][2], rounds=8)),
+    ("fork-child, order-4 heap, 16 children", "fork-child", dict(CASES[0][2], rounds=16)),
+]
+
+
+def targets(runs: int) -> None:
+    """Only the fast engine (oracle off) on :data:`TARGETS`, at full size whatever ``--quick`` says: faults/s of
+    the paused runs (median, range) and back to back, as the main table measures them; nothing is written."""
+    run_fast(steps_of("fork-child", dict(CASES[0][2], rounds=2)), False)  # compile (or load) the kernels first
+    run_fast(steps_of("prefork", dict(CASES[3][2], requests=20)), False)
+    for label, workload, params in TARGETS:
+        fast = median_run("fast", steps_of(workload, params), False, runs)
+        n = fast["faults"]
+        print(f"{label}: {fmt(n)} faults, fast paused {fmt(n / fast['s'])} faults/s "
+              f"[{fmt(n / fast['hi'])}..{fmt(n / fast['lo'])}], back to back {fmt(n / fast['hot'])}")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller workloads, 3 runs")
@@ -290,8 +319,13 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--traces-only", action="store_true",
                         help="measure only the recorded real programs and replace their table in the section")
+    parser.add_argument("--targets", action="store_true",
+                        help="only the fast engine on issue 13's fork-heavy workloads at full size; writes nothing")
     args = parser.parse_args()
     runs = 3 if args.quick else args.runs
+    if args.targets:
+        targets(runs)
+        return
     info = machine()
     log(f"machine: {info}")
     if args.traces_only:
