@@ -447,6 +447,8 @@ _EVENT_TYPES: dict[str, tuple[tuple[str, frozenset[type]], ...]] = {
     for ev, fields in EVENT_FIELDS.items()}
 _NUM_TYPES, _INT_NULL_TYPES, _PAGE_LAST = _TYPES[_NUM], _TYPES[_INT_NULL], frozenset({bool, int})
 _raw_decode = json.JSONDecoder().raw_decode  # json.loads(line) without the whitespace around the object
+#: what raw_decode(line) calls, without its frame (StopIteration: no JSON value at the start)
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 #: a fault event's fields, in one call (KeyError when one is missing: the line then goes the long way)
 _FAULT_FIELDS = itemgetter("t", "pid", "tid", "addr", "write", "ip", "error_code")
 #: the types of those fields that :func:`_event_ok` accepts (t an integer or a float, the rest as EVENT_FIELDS)
@@ -983,7 +985,11 @@ class _Converter:
         stats, counts, see, racy = self.stats, self.stats.events, self.races.see, self.racy
         race_lines, last_fault, recent, since = (self.races.lines, self.races._last, self.races._recent,
                                                  self.races._mm_since)
-        names, spaces, append = self.name, self.space, out.append
+        names, spaces, append, scan = self.name, self.space, out.append, _scan_once
+        # the handlers event() calls for a task it knows (spawn and exec have more to decide: they go through it)
+        direct = {"syscall": self.on_syscall, "fork": self.on_fork, "exit": self.on_exit,
+                  "snapshot": self.on_snapshot, "fault": self.on_fault}
+        last_tf = float("-inf")  # the latest fault's time: ``recent`` is trimmed to it before a window is looked at
         bisect_right, new, set_verb, set_task, set_args = bisect.bisect_right, _new_object, _SET_VERB, _SET_TASK, \
             _SET_ARGS
         # the fault path's tallies, added to ``stats`` at each hand-over (nothing reads them in between)
@@ -1000,8 +1006,8 @@ class _Converter:
                 header_seen = True
                 continue
             try:
-                ev, end = _raw_decode(line)
-            except json.JSONDecodeError:
+                ev, end = scan(line, 0)
+            except (StopIteration, json.JSONDecodeError):
                 ev, end = None, 0
             fault: Any = None
             if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):
@@ -1036,8 +1042,7 @@ class _Converter:
                         race_lines.update((prev[2], lineno))
                     last_fault[vpn] = (tf, pid, lineno)
                     recent.append((tf, pid, tid, lineno))
-                    while recent and recent[0][0] < tf - _RACE_KEEP_US:
-                        recent.popleft()
+                    last_tf = tf
                 if tid in names:  # on_fault() of a page in a mapping the simulator expresses
                     space = spaces[tid]
                     i = bisect_right(space.starts, vpn) - 1
@@ -1063,10 +1068,17 @@ class _Converter:
                     out.extend(self.event(lineno, ev))
             else:
                 stats.lines = lineno
-                counts[ev["ev"]] += 1
+                kind = ev["ev"]
+                counts[kind] += 1
                 if first_pass:
+                    while recent and recent[0][0] < last_tf - _RACE_KEEP_US:  # as _Races.see() after each fault
+                        recent.popleft()
                     see(lineno, ev)
-                out.extend(self.event(lineno, ev))
+                    if kind == "fault":
+                        last_tf = recent[-1][0]
+                handler = direct.get(kind)
+                out.extend(handler(lineno, ev) if handler is not None and ev["tid"] in names else
+                           self.event(lineno, ev))
             if lineno >= batch_end:
                 batch_end = lineno + BATCH_LINES
                 stats.lines = lineno
@@ -1294,7 +1306,7 @@ class _Converter:
         if ret < 0 and not (name == "madvise" and ret == -12):  # madvise -ENOMEM still advised the mapped parts
             self.stats.failed[name] += 1
             return
-        handler = getattr(self, f"sys_{name}", None)
+        handler = _SYSCALL_HANDLERS.get(name)
         if name in ("mprotect", "madvise") and ev["args"][1] == 0:
             # a length of 0 succeeds and does nothing (mm/mprotect.c do_mprotect_pkey(), mm/madvise.c
             # do_madvise() return 0 before looking at any VMA): no step, no split of the mapping
@@ -1306,7 +1318,7 @@ class _Converter:
         if handler is None:
             self.stats.unexpressed[name] += 1
             return
-        yield from handler(self.name[ev["tid"]], self.space[ev["tid"]], ev["args"], ret, ev)
+        yield from handler(self, self.name[ev["tid"]], self.space[ev["tid"]], ev["args"], ret, ev)
 
     def _mmap_step(self, task: str, a: _Area) -> Step:
         if a.file is not None:
@@ -1615,6 +1627,11 @@ class _Converter:
             for a in list(space.areas):
                 if a.kind != "opaque":
                     yield from self._populate(task, a)
+
+
+#: ``_Converter.sys_<name>`` by system call name
+_SYSCALL_HANDLERS: dict[str, Callable[..., Iterator[_Out]]] = {
+    name[4:]: getattr(_Converter, name) for name in dir(_Converter) if name.startswith("sys_")}
 
 
 def _device(file: dict[str, Any]) -> bool:
