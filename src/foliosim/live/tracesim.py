@@ -16,6 +16,7 @@ back to this module's reference run, said through ``on_fallback``.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -344,6 +345,10 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
                 races.rows.clear()
 
     items = conv.items()
+    collect = gc.isenabled()
+    # no garbage collection while the steps run (what cyclic garbage they make is collected after): a full collection
+    # would walk every step prepare() kept (tens of thousands of objects) inside the timed simulation
+    gc.disable()
     try:
         for item in items:
             if isinstance(item, Race):
@@ -389,6 +394,9 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
             raise Unsupported(f"the fast engine stopped ({problem})") from None
         run.oracle_problems.append(problem)
         run.stopped = f"the isolation oracle found a problem ({problem}); the figures cover the steps before"
+    finally:
+        if collect:
+            gc.enable()
     run.convert = conv.stats
     run.steps = index
     run.tasks = len(tasks - {""})
