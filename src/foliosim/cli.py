@@ -1173,15 +1173,17 @@ def run_trace_cmd(trace_path: str, design: str, oracle: str, word_bits: str, no_
     Every recorded fault is one access by its task; faults the simulator does not take and calls it cannot
     express are counted by cause. Exit status: 0 simulated, 1 an unreadable or malformed trace, 2 a bad option.
     """
-    from foliosim.fast import HAVE_NUMBA, NUMBA_MISSING
     from foliosim.live.tracesim import Progress, simulate
     from foliosim.report.runtrace import summary_lines
     from foliosim.workloads.runtrace import RunTrace, RunTraceError, prepare
 
-    if engine == "fast" and not HAVE_NUMBA:
-        click.echo(f"foliosim run-trace: {NUMBA_MISSING}; or use --engine reference", err=True)
-        sys.exit(2)
-    engine = "fast" if engine == "fast" or (engine == "auto" and HAVE_NUMBA) else "reference"
+    if engine != "reference":  # foliosim.fast imports numba (a third of a second): only when it may run
+        from foliosim.fast import HAVE_NUMBA, NUMBA_MISSING
+
+        if engine == "fast" and not HAVE_NUMBA:
+            click.echo(f"foliosim run-trace: {NUMBA_MISSING}; or use --engine reference", err=True)
+            sys.exit(2)
+        engine = "fast" if engine == "fast" or (engine == "auto" and HAVE_NUMBA) else "reference"
     if json_out is not None:
         _check_writable(json_out, "run-trace")
     try:

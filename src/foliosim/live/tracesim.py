@@ -1,13 +1,13 @@
 """``foliosim run-trace``: simulate a run trace and check it against the live snapshots it holds.
 
-The trace is read twice: once to check every line and size every file it maps
-(:func:`foliosim.workloads.runtrace.prepare`), once to stream its steps into the process simulator
-(:class:`foliosim.evaluate.runner.WorkloadRunner`, not strict: a step the simulator refuses is counted, never
-fatal). With the default design (``kernel``) the simulator answers every sharing question itself; another
-design is plugged in through the evaluator's probe (``Machine.sharing``), as ``foliosim compare`` does. The
-isolation oracle is off by default: it walks every mapped page (cost follows mapped size, and real programs
-reserve GiBs); ``oracle="reuse"`` or ``"every"`` turns it on. At each snapshot the simulator's state is
-compared with the live one (:mod:`foliosim.live.snapcheck`).
+The trace is read once to check every line and size every file it maps
+(:func:`foliosim.workloads.runtrace.prepare`, which keeps the steps it made; a very long trace is read a second
+time), then its steps are streamed into the process simulator (:class:`foliosim.evaluate.runner.WorkloadRunner`,
+not strict: a step the simulator refuses is counted, never fatal). With the default design (``kernel``) the
+simulator answers every sharing question itself; another design is plugged in through the evaluator's probe
+(``Machine.sharing``), as ``foliosim compare`` does. The isolation oracle is off by default: it walks every mapped
+page (cost follows mapped size, and real programs reserve GiBs); ``oracle="reuse"`` or ``"every"`` turns it on. At
+each snapshot the simulator's state is compared with the live one (:mod:`foliosim.live.snapcheck`).
 
 ``engine="fast"`` runs the same simulation on the compiled engine (:mod:`foliosim.fast.sim.tracerun`; the
 ``kernel`` design only, the oracle modes with the fast engine's incremental oracle); what it does not model falls
@@ -16,6 +16,7 @@ back to this module's reference run, said through ``on_fallback``.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -343,8 +344,13 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
             if races is not None:
                 races.rows.clear()
 
+    items = conv.items()
+    collect = gc.isenabled()
+    # no garbage collection while the steps run (what cyclic garbage they make is collected after): a full collection
+    # would walk every step prepare() kept (tens of thousands of objects) inside the timed simulation
+    gc.disable()
     try:
-        for item in conv.items():
+        for item in items:
             if isinstance(item, Race):
                 racy = checker is not None
                 continue
@@ -380,6 +386,7 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
         m._drain()
         run.sim_seconds += perf() - t0
     except OracleViolation:  # the compiled loop stopped where the fast oracle (or a consistency check) failed
+        items.close()  # conv.stats: the figures at the item it stopped after
         if pending:
             index = runner.index  # the step it stopped in
         problem = runner.oracle_problem()
@@ -387,6 +394,9 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
             raise Unsupported(f"the fast engine stopped ({problem})") from None
         run.oracle_problems.append(problem)
         run.stopped = f"the isolation oracle found a problem ({problem}); the figures cover the steps before"
+    finally:
+        if collect:
+            gc.enable()
     run.convert = conv.stats
     run.steps = index
     run.tasks = len(tasks - {""})

@@ -20,14 +20,15 @@ traced process that maps it, sized to cover every page mapped.
 from __future__ import annotations
 
 import bisect
+import gc
 import gzip
 import json
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import repeat
-from operator import methodcaller
+from operator import itemgetter, methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -446,6 +447,12 @@ _EVENT_TYPES: dict[str, tuple[tuple[str, frozenset[type]], ...]] = {
     for ev, fields in EVENT_FIELDS.items()}
 _NUM_TYPES, _INT_NULL_TYPES, _PAGE_LAST = _TYPES[_NUM], _TYPES[_INT_NULL], frozenset({bool, int})
 _raw_decode = json.JSONDecoder().raw_decode  # json.loads(line) without the whitespace around the object
+#: what raw_decode(line) calls, without its frame (StopIteration: no JSON value at the start)
+_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+#: a fault event's fields, in one call (KeyError when one is missing: the line then goes the long way)
+_FAULT_FIELDS = itemgetter("t", "pid", "tid", "addr", "write", "ip", "error_code")
+#: the types of those fields that :func:`_event_ok` accepts (t an integer or a float, the rest as EVENT_FIELDS)
+_FAULT_TYPES = ((float, int, int, int, bool, int, int), (int, int, int, int, bool, int, int))
 
 
 def _event_ok(obj: Any) -> bool:
@@ -622,6 +629,11 @@ class _Area:
     def cut(self, start: int, end: int) -> _Area:
         return _Area(start, end, self.kind, self.prot, self.file,
                      self.pgoff + (start - self.start) if self.file else self.pgoff, self.hugepage, self.dontfork,
+                     self.wipeonfork, self.growsdown, self.why)
+
+    def with_prot(self, prot: str) -> _Area:
+        """``replace(self, prot=prot)``, without dataclasses.replace()'s cost."""
+        return _Area(self.start, self.end, self.kind, prot, self.file, self.pgoff, self.hugepage, self.dontfork,
                      self.wipeonfork, self.growsdown, self.why)
 
     def joins(self, nxt: _Area) -> bool:
@@ -860,6 +872,13 @@ class _Races:
 
 
 _Out = Step | Snapshot | Race
+#: a Step made without the frozen dataclass's ``__init__`` (a third of its cost): the object, then its three slots
+_new_object = object.__new__
+_SET_VERB, _SET_TASK, _SET_ARGS = (getattr(Step, name).__set__ for name in ("verb", "task", "args"))
+#: lines the one-pass reader (:meth:`_Converter.run_fast`) reads between two hand-overs of what it produced
+BATCH_LINES = 4096
+#: items :func:`prepare` keeps for :meth:`Conversion.items` (~180 bytes each; beyond, the trace is read again)
+CACHE_ITEMS = 1 << 19
 
 
 class _Converter:
@@ -881,6 +900,7 @@ class _Converter:
         self.handle_no = 0
         self.races = _Races()
         self.racy: set[int] = set()  # fault lines found racy by the first pass
+        self.fault_lines: list[int] | None = None  # run_fast(): the line of every fault step, in order
 
     # -- helpers -------------------------------------------------------------------------------------
     def _new_name(self, pid: int, tid: int) -> str:
@@ -934,6 +954,150 @@ class _Converter:
                 if ev["ev"] == "fault":
                     self.stats.faults += 1
                     self.stats.fault_skips["by a task the trace never created"] += 1
+
+    def _head(self) -> list[_Out]:
+        """What :meth:`run` yields before the first event: the THP step, then one step per file (second pass)."""
+        h = self.header.thp
+        out: list[_Out] = [Step("thp", "", (sorted(h.always), sorted(h.madvise)))]
+        for name, pages in sorted((self.known_files or {}).items()):
+            order = self.header.thp.shmem_file_order if self.file_shmem.get(name, _shmem_name(name)) else 0
+            self.stats.files += 1
+            out.append(Step("file", "", (name, max(pages, 1), order, self.file_shmem.get(name, _shmem_name(name)))))
+        return out
+
+    def run_fast(self, trace: RunTrace, out: list[_Out], fault_lines: list[int] | None) -> Iterator[int]:
+        """:meth:`run` over ``trace.events()`` in one loop: the same items appended to ``out``, the same figures in
+        ``stats`` and the same RunTraceError for a bad line. Yields the line reached after every
+        :data:`BATCH_LINES` lines and at the end (the caller takes ``out`` then); ``fault_lines`` gets the line of
+        each fault step. A fault line whose parsed fields have the types :func:`_event_ok` wants is converted here
+        (checks, race bookkeeping, the fault step); every other line goes through :func:`parse_event` (when the
+        quick check refuses it) and :meth:`event`, as in :meth:`run`."""
+        out.extend(self._head())
+        first_pass = self.known_files is None
+        stats, counts, see, racy = self.stats, self.stats.events, self.races.see, self.racy
+        race_lines, last_fault, recent, since = (self.races.lines, self.races._last, self.races._recent,
+                                                 self.races._mm_since)
+        names, spaces, append, scan = self.name, self.space, out.append, _scan_once
+        # the handlers event() calls for a task it knows (spawn and exec have more to decide: they go through it)
+        direct = {"syscall": self.on_syscall, "fork": self.on_fork, "exit": self.on_exit,
+                  "snapshot": self.on_snapshot, "fault": self.on_fault}
+        last_tf = float("-inf")  # the latest fault's time: ``recent`` is trimmed to it before a window is looked at
+        bisect_right, new, set_verb, set_task, set_args = bisect.bisect_right, _new_object, _SET_VERB, _SET_TASK, \
+            _SET_ARGS
+        # the fault path's tallies, added to ``stats`` at each hand-over (nothing reads them in between)
+        n_events = n_faults = n_writes = n_kernel = 0
+        self.fault_lines = fault_lines
+        name = trace.name
+        header_seen = False
+        last_t: float = float("-inf")
+        batch_end = BATCH_LINES
+        lineno = 0
+        for lineno, line in trace.lines():
+            if not header_seen:
+                trace._header = parse_header(line, f"{name} line {lineno}")
+                header_seen = True
+                continue
+            try:
+                ev, end = scan(line, 0)
+            except (StopIteration, json.JSONDecodeError):
+                ev, end = None, 0
+            fault: Any = None
+            if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):
+                if type(ev) is dict and ev.get("ev") == "fault":
+                    try:
+                        fault = _FAULT_FIELDS(ev)
+                    except KeyError:
+                        pass
+                    else:
+                        if tuple(map(type, fault)) not in _FAULT_TYPES:
+                            fault = None
+                if fault is None and not _event_ok(ev):
+                    ev = parse_event(line, f"{name} line {lineno}")
+            else:  # json.loads() also allows whitespace around the object: such a line goes the long way
+                ev = parse_event(line, f"{name} line {lineno}")
+            t = ev["t"]
+            if t < last_t:
+                raise RunTraceError(f"{name} line {lineno}: field 't' goes back in time ({t} after {last_t}): "
+                                    "the file is sorted by t")
+            last_t = t
+            if fault is not None:
+                if not n_events and "fault" not in counts:
+                    counts["fault"] = 0  # the key where the reference puts it (the JSON's order)
+                n_events += 1
+                _t, pid, tid, addr, write, _ip, _code = fault
+                vpn = addr >> PAGE_SHIFT
+                if first_pass:  # _Races.see() of a fault
+                    tf = float(t)
+                    prev = last_fault.get(vpn)
+                    if (prev is not None and prev[1] != pid and tf - prev[0] <= RACE_US
+                            and max(since.get(pid, 0.0), since.get(prev[1], 0.0)) <= prev[0]):
+                        race_lines.update((prev[2], lineno))
+                    last_fault[vpn] = (tf, pid, lineno)
+                    recent.append((tf, pid, tid, lineno))
+                    last_tf = tf
+                if tid in names:  # on_fault() of a page in a mapping the simulator expresses
+                    space = spaces[tid]
+                    i = bisect_right(space.starts, vpn) - 1
+                    area = space.areas[i] if i >= 0 else None
+                    if area is not None and area.end > vpn and area.kind != "opaque":
+                        n_faults += 1
+                        if lineno in racy:
+                            append(Race(lineno))
+                        if write:
+                            n_writes += 1
+                        if ev.get("kernel"):
+                            n_kernel += 1
+                        if fault_lines is not None:
+                            fault_lines.append(lineno)
+                        step = new(Step)
+                        set_verb(step, "fault")
+                        set_task(step, names[tid])
+                        set_args(step, (vpn, 0, write))
+                        append(step)
+                    else:
+                        out.extend(self.on_fault(lineno, ev))
+                else:
+                    out.extend(self.event(lineno, ev))
+            else:
+                stats.lines = lineno
+                kind = ev["ev"]
+                counts[kind] += 1
+                if first_pass:
+                    while recent and recent[0][0] < last_tf - _RACE_KEEP_US:  # as _Races.see() after each fault
+                        recent.popleft()
+                    see(lineno, ev)
+                    if kind == "fault":
+                        last_tf = recent[-1][0]
+                handler = direct.get(kind)
+                out.extend(handler(lineno, ev) if handler is not None and ev["tid"] in names else
+                           self.event(lineno, ev))
+            if lineno >= batch_end:
+                batch_end = lineno + BATCH_LINES
+                stats.lines = lineno
+                counts["fault"] += n_events
+                stats.faults += n_faults
+                stats.fault_steps += n_faults
+                stats.write_faults += n_writes
+                stats.kernel_faults += n_kernel
+                n_events = n_faults = n_writes = n_kernel = 0
+                yield lineno
+        if not header_seen:
+            raise RunTraceError(f"{name}: empty file (no run-trace header)")
+        if n_events:
+            stats.lines = lineno
+            counts["fault"] += n_events
+        stats.faults += n_faults
+        stats.fault_steps += n_faults
+        stats.write_faults += n_writes
+        stats.kernel_faults += n_kernel
+        for events_left in self.pending.values():
+            self.stats.skipped["events of a task the trace never created"] += len(events_left)
+            for _lineno, ev in events_left:
+                if ev["ev"] == "fault":
+                    self.stats.faults += 1
+                    self.stats.fault_skips["by a task the trace never created"] += 1
+        self.fault_lines = None
+        yield lineno
 
     def event(self, lineno: int, ev: dict[str, Any]) -> Iterator[_Out]:
         kind = ev["ev"]
@@ -1104,6 +1268,8 @@ class _Converter:
             self.stats.write_faults += 1
         if ev.get("kernel"):
             self.stats.kernel_faults += 1
+        if self.fault_lines is not None:
+            self.fault_lines.append(lineno)
         yield Step("fault", self.name[tid], (vpn, 0, ev["write"]))
 
     def _grow_stack(self, space: _Space, vpn: int) -> _Area | None:
@@ -1132,7 +1298,7 @@ class _Converter:
         if ret < 0 and not (name == "madvise" and ret == -12):  # madvise -ENOMEM still advised the mapped parts
             self.stats.failed[name] += 1
             return
-        handler = getattr(self, f"sys_{name}", None)
+        handler = _SYSCALL_HANDLERS.get(name)
         if name in ("mprotect", "madvise") and ev["args"][1] == 0:
             # a length of 0 succeeds and does nothing (mm/mprotect.c do_mprotect_pkey(), mm/madvise.c
             # do_madvise() return 0 before looking at any VMA): no step, no split of the mapping
@@ -1144,7 +1310,7 @@ class _Converter:
         if handler is None:
             self.stats.unexpressed[name] += 1
             return
-        yield from handler(self.name[ev["tid"]], self.space[ev["tid"]], ev["args"], ret, ev)
+        yield from handler(self, self.name[ev["tid"]], self.space[ev["tid"]], ev["args"], ret, ev)
 
     def _mmap_step(self, task: str, a: _Area) -> Step:
         if a.file is not None:
@@ -1230,8 +1396,8 @@ class _Converter:
         p = _prot(args[2])
         for lo, hi in self._over_runs("mprotect", space, start, start + pages):
             yield Step("mprotect", task, (lo, 0, hi - lo, p))
-        space.update(start, start + pages, lambda a: a if a.kind == "opaque" else replace(
-            a, prot=p + NORESERVE if a.prot.endswith(NORESERVE) else p))
+        space.update(start, start + pages, lambda a: a if a.kind == "opaque" else a.with_prot(
+            p + NORESERVE if a.prot.endswith(NORESERVE) else p))
 
     def sys_madvise(self, task: str, space: _Space, args: list[int], ret: int,
                     ev: dict[str, Any]) -> Iterator[_Out]:
@@ -1455,6 +1621,11 @@ class _Converter:
                     yield from self._populate(task, a)
 
 
+#: ``_Converter.sys_<name>`` by system call name
+_SYSCALL_HANDLERS: dict[str, Callable[..., Iterator[_Out]]] = {
+    name[4:]: getattr(_Converter, name) for name in dir(_Converter) if name.startswith("sys_")}
+
+
 def _device(file: dict[str, Any]) -> bool:
     path = str(file.get("path", ""))
     return path.startswith("/dev/") and not path.startswith("/dev/shm/") and not file.get("shmem", False)
@@ -1466,7 +1637,10 @@ def _shmem_name(name: str) -> bool:
 
 @dataclass(slots=True)
 class Conversion:
-    """A converted run trace: its header, the first pass's file sizes and statistics."""
+    """A converted run trace: its header, the first pass's file sizes and statistics.
+
+    :func:`prepare` keeps what its reading produced (up to :data:`CACHE_ITEMS` items), so :meth:`items` hands
+    it out again without reading the trace a second time; a longer trace is read again."""
 
     trace: RunTrace
     header: Header
@@ -1475,31 +1649,133 @@ class Conversion:
     stats: ConvertStats
     lines: int
     racy: set[int] = field(default_factory=set)  # lines of the faults a Race marker precedes
+    kept: list[_Out] | None = field(default=None, repr=False)  # the items after the head, Race markers placed
+    marks: list[tuple[int, int]] = field(default_factory=list, repr=False)  # (items in ``kept`` so far, line)
+    first: ConvertStats | None = field(default=None, repr=False)  # the first pass's figures (a copy)
+    kept_steps: int = 0  # the steps in ``kept``
 
-    def items(self) -> Iterator[Step | Snapshot | Race]:
+    def items(self) -> Generator[Step | Snapshot | Race, None, None]:
         """The steps (and snapshot and race markers) in order; ``stats`` is refilled as they are produced."""
         conv = _Converter(self.header, self.file_pages)
         conv.file_shmem = dict(self.file_shmem)
         conv.racy = self.racy
         self.stats = conv.stats
-        for item in conv.run(self.trace.events()):
-            if isinstance(item, Step):
-                conv.stats.steps += 1
-            yield item
+        if self.kept is not None and self.first is not None:
+            yield from self._replay(conv, self.kept, self.first)
+        else:
+            yield from self._stream(conv)
+
+    def _replay(self, conv: _Converter, kept: list[_Out], first: ConvertStats) -> Iterator[_Out]:
+        """The kept items after the head; ``stats`` holds the whole trace's figures at once (``lines`` follows
+        the items). Closed before the end, ``stats`` is made what it was at that item (:meth:`_stats_after`)."""
+        head = conv._head()
+        stats = conv.stats
+        for name in ConvertStats.__slots__:
+            if name not in ("files", "steps", "lines"):
+                value = getattr(first, name)
+                setattr(stats, name, Counter(value) if isinstance(value, Counter) else value)
+        stats.steps = len(head) + self.kept_steps
+        items = head + kept
+        at = len(head)
+        segment = items[:at]
+        it = iter(segment)
+        done = 0
+        try:
+            yield from it
+            done = at
+            for end, line in self.marks:
+                stats.lines = line
+                segment = items[at:len(head) + end]
+                it = iter(segment)
+                yield from it
+                done = at = len(head) + end
+        except GeneratorExit:
+            self.stats = self._stats_after(done + len(segment) - it.__length_hint__())  # type: ignore[attr-defined]
+            raise
+
+    def _stream(self, conv: _Converter) -> Iterator[_Out]:
+        """The items, read again in batches (:meth:`_Converter.run_fast`)."""
+        out: list[_Out] = []
+        it = iter(out)
+        done = 0
+        try:
+            for _line in conv.run_fast(self.trace, out, None):
+                conv.stats.steps += sum(1 for item in out if type(item) is Step)
+                it = iter(out)
+                yield from it
+                done += len(out)
+                out.clear()
+        except GeneratorExit:
+            self.stats = self._stats_after(done + len(out) - it.__length_hint__())  # type: ignore[attr-defined]
+            raise
+
+    def _stats_after(self, count: int) -> ConvertStats:
+        """The figures as they were when the reading had handed out ``count`` items (one item by one event at a
+        time, :meth:`_Converter.run`): for a consumer that stops early."""
+        conv = _Converter(self.header, self.file_pages)
+        conv.file_shmem = dict(self.file_shmem)
+        conv.racy = self.racy
+        if count > 0:
+            for n, item in enumerate(conv.run(self.trace.events()), 1):
+                if isinstance(item, Step):
+                    conv.stats.steps += 1
+                if n >= count:
+                    break
+        return conv.stats
 
     def steps(self) -> list[Step]:
         return [item for item in self.items() if isinstance(item, Step)]
 
 
 def prepare(trace: RunTrace) -> Conversion:
-    """Read the whole trace once: check every line (RunTraceError) and size every file it maps."""
+    """Read the whole trace once: check every line (RunTraceError) and size every file it maps; what the reading
+    produced is kept for :meth:`Conversion.items` (up to :data:`CACHE_ITEMS` items)."""
     header = trace.header
     conv = _Converter(header, None)
-    for _item in conv.run(trace.events()):
-        pass
+    out: list[_Out] = []
+    fault_lines: list[int] = []
+    marks: list[tuple[int, int]] = []
+    keep = True
+    collect = gc.isenabled()
+    gc.disable()  # the reading makes many objects and few cycles: no collections while it runs (up to a fifth)
+    try:
+        for line in conv.run_fast(trace, out, fault_lines):
+            if keep and len(out) > CACHE_ITEMS:
+                keep = False
+            if keep:
+                marks.append((len(out) - 1, line))
+            else:
+                out.clear()
+                fault_lines.clear()
+    finally:
+        if collect:
+            gc.enable()
     lines = conv.stats.lines
-    return Conversion(trace, header, dict(conv.file_pages), dict(conv.file_shmem), conv.stats, lines,
-                      conv.races.lines)
+    racy = conv.races.lines
+    kept: list[_Out] | None = None
+    if keep:
+        kept = out[1:]  # after the THP step
+        if racy:  # a Race marker before each racy fault's step, as the second pass places them
+            at = [i for i, item in enumerate(kept) if type(item) is Step and item.verb == "fault"]
+            assert len(at) == len(fault_lines)
+            inserts = [(i, line) for i, line in zip(at, fault_lines, strict=True) if line in racy]
+            placed: list[_Out] = []
+            prev = 0
+            for i, line in inserts:
+                placed.extend(kept[prev:i])
+                placed.append(Race(line))
+                prev = i
+            placed.extend(kept[prev:])
+            kept = placed
+            starts = [i for i, _line in inserts]
+            marks = [(end + bisect.bisect_left(starts, end), line) for end, line in marks]
+    first = ConvertStats()
+    for name in ConvertStats.__slots__:
+        value = getattr(conv.stats, name)
+        setattr(first, name, Counter(value) if isinstance(value, Counter) else value)
+    steps = sum(1 for item in kept if type(item) is Step) if kept is not None else 0
+    return Conversion(trace, header, dict(conv.file_pages), dict(conv.file_shmem), conv.stats, lines, racy, kept,
+                      marks, first, steps)
 
 
 def run_trace_steps(text: str, source: str = "run trace") -> list[Step]:
