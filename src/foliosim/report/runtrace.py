@@ -78,7 +78,7 @@ def summary_lines(run: TraceRun) -> list[str]:
     rate = f"{run.faults_per_second:,.0f} faults/s" if run.sim_seconds else "-"
     loaded = f", loading the compiled kernels ({run.load_seconds:.2f} s)" if run.engine == "fast" else ""
     out.append(f"simulator: {run.sim_seconds:.2f} s for {run.steps} steps ({rate}); wall {run.wall_seconds:.2f} s "
-               f"(reading the trace twice{loaded} and comparing snapshots ({run.check_seconds:.2f} s) included)")
+               f"(reading the trace{loaded} and comparing snapshots ({run.check_seconds:.2f} s) included)")
     if run.oracle != "off":
         verdict = "no problem" if not run.oracle_problems else "; ".join(run.oracle_problems[:3])
         out.append(f"isolation oracle: {run.oracle_runs} runs, {verdict}")
