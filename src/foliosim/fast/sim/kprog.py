@@ -1234,6 +1234,18 @@ def _numbering() -> defaultdict[Any, int]:
     return numbers
 
 
+def _addresses(regions: list[Any]) -> I64 | None:
+    """``regions`` as an int64 array when every one is an int (a region given by its address, as run traces' faults
+    mostly are: numbering tens of thousands of them costs more than the rest of the encoding), else None."""
+    try:
+        addrs = np.array(regions)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    if addrs.ndim != 1 or addrs.dtype.kind not in "iub":
+        return None
+    return addrs.astype(np.int64, copy=False)
+
+
 def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     """(program, task names by number, region -> number) of a step list (see :func:`_encode`)."""
     prog, names, regions, _forks, _exits, _wpages, _madvs = _encode(steps)
@@ -1266,7 +1278,8 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
     else:
         tnum = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
     regions = _numbering()
-    args = list(compress(map(_ARGS, steps), work[0].tolist()))
+    every = list(map(_ARGS, steps))  # read once: the accesses', forks', madvise steps' and faults' come from it
+    args = list(compress(every, work[0].tolist()))
     k = len(args)
     areg = afirst = apages = _NONE
     one_reg = True
@@ -1281,11 +1294,11 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
         apages = np.fromiter(map(_ARG2, args), dtype=np.int64, count=k)
     fchild = _NONE
     if nf:  # the children: names first seen here are numbered in program order
-        children = list(map(_ARG0, map(_ARGS, map(steps.__getitem__, work[1, :nf].tolist()))))
+        children = list(map(_ARG0, map(every.__getitem__, work[1, :nf].tolist())))
         fchild = np.fromiter(map(names.__getitem__, children), dtype=np.int64, count=nf)
     mkind = mreg = mfirst = mpages = _NONE
     if nm:  # every madvise step, so far
-        margs = list(map(_ARGS, map(steps.__getitem__, work[2, :nm].tolist())))
+        margs = list(map(every.__getitem__, work[2, :nm].tolist()))
         kinds = list(map(_MADV_CODE, map(_ARG3, margs)))
         firsts = list(map(_ARG1, margs))
         counts = list(map(_ARG2, margs))
@@ -1301,10 +1314,16 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
             mpages = np.fromiter(compress(counts, kinds), dtype=np.int64, count=n_ok)
     freg = ffirst = fwrite = _NONE
     if nq:  # recorded faults (run-trace): (region, page, written); regions first seen here numbered after those
-        fargs = list(map(_ARGS, map(steps.__getitem__, work[3, :nq].tolist())))
-        freg = np.fromiter(map(regions.__getitem__, map(_ARG0, fargs)), dtype=np.int64, count=nq)
+        fargs = list(map(every.__getitem__, work[3, :nq].tolist()))
+        fregs = list(map(_ARG0, fargs))
         ffirst = np.fromiter(map(_ARG1, fargs), dtype=np.int64, count=nq)
         fwrite = np.fromiter(map(bool, map(_ARG2, fargs)), dtype=np.int64, count=nq)
+        addrs = _addresses(fregs)
+        if addrs is not None:  # every region an address: region 0, the address added to the page (not numbered)
+            freg = np.full(nq, regions[0], dtype=np.int64)
+            ffirst += addrs
+        else:
+            freg = np.fromiter(map(regions.__getitem__, fregs), dtype=np.int64, count=nq)
     exits, wpages = _fill_rows(prog, codes, tnum, one_task, areg, one_reg, afirst, apages, work[1:], nf, fchild,
                                nm, mkind, mreg, mfirst, mpages, nq, freg, ffirst, fwrite)
     names.default_factory = regions.default_factory = None  # no reference cycle left for the collector

@@ -305,9 +305,25 @@ class TraceProgram(kprog.ProgramRun):
         if races is not None and races.rows:
             self.racy_rows = set(races.rows)
             self.racy = np.zeros((len(races.rows), 3), dtype=np.int64)
+            rid, prog = self.rid, self.prog
+            added: list[tuple[int, int]] = []
             for k in races.rows:  # the live checker looks a racy fault's region up when it is an address
-                if isinstance(steps[k].args[0], int) and self.prog[k, kprog.P_OP] == kprog.OP_FAULT:
-                    self.prog[k, kprog.P_ARG] |= kprog.FA_RACY
+                region = steps[k].args[0]
+                if isinstance(region, int) and prog[k, kprog.P_OP] == kprog.OP_FAULT:
+                    prog[k, kprog.P_ARG] |= kprog.FA_RACY
+                    if prog[k, kprog.P_REG] != rid.get(region):  # encoded as region 0 (kprog._addresses()): its own
+                        i = rid.get(region)
+                        if i is None:
+                            i = rid[region] = len(rid)
+                            added.append((i, region))
+                        prog[k, kprog.P_REG] = i
+                        prog[k, kprog.P_FIRST] -= region
+            if added:
+                rtab = np.full(len(rid), kprog.MISSING, dtype=np.int64)
+                rtab[:len(self.rtab)] = self.rtab
+                for i, region in added:
+                    rtab[i] = region
+                self.rtab = rtab
         if base and len(steps):  # a write's fill follows its index in the whole trace (execute()'s ``index``)
             fill = self.prog[:, kprog.P_FILL]
             rows = np.flatnonzero(fill > 0)
