@@ -88,6 +88,7 @@ _CODES: defaultdict[str, int] = defaultdict(int, {"read": OP_READ, "write": OP_W
                                                   "madvise": OP_DONTNEED, "fault": OP_FAULT})
 _VERB, _TASK, _ARGS = attrgetter("verb"), attrgetter("task"), attrgetter("args")
 _START, _END, _THP = attrgetter("start"), attrgetter("end"), attrgetter("thp")
+_DONTFORK, _FORKED = attrgetter("dontfork"), attrgetter("anon_vma_forked")
 _ARG0, _ARG1, _ARG2, _ARG3 = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 _MADV_CODE = defaultdict(int, _MADV_OPS).__getitem__  # OP_OTHER (0) for the advice it does not model
 _INT_TYPES = frozenset({int})
@@ -310,7 +311,8 @@ def _rehash(glob: Any, tb: Any, hk: Any, hv: Any) -> None:
 def _compact(st: Any, ms: Any, vm: Any, mv: Any, vfk: Any, vtmp: Any, ftmp: Any, src: int, n: int) -> int:
     """FastMachine._compact_vmas() as fork's _publish(dst) runs it: the child MM already holds its ``n`` copied
     VMAs, so they count twice (its rows, then the room asked for) and are written once after every other live MM
-    that is not zapped (MM order), before _publish_raw() writes them again. The rows go to ``vtmp`` first; then in
+    that is not zapped (MM order), before _publish_raw() writes them again (the parent's rows but its VM_DONTFORK
+    ones, ``n`` of them). The rows go to ``vtmp`` first; then in
     place when Python's new arrays would have the size these have (WHY_DONE), else Python makes them from
     ``vtmp`` (RK_VMA). RK_SCR when ``vtmp`` is too small."""
     src_off = ms[src, L.MS_VOFF]
@@ -335,11 +337,15 @@ def _compact(st: Any, ms: Any, vm: Any, mv: Any, vfk: Any, vtmp: Any, ftmp: Any,
             ftmp[k + j] = vfk[r]
         ms[m, L.MS_VOFF] = k
         k += nv
-    for j in range(n):  # the child's VMAs (copies of its parent's rows)
-        r = mv[src_off + j]
+    j = 0
+    for x in range(ms[src, L.MS_NVMA]):  # the child's VMAs (copies of its parent's rows but VM_DONTFORK ones)
+        r = mv[src_off + x]
+        if vm[r, L.V_DONTFORK] != 0:
+            continue
         for col in range(vm.shape[1]):
             vtmp[k + j, col] = vm[r, col]
         ftmp[k + j] = 1 if vfk[r] != 0 or vm[r, L.V_ANONVMA] != 0 else 0
+        j += 1
     k += n
     st[S_NVM] = k
     st[S_NMV] = k
@@ -929,13 +935,20 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             if not _runnable(tst, tn) or tst[c] != T_NONE:
                 return i, WHY_STEP
             src = tmm[tn]
-            if not msimple[src] or ids_peek(ids) < 0:
+            # an MM with VM_DONTFORK mappings forks here only with the control opcodes on (its child's Vma objects
+            # are then made from its rows, not from the parent's list: ProgramRun._forked_mms())
+            if (not msimple[src] and vst[X_ON] == 0) or ids_peek(ids) < 0:
                 return i, WHY_STEP
             num = st[S_NEXT_MM]
             if num >= ms.shape[0] or num >= msimple.shape[0]:
                 return i, _room(st, RK_MS, num + 1, 0, 0, 0, 0, 0)
-            n = ms[src, L.MS_NVMA]
+            nall = ms[src, L.MS_NVMA]
             off = ms[src, L.MS_VOFF]
+            n = nall  # the VMAs the child gets: every one but the VM_DONTFORK ones (dup_mmap())
+            if not msimple[src]:
+                for k in range(nall):
+                    if vm[mv[off + k], L.V_DONTFORK] != 0:
+                        n -= 1
             if st[S_NVM] + n > vm.shape[0] or st[S_NMV] + n > mv.shape[0] or st[S_NVM] + n > vfk.shape[0]:
                 kind = _compact(st, ms, vm, mv, vfk, vtmp, ftmp, src, n)
                 if kind != RK_SCR:  # every index slice packed: no room left in any (FastMachine._publish_raw())
@@ -947,9 +960,9 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             if scr.shape[1] < glob[L.G_NTB] + 1:
                 return i, _room(st, RK_SCR, 0, 0, 0, 0, 0, 0)
             nv = 0
-            for k in range(n):
+            for k in range(nall):
                 r = mv[off + k]
-                if vm[r, L.V_ANONVMA] != 0:
+                if vm[r, L.V_ANONVMA] != 0 and vm[r, L.V_DONTFORK] == 0:
                     vr[nv] = r
                     nv += 1
             early = st[S_EARLY]
@@ -986,12 +999,16 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     return i, WHY_ERROR
             nvm = st[S_NVM]
             nmv = st[S_NMV]
-            for k in range(n):  # _publish(dst): the copied VMAs in fresh rows
-                r = mv[off + k]
+            k = 0
+            for x in range(nall):  # _publish(dst): the copied VMAs in fresh rows
+                r = mv[off + x]
+                if vm[r, L.V_DONTFORK] != 0:
+                    continue
                 for col in range(vm.shape[1]):
                     vm[nvm + k, col] = vm[r, col]
                 vfk[nvm + k] = 1 if vfk[r] != 0 or vm[r, L.V_ANONVMA] != 0 else 0
                 mv[nmv + k] = nvm + k
+                k += 1
             ms[num, L.MS_VOFF] = nmv
             ms[num, L.MS_NVMA] = n
             st[S_NVM] = nvm + n
@@ -1659,11 +1676,16 @@ class ProgramRun:
         most = max(1, int(ms[:nmm, L.MS_NVMA].max())) if nmm else 1
         if self.exits or self.nmadv:  # what zap and the split will need (the VMAs are read only for that)
             pages = order = 0
-            for mm in self.mobj.values():  # C-level maps: a generator costs a frame per VMA, at every entry
-                vmas = mm.vmas
-                pages = max(pages, sum(map(_END, vmas)) - sum(map(_START, vmas)))
-                if self.nmadv:  # the largest order any VMA allows (an empty set allows none)
-                    order = max(order, max(map(max, filter(None, map(_THP, vmas))), default=0))
+            # only while the arrays may still grow: at their largest sizes _presize() changes nothing
+            sized = m._gather.shape[0] >= _AHEAD_MAX
+            ordered = not self.nmadv or m.ent.shape[0] >= (len(self.mobj) + 1) << m.po
+            if not (sized and ordered):
+                for mm in self.mobj.values():  # C-level maps: a generator costs a frame per VMA, at every entry
+                    vmas = mm.vmas
+                    if not sized:
+                        pages = max(pages, sum(map(_END, vmas)) - sum(map(_START, vmas)))
+                    if not ordered:  # the largest order any VMA allows (an empty set allows none)
+                        order = max(order, max(map(max, filter(None, map(_THP, vmas))), default=0))
             self._presize(pages, order)
         fork_rows = self.fork_rows
         ahead = fork_rows[np.searchsorted(fork_rows, pos):]
@@ -1674,10 +1696,10 @@ class ProgramRun:
                     continue
                 vmas = forker.vmas
                 self.templates[num] = list(vmas)
-                msimple[num] = not any(v.dontfork for v in vmas)
-                for vma, row in zip(vmas, forker.rows, strict=True):
-                    if vma.anon_vma_forked:
-                        vfk[row] = 1
+                msimple[num] = not any(map(_DONTFORK, vmas))
+                if len(vmas) != len(forker.rows):  # pragma: no cover - the rows follow the list
+                    raise OracleViolation(f"fast engine: {forker.name}'s VMA rows do not follow its VMAs")
+                vfk[list(compress(forker.rows, map(_FORKED, vmas)))] = 1
         if self.rg.shape[0] < most:
             rg = np.zeros((2 * most, 2), dtype=np.int64)
             rg[:self.rg.shape[0]] = self.rg  # a MADV_COLD/PAGEOUT cut short resumes from these
