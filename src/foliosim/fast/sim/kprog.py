@@ -780,7 +780,9 @@ def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
     if why == WHY_DONE:
         st[S_STEP] += 1  # FastMachine._begin()
         st[S_LAST] = tn
-        if m < msimple.shape[0]:  # whether fork can copy it: no VM_DONTFORK mapping
+        # whether it has no VM_DONTFORK mapping: only MADV_DONTFORK makes one (mmap's, split's and mremap's VMAs have
+        # the flag of the VMA they come from or none, merged ones the same), so an MM without one keeps having none
+        if m < msimple.shape[0] and (op == OP_MADVF or msimple[m] == 0):
             msimple[m] = _no_dontfork(ms, vm, mv, m)
     return why
 
