@@ -2,18 +2,19 @@
 """A compiled step interpreter: whole stretches of a workload (foliosim.workloads.steps) in one numba call.
 
 :func:`encode` turns a step list into an int64 program once (one row per step: verb code, task number, region
-number, first page, pages, argument, fill byte). :func:`run_program` executes rows from a position while they are
-of the kinds it models -- reads and writes (:func:`foliosim.fast.sim.kern.access`: anonymous, file and shmem
-faults; up to ``_BATCH`` consecutive ones in one call when nothing is kept per step), run-trace's recorded faults
+number, first page, pages, argument, fill byte). :func:`run_program` executes rows from a position while they are of
+the kinds it models -- reads and writes (:func:`foliosim.fast.sim.kern.access`: anonymous, file and shmem faults; up
+to ``_BATCH`` consecutive ones in one call when nothing is kept per step), run-trace's recorded faults
 (``OP_FAULT``, one row at a time: find_vma() and the protection test, then a one-page access, each outcome counted
 as tracerun.TraceRunner counts it), fork (``dup_mmap()``: :func:`foliosim.fast.sim.kfork.fork_dup` for the VMAs with
-an anon_vma, every VMA row copied -- file and shared ones too; an MM with a VM_DONTFORK VMA forks in Python --, a new
-MM row with the lowest free MM id, as foliosim.mmid does), exit (``exit_mmap()``:
-:func:`foliosim.fast.sim.kfork.exit_zap`, then ``mmdrop()``), MADV_DONTNEED (:func:`foliosim.fast.sim.kern.zap`),
-MADV_COLD/PAGEOUT (:func:`foliosim.fast.sim.kern.cold_pageout`, while no file exists) and the khugepaged/NUMA scans
-(counted only) -- and returns where it stopped and why: the end, a step it does not model (Python executes it the
-existing way, then the loop resumes), an array that needs room (Python grows it; an access -- in a batch, from the
-row cut short -- or MADV_COLD/PAGEOUT cut short resumes where it stopped) or an error.
+an anon_vma, every VMA row copied -- file and shared ones too, not VM_DONTFORK ones (run-trace's programs; elsewhere
+an MM with a VM_DONTFORK VMA forks in Python) --, a new MM row with the lowest free MM id, as foliosim.mmid does),
+exit (``exit_mmap()``: :func:`foliosim.fast.sim.kfork.exit_zap`, then ``mmdrop()``), MADV_DONTNEED
+(:func:`foliosim.fast.sim.kern.zap`), MADV_COLD/PAGEOUT (:func:`foliosim.fast.sim.kern.cold_pageout`, while no file
+exists) and the khugepaged/NUMA scans (counted only) -- and returns where it stopped and why: the end, a step it
+does not model (Python executes it the existing way, then the loop resumes), an array that needs room (Python grows
+it; an access -- in a batch, from the row cut short -- or MADV_COLD/PAGEOUT cut short resumes where it stopped) or
+an error.
 Tasks and MMs live in small arrays during a run; :class:`ProgramRun` turns them back into FastTask/FastMM
 objects (and the MM id allocator, counters, trace, CoW decisions and user faults) every time the loop returns, so
 the machine is then as if the steps had run one by one (FastMachine.fork()/exit()/madvise()). A stretch that can
