@@ -253,6 +253,76 @@ def _tally(st: Any, glob: Any, cow: Any, tal: Any, rs: Any, first: int, i: int) 
 
 
 @sjit
+def _tally_rows(st: Any, glob: Any, cow: Any, tal: Any, rs: Any, first: int, i: int, ops: Any, faults: Any,
+                nf: int) -> None:
+    """:func:`_tally` after an access() call over a batch of recorded faults (program rows ``i``...): a reuse
+    decision's row is that of its fault (the first one listed, in order, at the decision's MM and page; the
+    decisions follow the faults' order, as TraceMachine._note_reuses() matches them)."""
+    k = 0
+    for c in range(first, glob[L.G_NCOW]):
+        tal[TL_COW + cow[c, L.C_RULE] * _NOUT + cow[c, L.C_OUTCOME]] += 1
+        while k < nf and not (faults[k, 1] == cow[c, L.C_VPN] and ops[faults[k, 0], 0] == cow[c, L.C_MM]):
+            k += 1
+        if cow[c, L.C_OUTCOME] == L.OC_REUSE:
+            row = i + faults[k, 0] if k < nf else i
+            n = st[S_NREUSE]
+            if n == 0 or rs[n - 1] != row:
+                rs[n] = row
+                st[S_NREUSE] = n + 1
+        if k == nf:
+            k = 0
+    glob[L.G_NCOW] = first
+
+
+@sjit
+def _fault_rows(prog: Any, i: int, end: int, most: int, tst: Any, tmm: Any, rtab: Any, ms: Any, vm: Any, mv: Any,
+                ops: Any) -> int:
+    """The recorded faults after row ``i`` (whose access row is ``ops[0]``) that join it in one access() call:
+    consecutive ones, not racy, of a task that can run, in a known region, inside a VMA that allows the access (the
+    checks run_program() makes of each, which the faults before cannot change); their rows into ``ops`` from 1;
+    how many rows ``ops`` then holds."""
+    nb = 1
+    j = i + 1
+    while j < end and nb < most:
+        if prog[j, P_OP] != OP_FAULT or prog[j, P_ARG] & FA_RACY:
+            break
+        tn = prog[j, P_TASK]
+        if not _runnable(tst, tn):
+            break
+        base = rtab[prog[j, P_REG]]
+        if base == MISSING:
+            break
+        m = tmm[tn]
+        write = (prog[j, P_ARG] & FA_WRITE) != 0
+        vpn = base + prog[j, P_FIRST]
+        r = _find_vma(ms, vm, mv, m, vpn)
+        if r < 0 or vm[r, L.V_WRITE if write else L.V_READ] == 0:
+            break
+        ops[nb, 0] = m
+        ops[nb, 1] = vpn
+        ops[nb, 2] = prog[j, P_PAGES]
+        ops[nb, 3] = 1 if write else 0
+        ops[nb, 4] = prog[j, P_FILL]
+        ops[nb, 5] = 0
+        nb += 1
+        j += 1
+    return nb
+
+
+@sjit
+def _fault_outcomes(st: Any, tal: Any, ops: Any, n: int, taken: int) -> None:
+    """Count the outcomes of the first ``n`` recorded faults of a batch (bit k of ``taken``: row k took a fault;
+    row 0 also when S_TAKEN says it did before a return for room)."""
+    for k in range(n):
+        if (taken >> k) & 1 or (k == 0 and st[S_TAKEN]):
+            tal[TL_TAKEN] += 1
+        elif ops[k, 3]:
+            tal[TL_MAPPED] += 1
+        else:
+            tal[TL_PRESENT] += 1
+
+
+@sjit
 def _folio_name(cfg: Any, glob: Any, fs: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any, hk: Any, hv: Any, m: int,
                 vpn: int) -> int:
     """The name number of the folio mapped at ``vpn`` (``Machine.lookup()``), or NONE/ZERO/HUGE_ZERO."""
@@ -870,6 +940,9 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     ops1[0, 5] = 0
                     st[S_TAKEN] = 0
                     nb = 1
+                    if not keep and not prog[i, P_ARG] & FA_RACY:  # the recorded faults after it, in one call
+                        most = ops1.shape[0] if ops1.shape[0] < 63 else 63  # one bit each in ``taken``
+                        nb = _fault_rows(prog, i, end, most, tst, tmm, rtab, ms, vm, mv, ops1)
                 else:  # one row when something is kept per step (decisions, trace, user faults, tallied rows)
                     most = 1 if keep or st[S_TALLY] else ops1.shape[0]
                     nb = _access_rows(prog, i, end, most, tst, tmm, rtab, ops1)
@@ -877,6 +950,7 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 nb = st[S_PEND_N]
             st[S_PEND] = PEND_NONE
             r0 = 0
+            taken = 0  # recorded faults: bit k, row k of the batch took a fault
             while True:
                 if keep and st[S_NUF] + faults.shape[0] > uf.shape[0]:
                     st[S_PEND] = PEND_ACCESS
@@ -886,13 +960,17 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 rc, r = access(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
                                pexp, fc, pcs, ops1[:nb], r0, faults)
                 _tag_cows(glob, ctask, ncow, tn)
+                nf = glob[L.G_NGATHER]
                 if st[S_TALLY]:
-                    _tally(st, glob, cow, tal, rs, ncow, i)
+                    if op == OP_FAULT:
+                        _tally_rows(st, glob, cow, tal, rs, ncow, i, ops1, faults, nf)
+                    else:
+                        _tally(st, glob, cow, tal, rs, ncow, i)
                 if st[S_KEEPDEC] == 0:
                     glob[L.G_NCOW] = 0  # FastMachine._drain() drops them
-                nf = glob[L.G_NGATHER]
-                if nf:
-                    st[S_TAKEN] = 1
+                if op == OP_FAULT:
+                    for k in range(nf):
+                        taken |= np.int64(1) << faults[k, 0]
                 if keep:
                     u = st[S_NUF]
                     for k in range(nf):
@@ -907,6 +985,12 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     if nf >= faults.shape[0]:  # only the fault list was full: go on
                         r0 = r
                         continue
+                    if op == OP_FAULT:  # the faults done counted, whether the one cut short took one kept
+                        _fault_outcomes(st, tal, ops1, r, taken)
+                        if r > 0:
+                            st[S_TAKEN] = 0
+                        if (taken >> r) & 1:
+                            st[S_TAKEN] = 1
                     for k in range(r, nb):  # the rows left (the first one cut short) wait at the front
                         for col in range(ops1.shape[1]):
                             ops1[k - r, col] = ops1[k, col]
@@ -916,11 +1000,13 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     st[S_PEND_N] = nb - r
                     return i, _room(st, RK_GROW, 0, 0, 0, 0, 0, 0)
                 st[S_RC] = rc
+                if op == OP_FAULT:  # the faults before the one that failed are done (each its own call before)
+                    _fault_outcomes(st, tal, ops1, r, taken)
                 st[S_STEPS] += r
                 return i + r, WHY_ERROR
-            if op == OP_FAULT:  # nb == 1
-                tal[TL_TAKEN if st[S_TAKEN] else TL_MAPPED if ops1[0, 3] else TL_PRESENT] += 1
-                if prog[i, P_ARG] & FA_RACY:
+            if op == OP_FAULT:
+                _fault_outcomes(st, tal, ops1, nb, taken)
+                if prog[i, P_ARG] & FA_RACY:  # nb == 1
                     _racy_after(st, racy, i, _folio_name(cfg, glob, fs, tb, ptf, ptp, ptw, hk, hv, tmm[tn],
                                                          rtab[prog[i, P_REG]]))
             st[S_STEPS] += nb
