@@ -352,6 +352,9 @@ class TraceProgram(kprog.ProgramRun):
         forks = int((prog[:, kprog.P_OP] == kprog.OP_FORK).sum()) if n else 0
         if forks:
             m._grow_rows("ms", m._next["mm"] + forks + 1)
+        faults = int((prog[:, kprog.P_OP] == kprog.OP_FAULT).sum()) if n else 0
+        if faults > 64:  # folio and page rows for a folio per recorded fault, at most: no return to grow each time
+            m._room(min(faults, kprog._AHEAD_MAX), min(2 * faults, kprog._AHEAD_MAX), 2, 64)
         pos = 0
         while pos < n:
             if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER:
