@@ -387,7 +387,9 @@ class FastMachine:
         if need <= arr.shape[0]:
             return
         size = max(need, 2 * arr.shape[0])
-        new = np.full((size, *arr.shape[1:]), fill, dtype=arr.dtype)
+        # zeros: the rows not used yet are not written (their pages stay untouched until used)
+        new = np.zeros((size, *arr.shape[1:]), dtype=arr.dtype) if fill == 0 else np.full((size, *arr.shape[1:]),
+                                                                                          fill, dtype=arr.dtype)
         new[:arr.shape[0]] = arr
         setattr(self, name, new)
 

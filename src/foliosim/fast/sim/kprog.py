@@ -2,18 +2,19 @@
 """A compiled step interpreter: whole stretches of a workload (foliosim.workloads.steps) in one numba call.
 
 :func:`encode` turns a step list into an int64 program once (one row per step: verb code, task number, region
-number, first page, pages, argument, fill byte). :func:`run_program` executes rows from a position while they are
-of the kinds it models -- reads and writes (:func:`foliosim.fast.sim.kern.access`: anonymous, file and shmem
-faults; up to ``_BATCH`` consecutive ones in one call when nothing is kept per step), run-trace's recorded faults
+number, first page, pages, argument, fill byte). :func:`run_program` executes rows from a position while they are of
+the kinds it models -- reads and writes (:func:`foliosim.fast.sim.kern.access`: anonymous, file and shmem faults; up
+to ``_BATCH`` consecutive ones in one call when nothing is kept per step), run-trace's recorded faults
 (``OP_FAULT``, one row at a time: find_vma() and the protection test, then a one-page access, each outcome counted
 as tracerun.TraceRunner counts it), fork (``dup_mmap()``: :func:`foliosim.fast.sim.kfork.fork_dup` for the VMAs with
-an anon_vma, every VMA row copied -- file and shared ones too; an MM with a VM_DONTFORK VMA forks in Python --, a new
-MM row with the lowest free MM id, as foliosim.mmid does), exit (``exit_mmap()``:
-:func:`foliosim.fast.sim.kfork.exit_zap`, then ``mmdrop()``), MADV_DONTNEED (:func:`foliosim.fast.sim.kern.zap`),
-MADV_COLD/PAGEOUT (:func:`foliosim.fast.sim.kern.cold_pageout`, while no file exists) and the khugepaged/NUMA scans
-(counted only) -- and returns where it stopped and why: the end, a step it does not model (Python executes it the
-existing way, then the loop resumes), an array that needs room (Python grows it; an access -- in a batch, from the
-row cut short -- or MADV_COLD/PAGEOUT cut short resumes where it stopped) or an error.
+an anon_vma, every VMA row copied -- file and shared ones too, not VM_DONTFORK ones (run-trace's programs; elsewhere
+an MM with a VM_DONTFORK VMA forks in Python) --, a new MM row with the lowest free MM id, as foliosim.mmid does),
+exit (``exit_mmap()``: :func:`foliosim.fast.sim.kfork.exit_zap`, then ``mmdrop()``), MADV_DONTNEED
+(:func:`foliosim.fast.sim.kern.zap`), MADV_COLD/PAGEOUT (:func:`foliosim.fast.sim.kern.cold_pageout`, while no file
+exists) and the khugepaged/NUMA scans (counted only) -- and returns where it stopped and why: the end, a step it
+does not model (Python executes it the existing way, then the loop resumes), an array that needs room (Python grows
+it; an access -- in a batch, from the row cut short -- or MADV_COLD/PAGEOUT cut short resumes where it stopped) or
+an error.
 Tasks and MMs live in small arrays during a run; :class:`ProgramRun` turns them back into FastTask/FastMM
 objects (and the MM id allocator, counters, trace, CoW decisions and user faults) every time the loop returns, so
 the machine is then as if the steps had run one by one (FastMachine.fork()/exit()/madvise()). A stretch that can
@@ -88,6 +89,7 @@ _CODES: defaultdict[str, int] = defaultdict(int, {"read": OP_READ, "write": OP_W
                                                   "madvise": OP_DONTNEED, "fault": OP_FAULT})
 _VERB, _TASK, _ARGS = attrgetter("verb"), attrgetter("task"), attrgetter("args")
 _START, _END, _THP = attrgetter("start"), attrgetter("end"), attrgetter("thp")
+_DONTFORK, _FORKED = attrgetter("dontfork"), attrgetter("anon_vma_forked")
 _ARG0, _ARG1, _ARG2, _ARG3 = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 _MADV_CODE = defaultdict(int, _MADV_OPS).__getitem__  # OP_OTHER (0) for the advice it does not model
 _INT_TYPES = frozenset({int})
@@ -251,6 +253,76 @@ def _tally(st: Any, glob: Any, cow: Any, tal: Any, rs: Any, first: int, i: int) 
 
 
 @sjit
+def _tally_rows(st: Any, glob: Any, cow: Any, tal: Any, rs: Any, first: int, i: int, ops: Any, faults: Any,
+                nf: int) -> None:
+    """:func:`_tally` after an access() call over a batch of recorded faults (program rows ``i``...): a reuse
+    decision's row is that of its fault (the first one listed, in order, at the decision's MM and page; the
+    decisions follow the faults' order, as TraceMachine._note_reuses() matches them)."""
+    k = 0
+    for c in range(first, glob[L.G_NCOW]):
+        tal[TL_COW + cow[c, L.C_RULE] * _NOUT + cow[c, L.C_OUTCOME]] += 1
+        while k < nf and not (faults[k, 1] == cow[c, L.C_VPN] and ops[faults[k, 0], 0] == cow[c, L.C_MM]):
+            k += 1
+        if cow[c, L.C_OUTCOME] == L.OC_REUSE:
+            row = i + faults[k, 0] if k < nf else i
+            n = st[S_NREUSE]
+            if n == 0 or rs[n - 1] != row:
+                rs[n] = row
+                st[S_NREUSE] = n + 1
+        if k == nf:
+            k = 0
+    glob[L.G_NCOW] = first
+
+
+@sjit
+def _fault_rows(prog: Any, i: int, end: int, most: int, tst: Any, tmm: Any, rtab: Any, ms: Any, vm: Any, mv: Any,
+                ops: Any) -> int:
+    """The recorded faults after row ``i`` (whose access row is ``ops[0]``) that join it in one access() call:
+    consecutive ones, not racy, of a task that can run, in a known region, inside a VMA that allows the access (the
+    checks run_program() makes of each, which the faults before cannot change); their rows into ``ops`` from 1;
+    how many rows ``ops`` then holds."""
+    nb = 1
+    j = i + 1
+    while j < end and nb < most:
+        if prog[j, P_OP] != OP_FAULT or prog[j, P_ARG] & FA_RACY:
+            break
+        tn = prog[j, P_TASK]
+        if not _runnable(tst, tn):
+            break
+        base = rtab[prog[j, P_REG]]
+        if base == MISSING:
+            break
+        m = tmm[tn]
+        write = (prog[j, P_ARG] & FA_WRITE) != 0
+        vpn = base + prog[j, P_FIRST]
+        r = _find_vma(ms, vm, mv, m, vpn)
+        if r < 0 or vm[r, L.V_WRITE if write else L.V_READ] == 0:
+            break
+        ops[nb, 0] = m
+        ops[nb, 1] = vpn
+        ops[nb, 2] = prog[j, P_PAGES]
+        ops[nb, 3] = 1 if write else 0
+        ops[nb, 4] = prog[j, P_FILL]
+        ops[nb, 5] = 0
+        nb += 1
+        j += 1
+    return nb
+
+
+@sjit
+def _fault_outcomes(st: Any, tal: Any, ops: Any, n: int, taken: int) -> None:
+    """Count the outcomes of the first ``n`` recorded faults of a batch (bit k of ``taken``: row k took a fault;
+    row 0 also when S_TAKEN says it did before a return for room)."""
+    for k in range(n):
+        if (taken >> k) & 1 or (k == 0 and st[S_TAKEN]):
+            tal[TL_TAKEN] += 1
+        elif ops[k, 3]:
+            tal[TL_MAPPED] += 1
+        else:
+            tal[TL_PRESENT] += 1
+
+
+@sjit
 def _folio_name(cfg: Any, glob: Any, fs: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any, hk: Any, hv: Any, m: int,
                 vpn: int) -> int:
     """The name number of the folio mapped at ``vpn`` (``Machine.lookup()``), or NONE/ZERO/HUGE_ZERO."""
@@ -310,7 +382,8 @@ def _rehash(glob: Any, tb: Any, hk: Any, hv: Any) -> None:
 def _compact(st: Any, ms: Any, vm: Any, mv: Any, vfk: Any, vtmp: Any, ftmp: Any, src: int, n: int) -> int:
     """FastMachine._compact_vmas() as fork's _publish(dst) runs it: the child MM already holds its ``n`` copied
     VMAs, so they count twice (its rows, then the room asked for) and are written once after every other live MM
-    that is not zapped (MM order), before _publish_raw() writes them again. The rows go to ``vtmp`` first; then in
+    that is not zapped (MM order), before _publish_raw() writes them again (the parent's rows but its VM_DONTFORK
+    ones, ``n`` of them). The rows go to ``vtmp`` first; then in
     place when Python's new arrays would have the size these have (WHY_DONE), else Python makes them from
     ``vtmp`` (RK_VMA). RK_SCR when ``vtmp`` is too small."""
     src_off = ms[src, L.MS_VOFF]
@@ -335,11 +408,15 @@ def _compact(st: Any, ms: Any, vm: Any, mv: Any, vfk: Any, vtmp: Any, ftmp: Any,
             ftmp[k + j] = vfk[r]
         ms[m, L.MS_VOFF] = k
         k += nv
-    for j in range(n):  # the child's VMAs (copies of its parent's rows)
-        r = mv[src_off + j]
+    j = 0
+    for x in range(ms[src, L.MS_NVMA]):  # the child's VMAs (copies of its parent's rows but VM_DONTFORK ones)
+        r = mv[src_off + x]
+        if vm[r, L.V_DONTFORK] != 0:
+            continue
         for col in range(vm.shape[1]):
             vtmp[k + j, col] = vm[r, col]
         ftmp[k + j] = 1 if vfk[r] != 0 or vm[r, L.V_ANONVMA] != 0 else 0
+        j += 1
     k += n
     st[S_NVM] = k
     st[S_NMV] = k
@@ -774,7 +851,9 @@ def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
     if why == WHY_DONE:
         st[S_STEP] += 1  # FastMachine._begin()
         st[S_LAST] = tn
-        if m < msimple.shape[0]:  # whether fork can copy it: no VM_DONTFORK mapping
+        # whether it has no VM_DONTFORK mapping: only MADV_DONTFORK makes one (mmap's, split's and mremap's VMAs have
+        # the flag of the VMA they come from or none, merged ones the same), so an MM without one keeps having none
+        if m < msimple.shape[0] and (op == OP_MADVF or msimple[m] == 0):
             msimple[m] = _no_dontfork(ms, vm, mv, m)
     return why
 
@@ -861,6 +940,9 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     ops1[0, 5] = 0
                     st[S_TAKEN] = 0
                     nb = 1
+                    if not keep and not prog[i, P_ARG] & FA_RACY:  # the recorded faults after it, in one call
+                        most = ops1.shape[0] if ops1.shape[0] < 63 else 63  # one bit each in ``taken``
+                        nb = _fault_rows(prog, i, end, most, tst, tmm, rtab, ms, vm, mv, ops1)
                 else:  # one row when something is kept per step (decisions, trace, user faults, tallied rows)
                     most = 1 if keep or st[S_TALLY] else ops1.shape[0]
                     nb = _access_rows(prog, i, end, most, tst, tmm, rtab, ops1)
@@ -868,6 +950,7 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 nb = st[S_PEND_N]
             st[S_PEND] = PEND_NONE
             r0 = 0
+            taken = 0  # recorded faults: bit k, row k of the batch took a fault
             while True:
                 if keep and st[S_NUF] + faults.shape[0] > uf.shape[0]:
                     st[S_PEND] = PEND_ACCESS
@@ -877,13 +960,17 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 rc, r = access(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow,
                                pexp, fc, pcs, ops1[:nb], r0, faults)
                 _tag_cows(glob, ctask, ncow, tn)
+                nf = glob[L.G_NGATHER]
                 if st[S_TALLY]:
-                    _tally(st, glob, cow, tal, rs, ncow, i)
+                    if op == OP_FAULT:
+                        _tally_rows(st, glob, cow, tal, rs, ncow, i, ops1, faults, nf)
+                    else:
+                        _tally(st, glob, cow, tal, rs, ncow, i)
                 if st[S_KEEPDEC] == 0:
                     glob[L.G_NCOW] = 0  # FastMachine._drain() drops them
-                nf = glob[L.G_NGATHER]
-                if nf:
-                    st[S_TAKEN] = 1
+                if op == OP_FAULT:
+                    for k in range(nf):
+                        taken |= np.int64(1) << faults[k, 0]
                 if keep:
                     u = st[S_NUF]
                     for k in range(nf):
@@ -898,6 +985,12 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     if nf >= faults.shape[0]:  # only the fault list was full: go on
                         r0 = r
                         continue
+                    if op == OP_FAULT:  # the faults done counted, whether the one cut short took one kept
+                        _fault_outcomes(st, tal, ops1, r, taken)
+                        if r > 0:
+                            st[S_TAKEN] = 0
+                        if (taken >> r) & 1:
+                            st[S_TAKEN] = 1
                     for k in range(r, nb):  # the rows left (the first one cut short) wait at the front
                         for col in range(ops1.shape[1]):
                             ops1[k - r, col] = ops1[k, col]
@@ -907,11 +1000,13 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     st[S_PEND_N] = nb - r
                     return i, _room(st, RK_GROW, 0, 0, 0, 0, 0, 0)
                 st[S_RC] = rc
+                if op == OP_FAULT:  # the faults before the one that failed are done (each its own call before)
+                    _fault_outcomes(st, tal, ops1, r, taken)
                 st[S_STEPS] += r
                 return i + r, WHY_ERROR
-            if op == OP_FAULT:  # nb == 1
-                tal[TL_TAKEN if st[S_TAKEN] else TL_MAPPED if ops1[0, 3] else TL_PRESENT] += 1
-                if prog[i, P_ARG] & FA_RACY:
+            if op == OP_FAULT:
+                _fault_outcomes(st, tal, ops1, nb, taken)
+                if prog[i, P_ARG] & FA_RACY:  # nb == 1
                     _racy_after(st, racy, i, _folio_name(cfg, glob, fs, tb, ptf, ptp, ptw, hk, hv, tmm[tn],
                                                          rtab[prog[i, P_REG]]))
             st[S_STEPS] += nb
@@ -929,13 +1024,20 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             if not _runnable(tst, tn) or tst[c] != T_NONE:
                 return i, WHY_STEP
             src = tmm[tn]
-            if not msimple[src] or ids_peek(ids) < 0:
+            # an MM with VM_DONTFORK mappings forks here only with the control opcodes on (its child's Vma objects
+            # are then made from its rows, not from the parent's list: ProgramRun._forked_mms())
+            if (not msimple[src] and vst[X_ON] == 0) or ids_peek(ids) < 0:
                 return i, WHY_STEP
             num = st[S_NEXT_MM]
             if num >= ms.shape[0] or num >= msimple.shape[0]:
                 return i, _room(st, RK_MS, num + 1, 0, 0, 0, 0, 0)
-            n = ms[src, L.MS_NVMA]
+            nall = ms[src, L.MS_NVMA]
             off = ms[src, L.MS_VOFF]
+            n = nall  # the VMAs the child gets: every one but the VM_DONTFORK ones (dup_mmap())
+            if not msimple[src]:
+                for k in range(nall):
+                    if vm[mv[off + k], L.V_DONTFORK] != 0:
+                        n -= 1
             if st[S_NVM] + n > vm.shape[0] or st[S_NMV] + n > mv.shape[0] or st[S_NVM] + n > vfk.shape[0]:
                 kind = _compact(st, ms, vm, mv, vfk, vtmp, ftmp, src, n)
                 if kind != RK_SCR:  # every index slice packed: no room left in any (FastMachine._publish_raw())
@@ -947,9 +1049,9 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             if scr.shape[1] < glob[L.G_NTB] + 1:
                 return i, _room(st, RK_SCR, 0, 0, 0, 0, 0, 0)
             nv = 0
-            for k in range(n):
+            for k in range(nall):
                 r = mv[off + k]
-                if vm[r, L.V_ANONVMA] != 0:
+                if vm[r, L.V_ANONVMA] != 0 and vm[r, L.V_DONTFORK] == 0:
                     vr[nv] = r
                     nv += 1
             early = st[S_EARLY]
@@ -986,12 +1088,16 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     return i, WHY_ERROR
             nvm = st[S_NVM]
             nmv = st[S_NMV]
-            for k in range(n):  # _publish(dst): the copied VMAs in fresh rows
-                r = mv[off + k]
+            k = 0
+            for x in range(nall):  # _publish(dst): the copied VMAs in fresh rows
+                r = mv[off + x]
+                if vm[r, L.V_DONTFORK] != 0:
+                    continue
                 for col in range(vm.shape[1]):
                     vm[nvm + k, col] = vm[r, col]
                 vfk[nvm + k] = 1 if vfk[r] != 0 or vm[r, L.V_ANONVMA] != 0 else 0
                 mv[nmv + k] = nvm + k
+                k += 1
             ms[num, L.MS_VOFF] = nmv
             ms[num, L.MS_NVMA] = n
             st[S_NVM] = nvm + n
@@ -1234,6 +1340,18 @@ def _numbering() -> defaultdict[Any, int]:
     return numbers
 
 
+def _addresses(regions: list[Any]) -> I64 | None:
+    """``regions`` as an int64 array when every one is an int (a region given by its address, as run traces' faults
+    mostly are: numbering tens of thousands of them costs more than the rest of the encoding), else None."""
+    try:
+        addrs = np.array(regions)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    if addrs.ndim != 1 or addrs.dtype.kind not in "iub":
+        return None
+    return addrs.astype(np.int64, copy=False)
+
+
 def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     """(program, task names by number, region -> number) of a step list (see :func:`_encode`)."""
     prog, names, regions, _forks, _exits, _wpages, _madvs = _encode(steps)
@@ -1266,7 +1384,8 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
     else:
         tnum = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
     regions = _numbering()
-    args = list(compress(map(_ARGS, steps), work[0].tolist()))
+    every = list(map(_ARGS, steps))  # read once: the accesses', forks', madvise steps' and faults' come from it
+    args = list(compress(every, work[0].tolist()))
     k = len(args)
     areg = afirst = apages = _NONE
     one_reg = True
@@ -1281,11 +1400,11 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
         apages = np.fromiter(map(_ARG2, args), dtype=np.int64, count=k)
     fchild = _NONE
     if nf:  # the children: names first seen here are numbered in program order
-        children = list(map(_ARG0, map(_ARGS, map(steps.__getitem__, work[1, :nf].tolist()))))
+        children = list(map(_ARG0, map(every.__getitem__, work[1, :nf].tolist())))
         fchild = np.fromiter(map(names.__getitem__, children), dtype=np.int64, count=nf)
     mkind = mreg = mfirst = mpages = _NONE
     if nm:  # every madvise step, so far
-        margs = list(map(_ARGS, map(steps.__getitem__, work[2, :nm].tolist())))
+        margs = list(map(every.__getitem__, work[2, :nm].tolist()))
         kinds = list(map(_MADV_CODE, map(_ARG3, margs)))
         firsts = list(map(_ARG1, margs))
         counts = list(map(_ARG2, margs))
@@ -1301,10 +1420,16 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
             mpages = np.fromiter(compress(counts, kinds), dtype=np.int64, count=n_ok)
     freg = ffirst = fwrite = _NONE
     if nq:  # recorded faults (run-trace): (region, page, written); regions first seen here numbered after those
-        fargs = list(map(_ARGS, map(steps.__getitem__, work[3, :nq].tolist())))
-        freg = np.fromiter(map(regions.__getitem__, map(_ARG0, fargs)), dtype=np.int64, count=nq)
+        fargs = list(map(every.__getitem__, work[3, :nq].tolist()))
+        fregs = list(map(_ARG0, fargs))
         ffirst = np.fromiter(map(_ARG1, fargs), dtype=np.int64, count=nq)
         fwrite = np.fromiter(map(bool, map(_ARG2, fargs)), dtype=np.int64, count=nq)
+        addrs = _addresses(fregs)
+        if addrs is not None:  # every region an address: region 0, the address added to the page (not numbered)
+            freg = np.full(nq, regions[0], dtype=np.int64)
+            ffirst += addrs
+        else:
+            freg = np.fromiter(map(regions.__getitem__, fregs), dtype=np.int64, count=nq)
     exits, wpages = _fill_rows(prog, codes, tnum, one_task, areg, one_reg, afirst, apages, work[1:], nf, fchild,
                                nm, mkind, mreg, mfirst, mpages, nq, freg, ffirst, fwrite)
     names.default_factory = regions.default_factory = None  # no reference cycle left for the collector
@@ -1640,11 +1765,16 @@ class ProgramRun:
         most = max(1, int(ms[:nmm, L.MS_NVMA].max())) if nmm else 1
         if self.exits or self.nmadv:  # what zap and the split will need (the VMAs are read only for that)
             pages = order = 0
-            for mm in self.mobj.values():  # C-level maps: a generator costs a frame per VMA, at every entry
-                vmas = mm.vmas
-                pages = max(pages, sum(map(_END, vmas)) - sum(map(_START, vmas)))
-                if self.nmadv:  # the largest order any VMA allows (an empty set allows none)
-                    order = max(order, max(map(max, filter(None, map(_THP, vmas))), default=0))
+            # only while the arrays may still grow: at their largest sizes _presize() changes nothing
+            sized = m._gather.shape[0] >= _AHEAD_MAX
+            ordered = not self.nmadv or m.ent.shape[0] >= (len(self.mobj) + 1) << m.po
+            if not (sized and ordered):
+                for mm in self.mobj.values():  # C-level maps: a generator costs a frame per VMA, at every entry
+                    vmas = mm.vmas
+                    if not sized:
+                        pages = max(pages, sum(map(_END, vmas)) - sum(map(_START, vmas)))
+                    if not ordered:  # the largest order any VMA allows (an empty set allows none)
+                        order = max(order, max(map(max, filter(None, map(_THP, vmas))), default=0))
             self._presize(pages, order)
         fork_rows = self.fork_rows
         ahead = fork_rows[np.searchsorted(fork_rows, pos):]
@@ -1655,10 +1785,10 @@ class ProgramRun:
                     continue
                 vmas = forker.vmas
                 self.templates[num] = list(vmas)
-                msimple[num] = not any(v.dontfork for v in vmas)
-                for vma, row in zip(vmas, forker.rows, strict=True):
-                    if vma.anon_vma_forked:
-                        vfk[row] = 1
+                msimple[num] = not any(map(_DONTFORK, vmas))
+                if len(vmas) != len(forker.rows):  # pragma: no cover - the rows follow the list
+                    raise OracleViolation(f"fast engine: {forker.name}'s VMA rows do not follow its VMAs")
+                vfk[list(compress(forker.rows, map(_FORKED, vmas)))] = 1
         if self.rg.shape[0] < most:
             rg = np.zeros((2 * most, 2), dtype=np.int64)
             rg[:self.rg.shape[0]] = self.rg  # a MADV_COLD/PAGEOUT cut short resumes from these

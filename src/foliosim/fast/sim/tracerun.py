@@ -26,6 +26,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from foliosim.fast import kernels as K
 from foliosim.fast.sim import kern, kprog
 from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import _START, I64, KIND_NAMES, FastMachine, FastMM, FastTask
+from foliosim.fast.sim.kfork import MISSING
 from foliosim.fast.sim.steps import FastWorkloadRunner
 from foliosim.folio import Folio
 from foliosim.kconfig import KernelConfig
@@ -305,9 +307,32 @@ class TraceProgram(kprog.ProgramRun):
         if races is not None and races.rows:
             self.racy_rows = set(races.rows)
             self.racy = np.zeros((len(races.rows), 3), dtype=np.int64)
-            for k in races.rows:  # the live checker looks a racy fault's region up when it is an address
-                if isinstance(steps[k].args[0], int) and self.prog[k, kprog.P_OP] == kprog.OP_FAULT:
-                    self.prog[k, kprog.P_ARG] |= kprog.FA_RACY
+            # the live checker looks a racy fault's region up when it is an address: those rows flagged (array
+            # operations: a numpy scalar read or write per row costs more than the row in the loop)
+            rid, prog = self.rid, self.prog
+            ks = [k for k in races.rows if isinstance(steps[k].args[0], int)]
+            rows = np.array(ks, dtype=np.int64)
+            rows = rows[prog[rows, kprog.P_OP] == kprog.OP_FAULT]
+            if len(rows):
+                prog[rows, kprog.P_ARG] |= kprog.FA_RACY
+                zero = rid.get(0)
+                if zero is not None:  # faults encoded as region 0 (kprog._addresses()): each its own region back
+                    regs = [steps[k].args[0] for k in rows.tolist()]
+                    own = (prog[rows, kprog.P_REG] == zero) & np.array([r != 0 for r in regs], dtype=bool)
+                    if own.any():
+                        n = len(rid)
+                        picked = list(compress(regs, own.tolist()))
+                        nums = [rid.setdefault(r, len(rid)) for r in picked]
+                        at = rows[own]
+                        prog[at, kprog.P_REG] = nums
+                        prog[at, kprog.P_FIRST] -= np.array(picked, dtype=np.int64)
+                        if len(rid) > n:
+                            rtab = np.full(len(rid), MISSING, dtype=np.int64)
+                            rtab[:len(self.rtab)] = self.rtab
+                            for region, i in rid.items():
+                                if i >= n:
+                                    rtab[i] = region
+                            self.rtab = rtab
         if base and len(steps):  # a write's fill follows its index in the whole trace (execute()'s ``index``)
             fill = self.prog[:, kprog.P_FILL]
             rows = np.flatnonzero(fill > 0)
@@ -327,6 +352,9 @@ class TraceProgram(kprog.ProgramRun):
         forks = int((prog[:, kprog.P_OP] == kprog.OP_FORK).sum()) if n else 0
         if forks:
             m._grow_rows("ms", m._next["mm"] + forks + 1)
+        faults = int((prog[:, kprog.P_OP] == kprog.OP_FAULT).sum()) if n else 0
+        if faults > 64:  # folio and page rows for a folio per recorded fault, at most: no return to grow each time
+            m._room(min(faults, kprog._AHEAD_MAX), min(2 * faults, kprog._AHEAD_MAX), 2, 64)
         pos = 0
         while pos < n:
             if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER:
