@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,10 @@ from foliosim.fast import kernels as K
 from foliosim.fast._jit import HAVE_NUMBA, jit
 from foliosim.fast.sim import files, kern
 from foliosim.fast.sim import layout as L
-from foliosim.fast.sim.engine import FastMachine, FastMM, Unsupported
+from foliosim.fast.sim.engine import OP_NAMES, FastMachine, FastMM, Unsupported, _new_op
 from foliosim.fast.sim.steps import FastRunStats, FastWorkloadRunner
 from foliosim.kconfig import KernelConfig
-from foliosim.rmap import PMD
+from foliosim.rmap import PMD, PTE
 from foliosim.system import Op
 from foliosim.vm.events import SimError
 from foliosim.vm.machine import MachineOptions
@@ -87,35 +88,149 @@ def access_marked(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pc
         return rc, first, n, 0
 
 
-def _fresh_cache() -> None:
-    """numba keys its on-disk cache of :func:`access_marked` on this file alone, yet the compiled loop holds the
-    kernels it calls: when their sources changed since the cache was written, empty the cache (private numba API,
-    hence the broad guard; a read-only install just keeps numba's behaviour)."""
+def _fresh_cache(*dispatchers: Any) -> None:
+    """numba keys its on-disk cache of a compiled function (:func:`access_marked`, :func:`count_ops`) on this file
+    alone, yet the compiled code holds the kernels it calls and the layout's constants: when their sources changed
+    since the cache was written, empty the cache (private numba API, hence the broad guard; a read-only install just
+    keeps numba's behaviour)."""
     if not HAVE_NUMBA:
         return
     try:
         digest = hashlib.sha256(b"".join(Path(mod.__file__ or "").read_bytes() for mod in (kern, K, L))).hexdigest()
-        dispatcher: Any = access_marked
-        cache = dispatcher._cache
-        stamp = Path(cache._cache_path) / "score.access_marked.deps"
-        if not stamp.exists() or stamp.read_text() != digest:
-            cache.flush()
-            stamp.write_text(digest)
+        for dispatcher in dispatchers:
+            cache = dispatcher._cache
+            stamp = Path(cache._cache_path) / f"score.{dispatcher.__name__}.deps"
+            if not stamp.exists() or stamp.read_text() != digest:
+                cache.flush()
+                stamp.write_text(digest)
     except Exception:  # any numba-internal change or an unwritable cache folder
         pass
 
 
-_fresh_cache()
+_fresh_cache(access_marked)
+
+
+#: a directly appended op's row kind (FastMachine's mm_new/mm_free Op objects, made without a trace row)
+NO_ROW = -1
+_QSET = tuple(getattr(Question, name).__set__ for name in ("pos", "folio", "consumer", "truth", "group", "weight",
+                                                              "limit", "refs_ok"))
+
+
+def _question(pos: int, folio: str, consumer: str, truth: bool) -> Question:
+    """``Question(pos, folio, consumer, truth)`` without the frozen dataclass's ``__init__`` (two thirds of the
+    time; a census asks thousands at once): the same object, every slot set through its descriptor."""
+    q = object.__new__(Question)
+    s_pos, s_folio, s_consumer, s_truth, s_group, s_weight, s_limit, s_refs = _QSET
+    s_pos(q, pos)
+    s_folio(q, folio)
+    s_consumer(q, consumer)
+    s_truth(q, truth)
+    s_group(q, -1)
+    s_weight(q, 1)
+    s_limit(q, 0)
+    s_refs(q, True)
+    return q
+
+
+@jit
+def _slot(key: int, cap: int) -> int:
+    """The first slot of ``key`` in a table of ``cap`` (a power of two) slots: its bits mixed (splitmix64's
+    finalizer), as the low bits of a folio << 20 | MM key hardly differ."""
+    x: Any = key ^ (key >> 31)
+    x = x * np.int64(0x7FB5D329728EA185)
+    x = x ^ (x >> 27)
+    x = x * np.int64(-0x7F7A4E6E3B2C3F1B)
+    x = x ^ (x >> 33)
+    return int(x & (cap - 1))
+
+
+@jit
+def count_ops(rows: Any, lo: int, hi: int, pmd_order: int, keys: Any, vals: Any, nmm: Any, order: Any,
+              mms: Any) -> int:
+    """StreamBuilder's exact per-(folio, MM) counts fed the trace rows ``lo..hi``: ``mms[i - lo]`` the MMs mapping
+    the row's folio after it (-1: no folio). The counts live in an open-addressing table (``keys``: folio << 20 |
+    MM, -1 free; ``vals``: count + 1, 0 when no longer mapped), ``nmm`` per folio number; returns the table's
+    used slots (the caller keeps it at most half full)."""
+    cap = keys.shape[0]
+    used = 0
+    for i in range(lo, hi):
+        kind = rows[i, L.T_KIND]
+        mms[i - lo] = -1
+        if kind < K.K_FOLIO_NEW or kind > K.K_UNMAP:  # mm_new, mm_free, an op made without a row
+            continue
+        f = rows[i, L.T_FOLIO]
+        if kind == K.K_FOLIO_NEW:
+            nmm[f] = 0
+            order[f] = rows[i, L.T_ORDER]
+            mms[i - lo] = 0
+            continue
+        if kind == K.K_FOLIO_FREE:
+            nmm[f] = 0
+            continue
+        m = rows[i, L.T_MM]
+        if kind == K.K_MAP_NEW_ANON:
+            o = order[f]
+            diff = np.int64(1) << o if o < pmd_order else np.int64(1)
+        else:
+            diff = np.int64(1) if rows[i, L.T_LEVEL] == K.L_PMD else rows[i, L.T_NR]
+        key = (f << 20) | m
+        h = _slot(key, cap)
+        while keys[h] != -1 and keys[h] != key:
+            h = (h + 1) & (cap - 1)
+        if keys[h] == -1:
+            keys[h] = key
+            vals[h] = 0
+            used += 1
+        had = vals[h]  # count + 1, 0: not mapped
+        if kind == K.K_UNMAP:
+            left = (had - 1 if had else 0) - diff
+            if left > 0:
+                vals[h] = left + 1
+            elif had:
+                vals[h] = 0
+                nmm[f] -= 1
+        else:
+            if not had:
+                nmm[f] += 1
+                had = 1
+            vals[h] = had + diff
+        mms[i - lo] = nmm[f]
+    return used
+
+
+@jit
+def _rehash(keys: Any, vals: Any, nkeys: Any, nvals: Any) -> None:
+    cap = nkeys.shape[0]
+    for j in range(keys.shape[0]):
+        key = keys[j]
+        if key == -1 or vals[j] == 0:  # a slot no longer mapped is dropped
+            continue
+        h = _slot(key, cap)
+        while nkeys[h] != -1:
+            h = (h + 1) & (cap - 1)
+        nkeys[h] = key
+        nvals[h] = vals[j]
+
+
+_fresh_cache(_slot, count_ops, _rehash)
 
 
 class StreamBuilder:
-    """The ops of a driving run with their steps, the exact per-(folio, MM) counts, and the questions asked."""
+    """The ops of a driving run with their steps, the exact per-(folio, MM) counts, and the questions asked.
+
+    Every op comes with its trace row (foliosim.fast.sim.layout T_* columns; kind ``NO_ROW`` for an op made
+    without one: mm_new/mm_free, which have no folio): the exact counts are kept over the rows by
+    :func:`count_ops`, per folio number (the number in its name ``f<n>``)."""
 
     def __init__(self, config: KernelConfig, driver: str) -> None:
         self.stream = ScoringStream(config, driver)
         self.pmd_order = config.pmd_order
-        self.counts: dict[str, dict[str, int]] = {}
-        self.orders: dict[str, int] = {}
+        self.rows = np.zeros((1024, L.T_COLS), dtype=np.int64)
+        self.keys = np.full(1 << 12, -1, dtype=np.int64)
+        self.vals = np.zeros(1 << 12, dtype=np.int64)
+        self.used = 0
+        self.nmm = np.zeros(1024, dtype=np.int64)
+        self.order = np.zeros(1024, dtype=np.int64)
         self.applied = 0
         self.groups = 0
         self.pending: list[int] = []  # mm_new ops whose step is that of the next sync (see add())
@@ -124,19 +239,40 @@ class StreamBuilder:
     def nops(self) -> int:
         return len(self.stream.ops)
 
-    def add(self, ops: list[Op], steps: list[int] | int) -> None:
-        """Append ops with their steps. The reference records ``mm_new`` without an rmap event, so the probe
-        gives it the step of its next sync (the next op's, the next question's or the end's): so do we."""
+    def add(self, ops: list[Op], steps: list[int] | int, rows: I64) -> None:
+        """Append ops with their steps and trace rows. The reference records ``mm_new`` without an rmap event, so
+        the probe gives it the step of its next sync (the next op's, the next question's or the end's): so do
+        we."""
         s = self.stream
         at = len(s.ops)
+        k = len(ops)
+        if not k:
+            return
         s.ops.extend(ops)
-        s.op_step.extend([steps] * len(ops) if isinstance(steps, int) else steps)
-        s.op_mms.extend([-1] * len(ops))
-        for i, op in enumerate(ops, at):
-            if op.op == "mm_new":
-                self.pending.append(i)
-            elif self.pending:
-                self.resolve(s.op_step[i])
+        s.op_step.extend([steps] * k if isinstance(steps, int) else steps)
+        s.op_mms.extend([-1] * k)
+        if at + k > self.rows.shape[0]:
+            grown = np.zeros((max(2 * self.rows.shape[0], at + k), L.T_COLS), dtype=np.int64)
+            grown[:at] = self.rows[:at]
+            self.rows = grown
+        self.rows[at:at + k] = rows
+        kinds = rows[:, L.T_KIND]
+        new = [i for i in np.flatnonzero((kinds == K.K_MM_NEW) | (kinds == NO_ROW)).tolist()
+               if kinds[i] == K.K_MM_NEW or ops[i].op == "mm_new"]
+        if not new and not self.pending:
+            return
+        is_new = set(new)
+        j = 0 if self.pending else new[0]
+        while j < k:
+            if j in is_new:
+                self.pending.append(at + j)
+                j += 1
+                continue
+            self.resolve(s.op_step[at + j])  # something is pending here
+            later = [i for i in new if i > j]  # nothing is pending until the block's next mm_new
+            if not later:
+                return
+            j = later[0]
 
     def resolve(self, step: int) -> None:
         for i in self.pending:
@@ -145,39 +281,35 @@ class StreamBuilder:
 
     def advance(self, pos: int) -> None:
         """Apply the ops before ``pos`` to the exact counts (filling their ``op_mms``)."""
-        ops, mms = self.stream.ops, self.stream.op_mms
-        counts, orders = self.counts, self.orders
-        for i in range(self.applied, pos):
-            op = ops[i]
-            kind, folio = op.op, op.folio
-            if folio is None:
-                continue
-            if kind == "folio_new":
-                counts[folio] = {}
-                orders[folio] = op.order or 0
-                mms[i] = 0
-                continue
-            if kind == "folio_free":
-                counts.pop(folio, None)
-                continue
-            per_mm = counts[folio]
-            mm = op.mm
-            assert mm is not None
-            if kind == "map_new_anon":
-                order = orders[folio]
-                diff = 1 << order if order < self.pmd_order else 1
-            else:
-                diff = 1 if op.level is PMD else op.nr
-            if kind == "unmap":
-                left = per_mm.get(mm, 0) - diff
-                if left > 0:
-                    per_mm[mm] = left
-                else:
-                    per_mm.pop(mm, None)
-            else:
-                per_mm[mm] = per_mm.get(mm, 0) + diff
-            mms[i] = len(per_mm)
-        self.applied = max(self.applied, pos)
+        lo = self.applied
+        if pos <= lo:
+            return
+        rows = self.rows
+        need = self.used + (pos - lo)
+        if 2 * need > self.keys.shape[0]:  # at most half full: a new key per op at most
+            cap = self.keys.shape[0]
+            while 2 * need > cap:
+                cap *= 2
+            keys, vals = np.full(cap, -1, dtype=np.int64), np.zeros(cap, dtype=np.int64)
+            _rehash(self.keys, self.vals, keys, vals)
+            self.keys, self.vals = keys, vals
+            self.used = int((vals != 0).sum())
+        top = int(rows[lo:pos, L.T_FOLIO].max()) + 1
+        if top > self.nmm.shape[0]:
+            size = max(2 * self.nmm.shape[0], top)
+            for name in ("nmm", "order"):
+                grown = np.zeros(size, dtype=np.int64)
+                old = getattr(self, name)
+                grown[:old.shape[0]] = old
+                setattr(self, name, grown)
+        mms = np.empty(pos - lo, dtype=np.int64)
+        self.used += count_ops(rows, lo, pos, self.pmd_order, self.keys, self.vals, self.nmm, self.order, mms)
+        self.stream.op_mms[lo:pos] = mms.tolist()
+        self.applied = pos
+
+    def _mms(self, folio: str) -> int:
+        f = int(folio[1:])
+        return int(self.nmm[f]) if f < self.nmm.shape[0] else 0
 
     def ask(self, pos: int, folio: str, consumer: str, step: int, *, group: int = -1, weight: int = 1,
             limit: int = 0, refs_ok: bool = True) -> None:
@@ -185,26 +317,46 @@ class StreamBuilder:
         if self.pending and self.pending[0] < pos:
             self.resolve(step)
         self.advance(pos)
-        self.stream.questions.append(Question(pos, folio, consumer, len(self.counts[folio]) > 1, group, weight,
-                                              limit, refs_ok))
+        self.stream.questions.append(Question(pos, folio, consumer, self._mms(folio) > 1, group, weight, limit,
+                                              refs_ok))
 
-    def ask_mapped(self, folios: list[str], consumer: str, step: int) -> None:
-        """:meth:`ask` about each of ``folios`` that some MM maps, all after the whole stream so far."""
+    def ask_mapped(self, folios: I64, consumer: str, step: int) -> None:
+        """:meth:`ask` about each of ``folios`` (numbers) that some MM maps, all after the whole stream so far."""
         pos = self.nops
         self.advance(pos)
-        counts = self.counts
-        asked = [Question(pos, folio, consumer, len(per_mm) > 1) for folio in folios if (per_mm := counts.get(folio))]
-        if asked and self.pending and self.pending[0] < pos:
+        folios = folios[folios < self.nmm.shape[0]]
+        counts = self.nmm[folios]
+        mapped = counts > 0
+        if not mapped.any():
+            return
+        if self.pending and self.pending[0] < pos:
             self.resolve(step)
-        self.stream.questions.extend(asked)
+        picked = folios[mapped].tolist()
+        k = len(picked)
+        self.stream.questions.extend(map(_question, [pos] * k, map("f{}".format, picked), [consumer] * k,
+                                         (counts[mapped] > 1).tolist()))
 
     def mapped(self, folio: str) -> bool:
         self.advance(self.nops)
-        return bool(self.counts.get(folio))
+        return self._mms(folio) > 0
 
-    def finish(self, end_step: int) -> ScoringStream:
+    def finish(self, end_step: int, machine: ScoringMachine) -> ScoringStream:
+        """The stream, its Op objects made from their rows (``machine.ops_of()``)."""
         self.resolve(end_step)
         self.advance(self.nops)
+        ops = self.stream.ops
+        n = len(ops)
+        rowed = self.rows[:n, L.T_KIND] != NO_ROW
+        if rowed.any():
+            made = machine.ops_of(self.rows[:n][rowed])
+            if rowed.all():
+                self.stream.ops = made
+            else:  # the ops made without a row (mm_new, mm_free) in their places
+                out = np.empty(n, dtype=object)
+                out[rowed] = made
+                direct = np.flatnonzero(~rowed)
+                out[direct] = list(map(ops.__getitem__, direct.tolist()))
+                self.stream.ops = out.tolist()
         self.stream.end_step = end_step
         self.stream.check()
         return self.stream
@@ -226,12 +378,83 @@ class ScoringMachine(FastMachine):
         self.tally = Tally()
         self.fault_rows: list[bool] = []  # per row of the batch: a recorded fault (a machine call only if taken)
         self.faulted: set[int] = set()  # rows of the batch that took a fault so far
+        self.eager = False  # _drain() makes the Op objects now (FastMachine code reads them: _cold_pageout())
+        self.raw: list[tuple[int, I64]] = []  # (position in ``trace``, the trace rows of the ops from there)
+        self.fnames: list[str | None] = [None]  # folio names by number (ops_of()), None last
+        self.mnames: list[str | None] = [None]  # MM names by number, None last
+        self.orders: list[int | None] = [0, None]  # an op's order by value, None last
+
+    def _drain(self, cow_tasks: list[str] | None = None) -> None:
+        """FastMachine._drain() keeping each op's trace row (:meth:`take_trace`); the Op objects of the rows are made
+        all at once at the end (:meth:`ops_of`, StreamBuilder.finish()), None stands for each until then."""
+        g = self.glob
+        n = int(g[L.G_NTR])
+        if n:
+            rows = self.tr[:n].copy()
+            self.raw.append((len(self.trace), rows))
+            if self.eager:
+                self.trace.extend(self.ops_of(rows))
+            else:  # made at the end (StreamBuilder.finish())
+                self.trace.extend(repeat(None, n))  # type: ignore[arg-type]
+            g[L.G_NTR] = 0
+        super()._drain(cow_tasks)
+
+    def ops_of(self, rows: I64) -> list[Op]:
+        """The Op objects of trace rows (as FastMachine._op() makes them, column by column: a Python call per op
+        costs more than the op)."""
+        kind = rows[:, L.T_KIND]
+        folio = rows[:, L.T_FOLIO]
+        top = int(folio.max()) + 1
+        names = self.fnames
+        if top >= len(names):  # "f<n>" by number, None last (index -1)
+            names.pop()
+            names.extend(map("f{}".format, range(len(names), 2 * top)))
+            names.append(None)
+        mm = rows[:, L.T_MM]
+        top = int(mm.max()) + 1
+        mnames = self.mnames
+        if top >= len(mnames):
+            mnames.pop()
+            mnames.extend(map("mm{}".format, range(len(mnames), 2 * top)))
+            mnames.append(None)
+        has_mm = (kind != K.K_FOLIO_NEW) & (kind != K.K_FOLIO_FREE)
+        is_mm = (kind == K.K_MM_NEW) | (kind == K.K_MM_FREE)
+        paged = has_mm & ~is_mm & (kind != K.K_MAP_NEW_ANON)
+        level = np.where(has_mm & ~is_mm, rows[:, L.T_LEVEL] + 1, 0)  # 0: None, 1: PTE, 2: PMD
+        order = np.where(kind == K.K_FOLIO_NEW, rows[:, L.T_ORDER], -1)
+        levels = (None, PTE, PMD)
+        orders = self.orders
+        if order.max(initial=0) + 1 >= len(orders):
+            orders[-1:] = [*range(len(orders) - 1, int(order.max()) + 2), None]
+        return list(map(_new_op, map(OP_NAMES.__getitem__, kind.tolist()),
+                        map(mnames.__getitem__, np.where(has_mm, mm, -1).tolist()),
+                        map(names.__getitem__, np.where(is_mm, -1, folio).tolist()),
+                        map(orders.__getitem__, order.tolist()), map(levels.__getitem__, level.tolist()),
+                        np.where(paged, rows[:, L.T_PAGE], 0).tolist(), np.where(paged, rows[:, L.T_NR], 1).tolist()))
+
+    def _cold_pageout(self, *args: Any, **kwargs: Any) -> Any:
+        """FastMachine._cold_pageout(), which reads the ops it recorded (page-cache folio splits): made now."""
+        self.eager = True
+        try:
+            return super()._cold_pageout(*args, **kwargs)
+        finally:
+            self.eager = False
+
+    def take_trace(self) -> tuple[list[Op], I64]:
+        """The ops recorded since the last take and their trace rows (kind NO_ROW for an op made without one)."""
+        ops = self.trace
+        rows = np.full((len(ops), L.T_COLS), NO_ROW, dtype=np.int64)
+        for at, block in self.raw:
+            rows[at:at + len(block)] = block
+        self.trace = []
+        self.raw = []
+        return ops, rows
 
     def pull(self) -> None:
         """Ops recorded by the control plane since the last pull, at the current machine step."""
         if self.trace:
-            self.builder.add(self.trace, self.step)
-            self.trace = []
+            ops, rows = self.take_trace()
+            self.builder.add(ops, self.step, rows)
 
     def _run_access(self, ops: I64, task_names: list[str] | None = None) -> None:
         self.pull()
@@ -266,8 +489,7 @@ class ScoringMachine(FastMachine):
         cows = self.cow[:ncow].tolist()
         base = self.builder.nops
         self._drain()
-        ops = self.trace
-        self.trace = []
+        ops, trace_rows = self.take_trace()
         row_step = None
         if self.batch_base is not None:
             self.faulted.update(marks[:, 0].tolist())
@@ -276,9 +498,9 @@ class ScoringMachine(FastMachine):
             fault_of = np.searchsorted(marks[:, 2], np.arange(ntr), side="right")
             if not n or int(fault_of[-1]) >= n:
                 raise Unsupported("scoring: rmap ops recorded outside a noted fault")
-            self.builder.add(ops, row_step[marks[fault_of, 0]].tolist())
+            self.builder.add(ops, row_step[marks[fault_of, 0]].tolist(), trace_rows)
         else:
-            self.builder.add(ops, self.step)
+            self.builder.add(ops, self.step, trace_rows)
         if not ncow:
             return
         decision_fault = np.searchsorted(marks[:, 3], np.arange(ncow), side="right")
@@ -449,8 +671,7 @@ class ScoringRunner(FastWorkloadRunner):
         b.advance(b.nops)
         fs = m.fs[:int(m.glob[L.G_NFOLIO])]
         large = np.flatnonzero((fs[:, K.F_LIVE] != 0) & (fs[:, K.F_ORDER] > 0) & (fs[:, L.X_KIND] == L.KIND_ANON))
-        b.ask_mapped([f"f{number}" for number in np.sort(fs[large, L.X_NAME]).tolist()],  # allocation order
-                     CENSUS, m.step)
+        b.ask_mapped(np.sort(fs[large, L.X_NAME]), CENSUS, m.step)  # allocation order
 
     def _tables(self, mm: FastMM) -> set[int]:
         m = self.m
@@ -509,14 +730,17 @@ class ScoringRunner(FastWorkloadRunner):
         pos0 = b.nops
         super().execute(step, m.runner_step)
         m.pull()
-        ops = b.stream.ops
+        rows = b.rows[pos0:b.nops]
+        folios = np.where((rows[:, L.T_KIND] >= K.K_FOLIO_NEW) & (rows[:, L.T_KIND] <= K.K_UNMAP), rows[:, L.T_FOLIO],
+                          -1)
         split_at: list[int | None] = []
         made = 0
         for name, splits in asked:
             if not splits:
                 split_at.append(None)
                 continue
-            at = next((i for i in range(pos0, b.nops) if ops[i].folio == name), None)
+            hit = np.flatnonzero(folios == int(name[1:]))
+            at = pos0 + int(hit[0]) if len(hit) else None
             if at is None:
                 raise Unsupported(f"scoring: MADV_{a[3].upper()} did not split {name} as its walk predicted")
             split_at.append(at)
@@ -608,7 +832,7 @@ def drive_fast(steps: list[Step], config: KernelConfig, driver: str = "kernel", 
     except SimError as exc:  # pragma: no cover - the runner wraps these in WorkloadError
         raise WorkloadError(str(exc)) from None
     m.pull()
-    stream = builder.finish(m.step)
+    stream = builder.finish(m.step, m)
     run = m.tally
     checks = {"off": 0, "end": 1, "reuse": len(m.reuse_steps) + 1, "every": stats.steps + 1}[oracle]
     if checks:
