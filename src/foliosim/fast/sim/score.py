@@ -29,8 +29,11 @@ end) gives. The folio-invariant part of the reference's ``Machine.check()`` is n
 
 from __future__ import annotations
 
+import gc
 import hashlib
-from collections import Counter
+from bisect import bisect_left
+from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -43,9 +46,9 @@ from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, 
 from foliosim.evaluate.stream import CENSUS, MetricRow, Question, ScoringStream, Tally
 from foliosim.fast import kernels as K
 from foliosim.fast._jit import HAVE_NUMBA, jit
-from foliosim.fast.sim import files, kern
+from foliosim.fast.sim import files, kern, kprog
 from foliosim.fast.sim import layout as L
-from foliosim.fast.sim.engine import OP_NAMES, FastMachine, FastMM, Unsupported, _new_op
+from foliosim.fast.sim.engine import OP_NAMES, FastMachine, FastMM, Unsupported
 from foliosim.fast.sim.steps import FastRunStats, FastWorkloadRunner
 from foliosim.kconfig import KernelConfig
 from foliosim.rmap import PMD, PTE
@@ -114,22 +117,24 @@ _fresh_cache(access_marked)
 NO_ROW = -1
 _QSET = tuple(getattr(Question, name).__set__ for name in ("pos", "folio", "consumer", "truth", "group", "weight",
                                                               "limit", "refs_ok"))
+_OPSET = tuple(getattr(Op, name).__set__ for name in ("op", "mm", "folio", "order", "level", "page", "nr"))
+_consume: Any = deque(maxlen=0).extend
 
 
-def _question(pos: int, folio: str, consumer: str, truth: bool) -> Question:
-    """``Question(pos, folio, consumer, truth)`` without the frozen dataclass's ``__init__`` (two thirds of the
-    time; a census asks thousands at once): the same object, every slot set through its descriptor."""
-    q = object.__new__(Question)
-    s_pos, s_folio, s_consumer, s_truth, s_group, s_weight, s_limit, s_refs = _QSET
-    s_pos(q, pos)
-    s_folio(q, folio)
-    s_consumer(q, consumer)
-    s_truth(q, truth)
-    s_group(q, -1)
-    s_weight(q, 1)
-    s_limit(q, 0)
-    s_refs(q, True)
-    return q
+def _made(cls: type, n: int, setters: tuple[Any, ...], *columns: Iterable[Any]) -> list[Any]:
+    """``n`` objects of the frozen slotted dataclass ``cls``, field k of each from ``columns[k]``, without its
+    ``__init__``: the objects made, then each field set through its slot's descriptor, one C-level map per field (a
+    Python call per object costs more; a census asks thousands of questions at once)."""
+    objs: list[Any] = list(map(object.__new__, repeat(cls, n)))
+    for setter, column in zip(setters, columns, strict=True):
+        _consume(map(setter, objs, column))
+    return objs
+
+
+def _questions(pos: int, folios: list[str], consumer: str, truths: list[bool]) -> list[Question]:
+    """``[Question(pos, folio, consumer, truth) ...]`` (:func:`_made`)."""
+    return _made(Question, len(folios), _QSET, repeat(pos), folios, repeat(consumer), truths, repeat(-1), repeat(1),
+                 repeat(0), repeat(True))
 
 
 @jit
@@ -331,10 +336,8 @@ class StreamBuilder:
             return
         if self.pending and self.pending[0] < pos:
             self.resolve(step)
-        picked = folios[mapped].tolist()
-        k = len(picked)
-        self.stream.questions.extend(map(_question, [pos] * k, map("f{}".format, picked), [consumer] * k,
-                                         (counts[mapped] > 1).tolist()))
+        self.stream.questions.extend(_questions(pos, list(map("f{}".format, folios[mapped].tolist())), consumer,
+                                                (counts[mapped] > 1).tolist()))
 
     def mapped(self, folio: str) -> bool:
         self.advance(self.nops)
@@ -426,11 +429,11 @@ class ScoringMachine(FastMachine):
         orders = self.orders
         if order.max(initial=0) + 1 >= len(orders):
             orders[-1:] = [*range(len(orders) - 1, int(order.max()) + 2), None]
-        return list(map(_new_op, map(OP_NAMES.__getitem__, kind.tolist()),
+        return _made(Op, len(rows), _OPSET, map(OP_NAMES.__getitem__, kind.tolist()),
                         map(mnames.__getitem__, np.where(has_mm, mm, -1).tolist()),
                         map(names.__getitem__, np.where(is_mm, -1, folio).tolist()),
                         map(orders.__getitem__, order.tolist()), map(levels.__getitem__, level.tolist()),
-                        np.where(paged, rows[:, L.T_PAGE], 0).tolist(), np.where(paged, rows[:, L.T_NR], 1).tolist()))
+                        np.where(paged, rows[:, L.T_PAGE], 0).tolist(), np.where(paged, rows[:, L.T_NR], 1).tolist())
 
     def _cold_pageout(self, *args: Any, **kwargs: Any) -> Any:
         """FastMachine._cold_pageout(), which reads the ops it recorded (page-cache folio splits): made now."""
@@ -540,6 +543,125 @@ class ScoringMachine(FastMachine):
         return self.batch_base + np.cumsum(~idle)
 
 
+class ScoringProgram(kprog.ProgramRun):
+    """Stretches of a driving run through :func:`kprog.run_program` (reads, writes, recorded faults, MADV_DONTNEED
+    and the control plane's steps, as run-trace's TraceProgram runs them), with the loop noting before each row the
+    trace rows, CoW decisions and machine step so far (``S_MARK``): each stretch's ops get their steps and its
+    decisions their questions and tallies from those notes afterwards, in batches (what :func:`access_marked` notes
+    fault by fault). Python runs, and asks the questions of, the census (forks, exits), the scans and
+    MADV_COLD/PAGEOUT (:meth:`ScoringRunner.execute`)."""
+
+    r: ScoringRunner
+    m: ScoringMachine
+
+    def __init__(self, runner: ScoringRunner, steps: list[Step]) -> None:
+        super().__init__(runner, steps)
+        n = len(steps)
+        self.marks = np.zeros((n + 1, 3), dtype=np.int64)
+        self.st[kprog.S_MARK] = 1
+        self.p0 = 0
+        self.cows = np.zeros((0, L.C_COLS), dtype=np.int64)
+        self.final = (0, 0, 0)
+        if not n:
+            return
+        self.enable_control()
+        prog = self.prog
+        codes = prog[:, kprog.P_OP]
+        py = np.isin(codes, (kprog.OP_FORK, kprog.OP_EXIT, kprog.OP_SCAN, kprog.OP_COLD, kprog.OP_PAGEOUT))
+        codes[py] = kprog.OP_OTHER
+        prog[codes == kprog.OP_FAULT, kprog.P_FILL] = -1  # ScoringRunner.recorded_fault(): no store
+        self.accessed = np.isin(codes, (kprog.OP_READ, kprog.OP_WRITE, kprog.OP_FAULT))
+        self.fork_rows = np.flatnonzero(codes == kprog.OP_FORK)
+        self.fe_rows = np.flatnonzero(np.isin(codes, (kprog.OP_FORK, kprog.OP_EXIT, kprog.OP_THREAD, kprog.OP_VFORK,
+                                                      kprog.OP_EXEC))).tolist()
+        self.other_rows = np.flatnonzero(codes == kprog.OP_OTHER).tolist()
+
+    def _prepare(self, pos: int = 0) -> None:
+        self.m.pull()
+        if self.control:  # first: the tables fork reads are sized after the VMA rows
+            self.grow_vma_arrays(pos)
+        super()._prepare(pos)
+        if self.control:
+            self._prepare_control(pos)
+        self.st[kprog.S_KEEPDEC] = 1  # the decisions stay in ``cow`` until the stretch returns
+        self.p0 = pos
+
+    def _materialize(self) -> None:
+        m, g, st = self.m, self.m.glob, self.st
+        ncow = int(g[L.G_NCOW])
+        self.cows = m.cow[:ncow].copy()
+        self.final = (int(g[L.G_NTR]), ncow, int(st[kprog.S_STEP]))
+        st[kprog.S_NUF] = 0  # no user-fault records
+        if self.control:
+            self._materialize_control()
+        super()._materialize()
+        if self.control:
+            self._after_control()
+
+    def _call(self, pos: int, end: int) -> tuple[int, int]:
+        p1, why = super()._call(pos, end)
+        self._stream(self.p0, p1)
+        return p1, why
+
+    def _stream(self, p0: int, p1: int) -> None:
+        """The stream of rows ``p0..p1`` (just run): ops with their steps, the decisions' tallies and questions."""
+        m, b, r = self.m, self.m.builder, self.r
+        tal = self.tal
+        counts = tal[:kprog.TL_COW].tolist()
+        if any(counts):
+            for key, k in ((FAULT_TAKEN, kprog.TL_TAKEN), (FAULT_MAPPED, kprog.TL_MAPPED),
+                           (FAULT_PRESENT, kprog.TL_PRESENT), (FAULT_NO_VMA, kprog.TL_NO_VMA),
+                           (FAULT_PROT, kprog.TL_PROT)):
+                if counts[k]:
+                    r.faults[key] += counts[k]
+            tal[:kprog.TL_COW] = 0
+        if p1 <= p0:
+            return
+        ntr, ncow, step = self.final
+        before = self.marks[p0:p1]
+        after = np.empty_like(before)
+        after[:-1] = before[1:]
+        after[-1] = (ntr, ncow, step)
+        ops, rows = m.take_trace()
+        base = b.nops
+        if ops:
+            steps = np.full(len(ops), m.step, dtype=np.int64)
+            rowed = rows[:, L.T_KIND] != NO_ROW
+            if int(rowed.sum()) == ntr:
+                steps[rowed] = after[np.searchsorted(after[:, 0], np.arange(ntr), side="right"), 2]
+            b.add(ops, steps.tolist(), rows)
+        if not ncow:
+            return
+        cows = self.cows
+        row_of = np.searchsorted(after[:, 1], np.arange(ncow), side="right")
+        accessed = self.accessed
+        tally = m.tally
+        for j, row in enumerate(cows.tolist()):
+            k = int(row_of[j])
+            if not accessed[p0 + k]:  # a fork's early copies: not a fault's decision (dropped, as ever)
+                continue
+            outcome = row[L.C_OUTCOME]
+            if outcome == L.OC_COPY:
+                tally.add("cow_copies", 1, "cow_reuse", row[L.C_ORDER])
+                tally.add("bytes_copied", PAGE_SIZE, "cow_reuse", row[L.C_ORDER])
+            elif outcome == L.OC_REUSE:
+                tally.add("cow_reuses", 1, "cow_reuse", row[L.C_ORDER])
+                m.reuse_steps.add(p0 + k)
+            if row[L.C_RULE] not in QUESTION_RULES:
+                continue
+            lo, hi = int(before[k, 0]), int(after[k, 0])
+            if outcome == L.OC_COPY:  # asked before the copy: at its new folio's folio_new
+                seg = rows[lo:hi]
+                hit = np.flatnonzero((seg[:, L.T_KIND] == K.K_FOLIO_NEW) & (seg[:, L.T_FOLIO] == row[L.C_NEW]))
+                if not len(hit):
+                    raise Unsupported(f"scoring: no folio_new of f{row[L.C_NEW]} after a copy-on-write decision")
+                pos = lo + int(hit[0])
+            else:  # a reuse records nothing: asked after its fault's ops
+                pos = hi
+            b.ask(base + pos, f"f{row[L.C_FOLIO]}", "cow_reuse", int(after[k, 2]),
+                  refs_ok=row[L.C_MAPCOUNT] == row[L.C_REFCOUNT])
+
+
 @dataclass(slots=True)
 class FastDrive:
     """A driving run on the fast engine: its stream and the run-level outcomes (as the probe's run rows)."""
@@ -562,11 +684,19 @@ class ScoringRunner(FastWorkloadRunner):
         self.sizes: dict[str, int] = {}
         self.faults: Counter[str] = Counter()
         self._fault_write: dict[int, bool] = {}
+        self.steps: list[Step] = []
+        self.program = True  # run stretches in the compiled step interpreter (False: every step through Python)
+        self._mmaps: dict[str, tuple[list[int], list[int]]] | None = None  # region -> (step indices, pages)
 
     def run(self, steps: list[Step]) -> FastRunStats:
-        """Every step through :meth:`execute` (which notes each access row's runner step), then the last batch."""
-        for index, step in enumerate(steps):
-            self._step(step, index)
+        """Stretches of steps in the compiled step interpreter (:class:`ScoringProgram`) where it applies, else
+        every step through :meth:`execute` (which notes each access row's runner step); then the last batch."""
+        self.steps = steps
+        if kprog.compiled_unsupported(self.m) is None and self.program:
+            ScoringProgram(self, steps).run()
+        else:
+            for index, step in enumerate(steps):
+                self._step(step, index)
         self.flush()
         self.stats.errors["SIGSEGV"] += int(self.m.glob[L.G_SEGV]) - self._segv
         return self.stats
@@ -624,7 +754,7 @@ class ScoringRunner(FastWorkloadRunner):
                 start, end = 0, 1 << 62
             else:
                 start = self._vpn(region)
-                end = start + self.sizes.get(region, 1) if isinstance(region, str) else start + 1
+                end = start + self._size(region, index) if isinstance(region, str) else start + 1
             self.numa(task.mm, start, end)
         elif verb == "madvise" and a[3] in ("cold", "pageout"):
             self.cold_pageout(step)
@@ -635,6 +765,22 @@ class ScoringRunner(FastWorkloadRunner):
         else:
             super().execute(step, index)
         m.pull()
+
+    def _size(self, region: str, index: int) -> int:
+        """The pages of the last mmap of ``region`` before step ``index`` (1: none), as WorkloadRunner keeps them;
+        mmap steps run in the compiled loop too, so they are looked up in the step list."""
+        if self._mmaps is None:
+            self._mmaps = {}
+            for k, s in enumerate(self.steps):
+                if s.verb == "mmap" and isinstance(s.args[0], str):
+                    at, pages = self._mmaps.setdefault(s.args[0], ([], []))
+                    at.append(k)
+                    pages.append(s.args[1])
+        found = self._mmaps.get(region)
+        if found is None or region not in self.regions:
+            return self.sizes.get(region, 1)
+        k = bisect_left(found[0], index)
+        return found[1][k - 1] if k else 1
 
     def recorded_fault(self, step: Step, index: int) -> None:
         """WorkloadRunner._fault(): outside any VMA or not permitted: counted; else a one-page access row (no
@@ -811,22 +957,35 @@ class ScoringRunner(FastWorkloadRunner):
 
 
 def drive_fast(steps: list[Step], config: KernelConfig, driver: str = "kernel", oracle: str = "reuse",
-               batch: int = 4096) -> FastDrive:
+               batch: int = 4096, interpreter: bool = True) -> FastDrive:
     """Run ``steps`` (a generated workload's, or a workload file's / run trace's) on the fast engine and record
     the scoring stream. A step the reference would refuse stops the run (WorkloadError), where the reference
     runner skips it for imported workloads: the caller then runs the reference.
 
     Raises :class:`Unsupported` (nothing to keep: run the reference) for a driver other than ``kernel``, without
     numba, or for any step the fast engine does not model; :class:`WorkloadError` names a step the workload got
-    wrong (as the reference runner does in strict mode)."""
+    wrong (as the reference runner does in strict mode). ``interpreter=False``: every step through Python (one
+    compiled call per batch of accesses; the stretches of the compiled step interpreter are tested against it)."""
     if not HAVE_NUMBA:
         raise Unsupported("a run without numba (pip install 'foliosim[fast]')")
     if driver not in FAST_DRIVERS:
         raise Unsupported(f"the driver {driver!r} (its answers are not the kernel's; the fast engine drives with "
                           f"{', '.join(FAST_DRIVERS)})")
+    collecting = gc.isenabled()
+    gc.disable()  # hundreds of thousands of acyclic objects (ops, questions): no collector pass over them
+    try:
+        return _drive(steps, config, driver, oracle, batch, interpreter)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _drive(steps: list[Step], config: KernelConfig, driver: str, oracle: str, batch: int,
+           interpreter: bool) -> FastDrive:
     builder = StreamBuilder(config, driver)
     m = ScoringMachine(config, builder, oracle != "off")
     runner = ScoringRunner(m, batch)
+    runner.program = interpreter
     try:
         stats = runner.run(steps)
     except SimError as exc:  # pragma: no cover - the runner wraps these in WorkloadError
