@@ -62,6 +62,7 @@ I64 = npt.NDArray[np.int64]
 
 #: CoW rules decided by the sharing test of __wp_can_reuse_large_anon_folio() (a ``cow_reuse`` question)
 QUESTION_RULES = frozenset({L.R_LARGE_SHARED, L.R_LARGE_EXTRA, L.R_LARGE_EXCL})
+_QUESTION_RULES = np.array(sorted(QUESTION_RULES), dtype=np.int64)
 #: drivers the fast engine can drive with (its answers are the kernel's own)
 FAST_DRIVERS = ("kernel",)
 MARKS = 1 << 14
@@ -113,6 +114,7 @@ def _fresh_cache(*dispatchers: Any) -> None:
 _fresh_cache(access_marked)
 
 
+NO_QUESTIONS = np.zeros(0, dtype=np.int64)
 #: a directly appended op's row kind (FastMachine's mm_new/mm_free Op objects, made without a trace row)
 NO_ROW = -1
 _QSET = tuple(getattr(Question, name).__set__ for name in ("pos", "folio", "consumer", "truth", "group", "weight",
@@ -151,14 +153,22 @@ def _slot(key: int, cap: int) -> int:
 
 @jit
 def count_ops(rows: Any, lo: int, hi: int, pmd_order: int, keys: Any, vals: Any, nmm: Any, order: Any,
-              mms: Any) -> int:
+              mms: Any, qpos: Any, qf: Any, qn: Any) -> int:
     """StreamBuilder's exact per-(folio, MM) counts fed the trace rows ``lo..hi``: ``mms[i - lo]`` the MMs mapping
-    the row's folio after it (-1: no folio). The counts live in an open-addressing table (``keys``: folio << 20 |
-    MM, -1 free; ``vals``: count + 1, 0 when no longer mapped), ``nmm`` per folio number; returns the table's
-    used slots (the caller keeps it at most half full)."""
+    the row's folio after it (-1: no folio); ``qn[k]`` the MMs mapping folio ``qf[k]`` after the first ``qpos[k]``
+    rows (questions in stream order, at most ``hi``). The counts live in an open-addressing table (``keys``: folio
+    << 20 | MM, -1 free; ``vals``: count + 1, 0 when no longer mapped), ``nmm`` per folio number; returns the
+    table's used slots (the caller keeps it at most half full)."""
     cap = keys.shape[0]
     used = 0
-    for i in range(lo, hi):
+    q = 0
+    nq = qpos.shape[0]
+    for i in range(lo, hi + 1):
+        while q < nq and qpos[q] <= i:
+            qn[q] = nmm[qf[q]]
+            q += 1
+        if i == hi:
+            break
         kind = rows[i, L.T_KIND]
         mms[i - lo] = -1
         if kind < K.K_FOLIO_NEW or kind > K.K_UNMAP:  # mm_new, mm_free, an op made without a row
@@ -284,11 +294,17 @@ class StreamBuilder:
             self.stream.op_step[i] = step
         self.pending.clear()
 
-    def advance(self, pos: int) -> None:
-        """Apply the ops before ``pos`` to the exact counts (filling their ``op_mms``)."""
+    def advance(self, pos: int, qpos: I64 = NO_QUESTIONS, qf: I64 = NO_QUESTIONS) -> I64:
+        """Apply the ops before ``pos`` to the exact counts (filling their ``op_mms``); the MMs mapping folio
+        number ``qf[k]`` after ``qpos[k]`` ops (questions in stream order, from the first not applied)."""
         lo = self.applied
+        qn = np.zeros(len(qpos), dtype=np.int64)
+        if len(qf) and int(qf.max()) >= self.nmm.shape[0]:
+            self._grow_folios(int(qf.max()) + 1)
         if pos <= lo:
-            return
+            if len(qpos):
+                qn[:] = self.nmm[qf]
+            return qn
         rows = self.rows
         need = self.used + (pos - lo)
         if 2 * need > self.keys.shape[0]:  # at most half full: a new key per op at most
@@ -301,16 +317,36 @@ class StreamBuilder:
             self.used = int((vals != 0).sum())
         top = int(rows[lo:pos, L.T_FOLIO].max()) + 1
         if top > self.nmm.shape[0]:
-            size = max(2 * self.nmm.shape[0], top)
-            for name in ("nmm", "order"):
-                grown = np.zeros(size, dtype=np.int64)
-                old = getattr(self, name)
-                grown[:old.shape[0]] = old
-                setattr(self, name, grown)
+            self._grow_folios(top)
         mms = np.empty(pos - lo, dtype=np.int64)
-        self.used += count_ops(rows, lo, pos, self.pmd_order, self.keys, self.vals, self.nmm, self.order, mms)
+        self.used += count_ops(rows, lo, pos, self.pmd_order, self.keys, self.vals, self.nmm, self.order, mms, qpos,
+                               qf, qn)
         self.stream.op_mms[lo:pos] = mms.tolist()
         self.applied = pos
+        return qn
+
+    def _grow_folios(self, top: int) -> None:
+        size = max(2 * self.nmm.shape[0], top)
+        for name in ("nmm", "order"):
+            grown = np.zeros(size, dtype=np.int64)
+            old = getattr(self, name)
+            grown[:old.shape[0]] = old
+            setattr(self, name, grown)
+
+    def ask_batch(self, pos: I64, folios: I64, consumer: str, steps: I64, refs_ok: list[bool]) -> None:
+        """:meth:`ask` for each (``pos``, folio number, step, refs_ok) in stream order, from the first op not yet
+        applied on: one pass over the ops."""
+        if not len(pos):
+            return
+        if self.pending:  # the mm_new ops pending take the step of the first question after them
+            after = np.flatnonzero(pos > self.pending[0])
+            if len(after):
+                self.resolve(int(steps[after[0]]))
+        counts = self.advance(int(pos[-1]), pos, folios)
+        k = len(pos)
+        self.stream.questions.extend(_made(Question, k, _QSET, pos.tolist(), map("f{}".format, folios.tolist()),
+                                           repeat(consumer), (counts > 1).tolist(), repeat(-1), repeat(1),
+                                           repeat(0), refs_ok))
 
     def _mms(self, folio: str) -> int:
         f = int(folio[1:])
@@ -609,11 +645,11 @@ class ScoringProgram(kprog.ProgramRun):
         tal = self.tal
         counts = tal[:kprog.TL_COW].tolist()
         if any(counts):
-            for key, k in ((FAULT_TAKEN, kprog.TL_TAKEN), (FAULT_MAPPED, kprog.TL_MAPPED),
-                           (FAULT_PRESENT, kprog.TL_PRESENT), (FAULT_NO_VMA, kprog.TL_NO_VMA),
-                           (FAULT_PROT, kprog.TL_PROT)):
-                if counts[k]:
-                    r.faults[key] += counts[k]
+            for key, slot in ((FAULT_TAKEN, kprog.TL_TAKEN), (FAULT_MAPPED, kprog.TL_MAPPED),
+                              (FAULT_PRESENT, kprog.TL_PRESENT), (FAULT_NO_VMA, kprog.TL_NO_VMA),
+                              (FAULT_PROT, kprog.TL_PROT)):
+                if counts[slot]:
+                    r.faults[key] += counts[slot]
             tal[:kprog.TL_COW] = 0
         if p1 <= p0:
             return
@@ -624,42 +660,52 @@ class ScoringProgram(kprog.ProgramRun):
         after[-1] = (ntr, ncow, step)
         ops, rows = m.take_trace()
         base = b.nops
+        rowed = rows[:, L.T_KIND] != NO_ROW
+        at = np.flatnonzero(rowed)  # the stream position (from ``base``) of each trace row
+        if len(at) != ntr:  # pragma: no cover - the stretch's trace rows are its ops
+            raise AssertionError(f"scoring: {ntr} trace rows in the stretch, {len(at)} ops with rows")
         if ops:
-            steps = np.full(len(ops), m.step, dtype=np.int64)
-            rowed = rows[:, L.T_KIND] != NO_ROW
-            if int(rowed.sum()) == ntr:
-                steps[rowed] = after[np.searchsorted(after[:, 0], np.arange(ntr), side="right"), 2]
+            steps = np.full(len(ops), m.step, dtype=np.int64)  # ops made without a row: the stretch's end
+            steps[at] = after[np.searchsorted(after[:, 0], np.arange(ntr), side="right"), 2]
             b.add(ops, steps.tolist(), rows)
         if not ncow:
             return
         cows = self.cows
-        row_of = np.searchsorted(after[:, 1], np.arange(ncow), side="right")
-        accessed = self.accessed
+        k = np.searchsorted(after[:, 1], np.arange(ncow), side="right")  # each decision's row in the stretch
+        keep = self.accessed[p0 + k]  # a fork's early copies are no fault's decisions (dropped, as ever)
+        cows, k = cows[keep], k[keep]
+        outcome = cows[:, L.C_OUTCOME]
         tally = m.tally
-        for j, row in enumerate(cows.tolist()):
-            k = int(row_of[j])
-            if not accessed[p0 + k]:  # a fork's early copies: not a fault's decision (dropped, as ever)
-                continue
-            outcome = row[L.C_OUTCOME]
-            if outcome == L.OC_COPY:
-                tally.add("cow_copies", 1, "cow_reuse", row[L.C_ORDER])
-                tally.add("bytes_copied", PAGE_SIZE, "cow_reuse", row[L.C_ORDER])
-            elif outcome == L.OC_REUSE:
-                tally.add("cow_reuses", 1, "cow_reuse", row[L.C_ORDER])
-                m.reuse_steps.add(p0 + k)
-            if row[L.C_RULE] not in QUESTION_RULES:
-                continue
-            lo, hi = int(before[k, 0]), int(after[k, 0])
-            if outcome == L.OC_COPY:  # asked before the copy: at its new folio's folio_new
-                seg = rows[lo:hi]
-                hit = np.flatnonzero((seg[:, L.T_KIND] == K.K_FOLIO_NEW) & (seg[:, L.T_FOLIO] == row[L.C_NEW]))
-                if not len(hit):
-                    raise Unsupported(f"scoring: no folio_new of f{row[L.C_NEW]} after a copy-on-write decision")
-                pos = lo + int(hit[0])
-            else:  # a reuse records nothing: asked after its fault's ops
-                pos = hi
-            b.ask(base + pos, f"f{row[L.C_FOLIO]}", "cow_reuse", int(after[k, 2]),
-                  refs_ok=row[L.C_MAPCOUNT] == row[L.C_REFCOUNT])
+        for (oc, order), count in Counter(zip(outcome.tolist(), cows[:, L.C_ORDER].tolist(), strict=True)).items():
+            if oc == L.OC_COPY:
+                tally.add("cow_copies", count, "cow_reuse", order)
+                tally.add("bytes_copied", PAGE_SIZE * count, "cow_reuse", order)
+            elif oc == L.OC_REUSE:
+                tally.add("cow_reuses", count, "cow_reuse", order)
+        m.reuse_steps.update((p0 + k[outcome == L.OC_REUSE]).tolist())
+        asked = np.isin(cows[:, L.C_RULE], _QUESTION_RULES)
+        if not asked.any():
+            return
+        cows, k = cows[asked], k[asked]
+        # a reuse records nothing: asked after its fault's ops; a copy before it: at its new folio's folio_new
+        ends = after[k, 0]
+        pos = np.where(ends > 0, at[np.maximum(ends - 1, 0)] + 1, 0) if ntr else np.zeros(len(k), dtype=np.int64)
+        copy = np.flatnonzero(cows[:, L.C_OUTCOME] == L.OC_COPY)
+        if len(copy):
+            news = np.flatnonzero(rows[at, L.T_KIND] == K.K_FOLIO_NEW)  # trace rows
+            born = rows[at[news], L.T_FOLIO]
+            order = np.argsort(born, kind="stable")
+            want = cows[copy, L.C_NEW]
+            j = np.searchsorted(born[order], want)
+            found = j < len(born)
+            found[found] = born[order][j[found]] == want[found]
+            first = np.where(found, news[order][np.minimum(j, len(born) - 1)], -1)
+            if not found.all() or (first < before[k[copy], 0]).any() or (first >= ends[copy]).any():
+                bad = int(want[np.flatnonzero(~found)[0]]) if not found.all() else int(want[0])
+                raise Unsupported(f"scoring: no folio_new of f{bad} after a copy-on-write decision")
+            pos[copy] = at[first]
+        b.ask_batch(base + pos, cows[:, L.C_FOLIO], "cow_reuse", after[k, 2],
+                    (cows[:, L.C_MAPCOUNT] == cows[:, L.C_REFCOUNT]).tolist())
 
 
 @dataclass(slots=True)
