@@ -7,9 +7,13 @@ the ``kernel`` design can drive here. Where the reference asks a consumer questi
 position of the rmap op stream:
 
 - ``cow_reuse``: every CoW decision taken by ``__wp_can_reuse_large_anon_folio()``'s sharing test (rules
-  large-maybe-shared, large-extra-refs, large-exclusive). Accesses run one fault per compiled call inside one
-  compiled loop (:func:`access_marked`), which notes the trace length and decision count after each fault, so a
-  reuse is placed after its fault's ops and a copy before its new folio's ``folio_new``;
+  large-maybe-shared, large-extra-refs, large-exclusive). Whole stretches of steps (reads, writes, recorded faults,
+  MADV_DONTNEED, the control plane) run in the compiled step interpreter (:class:`ScoringProgram`,
+  foliosim.fast.sim.kprog ``S_MARK``), one access per row, noting before each row the trace length, decision
+  count and machine step; from those notes each stretch's ops get their steps and its decisions their tallies
+  and questions afterwards, in batches: a reuse is placed after its fault's ops, a copy before its new folio's
+  ``folio_new`` (``drive_fast(interpreter=False)``: every step through Python, one fault per compiled call in
+  :func:`access_marked`, which notes the same fault by fault);
 - ``madvise_cold`` / ``madvise_pageout``: the walk of mm/madvise.c ``madvise_cold_or_pageout_pte_range()`` is
   replayed over the page tables before the compiled call (answers: the kernel's), and each question is placed
   before the first op of the next folio split the call made (every predicted split is checked against the
@@ -18,7 +22,8 @@ position of the rmap op stream:
   Python between batches, as foliosim.evaluate.consumers and Probe.census() do them.
 
 Truth (more than one MM maps the folio) and the per-op MM counts come from an exact per-(folio, MM) count fed
-the same ops. Anything the fast engine does not model raises :class:`~foliosim.fast.sim.engine.Unsupported`;
+the same ops' trace rows (:func:`count_ops`, compiled); the ops' Op objects are made from their rows once, at the
+end. Anything the fast engine does not model raises :class:`~foliosim.fast.sim.engine.Unsupported`;
 the caller (foliosim.evaluate.cell) then runs the reference engine and says so.
 
 The isolation oracle: with any mode but ``off`` the run uses the engine's incremental oracle (every access reads
