@@ -7,7 +7,7 @@ CPU time and faults/s per trace (medians of N runs), optionally the reference en
 Prints one line per trace; the load average is printed first (the machine is shared). ``--write`` puts the table
 into docs/performance.md (section ``fastsim-traces``). ``--against TREE``: an interleaved A/B with another
 checkout (its ``src`` first on the path): each of the N rounds runs a fresh process of each tree in turn, which
-times one driving run after a warm-up; medians and ranges per tree, and whether both streams' digests agree. Not a
+times one driving run after a warm-up run; medians and ranges per tree, and whether both streams' digests agree. Not a
 test: no assertions.
 """
 
@@ -53,11 +53,13 @@ def fast_once(steps: list[Step]) -> float:
 
 
 def child(name: str) -> None:
-    """``--child``: one warm-up and one timed driving run of ``name``, as JSON (seconds, stream digest, ops)."""
+    """``--child``: one warm-up and one timed driving run of ``name``, as JSON (seconds, stream digest, ops). The
+    warm-up is a whole run: numba loads a compiled function's cached code at its first call, a few tens of ms in
+    all, which a process pays once."""
     from foliosim.fast.sim.score import drive_fast
 
     steps = load(name)
-    drive_fast(steps[:200], KernelConfig(), oracle="off")
+    drive_fast(steps, KernelConfig(), oracle="off")
     t0 = time.process_time()
     drive = drive_fast(steps, KernelConfig(), oracle="off")
     seconds = time.process_time() - t0
