@@ -138,6 +138,28 @@ def _made(cls: type, n: int, setters: tuple[Any, ...], *columns: Iterable[Any]) 
     return objs
 
 
+_OP_NAMES = np.array([OP_NAMES.get(k) for k in range(max(OP_NAMES) + 1)], dtype=object)
+_LEVELS = np.array([None, PTE, PMD], dtype=object)
+
+
+class Names:
+    """Values by number (``fmt.format(n)``, or ``n`` itself when ``fmt`` is None), taken from an object array many
+    at once; number -1 is None."""
+
+    def __init__(self, fmt: str | None) -> None:
+        self.fmt = fmt
+        self.arr = np.array([None], dtype=object)  # the values of 0..len-2, None last (index -1)
+
+    def take(self, numbers: I64) -> list[Any]:
+        top = int(numbers.max(initial=-1)) + 1
+        if top >= len(self.arr):
+            size = max(2 * len(self.arr), top + 1)
+            values: list[Any] = list(range(size)) if self.fmt is None else list(map(self.fmt.format, range(size)))
+            self.arr = np.array([*values, None], dtype=object)
+        out: list[Any] = self.arr[numbers].tolist()
+        return out
+
+
 def _questions(pos: int, folios: list[str], consumer: str, truths: list[bool]) -> list[Question]:
     """``[Question(pos, folio, consumer, truth) ...]`` (:func:`_made`)."""
     return _made(Question, len(folios), _QSET, repeat(pos), folios, repeat(consumer), truths, repeat(-1), repeat(1),
@@ -254,6 +276,7 @@ class StreamBuilder:
         self.applied = 0
         self.groups = 0
         self.pending: list[int] = []  # mm_new ops whose step is that of the next sync (see add())
+        self.fnames = Names("f{}")  # folio names by number
 
     @property
     def nops(self) -> int:
@@ -349,7 +372,7 @@ class StreamBuilder:
                 self.resolve(int(steps[after[0]]))
         counts = self.advance(int(pos[-1]), pos, folios)
         k = len(pos)
-        self.stream.questions.extend(_made(Question, k, _QSET, pos.tolist(), map("f{}".format, folios.tolist()),
+        self.stream.questions.extend(_made(Question, k, _QSET, pos.tolist(), self.fnames.take(folios),
                                            repeat(consumer), (counts > 1).tolist(), repeat(-1), repeat(1),
                                            repeat(0), refs_ok))
 
@@ -377,7 +400,7 @@ class StreamBuilder:
             return
         if self.pending and self.pending[0] < pos:
             self.resolve(step)
-        self.stream.questions.extend(_questions(pos, list(map("f{}".format, folios[mapped].tolist())), consumer,
+        self.stream.questions.extend(_questions(pos, self.fnames.take(folios[mapped]), consumer,
                                                 (counts[mapped] > 1).tolist()))
 
     def mapped(self, folio: str) -> bool:
@@ -424,9 +447,8 @@ class ScoringMachine(FastMachine):
         self.faulted: set[int] = set()  # rows of the batch that took a fault so far
         self.eager = False  # _drain() makes the Op objects now (FastMachine code reads them: _cold_pageout())
         self.raw: list[tuple[int, I64]] = []  # (position in ``trace``, the trace rows of the ops from there)
-        self.fnames: list[str | None] = [None]  # folio names by number (ops_of()), None last
-        self.mnames: list[str | None] = [None]  # MM names by number, None last
-        self.orders: list[int | None] = [0, None]  # an op's order by value, None last
+        self.mnames = Names("mm{}")  # MM names by number (ops_of())
+        self.orders = Names(None)  # an op's order by value
 
     def _drain(self, cow_tasks: list[str] | None = None) -> None:
         """FastMachine._drain() keeping each op's trace row (:meth:`take_trace`); the Op objects of the rows are made
@@ -445,36 +467,18 @@ class ScoringMachine(FastMachine):
 
     def ops_of(self, rows: I64) -> list[Op]:
         """The Op objects of trace rows (as FastMachine._op() makes them, column by column: a Python call per op
-        costs more than the op)."""
+        costs more than the op; each column's values are taken from an object array of them by number)."""
         kind = rows[:, L.T_KIND]
-        folio = rows[:, L.T_FOLIO]
-        top = int(folio.max()) + 1
-        names = self.fnames
-        if top >= len(names):  # "f<n>" by number, None last (index -1)
-            names.pop()
-            names.extend(map("f{}".format, range(len(names), 2 * top)))
-            names.append(None)
-        mm = rows[:, L.T_MM]
-        top = int(mm.max()) + 1
-        mnames = self.mnames
-        if top >= len(mnames):
-            mnames.pop()
-            mnames.extend(map("mm{}".format, range(len(mnames), 2 * top)))
-            mnames.append(None)
         has_mm = (kind != K.K_FOLIO_NEW) & (kind != K.K_FOLIO_FREE)
         is_mm = (kind == K.K_MM_NEW) | (kind == K.K_MM_FREE)
         paged = has_mm & ~is_mm & (kind != K.K_MAP_NEW_ANON)
         level = np.where(has_mm & ~is_mm, rows[:, L.T_LEVEL] + 1, 0)  # 0: None, 1: PTE, 2: PMD
         order = np.where(kind == K.K_FOLIO_NEW, rows[:, L.T_ORDER], -1)
-        levels = (None, PTE, PMD)
-        orders = self.orders
-        if order.max(initial=0) + 1 >= len(orders):
-            orders[-1:] = [*range(len(orders) - 1, int(order.max()) + 2), None]
-        return _made(Op, len(rows), _OPSET, map(OP_NAMES.__getitem__, kind.tolist()),
-                        map(mnames.__getitem__, np.where(has_mm, mm, -1).tolist()),
-                        map(names.__getitem__, np.where(is_mm, -1, folio).tolist()),
-                        map(orders.__getitem__, order.tolist()), map(levels.__getitem__, level.tolist()),
-                        np.where(paged, rows[:, L.T_PAGE], 0).tolist(), np.where(paged, rows[:, L.T_NR], 1).tolist())
+        return _made(Op, len(rows), _OPSET, _OP_NAMES[kind].tolist(),
+                     self.mnames.take(np.where(has_mm, rows[:, L.T_MM], -1)),
+                     self.builder.fnames.take(np.where(is_mm, -1, rows[:, L.T_FOLIO])), self.orders.take(order),
+                     _LEVELS[level].tolist(), np.where(paged, rows[:, L.T_PAGE], 0).tolist(),
+                     np.where(paged, rows[:, L.T_NR], 1).tolist())
 
     def _cold_pageout(self, *args: Any, **kwargs: Any) -> Any:
         """FastMachine._cold_pageout(), which reads the ops it recorded (page-cache folio splits): made now."""
