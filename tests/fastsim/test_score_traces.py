@@ -32,14 +32,15 @@ def _folio_steps(stream: ScoringStream) -> list[int]:
     return [step for step, op in zip(stream.op_step, stream.ops, strict=True) if op.folio is not None]
 
 
-def _compare(steps: list, config: KernelConfig, oracle: str, mm_steps: bool = True) -> None:
+def _compare(steps: list, config: KernelConfig, oracle: str, mm_steps: bool = True,
+             interpreter: bool | None = None) -> None:
     m = Machine(config, MachineOptions(keep_events=False, check=False))
     probe = Probe(m, make_design("kernel", config), oracle, record=True, census=True)
     stats = WorkloadRunner(m, probe, strict=False).run(steps)
     probe.finish()
     ref = probe.stream
     assert ref is not None and stats.skipped == 0
-    fast = drive_fast(steps, config, oracle=oracle)
+    fast = drive_fast(steps, config, oracle=oracle, interpreter=interpreter)
     assert fast.stream.questions == ref.questions  # every question at the same op position, same truth
     assert fast.stream.digest() == ref.digest()
     assert fast.stream.ops == ref.ops
@@ -61,12 +62,13 @@ def test_every_recorded_trace_stream_equals_reference(name: str) -> None:
 
 @pytest.mark.parametrize("workload", ["fork-child", "prefork", "mix", "snapshot"])
 def test_generated_workload_stream_equals_reference(workload: str) -> None:
-    """The default sweep's workloads through drive_fast's own batching (default batch), oracle on. In ``mix`` an
+    """The default sweep's workloads in the compiled step interpreter, oracle on. In ``mix`` an
     mm_new made by a step without rmap ops takes the step of the next op in both fast paths, the reference that of
     its next probe sync, a few steps earlier (as before the step interpreter drove compare): the scorer reads no
     step of an op without a folio."""
     steps = build_workload(workload, default_params(workload), 7)
-    _compare(steps, KernelConfig(word_bits=32, no_page_mapcount=True), "reuse", mm_steps=workload != "mix")
+    _compare(steps, KernelConfig(word_bits=32, no_page_mapcount=True), "reuse", mm_steps=workload != "mix",
+             interpreter=True)
 
 
 def _same(fa: FastDrive, fb: FastDrive) -> None:
@@ -86,7 +88,7 @@ def test_interpreter_stream_equals_stepwise(name: str, bits: int, npm: bool) -> 
     its per-row notes afterwards) gives the stream of the step-by-step run (one fault per compiled call)."""
     steps = run_trace_steps(gzip.decompress((TRACES / name).read_bytes()).decode(), name)
     config = KernelConfig(word_bits=bits, no_page_mapcount=npm)
-    fast = drive_fast(steps, config, oracle="reuse")
+    fast = drive_fast(steps, config, oracle="reuse", interpreter=True)
     slow = drive_fast(steps, config, oracle="reuse", interpreter=False)
     assert len(fast.stream.questions) > 10
     _same(fast, slow)
@@ -102,4 +104,14 @@ def test_interpreter_generated_workloads(workload: str, seed: int) -> None:
         slow = drive_fast(steps, config, interpreter=False)
     except Unsupported:
         pytest.skip(f"the fast engine does not drive {workload}")
-    _same(drive_fast(steps, config), slow)
+    _same(drive_fast(steps, config, interpreter=True), slow)
+
+
+def test_interpreter_chosen_by_stretch_length() -> None:
+    """drive_fast() runs recorded programs (hundreds of steps between stops) in the interpreter, generated workloads
+    (a few) step by step."""
+    from foliosim.fast.sim.score import long_stretches
+
+    steps = run_trace_steps(gzip.decompress((TRACES / "make.trace.gz").read_bytes()).decode(), "make")
+    assert long_stretches(steps)
+    assert not long_stretches(build_workload("fork-exec", default_params("fork-exec"), 1))

@@ -41,6 +41,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -1012,15 +1013,17 @@ class ScoringRunner(FastWorkloadRunner):
 
 
 def drive_fast(steps: list[Step], config: KernelConfig, driver: str = "kernel", oracle: str = "reuse",
-               batch: int = 4096, interpreter: bool = True) -> FastDrive:
+               batch: int = 4096, interpreter: bool | None = None) -> FastDrive:
     """Run ``steps`` (a generated workload's, or a workload file's / run trace's) on the fast engine and record
     the scoring stream. A step the reference would refuse stops the run (WorkloadError), where the reference
     runner skips it for imported workloads: the caller then runs the reference.
 
     Raises :class:`Unsupported` (nothing to keep: run the reference) for a driver other than ``kernel``, without
     numba, or for any step the fast engine does not model; :class:`WorkloadError` names a step the workload got
-    wrong (as the reference runner does in strict mode). ``interpreter=False``: every step through Python (one
-    compiled call per batch of accesses; the stretches of the compiled step interpreter are tested against it)."""
+    wrong (as the reference runner does in strict mode). ``interpreter``: True runs stretches of steps in the
+    compiled step interpreter (:class:`ScoringProgram`), False every step through Python (one compiled call per batch
+    of accesses; the interpreter is tested against it), None (default) the interpreter when its stretches are long
+    enough to pay for entering and leaving it (:func:`long_stretches`)."""
     if not HAVE_NUMBA:
         raise Unsupported("a run without numba (pip install 'foliosim[fast]')")
     if driver not in FAST_DRIVERS:
@@ -1035,12 +1038,28 @@ def drive_fast(steps: list[Step], config: KernelConfig, driver: str = "kernel", 
             gc.enable()
 
 
+#: steps where the interpreter stops for Python (ScoringRunner.execute() asks questions there), by verb; madvise
+#: counted whatever its advice (only cold and pageout stop)
+_STOPS = frozenset({"fork", "exit", "khugepaged", "numa", "spawn", "thp", "madvise"})
+_VERB = attrgetter("verb")
+#: the fewest steps per stretch at which the interpreter pays: entering and leaving it costs about as much as
+#: ~15 steps one by one (generated workloads of 3-19 steps per stretch, benchmarks/fastsim-traces.py)
+STRETCH_STEPS = 16
+
+
+def long_stretches(steps: list[Step]) -> bool:
+    """Whether ``steps`` run in stretches of :data:`STRETCH_STEPS` steps or more on average between the steps where
+    the interpreter stops (recorded programs: hundreds; generated workloads: a few)."""
+    stops = sum(map(_STOPS.__contains__, map(_VERB, steps)))
+    return len(steps) >= STRETCH_STEPS * (stops + 1)
+
+
 def _drive(steps: list[Step], config: KernelConfig, driver: str, oracle: str, batch: int,
-           interpreter: bool) -> FastDrive:
+           interpreter: bool | None) -> FastDrive:
     builder = StreamBuilder(config, driver)
     m = ScoringMachine(config, builder, oracle != "off")
     runner = ScoringRunner(m, batch)
-    runner.program = interpreter
+    runner.program = long_stretches(steps) if interpreter is None else interpreter
     try:
         stats = runner.run(steps)
     except SimError as exc:  # pragma: no cover - the runner wraps these in WorkloadError
