@@ -2,16 +2,23 @@
 CPU time and faults/s per trace (medians of N runs), optionally the reference engine's driving run once.
 
     PYTHONPATH=src python benchmarks/fastsim-traces.py [--runs 3] [--reference] [--write] [TRACE ...]
+    PYTHONPATH=src python benchmarks/fastsim-traces.py --against ../base [--runs 3] [TRACE ...]
 
 Prints one line per trace; the load average is printed first (the machine is shared). ``--write`` puts the table
-into docs/performance.md (section ``fastsim-traces``). Not a test: no assertions.
+into docs/performance.md (section ``fastsim-traces``). ``--against TREE``: an interleaved A/B with another
+checkout (its ``src`` first on the path): each of the N rounds runs a fresh process of each tree in turn, which
+times one driving run after a warm-up run; medians and ranges per tree, and whether both streams' digests agree. Not a
+test: no assertions.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,6 +52,44 @@ def fast_once(steps: list[Step]) -> float:
     return time.process_time() - t0
 
 
+def child(name: str) -> None:
+    """``--child``: one warm-up and one timed driving run of ``name``, as JSON (seconds, stream digest, ops). The
+    warm-up is a whole run: numba loads a compiled function's cached code at its first call, a few tens of ms in
+    all, which a process pays once."""
+    from foliosim.fast.sim.score import drive_fast
+
+    steps = load(name)
+    drive_fast(steps, KernelConfig(), oracle="off")
+    t0 = time.process_time()
+    drive = drive_fast(steps, KernelConfig(), oracle="off")
+    seconds = time.process_time() - t0
+    print(json.dumps([seconds, drive.stream.digest(), len(drive.stream.ops)]))
+
+
+def against(tree: Path, names: list[str], runs: int) -> None:
+    """Interleaved A/B of this checkout and ``tree``, a fresh process per run (see the module docstring)."""
+    trees = {"this": ROOT, tree.name or str(tree): tree.resolve()}
+    for name in names:
+        n = faults(load(name))
+        got: dict[str, list[float]] = {label: [] for label in trees}
+        digests: set[tuple[str, int]] = set()
+        for _ in range(runs):
+            for label, root in trees.items():
+                env = {**os.environ, "PYTHONPATH": str(root / "src")}
+                out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", name], env=env,
+                                     check=True, capture_output=True, text=True).stdout
+                seconds, digest, ops = json.loads(out.strip().splitlines()[-1])
+                got[label].append(seconds)
+                digests.add((digest, ops))
+        cells = []
+        for label, times in got.items():
+            med = statistics.median(times)
+            cells.append(f"{label} {med:.3f} s ({min(times):.3f}-{max(times):.3f}) {n / med / 1e3:6.1f} k faults/s")
+        ratio = statistics.median(got[list(trees)[1]]) / statistics.median(got["this"])
+        print(f"{name:18s} faults {n:6d}  " + "  ".join(cells) + f"  x{ratio:.2f}  "
+              f"{'same stream' if len(digests) == 1 else 'STREAMS DIFFER'}", flush=True)
+
+
 def reference_once(steps: list[Step]) -> float:
     from foliosim.evaluate.probe import Probe
     from foliosim.evaluate.runner import WorkloadRunner
@@ -73,7 +118,17 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--reference", action="store_true")
     ap.add_argument("--write", action="store_true", help="write the table into docs/performance.md")
+    ap.add_argument("--against", type=Path, help="interleaved A/B with another checkout (fresh process per run)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        child(args.child)
+        return
+    if args.against:
+        print("loadavg", Path("/proc/loadavg").read_text().strip())
+        against(args.against, args.traces, args.runs)
+        print("loadavg", Path("/proc/loadavg").read_text().strip())
+        return
     load_before = Path("/proc/loadavg").read_text().split()[0]
     print("loadavg", Path("/proc/loadavg").read_text().strip())
     table = ["| trace | steps | faults | fast (s, median, range) | fast faults/s | reference (s) | reference faults/s "

@@ -119,7 +119,11 @@ S_MCNT = 32  # 6 counters: cold take/skip/split, pageout take/skip/split
 # S_NRACY: rows in ``racy`` (recorded faults after a race, with the folio at their address before and after);
 # S_RBEFORE: that folio before the fault being run
 S_TALLY, S_TAKEN, S_NREUSE, S_NRACY, S_RBEFORE = S_MCNT + 6, S_MCNT + 7, S_MCNT + 8, S_MCNT + 9, S_MCNT + 10
-S_LEN = S_MCNT + 11
+# S_MARK (compare's driving run, score.ScoringProgram): before each program row from S_MARKED on, note in ``marks``
+# the trace rows, CoW decisions and machine step so far, and count each read/write and each recorded fault taken as
+# a machine step (as foliosim.vm.machine.Machine.read()/write() do)
+S_MARK, S_MARKED = S_MCNT + 11, S_MCNT + 12
+S_LEN = S_MCNT + 13
 #: a recorded fault's P_ARG: bit 0 written, bit 1 racy (note the folio at its region's address before and after)
 FA_WRITE, FA_RACY = 1, 2
 PEND_NONE, PEND_ACCESS, PEND_COLD = range(3)
@@ -896,7 +900,7 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                 tmm: Any, tst: Any, tpid: Any, rtab: Any, msimple: Any, morig: Any, mtask: Any, vfk: Any, ids: Any,
                 ctask: Any, uf: Any, ops1: Any, faults: Any, vr: Any, rg: Any, vtmp: Any, ftmp: Any, tal: Any,
                 rs: Any, racy: Any,
-                mk: Any, vst: Any, ftab: Any, ttg: Any) -> tuple[int, int]:
+                mk: Any, vst: Any, ftab: Any, ttg: Any, marks: Any) -> tuple[int, int]:
     """Execute program rows ``pos..end`` while they are of the kinds modelled here; (position, WHY_*).
 
     A recorded fault (``OP_FAULT``: run-trace's ``fault`` step, foliosim.live.tracesim's TraceRunner._fault()) is
@@ -912,6 +916,11 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
         op = prog[i, P_OP]
         tn = prog[i, P_TASK]
         _rehash(glob, tb, hk, hv)
+        if st[S_MARK] and i >= st[S_MARKED]:
+            marks[i, 0] = glob[L.G_NTR]
+            marks[i, 1] = glob[L.G_NCOW]
+            marks[i, 2] = st[S_STEP]
+            st[S_MARKED] = i + 1
         if op == OP_READ or op == OP_WRITE or op == OP_FAULT:  # noqa: SIM109 - scalar compares for numba
             if st[S_PEND] != PEND_ACCESS:
                 if not _runnable(tst, tn):  # no such task, or a vfork parent: Python says why (or checks the page)
@@ -1004,6 +1013,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     _fault_outcomes(st, tal, ops1, r, taken)
                 st[S_STEPS] += r
                 return i + r, WHY_ERROR
+            if st[S_MARK]:  # one row (S_KEEP); a recorded fault is a machine step when it took a fault
+                st[S_STEP] += (1 if (taken & 1) or st[S_TAKEN] else 0) if op == OP_FAULT else nb
             if op == OP_FAULT:
                 _fault_outcomes(st, tal, ops1, nb, taken)
                 if prog[i, P_ARG] & FA_RACY:  # nb == 1
@@ -1620,6 +1631,7 @@ class ProgramRun:
         self.file_rows = self.file_pages = np.zeros(0, dtype=np.int64)  # OP_FILE rows, their pages from each on
         self.vma_rows = np.zeros(0, dtype=np.int64)  # the rows of the verbs that add VMA rows or move index slices
         self.ttg = np.full((nt, 3), -1, dtype=np.int64)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
+        self.marks = np.zeros((1, 3), dtype=np.int64)  # S_MARK: (trace rows, decisions, step) before each row
 
     def _keep(self) -> bool:
         return self.m.keep_decisions or self.m.record
@@ -1691,7 +1703,7 @@ class ProgramRun:
     def _args(self) -> tuple[Any, ...]:
         return (self.st, self.tmm, self.tst, self.tpid, self.rtab, self._msimple, self._morig, self._mtask, self._vfk,
                 self._ids, self._ctask, self.uf, self.ops1, self.faults, self.vr, self.rg, self._vtmp, self._ftmp,
-                self.tal, self.rs, self.racy, self.mk, self.vst, self.ftab, self.ttg)
+                self.tal, self.rs, self.racy, self.mk, self.vst, self.ftab, self.ttg, self.marks)
 
     def _regrow(self) -> None:
         """The per-MM and per-decision tables follow ``ms`` and ``cow`` when those grew."""

@@ -7,9 +7,13 @@ the ``kernel`` design can drive here. Where the reference asks a consumer questi
 position of the rmap op stream:
 
 - ``cow_reuse``: every CoW decision taken by ``__wp_can_reuse_large_anon_folio()``'s sharing test (rules
-  large-maybe-shared, large-extra-refs, large-exclusive). Accesses run one fault per compiled call inside one
-  compiled loop (:func:`access_marked`), which notes the trace length and decision count after each fault, so a
-  reuse is placed after its fault's ops and a copy before its new folio's ``folio_new``;
+  large-maybe-shared, large-extra-refs, large-exclusive). Whole stretches of steps (reads, writes, recorded faults,
+  MADV_DONTNEED, the control plane) run in the compiled step interpreter (:class:`ScoringProgram`,
+  foliosim.fast.sim.kprog ``S_MARK``), one access per row, noting before each row the trace length, decision
+  count and machine step; from those notes each stretch's ops get their steps and its decisions their tallies
+  and questions afterwards, in batches: a reuse is placed after its fault's ops, a copy before its new folio's
+  ``folio_new`` (``drive_fast(interpreter=False)``: every step through Python, one fault per compiled call in
+  :func:`access_marked`, which notes the same fault by fault);
 - ``madvise_cold`` / ``madvise_pageout``: the walk of mm/madvise.c ``madvise_cold_or_pageout_pte_range()`` is
   replayed over the page tables before the compiled call (answers: the kernel's), and each question is placed
   before the first op of the next folio split the call made (every predicted split is checked against the
@@ -18,7 +22,8 @@ position of the rmap op stream:
   Python between batches, as foliosim.evaluate.consumers and Probe.census() do them.
 
 Truth (more than one MM maps the folio) and the per-op MM counts come from an exact per-(folio, MM) count fed
-the same ops. Anything the fast engine does not model raises :class:`~foliosim.fast.sim.engine.Unsupported`;
+the same ops' trace rows (:func:`count_ops`, compiled); the ops' Op objects are made from their rows once, at the
+end. Anything the fast engine does not model raises :class:`~foliosim.fast.sim.engine.Unsupported`;
 the caller (foliosim.evaluate.cell) then runs the reference engine and says so.
 
 The isolation oracle: with any mode but ``off`` the run uses the engine's incremental oracle (every access reads
@@ -29,9 +34,14 @@ end) gives. The folio-invariant part of the reference's ``Machine.check()`` is n
 
 from __future__ import annotations
 
+import gc
 import hashlib
-from collections import Counter
+from bisect import bisect_left
+from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +52,12 @@ from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, 
 from foliosim.evaluate.stream import CENSUS, MetricRow, Question, ScoringStream, Tally
 from foliosim.fast import kernels as K
 from foliosim.fast._jit import HAVE_NUMBA, jit
-from foliosim.fast.sim import files, kern
+from foliosim.fast.sim import files, kern, kprog
 from foliosim.fast.sim import layout as L
-from foliosim.fast.sim.engine import FastMachine, FastMM, Unsupported
+from foliosim.fast.sim.engine import OP_NAMES, FastMachine, FastMM, Unsupported
 from foliosim.fast.sim.steps import FastRunStats, FastWorkloadRunner
 from foliosim.kconfig import KernelConfig
-from foliosim.rmap import PMD
+from foliosim.rmap import PMD, PTE
 from foliosim.system import Op
 from foliosim.vm.events import SimError
 from foliosim.vm.machine import MachineOptions
@@ -58,6 +68,7 @@ I64 = npt.NDArray[np.int64]
 
 #: CoW rules decided by the sharing test of __wp_can_reuse_large_anon_folio() (a ``cow_reuse`` question)
 QUESTION_RULES = frozenset({L.R_LARGE_SHARED, L.R_LARGE_EXTRA, L.R_LARGE_EXCL})
+_QUESTION_RULES = np.array(sorted(QUESTION_RULES), dtype=np.int64)
 #: drivers the fast engine can drive with (its answers are the kernel's own)
 FAST_DRIVERS = ("kernel",)
 MARKS = 1 << 14
@@ -87,97 +98,288 @@ def access_marked(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pc
         return rc, first, n, 0
 
 
-def _fresh_cache() -> None:
-    """numba keys its on-disk cache of :func:`access_marked` on this file alone, yet the compiled loop holds the
-    kernels it calls: when their sources changed since the cache was written, empty the cache (private numba API,
-    hence the broad guard; a read-only install just keeps numba's behaviour)."""
+def _fresh_cache(*dispatchers: Any) -> None:
+    """numba keys its on-disk cache of a compiled function (:func:`access_marked`, :func:`count_ops`) on this file
+    alone, yet the compiled code holds the kernels it calls and the layout's constants: when their sources changed
+    since the cache was written, empty the cache (private numba API, hence the broad guard; a read-only install just
+    keeps numba's behaviour)."""
     if not HAVE_NUMBA:
         return
     try:
         digest = hashlib.sha256(b"".join(Path(mod.__file__ or "").read_bytes() for mod in (kern, K, L))).hexdigest()
-        dispatcher: Any = access_marked
-        cache = dispatcher._cache
-        stamp = Path(cache._cache_path) / "score.access_marked.deps"
-        if not stamp.exists() or stamp.read_text() != digest:
-            cache.flush()
-            stamp.write_text(digest)
+        for dispatcher in dispatchers:
+            cache = dispatcher._cache
+            stamp = Path(cache._cache_path) / f"score.{dispatcher.__name__}.deps"
+            if not stamp.exists() or stamp.read_text() != digest:
+                cache.flush()
+                stamp.write_text(digest)
     except Exception:  # any numba-internal change or an unwritable cache folder
         pass
 
 
-_fresh_cache()
+_fresh_cache(access_marked)
+
+
+NO_QUESTIONS = np.zeros(0, dtype=np.int64)
+#: a directly appended op's row kind (FastMachine's mm_new/mm_free Op objects, made without a trace row)
+NO_ROW = -1
+_QSET = tuple(getattr(Question, name).__set__ for name in ("pos", "folio", "consumer", "truth", "group", "weight",
+                                                              "limit", "refs_ok"))
+_OPSET = tuple(getattr(Op, name).__set__ for name in ("op", "mm", "folio", "order", "level", "page", "nr"))
+_consume: Any = deque(maxlen=0).extend
+
+
+def _made(cls: type, n: int, setters: tuple[Any, ...], *columns: Iterable[Any]) -> list[Any]:
+    """``n`` objects of the frozen slotted dataclass ``cls``, field k of each from ``columns[k]``, without its
+    ``__init__``: the objects made, then each field set through its slot's descriptor, one C-level map per field (a
+    Python call per object costs more; a census asks thousands of questions at once)."""
+    objs: list[Any] = list(map(object.__new__, repeat(cls, n)))
+    for setter, column in zip(setters, columns, strict=True):
+        _consume(map(setter, objs, column))
+    return objs
+
+
+_OP_NAMES = np.array([OP_NAMES.get(k) for k in range(max(OP_NAMES) + 1)], dtype=object)
+_LEVELS = np.array([None, PTE, PMD], dtype=object)
+
+
+class Names:
+    """Values by number (``fmt.format(n)``, or ``n`` itself when ``fmt`` is None), taken from an object array many
+    at once; number -1 is None."""
+
+    def __init__(self, fmt: str | None) -> None:
+        self.fmt = fmt
+        self.arr = np.array([None], dtype=object)  # the values of 0..len-2, None last (index -1)
+
+    def take(self, numbers: I64) -> list[Any]:
+        top = int(numbers.max(initial=-1)) + 1
+        if top >= len(self.arr):
+            size = max(2 * len(self.arr), top + 1)
+            values: list[Any] = list(range(size)) if self.fmt is None else list(map(self.fmt.format, range(size)))
+            self.arr = np.array([*values, None], dtype=object)
+        out: list[Any] = self.arr[numbers].tolist()
+        return out
+
+
+def _questions(pos: int, folios: list[str], consumer: str, truths: list[bool]) -> list[Question]:
+    """``[Question(pos, folio, consumer, truth) ...]`` (:func:`_made`)."""
+    return _made(Question, len(folios), _QSET, repeat(pos), folios, repeat(consumer), truths, repeat(-1), repeat(1),
+                 repeat(0), repeat(True))
+
+
+@jit
+def _slot(key: int, cap: int) -> int:
+    """The first slot of ``key`` in a table of ``cap`` (a power of two) slots: its bits mixed (splitmix64's
+    finalizer), as the low bits of a folio << 20 | MM key hardly differ."""
+    x: Any = key ^ (key >> 31)
+    x = x * np.int64(0x7FB5D329728EA185)
+    x = x ^ (x >> 27)
+    x = x * np.int64(-0x7F7A4E6E3B2C3F1B)
+    x = x ^ (x >> 33)
+    return int(x & (cap - 1))
+
+
+@jit
+def count_ops(rows: Any, lo: int, hi: int, pmd_order: int, keys: Any, vals: Any, nmm: Any, order: Any,
+              mms: Any, qpos: Any, qf: Any, qn: Any) -> int:
+    """StreamBuilder's exact per-(folio, MM) counts fed the trace rows ``lo..hi``: ``mms[i - lo]`` the MMs mapping
+    the row's folio after it (-1: no folio); ``qn[k]`` the MMs mapping folio ``qf[k]`` after the first ``qpos[k]``
+    rows (questions in stream order, at most ``hi``). The counts live in an open-addressing table (``keys``: folio
+    << 20 | MM, -1 free; ``vals``: count + 1, 0 when no longer mapped), ``nmm`` per folio number; returns the
+    table's used slots (the caller keeps it at most half full)."""
+    cap = keys.shape[0]
+    used = 0
+    q = 0
+    nq = qpos.shape[0]
+    for i in range(lo, hi + 1):
+        while q < nq and qpos[q] <= i:
+            qn[q] = nmm[qf[q]]
+            q += 1
+        if i == hi:
+            break
+        kind = rows[i, L.T_KIND]
+        mms[i - lo] = -1
+        if kind < K.K_FOLIO_NEW or kind > K.K_UNMAP:  # mm_new, mm_free, an op made without a row
+            continue
+        f = rows[i, L.T_FOLIO]
+        if kind == K.K_FOLIO_NEW:
+            nmm[f] = 0
+            order[f] = rows[i, L.T_ORDER]
+            mms[i - lo] = 0
+            continue
+        if kind == K.K_FOLIO_FREE:
+            nmm[f] = 0
+            continue
+        m = rows[i, L.T_MM]
+        if kind == K.K_MAP_NEW_ANON:
+            o = order[f]
+            diff = np.int64(1) << o if o < pmd_order else np.int64(1)
+        else:
+            diff = np.int64(1) if rows[i, L.T_LEVEL] == K.L_PMD else rows[i, L.T_NR]
+        key = (f << 20) | m
+        h = _slot(key, cap)
+        while keys[h] != -1 and keys[h] != key:
+            h = (h + 1) & (cap - 1)
+        if keys[h] == -1:
+            keys[h] = key
+            vals[h] = 0
+            used += 1
+        had = vals[h]  # count + 1, 0: not mapped
+        if kind == K.K_UNMAP:
+            left = (had - 1 if had else 0) - diff
+            if left > 0:
+                vals[h] = left + 1
+            elif had:
+                vals[h] = 0
+                nmm[f] -= 1
+        else:
+            if not had:
+                nmm[f] += 1
+                had = 1
+            vals[h] = had + diff
+        mms[i - lo] = nmm[f]
+    return used
+
+
+@jit
+def _rehash(keys: Any, vals: Any, nkeys: Any, nvals: Any) -> None:
+    cap = nkeys.shape[0]
+    for j in range(keys.shape[0]):
+        key = keys[j]
+        if key == -1 or vals[j] == 0:  # a slot no longer mapped is dropped
+            continue
+        h = _slot(key, cap)
+        while nkeys[h] != -1:
+            h = (h + 1) & (cap - 1)
+        nkeys[h] = key
+        nvals[h] = vals[j]
+
+
+_fresh_cache(_slot, count_ops, _rehash)
 
 
 class StreamBuilder:
-    """The ops of a driving run with their steps, the exact per-(folio, MM) counts, and the questions asked."""
+    """The ops of a driving run with their steps, the exact per-(folio, MM) counts, and the questions asked.
+
+    Every op comes with its trace row (foliosim.fast.sim.layout T_* columns; kind ``NO_ROW`` for an op made
+    without one: mm_new/mm_free, which have no folio): the exact counts are kept over the rows by
+    :func:`count_ops`, per folio number (the number in its name ``f<n>``)."""
 
     def __init__(self, config: KernelConfig, driver: str) -> None:
         self.stream = ScoringStream(config, driver)
         self.pmd_order = config.pmd_order
-        self.counts: dict[str, dict[str, int]] = {}
-        self.orders: dict[str, int] = {}
+        self.rows = np.zeros((1024, L.T_COLS), dtype=np.int64)
+        self.keys = np.full(1 << 12, -1, dtype=np.int64)
+        self.vals = np.zeros(1 << 12, dtype=np.int64)
+        self.used = 0
+        self.nmm = np.zeros(1024, dtype=np.int64)
+        self.order = np.zeros(1024, dtype=np.int64)
         self.applied = 0
         self.groups = 0
         self.pending: list[int] = []  # mm_new ops whose step is that of the next sync (see add())
+        self.fnames = Names("f{}")  # folio names by number
 
     @property
     def nops(self) -> int:
         return len(self.stream.ops)
 
-    def add(self, ops: list[Op], steps: list[int] | int) -> None:
-        """Append ops with their steps. The reference records ``mm_new`` without an rmap event, so the probe
-        gives it the step of its next sync (the next op's, the next question's or the end's): so do we."""
+    def add(self, ops: list[Op], steps: list[int] | int, rows: I64) -> None:
+        """Append ops with their steps and trace rows. The reference records ``mm_new`` without an rmap event, so
+        the probe gives it the step of its next sync (the next op's, the next question's or the end's): so do
+        we."""
         s = self.stream
         at = len(s.ops)
+        k = len(ops)
+        if not k:
+            return
         s.ops.extend(ops)
-        s.op_step.extend([steps] * len(ops) if isinstance(steps, int) else steps)
-        s.op_mms.extend([-1] * len(ops))
-        for i, op in enumerate(ops, at):
-            if op.op == "mm_new":
-                self.pending.append(i)
-            elif self.pending:
-                self.resolve(s.op_step[i])
+        s.op_step.extend([steps] * k if isinstance(steps, int) else steps)
+        s.op_mms.extend([-1] * k)
+        if at + k > self.rows.shape[0]:
+            grown = np.zeros((max(2 * self.rows.shape[0], at + k), L.T_COLS), dtype=np.int64)
+            grown[:at] = self.rows[:at]
+            self.rows = grown
+        self.rows[at:at + k] = rows
+        kinds = rows[:, L.T_KIND]
+        new = [i for i in np.flatnonzero((kinds == K.K_MM_NEW) | (kinds == NO_ROW)).tolist()
+               if kinds[i] == K.K_MM_NEW or ops[i].op == "mm_new"]
+        if not new and not self.pending:
+            return
+        is_new = set(new)
+        j = 0 if self.pending else new[0]
+        while j < k:
+            if j in is_new:
+                self.pending.append(at + j)
+                j += 1
+                continue
+            self.resolve(s.op_step[at + j])  # something is pending here
+            later = [i for i in new if i > j]  # nothing is pending until the block's next mm_new
+            if not later:
+                return
+            j = later[0]
 
     def resolve(self, step: int) -> None:
         for i in self.pending:
             self.stream.op_step[i] = step
         self.pending.clear()
 
-    def advance(self, pos: int) -> None:
-        """Apply the ops before ``pos`` to the exact counts (filling their ``op_mms``)."""
-        ops, mms = self.stream.ops, self.stream.op_mms
-        counts, orders = self.counts, self.orders
-        for i in range(self.applied, pos):
-            op = ops[i]
-            kind, folio = op.op, op.folio
-            if folio is None:
-                continue
-            if kind == "folio_new":
-                counts[folio] = {}
-                orders[folio] = op.order or 0
-                mms[i] = 0
-                continue
-            if kind == "folio_free":
-                counts.pop(folio, None)
-                continue
-            per_mm = counts[folio]
-            mm = op.mm
-            assert mm is not None
-            if kind == "map_new_anon":
-                order = orders[folio]
-                diff = 1 << order if order < self.pmd_order else 1
-            else:
-                diff = 1 if op.level is PMD else op.nr
-            if kind == "unmap":
-                left = per_mm.get(mm, 0) - diff
-                if left > 0:
-                    per_mm[mm] = left
-                else:
-                    per_mm.pop(mm, None)
-            else:
-                per_mm[mm] = per_mm.get(mm, 0) + diff
-            mms[i] = len(per_mm)
-        self.applied = max(self.applied, pos)
+    def advance(self, pos: int, qpos: I64 = NO_QUESTIONS, qf: I64 = NO_QUESTIONS) -> I64:
+        """Apply the ops before ``pos`` to the exact counts (filling their ``op_mms``); the MMs mapping folio
+        number ``qf[k]`` after ``qpos[k]`` ops (questions in stream order, from the first not applied)."""
+        lo = self.applied
+        qn = np.zeros(len(qpos), dtype=np.int64)
+        if len(qf) and int(qf.max()) >= self.nmm.shape[0]:
+            self._grow_folios(int(qf.max()) + 1)
+        if pos <= lo:
+            if len(qpos):
+                qn[:] = self.nmm[qf]
+            return qn
+        rows = self.rows
+        need = self.used + (pos - lo)
+        if 2 * need > self.keys.shape[0]:  # at most half full: a new key per op at most
+            cap = self.keys.shape[0]
+            while 2 * need > cap:
+                cap *= 2
+            keys, vals = np.full(cap, -1, dtype=np.int64), np.zeros(cap, dtype=np.int64)
+            _rehash(self.keys, self.vals, keys, vals)
+            self.keys, self.vals = keys, vals
+            self.used = int((vals != 0).sum())
+        top = int(rows[lo:pos, L.T_FOLIO].max()) + 1
+        if top > self.nmm.shape[0]:
+            self._grow_folios(top)
+        mms = np.empty(pos - lo, dtype=np.int64)
+        self.used += count_ops(rows, lo, pos, self.pmd_order, self.keys, self.vals, self.nmm, self.order, mms, qpos,
+                               qf, qn)
+        self.stream.op_mms[lo:pos] = mms.tolist()
+        self.applied = pos
+        return qn
+
+    def _grow_folios(self, top: int) -> None:
+        size = max(2 * self.nmm.shape[0], top)
+        for name in ("nmm", "order"):
+            grown = np.zeros(size, dtype=np.int64)
+            old = getattr(self, name)
+            grown[:old.shape[0]] = old
+            setattr(self, name, grown)
+
+    def ask_batch(self, pos: I64, folios: I64, consumer: str, steps: I64, refs_ok: list[bool]) -> None:
+        """:meth:`ask` for each (``pos``, folio number, step, refs_ok) in stream order, from the first op not yet
+        applied on: one pass over the ops."""
+        if not len(pos):
+            return
+        if self.pending:  # the mm_new ops pending take the step of the first question after them
+            after = np.flatnonzero(pos > self.pending[0])
+            if len(after):
+                self.resolve(int(steps[after[0]]))
+        counts = self.advance(int(pos[-1]), pos, folios)
+        k = len(pos)
+        self.stream.questions.extend(_made(Question, k, _QSET, pos.tolist(), self.fnames.take(folios),
+                                           repeat(consumer), (counts > 1).tolist(), repeat(-1), repeat(1),
+                                           repeat(0), refs_ok))
+
+    def _mms(self, folio: str) -> int:
+        f = int(folio[1:])
+        return int(self.nmm[f]) if f < self.nmm.shape[0] else 0
 
     def ask(self, pos: int, folio: str, consumer: str, step: int, *, group: int = -1, weight: int = 1,
             limit: int = 0, refs_ok: bool = True) -> None:
@@ -185,26 +387,44 @@ class StreamBuilder:
         if self.pending and self.pending[0] < pos:
             self.resolve(step)
         self.advance(pos)
-        self.stream.questions.append(Question(pos, folio, consumer, len(self.counts[folio]) > 1, group, weight,
-                                              limit, refs_ok))
+        self.stream.questions.append(Question(pos, folio, consumer, self._mms(folio) > 1, group, weight, limit,
+                                              refs_ok))
 
-    def ask_mapped(self, folios: list[str], consumer: str, step: int) -> None:
-        """:meth:`ask` about each of ``folios`` that some MM maps, all after the whole stream so far."""
+    def ask_mapped(self, folios: I64, consumer: str, step: int) -> None:
+        """:meth:`ask` about each of ``folios`` (numbers) that some MM maps, all after the whole stream so far."""
         pos = self.nops
         self.advance(pos)
-        counts = self.counts
-        asked = [Question(pos, folio, consumer, len(per_mm) > 1) for folio in folios if (per_mm := counts.get(folio))]
-        if asked and self.pending and self.pending[0] < pos:
+        folios = folios[folios < self.nmm.shape[0]]
+        counts = self.nmm[folios]
+        mapped = counts > 0
+        if not mapped.any():
+            return
+        if self.pending and self.pending[0] < pos:
             self.resolve(step)
-        self.stream.questions.extend(asked)
+        self.stream.questions.extend(_questions(pos, self.fnames.take(folios[mapped]), consumer,
+                                                (counts[mapped] > 1).tolist()))
 
     def mapped(self, folio: str) -> bool:
         self.advance(self.nops)
-        return bool(self.counts.get(folio))
+        return self._mms(folio) > 0
 
-    def finish(self, end_step: int) -> ScoringStream:
+    def finish(self, end_step: int, machine: ScoringMachine) -> ScoringStream:
+        """The stream, its Op objects made from their rows (``machine.ops_of()``)."""
         self.resolve(end_step)
         self.advance(self.nops)
+        ops = self.stream.ops
+        n = len(ops)
+        rowed = self.rows[:n, L.T_KIND] != NO_ROW
+        if rowed.any():
+            made = machine.ops_of(self.rows[:n][rowed])
+            if rowed.all():
+                self.stream.ops = made
+            else:  # the ops made without a row (mm_new, mm_free) in their places
+                out = np.empty(n, dtype=object)
+                out[rowed] = made
+                direct = np.flatnonzero(~rowed)
+                out[direct] = list(map(ops.__getitem__, direct.tolist()))
+                self.stream.ops = out.tolist()
         self.stream.end_step = end_step
         self.stream.check()
         return self.stream
@@ -226,12 +446,64 @@ class ScoringMachine(FastMachine):
         self.tally = Tally()
         self.fault_rows: list[bool] = []  # per row of the batch: a recorded fault (a machine call only if taken)
         self.faulted: set[int] = set()  # rows of the batch that took a fault so far
+        self.eager = False  # _drain() makes the Op objects now (FastMachine code reads them: _cold_pageout())
+        self.raw: list[tuple[int, I64]] = []  # (position in ``trace``, the trace rows of the ops from there)
+        self.mnames = Names("mm{}")  # MM names by number (ops_of())
+        self.orders = Names(None)  # an op's order by value
+
+    def _drain(self, cow_tasks: list[str] | None = None) -> None:
+        """FastMachine._drain() keeping each op's trace row (:meth:`take_trace`); the Op objects of the rows are made
+        all at once at the end (:meth:`ops_of`, StreamBuilder.finish()), None stands for each until then."""
+        g = self.glob
+        n = int(g[L.G_NTR])
+        if n:
+            rows = self.tr[:n].copy()
+            self.raw.append((len(self.trace), rows))
+            if self.eager:
+                self.trace.extend(self.ops_of(rows))
+            else:  # made at the end (StreamBuilder.finish())
+                self.trace.extend(repeat(None, n))  # type: ignore[arg-type]
+            g[L.G_NTR] = 0
+        super()._drain(cow_tasks)
+
+    def ops_of(self, rows: I64) -> list[Op]:
+        """The Op objects of trace rows (as FastMachine._op() makes them, column by column: a Python call per op
+        costs more than the op; each column's values are taken from an object array of them by number)."""
+        kind = rows[:, L.T_KIND]
+        has_mm = (kind != K.K_FOLIO_NEW) & (kind != K.K_FOLIO_FREE)
+        is_mm = (kind == K.K_MM_NEW) | (kind == K.K_MM_FREE)
+        paged = has_mm & ~is_mm & (kind != K.K_MAP_NEW_ANON)
+        level = np.where(has_mm & ~is_mm, rows[:, L.T_LEVEL] + 1, 0)  # 0: None, 1: PTE, 2: PMD
+        order = np.where(kind == K.K_FOLIO_NEW, rows[:, L.T_ORDER], -1)
+        return _made(Op, len(rows), _OPSET, _OP_NAMES[kind].tolist(),
+                     self.mnames.take(np.where(has_mm, rows[:, L.T_MM], -1)),
+                     self.builder.fnames.take(np.where(is_mm, -1, rows[:, L.T_FOLIO])), self.orders.take(order),
+                     _LEVELS[level].tolist(), np.where(paged, rows[:, L.T_PAGE], 0).tolist(),
+                     np.where(paged, rows[:, L.T_NR], 1).tolist())
+
+    def _cold_pageout(self, *args: Any, **kwargs: Any) -> Any:
+        """FastMachine._cold_pageout(), which reads the ops it recorded (page-cache folio splits): made now."""
+        self.eager = True
+        try:
+            return super()._cold_pageout(*args, **kwargs)
+        finally:
+            self.eager = False
+
+    def take_trace(self) -> tuple[list[Op], I64]:
+        """The ops recorded since the last take and their trace rows (kind NO_ROW for an op made without one)."""
+        ops = self.trace
+        rows = np.full((len(ops), L.T_COLS), NO_ROW, dtype=np.int64)
+        for at, block in self.raw:
+            rows[at:at + len(block)] = block
+        self.trace = []
+        self.raw = []
+        return ops, rows
 
     def pull(self) -> None:
         """Ops recorded by the control plane since the last pull, at the current machine step."""
         if self.trace:
-            self.builder.add(self.trace, self.step)
-            self.trace = []
+            ops, rows = self.take_trace()
+            self.builder.add(ops, self.step, rows)
 
     def _run_access(self, ops: I64, task_names: list[str] | None = None) -> None:
         self.pull()
@@ -266,8 +538,7 @@ class ScoringMachine(FastMachine):
         cows = self.cow[:ncow].tolist()
         base = self.builder.nops
         self._drain()
-        ops = self.trace
-        self.trace = []
+        ops, trace_rows = self.take_trace()
         row_step = None
         if self.batch_base is not None:
             self.faulted.update(marks[:, 0].tolist())
@@ -276,9 +547,9 @@ class ScoringMachine(FastMachine):
             fault_of = np.searchsorted(marks[:, 2], np.arange(ntr), side="right")
             if not n or int(fault_of[-1]) >= n:
                 raise Unsupported("scoring: rmap ops recorded outside a noted fault")
-            self.builder.add(ops, row_step[marks[fault_of, 0]].tolist())
+            self.builder.add(ops, row_step[marks[fault_of, 0]].tolist(), trace_rows)
         else:
-            self.builder.add(ops, self.step)
+            self.builder.add(ops, self.step, trace_rows)
         if not ncow:
             return
         decision_fault = np.searchsorted(marks[:, 3], np.arange(ncow), side="right")
@@ -318,6 +589,135 @@ class ScoringMachine(FastMachine):
         return self.batch_base + np.cumsum(~idle)
 
 
+class ScoringProgram(kprog.ProgramRun):
+    """Stretches of a driving run through :func:`kprog.run_program` (reads, writes, recorded faults, MADV_DONTNEED
+    and the control plane's steps, as run-trace's TraceProgram runs them), with the loop noting before each row the
+    trace rows, CoW decisions and machine step so far (``S_MARK``): each stretch's ops get their steps and its
+    decisions their questions and tallies from those notes afterwards, in batches (what :func:`access_marked` notes
+    fault by fault). Python runs, and asks the questions of, the census (forks, exits), the scans and
+    MADV_COLD/PAGEOUT (:meth:`ScoringRunner.execute`)."""
+
+    r: ScoringRunner
+    m: ScoringMachine
+
+    def __init__(self, runner: ScoringRunner, steps: list[Step]) -> None:
+        super().__init__(runner, steps)
+        n = len(steps)
+        self.marks = np.zeros((n + 1, 3), dtype=np.int64)
+        self.st[kprog.S_MARK] = 1
+        self.p0 = 0
+        self.cows = np.zeros((0, L.C_COLS), dtype=np.int64)
+        self.final = (0, 0, 0)
+        if not n:
+            return
+        self.enable_control()
+        prog = self.prog
+        codes = prog[:, kprog.P_OP]
+        py = np.isin(codes, (kprog.OP_FORK, kprog.OP_EXIT, kprog.OP_SCAN, kprog.OP_COLD, kprog.OP_PAGEOUT))
+        codes[py] = kprog.OP_OTHER
+        prog[codes == kprog.OP_FAULT, kprog.P_FILL] = -1  # ScoringRunner.recorded_fault(): no store
+        self.accessed = np.isin(codes, (kprog.OP_READ, kprog.OP_WRITE, kprog.OP_FAULT))
+        self.fork_rows = np.flatnonzero(codes == kprog.OP_FORK)
+        self.fe_rows = np.flatnonzero(np.isin(codes, (kprog.OP_FORK, kprog.OP_EXIT, kprog.OP_THREAD, kprog.OP_VFORK,
+                                                      kprog.OP_EXEC))).tolist()
+        self.other_rows = np.flatnonzero(codes == kprog.OP_OTHER).tolist()
+
+    def _prepare(self, pos: int = 0) -> None:
+        self.m.pull()
+        if self.control:  # first: the tables fork reads are sized after the VMA rows
+            self.grow_vma_arrays(pos)
+        super()._prepare(pos)
+        if self.control:
+            self._prepare_control(pos)
+        self.st[kprog.S_KEEPDEC] = 1  # the decisions stay in ``cow`` until the stretch returns
+        self.p0 = pos
+
+    def _materialize(self) -> None:
+        m, g, st = self.m, self.m.glob, self.st
+        ncow = int(g[L.G_NCOW])
+        self.cows = m.cow[:ncow].copy()
+        self.final = (int(g[L.G_NTR]), ncow, int(st[kprog.S_STEP]))
+        st[kprog.S_NUF] = 0  # no user-fault records
+        if self.control:
+            self._materialize_control()
+        super()._materialize()
+        if self.control:
+            self._after_control()
+
+    def _call(self, pos: int, end: int) -> tuple[int, int]:
+        p1, why = super()._call(pos, end)
+        self._stream(self.p0, p1)
+        return p1, why
+
+    def _stream(self, p0: int, p1: int) -> None:
+        """The stream of rows ``p0..p1`` (just run): ops with their steps, the decisions' tallies and questions."""
+        m, b, r = self.m, self.m.builder, self.r
+        tal = self.tal
+        counts = tal[:kprog.TL_COW].tolist()
+        if any(counts):
+            for key, slot in ((FAULT_TAKEN, kprog.TL_TAKEN), (FAULT_MAPPED, kprog.TL_MAPPED),
+                              (FAULT_PRESENT, kprog.TL_PRESENT), (FAULT_NO_VMA, kprog.TL_NO_VMA),
+                              (FAULT_PROT, kprog.TL_PROT)):
+                if counts[slot]:
+                    r.faults[key] += counts[slot]
+            tal[:kprog.TL_COW] = 0
+        if p1 <= p0:
+            return
+        ntr, ncow, step = self.final
+        before = self.marks[p0:p1]
+        after = np.empty_like(before)
+        after[:-1] = before[1:]
+        after[-1] = (ntr, ncow, step)
+        ops, rows = m.take_trace()
+        base = b.nops
+        rowed = rows[:, L.T_KIND] != NO_ROW
+        at = np.flatnonzero(rowed)  # the stream position (from ``base``) of each trace row
+        if len(at) != ntr:  # pragma: no cover - the stretch's trace rows are its ops
+            raise AssertionError(f"scoring: {ntr} trace rows in the stretch, {len(at)} ops with rows")
+        if ops:
+            steps = np.full(len(ops), m.step, dtype=np.int64)  # ops made without a row: the stretch's end
+            steps[at] = after[np.searchsorted(after[:, 0], np.arange(ntr), side="right"), 2]
+            b.add(ops, steps.tolist(), rows)
+        if not ncow:
+            return
+        cows = self.cows
+        k = np.searchsorted(after[:, 1], np.arange(ncow), side="right")  # each decision's row in the stretch
+        keep = self.accessed[p0 + k]  # a fork's early copies are no fault's decisions (dropped, as ever)
+        cows, k = cows[keep], k[keep]
+        outcome = cows[:, L.C_OUTCOME]
+        tally = m.tally
+        for (oc, order), count in Counter(zip(outcome.tolist(), cows[:, L.C_ORDER].tolist(), strict=True)).items():
+            if oc == L.OC_COPY:
+                tally.add("cow_copies", count, "cow_reuse", order)
+                tally.add("bytes_copied", PAGE_SIZE * count, "cow_reuse", order)
+            elif oc == L.OC_REUSE:
+                tally.add("cow_reuses", count, "cow_reuse", order)
+        m.reuse_steps.update((p0 + k[outcome == L.OC_REUSE]).tolist())
+        asked = np.isin(cows[:, L.C_RULE], _QUESTION_RULES)
+        if not asked.any():
+            return
+        cows, k = cows[asked], k[asked]
+        # a reuse records nothing: asked after its fault's ops; a copy before it: at its new folio's folio_new
+        ends = after[k, 0]
+        pos = np.where(ends > 0, at[np.maximum(ends - 1, 0)] + 1, 0) if ntr else np.zeros(len(k), dtype=np.int64)
+        copy = np.flatnonzero(cows[:, L.C_OUTCOME] == L.OC_COPY)
+        if len(copy):
+            news = np.flatnonzero(rows[at, L.T_KIND] == K.K_FOLIO_NEW)  # trace rows
+            born = rows[at[news], L.T_FOLIO]
+            order = np.argsort(born, kind="stable")
+            want = cows[copy, L.C_NEW]
+            j = np.searchsorted(born[order], want)
+            found = j < len(born)
+            found[found] = born[order][j[found]] == want[found]
+            first = np.where(found, news[order][np.minimum(j, len(born) - 1)], -1)
+            if not found.all() or (first < before[k[copy], 0]).any() or (first >= ends[copy]).any():
+                bad = int(want[np.flatnonzero(~found)[0]]) if not found.all() else int(want[0])
+                raise Unsupported(f"scoring: no folio_new of f{bad} after a copy-on-write decision")
+            pos[copy] = at[first]
+        b.ask_batch(base + pos, cows[:, L.C_FOLIO], "cow_reuse", after[k, 2],
+                    (cows[:, L.C_MAPCOUNT] == cows[:, L.C_REFCOUNT]).tolist())
+
+
 @dataclass(slots=True)
 class FastDrive:
     """A driving run on the fast engine: its stream and the run-level outcomes (as the probe's run rows)."""
@@ -340,11 +740,19 @@ class ScoringRunner(FastWorkloadRunner):
         self.sizes: dict[str, int] = {}
         self.faults: Counter[str] = Counter()
         self._fault_write: dict[int, bool] = {}
+        self.steps: list[Step] = []
+        self.program = True  # run stretches in the compiled step interpreter (False: every step through Python)
+        self._mmaps: dict[str, tuple[list[int], list[int]]] | None = None  # region -> (step indices, pages)
 
     def run(self, steps: list[Step]) -> FastRunStats:
-        """Every step through :meth:`execute` (which notes each access row's runner step), then the last batch."""
-        for index, step in enumerate(steps):
-            self._step(step, index)
+        """Stretches of steps in the compiled step interpreter (:class:`ScoringProgram`) where it applies, else
+        every step through :meth:`execute` (which notes each access row's runner step); then the last batch."""
+        self.steps = steps
+        if kprog.compiled_unsupported(self.m) is None and self.program:
+            ScoringProgram(self, steps).run()
+        else:
+            for index, step in enumerate(steps):
+                self._step(step, index)
         self.flush()
         self.stats.errors["SIGSEGV"] += int(self.m.glob[L.G_SEGV]) - self._segv
         return self.stats
@@ -402,7 +810,7 @@ class ScoringRunner(FastWorkloadRunner):
                 start, end = 0, 1 << 62
             else:
                 start = self._vpn(region)
-                end = start + self.sizes.get(region, 1) if isinstance(region, str) else start + 1
+                end = start + self._size(region, index) if isinstance(region, str) else start + 1
             self.numa(task.mm, start, end)
         elif verb == "madvise" and a[3] in ("cold", "pageout"):
             self.cold_pageout(step)
@@ -413,6 +821,22 @@ class ScoringRunner(FastWorkloadRunner):
         else:
             super().execute(step, index)
         m.pull()
+
+    def _size(self, region: str, index: int) -> int:
+        """The pages of the last mmap of ``region`` before step ``index`` (1: none), as WorkloadRunner keeps them;
+        mmap steps run in the compiled loop too, so they are looked up in the step list."""
+        if self._mmaps is None:
+            self._mmaps = {}
+            for k, s in enumerate(self.steps):
+                if s.verb == "mmap" and isinstance(s.args[0], str):
+                    at, pages = self._mmaps.setdefault(s.args[0], ([], []))
+                    at.append(k)
+                    pages.append(s.args[1])
+        found = self._mmaps.get(region)
+        if found is None or region not in self.regions:
+            return self.sizes.get(region, 1)
+        k = bisect_left(found[0], index)
+        return found[1][k - 1] if k else 1
 
     def recorded_fault(self, step: Step, index: int) -> None:
         """WorkloadRunner._fault(): outside any VMA or not permitted: counted; else a one-page access row (no
@@ -449,8 +873,7 @@ class ScoringRunner(FastWorkloadRunner):
         b.advance(b.nops)
         fs = m.fs[:int(m.glob[L.G_NFOLIO])]
         large = np.flatnonzero((fs[:, K.F_LIVE] != 0) & (fs[:, K.F_ORDER] > 0) & (fs[:, L.X_KIND] == L.KIND_ANON))
-        b.ask_mapped([f"f{number}" for number in np.sort(fs[large, L.X_NAME]).tolist()],  # allocation order
-                     CENSUS, m.step)
+        b.ask_mapped(np.sort(fs[large, L.X_NAME]), CENSUS, m.step)  # allocation order
 
     def _tables(self, mm: FastMM) -> set[int]:
         m = self.m
@@ -509,14 +932,17 @@ class ScoringRunner(FastWorkloadRunner):
         pos0 = b.nops
         super().execute(step, m.runner_step)
         m.pull()
-        ops = b.stream.ops
+        rows = b.rows[pos0:b.nops]
+        folios = np.where((rows[:, L.T_KIND] >= K.K_FOLIO_NEW) & (rows[:, L.T_KIND] <= K.K_UNMAP), rows[:, L.T_FOLIO],
+                          -1)
         split_at: list[int | None] = []
         made = 0
         for name, splits in asked:
             if not splits:
                 split_at.append(None)
                 continue
-            at = next((i for i in range(pos0, b.nops) if ops[i].folio == name), None)
+            hit = np.flatnonzero(folios == int(name[1:]))
+            at = pos0 + int(hit[0]) if len(hit) else None
             if at is None:
                 raise Unsupported(f"scoring: MADV_{a[3].upper()} did not split {name} as its walk predicted")
             split_at.append(at)
@@ -587,28 +1013,59 @@ class ScoringRunner(FastWorkloadRunner):
 
 
 def drive_fast(steps: list[Step], config: KernelConfig, driver: str = "kernel", oracle: str = "reuse",
-               batch: int = 4096) -> FastDrive:
+               batch: int = 4096, interpreter: bool | None = None) -> FastDrive:
     """Run ``steps`` (a generated workload's, or a workload file's / run trace's) on the fast engine and record
     the scoring stream. A step the reference would refuse stops the run (WorkloadError), where the reference
     runner skips it for imported workloads: the caller then runs the reference.
 
     Raises :class:`Unsupported` (nothing to keep: run the reference) for a driver other than ``kernel``, without
     numba, or for any step the fast engine does not model; :class:`WorkloadError` names a step the workload got
-    wrong (as the reference runner does in strict mode)."""
+    wrong (as the reference runner does in strict mode). ``interpreter``: True runs stretches of steps in the
+    compiled step interpreter (:class:`ScoringProgram`), False every step through Python (one compiled call per batch
+    of accesses; the interpreter is tested against it), None (default) the interpreter when its stretches are long
+    enough to pay for entering and leaving it (:func:`long_stretches`)."""
     if not HAVE_NUMBA:
         raise Unsupported("a run without numba (pip install 'foliosim[fast]')")
     if driver not in FAST_DRIVERS:
         raise Unsupported(f"the driver {driver!r} (its answers are not the kernel's; the fast engine drives with "
                           f"{', '.join(FAST_DRIVERS)})")
+    collecting = gc.isenabled()
+    gc.disable()  # hundreds of thousands of acyclic objects (ops, questions): no collector pass over them
+    try:
+        return _drive(steps, config, driver, oracle, batch, interpreter)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+#: steps where the interpreter stops for Python (ScoringRunner.execute() asks questions there), by verb; madvise
+#: counted whatever its advice (only cold and pageout stop)
+_STOPS = frozenset({"fork", "exit", "khugepaged", "numa", "spawn", "thp", "madvise"})
+_VERB = attrgetter("verb")
+#: the fewest steps per stretch at which the interpreter pays: entering and leaving it costs about as much as
+#: ~15 steps one by one (generated workloads of 3-19 steps per stretch, benchmarks/fastsim-traces.py)
+STRETCH_STEPS = 16
+
+
+def long_stretches(steps: list[Step]) -> bool:
+    """Whether ``steps`` run in stretches of :data:`STRETCH_STEPS` steps or more on average between the steps where
+    the interpreter stops (recorded programs: hundreds; generated workloads: a few)."""
+    stops = sum(map(_STOPS.__contains__, map(_VERB, steps)))
+    return len(steps) >= STRETCH_STEPS * (stops + 1)
+
+
+def _drive(steps: list[Step], config: KernelConfig, driver: str, oracle: str, batch: int,
+           interpreter: bool | None) -> FastDrive:
     builder = StreamBuilder(config, driver)
     m = ScoringMachine(config, builder, oracle != "off")
     runner = ScoringRunner(m, batch)
+    runner.program = long_stretches(steps) if interpreter is None else interpreter
     try:
         stats = runner.run(steps)
     except SimError as exc:  # pragma: no cover - the runner wraps these in WorkloadError
         raise WorkloadError(str(exc)) from None
     m.pull()
-    stream = builder.finish(m.step)
+    stream = builder.finish(m.step, m)
     run = m.tally
     checks = {"off": 0, "end": 1, "reuse": len(m.reuse_steps) + 1, "every": stats.steps + 1}[oracle]
     if checks:
