@@ -5,8 +5,13 @@ mmap/mprotect/munmap call (medians), and run-trace's simulator faults/s on recor
 
 Per-call costs are taken on a machine set up like run-trace's (no rmap trace, no reference view) holding
 ``--vmas`` mappings, one call at a time with time.process_time(); each round maps 8 pages, write-protects 2 of them
-(a split into three), makes them writable again (the three merge back) and unmaps the 8. ``--write`` puts the
-tables into docs/performance.md (section ``kvma``). Not a test: no assertions.
+(a split into three), makes them writable again (the three merge back) and unmaps the 8. ``--direct`` takes the
+compiled verbs' own cost on MMs of that many VMAs (e.g. ``--direct 700,3000``: chromium's MMs hold ~650-860), called
+straight from Python (no Vma objects made), less the cost of calling a verb that does nothing: the median
+microseconds of a mprotect that splits a VMA near the front of the MM (as chromium's mprotects are: ~600 of its ~650
+VMAs lie after them) or in its middle into three, the mprotect that merges them back,
+a munmap of a page that splits a VMA, the MAP_FIXED mmap that fills it again and an mmap at a new address.
+``--write`` puts the tables into docs/performance.md (section ``kvma``). Not a test: no assertions.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -56,6 +62,57 @@ def per_call(compiled: bool, calls: int, vmas: int) -> dict[str, float]:
     return {verb: 1e6 * statistics.median(ts) for verb, ts in times.items()}
 
 
+DIRECT = ("mprotect split", "mprotect merge", "munmap", "mmap fixed", "mmap")
+
+
+def per_call_direct(calls: int, vmas: int, front: bool) -> dict[str, float]:
+    """Median CPU microseconds of each compiled verb (DIRECT) on an MM of ``vmas`` VMAs (alternately read-only and
+    written), at its 22nd VMA (``front``) or its middle one, less a verb call that does nothing (an empty
+    merge)."""
+    from foliosim.fast.sim import kvma
+    from foliosim.fast.sim import layout as L
+
+    m = FastMachine(KernelConfig(), MachineOptions(keep_events=False, check=False), record=False,
+                    keep_decisions=False, reference=False, compiled_vmas=True)
+    m.spawn("t")
+    for k in range(vmas):
+        addr = m.mmap("t", 4 * PAGE_SIZE, write=bool(k % 2), label=f"v{k % 7}")
+        if k % 2:
+            m.write("t", addr, b"\x01" * PAGE_SIZE)
+    mm = m.task("t").mm
+    mid = mm.vmas[21 if front else len(mm.vmas) // 2 | 1]  # a written one
+    vst = m._vst
+    vst[kvma.VS_MUTANT:kvma.VS_BIRTH + 1] = (0, mm.anon_birth if mm.anon_birth >= 0 else m._anon_birth(mm))
+    clock = time.process_time
+
+    def call(verb: Any, *args: int) -> float:
+        while True:
+            vst[:kvma.VS_UHI + 1] = (m.nvm, m.nmv, m._mmap_base, mm.vcap, mm.unmerged_lo, mm.unmerged_hi)
+            full = (*m.args(), m.pexp, m._scratch(), m.pcache.fc, vst, m._rg, m._gather, mm.num, *args)
+            t0 = clock()
+            rc = verb(*full)
+            t1 = clock()
+            m.nvm, m.nmv, m._mmap_base, mm.vcap, mm.unmerged_lo, mm.unmerged_hi = vst[:kvma.VS_UHI + 1].tolist()
+            if rc != L.RC_ROOM:
+                assert rc == L.RC_OK
+                return t1 - t0
+            m._kvma_room(mm, int(vst[kvma.VS_NEED]), int(vst[kvma.VS_TABLES]))
+
+    s = mid.start + 1
+    times: dict[str, list[float]] = {v: [] for v in ("nop", *DIRECT)}
+    for _ in range(calls):
+        call(kvma.merge_mm)  # an empty window from here on
+        times["nop"].append(call(kvma.merge_mm))
+        times["mprotect split"].append(call(kvma.mprotect, s, s + 2, 1, 0, -1))
+        times["mprotect merge"].append(call(kvma.mprotect, s, s + 2, 1, 1, -1))
+        times["munmap"].append(call(kvma.munmap, s + 2, s + 3))
+        times["mmap fixed"].append(call(kvma.mmap, 1, -1, 0, 0, 1, 1, s + 2, 0, 0, 0, 0))
+        times["mmap"].append(call(kvma.mmap, 1, -1, 0, 0, 1, 1, -1, 0, 0, 0, 0))
+        call(kvma.munmap, vst[kvma.VS_START], vst[kvma.VS_START] + 1)
+    nop = statistics.median(times["nop"])
+    return {verb: 1e6 * (statistics.median(times[verb]) - nop) for verb in DIRECT}
+
+
 def trace_run(name: str, compiled: bool) -> tuple[float, int]:
     """run-trace's simulation of a recorded program on the fast engine: (TraceRun.sim_seconds, a wall time; faults
     taken)."""
@@ -80,9 +137,20 @@ def main() -> None:
     ap.add_argument("--vmas", type=int, default=200)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--direct", default="", help="comma-separated VMA counts: the compiled verbs' own cost only")
     args = ap.parse_args()
     load = Path("/proc/loadavg").read_text().strip()
     print("loadavg", load)
+    if args.direct:
+        per_call_direct(50, 30, True)
+        print("| VMAs | at | " + " | ".join(f"{v} (us)" for v in DIRECT) + " |")
+        for vmas in (int(x) for x in args.direct.split(",")):
+            for front in (True, False):
+                res = per_call_direct(args.calls, vmas, front)
+                print(f"| {vmas} | {'front' if front else 'middle'} | " + " | ".join(f"{res[v]:.2f}" for v in DIRECT)
+                      + " |")
+        print("loadavg", Path("/proc/loadavg").read_text().strip())
+        return
     per_call(True, 50, 10)  # compile/load the kernels first
     rows = ["| call | Python control plane (us) | compiled (us) | ratio |", "| --- | ---: | ---: | ---: |"]
     py, kc = per_call(False, args.calls, args.vmas), per_call(True, args.calls, args.vmas)

@@ -289,3 +289,69 @@ def test_room_is_grown_for_many_vmas() -> None:
     assert state(fast) == state(slow)
     check_rows(fast)
     assert fast.vm.shape[0] > 64 and np.all(fast.mv[:fast.nmv] >= 0)
+
+
+#: steps anywhere over an MM of many VMAs (made by MANY_SETUP): ranges by VMA number, so that the verbs' searches
+#: start far from and next to their answers, and merges run over wide and narrow windows
+MANY_STEP = st.one_of(
+    st.tuples(st.just("mprotect"), st.integers(0, 599), st.integers(0, 3), st.integers(1, 40), st.booleans()),
+    st.tuples(st.just("munmap"), st.integers(0, 599), st.integers(0, 3), st.integers(1, 12), st.booleans()),
+    st.tuples(st.just("mmap"), st.integers(0, 599), st.integers(0, 3), st.integers(1, 12), st.booleans()),
+    st.tuples(st.just("madvise"), st.integers(0, 599), st.integers(0, 3), st.integers(1, 40),
+              st.sampled_from(["dontfork", "dofork", "hugepage", "nohugepage"])),
+    st.tuples(st.just("merge"), st.just(0), st.just(0), st.just(0), st.just(False)),
+)
+
+
+def many_vmas(m: FastMachine, count: int) -> None:
+    """``count`` mappings side by side, alternately writable (and written) and read-only: nothing merges."""
+    addr = BASE * PAGE_SIZE
+    for k in range(count):
+        n = 1 + k % 3
+        m.mmap("t0", n * PAGE_SIZE, addr=addr, write=bool(k % 2), label="ab"[k % 4 // 2])
+        if k % 2:
+            m.write("t0", addr, bytes([k % 250 + 1]) * PAGE_SIZE)
+        addr += n * PAGE_SIZE
+
+
+def apply_many(m: FastMachine, step: tuple[Any, ...]) -> Any:
+    """A MANY_STEP on one machine: its range starts inside VMA number ``step[1]`` (modulo their count)."""
+    verb, k, off, n, flag = step
+    mm = m.task("t0").mm
+    if verb == "merge" or not mm.vmas:
+        m._sync(mm)
+        m._merge(mm)
+        m._publish_changed(mm)
+        return None
+    v = mm.vmas[k % len(mm.vmas)]
+    start = min(v.start + off, v.end - 1)
+    try:
+        if verb == "mprotect":
+            return m.mprotect("t0", start * PAGE_SIZE, n * PAGE_SIZE, True, flag)
+        if verb == "munmap":
+            return m.munmap("t0", start * PAGE_SIZE, n * PAGE_SIZE)
+        if verb == "mmap":
+            return m.mmap("t0", n * PAGE_SIZE, addr=None if flag else start * PAGE_SIZE, write=True)
+        return m.madvise("t0", start * PAGE_SIZE, n * PAGE_SIZE, flag)
+    except Exception as exc:  # the same refusal on both sides
+        return type(exc).__name__, str(exc)
+
+
+@pytest.mark.parametrize("config", [CONFIGS[0], CONFIGS[3]], ids=[IDS[0], IDS[3]])
+@settings(max_examples=15, deadline=None)
+@given(steps=st.lists(MANY_STEP, min_size=1, max_size=30))
+def test_many_vmas_match_python_control_plane(config: KernelConfig, steps: list[tuple[Any, ...]]) -> None:
+    """An MM of 600 VMAs (chromium's hold ~650-860): mprotect, munmap, mmap (MAP_FIXED or new), madvise and merge
+    anywhere in it give the Python control plane's VMAs, tables and folios after every step."""
+    fast, slow = machines(config)
+    for m in (fast, slow):
+        many_vmas(m, 600)
+    assert state(fast) == state(slow)
+    for i, step in enumerate(steps):
+        got, want = apply_many(fast, step), apply_many(slow, step)
+        assert got == want, (i, step)
+        check_rows(fast)
+        a, b = state(fast), state(slow)
+        for key in b:
+            assert a[key] == b[key], (i, step, key)
+    assert len(fast.task("t0").mm.vmas) > 100

@@ -124,21 +124,65 @@ def _end_ge(vm: Any, mv: Any, off: int, n: int, vpn: int) -> int:
 
 
 @sjit
-def covered(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int) -> bool:
-    """``VmaList.covered()``: VMAs cover every page of ``[start, end)`` without holes."""
+def _find_from(vm: Any, mv: Any, off: int, n: int, vpn: int, h: int, by_end: bool) -> int:
+    """:func:`_upper` (``by_end`` False) or :func:`_end_ge` (True), searched outward from position ``h`` (galloping,
+    then bisection): the same result, but a search that starts next to its answer reads a few rows, not log n
+    scattered ones (each row a cache line of its own). ``h`` < 0: bisection only."""
+    if h < 0:
+        return _end_ge(vm, mv, off, n, vpn) if by_end else _upper(vm, mv, off, n, vpn)
+    if h > n:
+        h = n
+    # pred(p): the answer lies after p (p's start <= vpn, or p's end < vpn); pred is true up to the answer
+    if h < n and ((vm[mv[off + h], V_END] < vpn) if by_end else (vm[mv[off + h], V_START] <= vpn)):
+        lo = h + 1
+        step = 1
+        p = h + 1
+        while p < n and ((vm[mv[off + p], V_END] < vpn) if by_end else (vm[mv[off + p], V_START] <= vpn)):
+            lo = p + 1
+            step *= 2
+            p = h + step
+        hi = p if p < n else n
+    else:
+        hi = h
+        step = 1
+        p = h - 1
+        while p >= 0 and not ((vm[mv[off + p], V_END] < vpn) if by_end else (vm[mv[off + p], V_START] <= vpn)):
+            hi = p
+            step *= 2
+            p = h - step
+        lo = p + 1 if p >= 0 else 0
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if (vm[mv[off + mid], V_END] < vpn) if by_end else (vm[mv[off + mid], V_START] <= vpn):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@sjit
+def _covered_at(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int) -> int:
+    """:func:`covered`: the position of the VMA holding ``start`` when VMAs cover ``[start, end)``, else -1."""
     off = ms[m, MS_VOFF]
     n = ms[m, MS_NVMA]
     pos = start
-    i = _end_ge(vm, mv, off, n, start + 1)
+    i0 = _end_ge(vm, mv, off, n, start + 1)
+    i = i0
     while i < n and pos < end:
         r = mv[off + i]
         if vm[r, V_START] >= end:
             break
         if vm[r, V_START] > pos:
-            return False
+            return -1
         pos = vm[r, V_END]
         i += 1
-    return pos >= end
+    return i0 if pos >= end else -1
+
+
+@sjit
+def covered(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int) -> bool:
+    """``VmaList.covered()``: VMAs cover every page of ``[start, end)`` without holes."""
+    return _covered_at(ms, vm, mv, m, start, end) >= 0
 
 
 @sjit
@@ -187,22 +231,28 @@ def _ensure_index(ms: Any, mv: Any, vst: Any, m: int, extra: int) -> None:
 
 @sjit
 def _insert(ms: Any, mv: Any, m: int, pos: int, row: int) -> None:
+    """``row`` into the MM's index slice at ``pos``, the tail moved up by one. The moves index by unsigned
+    integers (no negative-index wraparound test per element), which lets them compile to a block move: an MM of
+    thousands of VMAs moves its tail ~10x faster."""
     off = ms[m, MS_VOFF]
     n = ms[m, MS_NVMA]
-    for k in range(n, pos, -1):
-        mv[off + k] = mv[off + k - 1]
+    one = np.uint64(1)
+    for k in range(np.uint64(off + n), np.uint64(off + pos), -1):
+        mv[k] = mv[k - one]
     mv[off + pos] = row
     ms[m, MS_NVMA] = n + 1
 
 
 @sjit
 def _delete(ms: Any, mv: Any, m: int, i: int, j: int) -> None:
+    """Positions ``[i, j)`` out of the MM's index slice, the tail moved down (unsigned indices, as in
+    :func:`_insert`)."""
     off = ms[m, MS_VOFF]
     n = ms[m, MS_NVMA]
-    d = j - i
-    for k in range(j, n):
-        mv[off + k - d] = mv[off + k]
-    ms[m, MS_NVMA] = n - d
+    d = np.uint64(j - i)
+    for k in range(np.uint64(off + j), np.uint64(off + n)):
+        mv[k - d] = mv[k]
+    ms[m, MS_NVMA] = n - (j - i)
 
 
 @sjit
@@ -214,17 +264,43 @@ def _copy_row(vm: Any, vst: Any, src: int) -> int:
     return r
 
 
+#: a zap over at most this many PMDs sizes its worst case from their tables (hash lookups), a longer one from all of
+#: the MM's (a scan of the table slots)
+_ZAP_LOOKUPS = 64
+
+
 @sjit
-def _room(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, hk: Any, tr: Any, cow: Any,
-          ms: Any, vm: Any, mv: Any, vst: Any, rg: Any, gather: Any, m: int, zap: bool, tables: int) -> bool:
+def _zap_worst(cfg: Any, glob: Any, tb: Any, hk: Any, hv: Any, m: int, start: int, end: int) -> int:
+    """The most entries a zap of pages ``[start, end)`` (split at both ends first) can gather: the present PTEs of
+    the tables there plus a PMD's pages per PMD mapping, + 2; the whole MM's count (FastMachine._zap()'s) when the
+    range spans many PMDs. Only the room asked for depends on it, never a result."""
+    po = cfg[K.C_PMD_ORDER]
+    lo = start >> po
+    hi = (end - 1) >> po
+    if hi - lo + 1 > _ZAP_LOOKUPS:
+        ptes, pmds, _ = mm_entries(tb, glob[G_NTB], m)
+        return ptes + pmds * (np.int64(1) << po) + 2
+    worst = 2
+    for idx in range(lo, hi + 1):
+        t = kern.hfind(hk, hv, kern._hkey(m, idx))
+        if t >= 0:
+            worst += tb[t, TB_NPTE]
+            if tb[t, TB_PMDF] != NONE:
+                worst += np.int64(1) << po
+    return worst
+
+
+@sjit
+def _room(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, hk: Any, hv: Any, tr: Any,
+          cow: Any, ms: Any, vm: Any, mv: Any, vst: Any, rg: Any, gather: Any, m: int, zap: bool, zs: int, ze: int,
+          tables: int) -> bool:
     """Whether the arrays have all the room a verb may need (NEW_ROWS new rows, the index slice grown by as many,
-    the zap's gather list and trace rows when ``zap``, ``tables`` new page tables); VS_NEED: the zap's worst case,
-    VS_TABLES: ``tables``."""
+    the gather list and trace rows of a zap of pages ``[zs, ze)`` when ``zap``, ``tables`` new page tables);
+    VS_NEED: the zap's worst case, VS_TABLES: ``tables``."""
     n = ms[m, MS_NVMA]
     worst = 0
     if zap:
-        ptes, pmds, _ = mm_entries(tb, glob[G_NTB], m)
-        worst = ptes + pmds * (np.int64(1) << cfg[K.C_PMD_ORDER]) + 2
+        worst = _zap_worst(cfg, glob, tb, hk, hv, m, zs, ze)
     vst[VS_NEED] = worst
     vst[VS_TABLES] = tables
     cap = vst[VS_VCAP] if vst[VS_VCAP] > n else n
@@ -241,11 +317,11 @@ def _room(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, 
 @sjit
 def _split_at(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
               ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, vst: Any, m: int,
-              vpn: int) -> int:
+              vpn: int, h: int) -> int:
     """FastMachine._split_at(): the VMA containing ``vpn`` cut there (mm/vma.c ``__split_vma()``), a PMD mapping
-    across an unaligned cut split first; the tail is a new row after it."""
+    across an unaligned cut split first; the tail is a new row after it. ``h``: a position to search from."""
     off = ms[m, MS_VOFF]
-    i = _upper(vm, mv, off, ms[m, MS_NVMA], vpn) - 1
+    i = _find_from(vm, mv, off, ms[m, MS_NVMA], vpn, h, False) - 1
     if i < 0:
         return RC_OK
     r = mv[off + i]
@@ -297,6 +373,12 @@ def mergeable(vm: Any, a: int, b: int, mutant: int, birth: int) -> bool:
 def merge(ms: Any, vm: Any, mv: Any, vst: Any, m: int) -> None:
     """FastMachine._merge(): ``mmapops.merge_vmas()`` over the VMAs that can have become mergeable since the last
     merge (those touching the pages VS_ULO..VS_UHI, and one more on each side); the window is emptied."""
+    _merge_from(ms, vm, mv, vst, m, -1)
+
+
+@sjit
+def _merge_from(ms: Any, vm: Any, mv: Any, vst: Any, m: int, h: int) -> None:
+    """:func:`merge`, its window searched from position ``h`` (< 0: by bisection)."""
     lo = vst[VS_ULO]
     hi = vst[VS_UHI]
     vst[VS_ULO] = NO_LO
@@ -305,10 +387,10 @@ def merge(ms: Any, vm: Any, mv: Any, vst: Any, m: int) -> None:
         return
     off = ms[m, MS_VOFF]
     n = ms[m, MS_NVMA]
-    i = _end_ge(vm, mv, off, n, lo) - 1
+    i = _find_from(vm, mv, off, n, lo, h, True) - 1
     if i < 0:
         i = 0
-    j = _upper(vm, mv, off, n, hi) + 1
+    j = _find_from(vm, mv, off, n, hi, i, False) + 1
     if j > n:
         j = n
     if i >= j:
@@ -367,29 +449,33 @@ def _free_pte_tables(glob: Any, tb: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv:
 @sjit
 def _split_range(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
                  ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, vst: Any, m: int,
-                 start: int, end: int) -> tuple[int, int, int]:
+                 start: int, end: int, h: int) -> tuple[int, int, int]:
     """Split the VMAs at ``start`` and ``end`` (mm/vma.c split_vma() at both ends of a range, as every verb that
-    changes part of a mapping does): (rc, i, j), the MM's index positions of the VMAs now inside the range."""
-    for vpn in (start, end):
-        rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, vpn)
-        if rc != RC_OK:
-            return rc, 0, 0
+    changes part of a mapping does): (rc, i, j), the MM's index positions of the VMAs now inside the range. ``h``:
+    a position near ``start`` to search from."""
+    rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, start, h)
+    if rc != RC_OK:
+        return rc, 0, 0
     off = ms[m, MS_VOFF]
-    n = ms[m, MS_NVMA]
-    return RC_OK, _end_ge(vm, mv, off, n, start + 1), _upper(vm, mv, off, n, end - 1)
+    i = _find_from(vm, mv, off, ms[m, MS_NVMA], start + 1, h, True)
+    rc = _split_at(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m, end, i)
+    if rc != RC_OK:
+        return rc, 0, 0
+    return RC_OK, i, _find_from(vm, mv, off, ms[m, MS_NVMA], end - 1, i, False)
 
 
 @sjit
 def _isolate(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
              ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, mv: Any, tr: Any, cow: Any, vst: Any, rg: Any, gather: Any,
-             m: int, start: int, end: int) -> tuple[int, int, int]:
+             m: int, start: int, end: int, h: int) -> tuple[int, int, int]:
     """The range ``[start, end)`` as VMAs of its own before their flags change (mprotect, madvise): room for two
     splits (RC_ROOM before anything changes), index room, then :func:`_split_range`'s (rc, i, j)."""
-    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, False, 2):
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, hv, tr, cow, ms, vm, mv, vst, rg, gather, m, False, 0, 0,
+                 2):
         return RC_ROOM, 0, 0
     _ensure_index(ms, mv, vst, m, NEW_ROWS)
     return _split_range(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m,
-                        start, end)
+                        start, end, h)
 
 
 @sjit
@@ -404,7 +490,7 @@ def _munmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any
     if i >= n or vm[mv[off + i], V_START] >= end:
         return RC_OK
     rc, i, j = _split_range(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m,
-                            start, end)
+                            start, end, i)
     if rc != RC_OK:
         return rc
     off = ms[m, MS_VOFF]
@@ -418,6 +504,7 @@ def _munmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any
         return rc
     _delete(ms, mv, m, i, j)
     _touch(vst, start, end)
+    vst[VS_P] = i  # a position next to the range, for _done()
     _free_pte_tables(glob, tb, hk, hv, ms, vm, mv, pexp, scr, m, start, end, cfg[K.C_PMD_ORDER])
     return RC_OK
 
@@ -426,13 +513,20 @@ def _munmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any
 def _done(ms: Any, vm: Any, mv: Any, vst: Any, m: int) -> int:
     """A verb's report of what changed: VS_OFF/VS_N the MM's index slice, VS_P the VMAs before the changed pages
     and VS_Q those after them (the same before and after the verb: the caller re-materializes the rest)."""
+    return _done_from(ms, vm, mv, vst, m, -1)
+
+
+@sjit
+def _done_from(ms: Any, vm: Any, mv: Any, vst: Any, m: int, h: int) -> int:
+    """:func:`_done`, its positions searched from position ``h`` (< 0: by bisection)."""
     off = ms[m, MS_VOFF]
     n = ms[m, MS_NVMA]
     vst[VS_OFF] = off
     vst[VS_N] = n
     if vst[VS_PLO] <= vst[VS_PHI]:
-        vst[VS_P] = _end_ge(vm, mv, off, n, vst[VS_PLO])
-        vst[VS_Q] = n - _upper(vm, mv, off, n, vst[VS_PHI])
+        p = _find_from(vm, mv, off, n, vst[VS_PLO], h, True)
+        vst[VS_P] = p
+        vst[VS_Q] = n - _find_from(vm, mv, off, n, vst[VS_PHI], p, False)
     return RC_OK
 
 
@@ -456,7 +550,8 @@ def mmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, t
     ``label`` interned. Not merged here (the next merge does). VS_START: its first page."""
     _begin(vst)
     n = ms[m, MS_NVMA]
-    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, addr >= 0, 2):
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, hv, tr, cow, ms, vm, mv, vst, rg, gather, m, addr >= 0,
+                 addr, addr + nr, 2):
         return RC_ROOM
     _ensure_index(ms, mv, vst, m, NEW_ROWS)
     big = np.int64(1) << cfg[K.C_PMD_ORDER]
@@ -488,10 +583,11 @@ def mmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, t
     vm[r, V_MAPSW] = maps_writable(fc, vm, r)
     off = ms[m, MS_VOFF]
     n = ms[m, MS_NVMA]
-    _insert(ms, mv, m, _upper(vm, mv, off, n, start), r)
+    pos = _upper(vm, mv, off, n, start)
+    _insert(ms, mv, m, pos, r)
     _touch(vst, start, start + nr)
     vst[VS_START] = start
-    return _done(ms, vm, mv, vst, m)
+    return _done_from(ms, vm, mv, vst, m, pos)
 
 
 @sjit
@@ -500,12 +596,14 @@ def munmap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
            vst: Any, rg: Any, gather: Any, m: int, start: int, end: int) -> int:
     """FastMachine._do_munmap() of pages ``[start, end)``."""
     _begin(vst)
-    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, True, 2):
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, hv, tr, cow, ms, vm, mv, vst, rg, gather, m, True, start,
+                 end, 2):
         return RC_ROOM
     _ensure_index(ms, mv, vst, m, NEW_ROWS)
+    vst[VS_P] = -1
     rc = _munmap(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, pexp, scr, vst, rg,
                  gather, m, start, end)
-    return rc if rc != RC_OK else _done(ms, vm, mv, vst, m)
+    return rc if rc != RC_OK else _done_from(ms, vm, mv, vst, m, vst[VS_P])
 
 
 @sjit
@@ -546,11 +644,12 @@ def mprotect(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
     range is not fully mapped (nothing changed); else split, new flags (VM_ACCOUNT on a private writable upgrade),
     the PTEs changed (kern.change_protection(), or the shared mapping's rule), merged."""
     _begin(vst)
-    if not covered(ms, vm, mv, m, start, end):
+    h = _covered_at(ms, vm, mv, m, start, end)
+    if h < 0:
         vst[VS_RET] = -ENOMEM
         return RC_OK
     rc, i, j = _isolate(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, rg,
-                        gather, m, start, end)
+                        gather, m, start, end, h)
     if rc != RC_OK:
         return rc
     off = ms[m, MS_VOFF]
@@ -570,8 +669,8 @@ def mprotect(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
         kern.change_protection(cfg, glob, fs, pex, tb, ptf, ptp, ptw, hk, hv, m, vm[r, V_START], vm[r, V_END],
                                write != 0, upgrade and vm[r, V_SDWP] == 0, scr)
     _touch(vst, start, end)
-    merge(ms, vm, mv, vst, m)
-    return _done(ms, vm, mv, vst, m)
+    _merge_from(ms, vm, mv, vst, m, i)
+    return _done_from(ms, vm, mv, vst, m, i - 1)
 
 
 @sjit
@@ -583,8 +682,10 @@ def madvise_flags(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pc
     merged; VS_RET -ENOMEM when part of the range is not mapped (the mapped part still changed)."""
     _begin(vst)
     hole = not covered(ms, vm, mv, m, start, end)
+    off = ms[m, MS_VOFF]
+    h = _end_ge(vm, mv, off, ms[m, MS_NVMA], start + 1)
     rc, i, j = _isolate(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, rg,
-                        gather, m, start, end)
+                        gather, m, start, end, h)
     if rc != RC_OK:
         return rc
     off = ms[m, MS_VOFF]
@@ -595,7 +696,7 @@ def madvise_flags(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pc
         elif vm[r, V_FILE] < 0 and vm[r, V_SHARED] == 0:
             vm[r, V_THP] = thp
     _touch(vst, start, end)
-    merge(ms, vm, mv, vst, m)
+    _merge_from(ms, vm, mv, vst, m, i)
     if hole:
         vst[VS_RET] = -ENOMEM
     return _done(ms, vm, mv, vst, m)
@@ -615,7 +716,8 @@ def mremap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
     big = np.int64(1) << po
     ptes, pmds, _ = mm_entries(tb, glob[G_NTB], m)
     tables = 2 * (pmds + ptes // big + 2) + 4 + ptes // big + 4
-    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, tr, cow, ms, vm, mv, vst, rg, gather, m, True, tables):
+    if not _room(cfg, opt, glob, fs, pmc, pex, pct, tb, hk, hv, tr, cow, ms, vm, mv, vst, rg, gather, m, True, 0,
+                 NO_LO, tables):  # the whole MM's worst case (its tables estimate scans them anyway)
         return RC_ROOM
     _ensure_index(ms, mv, vst, m, NEW_ROWS)
     nr = end - start
@@ -624,7 +726,7 @@ def mremap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
     if rc != RC_OK:
         return rc
     rc, _, _ = _split_range(cfg, opt, glob, fs, pmc, pex, pct, tb, ptf, ptp, ptw, hk, hv, ms, vm, mv, tr, cow, vst, m,
-                            start, end)
+                            start, end, -1)
     if rc != RC_OK:
         return rc
     delta = dst - start
