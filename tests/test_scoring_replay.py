@@ -74,25 +74,35 @@ def test_a_cached_answer_is_the_designs_answer(design: str) -> None:
     assert checked or not d.answers_per_folio
 
 
-def test_replay_rejects_a_bad_small_folio_op_as_the_design_does() -> None:
-    config = KernelConfig()
+def _bad(*ops: Op) -> ScoringStream:
+    stream = ScoringStream(KernelConfig(), "kernel", [Op("mm_new", mm="A"), Op("folio_new", folio="f", order=0),
+                                                      Op("map_new_anon", mm="A", folio="f", level=PTE), *ops])
+    stream.op_step = list(range(len(stream.ops)))
+    stream.op_mms = [-1, 0, 1] + [1] * len(ops)
+    return stream
+
+
+@pytest.mark.parametrize(("ops", "why"), [
+    ((Op("folio_new", folio="f", order=0),), "already exists"),
+    ((Op("folio_free", folio="f"),), "freed while mapped"),
+    ((Op("unmap", mm="A", folio="f", level=PTE), Op("unmap", mm="A", folio="f", level=PTE)), "unmap of 1 mappings"),
+])
+def test_replay_rejects_a_bad_small_folio_op_as_the_design_does(ops: tuple[Op, ...], why: str) -> None:
     for replay in (True, False):
-        scorer = Scorer(make_design("exact", config), replay=replay)
-        scorer.op(Op("mm_new", mm="A"), 0, -1)
-        scorer.op(Op("folio_new", folio="f", order=0), 0, 0)
-        with pytest.raises(Rejected, match="already exists"):
-            scorer.op(Op("folio_new", folio="f", order=0), 0, 0)
-        scorer.op(Op("map_new_anon", mm="A", folio="f", level=PTE), 1, 1)
-        assert scorer.question(Question(3, "f", "numa_migrate", False)) is False
-        scorer.op(Op("dup", mm="A", folio="f", level=PTE), 2, 1)
-        assert scorer.question(Question(4, "f", "numa_migrate", False)) is True
-        with pytest.raises(Rejected, match="freed while mapped"):
-            scorer.op(Op("folio_free", folio="f"), 3, 1)
-        scorer.op(Op("unmap", mm="A", folio="f", level=PTE), 3, 1)
-        scorer.op(Op("unmap", mm="A", folio="f", level=PTE), 3, 0)
-        with pytest.raises(Rejected, match="unmap of 1 mappings"):
-            scorer.op(Op("unmap", mm="A", folio="f", level=PTE), 3, 0)
-        scorer.op(Op("folio_free", folio="f"), 4, 0)
-        assert scorer.tally.values[("updates", "", 0, 0)] == 4
-        assert scorer.tally.values[("atomics", "", 0, 0)] == 3
-        assert scorer.tally.values[("cache_lines", "", 0, 0)] == 4
+        with pytest.raises(Rejected, match=why):
+            score_stream(_bad(*ops), ["exact"], replay=replay)
+
+
+def test_small_folios_are_charged_and_answered_by_the_common_rule() -> None:
+    stream = _bad(Op("dup", mm="A", folio="f", level=PTE), Op("unmap", mm="A", folio="f", level=PTE),
+                  Op("unmap", mm="A", folio="f", level=PTE), Op("folio_free", folio="f"))
+    stream.questions = [Question(3, "f", "numa_migrate", False, group=0, weight=1, limit=0),
+                        Question(4, "f", "numa_migrate", True, group=1, weight=1, limit=0)]
+    for replay in (True, False):
+        for scored in score_stream(stream, DESIGNS, replay=replay):
+            rows = {row[:4]: row[4] for row in scored.rows}
+            assert rows[("updates", "", 0, 0)] == 4 and rows[("atomics", "", 0, 0)] == 3
+            assert rows[("cache_lines", "", 0, 0)] == 4 and rows[("locks", "", 0, 0)] == 0
+            # group 0: "not shared" (1 mapping), truth not shared: agree; group 1: shared, truth shared: agree
+            assert rows[("decisions", "numa_migrate", -1, 0)] == 2
+            assert ("unsafe", "numa_migrate", -1, 0) not in rows and ("avoidable", "numa_migrate", -1, 0) not in rows

@@ -167,13 +167,9 @@ class Scorer:
         self.group: _Group | None = None
         self.questions = 0
         self._update_keys: dict[int, tuple[Key, ...]] = {}  # per order: the keys of "updates" and each cost
-        # Replaying a recorded stream (nothing reads the design's state but this scorer): order-0 folios are kept
-        # here (name -> total mapcount) when the design treats them by the common rule (Design.small_folios_plain),
-        # and a large folio's answer is the one _track took after its last op when it depends on nothing else
-        # (Design.answers_per_folio). Both give the same metrics as asking the design, only faster.
-        self._small: dict[str, int] | None = {} if replay and design.small_folios_plain else None
+        # Replaying a recorded stream (score_stream): a large folio's answer is the one _track took after its last op
+        # when it depends on nothing else (Design.answers_per_folio): the same answer, without asking again.
         self._cached = replay and design.answers_per_folio
-        self._small_costs = (update_cost(0, 0, 1), update_cost(1, 0, 1))  # map_new_anon; map/dup/unmap
 
     # -- ops ------------------------------------------------------------------------
     def op(self, op: Op, step: int, nr_mms: int) -> None:
@@ -182,18 +178,6 @@ class Scorer:
         design = self.design
         kind = op.op
         folio = op.folio
-        small = self._small
-        if small is not None and folio is not None:
-            if folio in small:
-                if kind == "folio_new":
-                    raise Rejected(f"{design.name}: folio {folio!r} already exists")
-                self._small_op(op, kind, folio, small)
-                return
-            if kind == "folio_new" and op.order == 0:
-                if folio in design.orders:
-                    raise Rejected(f"{design.name}: folio {folio!r} already exists")
-                small[folio] = 0
-                return
         cost = design.apply(op)
         if kind in MAP_OPS:
             order = design.orders[folio]  # type: ignore[index]
@@ -206,38 +190,6 @@ class Scorer:
                 values[key] += getattr(cost, key[0])
         if folio is not None:
             self._track(kind, folio, step, nr_mms)
-
-    def _small_op(self, op: Op, kind: str, folio: str, small: dict[str, int]) -> None:
-        """An op on an order-0 folio, as :meth:`Design.apply` treats it (and its cost: PageMapcounts.charge()
-        of order 0, no tracking cost): no design state, no time interval."""
-        name = self.design.name
-        total = small[folio]
-        if kind == "folio_free":
-            if total:
-                raise Rejected(f"{name}: folio {folio!r} freed while mapped")
-            del small[folio]
-            return
-        if kind not in MAP_OPS:
-            raise Rejected(f"{name}: unknown op {kind!r}")
-        if kind == "map_new_anon":
-            small[folio] = total + 1
-            cost = self._small_costs[0]
-        else:
-            diff = op_diff(op)
-            if kind == "unmap":
-                if diff > total:
-                    raise Rejected(f"{name}: unmap of {diff} mappings of {folio!r}, which has {total}")
-                small[folio] = total - diff
-            else:
-                small[folio] = total + diff
-            cost = self._small_costs[1]
-        keys = self._update_keys.get(0)
-        if keys is None:
-            keys = self._update_keys[0] = tuple((metric, "", 0, 0) for metric in ("updates", *self.costs))
-        values = self.tally.values
-        values[keys[0]] += 1
-        for key in keys[1:]:
-            values[key] += getattr(cost, key[0])
 
     def _track(self, kind: str, folio: str, now: int, nr_mms: int) -> None:
         if kind == "folio_new":
@@ -283,19 +235,24 @@ class Scorer:
     # -- questions ----------------------------------------------------------------------
     def question(self, q: Question) -> bool:
         """The design's "maybe shared?" for ``q``; large folios are recorded as a check and scored."""
-        self.questions += 1
         design = self.design
+        answer = design.maybe_shared(q.folio)
+        order = design.orders[q.folio]
+        return self._record(q, answer, order, min(self.tracks[q.folio].peak, MMS_CAP) if order else 0)
+
+    def _replayed(self, q: Question, order: int, mms: int, small: bool | None) -> None:
+        """:meth:`question` with what the stream alone determines given (:class:`_Plan`): the folio's order, its
+        MMs column, and a small folio's answer (None: a large folio, the design answers)."""
+        if small is None:
+            small = self.tracks[q.folio].design_shared if self._cached else self.design.maybe_shared(q.folio)
+        self._record(q, small, order, mms)
+
+    def _record(self, q: Question, answer: bool, order: int, mms: int) -> bool:
+        self.questions += 1
         group = self.group
         if group is not None and (q.group < 0 or group.gid != q.group):
             self._close_group()
             group = None
-        small = self._small
-        if small is not None and q.folio in small:
-            answer, order = small[q.folio] > 1, 0  # Design.maybe_shared() of a small folio
-        else:
-            track = self.tracks.get(q.folio) if self._cached else None
-            answer = track.design_shared if track is not None else design.maybe_shared(q.folio)
-            order = design.orders[q.folio]
         if q.group >= 0:
             if group is None:
                 group = self.group = _Group(q.group, q.consumer, q.limit)
@@ -304,7 +261,6 @@ class Scorer:
         if order == 0:
             return answer  # every design answers mapcount > 1 for a small folio: not a check
         truth = q.truth
-        mms = min(self.tracks[q.folio].peak, MMS_CAP)
         consumer = q.consumer
         values = self.tally.values
         values[("checks", consumer, order, mms)] += 1
@@ -360,28 +316,159 @@ class Scored:
     seconds: float = 0.0  # wall time of this design's scoring
 
 
+@dataclass(slots=True)
+class _Plan:
+    """What a stream determines for every design alike, found once (:func:`score_stream` with ``replay``).
+
+    Every design treats an order-0 folio by the common rule (:attr:`Design.small_folios_plain`): no state of its
+    own, the cost of ``PageMapcounts.charge()`` for order 0, "maybe shared" iff mapped more than once. So the ops
+    on small folios are applied here once (their update rows in ``small_values``) and each design sees the others
+    (``large``). Per question: the folio's order, its MMs column (the most MMs that mapped it so far, capped) and,
+    for a small folio, the answer; ``gap``: some op came after the previous question (a pending grouped decision
+    closes then, as :meth:`Scorer.op` closes it).
+    """
+
+    large: list[int] = field(default_factory=list)
+    small_values: dict[Key, float] = field(default_factory=dict)
+    order: list[int] = field(default_factory=list)
+    mms: list[int] = field(default_factory=list)
+    small: list[bool | None] = field(default_factory=list)
+    gap: list[bool] = field(default_factory=list)
+
+
+def _plan(stream: ScoringStream) -> _Plan:
+    """The :class:`_Plan` of ``stream``; Rejected for an op on a small folio that :meth:`Design.apply` rejects."""
+    plan = _Plan()
+    large, order_of, mms_of, small_of, gap = plan.large, plan.order, plan.mms, plan.small, plan.gap
+    ops, op_mms = stream.ops, stream.op_mms
+    small: dict[str, int] = {}  # order-0 folio -> total mapcount
+    orders: dict[str, int] = {}  # every live folio's order
+    peak: dict[str, int] = {}  # live large folio -> the most MMs that mapped it after any of its ops
+    counts = [0, 0]  # small-folio updates: map_new_anon (a store), others (an atomic)
+
+    def apply(index: int) -> None:
+        op = ops[index]
+        folio, kind = op.folio, op.op
+        if folio is None:
+            large.append(index)
+        elif kind == "folio_new":
+            if folio in orders:
+                raise Rejected(f"stream: folio {folio!r} already exists")
+            if op.order == 0:
+                small[folio] = orders[folio] = 0
+                return
+            large.append(index)
+            if op.order is not None:
+                orders[folio], peak[folio] = op.order, 0
+        elif folio in small:
+            total = small[folio]
+            if kind == "folio_free":
+                if total:
+                    raise Rejected(f"stream: folio {folio!r} freed while mapped")
+                del small[folio], orders[folio]
+                return
+            if kind not in MAP_OPS:
+                raise Rejected(f"stream: unknown op {kind!r}")
+            if kind == "map_new_anon":
+                small[folio] = total + 1
+                counts[0] += 1
+                return
+            diff = op_diff(op)
+            if kind == "unmap":
+                if diff > total:
+                    raise Rejected(f"stream: unmap of {diff} mappings of {folio!r}, which has {total}")
+                small[folio] = total - diff
+            else:
+                small[folio] = total + diff
+            counts[1] += 1
+        else:
+            large.append(index)
+            if folio in peak:
+                if kind == "folio_free":
+                    del peak[folio], orders[folio]
+                elif op_mms[index] > peak[folio]:
+                    peak[folio] = op_mms[index]
+
+    pos = 0
+    for q in stream.questions:
+        for index in range(pos, q.pos):
+            apply(index)
+        gap.append(q.pos > pos)
+        pos = max(pos, q.pos)
+        folio = q.folio
+        if folio in small:
+            order_of.append(0)
+            mms_of.append(0)
+            small_of.append(small[folio] > 1)
+        elif folio in peak:
+            order_of.append(orders[folio])
+            mms_of.append(min(peak[folio], MMS_CAP))
+            small_of.append(None)
+        else:
+            raise StreamError(f"stream of {stream.driver}: question at op {q.pos} on {folio!r}, not a live folio")
+    for index in range(pos, len(ops)):
+        apply(index)
+    if counts[0] + counts[1]:
+        costs = (update_cost(0, 0, 1), update_cost(1, 0, 1))  # PageMapcounts.charge() of order 0: {page 0}
+        plan.small_values[("updates", "", 0, 0)] = float(counts[0] + counts[1])
+        for name in cost_fields():
+            value = sum(n * getattr(c, name) for n, c in zip(counts, costs, strict=True))
+            plan.small_values[(name, "", 0, 0)] = float(value)
+    return plan
+
+
+def _replay(scorer: Scorer, stream: ScoringStream, plan: _Plan) -> None:
+    """Feed ``scorer`` the stream's ops on large folios (and MMs) and ask it every question, by ``plan``."""
+    ops, op_step, op_mms, large = stream.ops, stream.op_step, stream.op_mms, plan.large
+    apply, ask = scorer.op, scorer._replayed
+    order, mms, small, gap = plan.order, plan.mms, plan.small, plan.gap
+    li, nlarge = 0, len(large)
+    for qi, q in enumerate(stream.questions):
+        pos = q.pos
+        while li < nlarge and large[li] < pos:
+            index = large[li]
+            apply(ops[index], op_step[index], op_mms[index])
+            li += 1
+        if gap[qi] and scorer.group is not None:
+            scorer._close_group()
+        ask(q, order[qi], mms[qi], small[qi])
+    for index in large[li:]:
+        apply(ops[index], op_step[index], op_mms[index])
+    values = scorer.tally.values
+    for key, value in plan.small_values.items():
+        values[key] += value
+
+
 def score_stream(stream: ScoringStream, designs: Iterable[str], *, replay: bool = True) -> list[Scored]:
     """Every design answers every question of ``stream`` on the same states (asserted: same question count).
 
-    ``replay``: the scorer's shortcuts for a recorded stream (:class:`Scorer`); False asks the design everything,
-    as the closed loop does (the same metrics, slower: tests compare the two)."""
+    ``replay``: what every design does alike is done once (:class:`_Plan`) and answers are not asked twice
+    (:class:`Scorer`); False feeds each design every op and asks it every question, as the closed loop does (the
+    same metrics, slower: tests compare the two)."""
     stream.check()
     digest = stream.digest()
     queue = stream.questions
     ops, op_step, op_mms = stream.ops, stream.op_step, stream.op_mms
+    plan: _Plan | None = None
     out: list[Scored] = []
     for name in designs:
         began = time.perf_counter()
-        scorer = Scorer(make_design(name, stream.config), replay=replay)
-        apply, ask = scorer.op, scorer.question
-        pos = 0
-        for q in queue:  # the ops before each question (check(): positions ascend), then the question
-            for index in range(pos, q.pos):
+        design = make_design(name, stream.config)
+        scorer = Scorer(design, replay=replay)
+        if replay and design.small_folios_plain:
+            if plan is None:
+                plan = _plan(stream)
+            _replay(scorer, stream, plan)
+        else:
+            apply, ask = scorer.op, scorer.question
+            pos = 0
+            for q in queue:  # the ops before each question (check(): positions ascend), then the question
+                for index in range(pos, q.pos):
+                    apply(ops[index], op_step[index], op_mms[index])
+                pos = max(pos, q.pos)
+                ask(q)
+            for index in range(pos, len(ops)):
                 apply(ops[index], op_step[index], op_mms[index])
-            pos = max(pos, q.pos)
-            ask(q)
-        for index in range(pos, len(ops)):
-            apply(ops[index], op_step[index], op_mms[index])
         scorer.finish(stream.end_step)
         if scorer.questions != len(queue):  # every design answers exactly the stream's questions
             raise StreamError(f"{name} answered {scorer.questions} of {len(queue)} questions")
