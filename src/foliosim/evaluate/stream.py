@@ -325,7 +325,9 @@ class _Plan:
     on small folios are applied here once (their update rows in ``small_values``) and each design sees the others
     (``large``). Per question: the folio's order, its MMs column (the most MMs that mapped it so far, capped) and,
     for a small folio, the answer; ``gap``: some op came after the previous question (a pending grouped decision
-    closes then, as :meth:`Scorer.op` closes it).
+    closes then, as :meth:`Scorer.op` closes it). Census questions asked together (one position, large folios) are
+    answered in bulk: ``census[qi]`` holds them from the first one on (folio, truth, the key a wrong answer counts
+    in), and their checks, the same for every design, are summed in ``census_values``.
     """
 
     large: list[int] = field(default_factory=list)
@@ -334,6 +336,8 @@ class _Plan:
     mms: list[int] = field(default_factory=list)
     small: list[bool | None] = field(default_factory=list)
     gap: list[bool] = field(default_factory=list)
+    census: dict[int, list[tuple[str, bool, Key]]] = field(default_factory=dict)
+    census_values: defaultdict[Key, float] = field(default_factory=lambda: defaultdict(float))
 
 
 def _plan(stream: ScoringStream) -> _Plan:
@@ -390,10 +394,14 @@ def _plan(stream: ScoringStream) -> _Plan:
                     peak[folio] = op_mms[index]
 
     pos = 0
-    for q in stream.questions:
+    bulk: list[tuple[str, bool, Key]] | None = None  # the census questions being gathered
+    census_values = plan.census_values
+    for qi, q in enumerate(stream.questions):
         for index in range(pos, q.pos):
             apply(index)
         gap.append(q.pos > pos)
+        if q.pos > pos:
+            bulk = None
         pos = max(pos, q.pos)
         folio = q.folio
         if folio in small:
@@ -401,11 +409,22 @@ def _plan(stream: ScoringStream) -> _Plan:
             mms_of.append(0)
             small_of.append(small[folio] > 1)
         elif folio in peak:
-            order_of.append(orders[folio])
-            mms_of.append(min(peak[folio], MMS_CAP))
+            order, mms = orders[folio], min(peak[folio], MMS_CAP)
+            order_of.append(order)
+            mms_of.append(mms)
             small_of.append(None)
+            if q.consumer == CENSUS and q.group < 0:
+                if bulk is None:
+                    bulk = plan.census[qi] = []
+                truth = bool(q.truth)
+                bulk.append((folio, truth, ("false_exclusive" if truth else "false_shared", CENSUS, order, mms)))
+                census_values[("checks", CENSUS, order, mms)] += 1
+                if truth:
+                    census_values[("exact_shared", CENSUS, order, mms)] += 1
+                continue
         else:
             raise StreamError(f"stream of {stream.driver}: question at op {q.pos} on {folio!r}, not a live folio")
+        bulk = None
     for index in range(pos, len(ops)):
         apply(index)
     if counts[0] + counts[1]:
@@ -421,9 +440,15 @@ def _replay(scorer: Scorer, stream: ScoringStream, plan: _Plan) -> None:
     """Feed ``scorer`` the stream's ops on large folios (and MMs) and ask it every question, by ``plan``."""
     ops, op_step, op_mms, large = stream.ops, stream.op_step, stream.op_mms, plan.large
     apply, ask = scorer.op, scorer._replayed
-    order, mms, small, gap = plan.order, plan.mms, plan.small, plan.gap
+    order, mms, small, gap, census = plan.order, plan.mms, plan.small, plan.gap, plan.census
+    values = scorer.tally.values
+    tracks = scorer.tracks
+    maybe_shared = None if scorer._cached else scorer.design.maybe_shared
     li, nlarge = 0, len(large)
-    for qi, q in enumerate(stream.questions):
+    questions = stream.questions
+    qi, nq = 0, len(questions)
+    while qi < nq:
+        q = questions[qi]
         pos = q.pos
         while li < nlarge and large[li] < pos:
             index = large[li]
@@ -431,11 +456,29 @@ def _replay(scorer: Scorer, stream: ScoringStream, plan: _Plan) -> None:
             li += 1
         if gap[qi] and scorer.group is not None:
             scorer._close_group()
-        ask(q, order[qi], mms[qi], small[qi])
+        bulk = census.get(qi)
+        if bulk is None:
+            ask(q, order[qi], mms[qi], small[qi])
+            qi += 1
+            continue
+        # census questions: their own decisions (none), checks summed in the plan; only wrong answers count here
+        if scorer.group is not None:
+            scorer._close_group()
+        if maybe_shared is None:
+            for folio, truth, key in bulk:
+                if (not tracks[folio].design_shared) == truth:
+                    values[key] += 1
+        else:
+            for folio, truth, key in bulk:
+                if (not maybe_shared(folio)) == truth:
+                    values[key] += 1
+        scorer.questions += len(bulk)
+        qi += len(bulk)
     for index in large[li:]:
         apply(ops[index], op_step[index], op_mms[index])
-    values = scorer.tally.values
     for key, value in plan.small_values.items():
+        values[key] += value
+    for key, value in plan.census_values.items():
         values[key] += value
 
 
