@@ -17,9 +17,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 
-from foliosim.errors import FoliosimError
+from foliosim.errors import FoliosimError, Rejected
 from foliosim.kconfig import KernelConfig
-from foliosim.schemes.base import Design, UpdateCost, make_design
+from foliosim.schemes.base import Design, UpdateCost, make_design, op_diff, update_cost
 from foliosim.system import MAP_OPS, Op
 
 MMS_CAP = 8
@@ -159,7 +159,7 @@ class Scorer:
     recorded stream. Every metric is a function of the stream and the design only.
     """
 
-    def __init__(self, design: Design) -> None:
+    def __init__(self, design: Design, replay: bool = False) -> None:
         self.design = design
         self.tally = Tally()
         self.tracks: dict[str, _Track] = {}
@@ -167,15 +167,18 @@ class Scorer:
         self.group: _Group | None = None
         self.questions = 0
         self._update_keys: dict[int, tuple[Key, ...]] = {}  # per order: the keys of "updates" and each cost
+        # Replaying a recorded stream (score_stream): a large folio's answer is the one _track took after its last op
+        # when it depends on nothing else (Design.answers_per_folio): the same answer, without asking again.
+        self._cached = replay and design.answers_per_folio
 
     # -- ops ------------------------------------------------------------------------
     def op(self, op: Op, step: int, nr_mms: int) -> None:
         if self.group is not None:
             self._close_group()
         design = self.design
-        cost = design.apply(op)
         kind = op.op
         folio = op.folio
+        cost = design.apply(op)
         if kind in MAP_OPS:
             order = design.orders[folio]  # type: ignore[index]
             keys = self._update_keys.get(order)
@@ -232,14 +235,24 @@ class Scorer:
     # -- questions ----------------------------------------------------------------------
     def question(self, q: Question) -> bool:
         """The design's "maybe shared?" for ``q``; large folios are recorded as a check and scored."""
-        self.questions += 1
         design = self.design
+        answer = design.maybe_shared(q.folio)
+        order = design.orders[q.folio]
+        return self._record(q, answer, order, min(self.tracks[q.folio].peak, MMS_CAP) if order else 0)
+
+    def _replayed(self, q: Question, order: int, mms: int, small: bool | None) -> None:
+        """:meth:`question` with what the stream alone determines given (:class:`_Plan`): the folio's order, its
+        MMs column, and a small folio's answer (None: a large folio, the design answers)."""
+        if small is None:
+            small = self.tracks[q.folio].design_shared if self._cached else self.design.maybe_shared(q.folio)
+        self._record(q, small, order, mms)
+
+    def _record(self, q: Question, answer: bool, order: int, mms: int) -> bool:
+        self.questions += 1
         group = self.group
         if group is not None and (q.group < 0 or group.gid != q.group):
             self._close_group()
             group = None
-        answer = design.maybe_shared(q.folio)
-        order = design.orders[q.folio]
         if q.group >= 0:
             if group is None:
                 group = self.group = _Group(q.group, q.consumer, q.limit)
@@ -248,7 +261,6 @@ class Scorer:
         if order == 0:
             return answer  # every design answers mapcount > 1 for a small folio: not a check
         truth = q.truth
-        mms = min(self.tracks[q.folio].peak, MMS_CAP)
         consumer = q.consumer
         values = self.tally.values
         values[("checks", consumer, order, mms)] += 1
@@ -304,25 +316,202 @@ class Scored:
     seconds: float = 0.0  # wall time of this design's scoring
 
 
-def score_stream(stream: ScoringStream, designs: Iterable[str]) -> list[Scored]:
-    """Every design answers every question of ``stream`` on the same states (asserted: same question count)."""
+@dataclass(slots=True)
+class _Plan:
+    """What a stream determines for every design alike, found once (:func:`score_stream` with ``replay``).
+
+    Every design treats an order-0 folio by the common rule (:attr:`Design.small_folios_plain`): no state of its
+    own, the cost of ``PageMapcounts.charge()`` for order 0, "maybe shared" iff mapped more than once. So the ops
+    on small folios are applied here once (their update rows in ``small_values``) and each design sees the others
+    (``large``). Per question: the folio's order, its MMs column (the most MMs that mapped it so far, capped) and,
+    for a small folio, the answer; ``gap``: some op came after the previous question (a pending grouped decision
+    closes then, as :meth:`Scorer.op` closes it). Census questions asked together (one position, large folios) are
+    answered in bulk: ``census[qi]`` holds them from the first one on (folio, truth, the key a wrong answer counts
+    in), and their checks, the same for every design, are summed in ``census_values``.
+    """
+
+    large: list[int] = field(default_factory=list)
+    small_values: dict[Key, float] = field(default_factory=dict)
+    order: list[int] = field(default_factory=list)
+    mms: list[int] = field(default_factory=list)
+    small: list[bool | None] = field(default_factory=list)
+    gap: list[bool] = field(default_factory=list)
+    census: dict[int, list[tuple[str, bool, Key]]] = field(default_factory=dict)
+    census_values: defaultdict[Key, float] = field(default_factory=lambda: defaultdict(float))
+
+
+def _plan(stream: ScoringStream) -> _Plan:
+    """The :class:`_Plan` of ``stream``; Rejected for an op on a small folio that :meth:`Design.apply` rejects."""
+    plan = _Plan()
+    large, order_of, mms_of, small_of, gap = plan.large, plan.order, plan.mms, plan.small, plan.gap
+    ops, op_mms = stream.ops, stream.op_mms
+    small: dict[str, int] = {}  # order-0 folio -> total mapcount
+    orders: dict[str, int] = {}  # every live folio's order
+    peak: dict[str, int] = {}  # live large folio -> the most MMs that mapped it after any of its ops
+    counts = [0, 0]  # small-folio updates: map_new_anon (a store), others (an atomic)
+
+    def apply(index: int) -> None:
+        op = ops[index]
+        folio, kind = op.folio, op.op
+        if folio is None:
+            large.append(index)
+        elif kind == "folio_new":
+            if folio in orders:
+                raise Rejected(f"stream: folio {folio!r} already exists")
+            if op.order == 0:
+                small[folio] = orders[folio] = 0
+                return
+            large.append(index)
+            if op.order is not None:
+                orders[folio], peak[folio] = op.order, 0
+        elif folio in small:
+            total = small[folio]
+            if kind == "folio_free":
+                if total:
+                    raise Rejected(f"stream: folio {folio!r} freed while mapped")
+                del small[folio], orders[folio]
+                return
+            if kind not in MAP_OPS:
+                raise Rejected(f"stream: unknown op {kind!r}")
+            if kind == "map_new_anon":
+                small[folio] = total + 1
+                counts[0] += 1
+                return
+            diff = op_diff(op)
+            if kind == "unmap":
+                if diff > total:
+                    raise Rejected(f"stream: unmap of {diff} mappings of {folio!r}, which has {total}")
+                small[folio] = total - diff
+            else:
+                small[folio] = total + diff
+            counts[1] += 1
+        else:
+            large.append(index)
+            if folio in peak:
+                if kind == "folio_free":
+                    del peak[folio], orders[folio]
+                elif op_mms[index] > peak[folio]:
+                    peak[folio] = op_mms[index]
+
+    pos = 0
+    bulk: list[tuple[str, bool, Key]] | None = None  # the census questions being gathered
+    census_values = plan.census_values
+    for qi, q in enumerate(stream.questions):
+        for index in range(pos, q.pos):
+            apply(index)
+        gap.append(q.pos > pos)
+        if q.pos > pos:
+            bulk = None
+        pos = max(pos, q.pos)
+        folio = q.folio
+        if folio in small:
+            order_of.append(0)
+            mms_of.append(0)
+            small_of.append(small[folio] > 1)
+        elif folio in peak:
+            order, mms = orders[folio], min(peak[folio], MMS_CAP)
+            order_of.append(order)
+            mms_of.append(mms)
+            small_of.append(None)
+            if q.consumer == CENSUS and q.group < 0:
+                if bulk is None:
+                    bulk = plan.census[qi] = []
+                truth = bool(q.truth)
+                bulk.append((folio, truth, ("false_exclusive" if truth else "false_shared", CENSUS, order, mms)))
+                census_values[("checks", CENSUS, order, mms)] += 1
+                if truth:
+                    census_values[("exact_shared", CENSUS, order, mms)] += 1
+                continue
+        else:
+            raise StreamError(f"stream of {stream.driver}: question at op {q.pos} on {folio!r}, not a live folio")
+        bulk = None
+    for index in range(pos, len(ops)):
+        apply(index)
+    if counts[0] + counts[1]:
+        costs = (update_cost(0, 0, 1), update_cost(1, 0, 1))  # PageMapcounts.charge() of order 0: {page 0}
+        plan.small_values[("updates", "", 0, 0)] = float(counts[0] + counts[1])
+        for name in cost_fields():
+            value = sum(n * getattr(c, name) for n, c in zip(counts, costs, strict=True))
+            plan.small_values[(name, "", 0, 0)] = float(value)
+    return plan
+
+
+def _replay(scorer: Scorer, stream: ScoringStream, plan: _Plan) -> None:
+    """Feed ``scorer`` the stream's ops on large folios (and MMs) and ask it every question, by ``plan``."""
+    ops, op_step, op_mms, large = stream.ops, stream.op_step, stream.op_mms, plan.large
+    apply, ask = scorer.op, scorer._replayed
+    order, mms, small, gap, census = plan.order, plan.mms, plan.small, plan.gap, plan.census
+    values = scorer.tally.values
+    tracks = scorer.tracks
+    maybe_shared = None if scorer._cached else scorer.design.maybe_shared
+    li, nlarge = 0, len(large)
+    questions = stream.questions
+    qi, nq = 0, len(questions)
+    while qi < nq:
+        q = questions[qi]
+        pos = q.pos
+        while li < nlarge and large[li] < pos:
+            index = large[li]
+            apply(ops[index], op_step[index], op_mms[index])
+            li += 1
+        if gap[qi] and scorer.group is not None:
+            scorer._close_group()
+        bulk = census.get(qi)
+        if bulk is None:
+            ask(q, order[qi], mms[qi], small[qi])
+            qi += 1
+            continue
+        # census questions: their own decisions (none), checks summed in the plan; only wrong answers count here
+        if scorer.group is not None:
+            scorer._close_group()
+        if maybe_shared is None:
+            for folio, truth, key in bulk:
+                if (not tracks[folio].design_shared) == truth:
+                    values[key] += 1
+        else:
+            for folio, truth, key in bulk:
+                if (not maybe_shared(folio)) == truth:
+                    values[key] += 1
+        scorer.questions += len(bulk)
+        qi += len(bulk)
+    for index in large[li:]:
+        apply(ops[index], op_step[index], op_mms[index])
+    for key, value in plan.small_values.items():
+        values[key] += value
+    for key, value in plan.census_values.items():
+        values[key] += value
+
+
+def score_stream(stream: ScoringStream, designs: Iterable[str], *, replay: bool = True) -> list[Scored]:
+    """Every design answers every question of ``stream`` on the same states (asserted: same question count).
+
+    ``replay``: what every design does alike is done once (:class:`_Plan`) and answers are not asked twice
+    (:class:`Scorer`); False feeds each design every op and asks it every question, as the closed loop does (the
+    same metrics, slower: tests compare the two)."""
     stream.check()
     digest = stream.digest()
     queue = stream.questions
     ops, op_step, op_mms = stream.ops, stream.op_step, stream.op_mms
+    plan: _Plan | None = None
     out: list[Scored] = []
     for name in designs:
         began = time.perf_counter()
-        scorer = Scorer(make_design(name, stream.config))
-        apply, ask = scorer.op, scorer.question
-        pos = 0
-        for q in queue:  # the ops before each question (check(): positions ascend), then the question
-            for index in range(pos, q.pos):
+        design = make_design(name, stream.config)
+        scorer = Scorer(design, replay=replay)
+        if replay and design.small_folios_plain:
+            if plan is None:
+                plan = _plan(stream)
+            _replay(scorer, stream, plan)
+        else:
+            apply, ask = scorer.op, scorer.question
+            pos = 0
+            for q in queue:  # the ops before each question (check(): positions ascend), then the question
+                for index in range(pos, q.pos):
+                    apply(ops[index], op_step[index], op_mms[index])
+                pos = max(pos, q.pos)
+                ask(q)
+            for index in range(pos, len(ops)):
                 apply(ops[index], op_step[index], op_mms[index])
-            pos = max(pos, q.pos)
-            ask(q)
-        for index in range(pos, len(ops)):
-            apply(ops[index], op_step[index], op_mms[index])
         scorer.finish(stream.end_step)
         if scorer.questions != len(queue):  # every design answers exactly the stream's questions
             raise StreamError(f"{name} answered {scorer.questions} of {len(queue)} questions")

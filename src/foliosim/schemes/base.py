@@ -70,6 +70,12 @@ class Design(ABC):
     name: str = "?"
     #: Pays the per-page mapcount bookkeeping whatever the configuration (``legacy``: v6.14 needs it).
     always_page_mapcount: bool = False
+    #: Order-0 folios follow the common rule only (no state of the design's own, no tracking cost, "maybe shared"
+    #: iff mapped more than once), so a scorer replaying a stream may keep them itself (evaluate.stream._Plan).
+    small_folios_plain: bool = True
+    #: "Maybe shared?" of a large folio depends on that folio's own state only (changed by ops on it alone), so
+    #: the answer after its last op stays valid until its next op.
+    answers_per_folio: bool = False
 
     def __init__(self, config: KernelConfig) -> None:
         self.config = config

@@ -20,6 +20,7 @@ class ExactDesign(Design):
     """Per-MM mapping counts for every folio."""
 
     name = "exact"
+    answers_per_folio = True
 
     def __init__(self, config: KernelConfig) -> None:
         super().__init__(config)

@@ -33,6 +33,7 @@ class KernelDesign(Design):
     """The v6.15 design: the core model's folios, unchanged."""
 
     name = "kernel"
+    answers_per_folio = True
 
     def __init__(self, config: KernelConfig) -> None:
         super().__init__(config)

@@ -28,6 +28,7 @@ class LegacyDesign(Design):
     name = "legacy"
     sound = False
     always_page_mapcount = True
+    answers_per_folio = True
 
     def __init__(self, config: KernelConfig) -> None:
         super().__init__(config)

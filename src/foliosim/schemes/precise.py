@@ -116,10 +116,13 @@ class PreciseRmapIdDesign(Design):
         self.values: dict[str, list[int]] = {}
         self.scheme: dict[str, SubIdScheme] = {}
         self._subids: dict[tuple[str, SubIdScheme], tuple[int, ...]] = {}
+        # folio -> _owner_large(), until an op on the folio or on an MM (the live MMs decide a wrapped answer)
+        self._owners: dict[str, str | None] = {}
 
     # -- MMs: alloc_rmap_id() / free_rmap_id() ------------------------------------
     def _mm(self, op: Op) -> None:
         assert op.mm is not None
+        self._owners.clear()
         if op.op == "mm_new":
             rmap_id = RMAP_ID_MIN
             while rmap_id in self.by_id:  # the IDA hands out the lowest free id
@@ -150,12 +153,14 @@ class PreciseRmapIdDesign(Design):
 
     # -- folios ------------------------------------------------------------------------
     def _new(self, folio: str, order: int) -> None:
+        self._owners.pop(folio, None)
         if order:
             scheme = scheme_for(order, self.schemes)
             self.scheme[folio] = scheme
             self.values[folio] = [0] * scheme.values  # __folio_prep_large_rmap()
 
     def _free(self, folio: str) -> None:
+        self._owners.pop(folio, None)
         self.values.pop(folio, None)
         self.scheme.pop(folio, None)
 
@@ -166,6 +171,7 @@ class PreciseRmapIdDesign(Design):
         return {page_line(cfg, 3)} | ({page_line(cfg, 4)} if nvalues > 4 else set())
 
     def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
+        self._owners.pop(folio, None)
         if order == 0:
             return Charge()
         scheme = self.scheme[folio]
@@ -188,6 +194,13 @@ class PreciseRmapIdDesign(Design):
         return all(v == (count * sub) % WORD for v, sub in zip(self.values[folio], subids, strict=True))
 
     def _owner_large(self, folio: str) -> str | None:
+        try:
+            return self._owners[folio]
+        except KeyError:
+            owner = self._owners[folio] = self._find_owner(folio)
+            return owner
+
+    def _find_owner(self, folio: str) -> str | None:
         if self.total[folio] > 1 << self.orders[folio]:
             return None  # more mappings than pages: obviously shared
         scheme = self.scheme[folio]

@@ -34,6 +34,8 @@ class _State:
 class SlotsDesign(Design):
     """K (MM, mapcount) slots plus a shared flag per large folio, under one lock."""
 
+    answers_per_folio = True
+
     def __init__(self, config: KernelConfig, slots: int) -> None:
         super().__init__(config)
         self.k = slots

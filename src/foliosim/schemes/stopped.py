@@ -20,6 +20,7 @@ class StoppedDesign(Design):
     """Two exact slots, then a sticky "stopped" state."""
 
     name = "stopped"
+    answers_per_folio = True
 
     def __init__(self, config: KernelConfig) -> None:
         super().__init__(config)
