@@ -1374,6 +1374,37 @@ def _row_index(codes: Any, rows: Any, control: bool) -> tuple[int, int, int, int
     return nf, nfe, no, nfile, nvma, nexec, nexec + nf, nq
 
 
+@sjit
+def _fork_scan(ms: Any, nmm: int, fork_rows: Any, pos: int, prog: Any, tmm: Any, nums: Any) -> tuple[int, int]:
+    """For ProgramRun._prepare(): the most VMA rows of any of the first ``nmm`` MMs (at least 1), and into ``nums``
+    the MM numbers (each once; -1 for a task that has none yet) of the tasks that fork from row ``pos`` on; (most,
+    how many numbers). One compiled call for what took four numpy ones."""
+    most = 1
+    for num in range(nmm):
+        if ms[num, L.MS_NVMA] > most:
+            most = ms[num, L.MS_NVMA]
+    lo = 0
+    hi = fork_rows.shape[0]
+    while lo < hi:  # the first fork row at or after pos
+        mid = (lo + hi) // 2
+        if fork_rows[mid] < pos:
+            lo = mid + 1
+        else:
+            hi = mid
+    k = 0
+    for j in range(lo, fork_rows.shape[0]):
+        num = tmm[prog[fork_rows[j], P_TASK]]
+        seen = False
+        for q in range(k):
+            if nums[q] == num:
+                seen = True
+                break
+        if not seen:
+            nums[k] = num
+            k += 1
+    return most, k
+
+
 _NONE = np.zeros(0, dtype=np.int64)
 
 
@@ -1666,6 +1697,7 @@ class ProgramRun:
         self.file_rows = self.file_pages = np.zeros(0, dtype=np.int64)  # OP_FILE rows, their pages from each on
         self.vma_rows = np.zeros(0, dtype=np.int64)  # the rows of the verbs that add VMA rows or move index slices
         self.ttg = np.full((nt, 3), -1, dtype=np.int64)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
+        self._fnums = _NONE  # _prepare()'s MM numbers of the tasks that fork ahead (made at the first that has any)
 
     def _keep(self) -> bool:
         return self.m.keep_decisions or self.m.record
@@ -1807,8 +1839,10 @@ class ProgramRun:
             ms[num, L.MS_USERS] = mm.users
             ms[num, L.MS_COUNT] = mm.count
             morig[num] = num
-        nmm = m._next["mm"]
-        most = max(1, int(ms[:nmm, L.MS_NVMA].max())) if nmm else 1
+        fork_rows = self.fork_rows
+        if self._fnums.shape[0] < fork_rows.shape[0]:
+            self._fnums = np.empty(fork_rows.shape[0], dtype=np.int64)
+        most, nfork = _fork_scan(ms, m._next["mm"], fork_rows, pos, self.prog, self.tmm, self._fnums)
         if self.exits or self.nmadv:  # what zap and the split will need (the VMAs are read only for that)
             pages = order = 0
             # only while the arrays may still grow: at their largest sizes _presize() changes nothing
@@ -1822,11 +1856,8 @@ class ProgramRun:
                     if not ordered:  # the largest order any VMA allows (an empty set allows none)
                         order = max(order, max(map(max, filter(None, map(_THP, vmas))), default=0))
             self._presize(pages, order)
-        fork_rows = self.fork_rows
-        ahead = fork_rows[np.searchsorted(fork_rows, pos):]
-        if len(ahead):  # fork copies every VMA (file and shared ones too), except VM_DONTFORK ones: Python does that
-            tmm = self.tmm.tolist()
-            for num in {tmm[t] for t in set(self.prog[ahead, P_TASK].tolist())}:
+        if nfork:  # fork copies every VMA (file and shared ones too), except VM_DONTFORK ones: Python does that
+            for num in self._fnums[:nfork].tolist():
                 forker = self.mobj.get(num)
                 if forker is None:
                     continue
