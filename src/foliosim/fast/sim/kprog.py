@@ -1406,6 +1406,8 @@ def _fork_scan(ms: Any, nmm: int, fork_rows: Any, pos: int, prog: Any, tmm: Any,
 
 
 _NONE = np.zeros(0, dtype=np.int64)
+_NONE8 = np.zeros(0, dtype=np.int8)
+_NOVM = np.zeros((0, L.VM_COLS), dtype=np.int64)
 
 
 def _numbering() -> defaultdict[Any, int]:
@@ -1653,11 +1655,18 @@ class ProgramRun:
         self.steps = steps
         self.prog, self.names, self.rid, self.forks, self.exits, self.wpages, self.nmadv = _encode(steps)
         nt = max(len(self.names), 1)
-        self.tmm = np.full(nt, -1, dtype=np.int64)
-        self.tst = np.zeros(nt, dtype=np.int64)
-        self.tpid = np.zeros(nt, dtype=np.int64)
-        self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
-        self.st = np.zeros(S_LEN, dtype=np.int64)
+        keep = self._keep()
+        # the small arrays cut from one block (each numpy allocation costs microseconds, tens in a cold cache)
+        self._blk = np.zeros(7 * nt + max(len(self.rid), 1) + S_LEN + (1 if keep else _BATCH) * 6 + _FAULT_ROWS * 2
+                             + (4096 if keep else 1) * 4 + 64 * 3 + TL_LEN + 4 + K_COLS + X_LEN + 1, dtype=np.int64)
+        self._at = 0
+        self.tmm = self._take(nt)
+        self.tmm.fill(-1)
+        self.tst = self._take(nt)
+        self.tpid = self._take(nt)
+        self.rtab = self._take(max(len(self.rid), 1))
+        self.rtab.fill(MISSING)
+        self.st = self._take(S_LEN)
         rows = np.empty((3, self.prog.shape[0]), dtype=np.int64)
         nf, nfe, no, _nfile, _nvma, _nexec, _made, self.nfault = _row_index(self.prog[:, P_OP], rows, False)
         self.fork_rows = rows[0, :nf]
@@ -1672,35 +1681,45 @@ class ProgramRun:
                 self.rtab[i] = region
             else:
                 self.named.append((region, i))
-        self.ops1 = np.zeros((1 if self._keep() else _BATCH, 6), dtype=np.int64)  # run_program()'s access rows
-        self.faults = np.zeros((_FAULT_ROWS, 2), dtype=np.int64)
-        self.uf = np.zeros((4096 if self._keep() else 1, 4), dtype=np.int64)
-        self.rg = np.zeros((64, 2), dtype=np.int64)
-        self.vr = np.zeros(64, dtype=np.int64)
-        self.tal = np.zeros(TL_LEN, dtype=np.int64)  # recorded-fault outcomes and tallied decisions (S_TALLY)
-        self.rs = np.zeros(1, dtype=np.int64)  # rows with a reuse decision (S_TALLY: one per row, made then)
-        self.racy = np.zeros((1, 3), dtype=np.int64)  # racy recorded faults (row, folio before, after): FA_RACY
+        self.ops1 = self._take(1 if keep else _BATCH, 6)  # run_program()'s access rows
+        self.faults = self._take(_FAULT_ROWS, 2)
+        self.uf = self._take(4096 if keep else 1, 4)
+        self.rg = self._take(64, 2)
+        self.vr = self._take(64)
+        self.tal = self._take(TL_LEN)  # recorded-fault outcomes and tallied decisions (S_TALLY)
+        self.rs = self._take(1)  # rows with a reuse decision (S_TALLY: one per row, made then)
+        self.racy = self._take(1, 3)  # racy recorded faults (row, folio before, after): FA_RACY
         self.tobj: list[FastTask | None] = [None] * nt
         self.mobj: dict[int, FastMM] = {}
         self.templates: dict[int, list[Vma]] = {}
-        self._ids = self._ctask = self._morig = self._mtask = np.zeros(0, dtype=np.int64)
-        self._vfk = self._msimple = self._ftmp = np.zeros(0, dtype=np.int8)
-        self._vtmp = np.zeros((0, L.VM_COLS), dtype=np.int64)
+        self._ids = self._ctask = self._morig = self._mtask = _NONE  # empty: nothing is written into them
+        self._vfk = self._msimple = self._ftmp = _NONE8
+        self._vtmp = _NOVM
         self.control = False  # the control-plane opcodes run in the loop (enable_control())
-        self.mk = np.zeros((1, K_COLS), dtype=np.int64)
+        self.mk = self._take(1, K_COLS)
         self.mk[:, K_PLO] = kvma.NO_LO  # no MM's VMAs changed (fork reads it)
         self.mk[:, K_PHI] = -1
-        self.vst = np.zeros(X_LEN, dtype=np.int64)
-        self.ftab = np.full(1, -1, dtype=np.int64)
+        self.vst = self._take(X_LEN)
+        self.ftab = self._take(1)
+        self.ftab.fill(-1)
         self.fnames: list[str] = []
         self.fmade: dict[int, tuple[str, int, int, bool]] = {}  # files the program's file steps create, by number
-        self.file_rows = self.file_pages = np.zeros(0, dtype=np.int64)  # OP_FILE rows, their pages from each on
-        self.vma_rows = np.zeros(0, dtype=np.int64)  # the rows of the verbs that add VMA rows or move index slices
-        self.ttg = np.full((nt, 3), -1, dtype=np.int64)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
+        self.file_rows = self.file_pages = _NONE  # OP_FILE rows, their pages from each on
+        self.vma_rows = _NONE  # the rows of the verbs that add VMA rows or move index slices
+        self.ttg = self._take(nt, 3)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
+        self.ttg.fill(-1)
         self._fnums = _NONE  # _prepare()'s MM numbers of the tasks that fork ahead (made at the first that has any)
 
     def _keep(self) -> bool:
         return self.m.keep_decisions or self.m.record
+
+    def _take(self, rows: int, cols: int = 0) -> I64:
+        """The next ``rows`` (x ``cols``) zeros of the block __init__() cuts its small arrays from."""
+        at = self._at
+        n = rows * cols if cols else rows
+        self._at = at + n
+        part = self._blk[at:at + n]
+        return part.reshape(rows, cols) if cols else part
 
     def run(self) -> None:
         """Run every step: stretches in run_program(), what it stops at through FastWorkloadRunner._step()."""
