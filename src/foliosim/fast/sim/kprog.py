@@ -1375,10 +1375,11 @@ def _row_index(codes: Any, rows: Any, control: bool) -> tuple[int, int, int, int
 
 
 @sjit
-def _fork_scan(ms: Any, nmm: int, fork_rows: Any, pos: int, prog: Any, tmm: Any, nums: Any) -> tuple[int, int]:
+def _fork_scan(ms: Any, nmm: int, fork_rows: Any, pos: int, end: int, prog: Any, tmm: Any,
+               nums: Any) -> tuple[int, int]:
     """For ProgramRun._prepare(): the most VMA rows of any of the first ``nmm`` MMs (at least 1), and into ``nums``
-    the MM numbers (each once; -1 for a task that has none yet) of the tasks that fork from row ``pos`` on; (most,
-    how many numbers). One compiled call for what took four numpy ones."""
+    the MM numbers (each once; -1 for a task that has none yet) of the tasks that fork in rows ``pos`` to ``end``;
+    (most, how many numbers). One compiled call for what took four numpy ones."""
     most = 1
     for num in range(nmm):
         if ms[num, L.MS_NVMA] > most:
@@ -1393,6 +1394,8 @@ def _fork_scan(ms: Any, nmm: int, fork_rows: Any, pos: int, prog: Any, tmm: Any,
             hi = mid
     k = 0
     for j in range(lo, fork_rows.shape[0]):
+        if fork_rows[j] >= end:
+            break
         num = tmm[prog[fork_rows[j], P_TASK]]
         seen = False
         for q in range(k):
@@ -1709,6 +1712,7 @@ class ProgramRun:
         self.ttg = self._take(nt, 3)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
         self.ttg.fill(-1)
         self._fnums = _NONE  # _prepare()'s MM numbers of the tasks that fork ahead (made at the first that has any)
+        self._end = len(steps)  # where the run _prepare() prepares for stops (_call()'s ``end``)
 
     def _keep(self) -> bool:
         return self.m.keep_decisions or self.m.record
@@ -1762,7 +1766,9 @@ class ProgramRun:
         arrays is made without leaving the tables (no Python object is read or written for it)."""
         m = self.m
         self.light = self._light(pos, end)
+        self._end = end  # fork's templates for the forks before ``end`` only (a run-trace program stops at snapshots)
         self._prepare(pos)
+        self._end = self.prog.shape[0]
         try:
             while True:
                 out = run_program(*m.args(), m.pexp, m.pcache.fc, m.pcache.pcs, m._scratch(), m.scr2, m.ent,
@@ -1861,7 +1867,7 @@ class ProgramRun:
         fork_rows = self.fork_rows
         if self._fnums.shape[0] < fork_rows.shape[0]:
             self._fnums = np.empty(fork_rows.shape[0], dtype=np.int64)
-        most, nfork = _fork_scan(ms, m._next["mm"], fork_rows, pos, self.prog, self.tmm, self._fnums)
+        most, nfork = _fork_scan(ms, m._next["mm"], fork_rows, pos, self._end, self.prog, self.tmm, self._fnums)
         if self.exits or self.nmadv:  # what zap and the split will need (the VMAs are read only for that)
             pages = order = 0
             # only while the arrays may still grow: at their largest sizes _presize() changes nothing
