@@ -374,7 +374,9 @@ class TraceProgram(kprog.ProgramRun):
                 stops[at][1]()  # the steps Python ran materialized them
                 at += 1
             end = stops[at][0] if at < len(stops) else n
-            if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER:
+            # pins or pipes held, a step it does not model, or a few steps to the next stop (one by one, as
+            # run_steps() runs a few steps)
+            if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER or (stops and end - pos < STRETCH_MIN):
                 why = kprog.WHY_STEP
             else:
                 pos, why = self._call(pos, end)
