@@ -1340,7 +1340,88 @@ def _fill_rows(prog: Any, codes: Any, tnum: Any, one_task: bool, areg: Any, one_
     return exits, wpages
 
 
+@sjit
+def _row_index(codes: Any, rows: Any, control: bool) -> tuple[int, int, int, int, int, int, int, int]:
+    """For ProgramRun: in one pass, the rows that fork (``rows[0]``), that fork or exit -- with ``control`` also
+    make a thread, vfork or exec -- (``rows[1]``), that Python runs (OP_OTHER, ``rows[2]``) and, with ``control``,
+    the file rows (``rows[3]``) and the rows of the verbs that add VMA rows or move index slices (``rows[4]``);
+    (forks, fork/exit rows, other rows, file rows, VMA rows, execs, MMs made, recorded faults). One compiled call
+    instead of a dozen numpy ones (each costs tens of microseconds when its code was evicted from the cache between
+    runs)."""
+    nf = 0
+    nfe = 0
+    no = 0
+    nfile = 0
+    nvma = 0
+    nexec = 0
+    nq = 0
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        if c == OP_FAULT:
+            nq += 1
+        elif c == OP_FORK:
+            rows[0, nf] = i
+            nf += 1
+            rows[1, nfe] = i
+            nfe += 1
+        elif c == OP_EXIT:
+            rows[1, nfe] = i
+            nfe += 1
+        elif c == OP_OTHER:
+            rows[2, no] = i
+            no += 1
+        elif control:
+            if c == OP_THREAD or c == OP_VFORK or c == OP_EXEC:  # noqa: SIM109 - scalar compares for numba
+                rows[1, nfe] = i
+                nfe += 1
+                if c == OP_EXEC:
+                    nexec += 1
+            elif c == OP_FILE:
+                rows[3, nfile] = i
+                nfile += 1
+            elif c == OP_MMAP or c == OP_MUNMAP or c == OP_MPROTECT or c == OP_MADVF or c == OP_MREMAP:  # noqa: SIM109
+                rows[4, nvma] = i
+                nvma += 1
+    return nf, nfe, no, nfile, nvma, nexec, nexec + nf, nq
+
+
+@sjit
+def _fork_scan(ms: Any, nmm: int, fork_rows: Any, pos: int, end: int, prog: Any, tmm: Any,
+               nums: Any) -> tuple[int, int]:
+    """For ProgramRun._prepare(): the most VMA rows of any of the first ``nmm`` MMs (at least 1), and into ``nums``
+    the MM numbers (each once; -1 for a task that has none yet) of the tasks that fork in rows ``pos`` to ``end``;
+    (most, how many numbers). One compiled call for what took four numpy ones."""
+    most = 1
+    for num in range(nmm):
+        if ms[num, L.MS_NVMA] > most:
+            most = ms[num, L.MS_NVMA]
+    lo = 0
+    hi = fork_rows.shape[0]
+    while lo < hi:  # the first fork row at or after pos
+        mid = (lo + hi) // 2
+        if fork_rows[mid] < pos:
+            lo = mid + 1
+        else:
+            hi = mid
+    k = 0
+    for j in range(lo, fork_rows.shape[0]):
+        if fork_rows[j] >= end:
+            break
+        num = tmm[prog[fork_rows[j], P_TASK]]
+        seen = False
+        for q in range(k):
+            if nums[q] == num:
+                seen = True
+                break
+        if not seen:
+            nums[k] = num
+            k += 1
+    return most, k
+
+
 _NONE = np.zeros(0, dtype=np.int64)
+_NONE8 = np.zeros(0, dtype=np.int8)
+_NOVM = np.zeros((0, L.VM_COLS), dtype=np.int64)
 
 
 def _numbering() -> defaultdict[Any, int]:
@@ -1588,15 +1669,23 @@ class ProgramRun:
         self.steps = steps
         self.prog, self.names, self.rid, self.forks, self.exits, self.wpages, self.nmadv = _encode(steps)
         nt = max(len(self.names), 1)
-        self.tmm = np.full(nt, -1, dtype=np.int64)
-        self.tst = np.zeros(nt, dtype=np.int64)
-        self.tpid = np.zeros(nt, dtype=np.int64)
-        self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
-        self.st = np.zeros(S_LEN, dtype=np.int64)
-        codes = self.prog[:, P_OP]
-        self.fork_rows = np.flatnonzero(codes == OP_FORK)
-        self.fe_rows: list[int] = np.flatnonzero((codes == OP_FORK) | (codes == OP_EXIT)).tolist()
-        self.other_rows: list[int] = np.flatnonzero(codes == OP_OTHER).tolist()
+        keep = self._keep()
+        # the small arrays cut from one block (each numpy allocation costs microseconds, tens in a cold cache)
+        self._blk = np.zeros(7 * nt + max(len(self.rid), 1) + S_LEN + (1 if keep else _BATCH) * 6 + _FAULT_ROWS * 2
+                             + (4096 if keep else 1) * 4 + 64 * 3 + TL_LEN + 4 + K_COLS + X_LEN + 1, dtype=np.int64)
+        self._at = 0
+        self.tmm = self._take(nt)
+        self.tmm.fill(-1)
+        self.tst = self._take(nt)
+        self.tpid = self._take(nt)
+        self.rtab = self._take(max(len(self.rid), 1))
+        self.rtab.fill(MISSING)
+        self.st = self._take(S_LEN)
+        rows = np.empty((3, self.prog.shape[0]), dtype=np.int64)
+        nf, nfe, no, _nfile, _nvma, _nexec, _made, self.nfault = _row_index(self.prog[:, P_OP], rows, False)
+        self.fork_rows = rows[0, :nf]
+        self.fe_rows: list[int] = rows[1, :nfe].tolist()
+        self.other_rows: list[int] = rows[2, :no].tolist()
         self.light = False  # the current stretch neither forks nor exits (_light())
         self._tsig: tuple[int, int, int] | None = None  # (tasks, next pid, next MM) when the task tables were made
         self.tid = {name: i for i, name in enumerate(self.names)}
@@ -1606,35 +1695,47 @@ class ProgramRun:
                 self.rtab[i] = region
             else:
                 self.named.append((region, i))
-        self.ops1 = np.zeros((1 if self._keep() else _BATCH, 6), dtype=np.int64)  # run_program()'s access rows
-        self.faults = np.zeros((_FAULT_ROWS, 2), dtype=np.int64)
-        self.uf = np.zeros((4096 if self._keep() else 1, 4), dtype=np.int64)
-        self.rg = np.zeros((64, 2), dtype=np.int64)
-        self.vr = np.zeros(64, dtype=np.int64)
-        self.tal = np.zeros(TL_LEN, dtype=np.int64)  # recorded-fault outcomes and tallied decisions (S_TALLY)
-        self.rs = np.zeros(1, dtype=np.int64)  # rows with a reuse decision (S_TALLY: one per row, made then)
-        self.racy = np.zeros((1, 3), dtype=np.int64)  # racy recorded faults (row, folio before, after): FA_RACY
+        self.ops1 = self._take(1 if keep else _BATCH, 6)  # run_program()'s access rows
+        self.faults = self._take(_FAULT_ROWS, 2)
+        self.uf = self._take(4096 if keep else 1, 4)
+        self.rg = self._take(64, 2)
+        self.vr = self._take(64)
+        self.tal = self._take(TL_LEN)  # recorded-fault outcomes and tallied decisions (S_TALLY)
+        self.rs = self._take(1)  # rows with a reuse decision (S_TALLY: one per row, made then)
+        self.racy = self._take(1, 3)  # racy recorded faults (row, folio before, after): FA_RACY
         self.tobj: list[FastTask | None] = [None] * nt
         self.mobj: dict[int, FastMM] = {}
         self.templates: dict[int, list[Vma]] = {}
-        self._ids = self._ctask = self._morig = self._mtask = np.zeros(0, dtype=np.int64)
-        self._vfk = self._msimple = self._ftmp = np.zeros(0, dtype=np.int8)
-        self._vtmp = np.zeros((0, L.VM_COLS), dtype=np.int64)
+        self._ids = self._ctask = self._morig = self._mtask = _NONE  # empty: nothing is written into them
+        self._vfk = self._msimple = self._ftmp = _NONE8
+        self._vtmp = _NOVM
         self.control = False  # the control-plane opcodes run in the loop (enable_control())
-        self.mk = np.zeros((1, K_COLS), dtype=np.int64)
+        self.mk = self._take(1, K_COLS)
         self.mk[:, K_PLO] = kvma.NO_LO  # no MM's VMAs changed (fork reads it)
         self.mk[:, K_PHI] = -1
-        self.vst = np.zeros(X_LEN, dtype=np.int64)
-        self.ftab = np.full(1, -1, dtype=np.int64)
+        self.vst = self._take(X_LEN)
+        self.ftab = self._take(1)
+        self.ftab.fill(-1)
         self.fnames: list[str] = []
         self.fmade: dict[int, tuple[str, int, int, bool]] = {}  # files the program's file steps create, by number
-        self.file_rows = self.file_pages = np.zeros(0, dtype=np.int64)  # OP_FILE rows, their pages from each on
-        self.vma_rows = np.zeros(0, dtype=np.int64)  # the rows of the verbs that add VMA rows or move index slices
-        self.ttg = np.full((nt, 3), -1, dtype=np.int64)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
+        self.file_rows = self.file_pages = _NONE  # OP_FILE rows, their pages from each on
+        self.vma_rows = _NONE  # the rows of the verbs that add VMA rows or move index slices
+        self.ttg = self._take(nt, 3)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
+        self.ttg.fill(-1)
+        self._fnums = _NONE  # _prepare()'s MM numbers of the tasks that fork ahead (made at the first that has any)
+        self._end = len(steps)  # where the run _prepare() prepares for stops (_call()'s ``end``)
         self.marks = np.zeros((1, 3), dtype=np.int64)  # S_MARK: (trace rows, decisions, step) before each row
 
     def _keep(self) -> bool:
         return self.m.keep_decisions or self.m.record
+
+    def _take(self, rows: int, cols: int = 0) -> I64:
+        """The next ``rows`` (x ``cols``) zeros of the block __init__() cuts its small arrays from."""
+        at = self._at
+        n = rows * cols if cols else rows
+        self._at = at + n
+        part = self._blk[at:at + n]
+        return part.reshape(rows, cols) if cols else part
 
     def run(self) -> None:
         """Run every step: stretches in run_program(), what it stops at through FastWorkloadRunner._step()."""
@@ -1677,7 +1778,9 @@ class ProgramRun:
         arrays is made without leaving the tables (no Python object is read or written for it)."""
         m = self.m
         self.light = self._light(pos, end)
+        self._end = end  # fork's templates for the forks before ``end`` only (a run-trace program stops at snapshots)
         self._prepare(pos)
+        self._end = self.prog.shape[0]
         try:
             while True:
                 out = run_program(*m.args(), m.pexp, m.pcache.fc, m.pcache.pcs, m._scratch(), m.scr2, m.ent,
@@ -1696,7 +1799,7 @@ class ProgramRun:
         (accesses, recorded faults, madvise and scans only)."""
         other, fe = self.other_rows, self.fe_rows
         k = bisect_left(other, pos)
-        stop = other[k] if k < len(other) else end
+        stop = other[k] if k < len(other) and other[k] < end else end
         j = bisect_left(fe, pos)
         return not (j < len(fe) and fe[j] < stop)
 
@@ -1773,8 +1876,10 @@ class ProgramRun:
             ms[num, L.MS_USERS] = mm.users
             ms[num, L.MS_COUNT] = mm.count
             morig[num] = num
-        nmm = m._next["mm"]
-        most = max(1, int(ms[:nmm, L.MS_NVMA].max())) if nmm else 1
+        fork_rows = self.fork_rows
+        if self._fnums.shape[0] < fork_rows.shape[0]:
+            self._fnums = np.empty(fork_rows.shape[0], dtype=np.int64)
+        most, nfork = _fork_scan(ms, m._next["mm"], fork_rows, pos, self._end, self.prog, self.tmm, self._fnums)
         if self.exits or self.nmadv:  # what zap and the split will need (the VMAs are read only for that)
             pages = order = 0
             # only while the arrays may still grow: at their largest sizes _presize() changes nothing
@@ -1788,10 +1893,8 @@ class ProgramRun:
                     if not ordered:  # the largest order any VMA allows (an empty set allows none)
                         order = max(order, max(map(max, filter(None, map(_THP, vmas))), default=0))
             self._presize(pages, order)
-        fork_rows = self.fork_rows
-        ahead = fork_rows[np.searchsorted(fork_rows, pos):]
-        if len(ahead):  # fork copies every VMA (file and shared ones too), except VM_DONTFORK ones: Python does that
-            for num in set(self.tmm[np.unique(self.prog[ahead, P_TASK])].tolist()):
+        if nfork:  # fork copies every VMA (file and shared ones too), except VM_DONTFORK ones: Python does that
+            for num in self._fnums[:nfork].tolist():
                 forker = self.mobj.get(num)
                 if forker is None:
                     continue
@@ -2001,17 +2104,15 @@ class ProgramRun:
             self.tobj.extend([None] * grow)
             self.tid = {name: i for i, name in enumerate(self.names)}
         self.ttg = np.full((len(self.tmm), 3), -1, dtype=np.int64)
-        codes = self.prog[:, P_OP]
-        self.fe_rows = np.flatnonzero((codes == OP_FORK) | (codes == OP_EXIT) | (codes == OP_THREAD)
-                                      | (codes == OP_VFORK) | (codes == OP_EXEC)).tolist()
-        made = int(((codes == OP_EXEC) | (codes == OP_FORK)).sum())
-        self.exits += int((codes == OP_EXEC).sum())  # an exec may free its old MM's id: room in the id heap
+        rows = np.empty((5, self.prog.shape[0]), dtype=np.int64)
+        _nf, nfe, no, nfile, nvma, nexec, made, _nq = _row_index(self.prog[:, P_OP], rows, True)
+        self.fe_rows = rows[1, :nfe].tolist()
+        self.exits += nexec  # an exec may free its old MM's id: room in the id heap
         if made:  # a row per MM the program can make (exec's new MMs): no return to Python per doubling
             m._grow_rows("ms", m._next["mm"] + made + 1)
-        self.file_rows = np.flatnonzero(codes == OP_FILE)
-        self.vma_rows = np.flatnonzero((codes == OP_MMAP) | (codes == OP_MUNMAP) | (codes == OP_MPROTECT)
-                                       | (codes == OP_MADVF) | (codes == OP_MREMAP))
-        self.file_pages = np.cumsum(self.prog[self.file_rows, P_PAGES][::-1])[::-1]  # from each file row on
+        self.file_rows = rows[3, :nfile]
+        self.vma_rows = rows[4, :nvma]
+        self.file_pages = np.cumsum(self.prog[self.file_rows, P_PAGES][::-1])[::-1] if nfile else _NONE
         self.ftab = np.full(max(len(self.fnames), 1), -1, dtype=np.int64)
         self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
         self.named = []
@@ -2020,7 +2121,7 @@ class ProgramRun:
                 self.rtab[i] = region
             else:
                 self.named.append((region, i))
-        self.other_rows = np.flatnonzero(self.prog[:, P_OP] == OP_OTHER).tolist()
+        self.other_rows = rows[2, :no].tolist()
         self.control = True
 
     def _prepare_control(self, pos: int = 0) -> None:

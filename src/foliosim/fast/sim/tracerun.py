@@ -245,24 +245,35 @@ class TraceRunner(FastWorkloadRunner):
                 and kprog.compiled_unsupported(self.m) is None)
 
     def run_steps(self, steps: list[Step], base: int, on_step: Callable[[Step, int], None],
-                  races: Races | None = None) -> None:
+                  races: Races | None = None, stops: list[tuple[int, Callable[[], None]]] | None = None) -> None:
         """Run ``steps`` (step ``base`` onwards of the trace): what the step interpreter models in compiled stretches
         (:class:`TraceProgram`), every other step through ``on_step(step, index)`` (which calls :meth:`execute` and
         counts what it refuses) as one step at a time would, the racy faults of ``races`` through ``races.step``
         unless the loop notes their folios itself. An :class:`OracleViolation` leaves :attr:`index` at the step it
         stopped in. A few steps (fewer than :data:`STRETCH_MIN`) go one by one: encoding them and entering the loop
-        would cost more than it saves."""
+        would cost more than it saves. ``stops``: (k, fn), k ascending: ``fn()`` is called once the steps before
+        ``steps[k]`` have run and the machine's objects follow them (a live snapshot's check between two stretches
+        of one program: one encoding and one set of arrays for the whole list)."""
         if len(steps) < STRETCH_MIN or not self.compiled():
             racy = set(races.rows) if races is not None else set()
+            at = 0
             for k, step in enumerate(steps):
+                while stops and at < len(stops) and stops[at][0] <= k:
+                    stops[at][1]()
+                    at += 1
                 if k in racy:
                     assert races is not None
                     races.step(step, base + k)
                 else:
                     on_step(step, base + k)
+            for _k, fn in (stops or [])[at:]:
+                fn()
             return
         self.flush()
-        TraceProgram(self, steps, base, on_step, races).run()
+        program = TraceProgram(self, steps, base, on_step, races)
+        if stops:
+            program.stops = stops
+        program.run()
 
     def oracle_found(self) -> bool:
         """Whether the last batch stopped on an isolation finding (not on a failed consistency check)."""
@@ -300,6 +311,7 @@ class TraceProgram(kprog.ProgramRun):
         super().__init__(runner, steps)
         self.base = base
         self.on_step = on_step
+        self.stops: list[tuple[int, Callable[[], None]]] = []  # (row, fn): fn() once the run reaches the row
         self.st[kprog.S_TALLY] = 1
         self.rs = np.zeros(max(len(steps), 1), dtype=np.int64)
         self.races = races
@@ -349,19 +361,28 @@ class TraceProgram(kprog.ProgramRun):
     def run(self) -> None:
         m, r, steps, prog = self.m, self.r, self.steps, self.prog
         n = len(steps)
-        forks = int((prog[:, kprog.P_OP] == kprog.OP_FORK).sum()) if n else 0
+        forks = len(self.fork_rows)
         if forks:
             m._grow_rows("ms", m._next["mm"] + forks + 1)
-        faults = int((prog[:, kprog.P_OP] == kprog.OP_FAULT).sum()) if n else 0
+        faults = self.nfault
         if faults > 64:  # folio and page rows for a folio per recorded fault, at most: no return to grow each time
             m._room(min(faults, kprog._AHEAD_MAX), min(2 * faults, kprog._AHEAD_MAX), 2, 64)
         pos = 0
+        stops, at = self.stops, 0
         while pos < n:
-            if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER:
+            while at < len(stops) and stops[at][0] <= pos:  # the objects follow the rows before pos: _call() and
+                stops[at][1]()  # the steps Python ran materialized them
+                at += 1
+            end = stops[at][0] if at < len(stops) else n
+            # pins or pipes held, a step it does not model, or a few steps to the next stop (one by one, as
+            # run_steps() runs a few steps)
+            if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER or (stops and end - pos < STRETCH_MIN):
                 why = kprog.WHY_STEP
             else:
-                pos, why = self._call(pos, n)
+                pos, why = self._call(pos, end)
             if why == kprog.WHY_DONE:
+                if pos < n:
+                    continue
                 break
             if why == kprog.WHY_STEP:
                 if pos in self.racy_rows:
@@ -378,6 +399,8 @@ class TraceProgram(kprog.ProgramRun):
                 raise OracleViolation(f"fast engine: mm{int(self.st[kprog.S_MAPPED])} freed with mappings left")
             m._check_rc(int(self.st[kprog.S_RC]))  # raised as a batch of accesses raises it
             raise AssertionError(f"step {r.index + 1}: the interpreter stopped with rc {int(self.st[kprog.S_RC])}")
+        for _row, fn in stops[at:]:  # at the end of the list
+            fn()
 
     def _materialize(self) -> None:
         if self.control:  # first: the table and row bookkeeping after it reads the MMs' VMA lists
