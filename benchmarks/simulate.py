@@ -16,7 +16,7 @@ shared) covers running the steps (not generating them), medians of several runs.
 with 2..1024 children, and a synthetic first-touch + CoW workload from 1e3 to 1e7 faults fed to the fast engine as
 access arrays (docs/perf-simulate*.png). Memory: the fast engine's array bytes per resident page. Recorded real programs
 (examples/run-traces): ``foliosim run-trace``'s own simulation (foliosim.live.tracesim.simulate(), design kernel, oracle
-off) on both engines, its faults/s (the simulator's time as TraceRun measures it, and the whole call: both readings of
+off) on both engines, its faults/s (the simulator's time as TraceRun measures it, and the whole call: reading
 the trace, the live-snapshot checks), after checking that both engines give the same figures. Writes the "simulate"
 section of docs/performance.md (benchmarks/perfdoc.py); ``--traces-only`` measures only the recorded traces and replaces
 their table in that section.
@@ -253,7 +253,7 @@ def trace_table(runs: int, quick: bool) -> tuple[list[str], list[dict[str, Any]]
         "by cause, CoW decisions by rule and outcome, folios by kind and order, rejected steps, live agreement) "
         "are checked equal first. Faults: the recorded faults the simulator took. Simulator: the time TraceRun "
         "counts as simulating (running the steps; not converting the trace lines, not the snapshot checks). "
-        "Whole call: `simulate()` from the file, both readings of the trace (check, then convert as it runs) and "
+        "Whole call: `simulate()` from the file, reading and converting the trace (once; its steps kept) and "
         f"the live-snapshot checks included. Load average at the end: {load}.",
         "",
         "| trace | steps | faults | snapshots | reference faults/s (simulator) | fast faults/s (simulator) | "

@@ -180,11 +180,7 @@ class RunTrace:
             if not ((end == len(line) or (end == len(line) - 1 and line[end] == "\n")) and _event_ok(event)):
                 # parse_event names the line and the field (or accepts what the quick check leaves to it)
                 event = parse_event(line, f"{self.name} line {lineno}")
-            t = event["t"]
-            if t < last_t:
-                raise RunTraceError(f"{self.name} line {lineno}: field 't' goes back in time ({t} after {last_t}): "
-                                    "the file is sorted by t")
-            last_t = t
+            last_t = _in_order(event["t"], last_t, self.name, lineno)
             yield lineno, event
         if first:
             raise RunTraceError(f"{self.name}: empty file (no run-trace header)")
@@ -335,6 +331,15 @@ def _file(obj: dict[str, Any], where: str) -> None:
         _need(f, "path", _STR, w)
     if "shmem" in f:
         _need(f, "shmem", _BOOL, w)
+
+
+def _in_order(t: float, last_t: float, name: str, lineno: int) -> float:
+    """``t`` when it does not go back in time from ``last_t`` (the file is sorted by t); else the error naming the
+    line."""
+    if t < last_t:
+        raise RunTraceError(f"{name} line {lineno}: field 't' goes back in time ({t} after {last_t}): "
+                            "the file is sorted by t")
+    return t
 
 
 def parse_event(line: str, where: str) -> dict[str, Any]:
@@ -1015,11 +1020,7 @@ class _Converter:
                     ev = parse_event(line, f"{name} line {lineno}")
             else:  # json.loads() also allows whitespace around the object: such a line goes the long way
                 ev = parse_event(line, f"{name} line {lineno}")
-            t = ev["t"]
-            if t < last_t:
-                raise RunTraceError(f"{name} line {lineno}: field 't' goes back in time ({t} after {last_t}): "
-                                    "the file is sorted by t")
-            last_t = t
+            last_t = t = _in_order(ev["t"], last_t, name, lineno)
             if fault is not None:
                 if not n_events and "fault" not in counts:
                     counts["fault"] = 0  # the key where the reference puts it (the JSON's order)

@@ -279,6 +279,17 @@ def _tally_rows(st: Any, glob: Any, cow: Any, tal: Any, rs: Any, first: int, i: 
 
 
 @sjit
+def _access_row(ops: Any, k: int, prog: Any, j: int, m: int, vpn: int, write: bool) -> None:
+    """Row ``k`` of kern.access()'s operations from program row ``j``: MM row, first page, pages, write, fill."""
+    ops[k, 0] = m
+    ops[k, 1] = vpn
+    ops[k, 2] = prog[j, P_PAGES]
+    ops[k, 3] = 1 if write else 0
+    ops[k, 4] = prog[j, P_FILL]
+    ops[k, 5] = 0
+
+
+@sjit
 def _fault_rows(prog: Any, i: int, end: int, most: int, tst: Any, tmm: Any, rtab: Any, ms: Any, vm: Any, mv: Any,
                 ops: Any) -> int:
     """The recorded faults after row ``i`` (whose access row is ``ops[0]``) that join it in one access() call:
@@ -302,12 +313,7 @@ def _fault_rows(prog: Any, i: int, end: int, most: int, tst: Any, tmm: Any, rtab
         r = _find_vma(ms, vm, mv, m, vpn)
         if r < 0 or vm[r, L.V_WRITE if write else L.V_READ] == 0:
             break
-        ops[nb, 0] = m
-        ops[nb, 1] = vpn
-        ops[nb, 2] = prog[j, P_PAGES]
-        ops[nb, 3] = 1 if write else 0
-        ops[nb, 4] = prog[j, P_FILL]
-        ops[nb, 5] = 0
+        _access_row(ops, nb, prog, j, m, vpn, write)
         nb += 1
         j += 1
     return nb
@@ -882,12 +888,7 @@ def _access_rows(prog: Any, i: int, end: int, most: int, tst: Any, tmm: Any, rta
         base = rtab[prog[j, P_REG]]
         if base == MISSING:
             break
-        ops[nb, 0] = tmm[tn]
-        ops[nb, 1] = base + prog[j, P_FIRST]
-        ops[nb, 2] = prog[j, P_PAGES]
-        ops[nb, 3] = 1 if op == OP_WRITE else 0
-        ops[nb, 4] = prog[j, P_FILL]
-        ops[nb, 5] = 0
+        _access_row(ops, nb, prog, j, tmm[tn], base + prog[j, P_FIRST], op == OP_WRITE)
         nb += 1
         j += 1
     return nb
@@ -941,12 +942,7 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                         st[S_STEPS] += 1
                         i += 1
                         continue
-                    ops1[0, 0] = m
-                    ops1[0, 1] = base + prog[i, P_FIRST]
-                    ops1[0, 2] = prog[i, P_PAGES]
-                    ops1[0, 3] = 1 if write else 0
-                    ops1[0, 4] = prog[i, P_FILL]
-                    ops1[0, 5] = 0
+                    _access_row(ops1, 0, prog, i, m, base + prog[i, P_FIRST], write)
                     st[S_TAKEN] = 0
                     nb = 1
                     if not keep and not prog[i, P_ARG] & FA_RACY:  # the recorded faults after it, in one call
