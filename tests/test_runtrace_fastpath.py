@@ -163,6 +163,17 @@ def test_base_trace_reads_the_same() -> None:
     assert got == want
 
 
+@pytest.mark.parametrize("batch", [1, 2, 3])
+def test_batch_boundary_before_the_first_fault(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hand-over of the fault tallies before any fault line adds no "fault" event key early (nor one at all
+    in a trace without faults): the event counts keep the reference's keys and their order (the JSON's)."""
+    monkeypatch.setattr(runtrace, "BATCH_LINES", batch)
+    _check(RunTrace("t", text="\n".join([HEADER, *map(json.dumps, BASE)])))
+    no_faults = [e for e in BASE if e["ev"] != "fault"]
+    conv = _check(RunTrace("t", text="\n".join([HEADER, *map(json.dumps, no_faults)])))
+    assert "fault" not in conv.stats.events
+
+
 VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 2**64), st.floats(allow_nan=False, width=32),
                    st.text(max_size=3), st.just([]), st.just({}), st.just([1, 2]))
 

@@ -333,6 +333,17 @@ def _file(obj: dict[str, Any], where: str) -> None:
         _need(f, "shmem", _BOOL, w)
 
 
+def _add_fault_tallies(stats: ConvertStats, n_events: int, n_faults: int, n_writes: int, n_kernel: int) -> None:
+    """Add the one-pass reader's fault tallies to ``stats`` (no "fault" event key while no fault line was seen, as
+    the reference reading counts events)."""
+    if n_events:
+        stats.events["fault"] += n_events
+    stats.faults += n_faults
+    stats.fault_steps += n_faults
+    stats.write_faults += n_writes
+    stats.kernel_faults += n_kernel
+
+
 def _in_order(t: float, last_t: float, name: str, lineno: int) -> float:
     """``t`` when it does not go back in time from ``last_t`` (the file is sorted by t); else the error naming the
     line."""
@@ -1075,22 +1086,14 @@ class _Converter:
             if lineno >= batch_end:
                 batch_end = lineno + BATCH_LINES
                 stats.lines = lineno
-                counts["fault"] += n_events
-                stats.faults += n_faults
-                stats.fault_steps += n_faults
-                stats.write_faults += n_writes
-                stats.kernel_faults += n_kernel
+                _add_fault_tallies(stats, n_events, n_faults, n_writes, n_kernel)
                 n_events = n_faults = n_writes = n_kernel = 0
                 yield lineno
         if not header_seen:
             raise RunTraceError(f"{name}: empty file (no run-trace header)")
         if n_events:
             stats.lines = lineno
-            counts["fault"] += n_events
-        stats.faults += n_faults
-        stats.fault_steps += n_faults
-        stats.write_faults += n_writes
-        stats.kernel_faults += n_kernel
+        _add_fault_tallies(stats, n_events, n_faults, n_writes, n_kernel)
         for events_left in self.pending.values():
             self.stats.skipped["events of a task the trace never created"] += len(events_left)
             for _lineno, ev in events_left:
