@@ -964,6 +964,11 @@ class _Converter:
                 yield from on_fault(lineno, ev)
             else:
                 yield from self.event(lineno, ev)
+        self._count_pending()
+
+    def _count_pending(self) -> None:
+        """At the end of the trace: the events still waiting for a task the trace never created, counted as skipped
+        (their faults too)."""
         for events_left in self.pending.values():
             self.stats.skipped["events of a task the trace never created"] += len(events_left)
             for _lineno, ev in events_left:
@@ -1094,12 +1099,7 @@ class _Converter:
         if n_events:
             stats.lines = lineno
         _add_fault_tallies(stats, n_events, n_faults, n_writes, n_kernel)
-        for events_left in self.pending.values():
-            self.stats.skipped["events of a task the trace never created"] += len(events_left)
-            for _lineno, ev in events_left:
-                if ev["ev"] == "fault":
-                    self.stats.faults += 1
-                    self.stats.fault_skips["by a task the trace never created"] += 1
+        self._count_pending()
         self.fault_lines = None
         yield lineno
 
