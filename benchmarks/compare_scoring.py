@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--label", default="before", help="what the baseline is (e.g. a commit)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--warm", action="store_true", help="one untimed run of each tree first (numba caches)")
+    ap.add_argument("--no-write", action="store_true", help="print the section instead of writing docs/performance.md")
     args = ap.parse_args()
     trees = {args.label: args.baseline_src.resolve(), "this tree": ROOT / "src"}
     if args.warm:
@@ -80,6 +81,9 @@ def main() -> None:
     for name, values in times.items():
         lines.append(f"- {name}: {statistics.median(values):.1f} s ({min(values):.1f}-{max(values):.1f})")
     lines += ["", f"Both trees gave the same metric rows and headline (digest {digests.pop()})."]
+    if args.no_write:
+        print("\n".join(lines))
+        return
     path = update_section("compare-scoring", "\n".join(lines))
     print(f"wrote {path}")
 

@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
+from itertools import pairwise, repeat
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from foliosim.errors import FoliosimError, Rejected
 from foliosim.kconfig import KernelConfig
+from foliosim.rmap import PMD, PTE
 from foliosim.schemes.base import Design, UpdateCost, make_design, op_diff, update_cost
 from foliosim.system import MAP_OPS, Op
 
 MMS_CAP = 8
 Key = tuple[str, str, int, int]
 MetricRow = tuple[str, str, int, int, float]
+I64 = npt.NDArray[np.int64]
 
 #: consumers whose questions form one decision per group (a khugepaged PMD range)
 GROUPED = ("khugepaged",)
@@ -106,6 +113,221 @@ class ScoringStream:
                      end_step)
         stream.check()
         return stream
+
+
+_consume: Any = deque(maxlen=0).extend
+
+
+def made(cls: type, n: int, setters: tuple[Any, ...], *columns: Iterable[Any]) -> list[Any]:
+    """``n`` objects of the frozen slotted dataclass ``cls``, field k of each from ``columns[k]``, without its
+    ``__init__``: the objects made, then each field set through its slot's descriptor, one C-level map per field (a
+    Python call per object costs more; a census asks thousands of questions at once)."""
+    objs: list[Any] = list(map(object.__new__, repeat(cls, n)))
+    for setter, column in zip(setters, columns, strict=True):
+        _consume(map(setter, objs, column))
+    return objs
+
+
+QSET = tuple(getattr(Question, name).__set__ for name in ("pos", "folio", "consumer", "truth", "group", "weight",
+                                                             "limit", "refs_ok"))
+OPSET = tuple(getattr(Op, name).__set__ for name in ("op", "mm", "folio", "order", "level", "page", "nr"))
+
+
+class Names:
+    """Values by number (``fmt.format(n)``, or ``n`` itself when ``fmt`` is None), taken from an object array many
+    at once; number -1 is None."""
+
+    def __init__(self, fmt: str | None) -> None:
+        self.fmt = fmt
+        self.arr = np.array([None], dtype=object)  # the values of 0..len-2, None last (index -1)
+
+    def take(self, numbers: I64) -> list[Any]:
+        top = int(numbers.max(initial=-1)) + 1
+        if top >= len(self.arr):
+            size = max(2 * len(self.arr), top + 1)
+            values: list[Any] = list(range(size)) if self.fmt is None else list(map(self.fmt.format, range(size)))
+            self.arr = np.array([*values, None], dtype=object)
+        out: list[Any] = self.arr[numbers].tolist()
+        return out
+
+
+#: a columnar stream's op kinds by code (the compiled engine's numbering, foliosim.fast.kernels K_*)
+OP_KINDS = ("mm_new", "mm_free", "folio_new", "folio_free", "map_new_anon", "map", "dup", "unmap")
+K_FOLIO_NEW, K_FOLIO_FREE, K_MAP_NEW_ANON, K_UNMAP = (OP_KINDS.index(k) for k in ("folio_new", "folio_free",
+                                                                                   "map_new_anon", "unmap"))
+_KIND_NAMES = np.array(OP_KINDS, dtype=object)
+#: a columnar op's level by code: 0 PTE, 1 PMD, -1 none
+LEVELS = np.array([PTE, PMD, None], dtype=object)
+FOLIO_NAMES = Names("f{}")  # folio ``f<n>`` by number
+MM_NAMES = Names("mm{}")  # MM ``mm<n>`` by number
+_NUMBERS = Names(None)
+
+
+@dataclass(slots=True)
+class StreamColumns:
+    """A stream's ops and questions as numpy columns, one row per op / question (a compiled engine's driving run).
+
+    Ops: ``kind`` (:data:`OP_KINDS` code), ``mm`` (MM ``mm<n>``), ``folio`` (``f<n>``), ``order``, ``level``
+    (:data:`LEVELS` code), ``page``, ``nr``; -1 stands for None in the first five. ``direct``: ops given as objects
+    by index (their columns kind, folio, order, level, nr still filled). Questions: ``qpos``, ``qfolio`` (folio
+    number), ``qconsumer`` (index into ``consumers``), ``qtruth``, ``qgroup``, ``qweight``, ``qlimit``, ``qrefs``.
+    """
+
+    kind: I64
+    mm: I64
+    folio: I64
+    order: I64
+    level: I64
+    page: I64
+    nr: I64
+    direct: dict[int, Op]
+    qpos: I64
+    qfolio: I64
+    qconsumer: I64
+    qtruth: npt.NDArray[np.bool_]
+    qgroup: I64
+    qweight: I64
+    qlimit: I64
+    qrefs: npt.NDArray[np.bool_]
+    consumers: tuple[str, ...]
+
+    def ops(self, index: I64 | None = None) -> list[Op]:
+        """The Op objects of the ops at ``index`` (ascending; all when None), in that order."""
+        if index is None:
+            index = np.arange(len(self.kind), dtype=np.int64)
+        c = self
+        out = made(Op, len(index), OPSET, _KIND_NAMES[c.kind[index]].tolist(), MM_NAMES.take(c.mm[index]),
+                   FOLIO_NAMES.take(c.folio[index]), _NUMBERS.take(c.order[index]), LEVELS[c.level[index]].tolist(),
+                   c.page[index].tolist(), c.nr[index].tolist())
+        if c.direct and len(index):  # ``index`` ascends
+            keys = np.fromiter(c.direct, dtype=np.int64, count=len(c.direct))
+            at = np.minimum(np.searchsorted(index, keys), len(index) - 1)
+            hit = index[at] == keys
+            for key, k in zip(keys[hit].tolist(), at[hit].tolist(), strict=True):
+                out[k] = c.direct[key]
+        return out
+
+    def questions(self, index: I64 | None = None) -> list[Question]:
+        """The Question objects of the questions at ``index`` (all when None), in that order."""
+        if index is None:
+            index = np.arange(len(self.qpos), dtype=np.int64)
+        names = np.array(self.consumers, dtype=object)
+        return made(Question, len(index), QSET, self.qpos[index].tolist(), FOLIO_NAMES.take(self.qfolio[index]),
+                    names[self.qconsumer[index]].tolist() if len(names) else [], self.qtruth[index].tolist(),
+                    self.qgroup[index].tolist(), self.qweight[index].tolist(), self.qlimit[index].tolist(),
+                    self.qrefs[index].tolist())
+
+
+def _number(folio: str) -> int:
+    """The number of a folio named ``f<n>``."""
+    if not (folio.startswith("f") and folio[1:].isdigit()):
+        raise StreamError(f"a columnar stream names its folios f<n>, not {folio!r}")
+    return int(folio[1:])
+
+
+_OPS_SLOT: Any = ScoringStream.__dict__["ops"]
+_QUESTIONS_SLOT: Any = ScoringStream.__dict__["questions"]
+
+
+class ColumnStream(ScoringStream):
+    """A :class:`ScoringStream` kept as :class:`StreamColumns`: :func:`score_stream` reads the columns and makes
+    objects only for what a design is fed one by one (ops not on order-0 folios, questions outside a census);
+    ``ops`` and ``questions`` are made from the columns when first read. Setting either (not changing the lists
+    read) makes the objects the stream: the columns are no longer read (:attr:`columnar`)."""
+
+    __slots__ = ("_made_ops", "_made_questions", "columnar", "columns")
+
+    def __init__(self, config: KernelConfig, driver: str, columns: StreamColumns, op_step: list[int],
+                 op_mms: list[int], end_step: int) -> None:
+        self.columns = columns
+        ScoringStream.__init__(self, config, driver, [], op_step, op_mms, [], end_step)
+        self._made_ops = self._made_questions = False
+        self.columnar = True
+
+    @classmethod
+    def of(cls, stream: ScoringStream) -> ColumnStream:
+        """``stream`` as columns (folios named ``f<n>``; an op on an MM not named ``mm<n>`` kept as its object):
+        the columnar path checked against the object path on any stream."""
+        ops = stream.ops
+        n = len(ops)
+        cols = np.zeros((7, n), dtype=np.int64)
+        direct: dict[int, Op] = {}
+        for i, op in enumerate(ops):
+            number = -1
+            if op.mm is not None:
+                if op.mm.startswith("mm") and op.mm[2:].isdigit():
+                    number = int(op.mm[2:])
+                else:
+                    direct[i] = op
+            cols[:, i] = (OP_KINDS.index(op.op), number, -1 if op.folio is None else _number(op.folio),
+                          -1 if op.order is None else op.order, -1 if op.level is None else int(op.level is PMD),
+                          op.page, op.nr)
+        qs = stream.questions
+        consumers = tuple(dict.fromkeys(q.consumer for q in qs))
+        q_cols = [np.array(values, dtype=np.int64) for values in (
+            [q.pos for q in qs], [_number(q.folio) for q in qs], [consumers.index(q.consumer) for q in qs],
+            [q.group for q in qs], [q.weight for q in qs], [q.limit for q in qs])]
+        kind, mm, folio, order, level, page, nr = cols
+        columns = StreamColumns(kind, mm, folio, order, level, page, nr, direct, q_cols[0], q_cols[1], q_cols[2],
+                                np.array([q.truth for q in qs], dtype=bool), q_cols[3], q_cols[4], q_cols[5],
+                                np.array([q.refs_ok for q in qs], dtype=bool), consumers)
+        return cls(stream.config, stream.driver, columns, list(stream.op_step), list(stream.op_mms), stream.end_step)
+
+    @property
+    def ops(self) -> list[Op]:
+        if not self._made_ops:
+            _OPS_SLOT.__set__(self, self.columns.ops())
+            self._made_ops = True
+        got: list[Op] = _OPS_SLOT.__get__(self)
+        return got
+
+    @ops.setter
+    def ops(self, value: list[Op]) -> None:
+        _OPS_SLOT.__set__(self, value)
+        self._made_ops = True
+        self.columnar = False
+
+    @property
+    def questions(self) -> list[Question]:
+        if not self._made_questions:
+            _QUESTIONS_SLOT.__set__(self, self.columns.questions())
+            self._made_questions = True
+        got: list[Question] = _QUESTIONS_SLOT.__get__(self)
+        return got
+
+    @questions.setter
+    def questions(self, value: list[Question]) -> None:
+        _QUESTIONS_SLOT.__set__(self, value)
+        self._made_questions = True
+        self.columnar = False
+
+    def check(self) -> None:
+        if not self.columnar:
+            ScoringStream.check(self)
+            return
+        c = self.columns
+        n = len(c.kind)
+        if not n == len(self.op_step) == len(self.op_mms):
+            raise StreamError(f"stream of {self.driver}: {n} ops, {len(self.op_step)} steps, "
+                              f"{len(self.op_mms)} MM counts (they must be equal)")
+        pos = c.qpos
+        if len(pos):
+            prev = np.concatenate(([0], np.maximum.accumulate(pos)[:-1]))
+            bad = np.flatnonzero((pos < prev) | (pos > n))
+            if len(bad):
+                index = int(bad[0])
+                raise StreamError(f"stream of {self.driver}: question {index} at op {int(pos[index])} is out of "
+                                  f"order (previous at {int(prev[index])}, {n} ops)")
+
+    def digest(self) -> str:
+        if not self.columnar:
+            return ScoringStream.digest(self)
+        c = self.columns
+        consumers = np.array(c.consumers, dtype=object)
+        text = "".join(map("{}|{}|{}|{}|{}|{}\n".format, c.qpos.tolist(), FOLIO_NAMES.take(c.qfolio),
+                           consumers[c.qconsumer].tolist() if len(consumers) else [],
+                           c.qtruth.astype(np.int64).tolist(), c.qgroup.tolist(), c.qweight.tolist()))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def cost_fields() -> tuple[str, ...]:
@@ -338,6 +560,10 @@ class _Plan:
     gap: list[bool] = field(default_factory=list)
     census: dict[int, list[tuple[str, bool, Key]]] = field(default_factory=dict)
     census_values: defaultdict[Key, float] = field(default_factory=lambda: defaultdict(float))
+    large_ops: list[Op] = field(default_factory=list)  # the ops at ``large``, their steps and MMs columns
+    large_step: list[int] = field(default_factory=list)
+    large_mms: list[int] = field(default_factory=list)
+    questions: list[Question | None] = field(default_factory=list)  # None: a census question answered in bulk
 
 
 def _plan(stream: ScoringStream) -> _Plan:
@@ -433,31 +659,159 @@ def _plan(stream: ScoringStream) -> _Plan:
         for name in cost_fields():
             value = sum(n * getattr(c, name) for n, c in zip(counts, costs, strict=True))
             plan.small_values[(name, "", 0, 0)] = float(value)
+    plan.large_ops = [ops[index] for index in large]
+    plan.large_step = [stream.op_step[index] for index in large]
+    plan.large_mms = [op_mms[index] for index in large]
+    plan.questions = list(stream.questions)
+    return plan
+
+
+def _segments(keys: I64) -> tuple[I64, I64]:
+    """For ``keys`` sorted ascending: each element's segment start (first index of its run of equal keys) and
+    the starts of the runs."""
+    n = len(keys)
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if n else np.zeros(0, dtype=np.int64)
+    lengths = np.diff(np.concatenate((starts, [n])))
+    return np.repeat(starts, lengths), starts
+
+
+def _plan_columns(stream: ColumnStream) -> _Plan | None:
+    """:func:`_plan` from a stream's columns, in bulk; None when the stream is anything but what a simulator
+    records (a folio number reused or freed twice, an op outside its folio's life, a small folio's mapcount going
+    below 0 or freed while mapped, a question on a folio not alive): the object path then says what is wrong."""
+    c = stream.columns
+    n = len(c.kind)
+    kind, folio = c.kind, c.folio
+    mms = np.asarray(stream.op_mms, dtype=np.int64).reshape(n)
+    index = np.arange(n, dtype=np.int64)
+    has = folio >= 0
+    top = int(folio.max(initial=-1)) + 1
+    if len(c.qfolio):
+        top = max(top, int(c.qfolio.max()) + 1)
+    new_at = np.flatnonzero(kind == K_FOLIO_NEW)
+    free_at = np.flatnonzero(kind == K_FOLIO_FREE)
+    born = np.full(top, n + 1, dtype=np.int64)  # a folio's folio_new (n + 1: none)
+    died = np.full(top, n + 1, dtype=np.int64)  # its folio_free
+    if (folio[new_at] < 0).any() or (folio[free_at] < 0).any():
+        return None
+    born[folio[new_at]] = new_at
+    died[folio[free_at]] = free_at
+    if len(np.unique(folio[new_at])) != len(new_at) or len(np.unique(folio[free_at])) != len(free_at):
+        return None
+    f_ops = folio[has]
+    at = index[has]
+    if (born[f_ops] > at).any() or (died[f_ops] < at).any():
+        return None
+    order = np.full(top, -1, dtype=np.int64)
+    order[folio[new_at]] = c.order[new_at]
+    if (order[folio[new_at]] < 0).any():
+        return None
+    small_op = np.zeros(n, dtype=bool)
+    small_op[at] = order[f_ops] == 0
+    # per folio, its ops in stream order: a small folio's mapcount after each, a large one's most MMs so far
+    by = np.argsort(f_ops, kind="stable")
+    sf, si = f_ops[by], at[by]
+    k = kind[si]
+    diff = np.where(c.level[si] == 1, 1, c.nr[si])
+    delta = np.where(k == K_MAP_NEW_ANON, 1, np.where(k == K_UNMAP, -diff, np.where(k > K_MAP_NEW_ANON, diff, 0)))
+    start, _starts = _segments(sf)
+    total = np.cumsum(delta)
+    total -= (total - delta)[start] if len(total) else total[:0]
+    small_s = order[sf] == 0
+    if (small_s & (total < 0)).any() or (small_s & (k == K_FOLIO_FREE) & (total != 0)).any():
+        return None
+    m = np.where((k == K_FOLIO_NEW) | (k == K_FOLIO_FREE), 0, mms[si])
+    if len(m) and m.min() < 0:
+        return None
+    span = int(m.max(initial=0)) + 1
+    peak = np.maximum.accumulate(m + sf * span) - sf * span if len(m) else m
+    plan = _Plan()
+    large_at = np.flatnonzero(~small_op)
+    plan.large = large_at.tolist()
+    plan.large_ops = c.ops(large_at)
+    step = stream.op_step
+    plan.large_step = [step[i] for i in plan.large]
+    plan.large_mms = mms[large_at].tolist()
+    small_k = kind[small_op]
+    counts = (int((small_k == K_MAP_NEW_ANON).sum()), int((small_k > K_MAP_NEW_ANON).sum()))
+    if counts[0] + counts[1]:
+        costs = (update_cost(0, 0, 1), update_cost(1, 0, 1))  # PageMapcounts.charge() of order 0: {page 0}
+        plan.small_values[("updates", "", 0, 0)] = float(counts[0] + counts[1])
+        for name in cost_fields():
+            value = sum(count * getattr(cost, name) for count, cost in zip(counts, costs, strict=True))
+            plan.small_values[(name, "", 0, 0)] = float(value)
+    # questions: the last op on its folio before it
+    qpos, qf = c.qpos, c.qfolio
+    nq = len(qpos)
+    if nq and ((qf < 0).any() or (born[qf] >= qpos).any() or (died[qf] < qpos).any()):
+        return None
+    last = np.searchsorted(sf * (n + 1) + si, qf * (n + 1) + qpos) - 1  # that op, in the sorted order
+    qorder = order[qf]
+    small_q = qorder == 0
+    qmms = np.where(small_q, 0, np.minimum(peak[last], MMS_CAP)) if nq else qpos
+    plan.order = qorder.tolist()
+    plan.mms = qmms.tolist()
+    answers = np.full(nq, None, dtype=object)
+    sq = np.flatnonzero(small_q)
+    answers[sq] = (total[last[sq]] > 1).tolist()  # a small folio's answer: mapped more than once
+    plan.small = answers.tolist()
+    gap = qpos > np.concatenate(([0], qpos[:-1]))
+    plan.gap = gap.tolist()
+    census = np.zeros(nq, dtype=bool)
+    if CENSUS in c.consumers:
+        census = (c.qconsumer == c.consumers.index(CENSUS)) & (c.qgroup < 0) & ~small_q
+    first = census & (gap | ~np.concatenate(([False], census[:-1])))  # where a bulk of census questions begins
+    asked = np.flatnonzero(~census)
+    objects: list[Question | None] = [None] * nq
+    for qi, q in zip(asked.tolist(), c.questions(asked), strict=True):
+        objects[qi] = q
+    plan.questions = objects
+    if census.any():
+        cq = np.flatnonzero(census)
+        truth = c.qtruth[cq]
+        code = (qorder[cq] * (MMS_CAP + 1) + qmms[cq]) * 2 + truth  # (order, mms, truth)
+        kinds, inverse = np.unique(code, return_inverse=True)
+        keys = np.empty(len(kinds), dtype=object)
+        for j, value in enumerate(kinds.tolist()):
+            o, rest = divmod(value // 2, MMS_CAP + 1)
+            keys[j] = ("false_exclusive" if value & 1 else "false_shared", CENSUS, o, rest)
+        entries = list(zip(FOLIO_NAMES.take(qf[cq]), truth.tolist(), keys[inverse].tolist(), strict=True))
+        bounds = [*np.searchsorted(cq, np.flatnonzero(first)).tolist(), len(cq)]
+        for a, b in pairwise(bounds):
+            plan.census[int(cq[a])] = entries[a:b]
+        values = plan.census_values
+        for (value, exact), count in Counter(zip(kinds[inverse].tolist(), truth.tolist(), strict=True)).items():
+            o, rest = divmod(value // 2, MMS_CAP + 1)
+            values[("checks", CENSUS, o, rest)] += count
+            if exact:
+                values[("exact_shared", CENSUS, o, rest)] += count
     return plan
 
 
 def _replay(scorer: Scorer, stream: ScoringStream, plan: _Plan) -> None:
     """Feed ``scorer`` the stream's ops on large folios (and MMs) and ask it every question, by ``plan``."""
-    ops, op_step, op_mms, large = stream.ops, stream.op_step, stream.op_mms, plan.large
+    ops, op_step, op_mms, large = plan.large_ops, plan.large_step, plan.large_mms, plan.large
     apply, ask = scorer.op, scorer._replayed
     order, mms, small, gap, census = plan.order, plan.mms, plan.small, plan.gap, plan.census
     values = scorer.tally.values
     tracks = scorer.tracks
     maybe_shared = None if scorer._cached else scorer.design.maybe_shared
     li, nlarge = 0, len(large)
-    questions = stream.questions
+    questions = plan.questions
+    positions = stream.columns.qpos.tolist() if isinstance(stream, ColumnStream) and stream.columnar else \
+        [q.pos for q in stream.questions]
     qi, nq = 0, len(questions)
     while qi < nq:
-        q = questions[qi]
-        pos = q.pos
+        pos = positions[qi]
         while li < nlarge and large[li] < pos:
-            index = large[li]
-            apply(ops[index], op_step[index], op_mms[index])
+            apply(ops[li], op_step[li], op_mms[li])
             li += 1
         if gap[qi] and scorer.group is not None:
             scorer._close_group()
         bulk = census.get(qi)
         if bulk is None:
+            q = questions[qi]
+            assert q is not None
             ask(q, order[qi], mms[qi], small[qi])
             qi += 1
             continue
@@ -474,8 +828,8 @@ def _replay(scorer: Scorer, stream: ScoringStream, plan: _Plan) -> None:
                     values[key] += 1
         scorer.questions += len(bulk)
         qi += len(bulk)
-    for index in large[li:]:
-        apply(ops[index], op_step[index], op_mms[index])
+    for rest in range(li, nlarge):
+        apply(ops[rest], op_step[rest], op_mms[rest])
     for key, value in plan.small_values.items():
         values[key] += value
     for key, value in plan.census_values.items():
@@ -490,8 +844,7 @@ def score_stream(stream: ScoringStream, designs: Iterable[str], *, replay: bool 
     same metrics, slower: tests compare the two)."""
     stream.check()
     digest = stream.digest()
-    queue = stream.questions
-    ops, op_step, op_mms = stream.ops, stream.op_step, stream.op_mms
+    nq = len(stream.columns.qpos) if isinstance(stream, ColumnStream) and stream.columnar else len(stream.questions)
     plan: _Plan | None = None
     out: list[Scored] = []
     for name in designs:
@@ -500,10 +853,13 @@ def score_stream(stream: ScoringStream, designs: Iterable[str], *, replay: bool 
         scorer = Scorer(design, replay=replay)
         if replay and design.small_folios_plain:
             if plan is None:
-                plan = _plan(stream)
+                plan = _plan_columns(stream) if isinstance(stream, ColumnStream) and stream.columnar else None
+                plan = plan or _plan(stream)
             _replay(scorer, stream, plan)
         else:
             apply, ask = scorer.op, scorer.question
+            queue = stream.questions
+            ops, op_step, op_mms = stream.ops, stream.op_step, stream.op_mms
             pos = 0
             for q in queue:  # the ops before each question (check(): positions ascend), then the question
                 for index in range(pos, q.pos):
@@ -513,11 +869,11 @@ def score_stream(stream: ScoringStream, designs: Iterable[str], *, replay: bool 
             for index in range(pos, len(ops)):
                 apply(ops[index], op_step[index], op_mms[index])
         scorer.finish(stream.end_step)
-        if scorer.questions != len(queue):  # every design answers exactly the stream's questions
-            raise StreamError(f"{name} answered {scorer.questions} of {len(queue)} questions")
+        if scorer.questions != nq:  # every design answers exactly the stream's questions
+            raise StreamError(f"{name} answered {scorer.questions} of {nq} questions")
         out.append(Scored(name, scorer.tally.rows(), scorer.questions, digest, time.perf_counter() - began))
     return out
 
 
-__all__ = ["CENSUS", "GROUPED", "MMS_CAP", "Question", "Scored", "Scorer", "ScoringStream", "StreamError", "Tally",
-           "cost_fields", "score_stream"]
+__all__ = ["CENSUS", "GROUPED", "MMS_CAP", "OP_KINDS", "ColumnStream", "Names", "Question", "Scored", "Scorer",
+           "ScoringStream", "StreamColumns", "StreamError", "Tally", "cost_fields", "made", "score_stream"]

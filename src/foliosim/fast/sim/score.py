@@ -37,8 +37,7 @@ from __future__ import annotations
 import gc
 import hashlib
 from bisect import bisect_left
-from collections import Counter, deque
-from collections.abc import Iterable
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter
@@ -49,7 +48,21 @@ import numpy as np
 import numpy.typing as npt
 
 from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, FAULT_PROT, FAULT_TAKEN
-from foliosim.evaluate.stream import CENSUS, MetricRow, Question, ScoringStream, Tally
+from foliosim.evaluate.stream import (
+    CENSUS,
+    FOLIO_NAMES,
+    LEVELS,
+    MM_NAMES,
+    OP_KINDS,
+    OPSET,
+    ColumnStream,
+    MetricRow,
+    Names,
+    ScoringStream,
+    StreamColumns,
+    Tally,
+    made,
+)
 from foliosim.fast import kernels as K
 from foliosim.fast._jit import HAVE_NUMBA, jit
 from foliosim.fast.sim import files, kern, kprog
@@ -57,7 +70,7 @@ from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import OP_NAMES, FastMachine, FastMM, Unsupported
 from foliosim.fast.sim.steps import FastRunStats, FastWorkloadRunner
 from foliosim.kconfig import KernelConfig
-from foliosim.rmap import PMD, PTE
+from foliosim.rmap import PMD
 from foliosim.system import Op
 from foliosim.vm.events import SimError
 from foliosim.vm.machine import MachineOptions
@@ -123,48 +136,7 @@ _fresh_cache(access_marked)
 NO_QUESTIONS = np.zeros(0, dtype=np.int64)
 #: a directly appended op's row kind (FastMachine's mm_new/mm_free Op objects, made without a trace row)
 NO_ROW = -1
-_QSET = tuple(getattr(Question, name).__set__ for name in ("pos", "folio", "consumer", "truth", "group", "weight",
-                                                              "limit", "refs_ok"))
-_OPSET = tuple(getattr(Op, name).__set__ for name in ("op", "mm", "folio", "order", "level", "page", "nr"))
-_consume: Any = deque(maxlen=0).extend
-
-
-def _made(cls: type, n: int, setters: tuple[Any, ...], *columns: Iterable[Any]) -> list[Any]:
-    """``n`` objects of the frozen slotted dataclass ``cls``, field k of each from ``columns[k]``, without its
-    ``__init__``: the objects made, then each field set through its slot's descriptor, one C-level map per field (a
-    Python call per object costs more; a census asks thousands of questions at once)."""
-    objs: list[Any] = list(map(object.__new__, repeat(cls, n)))
-    for setter, column in zip(setters, columns, strict=True):
-        _consume(map(setter, objs, column))
-    return objs
-
-
-_OP_NAMES = np.array([OP_NAMES.get(k) for k in range(max(OP_NAMES) + 1)], dtype=object)
-_LEVELS = np.array([None, PTE, PMD], dtype=object)
-
-
-class Names:
-    """Values by number (``fmt.format(n)``, or ``n`` itself when ``fmt`` is None), taken from an object array many
-    at once; number -1 is None."""
-
-    def __init__(self, fmt: str | None) -> None:
-        self.fmt = fmt
-        self.arr = np.array([None], dtype=object)  # the values of 0..len-2, None last (index -1)
-
-    def take(self, numbers: I64) -> list[Any]:
-        top = int(numbers.max(initial=-1)) + 1
-        if top >= len(self.arr):
-            size = max(2 * len(self.arr), top + 1)
-            values: list[Any] = list(range(size)) if self.fmt is None else list(map(self.fmt.format, range(size)))
-            self.arr = np.array([*values, None], dtype=object)
-        out: list[Any] = self.arr[numbers].tolist()
-        return out
-
-
-def _questions(pos: int, folios: list[str], consumer: str, truths: list[bool]) -> list[Question]:
-    """``[Question(pos, folio, consumer, truth) ...]`` (:func:`_made`)."""
-    return _made(Question, len(folios), _QSET, repeat(pos), folios, repeat(consumer), truths, repeat(-1), repeat(1),
-                 repeat(0), repeat(True))
+assert all(OP_NAMES[k] == OP_KINDS[k] for k in OP_NAMES)  # a trace row's kind is its columnar op's kind
 
 
 @jit
@@ -277,7 +249,11 @@ class StreamBuilder:
         self.applied = 0
         self.groups = 0
         self.pending: list[int] = []  # mm_new ops whose step is that of the next sync (see add())
-        self.fnames = Names("f{}")  # folio names by number
+        # the questions, column by column (StreamColumns q*); consumers by code
+        self.qcols: tuple[list[int], list[int], list[int], list[bool], list[int], list[int], list[int],
+                          list[bool]] = ([], [], [], [], [], [], [], [])  # single questions not yet in a chunk
+        self.qchunks: list[tuple[npt.NDArray[Any], ...]] = []  # batches of questions, one array per column
+        self.consumers: dict[str, int] = {}
 
     @property
     def nops(self) -> int:
@@ -372,10 +348,37 @@ class StreamBuilder:
             if len(after):
                 self.resolve(int(steps[after[0]]))
         counts = self.advance(int(pos[-1]), pos, folios)
+        self._chunk(pos, folios, consumer, counts > 1, np.asarray(refs_ok, dtype=bool))
+
+    def _chunk(self, pos: I64, folios: I64, consumer: str, truths: npt.NDArray[np.bool_],
+               refs_ok: npt.NDArray[np.bool_] | None = None) -> None:
+        """A batch of questions (folio numbers; group -1, weight 1, limit 0) after those asked before."""
         k = len(pos)
-        self.stream.questions.extend(_made(Question, k, _QSET, pos.tolist(), self.fnames.take(folios),
-                                           repeat(consumer), (counts > 1).tolist(), repeat(-1), repeat(1),
-                                           repeat(0), refs_ok))
+        if not k:
+            return
+        if self.qcols[0]:
+            self._flush_questions()
+        code = self.consumers.setdefault(consumer, len(self.consumers))
+        i64 = np.int64
+        self.qchunks.append((pos.astype(i64), folios.astype(i64), np.full(k, code, dtype=i64), truths,
+                             np.full(k, -1, dtype=i64), np.ones(k, dtype=i64), np.zeros(k, dtype=i64),
+                             np.ones(k, dtype=bool) if refs_ok is None else refs_ok))
+
+    def _flush_questions(self) -> None:
+        """The single questions asked so far as a chunk."""
+        i64 = np.int64
+        self.qchunks.append(tuple(np.array(col, dtype=bool if j in (3, 7) else i64)
+                                  for j, col in enumerate(self.qcols)))
+        for col in self.qcols:
+            col.clear()
+
+    def _question(self, pos: int, folio: int, consumer: str, truth: bool, group: int, weight: int, limit: int,
+                  refs_ok: bool) -> None:
+        """One question appended to the columns."""
+        code = self.consumers.setdefault(consumer, len(self.consumers))
+        cols: tuple[list[Any], ...] = self.qcols
+        for col, value in zip(cols, (pos, folio, code, truth, group, weight, limit, refs_ok), strict=True):
+            col.append(value)
 
     def _mms(self, folio: str) -> int:
         f = int(folio[1:])
@@ -387,8 +390,7 @@ class StreamBuilder:
         if self.pending and self.pending[0] < pos:
             self.resolve(step)
         self.advance(pos)
-        self.stream.questions.append(Question(pos, folio, consumer, self._mms(folio) > 1, group, weight, limit,
-                                              refs_ok))
+        self._question(pos, int(folio[1:]), consumer, self._mms(folio) > 1, group, weight, limit, refs_ok)
 
     def ask_mapped(self, folios: I64, consumer: str, step: int) -> None:
         """:meth:`ask` about each of ``folios`` (numbers) that some MM maps, all after the whole stream so far."""
@@ -401,33 +403,53 @@ class StreamBuilder:
             return
         if self.pending and self.pending[0] < pos:
             self.resolve(step)
-        self.stream.questions.extend(_questions(pos, self.fnames.take(folios[mapped]), consumer,
-                                                (counts[mapped] > 1).tolist()))
+        asked = folios[mapped]
+        self._chunk(np.full(len(asked), pos, dtype=np.int64), asked, consumer, counts[mapped] > 1)
 
     def mapped(self, folio: str) -> bool:
         self.advance(self.nops)
         return self._mms(folio) > 0
 
-    def finish(self, end_step: int, machine: ScoringMachine) -> ScoringStream:
-        """The stream, its Op objects made from their rows (``machine.ops_of()``)."""
+    def finish(self, end_step: int) -> ColumnStream:
+        """The stream, as columns: the ops' from their trace rows (:func:`op_columns`; an op made without a row
+        kept as its object), the questions'."""
         self.resolve(end_step)
         self.advance(self.nops)
-        ops = self.stream.ops
+        s = self.stream
+        ops = s.ops
         n = len(ops)
-        rowed = self.rows[:n, L.T_KIND] != NO_ROW
-        if rowed.any():
-            made = machine.ops_of(self.rows[:n][rowed])
-            if rowed.all():
-                self.stream.ops = made
-            else:  # the ops made without a row (mm_new, mm_free) in their places
-                out = np.empty(n, dtype=object)
-                out[rowed] = made
-                direct = np.flatnonzero(~rowed)
-                out[direct] = list(map(ops.__getitem__, direct.tolist()))
-                self.stream.ops = out.tolist()
-        self.stream.end_step = end_step
-        self.stream.check()
-        return self.stream
+        rows = self.rows[:n]
+        kind, mm, folio, order, level, page, nr = cols = op_columns(rows)
+        direct: dict[int, Op] = {}
+        for i in np.flatnonzero(rows[:, L.T_KIND] == NO_ROW).tolist():
+            op = ops[i]
+            direct[i] = op
+            for col, value in zip(cols, (OP_KINDS.index(op.op), -1,
+                                         -1 if op.folio is None else int(op.folio[1:]),
+                                         -1 if op.order is None else op.order,
+                                         -1 if op.level is None else int(op.level is PMD), op.page, op.nr),
+                                  strict=True):
+                col[i] = value
+        self._flush_questions()
+        qp, qf, qc, qt, qg, qw, ql, qr = (np.concatenate(col) for col in zip(*self.qchunks, strict=True))
+        columns = StreamColumns(kind, mm, folio, order, level, page, nr, direct, qp, qf, qc, qt, qg, qw, ql, qr,
+                                tuple(self.consumers))
+        stream = ColumnStream(s.config, s.driver, columns, s.op_step, s.op_mms, end_step)
+        stream.check()
+        return stream
+
+
+def op_columns(rows: I64) -> tuple[I64, I64, I64, I64, I64, I64, I64]:
+    """The :class:`StreamColumns` op columns (kind, mm, folio, order, level, page, nr) of trace rows, as
+    FastMachine._op() makes their Op objects."""
+    kind = rows[:, L.T_KIND]
+    has_mm = (kind != K.K_FOLIO_NEW) & (kind != K.K_FOLIO_FREE)
+    is_mm = (kind == K.K_MM_NEW) | (kind == K.K_MM_FREE)
+    mapping = has_mm & ~is_mm
+    paged = mapping & (kind != K.K_MAP_NEW_ANON)
+    return (kind.copy(), np.where(has_mm, rows[:, L.T_MM], -1), np.where(is_mm, -1, rows[:, L.T_FOLIO]),
+            np.where(kind == K.K_FOLIO_NEW, rows[:, L.T_ORDER], -1), np.where(mapping, rows[:, L.T_LEVEL], -1),
+            np.where(paged, rows[:, L.T_PAGE], 0), np.where(paged, rows[:, L.T_NR], 1))
 
 
 class ScoringMachine(FastMachine):
@@ -448,7 +470,6 @@ class ScoringMachine(FastMachine):
         self.faulted: set[int] = set()  # rows of the batch that took a fault so far
         self.eager = False  # _drain() makes the Op objects now (FastMachine code reads them: _cold_pageout())
         self.raw: list[tuple[int, I64]] = []  # (position in ``trace``, the trace rows of the ops from there)
-        self.mnames = Names("mm{}")  # MM names by number (ops_of())
         self.orders = Names(None)  # an op's order by value
 
     def _drain(self, cow_tasks: list[str] | None = None) -> None:
@@ -469,17 +490,10 @@ class ScoringMachine(FastMachine):
     def ops_of(self, rows: I64) -> list[Op]:
         """The Op objects of trace rows (as FastMachine._op() makes them, column by column: a Python call per op
         costs more than the op; each column's values are taken from an object array of them by number)."""
-        kind = rows[:, L.T_KIND]
-        has_mm = (kind != K.K_FOLIO_NEW) & (kind != K.K_FOLIO_FREE)
-        is_mm = (kind == K.K_MM_NEW) | (kind == K.K_MM_FREE)
-        paged = has_mm & ~is_mm & (kind != K.K_MAP_NEW_ANON)
-        level = np.where(has_mm & ~is_mm, rows[:, L.T_LEVEL] + 1, 0)  # 0: None, 1: PTE, 2: PMD
-        order = np.where(kind == K.K_FOLIO_NEW, rows[:, L.T_ORDER], -1)
-        return _made(Op, len(rows), _OPSET, _OP_NAMES[kind].tolist(),
-                     self.mnames.take(np.where(has_mm, rows[:, L.T_MM], -1)),
-                     self.builder.fnames.take(np.where(is_mm, -1, rows[:, L.T_FOLIO])), self.orders.take(order),
-                     _LEVELS[level].tolist(), np.where(paged, rows[:, L.T_PAGE], 0).tolist(),
-                     np.where(paged, rows[:, L.T_NR], 1).tolist())
+        kind, mm, folio, order, level, page, nr = op_columns(rows)
+        return made(Op, len(rows), OPSET, [OP_KINDS[k] for k in kind.tolist()], MM_NAMES.take(mm),
+                    FOLIO_NAMES.take(folio), self.orders.take(order), LEVELS[level].tolist(), page.tolist(),
+                    nr.tolist())
 
     def _cold_pageout(self, *args: Any, **kwargs: Any) -> Any:
         """FastMachine._cold_pageout(), which reads the ops it recorded (page-cache folio splits): made now."""
@@ -1065,13 +1079,13 @@ def _drive(steps: list[Step], config: KernelConfig, driver: str, oracle: str, ba
     except SimError as exc:  # pragma: no cover - the runner wraps these in WorkloadError
         raise WorkloadError(str(exc)) from None
     m.pull()
-    stream = builder.finish(m.step, m)
+    stream = builder.finish(m.step)
     run = m.tally
     checks = {"off": 0, "end": 1, "reuse": len(m.reuse_steps) + 1, "every": stats.steps + 1}[oracle]
     if checks:
         run.add("oracle_checks", checks)
     run.add("steps", m.step)
-    run.add("rmap_ops", len(stream.ops))
+    run.add("rmap_ops", len(stream.op_step))  # not stream.ops: its objects are made when first read
     return FastDrive(stream, run.rows(), stats.steps, Counter({k: v for k, v in stats.errors.items() if v}),
                      runner.faults)
 
