@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import Counter, defaultdict, deque
+from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from itertools import pairwise, repeat
@@ -322,12 +322,30 @@ class ColumnStream(ScoringStream):
     def digest(self) -> str:
         if not self.columnar:
             return ScoringStream.digest(self)
+        # each line is "<pos>|" + folio name + "|<consumer>|<truth>|<group>|<weight>\n": the first and last part
+        # formatted once per distinct value (a census asks many questions at one position), then interleaved
         c = self.columns
-        consumers = np.array(c.consumers, dtype=object)
-        text = "".join(map("{}|{}|{}|{}|{}|{}\n".format, c.qpos.tolist(), FOLIO_NAMES.take(c.qfolio),
-                           consumers[c.qconsumer].tolist() if len(consumers) else [],
-                           c.qtruth.astype(np.int64).tolist(), c.qgroup.tolist(), c.qweight.tolist()))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        n = len(c.qpos)
+        if not n:
+            return hashlib.sha256(b"").hexdigest()[:16]
+        new = np.concatenate(([True], c.qpos[1:] != c.qpos[:-1]))  # positions ascend (check())
+        run = np.cumsum(new) - 1
+        heads = np.array([f"{p}|" for p in c.qpos[new].tolist()], dtype=object)
+        groups, g_at = np.unique(c.qgroup, return_inverse=True)
+        weights, w_at = np.unique(c.qweight, return_inverse=True)
+        code = ((c.qconsumer * 2 + c.qtruth) * len(groups) + g_at.reshape(n)) * len(weights) + w_at.reshape(n)
+        codes, kind = np.unique(code, return_inverse=True)
+        tails = []
+        for value in codes.tolist():
+            rest, w = divmod(value, len(weights))
+            rest, g = divmod(rest, len(groups))
+            k, t = divmod(rest, 2)
+            tails.append(f"|{c.consumers[k]}|{t}|{int(groups[g])}|{int(weights[w])}\n")
+        parts = np.empty(3 * n, dtype=object)
+        parts[0::3] = heads[run]
+        parts[1::3] = FOLIO_NAMES.take(c.qfolio)
+        parts[2::3] = np.array(tails, dtype=object)[kind.reshape(n)]
+        return hashlib.sha256("".join(parts.tolist()).encode()).hexdigest()[:16]
 
 
 def cost_fields() -> tuple[str, ...]:
@@ -770,7 +788,7 @@ def _plan_columns(stream: ColumnStream) -> _Plan | None:
         cq = np.flatnonzero(census)
         truth = c.qtruth[cq]
         code = (qorder[cq] * (MMS_CAP + 1) + qmms[cq]) * 2 + truth  # (order, mms, truth)
-        kinds, inverse = np.unique(code, return_inverse=True)
+        kinds, inverse, counts = np.unique(code, return_inverse=True, return_counts=True)
         keys = np.empty(len(kinds), dtype=object)
         for j, value in enumerate(kinds.tolist()):
             o, rest = divmod(value // 2, MMS_CAP + 1)
@@ -780,10 +798,10 @@ def _plan_columns(stream: ColumnStream) -> _Plan | None:
         for a, b in pairwise(bounds):
             plan.census[int(cq[a])] = entries[a:b]
         values = plan.census_values
-        for (value, exact), count in Counter(zip(kinds[inverse].tolist(), truth.tolist(), strict=True)).items():
+        for value, count in zip(kinds.tolist(), counts.tolist(), strict=True):
             o, rest = divmod(value // 2, MMS_CAP + 1)
             values[("checks", CENSUS, o, rest)] += count
-            if exact:
+            if value & 1:
                 values[("exact_shared", CENSUS, o, rest)] += count
     return plan
 
