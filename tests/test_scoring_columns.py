@@ -3,6 +3,7 @@ those of the same stream kept as Op and Question objects, on every design and on
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import fields
 
 import numpy as np
@@ -151,3 +152,14 @@ def test_columns_of_a_small_and_a_pmd_folio() -> None:
     assert int(columns.columns.level[6]) == 1 and np.array_equal(columns.columns.nr[6:8], [1, 1])
     for design in ("exact", "stopped"):
         assert score_stream(columns, [design])[0].rows == score_stream(stream, [design])[0].rows
+
+
+def test_a_columnar_stream_pickles_as_its_columns() -> None:
+    stream = _stream("fork-child", {"rounds": 2}, 2, KernelConfig())
+    columns = ColumnStream.of(stream)
+    again = pickle.loads(pickle.dumps(columns))
+    assert isinstance(again, ColumnStream) and again.columnar
+    assert again.digest() == stream.digest() and again.ops == stream.ops and again.questions == stream.questions
+    columns.questions = columns.questions[:1]  # set: the objects are the stream now
+    again = pickle.loads(pickle.dumps(columns))
+    assert type(again) is ScoringStream and again.questions == stream.questions[:1]

@@ -273,6 +273,13 @@ class ColumnStream(ScoringStream):
                                 np.array([q.refs_ok for q in qs], dtype=bool), consumers)
         return cls(stream.config, stream.driver, columns, list(stream.op_step), list(stream.op_mms), stream.end_step)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its columns while they are the stream, else as a :class:`ScoringStream` of its objects."""
+        if self.columnar:
+            return ColumnStream, (self.config, self.driver, self.columns, self.op_step, self.op_mms, self.end_step)
+        return ScoringStream, (self.config, self.driver, self.ops, self.op_step, self.op_mms, self.questions,
+                               self.end_step)
+
     @property
     def ops(self) -> list[Op]:
         if not self._made_ops:
