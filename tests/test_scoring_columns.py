@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 
 from foliosim.errors import Rejected
-from foliosim.evaluate.probe import Probe
-from foliosim.evaluate.runner import WorkloadRunner
 from foliosim.evaluate.stream import (
     CENSUS,
     ColumnStream,
@@ -24,26 +22,8 @@ from foliosim.evaluate.stream import (
 )
 from foliosim.kconfig import KernelConfig
 from foliosim.rmap import PMD, PTE
-from foliosim.schemes import KNOWN, make_design
 from foliosim.system import Op
-from foliosim.vm.machine import Machine, MachineOptions
-from foliosim.workloads import build_workload
-from foliosim.workloads.generators import default_params
-
-DESIGNS = (*KNOWN, "slots:1")
-WORKLOADS = {"fork-child": {"rounds": 2}, "mix": {"ops": 200}, "handover": {"generations": 3},
-             "prefork": {"requests": 40}, "shared-file": {"rounds": 10}, "snapshot": {"snapshots": 1}}
-
-
-def _stream(workload: str, params: dict[str, object], seed: int, config: KernelConfig) -> ScoringStream:
-    machine = Machine(config, MachineOptions(keep_events=False, check=False))
-    probe = Probe(machine, make_design("kernel", config), "reuse", record=True, census=True)
-    merged = default_params(workload)
-    merged.update(params)
-    WorkloadRunner(machine, probe, strict=True).run(build_workload(workload, merged, seed))
-    probe.finish()
-    assert probe.stream is not None
-    return probe.stream
+from tests.test_scoring_replay import DESIGNS, WORKLOADS, _stream
 
 
 def _objects(stream: ScoringStream) -> ScoringStream:
