@@ -23,6 +23,7 @@ import bisect
 import gc
 import gzip
 import json
+import re
 import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterator
@@ -469,6 +470,15 @@ _scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once
 _FAULT_FIELDS = itemgetter("t", "pid", "tid", "addr", "write", "ip", "error_code")
 #: the types of those fields that :func:`_event_ok` accepts (t an integer or a float, the rest as EVENT_FIELDS)
 _FAULT_TYPES = ((float, int, int, int, bool, int, int), (int, int, int, int, bool, int, int))
+_JSON_INT = r"-?(?:0|[1-9][0-9]*)"  # a JSON integer (ASCII digits, as json's scanner reads them)
+#: a fault line exactly as the recorder writes it (compact JSON, these keys in this order, no other key, no escape
+#: in kernel_ip): a line it matches is one :func:`parse_event` accepts, and its groups are the values json would
+#: give (t: a float when it has a fraction or an exponent, else an integer; then pid, tid, addr, write, kernel).
+#: Any other line is parsed by json.
+_FAULT_LINE = re.compile(
+    rf'\{{"t":(?:({_JSON_INT}(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+))|({_JSON_INT})),"ev":"fault",'
+    rf'"pid":({_JSON_INT}),"tid":({_JSON_INT}),"addr":({_JSON_INT}),"write":(true|false),"ip":{_JSON_INT},'
+    rf'"error_code":{_JSON_INT}(?:,"kernel":(true|false)(?:,"kernel_ip":"[^"\\\x00-\x1f]*")?)?\}}\n?\Z').match
 
 
 def _event_ok(obj: Any) -> bool:
@@ -713,23 +723,31 @@ class _Space:
             i += 1
         return i, bisect.bisect_left(starts, end, i)
 
-    def _cut_out(self, start: int, end: int) -> tuple[int, list[_Area]]:
-        """Clean space, ``start < end``: unmap ``[start, end)``; the index of the hole and the removed pieces."""
-        i, j = self._span(start, end)
-        if i >= j:
-            return i, []
+    def _cut(self, start: int, end: int) -> tuple[int, int, list[_Area], list[_Area]]:
+        """Clean space, ``start < end``: the index range ``[i, j)`` of the areas overlapping ``[start, end)``, those
+        areas cut to the range (in order), and what is left of them outside it (the piece before, the piece
+        after). Nothing is changed."""
+        starts = self.starts
+        i = bisect.bisect_right(starts, start) - 1
         areas = self.areas
+        if i < 0 or areas[i].end <= start:
+            i += 1
+        j = bisect.bisect_left(starts, end, i)
+        if i >= j:
+            return i, j, [], []
         first, last = areas[i], areas[j - 1]
-        gone = [a if start <= a.start and a.end <= end else a.cut(max(a.start, start), min(a.end, end))
-                for a in areas[i:j]]
-        keep: list[_Area] = []
+        gone = areas[i:j]
+        if first.start >= start and last.end <= end:  # whole areas (the common case)
+            return i, j, gone, []
+        left: list[_Area] = []
         if first.start < start:
-            keep.append(first.cut(first.start, start))
+            left.append(first.cut(first.start, start))
+            gone[0] = first.cut(start, min(first.end, end))
         if last.end > end:
-            keep.append(last.cut(end, last.end))
-        areas[i:j] = keep
-        self.starts[i:j] = [a.start for a in keep]
-        return i + (first.start < start), gone
+            left.append(last.cut(end, last.end))
+            if gone[-1] is last:  # (else the one area was cut at both ends just above)
+                gone[-1] = last.cut(last.start, end)
+        return i, j, gone, left
 
     def _remove_list(self, start: int, end: int) -> list[_Area]:
         """The plain algorithm of :meth:`remove` over the whole list, for any ``start`` and ``end``."""
@@ -750,16 +768,26 @@ class _Space:
     def remove(self, start: int, end: int) -> list[_Area]:
         """Unmap ``[start, end)``; returns the removed pieces."""
         if self.clean and start < end:
-            return self._cut_out(start, end)[1]
+            i, j, gone, keep = self._cut(start, end)
+            if gone:
+                self.areas[i:j] = keep
+                self.starts[i:j] = [a.start for a in keep]
+            return gone
         gone = self._remove_list(start, end)
         self._reindex()
         return gone
 
     def insert(self, area: _Area) -> None:
         if self.clean and area.start < area.end:
-            k = self._cut_out(area.start, area.end)[0]
-            self.areas.insert(k, area)
-            self.starts.insert(k, area.start)
+            i, j, _gone, keep = self._cut(area.start, area.end)
+            if not keep:  # a hole, or whole areas replaced
+                self.areas[i:j] = [area]
+                self.starts[i:j] = [area.start]
+            else:  # keep: the piece before and/or the piece after
+                new = [keep[0], area, keep[1]] if len(keep) == 2 else (
+                    [keep[0], area] if keep[0].start < area.start else [area, keep[0]])
+                self.areas[i:j] = new
+                self.starts[i:j] = [a.start for a in new]
             return
         self._remove_list(area.start, area.end)
         bisect.insort(self.areas, area, key=_area_start)
@@ -767,12 +795,22 @@ class _Space:
 
     def update(self, start: int, end: int, change: Callable[[_Area], _Area]) -> None:
         if self.clean and start < end:
-            k, gone = self._cut_out(start, end)
+            i, j, gone, keep = self._cut(start, end)
             new = [change(piece) for piece in gone]
-            if all(n.start == p.start and n.end == p.end for n, p in zip(new, gone, strict=True)):
-                self.areas[k:k] = new  # the pieces go back where they were, in order
-                self.starts[k:k] = [a.start for a in new]
+            for n, p in zip(new, gone, strict=True):
+                if n.start != p.start or n.end != p.end:
+                    break
+            else:  # the pieces go back where they were, in order, between the pieces kept
+                if keep:
+                    if keep[0].start < start:
+                        new.insert(0, keep[0])
+                    if keep[-1].end > end:
+                        new.append(keep[-1])
+                self.areas[i:j] = new
+                self.starts[i:j] = [a.start for a in new]
                 return
+            self.areas[i:j] = keep
+            self.starts[i:j] = [a.start for a in keep]
             for n in new:
                 bisect.insort(self.areas, n, key=_area_start)
         else:
@@ -998,7 +1036,7 @@ class _Converter:
         stats, counts, see, racy = self.stats, self.stats.events, self.races.see, self.racy
         race_lines, last_fault, recent, since = (self.races.lines, self.races._last, self.races._recent,
                                                  self.races._mm_since)
-        names, spaces, append, scan = self.name, self.space, out.append, _scan_once
+        names, spaces, append, scan, fault_line = self.name, self.space, out.append, _scan_once, _FAULT_LINE
         # the handlers event() calls for a task it knows (spawn and exec have more to decide: they go through it)
         direct = {"syscall": self.on_syscall, "fork": self.on_fork, "exit": self.on_exit,
                   "snapshot": self.on_snapshot, "fault": self.on_fault}
@@ -1018,30 +1056,41 @@ class _Converter:
                 trace._header = parse_header(line, f"{name} line {lineno}")
                 header_seen = True
                 continue
-            try:
-                ev, end = scan(line, 0)
-            except (StopIteration, json.JSONDecodeError):
-                ev, end = None, 0
-            fault: Any = None
-            if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):
-                if type(ev) is dict and ev.get("ev") == "fault":
-                    try:
-                        fault = _FAULT_FIELDS(ev)
-                    except KeyError:
-                        pass
-                    else:
-                        if tuple(map(type, fault)) not in _FAULT_TYPES:
-                            fault = None
-                if fault is None and not _event_ok(ev):
+            fault: Any = fault_line(line)
+            if fault is not None:  # the recorder's own fault line: its values without json (parsed on demand)
+                t_float, t_int, pid, tid, addr, write, kernel = fault.groups()
+                t = float(t_float) if t_float is not None else int(t_int)
+                if t < last_t:
+                    _in_order(t, last_t, name, lineno)
+                last_t = t
+                pid, tid, addr, write, kernel = int(pid), int(tid), int(addr), write == "true", kernel == "true"
+                ev: Any = None
+            else:
+                try:
+                    ev, end = scan(line, 0)
+                except (StopIteration, json.JSONDecodeError):
+                    ev, end = None, 0
+                if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):
+                    if type(ev) is dict and ev.get("ev") == "fault":
+                        try:
+                            fault = _FAULT_FIELDS(ev)
+                        except KeyError:
+                            pass
+                        else:
+                            if tuple(map(type, fault)) not in _FAULT_TYPES:
+                                fault = None
+                    if fault is None and not _event_ok(ev):
+                        ev = parse_event(line, f"{name} line {lineno}")
+                else:  # json.loads() also allows whitespace around the object: such a line goes the long way
                     ev = parse_event(line, f"{name} line {lineno}")
-            else:  # json.loads() also allows whitespace around the object: such a line goes the long way
-                ev = parse_event(line, f"{name} line {lineno}")
-            last_t = t = _in_order(ev["t"], last_t, name, lineno)
+                last_t = t = _in_order(ev["t"], last_t, name, lineno)
+                if fault is not None:
+                    _t, pid, tid, addr, write, _ip, _code = fault
+                    kernel = ev.get("kernel")
             if fault is not None:
                 if not n_events and "fault" not in counts:
                     counts["fault"] = 0  # the key where the reference puts it (the JSON's order)
                 n_events += 1
-                _t, pid, tid, addr, write, _ip, _code = fault
                 vpn = addr >> PAGE_SHIFT
                 if first_pass:  # _Races.see() of a fault
                     tf = float(t)
@@ -1062,7 +1111,7 @@ class _Converter:
                             append(Race(lineno))
                         if write:
                             n_writes += 1
-                        if ev.get("kernel"):
+                        if kernel:
                             n_kernel += 1
                         if fault_lines is not None:
                             fault_lines.append(lineno)
@@ -1072,9 +1121,9 @@ class _Converter:
                         set_args(step, (vpn, 0, write))
                         append(step)
                     else:
-                        out.extend(self.on_fault(lineno, ev))
+                        out.extend(self.on_fault(lineno, ev if ev is not None else scan(line, 0)[0]))
                 else:
-                    out.extend(self.event(lineno, ev))
+                    out.extend(self.event(lineno, ev if ev is not None else scan(line, 0)[0]))
             else:
                 stats.lines = lineno
                 kind = ev["ev"]
