@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import astuple, replace
+from itertools import pairwise
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -49,7 +50,7 @@ def test_fault_line_match_is_what_json_reads(key: str, value: Any, kernel: bool,
         canonical = (shape.get("t") in (int, float) and all(shape.get(k) is int for k in ("pid", "tid", "addr",
                      "ip", "error_code")) and shape.get("write") is bool and set(obj) <= set(_fault(kernel=1,
                      kernel_ip=1)) and ("kernel" not in obj or shape["kernel"] is bool)
-                     and ("kernel_ip" not in obj or "kernel" in obj and shape["kernel_ip"] is str))
+                     and ("kernel_ip" not in obj or ("kernel" in obj and shape["kernel_ip"] is str)))
         # the pattern leaves out only what the recorder never writes: escapes or control characters in kernel_ip
         assert not canonical or "\\" in line
         return
@@ -173,7 +174,7 @@ def test_space_against_a_plain_list(ops: list[tuple[str, int, int, int, int]]) -
         assert space.starts == [a.start for a in model]
         if space.clean:
             assert all(a.start < a.end for a in model)
-            assert all(x.end <= y.start for x, y in zip(model, model[1:], strict=False))
+            assert all(x.end <= y.start for x, y in pairwise(model))
         for vpn in range(-1, 55):
             found = space.find(vpn)
             if space.clean:

@@ -26,10 +26,10 @@ import json
 import re
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import repeat
-from operator import itemgetter, methodcaller
+from operator import countOf, itemgetter, methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -493,6 +493,9 @@ def _event_ok(obj: Any) -> bool:
     if ev == "fault":  # most lines: the fields of EVENT_FIELDS["fault"], written out
         return (type(get("pid")) is int and type(get("tid")) is int and type(get("addr")) is int
                 and type(get("write")) is bool and type(get("ip")) is int and type(get("error_code")) is int)
+    if ev == "syscall":  # the next most lines: the fields of EVENT_FIELDS["syscall"], written out
+        return (type(get("pid")) is int and type(get("tid")) is int and type(get("name")) is str
+                and type(get("args")) is list and type(get("ret")) is int and _syscall_ok(obj))
     spec = _EVENT_TYPES.get(ev)
     if spec is None:
         return False
@@ -675,6 +678,20 @@ def _area_start(a: _Area) -> int:
     return a.start
 
 
+def _joined_runs(pieces: list[tuple[int, int]], length: int) -> tuple[list[tuple[int, int]], int]:
+    """The pieces ``(lo, hi)`` (in order, none overlapping) joined where they touch, and how many of ``length``
+    pages they leave out."""
+    out: list[tuple[int, int]] = []
+    covered = 0
+    for lo, hi in pieces:
+        covered += hi - lo
+        if out and out[-1][1] == lo:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out, length - covered
+
+
 class _Space:
     """The converter's picture of one MM: its mappings (sorted) and its program break.
 
@@ -796,26 +813,31 @@ class _Space:
     def update(self, start: int, end: int, change: Callable[[_Area], _Area]) -> None:
         if self.clean and start < end:
             i, j, gone, keep = self._cut(start, end)
-            new = [change(piece) for piece in gone]
-            for n, p in zip(new, gone, strict=True):
-                if n.start != p.start or n.end != p.end:
-                    break
-            else:  # the pieces go back where they were, in order, between the pieces kept
-                if keep:
-                    if keep[0].start < start:
-                        new.insert(0, keep[0])
-                    if keep[-1].end > end:
-                        new.append(keep[-1])
-                self.areas[i:j] = new
-                self.starts[i:j] = [a.start for a in new]
-                return
-            self.areas[i:j] = keep
-            self.starts[i:j] = [a.start for a in keep]
-            for n in new:
-                bisect.insort(self.areas, n, key=_area_start)
-        else:
-            for piece in self._remove_list(start, end):
-                bisect.insort(self.areas, change(piece), key=_area_start)
+            self._put_back(start, end, i, j, gone, keep, [change(piece) for piece in gone])
+            return
+        for piece in self._remove_list(start, end):
+            bisect.insort(self.areas, change(piece), key=_area_start)
+        self._reindex()
+
+    def _put_back(self, start: int, end: int, i: int, j: int, gone: list[_Area], keep: list[_Area],
+                  new: list[_Area]) -> None:
+        """:meth:`update`'s second half: ``new``, the changed ``gone`` of ``_cut(start, end)``, put in place."""
+        for n, p in zip(new, gone, strict=True):
+            if n.start != p.start or n.end != p.end:
+                break
+        else:  # the pieces go back where they were, in order, between the pieces kept
+            if keep:
+                if keep[0].start < start:
+                    new.insert(0, keep[0])
+                if keep[-1].end > end:
+                    new.append(keep[-1])
+            self.areas[i:j] = new
+            self.starts[i:j] = [a.start for a in new]
+            return
+        self.areas[i:j] = keep
+        self.starts[i:j] = [a.start for a in keep]
+        for n in new:
+            bisect.insort(self.areas, n, key=_area_start)
         self._reindex()
 
     def covered_parts(self, start: int, end: int) -> list[_Area]:
@@ -826,18 +848,8 @@ class _Space:
 
     def runs(self, start: int, end: int) -> tuple[list[tuple[int, int]], int]:
         """Maximal runs of ``[start, end)`` covered by expressible mappings, and the pages outside them."""
-        out: list[tuple[int, int]] = []
-        covered = 0
-        for a in self.covered_parts(start, end):
-            if a.kind == "opaque":
-                continue
-            lo, hi = max(a.start, start), min(a.end, end)
-            covered += hi - lo
-            if out and out[-1][1] == lo:
-                out[-1] = (out[-1][0], hi)
-            else:
-                out.append((lo, hi))
-        return out, (end - start) - covered
+        return _joined_runs([(max(a.start, start), min(a.end, end)) for a in self.covered_parts(start, end)
+                             if a.kind != "opaque"], end - start)
 
     def fork(self) -> _Space:
         child = _Space(self.described)
@@ -1128,7 +1140,7 @@ class _Converter:
                 stats.lines = lineno
                 kind = ev["ev"]
                 counts[kind] += 1
-                if first_pass:
+                if first_pass and kind != "syscall":  # (_Races.see() of a call does nothing)
                     while recent and recent[0][0] < last_tf - _RACE_KEEP_US:  # as _Races.see() after each fault
                         recent.popleft()
                     see(lineno, ev)
@@ -1344,26 +1356,28 @@ class _Converter:
                        scope if isinstance(scope, str) else None)
 
     # -- memory calls ------------------------------------------------------------------------------------
-    def on_syscall(self, lineno: int, ev: dict[str, Any]) -> Iterator[_Out]:
+    def on_syscall(self, lineno: int, ev: dict[str, Any]) -> Iterable[_Out]:
+        """The steps of a memory call: its handler's (a generator), or none. Not a generator itself (one frame
+        less per call); the figures change when it is called, where a generator's first step would change them."""
         name = ev["name"]
         self.stats.syscalls[name] += 1
         ret = ev["ret"]
         if ret < 0 and not (name == "madvise" and ret == -12):  # madvise -ENOMEM still advised the mapped parts
             self.stats.failed[name] += 1
-            return
+            return ()
         handler = _SYSCALL_HANDLERS.get(name)
         if name in ("mprotect", "madvise") and ev["args"][1] == 0:
             # a length of 0 succeeds and does nothing (mm/mprotect.c do_mprotect_pkey(), mm/madvise.c
             # do_madvise() return 0 before looking at any VMA): no step, no split of the mapping
             self.stats.ignored[f"{name} of length 0"] += 1
-            return
+            return ()
         if name in NO_EFFECT_CALLS:
             self.stats.ignored[name] += 1
-            return
+            return ()
         if handler is None:
             self.stats.unexpressed[name] += 1
-            return
-        yield from handler(self, self.name[ev["tid"]], self.space[ev["tid"]], ev["args"], ret, ev)
+            return ()
+        return handler(self, self.name[ev["tid"]], self.space[ev["tid"]], ev["args"], ret, ev)
 
     def _mmap_step(self, task: str, a: _Area) -> Step:
         if a.file is not None:
@@ -1447,10 +1461,28 @@ class _Converter:
                      ev: dict[str, Any]) -> Iterator[_Out]:
         start, pages = args[0] >> PAGE_SHIFT, _pages(args[1])
         p = _prot(args[2])
-        for lo, hi in self._over_runs("mprotect", space, start, start + pages):
+        end = start + pages
+        if not (space.clean and start < end):
+            for lo, hi in self._over_runs("mprotect", space, start, end):
+                yield Step("mprotect", task, (lo, 0, hi - lo, p))
+            space.update(start, end, lambda a: a if a.kind == "opaque" else a.with_prot(
+                p + NORESERVE if a.prot.endswith(NORESERVE) else p))
+            return
+        # the same, the range cut once: its runs are those of the pieces (_over_runs), then the pieces change
+        i, j, gone, keep = space._cut(start, end)
+        runs, outside = _joined_runs([(a.start, a.end) for a in gone if a.kind != "opaque"], pages)
+        if outside:
+            self.stats.skipped["mprotect: pages outside the mappings the trace describes"] += 1
+        for lo, hi in runs:
             yield Step("mprotect", task, (lo, 0, hi - lo, p))
-        space.update(start, start + pages, lambda a: a if a.kind == "opaque" else a.with_prot(
-            p + NORESERVE if a.prot.endswith(NORESERVE) else p))
+        new = []
+        for a in gone:
+            if a.kind != "opaque":
+                prot = p + NORESERVE if a.prot.endswith(NORESERVE) else p
+                if a.prot != prot:  # (an area is never changed in place: one with the same protection stays)
+                    a = a.with_prot(prot)
+            new.append(a)
+        space._put_back(start, end, i, j, gone, keep, new)
 
     def sys_madvise(self, task: str, space: _Space, args: list[int], ret: int,
                     ev: dict[str, Any]) -> Iterator[_Out]:
@@ -1790,7 +1822,9 @@ def prepare(trace: RunTrace) -> Conversion:
     marks: list[tuple[int, int]] = []
     keep = True
     collect = gc.isenabled()
-    gc.disable()  # the reading makes many objects and few cycles: no collections while it runs (up to a fifth)
+    # the reading makes many objects and few cycles: no collections while it runs (up to a fifth), nor before the
+    # converter's own objects (the race bookkeeping: one tuple per fault) are freed, on return
+    gc.disable()
     try:
         for line in conv.run_fast(trace, out, fault_lines):
             if keep and len(out) > CACHE_ITEMS:
@@ -1800,35 +1834,35 @@ def prepare(trace: RunTrace) -> Conversion:
             else:
                 out.clear()
                 fault_lines.clear()
+        lines = conv.stats.lines
+        racy = conv.races.lines
+        kept: list[_Out] | None = None
+        if keep:
+            kept = out[1:]  # after the THP step
+            if racy:  # a Race marker before each racy fault's step, as the second pass places them
+                at = [i for i, item in enumerate(kept) if type(item) is Step and item.verb == "fault"]
+                assert len(at) == len(fault_lines)
+                inserts = [(i, line) for i, line in zip(at, fault_lines, strict=True) if line in racy]
+                placed: list[_Out] = []
+                prev = 0
+                for i, line in inserts:
+                    placed.extend(kept[prev:i])
+                    placed.append(Race(line))
+                    prev = i
+                placed.extend(kept[prev:])
+                kept = placed
+                starts = [i for i, _line in inserts]
+                marks = [(end + bisect.bisect_left(starts, end), line) for end, line in marks]
+        first = ConvertStats()
+        for name in ConvertStats.__slots__:
+            value = getattr(conv.stats, name)
+            setattr(first, name, Counter(value) if isinstance(value, Counter) else value)
+        steps = countOf(map(type, kept), Step) if kept is not None else 0
+        return Conversion(trace, header, dict(conv.file_pages), dict(conv.file_shmem), conv.stats, lines, racy,
+                          kept, marks, first, steps)
     finally:
         if collect:
             gc.enable()
-    lines = conv.stats.lines
-    racy = conv.races.lines
-    kept: list[_Out] | None = None
-    if keep:
-        kept = out[1:]  # after the THP step
-        if racy:  # a Race marker before each racy fault's step, as the second pass places them
-            at = [i for i, item in enumerate(kept) if type(item) is Step and item.verb == "fault"]
-            assert len(at) == len(fault_lines)
-            inserts = [(i, line) for i, line in zip(at, fault_lines, strict=True) if line in racy]
-            placed: list[_Out] = []
-            prev = 0
-            for i, line in inserts:
-                placed.extend(kept[prev:i])
-                placed.append(Race(line))
-                prev = i
-            placed.extend(kept[prev:])
-            kept = placed
-            starts = [i for i, _line in inserts]
-            marks = [(end + bisect.bisect_left(starts, end), line) for end, line in marks]
-    first = ConvertStats()
-    for name in ConvertStats.__slots__:
-        value = getattr(conv.stats, name)
-        setattr(first, name, Counter(value) if isinstance(value, Counter) else value)
-    steps = sum(1 for item in kept if type(item) is Step) if kept is not None else 0
-    return Conversion(trace, header, dict(conv.file_pages), dict(conv.file_shmem), conv.stats, lines, racy, kept,
-                      marks, first, steps)
 
 
 def run_trace_steps(text: str, source: str = "run trace") -> list[Step]:
