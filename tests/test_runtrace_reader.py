@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import astuple, replace
 from itertools import pairwise
@@ -12,7 +13,17 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from foliosim.workloads.runtrace import _FAULT_LINE, _Area, _event_ok, _Space
+from foliosim.workloads.runtrace import (
+    _FAULT_LINE,
+    NORESERVE,
+    _Area,
+    _Converter,
+    _event_ok,
+    _prot,
+    _Space,
+    parse_header,
+)
+from foliosim.workloads.steps import Step
 from tests.test_runtrace_fastpath import BASE, HEADER, _outcome
 
 # ------------------------------------------------------------------ fault lines without json
@@ -183,3 +194,39 @@ def test_space_against_a_plain_list(ops: list[tuple[str, int, int, int, int]]) -
                     [a for a in model if a.start < vpn + 3 and a.end > vpn])
                 assert _one(space.above(vpn)) == next((astuple(a) for a in model if a.start > vpn), None)
                 assert _one(space.below(vpn)) == next((astuple(a) for a in reversed(model) if a.start < vpn), None)
+
+
+def _copy(space: _Space) -> _Space:
+    twin = _Space(space.described)
+    twin.areas = list(space.areas)
+    twin._reindex()
+    return twin
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(1, 8), st.integers(0, len(KINDS) - 1), st.booleans()),
+                max_size=10),
+       st.lists(st.tuples(st.integers(0, 40), st.integers(-1, 12), st.integers(0, 7)), min_size=1, max_size=6))
+def test_mprotect_as_runs_then_update(maps: list[tuple[int, int, int, bool]],
+                                      calls: list[tuple[int, int, int]]) -> None:
+    """sys_mprotect (one cut of the range) gives the steps, the figures and the mappings of the plain
+    formulation: the runs of the range (_over_runs), then update() of every piece."""
+    conv = _Converter(parse_header(HEADER, "header"), None)
+    space = _Space(described=True)
+    for start, length, kind, noreserve in maps:
+        space.insert(_Area(start, start + length, KINDS[kind], "rw" + (NORESERVE if noreserve else ""),
+                           "f" if kind == 1 else None, start))
+    for start, length, prot in calls:
+        model = _copy(space)
+        args = [start << 12, length << 12, prot]
+        before = Counter(conv.stats.skipped)
+        got = list(conv.sys_mprotect("p1", space, args, 0, {}))
+        mine = Counter(conv.stats.skipped)
+        p = _prot(prot)
+        want = [Step("mprotect", "p1", (lo, 0, hi - lo, p)) for lo, hi in conv._over_runs("mprotect", model, start,
+                                                                                          start + length)]
+        model.update(start, start + length, lambda a, p=p: a if a.kind == "opaque" else a.with_prot(
+            p + NORESERVE if a.prot.endswith(NORESERVE) else p))
+        assert got == want
+        assert mine - before == conv.stats.skipped - mine
+        assert _fields(space.areas) == _fields(model.areas) and space.starts == model.starts
