@@ -29,7 +29,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import repeat
-from operator import countOf, itemgetter, methodcaller
+from operator import countOf, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -551,7 +551,7 @@ def _syscall_ok(obj: dict[str, Any]) -> bool:
 #: per folio field of a snapshot, the types :func:`_snapshot` accepts (an absent field reads as None)
 _FOLIO_TYPES = (("order", frozenset({int})), ("refcount", frozenset({int})),
                 *((name, _INT_NULL_TYPES) for name in FOLIO_FIELDS[2:]), ("shared_bit", frozenset({bool, _NONE})))
-_ONLY_LIST, _ONLY_INT, _ONLY_DICT, _SIX = frozenset({list}), frozenset({int}), frozenset({dict}), frozenset({6})
+_ONLY_LIST, _ONLY_INT, _ONLY_DICT = frozenset({list}), frozenset({int}), frozenset({dict})
 
 
 def _snapshot_ok(obj: dict[str, Any]) -> bool:
@@ -561,9 +561,14 @@ def _snapshot_ok(obj: dict[str, Any]) -> bool:
         return False
     pages = obj["pages"]
     if pages:
-        if set(map(type, pages)) != _ONLY_LIST or set(map(len, pages)) != _SIX:
+        if set(map(type, pages)) != _ONLY_LIST:
             return False
-        columns = list(zip(*pages, strict=True))  # vaddr, pfn, head_pfn, order, mapcount, exclusive
+        try:
+            columns = list(zip(*pages, strict=True))  # vaddr, pfn, head_pfn, order, mapcount, exclusive
+        except ValueError:  # not all of one length
+            return False
+        if len(columns) != 6:
+            return False
         if any(set(map(type, column)) != _ONLY_INT for column in columns[:5]):
             return False
         if not set(map(type, columns[5])) <= _PAGE_LAST or min(columns[3]) < 0 or max(columns[3]) > 20:
@@ -579,10 +584,10 @@ def _snapshot_ok(obj: dict[str, Any]) -> bool:
     if set(map(type, values)) != _ONLY_DICT:
         return False
     for name, types in _FOLIO_TYPES:
-        if not set(map(type, map(methodcaller("get", name), values))) <= types:
+        if not set(map(type, map(dict.get, values, repeat(name)))) <= types:
             return False
     for name, single in (("mm_ids", int), ("mm_id_mapcount", _NONE)):
-        column = list(map(methodcaller("get", name), values))
+        column = list(map(dict.get, values, repeat(name)))
         kinds = set(map(type, column))
         if not kinds <= {_NONE, single, list}:
             return False
