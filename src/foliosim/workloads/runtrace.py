@@ -1080,7 +1080,11 @@ class _Converter:
                 if t < last_t:
                     _in_order(t, last_t, name, lineno)
                 last_t = t
-                pid, tid, addr, write, kernel = int(pid), int(tid), int(addr), write == "true", kernel == "true"
+                if tid == pid:  # (a process's main thread: one conversion)
+                    tid = pid = int(pid)
+                else:
+                    pid, tid = int(pid), int(tid)
+                addr, write, kernel = int(addr), write == "true", kernel == "true"
                 ev: Any = None
             else:
                 try:
