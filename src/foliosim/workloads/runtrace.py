@@ -154,7 +154,7 @@ class RunTrace:
                 gz = probe.read(2) == b"\x1f\x8b"
             with gzip.open(self.path, "rt", encoding="utf-8") if gz else self.path.open(encoding="utf-8") as handle:
                 for lineno, line in enumerate(handle, 1):
-                    if line.strip():
+                    if line and not line.isspace():  # (line.strip(), without a copy of the line)
                         yield lineno, line
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise RunTraceError(f"{self.name}: the gzip stream is truncated or corrupt after line {lineno} "
@@ -1068,11 +1068,12 @@ class _Converter:
         last_t: float = float("-inf")
         batch_end = BATCH_LINES
         lineno = 0
-        for lineno, line in trace.lines():
-            if not header_seen:
-                trace._header = parse_header(line, f"{name} line {lineno}")
-                header_seen = True
-                continue
+        lines = trace.lines()
+        for lineno, line in lines:  # the header: the first line
+            trace._header = parse_header(line, f"{name} line {lineno}")
+            header_seen = True
+            break
+        for lineno, line in lines:
             fault: Any = fault_line(line)
             if fault is not None:  # the recorder's own fault line: its values without json (parsed on demand)
                 t_float, t_int, pid, tid, addr, write, kernel = fault.groups()
