@@ -470,7 +470,9 @@ _scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once
 _FAULT_FIELDS = itemgetter("t", "pid", "tid", "addr", "write", "ip", "error_code")
 #: the types of those fields that :func:`_event_ok` accepts (t an integer or a float, the rest as EVENT_FIELDS)
 _FAULT_TYPES = ((float, int, int, int, bool, int, int), (int, int, int, int, bool, int, int))
-_JSON_INT = r"-?(?:0|[1-9][0-9]*)"  # a JSON integer (ASCII digits, as json's scanner reads them)
+#: a JSON integer (ASCII digits, as json's scanner reads them) of at most 20 digits: a longer one goes to json, which
+#: may refuse it (int() has a limit on digits, sys.set_int_max_str_digits())
+_JSON_INT = r"-?(?:0|[1-9][0-9]{0,19})"
 #: a fault line exactly as the recorder writes it (compact JSON, these keys in this order, no other key, no escape
 #: in kernel_ip): a line it matches is one :func:`parse_event` accepts, and its groups are the values json would
 #: give (t: a float when it has a fraction or an exponent, else an integer; then pid, tid, addr, write, kernel).
