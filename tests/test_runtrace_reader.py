@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from foliosim.workloads.runtrace import (
     _FAULT_LINE,
+    _PROTS,
     NORESERVE,
     RunTrace,
     RunTraceError,
@@ -261,3 +262,9 @@ def test_a_number_too_long_for_int_goes_to_json() -> None:
                 return list(prepare(trace).items())
 
             assert _result(text, one_pass) == _result(text, reference)
+
+
+@given(st.integers(-(2**40), 2**40))
+def test_the_protection_table_is_prot(prot: int) -> None:
+    """The handlers' table of protections (by the low three bits) gives what _prot() says for any value."""
+    assert _PROTS[prot & 7] == _prot(prot)

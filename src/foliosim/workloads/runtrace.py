@@ -885,6 +885,10 @@ def _prot(prot: int) -> str:
     return "none"
 
 
+#: :func:`_prot` of every protection, by its PROT_READ | PROT_WRITE | PROT_EXEC bits (``_PROTS[prot & 7]``)
+_PROTS = tuple(_prot(bits) for bits in range(8))
+
+
 @dataclass(frozen=True, slots=True)
 class Race:
     """Placed before a ``fault`` step whose order the trace cannot tell against another process's: a fault on
@@ -1432,7 +1436,7 @@ class _Converter:
         typ = flags & MAP_TYPE
         shared = typ in (MAP_SHARED, MAP_SHARED_VALIDATE)
         file = ev.get("file")
-        p = _prot(prot)
+        p = _PROTS[prot & 7]
         if flags & MAP_NORESERVE and not shared:  # VM_NORESERVE: never VM_ACCOUNT, so it merges only with its kind
             p += NORESERVE
         if flags & MAP_HUGETLB or (file is not None and file.get("hugetlb")):
@@ -1472,7 +1476,7 @@ class _Converter:
     def sys_mprotect(self, task: str, space: _Space, args: list[int], ret: int,
                      ev: dict[str, Any]) -> Iterator[_Out]:
         start, pages = args[0] >> PAGE_SHIFT, _pages(args[1])
-        p = _prot(args[2])
+        p = _PROTS[args[2] & 7]
         end = start + pages
         if not (space.clean and start < end):
             for lo, hi in self._over_runs("mprotect", space, start, end):
