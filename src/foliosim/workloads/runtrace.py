@@ -23,12 +23,13 @@ import bisect
 import gc
 import gzip
 import json
+import re
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import repeat
-from operator import itemgetter, methodcaller
+from operator import countOf, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +154,7 @@ class RunTrace:
                 gz = probe.read(2) == b"\x1f\x8b"
             with gzip.open(self.path, "rt", encoding="utf-8") if gz else self.path.open(encoding="utf-8") as handle:
                 for lineno, line in enumerate(handle, 1):
-                    if line.strip():
+                    if line and not line.isspace():  # (line.strip(), without a copy of the line)
                         yield lineno, line
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise RunTraceError(f"{self.name}: the gzip stream is truncated or corrupt after line {lineno} "
@@ -469,6 +470,17 @@ _scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once
 _FAULT_FIELDS = itemgetter("t", "pid", "tid", "addr", "write", "ip", "error_code")
 #: the types of those fields that :func:`_event_ok` accepts (t an integer or a float, the rest as EVENT_FIELDS)
 _FAULT_TYPES = ((float, int, int, int, bool, int, int), (int, int, int, int, bool, int, int))
+#: a JSON integer (ASCII digits, as json's scanner reads them) of at most 20 digits: a longer one goes to json, which
+#: may refuse it (int() has a limit on digits, sys.set_int_max_str_digits())
+_JSON_INT = r"-?(?:0|[1-9][0-9]{0,19})"
+#: a fault line exactly as the recorder writes it (compact JSON, these keys in this order, no other key, no escape
+#: in kernel_ip): a line it matches is one :func:`parse_event` accepts, and its groups are the values json would
+#: give (t: a float when it has a fraction or an exponent, else an integer; then pid, tid, addr, write, kernel).
+#: Any other line is parsed by json.
+_FAULT_LINE = re.compile(
+    rf'\{{"t":(?:({_JSON_INT}(?:\.[0-9]+(?:[eE][-+]?[0-9]+)?|[eE][-+]?[0-9]+))|({_JSON_INT})),"ev":"fault",'
+    rf'"pid":({_JSON_INT}),"tid":({_JSON_INT}),"addr":({_JSON_INT}),"write":(true|false),"ip":{_JSON_INT},'
+    rf'"error_code":{_JSON_INT}(?:,"kernel":(true|false)(?:,"kernel_ip":"[^"\\\x00-\x1f]*")?)?\}}\n?\Z').match
 
 
 def _event_ok(obj: Any) -> bool:
@@ -483,6 +495,9 @@ def _event_ok(obj: Any) -> bool:
     if ev == "fault":  # most lines: the fields of EVENT_FIELDS["fault"], written out
         return (type(get("pid")) is int and type(get("tid")) is int and type(get("addr")) is int
                 and type(get("write")) is bool and type(get("ip")) is int and type(get("error_code")) is int)
+    if ev == "syscall":  # the next most lines: the fields of EVENT_FIELDS["syscall"], written out
+        return (type(get("pid")) is int and type(get("tid")) is int and type(get("name")) is str
+                and type(get("args")) is list and type(get("ret")) is int and _syscall_ok(obj))
     spec = _EVENT_TYPES.get(ev)
     if spec is None:
         return False
@@ -538,7 +553,7 @@ def _syscall_ok(obj: dict[str, Any]) -> bool:
 #: per folio field of a snapshot, the types :func:`_snapshot` accepts (an absent field reads as None)
 _FOLIO_TYPES = (("order", frozenset({int})), ("refcount", frozenset({int})),
                 *((name, _INT_NULL_TYPES) for name in FOLIO_FIELDS[2:]), ("shared_bit", frozenset({bool, _NONE})))
-_ONLY_LIST, _ONLY_INT, _ONLY_DICT, _SIX = frozenset({list}), frozenset({int}), frozenset({dict}), frozenset({6})
+_ONLY_LIST, _ONLY_INT, _ONLY_DICT = frozenset({list}), frozenset({int}), frozenset({dict})
 
 
 def _snapshot_ok(obj: dict[str, Any]) -> bool:
@@ -548,9 +563,14 @@ def _snapshot_ok(obj: dict[str, Any]) -> bool:
         return False
     pages = obj["pages"]
     if pages:
-        if set(map(type, pages)) != _ONLY_LIST or set(map(len, pages)) != _SIX:
+        if set(map(type, pages)) != _ONLY_LIST:
             return False
-        columns = list(zip(*pages, strict=True))  # vaddr, pfn, head_pfn, order, mapcount, exclusive
+        try:
+            columns = list(zip(*pages, strict=True))  # vaddr, pfn, head_pfn, order, mapcount, exclusive
+        except ValueError:  # not all of one length
+            return False
+        if len(columns) != 6:
+            return False
         if any(set(map(type, column)) != _ONLY_INT for column in columns[:5]):
             return False
         if not set(map(type, columns[5])) <= _PAGE_LAST or min(columns[3]) < 0 or max(columns[3]) > 20:
@@ -566,10 +586,10 @@ def _snapshot_ok(obj: dict[str, Any]) -> bool:
     if set(map(type, values)) != _ONLY_DICT:
         return False
     for name, types in _FOLIO_TYPES:
-        if not set(map(type, map(methodcaller("get", name), values))) <= types:
+        if not set(map(type, map(dict.get, values, repeat(name)))) <= types:
             return False
     for name, single in (("mm_ids", int), ("mm_id_mapcount", _NONE)):
-        column = list(map(methodcaller("get", name), values))
+        column = list(map(dict.get, values, repeat(name)))
         kinds = set(map(type, column))
         if not kinds <= {_NONE, single, list}:
             return False
@@ -665,6 +685,20 @@ def _area_start(a: _Area) -> int:
     return a.start
 
 
+def _joined_runs(pieces: list[tuple[int, int]], length: int) -> tuple[list[tuple[int, int]], int]:
+    """The pieces ``(lo, hi)`` (in order, none overlapping) joined where they touch, and how many of ``length``
+    pages they leave out."""
+    out: list[tuple[int, int]] = []
+    covered = 0
+    for lo, hi in pieces:
+        covered += hi - lo
+        if out and out[-1][1] == lo:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out, length - covered
+
+
 class _Space:
     """The converter's picture of one MM: its mappings (sorted) and its program break.
 
@@ -713,23 +747,31 @@ class _Space:
             i += 1
         return i, bisect.bisect_left(starts, end, i)
 
-    def _cut_out(self, start: int, end: int) -> tuple[int, list[_Area]]:
-        """Clean space, ``start < end``: unmap ``[start, end)``; the index of the hole and the removed pieces."""
-        i, j = self._span(start, end)
-        if i >= j:
-            return i, []
+    def _cut(self, start: int, end: int) -> tuple[int, int, list[_Area], list[_Area]]:
+        """Clean space, ``start < end``: the index range ``[i, j)`` of the areas overlapping ``[start, end)``, those
+        areas cut to the range (in order), and what is left of them outside it (the piece before, the piece
+        after). Nothing is changed."""
+        starts = self.starts
+        i = bisect.bisect_right(starts, start) - 1
         areas = self.areas
+        if i < 0 or areas[i].end <= start:
+            i += 1
+        j = bisect.bisect_left(starts, end, i)
+        if i >= j:
+            return i, j, [], []
         first, last = areas[i], areas[j - 1]
-        gone = [a if start <= a.start and a.end <= end else a.cut(max(a.start, start), min(a.end, end))
-                for a in areas[i:j]]
-        keep: list[_Area] = []
+        gone = areas[i:j]
+        if first.start >= start and last.end <= end:  # whole areas (the common case)
+            return i, j, gone, []
+        left: list[_Area] = []
         if first.start < start:
-            keep.append(first.cut(first.start, start))
+            left.append(first.cut(first.start, start))
+            gone[0] = first.cut(start, min(first.end, end))
         if last.end > end:
-            keep.append(last.cut(end, last.end))
-        areas[i:j] = keep
-        self.starts[i:j] = [a.start for a in keep]
-        return i + (first.start < start), gone
+            left.append(last.cut(end, last.end))
+            if gone[-1] is last:  # (else the one area was cut at both ends just above)
+                gone[-1] = last.cut(last.start, end)
+        return i, j, gone, left
 
     def _remove_list(self, start: int, end: int) -> list[_Area]:
         """The plain algorithm of :meth:`remove` over the whole list, for any ``start`` and ``end``."""
@@ -750,16 +792,26 @@ class _Space:
     def remove(self, start: int, end: int) -> list[_Area]:
         """Unmap ``[start, end)``; returns the removed pieces."""
         if self.clean and start < end:
-            return self._cut_out(start, end)[1]
+            i, j, gone, keep = self._cut(start, end)
+            if gone:
+                self.areas[i:j] = keep
+                self.starts[i:j] = [a.start for a in keep]
+            return gone
         gone = self._remove_list(start, end)
         self._reindex()
         return gone
 
     def insert(self, area: _Area) -> None:
         if self.clean and area.start < area.end:
-            k = self._cut_out(area.start, area.end)[0]
-            self.areas.insert(k, area)
-            self.starts.insert(k, area.start)
+            i, j, _gone, keep = self._cut(area.start, area.end)
+            if not keep:  # a hole, or whole areas replaced
+                self.areas[i:j] = [area]
+                self.starts[i:j] = [area.start]
+            else:  # keep: the piece before and/or the piece after
+                new = [keep[0], area, keep[1]] if len(keep) == 2 else (
+                    [keep[0], area] if keep[0].start < area.start else [area, keep[0]])
+                self.areas[i:j] = new
+                self.starts[i:j] = [a.start for a in new]
             return
         self._remove_list(area.start, area.end)
         bisect.insort(self.areas, area, key=_area_start)
@@ -767,17 +819,32 @@ class _Space:
 
     def update(self, start: int, end: int, change: Callable[[_Area], _Area]) -> None:
         if self.clean and start < end:
-            k, gone = self._cut_out(start, end)
-            new = [change(piece) for piece in gone]
-            if all(n.start == p.start and n.end == p.end for n, p in zip(new, gone, strict=True)):
-                self.areas[k:k] = new  # the pieces go back where they were, in order
-                self.starts[k:k] = [a.start for a in new]
-                return
-            for n in new:
-                bisect.insort(self.areas, n, key=_area_start)
-        else:
-            for piece in self._remove_list(start, end):
-                bisect.insort(self.areas, change(piece), key=_area_start)
+            i, j, gone, keep = self._cut(start, end)
+            self._put_back(start, end, i, j, gone, keep, [change(piece) for piece in gone])
+            return
+        for piece in self._remove_list(start, end):
+            bisect.insort(self.areas, change(piece), key=_area_start)
+        self._reindex()
+
+    def _put_back(self, start: int, end: int, i: int, j: int, gone: list[_Area], keep: list[_Area],
+                  new: list[_Area]) -> None:
+        """:meth:`update`'s second half: ``new``, the changed ``gone`` of ``_cut(start, end)``, put in place."""
+        for n, p in zip(new, gone, strict=True):
+            if n.start != p.start or n.end != p.end:
+                break
+        else:  # the pieces go back where they were, in order, between the pieces kept
+            if keep:
+                if keep[0].start < start:
+                    new.insert(0, keep[0])
+                if keep[-1].end > end:
+                    new.append(keep[-1])
+            self.areas[i:j] = new
+            self.starts[i:j] = [a.start for a in new]
+            return
+        self.areas[i:j] = keep
+        self.starts[i:j] = [a.start for a in keep]
+        for n in new:
+            bisect.insort(self.areas, n, key=_area_start)
         self._reindex()
 
     def covered_parts(self, start: int, end: int) -> list[_Area]:
@@ -788,18 +855,8 @@ class _Space:
 
     def runs(self, start: int, end: int) -> tuple[list[tuple[int, int]], int]:
         """Maximal runs of ``[start, end)`` covered by expressible mappings, and the pages outside them."""
-        out: list[tuple[int, int]] = []
-        covered = 0
-        for a in self.covered_parts(start, end):
-            if a.kind == "opaque":
-                continue
-            lo, hi = max(a.start, start), min(a.end, end)
-            covered += hi - lo
-            if out and out[-1][1] == lo:
-                out[-1] = (out[-1][0], hi)
-            else:
-                out.append((lo, hi))
-        return out, (end - start) - covered
+        return _joined_runs([(max(a.start, start), min(a.end, end)) for a in self.covered_parts(start, end)
+                             if a.kind != "opaque"], end - start)
 
     def fork(self) -> _Space:
         child = _Space(self.described)
@@ -826,6 +883,10 @@ def _prot(prot: int) -> str:
     if prot & (PROT_READ | PROT_EXEC):
         return "r" + x
     return "none"
+
+
+#: :func:`_prot` of every protection, by its PROT_READ | PROT_WRITE | PROT_EXEC bits (``_PROTS[prot & 7]``)
+_PROTS = tuple(_prot(bits) for bits in range(8))
 
 
 @dataclass(frozen=True, slots=True)
@@ -998,7 +1059,7 @@ class _Converter:
         stats, counts, see, racy = self.stats, self.stats.events, self.races.see, self.racy
         race_lines, last_fault, recent, since = (self.races.lines, self.races._last, self.races._recent,
                                                  self.races._mm_since)
-        names, spaces, append, scan = self.name, self.space, out.append, _scan_once
+        names, spaces, append, scan, fault_line = self.name, self.space, out.append, _scan_once, _FAULT_LINE
         # the handlers event() calls for a task it knows (spawn and exec have more to decide: they go through it)
         direct = {"syscall": self.on_syscall, "fork": self.on_fork, "exit": self.on_exit,
                   "snapshot": self.on_snapshot, "fault": self.on_fault}
@@ -1013,35 +1074,51 @@ class _Converter:
         last_t: float = float("-inf")
         batch_end = BATCH_LINES
         lineno = 0
-        for lineno, line in trace.lines():
-            if not header_seen:
-                trace._header = parse_header(line, f"{name} line {lineno}")
-                header_seen = True
-                continue
-            try:
-                ev, end = scan(line, 0)
-            except (StopIteration, json.JSONDecodeError):
-                ev, end = None, 0
-            fault: Any = None
-            if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):
-                if type(ev) is dict and ev.get("ev") == "fault":
-                    try:
-                        fault = _FAULT_FIELDS(ev)
-                    except KeyError:
-                        pass
-                    else:
-                        if tuple(map(type, fault)) not in _FAULT_TYPES:
-                            fault = None
-                if fault is None and not _event_ok(ev):
+        lines = trace.lines()
+        for lineno, line in lines:  # the header: the first line
+            trace._header = parse_header(line, f"{name} line {lineno}")
+            header_seen = True
+            break
+        for lineno, line in lines:
+            fault: Any = fault_line(line)
+            if fault is not None:  # the recorder's own fault line: its values without json (parsed on demand)
+                t_float, t_int, pid, tid, addr, write, kernel = fault.groups()
+                t = float(t_float) if t_float is not None else int(t_int)
+                if t < last_t:
+                    _in_order(t, last_t, name, lineno)
+                last_t = t
+                if tid == pid:  # (a process's main thread: one conversion)
+                    tid = pid = int(pid)
+                else:
+                    pid, tid = int(pid), int(tid)
+                addr, write, kernel = int(addr), write == "true", kernel == "true"
+                ev: Any = None
+            else:
+                try:
+                    ev, end = scan(line, 0)
+                except (StopIteration, json.JSONDecodeError):
+                    ev, end = None, 0
+                if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):
+                    if type(ev) is dict and ev.get("ev") == "fault":
+                        try:
+                            fault = _FAULT_FIELDS(ev)
+                        except KeyError:
+                            pass
+                        else:
+                            if tuple(map(type, fault)) not in _FAULT_TYPES:
+                                fault = None
+                    if fault is None and not _event_ok(ev):
+                        ev = parse_event(line, f"{name} line {lineno}")
+                else:  # json.loads() also allows whitespace around the object: such a line goes the long way
                     ev = parse_event(line, f"{name} line {lineno}")
-            else:  # json.loads() also allows whitespace around the object: such a line goes the long way
-                ev = parse_event(line, f"{name} line {lineno}")
-            last_t = t = _in_order(ev["t"], last_t, name, lineno)
+                last_t = t = _in_order(ev["t"], last_t, name, lineno)
+                if fault is not None:
+                    _t, pid, tid, addr, write, _ip, _code = fault
+                    kernel = ev.get("kernel")
             if fault is not None:
                 if not n_events and "fault" not in counts:
                     counts["fault"] = 0  # the key where the reference puts it (the JSON's order)
                 n_events += 1
-                _t, pid, tid, addr, write, _ip, _code = fault
                 vpn = addr >> PAGE_SHIFT
                 if first_pass:  # _Races.see() of a fault
                     tf = float(t)
@@ -1062,7 +1139,7 @@ class _Converter:
                             append(Race(lineno))
                         if write:
                             n_writes += 1
-                        if ev.get("kernel"):
+                        if kernel:
                             n_kernel += 1
                         if fault_lines is not None:
                             fault_lines.append(lineno)
@@ -1072,14 +1149,14 @@ class _Converter:
                         set_args(step, (vpn, 0, write))
                         append(step)
                     else:
-                        out.extend(self.on_fault(lineno, ev))
+                        out.extend(self.on_fault(lineno, ev if ev is not None else scan(line, 0)[0]))
                 else:
-                    out.extend(self.event(lineno, ev))
+                    out.extend(self.event(lineno, ev if ev is not None else scan(line, 0)[0]))
             else:
                 stats.lines = lineno
                 kind = ev["ev"]
                 counts[kind] += 1
-                if first_pass:
+                if first_pass and kind != "syscall":  # (_Races.see() of a call does nothing)
                     while recent and recent[0][0] < last_tf - _RACE_KEEP_US:  # as _Races.see() after each fault
                         recent.popleft()
                     see(lineno, ev)
@@ -1295,26 +1372,28 @@ class _Converter:
                        scope if isinstance(scope, str) else None)
 
     # -- memory calls ------------------------------------------------------------------------------------
-    def on_syscall(self, lineno: int, ev: dict[str, Any]) -> Iterator[_Out]:
+    def on_syscall(self, lineno: int, ev: dict[str, Any]) -> Iterable[_Out]:
+        """The steps of a memory call: its handler's (a generator), or none. Not a generator itself (one frame
+        less per call); the figures change when it is called, where a generator's first step would change them."""
         name = ev["name"]
         self.stats.syscalls[name] += 1
         ret = ev["ret"]
         if ret < 0 and not (name == "madvise" and ret == -12):  # madvise -ENOMEM still advised the mapped parts
             self.stats.failed[name] += 1
-            return
+            return ()
         handler = _SYSCALL_HANDLERS.get(name)
         if name in ("mprotect", "madvise") and ev["args"][1] == 0:
             # a length of 0 succeeds and does nothing (mm/mprotect.c do_mprotect_pkey(), mm/madvise.c
             # do_madvise() return 0 before looking at any VMA): no step, no split of the mapping
             self.stats.ignored[f"{name} of length 0"] += 1
-            return
+            return ()
         if name in NO_EFFECT_CALLS:
             self.stats.ignored[name] += 1
-            return
+            return ()
         if handler is None:
             self.stats.unexpressed[name] += 1
-            return
-        yield from handler(self, self.name[ev["tid"]], self.space[ev["tid"]], ev["args"], ret, ev)
+            return ()
+        return handler(self, self.name[ev["tid"]], self.space[ev["tid"]], ev["args"], ret, ev)
 
     def _mmap_step(self, task: str, a: _Area) -> Step:
         if a.file is not None:
@@ -1357,7 +1436,7 @@ class _Converter:
         typ = flags & MAP_TYPE
         shared = typ in (MAP_SHARED, MAP_SHARED_VALIDATE)
         file = ev.get("file")
-        p = _prot(prot)
+        p = _PROTS[prot & 7]
         if flags & MAP_NORESERVE and not shared:  # VM_NORESERVE: never VM_ACCOUNT, so it merges only with its kind
             p += NORESERVE
         if flags & MAP_HUGETLB or (file is not None and file.get("hugetlb")):
@@ -1397,11 +1476,29 @@ class _Converter:
     def sys_mprotect(self, task: str, space: _Space, args: list[int], ret: int,
                      ev: dict[str, Any]) -> Iterator[_Out]:
         start, pages = args[0] >> PAGE_SHIFT, _pages(args[1])
-        p = _prot(args[2])
-        for lo, hi in self._over_runs("mprotect", space, start, start + pages):
+        p = _PROTS[args[2] & 7]
+        end = start + pages
+        if not (space.clean and start < end):
+            for lo, hi in self._over_runs("mprotect", space, start, end):
+                yield Step("mprotect", task, (lo, 0, hi - lo, p))
+            space.update(start, end, lambda a: a if a.kind == "opaque" else a.with_prot(
+                p + NORESERVE if a.prot.endswith(NORESERVE) else p))
+            return
+        # the same, the range cut once: its runs are those of the pieces (_over_runs), then the pieces change
+        i, j, gone, keep = space._cut(start, end)
+        runs, outside = _joined_runs([(a.start, a.end) for a in gone if a.kind != "opaque"], pages)
+        if outside:
+            self.stats.skipped["mprotect: pages outside the mappings the trace describes"] += 1
+        for lo, hi in runs:
             yield Step("mprotect", task, (lo, 0, hi - lo, p))
-        space.update(start, start + pages, lambda a: a if a.kind == "opaque" else a.with_prot(
-            p + NORESERVE if a.prot.endswith(NORESERVE) else p))
+        new = []
+        for a in gone:
+            if a.kind != "opaque":
+                prot = p + NORESERVE if a.prot.endswith(NORESERVE) else p
+                if a.prot != prot:  # (an area is never changed in place: one with the same protection stays)
+                    a = a.with_prot(prot)
+            new.append(a)
+        space._put_back(start, end, i, j, gone, keep, new)
 
     def sys_madvise(self, task: str, space: _Space, args: list[int], ret: int,
                     ev: dict[str, Any]) -> Iterator[_Out]:
@@ -1741,7 +1838,9 @@ def prepare(trace: RunTrace) -> Conversion:
     marks: list[tuple[int, int]] = []
     keep = True
     collect = gc.isenabled()
-    gc.disable()  # the reading makes many objects and few cycles: no collections while it runs (up to a fifth)
+    # the reading makes many objects and few cycles: no collections while it runs (up to a fifth), nor before the
+    # converter's own objects (the race bookkeeping: one tuple per fault) are freed, on return
+    gc.disable()
     try:
         for line in conv.run_fast(trace, out, fault_lines):
             if keep and len(out) > CACHE_ITEMS:
@@ -1751,35 +1850,35 @@ def prepare(trace: RunTrace) -> Conversion:
             else:
                 out.clear()
                 fault_lines.clear()
+        lines = conv.stats.lines
+        racy = conv.races.lines
+        kept: list[_Out] | None = None
+        if keep:
+            kept = out[1:]  # after the THP step
+            if racy:  # a Race marker before each racy fault's step, as the second pass places them
+                at = [i for i, item in enumerate(kept) if type(item) is Step and item.verb == "fault"]
+                assert len(at) == len(fault_lines)
+                inserts = [(i, line) for i, line in zip(at, fault_lines, strict=True) if line in racy]
+                placed: list[_Out] = []
+                prev = 0
+                for i, line in inserts:
+                    placed.extend(kept[prev:i])
+                    placed.append(Race(line))
+                    prev = i
+                placed.extend(kept[prev:])
+                kept = placed
+                starts = [i for i, _line in inserts]
+                marks = [(end + bisect.bisect_left(starts, end), line) for end, line in marks]
+        first = ConvertStats()
+        for name in ConvertStats.__slots__:
+            value = getattr(conv.stats, name)
+            setattr(first, name, Counter(value) if isinstance(value, Counter) else value)
+        steps = countOf(map(type, kept), Step) if kept is not None else 0
+        return Conversion(trace, header, dict(conv.file_pages), dict(conv.file_shmem), conv.stats, lines, racy,
+                          kept, marks, first, steps)
     finally:
         if collect:
             gc.enable()
-    lines = conv.stats.lines
-    racy = conv.races.lines
-    kept: list[_Out] | None = None
-    if keep:
-        kept = out[1:]  # after the THP step
-        if racy:  # a Race marker before each racy fault's step, as the second pass places them
-            at = [i for i, item in enumerate(kept) if type(item) is Step and item.verb == "fault"]
-            assert len(at) == len(fault_lines)
-            inserts = [(i, line) for i, line in zip(at, fault_lines, strict=True) if line in racy]
-            placed: list[_Out] = []
-            prev = 0
-            for i, line in inserts:
-                placed.extend(kept[prev:i])
-                placed.append(Race(line))
-                prev = i
-            placed.extend(kept[prev:])
-            kept = placed
-            starts = [i for i, _line in inserts]
-            marks = [(end + bisect.bisect_left(starts, end), line) for end, line in marks]
-    first = ConvertStats()
-    for name in ConvertStats.__slots__:
-        value = getattr(conv.stats, name)
-        setattr(first, name, Counter(value) if isinstance(value, Counter) else value)
-    steps = sum(1 for item in kept if type(item) is Step) if kept is not None else 0
-    return Conversion(trace, header, dict(conv.file_pages), dict(conv.file_shmem), conv.stats, lines, racy, kept,
-                      marks, first, steps)
 
 
 def run_trace_steps(text: str, source: str = "run trace") -> list[Step]:
