@@ -53,6 +53,8 @@ _OP_FIELDS = ("op", "mm", "folio", "order", "level", "page", "nr")
 if tuple(f.name for f in fields(Op)) != _OP_FIELDS:  # pragma: no cover - a developer changed Op
     raise ImportError("foliosim.system.Op's fields changed: update foliosim.fast.sim.engine._new_op()")
 _OP_SETTERS = tuple(getattr(Op, name).__set__ for name in _OP_FIELDS)
+#: FastMachine._sync() reads an MM with at most this many VMAs one scalar at a time
+_SYNC_SCALAR = 16
 
 
 def _new_op(op: str, mm: str | None, folio: str | None, order: int | None, level: RmapLevel | None, page: int,
@@ -525,6 +527,14 @@ class FastMachine:
         self._anon_seen[mm.num] = counter
         if seen is not None and len(mm.rows) == len(mm.published):
             # anon_vma ids count up: what the kernels assigned since this MM's last sync is >= seen
+            if len(mm.rows) <= _SYNC_SCALAR:  # a few VMAs: scalar reads (a numpy pass costs tens of us when cold)
+                item = self.vm.item
+                for vma, row in zip(mm.published, mm.rows, strict=True):
+                    if vma.anon_vma is None:
+                        av = item(row, L.V_ANONVMA)
+                        if av >= seen:
+                            vma.anon_vma = av
+                return
             fresh = np.flatnonzero(self.vm[mm.rows, L.V_ANONVMA] >= seen).tolist()
             published = mm.published
             for i in fresh:
@@ -634,7 +644,8 @@ class FastMachine:
         mm.published = list(mm.vmas)
         mm.vcap = n
         mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
-        self.mv[self.nmv:self.nmv + n] = rows
+        if n:
+            self.mv[self.nmv:self.nmv + n] = rows
         self.ms[mm.num, L.MS_VOFF] = self.nmv
         self.ms[mm.num, L.MS_NVMA] = n
         self.nmv += n
@@ -1015,9 +1026,9 @@ class FastMachine:
         n_old = len(old)
         if p + q > n or p + q > n_old or len(mm.rows) != n_old:  # pragma: no cover - the verb's report is wrong
             raise OracleViolation(f"fast engine: the compiled control plane's report of {mm.name} is inconsistent")
-        rows = self.mv[off + p:off + n - q]
-        mid = self.codec.vmas(self.vm[rows], birth)
-        rows_l = rows.tolist()
+        rows_l = self.mv[off + p:off + n - q].tolist()
+        # one VMA (an mmap): its row as a slice, not a gather (which costs tens of microseconds in a cold cache)
+        mid = self.codec.vmas(self.vm[rows_l[0]:rows_l[0] + 1] if len(rows_l) == 1 else self.vm[rows_l], birth)
         rowmap = mm.rowmap
         for vma in old[p:n_old - q]:
             del rowmap[id(vma)]

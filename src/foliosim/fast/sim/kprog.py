@@ -1861,10 +1861,15 @@ class ProgramRun:
             self._ctask = np.full(m.cow.shape[0], -1, dtype=np.int64)
             return
         size = m.ms.shape[0]
-        msimple = np.zeros(size, dtype=np.int8)
-        morig = np.full(size, -1, dtype=np.int64)
-        mtask = np.full(size, -1, dtype=np.int64)
-        vfk = np.zeros(m.vm.shape[0], dtype=np.int8)
+        freed = m.ids._freed
+        ncow = m.cow.shape[0]
+        # morig, mtask and ctask (-1 each) and the id heap (zeros) cut from one block, msimple and vfk from another
+        # (each numpy allocation costs microseconds, tens in a cold cache)
+        blk = np.zeros(2 * size + ncow + I_HEAP + len(freed) + self.exits + 2, dtype=np.int64)
+        blk[:2 * size + ncow] = -1
+        morig, mtask, ctask, ids = blk[:size], blk[size:2 * size], blk[2 * size:2 * size + ncow], blk[2 * size + ncow:]
+        blk8 = np.zeros(size + m.vm.shape[0], dtype=np.int8)
+        msimple, vfk = blk8[:size], blk8[size:]
         self.mobj = {mm.num: mm for mm in m.mms.values()}
         self.templates = {}
         ms = m.ms
@@ -1906,17 +1911,16 @@ class ProgramRun:
             self.rg = rg
         if self.vr.shape[0] < most:
             self.vr = np.zeros(2 * most, dtype=np.int64)
-        freed = m.ids._freed
-        ids = np.zeros(I_HEAP + len(freed) + self.exits + 2, dtype=np.int64)
         ids[I_NEXT] = m.ids._next
         ids[I_MAX] = m.ids.max_id
         ids[I_LEN] = len(freed)
-        ids[I_HEAP:I_HEAP + len(freed)] = freed
-        ctask = np.full(m.cow.shape[0], -1, dtype=np.int64)
+        if freed:
+            ids[I_HEAP:I_HEAP + len(freed)] = freed
         self._ids, self._ctask, self._morig, self._mtask, self._vfk = ids, ctask, morig, mtask, vfk
         self._msimple = msimple
         st[S_COMPACT] = 0
-        if self._vtmp.shape[0] < m.vm.shape[0]:  # _compact()'s staging rows
+        # _compact()'s staging rows, when the forks ahead may fill the VMA rows (else it asks for them: RK_SCR)
+        if self._vtmp.shape[0] < m.vm.shape[0] and m.nvm + (self.forks + 1) * most > m.vm.shape[0]:
             self._vtmp, self._ftmp = np.empty_like(m.vm), np.empty_like(vfk)
 
     def _presize(self, pages: int, order: int) -> None:
