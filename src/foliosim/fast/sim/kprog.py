@@ -1668,10 +1668,12 @@ class ProgramRun:
         keep = self._keep()
         # the small arrays cut from one block (each numpy allocation costs microseconds, tens in a cold cache)
         self._blk = np.zeros(7 * nt + max(len(self.rid), 1) + S_LEN + (1 if keep else _BATCH) * 6 + _FAULT_ROWS * 2
-                             + (4096 if keep else 1) * 4 + 64 * 3 + TL_LEN + 4 + K_COLS + X_LEN + 1, dtype=np.int64)
+                             + (4096 if keep else 1) * 4 + 64 * 3 + TL_LEN + 4 + K_COLS + X_LEN + 1 + 3, dtype=np.int64)
         self._at = 0
         self.tmm = self._take(nt)
-        self.tmm.fill(-1)
+        self.ftab = self._take(1)
+        self.ttg = self._take(nt, 3)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
+        self._blk[:self._at] = -1  # tmm, ftab and ttg: one store
         self.tst = self._take(nt)
         self.tpid = self._take(nt)
         self.rtab = self._take(max(len(self.rid), 1))
@@ -1707,20 +1709,16 @@ class ProgramRun:
         self._vtmp = _NOVM
         self.control = False  # the control-plane opcodes run in the loop (enable_control())
         self.mk = self._take(1, K_COLS)
-        self.mk[:, K_PLO] = kvma.NO_LO  # no MM's VMAs changed (fork reads it)
-        self.mk[:, K_PHI] = -1
+        self.mk[0, K_PLO] = kvma.NO_LO  # no MM's VMAs changed (fork reads it)
+        self.mk[0, K_PHI] = -1
         self.vst = self._take(X_LEN)
-        self.ftab = self._take(1)
-        self.ftab.fill(-1)
         self.fnames: list[str] = []
         self.fmade: dict[int, tuple[str, int, int, bool]] = {}  # files the program's file steps create, by number
         self.file_rows = self.file_pages = _NONE  # OP_FILE rows, their pages from each on
         self.vma_rows = _NONE  # the rows of the verbs that add VMA rows or move index slices
-        self.ttg = self._take(nt, 3)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
-        self.ttg.fill(-1)
         self._fnums = _NONE  # _prepare()'s MM numbers of the tasks that fork ahead (made at the first that has any)
         self._end = len(steps)  # where the run _prepare() prepares for stops (_call()'s ``end``)
-        self.marks = np.zeros((1, 3), dtype=np.int64)  # S_MARK: (trace rows, decisions, step) before each row
+        self.marks = self._take(1, 3)  # S_MARK: (trace rows, decisions, step) before each row
 
     def _keep(self) -> bool:
         return self.m.keep_decisions or self.m.record
@@ -1737,10 +1735,12 @@ class ProgramRun:
         """Run every step: stretches in run_program(), what it stops at through FastWorkloadRunner._step()."""
         m, r, steps = self.m, self.r, self.steps
         n = len(steps)
-        m._grow_rows("ms", m._next["mm"] + self.forks + 1)  # a row per MM: no round trip per doubling
+        mms = m._next["mm"] + self.forks + 1  # a row per MM: no round trip per doubling
         wpages = self.wpages  # folio and page rows for the pages the program writes, at most: no round trip each
         if wpages > 64:
-            m.ensure(folios=min(wpages, _AHEAD_MAX), pages=min(2 * wpages, _AHEAD_MAX))
+            m.reserve(mms, folios=min(wpages, _AHEAD_MAX), pages=min(2 * wpages, _AHEAD_MAX))
+        else:
+            m._grow_rows("ms", mms)
         pos = 0
         while pos < n:
             if m.gup or self.prog[pos, P_OP] == OP_OTHER:  # pins or pipes held, or a step it does not model
