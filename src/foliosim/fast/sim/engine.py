@@ -395,42 +395,6 @@ class FastMachine:
         new[:arr.shape[0]] = arr
         setattr(self, name, new)
 
-    def reserve(self, mms: int, folios: int, pages: int) -> None:
-        """``_grow_rows("ms", mms)`` then :meth:`ensure` of ``folios`` and ``pages`` (with ensure()'s defaults
-        otherwise), to the same sizes, the new MM, folio and page arrays cut from one zeroed block: a fresh
-        machine sized for a whole program in one allocation instead of one per array (each costs microseconds,
-        tens in a cold cache)."""
-        g = self.glob
-        plan: list[tuple[str, npt.NDArray[Any], int, int]] = []  # (name, old array, new rows, fill)
-        pmc_rows = self.pmc.shape[0]
-        for name, need, fill in (("ms", mms, 0), ("fs", int(g[L.G_NFOLIO]) + folios + 2, 0),
-                                 ("pmc", int(g[L.G_NPAGE]) + max(pages, 2 * self.P), -1), ("pex", -1, 0),
-                                 ("pct", -1, 0)):
-            arr = getattr(self, name)
-            if need < 0:  # pex and pct follow pmc
-                need = pmc_rows
-            if need > arr.shape[0]:
-                rows = max(need, 2 * arr.shape[0])
-                plan.append((name, arr, rows, fill))
-                if name == "pmc":
-                    pmc_rows = rows
-        if len(plan) > 1:
-            offs = []
-            total = 0
-            for _name, arr, rows, _fill in plan:
-                offs.append(total)
-                total += (rows * (arr.nbytes // arr.shape[0]) + 63) & ~63
-            block = np.zeros(total, dtype=np.uint8)
-            for (name, arr, rows, fill), off in zip(plan, offs, strict=True):
-                new = block[off:off + rows * (arr.nbytes // arr.shape[0])].view(arr.dtype).reshape(
-                    rows, *arr.shape[1:])
-                if fill:
-                    new.fill(fill)
-                new[:arr.shape[0]] = arr
-                setattr(self, name, new)
-        self._grow_rows("ms", mms)
-        self.ensure(folios=folios, pages=pages)
-
     def ensure(self, folios: int = 2, pages: int = 0, tables: int = 2, trace: int = 64, cows: int = 4) -> None:
         """Make room for that many more folios (of ``pages`` pages in all), tables, trace rows and decisions."""
         g = self.glob

@@ -1677,7 +1677,7 @@ class ProgramRun:
         self.tst = self._take(nt)
         self.tpid = self._take(nt)
         self.rtab = self._take(max(len(self.rid), 1))
-        self.rtab.fill(MISSING)
+        self.rtab[:] = MISSING
         self.st = self._take(S_LEN)
         rows = np.empty((3, self.prog.shape[0]), dtype=np.int64)
         nf, nfe, no, _nfile, _nvma, _nexec, _made, self.nfault = _row_index(self.prog[:, P_OP], rows, False)
@@ -1735,12 +1735,10 @@ class ProgramRun:
         """Run every step: stretches in run_program(), what it stops at through FastWorkloadRunner._step()."""
         m, r, steps = self.m, self.r, self.steps
         n = len(steps)
-        mms = m._next["mm"] + self.forks + 1  # a row per MM: no round trip per doubling
+        m._grow_rows("ms", m._next["mm"] + self.forks + 1)  # a row per MM: no round trip per doubling
         wpages = self.wpages  # folio and page rows for the pages the program writes, at most: no round trip each
         if wpages > 64:
-            m.reserve(mms, folios=min(wpages, _AHEAD_MAX), pages=min(2 * wpages, _AHEAD_MAX))
-        else:
-            m._grow_rows("ms", mms)
+            m.ensure(folios=min(wpages, _AHEAD_MAX), pages=min(2 * wpages, _AHEAD_MAX))
         pos = 0
         while pos < n:
             if m.gup or self.prog[pos, P_OP] == OP_OTHER:  # pins or pipes held, or a step it does not model
@@ -1904,7 +1902,9 @@ class ProgramRun:
                 msimple[num] = not any(map(_DONTFORK, vmas))
                 if len(vmas) != len(forker.rows):  # pragma: no cover - the rows follow the list
                     raise OracleViolation(f"fast engine: {forker.name}'s VMA rows do not follow its VMAs")
-                vfk[list(compress(forker.rows, map(_FORKED, vmas)))] = 1
+                forked = list(compress(forker.rows, map(_FORKED, vmas)))
+                if forked:
+                    vfk[forked] = 1
         if self.rg.shape[0] < most:
             rg = np.zeros((2 * most, 2), dtype=np.int64)
             rg[:self.rg.shape[0]] = self.rg  # a MADV_COLD/PAGEOUT cut short resumes from these
