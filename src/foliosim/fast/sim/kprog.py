@@ -2010,25 +2010,28 @@ class ProgramRun:
         mtask = self._mtask.tolist()
         created = [num for num, (t, live) in enumerate(zip(mtask, ms[:len(mtask), L.MS_LIVE].tolist(), strict=True))
                    if t >= 0 and live]
-        vm, mv = m.vm, m.mv
+        vm_item, mv, vfk_item = m.vm.item, m.mv, self._vfk.item  # scalar reads: no numpy scalar made for each
+        morig = self._morig.tolist() if created else []
         for num in created:  # forked in the compiled loop and still alive
-            mm = FastMM(num, int(ms[num, L.MS_ID]), label=names[int(self._mtask[num])])
+            row = ms[num].tolist()
+            mm = FastMM(num, row[L.MS_ID], label=names[mtask[num]])
             mm.pmds = PmdSet(m, mm)
-            mm.users = int(ms[num, L.MS_USERS])
-            mm.count = int(ms[num, L.MS_COUNT])
-            tmpl = self.templates[int(self._morig[num])]
-            off = int(ms[num, L.MS_VOFF])
-            rows = mv[off:off + int(ms[num, L.MS_NVMA])].tolist()
-            for k, row in enumerate(rows):
+            mm.users = row[L.MS_USERS]
+            mm.count = row[L.MS_COUNT]
+            tmpl = self.templates[morig[num]]
+            off = row[L.MS_VOFF]
+            rows = mv[off:off + row[L.MS_NVMA]].tolist()
+            vmas = mm.vmas
+            for k, r in enumerate(rows):
                 vma = Vma(*_VMA_FIELDS(tmpl[k]))
-                av = int(vm[row, L.V_ANONVMA])
+                av = vm_item(r, L.V_ANONVMA)
                 vma.anon_vma = av if av else None
-                vma.anon_vma_forked = bool(self._vfk[row])
-                mm.vmas.append(vma)
-            mm.rows = [int(x) for x in rows]
-            mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, mm.rows, strict=True)}
+                vma.anon_vma_forked = bool(vfk_item(r))
+                vmas.append(vma)
+            mm.rows = rows
+            mm.rowmap = {id(vma): r for vma, r in zip(vmas, rows, strict=True)}
             _published(mm)
-            mm.zapped = bool(ms[num, L.MS_ZAPPED])
+            mm.zapped = bool(row[L.MS_ZAPPED])
             m.mms[mm.name] = mm
             mms[num] = mm
         born = []
