@@ -1919,8 +1919,9 @@ class ProgramRun:
         self._ids, self._ctask, self._morig, self._mtask, self._vfk = ids, ctask, morig, mtask, vfk
         self._msimple = msimple
         st[S_COMPACT] = 0
-        # _compact()'s staging rows, when the forks ahead may fill the VMA rows (else it asks for them: RK_SCR)
-        if self._vtmp.shape[0] < m.vm.shape[0] and m.nvm + (self.forks + 1) * most > m.vm.shape[0]:
+        # _compact()'s staging rows, when the forks ahead may fill the VMA rows or index (else it asks: RK_SCR)
+        if self._vtmp.shape[0] < m.vm.shape[0] and max(m.nvm, m.nmv) + 2 * (self.forks + 1) * most > min(
+                m.vm.shape[0], m.mv.shape[0]):
             self._vtmp, self._ftmp = np.empty_like(m.vm), np.empty_like(vfk)
 
     def _presize(self, pages: int, order: int) -> None:
@@ -1928,8 +1929,9 @@ class ProgramRun:
         stop to ask (a round trip each; they are scratch, so their sizes change no result; where they fall short
         the loop still asks): zap's gather list for the largest MM's pages (at exit and MADV_DONTNEED: one row per
         PTE, a PMD mapping's pages), and when the program has madvise steps, the folio split's page list and
-        migration entries for a folio of the largest order the VMAs allow mapped by every MM (what MADV_COLD/
-        PAGEOUT's split would grow them to)."""
+        migration entries for a folio of the largest order the VMAs allow mapped by every MM and one more (the
+        split's page list as MADV_COLD/PAGEOUT's split would grow it; the entries without its doubling: zeroed
+        memory costs a page fault per page on a fresh machine)."""
         m = self.m
         if self.exits or self.nmadv:
             m._gather_rows(min(pages + 2, _AHEAD_MAX))
@@ -1939,7 +1941,7 @@ class ProgramRun:
                 m.scr2 = np.zeros((2, 2 * need), dtype=np.int64)
             ents = (len(m.mms) + 1) << order if order else 0
             if m.ent.shape[0] < ents:
-                m.ent = np.zeros((2 * ents, 5), dtype=np.int64)
+                m.ent = np.zeros((ents, 5), dtype=np.int64)
 
     def _materialize(self) -> None:
         """The Python objects brought up to date with the arrays: ids, tasks and MMs (:meth:`_materialize_tables`,
