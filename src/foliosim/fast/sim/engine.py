@@ -384,21 +384,28 @@ class FastMachine:
         return errno
 
     # ------------------------------------------------------------------ array room
-    def _grow_rows(self, name: str, need: int, fill: int = 0) -> None:
+    def _grow_rows(self, name: str, need: int, fill: int | None = 0) -> None:
+        """``name`` grown to at least ``need`` rows (doubling), its new rows ``fill``; None: left undefined (for an
+        array whose rows past its count are never read before they are written whole)."""
         arr = getattr(self, name)
         if need <= arr.shape[0]:
             return
         size = max(need, 2 * arr.shape[0])
-        # zeros: the rows not used yet are not written (their pages stay untouched until used)
-        new = np.zeros((size, *arr.shape[1:]), dtype=arr.dtype) if fill == 0 else np.full((size, *arr.shape[1:]),
-                                                                                          fill, dtype=arr.dtype)
+        shape = (size, *arr.shape[1:])
+        if fill is None:  # malloc()ed, not zeroed: the pages of the rows never used are never touched
+            new = np.empty(shape, dtype=arr.dtype)
+        else:  # zeros: the rows not used yet are not written (their pages stay untouched until used)
+            new = np.zeros(shape, dtype=arr.dtype) if fill == 0 else np.full(shape, fill, dtype=arr.dtype)
         new[:arr.shape[0]] = arr
         setattr(self, name, new)
 
     def ensure(self, folios: int = 2, pages: int = 0, tables: int = 2, trace: int = 64, cows: int = 4) -> None:
         """Make room for that many more folios (of ``pages`` pages in all), tables, trace rows and decisions."""
         g = self.glob
-        self._grow_rows("fs", int(g[L.G_NFOLIO]) + folios + 2)
+        # folio rows are made only by kern.alloc(), which writes every column of a row past G_NFOLIO before any
+        # read (everything else reads rows below it): not zeroed, a fresh machine sized ahead for a whole program
+        # (ProgramRun) takes page faults for the rows it uses only (calloc() would clear, and fault in, them all)
+        self._grow_rows("fs", int(g[L.G_NFOLIO]) + folios + 2, None)
         pages = max(pages, 2 * self.P)
         self._grow_rows("pmc", int(g[L.G_NPAGE]) + pages, -1)
         self._grow_rows("pex", self.pmc.shape[0])
@@ -529,9 +536,9 @@ class FastMachine:
             # anon_vma ids count up: what the kernels assigned since this MM's last sync is >= seen
             if len(mm.rows) <= _SYNC_SCALAR:  # a few VMAs: scalar reads (a numpy pass costs tens of us when cold)
                 item = self.vm.item
-                for vma, row in zip(mm.published, mm.rows, strict=True):
+                for vma, r in zip(mm.published, mm.rows, strict=True):
                     if vma.anon_vma is None:
-                        av = item(row, L.V_ANONVMA)
+                        av = item(r, L.V_ANONVMA)
                         if av >= seen:
                             vma.anon_vma = av
                 return
