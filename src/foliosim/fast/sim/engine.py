@@ -402,14 +402,15 @@ class FastMachine:
     def ensure(self, folios: int = 2, pages: int = 0, tables: int = 2, trace: int = 64, cows: int = 4) -> None:
         """Make room for that many more folios (of ``pages`` pages in all), tables, trace rows and decisions."""
         g = self.glob
-        # folio rows are made only by kern.alloc(), which writes every column of a row past G_NFOLIO before any
-        # read (everything else reads rows below it): not zeroed, a fresh machine sized ahead for a whole program
-        # (ProgramRun) takes page faults for the rows it uses only (calloc() would clear, and fault in, them all)
+        # folio rows and page slots are made only by kern.alloc(), which writes every column of a row past
+        # G_NFOLIO and every page slot past G_NPAGE before any read (everything else reads below them): not
+        # cleared, so that a fresh machine sized ahead for a whole program (ProgramRun) takes page faults for the
+        # rows it uses only (calloc() clears them all, faulting every page in)
         self._grow_rows("fs", int(g[L.G_NFOLIO]) + folios + 2, None)
         pages = max(pages, 2 * self.P)
-        self._grow_rows("pmc", int(g[L.G_NPAGE]) + pages, -1)
-        self._grow_rows("pex", self.pmc.shape[0])
-        self._grow_rows("pct", self.pmc.shape[0])
+        self._grow_rows("pmc", int(g[L.G_NPAGE]) + pages, None)
+        self._grow_rows("pex", self.pmc.shape[0], None)
+        self._grow_rows("pct", self.pmc.shape[0], None)
         ntb = int(g[L.G_NTB]) + tables + 2
         if ntb > self.tb.shape[0]:
             self._grow_rows("tb", ntb)
