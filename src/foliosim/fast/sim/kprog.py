@@ -1937,11 +1937,11 @@ class ProgramRun:
             m._gather_rows(min(pages + 2, _AHEAD_MAX))
         if self.nmadv:
             need = max(int(m.glob[L.G_NTB]) + 1, m.P)
-            if m.scr2.shape[1] < need:
-                m.scr2 = np.zeros((2, 2 * need), dtype=np.int64)
+            if m.scr2.shape[1] < need:  # both written before they are read: not cleared (no page faults ahead)
+                m.scr2 = np.empty((2, 2 * need), dtype=np.int64)
             ents = (len(m.mms) + 1) << order if order else 0
             if m.ent.shape[0] < ents:
-                m.ent = np.zeros((ents, 5), dtype=np.int64)
+                m.ent = np.empty((ents, 5), dtype=np.int64)
 
     def _materialize(self) -> None:
         """The Python objects brought up to date with the arrays: ids, tasks and MMs (:meth:`_materialize_tables`,
