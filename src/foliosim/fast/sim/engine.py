@@ -53,6 +53,8 @@ _OP_FIELDS = ("op", "mm", "folio", "order", "level", "page", "nr")
 if tuple(f.name for f in fields(Op)) != _OP_FIELDS:  # pragma: no cover - a developer changed Op
     raise ImportError("foliosim.system.Op's fields changed: update foliosim.fast.sim.engine._new_op()")
 _OP_SETTERS = tuple(getattr(Op, name).__set__ for name in _OP_FIELDS)
+#: FastMachine._sync() reads an MM with at most this many VMAs one scalar at a time
+_SYNC_SCALAR = 16
 
 
 def _new_op(op: str, mm: str | None, folio: str | None, order: int | None, level: RmapLevel | None, page: int,
@@ -382,25 +384,33 @@ class FastMachine:
         return errno
 
     # ------------------------------------------------------------------ array room
-    def _grow_rows(self, name: str, need: int, fill: int = 0) -> None:
+    def _grow_rows(self, name: str, need: int, fill: int | None = 0) -> None:
+        """``name`` grown to at least ``need`` rows (doubling), its new rows ``fill``; None: left undefined (for an
+        array whose rows past its count are never read before they are written whole)."""
         arr = getattr(self, name)
         if need <= arr.shape[0]:
             return
         size = max(need, 2 * arr.shape[0])
-        # zeros: the rows not used yet are not written (their pages stay untouched until used)
-        new = np.zeros((size, *arr.shape[1:]), dtype=arr.dtype) if fill == 0 else np.full((size, *arr.shape[1:]),
-                                                                                          fill, dtype=arr.dtype)
+        shape = (size, *arr.shape[1:])
+        if fill is None:  # malloc()ed, not zeroed: the pages of the rows never used are never touched
+            new = np.empty(shape, dtype=arr.dtype)
+        else:  # zeros: the rows not used yet are not written (their pages stay untouched until used)
+            new = np.zeros(shape, dtype=arr.dtype) if fill == 0 else np.full(shape, fill, dtype=arr.dtype)
         new[:arr.shape[0]] = arr
         setattr(self, name, new)
 
     def ensure(self, folios: int = 2, pages: int = 0, tables: int = 2, trace: int = 64, cows: int = 4) -> None:
         """Make room for that many more folios (of ``pages`` pages in all), tables, trace rows and decisions."""
         g = self.glob
-        self._grow_rows("fs", int(g[L.G_NFOLIO]) + folios + 2)
+        # folio rows and page slots are made only by kern.alloc(), which writes every column of a row past
+        # G_NFOLIO and every page slot past G_NPAGE before any read (everything else reads below them): not
+        # cleared, so that a fresh machine sized ahead for a whole program (ProgramRun) takes page faults for the
+        # rows it uses only (calloc() clears them all, faulting every page in)
+        self._grow_rows("fs", int(g[L.G_NFOLIO]) + folios + 2, None)
         pages = max(pages, 2 * self.P)
-        self._grow_rows("pmc", int(g[L.G_NPAGE]) + pages, -1)
-        self._grow_rows("pex", self.pmc.shape[0])
-        self._grow_rows("pct", self.pmc.shape[0])
+        self._grow_rows("pmc", int(g[L.G_NPAGE]) + pages, None)
+        self._grow_rows("pex", self.pmc.shape[0], None)
+        self._grow_rows("pct", self.pmc.shape[0], None)
         ntb = int(g[L.G_NTB]) + tables + 2
         if ntb > self.tb.shape[0]:
             self._grow_rows("tb", ntb)
@@ -525,6 +535,14 @@ class FastMachine:
         self._anon_seen[mm.num] = counter
         if seen is not None and len(mm.rows) == len(mm.published):
             # anon_vma ids count up: what the kernels assigned since this MM's last sync is >= seen
+            if len(mm.rows) <= _SYNC_SCALAR:  # a few VMAs: scalar reads (a numpy pass costs tens of us when cold)
+                item = self.vm.item
+                for vma, r in zip(mm.published, mm.rows, strict=True):
+                    if vma.anon_vma is None:
+                        av = item(r, L.V_ANONVMA)
+                        if av >= seen:
+                            vma.anon_vma = av
+                return
             fresh = np.flatnonzero(self.vm[mm.rows, L.V_ANONVMA] >= seen).tolist()
             published = mm.published
             for i in fresh:
@@ -634,7 +652,8 @@ class FastMachine:
         mm.published = list(mm.vmas)
         mm.vcap = n
         mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
-        self.mv[self.nmv:self.nmv + n] = rows
+        if n:
+            self.mv[self.nmv:self.nmv + n] = rows
         self.ms[mm.num, L.MS_VOFF] = self.nmv
         self.ms[mm.num, L.MS_NVMA] = n
         self.nmv += n
@@ -648,22 +667,23 @@ class FastMachine:
         num = self._next["mm"]
         self._next["mm"] += 1
         mm_id = self.ids.alloc()
-        self._grow_rows("ms", num + 1)
-        self.ms[num] = 0
-        self.ms[num, L.MS_LIVE] = 1
-        self.ms[num, L.MS_ID] = mm_id
-        self.ms[num, L.MS_USERS] = 1
-        self.ms[num, L.MS_COUNT] = 1
-        mm = FastMM(num, mm_id, label=label, anon_birth=int(self.glob[L.G_ANONVMA]))
+        if num >= self.ms.shape[0]:
+            self._grow_rows("ms", num + 1)
+        row = [0] * L.MS_COLS  # the whole row in one write (each numpy store costs microseconds in a cold cache)
+        row[L.MS_LIVE] = row[L.MS_USERS] = row[L.MS_COUNT] = 1
+        row[L.MS_ID] = mm_id
+        row[L.MS_VOFF] = self.nmv  # its (empty) slice of the VMA index: at the end
+        self.ms[num] = row
+        birth = int(self.glob[L.G_ANONVMA])
+        mm = FastMM(num, mm_id, label=label, anon_birth=birth)
         mm.pmds = PmdSet(self, mm)
         self.mms[mm.name] = mm
         self.ref.mm_new(mm)  # type: ignore[arg-type]
         if self.record:
             self.trace.append(Op("mm_new", mm.name))
-        if publish:
-            self._publish(mm)
-        else:
-            self.ms[num, L.MS_VOFF] = self.nmv
+        if publish:  # what _publish() leaves of an MM without VMAs: synced, nothing left to publish
+            self._anon_seen[num] = birth
+            mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
         return mm
 
     def mmput(self, mm: FastMM) -> None:
@@ -1015,9 +1035,9 @@ class FastMachine:
         n_old = len(old)
         if p + q > n or p + q > n_old or len(mm.rows) != n_old:  # pragma: no cover - the verb's report is wrong
             raise OracleViolation(f"fast engine: the compiled control plane's report of {mm.name} is inconsistent")
-        rows = self.mv[off + p:off + n - q]
-        mid = self.codec.vmas(self.vm[rows], birth)
-        rows_l = rows.tolist()
+        rows_l = self.mv[off + p:off + n - q].tolist()
+        # one VMA (an mmap): its row as a slice, not a gather (which costs tens of microseconds in a cold cache)
+        mid = self.codec.vmas(self.vm[rows_l[0]:rows_l[0] + 1] if len(rows_l) == 1 else self.vm[rows_l], birth)
         rowmap = mm.rowmap
         for vma in old[p:n_old - q]:
             del rowmap[id(vma)]

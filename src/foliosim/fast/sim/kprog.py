@@ -1668,14 +1668,16 @@ class ProgramRun:
         keep = self._keep()
         # the small arrays cut from one block (each numpy allocation costs microseconds, tens in a cold cache)
         self._blk = np.zeros(7 * nt + max(len(self.rid), 1) + S_LEN + (1 if keep else _BATCH) * 6 + _FAULT_ROWS * 2
-                             + (4096 if keep else 1) * 4 + 64 * 3 + TL_LEN + 4 + K_COLS + X_LEN + 1, dtype=np.int64)
+                             + (4096 if keep else 1) * 4 + 64 * 3 + TL_LEN + 4 + K_COLS + X_LEN + 1 + 3, dtype=np.int64)
         self._at = 0
         self.tmm = self._take(nt)
-        self.tmm.fill(-1)
+        self.ftab = self._take(1)
+        self.ttg = self._take(nt, 3)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
+        self._blk[:self._at] = -1  # tmm, ftab and ttg: one store
         self.tst = self._take(nt)
         self.tpid = self._take(nt)
         self.rtab = self._take(max(len(self.rid), 1))
-        self.rtab.fill(MISSING)
+        self.rtab[:] = MISSING
         self.st = self._take(S_LEN)
         rows = np.empty((3, self.prog.shape[0]), dtype=np.int64)
         nf, nfe, no, _nfile, _nvma, _nexec, _made, self.nfault = _row_index(self.prog[:, P_OP], rows, False)
@@ -1707,20 +1709,16 @@ class ProgramRun:
         self._vtmp = _NOVM
         self.control = False  # the control-plane opcodes run in the loop (enable_control())
         self.mk = self._take(1, K_COLS)
-        self.mk[:, K_PLO] = kvma.NO_LO  # no MM's VMAs changed (fork reads it)
-        self.mk[:, K_PHI] = -1
+        self.mk[0, K_PLO] = kvma.NO_LO  # no MM's VMAs changed (fork reads it)
+        self.mk[0, K_PHI] = -1
         self.vst = self._take(X_LEN)
-        self.ftab = self._take(1)
-        self.ftab.fill(-1)
         self.fnames: list[str] = []
         self.fmade: dict[int, tuple[str, int, int, bool]] = {}  # files the program's file steps create, by number
         self.file_rows = self.file_pages = _NONE  # OP_FILE rows, their pages from each on
         self.vma_rows = _NONE  # the rows of the verbs that add VMA rows or move index slices
-        self.ttg = self._take(nt, 3)  # per task number: TG_TGID, TG_VP, TG_FOREIGN
-        self.ttg.fill(-1)
         self._fnums = _NONE  # _prepare()'s MM numbers of the tasks that fork ahead (made at the first that has any)
         self._end = len(steps)  # where the run _prepare() prepares for stops (_call()'s ``end``)
-        self.marks = np.zeros((1, 3), dtype=np.int64)  # S_MARK: (trace rows, decisions, step) before each row
+        self.marks = self._take(1, 3)  # S_MARK: (trace rows, decisions, step) before each row
 
     def _keep(self) -> bool:
         return self.m.keep_decisions or self.m.record
@@ -1861,10 +1859,15 @@ class ProgramRun:
             self._ctask = np.full(m.cow.shape[0], -1, dtype=np.int64)
             return
         size = m.ms.shape[0]
-        msimple = np.zeros(size, dtype=np.int8)
-        morig = np.full(size, -1, dtype=np.int64)
-        mtask = np.full(size, -1, dtype=np.int64)
-        vfk = np.zeros(m.vm.shape[0], dtype=np.int8)
+        freed = m.ids._freed
+        ncow = m.cow.shape[0]
+        # morig, mtask and ctask (-1 each) and the id heap (zeros) cut from one block, msimple and vfk from another
+        # (each numpy allocation costs microseconds, tens in a cold cache)
+        blk = np.zeros(2 * size + ncow + I_HEAP + len(freed) + self.exits + 2, dtype=np.int64)
+        blk[:2 * size + ncow] = -1
+        morig, mtask, ctask, ids = blk[:size], blk[size:2 * size], blk[2 * size:2 * size + ncow], blk[2 * size + ncow:]
+        blk8 = np.zeros(size + m.vm.shape[0], dtype=np.int8)
+        msimple, vfk = blk8[:size], blk8[size:]
         self.mobj = {mm.num: mm for mm in m.mms.values()}
         self.templates = {}
         ms = m.ms
@@ -1899,24 +1902,26 @@ class ProgramRun:
                 msimple[num] = not any(map(_DONTFORK, vmas))
                 if len(vmas) != len(forker.rows):  # pragma: no cover - the rows follow the list
                     raise OracleViolation(f"fast engine: {forker.name}'s VMA rows do not follow its VMAs")
-                vfk[list(compress(forker.rows, map(_FORKED, vmas)))] = 1
+                forked = list(compress(forker.rows, map(_FORKED, vmas)))
+                if forked:
+                    vfk[forked] = 1
         if self.rg.shape[0] < most:
             rg = np.zeros((2 * most, 2), dtype=np.int64)
             rg[:self.rg.shape[0]] = self.rg  # a MADV_COLD/PAGEOUT cut short resumes from these
             self.rg = rg
         if self.vr.shape[0] < most:
             self.vr = np.zeros(2 * most, dtype=np.int64)
-        freed = m.ids._freed
-        ids = np.zeros(I_HEAP + len(freed) + self.exits + 2, dtype=np.int64)
         ids[I_NEXT] = m.ids._next
         ids[I_MAX] = m.ids.max_id
         ids[I_LEN] = len(freed)
-        ids[I_HEAP:I_HEAP + len(freed)] = freed
-        ctask = np.full(m.cow.shape[0], -1, dtype=np.int64)
+        if freed:
+            ids[I_HEAP:I_HEAP + len(freed)] = freed
         self._ids, self._ctask, self._morig, self._mtask, self._vfk = ids, ctask, morig, mtask, vfk
         self._msimple = msimple
         st[S_COMPACT] = 0
-        if self._vtmp.shape[0] < m.vm.shape[0]:  # _compact()'s staging rows
+        # _compact()'s staging rows, when the forks ahead may fill the VMA rows or index (else it asks: RK_SCR)
+        if self._vtmp.shape[0] < m.vm.shape[0] and max(m.nvm, m.nmv) + 2 * (self.forks + 1) * most > min(
+                m.vm.shape[0], m.mv.shape[0]):
             self._vtmp, self._ftmp = np.empty_like(m.vm), np.empty_like(vfk)
 
     def _presize(self, pages: int, order: int) -> None:
@@ -1924,18 +1929,19 @@ class ProgramRun:
         stop to ask (a round trip each; they are scratch, so their sizes change no result; where they fall short
         the loop still asks): zap's gather list for the largest MM's pages (at exit and MADV_DONTNEED: one row per
         PTE, a PMD mapping's pages), and when the program has madvise steps, the folio split's page list and
-        migration entries for a folio of the largest order the VMAs allow mapped by every MM (what MADV_COLD/
-        PAGEOUT's split would grow them to)."""
+        migration entries for a folio of the largest order the VMAs allow mapped by every MM and one more (the
+        split's page list as MADV_COLD/PAGEOUT's split would grow it; the entries without its doubling: zeroed
+        memory costs a page fault per page on a fresh machine)."""
         m = self.m
         if self.exits or self.nmadv:
             m._gather_rows(min(pages + 2, _AHEAD_MAX))
         if self.nmadv:
             need = max(int(m.glob[L.G_NTB]) + 1, m.P)
-            if m.scr2.shape[1] < need:
-                m.scr2 = np.zeros((2, 2 * need), dtype=np.int64)
+            if m.scr2.shape[1] < need:  # both written before they are read: not cleared (no page faults ahead)
+                m.scr2 = np.empty((2, 2 * need), dtype=np.int64)
             ents = (len(m.mms) + 1) << order if order else 0
             if m.ent.shape[0] < ents:
-                m.ent = np.zeros((2 * ents, 5), dtype=np.int64)
+                m.ent = np.empty((ents, 5), dtype=np.int64)
 
     def _materialize(self) -> None:
         """The Python objects brought up to date with the arrays: ids, tasks and MMs (:meth:`_materialize_tables`,
@@ -2006,25 +2012,28 @@ class ProgramRun:
         mtask = self._mtask.tolist()
         created = [num for num, (t, live) in enumerate(zip(mtask, ms[:len(mtask), L.MS_LIVE].tolist(), strict=True))
                    if t >= 0 and live]
-        vm, mv = m.vm, m.mv
+        vm_item, mv, vfk_item = m.vm.item, m.mv, self._vfk.item  # scalar reads: no numpy scalar made for each
+        morig = self._morig.tolist() if created else []
         for num in created:  # forked in the compiled loop and still alive
-            mm = FastMM(num, int(ms[num, L.MS_ID]), label=names[int(self._mtask[num])])
+            row = ms[num].tolist()
+            mm = FastMM(num, row[L.MS_ID], label=names[mtask[num]])
             mm.pmds = PmdSet(m, mm)
-            mm.users = int(ms[num, L.MS_USERS])
-            mm.count = int(ms[num, L.MS_COUNT])
-            tmpl = self.templates[int(self._morig[num])]
-            off = int(ms[num, L.MS_VOFF])
-            rows = mv[off:off + int(ms[num, L.MS_NVMA])].tolist()
-            for k, row in enumerate(rows):
+            mm.users = row[L.MS_USERS]
+            mm.count = row[L.MS_COUNT]
+            tmpl = self.templates[morig[num]]
+            off = row[L.MS_VOFF]
+            rows = mv[off:off + row[L.MS_NVMA]].tolist()
+            vmas = mm.vmas
+            for k, r in enumerate(rows):
                 vma = Vma(*_VMA_FIELDS(tmpl[k]))
-                av = int(vm[row, L.V_ANONVMA])
+                av = vm_item(r, L.V_ANONVMA)
                 vma.anon_vma = av if av else None
-                vma.anon_vma_forked = bool(self._vfk[row])
-                mm.vmas.append(vma)
-            mm.rows = [int(x) for x in rows]
-            mm.rowmap = {id(vma): row for vma, row in zip(mm.vmas, mm.rows, strict=True)}
+                vma.anon_vma_forked = bool(vfk_item(r))
+                vmas.append(vma)
+            mm.rows = rows
+            mm.rowmap = {id(vma): r for vma, r in zip(vmas, rows, strict=True)}
             _published(mm)
-            mm.zapped = bool(ms[num, L.MS_ZAPPED])
+            mm.zapped = bool(row[L.MS_ZAPPED])
             m.mms[mm.name] = mm
             mms[num] = mm
         born = []
