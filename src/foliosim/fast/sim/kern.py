@@ -649,7 +649,7 @@ def split_pmd(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tb: An
     return rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_UNMAP, f, m, K.L_PMD, 0, 1)
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
           ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, cow: Any, fc: Any, pcs: Any, m: int, v: int,
           vpn: int, write: bool, unshare: bool) -> int:
@@ -686,7 +686,7 @@ def fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, 
     return RC_OK
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def do_anonymous_page(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any,
                       ptp: Any, ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, m: int, v: int, vpn: int,
                       write: bool) -> int:
@@ -892,7 +892,7 @@ def add_to_cache(glob: Any, opt: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tr:
     return f
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def pagecache_folio(glob: Any, opt: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tr: Any, fc: Any, pcs: Any,
                     fid: int, index: int, vstart: int, vend: int, pgoff: int, vpn: int) -> int:
     """``Machine.pagecache_folio()``: the cached folio for ``index``, read in (allocated for shmem) if absent."""
@@ -903,7 +903,7 @@ def pagecache_folio(glob: Any, opt: Any, fs: Any, pmc: Any, pex: Any, pct: Any, 
     return add_to_cache(glob, opt, fs, pmc, pex, pct, tr, fc, pcs, fid, first, order)
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def map_file_ptes(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any,
                   hk: Any, hv: Any, ms: Any, tr: Any, m: int, vpn: int, f: int, page: int, nr: int, writable: bool,
                   dirty: bool) -> bool:
@@ -924,7 +924,7 @@ def map_file_ptes(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf
     return True
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def finish_fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any,
                  hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, fc: Any, m: int, v: int, vpn: int, f: int,
                  write: bool) -> bool:
@@ -950,7 +950,7 @@ def finish_fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf:
                          writable, write)
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def fault_around(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any,
                  hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, fc: Any, pcs: Any, m: int, v: int, vpn: int) -> bool:
     """``_fault_around()`` (do_fault_around()/filemap_map_pages()): map cached pages near the fault."""
@@ -981,13 +981,11 @@ def fault_around(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf:
         if not map_file_ptes(cfg, opt, glob, fs, pmc, tb, ptf, ptp, ptw, hk, hv, ms, tr, m, cur, f, page, run,
                              writable, False):
             return False
-        if t < 0:  # map_file_ptes() made it
-            t = table_get(glob, tb, ptf, hk, hv, m, vpn >> po, False)
-        cur += run
+        cur += run  # (when there was no table, the one just made maps only the pages passed: t stays -1)
     return True
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def do_file_fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any,
                   ptp: Any, ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, fc: Any, pcs: Any, m: int, v: int,
                   vpn: int, write: bool) -> int:
@@ -1034,7 +1032,7 @@ def do_file_fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pc
     return RC_OK
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def file_fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
                ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, cow: Any, fc: Any, pcs: Any, m: int, v: int,
                vpn: int, write: bool, unshare: bool) -> int:

@@ -473,14 +473,15 @@ def _ranges(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int, rg: Any) ->
     """The pieces of the MM's VMAs inside ``[start, end)`` into ``rg`` (their number), -1 when VMAs do not cover
     the range without holes (madvise()'s -ENOMEM: Python handles that step)."""
     off = ms[m, L.MS_VOFF]
+    nvma = ms[m, L.MS_NVMA]
     cur = start
     n = 0
-    for k in range(ms[m, L.MS_NVMA]):
+    for k in range(kvma._end_ge(vm, mv, off, nvma, start + 1), nvma):  # from the first VMA ending after start
         r = mv[off + k]
         vs = vm[r, L.V_START]
         ve = vm[r, L.V_END]
-        if ve <= start or vs >= end:
-            continue
+        if vs >= end:  # sorted: none after it overlaps
+            break
         if vs > cur:
             return -1
         rg[n, 0] = start if start > vs else vs
