@@ -649,7 +649,7 @@ def split_pmd(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tb: An
     return rmap(cfg, glob, opt, fs, pmc, ms, tr, K.K_UNMAP, f, m, K.L_PMD, 0, 1)
 
 
-@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
+@sjit
 def fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
           ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, cow: Any, fc: Any, pcs: Any, m: int, v: int,
           vpn: int, write: bool, unshare: bool) -> int:
