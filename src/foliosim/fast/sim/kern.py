@@ -161,6 +161,8 @@ except ImportError:  # pragma: no cover
         return fn
 
 GUP_PIN_COUNTING_BIAS = 1024
+#: :func:`access`'s ops column 5: bit 0 unshare; above it the row + 1 of a VMA the caller checked (0: none)
+A_VMA_SHIFT = 1
 
 
 class St:
@@ -684,7 +686,7 @@ def fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, 
     return RC_OK
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def do_anonymous_page(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any,
                       ptp: Any, ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, m: int, v: int, vpn: int,
                       write: bool) -> int:
@@ -890,7 +892,7 @@ def add_to_cache(glob: Any, opt: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tr:
     return f
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def pagecache_folio(glob: Any, opt: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tr: Any, fc: Any, pcs: Any,
                     fid: int, index: int, vstart: int, vend: int, pgoff: int, vpn: int) -> int:
     """``Machine.pagecache_folio()``: the cached folio for ``index``, read in (allocated for shmem) if absent."""
@@ -901,7 +903,7 @@ def pagecache_folio(glob: Any, opt: Any, fs: Any, pmc: Any, pex: Any, pct: Any, 
     return add_to_cache(glob, opt, fs, pmc, pex, pct, tr, fc, pcs, fid, first, order)
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def map_file_ptes(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any,
                   hk: Any, hv: Any, ms: Any, tr: Any, m: int, vpn: int, f: int, page: int, nr: int, writable: bool,
                   dirty: bool) -> bool:
@@ -922,7 +924,7 @@ def map_file_ptes(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf
     return True
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def finish_fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any,
                  hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, fc: Any, m: int, v: int, vpn: int, f: int,
                  write: bool) -> bool:
@@ -948,7 +950,7 @@ def finish_fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf:
                          writable, write)
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def fault_around(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf: Any, ptp: Any, ptw: Any,
                  hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, fc: Any, pcs: Any, m: int, v: int, vpn: int) -> bool:
     """``_fault_around()`` (do_fault_around()/filemap_map_pages()): map cached pages near the fault."""
@@ -962,26 +964,28 @@ def fault_around(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, tb: Any, ptf:
     lo, hi = fault_around_bounds_c(vpn, nr, vm[v, V_START], vm[v, V_END], po)
     writable = vm[v, V_MAPSW] != 0
     nrp = fc[fid, FC_NR]
+    mask = (np.int64(1) << po) - 1
+    t = table_get(glob, tb, ptf, hk, hv, m, vpn >> po, False)  # the window is in this one page table
     cur = lo
     while cur < hi:
         index = cur + delta
         f = pcs[base + index] if 0 <= index < nrp else -1
-        if f < 0 or pte_at(glob, tb, ptf, hk, hv, m, cur, po) != NONE:
+        if f < 0 or (t >= 0 and ptf[t, cur & mask] != NONE):
             cur += 1
             continue
         page = cur + delta - fs[f, X_PCIDX]
         fnr = np.int64(1) << fs[f, K.F_ORDER]
         run = 1
-        while cur + run < hi and pte_at(glob, tb, ptf, hk, hv, m, cur + run, po) == NONE and page + run < fnr:
+        while cur + run < hi and (t < 0 or ptf[t, (cur + run) & mask] == NONE) and page + run < fnr:
             run += 1
         if not map_file_ptes(cfg, opt, glob, fs, pmc, tb, ptf, ptp, ptw, hk, hv, ms, tr, m, cur, f, page, run,
                              writable, False):
             return False
-        cur += run
+        cur += run  # (when there was no table, the one just made maps only the pages passed: t stays -1)
     return True
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def do_file_fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any,
                   ptp: Any, ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, fc: Any, pcs: Any, m: int, v: int,
                   vpn: int, write: bool) -> int:
@@ -1028,7 +1032,7 @@ def do_file_fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pc
     return RC_OK
 
 
-@sjit
+@jit_inline  # inlined: a call passes ~20 arrays, each 7-9 words
 def file_fault(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb: Any, ptf: Any, ptp: Any,
                ptw: Any, hk: Any, hv: Any, ms: Any, vm: Any, tr: Any, cow: Any, fc: Any, pcs: Any, m: int, v: int,
                vpn: int, write: bool, unshare: bool) -> int:
@@ -1058,7 +1062,9 @@ def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
     a GUP fault (no store). With the fast oracle (``O_ORACLE``) every access first checks that the page reads what
     this MM last wrote there (``pexp``, per PTE slot), and every store must hit an AnonExclusive page.
     Every fault taken is appended to ``faults`` (row: op index, vpn) for the caller's user_faults.
-    Returns (rc, op index reached); the caller checked the protections (SIGSEGV) before.
+    Column 5's bits above bit 0 (unshare), when not 0, are ``(v + 1) << A_VMA_SHIFT``: the caller found VMA row
+    ``v`` holding the whole range and checked its protection, in this same call's state (run-trace's recorded
+    faults), so neither lookup is made again. Returns (rc, op index reached).
     """
     po = cfg[K.C_PMD_ORDER]
     mask = (np.int64(1) << po) - 1
@@ -1070,22 +1076,25 @@ def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
         end = start + ops[i, 2]
         write = ops[i, 3] != 0
         fill = ops[i, 4]
-        unshare = ops[i, 5] != 0
-        if fill != -2:  # Machine._access_check(): every page mapped with the access's protection, else SIGSEGV
-            vpn = start
+        unshare = (ops[i, 5] & 1) != 0
+        v0 = (ops[i, 5] >> A_VMA_SHIFT) - 1  # the VMA at ``start``: the caller's, else the check's first
+        if v0 < 0 and fill != -2 and start < end:  # Machine._access_check(): every page mapped with the access's
+            v = find_vma(ms, vm, mv, m, start)    # protection, else SIGSEGV
+            v0 = v
             segv = False
-            while vpn < end:
-                v = find_vma(ms, vm, mv, m, vpn)
+            while True:
                 if v < 0 or not vm[v, V_WRITE if write else V_READ]:
                     segv = True
                     break
-                vpn = vm[v, V_END]
+                if vm[v, V_END] >= end:
+                    break
+                v = find_vma(ms, vm, mv, m, vm[v, V_END])
             if segv:
                 glob[G_SEGV] += 1
                 continue
         vpn = start
         while vpn < end:
-            v = find_vma(ms, vm, mv, m, vpn)
+            v = v0 if vpn == start and v0 >= 0 else find_vma(ms, vm, mv, m, vpn)
             vend = vm[v, V_END] if vm[v, V_END] < end else end
             while vpn < vend:
                 t = table_get(glob, tb, ptf, hk, hv, m, vpn >> po, False)

@@ -43,10 +43,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from foliosim.fast import kernels as K
+from foliosim.fast._jit import jit_inline
 from foliosim.fast.sim import kvma
 from foliosim.fast.sim import layout as L
 from foliosim.fast.sim.engine import _VMA_FIELDS, I64, FastMachine, FastMM, FastTask, PmdSet, Unsupported
-from foliosim.fast.sim.kern import access, add_to_cache, cache_range, cold_pageout, lookup, record, rehash, sjit, zap
+from foliosim.fast.sim.kern import (
+    A_VMA_SHIFT,
+    access,
+    add_to_cache,
+    cache_range,
+    cold_pageout,
+    lookup,
+    record,
+    rehash,
+    sjit,
+    zap,
+)
 from foliosim.fast.sim.kfork import MISSING, exit_zap, fork_dup, mm_entries, room_ok
 from foliosim.vm.events import OracleViolation, SimError
 from foliosim.vm.memory import SparsePages, filled_page
@@ -279,23 +291,25 @@ def _tally_rows(st: Any, glob: Any, cow: Any, tal: Any, rs: Any, first: int, i: 
 
 
 @sjit
-def _access_row(ops: Any, k: int, prog: Any, j: int, m: int, vpn: int, write: bool) -> None:
-    """Row ``k`` of kern.access()'s operations from program row ``j``: MM row, first page, pages, write, fill."""
+def _access_row(ops: Any, k: int, prog: Any, j: int, m: int, vpn: int, write: bool, v: int) -> None:
+    """Row ``k`` of kern.access()'s operations from program row ``j``: MM row, first page, pages, write, fill;
+    ``v``: the VMA row already found and checked for the access (-1: access() checks)."""
     ops[k, 0] = m
     ops[k, 1] = vpn
     ops[k, 2] = prog[j, P_PAGES]
     ops[k, 3] = 1 if write else 0
     ops[k, 4] = prog[j, P_FILL]
-    ops[k, 5] = 0
+    ops[k, 5] = (v + 1) << A_VMA_SHIFT
 
 
 @sjit
 def _fault_rows(prog: Any, i: int, end: int, most: int, tst: Any, tmm: Any, rtab: Any, ms: Any, vm: Any, mv: Any,
-                ops: Any) -> int:
+                ops: Any, lv: int, lvm: int) -> tuple[int, int, int]:
     """The recorded faults after row ``i`` (whose access row is ``ops[0]``) that join it in one access() call:
     consecutive ones, not racy, of a task that can run, in a known region, inside a VMA that allows the access (the
-    checks run_program() makes of each, which the faults before cannot change); their rows into ``ops`` from 1;
-    how many rows ``ops`` then holds."""
+    checks run_program() makes of each, which the faults before cannot change); their rows into ``ops`` from 1,
+    each with its VMA row (access() looks it up no more); how many rows ``ops`` then holds, and the last VMA found
+    (:func:`_vma_at`: ``lv``, of MM row ``lvm``)."""
     nb = 1
     j = i + 1
     while j < end and nb < most:
@@ -310,13 +324,15 @@ def _fault_rows(prog: Any, i: int, end: int, most: int, tst: Any, tmm: Any, rtab
         m = tmm[tn]
         write = (prog[j, P_ARG] & FA_WRITE) != 0
         vpn = base + prog[j, P_FIRST]
-        r = _find_vma(ms, vm, mv, m, vpn)
+        r = _vma_at(ms, vm, mv, m, vpn, lv, lvm)
         if r < 0 or vm[r, L.V_WRITE if write else L.V_READ] == 0:
             break
-        _access_row(ops, nb, prog, j, m, vpn, write)
+        lv = r
+        lvm = m
+        _access_row(ops, nb, prog, j, m, vpn, write, r)
         nb += 1
         j += 1
-    return nb
+    return nb, lv, lvm
 
 
 @sjit
@@ -357,6 +373,16 @@ def _find_vma(ms: Any, vm: Any, mv: Any, m: int, vpn: int) -> int:
         return -1
     r = mv[off + lo - 1]
     return r if vm[r, L.V_END] > vpn else -1
+
+
+@jit_inline
+def _vma_at(ms: Any, vm: Any, mv: Any, m: int, vpn: int, lv: int, lvm: int) -> int:
+    """:func:`_find_vma`, answered without a search when the last VMA row found, ``lv`` (of MM row ``lvm``; -1:
+    none), holds ``vpn``: recorded faults come in runs on one mapping. run_program() forgets ``lv`` at every
+    opcode that may move or change VMA rows (all but reads, writes and recorded faults)."""
+    if lv >= 0 and lvm == m and vm[lv, L.V_START] <= vpn and vpn < vm[lv, L.V_END]:
+        return lv
+    return _find_vma(ms, vm, mv, m, vpn)
 
 
 @sjit
@@ -447,14 +473,15 @@ def _ranges(ms: Any, vm: Any, mv: Any, m: int, start: int, end: int, rg: Any) ->
     """The pieces of the MM's VMAs inside ``[start, end)`` into ``rg`` (their number), -1 when VMAs do not cover
     the range without holes (madvise()'s -ENOMEM: Python handles that step)."""
     off = ms[m, L.MS_VOFF]
+    nvma = ms[m, L.MS_NVMA]
     cur = start
     n = 0
-    for k in range(ms[m, L.MS_NVMA]):
+    for k in range(kvma._end_ge(vm, mv, off, nvma, start + 1), nvma):  # from the first VMA ending after start
         r = mv[off + k]
         vs = vm[r, L.V_START]
         ve = vm[r, L.V_END]
-        if ve <= start or vs >= end:
-            continue
+        if vs >= end:  # sorted: none after it overlaps
+            break
         if vs > cur:
             return -1
         rg[n, 0] = start if start > vs else vs
@@ -888,7 +915,7 @@ def _access_rows(prog: Any, i: int, end: int, most: int, tst: Any, tmm: Any, rta
         base = rtab[prog[j, P_REG]]
         if base == MISSING:
             break
-        _access_row(ops, nb, prog, j, tmm[tn], base + prog[j, P_FIRST], op == OP_WRITE)
+        _access_row(ops, nb, prog, j, tmm[tn], base + prog[j, P_FIRST], op == OP_WRITE, -1)
         nb += 1
         j += 1
     return nb
@@ -912,6 +939,8 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
     nrp = np.int64(1) << po
     keep = st[S_KEEP] != 0
     rec = opt[L.O_RECORD] != 0
+    lv = -1  # the last VMA row a recorded fault was found in (MM row lvm): _vma_at()
+    lvm = -1
     i = pos
     while i < end:
         op = prog[i, P_OP]
@@ -934,7 +963,7 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                     write = (prog[i, P_ARG] & FA_WRITE) != 0
                     if prog[i, P_ARG] & FA_RACY:
                         st[S_RBEFORE] = _folio_name(cfg, glob, fs, tb, ptf, ptp, ptw, hk, hv, m, base)
-                    r = _find_vma(ms, vm, mv, m, base + prog[i, P_FIRST])
+                    r = _vma_at(ms, vm, mv, m, base + prog[i, P_FIRST], lv, lvm)
                     if r < 0 or vm[r, L.V_WRITE if write else L.V_READ] == 0:
                         tal[TL_NO_VMA if r < 0 else TL_PROT] += 1
                         if prog[i, P_ARG] & FA_RACY:
@@ -942,12 +971,14 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
                         st[S_STEPS] += 1
                         i += 1
                         continue
-                    _access_row(ops1, 0, prog, i, m, base + prog[i, P_FIRST], write)
+                    lv = r
+                    lvm = m
+                    _access_row(ops1, 0, prog, i, m, base + prog[i, P_FIRST], write, r)
                     st[S_TAKEN] = 0
                     nb = 1
                     if not keep and not prog[i, P_ARG] & FA_RACY:  # the recorded faults after it, in one call
                         most = ops1.shape[0] if ops1.shape[0] < 63 else 63  # one bit each in ``taken``
-                        nb = _fault_rows(prog, i, end, most, tst, tmm, rtab, ms, vm, mv, ops1)
+                        nb, lv, lvm = _fault_rows(prog, i, end, most, tst, tmm, rtab, ms, vm, mv, ops1, lv, lvm)
                 else:  # one row when something is kept per step (decisions, trace, user faults, tallied rows)
                     most = 1 if keep or st[S_TALLY] else ops1.shape[0]
                     nb = _access_rows(prog, i, end, most, tst, tmm, rtab, ops1)
@@ -1019,6 +1050,7 @@ def run_program(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct:
             st[S_STEPS] += nb
             i += nb
             continue
+        lv = -1  # any other opcode may move or change VMA rows
         if op == OP_SCAN:
             if tst[tn] == T_NONE:
                 return i, WHY_STEP
