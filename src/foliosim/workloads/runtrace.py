@@ -897,6 +897,26 @@ BATCH_LINES = 4096
 CACHE_ITEMS = 1 << 19
 
 
+@dataclass(slots=True)
+class FaultColumns:
+    """The fault steps :meth:`_Converter.run_fast` made itself (nearly all of a trace's), as columns beside the
+    items it produced: each one's place among the steps it produced (``at``, the THP step being 0), its page and
+    whether it wrote -- the steps' own ``(task, (vpn, 0, write))``, told without reading them back. The compiled
+    engine fills their program rows from these (foliosim.fast.sim.kprog.FaultSteps) instead of reading the Step
+    objects. ``offset``: what to add to ``at`` for the place among :meth:`Conversion.items`' steps (its head has
+    the file steps, the reading's only the THP step)."""
+
+    at: list[int] = field(default_factory=list)
+    vpn: list[int] = field(default_factory=list)
+    write: list[bool] = field(default_factory=list)
+    offset: int = 0
+
+    def clear(self) -> None:
+        self.at.clear()
+        self.vpn.clear()
+        self.write.clear()
+
+
 class _Converter:
     """Event by event to steps; ``file_pages`` (from a first pass) sizes each file before it is mapped."""
 
@@ -986,14 +1006,19 @@ class _Converter:
             out.append(Step("file", "", (name, max(pages, 1), order, self.file_shmem.get(name, _shmem_name(name)))))
         return out
 
-    def run_fast(self, trace: RunTrace, out: list[_Out], fault_lines: list[int] | None) -> Iterator[int]:
+    def run_fast(self, trace: RunTrace, out: list[_Out], fault_lines: list[int] | None,
+                 columns: FaultColumns | None = None) -> Iterator[int]:
         """:meth:`run` over ``trace.events()`` in one loop: the same items appended to ``out``, the same figures in
         ``stats`` and the same RunTraceError for a bad line. Yields the line reached after every
         :data:`BATCH_LINES` lines and at the end (the caller takes ``out`` then); ``fault_lines`` gets the line of
         each fault step. A fault line whose parsed fields have the types :func:`_event_ok` wants is converted here
         (checks, race bookkeeping, the fault step); every other line goes through :func:`parse_event` (when the
-        quick check refuses it) and :meth:`event`, as in :meth:`run`."""
+        quick check refuses it) and :meth:`event`, as in :meth:`run`. ``columns`` (a first pass only: no Race
+        markers, ``out`` never cleared) gets every fault step converted here, with its place among the steps."""
         out.extend(self._head())
+        with_columns = columns is not None
+        cols = columns if columns is not None else FaultColumns()
+        col_at, col_vpn, col_write = cols.at.append, cols.vpn.append, cols.write.append
         first_pass = self.known_files is None
         stats, counts, see, racy = self.stats, self.stats.events, self.races.see, self.racy
         race_lines, last_fault, recent, since = (self.races.lines, self.races._last, self.races._recent,
@@ -1066,6 +1091,10 @@ class _Converter:
                             n_kernel += 1
                         if fault_lines is not None:
                             fault_lines.append(lineno)
+                        if with_columns:  # its place among the steps: every item so far is one but snapshots
+                            col_at(len(out) - stats.snapshots)
+                            col_vpn(vpn)
+                            col_write(write)
                         step = new(Step)
                         set_verb(step, "fault")
                         set_task(step, names[tid])
@@ -1657,6 +1686,9 @@ class Conversion:
     marks: list[tuple[int, int]] = field(default_factory=list, repr=False)  # (items in ``kept`` so far, line)
     first: ConvertStats | None = field(default=None, repr=False)  # the first pass's figures (a copy)
     kept_steps: int = 0  # the steps in ``kept``
+    #: the fault steps the reading converted itself, as columns (their places counted among :meth:`items`' steps);
+    #: None when ``kept`` is
+    faults: FaultColumns | None = field(default=None, repr=False)
 
     def items(self) -> Generator[Step | Snapshot | Race, None, None]:
         """The steps (and snapshot and race markers) in order; ``stats`` is refilled as they are produced."""
@@ -1738,12 +1770,13 @@ def prepare(trace: RunTrace) -> Conversion:
     conv = _Converter(header, None)
     out: list[_Out] = []
     fault_lines: list[int] = []
+    columns = FaultColumns()
     marks: list[tuple[int, int]] = []
     keep = True
     collect = gc.isenabled()
     gc.disable()  # the reading makes many objects and few cycles: no collections while it runs (up to a fifth)
     try:
-        for line in conv.run_fast(trace, out, fault_lines):
+        for line in conv.run_fast(trace, out, fault_lines, columns):
             if keep and len(out) > CACHE_ITEMS:
                 keep = False
             if keep:
@@ -1751,6 +1784,7 @@ def prepare(trace: RunTrace) -> Conversion:
             else:
                 out.clear()
                 fault_lines.clear()
+                columns.clear()
     finally:
         if collect:
             gc.enable()
@@ -1778,8 +1812,13 @@ def prepare(trace: RunTrace) -> Conversion:
         value = getattr(conv.stats, name)
         setattr(first, name, Counter(value) if isinstance(value, Counter) else value)
     steps = sum(1 for item in kept if type(item) is Step) if kept is not None else 0
+    faults: FaultColumns | None = None
+    if kept is not None and len(kept) - steps == conv.stats.snapshots + len(kept) - len(out) + 1:
+        # the places were counted as every item but the snapshots a step (the Race markers came after)
+        faults = columns
+        faults.offset = len(conv.file_pages)  # items()' head: the THP step, then one step per file
     return Conversion(trace, header, dict(conv.file_pages), dict(conv.file_shmem), conv.stats, lines, racy, kept,
-                      marks, first, steps)
+                      marks, first, steps, faults)
 
 
 def run_trace_steps(text: str, source: str = "run trace") -> list[Step]:

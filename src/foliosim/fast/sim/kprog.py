@@ -1440,6 +1440,49 @@ def _addresses(regions: list[Any]) -> I64 | None:
     return addrs.astype(np.int64, copy=False)
 
 
+class FaultSteps(list[Step]):
+    """A step list whose recorded faults are partly told as columns (``faults``: their rows in the list, ascending,
+    their pages and written flags -- each such row's step is ``Step("fault", task, (vpn, 0, write))``), as the run
+    trace's reader made them (foliosim.workloads.runtrace.FaultColumns): :func:`_encode` fills those rows from the
+    columns instead of reading the Step objects. Every other use sees a plain list of the same steps."""
+
+    __slots__ = ("faults",)
+
+    def __init__(self, steps: Any = ()) -> None:
+        super().__init__(steps)
+        self.faults: tuple[I64, I64, I64] | None = None
+
+
+#: the rows of a FaultSteps' columns :func:`_told_ok` compares with the steps (the first, the last, evenly between)
+_TOLD_SAMPLES = 17
+
+
+def _told_ok(steps: list[Step], cols: tuple[I64, I64, I64]) -> bool:
+    """Whether ``cols`` plausibly tell ``steps``: their rows ascending within the list, and a sample of them
+    (:data:`_TOLD_SAMPLES`, the ends included) each a fault step ``(vpn, 0, write)`` as told -- a list whose
+    columns were cut for other steps (a shifted stretch, a converter's items replaced) fails it and is encoded from
+    its steps alone."""
+    rows, vpns, writes = cols
+    n = len(rows)
+    if not (len(vpns) == len(writes) == n) or rows[0] < 0 or rows[-1] >= len(steps) or (
+            n > 1 and not bool((rows[1:] > rows[:-1]).all())):
+        return False
+    at = sorted({0, n - 1, *range(0, n, max(n // (_TOLD_SAMPLES - 1), 1))})
+    for row, vpn, write in zip(rows[at].tolist(), vpns[at].tolist(), writes[at].tolist(), strict=True):
+        step = steps[row]
+        if step.verb != "fault" or step.args != (vpn, 0, bool(write)):
+            return False
+    return True
+
+
+def _fault_args(steps: list[Step], rows: I64) -> tuple[list[Any], I64, I64]:
+    """The regions, pages and written flags (0/1) of the recorded faults at ``rows``."""
+    fargs = list(map(_ARGS, map(steps.__getitem__, rows.tolist())))
+    n = len(fargs)
+    return (list(map(_ARG0, fargs)), np.fromiter(map(_ARG1, fargs), dtype=np.int64, count=n),
+            np.fromiter(map(bool, map(_ARG2, fargs)), dtype=np.int64, count=n))
+
+
 def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     """(program, task names by number, region -> number) of a step list (see :func:`_encode`)."""
     prog, names, regions, _forks, _exits, _wpages, _madvs = _encode(steps)
@@ -1455,12 +1498,24 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
     region names are numbered in the same pass that looks them up (:func:`_numbering`). Everything numeric --
     which rows are accesses, forks, madvise, recorded faults; the rows themselves; the counts ProgramRun sizes its
     arrays by -- is two compiled calls, not dozens of numpy calls (each costs microseconds, tens when its code was
-    evicted from the cache between runs, as it is on a shared machine)."""
+    evicted from the cache between runs, as it is on a shared machine). A :class:`FaultSteps` list's told faults
+    (run traces: nearly every step) are not read at all: their rows come from its columns (checked on a sample,
+    :func:`_told_ok`), only their task names from the steps."""
     n = len(steps)
     prog = np.zeros((n, P_COLS), dtype=np.int64)
     if not n:
         return prog, [], {}, 0, 0, 0, 0
-    codes = np.fromiter(map(_CODES.__getitem__, map(_VERB, steps)), dtype=np.int64, count=n)
+    cols = steps.faults if type(steps) is FaultSteps else None
+    known = _NONE8
+    if cols is not None and len(cols[0]) and _told_ok(steps, cols):  # the verbs of the other steps, read
+        known = np.zeros(n, dtype=np.int8)
+        known[cols[0]] = 1
+        unknown = known == 0
+        rest = list(compress(steps, unknown.tolist()))
+        codes = np.full(n, OP_FAULT, dtype=np.int64)
+        codes[unknown] = np.fromiter(map(_CODES.__getitem__, map(_VERB, rest)), dtype=np.int64, count=len(rest))
+    else:
+        codes = np.fromiter(map(_CODES.__getitem__, map(_VERB, steps)), dtype=np.int64, count=n)
     tasks = list(map(_TASK, steps))
     work = np.empty((4, n), dtype=np.int64)  # the access mask, then the fork, madvise and recorded-fault rows
     nf, nm, nq = _classify(codes, work[0], work[1:])
@@ -1472,8 +1527,7 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
     else:
         tnum = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
     regions = _numbering()
-    every = list(map(_ARGS, steps))  # read once: the accesses', forks', madvise steps' and faults' come from it
-    args = list(compress(every, work[0].tolist()))
+    args = list(map(_ARGS, compress(steps, work[0].tolist())))
     k = len(args)
     areg = afirst = apages = _NONE
     one_reg = True
@@ -1488,11 +1542,11 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
         apages = np.fromiter(map(_ARG2, args), dtype=np.int64, count=k)
     fchild = _NONE
     if nf:  # the children: names first seen here are numbered in program order
-        children = list(map(_ARG0, map(every.__getitem__, work[1, :nf].tolist())))
+        children = list(map(_ARG0, map(_ARGS, map(steps.__getitem__, work[1, :nf].tolist()))))
         fchild = np.fromiter(map(names.__getitem__, children), dtype=np.int64, count=nf)
     mkind = mreg = mfirst = mpages = _NONE
     if nm:  # every madvise step, so far
-        margs = list(map(every.__getitem__, work[2, :nm].tolist()))
+        margs = list(map(_ARGS, map(steps.__getitem__, work[2, :nm].tolist())))
         kinds = list(map(_MADV_CODE, map(_ARG3, margs)))
         firsts = list(map(_ARG1, margs))
         counts = list(map(_ARG2, margs))
@@ -1508,14 +1562,23 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
             mpages = np.fromiter(compress(counts, kinds), dtype=np.int64, count=n_ok)
     freg = ffirst = fwrite = _NONE
     if nq:  # recorded faults (run-trace): (region, page, written); regions first seen here numbered after those
-        fargs = list(map(every.__getitem__, work[3, :nq].tolist()))
-        fregs = list(map(_ARG0, fargs))
-        ffirst = np.fromiter(map(_ARG1, fargs), dtype=np.int64, count=nq)
-        fwrite = np.fromiter(map(bool, map(_ARG2, fargs)), dtype=np.int64, count=nq)
-        addrs = _addresses(fregs)
+        frows = work[3, :nq]
+        told = known[frows] != 0 if len(known) else None  # the rows the columns tell
+        fregs, ffirst, fwrite = _fault_args(steps, frows if told is None else frows[~told])
+        addrs = _addresses(fregs) if fregs else _NONE
+        if addrs is not None and told is not None:  # the told rows: page 0 at the address, from the columns
+            assert cols is not None
+            first, written = np.empty(nq, dtype=np.int64), np.empty(nq, dtype=np.int64)
+            first[told], written[told] = cols[1], cols[2]
+            first[~told], written[~told] = ffirst + addrs, fwrite
+            ffirst, fwrite = first, written
+        elif told is not None:  # a region that is not an address: every fault's step read (the columns not used)
+            fregs, ffirst, fwrite = _fault_args(steps, frows)
+            addrs, told = _addresses(fregs), None
         if addrs is not None:  # every region an address: region 0, the address added to the page (not numbered)
             freg = np.full(nq, regions[0], dtype=np.int64)
-            ffirst += addrs
+            if told is None:
+                ffirst += addrs
         else:
             freg = np.fromiter(map(regions.__getitem__, fregs), dtype=np.int64, count=nq)
     exits, wpages = _fill_rows(prog, codes, tnum, one_task, areg, one_reg, afirst, apages, work[1:], nf, fchild,

@@ -45,6 +45,7 @@ from foliosim.vm.events import OracleViolation, errno_name
 from foliosim.vm.machine import MachineOptions
 from foliosim.vm.memory import PAGE_SHIFT
 from foliosim.vm.vma import Vma
+from foliosim.workloads.runtrace import Conversion
 from foliosim.workloads.steps import Step
 
 #: the fewest steps :meth:`TraceRunner.run_steps` runs through the step interpreter
@@ -245,7 +246,8 @@ class TraceRunner(FastWorkloadRunner):
                 and kprog.compiled_unsupported(self.m) is None)
 
     def run_steps(self, steps: list[Step], base: int, on_step: Callable[[Step, int], None],
-                  races: Races | None = None, stops: list[tuple[int, Callable[[], None]]] | None = None) -> None:
+                  races: Races | None = None, stops: list[tuple[int, Callable[[], None]]] | None = None,
+                  faults: FaultArrays | None = None) -> None:
         """Run ``steps`` (step ``base`` onwards of the trace): what the step interpreter models in compiled stretches
         (:class:`TraceProgram`), every other step through ``on_step(step, index)`` (which calls :meth:`execute` and
         counts what it refuses) as one step at a time would, the racy faults of ``races`` through ``races.step``
@@ -253,7 +255,9 @@ class TraceRunner(FastWorkloadRunner):
         stopped in. A few steps (fewer than :data:`STRETCH_MIN`) go one by one: encoding them and entering the loop
         would cost more than it saves. ``stops``: (k, fn), k ascending: ``fn()`` is called once the steps before
         ``steps[k]`` have run and the machine's objects follow them (a live snapshot's check between two stretches
-        of one program: one encoding and one set of arrays for the whole list)."""
+        of one program: one encoding and one set of arrays for the whole list). ``faults``: the trace's fault
+        columns (:func:`fault_arrays`), ``base`` counted as they count: the program's rows of the faults they tell
+        are filled from them."""
         if len(steps) < STRETCH_MIN or not self.compiled():
             racy = set(races.rows) if races is not None else set()
             at = 0
@@ -270,6 +274,12 @@ class TraceRunner(FastWorkloadRunner):
                 fn()
             return
         self.flush()
+        if faults is not None or type(steps) is kprog.FaultSteps:
+            told = faults.stretch(base, len(steps)) if faults is not None else None
+            if type(steps) is not kprog.FaultSteps:
+                steps = kprog.FaultSteps(steps)
+            assert isinstance(steps, kprog.FaultSteps)
+            steps.faults = told
         program = TraceProgram(self, steps, base, on_step, races)
         if stops:
             program.stops = stops
@@ -292,6 +302,37 @@ class TraceRunner(FastWorkloadRunner):
     def segv(self) -> int:
         """Reads and writes refused with SIGSEGV so far (the recorded faults are checked before they are queued)."""
         return int(self.m.glob[L.G_SEGV]) - self._segv
+
+
+@dataclass(slots=True)
+class FaultArrays:
+    """A trace's fault columns (foliosim.workloads.runtrace.FaultColumns) as arrays: the places of the fault steps
+    the reader converted itself among :meth:`Conversion.items`' steps (ascending), their pages, their written
+    flags (0/1)."""
+
+    at: I64
+    vpn: I64
+    write: I64
+
+    def stretch(self, base: int, n: int) -> tuple[I64, I64, I64] | None:
+        """The columns of the steps ``base`` to ``base + n``: (rows among them, pages, written); None: none."""
+        lo, hi = np.searchsorted(self.at, (base, base + n)).tolist()
+        if hi <= lo:
+            return None
+        return self.at[lo:hi] - base, self.vpn[lo:hi], self.write[lo:hi]
+
+
+def fault_arrays(conv: Conversion) -> FaultArrays | None:
+    """``conv``'s fault columns as arrays, their places counted among the steps :meth:`Conversion.items` hands out
+    (None: it has none, it reads the trace again, or a subclass hands out items of its own)."""
+    cols = conv.faults
+    if (cols is None or conv.kept is None or conv.first is None or not cols.at
+            or type(conv).items is not Conversion.items):
+        return None
+    at = np.array(cols.at, dtype=np.int64)
+    if cols.offset:
+        at += cols.offset
+    return FaultArrays(at, np.array(cols.vpn, dtype=np.int64), np.array(cols.write, dtype=np.int64))
 
 
 #: TraceRunner's own execute() and flush(): when either is replaced, every step goes through them
@@ -716,4 +757,5 @@ class SnapshotView:
                 yield vma, vpn, self._view(f), page, False
 
 
-__all__ = ["Races", "SnapshotView", "TraceMachine", "TraceProgram", "TraceRunner", "load_kernels"]
+__all__ = ["FaultArrays", "Races", "SnapshotView", "TraceMachine", "TraceProgram", "TraceRunner", "fault_arrays",
+           "load_kernels"]

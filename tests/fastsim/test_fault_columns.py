@@ -1,0 +1,150 @@
+"""The run-trace reader's fault columns (foliosim.workloads.runtrace.FaultColumns) and the compiled engine's use of
+them (kprog.FaultSteps, kprog._encode, tracerun.fault_arrays): each told fault step is the step the columns say;
+a program encoded from the columns equals the one encoded from the Step objects, for whole traces, stretches, a
+mix of told and untold faults, and columns that do not fit their steps (refused, the steps read); the run-trace
+figures are the same with and without them."""
+
+from __future__ import annotations
+
+import random
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from foliosim.fast.sim import kprog, tracerun
+from foliosim.live.tracesim import simulate
+from foliosim.workloads import runtrace
+from foliosim.workloads.runtrace import Conversion, RunTrace, prepare
+from foliosim.workloads.steps import Step
+
+TRACES = Path(__file__).resolve().parents[2] / "examples" / "run-traces"
+ALL = sorted(p.name.removesuffix(".trace.gz") for p in TRACES.glob("*.trace.gz"))
+NOT_COMPARED = frozenset({"sim_seconds", "check_seconds", "wall_seconds", "load_seconds", "faults_per_second"})
+
+
+@cache
+def _conv(name: str) -> tuple[RunTrace, Conversion, list[Step]]:
+    trace = RunTrace.open(TRACES / f"{name}.trace.gz")
+    conv = prepare(trace)
+    return trace, conv, [item for item in conv.items() if type(item) is Step]
+
+
+def _encoded(steps: list[Step], told: tuple[Any, Any, Any] | None) -> tuple[Any, ...]:
+    listed = kprog.FaultSteps(steps)
+    listed.faults = told
+    return kprog._encode(listed)
+
+
+def _same_program(a: tuple[Any, ...], b: tuple[Any, ...]) -> None:
+    assert np.array_equal(a[0], b[0])
+    assert a[1:] == b[1:]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_columns_tell_the_steps(name: str) -> None:
+    """Every told place is a fault step with the told page, page 0 and written flag; the faults the reader
+    converted itself (every fault step of these traces but a few made by the long way) are told."""
+    _trace, conv, steps = _conv(name)
+    arrays = tracerun.fault_arrays(conv)
+    assert arrays is not None
+    at, vpn, write = arrays.at.tolist(), arrays.vpn.tolist(), arrays.write.tolist()
+    assert at == sorted(set(at))
+    for row, page, written in zip(at, vpn, write, strict=True):
+        step = steps[row]
+        assert step.verb == "fault"
+        assert step.args == (page, 0, bool(written))
+        assert type(step.args[2]) is bool
+    faults = sum(1 for step in steps if step.verb == "fault")
+    assert faults - 10 <= len(at) <= faults
+
+
+@pytest.mark.parametrize("name", ["chromium.census", "redis-bgsave", "make", "prefork-server"])
+def test_program_from_columns_equals_program_from_steps(name: str) -> None:
+    """The whole trace and random stretches of it (redis-bgsave and chromium have untold faults among told ones)
+    encode to the same program, names and regions with the columns as from the steps."""
+    _trace, conv, steps = _conv(name)
+    arrays = tracerun.fault_arrays(conv)
+    assert arrays is not None
+    rnd = random.Random(name)
+    cuts = [(0, len(steps))] + [(b, rnd.randrange(1, len(steps) - b + 1)) for b in
+                                (rnd.randrange(len(steps)) for _ in range(6))]
+    for base, n in cuts:
+        part = steps[base:base + n]
+        told = arrays.stretch(base, n)
+        if told is not None:
+            assert kprog._told_ok(part, told)
+        _same_program(kprog._encode(part), _encoded(part, told))
+
+
+def test_mixed_and_refused_columns() -> None:
+    """Half the faults told; a fault whose region is a name among untold ones (every fault read then); columns
+    shifted by one step, or with a wrong page: refused (_told_ok) and the program read from the steps."""
+    _trace, conv, steps = _conv("prefork-server")
+    arrays = tracerun.fault_arrays(conv)
+    assert arrays is not None
+    told = arrays.stretch(0, len(steps))
+    assert told is not None
+    rows, vpns, writes = told
+    plain = kprog._encode(steps)
+    half = slice(None, None, 2)
+    _same_program(plain, _encoded(steps, (rows[half], vpns[half], writes[half])))
+    named = list(steps)
+    untold = int(rows[1])
+    named[untold] = Step("fault", named[untold].task, ("heap", 3, True))
+    _same_program(kprog._encode(named), _encoded(named, (rows[half], vpns[half], writes[half])))
+    assert not np.array_equal(kprog._encode(named)[0], plain[0])  # the named region did change the program
+    for bad in ((rows + 1, vpns, writes), (rows, vpns + 1, writes), (rows, vpns, 1 - writes),
+                (rows[::-1].copy(), vpns[::-1].copy(), writes[::-1].copy())):
+        assert not kprog._told_ok(steps, bad)
+        _same_program(plain, _encoded(steps, bad))
+
+
+def test_columns_dropped_when_items_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trace longer than prepare() keeps is read again by items(): no columns, nothing told."""
+    monkeypatch.setattr(runtrace, "CACHE_ITEMS", 100)
+    conv = prepare(RunTrace.open(TRACES / "prefork-server.trace.gz"))
+    assert conv.kept is None
+    assert conv.faults is None or not conv.faults.at
+    assert tracerun.fault_arrays(conv) is None
+
+
+def test_subclass_items_get_no_columns() -> None:
+    """A Conversion whose items() hands out steps of its own gets no columns (they tell the kept items)."""
+    _trace, conv, _steps = _conv("prefork-server")
+
+    class Given(Conversion):
+        def items(self) -> Any:
+            return iter(())
+
+    given = Given(*[getattr(conv, f) for f in conv.__dataclass_fields__])
+    assert tracerun.fault_arrays(conv) is not None
+    assert tracerun.fault_arrays(given) is None
+
+
+@pytest.mark.parametrize("name", ["redis-bgsave", "prefork-server"])
+def test_figures_same_without_columns(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """simulate() on the fast engine: the same run-trace figures with the columns as without (every step read)."""
+    trace, conv, _steps = _conv(name)
+    used: list[bool] = []
+    original = kprog._told_ok
+
+    def noted(steps: list[Step], cols: tuple[Any, Any, Any]) -> bool:
+        ok = original(steps, cols)
+        used.append(ok)
+        return ok
+
+    monkeypatch.setattr(kprog, "_told_ok", noted)
+    with_columns = simulate(trace, conversion=conv, engine="fast")
+    assert used and all(used)
+    monkeypatch.setattr(tracerun, "fault_arrays", lambda conv: None)
+    used.clear()
+    without = simulate(trace, conversion=conv, engine="fast")
+    assert not used
+    a, b = with_columns.to_json(), without.to_json()
+    assert {k: v for k, v in a.items() if k not in NOT_COMPARED} == {k: v for k, v in b.items()
+                                                                     if k not in NOT_COMPARED}
