@@ -34,7 +34,7 @@ def _conv(name: str) -> tuple[RunTrace, Conversion, list[Step]]:
     return trace, conv, [item for item in conv.items() if type(item) is Step]
 
 
-def _encoded(steps: list[Step], told: tuple[Any, Any, Any] | None) -> tuple[Any, ...]:
+def _encoded(steps: list[Step], told: kprog.Told | None) -> tuple[Any, ...]:
     listed = kprog.FaultSteps(steps)
     listed.faults = told
     return kprog._encode(listed)
@@ -52,11 +52,11 @@ def test_columns_tell_the_steps(name: str) -> None:
     _trace, conv, steps = _conv(name)
     arrays = tracerun.fault_arrays(conv)
     assert arrays is not None
-    at, vpn, write = arrays.at.tolist(), arrays.vpn.tolist(), arrays.write.tolist()
+    at, vpn, write, task = arrays.at.tolist(), arrays.vpn.tolist(), arrays.write.tolist(), arrays.task.tolist()
     assert at == sorted(set(at))
-    for row, page, written in zip(at, vpn, write, strict=True):
+    for row, page, written, name in zip(at, vpn, write, task, strict=True):
         step = steps[row]
-        assert step.verb == "fault"
+        assert step.verb == "fault" and step.task == name
         assert step.args == (page, 0, bool(written))
         assert type(step.args[2]) is bool
     faults = sum(1 for step in steps if step.verb == "fault")
@@ -89,17 +89,18 @@ def test_mixed_and_refused_columns() -> None:
     assert arrays is not None
     told = arrays.stretch(0, len(steps))
     assert told is not None
-    rows, vpns, writes = told
+    rows, vpns, writes, tasks = told
     plain = kprog._encode(steps)
     half = slice(None, None, 2)
-    _same_program(plain, _encoded(steps, (rows[half], vpns[half], writes[half])))
+    _same_program(plain, _encoded(steps, (rows[half], vpns[half], writes[half], tasks[half])))
     named = list(steps)
     untold = int(rows[1])
     named[untold] = Step("fault", named[untold].task, ("heap", 3, True))
-    _same_program(kprog._encode(named), _encoded(named, (rows[half], vpns[half], writes[half])))
+    _same_program(kprog._encode(named), _encoded(named, (rows[half], vpns[half], writes[half], tasks[half])))
     assert not np.array_equal(kprog._encode(named)[0], plain[0])  # the named region did change the program
-    for bad in ((rows + 1, vpns, writes), (rows, vpns + 1, writes), (rows, vpns, 1 - writes),
-                (rows[::-1].copy(), vpns[::-1].copy(), writes[::-1].copy())):
+    other = np.array(["p0"] * len(tasks), dtype=object)
+    for bad in ((rows + 1, vpns, writes, tasks), (rows, vpns + 1, writes, tasks), (rows, vpns, 1 - writes, tasks),
+                (rows, vpns, writes, other), (rows[::-1].copy(), vpns[::-1].copy(), writes[::-1].copy(), tasks)):
         assert not kprog._told_ok(steps, bad)
         _same_program(plain, _encoded(steps, bad))
 
@@ -133,7 +134,7 @@ def test_figures_same_without_columns(name: str, monkeypatch: pytest.MonkeyPatch
     used: list[bool] = []
     original = kprog._told_ok
 
-    def noted(steps: list[Step], cols: tuple[Any, Any, Any]) -> bool:
+    def noted(steps: list[Step], cols: kprog.Told) -> bool:
         ok = original(steps, cols)
         used.append(ok)
         return ok

@@ -900,21 +900,23 @@ CACHE_ITEMS = 1 << 19
 @dataclass(slots=True)
 class FaultColumns:
     """The fault steps :meth:`_Converter.run_fast` made itself (nearly all of a trace's), as columns beside the
-    items it produced: each one's place among the steps it produced (``at``, the THP step being 0), its page and
-    whether it wrote -- the steps' own ``(task, (vpn, 0, write))``, told without reading them back. The compiled
-    engine fills their program rows from these (foliosim.fast.sim.kprog.FaultSteps) instead of reading the Step
-    objects. ``offset``: what to add to ``at`` for the place among :meth:`Conversion.items`' steps (its head has
-    the file steps, the reading's only the THP step)."""
+    items it produced: each one's place among the steps it produced (``at``, the THP step being 0), its page,
+    whether it wrote and its task -- the steps' own ``(task, (vpn, 0, write))``, told without reading them back.
+    The compiled engine fills their program rows from these (foliosim.fast.sim.kprog.FaultSteps) instead of
+    reading the Step objects. ``offset``: what to add to ``at`` for the place among :meth:`Conversion.items`'
+    steps (its head has the file steps, the reading's only the THP step)."""
 
     at: list[int] = field(default_factory=list)
     vpn: list[int] = field(default_factory=list)
     write: list[bool] = field(default_factory=list)
+    task: list[str] = field(default_factory=list)
     offset: int = 0
 
     def clear(self) -> None:
         self.at.clear()
         self.vpn.clear()
         self.write.clear()
+        self.task.clear()
 
 
 class _Converter:
@@ -1018,7 +1020,7 @@ class _Converter:
         out.extend(self._head())
         with_columns = columns is not None
         cols = columns if columns is not None else FaultColumns()
-        col_at, col_vpn, col_write = cols.at.append, cols.vpn.append, cols.write.append
+        col_at, col_vpn, col_write, col_task = cols.at.append, cols.vpn.append, cols.write.append, cols.task.append
         first_pass = self.known_files is None
         stats, counts, see, racy = self.stats, self.stats.events, self.races.see, self.racy
         race_lines, last_fault, recent, since = (self.races.lines, self.races._last, self.races._recent,
@@ -1091,13 +1093,15 @@ class _Converter:
                             n_kernel += 1
                         if fault_lines is not None:
                             fault_lines.append(lineno)
+                        task = names[tid]
                         if with_columns:  # its place among the steps: every item so far is one but snapshots
                             col_at(len(out) - stats.snapshots)
                             col_vpn(vpn)
                             col_write(write)
+                            col_task(task)
                         step = new(Step)
                         set_verb(step, "fault")
-                        set_task(step, names[tid])
+                        set_task(step, task)
                         set_args(step, (vpn, 0, write))
                         append(step)
                     else:

@@ -30,6 +30,7 @@ from itertools import compress
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, FAULT_PROT, FAULT_TAKEN
 from foliosim.fast import kernels as K
@@ -308,18 +309,20 @@ class TraceRunner(FastWorkloadRunner):
 class FaultArrays:
     """A trace's fault columns (foliosim.workloads.runtrace.FaultColumns) as arrays: the places of the fault steps
     the reader converted itself among :meth:`Conversion.items`' steps (ascending), their pages, their written
-    flags (0/1)."""
+    flags (0/1), their tasks' names (an object array)."""
 
     at: I64
     vpn: I64
     write: I64
+    task: npt.NDArray[np.object_]
 
-    def stretch(self, base: int, n: int) -> tuple[I64, I64, I64] | None:
-        """The columns of the steps ``base`` to ``base + n``: (rows among them, pages, written); None: none."""
+    def stretch(self, base: int, n: int) -> kprog.Told | None:
+        """The columns of the steps ``base`` to ``base + n``: (rows among them, pages, written, tasks); None:
+        none."""
         lo, hi = np.searchsorted(self.at, (base, base + n)).tolist()
         if hi <= lo:
             return None
-        return self.at[lo:hi] - base, self.vpn[lo:hi], self.write[lo:hi]
+        return self.at[lo:hi] - base, self.vpn[lo:hi], self.write[lo:hi], self.task[lo:hi]
 
 
 def fault_arrays(conv: Conversion) -> FaultArrays | None:
@@ -332,7 +335,8 @@ def fault_arrays(conv: Conversion) -> FaultArrays | None:
     at = np.array(cols.at, dtype=np.int64)
     if cols.offset:
         at += cols.offset
-    return FaultArrays(at, np.array(cols.vpn, dtype=np.int64), np.array(cols.write, dtype=np.int64))
+    return FaultArrays(at, np.array(cols.vpn, dtype=np.int64), np.array(cols.write, dtype=np.int64),
+                       np.array(cols.task, dtype=object))
 
 
 #: TraceRunner's own execute() and flush(): when either is replaced, every step goes through them
