@@ -149,3 +149,34 @@ def test_figures_same_without_columns(name: str, monkeypatch: pytest.MonkeyPatch
     a, b = with_columns.to_json(), without.to_json()
     assert {k: v for k, v in a.items() if k not in NOT_COMPARED} == {k: v for k, v in b.items()
                                                                      if k not in NOT_COMPARED}
+
+
+def test_tables_made_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long program makes room for a table per (task, PMD) its recorded faults touch before it runs (one growth of
+    the tables instead of doublings), with the same figures and the same tables in use as growing them on demand."""
+    trace, conv, _steps = _conv("pool")
+    grown: list[int] = []
+    original = tracerun.TraceMachine._grow_rows
+
+    def noted(self: tracerun.TraceMachine, name: str, need: int, fill: int = 0) -> None:
+        if name == "tb" and need > self.tb.shape[0]:
+            grown.append(need)
+        original(self, name, need, fill)
+
+    monkeypatch.setattr(tracerun.TraceMachine, "_grow_rows", noted)
+    monkeypatch.setattr(tracerun, "TABLES_AHEAD_FAULTS", 1 << 62)
+    on_demand = simulate(trace, conversion=conv, engine="fast")
+    doublings = len(grown)
+    grown.clear()
+    monkeypatch.setattr(tracerun, "TABLES_AHEAD_FAULTS", 64)
+    ahead = simulate(trace, conversion=conv, engine="fast")
+    assert doublings >= 4 and 1 <= len(grown) < doublings
+    assert max(grown) >= 150  # pool's program uses 187 tables
+    a, b = on_demand.to_json(), ahead.to_json()
+    assert {k: v for k, v in a.items() if k not in NOT_COMPARED} == {k: v for k, v in b.items()
+                                                                     if k not in NOT_COMPARED}
+    assert on_demand.machine is not None and ahead.machine is not None
+    ntb = int(on_demand.machine.glob[tracerun.L.G_NTB])
+    assert ntb == int(ahead.machine.glob[tracerun.L.G_NTB])
+    assert np.array_equal(on_demand.machine.tb[:ntb], ahead.machine.tb[:ntb])
+    assert np.array_equal(on_demand.machine.ptf[:ntb], ahead.machine.ptf[:ntb])

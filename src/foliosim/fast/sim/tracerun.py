@@ -51,6 +51,10 @@ from foliosim.workloads.steps import Step
 
 #: the fewest steps :meth:`TraceRunner.run_steps` runs through the step interpreter
 STRETCH_MIN = 32
+#: a program with this many recorded faults makes room for its page tables first (TraceProgram._tables_ahead()),
+#: for at most TABLES_AHEAD_MAX of them
+TABLES_AHEAD_FAULTS = 4096
+TABLES_AHEAD_MAX = 1 << 14
 
 
 @dataclass(slots=True)
@@ -411,7 +415,7 @@ class TraceProgram(kprog.ProgramRun):
             m._grow_rows("ms", m._next["mm"] + forks + 1)
         faults = self.nfault
         if faults > 64:  # folio and page rows for a folio per recorded fault, at most: no return to grow each time
-            m._room(min(faults, kprog._AHEAD_MAX), min(2 * faults, kprog._AHEAD_MAX), 2, 64)
+            m._room(min(faults, kprog._AHEAD_MAX), min(2 * faults, kprog._AHEAD_MAX), self._tables_ahead(), 64)
         pos = 0
         stops, at = self.stops, 0
         while pos < n:
@@ -446,6 +450,18 @@ class TraceProgram(kprog.ProgramRun):
             raise AssertionError(f"step {r.index + 1}: the interpreter stopped with rc {int(self.st[kprog.S_RC])}")
         for _row, fn in stops[at:]:  # at the end of the list
             fn()
+
+    def _tables_ahead(self) -> int:
+        """Page tables to make room for before a long run (:data:`TABLES_AHEAD_FAULTS` recorded faults or more):
+        one per (task, PMD) its recorded faults touch, at most :data:`TABLES_AHEAD_MAX` -- made at once instead of
+        doubled from a few tables, each doubling copying every table (chromium: 16 -> 2228 tables in 7 doublings,
+        a few milliseconds). Forks' copies and tables that faults by region name fill are left to growth."""
+        if self.nfault < TABLES_AHEAD_FAULTS:
+            return 2
+        prog = self.prog
+        rows = prog[:, kprog.P_OP] == kprog.OP_FAULT
+        keys = np.sort((prog[rows, kprog.P_TASK] << 40) + (prog[rows, kprog.P_FIRST] >> self.m.po))
+        return min(int(np.count_nonzero(keys[1:] != keys[:-1])) + 1, TABLES_AHEAD_MAX)
 
     def _materialize(self) -> None:
         if self.control:  # first: the table and row bookkeeping after it reads the MMs' VMA lists
