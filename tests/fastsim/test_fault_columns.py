@@ -180,3 +180,25 @@ def test_tables_made_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ntb == int(ahead.machine.glob[tracerun.L.G_NTB])
     assert np.array_equal(on_demand.machine.tb[:ntb], ahead.machine.tb[:ntb])
     assert np.array_equal(on_demand.machine.ptf[:ntb], ahead.machine.ptf[:ntb])
+
+
+def test_racy_regions_from_columns() -> None:
+    """The region arguments of racy rows (TraceProgram's FA_RACY flagging): told ones from the columns, the others
+    (here half the faults untold, and non-fault rows) from the steps; the same as reading every step."""
+    _trace, conv, steps = _conv("prefork-server")
+    arrays = tracerun.fault_arrays(conv)
+    assert arrays is not None
+    told = arrays.stretch(0, len(steps))
+    assert told is not None
+    rows = sorted(random.Random(3).sample(range(len(steps)), 400))
+    expected = [steps[k].args[0] if steps[k].args else None for k in rows]
+    rows = [k for k, e in zip(rows, expected, strict=True) if e is not None]
+    expected = [e for e in expected if e is not None]
+    half = tuple(col[::2] for col in told)
+    for cols in (told, half, None):
+        listed = kprog.FaultSteps(steps)
+        listed.faults = cols  # type: ignore[assignment]
+        assert tracerun._racy_regions(listed, rows) == expected
+    wrong = kprog.FaultSteps(steps)
+    wrong.faults = (told[0], told[1] + 1, told[2], told[3])
+    assert tracerun._racy_regions(wrong, rows) != expected  # the columns are what it reads

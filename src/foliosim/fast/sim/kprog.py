@@ -1448,7 +1448,8 @@ class FaultSteps(list[Step]):
     """A step list whose recorded faults are partly told as columns (``faults``, :data:`Told`: each such row's step
     is ``Step("fault", task, (vpn, 0, write))``), as the run trace's reader made them
     (foliosim.workloads.runtrace.FaultColumns): :func:`_encode` fills those rows from the columns instead of
-    reading the Step objects. Every other use sees a plain list of the same steps."""
+    reading the Step objects (and drops them when they do not fit, :func:`_told_ok`). Every other use sees a plain
+    list of the same steps."""
 
     __slots__ = ("faults",)
 
@@ -1511,8 +1512,11 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
     if not n:
         return prog, [], {}, 0, 0, 0, 0
     cols = steps.faults if type(steps) is FaultSteps else None
+    if cols is not None and not (len(cols[0]) and _told_ok(steps, cols)):
+        assert isinstance(steps, FaultSteps)
+        steps.faults = cols = None  # refused: not used, here or by the list's other readers
     known = _NONE8
-    if cols is not None and len(cols[0]) and _told_ok(steps, cols):  # the verbs of the other steps, read
+    if cols is not None:  # the verbs of the other steps, read
         known = np.zeros(n, dtype=np.int8)
         known[cols[0]] = 1
         unknown = known == 0

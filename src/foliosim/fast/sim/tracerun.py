@@ -309,6 +309,22 @@ class TraceRunner(FastWorkloadRunner):
         return int(self.m.glob[L.G_SEGV]) - self._segv
 
 
+def _racy_regions(steps: list[Step], rows: list[int]) -> list[Any]:
+    """The region argument (``args[0]``) of the steps at ``rows`` (ascending); a told fault's (its page) from the
+    list's columns, without reading its Step object."""
+    told = steps.faults if type(steps) is kprog.FaultSteps else None
+    if told is None:
+        return [steps[k].args[0] for k in rows]
+    trows, tvpn = told[0], told[1]
+    want = np.array(rows, dtype=np.int64)
+    at = np.minimum(np.searchsorted(trows, want), len(trows) - 1)
+    hit = trows[at] == want
+    out: list[Any] = tvpn[at].tolist()
+    for j in np.flatnonzero(~hit).tolist():
+        out[j] = steps[rows[j]].args[0]
+    return out
+
+
 @dataclass(slots=True)
 class FaultArrays:
     """A trace's fault columns (foliosim.workloads.runtrace.FaultColumns) as arrays: the places of the fault steps
@@ -371,14 +387,16 @@ class TraceProgram(kprog.ProgramRun):
             # the live checker looks a racy fault's region up when it is an address: those rows flagged (array
             # operations: a numpy scalar read or write per row costs more than the row in the loop)
             rid, prog = self.rid, self.prog
-            ks = [k for k in races.rows if isinstance(steps[k].args[0], int)]
-            rows = np.array(ks, dtype=np.int64)
-            rows = rows[prog[rows, kprog.P_OP] == kprog.OP_FAULT]
+            firsts = _racy_regions(steps, races.rows)
+            ints = [isinstance(r, int) for r in firsts]
+            rows = np.array(list(compress(races.rows, ints)), dtype=np.int64)
+            faulting = prog[rows, kprog.P_OP] == kprog.OP_FAULT
+            rows = rows[faulting]
             if len(rows):
                 prog[rows, kprog.P_ARG] |= kprog.FA_RACY
                 zero = rid.get(0)
                 if zero is not None:  # faults encoded as region 0 (kprog._addresses()): each its own region back
-                    regs = [steps[k].args[0] for k in rows.tolist()]
+                    regs = list(compress(compress(firsts, ints), faulting.tolist()))
                     own = (prog[rows, kprog.P_REG] == zero) & np.array([r != 0 for r in regs], dtype=bool)
                     if own.any():
                         n = len(rid)
