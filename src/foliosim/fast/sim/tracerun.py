@@ -442,10 +442,13 @@ class TraceProgram(kprog.ProgramRun):
                 at += 1
             end = stops[at][0] if at < len(stops) else n
             # pins or pipes held, a step it does not model, or a few steps to the next stop (one by one, as
-            # run_steps() runs a few steps)
-            if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER or (stops and end - pos < STRETCH_MIN):
+            # run_steps() runs a few steps: their reads, writes and recorded faults queued in the runner's batch,
+            # run at the stop's check -- it flushes first -- or before the loop is entered again)
+            near = bool(stops) and end - pos < STRETCH_MIN
+            if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER or near:
                 why = kprog.WHY_STEP
             else:
+                r.flush()
                 pos, why = self._call(pos, end)
             if why == kprog.WHY_DONE:
                 if pos < n:
@@ -457,7 +460,8 @@ class TraceProgram(kprog.ProgramRun):
                     self.races.step(steps[pos], self.base + pos)
                 else:
                     self.on_step(steps[pos], self.base + pos)
-                r.flush()
+                if not near:
+                    r.flush()
                 pos += 1
                 continue
             r.index = self.base + pos
@@ -466,6 +470,7 @@ class TraceProgram(kprog.ProgramRun):
                 raise OracleViolation(f"fast engine: mm{int(self.st[kprog.S_MAPPED])} freed with mappings left")
             m._check_rc(int(self.st[kprog.S_RC]))  # raised as a batch of accesses raises it
             raise AssertionError(f"step {r.index + 1}: the interpreter stopped with rc {int(self.st[kprog.S_RC])}")
+        r.flush()
         for _row, fn in stops[at:]:  # at the end of the list
             fn()
 
