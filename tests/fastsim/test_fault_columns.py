@@ -169,6 +169,7 @@ def test_tables_made_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
     doublings = len(grown)
     grown.clear()
     monkeypatch.setattr(tracerun, "TABLES_AHEAD_FAULTS", 64)
+    monkeypatch.setattr(tracerun, "TABLES_AHEAD_MIN", 16)
     ahead = simulate(trace, conversion=conv, engine="fast")
     assert doublings >= 4 and 1 <= len(grown) < doublings
     assert max(grown) >= 150  # pool's program uses 187 tables

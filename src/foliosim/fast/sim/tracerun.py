@@ -52,8 +52,9 @@ from foliosim.workloads.steps import Step
 #: the fewest steps :meth:`TraceRunner.run_steps` runs through the step interpreter
 STRETCH_MIN = 32
 #: a program with this many recorded faults makes room for its page tables first (TraceProgram._tables_ahead()),
-#: for at most TABLES_AHEAD_MAX of them
-TABLES_AHEAD_FAULTS = 4096
+#: when it will need TABLES_AHEAD_MIN of them or more (fewer double cheaply), for at most TABLES_AHEAD_MAX
+TABLES_AHEAD_FAULTS = 16384
+TABLES_AHEAD_MIN = 512
 TABLES_AHEAD_MAX = 1 << 14
 
 
@@ -476,15 +477,17 @@ class TraceProgram(kprog.ProgramRun):
 
     def _tables_ahead(self) -> int:
         """Page tables to make room for before a long run (:data:`TABLES_AHEAD_FAULTS` recorded faults or more):
-        one per (task, PMD) its recorded faults touch, at most :data:`TABLES_AHEAD_MAX` -- made at once instead of
-        doubled from a few tables, each doubling copying every table (chromium: 16 -> 2228 tables in 7 doublings,
-        a few milliseconds). Forks' copies and tables that faults by region name fill are left to growth."""
+        one per (task, PMD) its recorded faults touch, when that is :data:`TABLES_AHEAD_MIN` or more, at most
+        :data:`TABLES_AHEAD_MAX` -- made at once instead of doubled from a few tables, each doubling copying every
+        table (chromium: 16 -> 2228 tables in 7 doublings, a few milliseconds). Forks' copies and tables that
+        faults by region name fill are left to growth."""
         if self.nfault < TABLES_AHEAD_FAULTS:
             return 2
         prog = self.prog
         rows = prog[:, kprog.P_OP] == kprog.OP_FAULT
         keys = np.sort((prog[rows, kprog.P_TASK] << 40) + (prog[rows, kprog.P_FIRST] >> self.m.po))
-        return min(int(np.count_nonzero(keys[1:] != keys[:-1])) + 1, TABLES_AHEAD_MAX)
+        tables = int(np.count_nonzero(keys[1:] != keys[:-1])) + 1  # more than it needs: threads share an MM
+        return min(tables, TABLES_AHEAD_MAX) if tables >= TABLES_AHEAD_MIN else 2
 
     def _materialize(self) -> None:
         if self.control:  # first: the table and row bookkeeping after it reads the MMs' VMA lists
