@@ -353,10 +353,14 @@ def fault_arrays(conv: Conversion) -> FaultArrays | None:
     if (cols is None or conv.kept is None or conv.first is None or not cols.at
             or type(conv).items is not Conversion.items):
         return None
-    at = np.array(cols.at, dtype=np.int64)
+    n = len(cols.at)
+    if not len(cols.vpn) == len(cols.write) == len(cols.task) == n:
+        return None
+    at = np.fromiter(cols.at, dtype=np.int64, count=n)
     if cols.offset:
         at += cols.offset
-    return FaultArrays(at, np.array(cols.vpn, dtype=np.int64), np.array(cols.write, dtype=np.int64),
+    return FaultArrays(at, np.fromiter(cols.vpn, dtype=np.int64, count=n),
+                       np.fromiter(cols.write, dtype=np.bool_, count=n).astype(np.int64),
                        np.array(cols.task, dtype=object))
 
 
