@@ -106,12 +106,17 @@ def test_mixed_and_refused_columns() -> None:
 
 
 def test_columns_dropped_when_items_are_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A trace longer than prepare() keeps is read again by items(): no columns, nothing told."""
+    """A trace longer than prepare() keeps is read again by items(): no columns, nothing told; the same figures as
+    from the kept items with their columns."""
+    trace, kept, _steps = _conv("prefork-server")
     monkeypatch.setattr(runtrace, "CACHE_ITEMS", 100)
     conv = prepare(RunTrace.open(TRACES / "prefork-server.trace.gz"))
     assert conv.kept is None
     assert conv.faults is None or not conv.faults.at
     assert tracerun.fault_arrays(conv) is None
+    streamed, cached = simulate(trace, conversion=conv, engine="fast"), simulate(trace, conversion=kept, engine="fast")
+    assert {k: v for k, v in streamed.to_json().items() if k not in NOT_COMPARED} == {
+        k: v for k, v in cached.to_json().items() if k not in NOT_COMPARED}
 
 
 def test_subclass_items_get_no_columns() -> None:
