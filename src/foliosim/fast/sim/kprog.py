@@ -1543,7 +1543,10 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
     else:
         tnum = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
     regions = _numbering()
-    args = list(map(_ARGS, map(steps.__getitem__, np.flatnonzero(work[0]).tolist())))
+    if cols is None:
+        args = list(map(_ARGS, compress(steps, work[0].tolist())))
+    else:  # by their rows: compress() would touch (incref) every Step object, cold in the cache by now
+        args = list(map(_ARGS, map(steps.__getitem__, np.flatnonzero(work[0]).tolist())))
     k = len(args)
     areg = afirst = apages = _NONE
     one_reg = True
