@@ -1817,8 +1817,9 @@ def prepare(trace: RunTrace) -> Conversion:
         setattr(first, name, Counter(value) if isinstance(value, Counter) else value)
     steps = sum(1 for item in kept if type(item) is Step) if kept is not None else 0
     faults: FaultColumns | None = None
-    if kept is not None and len(kept) - steps == conv.stats.snapshots + len(kept) - len(out) + 1:
-        # the places were counted as every item but the snapshots a step (the Race markers came after)
+    if kept is not None and len(out) - 1 - steps == conv.stats.snapshots:
+        # the places were counted as every item the reading produced but the snapshots a step (as it was: the Race
+        # markers are placed after; the THP step is out[0])
         faults = columns
         faults.offset = len(conv.file_pages)  # items()' head: the THP step, then one step per file
     return Conversion(trace, header, dict(conv.file_pages), dict(conv.file_shmem), conv.stats, lines, racy, kept,
