@@ -301,7 +301,8 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
     """:func:`simulate` on the compiled engine (foliosim.fast.sim.tracerun): the same figures; Unsupported for a
     step it does not model (nothing is kept: the caller runs the reference)."""
     from foliosim.fast.sim.engine import Unsupported
-    from foliosim.fast.sim.tracerun import Races, SnapshotView, TraceMachine, TraceRunner, load_kernels
+    from foliosim.fast.sim.kprog import FaultSteps
+    from foliosim.fast.sim.tracerun import Races, SnapshotView, TraceMachine, TraceRunner, fault_arrays, load_kernels
 
     perf = time.perf_counter
     try:
@@ -319,7 +320,7 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
     index = 0
     line = 0
     racy = False
-    pending: list[Step] = []  # steps not run yet: runner.run_steps() takes them in stretches
+    pending: list[Step] = FaultSteps()  # steps not run yet: runner.run_steps() takes them in stretches
     on_step = partial(_execute, runner, run)
     races: Races | None = None
     if checker is not None:
@@ -356,7 +357,7 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
         if pending:
             t0 = perf()
             paused = 0.0
-            runner.run_steps(pending, index, on_step, races, stops)
+            runner.run_steps(pending, index, on_step, races, stops, faults)
             run.sim_seconds += perf() - t0 - paused
             index += len(pending)
             pending.clear()
@@ -364,6 +365,7 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
             if races is not None:
                 races.rows.clear()
 
+    faults = fault_arrays(conv)  # the fault steps the reader told as columns: their program rows filled from them
     items = conv.items()
     collect = gc.isenabled()
     # no garbage collection while the steps run (what cyclic garbage they make is collected after): a full collection

@@ -958,6 +958,28 @@ BATCH_LINES = 4096
 CACHE_ITEMS = 1 << 19
 
 
+@dataclass(slots=True)
+class FaultColumns:
+    """The fault steps :meth:`_Converter.run_fast` made itself (nearly all of a trace's), as columns beside the
+    items it produced: each one's place among the steps it produced (``at``, the THP step being 0), its page,
+    whether it wrote and its task -- the steps' own ``(task, (vpn, 0, write))``, told without reading them back.
+    The compiled engine fills their program rows from these (foliosim.fast.sim.kprog.FaultSteps) instead of
+    reading the Step objects. ``offset``: what to add to ``at`` for the place among :meth:`Conversion.items`'
+    steps (its head has the file steps, the reading's only the THP step)."""
+
+    at: list[int] = field(default_factory=list)
+    vpn: list[int] = field(default_factory=list)
+    write: list[bool] = field(default_factory=list)
+    task: list[str] = field(default_factory=list)
+    offset: int = 0
+
+    def clear(self) -> None:
+        self.at.clear()
+        self.vpn.clear()
+        self.write.clear()
+        self.task.clear()
+
+
 class _Converter:
     """Event by event to steps; ``file_pages`` (from a first pass) sizes each file before it is mapped."""
 
@@ -1047,14 +1069,19 @@ class _Converter:
             out.append(Step("file", "", (name, max(pages, 1), order, self.file_shmem.get(name, _shmem_name(name)))))
         return out
 
-    def run_fast(self, trace: RunTrace, out: list[_Out], fault_lines: list[int] | None) -> Iterator[int]:
+    def run_fast(self, trace: RunTrace, out: list[_Out], fault_lines: list[int] | None,
+                 columns: FaultColumns | None = None) -> Iterator[int]:
         """:meth:`run` over ``trace.events()`` in one loop: the same items appended to ``out``, the same figures in
         ``stats`` and the same RunTraceError for a bad line. Yields the line reached after every
         :data:`BATCH_LINES` lines and at the end (the caller takes ``out`` then); ``fault_lines`` gets the line of
         each fault step. A fault line whose parsed fields have the types :func:`_event_ok` wants is converted here
         (checks, race bookkeeping, the fault step); every other line goes through :func:`parse_event` (when the
-        quick check refuses it) and :meth:`event`, as in :meth:`run`."""
+        quick check refuses it) and :meth:`event`, as in :meth:`run`. ``columns`` (a first pass only: no Race
+        markers, ``out`` never cleared) gets every fault step converted here, with its place among the steps."""
         out.extend(self._head())
+        with_columns = columns is not None
+        cols = columns if columns is not None else FaultColumns()
+        col_at, col_vpn, col_write, col_task = cols.at.append, cols.vpn.append, cols.write.append, cols.task.append
         first_pass = self.known_files is None
         stats, counts, see, racy = self.stats, self.stats.events, self.races.see, self.racy
         race_lines, last_fault, recent, since = (self.races.lines, self.races._last, self.races._recent,
@@ -1143,9 +1170,15 @@ class _Converter:
                             n_kernel += 1
                         if fault_lines is not None:
                             fault_lines.append(lineno)
+                        task = names[tid]
+                        if with_columns:  # its place among the steps: every item so far is one but snapshots
+                            col_at(len(out) - stats.snapshots)
+                            col_vpn(vpn)
+                            col_write(write)
+                            col_task(task)
                         step = new(Step)
                         set_verb(step, "fault")
-                        set_task(step, names[tid])
+                        set_task(step, task)
                         set_args(step, (vpn, 0, write))
                         append(step)
                     else:
@@ -1754,6 +1787,9 @@ class Conversion:
     marks: list[tuple[int, int]] = field(default_factory=list, repr=False)  # (items in ``kept`` so far, line)
     first: ConvertStats | None = field(default=None, repr=False)  # the first pass's figures (a copy)
     kept_steps: int = 0  # the steps in ``kept``
+    #: the fault steps the reading converted itself, as columns (their places counted among :meth:`items`' steps);
+    #: None when ``kept`` is
+    faults: FaultColumns | None = field(default=None, repr=False)
 
     def items(self) -> Generator[Step | Snapshot | Race, None, None]:
         """The steps (and snapshot and race markers) in order; ``stats`` is refilled as they are produced."""
@@ -1835,6 +1871,7 @@ def prepare(trace: RunTrace) -> Conversion:
     conv = _Converter(header, None)
     out: list[_Out] = []
     fault_lines: list[int] = []
+    columns = FaultColumns()
     marks: list[tuple[int, int]] = []
     keep = True
     collect = gc.isenabled()
@@ -1842,7 +1879,7 @@ def prepare(trace: RunTrace) -> Conversion:
     # converter's own objects (the race bookkeeping: one tuple per fault) are freed, on return
     gc.disable()
     try:
-        for line in conv.run_fast(trace, out, fault_lines):
+        for line in conv.run_fast(trace, out, fault_lines, columns):
             if keep and len(out) > CACHE_ITEMS:
                 keep = False
             if keep:
@@ -1850,6 +1887,7 @@ def prepare(trace: RunTrace) -> Conversion:
             else:
                 out.clear()
                 fault_lines.clear()
+                columns.clear()
         lines = conv.stats.lines
         racy = conv.races.lines
         kept: list[_Out] | None = None
@@ -1874,8 +1912,14 @@ def prepare(trace: RunTrace) -> Conversion:
             value = getattr(conv.stats, name)
             setattr(first, name, Counter(value) if isinstance(value, Counter) else value)
         steps = countOf(map(type, kept), Step) if kept is not None else 0
+        faults: FaultColumns | None = None
+        if kept is not None and len(out) - 1 - steps == conv.stats.snapshots:
+            # the places were counted as every item the reading produced but the snapshots a step (as it was: the
+            # Race markers are placed after; the THP step is out[0])
+            faults = columns
+            faults.offset = len(conv.file_pages)  # items()' head: the THP step, then one step per file
         return Conversion(trace, header, dict(conv.file_pages), dict(conv.file_shmem), conv.stats, lines, racy,
-                          kept, marks, first, steps)
+                          kept, marks, first, steps, faults)
     finally:
         if collect:
             gc.enable()

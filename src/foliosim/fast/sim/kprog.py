@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from itertools import compress
+from itertools import chain, compress
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -1472,6 +1472,55 @@ def _addresses(regions: list[Any]) -> I64 | None:
     return addrs.astype(np.int64, copy=False)
 
 
+#: told recorded faults: their rows in a step list (ascending), pages, written flags (0/1), tasks (an object array)
+Told = tuple[I64, I64, I64, Any]
+
+
+class FaultSteps(list[Step]):
+    """A step list whose recorded faults are partly told as columns (``faults``, :data:`Told`: each such row's step
+    is ``Step("fault", task, (vpn, 0, write))``), as the run trace's reader made them
+    (foliosim.workloads.runtrace.FaultColumns): :func:`_encode` fills those rows from the columns instead of
+    reading the Step objects (and drops them when they do not fit, :func:`_told_ok`). Every other use sees a plain
+    list of the same steps."""
+
+    __slots__ = ("faults",)
+
+    def __init__(self, steps: Any = ()) -> None:
+        super().__init__(steps)
+        self.faults: Told | None = None
+
+
+#: the rows of a FaultSteps' columns :func:`_told_ok` compares with the steps (the first, the last, evenly between)
+_TOLD_SAMPLES = 17
+
+
+def _told_ok(steps: list[Step], cols: Told) -> bool:
+    """Whether ``cols`` plausibly tell ``steps``: their rows ascending within the list, and a sample of them
+    (:data:`_TOLD_SAMPLES`, the ends included) each a fault step ``(vpn, 0, write)`` of the task told -- a list
+    whose columns were cut for other steps (a shifted stretch, a converter's items replaced) fails it and is encoded
+    from its steps alone."""
+    rows, vpns, writes, tasks = cols
+    n = len(rows)
+    if not (len(vpns) == len(writes) == len(tasks) == n) or rows[0] < 0 or rows[-1] >= len(steps) or (
+            n > 1 and not bool((rows[1:] > rows[:-1]).all())):
+        return False
+    at = sorted({0, n - 1, *range(0, n, max(n // (_TOLD_SAMPLES - 1), 1))})
+    for row, vpn, write, task in zip(rows[at].tolist(), vpns[at].tolist(), writes[at].tolist(), tasks[at].tolist(),
+                                     strict=True):
+        step = steps[row]
+        if step.verb != "fault" or step.args != (vpn, 0, bool(write)) or step.task != task:
+            return False
+    return True
+
+
+def _fault_args(steps: list[Step], rows: I64) -> tuple[list[Any], I64, I64]:
+    """The regions, pages and written flags (0/1) of the recorded faults at ``rows``."""
+    fargs = list(map(_ARGS, map(steps.__getitem__, rows.tolist())))
+    n = len(fargs)
+    return (list(map(_ARG0, fargs)), np.fromiter(map(_ARG1, fargs), dtype=np.int64, count=n),
+            np.fromiter(map(bool, map(_ARG2, fargs)), dtype=np.int64, count=n))
+
+
 def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     """(program, task names by number, region -> number) of a step list (see :func:`_encode`)."""
     prog, names, regions, _forks, _exits, _wpages, _madvs = _encode(steps)
@@ -1487,13 +1536,35 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
     region names are numbered in the same pass that looks them up (:func:`_numbering`). Everything numeric --
     which rows are accesses, forks, madvise, recorded faults; the rows themselves; the counts ProgramRun sizes its
     arrays by -- is two compiled calls, not dozens of numpy calls (each costs microseconds, tens when its code was
-    evicted from the cache between runs, as it is on a shared machine)."""
+    evicted from the cache between runs, as it is on a shared machine). A :class:`FaultSteps` list's told faults
+    (run traces: nearly every step) are not read at all: their rows and tasks come from its columns (checked on a
+    sample, :func:`_told_ok`)."""
     n = len(steps)
     prog = np.zeros((n, P_COLS), dtype=np.int64)
     if not n:
         return prog, [], {}, 0, 0, 0, 0
-    codes = np.fromiter(map(_CODES.__getitem__, map(_VERB, steps)), dtype=np.int64, count=n)
-    tasks = list(map(_TASK, steps))
+    cols = steps.faults if type(steps) is FaultSteps else None
+    if cols is not None and not (len(cols[0]) and _told_ok(steps, cols)):
+        assert isinstance(steps, FaultSteps)
+        steps.faults = cols = None  # refused: not used, here or by the list's other readers
+    known = _NONE8
+    if cols is not None:  # the verbs of the other steps, read
+        known = np.zeros(n, dtype=np.int8)
+        known[cols[0]] = 1
+        unknown = known == 0
+        rest = list(compress(steps, unknown.tolist()))
+        codes = np.full(n, OP_FAULT, dtype=np.int64)
+        codes[unknown] = np.fromiter(map(_CODES.__getitem__, map(_VERB, rest)), dtype=np.int64, count=len(rest))
+    else:
+        codes = np.fromiter(map(_CODES.__getitem__, map(_VERB, steps)), dtype=np.int64, count=n)
+    if len(known):  # the told steps' tasks from the columns: the Step objects of the told rows are not touched
+        assert cols is not None
+        named = np.empty(n, dtype=object)
+        named[cols[0]] = cols[3]
+        named[unknown] = list(map(_TASK, rest))
+        tasks = named.tolist()
+    else:
+        tasks = list(map(_TASK, steps))
     work = np.empty((4, n), dtype=np.int64)  # the access mask, then the fork, madvise and recorded-fault rows
     nf, nm, nq = _classify(codes, work[0], work[1:])
     names = _numbering()
@@ -1504,8 +1575,10 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
     else:
         tnum = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
     regions = _numbering()
-    every = list(map(_ARGS, steps))  # read once: the accesses', forks', madvise steps' and faults' come from it
-    args = list(compress(every, work[0].tolist()))
+    if cols is None:
+        args = list(map(_ARGS, compress(steps, work[0].tolist())))
+    else:  # by their rows: compress() would touch (incref) every Step object, cold in the cache by now
+        args = list(map(_ARGS, map(steps.__getitem__, np.flatnonzero(work[0]).tolist())))
     k = len(args)
     areg = afirst = apages = _NONE
     one_reg = True
@@ -1520,11 +1593,11 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
         apages = np.fromiter(map(_ARG2, args), dtype=np.int64, count=k)
     fchild = _NONE
     if nf:  # the children: names first seen here are numbered in program order
-        children = list(map(_ARG0, map(every.__getitem__, work[1, :nf].tolist())))
+        children = list(map(_ARG0, map(_ARGS, map(steps.__getitem__, work[1, :nf].tolist()))))
         fchild = np.fromiter(map(names.__getitem__, children), dtype=np.int64, count=nf)
     mkind = mreg = mfirst = mpages = _NONE
     if nm:  # every madvise step, so far
-        margs = list(map(every.__getitem__, work[2, :nm].tolist()))
+        margs = list(map(_ARGS, map(steps.__getitem__, work[2, :nm].tolist())))
         kinds = list(map(_MADV_CODE, map(_ARG3, margs)))
         firsts = list(map(_ARG1, margs))
         counts = list(map(_ARG2, margs))
@@ -1540,20 +1613,35 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
             mpages = np.fromiter(compress(counts, kinds), dtype=np.int64, count=n_ok)
     freg = ffirst = fwrite = _NONE
     if nq:  # recorded faults (run-trace): (region, page, written); regions first seen here numbered after those
-        fargs = list(map(every.__getitem__, work[3, :nq].tolist()))
-        fregs = list(map(_ARG0, fargs))
-        ffirst = np.fromiter(map(_ARG1, fargs), dtype=np.int64, count=nq)
-        fwrite = np.fromiter(map(bool, map(_ARG2, fargs)), dtype=np.int64, count=nq)
-        addrs = _addresses(fregs)
+        frows = work[3, :nq]
+        told = known[frows] != 0 if len(known) else None  # the rows the columns tell
+        fregs, ffirst, fwrite = _fault_args(steps, frows if told is None else frows[~told])
+        addrs = _addresses(fregs) if fregs else _NONE
+        if addrs is not None and told is not None:  # the told rows: page 0 at the address, from the columns
+            assert cols is not None
+            first, written = np.empty(nq, dtype=np.int64), np.empty(nq, dtype=np.int64)
+            first[told], written[told] = cols[1], cols[2]
+            first[~told], written[~told] = ffirst + addrs, fwrite
+            ffirst, fwrite = first, written
+        elif told is not None:  # a region that is not an address: every fault's step read (the columns not used)
+            fregs, ffirst, fwrite = _fault_args(steps, frows)
+            addrs, told = _addresses(fregs), None
         if addrs is not None:  # every region an address: region 0, the address added to the page (not numbered)
             freg = np.full(nq, regions[0], dtype=np.int64)
-            ffirst += addrs
+            if told is None:
+                ffirst += addrs
         else:
             freg = np.fromiter(map(regions.__getitem__, fregs), dtype=np.int64, count=nq)
     exits, wpages = _fill_rows(prog, codes, tnum, one_task, areg, one_reg, afirst, apages, work[1:], nf, fchild,
                                nm, mkind, mreg, mfirst, mpages, nq, freg, ffirst, fwrite)
     names.default_factory = regions.default_factory = None  # no reference cycle left for the collector
     return prog, list(names), dict(regions), nf, exits, wpages, nm
+
+
+#: an OP_MPROTECT row's P_ARG by protection (read | write << 1 | exec << 2), an OP_MMAP row's flags by protection
+_PROT_ARG = {prot: int(r) | (int(w) << 1) | (int(x) << 2) for prot, (r, w, x, _nr) in PROT_FLAGS.items()}
+_PROT_MF = {prot: (MF_READ * r) | (MF_WRITE * w) | (MF_EXEC * x) | (MF_NORESERVE * nr)
+            for prot, (r, w, x, nr) in PROT_FLAGS.items()}
 
 
 def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: FastMachine,
@@ -1565,57 +1653,54 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
     others in ``regions``, files by their number in the returned list of names (their page-cache numbers are looked
     up at each entry). ``created``: the (name, pages, order, shmem) of the files ``file`` steps create, by their
     number; ``names``: the task names by number, new threads' names appended (None: thread steps stay Python's).
-    A step of another form stays OP_OTHER (Python runs and checks it)."""
+    A step of another form stays OP_OTHER (Python runs and checks it).
+
+    One pass over the steps, each read once (a run trace's steps are cold in the cache by now: a pass per field
+    costs more than the loop), the commonest verbs tested first."""
     codec = m.codec
+    label, label_ids = codec.label, codec.label_ids
     files: dict[str, int] = {}
     if created is None:
         created = {}
     tids = {name: k for k, name in enumerate(names or ())}
     po = m.po
-
-    def reg(region: Any) -> int:  # -1: not a region
-        if type(region) is not int and type(region) is not str:
-            return -1
-        k = regions.get(region)
-        if k is None:
-            k = regions[region] = len(regions)
-        return k
+    get_region = regions.get
 
     out: list[tuple[int, int, int, int, int, int, int]] = []  # (row, op, region, first, pages, arg, fill)
     add = out.append
-    for i in np.flatnonzero(prog[:, P_OP] == OP_OTHER).tolist():
-        step = steps[i]
+    rows = np.flatnonzero(prog[:, P_OP] == OP_OTHER).tolist()
+    for i, step in zip(rows, map(steps.__getitem__, rows), strict=True):
         verb, a = step.verb, step.args
-        if verb == "merge":
-            add((i, OP_MERGE, 0, 0, 0, 0, 0))
-        elif verb in ("thread", "vfork"):
-            if names is not None and len(a) == 1 and type(a[0]) is str:
-                if a[0] not in tids:
-                    tids[a[0]] = len(names)
-                    names.append(a[0])
-                add((i, OP_THREAD if verb == "thread" else OP_VFORK, 0, 0, 0, tids[a[0]], 0))
-        elif verb == "exec":
-            if names is not None:
-                add((i, OP_EXEC, 0, 0, 0, 0, 0))
-        elif verb == "file":
-            if len(a) != 4:
+        if verb == "mprotect" or verb == "madvise":  # the commonest verbs, compared first
+            if len(a) != 4 or type(a[1]) is not int or type(a[2]) is not int:
                 continue
-            name, pages, order, shmem = a
-            if type(name) is str and name and type(pages) is int and type(order) is int and pages > 0 and (
-                    0 <= order <= po):
-                fk = files.get(name)
-                if fk is None:
-                    fk = files[name] = len(files)
-                created[fk] = (name, pages, order, bool(shmem))
-                add((i, OP_FILE, 0, 0, pages, order | (int(bool(shmem)) << 8), fk))
+            fill = 0
+            if verb == "mprotect":
+                arg = _PROT_ARG.get(a[3])
+                if arg is None:
+                    continue
+                op = OP_MPROTECT
+            else:
+                advice = _FLAG_ADVICE.get(a[3]) if type(a[3]) is str else None
+                if advice is None:
+                    continue
+                op, (arg, fill) = OP_MADVF, advice
+            region = a[0]
+            if type(region) is not int and type(region) is not str:
+                continue
+            k = get_region(region)
+            if k is None:
+                k = regions[region] = len(regions)
+            add((i, op, k, a[1], a[2], arg, fill))
         elif verb == "mmap":
             if len(a) != 7:
                 continue
             region, pages, kind, file, thp, prot, offset = a
-            if type(pages) is not int or type(offset) is not int or prot not in PROT_FLAGS:
+            if type(pages) is not int or type(offset) is not int:
                 continue
-            read, write, execute, noreserve = PROT_FLAGS[prot]
-            flags = (MF_READ * read) | (MF_WRITE * write) | (MF_EXEC * execute) | (MF_NORESERVE * noreserve)
+            flags = _PROT_MF.get(prot)
+            if flags is None:
+                continue
             first = fill = 0
             if kind == "anon":
                 if thp is not None:
@@ -1634,49 +1719,69 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
                 continue
             if type(region) is str:
                 flags |= MF_NAMED
-            k = reg(region)
-            if k >= 0:
-                add((i, OP_MMAP, k, first, pages, flags | (codec.label(str(region)) << MF_LABEL_SHIFT), fill))
-        elif verb in ("mprotect", "madvise"):
-            if len(a) != 4 or type(a[1]) is not int or type(a[2]) is not int:
+            elif type(region) is not int:
                 continue
-            fill = 0
-            if verb == "mprotect":
-                if a[3] not in PROT_FLAGS:
-                    continue
-                read, write, execute, _noreserve = PROT_FLAGS[a[3]]
-                op, arg = OP_MPROTECT, int(read) | (int(write) << 1) | (int(execute) << 2)
-            else:
-                advice = _FLAG_ADVICE.get(a[3]) if type(a[3]) is str else None
-                if advice is None:
-                    continue
-                op, (arg, fill) = OP_MADVF, advice
-            k = reg(a[0])
-            if k >= 0:
-                add((i, op, k, a[1], a[2], arg, fill))
+            k = get_region(region)
+            if k is None:
+                k = regions[region] = len(regions)
+            lid = label_ids.get(text := str(region))
+            if lid is None:
+                lid = label(text)
+            add((i, OP_MMAP, k, first, pages, flags | (lid << MF_LABEL_SHIFT), fill))
         elif verb == "munmap":
             if len(a) == 3 and type(a[1]) is int and type(a[2]) is int:
-                k = reg(a[0])
-                if k >= 0:
-                    add((i, OP_MUNMAP, k, a[1], a[2], 0, 0))
+                region = a[0]
+                if type(region) is not int and type(region) is not str:
+                    continue
+                k = get_region(region)
+                if k is None:
+                    k = regions[region] = len(regions)
+                add((i, OP_MUNMAP, k, a[1], a[2], 0, 0))
+        elif verb == "merge":
+            add((i, OP_MERGE, 0, 0, 0, 0, 0))
+        elif verb == "file":
+            if len(a) != 4:
+                continue
+            name, pages, order, shmem = a
+            if type(name) is str and name and type(pages) is int and type(order) is int and pages > 0 and (
+                    0 <= order <= po):
+                fk = files.get(name)
+                if fk is None:
+                    fk = files[name] = len(files)
+                created[fk] = (name, pages, order, bool(shmem))
+                add((i, OP_FILE, 0, 0, pages, order | (int(bool(shmem)) << 8), fk))
+        elif verb == "thread" or verb == "vfork":
+            if names is not None and len(a) == 1 and type(a[0]) is str:
+                if a[0] not in tids:
+                    tids[a[0]] = len(names)
+                    names.append(a[0])
+                add((i, OP_THREAD if verb == "thread" else OP_VFORK, 0, 0, 0, tids[a[0]], 0))
+        elif verb == "exec":
+            if names is not None:
+                add((i, OP_EXEC, 0, 0, 0, 0, 0))
         elif verb == "mremap":
             if len(a) != 3:
                 continue
             region, pages, new = a
             if type(pages) is not int or (type(new) is not int and type(new) is not str):
                 continue
-            k = reg(region)
-            if k < 0:
+            if type(region) is not int and type(region) is not str:
                 continue
+            k = get_region(region)
+            if k is None:
+                k = regions[region] = len(regions)
             if type(new) is int:
                 add((i, OP_MREMAP, k, new, pages, -1, 0))
             else:
-                add((i, OP_MREMAP, k, 0, pages, reg(new), 0))
-    if out:
-        rows = np.array(out, dtype=np.int64)
-        at = rows[:, 0]
+                kn = get_region(new)
+                if kn is None:
+                    kn = regions[new] = len(regions)
+                add((i, OP_MREMAP, k, 0, pages, kn, 0))
+    if out:  # (fromiter over the flattened tuples: a third cheaper than np.array() of the list of tuples)
+        table = np.fromiter(chain.from_iterable(out), dtype=np.int64, count=7 * len(out)).reshape(-1, 7)
+        at = table[:, 0]
         for k, col in enumerate((P_OP, P_REG, P_FIRST, P_PAGES, P_ARG, P_FILL), start=1):
-            prog[at, col] = rows[:, k]
+            prog[at, col] = table[:, k]
     return list(files)
 
 

@@ -30,6 +30,7 @@ from itertools import compress
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, FAULT_PROT, FAULT_TAKEN
 from foliosim.fast import kernels as K
@@ -45,10 +46,16 @@ from foliosim.vm.events import OracleViolation, errno_name
 from foliosim.vm.machine import MachineOptions
 from foliosim.vm.memory import PAGE_SHIFT
 from foliosim.vm.vma import Vma
+from foliosim.workloads.runtrace import Conversion
 from foliosim.workloads.steps import Step
 
 #: the fewest steps :meth:`TraceRunner.run_steps` runs through the step interpreter
 STRETCH_MIN = 32
+#: a program with this many recorded faults makes room for its page tables first (TraceProgram._tables_ahead()),
+#: when it will need TABLES_AHEAD_MIN of them or more (fewer double cheaply), for at most TABLES_AHEAD_MAX
+TABLES_AHEAD_FAULTS = 16384
+TABLES_AHEAD_MIN = 512
+TABLES_AHEAD_MAX = 1 << 14
 
 
 @dataclass(slots=True)
@@ -245,7 +252,8 @@ class TraceRunner(FastWorkloadRunner):
                 and kprog.compiled_unsupported(self.m) is None)
 
     def run_steps(self, steps: list[Step], base: int, on_step: Callable[[Step, int], None],
-                  races: Races | None = None, stops: list[tuple[int, Callable[[], None]]] | None = None) -> None:
+                  races: Races | None = None, stops: list[tuple[int, Callable[[], None]]] | None = None,
+                  faults: FaultArrays | None = None) -> None:
         """Run ``steps`` (step ``base`` onwards of the trace): what the step interpreter models in compiled stretches
         (:class:`TraceProgram`), every other step through ``on_step(step, index)`` (which calls :meth:`execute` and
         counts what it refuses) as one step at a time would, the racy faults of ``races`` through ``races.step``
@@ -253,7 +261,9 @@ class TraceRunner(FastWorkloadRunner):
         stopped in. A few steps (fewer than :data:`STRETCH_MIN`) go one by one: encoding them and entering the loop
         would cost more than it saves. ``stops``: (k, fn), k ascending: ``fn()`` is called once the steps before
         ``steps[k]`` have run and the machine's objects follow them (a live snapshot's check between two stretches
-        of one program: one encoding and one set of arrays for the whole list)."""
+        of one program: one encoding and one set of arrays for the whole list). ``faults``: the trace's fault
+        columns (:func:`fault_arrays`), ``base`` counted as they count: the program's rows of the faults they tell
+        are filled from them."""
         if len(steps) < STRETCH_MIN or not self.compiled():
             racy = set(races.rows) if races is not None else set()
             at = 0
@@ -270,6 +280,12 @@ class TraceRunner(FastWorkloadRunner):
                 fn()
             return
         self.flush()
+        if faults is not None or type(steps) is kprog.FaultSteps:
+            told = faults.stretch(base, len(steps)) if faults is not None else None
+            if type(steps) is not kprog.FaultSteps:
+                steps = kprog.FaultSteps(steps)
+            assert isinstance(steps, kprog.FaultSteps)
+            steps.faults = told
         program = TraceProgram(self, steps, base, on_step, races)
         if stops:
             program.stops = stops
@@ -292,6 +308,60 @@ class TraceRunner(FastWorkloadRunner):
     def segv(self) -> int:
         """Reads and writes refused with SIGSEGV so far (the recorded faults are checked before they are queued)."""
         return int(self.m.glob[L.G_SEGV]) - self._segv
+
+
+def _racy_regions(steps: list[Step], rows: list[int]) -> list[Any]:
+    """The region argument (``args[0]``) of the steps at ``rows`` (ascending); a told fault's (its page) from the
+    list's columns, without reading its Step object."""
+    told = steps.faults if type(steps) is kprog.FaultSteps else None
+    if told is None:
+        return [steps[k].args[0] for k in rows]
+    trows, tvpn = told[0], told[1]
+    want = np.array(rows, dtype=np.int64)
+    at = np.minimum(np.searchsorted(trows, want), len(trows) - 1)
+    hit = trows[at] == want
+    out: list[Any] = tvpn[at].tolist()
+    for j in np.flatnonzero(~hit).tolist():
+        out[j] = steps[rows[j]].args[0]
+    return out
+
+
+@dataclass(slots=True)
+class FaultArrays:
+    """A trace's fault columns (foliosim.workloads.runtrace.FaultColumns) as arrays: the places of the fault steps
+    the reader converted itself among :meth:`Conversion.items`' steps (ascending), their pages, their written
+    flags (0/1), their tasks' names (an object array)."""
+
+    at: I64
+    vpn: I64
+    write: I64
+    task: npt.NDArray[np.object_]
+
+    def stretch(self, base: int, n: int) -> kprog.Told | None:
+        """The columns of the steps ``base`` to ``base + n``: (rows among them, pages, written, tasks); None:
+        none."""
+        lo, hi = np.searchsorted(self.at, (base, base + n)).tolist()
+        if hi <= lo:
+            return None
+        return self.at[lo:hi] - base, self.vpn[lo:hi], self.write[lo:hi], self.task[lo:hi]
+
+
+def fault_arrays(conv: Conversion) -> FaultArrays | None:
+    """``conv``'s fault columns as arrays, their places counted among the steps :meth:`Conversion.items` hands out
+    (None: it has none, it reads the trace again, or a subclass hands out items of its own)."""
+    cols = conv.faults
+    if (cols is None or conv.kept is None or conv.first is None or not cols.at
+            or type(conv).items is not Conversion.items):
+        return None
+    n = len(cols.at)
+    if not len(cols.vpn) == len(cols.write) == len(cols.task) == n:
+        return None
+    at = np.fromiter(cols.at, dtype=np.int64, count=n)
+    if cols.offset:
+        at += cols.offset
+    return FaultArrays(at, np.fromiter(cols.vpn, dtype=np.int64, count=n),
+                       np.fromiter(cols.write, dtype=np.bool_, count=n).astype(np.int64),
+                       np.array(cols.task, dtype=object))
 
 
 #: TraceRunner's own execute() and flush(): when either is replaced, every step goes through them
@@ -322,14 +392,16 @@ class TraceProgram(kprog.ProgramRun):
             # the live checker looks a racy fault's region up when it is an address: those rows flagged (array
             # operations: a numpy scalar read or write per row costs more than the row in the loop)
             rid, prog = self.rid, self.prog
-            ks = [k for k in races.rows if isinstance(steps[k].args[0], int)]
-            rows = np.array(ks, dtype=np.int64)
-            rows = rows[prog[rows, kprog.P_OP] == kprog.OP_FAULT]
+            firsts = _racy_regions(steps, races.rows)
+            ints = [isinstance(r, int) for r in firsts]
+            rows = np.array(list(compress(races.rows, ints)), dtype=np.int64)
+            faulting = prog[rows, kprog.P_OP] == kprog.OP_FAULT
+            rows = rows[faulting]
             if len(rows):
                 prog[rows, kprog.P_ARG] |= kprog.FA_RACY
                 zero = rid.get(0)
                 if zero is not None:  # faults encoded as region 0 (kprog._addresses()): each its own region back
-                    regs = [steps[k].args[0] for k in rows.tolist()]
+                    regs = list(compress(compress(firsts, ints), faulting.tolist()))
                     own = (prog[rows, kprog.P_REG] == zero) & np.array([r != 0 for r in regs], dtype=bool)
                     if own.any():
                         n = len(rid)
@@ -366,7 +438,7 @@ class TraceProgram(kprog.ProgramRun):
             m._grow_rows("ms", m._next["mm"] + forks + 1)
         faults = self.nfault
         if faults > 64:  # folio and page rows for a folio per recorded fault, at most: no return to grow each time
-            m._room(min(faults, kprog._AHEAD_MAX), min(2 * faults, kprog._AHEAD_MAX), 2, 64)
+            m._room(min(faults, kprog._AHEAD_MAX), min(2 * faults, kprog._AHEAD_MAX), self._tables_ahead(), 64)
         pos = 0
         stops, at = self.stops, 0
         while pos < n:
@@ -375,10 +447,13 @@ class TraceProgram(kprog.ProgramRun):
                 at += 1
             end = stops[at][0] if at < len(stops) else n
             # pins or pipes held, a step it does not model, or a few steps to the next stop (one by one, as
-            # run_steps() runs a few steps)
-            if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER or (stops and end - pos < STRETCH_MIN):
+            # run_steps() runs a few steps: their reads, writes and recorded faults queued in the runner's batch,
+            # run at the stop's check -- it flushes first -- or before the loop is entered again)
+            near = bool(stops) and end - pos < STRETCH_MIN
+            if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER or near:
                 why = kprog.WHY_STEP
             else:
+                r.flush()
                 pos, why = self._call(pos, end)
             if why == kprog.WHY_DONE:
                 if pos < n:
@@ -390,7 +465,8 @@ class TraceProgram(kprog.ProgramRun):
                     self.races.step(steps[pos], self.base + pos)
                 else:
                     self.on_step(steps[pos], self.base + pos)
-                r.flush()
+                if not near:
+                    r.flush()
                 pos += 1
                 continue
             r.index = self.base + pos
@@ -399,8 +475,23 @@ class TraceProgram(kprog.ProgramRun):
                 raise OracleViolation(f"fast engine: mm{int(self.st[kprog.S_MAPPED])} freed with mappings left")
             m._check_rc(int(self.st[kprog.S_RC]))  # raised as a batch of accesses raises it
             raise AssertionError(f"step {r.index + 1}: the interpreter stopped with rc {int(self.st[kprog.S_RC])}")
+        r.flush()
         for _row, fn in stops[at:]:  # at the end of the list
             fn()
+
+    def _tables_ahead(self) -> int:
+        """Page tables to make room for before a long run (:data:`TABLES_AHEAD_FAULTS` recorded faults or more):
+        one per (task, PMD) its recorded faults touch, when that is :data:`TABLES_AHEAD_MIN` or more, at most
+        :data:`TABLES_AHEAD_MAX` -- made at once instead of doubled from a few tables, each doubling copying every
+        table (chromium: 16 -> 2228 tables in 7 doublings, a few milliseconds). Forks' copies and tables that
+        faults by region name fill are left to growth."""
+        if self.nfault < TABLES_AHEAD_FAULTS:
+            return 2
+        prog = self.prog
+        rows = prog[:, kprog.P_OP] == kprog.OP_FAULT
+        keys = np.sort((prog[rows, kprog.P_TASK] << 40) + (prog[rows, kprog.P_FIRST] >> self.m.po))
+        tables = int(np.count_nonzero(keys[1:] != keys[:-1])) + 1  # more than it needs: threads share an MM
+        return min(tables, TABLES_AHEAD_MAX) if tables >= TABLES_AHEAD_MIN else 2
 
     def _materialize(self) -> None:
         if self.control:  # first: the table and row bookkeeping after it reads the MMs' VMA lists
@@ -716,4 +807,5 @@ class SnapshotView:
                 yield vma, vpn, self._view(f), page, False
 
 
-__all__ = ["Races", "SnapshotView", "TraceMachine", "TraceProgram", "TraceRunner", "load_kernels"]
+__all__ = ["FaultArrays", "Races", "SnapshotView", "TraceMachine", "TraceProgram", "TraceRunner", "fault_arrays",
+           "load_kernels"]
