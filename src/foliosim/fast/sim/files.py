@@ -108,8 +108,8 @@ def service(m: FastMachine, ops: np.ndarray, i: int, task: str | None, drain: bo
     assert vma is not None and vma.file is not None and write and not vma.shared
     m.ref.privatize(mm, vma, vpn)  # type: ignore[arg-type]
     m.ensure(folios=4, pages=2 << m.po, trace=64 + int(m.opt[L.O_FAULT_AROUND]), cows=4)
-    rc = kern.file_fault(*m.args()[:15], m.tr, m.cow, m.pcache.fc, m.pcache.pcs, mm.num, mm.rowmap[id(vma)], vpn,
-                         True, unshare)
+    rc = kern.file_fault(m.cfg, m.opt, m.glob, m.fs, m.pmc, m.pex, m.pct, m.tb, m.ptf, m.ptp, m.ptw, m.hk, m.hv, m.ms,
+                         m.vm, m.tr, m.cow, m.pcache.fc, m.pcache.pcs, mm.num, mm.rowmap[id(vma)], vpn, True, unshare)
     m._check_rc(int(rc))
     if fill != -2:  # the access itself: the store (whole-page fills) and the dirty bit
         t = int(kern.hfind(m.hk, m.hv, (mm.num << 40) | (vpn >> m.po)))
