@@ -28,6 +28,7 @@ from foliosim.workloads.runtrace import (
     prepare,
 )
 from foliosim.workloads.steps import Step
+from tests.test_runtrace_exact import _ListSpace
 from tests.test_runtrace_fastpath import BASE, HEADER, _outcome, _reference
 
 # ------------------------------------------------------------------ fault lines without json
@@ -116,19 +117,11 @@ def test_fault_stream_same_outcome(faults: list[tuple[int, int, int, float, bool
 
 # ------------------------------------------------------------------ _Space against a plain list
 def _plain_remove(areas: list[_Area], start: int, end: int) -> tuple[list[_Area], list[_Area]]:
-    """Unmap [start, end) from a list of areas, piece by piece over the whole list (the areas left sorted)."""
-    keep: list[_Area] = []
-    gone: list[_Area] = []
-    for a in areas:
-        if a.end <= start or a.start >= end:
-            keep.append(a)
-            continue
-        if a.start < start:
-            keep.append(a.cut(a.start, start))
-        if a.end > end:
-            keep.append(a.cut(end, a.end))
-        gone.append(a.cut(max(a.start, start), min(a.end, end)))
-    return sorted(keep, key=lambda a: a.start), gone
+    """Unmap [start, end) from a list of areas with test_runtrace_exact's plain list algorithm: (areas left, pieces
+    gone)."""
+    plain = _ListSpace(areas)
+    gone = plain.remove(start, end)
+    return plain.areas, gone
 
 
 def _insort(areas: list[_Area], area: _Area) -> None:

@@ -1666,6 +1666,15 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
     po = m.po
     get_region = regions.get
 
+    def number(region: Any) -> int:
+        """The region's number, numbered now when first seen; -1 for what is not a region (an int or a str)."""
+        if type(region) is not int and type(region) is not str:
+            return -1
+        k = get_region(region)
+        if k is None:
+            k = regions[region] = len(regions)
+        return k
+
     out: list[tuple[int, int, int, int, int, int, int]] = []  # (row, op, region, first, pages, arg, fill)
     add = out.append
     rows = np.flatnonzero(prog[:, P_OP] == OP_OTHER).tolist()
@@ -1685,12 +1694,9 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
                 if advice is None:
                     continue
                 op, (arg, fill) = OP_MADVF, advice
-            region = a[0]
-            if type(region) is not int and type(region) is not str:
+            k = number(a[0])
+            if k < 0:
                 continue
-            k = get_region(region)
-            if k is None:
-                k = regions[region] = len(regions)
             add((i, op, k, a[1], a[2], arg, fill))
         elif verb == "mmap":
             if len(a) != 7:
@@ -1717,25 +1723,20 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
                 first = offset
             else:
                 continue
+            k = number(region)
+            if k < 0:
+                continue
             if type(region) is str:
                 flags |= MF_NAMED
-            elif type(region) is not int:
-                continue
-            k = get_region(region)
-            if k is None:
-                k = regions[region] = len(regions)
             lid = label_ids.get(text := str(region))
             if lid is None:
                 lid = label(text)
             add((i, OP_MMAP, k, first, pages, flags | (lid << MF_LABEL_SHIFT), fill))
         elif verb == "munmap":
             if len(a) == 3 and type(a[1]) is int and type(a[2]) is int:
-                region = a[0]
-                if type(region) is not int and type(region) is not str:
+                k = number(a[0])
+                if k < 0:
                     continue
-                k = get_region(region)
-                if k is None:
-                    k = regions[region] = len(regions)
                 add((i, OP_MUNMAP, k, a[1], a[2], 0, 0))
         elif verb == "merge":
             add((i, OP_MERGE, 0, 0, 0, 0, 0))
@@ -1765,18 +1766,13 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
             region, pages, new = a
             if type(pages) is not int or (type(new) is not int and type(new) is not str):
                 continue
-            if type(region) is not int and type(region) is not str:
+            k = number(region)
+            if k < 0:
                 continue
-            k = get_region(region)
-            if k is None:
-                k = regions[region] = len(regions)
             if type(new) is int:
                 add((i, OP_MREMAP, k, new, pages, -1, 0))
             else:
-                kn = get_region(new)
-                if kn is None:
-                    kn = regions[new] = len(regions)
-                add((i, OP_MREMAP, k, 0, pages, kn, 0))
+                add((i, OP_MREMAP, k, 0, pages, number(new), 0))
     if out:  # (fromiter over the flattened tuples: a third cheaper than np.array() of the list of tuples)
         table = np.fromiter(chain.from_iterable(out), dtype=np.int64, count=7 * len(out)).reshape(-1, 7)
         at = table[:, 0]
