@@ -13,7 +13,7 @@ from foliosim.kconfig import KernelConfig
 from foliosim.owner import OwnerEvent
 from foliosim.rmap import RmapResult
 from foliosim.schemes.base import Design, UpdateCost
-from foliosim.schemes.cost import Charge, meta_line
+from foliosim.schemes.cost import NO_CHARGE, Charge, meta_line
 from foliosim.system import Op, RmapSystem
 
 
@@ -38,6 +38,12 @@ class KernelDesign(Design):
     def __init__(self, config: KernelConfig) -> None:
         super().__init__(config)
         self._meta = meta_line(config)
+        lines = frozenset((self._meta,))  # _large_mapcount, _mm_id_mapcount, _mm_ids: page[1]
+        # folio_set_large_mapcount(): unpublished folio, plain stores, no lock
+        self._set_charge = Charge(lines=lines)
+        # folio_add/sub_return_large_mapcount(): bit_spin_lock() (test_and_set_bit_lock, one atomic RMW),
+        # atomic_read + atomic_set of _large_mapcount and plain stores under it, __bit_spin_unlock() (a store).
+        self._locked_charge = Charge(atomics=1, locks=1, lines=lines)
         self.system = RmapSystem(config)
         self._owner_event: OwnerEvent | None = None
 
@@ -48,13 +54,10 @@ class KernelDesign(Design):
 
     def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
         if order == 0:
-            return Charge()
-        lines = {self._meta}  # _large_mapcount, _mm_id_mapcount, _mm_ids: page[1]
+            return NO_CHARGE
         if self._owner_event is OwnerEvent.SET:
-            return Charge(lines=lines)  # folio_set_large_mapcount(): unpublished folio, plain stores, no lock
-        # folio_add/sub_return_large_mapcount(): bit_spin_lock() (test_and_set_bit_lock, one atomic RMW),
-        # atomic_read + atomic_set of _large_mapcount and plain stores under it, __bit_spin_unlock() (a store).
-        return Charge(atomics=1, locks=1, lines=lines)
+            return self._set_charge
+        return self._locked_charge
 
     def maybe_shared(self, folio: str) -> bool:
         return folio_maybe_mapped_shared(self.system.folio(folio))

@@ -18,7 +18,7 @@ from dataclasses import replace
 from foliosim.folio import folio_likely_mapped_shared
 from foliosim.kconfig import KernelConfig
 from foliosim.schemes.base import Design, UpdateCost
-from foliosim.schemes.cost import Charge, meta_line
+from foliosim.schemes.cost import NO_CHARGE, Charge, meta_line
 from foliosim.system import Op, RmapSystem
 
 
@@ -33,6 +33,9 @@ class LegacyDesign(Design):
     def __init__(self, config: KernelConfig) -> None:
         super().__init__(config)
         self._meta = meta_line(config)
+        lines = frozenset((self._meta,))
+        self._new_charge = Charge(lines=lines)  # plain stores into an unpublished folio
+        self._add_charge = Charge(atomics=1, lines=lines)  # v6.14 folio_add/sub_large_mapcount(): atomic_add/sub
         self.system = RmapSystem(replace(config, no_page_mapcount=False))
 
     def apply(self, op: Op) -> UpdateCost:
@@ -41,11 +44,10 @@ class LegacyDesign(Design):
 
     def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
         if order == 0:
-            return Charge()
-        lines = {self._meta}
+            return NO_CHARGE
         if op.op == "map_new_anon":
-            return Charge(lines=lines)  # plain stores into an unpublished folio
-        return Charge(atomics=1, lines=lines)  # v6.14 folio_add/sub_large_mapcount(): atomic_add/atomic_sub
+            return self._new_charge
+        return self._add_charge
 
     def _maybe_shared_large(self, folio: str) -> bool:
         return folio_likely_mapped_shared(self.system.folio(folio))
