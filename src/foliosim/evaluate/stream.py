@@ -27,6 +27,7 @@ from foliosim.errors import FoliosimError, Rejected
 from foliosim.kconfig import KernelConfig
 from foliosim.rmap import PMD, PTE
 from foliosim.schemes.base import Design, UpdateCost, make_design, op_diff, update_cost
+from foliosim.schemes.legacy import SharedRun, share_rmap_run
 from foliosim.system import MAP_OPS, Op
 
 MMS_CAP = 8
@@ -913,11 +914,16 @@ def score_stream(stream: ScoringStream, designs: Iterable[str], *, replay: bool 
     nq = len(stream.columns.qpos) if isinstance(stream, ColumnStream) and stream.columnar else len(stream.questions)
     plan: _Plan | None = None
     out: list[Scored] = []
+    designs = list(designs)
+    share = replay and any(name.partition(":")[0] == "legacy" for name in designs)
+    shared: SharedRun | None = None  # kernel's core-model run, reused by legacy (share_rmap_run)
     for name in designs:
         began = time.perf_counter()
         design = make_design(name, stream.config)
         scorer = Scorer(design, replay=replay)
         if replay and design.small_folios_plain:
+            if share:
+                shared = share_rmap_run(design, shared)
             if plan is None:
                 plan = _plan_columns(stream) if isinstance(stream, ColumnStream) and stream.columnar else None
                 plan = plan or _plan(stream)

@@ -8,13 +8,13 @@ and the slots of ``_mm_ids`` (include/linux/rmap.h). Nothing here restates a rul
 
 from __future__ import annotations
 
-from foliosim.folio import folio_mapcount, folio_maybe_mapped_shared, folio_mm_id
+from foliosim.folio import folio_likely_mapped_shared, folio_mapcount, folio_maybe_mapped_shared, folio_mm_id
 from foliosim.kconfig import KernelConfig
 from foliosim.owner import OwnerEvent
 from foliosim.rmap import RmapResult
 from foliosim.schemes.base import Design, UpdateCost
 from foliosim.schemes.cost import NO_CHARGE, Charge, meta_line
-from foliosim.system import Op, RmapSystem
+from foliosim.system import MAP_OPS, Op, RmapSystem
 
 
 def slot_metadata_bytes(config: KernelConfig, slots: int) -> int:
@@ -46,10 +46,25 @@ class KernelDesign(Design):
         self._locked_charge = Charge(atomics=1, locks=1, lines=lines)
         self.system = RmapSystem(config)
         self._owner_event: OwnerEvent | None = None
+        #: When recording (:meth:`record`): per op applied, the op and, after a map/dup/unmap of a large folio,
+        #: ``folio_likely_mapped_shared()`` of it (else None), for a LegacyDesign on the same ops and config.
+        self.tape: list[tuple[Op, bool | None]] | None = None
+
+    def record(self) -> list[tuple[Op, bool | None]]:
+        """Start recording :attr:`tape` (empty); returns it."""
+        self.tape = []
+        return self.tape
 
     def apply(self, op: Op) -> UpdateCost:
         result = self.system.apply(op)  # validates; Rejected leaves both sides unchanged
         self._owner_event = result.owner if isinstance(result, RmapResult) else None
+        if self.tape is not None:
+            likely = None
+            if op.op in MAP_OPS:
+                folio = self.system.folio(op.folio)  # type: ignore[arg-type]
+                if folio.order:
+                    likely = folio_likely_mapped_shared(folio)
+            self.tape.append((op, likely))
         return super().apply(op)
 
     def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
