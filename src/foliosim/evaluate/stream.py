@@ -509,11 +509,13 @@ class Scorer:
         if span <= 0 or not track.mapped:
             return
         mms = min(track.peak, MMS_CAP)
-        self.tally.add("folio_time", span, order=track.order, mms=mms)
+        order = track.order
+        values = self.tally.values  # Tally.add() inline: the ("folio_time", "", order, mms) row and its parts
+        values[("folio_time", "", order, mms)] += span
         if track.design_shared and not track.exact_shared:
-            self.tally.add("false_shared_time", span, order=track.order, mms=mms)
+            values[("false_shared_time", "", order, mms)] += span
         if track.exact_shared:
-            self.tally.add("shared_time", span, order=track.order, mms=mms)
+            values[("shared_time", "", order, mms)] += span
 
     def _retire(self, track: _Track) -> None:
         self.tally.add("folios", 1, order=track.order, mms=min(track.peak, MMS_CAP))
