@@ -90,29 +90,8 @@ class Design(ABC):
     def apply(self, op: Op) -> UpdateCost:
         """Consume one rmap event; returns its cost (zero for non-mapping events)."""
         kind = op.op
-        if kind == "folio_new":
-            assert op.folio is not None and op.order is not None
-            if op.folio in self.orders:
-                raise Rejected(f"{self.name}: folio {op.folio!r} already exists")
-            self.orders[op.folio] = op.order
-            self.total[op.folio] = 0
-            self.rmap_counters.new(op.folio, op.order)
-            self._new(op.folio, op.order)
-            return FREE
-        if kind == "folio_free":
-            assert op.folio is not None
-            if self.total.get(op.folio, 0):
-                raise Rejected(f"{self.name}: folio {op.folio!r} freed while mapped")
-            self.orders.pop(op.folio, None)
-            self.total.pop(op.folio, None)
-            self.rmap_counters.free(op.folio)
-            self._free(op.folio)
-            return FREE
-        if kind in ("mm_new", "mm_free"):
-            self._mm(op)
-            return FREE
         if kind not in MAP_OPS:
-            raise Rejected(f"{self.name}: unknown op {kind!r}")
+            return self._lifecycle(op)
         folio = op.folio
         orders = self.orders
         if folio not in orders:
@@ -139,6 +118,32 @@ class Design(ABC):
             charge = Charge(atomics, 0, lines, None if lo < 0 else (lo, hi)) + tracking
             cost = _CHARGED[key] = update_cost(charge.atomics, charge.locks, charge.line_count())
         return cost
+
+    def _lifecycle(self, op: Op) -> UpdateCost:
+        """:meth:`apply` of an event other than map/dup/unmap/map_new_anon: a folio or an MM comes or goes."""
+        kind = op.op
+        if kind == "folio_new":
+            assert op.folio is not None and op.order is not None
+            if op.folio in self.orders:
+                raise Rejected(f"{self.name}: folio {op.folio!r} already exists")
+            self.orders[op.folio] = op.order
+            self.total[op.folio] = 0
+            self.rmap_counters.new(op.folio, op.order)
+            self._new(op.folio, op.order)
+            return FREE
+        if kind == "folio_free":
+            assert op.folio is not None
+            if self.total.get(op.folio, 0):
+                raise Rejected(f"{self.name}: folio {op.folio!r} freed while mapped")
+            self.orders.pop(op.folio, None)
+            self.total.pop(op.folio, None)
+            self.rmap_counters.free(op.folio)
+            self._free(op.folio)
+            return FREE
+        if kind in ("mm_new", "mm_free"):
+            self._mm(op)
+            return FREE
+        raise Rejected(f"{self.name}: unknown op {kind!r}")
 
     def _new(self, folio: str, order: int) -> None:  # noqa: B027 - optional hook
         """A folio was allocated."""

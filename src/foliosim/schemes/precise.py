@@ -118,7 +118,8 @@ class PreciseRmapIdDesign(Design):
         self._subids: dict[tuple[str, SubIdScheme], tuple[int, ...]] = {}
         # folio -> _owner_large(), until an op on the folio or on an MM (the live MMs decide a wrapped answer)
         self._owners: dict[str, str | None] = {}
-        self._charges: dict[tuple[int, int, bool], Charge] = {}  # _update()'s cost by (order, values, new)
+        self._charges: dict[tuple[int, int, bool], Charge] = {}
+        self._wraps = {scheme: scheme.wraps for scheme in self.schemes}  # _update()'s cost by (order, values, new)
 
     # -- MMs: alloc_rmap_id() / free_rmap_id() ------------------------------------
     def _mm(self, op: Op) -> None:
@@ -210,7 +211,7 @@ class PreciseRmapIdDesign(Design):
         if self.total[folio] > 1 << self.orders[folio]:
             return None  # more mappings than pages: obviously shared
         scheme = self.scheme[folio]
-        if not scheme.wraps:
+        if not self._wraps[scheme]:
             return self._decode(folio, scheme)
         for mm in self.ids:  # values may have wrapped: ask every live MM, as a faulting MM would
             if self.matches(folio, mm):
