@@ -45,6 +45,7 @@ class KernelDesign(Design):
         # atomic_read + atomic_set of _large_mapcount and plain stores under it, __bit_spin_unlock() (a store).
         self._locked_charge = Charge(atomics=1, locks=1, lines=lines)
         self.system = RmapSystem(config)
+        self._slot_bytes = slot_metadata_bytes(config, 2)
         self._owner_event: OwnerEvent | None = None
         #: When recording (:meth:`record`): per op applied, the op and, after a map/dup/unmap of a large folio,
         #: ``folio_likely_mapped_shared()`` of it (else None), for a LegacyDesign on the same ops and config.
@@ -92,4 +93,4 @@ class KernelDesign(Design):
         return None
 
     def metadata_bytes(self, folio: str) -> int:
-        return slot_metadata_bytes(self.config, 2) if self.orders[folio] else 0
+        return self._slot_bytes if self.orders[folio] else 0

@@ -41,6 +41,7 @@ class SlotsDesign(Design):
         self.k = slots
         self.name = f"slots:{slots}"
         self.state: dict[str, _State] = {}
+        self._slot_bytes = slot_metadata_bytes(config, slots)
         self._ctype = config.mm_id_mapcount_type
         # Two slots fill page[1]'s _mm_id_mapcount + _mm_ids; further slots spill into page[2].
         lines = {meta_line(config)}
@@ -115,4 +116,4 @@ class SlotsDesign(Design):
         return None
 
     def metadata_bytes(self, folio: str) -> int:
-        return slot_metadata_bytes(self.config, self.k) if self.orders[folio] else 0
+        return self._slot_bytes if self.orders[folio] else 0

@@ -30,6 +30,7 @@ class StoppedDesign(Design):
         self._new_charge = Charge(lines=lines)
         self._locked_charge = Charge(atomics=1, locks=1, lines=lines)
         self.slots: dict[str, dict[str, int]] = {}
+        self._slot_bytes = slot_metadata_bytes(config, 2)
         self.stopped: set[str] = set()
 
     def _new(self, folio: str, order: int) -> None:
@@ -71,4 +72,4 @@ class StoppedDesign(Design):
         return next(iter(slots))
 
     def metadata_bytes(self, folio: str) -> int:
-        return slot_metadata_bytes(self.config, 2) if self.orders[folio] else 0
+        return self._slot_bytes if self.orders[folio] else 0
