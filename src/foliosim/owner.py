@@ -103,6 +103,17 @@ def large_mapcount_sanity_failure(folio: Folio, diff: int, mm_id: int) -> str | 
 
 
 def _check(folio: Folio, diff: int, mm_id: int) -> None:
+    # Every check of large_mapcount_sanity_failure() passing, tested at once; else it says which one fails.
+    cfg = folio.config
+    order = folio.order
+    if order and 0 < diff <= 1 << order and MM_ID_MIN <= mm_id <= cfg.mm_id_max and \
+            (1 << order) - 1 <= cfg.mm_id_mapcount_max and not folio.mm_ids & cfg.lock_bit:
+        ids, mask, counts = folio.mm_ids, cfg.mm_id_mask, folio.mm_id_mapcount
+        id0, id1, count0, count1 = ids & mask, (ids >> cfg.slot_shift) & mask, counts[0], counts[1]
+        if (count0 == -1 if id0 == MM_ID_DUMMY else count0 >= 0) and \
+                (count1 == -1 if id1 == MM_ID_DUMMY else count1 >= 0) and \
+                not (folio.large_mapcount + 1 < 1 and ids & cfg.shared_bit):
+            return
     reason = large_mapcount_sanity_failure(folio, diff, mm_id)
     if reason is not None:
         raise Rejected(reason, check=SANITY)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from bisect import bisect_left
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
@@ -26,6 +27,7 @@ from foliosim.errors import FoliosimError, Rejected
 from foliosim.kconfig import KernelConfig
 from foliosim.rmap import PMD, PTE
 from foliosim.schemes.base import Design, UpdateCost, make_design, op_diff, update_cost
+from foliosim.schemes.legacy import SharedRun, share_rmap_run
 from foliosim.system import MAP_OPS, Op
 
 MMS_CAP = 8
@@ -438,6 +440,44 @@ class Scorer:
         if folio is not None:
             self._track(kind, folio, step, nr_mms)
 
+    def _run(self, ops: list[Op], steps: list[int], mms: list[int], start: int, stop: int,
+             pending: dict[tuple[int, int], list[Any]]) -> None:
+        """:meth:`op` of ``ops[start:stop]`` (with their steps and MMs columns) when replaying: the update rows are
+        counted in ``pending`` per (order, cost) until :meth:`_flush` adds them to the tally (sums of integers:
+        the same values)."""
+        if start >= stop:
+            return
+        if self.group is not None:
+            self._close_group()
+        apply, track, orders = self.design.apply, self._track, self.design.orders
+        for index in range(start, stop):
+            op = ops[index]
+            cost = apply(op)
+            folio = op.folio
+            if folio is None:
+                continue
+            kind = op.op
+            if kind in MAP_OPS:
+                key = (orders[folio], id(cost))
+                entry = pending.get(key)
+                if entry is None:
+                    pending[key] = [cost, 1]  # the cost object is kept with its id
+                else:
+                    entry[1] += 1
+            track(kind, folio, steps[index], mms[index])
+
+    def _flush(self, pending: dict[tuple[int, int], list[Any]]) -> None:
+        """Add the update rows :meth:`_run` counted to the tally."""
+        values = self.tally.values
+        for (order, _id), (cost, count) in pending.items():
+            keys = self._update_keys.get(order)
+            if keys is None:
+                keys = self._update_keys[order] = tuple((name, "", order, 0) for name in ("updates", *self.costs))
+            values[keys[0]] += count
+            for key in keys[1:]:
+                values[key] += count * getattr(cost, key[0])
+        pending.clear()
+
     def _track(self, kind: str, folio: str, now: int, nr_mms: int) -> None:
         if kind == "folio_new":
             order = self.design.orders[folio]
@@ -469,11 +509,13 @@ class Scorer:
         if span <= 0 or not track.mapped:
             return
         mms = min(track.peak, MMS_CAP)
-        self.tally.add("folio_time", span, order=track.order, mms=mms)
+        order = track.order
+        values = self.tally.values  # Tally.add() inline: the ("folio_time", "", order, mms) row and its parts
+        values[("folio_time", "", order, mms)] += span
         if track.design_shared and not track.exact_shared:
-            self.tally.add("false_shared_time", span, order=track.order, mms=mms)
+            values[("false_shared_time", "", order, mms)] += span
         if track.exact_shared:
-            self.tally.add("shared_time", span, order=track.order, mms=mms)
+            values[("shared_time", "", order, mms)] += span
 
     def _retire(self, track: _Track) -> None:
         self.tally.add("folios", 1, order=track.order, mms=min(track.peak, MMS_CAP))
@@ -816,7 +858,8 @@ def _plan_columns(stream: ColumnStream) -> _Plan | None:
 def _replay(scorer: Scorer, stream: ScoringStream, plan: _Plan) -> None:
     """Feed ``scorer`` the stream's ops on large folios (and MMs) and ask it every question, by ``plan``."""
     ops, op_step, op_mms, large = plan.large_ops, plan.large_step, plan.large_mms, plan.large
-    apply, ask = scorer.op, scorer._replayed
+    run, ask = scorer._run, scorer._replayed
+    pending: dict[tuple[int, int], list[Any]] = {}
     order, mms, small, gap, census = plan.order, plan.mms, plan.small, plan.gap, plan.census
     values = scorer.tally.values
     tracks = scorer.tracks
@@ -828,9 +871,10 @@ def _replay(scorer: Scorer, stream: ScoringStream, plan: _Plan) -> None:
     qi, nq = 0, len(questions)
     while qi < nq:
         pos = positions[qi]
-        while li < nlarge and large[li] < pos:
-            apply(ops[li], op_step[li], op_mms[li])
-            li += 1
+        if li < nlarge and large[li] < pos:
+            stop = bisect_left(large, pos, li)
+            run(ops, op_step, op_mms, li, stop, pending)
+            li = stop
         if gap[qi] and scorer.group is not None:
             scorer._close_group()
         bulk = census.get(qi)
@@ -853,8 +897,8 @@ def _replay(scorer: Scorer, stream: ScoringStream, plan: _Plan) -> None:
                     values[key] += 1
         scorer.questions += len(bulk)
         qi += len(bulk)
-    for rest in range(li, nlarge):
-        apply(ops[rest], op_step[rest], op_mms[rest])
+    run(ops, op_step, op_mms, li, nlarge, pending)
+    scorer._flush(pending)
     for key, value in plan.small_values.items():
         values[key] += value
     for key, value in plan.census_values.items():
@@ -872,11 +916,16 @@ def score_stream(stream: ScoringStream, designs: Iterable[str], *, replay: bool 
     nq = len(stream.columns.qpos) if isinstance(stream, ColumnStream) and stream.columnar else len(stream.questions)
     plan: _Plan | None = None
     out: list[Scored] = []
+    designs = list(designs)
+    share = replay and any(name.partition(":")[0] == "legacy" for name in designs)
+    shared: SharedRun | None = None  # kernel's core-model run, reused by legacy (share_rmap_run)
     for name in designs:
         began = time.perf_counter()
         design = make_design(name, stream.config)
         scorer = Scorer(design, replay=replay)
         if replay and design.small_folios_plain:
+            if share:
+                shared = share_rmap_run(design, shared)
             if plan is None:
                 plan = _plan_columns(stream) if isinstance(stream, ColumnStream) and stream.columnar else None
                 plan = plan or _plan(stream)

@@ -38,6 +38,9 @@ class UpdateCost:
 
 FREE = UpdateCost()
 _COSTS: dict[tuple[int, int, int], UpdateCost] = {}
+#: An update's cost by what decides it (Design.apply): atomics, locks, the rmap's lines, the tracking's lines,
+#: the rmap's run of lines (first, last; -1, -1: none) and the tracking's run.
+_CHARGED: dict[tuple[int, int, frozenset[int], frozenset[int], int, int, tuple[int, int] | None], UpdateCost] = {}
 
 
 def update_cost(atomics: int, locks: int, cache_lines: int) -> UpdateCost:
@@ -87,6 +90,38 @@ class Design(ABC):
     def apply(self, op: Op) -> UpdateCost:
         """Consume one rmap event; returns its cost (zero for non-mapping events)."""
         kind = op.op
+        if kind not in MAP_OPS:
+            return self._lifecycle(op)
+        folio = op.folio
+        orders = self.orders
+        if folio not in orders:
+            raise Rejected(f"{self.name}: unknown folio {folio!r}")
+        assert folio is not None and op.mm is not None
+        order = orders[folio]
+        pmd_level = op.level is PMD
+        if kind == "map_new_anon":
+            diff = 1 << order if order < self.config.pmd_order else 1
+        else:
+            diff = 1 if pmd_level else op.nr
+        total = self.total
+        if kind == "unmap":
+            if diff > total[folio]:
+                raise Rejected(f"{self.name}: unmap of {diff} mappings of {folio!r}, which has {total[folio]}")
+            total[folio] -= diff
+        else:
+            total[folio] += diff
+        tracking = self._update(op, folio, op.mm, order, diff)
+        atomics, lines, lo, hi = self.rmap_counters.account(kind, pmd_level, folio, order, op.page, op.nr)
+        key = (atomics + tracking.atomics, tracking.locks, lines, frozenset(tracking.lines), lo, hi, tracking.span)
+        cost = _CHARGED.get(key)
+        if cost is None:
+            charge = Charge(atomics, 0, lines, None if lo < 0 else (lo, hi)) + tracking
+            cost = _CHARGED[key] = update_cost(charge.atomics, charge.locks, charge.line_count())
+        return cost
+
+    def _lifecycle(self, op: Op) -> UpdateCost:
+        """:meth:`apply` of an event other than map/dup/unmap/map_new_anon: a folio or an MM comes or goes."""
+        kind = op.op
         if kind == "folio_new":
             assert op.folio is not None and op.order is not None
             if op.folio in self.orders:
@@ -108,23 +143,7 @@ class Design(ABC):
         if kind in ("mm_new", "mm_free"):
             self._mm(op)
             return FREE
-        if kind not in MAP_OPS:
-            raise Rejected(f"{self.name}: unknown op {kind!r}")
-        folio = op.folio
-        if folio not in self.orders:
-            raise Rejected(f"{self.name}: unknown folio {folio!r}")
-        assert folio is not None and op.mm is not None
-        order = self.orders[folio]
-        diff = (1 << order if order < self.config.pmd_order else 1) if kind == "map_new_anon" else op_diff(op)
-        if kind == "unmap":
-            if diff > self.total[folio]:
-                raise Rejected(f"{self.name}: unmap of {diff} mappings of {folio!r}, which has {self.total[folio]}")
-            self.total[folio] -= diff
-        else:
-            self.total[folio] += diff
-        tracking = self._update(op, folio, op.mm, order, diff)
-        charge = self.rmap_counters.charge(op, folio, order) + tracking
-        return update_cost(charge.atomics, charge.locks, charge.line_count())
+        raise Rejected(f"{self.name}: unknown op {kind!r}")
 
     def _new(self, folio: str, order: int) -> None:  # noqa: B027 - optional hook
         """A folio was allocated."""

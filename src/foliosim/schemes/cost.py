@@ -66,13 +66,13 @@ class Charge:
 
     atomics: int = 0
     locks: int = 0
-    lines: set[int] = field(default_factory=set)
+    lines: frozenset[int] | set[int] = field(default_factory=frozenset)
     span: tuple[int, int] | None = None
 
     def __add__(self, other: Charge) -> Charge:
         if self.span is not None and other.span is not None:
             raise ValueError("two line runs in one charge")
-        return Charge(self.atomics + other.atomics, self.locks + other.locks, self.lines | other.lines,
+        return Charge(self.atomics + other.atomics, self.locks + other.locks, frozenset(self.lines | other.lines),
                       self.span if self.span is not None else other.span)
 
     def line_count(self) -> int:
@@ -81,6 +81,10 @@ class Charge:
             return len(self.lines)
         lo, hi = self.span
         return hi - lo + 1 + sum(1 for line in self.lines if not lo <= line <= hi)
+
+
+#: The charge of no work (shared: callers must not change it).
+NO_CHARGE = Charge()
 
 
 class PageMapcounts:
@@ -102,6 +106,10 @@ class PageMapcounts:
         self._entire = entire_line(config)
         self._page0 = page_line(config, 0)
         self._per_line = LINE_BYTES // struct_page_bytes(config)  # struct pages per cache line
+        self._pmd_order = config.pmd_order
+        self._small_lines = frozenset((self._page0,))
+        self._meta_lines = frozenset((self._meta,))
+        self._pmd_lines = frozenset((self._meta, self._entire))
 
     def new(self, folio: str, order: int) -> None:
         if order:
@@ -115,38 +123,49 @@ class PageMapcounts:
 
     def charge(self, op: Op, folio: str, order: int) -> Charge:
         """The bookkeeping cost outside the sharing tracking, and the state change, of ``op``."""
+        atomics, lines, lo, hi = self.account(op.op, op.level is PMD, folio, order, op.page, op.nr)
+        return Charge(atomics, 0, lines, None if lo < 0 else (lo, hi))
+
+    def account(self, kind: str, pmd_level: bool, folio: str, order: int, page: int,
+                nr: int) -> tuple[int, frozenset[int], int, int]:
+        """:meth:`charge` as plain values: (atomics, lines, first and last line of the run or -1, -1).
+
+        The lines are shared frozensets (no lock is ever taken here), so a caller may key a cache on them.
+        """
         if order == 0:
             # folio_add_new_anon_rmap(): atomic_set (a store); add/dup/remove: atomic_inc*/add_negative.
-            return Charge(0 if op.op == "map_new_anon" else 1, 0, {self._page0})
-        lines = {self._meta}  # the total mapcount, written by every design
-        pmd = op.level is PMD or (op.op == "map_new_anon" and order >= self.config.pmd_order)
-        if pmd:
-            lines.add(self._entire)
-            return self._pmd(op.op, folio, lines)
-        first, nr = (0, 1 << order) if op.op == "map_new_anon" else (op.page, op.nr)
+            return (0 if kind == "map_new_anon" else 1), self._small_lines, -1, -1
+        # the total mapcount's line is written by every design
+        if pmd_level or (kind == "map_new_anon" and order >= self._pmd_order):
+            return self._pmd(kind, folio)
         if not self.page_mapcount:
-            return Charge(0, 0, lines)
-        span = (first // self._per_line, (first + nr - 1) // self._per_line)
+            return 0, self._meta_lines, -1, -1
+        first = 0 if kind == "map_new_anon" else page
+        if kind == "map_new_anon":
+            nr = 1 << order
+        per_line = self._per_line
+        lo, hi = first // per_line, (first + nr - 1) // per_line
         counts = self.pages[folio]
         end = first + nr
-        if op.op == "map_new_anon":  # atomic_set(&page->_mapcount, 0) per page, _nr_pages_mapped set
+        if kind == "map_new_anon":  # atomic_set(&page->_mapcount, 0) per page, _nr_pages_mapped set
             counts[:] = [1] * nr
-            return Charge(0, 0, lines, span)
+            return 0, self._meta_lines, lo, hi
         seg = counts[first:end]
-        if op.op == "unmap":  # atomic_add_negative(-1) per page; atomic_sub_return_relaxed if any went away
+        if kind == "unmap":  # atomic_add_negative(-1) per page; atomic_sub_return_relaxed if any went away
             counts[first:end] = [c - 1 for c in seg]
-            return Charge(nr + (1 in seg), 0, lines, span)
+            return nr + (1 in seg), self._meta_lines, lo, hi
         # map: atomic_inc_and_test per page (+ _nr_pages_mapped if one was unmapped); dup: atomic_inc per page.
         counts[first:end] = [c + 1 for c in seg]
-        return Charge(nr + (op.op == "map" and 0 in seg), 0, lines, span)
+        return nr + (kind == "map" and 0 in seg), self._meta_lines, lo, hi
 
-    def _pmd(self, kind: str, folio: str, lines: set[int]) -> Charge:
+    def _pmd(self, kind: str, folio: str) -> tuple[int, frozenset[int], int, int]:
         entire = self.entire[folio]
+        lines = self._pmd_lines
         if kind == "map_new_anon":  # atomic_set(&folio->_entire_mapcount, 0): a store
             self.entire[folio] = 1
-            return Charge(0, 0, lines)
+            return 0, lines, -1, -1
         if kind == "unmap":  # atomic_add_negative(-1, _entire_mapcount); last -> atomic_sub_return_relaxed
             self.entire[folio] = entire - 1
-            return Charge(1 + (self.page_mapcount and entire == 1), 0, lines)
+            return 1 + (self.page_mapcount and entire == 1), lines, -1, -1
         self.entire[folio] = entire + 1  # atomic_inc_and_test / atomic_inc
-        return Charge(1 + (self.page_mapcount and kind == "map" and entire == 0), 0, lines)
+        return 1 + (self.page_mapcount and kind == "map" and entire == 0), lines, -1, -1

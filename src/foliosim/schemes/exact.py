@@ -12,7 +12,7 @@ from __future__ import annotations
 from foliosim.errors import Rejected
 from foliosim.kconfig import KernelConfig
 from foliosim.schemes.base import Design
-from foliosim.schemes.cost import OUTSIDE_MEMMAP, Charge, meta_line
+from foliosim.schemes.cost import NO_CHARGE, OUTSIDE_MEMMAP, Charge, meta_line
 from foliosim.system import Op
 
 
@@ -25,6 +25,9 @@ class ExactDesign(Design):
     def __init__(self, config: KernelConfig) -> None:
         super().__init__(config)
         self._meta = meta_line(config)
+        lines = frozenset((self._meta, OUTSIDE_MEMMAP))
+        self._new_charge = Charge(lines=lines)  # an unpublished folio: plain stores, no lock
+        self._locked_charge = Charge(atomics=1, locks=1, lines=lines)
         self.counts: dict[str, dict[str, int]] = {}
 
     def _new(self, folio: str, order: int) -> None:
@@ -46,11 +49,10 @@ class ExactDesign(Design):
         else:
             per_mm[mm] = per_mm.get(mm, 0) + diff
         if order == 0:
-            return Charge()
-        lines = {self._meta, OUTSIDE_MEMMAP}
+            return NO_CHARGE
         if op.op == "map_new_anon":
-            return Charge(lines=lines)  # an unpublished folio: plain stores, no lock
-        return Charge(atomics=1, locks=1, lines=lines)
+            return self._new_charge
+        return self._locked_charge
 
     def mms(self, folio: str) -> dict[str, int]:
         """The MMs that map ``folio`` and how many page-table entries each has."""

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from foliosim.errors import Rejected
 from foliosim.kconfig import KernelConfig
 from foliosim.schemes.base import Design
-from foliosim.schemes.cost import Charge, meta_line, page_line
+from foliosim.schemes.cost import NO_CHARGE, Charge, meta_line, page_line
 from foliosim.system import Op
 
 #: ``RMAP_ID_MIN`` / ``RMAP_ID_MAX`` of the RFC: 0 is the dummy id of init_mm.
@@ -118,6 +118,8 @@ class PreciseRmapIdDesign(Design):
         self._subids: dict[tuple[str, SubIdScheme], tuple[int, ...]] = {}
         # folio -> _owner_large(), until an op on the folio or on an MM (the live MMs decide a wrapped answer)
         self._owners: dict[str, str | None] = {}
+        self._charges: dict[tuple[int, int, bool], Charge] = {}
+        self._wraps = {scheme: scheme.wraps for scheme in self.schemes}  # _update()'s cost by (order, values, new)
 
     # -- MMs: alloc_rmap_id() / free_rmap_id() ------------------------------------
     def _mm(self, op: Op) -> None:
@@ -173,18 +175,23 @@ class PreciseRmapIdDesign(Design):
     def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
         self._owners.pop(folio, None)
         if order == 0:
-            return Charge()
+            return NO_CHARGE
         scheme = self.scheme[folio]
         subids = self._mm_subids(mm, scheme)
         vals = self.values[folio]
         sign = -1 if op.op == "unmap" else 1
         for j, sub in enumerate(subids):  # __folio_set/add_large_rmap_val(): atomic_long_set / atomic_long_add
             vals[j] = (vals[j] + sign * diff * sub) % WORD
-        lines = {meta_line(self.config)} | self._value_lines(order, scheme.values)
-        if op.op == "map_new_anon":
-            return Charge(lines=lines)  # folio_set_large_mapcount(): plain stores, no seqcount
-        # raw_write_atomic_seqcount_begin/end, atomic_add on the total mapcount, atomic_long_add per value.
-        return Charge(atomics=2 + 1 + scheme.values, lines=lines)
+        new = op.op == "map_new_anon"
+        key = (order, scheme.values, new)
+        charge = self._charges.get(key)
+        if charge is None:
+            lines = frozenset({meta_line(self.config)} | self._value_lines(order, scheme.values))
+            # map_new_anon: folio_set_large_mapcount(), plain stores, no seqcount; else
+            # raw_write_atomic_seqcount_begin/end, atomic_add on the total mapcount, atomic_long_add per value.
+            charge = Charge(lines=lines) if new else Charge(atomics=2 + 1 + scheme.values, lines=lines)
+            self._charges[key] = charge
+        return charge
 
     # -- the answers: __folio_large_mapped_shared() ----------------------------------------
     def matches(self, folio: str, mm: str) -> bool:
@@ -204,7 +211,7 @@ class PreciseRmapIdDesign(Design):
         if self.total[folio] > 1 << self.orders[folio]:
             return None  # more mappings than pages: obviously shared
         scheme = self.scheme[folio]
-        if not scheme.wraps:
+        if not self._wraps[scheme]:
             return self._decode(folio, scheme)
         for mm in self.ids:  # values may have wrapped: ask every live MM, as a faulting MM would
             if self.matches(folio, mm):

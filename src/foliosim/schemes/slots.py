@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from foliosim.kconfig import KernelConfig
 from foliosim.schemes.base import Design
-from foliosim.schemes.cost import Charge, meta_line, page_line
+from foliosim.schemes.cost import NO_CHARGE, Charge, meta_line, page_line
 from foliosim.schemes.kernel import slot_metadata_bytes
 from foliosim.system import Op
 
@@ -41,11 +41,15 @@ class SlotsDesign(Design):
         self.k = slots
         self.name = f"slots:{slots}"
         self.state: dict[str, _State] = {}
+        self._slot_bytes = slot_metadata_bytes(config, slots)
         self._ctype = config.mm_id_mapcount_type
         # Two slots fill page[1]'s _mm_id_mapcount + _mm_ids; further slots spill into page[2].
-        self._lines = {meta_line(config)}
+        lines = {meta_line(config)}
         if slot_metadata_bytes(config, slots) > slot_metadata_bytes(config, 2):
-            self._lines.add(page_line(config, 2))
+            lines.add(page_line(config, 2))
+        self._lines = frozenset(lines)
+        self._locked_charge = Charge(atomics=1, locks=1, lines=self._lines)  # the bit spinlock, as kernel
+        self._set_charge = Charge(lines=frozenset((meta_line(config),)))  # folio_set_large_mapcount(): no lock
 
     def _new(self, folio: str, order: int) -> None:
         if order:
@@ -56,17 +60,17 @@ class SlotsDesign(Design):
 
     def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
         if order == 0:
-            return Charge()
+            return NO_CHARGE
         st = self.state[folio]
         total = self.total[folio]
         if op.op == "unmap":
             self._sub(st, mm, diff, total)
-            return Charge(atomics=1, locks=1, lines=set(self._lines))  # the bit spinlock, as kernel
+            return self._locked_charge
         if op.op == "map_new_anon":
-            st.mms[0], st.counts[0] = mm, diff  # folio_set_large_mapcount(): no lock
-            return Charge(lines={meta_line(self.config)})
+            st.mms[0], st.counts[0] = mm, diff
+            return self._set_charge
         self._add(st, mm, diff, total)
-        return Charge(atomics=1, locks=1, lines=set(self._lines))
+        return self._locked_charge
 
     def _add(self, st: _State, mm: str, diff: int, total: int) -> None:
         for idx in range(self.k):
@@ -112,4 +116,4 @@ class SlotsDesign(Design):
         return None
 
     def metadata_bytes(self, folio: str) -> int:
-        return slot_metadata_bytes(self.config, self.k) if self.orders[folio] else 0
+        return self._slot_bytes if self.orders[folio] else 0

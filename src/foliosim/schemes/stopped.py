@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from foliosim.kconfig import KernelConfig
 from foliosim.schemes.base import Design
-from foliosim.schemes.cost import Charge, meta_line
+from foliosim.schemes.cost import NO_CHARGE, Charge, meta_line
 from foliosim.schemes.kernel import slot_metadata_bytes
 from foliosim.system import Op
 
@@ -25,7 +25,12 @@ class StoppedDesign(Design):
     def __init__(self, config: KernelConfig) -> None:
         super().__init__(config)
         self._meta = meta_line(config)
+        lines = frozenset((self._meta,))
+        self._stopped_charge = Charge(atomics=1, lines=lines)  # a lockless test of the stopped bit, then atomic_add
+        self._new_charge = Charge(lines=lines)
+        self._locked_charge = Charge(atomics=1, locks=1, lines=lines)
         self.slots: dict[str, dict[str, int]] = {}
+        self._slot_bytes = slot_metadata_bytes(config, 2)
         self.stopped: set[str] = set()
 
     def _new(self, folio: str, order: int) -> None:
@@ -38,10 +43,9 @@ class StoppedDesign(Design):
 
     def _update(self, op: Op, folio: str, mm: str, order: int, diff: int) -> Charge:
         if order == 0:
-            return Charge()
-        lines = {self._meta}
+            return NO_CHARGE
         if folio in self.stopped:
-            return Charge(atomics=1, lines=lines)  # a lockless test of the stopped bit, then atomic_add
+            return self._stopped_charge
         slots = self.slots[folio]
         if op.op == "unmap":
             left = slots[mm] - diff
@@ -56,7 +60,7 @@ class StoppedDesign(Design):
         else:
             self.stopped.add(folio)
             slots.clear()
-        return Charge(lines=lines) if op.op == "map_new_anon" else Charge(atomics=1, locks=1, lines=lines)
+        return self._new_charge if op.op == "map_new_anon" else self._locked_charge
 
     def _maybe_shared_large(self, folio: str) -> bool:
         return folio in self.stopped or len(self.slots[folio]) > 1
@@ -68,4 +72,4 @@ class StoppedDesign(Design):
         return next(iter(slots))
 
     def metadata_bytes(self, folio: str) -> int:
-        return slot_metadata_bytes(self.config, 2) if self.orders[folio] else 0
+        return self._slot_bytes if self.orders[folio] else 0
