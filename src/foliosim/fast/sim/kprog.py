@@ -1789,6 +1789,95 @@ def _published(mm: FastMM) -> None:
     mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
 
 
+#: FastMM's slot descriptors of the attributes a LazyMM makes when first read
+_MM_SLOT: dict[str, Any] = {name: vars(FastMM)[name] for name in ("vmas", "rows", "rowmap", "published")}
+
+
+class LazyMM(FastMM):
+    """A FastMM an exec in the loop made whose Vma objects (``vmas``, ``rows``, ``rowmap``, ``published``) are made
+    from its VMA rows when first read or written (it is then a plain FastMM): until then its rows are the truth, the
+    changes later stretches make to them included (ProgramRun._materialize_control() leaves it alone)."""
+
+    __slots__ = ()
+
+    def load(self) -> None:
+        """The Vma objects from the rows as they are now (none once the MM is zapped or freed, as the table
+        bookkeeping leaves it)."""
+        assert self.pmds is not None
+        m = self.pmds.machine
+        self.__class__ = FastMM  # type: ignore[assignment]
+        ms, num = m.ms, self.num
+        n = int(ms[num, L.MS_NVMA]) if ms[num, L.MS_LIVE] and not ms[num, L.MS_ZAPPED] else 0
+        off = int(ms[num, L.MS_VOFF])
+        vmas = m.codec.vmas(m.vm[m.mv[off:off + n]], self.anon_birth) if n else []
+        rows = m.mv[off:off + n].tolist()
+        slot = _MM_SLOT
+        slot["vmas"].__set__(self, vmas)
+        slot["rows"].__set__(self, rows)
+        slot["rowmap"].__set__(self, {id(vma): r for vma, r in zip(vmas, rows, strict=True)})
+        slot["published"].__set__(self, list(vmas))
+
+    def extent(self, sized: bool, ordered: bool) -> tuple[int, int]:
+        """What ProgramRun._prepare() reads of the VMAs for _presize(), from the rows: the pages they span (0 when
+        ``sized``) and the largest THP order any allows (0 when ``ordered``)."""
+        n = self.nvmas()
+        if not n or (sized and ordered):
+            return 0, 0
+        assert self.pmds is not None
+        m = self.pmds.machine
+        off = int(m.ms[self.num, L.MS_VOFF])
+        rows = m.vm[m.mv[off:off + n]]
+        pages = 0 if sized else int(rows[:, L.V_END].sum() - rows[:, L.V_START].sum())
+        sets = m.codec.thp_sets
+        order = 0 if ordered else max(map(max, filter(None, map(sets.__getitem__, set(rows[:, L.V_THP].tolist())))),
+                                      default=0)
+        return pages, order
+
+    def prot_at(self, vpn: int) -> tuple[bool, bool] | None:
+        """(read, write) of the VMA containing ``vpn`` (``find_vma()``), from the rows; None: no VMA there."""
+        n = self.nvmas()
+        if not n:
+            return None
+        assert self.pmds is not None
+        m = self.pmds.machine
+        off = int(m.ms[self.num, L.MS_VOFF])
+        rows = m.mv[off:off + n]
+        at = int(np.searchsorted(m.vm[rows, L.V_START], vpn, side="right")) - 1
+        if at < 0:
+            return None
+        _start, end, read, write = m.vm[int(rows[at]), L.V_START:L.V_WRITE + 1].tolist()
+        return (read != 0, write != 0) if end > vpn else None
+
+    def nvmas(self) -> int:
+        """len(vmas), from the rows."""
+        assert self.pmds is not None
+        ms = self.pmds.machine.ms
+        return int(ms[self.num, L.MS_NVMA]) if ms[self.num, L.MS_LIVE] and not ms[self.num, L.MS_ZAPPED] else 0
+
+
+def _lazy(slot: Any) -> property:
+    """A LazyMM's attribute ``slot`` (FastMM's slot descriptor): the Vma objects made first."""
+
+    def get(mm: LazyMM) -> Any:
+        mm.load()
+        return slot.__get__(mm, FastMM)
+
+    def put(mm: LazyMM, value: Any) -> None:
+        mm.load()
+        slot.__set__(mm, value)
+
+    return property(get, put)
+
+
+for _name, _slot in _MM_SLOT.items():
+    setattr(LazyMM, _name, _lazy(_slot))
+
+
+def _nvmas(mm: FastMM) -> int:
+    """len(mm.vmas) without making a LazyMM's Vma objects."""
+    return mm.nvmas() if type(mm) is LazyMM else len(mm.vmas)
+
+
 class ProgramRun:
     """One workload run through :func:`run_program`, with FastWorkloadRunner executing what it stops at."""
 
@@ -2019,6 +2108,10 @@ class ProgramRun:
             ordered = not self.nmadv or m.ent.shape[0] >= (len(self.mobj) + 1) << m.po
             if not (sized and ordered):
                 for mm in self.mobj.values():  # C-level maps: a generator costs a frame per VMA, at every entry
+                    if type(mm) is LazyMM:  # from its rows (its Vma objects are not made for this)
+                        p, o = mm.extent(sized, ordered)
+                        pages, order = max(pages, p), max(order, o)
+                        continue
                     vmas = mm.vmas
                     if not sized:
                         pages = max(pages, sum(map(_END, vmas)) - sum(map(_START, vmas)))
@@ -2322,7 +2415,7 @@ class ProgramRun:
                     birth = 1 + max((v.anon_vma for v in mm.vmas if v.anon_vma is not None and v.anon_vma_forked),
                                     default=0)
                 mk[mm.num, :K_USED] = (1, mm.vcap, mm.unmerged_lo, mm.unmerged_hi, birth)
-                most = max(most, len(mm.vmas))
+                most = max(most, _nvmas(mm))
         self.mk = mk
         need = most + kvma.NEW_ROWS + 64
         if self.rg.shape[0] < need:
@@ -2361,6 +2454,11 @@ class ProgramRun:
         if not self.light:
             self._forked_mms()
         used = np.flatnonzero(mk[:, K_USED]).tolist()
+        lazy = [mm.num for mm in m.mms.values() if type(mm) is LazyMM]
+        if lazy:  # made from the rows: nothing for FastMachine._sync() to bring back (it would make them)
+            counter = int(m.glob[L.G_ANONVMA])
+            for num in lazy:
+                m._anon_seen[num] = counter
         if not used:
             return
         bynum = {mm.num: mm for mm in m.mms.values()}
@@ -2374,6 +2472,8 @@ class ProgramRun:
             if mm.anon_birth < 0:  # FastMachine._kvma() notes it at the MM's first verb
                 mm.anon_birth = row[K_BIRTH]
             if ms[num, L.MS_ZAPPED] or not ms[num, L.MS_LIVE]:
+                continue
+            if type(mm) is LazyMM:  # its rows are the truth until its Vma objects are made
                 continue
             plo, phi = row[K_PLO], row[K_PHI]
             if plo <= phi:
@@ -2445,13 +2545,16 @@ class ProgramRun:
         mm = FastMM(num, int(ms[num, L.MS_ID]), label=self.names[row[K_EXEC] - 1], anon_birth=row[K_BIRTH])
         mm.pmds = PmdSet(m, mm)
         off, n = int(ms[num, L.MS_VOFF]), int(ms[num, L.MS_NVMA])
-        mm.vmas = kvma.materialize(m.vm, m.mv, ms, num, row[K_BIRTH], m.codec) if n else []
-        mm.rows = m.mv[off:off + n].tolist()
-        mm.rowmap = {id(vma): r for vma, r in zip(mm.vmas, mm.rows, strict=True)}
-        mm.published = list(mm.vmas)
+        mm.zapped = bool(ms[num, L.MS_ZAPPED])
+        if n and not mm.zapped and ms[num, L.MS_LIVE]:  # its Vma objects made when Python first reads them
+            mm.__class__ = LazyMM
+        else:
+            mm.vmas = kvma.materialize(m.vm, m.mv, ms, num, row[K_BIRTH], m.codec) if n else []
+            mm.rows = m.mv[off:off + n].tolist()
+            mm.rowmap = {id(vma): r for vma, r in zip(mm.vmas, mm.rows, strict=True)}
+            mm.published = list(mm.vmas)
         mm.vcap, mm.unmerged_lo, mm.unmerged_hi = row[K_VCAP], row[K_ULO], row[K_UHI]
         mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
-        mm.zapped = bool(ms[num, L.MS_ZAPPED])
         m.mms[mm.name] = mm
         self.mobj[num] = mm
         mk[num, K_EXEC] = 0
@@ -2468,7 +2571,7 @@ class ProgramRun:
         ahead = len(self.vma_rows) - int(np.searchsorted(self.vma_rows, pos))
         if not ahead:
             return
-        most = max((len(mm.vmas) for mm in m.mms.values()), default=0) + kvma.NEW_ROWS
+        most = max(map(_nvmas, m.mms.values()), default=0) + kvma.NEW_ROWS
         need = m.nvm + kvma.NEW_ROWS * ahead + 64
         if need > m.vm.shape[0]:
             vm = np.zeros((max(2 * m.vm.shape[0], need), L.VM_COLS), dtype=np.int64)

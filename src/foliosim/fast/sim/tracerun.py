@@ -200,15 +200,24 @@ class TraceRunner(FastWorkloadRunner):
         base = region if isinstance(region, int) else self.regions.get(region)
         vpn = (self._vpn(region) if base is None else base) + page  # _vpn() raises: unknown region
         write = bool(written)
-        vmas = mm.vmas  # mm.find_vma(vpn), inline: a fault step is the common case
-        at = bisect_right(vmas, vpn, key=_START) - 1
-        vma = vmas[at] if at >= 0 and vmas[at].end > vpn else None
-        if vma is None:
-            self.faults[FAULT_NO_VMA] += 1
-            return
-        if not (vma.write if write else vma.read):
-            self.faults[FAULT_PROT] += 1
-            return
+        if type(mm) is kprog.LazyMM:  # its VMA from the rows: its Vma objects are not made for this
+            rw = mm.prot_at(vpn)
+            if rw is None:
+                self.faults[FAULT_NO_VMA] += 1
+                return
+            if not rw[write]:
+                self.faults[FAULT_PROT] += 1
+                return
+        else:
+            vmas = mm.vmas  # mm.find_vma(vpn), inline: a fault step is the common case
+            at = bisect_right(vmas, vpn, key=_START) - 1
+            vma = vmas[at] if at >= 0 and vmas[at].end > vpn else None
+            if vma is None:
+                self.faults[FAULT_NO_VMA] += 1
+                return
+            if not (vma.write if write else vma.read):
+                self.faults[FAULT_PROT] += 1
+                return
         if task.vfork_blocked:  # the reference looks the page up before the access refuses the sleeping task
             self.flush()
             f, _page, writable, _pmd = m.lookup_slot(mm, vpn)
