@@ -1820,16 +1820,23 @@ class LazyMM(FastMM):
     def extent(self, sized: bool, ordered: bool) -> tuple[int, int]:
         """What ProgramRun._prepare() reads of the VMAs for _presize(), from the rows: the pages they span (0 when
         ``sized``) and the largest THP order any allows (0 when ``ordered``)."""
-        n = self.nvmas()
-        if not n or (sized and ordered):
+        if sized and ordered:
             return 0, 0
         assert self.pmds is not None
         m = self.pmds.machine
-        off = int(m.ms[self.num, L.MS_VOFF])
-        rows = m.vm[m.mv[off:off + n]]
-        pages = 0 if sized else int(rows[:, L.V_END].sum() - rows[:, L.V_START].sum())
+        item, num = m.ms.item, self.num
+        n = item(num, L.MS_NVMA)
+        if not n or not item(num, L.MS_LIVE) or item(num, L.MS_ZAPPED):
+            return 0, 0
+        off = item(num, L.MS_VOFF)
+        rows, vm = m.mv[off:off + n], m.vm
+        if sized:
+            pages = 0
+        else:
+            start, end = vm[rows, L.V_START:L.V_END + 1].sum(axis=0).tolist()
+            pages = end - start
         sets = m.codec.thp_sets
-        order = 0 if ordered else max(map(max, filter(None, map(sets.__getitem__, set(rows[:, L.V_THP].tolist())))),
+        order = 0 if ordered else max(map(max, filter(None, map(sets.__getitem__, set(vm[rows, L.V_THP].tolist())))),
                                       default=0)
         return pages, order
 
@@ -1851,8 +1858,8 @@ class LazyMM(FastMM):
     def nvmas(self) -> int:
         """len(vmas), from the rows."""
         assert self.pmds is not None
-        ms = self.pmds.machine.ms
-        return int(ms[self.num, L.MS_NVMA]) if ms[self.num, L.MS_LIVE] and not ms[self.num, L.MS_ZAPPED] else 0
+        item, num = self.pmds.machine.ms.item, self.num
+        return int(item(num, L.MS_NVMA)) if item(num, L.MS_LIVE) and not item(num, L.MS_ZAPPED) else 0
 
 
 def _lazy(slot: Any) -> property:
