@@ -523,11 +523,10 @@ class TraceProgram(kprog.ProgramRun):
         k = int(st[kprog.S_NRACY])
         if k:
             assert self.races is not None
-            seen = self.races.seen
-            for _row, before, after in self.racy[:k].tolist():
-                for code in (before, after):
-                    if code != L.NONE:
-                        seen.add(_SPECIAL.get(code) or f"f{code}")
+            seen = self.races.seen  # a set: each folio's name once (a race is often taken many times)
+            for code in np.unique(self.racy[:k, 1:]).tolist():
+                if code != L.NONE:
+                    seen.add(_SPECIAL.get(code) or f"f{code}")
             st[kprog.S_NRACY] = 0
         k = int(st[kprog.S_NREUSE])
         if k:
