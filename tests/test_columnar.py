@@ -330,3 +330,24 @@ def test_fast_replay_imports_numpy_without_blas_threads(preset: str | None) -> N
     assert value == (preset or "None")
     if preset is None:
         assert threads == "1"
+
+
+_EXIT_PROBE = """
+import atexit, gc, sys
+atexit.register(lambda: sys.stderr.write(f"frozen={gc.get_freeze_count() > 0}\\n"))  # runs after the verb's handler
+from foliosim.cli import main
+main()
+"""
+
+
+@needs_numba
+def test_cli_fast_replay_skips_the_exit_collections(tmp_path: Path) -> None:
+    """After printing everything, fast-replay freezes the heap at exit (once, its output complete) instead of letting
+    the interpreter collect cycles over it."""
+    src = tmp_path / "t.jsonl"
+    src.write_text("\n".join(TRACE[:6]) + "\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    out = subprocess.run([sys.executable, "-c", _EXIT_PROBE, "fast-replay", "--final-only", str(src)], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stderr.strip().endswith("frozen=True")
+    assert [json.loads(x)["op"] for x in out.stdout.splitlines()] == ["final"]
