@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -14,10 +15,15 @@ import pytest
 np = pytest.importorskip("numpy")
 
 from click.testing import CliRunner  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from foliosim.cli import main  # noqa: E402
+from foliosim.trace import columnar  # noqa: E402
 from foliosim.trace.columnar import (  # noqa: E402
+    KINDS,
     RAW,
+    ColumnarTrace,
     TraceFormatError,
     from_jsonl_lines,
     generated_columnar,
@@ -243,3 +249,105 @@ def test_validation_finds_a_bad_row_in_a_later_chunk(damage: str) -> None:
     getattr(trace, col)[at] = value
     with pytest.raises(TraceFormatError, match=f"operation {at}"):
         trace.validate()
+
+
+def _row_ok(kind: int, folio: int, mm: int, level: int, nr: int, page: int, n_folios: int, n_mms: int) -> bool:
+    """The per-row rules of the columnar format, one row at a time, from the operation names."""
+    if kind > RAW or not (-1 <= folio < n_folios and -1 <= mm < n_mms):
+        return False
+    if kind == RAW:
+        return True
+    name = KINDS[kind]
+    needs_folio = name not in ("mm_new", "mm_free")
+    needs_mm = name in ("mm_new", "mm_free", "map_new_anon", "map", "dup", "unmap")
+    needs_level = name in ("map_new_anon", "map", "dup", "unmap")
+    return ((folio >= 0) == needs_folio and (mm >= 0) == needs_mm and (level in (0, 1)) == needs_level
+            and nr >= 1 and page >= 0)
+
+
+@st.composite
+def _rows(draw: st.DrawFn) -> list[tuple[int, ...]]:
+    """Rows that follow the rules for their kind (RAW rows: anything in range), then up to two fields damaged."""
+    rows = []
+    for kind in draw(st.lists(st.integers(0, RAW), min_size=1, max_size=30)):
+        name = KINDS[kind] if kind < RAW else "raw"
+        folio = draw(st.integers(0, 2)) if name not in ("mm_new", "mm_free", "raw") else -1
+        mm = draw(st.integers(0, 1)) if name not in ("folio_new", "folio_free", "raw") else -1
+        level = draw(st.sampled_from([0, 1])) if name in ("map_new_anon", "map", "dup", "unmap") else 255
+        if name == "raw":
+            folio, mm, level = draw(st.integers(-1, 2)), draw(st.integers(-1, 1)), draw(st.sampled_from([0, 2, 255]))
+        rows.append([kind, folio, mm, level, draw(st.integers(1, 3)), draw(st.integers(0, 2))])
+    for _ in range(draw(st.integers(0, 2))):
+        row, field = draw(st.integers(0, len(rows) - 1)), draw(st.integers(0, 5))
+        values = [st.integers(0, 9), st.integers(-2, 3), st.integers(-2, 2), st.sampled_from([0, 1, 2, 255]),
+                  st.integers(-1, 2), st.integers(-1, 2)]
+        rows[row][field] = draw(values[field])
+    return [tuple(r) for r in rows]
+
+
+@settings(max_examples=500, deadline=None)
+@given(rows=_rows(), chunk=st.integers(1, 8))
+def test_row_checks_agree_with_the_per_row_rules(rows: list[tuple[int, ...]], chunk: int) -> None:
+    """validate() accepts a trace exactly when every row follows the rules, whatever the chunking (each chunk
+    with or without RAW rows, nr/page out of range, or a kind code beyond RAW), and names a bad row otherwise."""
+    cols = list(zip(*rows, strict=True))
+    trace = ColumnarTrace(kind=np.array(cols[0], dtype=np.uint8), folio=np.array(cols[1], dtype=np.int32),
+                          mm=np.array(cols[2], dtype=np.int32), level=np.array(cols[3], dtype=np.uint8),
+                          nr=np.array(cols[4], dtype=np.int32), page=np.array(cols[5], dtype=np.int32),
+                          order=np.zeros(len(rows), dtype=np.int8), line=np.arange(1, len(rows) + 1, dtype=np.int32),
+                          folio_names=["F", "G", "H"], mm_names=["A", "B"],
+                          raw={i: "{}" for i, r in enumerate(rows) if r[0] == RAW})
+    expected = all(_row_ok(*r, 3, 2) for r in rows)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(columnar, "_CHUNK", chunk)
+        assert trace._rows_ok() is expected
+        if expected:
+            trace.validate()
+        else:
+            with pytest.raises(TraceFormatError, match="operation"):
+                trace.validate()
+
+
+_BLAS_PROBE = """
+import os, sys
+from foliosim.cli import _numpy_without_blas_threads
+with _numpy_without_blas_threads():
+    import numpy
+print(len(os.listdir("/proc/self/task")), os.environ.get("OPENBLAS_NUM_THREADS"))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
+@pytest.mark.parametrize("preset", [None, "2"])
+def test_fast_replay_imports_numpy_without_blas_threads(preset: str | None) -> None:
+    """No OpenBLAS worker threads (they spin on a CPU at start-up), the environment as it was, a user's value kept."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    if preset is not None:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    out = subprocess.run([sys.executable, "-c", _BLAS_PROBE], env=env, capture_output=True, text=True, check=True)
+    threads, value = out.stdout.split()
+    assert value == (preset or "None")
+    if preset is None:
+        assert threads == "1"
+
+
+_EXIT_PROBE = """
+import atexit, gc, sys
+atexit.register(lambda: sys.stderr.write(f"frozen={gc.get_freeze_count() > 0}\\n"))  # runs after the verb's handler
+from foliosim.cli import main
+main()
+"""
+
+
+@needs_numba
+def test_cli_fast_replay_skips_the_exit_collections(tmp_path: Path) -> None:
+    """After printing everything, fast-replay freezes the heap at exit (once, its output complete) instead of letting
+    the interpreter collect cycles over it."""
+    src = tmp_path / "t.jsonl"
+    src.write_text("\n".join(TRACE[:6]) + "\n")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    out = subprocess.run([sys.executable, "-c", _EXIT_PROBE, "fast-replay", "--final-only", str(src)], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stderr.strip().endswith("frozen=True")
+    assert [json.loads(x)["op"] for x in out.stdout.splitlines()] == ["final"]

@@ -267,3 +267,18 @@ def test_mm_id_space_exhaustion_32bit() -> None:
     assert got == expected
     assert [r.get("check") for r in got if "error" in r] == ["mm_alloc_id", "mm_alloc_id"]
     assert got[-2]["mm_id"] == 6  # the freed id is handed out again
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 8), st.integers(-1, 3), st.integers(-3, 25)), max_size=30))
+def test_capacity_orders_is_the_largest_valid_order_of_each_folio(rows: list[tuple[int, int, int]]) -> None:
+    """Only folio_new rows with an order from 0 to MAX_ORDER and a folio count; -1 for a name never created."""
+    np = pytest.importorskip("numpy")
+    from foliosim.kconfig import MAX_ORDER
+
+    kind = np.array([r[0] for r in rows], dtype=np.uint8)
+    folio = np.array([r[1] for r in rows], dtype=np.int32)
+    order = np.array([r[2] for r in rows], dtype=np.int8)
+    expected = [max([o for k, f, o in rows if k == K.K_FOLIO_NEW and f == name and 0 <= o <= MAX_ORDER], default=-1)
+                for name in range(4)]
+    assert capacity_orders(kind, folio, order, 4).tolist() == expected

@@ -7,8 +7,10 @@ imported inside the verbs that need them.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 import click
@@ -1281,6 +1283,42 @@ def _load_columnar(path: str) -> Any:
         raise FoliosimError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
+@contextmanager
+def _numpy_without_blas_threads() -> Iterator[None]:
+    """Import numpy inside this block with one OpenBLAS thread (for verbs that do no linear algebra).
+
+    OpenBLAS starts a worker thread per extra CPU when numpy is imported, and
+    the workers busy-wait a while for work that never comes: on a small machine
+    that was about a tenth of a second of CPU per ``fast-replay``. The library
+    reads the variable when it loads, so it is set only around the import; a
+    value the user set, or numpy already imported, is left alone.
+    """
+    if "numpy" in sys.modules or "OPENBLAS_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("OPENBLAS_NUM_THREADS", None)
+
+
+def _no_collection_at_exit() -> None:
+    """Let the interpreter's exit skip its garbage collections, for a verb that has flushed all its output.
+
+    At exit Python collects cycles over every object several times (tens of
+    milliseconds with numpy and click loaded), only to free memory the OS takes
+    back anyway. Freezing the objects in an exit handler, which runs before
+    those collections, skips them; the finalizers of cyclic garbage then do not
+    run at exit, which Python never guarantees anyway.
+    """
+    import atexit
+    import gc
+
+    atexit.unregister(gc.freeze)  # registered once, however often the verb runs in one process
+    atexit.register(gc.freeze)
+
+
 @main.command("fast-replay")
 @click.argument("trace", metavar="TRACE")
 @WORD_BITS
@@ -1304,7 +1342,8 @@ def fast_replay(trace: str, word_bits: str, no_page_mapcount: bool, keep_going: 
     status = ReplayStatus()
     loop = None
     if engine == "fast":
-        from foliosim.replay_aot import load_replay_loop, without_numba
+        with _numpy_without_blas_threads():
+            from foliosim.replay_aot import load_replay_loop, without_numba
 
         loop = load_replay_loop()  # the ahead-of-time build (python -m foliosim.replay_aot), if current
         if loop is None:
@@ -1340,6 +1379,7 @@ def fast_replay(trace: str, word_bits: str, no_page_mapcount: bool, keep_going: 
         sys.exit(EXIT_BAD_INPUT)
     except BrokenPipeError:
         _quiet_broken_pipe()
+    _no_collection_at_exit()
     sys.exit(status.exit_code)
 
 

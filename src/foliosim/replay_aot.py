@@ -26,7 +26,6 @@ import os
 import platform
 import sys
 import sysconfig
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -178,6 +177,8 @@ def build(verbose: bool = False) -> Path:
     Written to a temporary name and renamed, so a concurrent run never loads a
     half-written file; older builds in the same folder are removed.
     """
+    import tempfile  # here, not at the top: loading a built module needs none of it (start-up)
+
     try:
         import numba.pycc
     except ImportError as exc:

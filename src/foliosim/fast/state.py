@@ -164,6 +164,8 @@ def capacity_orders(kind: npt.NDArray[np.uint8], folio: npt.NDArray[np.int32], o
                     n_folios: int) -> npt.NDArray[np.int64]:
     """For each folio name, the largest valid order a ``folio_new`` gives it (-1: never created)."""
     caps = np.full(n_folios, -1, dtype=np.int64)
-    mask = (kind == K.K_FOLIO_NEW) & (order >= 0) & (order <= MAX_ORDER) & (folio >= 0)
-    np.maximum.at(caps, folio[mask].astype(np.int64), order[mask].astype(np.int64))
+    at = np.flatnonzero(kind == K.K_FOLIO_NEW)  # one pass over the trace; the rest looks at these rows only
+    new_order, new_folio = order[at], folio[at]
+    mask = (new_order >= 0) & (new_order <= MAX_ORDER) & (new_folio >= 0)
+    np.maximum.at(caps, new_folio[mask].astype(np.int64), new_order[mask].astype(np.int64))
     return caps

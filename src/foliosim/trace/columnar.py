@@ -79,12 +79,13 @@ COLUMNS: dict[str, type[np.generic]] = {
 
 #: Rows per chunk when validating (temporaries stay in cache).
 _CHUNK = 1 << 16
-#: What each kind code's row must have (see ColumnarTrace._rows_ok): folio 1, mm 2, level 4, sane nr/page 8.
-_EXPECTED = np.zeros(256, dtype=np.uint8)
-for _code in range(RAW):
-    _EXPECTED[_code] = ((0 if _code in (MM_NEW, MM_FREE) else 1)
-                        | (2 if _code in (MM_NEW, MM_FREE, MAP_NEW_ANON, MAP, DUP, UNMAP) else 0)
-                        | (4 if _code in (MAP_NEW_ANON, MAP, DUP, UNMAP) else 0) | 8)
+#: The kinds whose rows have no folio, and those whose rows have a level; rows of the other kinds have a folio,
+#: and an mm exactly when they have no folio or have a level (RAW rows: anything; see ColumnarTrace._rows_ok).
+_NO_FOLIO = (MM_NEW, MM_FREE)
+_WITH_LEVEL = (MAP_NEW_ANON, MAP, DUP, UNMAP)
+_WITH_MM = _NO_FOLIO + _WITH_LEVEL
+# _rows_ok relies on the codes' order: _NO_FOLIO are the codes below FOLIO_NEW, _WITH_LEVEL those from
+# MAP_NEW_ANON up to RAW (a compare per row, no table look-up; tests/test_columnar.py checks it by name).
 
 
 class TraceFormatError(FoliosimError):
@@ -185,22 +186,30 @@ class ColumnarTrace:
                 seen[entry] = idx
 
     def _rows_ok(self) -> bool:
-        """Whether every operation passes the per-row checks (in cache-sized chunks, no messages)."""
+        """Whether every operation passes the per-row checks (in cache-sized chunks, no messages).
+
+        Each check is a compare of whole columns (codes ordered as ``_NO_FOLIO`` and ``_WITH_LEVEL`` say);
+        the nr/page and RAW-row steps run only for the chunks that need them.
+        """
         n_folios, n_mms = len(self.folio_names), len(self.mm_names)
         for start in range(0, len(self), _CHUNK):
             end = start + _CHUNK
             kind = self.kind[start:end]
-            if int(kind.max()) > RAW:
+            top = int(kind.max())
+            if top > RAW:
                 return False
             folio, mm, level = self.folio[start:end], self.mm[start:end], self.level[start:end]
             if int(folio.min()) < -1 or int(folio.max()) >= n_folios or int(mm.min()) < -1 or int(mm.max()) >= n_mms:
                 return False
-            # Bit 0: has a folio, bit 1: has an mm, bit 2: has a level, bit 3: nr >= 1 and page >= 0;
-            # _EXPECTED[kind] is what each kind must have (RAW rows: anything).
-            have = ((folio >= 0).view(np.uint8) | ((mm >= 0).view(np.uint8) << 1)
-                    | ((level <= LEVEL_PMD).view(np.uint8) << 2)
-                    | (((self.nr[start:end] >= 1) & (self.page[start:end] >= 0)).view(np.uint8) << 3))
-            wrong = (have != _EXPECTED[kind]) & (kind != RAW)
+            with_level = kind >= MAP_NEW_ANON
+            wrong = (folio >= 0) != (kind >= FOLIO_NEW)
+            wrong |= (mm >= 0) != ((kind < FOLIO_NEW) | with_level)
+            wrong |= (level <= LEVEL_PMD) != with_level
+            nr, page = self.nr[start:end], self.page[start:end]
+            if int(nr.min()) < 1 or int(page.min()) < 0:
+                wrong |= (nr < 1) | (page < 0)
+            if top == RAW:
+                wrong &= kind != RAW
             if wrong.any():
                 return False
         return True
@@ -220,9 +229,9 @@ class ColumnarTrace:
                     f"{len(table)}-entry {name}_names table")
         cooked = self.kind != RAW
         checks = (
-            ("folio", ~np.isin(self.kind, (MM_NEW, MM_FREE)), self.folio >= 0),
-            ("mm", np.isin(self.kind, (MM_NEW, MM_FREE, MAP_NEW_ANON, MAP, DUP, UNMAP)), self.mm >= 0),
-            ("level", np.isin(self.kind, (MAP_NEW_ANON, MAP, DUP, UNMAP)),
+            ("folio", ~np.isin(self.kind, _NO_FOLIO), self.folio >= 0),
+            ("mm", np.isin(self.kind, _WITH_MM), self.mm >= 0),
+            ("level", np.isin(self.kind, _WITH_LEVEL),
              (self.level == LEVEL_PTE) | (self.level == LEVEL_PMD)),
         )
         for name, needs, has in checks:
