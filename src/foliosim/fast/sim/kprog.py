@@ -1901,12 +1901,15 @@ def _region_table(rid: dict[Any, int], rtab: I64) -> list[tuple[Any, int]]:
     """Fill ``rtab`` (by region number) with the regions of ``rid`` that are addresses (ints); the others (names)
     returned as (region, number), in ``rid``'s order. Run traces number thousands of addresses: C-level maps, not a
     loop over them."""
-    regions, nums = list(rid), list(rid.values())
+    regions = list(rid)
     ints = list(map(isinstance, regions, repeat(int)))
-    if any(ints):
-        rtab[list(compress(nums, ints))] = list(compress(regions, ints))
     if all(ints):
+        rtab[np.fromiter(rid.values(), dtype=np.int64, count=len(rid))] = np.fromiter(regions, dtype=np.int64,
+                                                                                      count=len(rid))
         return []
+    nums = list(rid.values())
+    if any(ints):
+        rtab[np.fromiter(compress(nums, ints), dtype=np.int64)] = np.fromiter(compress(regions, ints), dtype=np.int64)
     other = [not x for x in ints]
     return list(zip(compress(regions, other), compress(nums, other), strict=True))
 
