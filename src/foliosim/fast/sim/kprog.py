@@ -1786,7 +1786,7 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
                     j = regions[new] = len(regions)
                 out += (i, OP_MREMAP, k, 0, pages, j, 0)
     if out:
-        table = np.array(out, dtype=np.int64).reshape(-1, 7)
+        table = np.fromiter(out, dtype=np.int64, count=len(out)).reshape(-1, 7)
         at = table[:, 0]
         for k, col in enumerate((P_OP, P_REG, P_FIRST, P_PAGES, P_ARG, P_FILL), start=1):
             prog[at, col] = table[:, k]
