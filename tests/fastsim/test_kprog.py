@@ -353,6 +353,31 @@ def test_encode_one_task_one_region(extra: list[Step]) -> None:
     assert list(regions.items()) == list(want_regions.items())
 
 
+def test_encode_numbers_tasks_by_first_appearance_across_runs() -> None:
+    """Tasks that come back after another's run keep the number of their first appearance (_encode numbers each
+    run's first step and repeats it)."""
+    tasks = ["a", "a", "b", "b", "a", "c", "b", "c", "c", "a"]
+    steps = [Step("write", t, ("heap", i, 1)) for i, t in enumerate(tasks)]
+    prog, names, _regions = kprog.encode(steps)
+    assert names == ["a", "b", "c"]
+    assert prog[:, kprog.P_TASK].tolist() == [names.index(t) for t in tasks]
+
+
+@pytest.mark.parametrize("rid", [{}, {0x7F00: 0, 12: 1, 5: 2}, {0x7F00: 0, "heap": 1, 12: 2, "x": 3},
+                                 {"heap": 0}, {True: 0, "b": 1}])
+def test_region_table(rid: dict[Any, int]) -> None:
+    """The region table holds each address (an int) at its number; the names come back as (name, number) in
+    order."""
+    rtab = np.full(max(len(rid), 1), -7, dtype=np.int64)
+    named = kprog._region_table(rid, rtab)
+    assert named == [(r, i) for r, i in rid.items() if not isinstance(r, int)]
+    want = [-7] * max(len(rid), 1)
+    for r, i in rid.items():
+        if isinstance(r, int):
+            want[i] = int(r)
+    assert rtab.tolist() == want
+
+
 # ----------------------------------------------------------------------------- batched accesses
 @pytest.mark.parametrize("oracle", [False, True], ids=["plain", "oracle"])
 @pytest.mark.parametrize("tight", [False, True], ids=["roomy", "tight"])

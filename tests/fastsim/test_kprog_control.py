@@ -218,6 +218,7 @@ def test_encode_control_rows() -> None:
     assert ops == [kprog.OP_MMAP, kprog.OP_MMAP, kprog.OP_OTHER, kprog.OP_MUNMAP, kprog.OP_MPROTECT, kprog.OP_MADVF,
                    kprog.OP_DONTNEED, kprog.OP_MREMAP, kprog.OP_MREMAP, kprog.OP_MERGE, kprog.OP_OTHER]
     lx, l512 = m.codec.label("x"), m.codec.label("512")
+    assert m.codec.labels[lx] == "x" and m.codec.labels[l512] == "512"  # numbered inline: the codec's list follows
     assert prog[0].tolist() == [kprog.OP_MMAP, 0, 0, 0, 4, kprog.MF_READ | kprog.MF_WRITE | kprog.MF_NAMED
                                 | kprog.MF_THP | (lx << kprog.MF_LABEL_SHIFT), (1 << 4) | (1 << 9)]
     assert prog[1].tolist() == [kprog.OP_MMAP, 0, 1, 3, 2, kprog.MF_READ | kprog.MF_NORESERVE | kprog.MF_FILE

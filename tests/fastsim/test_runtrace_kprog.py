@@ -5,6 +5,9 @@ in all four configurations; perturbed programs are caught."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from functools import cache
@@ -218,3 +221,14 @@ def test_unnoted_races_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tracerun.TraceProgram, "__init__", unnoted)
     bad, _ = _run("prefork-server", KernelConfig())
     assert _state(bad)["racy"] != _state(slow)["racy"]
+
+
+def test_load_kernels_loads_the_merge_kernel() -> None:
+    """load_kernels() runs a merge step, so its kernel (kvma.merge_mm) is not first loaded inside a simulation (sim
+    time); a fresh process, as another test may have loaded it already."""
+    code = ("from foliosim.fast.sim import kvma, tracerun\nfrom foliosim.kconfig import KernelConfig\n"
+            "before = len(kvma.merge_mm.signatures)\ntracerun.load_kernels(KernelConfig(), False)\n"
+            "print(before, len(kvma.merge_mm.signatures))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")})
+    assert out.stdout.split() == ["0", "1"]

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from itertools import chain, compress
+from itertools import compress, repeat
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -1552,8 +1552,8 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
         known = np.zeros(n, dtype=np.int8)
         known[cols[0]] = 1
         unknown = known == 0
-        rest = list(compress(steps, unknown.tolist()))
-        codes = np.full(n, OP_FAULT, dtype=np.int64)
+        rest = list(map(steps.__getitem__, np.flatnonzero(unknown).tolist()))  # not compress(): it would touch
+        codes = np.full(n, OP_FAULT, dtype=np.int64)  # (incref) every Step object, the told ones too
         codes[unknown] = np.fromiter(map(_CODES.__getitem__, map(_VERB, rest)), dtype=np.int64, count=len(rest))
     else:
         codes = np.fromiter(map(_CODES.__getitem__, map(_VERB, steps)), dtype=np.int64, count=n)
@@ -1562,18 +1562,21 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
         named = np.empty(n, dtype=object)
         named[cols[0]] = cols[3]
         named[unknown] = list(map(_TASK, rest))
-        tasks = named.tolist()
     else:
-        tasks = list(map(_TASK, steps))
+        named = np.array(list(map(_TASK, steps)), dtype=object)
     work = np.empty((4, n), dtype=np.int64)  # the access mask, then the fork, madvise and recorded-fault rows
     nf, nm, nq = _classify(codes, work[0], work[1:])
     names = _numbering()
-    one_task = tasks.count(tasks[0]) == n  # one task: its number is 0 throughout
+    # the tasks come in runs (a task's faults follow each other): each run's first step numbered, the rest repeat it
+    heads = np.flatnonzero(named[1:] != named[:-1]) + 1
+    one_task = not len(heads)  # one task: its number is 0 throughout
     if one_task:
-        names[tasks[0]]  # numbered 0
+        names[named[0]]  # numbered 0
         tnum = _NONE
     else:
-        tnum = np.fromiter(map(names.__getitem__, tasks), dtype=np.int64, count=n)
+        heads = np.concatenate(([0], heads))
+        tnum = np.repeat(np.fromiter(map(names.__getitem__, named[heads].tolist()), dtype=np.int64, count=len(heads)),
+                         np.diff(heads, append=n))
     regions = _numbering()
     if cols is None:
         args = list(map(_ARGS, compress(steps, work[0].tolist())))
@@ -1656,55 +1659,50 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
     A step of another form stays OP_OTHER (Python runs and checks it).
 
     One pass over the steps, each read once (a run trace's steps are cold in the cache by now: a pass per field
-    costs more than the loop), the commonest verbs tested first."""
+    costs more than the loop), the commonest verbs tested first; regions and labels numbered inline and the rows
+    collected flat (a call or a tuple per step costs as much as the step's own tests)."""
     codec = m.codec
-    label, label_ids = codec.label, codec.label_ids
+    labels, label_ids = codec.labels, codec.label_ids
     files: dict[str, int] = {}
     if created is None:
         created = {}
     tids = {name: k for k, name in enumerate(names or ())}
     po = m.po
     get_region = regions.get
-
-    def number(region: Any) -> int:
-        """The region's number, numbered now when first seen; -1 for what is not a region (an int or a str)."""
-        if type(region) is not int and type(region) is not str:
-            return -1
-        k = get_region(region)
-        if k is None:
-            k = regions[region] = len(regions)
-        return k
-
-    out: list[tuple[int, int, int, int, int, int, int]] = []  # (row, op, region, first, pages, arg, fill)
-    add = out.append
+    prot_arg, prot_mf, flag_advice = _PROT_ARG.get, _PROT_MF.get, _FLAG_ADVICE.get
+    out: list[int] = []  # (row, op, region, first, pages, arg, fill) after each other
     rows = np.flatnonzero(prog[:, P_OP] == OP_OTHER).tolist()
     for i, step in zip(rows, map(steps.__getitem__, rows), strict=True):
         verb, a = step.verb, step.args
         if verb == "mprotect" or verb == "madvise":  # the commonest verbs, compared first
-            if len(a) != 4 or type(a[1]) is not int or type(a[2]) is not int:
+            if len(a) != 4:
                 continue
-            fill = 0
+            region, first, pages, what = a
+            if type(first) is not int or type(pages) is not int:
+                continue
             if verb == "mprotect":
-                arg = _PROT_ARG.get(a[3])
+                arg = prot_arg(what)
                 if arg is None:
                     continue
-                op = OP_MPROTECT
+                op, fill = OP_MPROTECT, 0
             else:
-                advice = _FLAG_ADVICE.get(a[3]) if type(a[3]) is str else None
+                advice = flag_advice(what) if type(what) is str else None
                 if advice is None:
                     continue
                 op, (arg, fill) = OP_MADVF, advice
-            k = number(a[0])
-            if k < 0:
+            if type(region) is not int and type(region) is not str:
                 continue
-            add((i, op, k, a[1], a[2], arg, fill))
+            k = get_region(region)
+            if k is None:
+                k = regions[region] = len(regions)
+            out += (i, op, k, first, pages, arg, fill)
         elif verb == "mmap":
             if len(a) != 7:
                 continue
             region, pages, kind, file, thp, prot, offset = a
             if type(pages) is not int or type(offset) is not int:
                 continue
-            flags = _PROT_MF.get(prot)
+            flags = prot_mf(prot)
             if flags is None:
                 continue
             first = fill = 0
@@ -1723,23 +1721,32 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
                 first = offset
             else:
                 continue
-            k = number(region)
-            if k < 0:
-                continue
-            if type(region) is str:
+            if type(region) is int:
+                text = str(region)
+            elif type(region) is str:
+                text = region
                 flags |= MF_NAMED
-            lid = label_ids.get(text := str(region))
-            if lid is None:
-                lid = label(text)
-            add((i, OP_MMAP, k, first, pages, flags | (lid << MF_LABEL_SHIFT), fill))
+            else:
+                continue
+            k = get_region(region)
+            if k is None:
+                k = regions[region] = len(regions)
+            lid = label_ids.get(text)
+            if lid is None:  # kvma.VmaCodec.label(), inline
+                lid = label_ids[text] = len(labels)
+                labels.append(text)
+            out += (i, OP_MMAP, k, first, pages, flags | (lid << MF_LABEL_SHIFT), fill)
         elif verb == "munmap":
-            if len(a) == 3 and type(a[1]) is int and type(a[2]) is int:
-                k = number(a[0])
-                if k < 0:
-                    continue
-                add((i, OP_MUNMAP, k, a[1], a[2], 0, 0))
+            if len(a) != 3:
+                continue
+            region, first, pages = a
+            if type(first) is int and type(pages) is int and (type(region) is int or type(region) is str):
+                k = get_region(region)
+                if k is None:
+                    k = regions[region] = len(regions)
+                out += (i, OP_MUNMAP, k, first, pages, 0, 0)
         elif verb == "merge":
-            add((i, OP_MERGE, 0, 0, 0, 0, 0))
+            out += (i, OP_MERGE, 0, 0, 0, 0, 0)
         elif verb == "file":
             if len(a) != 4:
                 continue
@@ -1750,31 +1757,36 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
                 if fk is None:
                     fk = files[name] = len(files)
                 created[fk] = (name, pages, order, bool(shmem))
-                add((i, OP_FILE, 0, 0, pages, order | (int(bool(shmem)) << 8), fk))
+                out += (i, OP_FILE, 0, 0, pages, order | (int(bool(shmem)) << 8), fk)
         elif verb == "thread" or verb == "vfork":
             if names is not None and len(a) == 1 and type(a[0]) is str:
                 if a[0] not in tids:
                     tids[a[0]] = len(names)
                     names.append(a[0])
-                add((i, OP_THREAD if verb == "thread" else OP_VFORK, 0, 0, 0, tids[a[0]], 0))
+                out += (i, OP_THREAD if verb == "thread" else OP_VFORK, 0, 0, 0, tids[a[0]], 0)
         elif verb == "exec":
             if names is not None:
-                add((i, OP_EXEC, 0, 0, 0, 0, 0))
+                out += (i, OP_EXEC, 0, 0, 0, 0, 0)
         elif verb == "mremap":
             if len(a) != 3:
                 continue
             region, pages, new = a
             if type(pages) is not int or (type(new) is not int and type(new) is not str):
                 continue
-            k = number(region)
-            if k < 0:
+            if type(region) is not int and type(region) is not str:
                 continue
+            k = get_region(region)
+            if k is None:
+                k = regions[region] = len(regions)
             if type(new) is int:
-                add((i, OP_MREMAP, k, new, pages, -1, 0))
+                out += (i, OP_MREMAP, k, new, pages, -1, 0)
             else:
-                add((i, OP_MREMAP, k, 0, pages, number(new), 0))
-    if out:  # (fromiter over the flattened tuples: a third cheaper than np.array() of the list of tuples)
-        table = np.fromiter(chain.from_iterable(out), dtype=np.int64, count=7 * len(out)).reshape(-1, 7)
+                j = get_region(new)
+                if j is None:
+                    j = regions[new] = len(regions)
+                out += (i, OP_MREMAP, k, 0, pages, j, 0)
+    if out:
+        table = np.fromiter(out, dtype=np.int64, count=len(out)).reshape(-1, 7)
         at = table[:, 0]
         for k, col in enumerate((P_OP, P_REG, P_FIRST, P_PAGES, P_ARG, P_FILL), start=1):
             prog[at, col] = table[:, k]
@@ -1885,6 +1897,23 @@ def _nvmas(mm: FastMM) -> int:
     return mm.nvmas() if type(mm) is LazyMM else len(mm.vmas)
 
 
+def _region_table(rid: dict[Any, int], rtab: I64) -> list[tuple[Any, int]]:
+    """Fill ``rtab`` (by region number) with the regions of ``rid`` that are addresses (ints); the others (names)
+    returned as (region, number), in ``rid``'s order. Run traces number thousands of addresses: C-level maps, not a
+    loop over them."""
+    regions = list(rid)
+    ints = list(map(isinstance, regions, repeat(int)))
+    if all(ints):
+        rtab[np.fromiter(rid.values(), dtype=np.int64, count=len(rid))] = np.fromiter(regions, dtype=np.int64,
+                                                                                      count=len(rid))
+        return []
+    nums = list(rid.values())
+    if any(ints):
+        rtab[np.fromiter(compress(nums, ints), dtype=np.int64)] = np.fromiter(compress(regions, ints), dtype=np.int64)
+    other = [not x for x in ints]
+    return list(zip(compress(regions, other), compress(nums, other), strict=True))
+
+
 class ProgramRun:
     """One workload run through :func:`run_program`, with FastWorkloadRunner executing what it stops at."""
 
@@ -1916,12 +1945,8 @@ class ProgramRun:
         self.light = False  # the current stretch neither forks nor exits (_light())
         self._tsig: tuple[int, int, int] | None = None  # (tasks, next pid, next MM) when the task tables were made
         self.tid = {name: i for i, name in enumerate(self.names)}
-        self.named: list[tuple[Any, int]] = []  # regions by name: their base page is looked up at each entry
-        for region, i in self.rid.items():
-            if isinstance(region, int):
-                self.rtab[i] = region
-            else:
-                self.named.append((region, i))
+        # regions by name: their base page is looked up at each entry
+        self.named: list[tuple[Any, int]] = _region_table(self.rid, self.rtab)
         self.ops1 = self._take(1 if keep else _BATCH, 6)  # run_program()'s access rows
         self.faults = self._take(_FAULT_ROWS, 2)
         self.uf = self._take(4096 if keep else 1, 4)
@@ -2353,12 +2378,7 @@ class ProgramRun:
         self.file_pages = np.cumsum(self.prog[self.file_rows, P_PAGES][::-1])[::-1] if nfile else _NONE
         self.ftab = np.full(max(len(self.fnames), 1), -1, dtype=np.int64)
         self.rtab = np.full(max(len(self.rid), 1), MISSING, dtype=np.int64)
-        self.named = []
-        for region, i in self.rid.items():
-            if isinstance(region, int):
-                self.rtab[i] = region
-            else:
-                self.named.append((region, i))
+        self.named = _region_table(self.rid, self.rtab)
         self.other_rows = rows[2, :no].tolist()
         self.control = True
 

@@ -536,7 +536,8 @@ class TraceProgram(kprog.ProgramRun):
 
 
 #: a small program through the paths a run trace takes (anonymous and file faults, fork with copy-on-write, the
-#: control plane, exit), run once by :func:`load_kernels`
+#: control plane, merge, exit), run once by :func:`load_kernels` (a kernel first called inside the simulation is
+#: loaded there: a merge step's, milliseconds)
 _WARM_STEPS = (
     Step("spawn", "w0"), Step("file", "", ("warm-file", 4, 0, 0)),
     Step("mmap", "w0", ("heap", 16, "anon", None, None, "rw", 0)),
@@ -544,7 +545,7 @@ _WARM_STEPS = (
     Step("fault", "w0", ("heap", 0, 1)), Step("fault", "w0", ("lib", 1, 0)), Step("fork", "w0", ("w1",)),
     Step("fault", "w1", ("heap", 0, 1)), Step("fault", "w0", ("heap", 0, 1)), Step("read", "w1", ("heap", 2, 2)),
     Step("mprotect", "w0", ("heap", 0, 8, "r")), Step("madvise", "w0", ("heap", 8, 8, "dontneed")),
-    Step("munmap", "w0", ("heap", 8, 8)), Step("exit", "w1"), Step("exit", "w0"),
+    Step("munmap", "w0", ("heap", 8, 8)), Step("merge", "w0"), Step("exit", "w1"), Step("exit", "w0"),
 )
 
 
