@@ -3,9 +3,10 @@
 Run on demand: ``.venv/bin/python benchmarks/compare_scoring.py --baseline-src DIR [--repeat 3]``, DIR the ``src/``
 of an older full checkout (e.g. ``git worktree add --detach /tmp/old <ref>``, DIR ``/tmp/old/src``: a bare copy of
 ``src/`` has no examples/run-traces beside it, so its compare would leave out the recorded programs; its numba
-cache compiles on the first run, so run once untimed with ``--warm``). The two trees run alternately, each into a fresh database, from the
-checkout's root (so the recorded programs of examples/run-traces are part of the grid); the digests of their
-metric rows and headlines must agree. Writes the ``compare-scoring`` section of docs/performance.md.
+cache compiles on the first run, so run once untimed with ``--warm``). The two trees run alternately, each into a
+fresh database, from the checkout's root (so the recorded programs of examples/run-traces are part of the grid);
+the digests of their metric rows and headlines must agree.
+Writes the ``compare-scoring`` section of docs/performance.md.
 """
 
 from __future__ import annotations
