@@ -246,6 +246,28 @@ def test_mm_id_reuse_and_exhaustion() -> None:
         run_stepwise(ops, config)
 
 
+@pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 150))
+def test_rejection_changes_no_array(config: KernelConfig, seed: int, n: int) -> None:
+    """A rejected operation leaves every state array as it was, the per-page PTE totals that no export
+    shows included (apply_op checks before it changes anything)."""
+    np = pytest.importorskip("numpy")
+    ops = random_ops(seed, n, config, invalid=0.3)
+    note(f"seed={seed}; trace:\n{trace_text(ops)}")
+    col = from_ops(ops)
+    state = FastState(config, col.folio_names, col.mm_names,
+                      capacity_orders(col.kind, col.folio, col.order, len(col.folio_names)))
+    for i, op in enumerate(ops):
+        before = [a.copy() for a in state.arrays()]
+        event = K.apply_op(*state.arrays(), int(col.kind[i]), int(col.folio[i]), int(col.mm[i]),
+                           int(col.level[i]), int(col.page[i]), int(col.nr[i]), int(col.order[i]))
+        if event == -2:
+            changed = [j for j, (a, b) in enumerate(zip(state.arrays(), before, strict=True))
+                       if not np.array_equal(a, b)]
+            assert not changed, f"step {i} ({json.dumps(op.to_json())}) rejected but changed arrays {changed}"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif("not config.getoption('--runslow', default=False)", reason="slow: run with --runslow")
 @pytest.mark.parametrize("config", CONFIGS, ids=CONFIG_IDS)
