@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("numba")
 
-from foliosim.evaluate.runner import FAULT_NO_VMA, FAULT_PROT
+from foliosim.evaluate.runner import FAULT_NO_VMA, FAULT_PROT, refused_fault
 from foliosim.fast.sim import tracerun
 from foliosim.workloads.steps import Step
 from tests.fastsim.test_kprog_control import _both
@@ -61,3 +61,16 @@ def test_recorded_fault_path_like_one_step_at_a_time(cfg: str) -> None:
     assert fast.faults[FAULT_NO_VMA] == 4
     assert fast.faults[FAULT_PROT] == 6
     assert fast.faults == slow.faults
+
+
+def test_refused_fault_names_the_cause() -> None:
+    """The one rule both engines' recorded-fault paths use: no VMA, then the access the protection refuses."""
+    class Perms:
+        def __init__(self, read: bool, write: bool) -> None:
+            self.read, self.write = read, write
+
+    assert refused_fault(None, False) == refused_fault(None, True) == FAULT_NO_VMA
+    assert refused_fault(Perms(True, False), True) == FAULT_PROT
+    assert refused_fault(Perms(True, False), False) is None
+    assert refused_fault(Perms(False, False), False) == FAULT_PROT
+    assert refused_fault(Perms(False, True), True) is None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from foliosim.evaluate.consumers import khugepaged_scan, numa_migrate
 from foliosim.evaluate.probe import Probe
@@ -40,6 +40,21 @@ FAULT_MAPPED = "already mapped writable"
 FAULT_PRESENT = "read of a page already present"
 FAULT_NO_VMA = "outside any VMA of the simulator"
 FAULT_PROT = "not permitted by the VMA's protection"
+
+
+class _Permits(Protocol):
+    read: bool
+    write: bool
+
+
+def refused_fault(vma: _Permits | None, write: bool) -> str | None:
+    """Why the simulator takes no fault for a recorded one at a page in ``vma`` (None when the VMA lets the
+    access through): outside any VMA, or not permitted by its protection (both engines' recorded-fault paths)."""
+    if vma is None:
+        return FAULT_NO_VMA
+    if not (vma.write if write else vma.read):
+        return FAULT_PROT
+    return None
 
 
 class WorkloadRunner:
@@ -143,12 +158,9 @@ class WorkloadRunner:
         mm = m.task(step.task).mm
         vpn = self._vpn(step.args[0]) + step.args[1]
         write = step.args[2]
-        vma = mm.find_vma(vpn)
-        if vma is None:
-            self.stats.faults[FAULT_NO_VMA] += 1
-            return
-        if not (vma.write if write else vma.read):
-            self.stats.faults[FAULT_PROT] += 1
+        refused = refused_fault(mm.find_vma(vpn), write)
+        if refused is not None:
+            self.stats.faults[refused] += 1
             return
         hit = m.lookup(mm, vpn)
         if hit is not None and (hit[2] or not write):

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, FAULT_PROT, FAULT_TAKEN
+from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, FAULT_PROT, FAULT_TAKEN, refused_fault
 from foliosim.evaluate.stream import (
     CENSUS,
     FOLIO_NAMES,
@@ -859,12 +859,9 @@ class ScoringRunner(FastWorkloadRunner):
         mm = m.task(step.task).mm
         vpn = self._vpn(step.args[0]) + step.args[1]
         write = bool(step.args[2])
-        vma = mm.find_vma(vpn)
-        if vma is None:
-            self.faults[FAULT_NO_VMA] += 1
-            return
-        if not (vma.write if write else vma.read):
-            self.faults[FAULT_PROT] += 1
+        refused = refused_fault(mm.find_vma(vpn), write)
+        if refused is not None:
+            self.faults[refused] += 1
             return
         task = m.tasks.get(step.task)
         if task is None or task.vfork_blocked:

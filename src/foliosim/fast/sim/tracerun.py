@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, FAULT_PROT, FAULT_TAKEN
+from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, FAULT_PROT, FAULT_TAKEN, refused_fault
 from foliosim.fast import kernels as K
 from foliosim.fast.sim import kern, kprog
 from foliosim.fast.sim import layout as L
@@ -211,12 +211,9 @@ class TraceRunner(FastWorkloadRunner):
         else:
             vmas = mm.vmas  # mm.find_vma(vpn), inline: a fault step is the common case
             at = bisect_right(vmas, vpn, key=_START) - 1
-            vma = vmas[at] if at >= 0 and vmas[at].end > vpn else None
-            if vma is None:
-                self.faults[FAULT_NO_VMA] += 1
-                return
-            if not (vma.write if write else vma.read):
-                self.faults[FAULT_PROT] += 1
+            refused = refused_fault(vmas[at] if at >= 0 and vmas[at].end > vpn else None, write)
+            if refused is not None:
+                self.faults[refused] += 1
                 return
         if task.vfork_blocked:  # the reference looks the page up before the access refuses the sleeping task
             self.flush()
