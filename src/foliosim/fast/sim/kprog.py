@@ -1659,10 +1659,10 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
     A step of another form stays OP_OTHER (Python runs and checks it).
 
     One pass over the steps, each read once (a run trace's steps are cold in the cache by now: a pass per field
-    costs more than the loop), the commonest verbs tested first; regions and labels numbered inline and the rows
+    costs more than the loop), the commonest verbs tested first; regions numbered inline and the rows
     collected flat (a call or a tuple per step costs as much as the step's own tests)."""
     codec = m.codec
-    labels, label_ids = codec.labels, codec.label_ids
+    label, label_ids = codec.label, codec.label_ids
     files: dict[str, int] = {}
     if created is None:
         created = {}
@@ -1732,9 +1732,8 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
             if k is None:
                 k = regions[region] = len(regions)
             lid = label_ids.get(text)
-            if lid is None:  # kvma.VmaCodec.label(), inline
-                lid = label_ids[text] = len(labels)
-                labels.append(text)
+            if lid is None:  # first sight of this label: interned by its one home
+                lid = label(text)
             out += (i, OP_MMAP, k, first, pages, flags | (lid << MF_LABEL_SHIFT), fill)
         elif verb == "munmap":
             if len(a) != 3:
