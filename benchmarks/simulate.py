@@ -19,7 +19,9 @@ access arrays (docs/perf-simulate*.png). Memory: the fast engine's array bytes p
 off) on both engines, its faults/s (the simulator's time as TraceRun measures it, and the whole call: reading
 the trace, the live-snapshot checks), after checking that both engines give the same figures. Writes the "simulate"
 section of docs/performance.md (benchmarks/perfdoc.py); ``--traces-only`` measures only the recorded traces and replaces
-their table in that section.
+their table in that section. Beside them, this machine's own first-touch and copy-on-write fault rates measured in
+the same run (benchmarks/machine_faults.py), before and after, and each fast figure over the first-touch rate: issue
+13's 0.6 M faults/s was that rate when it was filed, and the machine's speed varies between boots.
 
     python benchmarks/simulate.py --traces-only [--runs N] [--no-write]
 
@@ -43,6 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine_faults import Rate, fault_rates
 from perfdoc import Series, loglog_plot, update_section
 from replay import DOCS, log, machine
 
@@ -236,6 +239,7 @@ def trace_runs(name: str, runs: int) -> dict[str, Any]:
 def trace_table(runs: int, quick: bool) -> tuple[list[str], list[dict[str, Any]]]:
     """The recorded traces' lines of the section (heading, what was measured, the table)."""
     simulate(RunTrace.open(TRACES / "fork-child.trace.gz"), engine="fast")  # load the compiled kernels first
+    before = fault_rates()
     rows = []
     for name in TRACE_NAMES[:3] if quick else TRACE_NAMES:
         row = trace_runs(name, runs)
@@ -243,6 +247,8 @@ def trace_table(runs: int, quick: bool) -> tuple[list[str], list[dict[str, Any]]
         log(f"{name}: {row['faults']:,} faults, sim reference {ref['sim']:.2f} s fast {fast['sim']:.2f} s, "
             f"wall reference {ref['wall']:.2f} s fast {fast['wall']:.2f} s")
         rows.append(row)
+    after = fault_rates()
+    own = before["first touch"].median
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
         TRACES_HEADING,
@@ -254,17 +260,19 @@ def trace_table(runs: int, quick: bool) -> tuple[list[str], list[dict[str, Any]]
         "are checked equal first. Faults: the recorded faults the simulator took. Simulator: the time TraceRun "
         "counts as simulating (running the steps; not converting the trace lines, not the snapshot checks). "
         "Whole call: `simulate()` from the file, reading and converting the trace (once; its steps kept) and "
-        f"the live-snapshot checks included. Load average at the end: {load}.",
+        f"the live-snapshot checks included. Load average at the end: {load}. {machine_line(before, after)} "
+        "Fast / machine: the fast engine's faults/s (simulator) over this machine's first-touch faults/s before.",
         "",
         "| trace | steps | faults | snapshots | reference faults/s (simulator) | fast faults/s (simulator) | "
-        "fast / reference | reference whole call | fast whole call | fast / reference |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "fast / reference | fast / machine | reference whole call | fast whole call | fast / reference |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         ref, fast, n = r["reference"], r["fast"], r["faults"]
         lines.append(f"| {r['name']} | {fmt(r['steps'])} | {fmt(n)} | {r['snapshots']} | {fmt(n / ref['sim'])} "
                      f"[{fmt(n / ref['sim_hi'])}..{fmt(n / ref['sim_lo'])}] | {fmt(n / fast['sim'])} "
                      f"[{fmt(n / fast['sim_hi'])}..{fmt(n / fast['sim_lo'])}] | {ref['sim'] / fast['sim']:.1f}x | "
+                     f"{n / fast['sim'] / own:.2f} | "
                      f"{ref['wall']:.2f} s | {fast['wall']:.2f} s | {ref['wall'] / fast['wall']:.1f}x |")
     return lines, rows
 
@@ -299,16 +307,29 @@ TARGETS = [
 ]
 
 
+def machine_line(before: dict[str, Rate], after: dict[str, Rate]) -> str:
+    """The machine's own fault rates (benchmarks/machine_faults.py) measured before and after, as one sentence."""
+    kinds = [f"{kind} {fmt(before[kind].median)} / {fmt(after[kind].median)}" for kind in before]
+    return ("This machine's own page faults in the same run (benchmarks/machine_faults.py: a C-level loop writing "
+            "a byte per 4 KiB page, one core, medians of 7 runs), before / after the measurements, faults/s: "
+            + "; ".join(kinds) + ".")
+
+
 def targets(runs: int) -> None:
     """Only the fast engine (oracle off) on :data:`TARGETS`, at full size whatever ``--quick`` says: faults/s of
-    the paused runs (median, range) and back to back, as the main table measures them; nothing is written."""
+    the paused runs (median, range) and back to back, as the main table measures them, beside this machine's own
+    first-touch fault rate measured in the same run; nothing is written."""
     run_fast(steps_of("fork-child", dict(CASES[0][2], rounds=2)), False)  # compile (or load) the kernels first
     run_fast(steps_of("prefork", dict(CASES[3][2], requests=20)), False)
+    before = fault_rates()
+    own = before["first touch"].median
     for label, workload, params in TARGETS:
         fast = median_run("fast", steps_of(workload, params), False, runs)
         n = fast["faults"]
         print(f"{label}: {fmt(n)} faults, fast paused {fmt(n / fast['s'])} faults/s "
-              f"[{fmt(n / fast['hi'])}..{fmt(n / fast['lo'])}], back to back {fmt(n / fast['hot'])}")
+              f"[{fmt(n / fast['hi'])}..{fmt(n / fast['lo'])}], back to back {fmt(n / fast['hot'])}; "
+              f"{n / fast['s'] / own:.2f} / {n / fast['hot'] / own:.2f} x this machine's first-touch faults")
+    print(machine_line(before, fault_rates()))
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
@@ -336,6 +357,9 @@ def main() -> None:
         return
     run_fast(steps_of("fork-child", dict(CASES[0][2], rounds=2)), True)  # compile (or load) the kernels first
     run_fast(steps_of("prefork", dict(CASES[3][2], requests=20)), False)
+    before = fault_rates()
+    own = before["first touch"].median
+    log(f"machine's own faults: {', '.join(f'{k} {r.text()}' for k, r in before.items())}")
     rows = []
     for label, workload, params in CASES:
         p = dict(params)
@@ -373,6 +397,7 @@ def main() -> None:
         log(f"synthetic {pages} pages: {fast_off['faults']:,} faults, fast {fast_off['s']:.2f} s "
             f"({fast_off['faults'] / fast_off['s']:,.0f}/s), oracle {fast_on['s']:.2f} s, "
             f"{fast_off['peak'] / max(fast_off['pages'], 1):.0f} B/page")
+    after = fault_rates()
     lines = [
         "## Process simulation: faults per second, both engines (benchmarks/simulate.py)",
         "",
@@ -397,16 +422,21 @@ def main() -> None:
         "cold caches (measured: a no-op compiled call takes 50 us instead of 3 us after a 20 ms sleep); the "
         "\"back to back\" column gives the median of as many runs without pauses.",
         "",
+        machine_line(before, after) + " Fast / machine: the fast engine's faults/s (paused) over this machine's "
+        "first-touch faults/s before: issue 13's 0.6 M faults/s was this machine's first-touch rate when it was "
+        "filed (2026-11-30), and the machine's speed varies between boots.",
+        "",
         "| workload | oracle | faults | reference faults/s | fast faults/s | fast faults/s, back to back "
-        "| fast / reference |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| fast / reference | fast / machine |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         ref, fast = r["ref"], r["fast"]
         lines.append(f"| {r['label']} | {'on' if r['check'] else 'off'} | {fmt(fast['faults'])} | "
                      f"{fmt(ref['faults'] / ref['s'])} | {fmt(fast['faults'] / fast['s'])} "
                      f"[{fmt(fast['faults'] / fast['hi'])}..{fmt(fast['faults'] / fast['lo'])}] | "
-                     f"{fmt(fast['faults'] / fast['hot'])} | {ref['s'] / fast['s']:,.0f}x |")
+                     f"{fmt(fast['faults'] / fast['hot'])} | {ref['s'] / fast['s']:,.0f}x | "
+                     f"{fast['faults'] / fast['s'] / own:.2f} |")
     traces, _rows = trace_table(runs, args.quick)
     lines += [
         "",
