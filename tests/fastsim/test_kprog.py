@@ -354,8 +354,8 @@ def test_encode_one_task_one_region(extra: list[Step]) -> None:
 
 
 def test_encode_numbers_tasks_by_first_appearance_across_runs() -> None:
-    """Tasks that come back after another's run keep the number of their first appearance (_encode numbers each
-    run's first step and repeats it)."""
+    """Tasks that come back after another's run keep the number of their first appearance (_encode looks every
+    step's task up in one numbering; a FaultSteps list's told tasks are numbered by runs, test_fault_columns)."""
     tasks = ["a", "a", "b", "b", "a", "c", "b", "c", "c", "a"]
     steps = [Step("write", t, ("heap", i, 1)) for i, t in enumerate(tasks)]
     prog, names, _regions = kprog.encode(steps)
