@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("numba")
 
 from foliosim.fast.sim import kprog, kvma, tracerun
+from foliosim.fast.sim import layout as L
 from foliosim.kconfig import KernelConfig
 from foliosim.live.tracesim import TraceRun
 from foliosim.workloads.runtrace import Conversion
@@ -179,6 +180,8 @@ def test_control_opcodes_like_one_step_at_a_time(monkeypatch: pytest.MonkeyPatch
                                      "thread refused by the simulator": 1, "fault refused by the simulator": 1})
     labels = {v.label for mm in fast.machine.mms.values() for v in mm.vmas}
     assert {"heap", "r39", str(0x7000004)} <= labels
+    assert [[v.label for v in mm.vmas] for mm in fast.machine.mms.values()] == [
+        [v.label for v in mm.vmas] for mm in slow.machine.mms.values()]
 
 
 @pytest.mark.parametrize("ahead", [True, False])
@@ -217,14 +220,30 @@ def test_encode_control_rows() -> None:
     ops = prog[:, kprog.P_OP].tolist()
     assert ops == [kprog.OP_MMAP, kprog.OP_MMAP, kprog.OP_OTHER, kprog.OP_MUNMAP, kprog.OP_MPROTECT, kprog.OP_MADVF,
                    kprog.OP_DONTNEED, kprog.OP_MREMAP, kprog.OP_MREMAP, kprog.OP_MERGE, kprog.OP_OTHER]
-    lx, l512 = m.codec.label("x"), m.codec.label("512")
-    assert m.codec.labels[lx] == "x" and m.codec.labels[l512] == "512"  # numbered inline: the codec's list follows
+    lx, l512 = m.codec.label("x"), kvma.RowCodec.address_label(512)
+    assert m.codec.labels[lx] == "x"  # numbered inline: the codec's list follows
+    assert l512 < 0 and "512" not in m.codec.label_ids  # an address's label: numbered by it, not interned
     assert prog[0].tolist() == [kprog.OP_MMAP, 0, 0, 0, 4, kprog.MF_READ | kprog.MF_WRITE | kprog.MF_NAMED
                                 | kprog.MF_THP | (lx << kprog.MF_LABEL_SHIFT), (1 << 4) | (1 << 9)]
     assert prog[1].tolist() == [kprog.OP_MMAP, 0, 1, 3, 2, kprog.MF_READ | kprog.MF_NORESERVE | kprog.MF_FILE
                                 | kprog.MF_SHARED | (l512 << kprog.MF_LABEL_SHIFT), 0]
     assert prog[4, kprog.P_ARG] == 1 | 4 and prog[5, kprog.P_ARG] == kvma.MA_THP and prog[5, kprog.P_FILL] == 1
     assert prog[7, kprog.P_ARG] == 2 and prog[8, kprog.P_ARG] == -1 and prog[8, kprog.P_FIRST] == 1024
+
+
+def test_address_labels_round_trip() -> None:
+    """An address's label number (negative, not interned) and an interned label's both come back as their text in
+    the Vma objects, address 0 (whose number is not the empty label's 0) included."""
+    codec = kvma.RowCodec([])
+    addrs = [0, 512, 1 << 35]
+    rows = np.zeros((len(addrs) + 2, L.V_LABEL + 1), dtype=np.int64)
+    rows[:, L.V_START] = [*addrs, 1 << 36, 1 << 37]
+    rows[:, L.V_END] = rows[:, L.V_START] + 4
+    rows[:, L.V_THP] = codec.thp(frozenset())
+    rows[:, L.V_FILE] = -1  # anonymous
+    rows[:, L.V_LABEL] = [*map(codec.address_label, addrs), codec.label("heap"), 0]
+    assert [v.label for v in codec.vmas(rows, 1)] == ["0", "512", str(1 << 35), "heap", ""]
+    assert codec.labels == ["", "heap"]
 
 
 def _perturbed(monkeypatch: pytest.MonkeyPatch, how: str) -> None:

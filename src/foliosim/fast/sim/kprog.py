@@ -889,8 +889,11 @@ def _control(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: An
         st[S_STEP] += 1  # FastMachine._begin()
         st[S_LAST] = tn
         # whether it has no VM_DONTFORK mapping: only MADV_DONTFORK makes one (mmap's, split's and mremap's VMAs have
-        # the flag of the VMA they come from or none, merged ones the same), so an MM without one keeps having none
-        if m < msimple.shape[0] and (op == OP_MADVF or msimple[m] == 0):
+        # the flag of the VMA they come from or none, merged ones the same), so an MM without one keeps having none;
+        # and only a verb that unmaps (munmap, mremap, an mmap at an address) can take the last one away, so an MM
+        # with one keeps it through mprotect and an mmap at the unmapped area (no scan of its VMAs after those)
+        if m < msimple.shape[0] and (op == OP_MADVF or (msimple[m] == 0 and (
+                op == OP_MUNMAP or op == OP_MREMAP or (op == OP_MMAP and not prog[i, P_ARG] & MF_NAMED)))):  # noqa: SIM109
             msimple[m] = _no_dontfork(ms, vm, mv, m)
     return why
 
@@ -1724,19 +1727,17 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
                 first = offset
             else:
                 continue
-            if type(region) is int:
-                text = str(region)
+            if type(region) is int:  # labelled by its address: numbered by it (RowCodec.address_label())
+                lid = ~region if region >= 0 else label(str(region))
             elif type(region) is str:
-                text = region
                 flags |= MF_NAMED
+                known = label_ids.get(region)
+                lid = label(region) if known is None else known  # first sight: interned by its one home
             else:
                 continue
             k = get_region(region)
             if k is None:
                 k = regions[region] = len(regions)
-            lid = label_ids.get(text)
-            if lid is None:  # first sight of this label: interned by its one home
-                lid = label(text)
             out += (i, OP_MMAP, k, first, pages, flags | (lid << MF_LABEL_SHIFT), fill)
         elif verb == "munmap":
             if len(a) != 3:

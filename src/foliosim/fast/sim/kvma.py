@@ -819,6 +819,14 @@ class RowCodec:
             self.labels.append(name)
         return lid
 
+    @staticmethod
+    def address_label(vpn: int) -> int:
+        """The number of the label ``str(vpn)`` an mmap at page ``vpn`` >= 0 gives its VMA (a run trace's mmaps are
+        nearly all at an address, each its own label): ``~vpn``, negative, told from an interned label's number by
+        its sign and not interned (a string and two dictionary operations per mmap saved); :meth:`vmas` turns it
+        back into the text."""
+        return ~vpn
+
     def thp(self, orders: frozenset[int]) -> int:
         mask = self.thp_masks.get(orders)
         if mask is None:
@@ -834,8 +842,8 @@ class RowCodec:
         for (start, end, read, write, shared, thp, anon_vma, fid, pgoff, _mapsw, exe, noreserve, account, dontfork,
              sdwp, label) in rows.tolist():
             out.append(Vma(start, end, read != 0, write != 0, shared != 0, None if fid < 0 else files[fid], pgoff,
-                           sets[thp], labels[label], dontfork != 0, sdwp != 0, anon_vma or None,
-                           0 < anon_vma < birth, exe != 0, noreserve != 0, account != 0))
+                           sets[thp], labels[label] if label >= 0 else str(~label), dontfork != 0, sdwp != 0,
+                           anon_vma or None, 0 < anon_vma < birth, exe != 0, noreserve != 0, account != 0))
         return out
 
 
