@@ -310,8 +310,9 @@ TARGETS = [
 def machine_line(before: dict[str, Rate], after: dict[str, Rate]) -> str:
     """The machine's own fault rates (benchmarks/machine_faults.py) measured before and after, as one sentence."""
     kinds = [f"{kind} {fmt(before[kind].median)} / {fmt(after[kind].median)}" for kind in before]
+    runs = min(rate.runs for rate in (*before.values(), *after.values()))
     return ("This machine's own page faults in the same run (benchmarks/machine_faults.py: a C-level loop writing "
-            "a byte per 4 KiB page, one core, medians of 7 runs), before / after the measurements, faults/s: "
+            f"a byte per 4 KiB page, one core, medians of {runs} runs), before / after the measurements, faults/s: "
             + "; ".join(kinds) + ".")
 
 
