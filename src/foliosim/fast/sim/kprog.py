@@ -1668,7 +1668,7 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
     costs more than the loop), the commonest verbs tested first; regions numbered inline and the rows
     collected flat (a call or a tuple per step costs as much as the step's own tests)."""
     codec = m.codec
-    label, label_ids, address_label = codec.label, codec.label_ids, codec.address_label
+    label, address_label = codec.label, codec.address_label
     files: dict[str, int] = {}
     if created is None:
         created = {}
@@ -1731,8 +1731,7 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
                 lid = address_label(region) if region >= 0 else label(str(region))
             elif type(region) is str:
                 flags |= MF_NAMED
-                known = label_ids.get(region)
-                lid = label(region) if known is None else known  # first sight: interned by its one home
+                lid = label(region)  # named mappings are few: interned by its one home
             else:
                 continue
             k = get_region(region)
