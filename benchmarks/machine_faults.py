@@ -9,6 +9,11 @@ workloads are made of, here and now, with a C-level loop (numpy's strided one-by
 - first touch: a write to each page of a fresh anonymous private mapping (do_anonymous_page: allocate, zero, map);
 - copy-on-write: after a fork, the child writes each page the parent wrote (wp_page_copy: allocate, copy, map).
 
+:func:`fault_rates` times long runs (128 MiB): the machine's rate with its caches warm. A workload the simulator
+runs in a few milliseconds, after a pause, pays for caches and branch predictors gone cold, and so does the kernel:
+:func:`short_runs` times first-touch runs of the same number of faults, each after the same pause (or back to back),
+so that a short simulated run can be set beside the machine taking as many faults under the same conditions.
+
 The mapping is 4 KiB pages whatever the THP settings (MADV_NOHUGEPAGE on it: a per-mapping hint, no global knob
 touched), as the simulator's faults are page faults. Timed in CPU time (the process's, kernel time included), as
 benchmarks/simulate.py times the simulator: another job's time slices on the shared machine are not counted.
@@ -104,6 +109,22 @@ def fault_rates(pages: int = 1 << 15, runs: int = 7) -> dict[str, Rate]:
     first_touch(min(pages, 256))  # numpy's strided-store path loaded before the first timing
     return {"first touch": _rate([first_touch(pages) for _ in range(runs)]),
             "copy-on-write": _rate([copy_on_write(pages) for _ in range(runs)])}
+
+
+def short_runs(pages: int, runs: int, pause: float) -> Rate:
+    """First-touch faults/s of ``runs`` runs of ``pages`` faults each, every run after ``pause`` seconds asleep (0:
+    back to back), as benchmarks/simulate.py spaces the simulator's short runs: the machine's own rate for a run that
+    short under the same conditions (a fresh mapping each run; the mmap call itself is not timed, as the simulator's
+    machine is made before its timing)."""
+    if pages < 1 or runs < 1 or pause < 0:
+        raise ValueError(f"pages and runs must be at least 1 and pause not negative, not {pages}, {runs}, {pause}")
+    first_touch(min(pages, 256))  # numpy's strided-store path loaded before the first timing
+    samples = []
+    for _ in range(runs):
+        if pause:
+            time.sleep(pause)
+        samples.append(first_touch(pages))
+    return _rate(samples)
 
 
 def main() -> None:

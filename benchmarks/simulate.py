@@ -45,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine_faults import Rate, fault_rates
+from machine_faults import Rate, fault_rates, short_runs
 from perfdoc import Series, loglog_plot, update_section
 from replay import DOCS, log, machine
 
@@ -136,6 +136,21 @@ def median_run(engine: str, steps: list[Step], check: bool, runs: int) -> dict[s
     if engine != "reference":  # the same number of runs back to back: caches warm from the run before
         out["hot"] = statistics.median([fn(steps, check)["s"] for _ in range(runs * FAST_SAMPLES)])
     return out
+
+
+def same_size(fast: dict[str, float], runs: int) -> dict[str, float]:
+    """This machine's own first-touch faults/s for runs of as many faults as ``fast`` (a :func:`median_run` of the
+    fast engine) took, spaced as its paused runs and back to back (benchmarks/machine_faults.py short_runs()), and
+    the fast engine's faults/s over each: a run of a few milliseconds is slower after a pause in the kernel too."""
+    n = int(fast["faults"])
+    paused = short_runs(n, runs * FAST_SAMPLES, FAST_GAP_S).median
+    hot = short_runs(n, runs * FAST_SAMPLES, 0).median
+    return {"paused": paused, "hot": hot, "x_paused": n / fast["s"] / paused, "x_hot": n / fast["hot"] / hot}
+
+
+def same_text(same: dict[str, float]) -> str:
+    """:func:`same_size`'s machine rates and ratios as two table cells."""
+    return (f"{fmt(same['paused'])} / {fmt(same['hot'])} | {same['x_paused']:.2f} / {same['x_hot']:.2f}")
 
 
 # -- a synthetic first-touch + copy-on-write workload of any size ----------------------------------------------
@@ -326,10 +341,14 @@ def targets(runs: int) -> None:
     own = before["first touch"].median
     for label, workload, params in TARGETS:
         fast = median_run("fast", steps_of(workload, params), False, runs)
+        same = same_size(fast, runs)
         n = fast["faults"]
         print(f"{label}: {fmt(n)} faults, fast paused {fmt(n / fast['s'])} faults/s "
               f"[{fmt(n / fast['hi'])}..{fmt(n / fast['lo'])}], back to back {fmt(n / fast['hot'])}; "
-              f"{n / fast['s'] / own:.2f} / {n / fast['hot'] / own:.2f} x this machine's first-touch faults")
+              f"{n / fast['s'] / own:.2f} / {n / fast['hot'] / own:.2f} x this machine's first-touch faults (long "
+              f"runs); the machine's first touch in runs of {fmt(n)} faults, paused / back to back: "
+              f"{fmt(same['paused'])} / {fmt(same['hot'])} faults/s, fast over it {same['x_paused']:.2f} / "
+              f"{same['x_hot']:.2f}")
     print(machine_line(before, fault_rates()))
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
@@ -375,7 +394,8 @@ def main() -> None:
             assert ref["faults"] == fast["faults"], (label, ref["faults"], fast["faults"])
             size = (f"{p['pages']} pages, " + (f"{p['rounds']} children" if "rounds" in p
                                                 else f"{p['children']} workers, {p['requests']} requests"))
-            row = {"label": f"{label} ({size})", "check": check, "steps": len(steps), "ref": ref, "fast": fast}
+            row = {"label": f"{label} ({size})", "check": check, "steps": len(steps), "ref": ref, "fast": fast,
+                   "same": same_size(fast, runs)}
             log(f"{row['label']} oracle {'on' if check else 'off'}: reference {ref['faults'] / ref['s']:,.0f} "
                 f"faults/s, fast {fast['faults'] / fast['s']:,.0f} faults/s")
             rows.append(row)
@@ -385,7 +405,7 @@ def main() -> None:
         steps = steps_of("fork-child", dict(base, rounds=children))
         fast = median_run("fast", steps, False, runs)
         ref = median_run("reference", steps, False, 1) if children <= CHILDREN_REF_MAX else None
-        scaling.append({"children": children, "fast": fast, "ref": ref})
+        scaling.append({"children": children, "fast": fast, "ref": ref, "same": same_size(fast, runs)})
         log(f"children {children}: fast {fast['s']:.3f} s, reference {ref['s'] if ref else float('nan'):.3f} s")
     synth = []
     for pages, children, writes in SYNTH[:4] if args.quick else SYNTH:
@@ -425,11 +445,17 @@ def main() -> None:
         "",
         machine_line(before, after) + " Fast / machine: the fast engine's faults/s (paused) over this machine's "
         "first-touch faults/s before: issue 13's 0.6 M faults/s was this machine's first-touch rate when it was "
-        "filed (2026-11-30), and the machine's speed varies between boots.",
+        "filed (2026-11-30), and the machine's speed varies between boots. Machine, same faults: this machine's "
+        "first-touch faults/s in runs of as many faults as the workload takes, spaced as the fast engine's paused "
+        "runs / back to back (benchmarks/machine_faults.py short_runs(), measured right after the workload), and "
+        "the fast engine's paused / back-to-back faults/s over them: a run of a few milliseconds after a pause is "
+        "slower in the kernel too. First touch is the machine's faster kind of fault (its copy-on-write is slower), "
+        "so these ratios understate the simulator against the machine living the workload.",
         "",
         "| workload | oracle | faults | reference faults/s | fast faults/s | fast faults/s, back to back "
-        "| fast / reference | fast / machine |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| fast / reference | fast / machine | machine, same faults: paused / back to back "
+        "| fast / machine, same faults |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         ref, fast = r["ref"], r["fast"]
@@ -437,7 +463,7 @@ def main() -> None:
                      f"{fmt(ref['faults'] / ref['s'])} | {fmt(fast['faults'] / fast['s'])} "
                      f"[{fmt(fast['faults'] / fast['hi'])}..{fmt(fast['faults'] / fast['lo'])}] | "
                      f"{fmt(fast['faults'] / fast['hot'])} | {ref['s'] / fast['s']:,.0f}x | "
-                     f"{fast['faults'] / fast['s'] / own:.2f} |")
+                     f"{fast['faults'] / fast['s'] / own:.2f} | {same_text(r['same'])} |")
     traces, _rows = trace_table(runs, args.quick)
     lines += [
         "",
@@ -448,14 +474,16 @@ def main() -> None:
         f"{CASES[0][0]} ({base['pages']} pages) with more and more children; reference up to "
         f"{CHILDREN_REF_MAX} children.",
         "",
-        "| children | faults | reference time | fast time | fast faults/s | back to back |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| children | faults | reference time | fast time | fast faults/s | back to back "
+        "| machine, same faults: paused / back to back | fast / machine, same faults |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in scaling:
         fast, ref = r["fast"], r["ref"]
         ref_s = f"{ref['s']:.2f} s" if ref else "-"
         lines.append(f"| {r['children']} | {fmt(fast['faults'])} | {ref_s} | "
-                     f"{fast['s']:.3f} s | {fmt(fast['faults'] / fast['s'])} | {fmt(fast['faults'] / fast['hot'])} |")
+                     f"{fast['s']:.3f} s | {fmt(fast['faults'] / fast['s'])} | {fmt(fast['faults'] / fast['hot'])} | "
+                     f"{same_text(r['same'])} |")
     lines += [
         "",
         "Synthetic first-touch + copy-on-write (an order-4 heap written whole by the parent, then children each "

@@ -40,3 +40,19 @@ def test_fault_rates_gives_both_kinds_with_ranges() -> None:
         assert rate.runs == 3
         assert 0 < rate.lo <= rate.median <= rate.hi
         assert "faults/s" in rate.text()
+
+
+def test_short_runs_time_each_run_of_the_given_faults() -> None:
+    pages, runs = 200, 4
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    rate = machine_faults.short_runs(pages, runs, 0.001)
+    taken = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert rate.runs == runs
+    assert 0 < rate.lo <= rate.median <= rate.hi
+    assert taken >= pages * runs  # every run faulted every page of its own fresh mapping (the warm-up run too)
+
+
+@pytest.mark.parametrize(("pages", "runs", "pause"), [(0, 3, 0.0), (10, 0, 0.0), (10, 3, -1.0)])
+def test_short_runs_refuses_bad_sizes(pages: int, runs: int, pause: float) -> None:
+    with pytest.raises(ValueError, match="pages and runs"):
+        machine_faults.short_runs(pages, runs, pause)
