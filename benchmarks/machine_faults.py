@@ -19,7 +19,7 @@ touched), as the simulator's faults are page faults. Timed in CPU time (the proc
 benchmarks/simulate.py times the simulator: another job's time slices on the shared machine are not counted.
 Run from the benchmarks directory, or import it.
 
-    python benchmarks/machine_faults.py [--pages N] [--runs N]
+    python benchmarks/machine_faults.py [--pages N] [--runs N] [--short FAULTS]
 """
 
 from __future__ import annotations
@@ -131,11 +131,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=1 << 15)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--short", type=int, metavar="FAULTS",
+                        help="also first touch in runs of FAULTS faults, 20 ms apart and back to back (short_runs())")
     args = parser.parse_args()
-    if args.pages < 1 or args.runs < 1:
-        parser.error("--pages and --runs must be at least 1")
+    if args.pages < 1 or args.runs < 1 or (args.short is not None and args.short < 1):
+        parser.error("--pages, --runs and --short must be at least 1")
     for kind, rate in fault_rates(args.pages, args.runs).items():
         print(f"{kind}: {rate.text()}")
+    if args.short:
+        for how, pause in (("20 ms apart", 0.02), ("back to back", 0.0)):
+            rate = short_runs(args.short, args.runs, pause)
+            print(f"first touch, runs of {args.short:,} faults, {how}: {rate.text()}")
 
 
 if __name__ == "__main__":
