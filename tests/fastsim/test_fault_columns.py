@@ -208,3 +208,28 @@ def test_racy_regions_from_columns() -> None:
     wrong = kprog.FaultSteps(steps)
     wrong.faults = (told[0], told[1] + 1, told[2], told[3])
     assert tracerun._racy_regions(wrong, rows) != expected  # the columns are what it reads
+
+
+def test_tables_ahead_counts_distinct_task_pmds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """_tables_ahead() counts the distinct (task, PMD) pairs of the recorded faults -- a pair met again after
+    others counted once, runs of one pair once, other rows ignored -- as a sort of every fault's pair does."""
+    monkeypatch.setattr(tracerun, "TABLES_AHEAD_FAULTS", 1)
+    monkeypatch.setattr(tracerun, "TABLES_AHEAD_MIN", 1)
+    rnd = random.Random(5)
+    n = 5000
+    prog = np.zeros((n, kprog.P_COLS), dtype=np.int64)
+    prog[:, kprog.P_OP] = [kprog.OP_FAULT if rnd.random() < 0.9 else kprog.OP_READ for _ in range(n)]
+    prog[:, kprog.P_TASK] = np.repeat(rnd.choices(range(6), k=n // 50), 50)
+    prog[:, kprog.P_FIRST] = np.cumsum(rnd.choices([0, 1, 7, 600, -900], k=n)) + (1 << 30)
+
+    class Fake:
+        nfault = int(np.count_nonzero(prog[:, kprog.P_OP] == kprog.OP_FAULT))
+
+    fake: Any = Fake()
+    fake.prog = prog
+    fake.m = type("M", (), {"po": 9})()
+    faults = prog[prog[:, kprog.P_OP] == kprog.OP_FAULT]
+    expected = len({(t, v >> 9) for t, v in zip(faults[:, kprog.P_TASK].tolist(), faults[:, kprog.P_FIRST].tolist(),
+                                                   strict=True)})
+    assert 100 < expected < len(faults) // 2
+    assert tracerun.TraceProgram._tables_ahead(fake) == expected
