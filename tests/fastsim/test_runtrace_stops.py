@@ -39,7 +39,8 @@ _STEPS_HEAD = [Step("spawn", "p"), Step("file", "", ("lib", 16, 0, 0)),
 
 
 def _steps(heap: int) -> tuple[list[Step], list[int], list[int]]:
-    """The steps, the stops (before step k) and the racy faults' places."""
+    """The steps, the stops (before step k) and the racy faults' places. The stretches between the stops are short:
+    some cost less one by one (faults with a step or two: through Python), some more (several mmaps: in the loop)."""
     steps = [*_STEPS_HEAD, *_faults("p", "heap", _FILL), Step("fork", "p", ("c",))]
     stops = [len(steps)]  # right after the fork
     racy = [len(steps)]
@@ -50,12 +51,14 @@ def _steps(heap: int) -> tuple[list[Step], list[int], list[int]]:
     steps += [Step("fault", "p", (heap + 3, 0, 1)),  # the parent's page now exclusive: reused
               Step("mprotect", "c", ("heap", 0, 8, "r")), Step("fault", "c", ("heap", 1, 1)),  # refused
               Step("munmap", "c", ("x", 0, 4)), Step("fault", "c", ("x", 1, 1)),  # no VMA
-              Step("mmap", "c", ("lb", 16, "file-private", "lib", None, "r", 0)), Step("fault", "c", ("lb", 2, 0))]
+              Step("mmap", "c", ("lb", 16, "file-private", "lib", None, "r", 0)), Step("fault", "c", ("lb", 2, 0)),
+              Step("mmap", "c", ("z1", 4, "anon", None, None, "rw", 0)),
+              Step("mmap", "c", ("z2", 4, "anon", None, None, "r", 0))]
     stops.append(len(steps))
-    steps += [Step("exec", "c"), Step("mmap", "c", ("y", 8, "anon", None, None, "rw", 0)),
-              *_faults("c", "y", 5)]
+    steps += [Step("exec", "c"), *(Step("mmap", "c", (f"y{k}", 8, "anon", None, None, "rw", 0)) for k in range(3)),
+              *_faults("c", "y0", 5)]
     stops.append(len(steps))
-    steps += [Step("fork", "c", ("g",)), Step("fault", "g", ("y", 1, 1))]
+    steps += [Step("fork", "c", ("g",)), Step("fault", "g", ("y0", 1, 1))]
     stops.append(len(steps))
     stops.append(len(steps))  # two stops at one place
     steps += [Step("exit", "g")]
@@ -147,6 +150,7 @@ def test_close_stops_see_what_one_step_at_a_time_gives() -> None:
     assert set(first["tasks"]) == {"c", "p"} and "g" not in last["tasks"] and last["tasks"]["p"][1]
     assert {outcome for _rule, outcome in last["cow"]} == {"copy", "reuse"} and len(last["racy"]) == 2
     assert last["faults"]["taken"] > 16 and len(last["faults"]) == 5  # taken, present, mapped, no VMA, refused
-    # every step the loop models ran in it, the close ones included: only the spawn (not in the loop) went through
-    # Python
-    assert [s.verb for s in python] == ["spawn"]
+    # both ways ran: the stretch after the first stop through Python (a race, an mmap, a fault), the next two (with
+    # several mmaps, an exec) in the loop
+    assert python[0].verb == "spawn" and python[1:4] == steps[at[0]:at[1]]
+    assert not any(step in python for step in steps[at[1]:at[3]])

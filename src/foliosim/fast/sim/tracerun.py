@@ -56,15 +56,16 @@ STRETCH_MIN = 32
 TABLES_AHEAD_FAULTS = 16384
 TABLES_AHEAD_MIN = 512
 TABLES_AHEAD_MAX = 1 << 14
-#: what a step a few steps before a live snapshot's stop costs through Python, by opcode, in recorded faults (a
-#: couple of microseconds each: queued, then run in one compiled call at the stop's flush); an entry into the loop
-#: (its tables made, the objects brought back) costs about NEAR_ENTRY of them, the flush of queued faults NEAR_FLUSH.
-#: Measured one step at a time on make, pool, redis-bgsave and prefork-server: mmap, munmap, mprotect ~50 us, exit
-#: ~100 us, fork ~500 us, an entry ~200 us. (OP_OTHER runs through Python either way.)
+#: what a step a few steps before a live snapshot's stop costs more through Python than in the loop, by opcode, in
+#: recorded faults (a couple of microseconds each: queued, then run in one compiled call at the stop's flush); an
+#: entry into the loop (its tables made, the objects brought back) costs about NEAR_ENTRY of them, the flush of
+#: queued faults NEAR_FLUSH. Measured near the stops of make, pool, redis-bgsave and prefork-server: through Python
+#: an mmap, munmap or mprotect 50-150 us, an exit ~100 us, a fork ~200 us (its MM's objects are made either way, ~100
+#: us), an entry into the loop for a few steps ~200 us. (OP_OTHER runs through Python either way.)
 NEAR_COST = np.full(kprog.OP_EXEC + 1, 25, dtype=np.int64)
 NEAR_COST[[kprog.OP_OTHER, kprog.OP_READ, kprog.OP_WRITE, kprog.OP_FAULT]] = (0, 1, 1, 1)
 NEAR_COST[[kprog.OP_FILE, kprog.OP_MERGE, kprog.OP_EXEC, kprog.OP_VFORK, kprog.OP_THREAD]] = 10
-NEAR_COST[[kprog.OP_EXIT, kprog.OP_FORK]] = (50, 250)
+NEAR_COST[[kprog.OP_FORK, kprog.OP_EXIT]] = 50
 NEAR_FLUSH = 15
 NEAR_ENTRY = 100
 
@@ -458,6 +459,7 @@ class TraceProgram(kprog.ProgramRun):
             m._room(min(faults, kprog._AHEAD_MAX), min(2 * faults, kprog._AHEAD_MAX), self._tables_ahead(), 64)
         pos = 0
         stops, at = self.stops, 0
+        near_end = -1  # the stop the steps from pos to it go one by one to (_near(), once per stretch)
         while pos < n:
             while at < len(stops) and stops[at][0] <= pos:  # the objects follow the rows before pos: _call() and
                 stops[at][1]()  # the steps Python ran materialized them
@@ -466,7 +468,9 @@ class TraceProgram(kprog.ProgramRun):
             # pins or pipes held, a step it does not model, or a few steps to the next stop that cost less one by one
             # than an entry into the loop (_near(): their reads, writes and recorded faults queued in the runner's
             # batch, run at the stop's check -- it flushes first -- or before the loop is entered again)
-            near = bool(stops) and end - pos < STRETCH_MIN and self._near(pos, end)
+            near = end == near_end or (bool(stops) and end - pos < STRETCH_MIN and self._near(pos, end))
+            if near:
+                near_end = end
             if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER or near:
                 why = kprog.WHY_STEP
             else:
@@ -498,8 +502,8 @@ class TraceProgram(kprog.ProgramRun):
 
     def _near(self, pos: int, end: int) -> bool:
         """Whether rows ``pos`` to ``end`` (a few, before a stop) cost less through Python one by one than an entry
-        into the loop (:data:`NEAR_COST`): recorded faults and a step or two, not an mmap, exit or fork with them
-        (each costs more through Python; a Python mmap on an MM an exec made also makes all its Vma objects)."""
+        into the loop (:data:`NEAR_COST`): recorded faults with an exit, a fork or a few control steps, not several
+        mmaps (a Python mmap on an MM an exec made also makes all its Vma objects)."""
         ops = self.prog[pos:end, kprog.P_OP]
         cost = NEAR_COST[ops]
         return int(cost.sum()) + (NEAR_FLUSH if (cost == 1).any() else 0) < NEAR_ENTRY
