@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -140,7 +141,7 @@ def test_close_stops_see_what_one_step_at_a_time_gives() -> None:
     slow, _ = _run(False, heap)
     steps, at, _racy = _steps(heap)
     assert len(fast) == len(slow) == len(at)
-    assert at[-1] == len(steps) and all(b - a < tracerun.STRETCH_MIN for a, b in zip(at, at[1:], strict=False))
+    assert at[-1] == len(steps) and all(b - a < tracerun.STRETCH_MIN for a, b in pairwise(at))
     for k, (got, want) in enumerate(zip(fast, slow, strict=True)):
         assert got == want, f"stop {k} (before step {at[k]})"
     # what the stops compare moves: each stop sees the machine the steps before it left, not the one before
