@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("numba")
@@ -122,3 +123,22 @@ def test_lazy_mm_loads_from_rows_on_first_read() -> None:
     rows = mm.rows
     assert type(mm) is not kprog.LazyMM and len(rows) == len(mm.vmas) == len(mm.published) == n >= 2
     assert mm.rowmap == {id(v): r for v, r in zip(mm.vmas, rows, strict=True)}
+
+
+def test_presize_extent_from_the_rows_of_exec_mms() -> None:
+    """kprog._extent() (ProgramRun._prepare()'s presize of the MMs an exec in the loop made, from their rows) gives
+    the pages their VMAs span and the largest THP order any allows, as their Vma objects tell once made; nothing
+    for what it is not asked, or for an MM that is gone."""
+    runner = tracerun.TraceRunner(tracerun.TraceMachine(KernelConfig(), False), Counter())
+    thp = Step("thp", "", ([2, 4], []))  # mTHP orders 2 and 4 always: each anonymous VMA allows them
+    runner.run_steps(kprog.FaultSteps([thp, *STEPS[:STOP1]]), 0, runner.execute, None, [])
+    m = runner.m
+    mm = m.tasks["c"].mm
+    assert type(mm) is kprog.LazyMM
+    nums = np.array([mm.num, m.tasks["p"].mm.num], dtype=np.int64)
+    got = kprog._extent(m.ms, m.vm, m.mv, nums, True, True)
+    assert kprog._extent(m.ms, m.vm, m.mv, nums, False, False) == (0, 0)
+    assert kprog._extent(m.ms, m.vm, m.mv, nums[:0], True, True) == (0, 0)
+    spans = [sum(v.end - v.start for v in x.vmas) for x in (mm, m.tasks["p"].mm)]  # makes c's Vma objects
+    orders = [o for x in (mm, m.tasks["p"].mm) for v in x.vmas for o in v.thp]
+    assert got == (max(spans), max(orders, default=0)) and got[0] > 0 and got[1] == 4
