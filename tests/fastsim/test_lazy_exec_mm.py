@@ -8,7 +8,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pytest
 
 pytest.importorskip("numba")
@@ -125,20 +124,17 @@ def test_lazy_mm_loads_from_rows_on_first_read() -> None:
     assert mm.rowmap == {id(v): r for v, r in zip(mm.vmas, rows, strict=True)}
 
 
-def test_presize_extent_from_the_rows_of_exec_mms() -> None:
-    """kprog._extent() (ProgramRun._prepare()'s presize of the MMs an exec in the loop made, from their rows) gives
-    the pages their VMAs span and the largest THP order any allows, as their Vma objects tell once made; nothing
-    for what it is not asked, or for an MM that is gone."""
+def test_presize_extent_bounds_from_the_rows_of_exec_mms() -> None:
+    """LazyMM.extent() (ProgramRun._prepare()'s presize of an MM an exec in the loop made, from a few cells of its
+    rows, its Vma objects not made) bounds the pages its VMAs span and the largest THP order any allows, as its Vma
+    objects tell once made; nothing for what it is not asked."""
     runner = tracerun.TraceRunner(tracerun.TraceMachine(KernelConfig(), False), Counter())
     thp = Step("thp", "", ([2, 4], []))  # mTHP orders 2 and 4 always: each anonymous VMA allows them
     runner.run_steps(kprog.FaultSteps([thp, *STEPS[:STOP1]]), 0, runner.execute, None, [])
-    m = runner.m
-    mm = m.tasks["c"].mm
+    mm = runner.m.tasks["c"].mm
     assert type(mm) is kprog.LazyMM
-    nums = np.array([mm.num, m.tasks["p"].mm.num], dtype=np.int64)
-    got = kprog._extent(m.ms, m.vm, m.mv, nums, True, True)
-    assert kprog._extent(m.ms, m.vm, m.mv, nums, False, False) == (0, 0)
-    assert kprog._extent(m.ms, m.vm, m.mv, nums[:0], True, True) == (0, 0)
-    spans = [sum(v.end - v.start for v in x.vmas) for x in (mm, m.tasks["p"].mm)]  # makes c's Vma objects
-    orders = [o for x in (mm, m.tasks["p"].mm) for v in x.vmas for o in v.thp]
-    assert got == (max(spans), max(orders, default=0)) and got[0] > 0 and got[1] == 4
+    pages, order = mm.extent(False, False)
+    assert mm.extent(True, True) == (0, 0) and type(mm) is kprog.LazyMM
+    span = sum(v.end - v.start for v in mm.vmas)  # makes its Vma objects
+    assert pages >= span > 0 and pages == mm.vmas[-1].end - mm.vmas[0].start
+    assert order == max(o for v in mm.vmas for o in v.thp) == 4

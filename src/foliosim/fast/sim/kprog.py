@@ -1450,36 +1450,6 @@ def _fork_scan(ms: Any, nmm: int, fork_rows: Any, pos: int, end: int, prog: Any,
     return most, k
 
 
-@sjit
-def _extent(ms: Any, vm: Any, mv: Any, nums: Any, pages_too: bool, order_too: bool) -> tuple[int, int]:
-    """For ProgramRun._prepare()'s _presize(), from the VMA rows of the live, unzapped MMs ``nums``: the most pages
-    one MM's VMAs span (0 unless ``pages_too``) and the largest THP order any VMA allows (the highest bit of its
-    THP mask, RowCodec.thp(); 0 unless ``order_too``). One compiled call for a numpy pass per MM."""
-    pages = 0
-    order = 0
-    for j in range(nums.shape[0]):
-        num = nums[j]
-        n = ms[num, L.MS_NVMA]
-        if n == 0 or ms[num, L.MS_LIVE] == 0 or ms[num, L.MS_ZAPPED] != 0:
-            continue
-        off = ms[num, L.MS_VOFF]
-        span = 0
-        for k in range(off, off + n):
-            r = mv[k]
-            span += vm[r, L.V_END] - vm[r, L.V_START]
-            if order_too:
-                mask = vm[r, L.V_THP]
-                o = -1
-                while mask:
-                    mask >>= 1
-                    o += 1
-                if o > order:
-                    order = o
-        if pages_too and span > pages:
-            pages = span
-    return pages, order
-
-
 _NONE = np.zeros(0, dtype=np.int64)
 _NONE8 = np.zeros(0, dtype=np.int8)
 _NOVM = np.zeros((0, L.VM_COLS), dtype=np.int64)
@@ -1861,6 +1831,23 @@ class LazyMM(FastMM):
         slot["rowmap"].__set__(self, {id(vma): r for vma, r in zip(vmas, rows, strict=True)})
         slot["published"].__set__(self, list(vmas))
 
+    def extent(self, sized: bool, ordered: bool) -> tuple[int, int]:
+        """Upper bounds of what ProgramRun._prepare() reads of the VMAs for _presize() (scratch sizes: a bound changes
+        no result), from a few cells of the rows: the pages from its first VMA's start to its last's end (0 when
+        ``sized``) and the largest THP order any VMA of the machine allows (its codec's masks; 0 when ``ordered``).
+        Scalar reads, not a numpy pass over its rows at every entry into the loop."""
+        assert self.pmds is not None
+        m = self.pmds.machine
+        item, num = m.ms.item, self.num
+        n = item(num, L.MS_NVMA)
+        if not n or not item(num, L.MS_LIVE) or item(num, L.MS_ZAPPED):
+            return 0, 0
+        off = item(num, L.MS_VOFF)
+        mv, vm_item = m.mv.item, m.vm.item
+        pages = 0 if sized else vm_item(mv(off + n - 1), L.V_END) - vm_item(mv(off), L.V_START)
+        order = 0 if ordered else max(map(int.bit_length, m.codec.thp_sets), default=1) - 1
+        return pages, max(order, 0)
+
     def prot_at(self, vpn: int) -> tuple[bool, bool] | None:
         """(read, write) of the VMA containing ``vpn`` (``find_vma()``), from the rows; None: no VMA there."""
         n = self.nvmas()
@@ -2148,19 +2135,16 @@ class ProgramRun:
             sized = m._gather.shape[0] >= _AHEAD_MAX
             ordered = not self.nmadv or m.ent.shape[0] >= (len(self.mobj) + 1) << m.po
             if not (sized and ordered):
-                lazy = []
                 for mm in self.mobj.values():  # C-level maps: a generator costs a frame per VMA, at every entry
-                    if type(mm) is LazyMM:  # from its rows (its Vma objects are not made for this): below
-                        lazy.append(mm.num)
+                    if type(mm) is LazyMM:  # bounds from its rows (its Vma objects are not made for this)
+                        p, o = mm.extent(sized, ordered)
+                        pages, order = max(pages, p), max(order, o)
                         continue
                     vmas = mm.vmas
                     if not sized:
                         pages = max(pages, sum(map(_END, vmas)) - sum(map(_START, vmas)))
                     if not ordered:  # the largest order any VMA allows (an empty set allows none)
                         order = max(order, max(map(max, filter(None, map(_THP, vmas))), default=0))
-                if lazy:
-                    p, o = _extent(m.ms, m.vm, m.mv, np.array(lazy, dtype=np.int64), not sized, not ordered)
-                    pages, order = max(pages, p), max(order, o)
             self._presize(pages, order)
         if nfork:  # fork copies every VMA (file and shared ones too), except VM_DONTFORK ones: Python does that
             for num in self._fnums[:nfork].tolist():

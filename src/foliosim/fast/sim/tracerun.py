@@ -585,7 +585,6 @@ def load_kernels(config: KernelConfig, fast_oracle: bool) -> float:
     # a page's lookup (FastMachine.lookup_slot(): a racy fault's folio before and after, a fault of a task asleep in
     # vfork()), else loaded at the first race inside the simulation (milliseconds)
     kern.lookup(m.cfg, m.glob, m.tb, m.ptf, m.ptp, m.ptw, m.hk, m.hv, 0, 0)
-    kprog._extent(m.ms, m.vm, m.mv, np.zeros(0, dtype=np.int64), True, True)  # MMs an exec in the loop made
     return time.perf_counter() - began
 
 
