@@ -569,8 +569,10 @@ _WARM_STEPS = (
 )
 
 
-def load_kernels(config: KernelConfig, fast_oracle: bool) -> float:
-    """Load (or compile) the compiled kernels a run trace needs, on a throwaway machine; the seconds it took."""
+def load_kernels(config: KernelConfig, fast_oracle: bool, lookup: bool = False) -> float:
+    """Load (or compile) the compiled kernels a run trace needs, on a throwaway machine; the seconds it took.
+    ``lookup``: also a page's lookup (kern.lookup: the live checker notes a racy fault's folio before and after it),
+    for a trace with live snapshots (else it would first be loaded inside the simulation, milliseconds)."""
     began = time.perf_counter()
     for interpreter in (False, True):  # one step at a time (the kernels Python calls), then the step interpreter
         runner = TraceRunner(TraceMachine(config, fast_oracle), Counter())
@@ -582,9 +584,8 @@ def load_kernels(config: KernelConfig, fast_oracle: bool) -> float:
         runner.flush()
     m = runner.m  # the table hash's rebuild (FastMachine.ensure() when it grows), on copies
     kern.rehash(m.glob.copy(), m.tb.copy(), np.full_like(m.hk, -1), np.zeros_like(m.hv), int(m.glob[L.G_NTB]))
-    # a page's lookup (FastMachine.lookup_slot(): a racy fault's folio before and after, a fault of a task asleep in
-    # vfork()), else loaded at the first race inside the simulation (milliseconds)
-    kern.lookup(m.cfg, m.glob, m.tb, m.ptf, m.ptp, m.ptw, m.hk, m.hv, 0, 0)
+    if lookup:  # FastMachine.lookup_slot() (a fault of a task asleep in vfork() also looks its page up: rare)
+        kern.lookup(m.cfg, m.glob, m.tb, m.ptf, m.ptp, m.ptw, m.hk, m.hv, 0, 0)
     return time.perf_counter() - began
 
 
