@@ -122,3 +122,19 @@ def test_lazy_mm_loads_from_rows_on_first_read() -> None:
     rows = mm.rows
     assert type(mm) is not kprog.LazyMM and len(rows) == len(mm.vmas) == len(mm.published) == n >= 2
     assert mm.rowmap == {id(v): r for v, r in zip(mm.vmas, rows, strict=True)}
+
+
+def test_presize_extent_bounds_from_the_rows_of_exec_mms() -> None:
+    """LazyMM.extent() (ProgramRun._prepare()'s presize of an MM an exec in the loop made, from a few cells of its
+    rows, its Vma objects not made) bounds the pages its VMAs span and the largest THP order any allows, as its Vma
+    objects tell once made; nothing for what it is not asked."""
+    runner = tracerun.TraceRunner(tracerun.TraceMachine(KernelConfig(), False), Counter())
+    thp = Step("thp", "", ([2, 4], []))  # mTHP orders 2 and 4 always: each anonymous VMA allows them
+    runner.run_steps(kprog.FaultSteps([thp, *STEPS[:STOP1]]), 0, runner.execute, None, [])
+    mm = runner.m.tasks["c"].mm
+    assert type(mm) is kprog.LazyMM
+    pages, order = mm.extent(False, False)
+    assert mm.extent(True, True) == (0, 0) and type(mm) is kprog.LazyMM
+    span = sum(v.end - v.start for v in mm.vmas)  # makes its Vma objects
+    assert pages >= span > 0 and pages == mm.vmas[-1].end - mm.vmas[0].start
+    assert order == max(o for v in mm.vmas for o in v.thp) == 4

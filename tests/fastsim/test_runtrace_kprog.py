@@ -232,3 +232,16 @@ def test_load_kernels_loads_the_merge_kernel() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")})
     assert out.stdout.split() == ["0", "1"]
+
+
+def test_load_kernels_loads_the_lookup_kernel() -> None:
+    """load_kernels(lookup=True) (a trace with live snapshots) also loads a page's lookup (kern.lookup: a racy
+    fault's folio before and after), else first loaded inside a simulation (a first run's sim time, milliseconds);
+    without snapshots it is not loaded; a fresh process, as another test may have loaded it already."""
+    code = ("from foliosim.fast.sim import kern, tracerun\nfrom foliosim.kconfig import KernelConfig\n"
+            "before = len(kern.lookup.signatures)\ntracerun.load_kernels(KernelConfig(), False)\n"
+            "between = len(kern.lookup.signatures)\ntracerun.load_kernels(KernelConfig(), False, lookup=True)\n"
+            "print(before, between, len(kern.lookup.signatures))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")})
+    assert out.stdout.split() == ["0", "0", "1"]

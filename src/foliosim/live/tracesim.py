@@ -306,7 +306,7 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
 
     perf = time.perf_counter
     try:
-        loaded = load_kernels(config, oracle != "off")
+        loaded = load_kernels(config, oracle != "off", lookup=bool(conv.stats.snapshots))
     except OracleViolation as exc:
         raise Unsupported(f"the fast engine stopped ({exc})") from None
     m = TraceMachine(config, oracle != "off")

@@ -1832,10 +1832,10 @@ class LazyMM(FastMM):
         slot["published"].__set__(self, list(vmas))
 
     def extent(self, sized: bool, ordered: bool) -> tuple[int, int]:
-        """What ProgramRun._prepare() reads of the VMAs for _presize(), from the rows: the pages they span (0 when
-        ``sized``) and the largest THP order any allows (0 when ``ordered``)."""
-        if sized and ordered:
-            return 0, 0
+        """Upper bounds of what ProgramRun._prepare() reads of the VMAs for _presize() (scratch sizes: a bound changes
+        no result), from a few cells of the rows: the pages from its first VMA's start to its last's end (0 when
+        ``sized``) and the largest THP order any VMA of the machine allows (its codec's masks; 0 when ``ordered``).
+        Scalar reads, not a numpy pass over its rows at every entry into the loop."""
         assert self.pmds is not None
         m = self.pmds.machine
         item, num = m.ms.item, self.num
@@ -1843,16 +1843,10 @@ class LazyMM(FastMM):
         if not n or not item(num, L.MS_LIVE) or item(num, L.MS_ZAPPED):
             return 0, 0
         off = item(num, L.MS_VOFF)
-        rows, vm = m.mv[off:off + n], m.vm
-        if sized:
-            pages = 0
-        else:
-            start, end = vm[rows, L.V_START:L.V_END + 1].sum(axis=0).tolist()
-            pages = end - start
-        sets = m.codec.thp_sets
-        order = 0 if ordered else max(map(max, filter(None, map(sets.__getitem__, set(vm[rows, L.V_THP].tolist())))),
-                                      default=0)
-        return pages, order
+        mv, vm_item = m.mv.item, m.vm.item
+        pages = 0 if sized else vm_item(mv(off + n - 1), L.V_END) - vm_item(mv(off), L.V_START)
+        order = 0 if ordered else max(map(int.bit_length, m.codec.thp_sets), default=1) - 1
+        return pages, max(order, 0)
 
     def prot_at(self, vpn: int) -> tuple[bool, bool] | None:
         """(read, write) of the VMA containing ``vpn`` (``find_vma()``), from the rows; None: no VMA there."""
@@ -2142,7 +2136,7 @@ class ProgramRun:
             ordered = not self.nmadv or m.ent.shape[0] >= (len(self.mobj) + 1) << m.po
             if not (sized and ordered):
                 for mm in self.mobj.values():  # C-level maps: a generator costs a frame per VMA, at every entry
-                    if type(mm) is LazyMM:  # from its rows (its Vma objects are not made for this)
+                    if type(mm) is LazyMM:  # bounds from its rows (its Vma objects are not made for this)
                         p, o = mm.extent(sized, ordered)
                         pages, order = max(pages, p), max(order, o)
                         continue
@@ -2269,9 +2263,8 @@ class ProgramRun:
                 _published(mm)
             m._sync(mm)  # anon_vma ids the kernels assigned (fork's _dup_mmap() syncs its parent)
         mms: dict[int, FastMM] = dict(self.mobj)
-        mtask = self._mtask.tolist()
-        created = [num for num, (t, live) in enumerate(zip(mtask, ms[:len(mtask), L.MS_LIVE].tolist(), strict=True))
-                   if t >= 0 and live]
+        created = [num for num in (self._mtask >= 0).nonzero()[0].tolist() if ms[num, L.MS_LIVE]]  # mostly none
+        mtask = self._mtask.tolist() if created else []
         vm_item, mv, vfk_item = m.vm.item, m.mv, self._vfk.item  # scalar reads: no numpy scalar made for each
         morig = self._morig.tolist() if created else []
         for num in created:  # forked in the compiled loop and still alive
@@ -2389,7 +2382,7 @@ class ProgramRun:
         numbers) in ``vst``, per MM (FastMM.vcap, unmerged window, anon_birth) in ``mk``; the page cache's arrays
         made big enough for the files the program creates from ``pos`` on (their size is not state)."""
         m, vst = self.m, self.vst
-        k = int(np.searchsorted(self.file_rows, pos))
+        k = int(self.file_rows.searchsorted(pos))
         if k < len(self.file_rows):
             pc = m.pcache
             need = pc.used + int(self.file_pages[k])
@@ -2428,8 +2421,8 @@ class ProgramRun:
         vst[X_THPMADV] = codec.thp(opts.thp | (madv if madv is not None else frozenset({m.po})))
         vst[X_THPNONE] = codec.thp(frozenset())
         files, ids = m.files, m.pcache.ids
-        for k, name in enumerate(self.fnames):
-            self.ftab[k] = ids[name] if name in files else -1
+        if self.fnames:  # one write (a numpy scalar write per file costs more than the lookups)
+            self.ftab[:len(self.fnames)] = [ids[name] if name in files else -1 for name in self.fnames]
         vst[X_NFILE] = len(m.pcache.files)
         vst[X_PCUSED] = m.pcache.used
         vst[X_FILESTEP] = -1
@@ -2478,11 +2471,11 @@ class ProgramRun:
             base = int(self.rtab[i])
             if base != MISSING and regions.get(region) != base:
                 regions[region] = base
-        for num in np.flatnonzero(mk[:, K_EXEC]).tolist():  # FastMachine._new_mm() of the execs in the loop
+        for num in mk[:, K_EXEC].nonzero()[0].tolist():  # FastMachine._new_mm() of the execs in the loop
             self._exec_mm(num)
         if not self.light:
             self._forked_mms()
-        used = np.flatnonzero(mk[:, K_USED]).tolist()
+        used = mk[:, K_USED].nonzero()[0].tolist()
         lazy = [mm.num for mm in m.mms.values() if type(mm) is LazyMM]
         if lazy:  # made from the rows: nothing for FastMachine._sync() to bring back (it would make them)
             counter = int(m.glob[L.G_ANONVMA])
@@ -2515,10 +2508,7 @@ class ProgramRun:
                 m._materialize(mm)
             if row[K_MERGED]:
                 m._sync(mm)
-        mk[used, K_USED] = 0
-        mk[used, K_MERGED] = 0
-        mk[used, K_PLO] = kvma.NO_LO
-        mk[used, K_PHI] = -1
+        mk[used, K_USED:K_MERGED + 1] = (0, kvma.NO_LO, -1, 0)  # K_USED, K_PLO, K_PHI, K_MERGED: one write
 
     def _after_control(self) -> None:
         """After the stretch's bookkeeping: a file created last leaves the machine with no current task
@@ -2526,7 +2516,7 @@ class ProgramRun:
         if int(self.vst[X_FILESTEP]) == self.m.step:
             self.m.task_name = None
         self.vst[X_FILESTEP] = -1
-        born = np.flatnonzero((self.tst == T_NEW) & (self.ttg[:, TG_TGID] > 0)).tolist()
+        born = ((self.tst == T_NEW) & (self.ttg[:, TG_TGID] > 0)).nonzero()[0].tolist()
         for i in born:  # threads made in the loop: their group (the tables made them FastTask(pid, ..., pid))
             task = self.m.tasks.get(self.names[i])
             if task is not None and task.pid == int(self.tpid[i]):
@@ -2597,7 +2587,7 @@ class ProgramRun:
         kvma.NEW_ROWS rows and move its MM's index slice), so that the loop does not return to Python for
         FastMachine._compact_vmas() (the arrays' size is not state: the rows and slices in use are copied)."""
         m = self.m
-        ahead = len(self.vma_rows) - int(np.searchsorted(self.vma_rows, pos))
+        ahead = len(self.vma_rows) - int(self.vma_rows.searchsorted(pos))
         if not ahead:
             return
         most = max(map(_nvmas, m.mms.values()), default=0) + kvma.NEW_ROWS
@@ -2619,7 +2609,7 @@ class ProgramRun:
         bookkeeping that follows as the MMs Python knew are (it makes no others)."""
         m, ms, names, mk = self.m, self.m.ms, self.names, self.mk
         mtask = self._mtask
-        created = np.flatnonzero((mtask >= 0) & (ms[:mtask.shape[0], L.MS_LIVE] != 0)).tolist()
+        created = [num for num in (mtask >= 0).nonzero()[0].tolist() if ms[num, L.MS_LIVE]]  # mostly none
         vm, mv, vfk = m.vm, m.mv, self._vfk
         for num in created:
             mm = FastMM(num, int(ms[num, L.MS_ID]), label=names[int(mtask[num])])

@@ -56,6 +56,18 @@ STRETCH_MIN = 32
 TABLES_AHEAD_FAULTS = 16384
 TABLES_AHEAD_MIN = 512
 TABLES_AHEAD_MAX = 1 << 14
+#: what a step a few steps before a live snapshot's stop costs more through Python than in the loop, by opcode, in
+#: recorded faults (a couple of microseconds each: queued, then run in one compiled call at the stop's flush); an
+#: entry into the loop (its tables made, the objects brought back) costs about NEAR_ENTRY of them, the flush of
+#: queued faults NEAR_FLUSH. Measured near the stops of make, pool, redis-bgsave and prefork-server: through Python
+#: an mmap, munmap or mprotect 50-150 us, an exit ~100 us, a fork ~200 us (its MM's objects are made either way, ~100
+#: us), an entry into the loop for a few steps ~200 us. (OP_OTHER runs through Python either way.)
+NEAR_COST = np.full(kprog.OP_EXEC + 1, 25, dtype=np.int64)
+NEAR_COST[[kprog.OP_OTHER, kprog.OP_READ, kprog.OP_WRITE, kprog.OP_FAULT]] = (0, 1, 1, 1)
+NEAR_COST[[kprog.OP_FILE, kprog.OP_MERGE, kprog.OP_EXEC, kprog.OP_VFORK, kprog.OP_THREAD]] = 10
+NEAR_COST[[kprog.OP_FORK, kprog.OP_EXIT]] = 50
+NEAR_FLUSH = 15
+NEAR_ENTRY = 100
 
 
 @dataclass(slots=True)
@@ -447,15 +459,18 @@ class TraceProgram(kprog.ProgramRun):
             m._room(min(faults, kprog._AHEAD_MAX), min(2 * faults, kprog._AHEAD_MAX), self._tables_ahead(), 64)
         pos = 0
         stops, at = self.stops, 0
+        near_end = -1  # the stop the steps from pos to it go one by one to (_near(), once per stretch)
         while pos < n:
             while at < len(stops) and stops[at][0] <= pos:  # the objects follow the rows before pos: _call() and
                 stops[at][1]()  # the steps Python ran materialized them
                 at += 1
             end = stops[at][0] if at < len(stops) else n
-            # pins or pipes held, a step it does not model, or a few steps to the next stop (one by one, as
-            # run_steps() runs a few steps: their reads, writes and recorded faults queued in the runner's batch,
-            # run at the stop's check -- it flushes first -- or before the loop is entered again)
-            near = bool(stops) and end - pos < STRETCH_MIN
+            # pins or pipes held, a step it does not model, or a few steps to the next stop that cost less one by one
+            # than an entry into the loop (_near(): their reads, writes and recorded faults queued in the runner's
+            # batch, run at the stop's check -- it flushes first -- or before the loop is entered again)
+            near = end == near_end or (bool(stops) and end - pos < STRETCH_MIN and self._near(pos, end))
+            if near:
+                near_end = end
             if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER or near:
                 why = kprog.WHY_STEP
             else:
@@ -484,6 +499,14 @@ class TraceProgram(kprog.ProgramRun):
         r.flush()
         for _row, fn in stops[at:]:  # at the end of the list
             fn()
+
+    def _near(self, pos: int, end: int) -> bool:
+        """Whether rows ``pos`` to ``end`` (a few, before a stop) cost less through Python one by one than an entry
+        into the loop (:data:`NEAR_COST`): recorded faults with an exit, a fork or a few control steps, not several
+        mmaps (a Python mmap on an MM an exec made also makes all its Vma objects)."""
+        ops = self.prog[pos:end, kprog.P_OP]
+        cost = NEAR_COST[ops]
+        return int(cost.sum()) + (NEAR_FLUSH if (cost == 1).any() else 0) < NEAR_ENTRY
 
     def _tables_ahead(self) -> int:
         """Page tables to make room for before a long run (:data:`TABLES_AHEAD_FAULTS` recorded faults or more):
@@ -523,7 +546,7 @@ class TraceProgram(kprog.ProgramRun):
         if k:
             assert self.races is not None
             seen = self.races.seen  # a set: each folio's name once (a race is often taken many times)
-            for code in np.unique(self.racy[:k, 1:]).tolist():
+            for code in set(self.racy[:k, 1:].ravel().tolist()):
                 if code != L.NONE:
                     seen.add(_SPECIAL.get(code) or f"f{code}")
             st[kprog.S_NRACY] = 0
@@ -548,8 +571,10 @@ _WARM_STEPS = (
 )
 
 
-def load_kernels(config: KernelConfig, fast_oracle: bool) -> float:
-    """Load (or compile) the compiled kernels a run trace needs, on a throwaway machine; the seconds it took."""
+def load_kernels(config: KernelConfig, fast_oracle: bool, lookup: bool = False) -> float:
+    """Load (or compile) the compiled kernels a run trace needs, on a throwaway machine; the seconds it took.
+    ``lookup``: also a page's lookup (kern.lookup: the live checker notes a racy fault's folio before and after it),
+    for a trace with live snapshots (else it would first be loaded inside the simulation, milliseconds)."""
     began = time.perf_counter()
     for interpreter in (False, True):  # one step at a time (the kernels Python calls), then the step interpreter
         runner = TraceRunner(TraceMachine(config, fast_oracle), Counter())
@@ -561,6 +586,8 @@ def load_kernels(config: KernelConfig, fast_oracle: bool) -> float:
         runner.flush()
     m = runner.m  # the table hash's rebuild (FastMachine.ensure() when it grows), on copies
     kern.rehash(m.glob.copy(), m.tb.copy(), np.full_like(m.hk, -1), np.zeros_like(m.hv), int(m.glob[L.G_NTB]))
+    if lookup:  # FastMachine.lookup_slot() (a fault of a task asleep in vfork() also looks its page up: rare)
+        kern.lookup(m.cfg, m.glob, m.tb, m.ptf, m.ptp, m.ptw, m.hk, m.hv, 0, 0)
     return time.perf_counter() - began
 
 
