@@ -135,18 +135,24 @@ def _session_lock(config: pytest.Config, name: str) -> Path:
     return Path(tempfile.gettempdir()) / f"foliosim-tests-{key}-{name}.lock"
 
 
+#: the lock that live-kernel tests of every test session on this machine take (not one per checkout: the THP
+#: settings, tracefs and BPF they touch are the machine's)
+LIVE_TESTS_LOCK = Path(tempfile.gettempdir()) / "foliosim-tests-live.lock"
+
+
 @pytest.fixture(autouse=True)
 def _live_tests_one_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Under pytest-xdist, no two live-kernel tests run at the same time.
+    """No two live-kernel tests run at the same time on this machine: not two xdist workers of one session, and not
+    two sessions (two checkouts' suites, say CI and a developer's run).
 
     A live test reads the global THP settings before and after its run and compares them, and takes tracefs
-    instances and BPF programs: another worker's live test changing the settings in between (under the flock
-    of /run/foliosim/live.lock, as it should) would fail it. Without xdist the tests run one at a time anyway.
+    instances and BPF programs: another live test changing the settings in between (under the flock of
+    /run/foliosim/live.lock, as it should, but between this test's two readings) would fail it.
     """
-    if "live" not in request.keywords or not os.environ.get("PYTEST_XDIST_WORKER"):
+    if "live" not in request.keywords:
         yield
         return
-    with open(_session_lock(request.config, "live"), "w") as lock:
+    with open(LIVE_TESTS_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
