@@ -363,6 +363,24 @@ def test_encode_numbers_tasks_by_first_appearance_across_runs() -> None:
     assert prog[:, kprog.P_TASK].tolist() == [names.index(t) for t in tasks]
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_encode_indexes_its_rows(seed: int) -> None:
+    """The row index _encode() hands ProgramRun (made in the same compiled call as the rows, in memory the
+    classification used before) is _row_index() of the finished program: fork rows, fork/exit rows, the rows Python
+    runs (madvise it does not model included), recorded faults."""
+    steps = random_program(seed)
+    rng = random.Random(seed)
+    for step in [Step("madvise", "P", ("heap", 0, 2, "willneed")), Step("fault", "P", (0x7F00, 0, True)),
+                 Step("madvise", "P", ("heap", 1, 2, "dontneed")), Step("exit", "Q"), Step("fork", "P", ("Z",))]:
+        steps.insert(rng.randrange(len(steps) + 1), step)
+    prog, *_rest, rows, index = kprog._encode(steps)
+    fresh = np.full((3, len(steps)), -5, dtype=np.int64)
+    want = kprog._row_index(prog[:, kprog.P_OP], fresh, False)
+    assert index == want and want[0] and want[1] > want[0] and want[2] and want[7]
+    for k, n in enumerate(want[:3]):
+        assert rows[k, :n].tolist() == fresh[k, :n].tolist()
+
+
 def test_encode_packs_many_tasks() -> None:
     """Task numbers past one byte (a plain list's verb code and task number travel packed in one integer) keep
     every verb's code and every task's number."""

@@ -1319,28 +1319,34 @@ def _classify(codes: Any, mask: Any, idx: Any) -> tuple[int, int, int]:
     return nf, nm, nq
 
 
+#: :func:`_row_index`'s counts
+RowCounts = tuple[int, int, int, int, int, int, int, int]
+
+
 #: :func:`_encode`'s one pass over a plain step list packs each step's verb code and task number in one integer
 _TASK_SHIFT = 8
 
 
 @sjit
-def _classify_packed(packed: Any, codes: Any, tnum: Any, mask: Any, idx: Any) -> tuple[int, int, int]:
-    """:func:`_classify` of packed rows (verb code | task number << :data:`_TASK_SHIFT`), unpacked into ``codes``
-    and ``tnum`` in the same pass."""
+def _classify_packed(packed: Any, prog: Any, mask: Any, idx: Any) -> tuple[int, int, int]:
+    """:func:`_classify` of packed rows (verb code | task number << :data:`_TASK_SHIFT`), unpacked into the
+    program's P_OP and P_TASK columns first."""
     for i in range(packed.shape[0]):
         p = packed[i]
-        codes[i] = p & ((1 << _TASK_SHIFT) - 1)
-        tnum[i] = p >> _TASK_SHIFT
-    return _classify(codes, mask, idx)
+        prog[i, P_OP] = p & ((1 << _TASK_SHIFT) - 1)
+        prog[i, P_TASK] = p >> _TASK_SHIFT
+    return _classify(prog[:, P_OP], mask, idx)
 
 
 @sjit
 def _fill_rows(prog: Any, codes: Any, tnum: Any, one_task: bool, areg: Any, one_reg: bool, afirst: Any,
                apages: Any, idx: Any, nf: int, fchild: Any, nm: int, mkind: Any, mreg: Any, mfirst: Any,
-               mpages: Any, nq: int, freg: Any, ffirst: Any, fwrite: Any) -> tuple[int, int]:
+               mpages: Any, nq: int, freg: Any, ffirst: Any, fwrite: Any, rows: Any
+               ) -> tuple[int, int, RowCounts]:
     """For encode(): the program's rows from its columns (the accesses' values in access order, the modelled
     madvise steps' and the recorded faults' in their order: a fault's row is one page, its written flag in P_ARG
-    and the fill a write of that step would have); (exits, pages written by writes)."""
+    and the fill a write of that step would have); (exits, pages written by writes, :func:`_row_index` of the
+    rows made, into ``rows``: ProgramRun's, in the same call). ``rows`` may be ``idx``'s memory: written last."""
     exits = 0
     wpages = 0
     a = 0
@@ -1383,11 +1389,11 @@ def _fill_rows(prog: Any, codes: Any, tnum: Any, one_task: bool, areg: Any, one_
         prog[i, P_PAGES] = 1
         prog[i, P_ARG] = fwrite[j]
         prog[i, P_FILL] = 1 + (i * 37) % 255 if fwrite[j] else -1
-    return exits, wpages
+    return exits, wpages, _row_index(prog[:, P_OP], rows, False)
 
 
 @sjit
-def _row_index(codes: Any, rows: Any, control: bool) -> tuple[int, int, int, int, int, int, int, int]:
+def _row_index(codes: Any, rows: Any, control: bool) -> RowCounts:
     """For ProgramRun: in one pass, the rows that fork (``rows[0]``), that fork or exit -- with ``control`` also
     make a thread, vfork or exec -- (``rows[1]``), that Python runs (OP_OTHER, ``rows[2]``) and, with ``control``,
     the file rows (``rows[3]``) and the rows of the verbs that add VMA rows or move index slices (``rows[4]``);
@@ -1541,13 +1547,13 @@ def _fault_args(steps: list[Step], rows: I64) -> tuple[list[Any], I64, I64]:
 
 def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     """(program, task names by number, region -> number) of a step list (see :func:`_encode`)."""
-    prog, names, regions, _forks, _exits, _wpages, _madvs = _encode(steps)
+    prog, names, regions, _forks, _exits, _wpages, _madvs, _rows, _index = _encode(steps)
     return prog, names, regions
 
 
-def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int, int, int]:
-    """(program, task names by number, region -> number, forks, exits, pages written, madvise steps) of a step
-    list.
+def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int, int, int, I64, RowCounts]:
+    """(program, task names by number, region -> number, forks, exits, pages written, madvise steps, the rows and
+    counts of :func:`_row_index` without the control opcodes) of a step list.
 
     The steps' fields are read in comprehensions and C-level maps (a Python loop costs about a microsecond per step,
     as much as the compiled loop spends on one): one pass for verb and task (packed in one integer, a comprehension's
@@ -1561,7 +1567,7 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
     n = len(steps)
     prog = np.zeros((n, P_COLS), dtype=np.int64)
     if not n:
-        return prog, [], {}, 0, 0, 0, 0
+        return prog, [], {}, 0, 0, 0, 0, np.zeros((3, 0), dtype=np.int64), (0, 0, 0, 0, 0, 0, 0, 0)
     cols = steps.faults if type(steps) is FaultSteps else None
     if cols is not None and not (len(cols[0]) and _told_ok(steps, cols)):
         assert isinstance(steps, FaultSteps)
@@ -1575,16 +1581,16 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
         codes = np.full(n, OP_FAULT, dtype=np.int64)  # (incref) every Step object, the told ones too
         codes[unknown] = np.fromiter(map(_CODES.__getitem__, map(_VERB, rest)), dtype=np.int64, count=len(rest))
     names = _numbering()
-    # the access mask, then the fork, madvise and recorded-fault rows, then (a plain list) the codes and task numbers
-    work = np.empty((4 if cols is not None else 6, n), dtype=np.int64)
+    # the access mask, then the fork, madvise and recorded-fault rows; at the end ProgramRun's row index
+    work = np.empty((4, n), dtype=np.int64)
     if cols is None:  # one pass reads each step's verb and task (attribute reads in a comprehension are the
         # cheapest per step; the Step objects are cold in the cache in a user's one run), both in one integer
         code = _CODES
         packed = np.fromiter([code[s.verb] | names[s.task] << _TASK_SHIFT for s in steps], dtype=np.int64, count=n)
-        codes, tnum = work[4], work[5]
-        nf, nm, nq = _classify_packed(packed, codes, tnum, work[0], work[1:4])
+        nf, nm, nq = _classify_packed(packed, prog, work[0], work[1:])
+        codes, tnum = prog[:, P_OP], prog[:, P_TASK]  # unpacked there
     else:
-        nf, nm, nq = _classify(codes, work[0], work[1:4])
+        nf, nm, nq = _classify(codes, work[0], work[1:])
     one_task = False
     if len(known):  # the told steps' tasks from the columns: the Step objects of the told rows are not touched
         assert cols is not None
@@ -1660,10 +1666,11 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
                 ffirst += addrs
         else:
             freg = np.fromiter(map(regions.__getitem__, fregs), dtype=np.int64, count=nq)
-    exits, wpages = _fill_rows(prog, codes, tnum, one_task, areg, one_reg, afirst, apages, work[1:4], nf, fchild,
-                               nm, mkind, mreg, mfirst, mpages, nq, freg, ffirst, fwrite)
+    rows = work[:3]
+    exits, wpages, index = _fill_rows(prog, codes, tnum, one_task, areg, one_reg, afirst, apages, work[1:], nf,
+                                      fchild, nm, mkind, mreg, mfirst, mpages, nq, freg, ffirst, fwrite, rows)
     names.default_factory = regions.default_factory = None  # no reference cycle left for the collector
-    return prog, list(names), dict(regions), nf, exits, wpages, nm
+    return prog, list(names), dict(regions), nf, exits, wpages, nm, rows, index
 
 
 #: an OP_MPROTECT row's P_ARG by protection (read | write << 1 | exec << 2), an OP_MMAP row's flags by protection
@@ -1948,7 +1955,8 @@ class ProgramRun:
         self.r = runner
         self.m = runner.m
         self.steps = steps
-        self.prog, self.names, self.rid, self.forks, self.exits, self.wpages, self.nmadv = _encode(steps)
+        (self.prog, self.names, self.rid, self.forks, self.exits, self.wpages, self.nmadv, rows,
+         index) = _encode(steps)
         nt = max(len(self.names), 1)
         keep = self._keep()
         # the small arrays cut from one block (each numpy allocation costs microseconds, tens in a cold cache)
@@ -1964,8 +1972,7 @@ class ProgramRun:
         self.rtab = self._take(max(len(self.rid), 1))
         self.rtab[:] = MISSING
         self.st = self._take(S_LEN)
-        rows = np.empty((3, self.prog.shape[0]), dtype=np.int64)
-        nf, nfe, no, _nfile, _nvma, _nexec, _made, self.nfault = _row_index(self.prog[:, P_OP], rows, False)
+        nf, nfe, no, _nfile, _nvma, _nexec, _made, self.nfault = index  # _row_index() of the program
         self.fork_rows = rows[0, :nf]
         self.fe_rows: list[int] = rows[1, :nfe].tolist()
         self.other_rows: list[int] = rows[2, :no].tolist()
