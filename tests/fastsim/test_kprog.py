@@ -363,11 +363,63 @@ def test_encode_numbers_tasks_by_first_appearance_across_runs() -> None:
     assert prog[:, kprog.P_TASK].tolist() == [names.index(t) for t in tasks]
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_encode_indexes_its_rows(seed: int) -> None:
+    """The row index _encode() hands ProgramRun (made in the same compiled call as the rows, in memory the
+    classification used before) is _row_index() of the finished program: fork rows, fork/exit rows, the rows Python
+    runs (madvise it does not model included), recorded faults."""
+    steps = random_program(seed)
+    rng = random.Random(seed)
+    for step in [Step("madvise", "P", ("heap", 0, 2, "willneed")), Step("fault", "P", (0x7F00, 0, True)),
+                 Step("madvise", "P", ("heap", 1, 2, "dontneed")), Step("exit", "Q"), Step("fork", "P", ("Z",))]:
+        steps.insert(rng.randrange(len(steps) + 1), step)
+    prog, *_rest, rows, index = kprog._encode(steps)
+    fresh = np.full((3, len(steps)), -5, dtype=np.int64)
+    want = kprog._row_index(prog[:, kprog.P_OP], fresh, False)
+    assert index == want and want[0] and want[1] > want[0] and want[2] and want[7]
+    for k, n in enumerate(want[:3]):
+        assert rows[k, :n].tolist() == fresh[k, :n].tolist()
+
+
+def test_encode_packs_many_tasks() -> None:
+    """Task numbers past one byte (a plain list's verb code and task number travel packed in one integer) keep
+    every verb's code and every task's number."""
+    steps = [Step("spawn", "P"), Step("mmap", "P", ("heap", 16, "anon", None, None, "rw", 0))]
+    verbs = ["write", "read", "fork", "exit", "madvise", "khugepaged", "numa", "mprotect"]
+    for k in range(700):
+        t = f"T{k}"
+        verb = verbs[k % len(verbs)]
+        args = {"write": ("heap", k % 16, 1), "read": ("heap", k % 16, 1), "fork": (f"C{k}",),
+                "madvise": ("heap", 0, 2, "dontneed"), "mprotect": ("heap", 0, 1, "r"), "numa": (None,)}
+        steps.append(Step(verb, t, args.get(verb, ())))
+    prog, names, regions = kprog.encode(steps)
+    want, want_names, want_regions = _encode_one_by_one(steps)
+    assert len(names) > 700 and prog.tolist() == want
+    assert names == want_names
+    assert list(regions.items()) == list(want_regions.items())
+
+
+def test_forks_alive_across_stretches_like_one_by_one() -> None:
+    """Children forked in one stretch of the loop and still alive, a step Python runs, then more forks and exits:
+    the MMs the loop made (numbered from where the tables were made) become the same objects as one by one."""
+    steps = [Step("spawn", "P"), Step("mmap", "P", ("heap", 64, "anon", None, (4,), "rw", 0)),
+             Step("write", "P", ("heap", 0, 64))]
+    for k in range(3):
+        steps += [Step("fork", "P", (f"A{k}",)), Step("write", f"A{k}", ("heap", 4 * k, 2))]
+    steps += [Step("exit", "A1"), Step("mprotect", "P", ("heap", 32, 4, "r")), Step("fork", "A0", ("B",)),
+              Step("write", "B", ("heap", 1, 1)), Step("exit", "A0"), Step("fork", "P", ("A1",)),
+              Step("read", "A1", ("heap", 40, 2))]
+    for config in CONFIGS:
+        m = assert_like_one_by_one(steps, config, record=True, keep_decisions=True)
+        assert sorted(m.tasks) == ["A1", "A2", "B", "P"]
+
+
 @pytest.mark.parametrize("rid", [{}, {0x7F00: 0, 12: 1, 5: 2}, {0x7F00: 0, "heap": 1, 12: 2, "x": 3},
-                                 {"heap": 0}, {True: 0, "b": 1}])
+                                 {"heap": 0}, {True: 0, "b": 1},
+                                 {(r if k % 3 else f"r{r}"): k for k, r in enumerate(range(100, 120))}])
 def test_region_table(rid: dict[Any, int]) -> None:
     """The region table holds each address (an int) at its number; the names come back as (name, number) in
-    order."""
+    order (a few regions by a loop, many by maps)."""
     rtab = np.full(max(len(rid), 1), -7, dtype=np.int64)
     named = kprog._region_table(rid, rtab)
     assert named == [(r, i) for r, i in rid.items() if not isinstance(r, int)]

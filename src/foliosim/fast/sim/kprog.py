@@ -1319,13 +1319,34 @@ def _classify(codes: Any, mask: Any, idx: Any) -> tuple[int, int, int]:
     return nf, nm, nq
 
 
+#: :func:`_row_index`'s counts
+RowCounts = tuple[int, int, int, int, int, int, int, int]
+
+
+#: :func:`_encode`'s one pass over a plain step list packs each step's verb code and task number in one integer
+_TASK_SHIFT = 8
+
+
+@sjit
+def _classify_packed(packed: Any, prog: Any, mask: Any, idx: Any) -> tuple[int, int, int]:
+    """:func:`_classify` of packed rows (verb code | task number << :data:`_TASK_SHIFT`), unpacked into the
+    program's P_OP and P_TASK columns first."""
+    for i in range(packed.shape[0]):
+        p = packed[i]
+        prog[i, P_OP] = p & ((1 << _TASK_SHIFT) - 1)
+        prog[i, P_TASK] = p >> _TASK_SHIFT
+    return _classify(prog[:, P_OP], mask, idx)
+
+
 @sjit
 def _fill_rows(prog: Any, codes: Any, tnum: Any, one_task: bool, areg: Any, one_reg: bool, afirst: Any,
                apages: Any, idx: Any, nf: int, fchild: Any, nm: int, mkind: Any, mreg: Any, mfirst: Any,
-               mpages: Any, nq: int, freg: Any, ffirst: Any, fwrite: Any) -> tuple[int, int]:
+               mpages: Any, nq: int, freg: Any, ffirst: Any, fwrite: Any, rows: Any
+               ) -> tuple[int, int, RowCounts]:
     """For encode(): the program's rows from its columns (the accesses' values in access order, the modelled
     madvise steps' and the recorded faults' in their order: a fault's row is one page, its written flag in P_ARG
-    and the fill a write of that step would have); (exits, pages written by writes)."""
+    and the fill a write of that step would have); (exits, pages written by writes, :func:`_row_index` of the
+    rows made, into ``rows``: ProgramRun's, in the same call). ``rows`` may be ``idx``'s memory: written last."""
     exits = 0
     wpages = 0
     a = 0
@@ -1368,11 +1389,11 @@ def _fill_rows(prog: Any, codes: Any, tnum: Any, one_task: bool, areg: Any, one_
         prog[i, P_PAGES] = 1
         prog[i, P_ARG] = fwrite[j]
         prog[i, P_FILL] = 1 + (i * 37) % 255 if fwrite[j] else -1
-    return exits, wpages
+    return exits, wpages, _row_index(prog[:, P_OP], rows, False)
 
 
 @sjit
-def _row_index(codes: Any, rows: Any, control: bool) -> tuple[int, int, int, int, int, int, int, int]:
+def _row_index(codes: Any, rows: Any, control: bool) -> RowCounts:
     """For ProgramRun: in one pass, the rows that fork (``rows[0]``), that fork or exit -- with ``control`` also
     make a thread, vfork or exec -- (``rows[1]``), that Python runs (OP_OTHER, ``rows[2]``) and, with ``control``,
     the file rows (``rows[3]``) and the rows of the verbs that add VMA rows or move index slices (``rows[4]``);
@@ -1526,17 +1547,18 @@ def _fault_args(steps: list[Step], rows: I64) -> tuple[list[Any], I64, I64]:
 
 def encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int]]:
     """(program, task names by number, region -> number) of a step list (see :func:`_encode`)."""
-    prog, names, regions, _forks, _exits, _wpages, _madvs = _encode(steps)
+    prog, names, regions, _forks, _exits, _wpages, _madvs, _rows, _index = _encode(steps)
     return prog, names, regions
 
 
-def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int, int, int]:
-    """(program, task names by number, region -> number, forks, exits, pages written, madvise steps) of a step
-    list.
+def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int, int, int, I64, RowCounts]:
+    """(program, task names by number, region -> number, forks, exits, pages written, madvise steps, the rows and
+    counts of :func:`_row_index` without the control opcodes) of a step list.
 
-    The steps' fields are read with C-level maps (a Python loop costs about a microsecond per step, as much as the
-    compiled loop spends on one): three passes for verb, task and args, three over the accesses' args; task and
-    region names are numbered in the same pass that looks them up (:func:`_numbering`). Everything numeric --
+    The steps' fields are read in comprehensions and C-level maps (a Python loop costs about a microsecond per step,
+    as much as the compiled loop spends on one): one pass for verb and task (packed in one integer, a comprehension's
+    attribute reads being the cheapest per step), one for the accesses' args, three C-level maps over those; task
+    and region names are numbered in the same pass that looks them up (:func:`_numbering`). Everything numeric --
     which rows are accesses, forks, madvise, recorded faults; the rows themselves; the counts ProgramRun sizes its
     arrays by -- is two compiled calls, not dozens of numpy calls (each costs microseconds, tens when its code was
     evicted from the cache between runs, as it is on a shared machine). A :class:`FaultSteps` list's told faults
@@ -1545,7 +1567,7 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
     n = len(steps)
     prog = np.zeros((n, P_COLS), dtype=np.int64)
     if not n:
-        return prog, [], {}, 0, 0, 0, 0
+        return prog, [], {}, 0, 0, 0, 0, np.zeros((3, 0), dtype=np.int64), (0, 0, 0, 0, 0, 0, 0, 0)
     cols = steps.faults if type(steps) is FaultSteps else None
     if cols is not None and not (len(cols[0]) and _told_ok(steps, cols)):
         assert isinstance(steps, FaultSteps)
@@ -1558,11 +1580,17 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
         rest = list(map(steps.__getitem__, np.flatnonzero(unknown).tolist()))  # not compress(): it would touch
         codes = np.full(n, OP_FAULT, dtype=np.int64)  # (incref) every Step object, the told ones too
         codes[unknown] = np.fromiter(map(_CODES.__getitem__, map(_VERB, rest)), dtype=np.int64, count=len(rest))
-    else:
-        codes = np.fromiter(map(_CODES.__getitem__, map(_VERB, steps)), dtype=np.int64, count=n)
-    work = np.empty((4, n), dtype=np.int64)  # the access mask, then the fork, madvise and recorded-fault rows
-    nf, nm, nq = _classify(codes, work[0], work[1:])
     names = _numbering()
+    # the access mask, then the fork, madvise and recorded-fault rows; at the end ProgramRun's row index
+    work = np.empty((4, n), dtype=np.int64)
+    if cols is None:  # one pass reads each step's verb and task (attribute reads in a comprehension are the
+        # cheapest per step; the Step objects are cold in the cache in a user's one run), both in one integer
+        code = _CODES
+        packed = np.fromiter([code[s.verb] | names[s.task] << _TASK_SHIFT for s in steps], dtype=np.int64, count=n)
+        nf, nm, nq = _classify_packed(packed, prog, work[0], work[1:])
+        codes, tnum = prog[:, P_OP], prog[:, P_TASK]  # unpacked there
+    else:
+        nf, nm, nq = _classify(codes, work[0], work[1:])
     one_task = False
     if len(known):  # the told steps' tasks from the columns: the Step objects of the told rows are not touched
         assert cols is not None
@@ -1580,12 +1608,9 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
             heads = np.concatenate(([0], heads))
             tnum = np.repeat(np.fromiter(map(names.__getitem__, named[heads].tolist()), dtype=np.int64,
                                          count=len(heads)), np.diff(heads, append=n))
-    else:  # every step's task looked up in one C-level map: no object array, and one numpy call instead of eight
-        # (each costs tens of microseconds when its code was evicted from the cache between runs)
-        tnum = np.fromiter(map(names.__getitem__, map(_TASK, steps)), dtype=np.int64, count=n)
     regions = _numbering()
     if cols is None:
-        args = list(map(_ARGS, compress(steps, work[0].tolist())))
+        args = [s.args for s in compress(steps, work[0].tolist())]
     else:  # by their rows: compress() would touch (incref) every Step object, cold in the cache by now
         args = list(map(_ARGS, map(steps.__getitem__, np.flatnonzero(work[0]).tolist())))
     k = len(args)
@@ -1641,10 +1666,11 @@ def _encode(steps: list[Step]) -> tuple[I64, list[str], dict[Any, int], int, int
                 ffirst += addrs
         else:
             freg = np.fromiter(map(regions.__getitem__, fregs), dtype=np.int64, count=nq)
-    exits, wpages = _fill_rows(prog, codes, tnum, one_task, areg, one_reg, afirst, apages, work[1:], nf, fchild,
-                               nm, mkind, mreg, mfirst, mpages, nq, freg, ffirst, fwrite)
+    rows = work[:3]
+    exits, wpages, index = _fill_rows(prog, codes, tnum, one_task, areg, one_reg, afirst, apages, work[1:], nf,
+                                      fchild, nm, mkind, mreg, mfirst, mpages, nq, freg, ffirst, fwrite, rows)
     names.default_factory = regions.default_factory = None  # no reference cycle left for the collector
-    return prog, list(names), dict(regions), nf, exits, wpages, nm
+    return prog, list(names), dict(regions), nf, exits, wpages, nm, rows, index
 
 
 #: an OP_MPROTECT row's P_ARG by protection (read | write << 1 | exec << 2), an OP_MMAP row's flags by protection
@@ -1893,10 +1919,22 @@ def _nvmas(mm: FastMM) -> int:
     return mm.nvmas() if type(mm) is LazyMM else len(mm.vmas)
 
 
+#: up to this many regions :func:`_region_table` loops over them
+_FEW_REGIONS = 8
+
+
 def _region_table(rid: dict[Any, int], rtab: I64) -> list[tuple[Any, int]]:
     """Fill ``rtab`` (by region number) with the regions of ``rid`` that are addresses (ints); the others (names)
     returned as (region, number), in ``rid``'s order. Run traces number thousands of addresses: C-level maps, not a
     loop over them."""
+    if len(rid) <= _FEW_REGIONS:  # a workload's few regions (names, mostly): a loop costs less than the maps
+        named = []
+        for region, i in rid.items():
+            if isinstance(region, int):
+                rtab[i] = region
+            else:
+                named.append((region, i))
+        return named
     regions = list(rid)
     ints = list(map(isinstance, regions, repeat(int)))
     if all(ints):
@@ -1917,7 +1955,8 @@ class ProgramRun:
         self.r = runner
         self.m = runner.m
         self.steps = steps
-        self.prog, self.names, self.rid, self.forks, self.exits, self.wpages, self.nmadv = _encode(steps)
+        (self.prog, self.names, self.rid, self.forks, self.exits, self.wpages, self.nmadv, rows,
+         index) = _encode(steps)
         nt = max(len(self.names), 1)
         keep = self._keep()
         # the small arrays cut from one block (each numpy allocation costs microseconds, tens in a cold cache)
@@ -1933,8 +1972,7 @@ class ProgramRun:
         self.rtab = self._take(max(len(self.rid), 1))
         self.rtab[:] = MISSING
         self.st = self._take(S_LEN)
-        rows = np.empty((3, self.prog.shape[0]), dtype=np.int64)
-        nf, nfe, no, _nfile, _nvma, _nexec, _made, self.nfault = _row_index(self.prog[:, P_OP], rows, False)
+        nf, nfe, no, _nfile, _nvma, _nexec, _made, self.nfault = index  # _row_index() of the program
         self.fork_rows = rows[0, :nf]
         self.fe_rows: list[int] = rows[1, :nfe].tolist()
         self.other_rows: list[int] = rows[2, :no].tolist()
@@ -1967,6 +2005,7 @@ class ProgramRun:
         self.file_rows = self.file_pages = _NONE  # OP_FILE rows, their pages from each on
         self.vma_rows = _NONE  # the rows of the verbs that add VMA rows or move index slices
         self._fnums = _NONE  # _prepare()'s MM numbers of the tasks that fork ahead (made at the first that has any)
+        self._mm0 = 0  # the next MM number when _prepare() made the MM tables (the loop's forks number from it)
         self._end = len(steps)  # where the run _prepare() prepares for stops (_call()'s ``end``)
         self.marks = self._take(1, 3)  # S_MARK: (trace rows, decisions, step) before each row
 
@@ -2111,6 +2150,7 @@ class ProgramRun:
         size = m.ms.shape[0]
         freed = m.ids._freed
         ncow = m.cow.shape[0]
+        self._mm0 = m._next["mm"]
         # morig, mtask and ctask (-1 each) and the id heap (zeros) cut from one block, msimple and vfk from another
         # (each numpy allocation costs microseconds, tens in a cold cache)
         blk = np.zeros(2 * size + ncow + I_HEAP + len(freed) + self.exits + 2, dtype=np.int64)
@@ -2263,7 +2303,7 @@ class ProgramRun:
                 _published(mm)
             m._sync(mm)  # anon_vma ids the kernels assigned (fork's _dup_mmap() syncs its parent)
         mms: dict[int, FastMM] = dict(self.mobj)
-        created = [num for num in (self._mtask >= 0).nonzero()[0].tolist() if ms[num, L.MS_LIVE]]  # mostly none
+        created = self._created()
         mtask = self._mtask.tolist() if created else []
         vm_item, mv, vfk_item = m.vm.item, m.mv, self._vfk.item  # scalar reads: no numpy scalar made for each
         morig = self._morig.tolist() if created else []
@@ -2302,6 +2342,15 @@ class ProgramRun:
             name = names[i]
             new = FastTask(pid, name, mms[int(self.tmm[i])], pid)
             m.tasks[name] = new
+
+    def _created(self) -> list[int]:
+        """The MMs forked in the loop (since :meth:`_prepare` made the tables: numbered from there on) and alive,
+        mostly none: read from the few rows of the MMs numbered since (not a scan of every row)."""
+        lo, hi = self._mm0, int(self.st[S_NEXT_MM])
+        if hi <= lo:
+            return []
+        forked, live = self._mtask[lo:hi].tolist(), self.m.ms[lo:hi, L.MS_LIVE].tolist()
+        return [num for num, task, up in zip(range(lo, hi), forked, live, strict=False) if task >= 0 and up]
 
     def _grow(self) -> None:
         """Make the room run_program() asked for (as the one-step path would have made it), then resume."""
@@ -2609,7 +2658,7 @@ class ProgramRun:
         bookkeeping that follows as the MMs Python knew are (it makes no others)."""
         m, ms, names, mk = self.m, self.m.ms, self.names, self.mk
         mtask = self._mtask
-        created = [num for num in (mtask >= 0).nonzero()[0].tolist() if ms[num, L.MS_LIVE]]  # mostly none
+        created = self._created()
         vm, mv, vfk = m.vm, m.mv, self._vfk
         for num in created:
             mm = FastMM(num, int(ms[num, L.MS_ID]), label=names[int(mtask[num])])
