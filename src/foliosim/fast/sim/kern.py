@@ -1093,11 +1093,15 @@ def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
                 glob[G_SEGV] += 1
                 continue
         vpn = start
+        tidx = -1  # the PMD index of table slot ``t``: only a fault changes which slot (mm, index) has, if any
+        t = -1
         while vpn < end:
             v = v0 if vpn == start and v0 >= 0 else find_vma(ms, vm, mv, m, vpn)
             vend = vm[v, V_END] if vm[v, V_END] < end else end
             while vpn < vend:
-                t = table_get(glob, tb, ptf, hk, hv, m, vpn >> po, False)
+                if vpn >> po != tidx:  # a run of pages in one table looks the table up once
+                    tidx = vpn >> po
+                    t = table_get(glob, tb, ptf, hk, hv, m, tidx, False)
                 s = vpn & mask
                 need = unshare
                 if t < 0:
