@@ -1194,7 +1194,7 @@ def batch(fs: Any, sf: Any, sp: Any, s: int, vpn: int, end: int, po: int) -> int
     k = _U1  # unsigned indices (:data:`_U1`)
     while k < un and sf[u + k] == f and sp[u + k] == page + np.int64(k):
         k += _U1
-    return np.int64(k)
+    return int(np.int64(k))
 
 
 #: :func:`batch` inlined into fork_copy and zap
@@ -1259,10 +1259,10 @@ def _zap_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, tr: Any, sf: Any, sp:
         pmc[off] = K._wrap32(pmc[off] - 1)
         if rec:
             record(glob, opt, tr, K.K_UNMAP, m, fs[u, X_NAME], 0, K.L_PTE, 0, 1)
-        ng = _put_or_gather(fs, gather, ng, u, 1)
+        ng = _put_or_gather(fs, gather, ng, int(u), 1)  # numba's int() keeps it unsigned
         n += 1
         s += _U1
-    return np.int64(s) + base, ng, n
+    return int(np.int64(s)) + base, ng, n
 
 
 @sjit
@@ -1305,7 +1305,7 @@ def _dup_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tr: Any, sf
         dp[s] = 0
         n += 1
         s += _U1
-    return np.int64(s) + base, n
+    return int(np.int64(s)) + base, n
 
 
 @sjit
