@@ -1093,11 +1093,15 @@ def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
                 glob[G_SEGV] += 1
                 continue
         vpn = start
+        tidx = -1  # the PMD index of table slot ``t``: only a fault changes which slot (mm, index) has, if any
+        t = -1
         while vpn < end:
             v = v0 if vpn == start and v0 >= 0 else find_vma(ms, vm, mv, m, vpn)
             vend = vm[v, V_END] if vm[v, V_END] < end else end
             while vpn < vend:
-                t = table_get(glob, tb, ptf, hk, hv, m, vpn >> po, False)
+                if vpn >> po != tidx:  # a run of pages in one table looks the table up once
+                    tidx = vpn >> po
+                    t = table_get(glob, tb, ptf, hk, hv, m, tidx, False)
                 s = vpn & mask
                 need = unshare
                 if t < 0:
@@ -1162,6 +1166,12 @@ def access(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any,
     return RC_OK, ops.shape[0]
 
 
+#: the step of the page-table loops that index with unsigned integers: numba then leaves out the negative-index
+#: wraparound (a sign test and an add per access, and the arrays' shapes kept live), a third of a PTE's instructions
+#: in fork's and zap's runs of small folios (their indices are never negative)
+_U1 = np.uint64(1)
+
+
 @sjit
 def batch(fs: Any, sf: Any, sp: Any, s: int, vpn: int, end: int, po: int) -> int:
     """``folio_pte_batch()``: consecutive PTEs mapping consecutive pages of one folio, in one page table (its rows
@@ -1177,10 +1187,14 @@ def batch(fs: Any, sf: Any, sp: Any, s: int, vpn: int, end: int, po: int) -> int
     if last < limit:
         limit = last
     n = limit - vpn
-    nr = 1
-    while nr < n and sf[s + nr] == f and sp[s + nr] == page + nr:
-        nr += 1
-    return nr
+    if n <= 1:
+        return 1
+    u = np.uint64(s)
+    un = np.uint64(n)
+    k = _U1  # unsigned indices (:data:`_U1`)
+    while k < un and sf[u + k] == f and sp[u + k] == page + np.int64(k):
+        k += _U1
+    return int(np.int64(k))
 
 
 #: :func:`batch` inlined into fork_copy and zap
@@ -1225,27 +1239,30 @@ def _zap_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, tr: Any, sf: Any, sp:
     """:func:`zap` over a run of small folios' PTEs (the table's rows ``sf``, ``sp``, ``sw``) from ``vpn`` (holes
     skipped), up to the first other entry or ``hi``: each one's ``__folio_remove_rmap()`` of its page inlined, its
     put gathered (:func:`_put_or_gather`). (VPN reached, gather rows, PTEs zapped); the caller counts the PTEs once.
-    A function of its own over the table's rows, one flat loop: few live values, so they stay in registers."""
+    One flat loop indexed with unsigned integers (:data:`_U1`)."""
     n = 0
-    s = vpn - base
-    stop = hi - base
+    s = np.uint64(vpn - base)
+    stop = np.uint64(hi - base)
     while s < stop:
         f = int(sf[s])
         if f == NONE:
-            s += 1
+            s += _U1
             continue
-        if not _small_page0(fs, f, sp[s]):
+        if f < 0 or sp[s] != 0:  # not page 0 of a small folio (_small_page0())
+            break
+        u = np.uint64(f)
+        if fs[u, K.F_ORDER] != 0:
             break
         sf[s] = NONE
         sw[s] = 0
-        off = fs[f, K.F_OFF]
+        off = np.uint64(fs[u, K.F_OFF])
         pmc[off] = K._wrap32(pmc[off] - 1)
         if rec:
-            record(glob, opt, tr, K.K_UNMAP, m, fs[f, X_NAME], 0, K.L_PTE, 0, 1)
-        ng = _put_or_gather(fs, gather, ng, f, 1)
+            record(glob, opt, tr, K.K_UNMAP, m, fs[u, X_NAME], 0, K.L_PTE, 0, 1)
+        ng = _put_or_gather(fs, gather, ng, int(u), 1)  # numba's int() keeps it unsigned
         n += 1
-        s += 1
-    return s + base, ng, n
+        s += _U1
+    return int(np.int64(s)) + base, ng, n
 
 
 @sjit
@@ -1255,25 +1272,28 @@ def _dup_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tr: Any, sf
     """:func:`fork_copy` over a run of small folios' PTEs (the source table's rows ``sf``, ``sp``, ``sw``, the
     child's ``df``, ``dp``, ``dw``) from ``vpn`` (holes skipped), up to the first other entry or ``hi``: each one's
     get, ``__folio_dup_file/anon_rmap()`` of its page and install inlined. Only when the source MM never pinned
-    pages (no early copy possible). (VPN reached, PTEs copied); the caller counts them once. A function of its own
-    over the tables' rows, one flat loop: few live values, so they stay in registers."""
+    pages (no early copy possible). (VPN reached, PTEs copied); the caller counts them once. One flat loop indexed
+    with unsigned integers (:data:`_U1`)."""
     n = 0
-    s = vpn - base
-    stop = hi - base
+    s = np.uint64(vpn - base)
+    stop = np.uint64(hi - base)
     while s < stop:
         f = int(sf[s])
         if f == NONE:
-            s += 1
+            s += _U1
             continue
-        if not _small_page0(fs, f, sp[s]):
+        if f < 0 or sp[s] != 0:  # not page 0 of a small folio (_small_page0())
             break
-        off = fs[f, K.F_OFF]
-        fs[f, X_REF] += 1
-        if fs[f, X_KIND] == KIND_ANON:
+        u = np.uint64(f)
+        if fs[u, K.F_ORDER] != 0:
+            break
+        off = np.uint64(fs[u, K.F_OFF])
+        fs[u, X_REF] += 1
+        if fs[u, X_KIND] == KIND_ANON:
             pex[off] = 0
         pmc[off] = K._wrap32(pmc[off] + 1)
         if rec:
-            record(glob, opt, tr, K.K_DUP, dst, fs[f, X_NAME], 0, K.L_PTE, 0, 1)
+            record(glob, opt, tr, K.K_DUP, dst, fs[u, X_NAME], 0, K.L_PTE, 0, 1)
         w = sw[s]
         if cow_mapping:  # write-protect both sides; the child keeps the dirty bit
             w &= ~PW
@@ -1284,8 +1304,8 @@ def _dup_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tr: Any, sf
         df[s] = f
         dp[s] = 0
         n += 1
-        s += 1
-    return s + base, n
+        s += _U1
+    return int(np.int64(s)) + base, n
 
 
 @sjit
@@ -1349,7 +1369,7 @@ def zap(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: Any, tb
                     ms[m, MS_NMAP] -= n
                     continue
                 nr = _batch_i(fs, sf, sp, s, vpn, end, po)
-                for k in range(s, s + nr):
+                for k in range(np.uint64(s), np.uint64(s + nr)):
                     sf[k] = NONE
                     sw[k] = 0
                 tb[t, TB_NPTE] -= nr
@@ -1372,17 +1392,19 @@ def install(sw: Any, df: Any, dp: Any, dw: Any, s: int, nr: int, f: int, page: i
     """``__copy_present_ptes()`` of the ``nr`` PTEs from entry ``s`` of the parent's table (rows ``sw``: they map
     pages ``page``.. of folio ``f``, as :func:`batch` found): write-protect both sides in a CoW mapping (the child
     keeps the dirty bit), then set the child's PTEs (rows ``df``, ``dp``, ``dw``)."""
+    u = np.uint64(s)  # unsigned indices (:data:`_U1`)
+    e = np.uint64(s + nr)
     if cow_mapping:
-        for k in range(s, s + nr):
+        for k in range(u, e):
             w = sw[k] & ~PW
             sw[k] = w
             dw[k] = w & PD
     else:
-        for k in range(s, s + nr):
+        for k in range(u, e):
             dw[k] = sw[k] & PW
-    for k in range(nr):
-        df[s + k] = f
-        dp[s + k] = page + k
+    for k in range(u, e):
+        df[k] = f
+        dp[k] = page + np.int64(k - u)
 
 
 @sjit
@@ -1479,7 +1501,7 @@ def fork_copy(cfg: Any, opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, pct: A
                                     return RC_ERROR
                                 prealloc = True
                                 continue
-                        for k in range(off + page, off + page + nr):
+                        for k in range(np.uint64(off + page), np.uint64(off + page + nr)):
                             pex[k] = 0
                     if not _dup_ptes(cfg, glob, opt, fs, pmc, ms, tr, f, dst, page, nr):
                         return RC_ERROR
