@@ -1834,10 +1834,9 @@ _MM_SLOT: dict[str, Any] = {name: vars(FastMM)[name] for name in ("vmas", "rows"
 
 
 class LazyMM(FastMM):
-    """A FastMM an exec or a fork in the loop made whose Vma objects (``vmas``, ``rows``, ``rowmap``, ``published``)
-    are made from its VMA rows when first read or written (it is then a plain FastMM): until then its rows are the
-    truth, the changes later stretches make to them included (ProgramRun._materialize_control() and
-    _materialize_tables() leave it alone)."""
+    """A FastMM an exec in the loop made whose Vma objects (``vmas``, ``rows``, ``rowmap``, ``published``) are made
+    from its VMA rows when first read or written (it is then a plain FastMM): until then its rows are the truth, the
+    changes later stretches make to them included (ProgramRun._materialize_control() leaves it alone)."""
 
     __slots__ = ()
 
@@ -1913,24 +1912,6 @@ def _lazy(slot: Any) -> property:
 
 for _name, _slot in _MM_SLOT.items():
     setattr(LazyMM, _name, _lazy(_slot))
-
-
-def _fork_birth(mv_item: Any, off: int, n: int, vm_item: Any, vfk_item: Any) -> int:
-    """FastMM.anon_birth of an MM fork made in the loop, its ``n`` VMA rows indexed from ``mv[off]``
-    (FastMachine._anon_birth(): above every anon_vma its VMAs got at fork), when it tells its VMAs' anon_vma_forked
-    exactly as the rows fork marked (``vfk``) do: every marked row has an anon_vma below it, every other row none or
-    one above it; else 0 (its Vma objects are made now). Scalar reads: an MM has a few VMAs."""
-    top, low = 0, 1 << 62
-    for k in range(off, off + n):
-        r = mv_item(k)
-        av = vm_item(r, L.V_ANONVMA)
-        if vfk_item(r):
-            if not av:
-                return 0
-            top = max(top, av)
-        elif av:
-            low = min(low, av)
-    return top + 1 if low > top else 0
 
 
 def _nvmas(mm: FastMM) -> int:
@@ -2303,19 +2284,10 @@ class ProgramRun:
         m.ids._freed = heap
         m.ids._freed_set = set(heap)
         ms = m.ms
-        counter = int(m.glob[L.G_ANONVMA])
-        seen = m._anon_seen
         for num, mm in self.mobj.items():  # the MMs Python knew
             row = ms[num].tolist()
             mm.users = row[L.MS_USERS]
             mm.count = row[L.MS_COUNT]
-            if type(mm) is LazyMM:  # its rows are the truth (zapped, compacted, anon_vma ids) until it is read
-                mm.zapped = bool(row[L.MS_ZAPPED])
-                if not row[L.MS_LIVE]:
-                    del m.mms[mm.name]
-                else:
-                    seen[num] = counter  # nothing for FastMachine._sync() to bring back (it would make them)
-                continue
             if row[L.MS_ZAPPED] and not mm.zapped:  # exit_mmap()
                 mm.vmas.clear()
                 mm.rows.clear()
@@ -2338,26 +2310,13 @@ class ProgramRun:
                 ms[lo:hi].tolist(), self._mtask[lo:hi].tolist(), self._morig[lo:hi].tolist(), strict=False))
                 if task >= 0 and row[L.MS_LIVE]]
         vm_item, mv, vfk_item = m.vm.item, m.mv, self._vfk.item  # scalar reads: no numpy scalar made for each
-        mv_item = mv.item
         for num, row, task, orig in made:  # forked in the compiled loop and still alive
-            mm = FastMM(num, row[L.MS_ID], label=names[task])
+            mm = FastMM(num, row[L.MS_ID], users=row[L.MS_USERS], count=row[L.MS_COUNT],
+                        zapped=bool(row[L.MS_ZAPPED]), label=names[task])
             mm.pmds = PmdSet(m, mm)
-            mm.users = row[L.MS_USERS]
-            mm.count = row[L.MS_COUNT]
-            mm.zapped = bool(row[L.MS_ZAPPED])
-            m.mms[mm.name] = mm
-            mms[num] = mm
-            off, n = row[L.MS_VOFF], row[L.MS_NVMA]
-            birth = _fork_birth(mv_item, off, n, vm_item, vfk_item) if n and not mm.zapped else 0
-            if birth:  # its Vma objects made from its rows when first read (LazyMM), as the copies below
-                mm.anon_birth = birth
-                mm.vcap = n  # as _published() leaves it
-                mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
-                mm.__class__ = LazyMM
-                seen[num] = counter
-                continue
-            rows = mv[off:off + n].tolist()
             tmpl = self.templates[orig]
+            off = row[L.MS_VOFF]
+            rows = mv[off:off + row[L.MS_NVMA]].tolist()
             vmas = mm.vmas
             for k, r in enumerate(rows):
                 vma = Vma(*_VMA_FIELDS(tmpl[k]))
@@ -2366,8 +2325,10 @@ class ProgramRun:
                 vma.anon_vma_forked = bool(vfk_item(r))
                 vmas.append(vma)
             mm.rows = rows
-            mm.rowmap = {id(vma): r for vma, r in zip(vmas, rows, strict=True)}
+            mm.rowmap = dict(zip(map(id, vmas), rows, strict=True))  # C-level (a comprehension is a call)
             _published(mm)
+            m.mms[mm.name] = mm
+            mms[num] = mm
         born = []
         tst, tpid = self.tst.tolist(), self.tpid.tolist()
         for i, task in enumerate(self.tobj):  # deaths first: a name may be reused by a later fork

@@ -1,7 +1,7 @@
-"""The MMs a fork in the compiled step interpreter makes keep their Vma objects unmade (kprog.LazyMM) until Python
-reads them: what they hold once read (fields, labels, files, anon_vma ids, anon_vma_forked), after Python steps that
-change them (munmap, mprotect), later stretches that fault in them or fork from them, and exits, is what the
-template copies made at once give, and what one step at a time gives."""
+"""The MMs a fork in the compiled step interpreter makes, and that are alive when it stops, are made in Python from
+their parents' VMA templates and their rows (ProgramRun._materialize_tables()): what they hold (every Vma field,
+anon_vma ids, anon_vma_forked, rows, room, windows), after Python steps that change them (munmap, mprotect), later
+stretches that fault in them or fork from them, and exits, is what one step at a time gives."""
 
 from __future__ import annotations
 
@@ -63,42 +63,33 @@ def _mms(m: FastMachine) -> dict[str, Any]:
                 list(mm.rows), [mm.rowmap[id(v)] for v in mm.vmas], len(mm.published)) for n, mm in m.mms.items()}
 
 
-def _run(cls: type[FastWorkloadRunner]) -> tuple[FastMachine, FastWorkloadRunner, list[str]]:
+def _run(cls: type[FastWorkloadRunner]) -> tuple[FastMachine, FastWorkloadRunner]:
     m = FastMachine(KernelConfig(), MachineOptions(), reference=False, record=True, keep_decisions=True)
     runner = cls(m)
     runner.run(STEPS)
-    lazy = [mm.name for mm in m.mms.values() if type(mm) is kprog.LazyMM]
-    return m, runner, lazy
+    return m, runner
 
 
-def test_forked_mms_made_lazily_are_the_template_copies(monkeypatch: pytest.MonkeyPatch) -> None:
-    fast, fast_runner, lazy = _run(FastWorkloadRunner)
-    assert len(lazy) >= 2  # not vacuous: forked MMs nothing read stayed lazy through later stretches
-    lazy_mms = _mms(fast)
-    monkeypatch.setattr(kprog, "_fork_birth", lambda *_: 0)  # every forked MM's Vma objects made at once
-    eager, _, none = _run(FastWorkloadRunner)
-    assert none == []
-    assert lazy_mms == _mms(eager)
-    forked = [f for n, mm in lazy_mms.items() if n in lazy for f in mm[7]]
+def test_forked_mms_made_after_the_loop_are_fork_copies() -> None:
+    made: list[list[int]] = []
+    real = kprog.ProgramRun._materialize_tables
+
+    def spy(run: kprog.ProgramRun) -> None:
+        before = set(run.m.mms)
+        real(run)
+        made.append(sorted(mm.num for name, mm in run.m.mms.items() if name not in before))
+
+    kprog.ProgramRun._materialize_tables = spy  # type: ignore[method-assign]
+    try:
+        fast, fast_runner = _run(FastWorkloadRunner)
+    finally:
+        kprog.ProgramRun._materialize_tables = real  # type: ignore[method-assign]
+    assert sum(map(len, made)) >= 5 and len([k for k in made if k]) >= 2  # not vacuous: made in two stretches
+    slow, slow_runner = _run(OneByOne)
+    fast_mms, slow_mms = _mms(fast), _mms(slow)
+    assert fast_mms == slow_mms
+    forked = [f for n, mm in fast_mms.items() if n != "mm1" for f in mm[7]]
     assert {f[1] for f in forked if f[0] is not None} == {True, False}  # some anon_vmas came with fork, some not
-    slow, slow_runner, _ = _run(OneByOne)
     a, b = snapshot(fast, fast_runner), snapshot(slow, slow_runner)
     for key in b:
         assert a[key] == b[key], key
-
-
-def test_fork_birth_refuses_rows_the_marks_contradict() -> None:
-    """The rows fork marked (anon_vma_forked) must be exactly those with an anon_vma below the birth it returns."""
-    av = {0: 5, 1: 0, 2: 9, 3: 12, 4: 7}
-    marks = {0: 1, 1: 0, 2: 1, 3: 0, 4: 0}
-
-    def vm_item(r: int, _col: int) -> int:
-        return av[r]
-
-    def birth(rows: list[int], marked: dict[int, int]) -> int:
-        return kprog._fork_birth([9, *rows].__getitem__, 1, len(rows), vm_item, marked.__getitem__)
-
-    assert birth([0, 1, 2, 3], marks) == 10
-    assert birth([0, 4, 2], marks) == 0  # unmarked 7 below marked 9
-    assert birth([1, 3], marks) == 1  # nothing came with fork
-    assert birth([0, 1], {0: 1, 1: 1}) == 0  # marked, no anon_vma
