@@ -2303,18 +2303,17 @@ class ProgramRun:
                 _published(mm)
             m._sync(mm)  # anon_vma ids the kernels assigned (fork's _dup_mmap() syncs its parent)
         mms: dict[int, FastMM] = dict(self.mobj)
-        lo, hi = self._mm0, s[S_NEXT_MM]
-        made = []  # (number, its ms row, the task that forked it, its parent's number before the loop)
-        if hi > lo:  # the MMs numbered since _prepare(): one read of their few rows, not one per MM or a whole table
-            made = [(lo + k, row, task, orig) for k, (row, task, orig) in enumerate(zip(
-                ms[lo:hi].tolist(), self._mtask[lo:hi].tolist(), self._morig[lo:hi].tolist(), strict=False))
-                if task >= 0 and row[L.MS_LIVE]]
+        created = self._created()
+        mtask = self._mtask.tolist() if created else []
         vm_item, mv, vfk_item = m.vm.item, m.mv, self._vfk.item  # scalar reads: no numpy scalar made for each
-        for num, row, task, orig in made:  # forked in the compiled loop and still alive
-            mm = FastMM(num, row[L.MS_ID], users=row[L.MS_USERS], count=row[L.MS_COUNT],
-                        zapped=bool(row[L.MS_ZAPPED]), label=names[task])
+        morig = self._morig.tolist() if created else []
+        for num in created:  # forked in the compiled loop and still alive
+            row = ms[num].tolist()
+            mm = FastMM(num, row[L.MS_ID], label=names[mtask[num]])
             mm.pmds = PmdSet(m, mm)
-            tmpl = self.templates[orig]
+            mm.users = row[L.MS_USERS]
+            mm.count = row[L.MS_COUNT]
+            tmpl = self.templates[morig[num]]
             off = row[L.MS_VOFF]
             rows = mv[off:off + row[L.MS_NVMA]].tolist()
             vmas = mm.vmas
@@ -2325,8 +2324,9 @@ class ProgramRun:
                 vma.anon_vma_forked = bool(vfk_item(r))
                 vmas.append(vma)
             mm.rows = rows
-            mm.rowmap = dict(zip(map(id, vmas), rows, strict=True))  # C-level (a comprehension is a call)
+            mm.rowmap = {id(vma): r for vma, r in zip(vmas, rows, strict=True)}
             _published(mm)
+            mm.zapped = bool(row[L.MS_ZAPPED])
             m.mms[mm.name] = mm
             mms[num] = mm
         born = []
