@@ -167,10 +167,10 @@ def test_tables_made_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
     grown: list[int] = []
     original = tracerun.TraceMachine._grow_rows
 
-    def noted(self: tracerun.TraceMachine, name: str, need: int, fill: int = 0) -> None:
+    def noted(self: tracerun.TraceMachine, name: str, need: int, fill: int | None = 0, used: int | None = None) -> None:
         if name == "tb" and need > self.tb.shape[0]:
             grown.append(need)
-        original(self, name, need, fill)
+        original(self, name, need, fill, used)
 
     monkeypatch.setattr(tracerun.TraceMachine, "_grow_rows", noted)
     monkeypatch.setattr(tracerun, "TABLES_AHEAD_FAULTS", 1 << 62)

@@ -269,7 +269,7 @@ class FastMachine:
         self.pexp = np.zeros((16 if fast_oracle else 1, self.P), dtype=np.int32)  # expected contents (oracle)
         self.hk = np.full(64, -1, dtype=np.int64)
         self.hv = np.zeros(64, dtype=np.int32)
-        self.ms = np.zeros((8, L.MS_COLS), dtype=np.int64)
+        self.ms = np.zeros((64, L.MS_COLS), dtype=np.int64)  # an MM per row: a fork-heavy run's without growing
         self.vm = np.zeros((64, L.VM_COLS), dtype=np.int64)
         self.nvm = 0
         self.mv = np.zeros(64, dtype=np.int32)
@@ -384,9 +384,10 @@ class FastMachine:
         return errno
 
     # ------------------------------------------------------------------ array room
-    def _grow_rows(self, name: str, need: int, fill: int | None = 0) -> None:
+    def _grow_rows(self, name: str, need: int, fill: int | None = 0, used: int | None = None) -> None:
         """``name`` grown to at least ``need`` rows (doubling), its new rows ``fill``; None: left undefined (for an
-        array whose rows past its count are never read before they are written whole)."""
+        array whose rows past its count ``used`` are never read before they are written whole: only the rows below
+        it are copied, none on a fresh machine)."""
         arr = getattr(self, name)
         if need <= arr.shape[0]:
             return
@@ -394,9 +395,12 @@ class FastMachine:
         shape = (size, *arr.shape[1:])
         if fill is None:  # malloc()ed, not zeroed: the pages of the rows never used are never touched
             new = np.empty(shape, dtype=arr.dtype)
+            keep = arr.shape[0] if used is None else used
+            if keep:  # a copy costs microseconds even of no rows (tens in a cold cache)
+                new[:keep] = arr[:keep]
         else:  # zeros: the rows not used yet are not written (their pages stay untouched until used)
             new = np.zeros(shape, dtype=arr.dtype) if fill == 0 else np.full(shape, fill, dtype=arr.dtype)
-        new[:arr.shape[0]] = arr
+            new[:arr.shape[0]] = arr
         setattr(self, name, new)
 
     def ensure(self, folios: int = 2, pages: int = 0, tables: int = 2, trace: int = 64, cows: int = 4) -> None:
@@ -406,11 +410,12 @@ class FastMachine:
         # G_NFOLIO and every page slot past G_NPAGE before any read (everything else reads below them): not
         # cleared, so that a fresh machine sized ahead for a whole program (ProgramRun) takes page faults for the
         # rows it uses only (calloc() clears them all, faulting every page in)
-        self._grow_rows("fs", int(g[L.G_NFOLIO]) + folios + 2, None)
+        nfolio, npage = int(g[L.G_NFOLIO]), int(g[L.G_NPAGE])
+        self._grow_rows("fs", nfolio + folios + 2, None, nfolio)
         pages = max(pages, 2 * self.P)
-        self._grow_rows("pmc", int(g[L.G_NPAGE]) + pages, None)
-        self._grow_rows("pex", self.pmc.shape[0], None)
-        self._grow_rows("pct", self.pmc.shape[0], None)
+        self._grow_rows("pmc", npage + pages, None, npage)
+        self._grow_rows("pex", self.pmc.shape[0], None, npage)
+        self._grow_rows("pct", self.pmc.shape[0], None, npage)
         ntb = int(g[L.G_NTB]) + tables + 2
         if ntb > self.tb.shape[0]:
             self._grow_rows("tb", ntb)
@@ -970,9 +975,9 @@ class FastMachine:
             src = self._shmem_zero_setup(nr, thp)
         vma_thp = (thp if thp is not None else self.options.thp) if anon and not shared else frozenset()
         fid = -1 if src is None else self.pcache.ids[src.name]
-        self._kvma(mm, kvma.mmap, nr, fid, pgoff, int(shared), int(read), int(write), start,
-                   self.codec.thp(frozenset(vma_thp)), self.codec.label(label), int(execute), int(noreserve))
-        first = int(self._vst[kvma.VS_START])
+        first = self._kvma(mm, kvma.mmap, nr, fid, pgoff, int(shared), int(read), int(write), start,
+                           self.codec.thp(frozenset(vma_thp)), self.codec.label(label), int(execute),
+                           int(noreserve))[kvma.VS_START]
         if had:
             self._unmapped(mm, first, first + nr)
         self._end()
@@ -985,25 +990,27 @@ class FastMachine:
             if handle.mm is mm:
                 handle.vpns = [None if v is not None and start <= v < end else v for v in handle.vpns]
 
-    def _kvma(self, mm: FastMM, verb: Any, *args: int) -> int:
+    def _kvma(self, mm: FastMM, verb: Any, *args: int) -> list[int]:
         """Run a compiled control-plane verb of :mod:`foliosim.fast.sim.kvma` over ``mm``'s VMA rows (growing the
-        arrays when it asks for room), then re-materialize the Vma objects of the pages it changed; its VS_RET."""
+        arrays when it asks for room), then re-materialize the Vma objects of the pages it changed; ``vst`` after
+        it as a list (VS_RET: its result). ``vst`` is written once before and read once after each call (each
+        numpy store or read costs microseconds in a cold cache, and a one-mmap run is cold)."""
         vst = self._vst
-        vst[kvma.VS_MUTANT:kvma.VS_BIRTH + 1] = (self.kvma_mutant,
-                                                 mm.anon_birth if mm.anon_birth >= 0 else self._anon_birth(mm))
-        while True:
-            vst[:kvma.VS_UHI + 1] = (self.nvm, self.nmv, self._mmap_base, mm.vcap, mm.unmerged_lo, mm.unmerged_hi)
+        birth = mm.anon_birth if mm.anon_birth >= 0 else self._anon_birth(mm)
+        while True:  # VS_PLO..VS_START as the verb's _begin() leaves them (it writes them all before reading)
+            vst[:kvma.VS_BIRTH + 1] = (self.nvm, self.nmv, self._mmap_base, mm.vcap, mm.unmerged_lo, mm.unmerged_hi,
+                                       kvma.NO_LO, -1, 0, 0, 0, self.kvma_mutant, birth)
             rc = verb(*self.args(), self.pexp, self._scratch(), self.pcache.fc, vst, self._rg, self._gather, mm.num,
                       *args)
-            back = vst[:kvma.VS_UHI + 1].tolist()
-            self.nvm, self.nmv, self._mmap_base, mm.vcap, mm.unmerged_lo, mm.unmerged_hi = back
+            state: list[int] = vst.tolist()
+            self.nvm, self.nmv, self._mmap_base, mm.vcap, mm.unmerged_lo, mm.unmerged_hi = state[:kvma.VS_UHI + 1]
             if rc != L.RC_ROOM:
                 break
-            self._kvma_room(mm, int(vst[kvma.VS_NEED]), int(vst[kvma.VS_TABLES]))
+            self._kvma_room(mm, state[kvma.VS_NEED], state[kvma.VS_TABLES])
         self._drain()
         self._check_rc(rc)
-        self._materialize(mm)
-        return int(vst[kvma.VS_RET])
+        self._materialize(mm, state)
+        return state
 
     def _anon_birth(self, mm: FastMM) -> int:
         """FastMM.anon_birth of an MM the step interpreter forked: above every anon_vma its VMAs got at fork (those
@@ -1023,12 +1030,13 @@ class FastMachine:
         self._gather_rows(worst)
         self._room(0, 0, tables, 3 * worst + 16 + 32)
 
-    def _materialize(self, mm: FastMM) -> None:
+    def _materialize(self, mm: FastMM, state: list[int] | None = None) -> None:
         """The Vma objects of the VMAs a compiled verb changed (pages VS_PLO..VS_PHI) made anew from their rows;
-        the others are the same objects (their rows did not change)."""
-        vst = self._vst
+        the others are the same objects (their rows did not change). ``state``: ``vst`` as a list, when the caller
+        read it already."""
         mm.unpublished_lo, mm.unpublished_hi = 1 << 62, -1
-        plo, phi, _, _, _, _, birth, p, q, off, n = vst[kvma.VS_PLO:kvma.VS_N + 1].tolist()
+        plo, phi, _, _, _, _, birth, p, q, off, n = (self._vst.tolist() if state is None
+                                                     else state)[kvma.VS_PLO:kvma.VS_N + 1]
         if plo > phi:
             return
         old = mm.vmas
@@ -1198,7 +1206,8 @@ class FastMachine:
             return self._fail("mprotect", -EINVAL)
         mm = task.mm
         if self.compiled_vmas:
-            ret = self._kvma(mm, kvma.mprotect, *rng, int(read), int(write), -1 if execute is None else int(execute))
+            ret = self._kvma(mm, kvma.mprotect, *rng, int(read), int(write),
+                             -1 if execute is None else int(execute))[kvma.VS_RET]
             if ret:
                 return self._fail("mprotect", ret, "the range is not fully mapped")
             self._end()

@@ -830,7 +830,10 @@ class RowCodec:
     def thp(self, orders: frozenset[int]) -> int:
         mask = self.thp_masks.get(orders)
         if mask is None:
-            mask = self.thp_masks[orders] = sum(1 << o for o in orders)
+            mask = 0
+            for o in orders:  # a loop, not sum() over a generator (which costs microseconds more when cold)
+                mask |= 1 << o
+            self.thp_masks[orders] = mask
             self.thp_sets.setdefault(mask, orders)
         return mask
 
