@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from foliosim.folio import folio_mm_id
@@ -9,7 +10,7 @@ from foliosim.kconfig import KernelConfig
 from foliosim.rmap import PMD, PTE
 from foliosim.system import RmapSystem
 
-__all__ = ["PMD", "PTE", "make", "slots", "snapshot"]
+__all__ = ["PMD", "PTE", "make", "sigint_default", "slots", "snapshot"]
 
 
 def make(config: KernelConfig | None = None, mms: str = "ABC", folios: dict[str, int] | None = None) -> RmapSystem:
@@ -42,3 +43,10 @@ def snapshot(system: RmapSystem) -> Any:
         ),
         system.ids.peek(),
     )
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` for a child a test interrupts with SIGINT: SIGINT at its default disposition, as in a shell's
+    foreground job. A suite started in the background (``nohup ... &``) has SIGINT ignored, children inherit that
+    through exec, and Python then leaves it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import live_unavailable
+from tests.helpers import sigint_default
 
 ROOT = Path(__file__).resolve().parents[2]
 THP = "/sys/kernel/mm/transparent_hugepage"
@@ -206,7 +207,8 @@ def test_sigint_mid_run_restores_settings_and_cleans_up(full: str, tmp_path: Pat
         body += [f"fork P C{i}", f"write C{i} buf 64K 2", f"exit C{i}"]
     path.write_text("\n".join(body) + "\n")
     proc = subprocess.Popen([sys.executable, "-m", "foliosim", "live", str(path), "--set-thp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=sigint_default)
     try:
         deadline = time.monotonic() + 60
         assert proc.stdout is not None

@@ -23,6 +23,7 @@ import pytest
 from foliosim.host import thp
 from foliosim.live.record import RecordError, parse_thp, prepare_output, record
 from tests.conftest import live_unavailable
+from tests.helpers import sigint_default
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLIOSIM = [sys.executable, "-m", "foliosim"]
@@ -334,7 +335,8 @@ def test_sigint_stops_the_program_writes_the_trace_and_restores_thp(bins: dict[s
     old = thp.read_choice(path16)[0]
     out = tmp_path / "run.trace"
     proc = subprocess.Popen([*FOLIOSIM, "trace", "--thp", "16K=always", "-o", str(out), "--", bins["sleeper"]],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=sigint_default)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
