@@ -304,3 +304,61 @@ def test_capacity_orders_is_the_largest_valid_order_of_each_folio(rows: list[tup
     expected = [max([o for k, f, o in rows if k == K.K_FOLIO_NEW and f == name and 0 <= o <= MAX_ORDER], default=-1)
                 for name in range(4)]
     assert capacity_orders(kind, folio, order, 4).tolist() == expected
+
+
+
+#: run with NUMBA_DISABLE_JIT=1: the kernels as Python functions, against the reference model
+_INTERPRETED = """
+import json, random, sys
+import foliosim.fast.sim  # every compiled module imports
+from foliosim.fast import kernels as K
+from foliosim.fast.replay import FastReplay, reference_records
+from foliosim.kconfig import KernelConfig
+from foliosim.trace.columnar import from_jsonl_lines
+lines = sys.stdin.read().splitlines()
+config = KernelConfig()
+assert not hasattr(K.replay_loop, "get_call_template"), "numba compiled it"
+fast = list(FastReplay(from_jsonl_lines(lines), config).records(True))
+print(json.dumps([fast == list(reference_records(lines, config, True)), len(fast)]))
+"""
+
+
+def test_interpreted_kernels_under_numba_disable_jit() -> None:
+    """numba's debugging mode (``NUMBA_DISABLE_JIT=1``: the kernels run as Python, e.g. under pdb): the fast
+    modules import (``_jit.unify_calls`` gets the plain function there) and the kernels replay as the reference."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    lines = trace_text(random_ops(3, 120, KernelConfig(), invalid=0.1))
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1",
+               PYTHONPATH=str(root / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", _INTERPRETED], input=lines, capture_output=True, text=True, env=env,
+                          cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    same, records = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert same and records >= 100
+
+
+def test_interpreted_simulator_under_numba_disable_jit() -> None:
+    """The compiled simulator run as Python (``NUMBA_DISABLE_JIT=1``) prints what it prints compiled: forks, writes
+    that copy and reuse, mprotect, a PMD split, exits (its PTE write-bit clears keep to the flag byte:
+    ``layout.PW_CLEAR``)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for scenario in ("prefork-server", "fork-short-lived-child-pte-thp"):
+        outs = []
+        for disabled in ("1", "0"):
+            env = dict(os.environ, NUMBA_DISABLE_JIT=disabled,
+                       PYTHONPATH=str(root / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            proc = subprocess.run([sys.executable, "-m", "foliosim", "run", f"examples/{scenario}.scenario",
+                                   "--engine", "fast"], capture_output=True, text=True, env=env, cwd=root)
+            assert proc.returncode == 0, f"{scenario}: {proc.stderr[-2000:]}"
+            outs.append(proc.stdout)
+        assert outs[0] == outs[1] and "copy-on-write" in outs[0], scenario

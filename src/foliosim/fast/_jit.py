@@ -44,9 +44,12 @@ def unify_calls(dispatcher: Any) -> Any:
     numba types a constant argument as ``Literal[int](0)`` and compiles the callee again for each
     distinct literal or narrower integer at its call sites; a cold compile of the simulator's kernels
     spent about half its time on such duplicates (``rmap`` compiled five times). The caller casts its
-    arguments to the one signature, as it does for any call.
+    arguments to the one signature, as it does for any call. Under ``NUMBA_DISABLE_JIT=1`` numba hands back the
+    plain function, which is returned as it is.
     """
-    resolve = dispatcher.get_call_template
+    resolve = getattr(dispatcher, "get_call_template", None)
+    if resolve is None:
+        return dispatcher
 
     def get_call_template(args: tuple[Any, ...], kws: dict[str, Any]) -> Any:
         return resolve(tuple(_widened(a) for a in args), {k: _widened(v) for k, v in kws.items()})

@@ -1324,7 +1324,7 @@ class FastMachine:
         self.vm[mm.rows, L.V_SDWP] = 1
         ts = self._mm_tables(mm)
         self.tb[ts, L.TB_PMDW] = 0
-        self.ptw[ts] &= np.uint8(~L.PW & 0xFF)
+        self.ptw[ts] &= np.uint8(L.PW_CLEAR)
         self._end()
         return 0
 

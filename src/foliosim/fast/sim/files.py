@@ -155,7 +155,7 @@ def change_protection_shared(m: FastMachine, mm: FastMM, vma: Vma, upgrade: bool
         s = vpn & (m.P - 1)
         w = int(m.ptw[t, s])
         if not vma.write:
-            m.ptw[t, s] = w & ~L.PW
+            m.ptw[t, s] = w & L.PW_CLEAR
         elif upgrade and (vma.maps_writable or (not vma.softdirty_wp and w & L.PD)):
             m.ptw[t, s] = w | L.PW
 

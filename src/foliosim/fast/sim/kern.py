@@ -91,6 +91,7 @@ from foliosim.fast.sim.layout import (
     OC_WRITABLE,
     PD,
     PW,
+    PW_CLEAR,
     R_ANON_EXCL,
     R_HUGE_ZERO,
     R_LARGE_EXCL,
@@ -1296,7 +1297,7 @@ def _dup_small_run(opt: Any, glob: Any, fs: Any, pmc: Any, pex: Any, tr: Any, sf
             record(glob, opt, tr, K.K_DUP, dst, fs[u, X_NAME], 0, K.L_PTE, 0, 1)
         w = sw[s]
         if cow_mapping:  # write-protect both sides; the child keeps the dirty bit
-            w &= ~PW
+            w &= PW_CLEAR
             sw[s] = w
             dw[s] = w & PD
         else:
@@ -1396,7 +1397,7 @@ def install(sw: Any, df: Any, dp: Any, dw: Any, s: int, nr: int, f: int, page: i
     e = np.uint64(s + nr)
     if cow_mapping:
         for k in range(u, e):
-            w = sw[k] & ~PW
+            w = sw[k] & PW_CLEAR
             sw[k] = w
             dw[k] = w & PD
     else:
@@ -1576,7 +1577,7 @@ def change_protection(cfg: Any, glob: Any, fs: Any, pex: Any, tb: Any, ptf: Any,
             if f == NONE:
                 continue
             if not vwrite:
-                ptw[t, s] &= ~PW
+                ptw[t, s] &= PW_CLEAR
             elif upgrade and f >= 0 and fs[f, X_KIND] == KIND_ANON and pex[fs[f, K.F_OFF] + ptp[t, s]]:
                 ptw[t, s] |= PW
 

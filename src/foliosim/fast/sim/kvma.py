@@ -47,6 +47,7 @@ from foliosim.fast.sim.layout import (
     O_ORACLE,
     PD,
     PW,
+    PW_CLEAR,
     RC_ERROR,
     RC_OK,
     RC_ROOM,
@@ -631,7 +632,7 @@ def _protect_shared(cfg: Any, glob: Any, tb: Any, ptf: Any, ptw: Any, hk: Any, h
                 continue
             w = ptw[t, s]
             if not write:
-                ptw[t, s] = w & ~PW
+                ptw[t, s] = w & PW_CLEAR
             elif upgrade and (mapsw or (not sdwp and (w & PD) != 0)):
                 ptw[t, s] = w | PW
 

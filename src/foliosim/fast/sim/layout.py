@@ -33,6 +33,9 @@ TB_LIVE, TB_MM, TB_IDX, TB_PMDF, TB_PMDW, TB_HASPT, TB_NPTE, TB_NEXT = range(8)
 TB_COLS = 8
 # PTE flag bits
 PW, PD = 1, 2
+#: a PTE's flag byte with PW cleared, as a mask that fits the byte (``~PW`` does not when the kernels run as Python,
+#: NUMBA_DISABLE_JIT=1: numpy refuses a negative operand for an unsigned byte)
+PW_CLEAR = 0xFF ^ PW
 
 # MM columns (row = the MM's name number).
 MS_LIVE, MS_ID, MS_USERS, MS_COUNT, MS_PINNED, MS_ZAPPED, MS_VOFF, MS_NVMA, MS_NMAP = range(9)
