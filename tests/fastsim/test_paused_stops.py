@@ -16,9 +16,8 @@ pytest.importorskip("numba")
 
 from foliosim.fast.sim import kprog, tracerun
 from foliosim.kconfig import KernelConfig
-from foliosim.live.tracesim import _folio_at
 from foliosim.workloads.steps import Step
-from tests.fastsim.test_runtrace_stops import _STEPS_HEAD, _faults, _heap_base, _vmas
+from tests.fastsim.test_runtrace_stops import _STEPS_HEAD, _faults, _heap_base, _vmas, one_by_one, step_hooks
 
 #: the task names a stop asks the view about (some gone or not yet made at some stops)
 _NAMES = ("p", "c", "g", "h", "k", "nobody")
@@ -93,20 +92,7 @@ def _run(compiled: bool, heap: int) -> tuple[list[dict[str, Any]], dict[str, Any
     seen: list[dict[str, Any]] = []
     paused: list[bool] = []
     python: list[Step] = []
-
-    def on_step(step: Step, index: int) -> None:
-        python.append(step)
-        try:
-            runner.execute(step, index)
-        except Exception as exc:  # counted, as run-trace counts a refused step
-            runner.rejected[f"{step.verb}: {type(exc).__name__}"] += 1
-
-    def racy_step(step: Step, index: int) -> None:
-        runner.flush()
-        before = _folio_at(m, step)
-        on_step(step, index)
-        runner.flush()
-        racy.update(name for name in (before, _folio_at(m, step)) if name)
+    on_step, racy_step = step_hooks(runner, racy, python)
 
     def check() -> None:  # as tracesim's: flush, then read through a SnapshotView only
         runner.flush()
@@ -119,14 +105,7 @@ def _run(compiled: bool, heap: int) -> tuple[list[dict[str, Any]], dict[str, Any
         runner.run_steps(kprog.FaultSteps(steps), 0, on_step, tracerun.Races(racy_step, racy, list(racy_rows)),
                          stops, view_stops=True)
     else:
-        for k, step in enumerate(steps):
-            for j, fn in stops:
-                if j == k:
-                    fn()
-            (racy_step if k in racy_rows else on_step)(step, k)
-        for j, fn in stops:
-            if j == len(steps):
-                fn()
+        one_by_one(steps, stops, racy_rows, racy_step, on_step)
     runner.flush()
     return seen, _final(runner), paused, python
 
