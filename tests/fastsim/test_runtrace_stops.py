@@ -99,10 +99,26 @@ def _seen(runner: tracerun.TraceRunner, racy: set[str]) -> dict[str, Any]:
 def _run(compiled: bool, heap: int) -> tuple[list[dict[str, Any]], list[Step]]:
     steps, at, racy_rows = _steps(heap)
     runner = tracerun.TraceRunner(tracerun.TraceMachine(KernelConfig(), False), Counter())
-    m = runner.m
     racy: set[str] = set()
     seen: list[dict[str, Any]] = []
     python: list[Step] = []  # the steps that went through Python
+    on_step, racy_step = step_hooks(runner, racy, python)
+
+    stops: list[tuple[int, Callable[[], None]]] = [(k, lambda: seen.append(_seen(runner, racy))) for k in at]
+    if compiled:
+        assert runner.compiled()
+        runner.run_steps(kprog.FaultSteps(steps), 0, on_step, tracerun.Races(racy_step, racy, list(racy_rows)),
+                         stops)
+    else:
+        one_by_one(steps, stops, racy_rows, racy_step, on_step)
+    return seen, python
+
+
+def step_hooks(runner: tracerun.TraceRunner, racy: set[str], python: list[Step]) -> tuple[
+        Callable[[Step, int], None], Callable[[Step, int], None]]:
+    """(on_step, racy_step) as tracesim's: a refused step counted, a racy fault's folio noted before and after it;
+    the steps that go through Python appended to ``python``."""
+    m = runner.m
 
     def on_step(step: Step, index: int) -> None:
         python.append(step)
@@ -111,28 +127,28 @@ def _run(compiled: bool, heap: int) -> tuple[list[dict[str, Any]], list[Step]]:
         except Exception as exc:  # counted, as run-trace counts a refused step
             runner.rejected[f"{step.verb}: {type(exc).__name__}"] += 1
 
-    def racy_step(step: Step, index: int) -> None:  # as tracesim's: the folio at the address before and after
+    def racy_step(step: Step, index: int) -> None:  # the folio at the address before and after
         runner.flush()
         before = _folio_at(m, step)
         on_step(step, index)
         runner.flush()
         racy.update(name for name in (before, _folio_at(m, step)) if name)
 
-    stops: list[tuple[int, Callable[[], None]]] = [(k, lambda: seen.append(_seen(runner, racy))) for k in at]
-    if compiled:
-        assert runner.compiled()
-        runner.run_steps(kprog.FaultSteps(steps), 0, on_step, tracerun.Races(racy_step, racy, list(racy_rows)),
-                         stops)
-    else:
-        for k, step in enumerate(steps):
-            for j, fn in stops:
-                if j == k:
-                    fn()
-            (racy_step if k in racy_rows else on_step)(step, k)
+    return on_step, racy_step
+
+
+def one_by_one(steps: list[Step], stops: list[tuple[int, Callable[[], None]]], racy_rows: list[int],
+               racy_step: Callable[[Step, int], None], on_step: Callable[[Step, int], None]) -> None:
+    """The steps one at a time, the stops before their steps (and after the last), the racy ones through
+    ``racy_step``."""
+    for k, step in enumerate(steps):
         for j, fn in stops:
-            if j == len(steps):
+            if j == k:
                 fn()
-    return seen, python
+        (racy_step if k in racy_rows else on_step)(step, k)
+    for j, fn in stops:
+        if j == len(steps):
+            fn()
 
 
 def test_close_stops_see_what_one_step_at_a_time_gives() -> None:

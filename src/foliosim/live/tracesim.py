@@ -357,7 +357,7 @@ def _simulate_fast(trace: RunTrace, conv: Conversion, design: str, oracle: str, 
         if pending:
             t0 = perf()
             paused = 0.0
-            runner.run_steps(pending, index, on_step, races, stops, faults)
+            runner.run_steps(pending, index, on_step, races, stops, faults, view_stops=True)  # checks: a SnapshotView
             run.sim_seconds += perf() - t0 - paused
             index += len(pending)
             pending.clear()

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import compress
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +36,7 @@ from foliosim.evaluate.runner import FAULT_MAPPED, FAULT_NO_VMA, FAULT_PRESENT, 
 from foliosim.fast import kernels as K
 from foliosim.fast.sim import kern, kprog
 from foliosim.fast.sim import layout as L
-from foliosim.fast.sim.engine import _START, I64, KIND_NAMES, FastMachine, FastMM, FastTask
+from foliosim.fast.sim.engine import _START, I64, KIND_NAMES, FastMachine, FastMM, FastTask, PmdSet
 from foliosim.fast.sim.kfork import MISSING
 from foliosim.fast.sim.steps import FastWorkloadRunner
 from foliosim.folio import Folio
@@ -103,6 +103,9 @@ class TraceMachine(FastMachine):
         self.faulted: set[int] = set()  # rows of the batch that took a fault
         self.reuse_rows: set[int] = set()  # rows of the batch whose fault reused a page (track_reuse)
         self.reused_outside = False  # a reuse decided outside a batch (a pin's unshare) since the last look
+        # the program paused at a live snapshot's stop (TraceProgram._pause()): its tables, not the Python objects,
+        # hold the tasks, MMs and VMAs then (SnapshotView reads them)
+        self.paused: TraceProgram | None = None
 
     def _run_access(self, ops: I64, task_names: list[str] | None = None) -> None:
         self.batch = ops
@@ -271,7 +274,7 @@ class TraceRunner(FastWorkloadRunner):
 
     def run_steps(self, steps: list[Step], base: int, on_step: Callable[[Step, int], None],
                   races: Races | None = None, stops: list[tuple[int, Callable[[], None]]] | None = None,
-                  faults: FaultArrays | None = None) -> None:
+                  faults: FaultArrays | None = None, view_stops: bool = False) -> None:
         """Run ``steps`` (step ``base`` onwards of the trace): what the step interpreter models in compiled stretches
         (:class:`TraceProgram`), every other step through ``on_step(step, index)`` (which calls :meth:`execute` and
         counts what it refuses) as one step at a time would, the racy faults of ``races`` through ``races.step``
@@ -281,7 +284,9 @@ class TraceRunner(FastWorkloadRunner):
         ``steps[k]`` have run and the machine's objects follow them (a live snapshot's check between two stretches
         of one program: one encoding and one set of arrays for the whole list). ``faults``: the trace's fault
         columns (:func:`fault_arrays`), ``base`` counted as they count: the program's rows of the faults they tell
-        are filled from them."""
+        are filled from them. ``view_stops``: the stops read the machine only through a :class:`SnapshotView` made in
+        them (the live checks): a stop the loop reaches with only loop steps after it does not leave the loop's
+        tables (the objects follow them at the next step through Python or the end of the stretch)."""
         if len(steps) < STRETCH_MIN or not self.compiled():
             racy = set(races.rows) if races is not None else set()
             at = 0
@@ -307,6 +312,7 @@ class TraceRunner(FastWorkloadRunner):
         program = TraceProgram(self, steps, base, on_step, races)
         if stops:
             program.stops = stops
+            program.view_stops = view_stops
         program.run()
 
     def oracle_found(self) -> bool:
@@ -400,6 +406,11 @@ class TraceProgram(kprog.ProgramRun):
         self.base = base
         self.on_step = on_step
         self.stops: list[tuple[int, Callable[[], None]]] = []  # (row, fn): fn() once the run reaches the row
+        self.stop = 0  # the next stop to call
+        self.view_stops = False  # the stops read only a SnapshotView (TraceRunner.run_steps())
+        self._span = 0  # the last end of the stretches _call() runs as one (_chain()): _light() and fork read to it
+        self._held = False  # the loop may pause at the end of _call()'s stretch: the objects are not brought back
+        self._owed = False  # the tables are the truth, the objects wait for _materialize() (a pause)
         self.st[kprog.S_TALLY] = 1
         self.rs = np.zeros(max(len(steps), 1), dtype=np.int64)
         self.races = races
@@ -442,6 +453,9 @@ class TraceProgram(kprog.ProgramRun):
         self.enable_control()  # after the fills: the control rows' P_FILL is not a fill
 
     def _prepare(self, pos: int = 0) -> None:
+        if self._owed:  # resumed after a pause: the tables are the truth, nothing changed them since
+            return
+        self._end = max(self._end, self._span)  # the forks of every stretch run as one (_chained())
         if self.control:  # first: the tables fork reads are sized after the VMA rows
             self.grow_vma_arrays(pos)
         super()._prepare(pos)
@@ -458,13 +472,13 @@ class TraceProgram(kprog.ProgramRun):
         if faults > 64:  # folio and page rows for a folio per recorded fault, at most: no return to grow each time
             m._room(min(faults, kprog._AHEAD_MAX), min(2 * faults, kprog._AHEAD_MAX), self._tables_ahead(), 64)
         pos = 0
-        stops, at = self.stops, 0
+        stops = self.stops
         near_end = -1  # the stop the steps from pos to it go one by one to (_near(), once per stretch)
         while pos < n:
-            while at < len(stops) and stops[at][0] <= pos:  # the objects follow the rows before pos: _call() and
-                stops[at][1]()  # the steps Python ran materialized them
-                at += 1
-            end = stops[at][0] if at < len(stops) else n
+            while self.stop < len(stops) and stops[self.stop][0] <= pos:  # the objects follow the rows before pos:
+                self.stop += 1  # _call() and the steps Python ran materialized them
+                stops[self.stop - 1][1]()
+            end = stops[self.stop][0] if self.stop < len(stops) else n
             # pins or pipes held, a step it does not model, or a few steps to the next stop that cost less one by one
             # than an entry into the loop (_near(): their reads, writes and recorded faults queued in the runner's
             # batch, run at the stop's check -- it flushes first -- or before the loop is entered again)
@@ -475,7 +489,7 @@ class TraceProgram(kprog.ProgramRun):
                 why = kprog.WHY_STEP
             else:
                 r.flush()
-                pos, why = self._call(pos, end)
+                pos, why = self._chained(pos, end) if self.view_stops else self._call(pos, end)
             if why == kprog.WHY_DONE:
                 if pos < n:
                     continue
@@ -497,7 +511,7 @@ class TraceProgram(kprog.ProgramRun):
             m._check_rc(int(self.st[kprog.S_RC]))  # raised as a batch of accesses raises it
             raise AssertionError(f"step {r.index + 1}: the interpreter stopped with rc {int(self.st[kprog.S_RC])}")
         r.flush()
-        for _row, fn in stops[at:]:  # at the end of the list
+        for _row, fn in stops[self.stop:]:  # at the end of the list
             fn()
 
     def _near(self, pos: int, end: int) -> bool:
@@ -507,6 +521,64 @@ class TraceProgram(kprog.ProgramRun):
         ops = self.prog[pos:end, kprog.P_OP]
         cost = NEAR_COST[ops]
         return int(cost.sum()) + (NEAR_FLUSH if (cost == 1).any() else 0) < NEAR_ENTRY
+
+    def _chain(self, end: int) -> list[int]:
+        """The ends of the stretches after the stops at ``end`` that :meth:`run` would enter the loop for at once
+        (no step through Python before them: not a step the loop does not model first, not a few steps that cost
+        less one by one, :meth:`_near`), each up to the next stop or the end of the list."""
+        stops, n, prog = self.stops, len(self.steps), self.prog
+        out: list[int] = []
+        k = self.stop
+        while end < n and k < len(stops):
+            while k < len(stops) and stops[k][0] <= end:
+                k += 1
+            nxt = stops[k][0] if k < len(stops) else n
+            if prog[end, kprog.P_OP] == kprog.OP_OTHER or (nxt - end < STRETCH_MIN and self._near(end, nxt)):
+                break
+            out.append(nxt)
+            end = nxt
+        return out
+
+    def _chained(self, pos: int, end: int) -> tuple[int, int]:
+        """:meth:`_call` from ``pos`` to ``end`` and on through the stretches :meth:`_chain` finds after it, as one
+        run of the loop: its tables made once for all of them; at each stop in between the loop pauses -- the
+        stops there read its tables (:meth:`_pause`), the Python objects do not follow them -- and resumes; the
+        objects are brought up to date once, where it returns for Python (or at the last end)."""
+        ends = self._chain(end)
+        if not ends:
+            return self._call(pos, end)
+        self._span = ends[-1]
+        try:
+            for nxt in [*ends, -1]:
+                self._held = nxt >= 0
+                pos, why = self._call(pos, end)
+                if nxt < 0 or why != kprog.WHY_DONE or pos != end:
+                    break
+                self._pause(end)
+                end = nxt
+        finally:
+            self._held = False
+            self._span = 0
+            if self._owed:
+                self._materialize()
+        return pos, why
+
+    def _pause(self, row: int) -> None:
+        """The stops at ``row``, the loop paused there: the racy folios noted so far go to the checker first."""
+        self._note_racy()
+        stops, m = self.stops, self.m
+        m.paused = self
+        try:
+            while self.stop < len(stops) and stops[self.stop][0] <= row:
+                self.stop += 1
+                stops[self.stop - 1][1]()
+        finally:
+            m.paused = None
+
+    def _light(self, pos: int, end: int) -> bool:
+        if self._owed:  # resumed after a pause: as the first stretch found it for all of them
+            return self.light
+        return super()._light(pos, max(end, self._span))
 
     def _tables_ahead(self) -> int:
         """Page tables to make room for before a long run (:data:`TABLES_AHEAD_FAULTS` recorded faults or more):
@@ -524,7 +596,23 @@ class TraceProgram(kprog.ProgramRun):
         tables = int(np.count_nonzero(keys[1:] != keys[:-1])) + 1  # more than it needs: threads share an MM
         return min(tables, TABLES_AHEAD_MAX) if tables >= TABLES_AHEAD_MIN else 2
 
+    def _note_racy(self) -> None:
+        """The folios the loop noted before and after racy faults, to the checker's (``races.seen``)."""
+        st = self.st
+        k = int(st[kprog.S_NRACY])
+        if k:
+            assert self.races is not None
+            seen = self.races.seen  # a set: each folio's name once (a race is often taken many times)
+            for code in set(self.racy[:k, 1:].ravel().tolist()):
+                if code != L.NONE:
+                    seen.add(_SPECIAL.get(code) or f"f{code}")
+            st[kprog.S_NRACY] = 0
+
     def _materialize(self) -> None:
+        if self._held:  # the loop may pause here (_chained()): the objects wait
+            self._owed = True
+            return
+        self._owed = False
         if self.control:  # first: the table and row bookkeeping after it reads the MMs' VMA lists
             self._materialize_control()
         super()._materialize()
@@ -542,14 +630,7 @@ class TraceProgram(kprog.ProgramRun):
             if any(counts[kprog.TL_COW:]):
                 self.m.cow_counts += tal[kprog.TL_COW:].reshape(self.m.cow_counts.shape)
             tal.fill(0)
-        k = int(st[kprog.S_NRACY])
-        if k:
-            assert self.races is not None
-            seen = self.races.seen  # a set: each folio's name once (a race is often taken many times)
-            for code in set(self.racy[:k, 1:].ravel().tolist()):
-                if code != L.NONE:
-                    seen.add(_SPECIAL.get(code) or f"f{code}")
-            st[kprog.S_NRACY] = 0
+        self._note_racy()
         k = int(st[kprog.S_NREUSE])
         if k:
             if self.m.track_reuse:
@@ -676,8 +757,8 @@ class _SnapTasks:
         self.view = view
 
     def get(self, name: str) -> _SnapTask | None:
-        task = self.view.m.tasks.get(name)
-        return None if task is None else _SnapTask(self.view.snap_mm(task.mm))
+        mm = self.view.task_mm(name)
+        return None if mm is None else _SnapTask(self.view.snap_mm(mm))
 
     def __getitem__(self, name: str) -> _SnapTask:
         task = self.get(name)
@@ -686,7 +767,14 @@ class _SnapTasks:
         return task
 
     def __contains__(self, name: object) -> bool:
-        return name in self.view.m.tasks
+        return isinstance(name, str) and self.view.task_mm(name) is not None
+
+
+class _MMName(NamedTuple):
+    """An MM as the checker reads ``Machine.mms``' values (name and id), from its row."""
+
+    name: str
+    mm_id: int
 
 
 class SnapshotView:
@@ -696,6 +784,9 @@ class SnapshotView:
 
     def __init__(self, machine: FastMachine) -> None:
         self.m = machine
+        # the program paused at a stop (TraceMachine.paused): tasks, MMs and VMAs from its tables and rows
+        self.paused = machine.paused if isinstance(machine, TraceMachine) else None
+        self._mms: dict[int, FastMM] = {}
         self._views: dict[int, Any] = {}
         self._maps: dict[int, tuple[dict[int, tuple[int, int, bool, bool]], dict[int, tuple[int, bool]]]] = {}
 
@@ -708,6 +799,41 @@ class SnapshotView:
 
     def snap_mm(self, mm: FastMM) -> _SnapMM:
         return _SnapMM(self, mm)
+
+    @property
+    def mms(self) -> dict[str, FastMM] | dict[str, _MMName]:
+        """``Machine.mms``: the live MMs by name (their names and ids from their rows when paused)."""
+        p = self.paused
+        if p is None:
+            return self.m.mms
+        ms = self.m.ms
+        hi = int(p.st[kprog.S_NEXT_MM])
+        nums = np.flatnonzero(ms[:hi, L.MS_LIVE]).tolist()
+        return {f"mm{num}": _MMName(f"mm{num}", mm_id) for num, mm_id in
+                zip(nums, ms[nums, L.MS_ID].tolist(), strict=True)}
+
+    def task_mm(self, name: str) -> FastMM | None:
+        """The MM of task ``name`` (None: no such task); when paused, from the program's task tables, an MM made
+        from its rows (a LazyMM: its Vma objects made when first read)."""
+        m, p = self.m, self.paused
+        task = m.tasks.get(name)
+        if p is None:
+            return None if task is None else task.mm
+        i = p.tid.get(name)
+        if i is not None:  # the loop may have made, ended or exec'd it
+            num = int(p.tmm[i]) if p.tst[i] != kprog.T_NONE else -1
+        else:  # not the program's: its MM is its own (its VMAs may have changed: a thread of the program's)
+            num = -1 if task is None else task.mm.num
+        if num < 0:
+            return None
+        mm = self._mms.get(num)
+        if mm is None:
+            mk = p.mk
+            birth = int(mk[num, kprog.K_BIRTH]) if num < mk.shape[0] and mk[num, kprog.K_OK] else 1
+            mm = self._mms[num] = FastMM(num, int(m.ms[num, L.MS_ID]), anon_birth=birth)
+            mm.pmds = PmdSet(m, mm)
+            mm.__class__ = kprog.LazyMM
+        return mm
 
     @property
     def folios(self) -> set[str]:
