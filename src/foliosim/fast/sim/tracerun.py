@@ -485,12 +485,14 @@ class TraceProgram(kprog.ProgramRun):
             # (with view_stops, not when the loop is entered at the stop anyway: _chain() finds stretches after it)
             near = end == near_end or (bool(stops) and end - pos < STRETCH_MIN and self._near(pos, end))
             ends: list[int] | None = None
-            if near and self.view_stops and end != near_end and prog[pos, kprog.P_OP] != kprog.OP_OTHER:
-                ends = self._chain(end)
-                near = not ends
-            if near:
-                near_end = end
-            if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER or near:
+            other = prog[pos, kprog.P_OP] == kprog.OP_OTHER
+            if near and not other and end != near_end:  # decided at the stretch's first step the loop models
+                if self.view_stops:
+                    ends = self._chain(end)
+                    near = not ends
+                if near:
+                    near_end = end
+            if m.gup or other or near:
                 why = kprog.WHY_STEP
             else:
                 r.flush()
