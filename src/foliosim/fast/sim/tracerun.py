@@ -482,14 +482,21 @@ class TraceProgram(kprog.ProgramRun):
             # pins or pipes held, a step it does not model, or a few steps to the next stop that cost less one by one
             # than an entry into the loop (_near(): their reads, writes and recorded faults queued in the runner's
             # batch, run at the stop's check -- it flushes first -- or before the loop is entered again)
+            # (with view_stops, not when the loop is entered at the stop anyway: _chain() finds stretches after it)
             near = end == near_end or (bool(stops) and end - pos < STRETCH_MIN and self._near(pos, end))
-            if near:
-                near_end = end
-            if m.gup or prog[pos, kprog.P_OP] == kprog.OP_OTHER or near:
+            ends: list[int] | None = None
+            other = prog[pos, kprog.P_OP] == kprog.OP_OTHER
+            if near and not other and end != near_end:  # decided at the stretch's first step the loop models
+                if self.view_stops:
+                    ends = self._chain(end)
+                    near = not ends
+                if near:
+                    near_end = end
+            if m.gup or other or near:
                 why = kprog.WHY_STEP
             else:
                 r.flush()
-                pos, why = self._chained(pos, end) if self.view_stops else self._call(pos, end)
+                pos, why = self._chained(pos, end, ends) if self.view_stops else self._call(pos, end)
             if why == kprog.WHY_DONE:
                 if pos < n:
                     continue
@@ -523,9 +530,10 @@ class TraceProgram(kprog.ProgramRun):
         return int(cost.sum()) + (NEAR_FLUSH if (cost == 1).any() else 0) < NEAR_ENTRY
 
     def _chain(self, end: int) -> list[int]:
-        """The ends of the stretches after the stops at ``end`` that :meth:`run` would enter the loop for at once
-        (no step through Python before them: not a step the loop does not model first, not a few steps that cost
-        less one by one, :meth:`_near`), each up to the next stop or the end of the list."""
+        """The ends of the stretches after the stops at ``end`` that the loop runs on to, paused at each stop
+        (:meth:`_chained`), each up to the next stop or the end of the list: until one that starts with a step the
+        loop does not model. A few steps that :meth:`run` would leave to Python one by one (:meth:`_near`) run in the
+        loop here too: resuming a paused loop costs no entry (no ``_prepare``, no ``_materialize``)."""
         stops, n, prog = self.stops, len(self.steps), self.prog
         out: list[int] = []
         k = self.stop
@@ -533,18 +541,20 @@ class TraceProgram(kprog.ProgramRun):
             while k < len(stops) and stops[k][0] <= end:
                 k += 1
             nxt = stops[k][0] if k < len(stops) else n
-            if prog[end, kprog.P_OP] == kprog.OP_OTHER or (nxt - end < STRETCH_MIN and self._near(end, nxt)):
+            if prog[end, kprog.P_OP] == kprog.OP_OTHER:
                 break
             out.append(nxt)
             end = nxt
         return out
 
-    def _chained(self, pos: int, end: int) -> tuple[int, int]:
-        """:meth:`_call` from ``pos`` to ``end`` and on through the stretches :meth:`_chain` finds after it, as one
-        run of the loop: its tables made once for all of them; at each stop in between the loop pauses -- the
-        stops there read its tables (:meth:`_pause`), the Python objects do not follow them -- and resumes; the
-        objects are brought up to date once, where it returns for Python (or at the last end)."""
-        ends = self._chain(end)
+    def _chained(self, pos: int, end: int, ends: list[int] | None = None) -> tuple[int, int]:
+        """:meth:`_call` from ``pos`` to ``end`` and on through the stretches :meth:`_chain` finds after it
+        (``ends``, when :meth:`run` found them already), as one run of the loop: its tables made once for all of
+        them; at each stop in between the loop pauses -- the stops there read its tables (:meth:`_pause`), the
+        Python objects do not follow them -- and resumes; the objects are brought up to date once, where it
+        returns for Python (or at the last end)."""
+        if ends is None:
+            ends = self._chain(end)
         if not ends:
             return self._call(pos, end)
         self._span = ends[-1]
