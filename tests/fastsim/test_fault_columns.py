@@ -174,10 +174,12 @@ def test_tables_made_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(tracerun.TraceMachine, "_grow_rows", noted)
     monkeypatch.setattr(tracerun, "TABLES_AHEAD_FAULTS", 1 << 62)
+    monkeypatch.setattr(tracerun, "TABLES_AHEAD_SOME", 1 << 62)
     on_demand = simulate(trace, conversion=conv, engine="fast")
     doublings = len(grown)
     grown.clear()
     monkeypatch.setattr(tracerun, "TABLES_AHEAD_FAULTS", 64)
+    monkeypatch.setattr(tracerun, "TABLES_AHEAD_SOME", 64)
     monkeypatch.setattr(tracerun, "TABLES_AHEAD_MIN", 16)
     ahead = simulate(trace, conversion=conv, engine="fast")
     assert doublings >= 4 and 1 <= len(grown) < doublings

@@ -231,6 +231,68 @@ def test_encode_control_rows() -> None:
     assert prog[7, kprog.P_ARG] == 2 and prog[8, kprog.P_ARG] == -1 and prog[8, kprog.P_FIRST] == 1024
 
 
+def test_encode_control_numbering_in_row_order() -> None:
+    """Regions and files are numbered in program order over the rows that become control rows, whatever their verb
+    (a region first seen at a munmap, an mprotect or an mremap's destination between mmaps, a file named by an mmap
+    before its file step), and a step with too few or too many arguments stays OP_OTHER and numbers nothing."""
+    from foliosim.fast.sim.tracerun import TraceMachine
+
+    m = TraceMachine(KernelConfig(), False)
+    steps = [Step("munmap", "a", (900, 0, 2)), Step("mmap", "a", (512, 4, "anon", None, None, "rw", 0)),
+             Step("mmap", "a", (700, 4, "anon", None, None, "rw")),  # six arguments
+             Step("mmap", "a", (900, 2, "file-private", "lib", [4], "r", 7)),
+             Step("mprotect", "a", (1024, 0, 1, "r")), Step("mprotect", "a", (800, 0, 1)),  # three arguments
+             Step("madvise", "a", (600, 0, 1, "dontfork", 0)),  # five arguments
+             Step("mmap", "a", (1024, 8, "anon", None, [4], "rw", 0)), Step("file", "", ("shm", 8, 0, 1)),
+             Step("mmap", "a", (2048, 8, "file-shared", "shm", None, "rw", 0)), Step("mremap", "a", (512, 4, "dest")),
+             Step("mmap", "a", (4096, 1, "anon", None, None, "rx", 0)), Step("merge", "a"),
+             Step("mmap", "a", (8192, 1, "anon", None, None, "bogus", 0))]
+    prog, _names, regions = kprog.encode(steps)
+    created: dict[int, tuple[str, int, int, bool]] = {}
+    files = kprog.encode_control(steps, prog, regions, m, created)
+    assert files == ["lib", "shm"] and created == {1: ("shm", 8, 0, True)}
+    assert list(regions.items()) == [(900, 0), (512, 1), (1024, 2), (2048, 3), ("dest", 4), (4096, 5)]
+    lab = kvma.RowCodec.address_label
+    r, w, x = kprog.MF_READ, kprog.MF_WRITE, kprog.MF_EXEC
+    other = [kprog.OP_OTHER, 0, 0, 0, 0, 0]
+    want = [[kprog.OP_MUNMAP, 0, 0, 2, 0, 0],
+            [kprog.OP_MMAP, 1, 0, 4, r | w | (lab(512) << kprog.MF_LABEL_SHIFT), 0], other,
+            [kprog.OP_MMAP, 0, 7, 2, r | kprog.MF_FILE | (lab(900) << kprog.MF_LABEL_SHIFT), 0],
+            [kprog.OP_MPROTECT, 2, 0, 1, 1, 0], other, other,
+            [kprog.OP_MMAP, 2, 0, 8, r | w | kprog.MF_THP | (lab(1024) << kprog.MF_LABEL_SHIFT), 1 << 4],
+            [kprog.OP_FILE, 0, 0, 8, 1 << 8, 1],
+            [kprog.OP_MMAP, 3, 0, 8, r | w | kprog.MF_FILE | kprog.MF_SHARED | (lab(2048) << kprog.MF_LABEL_SHIFT), 1],
+            [kprog.OP_MREMAP, 1, 0, 4, 4, 0],
+            [kprog.OP_MMAP, 5, 0, 1, r | x | (lab(4096) << kprog.MF_LABEL_SHIFT), 0],
+            [kprog.OP_MERGE, 0, 0, 0, 0, 0], other]
+    cols = [kprog.P_OP, kprog.P_REG, kprog.P_FIRST, kprog.P_PAGES, kprog.P_ARG, kprog.P_FILL]
+    assert prog[:, cols].tolist() == want
+    assert m.codec.labels == [""]  # addresses' labels are not interned
+
+
+def test_encode_control_make_rows_pinned() -> None:
+    """make's recorded steps (2,251 control rows: 1,515 mmaps, 323 merges, 200 mprotects, ...) encode to the rows,
+    regions, files, thread names and codec state main's encode_control() gave them (their digest, taken before its
+    verbs were reordered)."""
+    import gzip
+    import hashlib
+
+    from foliosim.fast.sim.tracerun import TraceMachine
+    from foliosim.workloads.runtrace import run_trace_steps
+    from tests.fastsim.test_score_traces import TRACES
+
+    steps = run_trace_steps(gzip.decompress((TRACES / "make.trace.gz").read_bytes()).decode(), "make")
+    m = TraceMachine(KernelConfig(), False)
+    prog, names, regions = kprog.encode(steps)
+    created: dict[int, tuple[str, int, int, bool]] = {}
+    files = kprog.encode_control(steps, prog, regions, m, created, names)
+    assert int(np.count_nonzero(prog[:, kprog.P_OP] >= kprog.OP_MMAP)) == 2251
+    digest = hashlib.sha256(prog.tobytes())
+    digest.update(repr((list(regions.items()), files, list(created.items()), names, m.codec.labels,
+                        m.codec.thp_masks)).encode())
+    assert digest.hexdigest()[:16] == "48cdf121d0867339"
+
+
 def test_address_labels_round_trip() -> None:
     """An address's label number (negative, not interned) and an interned label's both come back as their text in
     the Vma objects, address 0 (whose number is not the empty label's 0) included."""

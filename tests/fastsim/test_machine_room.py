@@ -102,3 +102,41 @@ def test_mmap_and_mprotect_results_as_python_control_plane() -> None:
         out.append((a, b, fixed, ok, hole, vmas))
     assert out[0] == out[1]
     assert out[0][2] == out[0][0] + 4 * PAGE_SIZE and out[0][3] == 0 and out[0][4] < 0
+
+
+def test_trace_room_made_ahead_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run-trace program with TABLES_AHEAD_SOME recorded faults or more makes room ahead for its page tables (at
+    most TABLES_AHEAD_FEW), zap's gather list and the table lists: make's simulation returns from the loop for room
+    at most once instead of ten times, with the same figures, live-check results and machine at the end as when
+    the loop asks for each growth."""
+    from pathlib import Path
+
+    from foliosim.fast.sim import kprog, tracerun
+    from foliosim.live.tracesim import simulate
+    from foliosim.workloads.runtrace import RunTrace
+
+    trace = Path(__file__).resolve().parents[2] / "examples" / "run-traces" / "make.trace.gz"
+    grown = 0
+    grow = kprog.ProgramRun._grow
+
+    def counted(self: kprog.ProgramRun) -> None:
+        nonlocal grown
+        grown += 1
+        grow(self)
+
+    monkeypatch.setattr(kprog.ProgramRun, "_grow", counted)
+    runs = []
+    for ahead in (True, False):
+        if not ahead:
+            monkeypatch.setattr(tracerun, "GATHER_PER_FAULT", 0)
+            monkeypatch.setattr(tracerun, "TABLES_AHEAD_SOME", tracerun.TABLES_AHEAD_FAULTS)
+        grown = 0
+        run = simulate(RunTrace.open(trace), engine="fast")
+        assert run.machine is not None
+        figures = {k: v for k, v in run.to_json().items() if "seconds" not in k and k != "faults_per_second"}
+        state = _state(run.machine)
+        state["glob"][L.G_HUSED] = 0  # the page-table hash's used slots: a rehash (at each growth) drops deleted ones
+        runs.append((grown, figures, state))
+    (ahead_grown, *ahead), (asked_grown, *asked) = runs
+    assert ahead_grown <= 1 and asked_grown >= 8
+    assert ahead == asked

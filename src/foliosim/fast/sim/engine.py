@@ -448,9 +448,9 @@ class FastMachine:
         cows = self.cow.shape[0] + 4 if int(g[L.G_NCOW]) + 2 > self.cow.shape[0] else 4
         self.ensure(folios=folios, pages=pages, tables=tables, trace=trace, cows=cows)
 
-    def _scratch(self) -> npt.NDArray[np.int64]:
-        """A scratch buffer for the kernels' lists of table slots (room for every table)."""
-        need = int(self.glob[L.G_NTB]) + 1
+    def _scratch(self, tables: int = 0) -> npt.NDArray[np.int64]:
+        """A scratch buffer for the kernels' lists of table slots (room for every table, or ``tables``)."""
+        need = max(int(self.glob[L.G_NTB]), tables) + 1
         if self.scr.shape[1] < need:
             self.scr = np.zeros((2, max(need, 2 * self.scr.shape[1])), dtype=np.int64)
         return self.scr

@@ -1691,8 +1691,8 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
     A step of another form stays OP_OTHER (Python runs and checks it).
 
     One pass over the steps, each read once (a run trace's steps are cold in the cache by now: a pass per field
-    costs more than the loop), the commonest verbs tested first; regions numbered inline and the rows
-    collected flat (a call or a tuple per step costs as much as the step's own tests)."""
+    costs more than the loop), the commonest verbs tested first (mmap, merge, mprotect); regions numbered inline
+    and the rows collected flat (a call or a tuple per step costs as much as the step's own tests)."""
     codec = m.codec
     label, address_label = codec.label, codec.address_label
     files: dict[str, int] = {}
@@ -1706,32 +1706,11 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
     rows = np.flatnonzero(prog[:, P_OP] == OP_OTHER).tolist()
     for i, step in zip(rows, map(steps.__getitem__, rows), strict=True):
         verb, a = step.verb, step.args
-        if verb == "mprotect" or verb == "madvise":  # the commonest verbs, compared first
-            if len(a) != 4:
+        if verb == "mmap":  # the commonest verbs, compared first (mmap: two thirds of a run trace's rows)
+            try:
+                region, pages, kind, file, thp, prot, offset = a
+            except ValueError:  # not seven arguments (a try costs nothing until it raises; len() is a call)
                 continue
-            region, first, pages, what = a
-            if type(first) is not int or type(pages) is not int:
-                continue
-            if verb == "mprotect":
-                arg = prot_arg(what)
-                if arg is None:
-                    continue
-                op, fill = OP_MPROTECT, 0
-            else:
-                advice = flag_advice(what) if type(what) is str else None
-                if advice is None:
-                    continue
-                op, (arg, fill) = OP_MADVF, advice
-            if type(region) is not int and type(region) is not str:
-                continue
-            k = get_region(region)
-            if k is None:
-                k = regions[region] = len(regions)
-            out += (i, op, k, first, pages, arg, fill)
-        elif verb == "mmap":
-            if len(a) != 7:
-                continue
-            region, pages, kind, file, thp, prot, offset = a
             if type(pages) is not int or type(offset) is not int:
                 continue
             flags = prot_mf(prot)
@@ -1764,6 +1743,31 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
             if k is None:
                 k = regions[region] = len(regions)
             out += (i, OP_MMAP, k, first, pages, flags | (lid << MF_LABEL_SHIFT), fill)
+        elif verb == "merge":
+            out += (i, OP_MERGE, 0, 0, 0, 0, 0)
+        elif verb == "mprotect" or verb == "madvise":
+            try:
+                region, first, pages, what = a
+            except ValueError:  # not four arguments
+                continue
+            if type(first) is not int or type(pages) is not int:
+                continue
+            if verb == "mprotect":
+                arg = prot_arg(what)
+                if arg is None:
+                    continue
+                op, fill = OP_MPROTECT, 0
+            else:
+                advice = flag_advice(what) if type(what) is str else None
+                if advice is None:
+                    continue
+                op, (arg, fill) = OP_MADVF, advice
+            if type(region) is not int and type(region) is not str:
+                continue
+            k = get_region(region)
+            if k is None:
+                k = regions[region] = len(regions)
+            out += (i, op, k, first, pages, arg, fill)
         elif verb == "munmap":
             if len(a) != 3:
                 continue
@@ -1773,8 +1777,6 @@ def encode_control(steps: list[Step], prog: I64, regions: dict[Any, int], m: Fas
                 if k is None:
                     k = regions[region] = len(regions)
                 out += (i, OP_MUNMAP, k, first, pages, 0, 0)
-        elif verb == "merge":
-            out += (i, OP_MERGE, 0, 0, 0, 0, 0)
         elif verb == "file":
             if len(a) != 4:
                 continue

@@ -56,6 +56,14 @@ STRETCH_MIN = 32
 TABLES_AHEAD_FAULTS = 16384
 TABLES_AHEAD_MIN = 512
 TABLES_AHEAD_MAX = 1 << 14
+#: a program with fewer recorded faults, but TABLES_AHEAD_SOME or more, makes room for at most TABLES_AHEAD_FEW tables
+#: first (one per (task, PMD), an over-count where processes come and go: make's 386 for at most 68 live): the
+#: doublings from 16 to a hundred-odd tables cost three returns from the loop and copies of ~100 tables (~0.3 ms)
+TABLES_AHEAD_SOME = 2048
+TABLES_AHEAD_FEW = 128
+#: zap's gather list made ahead for a program's recorded faults, rows per fault (at most kprog._AHEAD_MAX): an exit's
+#: zap gathers a row per present PTE, a file fault maps up to 16 (fault-around); each growth is a return from the loop
+GATHER_PER_FAULT = 4
 #: what a step a few steps before a live snapshot's stop costs more through Python than in the loop, by opcode, in
 #: recorded faults (a couple of microseconds each: queued, then run in one compiled call at the stop's flush); an
 #: entry into the loop (its tables made, the objects brought back) costs about NEAR_ENTRY of them, the flush of
@@ -471,6 +479,9 @@ class TraceProgram(kprog.ProgramRun):
         faults = self.nfault
         if faults > 64:  # folio and page rows for a folio per recorded fault, at most: no return to grow each time
             m._room(min(faults, kprog._AHEAD_MAX), min(2 * faults, kprog._AHEAD_MAX), self._tables_ahead(), 64)
+            # scratch (their sizes change no result): zap's gather list, the table lists for every table made room for
+            m._gather_rows(min(GATHER_PER_FAULT * faults, kprog._AHEAD_MAX))
+            m._scratch(m.tb.shape[0])
         pos = 0
         stops = self.stops
         near_end = -1  # the stop the steps from pos to it go one by one to (_near(), once per stretch)
@@ -594,9 +605,10 @@ class TraceProgram(kprog.ProgramRun):
         """Page tables to make room for before a long run (:data:`TABLES_AHEAD_FAULTS` recorded faults or more):
         one per (task, PMD) its recorded faults touch, when that is :data:`TABLES_AHEAD_MIN` or more, at most
         :data:`TABLES_AHEAD_MAX` -- made at once instead of doubled from a few tables, each doubling copying every
-        table (chromium: 16 -> 2228 tables in 7 doublings, a few milliseconds). Forks' copies and tables that
-        faults by region name fill are left to growth."""
-        if self.nfault < TABLES_AHEAD_FAULTS:
+        table (chromium: 16 -> 2228 tables in 7 doublings, a few milliseconds); fewer, or a shorter run of
+        :data:`TABLES_AHEAD_SOME` faults or more, at most :data:`TABLES_AHEAD_FEW`. Forks' copies and tables that
+        faults by region name fill are left to growth. Only room: no result depends on it."""
+        if self.nfault < TABLES_AHEAD_SOME:
             return 2
         prog = self.prog
         rows = np.flatnonzero(prog[:, kprog.P_OP] == kprog.OP_FAULT)
@@ -604,7 +616,9 @@ class TraceProgram(kprog.ProgramRun):
         # a run of faults in one (task, PMD) counted once before the sort (chromium: half the keys to sort)
         keys = np.sort(keys[np.concatenate(([True], keys[1:] != keys[:-1]))])
         tables = int(np.count_nonzero(keys[1:] != keys[:-1])) + 1  # more than it needs: threads share an MM
-        return min(tables, TABLES_AHEAD_MAX) if tables >= TABLES_AHEAD_MIN else 2
+        if self.nfault < TABLES_AHEAD_FAULTS or tables < TABLES_AHEAD_MIN:
+            return min(tables, TABLES_AHEAD_FEW)
+        return min(tables, TABLES_AHEAD_MAX)
 
     def _note_racy(self) -> None:
         """The folios the loop noted before and after racy faults, to the checker's (``races.seen``)."""
