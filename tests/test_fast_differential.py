@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -307,6 +308,16 @@ def test_capacity_orders_is_the_largest_valid_order_of_each_folio(rows: list[tup
 
 
 
+def _numba_env(disabled: str) -> tuple[Path, dict[str, str]]:
+    """(the project root, an environment for a child Python that imports this tree's sources with
+    ``NUMBA_DISABLE_JIT`` set to ``disabled``)."""
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    return root, dict(os.environ, NUMBA_DISABLE_JIT=disabled,
+                      PYTHONPATH=str(root / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
 #: run with NUMBA_DISABLE_JIT=1: the kernels as Python functions, against the reference model
 _INTERPRETED = """
 import json, random, sys
@@ -326,15 +337,11 @@ print(json.dumps([fast == list(reference_records(lines, config, True)), len(fast
 def test_interpreted_kernels_under_numba_disable_jit() -> None:
     """numba's debugging mode (``NUMBA_DISABLE_JIT=1``: the kernels run as Python, e.g. under pdb): the fast
     modules import (``_jit.unify_calls`` gets the plain function there) and the kernels replay as the reference."""
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root, env = _numba_env("1")
     lines = trace_text(random_ops(3, 120, KernelConfig(), invalid=0.1))
-    env = dict(os.environ, NUMBA_DISABLE_JIT="1",
-               PYTHONPATH=str(root / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", _INTERPRETED], input=lines, capture_output=True, text=True, env=env,
                           cwd=root)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -346,17 +353,13 @@ def test_interpreted_simulator_under_numba_disable_jit() -> None:
     """The compiled simulator run as Python (``NUMBA_DISABLE_JIT=1``) prints what it prints compiled: forks, writes
     that copy and reuse, mprotect, a PMD split, exits (its PTE write-bit clears keep to the flag byte:
     ``layout.PW_CLEAR``)."""
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
     for scenario in ("prefork-server", "fork-short-lived-child-pte-thp"):
         outs = []
         for disabled in ("1", "0"):
-            env = dict(os.environ, NUMBA_DISABLE_JIT=disabled,
-                       PYTHONPATH=str(root / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            root, env = _numba_env(disabled)
             proc = subprocess.run([sys.executable, "-m", "foliosim", "run", f"examples/{scenario}.scenario",
                                    "--engine", "fast"], capture_output=True, text=True, env=env, cwd=root)
             assert proc.returncode == 0, f"{scenario}: {proc.stderr[-2000:]}"
