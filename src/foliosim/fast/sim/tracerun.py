@@ -41,7 +41,7 @@ from foliosim.fast.sim.kfork import MISSING
 from foliosim.fast.sim.steps import FastWorkloadRunner
 from foliosim.folio import Folio
 from foliosim.kconfig import KernelConfig
-from foliosim.live.snapcheck import SimAnonPage, SimFolioFields, SimSnapshot
+from foliosim.live.snapcheck import SimFolioFields, SimSnapshot, sim_snapshot
 from foliosim.vm.events import OracleViolation, errno_name
 from foliosim.vm.machine import MachineOptions
 from foliosim.vm.memory import PAGE_SHIFT
@@ -919,7 +919,9 @@ class SnapshotView:
             parts.append((vpn[inside], m.ptf[trows, cols], m.ptp[trows, cols], pos[inside], False))
         other: dict[int, str] = {}
         if not parts:
-            return SimSnapshot({}, other, self.folios_fields, self.refcounts)
+            none = np.zeros(0, dtype=np.int64)
+            return SimSnapshot(none, none, none, none, none, np.zeros(0, dtype=bool), [], [], other,
+                               self.folios_fields, self.refcounts)
         vpns = np.concatenate([p[0] for p in parts])
         slots = np.concatenate([p[1] for p in parts])
         pages = np.concatenate([p[2] for p in parts])
@@ -947,11 +949,21 @@ class SnapshotView:
             excl = np.where(large, ~((fs[f, K.F_LARGE] + 1 > 1) & (fs[f, K.F_SHARED] != 0)), excl)
         uniq, inv = np.unique(f, return_inverse=True)
         names = [f"f{x}" for x in fs[uniq, L.X_NAME].tolist()]
-        anon: dict[int, SimAnonPage] = dict(zip(vpns[compared].tolist(), zip(
-            [names[i] for i in inv.tolist()], page.tolist(), order.tolist(), mapcount.tolist(), excl.tolist(),
-            f.tolist(), strict=True), strict=True))
-        return SimSnapshot(anon, other, self.folios_fields, self.refcounts, int(zero.sum()), int(files.sum()),
-                           int(copies.sum()))
+        return sim_snapshot(vpns[compared], inv.astype(np.int64), page, order, mapcount, excl, names, uniq.tolist(),
+                            other, self.folios_fields, self.refcounts, int(zero.sum()), int(files.sum()),
+                            int(copies.sum()))
+
+    def dead_folios(self, names: list[str]) -> list[str]:
+        """Which of the folio names (``f<number>``) are no longer alive, asked at once (the checker's
+        ``name not in m.folios`` for each, without making the names of every live folio)."""
+        if not names:
+            return []
+        m = self.m
+        n = int(m.glob[L.G_NFOLIO])
+        asked = np.fromiter((int(x[1:]) for x in names), dtype=np.int64, count=len(names))
+        alive = np.zeros(int(max(asked.max(), m.glob[L.G_NAME])) + 1, dtype=bool)  # by name number
+        alive[m.fs[:n, L.X_NAME][m.fs[:n, K.F_LIVE] != 0]] = True
+        return [names[i] for i in np.flatnonzero(~alive[asked]).tolist()]
 
     def refcounts(self, slots: list[int]) -> list[int]:
         """The refcounts of folio slots."""
