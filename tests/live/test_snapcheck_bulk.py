@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import foliosim.live.tracesim as tracesim
-from foliosim.live.snapcheck import SnapshotChecker
+from foliosim.live.snapcheck import SnapshotChecker, field_rows
 from foliosim.vm.machine import Machine
 from foliosim.workloads.runtrace import Conversion, RunTrace, Snapshot, prepare
 
@@ -66,7 +66,7 @@ def _damage(snap: Snapshot, rng: random.Random) -> Snapshot:
     for key, value in snap.folios.items():
         v = dict(value)
         if rng.random() < rate:
-            kind = rng.randrange(7)
+            kind = rng.randrange(8)
             if kind == 0:
                 continue
             if kind == 1 and isinstance(v.get("refcount"), int):
@@ -81,6 +81,8 @@ def _damage(snap: Snapshot, rng: random.Random) -> Snapshot:
                 v["shared_bit"] = not v["shared_bit"]
             elif kind == 6 and isinstance(v.get("mm_ids"), list):
                 v["mm_ids"] = v["mm_ids"][::-1]
+            elif kind == 7 and isinstance(v.get("large_mapcount"), int):  # not an integer: compared per item
+                v["large_mapcount"] = rng.choice((float(v["large_mapcount"]), str(v["large_mapcount"])))
         folios[key] = v
     mm_id = None if rng.random() < 0.1 else snap.mm_id
     return replace(snap, pages=pages, folios=folios, mm_id=mm_id)
@@ -104,6 +106,10 @@ class _Twins(SnapshotChecker):
         if dead is not None:  # the compiled view's answer at once is the one name by name
             names = [*self.folio_of, "f0", "f1", "f123456789"]
             assert dead(names) == [n for n in names if n not in m.folios]
+            task = m.tasks.get(snap.task)
+            if task is not None:  # ... and its folios' rows are their fields one by one
+                side = m.snapshot_pages(task.mm, True)  # type: ignore[attr-defined]
+                assert np.array_equal(side.rows(side.keys), field_rows(side.folios(side.keys)))
         array = replace(snap, pages=np.asarray(snap.pages, dtype=np.int64).reshape(-1, 6))
         super().check(m, snap)
         self.per_item.check(m, array)

@@ -132,6 +132,7 @@ class SimSnapshot:
     other: dict[int, str]  # vpn -> "zero" (the zero page) or "file" (a file page, or an anonymous copy not compared)
     folios: Callable[[list[Any]], list[SimFolioFields]]  # the fields of folios, from their keys
     refcounts: Callable[[list[Any]], list[int]]  # just their refcounts
+    rows: Callable[[list[Any]], I64]  # the fields of folios as rows: the values of FOLIO_FIELDS, MM ids as ids
     zero_pages: int = 0
     file_pages: int = 0
     file_anon_pages: int = 0  # anonymous copies in private file mappings the snapshot does not cover
@@ -149,13 +150,13 @@ class SimSnapshot:
 
 def sim_snapshot(vpns: I64, folio: I64, page: I64, order: I64, mapcount: I64, exclusive: Bools, names: list[str],
                  keys: list[Any], other: dict[int, str], folios: Callable[[list[Any]], list[SimFolioFields]],
-                 refcounts: Callable[[list[Any]], list[int]], zero_pages: int = 0, file_pages: int = 0,
-                 file_anon_pages: int = 0) -> SimSnapshot:
+                 refcounts: Callable[[list[Any]], list[int]], rows: Callable[[list[Any]], I64], zero_pages: int = 0,
+                 file_pages: int = 0, file_anon_pages: int = 0) -> SimSnapshot:
     """:class:`SimSnapshot` of columns in any order: sorted by page number, of a page given twice the last row (a
     PMD in two VMAs, as a dict filled in that order keeps it)."""
     at = _last_by_vpn(vpns)
     return SimSnapshot(vpns[at], folio[at], page[at], order[at], mapcount[at], exclusive[at], names, keys, other,
-                       folios, refcounts, zero_pages, file_pages, file_anon_pages)
+                       folios, refcounts, rows, zero_pages, file_pages, file_anon_pages)
 
 
 def reference_pages(m: Machine, mm: MM, full: bool) -> SimSnapshot:
@@ -199,12 +200,24 @@ def reference_pages(m: Machine, mm: MM, full: bool) -> SimSnapshot:
                         np.array([index[n] for n in cols[0]], dtype=np.int64), np.array(cols[1], dtype=np.int64),
                         np.array(cols[2], dtype=np.int64), np.array(cols[3], dtype=np.int64),
                         np.array(cols[4], dtype=bool), list(index), keys, other, reference_folios,
-                        reference_refcounts, zero, file, file_anon)
+                        reference_refcounts, reference_rows, zero, file, file_anon)
 
 
 def reference_refcounts(keys: list[SimFolio]) -> list[int]:
     """The refcounts of reference folios."""
     return [f.core().refcount for f in keys]
+
+
+def reference_rows(keys: list[SimFolio]) -> I64:
+    """:func:`field_rows` of reference folios."""
+    return field_rows(reference_folios(keys))
+
+
+def field_rows(states: list[SimFolioFields]) -> I64:
+    """:class:`SimFolioFields` as rows of the values of :data:`FOLIO_FIELDS` (the MM slots as ids)."""
+    return np.array([[f.refcount, f.large_mapcount, f.entire_mapcount, f.pincount, f.nr_pages_mapped, f.mm_ids[0],
+                      f.mm_id_mapcount[0], f.mm_ids[1], f.mm_id_mapcount[1], int(f.shared)] for f in states],
+                    dtype=np.int64).reshape(-1, len(FOLIO_FIELDS))
 
 
 def reference_folios(keys: list[SimFolio]) -> list[SimFolioFields]:
@@ -492,45 +505,58 @@ class SnapshotChecker:
             for name in names:
                 self.fields[name].not_observed += n
         keys = side.keys
-        agreeing = 0  # order-0 folios whose refcount agrees (their only field), counted in bulk
-        each = np.flatnonzero(seen)  # through _folio() (or, large and bulk, _folio_agrees())
+        counted = np.zeros(len(FOLIO_FIELDS), dtype=np.int64)  # per field: folios counted in bulk that observed it
+        unseen = np.zeros(len(FOLIO_FIELDS), dtype=np.int64)  # ... that did not
+        each = np.flatnonzero(seen)  # through _folio()
         if bulk:
             small = np.flatnonzero(seen & ~large)
             f = held.folio[small].tolist()
             refs = [k["refcount"] for k in [recorded[i] for i in small.tolist()] if k is not None]
             agrees: Bools = np.array([a == b for a, b in zip(refs, side.refcounts([keys[i] for i in f]), strict=True)],
                                      dtype=np.bool_)
-            agreeing = int(agrees.sum())
-            each = np.flatnonzero(seen & large)
-            if not agrees.all():
-                each = np.sort(np.concatenate([each, small[~agrees]]))
-        order = held.order[each].tolist()
+            counted[0] += int(agrees.sum())
+            big = np.flatnonzero(seen & large)
+            same = self._large_agree(side.rows([keys[i] for i in held.folio[big].tolist()]),
+                                     [k for k in [recorded[i] for i in big.tolist()] if k is not None], sim_ids,
+                                     alive_mms)
+            counted += (same[1] & same[0][:, None]).sum(axis=0)
+            unseen += (~same[1] & same[0][:, None]).sum(axis=0)
+            each = np.sort(np.concatenate([big[~same[0]], small[~agrees]]))
         f = held.folio[each].tolist()
-        observed: Counter[tuple[bool, ...]] = Counter()  # folios agreeing, by the fields observed
-        if agreeing:
-            observed[(True,)] += agreeing
-        for i, state, large_one, addr in zip(each.tolist(), side.folios([keys[i] for i in f]), order,
-                                             held.addr[each].tolist(), strict=True):
+        for i, state, addr in zip(each.tolist(), side.folios([keys[i] for i in f]), held.addr[each].tolist(),
+                                  strict=True):
             k = recorded[i]
             assert k is not None
-            if bulk and large_one:
-                agreed = self._folio_agrees(state, k, sim_ids, alive_mms)
-                if agreed is not None:
-                    observed[agreed] += 1
-                    continue
             name = side.names[int(held.folio[i])]
             self._folio(state, k, sim_ids, alive_mms, addr, C_RACE if name in racy else (
                 C_PAGE if name in differ else C_OTHER))
-        for fields, n in observed.items():
-            for name, seen_it in zip(FOLIO_FIELDS, fields, strict=False):
-                count = self.fields[name]
-                if seen_it:
-                    count.compared += n
-                    count.agreed += n
-                    self._counts[0] += n
-                    self._counts[1] += n
-                else:
-                    count.not_observed += n
+        for name, n, missing in zip(FOLIO_FIELDS, counted.tolist(), unseen.tolist(), strict=True):
+            count = self.fields[name]
+            count.compared += n
+            count.agreed += n
+            count.not_observed += missing
+            self._counts[0] += n
+            self._counts[1] += n
+
+    def _large_agree(self, sim: I64, recorded: list[dict[str, Any]], sim_ids: dict[int, str],
+                     alive_mms: set[str]) -> tuple[Bools, Bools]:
+        """Large folios' fields as :meth:`_folio` compares them, as columns (``sim``: :attr:`SimSnapshot.rows`):
+        whether every observed field of a folio agrees, and which fields were observed. MM ids are compared by
+        role: the live id stands for the simulated id of the MM in the same role."""
+        rows = [_recorded(k) for k in recorded]  # None: a value the columns do not hold (that folio: per item)
+        live = np.array([r if r is not None else [_NONE] * len(FOLIO_FIELDS) for r in rows],
+                        dtype=np.int64).reshape(-1, len(FOLIO_FIELDS))
+        id_of_role = {name: i for i, name in sim_ids.items()}
+        for c in (5, 7):  # the slots' MM ids
+            ids = live[:, c].tolist()
+            expect: dict[int, int] = {}
+            for live_id in set(ids):
+                role = None if live_id == _NONE else self._live_role(live_id, alive_mms)
+                expect[live_id] = _NONE if role is None else 0 if role == "-" else id_of_role.get(role, -1)
+            live[:, c] = [expect[x] for x in ids]
+        observed: Bools = live != _NONE
+        agree: Bools = ((sim == live) | ~observed).all(axis=1) & np.array([r is not None for r in rows], dtype=np.bool_)
+        return agree, observed
 
     def _page(self, mm: MM, vpn: int, s: SimAnonPage | None, seen: LivePage | None, anon: SimSnapshot,
               live: _LivePages, full: bool, pairs: dict[str, tuple[Any, int, int, int]], differ: set[str]) -> None:
@@ -625,7 +651,7 @@ class SnapshotChecker:
         if cause == C_OTHER and k.get("large_mapcount") == f.large_mapcount:
             cause = C_MM_ORDER  # every mapping is there on both sides: only the slots' bookkeeping differs
         for i, (slot, slot_count) in enumerate(_SLOT_FIELDS):
-            live_role = self._live_role(ids, i, alive_mms)
+            live_role = self._live_role(None if ids is None else ids[i], alive_mms)
             if live_role is None:
                 self._unobserved((slot,))
             else:
@@ -639,35 +665,8 @@ class SnapshotChecker:
         else:
             self._cmp("shared bit", f.shared, shared, cause, addr)
 
-    def _folio_agrees(self, f: SimFolioFields, k: dict[str, Any], sim_ids: dict[int, str],
-                      alive_mms: set[str]) -> tuple[bool, ...] | None:
-        """Whether every field :meth:`_folio` would compare for a large folio agrees: per field of
-        :data:`FOLIO_FIELDS` whether it was observed, or None when one disagrees (then :meth:`_folio` classifies)."""
-        if f.refcount != k["refcount"]:
-            return None
-        observed = [True]
-        for _name, key, value in _counts(f):
-            seen = k.get(key)
-            if seen is not None and value != seen:
-                return None
-            observed.append(seen is not None)
-        ids, shared = _slots(k)
-        counts = k.get("mm_id_mapcount")
-        for i in (0, 1):
-            live_role = self._live_role(ids, i, alive_mms)
-            if live_role is not None and _sim_role(f.mm_ids[i], sim_ids) != live_role:
-                return None
-            if counts is not None and f.mm_id_mapcount[i] != counts[i]:
-                return None
-            observed += (live_role is not None, counts is not None)
-        if shared is not None and f.shared != shared:
-            return None
-        observed.append(shared is not None)
-        return tuple(observed)
-
-    def _live_role(self, ids: tuple[int, int] | None, i: int, alive_mms: set[str]) -> str | None:
-        """The role of the MM in a live folio's slot ``i``: "-" for none, None when not observed."""
-        live_id = ids[i] if ids is not None else None
+    def _live_role(self, live_id: int | None, alive_mms: set[str]) -> str | None:
+        """The role of the MM with a live id (a live folio's slot): "-" for none, None when not observed."""
         live_role = None if live_id is None else ("-" if live_id == 0 else self.role_of_id.get(live_id))
         if live_role not in (None, "-") and live_role not in alive_mms:
             live_role = None  # that MM is gone: the kernel has given its id to another MM since
@@ -684,6 +683,25 @@ class SnapshotChecker:
             "anon_pages_in_file_mappings": self.file_anon_pages,
             "examples": [d.describe() for d in self.examples], "per_snapshot": self.per_snapshot,
         }
+
+
+_NONE = np.iinfo(np.int64).min  # a field the live side did not record, in rows of FOLIO_FIELDS
+
+
+def _recorded(k: dict[str, Any]) -> list[int] | None:
+    """A recorded folio as a row of the values of :data:`FOLIO_FIELDS` (_NONE: not recorded); None when a value is
+    not an integer (or the refcount is missing): that folio is compared per item."""
+    ids, shared = _slots(k)
+    counts = k.get("mm_id_mapcount")
+    values = [k["refcount"], k.get("large_mapcount"), k.get("entire_mapcount"), k.get("pincount"),
+              k.get("nr_pages_mapped"), None if ids is None else ids[0], None if counts is None else counts[0],
+              None if ids is None else ids[1], None if counts is None else counts[1], shared]
+    if values[0] is None or not all(type(v) in _NUMBERS for v in values):
+        return None
+    return [_NONE if v is None else int(v) for v in values]
+
+
+_NUMBERS = frozenset((int, bool, type(None)))
 
 
 _SLOT_FIELDS = (("slot 0 MM", "slot 0 mapcount"), ("slot 1 MM", "slot 1 mapcount"))
@@ -760,4 +778,5 @@ def _slots(k: dict[str, Any]) -> tuple[tuple[int, int] | None, bool | None]:
 
 
 __all__ = ["C_PAGE", "C_RACE", "FOLIO_FIELDS", "PAGE_FIELDS", "Disagreement", "FieldCount", "SimAnonPage",
-           "SimFolioFields", "SimSnapshot", "SnapshotChecker", "reference_folios", "reference_pages", "sim_snapshot"]
+           "SimFolioFields", "SimSnapshot", "SnapshotChecker", "field_rows", "reference_folios", "reference_pages",
+           "reference_rows", "sim_snapshot"]

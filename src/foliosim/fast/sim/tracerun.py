@@ -921,7 +921,7 @@ class SnapshotView:
         if not parts:
             none = np.zeros(0, dtype=np.int64)
             return SimSnapshot(none, none, none, none, none, np.zeros(0, dtype=bool), [], [], other,
-                               self.folios_fields, self.refcounts)
+                               self.folios_fields, self.refcounts, self.folio_rows)
         vpns = np.concatenate([p[0] for p in parts])
         slots = np.concatenate([p[1] for p in parts])
         pages = np.concatenate([p[2] for p in parts])
@@ -950,8 +950,8 @@ class SnapshotView:
         uniq, inv = np.unique(f, return_inverse=True)
         names = [f"f{x}" for x in fs[uniq, L.X_NAME].tolist()]
         return sim_snapshot(vpns[compared], inv.astype(np.int64), page, order, mapcount, excl, names, uniq.tolist(),
-                            other, self.folios_fields, self.refcounts, int(zero.sum()), int(files.sum()),
-                            int(copies.sum()))
+                            other, self.folios_fields, self.refcounts, self.folio_rows, int(zero.sum()),
+                            int(files.sum()), int(copies.sum()))
 
     def dead_folios(self, names: list[str]) -> list[str]:
         """Which of the folio names (``f<number>``) are no longer alive, asked at once (the checker's
@@ -969,6 +969,21 @@ class SnapshotView:
         """The refcounts of folio slots."""
         refs: list[int] = self.m.fs[np.asarray(slots, dtype=np.int64), L.X_REF].tolist()
         return refs
+
+    def folio_rows(self, slots: list[int]) -> I64:
+        """The checker's rows of folio slots (foliosim.live.snapcheck.field_rows: what ``folios_fields`` gives, as
+        columns), read from the arrays at once."""
+        m = self.m
+        cfg = m.config
+        rows = m.fs[np.asarray(slots, dtype=np.int64)]
+        shift, mask, bit = np.uint64(cfg.slot_shift), np.uint64(cfg.mm_id_mask), np.uint64(cfg.shared_bit)
+        word = (rows[:, K.F_ID0].astype(np.uint64) | (rows[:, K.F_ID1].astype(np.uint64) << shift)
+                | np.where(rows[:, K.F_SHARED] != 0, bit, np.uint64(0)))
+        cols = [rows[:, L.X_REF], rows[:, K.F_LARGE], rows[:, K.F_ENTIRE], rows[:, L.X_PINCOUNT], rows[:, K.F_NPM],
+                (word & mask).astype(np.int64), rows[:, K.F_MMC0], ((word >> shift) & mask).astype(np.int64),
+                rows[:, K.F_MMC1], ((word & bit) != 0).astype(np.int64)]
+        out: I64 = np.stack(cols, axis=1).astype(np.int64, copy=False).reshape(-1, len(cols))
+        return out
 
     def folios_fields(self, slots: list[int]) -> list[SimFolioFields]:
         """The checker's :class:`SimFolioFields` of folio slots (as ``export_folio`` and the folio helpers of
