@@ -696,9 +696,9 @@ def _recorded(k: dict[str, Any]) -> list[int] | None:
     values = [k["refcount"], k.get("large_mapcount"), k.get("entire_mapcount"), k.get("pincount"),
               k.get("nr_pages_mapped"), None if ids is None else ids[0], None if counts is None else counts[0],
               None if ids is None else ids[1], None if counts is None else counts[1], shared]
-    if values[0] is None or not all(type(v) in _NUMBERS for v in values):
+    if values[0] is None or not _NUMBERS.issuperset(map(type, values)):
         return None
-    return [_NONE if v is None else int(v) for v in values]
+    return [_NONE if v is None else v for v in values]
 
 
 _NUMBERS = frozenset((int, bool, type(None)))
