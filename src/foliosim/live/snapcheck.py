@@ -163,10 +163,11 @@ def reference_pages(m: Machine, mm: MM, full: bool) -> SimSnapshot:
     """:class:`SimSnapshot` of ``mm`` on the reference Machine (``full``: the snapshot covers the anonymous copies
     in private file mappings too); per folio the fields are read once."""
     npm = m.config.no_page_mapcount
-    anon: dict[int, SimAnonPage] = {}
+    rows: list[tuple[int, int, int, int, int, bool]] = []  # (vpn, folio position, page, order, mapcount, exclusive)
+    keys: list[SimFolio] = []
     other: dict[int, str] = {}
     zero = file = file_anon = 0
-    per: dict[str, tuple[list[int], int, int, bool | None]] = {}
+    per: dict[str, tuple[int, list[int], int, int, bool | None]] = {}
     for vma, vpn, f, page, by_pmd in m.iter_mapped(mm):
         if f.is_zero:
             other[vpn] = "zero"
@@ -176,31 +177,24 @@ def reference_pages(m: Machine, mm: MM, full: bool) -> SimSnapshot:
             if c is None:
                 core = f.core()
                 large = core.order > 0
-                c = per[f.name] = (core.page_mapcount, core.entire_mapcount + 1 if large else 0,
+                c = per[f.name] = (len(keys), core.page_mapcount, core.entire_mapcount + 1 if large else 0,
                                    folio_entire_mapcount(core) if large else 0,
                                    (not folio_maybe_mapped_shared(core)) if npm and large else None)
-            counts, entire, precise_entire, excl = c
+                keys.append(f)
+            at, counts, entire, precise_entire, excl = c
             if excl is None:  # pagemap: the precise mapcount of the page (of the first page for a PMD) is 1
                 excl = counts[0 if by_pmd else page] + 1 + precise_entire == 1
-            anon[vpn] = (f.name, page, f.order, counts[page] + 1 + entire, excl, f)
+            rows.append((vpn, at, page, f.order, counts[page] + 1 + entire, excl))
         elif f.is_anon:
             other[vpn] = "file"
             file_anon += 1
         else:
             other[vpn] = "file"
             file += 1
-    index: dict[str, int] = {}  # folio name -> its position in names and keys
-    keys: list[SimFolio] = []
-    for name, _page, _order, _count, _excl, f in anon.values():
-        if name not in index:
-            index[name] = len(keys)
-            keys.append(f)
-    cols = list(zip(*anon.values(), strict=True)) or [()] * 6
-    return sim_snapshot(np.fromiter(anon, dtype=np.int64, count=len(anon)),
-                        np.array([index[n] for n in cols[0]], dtype=np.int64), np.array(cols[1], dtype=np.int64),
-                        np.array(cols[2], dtype=np.int64), np.array(cols[3], dtype=np.int64),
-                        np.array(cols[4], dtype=bool), list(index), keys, other, reference_folios,
-                        reference_refcounts, reference_rows, zero, file, file_anon)
+    cols = np.array(rows, dtype=np.int64).reshape(-1, 6)  # (a page mapped twice: sim_snapshot keeps the last)
+    return sim_snapshot(cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], cols[:, 4], cols[:, 5] != 0,
+                        [f.name for f in keys], keys, other, reference_folios, reference_refcounts, reference_rows,
+                        zero, file, file_anon)
 
 
 def reference_refcounts(keys: list[SimFolio]) -> list[int]:
