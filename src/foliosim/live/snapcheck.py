@@ -433,7 +433,8 @@ class SnapshotChecker:
         sims = np.concatenate([np.flatnonzero(only_sim), none[:n_live], si[differs]])
         lives = np.concatenate([none[:n_sim], np.flatnonzero(only_live), li[differs]])
         if len(binds):
-            # a binding no page below reads (by its folio or its live head) is made now; the others in address order
+            # a binding no page of the loop below reads (neither its folio nor its live head) is made now; the others
+            # in address order between those pages
             folio, bhead = side.folio[si[binds]], live.rows[li[binds], 2]
             later = np.isin(folio, side.folio[sims[sims >= 0]]) | np.isin(bhead, live.rows[lives[lives >= 0], 2])
             names = [side.names[f] for f in folio[~later].tolist()]
