@@ -72,7 +72,7 @@ def _run(compiled: bool) -> tuple[list[Any], Counter[str], tracerun.TraceRunner]
         ch = runner.regions["ch"]
         found = mm.find_vma(ch + 5)
         seen.append((_vmas(mm), (found.start, found.end, found.write) if found else None,
-                     sorted(view.snapshot_pages(mm, True).anon)))
+                     sorted(view.snapshot_pages(mm, True).anon_pages())))
 
     def on_step(step: Step, index: int) -> None:
         try:

@@ -76,10 +76,11 @@ def _seen(view: tracerun.SnapshotView, racy: set[str]) -> dict[str, Any]:
         assert name in view.tasks
         mm = task.mm
         side = view.snapshot_pages(mm, True)
-        slots = sorted({page[5] for page in side.anon.values()})
+        anon = side.anon_pages()
+        slots = sorted({page[5] for page in anon.values()})
         vmas = [v[:5] + v[7:] for v in _vmas(mm)]
         found = [(v.start, v.end) for v in map(mm.find_vma, range(0, 1 << 40, 1 << 33)) if v is not None]
-        tasks[name] = (mm.name, vmas, found, side.anon, side.other, side.zero_pages, side.file_pages,
+        tasks[name] = (mm.name, vmas, found, anon, side.other, side.zero_pages, side.file_pages,
                        side.file_anon_pages, side.folios(slots), side.refcounts(slots))
     return {"tasks": tasks, "mms": sorted((x.name, x.mm_id) for x in view.mms.values()), "alive": sorted(view.mms),
             "folios": sorted(view.folios), "racy": sorted(racy)}

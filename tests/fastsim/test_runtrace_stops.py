@@ -85,8 +85,9 @@ def _seen(runner: tracerun.TraceRunner, racy: set[str]) -> dict[str, Any]:
     for name in sorted(m.tasks):
         mm = view.tasks[name].mm
         side = view.snapshot_pages(mm, True)
-        slots = sorted({page[5] for page in side.anon.values()})
-        tasks[name] = (mm.name, side.anon, side.other, side.zero_pages, side.file_pages, side.file_anon_pages,
+        anon = side.anon_pages()
+        slots = sorted({page[5] for page in anon.values()})
+        tasks[name] = (mm.name, anon, side.other, side.zero_pages, side.file_pages, side.file_anon_pages,
                        side.folios(slots), side.refcounts(slots))
     for mm in m.mms.values():  # the Vma objects' anon_vma brought up to date (a cache either way fills lazily)
         m._anon_seen.pop(mm.num, None)

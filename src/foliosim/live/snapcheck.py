@@ -17,7 +17,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
 
 from foliosim.folio import (
     folio_entire_mapcount,
@@ -107,30 +111,63 @@ class SimFolioFields:
 #: one simulated anonymous page as a snapshot compares it: (folio name, page in the folio, folio order, precise
 #: mapcount as kpagecount shows it, pagemap's exclusive bit, the engine's key of the folio for ``SimSnapshot.folio``)
 SimAnonPage = tuple[str, int, int, int, bool, Any]
+I64 = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
 
 
 @dataclass(slots=True)
 class SimSnapshot:
     """The simulated side of one snapshot: the present pages of the task's MM, read in one pass (what
-    :func:`foliosim.live.compare.sim_page` and :func:`foliosim.vm.stats.pagemap` give per page)."""
+    :func:`foliosim.live.compare.sim_page` and :func:`foliosim.vm.stats.pagemap` give per page), as columns with
+    one row per anonymous page compared with the snapshot's, sorted by page number (:func:`sim_snapshot`)."""
 
-    anon: dict[int, SimAnonPage]  # vpn -> the anonymous page compared with the snapshot's
+    vpns: I64
+    folio: I64  # position of the page's folio in ``names`` and ``keys``
+    page: I64  # page in the folio
+    order: I64
+    mapcount: I64  # precise mapcount as kpagecount shows it
+    exclusive: Bools  # pagemap's exclusive bit
+    names: list[str]  # per folio: its name
+    keys: list[Any]  # per folio: the engine's key of it for ``folios`` and ``refcounts``
     other: dict[int, str]  # vpn -> "zero" (the zero page) or "file" (a file page, or an anonymous copy not compared)
     folios: Callable[[list[Any]], list[SimFolioFields]]  # the fields of folios, from their keys
     refcounts: Callable[[list[Any]], list[int]]  # just their refcounts
+    rows: Callable[[list[Any]], I64]  # the fields of folios as rows: the values of FOLIO_FIELDS, MM ids as ids
     zero_pages: int = 0
     file_pages: int = 0
     file_anon_pages: int = 0  # anonymous copies in private file mappings the snapshot does not cover
+
+    def anon_pages(self) -> dict[int, SimAnonPage]:
+        """Every row as vpn -> :data:`SimAnonPage` (to read or compare a whole side; the checker reads columns)."""
+        return {int(v): self.row(i) for i, v in enumerate(self.vpns.tolist())}
+
+    def row(self, i: int) -> SimAnonPage:
+        """Row ``i`` as one :data:`SimAnonPage`."""
+        f = int(self.folio[i])
+        return (self.names[f], int(self.page[i]), int(self.order[i]), int(self.mapcount[i]), bool(self.exclusive[i]),
+                self.keys[f])
+
+
+def sim_snapshot(vpns: I64, folio: I64, page: I64, order: I64, mapcount: I64, exclusive: Bools, names: list[str],
+                 keys: list[Any], other: dict[int, str], folios: Callable[[list[Any]], list[SimFolioFields]],
+                 refcounts: Callable[[list[Any]], list[int]], rows: Callable[[list[Any]], I64], zero_pages: int = 0,
+                 file_pages: int = 0, file_anon_pages: int = 0) -> SimSnapshot:
+    """:class:`SimSnapshot` of columns in any order: sorted by page number, of a page given twice the last row (a
+    PMD in two VMAs, as a dict filled in that order keeps it)."""
+    at = _last_by_vpn(vpns)
+    return SimSnapshot(vpns[at], folio[at], page[at], order[at], mapcount[at], exclusive[at], names, keys, other,
+                       folios, refcounts, rows, zero_pages, file_pages, file_anon_pages)
 
 
 def reference_pages(m: Machine, mm: MM, full: bool) -> SimSnapshot:
     """:class:`SimSnapshot` of ``mm`` on the reference Machine (``full``: the snapshot covers the anonymous copies
     in private file mappings too); per folio the fields are read once."""
     npm = m.config.no_page_mapcount
-    anon: dict[int, SimAnonPage] = {}
+    rows: list[tuple[int, int, int, int, int, bool]] = []  # (vpn, folio position, page, order, mapcount, exclusive)
+    keys: list[SimFolio] = []
     other: dict[int, str] = {}
     zero = file = file_anon = 0
-    per: dict[str, tuple[list[int], int, int, bool | None]] = {}
+    per: dict[str, tuple[int, list[int], int, int, bool | None]] = {}
     for vma, vpn, f, page, by_pmd in m.iter_mapped(mm):
         if f.is_zero:
             other[vpn] = "zero"
@@ -140,25 +177,41 @@ def reference_pages(m: Machine, mm: MM, full: bool) -> SimSnapshot:
             if c is None:
                 core = f.core()
                 large = core.order > 0
-                c = per[f.name] = (core.page_mapcount, core.entire_mapcount + 1 if large else 0,
+                c = per[f.name] = (len(keys), core.page_mapcount, core.entire_mapcount + 1 if large else 0,
                                    folio_entire_mapcount(core) if large else 0,
                                    (not folio_maybe_mapped_shared(core)) if npm and large else None)
-            counts, entire, precise_entire, excl = c
+                keys.append(f)
+            at, counts, entire, precise_entire, excl = c
             if excl is None:  # pagemap: the precise mapcount of the page (of the first page for a PMD) is 1
                 excl = counts[0 if by_pmd else page] + 1 + precise_entire == 1
-            anon[vpn] = (f.name, page, f.order, counts[page] + 1 + entire, excl, f)
+            rows.append((vpn, at, page, f.order, counts[page] + 1 + entire, excl))
         elif f.is_anon:
             other[vpn] = "file"
             file_anon += 1
         else:
             other[vpn] = "file"
             file += 1
-    return SimSnapshot(anon, other, reference_folios, reference_refcounts, zero, file, file_anon)
+    cols = np.array(rows, dtype=np.int64).reshape(-1, 6)  # (a page mapped twice: sim_snapshot keeps the last)
+    return sim_snapshot(cols[:, 0], cols[:, 1], cols[:, 2], cols[:, 3], cols[:, 4], cols[:, 5] != 0,
+                        [f.name for f in keys], keys, other, reference_folios, reference_refcounts, reference_rows,
+                        zero, file, file_anon)
 
 
 def reference_refcounts(keys: list[SimFolio]) -> list[int]:
     """The refcounts of reference folios."""
     return [f.core().refcount for f in keys]
+
+
+def reference_rows(keys: list[SimFolio]) -> I64:
+    """:func:`field_rows` of reference folios."""
+    return field_rows(reference_folios(keys))
+
+
+def field_rows(states: list[SimFolioFields]) -> I64:
+    """:class:`SimFolioFields` as rows of the values of :data:`FOLIO_FIELDS` (the MM slots as ids)."""
+    return np.array([[f.refcount, f.large_mapcount, f.entire_mapcount, f.pincount, f.nr_pages_mapped, f.mm_ids[0],
+                      f.mm_id_mapcount[0], f.mm_ids[1], f.mm_id_mapcount[1], int(f.shared)] for f in states],
+                    dtype=np.int64).reshape(-1, len(FOLIO_FIELDS))
 
 
 def reference_folios(keys: list[SimFolio]) -> list[SimFolioFields]:
@@ -182,6 +235,52 @@ class _Live:
     exclusive: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """The folios seen at their bound live head in one snapshot, in order of their first such page: position in
+    the :class:`SimSnapshot`'s folios, order, live head PFN, address of that page."""
+
+    folio: I64
+    order: I64
+    head: I64
+    addr: I64
+
+    @classmethod
+    def of(cls, side: SimSnapshot, pairs: dict[str, tuple[Any, int, int, int]]) -> _Held:
+        """From the per-item path's ``pairs`` (folio -> (key, order, live head, first address))."""
+        index = {name: i for i, name in enumerate(side.names)}
+        cols = [np.array(c, dtype=np.int64) for c in zip(*[(index[name], order, head, addr) for name, (
+            _key, order, head, addr) in pairs.items()], strict=True)] or [np.zeros(0, dtype=np.int64)] * 4
+        return cls(*cols)
+
+
+#: one live page as the checker compares it: (pfn, head pfn, folio order, mapcount, exclusive)
+LivePage = tuple[int, int, int, int, bool]
+
+
+@dataclass(slots=True)
+class _LivePages:
+    """A snapshot's pages as columns sorted by page number (of a page recorded twice the last record)."""
+
+    vpns: I64
+    rows: I64  # (N, 6): vaddr, pfn, head_pfn, order, mapcount, exclusive 0/1
+
+    @classmethod
+    def of(cls, pages: Any) -> _LivePages:
+        """From ``Snapshot.pages``: a list of [vaddr, pfn, head_pfn, order, mapcount, exclusive] or an (N, 6) array."""
+        if isinstance(pages, np.ndarray):
+            rows = np.asarray(pages, dtype=np.int64).reshape(-1, 6)
+        else:  # (a list of lists: read as one flat run of numbers, faster than numpy's nested-list conversion)
+            rows = np.fromiter(chain.from_iterable(pages), dtype=np.int64, count=6 * len(pages)).reshape(-1, 6)
+        vpns = rows[:, 0] >> PAGE_SHIFT
+        at = _last_by_vpn(vpns)
+        return cls(vpns[at], rows[at])
+
+    def row(self, i: int) -> LivePage:
+        _vaddr, pfn, head, order, mapcount, excl = self.rows[i].tolist()
+        return pfn, head, order, mapcount, excl != 0
+
+
 @dataclass(slots=True)
 class SnapshotChecker:
     """Accumulates the comparison of every snapshot of one run trace."""
@@ -201,6 +300,7 @@ class SnapshotChecker:
     racy: set[str] = field(default_factory=set)  # simulated folios a racy fault (workloads/runtrace.py Race) touched
     racy_heads: set[int] = field(default_factory=set)  # live head PFNs bound to a racy folio (also after it died)
     max_examples: int = 40
+    bulk: bool = True  # False: every page and folio through _page() and _folio() (the same report, slower)
     _cur: tuple[int, str, str] = (0, "", "")
     _counts: list[int] = field(default_factory=lambda: [0, 0])
 
@@ -256,54 +356,34 @@ class SnapshotChecker:
         :meth:`_page`, which classifies its disagreements."""
         self._cur = (snap.line, snap.task, snap.at)
         self._counts = [0, 0]
-        live: dict[int, tuple[int, int, int, int, bool]] = {}  # vpn -> (pfn, head, order, mapcount, exclusive)
-        if snap.pages:
-            cols = list(zip(*snap.pages, strict=True))  # vaddr, pfn, head_pfn, order, mapcount, exclusive
-            live = dict(zip(map(_vpn, cols[0]), zip(*cols[1:5], map(bool, cols[5]), strict=True), strict=True))
+        live = _LivePages.of(snap.pages)
         folios = {int(k, 0): v for k, v in snap.folios.items()}
         task = m.tasks.get(snap.task)
         if task is None:
-            for vpn in sorted(live):
+            for vpn in live.vpns.tolist():
                 self._disagree("present", False, True, C_TASK, vpn << PAGE_SHIFT)
-            self._record(snap, 0, len(live))
+            self._record(snap, 0, len(live.vpns))
             return
         mm = task.mm
-        alive = m.folios
         for name in self.racy:  # a folio that raced stays suspect after the simulator freed it (its copies differ)
             head = self.folio_of.get(name)
             if head is not None:
                 self.racy_heads.add(head)
-        for name in [n for n in self.folio_of if n not in alive]:
+        names = list(self.folio_of)
+        gone = getattr(m, "dead_folios", None)  # the compiled engine's view answers for a list of names at once
+        for name in gone(names) if gone is not None else [n for n in names if n not in m.folios]:
             self.sim_of.pop(self.folio_of.pop(name), None)
         if snap.mm_id is not None:
             self.role_of_id[snap.mm_id] = mm.name
         full = snap.scope == "anon"  # the snapshot also holds the anonymous copies in private file mappings
-        bulk = getattr(m, "snapshot_pages", None)
-        side: SimSnapshot = bulk(mm, full) if bulk is not None else reference_pages(m, mm, full)
+        read = getattr(m, "snapshot_pages", None)
+        side: SimSnapshot = read(mm, full) if read is not None else reference_pages(m, mm, full)
         self.zero_pages += side.zero_pages
         self.file_pages += side.file_pages
         self.file_anon_pages += side.file_anon_pages
-        anon = side.anon
-        pairs: dict[str, tuple[Any, int, int, int]] = {}  # folio -> (key, order, live head, first address)
+        pairs: dict[str, tuple[Any, int, int, int]] = {}  # per item: folio -> (key, order, live head, first address)
         differ: set[str] = set()  # simulated folios with a page-level disagreement here
-        folio_of, sim_of = self.folio_of, self.sim_of
-        agreeing = 0
-        for vpn in sorted(anon.keys() | live.keys()):
-            s, seen = anon.get(vpn), live.get(vpn)
-            if s is not None and seen is not None:  # the common case, all six fields agreeing, counted in bulk
-                name, page, order, mapcount, excl, key = s  # (whether a fault raced only names a disagreement's cause)
-                head = seen[1]
-                if order == seen[2] and page == seen[0] - head and mapcount == seen[3] and excl == seen[4]:
-                    bound, owner = folio_of.get(name), sim_of.get(head)
-                    if bound is None and owner is None:  # first sight: bind (as _identity() does)
-                        folio_of[name], sim_of[head] = head, name
-                        bound, owner = head, name
-                    if bound == head and owner == name:
-                        agreeing += 1
-                        if name not in pairs:
-                            pairs[name] = (key, order, head, vpn << PAGE_SHIFT)
-                        continue
-            self._page(mm, vpn, s, seen, anon, live, side.other, full, pairs, differ)
+        agreeing, held = self._pages(mm, live, side, full, pairs, differ)
         if agreeing:
             for name in PAGE_FIELDS:
                 count = self.fields[name]
@@ -311,40 +391,170 @@ class SnapshotChecker:
                 count.agreed += agreeing
             self._counts[0] += agreeing * len(PAGE_FIELDS)
             self._counts[1] += agreeing * len(PAGE_FIELDS)
-        self._folios(m, side, pairs, folios, differ)
-        self._record(snap, len(anon), len(live))
+        self._folios(m, side, held if held is not None else _Held.of(side, pairs), folios, differ)
+        self._record(snap, len(side.vpns), len(live.vpns))
 
-    def _folios(self, m: Machine, side: SimSnapshot, pairs: dict[str, tuple[Any, int, int, int]],
-                folios: dict[int, dict[str, Any]], differ: set[str]) -> None:
-        """The fields of each folio seen at its bound live head (``pairs``) against the live folio's."""
+    def _pages(self, mm: MM, live: _LivePages, side: SimSnapshot, full: bool,
+               pairs: dict[str, tuple[Any, int, int, int]], differ: set[str]) -> tuple[int, _Held | None]:
+        """Every page present on either side; returns how many agree in all six fields (counted by the caller) and,
+        with :attr:`bulk`, the folios seen at their bound head (without, :meth:`_page` puts them in ``pairs``).
+
+        With :attr:`bulk`, the pages on both sides are compared as columns: a page agrees when its order, page in the
+        folio, mapcount and exclusive bit agree and its (folio, live head) pair holds the binding. A pair's binding is
+        decided at its first sight in address order and holds for the rest of the snapshot, so the pairs are bound
+        once each, in that order. Every other page goes through :meth:`_page` in address order, with the first
+        sightings of agreeing pages bound between them, so it sees the bindings it would have seen page by page."""
+        common, li, si = np.intersect1d(live.vpns, side.vpns, assume_unique=True, return_indices=True)
+        only_sim = np.ones(len(side.vpns), dtype=bool)
+        only_sim[si] = False
+        only_live = np.ones(len(live.vpns), dtype=bool)
+        only_live[li] = False
+        agree = np.zeros(len(common), dtype=bool)
+        binds = np.zeros(0, dtype=np.int64)  # positions in common of agreeing pages binding their pair
+        held: _Held | None = None
+        if self.bulk and len(common):
+            rows = live.rows[li]
+            head, order = rows[:, 2], rows[:, 3]
+            same = side.order[si] == order
+            agree = same & (side.page[si] == rows[:, 1] - head) & (side.mapcount[si] == rows[:, 4]) & (
+                side.exclusive[si] == (rows[:, 5] != 0))
+            at = np.flatnonzero(same)  # the pages _page() would bind (as _identity() does)
+            fidx = side.folio[si[at]]
+            holds, first, new = self._bindings(side.names, fidx, head[at])
+            agree[at] &= holds
+            firsts = at[first]
+            binds = firsts[new & agree[firsts]]  # (the others are bound by _page(), in address order)
+            at_head = firsts[holds[first]]  # the first page of each folio at its bound head (_page() adds none)
+            held = _Held(side.folio[si[at_head]], order[at_head], head[at_head], common[at_head] << PAGE_SHIFT)
+        differs = ~agree
+        n_sim, n_live, n_diff = int(only_sim.sum()), int(only_live.sum()), int(differs.sum())
+        none = np.full(max(n_sim, n_live), -1, dtype=np.int64)
+        vpns = np.concatenate([side.vpns[only_sim], live.vpns[only_live], common[differs]])
+        sims = np.concatenate([np.flatnonzero(only_sim), none[:n_live], si[differs]])
+        lives = np.concatenate([none[:n_sim], np.flatnonzero(only_live), li[differs]])
+        if len(binds):
+            # a binding no page of the loop below reads (neither its folio nor its live head) is made now; the others
+            # in address order between those pages
+            folio, bhead = side.folio[si[binds]], live.rows[li[binds], 2]
+            later = np.isin(folio, side.folio[sims[sims >= 0]]) | np.isin(bhead, live.rows[lives[lives >= 0], 2])
+            names = [side.names[f] for f in folio[~later].tolist()]
+            heads = bhead[~later].tolist()
+            self.folio_of.update(zip(names, heads, strict=True))
+            self.sim_of.update(zip(heads, names, strict=True))
+            binds = binds[later]
+            vpns = np.concatenate([vpns, common[binds]])
+            sims = np.concatenate([sims, si[binds]])
+            lives = np.concatenate([lives, li[binds]])
+        ordered = np.argsort(vpns, kind="stable")
+        for e, vpn, i, j in zip(ordered.tolist(), vpns[ordered].tolist(), sims[ordered].tolist(),
+                                lives[ordered].tolist(), strict=True):
+            if e >= n_sim + n_live + n_diff:  # an agreeing page binding its pair
+                name, head_pfn = side.names[int(side.folio[i])], int(live.rows[j, 2])
+                self.folio_of[name], self.sim_of[head_pfn] = head_pfn, name
+                continue
+            self._page(mm, vpn, side.row(i) if i >= 0 else None, live.row(j) if j >= 0 else None, side, live, full,
+                       pairs, differ)
+        return int(agree.sum()), held
+
+    def _bindings(self, names: list[str], fidx: I64, heads: I64) -> tuple[Bools, I64, Bools]:
+        """The (simulated folio, live head) pairs of pages in address order against the bindings, each pair decided
+        at its first sight as :meth:`_identity` decides it (bound there when neither side is bound yet, else holding
+        only when both are bound to each other). Returns per page whether its pair holds; per pair, in order of
+        first sight, its first page and whether it is bound here. Nothing is bound yet: the caller does that."""
+        first, inv = _first_sight(fidx, heads)
+        pf, ph = fidx[first], heads[first]
+        folio_of, sim_of = self.folio_of, self.sim_of
+        index = {name: i for i, name in enumerate(names)}
+        bound = np.array([folio_of.get(n, -1) for n in names], dtype=np.int64)[pf]  # -1: not bound
+        owners = [sim_of.get(h) for h in ph.tolist()]
+        owner = np.array([-1 if o is None else index.get(o, -2) for o in owners], dtype=np.int64)  # -2: elsewhere
+        holds = (bound == ph) & (owner == pf)
+        fresh = np.flatnonzero((bound == -1) & (owner == -1))
+        # a fresh pair binds unless a fresh pair seen before took its folio or its head
+        clash = _repeated(pf[fresh]) | _repeated(ph[fresh])
+        holds[fresh[~clash]] = True
+        taken_f: set[int] = set()
+        taken_h: set[int] = set()
+        for u, f, h in zip(fresh[clash].tolist(), pf[fresh[clash]].tolist(), ph[fresh[clash]].tolist(), strict=True):
+            if f not in taken_f and h not in taken_h:
+                taken_f.add(f)
+                taken_h.add(h)
+                holds[u] = True
+        new = np.zeros(len(first), dtype=bool)
+        new[fresh] = holds[fresh]
+        return holds[inv], first, new
+
+    def _folios(self, m: Machine, side: SimSnapshot, held: _Held, folios: dict[int, dict[str, Any]],
+                differ: set[str]) -> None:
+        """The fields of each folio seen at its bound live head (``held``) against the live folio's. With
+        :attr:`bulk`, an order-0 folio whose refcount agrees and a large folio whose every observed field agrees
+        (:meth:`_folio_agrees`) are counted in bulk; every other folio goes through :meth:`_folio`, in address
+        order."""
         sim_ids = {x.mm_id: x.name for x in m.mms.values() if x.mm_id}
         alive_mms = set(m.mms)
-        racy = self.racy
-        seen = [(name, key, order, addr, folios.get(head)) for name, (key, order, head, addr) in pairs.items()]
-        small = [x for x in seen if not x[2] and x[4] is not None]
-        refcounts = dict(zip([x[0] for x in small], side.refcounts([x[1] for x in small]), strict=True))
-        rest = [x for x in seen if x[4] is not None and (x[2] or x[4]["refcount"] != refcounts[x[0]])]
-        states = iter(side.folios([x[1] for x in rest]))
-        agreeing = 0  # order-0 folios whose refcount agrees (their only field), counted in bulk
-        for name, _key, order, addr, k in seen:
-            if k is None:
-                self._unobserved(FOLIO_FIELDS if order else FOLIO_FIELDS[:1])
-                continue
-            if not order and k["refcount"] == refcounts[name]:
-                agreeing += 1
-                continue
-            self._folio(next(states), k, sim_ids, alive_mms, addr, C_RACE if name in racy else (
+        racy, bulk = self.racy, self.bulk
+        recorded = [folios.get(h) for h in held.head.tolist()]
+        seen = np.array([k is not None for k in recorded], dtype=bool)
+        large = held.order > 0
+        for names, n in ((FOLIO_FIELDS, int((~seen & large).sum())), (FOLIO_FIELDS[:1], int((~seen & ~large).sum()))):
+            for name in names:
+                self.fields[name].not_observed += n
+        keys = side.keys
+        counted = np.zeros(len(FOLIO_FIELDS), dtype=np.int64)  # per field: folios counted in bulk that observed it
+        unseen = np.zeros(len(FOLIO_FIELDS), dtype=np.int64)  # ... that did not
+        each = np.flatnonzero(seen)  # through _folio()
+        if bulk:
+            small = np.flatnonzero(seen & ~large)
+            f = held.folio[small].tolist()
+            refs = [k["refcount"] for k in [recorded[i] for i in small.tolist()] if k is not None]
+            agrees: Bools = np.array([a == b for a, b in zip(refs, side.refcounts([keys[i] for i in f]), strict=True)],
+                                     dtype=np.bool_)
+            counted[0] += int(agrees.sum())
+            big = np.flatnonzero(seen & large)
+            same = self._large_agree(side.rows([keys[i] for i in held.folio[big].tolist()]),
+                                     [k for k in [recorded[i] for i in big.tolist()] if k is not None], sim_ids,
+                                     alive_mms)
+            counted += (same[1] & same[0][:, None]).sum(axis=0)
+            unseen += (~same[1] & same[0][:, None]).sum(axis=0)
+            each = np.sort(np.concatenate([big[~same[0]], small[~agrees]]))
+        f = held.folio[each].tolist()
+        for i, state, addr in zip(each.tolist(), side.folios([keys[i] for i in f]), held.addr[each].tolist(),
+                                  strict=True):
+            k = recorded[i]
+            assert k is not None
+            name = side.names[int(held.folio[i])]
+            self._folio(state, k, sim_ids, alive_mms, addr, C_RACE if name in racy else (
                 C_PAGE if name in differ else C_OTHER))
-        if agreeing:
-            count = self.fields["refcount"]
-            count.compared += agreeing
-            count.agreed += agreeing
-            self._counts[0] += agreeing
-            self._counts[1] += agreeing
+        for name, n, missing in zip(FOLIO_FIELDS, counted.tolist(), unseen.tolist(), strict=True):
+            count = self.fields[name]
+            count.compared += n
+            count.agreed += n
+            count.not_observed += missing
+            self._counts[0] += n
+            self._counts[1] += n
 
-    def _page(self, mm: MM, vpn: int, s: SimAnonPage | None, seen: tuple[int, int, int, int, bool] | None,
-              anon: dict[int, SimAnonPage], live: dict[int, tuple[int, int, int, int, bool]], other: dict[int, str],
-              full: bool, pairs: dict[str, tuple[Any, int, int, int]], differ: set[str]) -> None:
+    def _large_agree(self, sim: I64, recorded: list[dict[str, Any]], sim_ids: dict[int, str],
+                     alive_mms: set[str]) -> tuple[Bools, Bools]:
+        """Large folios' fields as :meth:`_folio` compares them, as columns (``sim``: :attr:`SimSnapshot.rows`):
+        whether every observed field of a folio agrees, and which fields were observed. MM ids are compared by
+        role: the live id stands for the simulated id of the MM in the same role."""
+        rows = [_recorded(k) for k in recorded]  # None: a value the columns do not hold (that folio: per item)
+        live = np.array([r if r is not None else [_NONE] * len(FOLIO_FIELDS) for r in rows],
+                        dtype=np.int64).reshape(-1, len(FOLIO_FIELDS))
+        id_of_role = {name: i for i, name in sim_ids.items()}
+        for c in (5, 7):  # the slots' MM ids
+            ids = live[:, c].tolist()
+            expect: dict[int, int] = {}
+            for live_id in set(ids):
+                role = None if live_id == _NONE else self._live_role(live_id, alive_mms)
+                expect[live_id] = _NONE if role is None else 0 if role == "-" else id_of_role.get(role, -1)
+            live[:, c] = [expect[x] for x in ids]
+        observed: Bools = live != _NONE
+        agree: Bools = ((sim == live) | ~observed).all(axis=1) & np.array([r is not None for r in rows], dtype=np.bool_)
+        return agree, observed
+
+    def _page(self, mm: MM, vpn: int, s: SimAnonPage | None, seen: LivePage | None, anon: SimSnapshot,
+              live: _LivePages, full: bool, pairs: dict[str, tuple[Any, int, int, int]], differ: set[str]) -> None:
         """One page (present on at least one side) field by field, each disagreement with its cause."""
         addr = vpn << PAGE_SHIFT
         racy = self.racy
@@ -352,7 +562,7 @@ class SnapshotChecker:
             seen[1] in self.racy_heads or self.sim_of.get(seen[1]) in racy))
         if s is None:
             assert seen is not None
-            cause = C_RACE if raced else self._only_live(mm, vpn, _Live(*seen), anon, other, full)
+            cause = C_RACE if raced else self._only_live(mm, vpn, _Live(*seen), anon, full)
             self._disagree("present", False, True, cause, addr)
             return
         name, page, order, mapcount, excl, key = s
@@ -390,12 +600,11 @@ class SnapshotChecker:
                                                else f"a new folio {head:#x}")
         return self._cmp("folio identity", sim, live, cause, addr)
 
-    def _only_live(self, mm: MM, vpn: int, lv: _Live, anon: dict[int, SimAnonPage], other: dict[int, str],
-                   full: bool) -> str:
+    def _only_live(self, mm: MM, vpn: int, lv: _Live, anon: SimSnapshot, full: bool) -> str:
         vma = mm.find_vma(vpn)
         if vma is None:
             return C_NO_VMA
-        kind = other.get(vpn)
+        kind = anon.other.get(vpn)
         if vma.file is not None and not vma.file.anon:
             if not full:
                 return C_FILE
@@ -406,20 +615,16 @@ class SnapshotChecker:
             return C_FILE
         if lv.order:
             base = vpn - (lv.pfn - lv.head)
-            for v in range(base, base + (1 << lv.order)):
-                hit = anon.get(v)
-                if hit is not None and hit[2] < lv.order:
-                    return C_LARGER
+            if (_in_range(anon.vpns, anon.order, base, base + (1 << lv.order)) < lv.order).any():
+                return C_LARGER
         return C_NO_FAULT
 
     @staticmethod
-    def _only_sim(vpn: int, page: int, order: int, live: dict[int, tuple[int, int, int, int, bool]]) -> str:
+    def _only_sim(vpn: int, page: int, order: int, live: _LivePages) -> str:
         if order:
             base = vpn - page
-            for v in range(base, base + (1 << order)):
-                other = live.get(v)
-                if other is not None and other[2] < order:
-                    return C_FALLBACK
+            if (_in_range(live.vpns, live.rows[:, 3], base, base + (1 << order)) < order).any():
+                return C_FALLBACK
         return C_NOT_LIVE
 
     def _folio(self, f: SimFolioFields, k: dict[str, Any], sim_ids: dict[int, str], alive_mms: set[str],
@@ -431,10 +636,7 @@ class SnapshotChecker:
         if not f.order:
             return
         cause = C_PIN if f.pins else other
-        for name, key, value in (("_large_mapcount", "large_mapcount", f.large_mapcount),
-                                 ("_entire_mapcount", "entire_mapcount", f.entire_mapcount),
-                                 ("_pincount", "pincount", f.pincount),
-                                 ("_nr_pages_mapped", "nr_pages_mapped", f.nr_pages_mapped)):
+        for name, key, value in _counts(f):
             if k.get(key) is None:
                 self._unobserved((name,))
             else:
@@ -443,25 +645,27 @@ class SnapshotChecker:
         counts = k.get("mm_id_mapcount")
         if cause == C_OTHER and k.get("large_mapcount") == f.large_mapcount:
             cause = C_MM_ORDER  # every mapping is there on both sides: only the slots' bookkeeping differs
-        for i in (0, 1):
-            sim_id = f.mm_ids[i]
-            sim_role = "-" if sim_id == 0 else sim_ids.get(sim_id, f"sim id {sim_id}")
-            live_id = ids[i] if ids is not None else None
-            live_role = None if live_id is None else ("-" if live_id == 0 else self.role_of_id.get(live_id))
-            if live_role not in (None, "-") and live_role not in alive_mms:
-                live_role = None  # that MM is gone: the kernel has given its id to another MM since
+        for i, (slot, slot_count) in enumerate(_SLOT_FIELDS):
+            live_role = self._live_role(None if ids is None else ids[i], alive_mms)
             if live_role is None:
-                self._unobserved((f"slot {i} MM",))
+                self._unobserved((slot,))
             else:
-                self._cmp(f"slot {i} MM", sim_role, live_role, cause, addr)
+                self._cmp(slot, _sim_role(f.mm_ids[i], sim_ids), live_role, cause, addr)
             if counts is None:
-                self._unobserved((f"slot {i} mapcount",))
+                self._unobserved((slot_count,))
             else:
-                self._cmp(f"slot {i} mapcount", f.mm_id_mapcount[i], counts[i], cause, addr)
+                self._cmp(slot_count, f.mm_id_mapcount[i], counts[i], cause, addr)
         if shared is None:
             self._unobserved(("shared bit",))
         else:
             self._cmp("shared bit", f.shared, shared, cause, addr)
+
+    def _live_role(self, live_id: int | None, alive_mms: set[str]) -> str | None:
+        """The role of the MM with a live id (a live folio's slot): "-" for none, None when not observed."""
+        live_role = None if live_id is None else ("-" if live_id == 0 else self.role_of_id.get(live_id))
+        if live_role not in (None, "-") and live_role not in alive_mms:
+            live_role = None  # that MM is gone: the kernel has given its id to another MM since
+        return live_role
 
     # ------------------------------------------------------------------------------------------ output
     def to_json(self) -> dict[str, Any]:
@@ -476,8 +680,83 @@ class SnapshotChecker:
         }
 
 
-def _vpn(addr: int) -> int:
-    return addr >> PAGE_SHIFT
+_NONE = np.iinfo(np.int64).min  # a field the live side did not record, in rows of FOLIO_FIELDS
+
+
+def _recorded(k: dict[str, Any]) -> list[int] | None:
+    """A recorded folio as a row of the values of :data:`FOLIO_FIELDS` (_NONE: not recorded); None when a value is
+    not an integer (or the refcount is missing): that folio is compared per item."""
+    ids, shared = _slots(k)
+    counts = k.get("mm_id_mapcount")
+    values = [k["refcount"], k.get("large_mapcount"), k.get("entire_mapcount"), k.get("pincount"),
+              k.get("nr_pages_mapped"), None if ids is None else ids[0], None if counts is None else counts[0],
+              None if ids is None else ids[1], None if counts is None else counts[1], shared]
+    if values[0] is None or not _NUMBERS.issuperset(map(type, values)):
+        return None
+    return [_NONE if v is None else v for v in values]
+
+
+_NUMBERS = frozenset((int, bool, type(None)))
+
+
+_SLOT_FIELDS = (("slot 0 MM", "slot 0 mapcount"), ("slot 1 MM", "slot 1 mapcount"))
+
+
+def _counts(f: SimFolioFields) -> tuple[tuple[str, str, int], ...]:
+    """(field, key of the recorded folio, simulated value) of a large folio's counters."""
+    return (("_large_mapcount", "large_mapcount", f.large_mapcount),
+            ("_entire_mapcount", "entire_mapcount", f.entire_mapcount), ("_pincount", "pincount", f.pincount),
+            ("_nr_pages_mapped", "nr_pages_mapped", f.nr_pages_mapped))
+
+
+def _sim_role(sim_id: int, sim_ids: dict[int, str]) -> str:
+    """The role of the simulated MM id in a slot: "-" for none."""
+    if sim_id == 0:
+        return "-"
+    role = sim_ids.get(sim_id)
+    return role if role is not None else f"sim id {sim_id}"
+
+
+def _last_by_vpn(vpns: I64) -> I64:
+    """Positions of ``vpns`` in sorted order, of a page number given more than once the last (as a dict filled in
+    that order keeps)."""
+    at = np.argsort(vpns, kind="stable")
+    ordered = vpns[at]
+    keep = np.ones(len(at), dtype=bool)
+    keep[:-1] = ordered[1:] != ordered[:-1]
+    return at[keep]
+
+
+def _first_sight(a: I64, b: I64) -> tuple[I64, I64]:
+    """The distinct pairs of ``a`` and ``b`` (same length) in order of first sight: per pair its first position,
+    and per position its pair."""
+    at = np.lexsort((b, a))  # by a, then b, then position
+    sa, sb = a[at], b[at]
+    starts = np.ones(len(at), dtype=bool)
+    starts[1:] = (sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])
+    first = at[starts]
+    rank = np.argsort(first)
+    renumber = np.empty(len(rank), dtype=np.int64)
+    renumber[rank] = np.arange(len(rank))
+    inv = np.empty(len(at), dtype=np.int64)
+    inv[at] = renumber[np.cumsum(starts) - 1]
+    return first[rank], inv
+
+
+def _repeated(x: I64) -> Bools:
+    """Whether each value of ``x`` occurs more than once in it."""
+    at = np.argsort(x)
+    same = x[at[1:]] == x[at[:-1]]
+    repeated = np.zeros(len(x), dtype=np.bool_)
+    repeated[at[1:][same]] = True
+    repeated[at[:-1][same]] = True
+    return repeated
+
+
+def _in_range(vpns: I64, values: I64, lo: int, hi: int) -> I64:
+    """``values`` of the rows whose page number (``vpns``, sorted) is in [lo, hi)."""
+    a, b = np.searchsorted(vpns, (lo, hi)).tolist()
+    return values[a:b]
 
 
 def _slots(k: dict[str, Any]) -> tuple[tuple[int, int] | None, bool | None]:
@@ -494,4 +773,5 @@ def _slots(k: dict[str, Any]) -> tuple[tuple[int, int] | None, bool | None]:
 
 
 __all__ = ["C_PAGE", "C_RACE", "FOLIO_FIELDS", "PAGE_FIELDS", "Disagreement", "FieldCount", "SimAnonPage",
-           "SimFolioFields", "SimSnapshot", "SnapshotChecker", "reference_folios", "reference_pages"]
+           "SimFolioFields", "SimSnapshot", "SnapshotChecker", "field_rows", "reference_folios", "reference_pages",
+           "reference_rows", "sim_snapshot"]

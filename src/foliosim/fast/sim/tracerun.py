@@ -41,7 +41,7 @@ from foliosim.fast.sim.kfork import MISSING
 from foliosim.fast.sim.steps import FastWorkloadRunner
 from foliosim.folio import Folio
 from foliosim.kconfig import KernelConfig
-from foliosim.live.snapcheck import SimAnonPage, SimFolioFields, SimSnapshot
+from foliosim.live.snapcheck import SimFolioFields, SimSnapshot, sim_snapshot
 from foliosim.vm.events import OracleViolation, errno_name
 from foliosim.vm.machine import MachineOptions
 from foliosim.vm.memory import PAGE_SHIFT
@@ -919,7 +919,9 @@ class SnapshotView:
             parts.append((vpn[inside], m.ptf[trows, cols], m.ptp[trows, cols], pos[inside], False))
         other: dict[int, str] = {}
         if not parts:
-            return SimSnapshot({}, other, self.folios_fields, self.refcounts)
+            none = np.zeros(0, dtype=np.int64)
+            return SimSnapshot(none, none, none, none, none, np.zeros(0, dtype=bool), [], [], other,
+                               self.folios_fields, self.refcounts, self.folio_rows)
         vpns = np.concatenate([p[0] for p in parts])
         slots = np.concatenate([p[1] for p in parts])
         pages = np.concatenate([p[2] for p in parts])
@@ -947,16 +949,41 @@ class SnapshotView:
             excl = np.where(large, ~((fs[f, K.F_LARGE] + 1 > 1) & (fs[f, K.F_SHARED] != 0)), excl)
         uniq, inv = np.unique(f, return_inverse=True)
         names = [f"f{x}" for x in fs[uniq, L.X_NAME].tolist()]
-        anon: dict[int, SimAnonPage] = dict(zip(vpns[compared].tolist(), zip(
-            [names[i] for i in inv.tolist()], page.tolist(), order.tolist(), mapcount.tolist(), excl.tolist(),
-            f.tolist(), strict=True), strict=True))
-        return SimSnapshot(anon, other, self.folios_fields, self.refcounts, int(zero.sum()), int(files.sum()),
-                           int(copies.sum()))
+        return sim_snapshot(vpns[compared], inv.astype(np.int64), page, order, mapcount, excl, names, uniq.tolist(),
+                            other, self.folios_fields, self.refcounts, self.folio_rows, int(zero.sum()),
+                            int(files.sum()), int(copies.sum()))
+
+    def dead_folios(self, names: list[str]) -> list[str]:
+        """Which of the folio names (``f<number>``) are no longer alive, asked at once (the checker's
+        ``name not in m.folios`` for each, without making the names of every live folio)."""
+        if not names:
+            return []
+        m = self.m
+        n = int(m.glob[L.G_NFOLIO])
+        asked = np.fromiter((int(x[1:]) for x in names), dtype=np.int64, count=len(names))
+        alive = np.zeros(int(max(asked.max(), m.glob[L.G_NAME])) + 1, dtype=bool)  # by name number
+        alive[m.fs[:n, L.X_NAME][m.fs[:n, K.F_LIVE] != 0]] = True
+        return [names[i] for i in np.flatnonzero(~alive[asked]).tolist()]
 
     def refcounts(self, slots: list[int]) -> list[int]:
         """The refcounts of folio slots."""
         refs: list[int] = self.m.fs[np.asarray(slots, dtype=np.int64), L.X_REF].tolist()
         return refs
+
+    def folio_rows(self, slots: list[int]) -> I64:
+        """The checker's rows of folio slots (foliosim.live.snapcheck.field_rows: what ``folios_fields`` gives, as
+        columns), read from the arrays at once."""
+        m = self.m
+        cfg = m.config
+        rows = m.fs[np.asarray(slots, dtype=np.int64)]
+        shift, mask, bit = np.uint64(cfg.slot_shift), np.uint64(cfg.mm_id_mask), np.uint64(cfg.shared_bit)
+        word = (rows[:, K.F_ID0].astype(np.uint64) | (rows[:, K.F_ID1].astype(np.uint64) << shift)
+                | np.where(rows[:, K.F_SHARED] != 0, bit, np.uint64(0)))
+        cols = [rows[:, L.X_REF], rows[:, K.F_LARGE], rows[:, K.F_ENTIRE], rows[:, L.X_PINCOUNT], rows[:, K.F_NPM],
+                (word & mask).astype(np.int64), rows[:, K.F_MMC0], ((word >> shift) & mask).astype(np.int64),
+                rows[:, K.F_MMC1], ((word & bit) != 0).astype(np.int64)]
+        out: I64 = np.stack(cols, axis=1).astype(np.int64, copy=False).reshape(-1, len(cols))
+        return out
 
     def folios_fields(self, slots: list[int]) -> list[SimFolioFields]:
         """The checker's :class:`SimFolioFields` of folio slots (as ``export_folio`` and the folio helpers of
