@@ -257,8 +257,8 @@ class SnapshotChecker:
         self._cur = (snap.line, snap.task, snap.at)
         self._counts = [0, 0]
         live: dict[int, tuple[int, int, int, int, bool]] = {}  # vpn -> (pfn, head, order, mapcount, exclusive)
-        if snap.pages:
-            cols = list(zip(*snap.pages, strict=True))  # vaddr, pfn, head_pfn, order, mapcount, exclusive
+        if len(snap.pages):
+            cols = snap.pages.T.tolist()  # vaddr, pfn, head_pfn, order, mapcount, exclusive
             live = dict(zip(map(_vpn, cols[0]), zip(*cols[1:5], map(bool, cols[5]), strict=True), strict=True))
         folios = {int(k, 0): v for k, v in snap.folios.items()}
         task = m.tasks.get(snap.task)
