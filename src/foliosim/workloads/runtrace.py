@@ -623,11 +623,6 @@ def _pages_array(pages: list[list[Any]]) -> Pages:
     return out
 
 
-#: per character of a page list in the form :func:`_bulk_pages` reads: 0 a digit, 1 '-', 2 ',' (between two fields
-#: of a page), 3 ';' (between two pages, where the booleans were), 4 anything else
-_PAGE_CHARS = np.full(256, 4, dtype=np.uint8)
-_PAGE_CHARS[ord("0"):ord("9") + 1] = 0
-_PAGE_CHARS[[ord("-"), ord(","), ord(";")]] = [1, 2, 3]
 #: the key of a snapshot's pages as the recorder writes it (compact JSON)
 _PAGES_KEY = '"pages":['
 
@@ -650,15 +645,16 @@ def _bulk_pages(span: str) -> Pages | None:
     else:
         return None
     text = np.frombuffer(body.encode("ascii"), dtype=np.uint8)
-    kind = _PAGE_CHARS[text]
-    # between fields: "," or ";", and any other character (a bracket left by a page of another length or by nesting,
-    # a letter, a space, a dot, a quote ...), which then is not where a "," or a ";" must be
-    seps = np.flatnonzero(kind >= 2)
+    minus = text == ord("-")
+    # between fields: every character but a digit or a '-': "," or ";", or any other (a bracket left by a page of
+    # another length or by nesting, a letter, a space, a dot, a quote ...), which is then not a "," or ";" where one
+    # must be (uint8 wraps: only the digits are below 10 after the subtraction)
+    seps = np.flatnonzero(~(((text - ord("0")) < 10) | minus))
     n = len(seps) + 1  # fields
     if n % 6:
         return None
-    between = np.append(kind[seps], 3).reshape(-1, 6)  # each page's five "," then its ";" (the last one implied)
-    if not ((between[:, :5] == 2).all() and (between[:, 5] == 3).all()):
+    between = np.append(text[seps], ord(";")).reshape(-1, 6)  # each page's five "," then its ";" (the last implied)
+    if not ((between[:, :5] == ord(",")).all() and (between[:, 5] == ord(";")).all()):
         return None
     starts = np.empty(n, dtype=np.int64)  # each field's first character, and its length
     starts[0] = 0
@@ -667,8 +663,8 @@ def _bulk_pages(span: str) -> Pages | None:
     lengths[:-1] = seps
     lengths[-1] = len(text)
     lengths -= starts
-    negative = kind[starts] == 1
-    if np.count_nonzero(kind == 1) != np.count_nonzero(negative):  # a '-' not at the start of its field
+    negative = minus[starts]
+    if np.count_nonzero(minus) != np.count_nonzero(negative):  # a '-' not at the start of its field
         return None
     digits = lengths - negative
     if digits.min() < 1 or digits.max() > 18:  # an empty field, a lone '-', a number that may not fit
