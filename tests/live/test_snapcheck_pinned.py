@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from foliosim.live.tracesim import simulate
@@ -30,7 +31,7 @@ def _perturb(snap: Snapshot) -> Snapshot:
     """``snap`` with deterministic damage: pages dropped, added, moved to another PFN or folio, other counts; folio
     fields changed or left out."""
     pages: list[list[int]] = []
-    for i, p in enumerate(snap.pages):
+    for i, p in enumerate(snap.pages.tolist()):
         vaddr, pfn, head, order, mapcount, excl = p
         k = (i * 7 + snap.line) % 29
         if k == 0:
@@ -70,7 +71,8 @@ def _perturb(snap: Snapshot) -> Snapshot:
             v.pop("entire_mapcount", None)
             v.pop("mm_id_mapcount", None)
         folios[key] = v
-    return replace(snap, pages=pages, folios=folios, mm_id=None if snap.line % 5 == 0 else snap.mm_id)
+    return replace(snap, pages=np.array(pages, dtype=np.int64).reshape(-1, 6), folios=folios,
+                   mm_id=None if snap.line % 5 == 0 else snap.mm_id)
 
 
 class _Perturbed(Conversion):

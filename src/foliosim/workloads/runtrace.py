@@ -33,6 +33,9 @@ from operator import countOf, itemgetter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from foliosim.workloads.steps import Step, WorkloadError, load_steps
 
 FORMAT = "foliosim-run-trace"
@@ -173,14 +176,17 @@ class RunTrace:
                 self._header = parse_header(line, f"{self.name} line {lineno}")
                 first = False
                 continue
-            try:
-                event, end = _raw_decode(line)
-            except json.JSONDecodeError:
-                event, end = None, 0
-            # json.loads() also allows whitespace around the object: such a line (and any other) goes the long way
-            if not ((end == len(line) or (end == len(line) - 1 and line[end] == "\n")) and _event_ok(event)):
-                # parse_event names the line and the field (or accepts what the quick check leaves to it)
-                event = parse_event(line, f"{self.name} line {lineno}")
+            event: Any = _snapshot_event(line) if _PAGES_KEY in line else None  # a snapshot: pages read in bulk
+            if event is None:
+                try:
+                    event, end = _raw_decode(line)
+                except json.JSONDecodeError:
+                    event, end = None, 0
+                # json.loads() also allows whitespace around the object: such a line (and any other) goes the long
+                # way
+                if not ((end == len(line) or (end == len(line) - 1 and line[end] == "\n")) and _event_ok(event)):
+                    # parse_event names the line and the field (or accepts what the quick check leaves to it)
+                    event = parse_event(line, f"{self.name} line {lineno}")
             last_t = _in_order(event["t"], last_t, self.name, lineno)
             yield lineno, event
         if first:
@@ -419,7 +425,8 @@ def _snapshot(obj: dict[str, Any], where: str) -> None:
     if obj["at"] not in ("fork", "exit"):
         raise RunTraceError(f"{where}: field 'at' must be \"fork\" or \"exit\", not {obj['at']!r}")
     for i, page in enumerate(obj["pages"]):
-        if not (isinstance(page, list) and len(page) == 6 and all(_is(x, _INT) for x in page[:5])
+        if not (isinstance(page, list) and len(page) == 6 and all(_is(x, _INT) and _I64_MIN <= x <= _I64_MAX
+                                                                  for x in page[:5])
                 and isinstance(page[5], bool | int) and 0 <= page[3] <= 20):
             raise RunTraceError(f"{where}: field 'pages' item {i} must be [vaddr, pfn, head_pfn, order, mapcount, "
                                 "exclusive]")
@@ -463,6 +470,10 @@ _EVENT_TYPES: dict[str, tuple[tuple[str, frozenset[type]], ...]] = {
     ev: (("pid", _TYPES[_INT]), ("tid", _TYPES[_INT]), *((name, _TYPES[kind]) for name, kind in fields.items()))
     for ev, fields in EVENT_FIELDS.items()}
 _NUM_TYPES, _INT_NULL_TYPES, _PAGE_LAST = _TYPES[_NUM], _TYPES[_INT_NULL], frozenset({bool, int})
+#: a snapshot's pages: one row per page, (vaddr, pfn, head_pfn, order, mapcount, exclusive as 0 or 1); the first
+#: five fields of a page must fit in it (int64)
+Pages = npt.NDArray[np.int64]
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 _raw_decode = json.JSONDecoder().raw_decode  # json.loads(line) without the whitespace around the object
 #: what raw_decode(line) calls, without its frame (StopIteration: no JSON value at the start)
 _scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -575,6 +586,8 @@ def _snapshot_ok(obj: dict[str, Any]) -> bool:
             return False
         if not set(map(type, columns[5])) <= _PAGE_LAST or min(columns[3]) < 0 or max(columns[3]) > 20:
             return False
+        if any(min(column) < _I64_MIN or max(column) > _I64_MAX for column in columns[:5]):
+            return False
     folios = obj["folios"]
     if not folios:
         return True
@@ -599,8 +612,104 @@ def _snapshot_ok(obj: dict[str, Any]) -> bool:
     return True
 
 
+def _pages_array(pages: list[list[Any]]) -> Pages:
+    """A checked snapshot's pages as json gives them (lists) in the array :class:`Snapshot` holds."""
+    out = np.empty((len(pages), 6), dtype=np.int64)
+    if pages:
+        columns = list(zip(*pages, strict=True))
+        for k in range(5):
+            out[:, k] = columns[k]
+        out[:, 5] = list(map(bool, columns[5]))
+    return out
+
+
+#: the key of a snapshot's pages as the recorder writes it (compact JSON)
+_PAGES_KEY = '"pages":['
+
+
+def _bulk_pages(span: str) -> Pages | None:
+    """The pages of a snapshot's ``pages`` value (``span``: its text, brackets included) read without json, or
+    None unless it has exactly the recorder's form: ``[[i,i,i,i,i,true|false],...]`` with no whitespace, each
+    ``i`` a JSON integer of at most 18 digits (so within int64) and each order 0..20, which is a value json reads
+    and :func:`_snapshot` accepts, with these numbers. Anything else (None) is left to json and the checks."""
+    if span == "[]":
+        return np.empty((0, 6), dtype=np.int64)
+    if not (span.startswith("[[") and span.endswith("]]")) or ";" in span or not span.isascii():
+        return None
+    # the pages' fields in one list: "," between two fields, ";" where a page ends (its boolean, now 1 or 0)
+    body = span[2:-2].replace(",true],[", ",1;").replace(",false],[", ",0;")
+    if body.endswith(",true"):
+        body = body[:-4] + "1"
+    elif body.endswith(",false"):
+        body = body[:-5] + "0"
+    else:
+        return None
+    text = np.frombuffer(body.encode("ascii"), dtype=np.uint8)
+    minus = text == ord("-")
+    # between fields: every character but a digit or a '-': "," or ";", or any other (a bracket left by a page of
+    # another length or by nesting, a letter, a space, a dot, a quote ...), which is then not a "," or ";" where one
+    # must be (uint8 wraps: only the digits are below 10 after the subtraction)
+    seps = np.flatnonzero(~(((text - ord("0")) < 10) | minus))
+    n = len(seps) + 1  # fields
+    if n % 6:
+        return None
+    between = np.append(text[seps], ord(";")).reshape(-1, 6)  # each page's five "," then its ";" (the last implied)
+    if not ((between[:, :5] == ord(",")).all() and (between[:, 5] == ord(";")).all()):
+        return None
+    starts = np.empty(n, dtype=np.int64)  # each field's first character, and its length
+    starts[0] = 0
+    starts[1:] = seps + 1
+    lengths = np.empty(n, dtype=np.int64)
+    lengths[:-1] = seps
+    lengths[-1] = len(text)
+    lengths -= starts
+    negative = minus[starts]
+    if np.count_nonzero(minus) != np.count_nonzero(negative):  # a '-' not at the start of its field
+        return None
+    digits = lengths - negative
+    if digits.min() < 1 or digits.max() > 18:  # an empty field, a lone '-', a number that may not fit
+        return None
+    if ((text[starts + negative] == ord("0")) & (digits > 1)).any():  # a leading zero: not JSON
+        return None
+    # every field is now a JSON integer of 1 to 18 digits between two separators: numpy's text reader reads them
+    pages = np.fromstring(body.replace(";", ","), dtype=np.int64, sep=",").reshape(-1, 6)
+    if pages[:, 3].min() < 0 or pages[:, 3].max() > 20:
+        return None
+    return pages
+
+
+def _snapshot_event(line: str) -> dict[str, Any] | None:
+    """A snapshot line read with its pages in bulk (:func:`_bulk_pages`) and the rest by json: the event
+    :func:`parse_event` gives but for ``pages``, the array :class:`Snapshot` holds; or None (then the line goes the
+    usual way) unless the quick checks vouch for the whole line. The pages' text is replaced by ``[]`` before json
+    reads the rest: in a line without escapes, whether a quote opens or closes a string does not change, so when
+    json reads the rest as a snapshot the checks accept, the line's only ``"pages"`` was its key, with the value
+    :func:`_bulk_pages` read."""
+    at = line.find(_PAGES_KEY)
+    if at < 0 or line.count('"pages"') != 1 or "\\" in line:
+        return None
+    start = at + len(_PAGES_KEY) - 1
+    end = start + 2 if line.startswith("[]", start) else line.find("]]", start) + 2
+    if end < start + 2:
+        return None
+    pages = _bulk_pages(line[start:end])
+    if pages is None:
+        return None
+    rest = line[:start] + "[]" + line[end:]
+    try:
+        ev, stop = _scan_once(rest, 0)
+    except (StopIteration, json.JSONDecodeError):
+        return None
+    if not (stop == len(rest) or (stop == len(rest) - 1 and rest[stop] == "\n")):
+        return None
+    if type(ev) is not dict or ev.get("ev") != "snapshot" or not _event_ok(ev):
+        return None
+    ev["pages"] = pages
+    return ev
+
+
 # ---------------------------------------------------------------------------------------------- converting
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Snapshot:
     """A ``snapshot`` event, placed in the step stream: compare the simulator's state here."""
 
@@ -609,9 +718,19 @@ class Snapshot:
     pid: int
     at: str
     mm_id: int | None
-    pages: list[list[int]]
+    pages: Pages  # one row per page: vaddr, pfn, head_pfn, order, mapcount, exclusive (0 or 1)
     folios: dict[str, dict[str, Any]]
     scope: str | None = None  # "anon": also the anonymous copies in private file mappings; None: anonymous mappings
+
+    def __eq__(self, other: object) -> bool:
+        """Field by field, as a dataclass compares, but the pages by value (an array's ``==`` is per element)."""
+        if type(other) is not Snapshot:
+            return NotImplemented
+        return ((self.line, self.task, self.pid, self.at, self.mm_id, self.folios, self.scope)
+                == (other.line, other.task, other.pid, other.at, other.mm_id, other.folios, other.scope)
+                and self.pages.shape == other.pages.shape and bool((self.pages == other.pages).all()))
+
+    __hash__ = None  # type: ignore[assignment]  # (a dataclass that compares is not hashable)
 
 
 @dataclass(slots=True)
@@ -1087,6 +1206,7 @@ class _Converter:
         race_lines, last_fault, recent, since = (self.races.lines, self.races._last, self.races._recent,
                                                  self.races._mm_since)
         names, spaces, append, scan, fault_line = self.name, self.space, out.append, _scan_once, _FAULT_LINE
+        snapshot_event, pages_key = _snapshot_event, _PAGES_KEY
         # the handlers event() calls for a task it knows (spawn and exec have more to decide: they go through it)
         direct = {"syscall": self.on_syscall, "fork": self.on_fork, "exit": self.on_exit,
                   "snapshot": self.on_snapshot, "fault": self.on_fault}
@@ -1121,23 +1241,25 @@ class _Converter:
                 addr, write, kernel = int(addr), write == "true", kernel == "true"
                 ev: Any = None
             else:
-                try:
-                    ev, end = scan(line, 0)
-                except (StopIteration, json.JSONDecodeError):
-                    ev, end = None, 0
-                if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):
-                    if type(ev) is dict and ev.get("ev") == "fault":
-                        try:
-                            fault = _FAULT_FIELDS(ev)
-                        except KeyError:
-                            pass
-                        else:
-                            if tuple(map(type, fault)) not in _FAULT_TYPES:
-                                fault = None
-                    if fault is None and not _event_ok(ev):
+                ev = snapshot_event(line) if pages_key in line else None  # a snapshot: its pages read in bulk
+                if ev is None:
+                    try:
+                        ev, end = scan(line, 0)
+                    except (StopIteration, json.JSONDecodeError):
+                        ev, end = None, 0
+                    if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):
+                        if type(ev) is dict and ev.get("ev") == "fault":
+                            try:
+                                fault = _FAULT_FIELDS(ev)
+                            except KeyError:
+                                pass
+                            else:
+                                if tuple(map(type, fault)) not in _FAULT_TYPES:
+                                    fault = None
+                        if fault is None and not _event_ok(ev):
+                            ev = parse_event(line, f"{name} line {lineno}")
+                    else:  # json.loads() also allows whitespace around the object: such a line goes the long way
                         ev = parse_event(line, f"{name} line {lineno}")
-                else:  # json.loads() also allows whitespace around the object: such a line goes the long way
-                    ev = parse_event(line, f"{name} line {lineno}")
                 last_t = t = _in_order(ev["t"], last_t, name, lineno)
                 if fault is not None:
                     _t, pid, tid, addr, write, _ip, _code = fault
@@ -1401,7 +1523,9 @@ class _Converter:
     def on_snapshot(self, lineno: int, ev: dict[str, Any]) -> Iterator[_Out]:
         self.stats.snapshots += 1
         scope = ev.get("scope")
-        yield Snapshot(lineno, self.name[ev["tid"]], ev["pid"], ev["at"], ev["mm_id"], ev["pages"], ev["folios"],
+        pages = ev["pages"]  # an array when the line was read in bulk (_snapshot_event), else json's lists
+        yield Snapshot(lineno, self.name[ev["tid"]], ev["pid"], ev["at"], ev["mm_id"],
+                       _pages_array(pages) if type(pages) is list else pages, ev["folios"],
                        scope if isinstance(scope, str) else None)
 
     # -- memory calls ------------------------------------------------------------------------------------
