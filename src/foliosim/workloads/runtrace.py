@@ -20,6 +20,7 @@ traced process that maps it, sized to cover every page mapped.
 from __future__ import annotations
 
 import bisect
+import codecs
 import gc
 import gzip
 import json
@@ -28,7 +29,7 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from itertools import repeat
+from itertools import chain, repeat
 from operator import countOf, itemgetter
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,46 @@ class Header:
     incomplete: str | None = None  # why the recording stopped early (the recorder was interrupted), or None
 
 
+#: bytes of text :meth:`RunTrace.blocks` reads at a time (the compressed file is read :data:`_INFLATE_IN` at a time)
+READ_BYTES = 1 << 18
+_INFLATE_IN = 1 << 16
+#: characters of the text read so far that :meth:`RunTrace.blocks` hands out only with the next block
+_HOLD_BACK = 1 << 16
+
+
+def _line_list(text: str) -> list[str]:
+    """``text`` cut after each line feed (the lines text mode reads from it when it has no carriage return; unlike
+    ``splitlines``, nothing else ends a line)."""
+    lines: list[str] = []
+    append, find = lines.append, text.find
+    at = 0
+    end = len(text)
+    while at < end:
+        nl = find("\n", at) + 1
+        if not nl:
+            nl = end
+        append(text[at:nl])
+        at = nl
+    return lines
+
+
+def _runs(lines: list[str], before: int) -> Iterator[tuple[int, list[str]]]:
+    """The runs of non-blank ``lines`` (the line numbered ``before + 1`` first), each with the number of the line
+    before it."""
+    if "" not in lines and not any(map(str.isspace, lines)):  # (the usual case: no blank line)
+        if lines:
+            yield before, lines
+        return
+    start = 0
+    for i, line in enumerate(lines):
+        if not line or line.isspace():
+            if i > start:
+                yield before + start, lines[start:i]
+            start = i + 1
+    if start < len(lines):
+        yield before + start, lines[start:]
+
+
 class RunTrace:
     """A run trace on disk (JSON Lines, optionally gzip) or in memory, readable more than once."""
 
@@ -136,7 +177,7 @@ class RunTrace:
     @property
     def header(self) -> Header:
         if self._header is None:
-            for lineno, line in self.lines():
+            for lineno, line in self._lines_one_by_one():  # (a block would read far more than the first line)
                 self._header = parse_header(line, f"{self.name} line {lineno}")
                 break
             else:
@@ -145,9 +186,70 @@ class RunTrace:
 
     def lines(self) -> Iterator[tuple[int, str]]:
         """(line number, text) of every non-blank line."""
+        for before, run in self.blocks():
+            yield from enumerate(run, before + 1)
+
+    def blocks(self) -> Iterator[tuple[int, list[str]]]:
+        """:meth:`lines` a list at a time: (the number of the line before the first, non-blank lines in a row),
+        the same texts with the same RunTraceError at the same point of the reading, for less: the file is
+        inflated (zlib, one gzip member) and decoded :data:`READ_BYTES` at a time and cut at its line feeds. When
+        text mode would read it otherwise (a carriage return: a line end) or the gzip module would have more to
+        say (a stream cut short or corrupt, another member, bytes after it, not UTF-8, an OSError), the rest is
+        read by :meth:`_lines_one_by_one` (one line per list), which raises the error where it would."""
+        if self.text is not None:
+            yield from _runs(self.text.splitlines(), 0)
+            return
+        assert self.path is not None
+        done = 0  # the lines handed out (blank ones included)
+        try:
+            with self.path.open("rb") as raw:
+                gz = raw.read(2) == b"\x1f\x8b"
+                raw.seek(0)
+                inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gz else None  # (gzip header and trailer)
+                decode = codecs.getincrementaldecoder("utf-8")().decode  # what text mode decodes with
+                parts: list[str] = []  # the start of a line not ended yet
+                while True:
+                    if inflate is None:
+                        data = raw.read(READ_BYTES)
+                        last = not data
+                    else:
+                        buf = inflate.unconsumed_tail or raw.read(_INFLATE_IN)
+                        data = inflate.decompress(buf, READ_BYTES) if buf else inflate.flush()
+                        last = inflate.eof or not buf
+                        if last and (not inflate.eof or inflate.unused_data or raw.read(1)):
+                            break
+                    chunk = decode(data, last)
+                    # the lines ending _HOLD_BACK before what was read so far: the gzip module's reading (8 KiB of
+                    # text at a time) reaches them before any error it may raise further on
+                    cut = len(chunk) if last else chunk.rfind("\n", 0, max(len(chunk) - _HOLD_BACK, 0)) + 1
+                    if not cut and not last:
+                        parts.append(chunk)
+                        continue
+                    if parts:
+                        parts.append(chunk[:cut])
+                        text = "".join(parts)
+                        parts = [chunk[cut:]]
+                    else:
+                        text = chunk[:cut]
+                        parts = [chunk[cut:]] if cut < len(chunk) else []
+                    if "\r" in text:  # a line end to text mode (universal newlines)
+                        break
+                    lines = _line_list(text)
+                    yield from _runs(lines, done)
+                    done += len(lines)
+                    if last:
+                        return
+        except (UnicodeDecodeError, zlib.error, OSError):
+            pass
+        for lineno, line in self._lines_one_by_one(done):
+            yield lineno - 1, [line]
+
+    def _lines_one_by_one(self, skip: int = 0) -> Iterator[tuple[int, str]]:
+        """(line number, text) of every non-blank line after the first ``skip`` lines, the file read in text mode
+        (universal newlines) a line at a time; RunTraceError when it cannot be read."""
         if self.text is not None:
             for lineno, line in enumerate(self.text.splitlines(), 1):
-                if line.strip():
+                if lineno > skip and line.strip():
                     yield lineno, line
             return
         assert self.path is not None
@@ -157,7 +259,7 @@ class RunTrace:
                 gz = probe.read(2) == b"\x1f\x8b"
             with gzip.open(self.path, "rt", encoding="utf-8") if gz else self.path.open(encoding="utf-8") as handle:
                 for lineno, line in enumerate(handle, 1):
-                    if line and not line.isspace():  # (line.strip(), without a copy of the line)
+                    if lineno > skip and line and not line.isspace():  # (line.strip(), without a copy of the line)
                         yield lineno, line
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise RunTraceError(f"{self.name}: the gzip stream is truncated or corrupt after line {lineno} "
@@ -1221,111 +1323,114 @@ class _Converter:
         last_t: float = float("-inf")
         batch_end = BATCH_LINES
         lineno = 0
-        lines = trace.lines()
-        for lineno, line in lines:  # the header: the first line
-            trace._header = parse_header(line, f"{name} line {lineno}")
+        blocks = trace.blocks()
+        for before, run in blocks:  # the header: the first line
+            lineno = before + 1
+            trace._header = parse_header(run[0], f"{name} line {lineno}")
             header_seen = True
+            blocks = chain([(lineno, run[1:])], blocks)
             break
-        for lineno, line in lines:
-            fault: Any = fault_line(line)
-            if fault is not None:  # the recorder's own fault line: its values without json (parsed on demand)
-                t_float, t_int, pid, tid, addr, write, kernel = fault.groups()
-                t = float(t_float) if t_float is not None else int(t_int)
-                if t < last_t:
-                    _in_order(t, last_t, name, lineno)
-                last_t = t
-                if tid == pid:  # (a process's main thread: one conversion)
-                    tid = pid = int(pid)
-                else:
-                    pid, tid = int(pid), int(tid)
-                addr, write, kernel = int(addr), write == "true", kernel == "true"
-                ev: Any = None
-            else:
-                ev = snapshot_event(line) if pages_key in line else None  # a snapshot: its pages read in bulk
-                if ev is None:
-                    try:
-                        ev, end = scan(line, 0)
-                    except (StopIteration, json.JSONDecodeError):
-                        ev, end = None, 0
-                    if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):
-                        if type(ev) is dict and ev.get("ev") == "fault":
-                            try:
-                                fault = _FAULT_FIELDS(ev)
-                            except KeyError:
-                                pass
-                            else:
-                                if tuple(map(type, fault)) not in _FAULT_TYPES:
-                                    fault = None
-                        if fault is None and not _event_ok(ev):
-                            ev = parse_event(line, f"{name} line {lineno}")
-                    else:  # json.loads() also allows whitespace around the object: such a line goes the long way
-                        ev = parse_event(line, f"{name} line {lineno}")
-                last_t = t = _in_order(ev["t"], last_t, name, lineno)
-                if fault is not None:
-                    _t, pid, tid, addr, write, _ip, _code = fault
-                    kernel = ev.get("kernel")
-            if fault is not None:
-                if not n_events and "fault" not in counts:
-                    counts["fault"] = 0  # the key where the reference puts it (the JSON's order)
-                n_events += 1
-                vpn = addr >> PAGE_SHIFT
-                if first_pass:  # _Races.see() of a fault
-                    tf = float(t)
-                    prev = last_fault.get(vpn)
-                    if (prev is not None and prev[1] != pid and tf - prev[0] <= RACE_US
-                            and max(since.get(pid, 0.0), since.get(prev[1], 0.0)) <= prev[0]):
-                        race_lines.update((prev[2], lineno))
-                    last_fault[vpn] = (tf, pid, lineno)
-                    recent.append((tf, pid, tid, lineno))
-                    last_tf = tf
-                if tid in names:  # on_fault() of a page in a mapping the simulator expresses
-                    space = spaces[tid]
-                    i = bisect_right(space.starts, vpn) - 1
-                    area = space.areas[i] if i >= 0 else None
-                    if area is not None and area.end > vpn and area.kind != "opaque":
-                        n_faults += 1
-                        if lineno in racy:
-                            append(Race(lineno))
-                        if write:
-                            n_writes += 1
-                        if kernel:
-                            n_kernel += 1
-                        if fault_lines is not None:
-                            fault_lines.append(lineno)
-                        task = names[tid]
-                        if with_columns:  # its place among the steps: every item so far is one but snapshots
-                            col_at(len(out) - stats.snapshots)
-                            col_vpn(vpn)
-                            col_write(write)
-                            col_task(task)
-                        step = new(Step)
-                        set_verb(step, "fault")
-                        set_task(step, task)
-                        set_args(step, (vpn, 0, write))
-                        append(step)
+        for before, run in blocks:
+            for lineno, line in enumerate(run, before + 1):
+                fault: Any = fault_line(line)
+                if fault is not None:  # the recorder's own fault line: its values without json (parsed on demand)
+                    t_float, t_int, pid, tid, addr, write, kernel = fault.groups()
+                    t = float(t_float) if t_float is not None else int(t_int)
+                    if t < last_t:
+                        _in_order(t, last_t, name, lineno)
+                    last_t = t
+                    if tid == pid:  # (a process's main thread: one conversion)
+                        tid = pid = int(pid)
                     else:
-                        out.extend(self.on_fault(lineno, ev if ev is not None else scan(line, 0)[0]))
+                        pid, tid = int(pid), int(tid)
+                    addr, write, kernel = int(addr), write == "true", kernel == "true"
+                    ev: Any = None
                 else:
-                    out.extend(self.event(lineno, ev if ev is not None else scan(line, 0)[0]))
-            else:
-                stats.lines = lineno
-                kind = ev["ev"]
-                counts[kind] += 1
-                if first_pass and kind != "syscall":  # (_Races.see() of a call does nothing)
-                    while recent and recent[0][0] < last_tf - _RACE_KEEP_US:  # as _Races.see() after each fault
-                        recent.popleft()
-                    see(lineno, ev)
-                    if kind == "fault":
-                        last_tf = recent[-1][0]
-                handler = direct.get(kind)
-                out.extend(handler(lineno, ev) if handler is not None and ev["tid"] in names else
-                           self.event(lineno, ev))
-            if lineno >= batch_end:
-                batch_end = lineno + BATCH_LINES
-                stats.lines = lineno
-                _add_fault_tallies(stats, n_events, n_faults, n_writes, n_kernel)
-                n_events = n_faults = n_writes = n_kernel = 0
-                yield lineno
+                    ev = snapshot_event(line) if pages_key in line else None  # a snapshot: its pages read in bulk
+                    if ev is None:
+                        try:
+                            ev, end = scan(line, 0)
+                        except (StopIteration, json.JSONDecodeError):
+                            ev, end = None, 0
+                        if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):
+                            if type(ev) is dict and ev.get("ev") == "fault":
+                                try:
+                                    fault = _FAULT_FIELDS(ev)
+                                except KeyError:
+                                    pass
+                                else:
+                                    if tuple(map(type, fault)) not in _FAULT_TYPES:
+                                        fault = None
+                            if fault is None and not _event_ok(ev):
+                                ev = parse_event(line, f"{name} line {lineno}")
+                        else:  # json.loads() also allows whitespace around the object: such a line goes the long way
+                            ev = parse_event(line, f"{name} line {lineno}")
+                    last_t = t = _in_order(ev["t"], last_t, name, lineno)
+                    if fault is not None:
+                        _t, pid, tid, addr, write, _ip, _code = fault
+                        kernel = ev.get("kernel")
+                if fault is not None:
+                    if not n_events and "fault" not in counts:
+                        counts["fault"] = 0  # the key where the reference puts it (the JSON's order)
+                    n_events += 1
+                    vpn = addr >> PAGE_SHIFT
+                    if first_pass:  # _Races.see() of a fault
+                        tf = float(t)
+                        prev = last_fault.get(vpn)
+                        if (prev is not None and prev[1] != pid and tf - prev[0] <= RACE_US
+                                and max(since.get(pid, 0.0), since.get(prev[1], 0.0)) <= prev[0]):
+                            race_lines.update((prev[2], lineno))
+                        last_fault[vpn] = (tf, pid, lineno)
+                        recent.append((tf, pid, tid, lineno))
+                        last_tf = tf
+                    if tid in names:  # on_fault() of a page in a mapping the simulator expresses
+                        space = spaces[tid]
+                        i = bisect_right(space.starts, vpn) - 1
+                        area = space.areas[i] if i >= 0 else None
+                        if area is not None and area.end > vpn and area.kind != "opaque":
+                            n_faults += 1
+                            if lineno in racy:
+                                append(Race(lineno))
+                            if write:
+                                n_writes += 1
+                            if kernel:
+                                n_kernel += 1
+                            if fault_lines is not None:
+                                fault_lines.append(lineno)
+                            task = names[tid]
+                            if with_columns:  # its place among the steps: every item so far is one but snapshots
+                                col_at(len(out) - stats.snapshots)
+                                col_vpn(vpn)
+                                col_write(write)
+                                col_task(task)
+                            step = new(Step)
+                            set_verb(step, "fault")
+                            set_task(step, task)
+                            set_args(step, (vpn, 0, write))
+                            append(step)
+                        else:
+                            out.extend(self.on_fault(lineno, ev if ev is not None else scan(line, 0)[0]))
+                    else:
+                        out.extend(self.event(lineno, ev if ev is not None else scan(line, 0)[0]))
+                else:
+                    stats.lines = lineno
+                    kind = ev["ev"]
+                    counts[kind] += 1
+                    if first_pass and kind != "syscall":  # (_Races.see() of a call does nothing)
+                        while recent and recent[0][0] < last_tf - _RACE_KEEP_US:  # as _Races.see() after each fault
+                            recent.popleft()
+                        see(lineno, ev)
+                        if kind == "fault":
+                            last_tf = recent[-1][0]
+                    handler = direct.get(kind)
+                    out.extend(handler(lineno, ev) if handler is not None and ev["tid"] in names else
+                               self.event(lineno, ev))
+                if lineno >= batch_end:
+                    batch_end = lineno + BATCH_LINES
+                    stats.lines = lineno
+                    _add_fault_tallies(stats, n_events, n_faults, n_writes, n_kernel)
+                    n_events = n_faults = n_writes = n_kernel = 0
+                    yield lineno
         if not header_seen:
             raise RunTraceError(f"{name}: empty file (no run-trace header)")
         if n_events:
