@@ -48,17 +48,19 @@ def _same(path: Path) -> tuple[list[tuple[int, str]], str | None]:
 @seed(13)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pieces=st.lists(st.sampled_from(PIECES), max_size=40), gz=st.booleans(), read=st.integers(1, 9),
-       inflate_in=st.integers(1, 9), hold=st.integers(0, 6))
+       inflate_in=st.integers(1, 9), hold=st.integers(0, 6), tail=st.sampled_from(["", "zeros", "junk", "member"]))
 def test_blocks_are_the_lines_text_mode_reads(pieces: list[str], gz: bool, read: int, inflate_in: int, hold: int,
-                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+                                              tail: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny blocks (every cut falls inside lines, between \\r and \\n, inside a UTF-8 sequence): the same lines
-    as text mode's, blank lines skipped but counted, a last line without a line feed kept."""
+    as text mode's, blank lines skipped but counted, a last line without a line feed kept; after the gzip stream,
+    padding, bytes that are no gzip stream, or another member."""
     monkeypatch.setattr(runtrace, "READ_BYTES", read)
     monkeypatch.setattr(runtrace, "_INFLATE_IN", inflate_in)
     monkeypatch.setattr(runtrace, "_HOLD_BACK", hold)
     data = "".join(pieces).encode()
     path = tmp_path / ("t.gz" if gz else "t.txt")
-    path.write_bytes(gzip.compress(data) if gz else data)
+    after = {"": b"", "zeros": b"\x00\x00", "junk": b"ab", "member": gzip.compress(b'\n{"t":2}')}[tail]
+    path.write_bytes(gzip.compress(data) + after if gz else data)
     _same(path)
 
 
@@ -98,19 +100,44 @@ def test_broken_files_fail_at_the_same_line(seed: int, tmp_path: Path) -> None:
 
 
 def test_corrupt_streams_everywhere(tmp_path: Path) -> None:
-    """A corrupt byte at many places of one stream: the lines the blocks hand out before the error are never more
-    than text mode's (the error would otherwise come from a line text mode never reached)."""
+    """A corrupt byte at many places of a stream that inflates unevenly (text of random hex digits): the lines the
+    blocks hand out before the error are never more than text mode's, whose reading loses up to 8 KiB before the
+    point where inflating fails (the error would otherwise come from a line text mode never reached)."""
     rng = random.Random(7)
-    data = _lines_of(1200, rng)
+    data = "".join(f'{{"t":{i},"x":"{rng.getrandbits(rng.choice([8, 400, 4000])):x}"}}\n'
+                   for i in range(1200)).encode()
     packed = gzip.compress(data)
     path = tmp_path / "c.gz"
     errors = 0
-    for at in range(100, len(packed), len(packed) // 60):
+    for at in range(100, len(packed), len(packed) // 250):
         blob = bytearray(packed)
         blob[at] ^= 0xA5
         path.write_bytes(bytes(blob))
         errors += _same(path)[1] is not None
-    assert errors > 30
+    assert errors > 100
+
+
+@pytest.mark.parametrize("bad", [1500, 2300, 3999, 5000])
+def test_lines_near_a_failure_are_held_back(bad: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the reading fails, the blocks hand out only lines ending _HOLD_BACK before the text read so far: the
+    reading one line at a time (text mode reads 8 KiB at a time) has reached them too, so the error is its own."""
+    monkeypatch.setattr(runtrace, "READ_BYTES", 1000)
+    monkeypatch.setattr(runtrace, "_HOLD_BACK", 300)
+    data = b"".join(b'{"t":%d}\n' % i for i in range(600))
+    path = tmp_path / "u.gz"
+    path.write_bytes(gzip.compress(data[:bad] + b"\xff" + data[bad:]))
+    skips: list[int] = []
+    one_by_one = RunTrace._lines_one_by_one
+
+    def spy(self: RunTrace, skip: int = 0) -> Any:
+        skips.append(skip)
+        return one_by_one(self, skip)
+
+    monkeypatch.setattr(RunTrace, "_lines_one_by_one", spy)
+    with pytest.raises(RunTraceError, match="not UTF-8"):
+        list(RunTrace("u", path=path).lines())
+    handed = len(b"".join(data.splitlines(True)[:skips[0]]))
+    assert skips and 0 < handed <= bad - 300
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:
