@@ -29,7 +29,7 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from itertools import chain, repeat
+from itertools import chain, repeat, starmap
 from operator import countOf, itemgetter
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,11 @@ def _line_list(text: str) -> list[str]:
     return lines
 
 
+def _numbered(before: int, run: list[str]) -> Iterator[tuple[int, str]]:
+    """A block of :meth:`RunTrace.blocks` as (line number, text) pairs."""
+    return enumerate(run, before + 1)
+
+
 def _runs(lines: list[str], before: int) -> Iterator[tuple[int, list[str]]]:
     """The runs of non-blank ``lines`` (the line numbered ``before + 1`` first), each with the number of the line
     before it."""
@@ -185,9 +190,9 @@ class RunTrace:
         return self._header
 
     def lines(self) -> Iterator[tuple[int, str]]:
-        """(line number, text) of every non-blank line."""
-        for before, run in self.blocks():
-            yield from enumerate(run, before + 1)
+        """(line number, text) of every non-blank line (:meth:`blocks` numbered, without a generator's resumption
+        per line)."""
+        return chain.from_iterable(starmap(_numbered, self.blocks()))
 
     def blocks(self) -> Iterator[tuple[int, list[str]]]:
         """:meth:`lines` a list at a time: (the number of the line before the first, non-blank lines in a row),
@@ -1323,114 +1328,111 @@ class _Converter:
         last_t: float = float("-inf")
         batch_end = BATCH_LINES
         lineno = 0
-        blocks = trace.blocks()
-        for before, run in blocks:  # the header: the first line
-            lineno = before + 1
-            trace._header = parse_header(run[0], f"{name} line {lineno}")
+        lines = trace.lines()
+        for lineno, line in lines:  # the header: the first line
+            trace._header = parse_header(line, f"{name} line {lineno}")
             header_seen = True
-            blocks = chain([(lineno, run[1:])], blocks)
             break
-        for before, run in blocks:
-            for lineno, line in enumerate(run, before + 1):
-                fault: Any = fault_line(line)
-                if fault is not None:  # the recorder's own fault line: its values without json (parsed on demand)
-                    t_float, t_int, pid, tid, addr, write, kernel = fault.groups()
-                    t = float(t_float) if t_float is not None else int(t_int)
-                    if t < last_t:
-                        _in_order(t, last_t, name, lineno)
-                    last_t = t
-                    if tid == pid:  # (a process's main thread: one conversion)
-                        tid = pid = int(pid)
-                    else:
-                        pid, tid = int(pid), int(tid)
-                    addr, write, kernel = int(addr), write == "true", kernel == "true"
-                    ev: Any = None
+        for lineno, line in lines:
+            fault: Any = fault_line(line)
+            if fault is not None:  # the recorder's own fault line: its values without json (parsed on demand)
+                t_float, t_int, pid, tid, addr, write, kernel = fault.groups()
+                t = float(t_float) if t_float is not None else int(t_int)
+                if t < last_t:
+                    _in_order(t, last_t, name, lineno)
+                last_t = t
+                if tid == pid:  # (a process's main thread: one conversion)
+                    tid = pid = int(pid)
                 else:
-                    ev = snapshot_event(line) if pages_key in line else None  # a snapshot: its pages read in bulk
-                    if ev is None:
-                        try:
-                            ev, end = scan(line, 0)
-                        except (StopIteration, json.JSONDecodeError):
-                            ev, end = None, 0
-                        if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):
-                            if type(ev) is dict and ev.get("ev") == "fault":
-                                try:
-                                    fault = _FAULT_FIELDS(ev)
-                                except KeyError:
-                                    pass
-                                else:
-                                    if tuple(map(type, fault)) not in _FAULT_TYPES:
-                                        fault = None
-                            if fault is None and not _event_ok(ev):
-                                ev = parse_event(line, f"{name} line {lineno}")
-                        else:  # json.loads() also allows whitespace around the object: such a line goes the long way
+                    pid, tid = int(pid), int(tid)
+                addr, write, kernel = int(addr), write == "true", kernel == "true"
+                ev: Any = None
+            else:
+                ev = snapshot_event(line) if pages_key in line else None  # a snapshot: its pages read in bulk
+                if ev is None:
+                    try:
+                        ev, end = scan(line, 0)
+                    except (StopIteration, json.JSONDecodeError):
+                        ev, end = None, 0
+                    if end == len(line) or (end == len(line) - 1 and line[end] == "\n"):
+                        if type(ev) is dict and ev.get("ev") == "fault":
+                            try:
+                                fault = _FAULT_FIELDS(ev)
+                            except KeyError:
+                                pass
+                            else:
+                                if tuple(map(type, fault)) not in _FAULT_TYPES:
+                                    fault = None
+                        if fault is None and not _event_ok(ev):
                             ev = parse_event(line, f"{name} line {lineno}")
-                    last_t = t = _in_order(ev["t"], last_t, name, lineno)
-                    if fault is not None:
-                        _t, pid, tid, addr, write, _ip, _code = fault
-                        kernel = ev.get("kernel")
+                    else:  # json.loads() also allows whitespace around the object: such a line goes the long way
+                        ev = parse_event(line, f"{name} line {lineno}")
+                last_t = t = _in_order(ev["t"], last_t, name, lineno)
                 if fault is not None:
-                    if not n_events and "fault" not in counts:
-                        counts["fault"] = 0  # the key where the reference puts it (the JSON's order)
-                    n_events += 1
-                    vpn = addr >> PAGE_SHIFT
-                    if first_pass:  # _Races.see() of a fault
-                        tf = float(t)
-                        prev = last_fault.get(vpn)
-                        if (prev is not None and prev[1] != pid and tf - prev[0] <= RACE_US
-                                and max(since.get(pid, 0.0), since.get(prev[1], 0.0)) <= prev[0]):
-                            race_lines.update((prev[2], lineno))
-                        last_fault[vpn] = (tf, pid, lineno)
-                        recent.append((tf, pid, tid, lineno))
-                        last_tf = tf
-                    if tid in names:  # on_fault() of a page in a mapping the simulator expresses
-                        space = spaces[tid]
-                        i = bisect_right(space.starts, vpn) - 1
-                        area = space.areas[i] if i >= 0 else None
-                        if area is not None and area.end > vpn and area.kind != "opaque":
-                            n_faults += 1
-                            if lineno in racy:
-                                append(Race(lineno))
-                            if write:
-                                n_writes += 1
-                            if kernel:
-                                n_kernel += 1
-                            if fault_lines is not None:
-                                fault_lines.append(lineno)
-                            task = names[tid]
-                            if with_columns:  # its place among the steps: every item so far is one but snapshots
-                                col_at(len(out) - stats.snapshots)
-                                col_vpn(vpn)
-                                col_write(write)
-                                col_task(task)
-                            step = new(Step)
-                            set_verb(step, "fault")
-                            set_task(step, task)
-                            set_args(step, (vpn, 0, write))
-                            append(step)
-                        else:
-                            out.extend(self.on_fault(lineno, ev if ev is not None else scan(line, 0)[0]))
+                    _t, pid, tid, addr, write, _ip, _code = fault
+                    kernel = ev.get("kernel")
+            if fault is not None:
+                if not n_events and "fault" not in counts:
+                    counts["fault"] = 0  # the key where the reference puts it (the JSON's order)
+                n_events += 1
+                vpn = addr >> PAGE_SHIFT
+                if first_pass:  # _Races.see() of a fault
+                    tf = float(t)
+                    prev = last_fault.get(vpn)
+                    if (prev is not None and prev[1] != pid and tf - prev[0] <= RACE_US
+                            and max(since.get(pid, 0.0), since.get(prev[1], 0.0)) <= prev[0]):
+                        race_lines.update((prev[2], lineno))
+                    last_fault[vpn] = (tf, pid, lineno)
+                    recent.append((tf, pid, tid, lineno))
+                    last_tf = tf
+                if tid in names:  # on_fault() of a page in a mapping the simulator expresses
+                    space = spaces[tid]
+                    i = bisect_right(space.starts, vpn) - 1
+                    area = space.areas[i] if i >= 0 else None
+                    if area is not None and area.end > vpn and area.kind != "opaque":
+                        n_faults += 1
+                        if lineno in racy:
+                            append(Race(lineno))
+                        if write:
+                            n_writes += 1
+                        if kernel:
+                            n_kernel += 1
+                        if fault_lines is not None:
+                            fault_lines.append(lineno)
+                        task = names[tid]
+                        if with_columns:  # its place among the steps: every item so far is one but snapshots
+                            col_at(len(out) - stats.snapshots)
+                            col_vpn(vpn)
+                            col_write(write)
+                            col_task(task)
+                        step = new(Step)
+                        set_verb(step, "fault")
+                        set_task(step, task)
+                        set_args(step, (vpn, 0, write))
+                        append(step)
                     else:
-                        out.extend(self.event(lineno, ev if ev is not None else scan(line, 0)[0]))
+                        out.extend(self.on_fault(lineno, ev if ev is not None else scan(line, 0)[0]))
                 else:
-                    stats.lines = lineno
-                    kind = ev["ev"]
-                    counts[kind] += 1
-                    if first_pass and kind != "syscall":  # (_Races.see() of a call does nothing)
-                        while recent and recent[0][0] < last_tf - _RACE_KEEP_US:  # as _Races.see() after each fault
-                            recent.popleft()
-                        see(lineno, ev)
-                        if kind == "fault":
-                            last_tf = recent[-1][0]
-                    handler = direct.get(kind)
-                    out.extend(handler(lineno, ev) if handler is not None and ev["tid"] in names else
-                               self.event(lineno, ev))
-                if lineno >= batch_end:
-                    batch_end = lineno + BATCH_LINES
-                    stats.lines = lineno
-                    _add_fault_tallies(stats, n_events, n_faults, n_writes, n_kernel)
-                    n_events = n_faults = n_writes = n_kernel = 0
-                    yield lineno
+                    out.extend(self.event(lineno, ev if ev is not None else scan(line, 0)[0]))
+            else:
+                stats.lines = lineno
+                kind = ev["ev"]
+                counts[kind] += 1
+                if first_pass and kind != "syscall":  # (_Races.see() of a call does nothing)
+                    while recent and recent[0][0] < last_tf - _RACE_KEEP_US:  # as _Races.see() after each fault
+                        recent.popleft()
+                    see(lineno, ev)
+                    if kind == "fault":
+                        last_tf = recent[-1][0]
+                handler = direct.get(kind)
+                out.extend(handler(lineno, ev) if handler is not None and ev["tid"] in names else
+                           self.event(lineno, ev))
+            if lineno >= batch_end:
+                batch_end = lineno + BATCH_LINES
+                stats.lines = lineno
+                _add_fault_tallies(stats, n_events, n_faults, n_writes, n_kernel)
+                n_events = n_faults = n_writes = n_kernel = 0
+                yield lineno
         if not header_seen:
             raise RunTraceError(f"{name}: empty file (no run-trace header)")
         if n_events:
