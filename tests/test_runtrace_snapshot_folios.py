@@ -332,3 +332,14 @@ def test_shipped_snapshots_folios_are_read_in_bulk(name: str) -> None:
         assert bulk["folios"].columns.tolist() == _columns(want)
         assert bulk["folios"].heads.tolist() == [int(k) for k in want]
         assert dict(bulk["folios"]) == want
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63), 2**70, -(2**70)])
+def test_checker_compares_a_json_folio_beyond_int64_per_item(value: int) -> None:
+    """A folio json read with a value the int64 rows cannot hold (or that is their null mark) is compared per item
+    (not counted in bulk as unobserved, nor an OverflowError)."""
+    folio = _recorder(4, refcount=3)
+    live = _LiveFolios.of({"16": folio, "32": {**folio, "large_mapcount": value}, "48": {**folio, "refcount": value}})
+    rows, whole = live.rows(live.find(np.array([16, 32, 48], dtype=np.int64)))
+    assert whole.tolist() == [True, False, False]
+    assert rows[0].tolist()[:2] == [3, 1]
