@@ -1,8 +1,10 @@
 """The snapshot checker's bulk comparison (pages and folios agreeing counted as columns) gives the same report as its
-per-item path (every page through ``_page()``, every folio through ``_folio()``), and pages given as lists or as an
-(N, 6) array give the same report: on shipped traces with snapshots damaged at random (seeded, reproducible), on
-both engines. Damage includes what makes the order of first sight matter: pages moved to another page's folio,
-a folio's pages split between heads, pages recorded twice, pages out of order."""
+per-item path (every page through ``_page()``, every folio through ``_folio()``), pages given as lists or as an
+(N, 6) array give the same report, and so do folios given as json's object or as the columns the trace reader makes
+of the recorder's form (``SnapshotFolios``), in bulk and per item: on shipped traces with snapshots damaged at random
+(seeded, reproducible), on both engines. Damage includes what makes the order of first sight matter: pages moved to
+another page's folio, a folio's pages split between heads, pages recorded twice, pages out of order; and folio fields
+changed, left out or made null, other MM ids in the _mm_ids word."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from hypothesis import strategies as st
 import foliosim.live.tracesim as tracesim
 from foliosim.live.snapcheck import SnapshotChecker, field_rows
 from foliosim.vm.machine import Machine
-from foliosim.workloads.runtrace import Conversion, RunTrace, Snapshot, prepare
+from foliosim.workloads.runtrace import Conversion, RunTrace, Snapshot, SnapshotFolios, _bulk_folios, prepare
 
 TRACES = Path(__file__).resolve().parents[2] / "examples" / "run-traces"
 SMALL = ("fork-child", "sh-pipeline", "prefork-server", "redis-bgsave")
@@ -66,7 +68,7 @@ def _damage(snap: Snapshot, rng: random.Random) -> Snapshot:
     for key, value in snap.folios.items():
         v = dict(value)
         if rng.random() < rate:
-            kind = rng.randrange(8)
+            kind = rng.randrange(12)
             if kind == 0:
                 continue
             if kind == 1 and isinstance(v.get("refcount"), int):
@@ -83,14 +85,31 @@ def _damage(snap: Snapshot, rng: random.Random) -> Snapshot:
                 v["mm_ids"] = v["mm_ids"][::-1]
             elif kind == 7 and isinstance(v.get("large_mapcount"), int):  # not an integer: compared per item
                 v["large_mapcount"] = rng.choice((float(v["large_mapcount"]), str(v["large_mapcount"])))
+            elif kind == 8:  # null: not observed (the recorder's form keeps the field)
+                v[rng.choice(("large_mapcount", "entire_mapcount", "pincount", "nr_pages_mapped", "mm_ids",
+                              "mm_id_mapcount", "shared_bit"))] = None
+            elif kind == 9 and isinstance(v.get("mm_ids"), int):  # other ids in the slots, another shared bit
+                v["mm_ids"] ^= rng.choice((1, 1 << 32, 3 << 32 | 2, 1 << 63, 1 << 31))
+            elif kind == 10 and isinstance(v.get("entire_mapcount"), int):
+                v["entire_mapcount"] += rng.choice((-1, 1))
+            elif kind == 11 and isinstance(v.get("refcount"), int):
+                v["refcount"] = rng.choice((0, -1, 10**17))
         folios[key] = v
     mm_id = None if rng.random() < 0.1 else snap.mm_id
     return replace(snap, pages=pages, folios=folios, mm_id=mm_id)
 
 
+def _columns(snap: Snapshot) -> Snapshot:
+    """``snap`` with its folios as the trace reader reads them from their compact JSON text: columns when they have
+    the recorder's form (else json's object, as the reader leaves it)."""
+    bulk = _bulk_folios(json.dumps(snap.folios, separators=(",", ":")))
+    return replace(snap, folios=bulk) if bulk is not None else snap
+
+
 class _Twins(SnapshotChecker):
-    """The bulk checker on pages as lists, with two twins given the same snapshots: the per-item checker on pages
-    as an array, the bulk checker on pages as an array. (They share the racy folios the simulation notes.)"""
+    """The bulk checker on pages as lists and folios as json's object, with twins given the same snapshots: the
+    per-item checker on pages as an array, the bulk checker on pages as an array, and the bulk and per-item checkers
+    on folios as columns. (They share the racy folios the simulation notes.)"""
 
     rng: random.Random
 
@@ -98,7 +117,10 @@ class _Twins(SnapshotChecker):
         super().__init__()
         self.per_item = SnapshotChecker(bulk=False)
         self.as_array = SnapshotChecker()
-        self.per_item.racy = self.as_array.racy = self.racy
+        self.columns = SnapshotChecker()
+        self.columns_per_item = SnapshotChecker(bulk=False)
+        self.columns_read = 0  # snapshots whose damaged folios the columns twins got as columns
+        self.per_item.racy = self.as_array.racy = self.columns.racy = self.columns_per_item.racy = self.racy
 
     def check(self, m: Machine, snap: Snapshot) -> None:
         snap = _damage(snap, self.rng)
@@ -111,9 +133,13 @@ class _Twins(SnapshotChecker):
                 side = m.snapshot_pages(task.mm, True)  # type: ignore[attr-defined]
                 assert np.array_equal(side.rows(side.keys), field_rows(side.folios(side.keys)))
         array = replace(snap, pages=np.asarray(snap.pages, dtype=np.int64).reshape(-1, 6))
+        columns = _columns(array)
+        self.columns_read += isinstance(columns.folios, SnapshotFolios)
         super().check(m, snap)
         self.per_item.check(m, array)
         self.as_array.check(m, array)
+        self.columns.check(m, columns)
+        self.columns_per_item.check(m, columns)
 
 
 @cache
@@ -122,7 +148,7 @@ def _conversion(name: str) -> tuple[RunTrace, Conversion]:
     return trace, prepare(trace)
 
 
-def _reports(name: str, engine: str, seed: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, Any]:
+def _reports(name: str, engine: str, seed: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ...]:
     trace, conv = _conversion(name)
     conv = Conversion(*[getattr(conv, f.name) for f in fields(conv)])
     made: list[_Twins] = []
@@ -138,7 +164,9 @@ def _reports(name: str, engine: str, seed: int, monkeypatch: pytest.MonkeyPatch)
         run = simulate(trace, engine, conv)
     assert run.engine == engine and len(made) == 1
     c = made[0]
-    return tuple(json.loads(json.dumps(x.to_json())) for x in (c, c.per_item, c.as_array))
+    assert c.columns_read > 0
+    return tuple(json.loads(json.dumps(x.to_json())) for x in (c, c.per_item, c.as_array, c.columns,
+                                                                 c.columns_per_item))
 
 
 def simulate(trace: RunTrace, engine: str, conv: Conversion) -> Any:
@@ -152,10 +180,12 @@ def test_bulk_and_per_item_reports_are_equal(engine: str, name: str, seed: int,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     if engine == "fast":
         pytest.importorskip("numba")
-    bulk, per_item, as_array = _reports(name, engine, seed, monkeypatch)
+    bulk, per_item, as_array, columns, columns_per_item = _reports(name, engine, seed, monkeypatch)
     assert bulk["snapshots"] > 0
     assert per_item == bulk
     assert as_array == bulk
+    assert columns == bulk
+    assert columns_per_item == bulk
 
 
 @pytest.mark.parametrize("engine", ["reference", "fast"])
@@ -163,8 +193,11 @@ def test_damage_reaches_disagreements(engine: str, monkeypatch: pytest.MonkeyPat
     """The random damage reaches the per-item classification (else the equality above would test little)."""
     if engine == "fast":
         pytest.importorskip("numba")
-    bulk, _per_item, _as_array = _reports("prefork-server", engine, 7, monkeypatch)
+    bulk, *_twins, columns, _columns_per_item = _reports("prefork-server", engine, 7, monkeypatch)
     fields_hit = {d["field"] for d in bulk["disagreements"]}
     assert {"present", "folio order", "page in folio", "folio identity", "precise mapcount",
             "pagemap exclusive", "refcount"} <= fields_hit
     assert bulk["agreed"] < bulk["compared"]
+    assert columns == bulk  # ... also through the folios read as columns, their large folios' fields included
+    assert {"refcount", "_large_mapcount", "_entire_mapcount", "slot 0 MM", "slot 0 mapcount", "shared bit"} <= {
+        d["field"] for d in columns["disagreements"]}

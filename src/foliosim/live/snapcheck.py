@@ -15,7 +15,7 @@ classified by its likely cause; file pages are counted apart (other processes ma
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,7 @@ from foliosim.folio import (
     folio_test_large_maybe_mapped_shared,
 )
 from foliosim.vm.memory import PAGE_SHIFT
+from foliosim.workloads.runtrace import FOLIO_NULL, SnapshotFolios
 
 if TYPE_CHECKING:
     from foliosim.vm.machine import Machine
@@ -282,6 +283,69 @@ class _LivePages:
 
 
 @dataclass(slots=True)
+class _LiveFolios:
+    """A snapshot's folios as the checker reads them: found by head PFN, as rows of the values of
+    :data:`FOLIO_FIELDS`, or one by one as the recorded object :meth:`SnapshotChecker._folio` reads. From the columns
+    the trace reader gives (:class:`~foliosim.workloads.runtrace.SnapshotFolios`) or from json's object (each folio
+    made a row when it is asked for, as :func:`_recorded` makes it)."""
+
+    heads: I64  # sorted; with ``at``: the position of each in ``items`` (or in ``bulk``)
+    at: I64
+    items: list[dict[str, Any]]  # json's object: the recorded folios (read in bulk: empty)
+    bulk: SnapshotFolios | None = None
+
+    @classmethod
+    def of(cls, folios: Mapping[str, dict[str, Any]]) -> _LiveFolios:
+        if isinstance(folios, SnapshotFolios):
+            at = np.argsort(folios.heads, kind="stable")
+            return cls(folios.heads[at], at, [], folios)
+        by_head = {int(k, 0): i for i, k in enumerate(folios)}  # (a head written twice: the last)
+        items = list(folios.values())
+        keep = [h for h in by_head if _I64_MIN < h <= _I64_MAX]  # (no page has a head beyond int64)
+        heads = np.array(keep, dtype=np.int64)
+        at = np.argsort(heads, kind="stable")
+        return cls(heads[at], np.array([by_head[h] for h in keep], dtype=np.int64)[at], items)
+
+    def find(self, heads: I64) -> I64:
+        """The position of the folio at each of ``heads`` (-1: not recorded)."""
+        if not len(self.heads):
+            return np.full(len(heads), -1, dtype=np.int64)
+        i = np.minimum(np.searchsorted(self.heads, heads), len(self.heads) - 1)
+        return np.where(self.heads[i] == heads, self.at[i], -1)
+
+    def rows(self, at: I64) -> tuple[I64, Bools]:
+        """The folios at ``at`` as rows of the values of :data:`FOLIO_FIELDS` (:data:`_NONE`: not recorded), and
+        whether each row holds them all (else that folio is compared per item)."""
+        c = self.bulk
+        if c is None:
+            recorded = [_recorded(self.items[i]) for i in at.tolist()]
+            whole = np.array([r is not None for r in recorded], dtype=np.bool_)
+            return np.array([r if r is not None else [_NONE] * len(FOLIO_FIELDS) for r in recorded],
+                            dtype=np.int64).reshape(-1, len(FOLIO_FIELDS)), whole
+        v = c.columns[at]
+        raw = v[:, 6]  # the _mm_ids word's bits: slot 0's id, (a lock bit,) slot 1's id, the shared bit
+        no_ids = raw == FOLIO_NULL
+        mask = (1 << MM_ID_BITS) - 1
+        ids0 = np.where(no_ids, _NONE, raw & mask)
+        ids1 = np.where(no_ids, _NONE, (raw >> (MM_ID_BITS + 1)) & mask)
+        shared = np.where(v[:, 9] != FOLIO_NULL, v[:, 9], np.where(no_ids, _NONE, raw < 0))
+        rows = np.column_stack([v[:, 1:6], ids0, v[:, 7], ids1, v[:, 8], shared])
+        return rows, np.ones(len(at), dtype=np.bool_)
+
+    def item(self, at: int) -> dict[str, Any]:
+        """The recorded folio at ``at`` as :meth:`SnapshotChecker._folio` reads it (from columns: its values, the
+        slots' ids as a list and the shared bit as :func:`_slots` reads it)."""
+        if self.bulk is None:
+            return self.items[at]
+        row = self.rows(np.array([at], dtype=np.int64))[0][0].tolist()
+        value = [None if x == _NONE else x for x in row]
+        return {"refcount": value[0], "large_mapcount": value[1], "entire_mapcount": value[2], "pincount": value[3],
+                "nr_pages_mapped": value[4], "mm_ids": None if value[5] is None else [value[5], value[7]],
+                "mm_id_mapcount": None if value[6] is None else [value[6], value[8]],
+                "shared_bit": None if value[9] is None else bool(value[9])}
+
+
+@dataclass(slots=True)
 class SnapshotChecker:
     """Accumulates the comparison of every snapshot of one run trace."""
 
@@ -357,7 +421,7 @@ class SnapshotChecker:
         self._cur = (snap.line, snap.task, snap.at)
         self._counts = [0, 0]
         live = _LivePages.of(snap.pages)
-        folios = {int(k, 0): v for k, v in snap.folios.items()}
+        folios = _LiveFolios.of(snap.folios)
         task = m.tasks.get(snap.task)
         if task is None:
             for vpn in live.vpns.tolist():
@@ -484,17 +548,16 @@ class SnapshotChecker:
         new[fresh] = holds[fresh]
         return holds[inv], first, new
 
-    def _folios(self, m: Machine, side: SimSnapshot, held: _Held, folios: dict[int, dict[str, Any]],
-                differ: set[str]) -> None:
+    def _folios(self, m: Machine, side: SimSnapshot, held: _Held, folios: _LiveFolios, differ: set[str]) -> None:
         """The fields of each folio seen at its bound live head (``held``) against the live folio's. With
         :attr:`bulk`, an order-0 folio whose refcount agrees and a large folio whose every observed field agrees
-        (:meth:`_folio_agrees`) are counted in bulk; every other folio goes through :meth:`_folio`, in address
-        order."""
+        (:meth:`_large_agree`) are counted in bulk, as columns; every other folio goes through :meth:`_folio`, in
+        address order."""
         sim_ids = {x.mm_id: x.name for x in m.mms.values() if x.mm_id}
         alive_mms = set(m.mms)
         racy, bulk = self.racy, self.bulk
-        recorded = [folios.get(h) for h in held.head.tolist()]
-        seen = np.array([k is not None for k in recorded], dtype=bool)
+        at = folios.find(held.head)
+        seen = at >= 0
         large = held.order > 0
         for names, n in ((FOLIO_FIELDS, int((~seen & large).sum())), (FOLIO_FIELDS[:1], int((~seen & ~large).sum()))):
             for name in names:
@@ -504,26 +567,24 @@ class SnapshotChecker:
         unseen = np.zeros(len(FOLIO_FIELDS), dtype=np.int64)  # ... that did not
         each = np.flatnonzero(seen)  # through _folio()
         if bulk:
+            live = np.full((len(at), len(FOLIO_FIELDS)), _NONE, dtype=np.int64)
+            whole = np.zeros(len(at), dtype=np.bool_)
+            live[seen], whole[seen] = folios.rows(at[seen])
             small = np.flatnonzero(seen & ~large)
-            f = held.folio[small].tolist()
-            refs = [k["refcount"] for k in [recorded[i] for i in small.tolist()] if k is not None]
-            agrees: Bools = np.array([a == b for a, b in zip(refs, side.refcounts([keys[i] for i in f]), strict=True)],
-                                     dtype=np.bool_)
+            sim_refs = np.array(side.refcounts([keys[i] for i in held.folio[small].tolist()]), dtype=np.int64)
+            agrees = whole[small] & (live[small, 0] == sim_refs)
             counted[0] += int(agrees.sum())
             big = np.flatnonzero(seen & large)
-            same = self._large_agree(side.rows([keys[i] for i in held.folio[big].tolist()]),
-                                     [k for k in [recorded[i] for i in big.tolist()] if k is not None], sim_ids,
-                                     alive_mms)
+            same = self._large_agree(side.rows([keys[i] for i in held.folio[big].tolist()]), live[big], whole[big],
+                                     sim_ids, alive_mms)
             counted += (same[1] & same[0][:, None]).sum(axis=0)
             unseen += (~same[1] & same[0][:, None]).sum(axis=0)
             each = np.sort(np.concatenate([big[~same[0]], small[~agrees]]))
         f = held.folio[each].tolist()
         for i, state, addr in zip(each.tolist(), side.folios([keys[i] for i in f]), held.addr[each].tolist(),
                                   strict=True):
-            k = recorded[i]
-            assert k is not None
             name = side.names[int(held.folio[i])]
-            self._folio(state, k, sim_ids, alive_mms, addr, C_RACE if name in racy else (
+            self._folio(state, folios.item(int(at[i])), sim_ids, alive_mms, addr, C_RACE if name in racy else (
                 C_PAGE if name in differ else C_OTHER))
         for name, n, missing in zip(FOLIO_FIELDS, counted.tolist(), unseen.tolist(), strict=True):
             count = self.fields[name]
@@ -533,14 +594,13 @@ class SnapshotChecker:
             self._counts[0] += n
             self._counts[1] += n
 
-    def _large_agree(self, sim: I64, recorded: list[dict[str, Any]], sim_ids: dict[int, str],
+    def _large_agree(self, sim: I64, live: I64, whole: Bools, sim_ids: dict[int, str],
                      alive_mms: set[str]) -> tuple[Bools, Bools]:
-        """Large folios' fields as :meth:`_folio` compares them, as columns (``sim``: :attr:`SimSnapshot.rows`):
-        whether every observed field of a folio agrees, and which fields were observed. MM ids are compared by
-        role: the live id stands for the simulated id of the MM in the same role."""
-        rows = [_recorded(k) for k in recorded]  # None: a value the columns do not hold (that folio: per item)
-        live = np.array([r if r is not None else [_NONE] * len(FOLIO_FIELDS) for r in rows],
-                        dtype=np.int64).reshape(-1, len(FOLIO_FIELDS))
+        """Large folios' fields as :meth:`_folio` compares them, as columns (``sim``: :attr:`SimSnapshot.rows`;
+        ``live``: :meth:`_LiveFolios.rows`, ``whole`` where a row holds every value): whether every observed field
+        of a folio agrees, and which fields were observed. MM ids are compared by role: the live id stands for the
+        simulated id of the MM in the same role."""
+        live = live.copy()
         id_of_role = {name: i for i, name in sim_ids.items()}
         for c in (5, 7):  # the slots' MM ids
             ids = live[:, c].tolist()
@@ -550,7 +610,7 @@ class SnapshotChecker:
                 expect[live_id] = _NONE if role is None else 0 if role == "-" else id_of_role.get(role, -1)
             live[:, c] = [expect[x] for x in ids]
         observed: Bools = live != _NONE
-        agree: Bools = ((sim == live) | ~observed).all(axis=1) & np.array([r is not None for r in rows], dtype=np.bool_)
+        agree: Bools = ((sim == live) | ~observed).all(axis=1) & whole
         return agree, observed
 
     def _page(self, mm: MM, vpn: int, s: SimAnonPage | None, seen: LivePage | None, anon: SimSnapshot,
@@ -680,18 +740,21 @@ class SnapshotChecker:
         }
 
 
-_NONE = np.iinfo(np.int64).min  # a field the live side did not record, in rows of FOLIO_FIELDS
+_NONE = FOLIO_NULL  # a field the live side did not record, in rows of FOLIO_FIELDS
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def _recorded(k: dict[str, Any]) -> list[int] | None:
     """A recorded folio as a row of the values of :data:`FOLIO_FIELDS` (_NONE: not recorded); None when a value is
-    not an integer (or the refcount is missing): that folio is compared per item."""
+    not an integer within int64 (or the refcount is missing): that folio is compared per item."""
     ids, shared = _slots(k)
     counts = k.get("mm_id_mapcount")
     values = [k["refcount"], k.get("large_mapcount"), k.get("entire_mapcount"), k.get("pincount"),
               k.get("nr_pages_mapped"), None if ids is None else ids[0], None if counts is None else counts[0],
               None if ids is None else ids[1], None if counts is None else counts[1], shared]
     if values[0] is None or not _NUMBERS.issuperset(map(type, values)):
+        return None
+    if any(not _NONE < v <= _I64_MAX for v in values if v is not None):
         return None
     return [_NONE if v is None else v for v in values]
 

@@ -27,7 +27,7 @@ import json
 import re
 import zlib
 from collections import Counter, deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import chain, repeat, starmap
 from operator import countOf, itemgetter
@@ -785,13 +785,143 @@ def _bulk_pages(span: str) -> Pages | None:
     return pages
 
 
+#: the key of a snapshot's folios as the recorder writes it (compact JSON)
+_FOLIOS_KEY = '"folios":{'
+#: a folio's fields as the recorder writes them (live/record.py _folio_json), in its order
+_FOLIO_KEYS = ("order", "refcount", "large_mapcount", "entire_mapcount", "pincount", "nr_pages_mapped", "mm_ids",
+               "mm_id_mapcount", "shared_bit", "slots", "lock_bit", "is_anon", "page_mapcount", "anon_exclusive")
+#: the columns of :attr:`SnapshotFolios.columns`: the recorded fields a snapshot check reads (mm_ids the raw _mm_ids
+#: word, as int64 bits), :data:`FOLIO_NULL` where a field is null
+FOLIO_COLUMNS = ("order", "refcount", "large_mapcount", "entire_mapcount", "pincount", "nr_pages_mapped", "mm_ids",
+                 "mm_id_mapcount 0", "mm_id_mapcount 1", "shared_bit")
+FOLIO_NULL = _I64_MIN
+
+
+def _folios_form() -> Callable[[str], Any]:
+    """The fullmatch of a snapshot's ``folios`` text in the recorder's form (see :func:`_bulk_folios`)."""
+    i18 = r"-?(?:0|[1-9][0-9]{0,17})"  # a JSON integer within int64 (at most 18 digits)
+    scalar = r"(?:-?(?:0|[1-9][0-9]{0,18})|null|true|false)"  # an integer of at most 19 digits or a literal
+    flag = r"(?:false|true|null|-?(?:0|[1-9][0-9]{0,18}))"  # the same, tried in the order a flag's values are likely
+    items = rf"\[{scalar}(?:,{scalar})*+\]"  # a non-empty list of those
+    flags = rf"\[{flag}(?:,{flag})*+\]"
+    value = {"order": i18, "refcount": i18, "mm_ids": r"(?:0|[1-9][0-9]{0,18}|null)",
+             "mm_id_mapcount": rf"(?:\[{i18},{i18}\]|null)", "shared_bit": "(?:true|false|null)",
+             "slots": rf"(?:{items}|{scalar})", "lock_bit": flag, "is_anon": flag, "page_mapcount": items,
+             "anon_exclusive": flags}
+    folio = r'"(?:0|[1-9][0-9]{0,17})":\{' + ",".join(
+        f'"{name}":{value.get(name, f"(?:{i18}|null)")}' for name in _FOLIO_KEYS) + r"\}"
+    return re.compile(rf"\{{{folio}(?:,{folio})*+\}}").fullmatch
+
+
+_FOLIOS_FORM = _folios_form()
+_TEN = np.array([10**k for k in range(18, -1, -1)], dtype=np.uint64)  # 10**18 .. 1
+
+
+class SnapshotFolios(Mapping[str, dict[str, Any]]):
+    """A snapshot's ``folios`` read in bulk (:func:`_bulk_folios`): the columns a snapshot check reads, and the
+    object json gives (made from the text on first use) for every other reader: it is the mapping json gives."""
+
+    __slots__ = ("_dict", "columns", "heads", "text")
+
+    def __init__(self, text: str, heads: Pages, columns: Pages) -> None:
+        self.text = text  # the folios' JSON text, in the recorder's form
+        self.heads = heads  # per folio, in the line's order: its head PFN (the key)
+        self.columns = columns  # (N, len(FOLIO_COLUMNS)) int64: per folio the values of FOLIO_COLUMNS
+        self._dict: dict[str, dict[str, Any]] | None = None
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """The object json gives for the text (made once)."""
+        if self._dict is None:
+            self._dict = json.loads(self.text)
+        return self._dict
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        return self.as_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.as_dict())
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def __repr__(self) -> str:
+        return repr(self.as_dict())
+
+
+def _integers(windows: npt.NDArray[np.uint8], start: Pages, end: Pages) -> Pages:
+    """The JSON integers at ``[start, end)`` of a text (``windows``: its 19-byte windows, the text after 19 zero
+    bytes), each of at most 19 digits: a value of 19 digits beyond int64 as its int64 bits (non-negative ones only)."""
+    nd = end - start
+    negative = windows[start + 1, 18] == ord("-")  # (the last byte of the window before start + 1)
+    nd -= negative
+    width = int(nd.max()) if len(nd) else 1
+    digits = windows[end, 19 - width:].astype(np.uint64) - np.uint64(ord("0"))  # the ``width`` bytes before end
+    digits[np.arange(width) < width - nd[:, None]] = 0
+    magnitude = (digits * _TEN[19 - width:]).sum(axis=1, dtype=np.uint64).view(np.int64)
+    out: Pages = np.where(negative, -magnitude, magnitude)
+    return out
+
+
+def _bulk_folios(span: str) -> SnapshotFolios | None:
+    """A snapshot's ``folios`` value (``span``: its text, braces included) read without json, or None unless it has
+    exactly the recorder's form (:data:`_FOLIOS_FORM`): ``{"pfn":{"order":v,...,"anon_exclusive":[...]},...}``
+    with the fields of :data:`_FOLIO_KEYS` in that order and no whitespace; each key a head PFN in decimal (at most
+    18 digits, no leading zero), written once; order, refcount, the four counters (or null) and mm_id_mapcount's two
+    integers (or null) JSON integers of at most 18 digits; mm_ids a non-negative integer of at most 19 digits (not
+    1 << 63) or null; shared_bit true, false or null; the other four fields an integer of at most 19 digits, true,
+    false or null, or (slots, page_mapcount, anon_exclusive) a non-empty list of those. Such text is an object json
+    reads with these values and :func:`_snapshot` accepts; anything else (None) is left to json and the checks."""
+    if span == "{}":
+        return SnapshotFolios(span, np.empty(0, dtype=np.int64), np.empty((0, len(FOLIO_COLUMNS)), dtype=np.int64))
+    if _FOLIOS_FORM(span) is None:
+        return None
+    text = np.frombuffer(span.encode("ascii"), dtype=np.uint8)
+    q = np.flatnonzero(text == ord('"')).reshape(-1, 30)  # per folio: its key and 14 field names, in quotes
+    n = len(q)
+    # the key inside its quotes, then each field up to shared_bit from after its '":' to before the next ',"'
+    starts = np.empty((n, 10), dtype=np.int64)
+    ends = np.empty((n, 10), dtype=np.int64)
+    starts[:, 0], ends[:, 0] = q[:, 0] + 1, q[:, 1]
+    starts[:, 1:] = q[:, 3:20:2] + 2
+    ends[:, 1:] = q[:, 4:21:2] - 1
+    first = text[starts]
+    ints = first < ord(":")  # a digit or '-' (else null, true, false, or mm_id_mapcount's '[')
+    ints[:, 8] = False
+    pairs = first[:, 8] == ord("[")  # mm_id_mapcount [a,b]: its two integers after the others
+    at, end = starts[pairs, 8] + 1, ends[pairs, 8] - 1
+    comma = at + np.argmax(text[np.minimum(at[:, None] + np.arange(20), len(text) - 1)] == ord(","), axis=1)
+    # row i of windows: the 19 bytes before position i of the text
+    windows = np.lib.stride_tricks.as_strided(np.concatenate([np.zeros(19, dtype=np.uint8), text]),
+                                              (len(text) + 1, 19), (1, 1), writeable=False)
+    values = _integers(windows, np.concatenate([starts[ints], at, comma + 1]),
+                       np.concatenate([ends[ints], comma, end]))
+    k, m = len(values) - 2 * len(at), len(at)
+    numbers = np.full((n, 10), FOLIO_NULL, dtype=np.int64)  # the key, then the fields up to mm_ids
+    numbers[ints] = values[:k]
+    columns = np.empty((n, len(FOLIO_COLUMNS)), dtype=np.int64)
+    columns[:, :7] = numbers[:, 1:8]
+    if (columns[ints[:, 7], 6] == FOLIO_NULL).any():  # mm_ids 1 << 63: its bits are the null mark
+        return None
+    columns[:, 7:9] = FOLIO_NULL
+    columns[pairs, 7] = values[k:k + m]
+    columns[pairs, 8] = values[k + m:]
+    shared = first[:, 9]
+    columns[:, 9] = np.where(shared == ord("n"), FOLIO_NULL, shared == ord("t"))
+    heads = numbers[:, 0].copy()
+    order = np.sort(heads)
+    if (order[1:] == order[:-1]).any():  # a key written twice: json's way
+        return None
+    return SnapshotFolios(span, heads, columns)
+
+
 def _snapshot_event(line: str) -> dict[str, Any] | None:
-    """A snapshot line read with its pages in bulk (:func:`_bulk_pages`) and the rest by json: the event
-    :func:`parse_event` gives but for ``pages``, the array :class:`Snapshot` holds; or None (then the line goes the
-    usual way) unless the quick checks vouch for the whole line. The pages' text is replaced by ``[]`` before json
-    reads the rest: in a line without escapes, whether a quote opens or closes a string does not change, so when
-    json reads the rest as a snapshot the checks accept, the line's only ``"pages"`` was its key, with the value
-    :func:`_bulk_pages` read."""
+    """A snapshot line read with its pages (:func:`_bulk_pages`) and, when they have the recorder's form, its folios
+    (:func:`_bulk_folios`) in bulk and the rest by json: the event :func:`parse_event` gives but for ``pages``, the
+    array :class:`Snapshot` holds, and ``folios``, a :class:`SnapshotFolios`; or None (then the line goes the usual
+    way) unless the quick checks vouch for the whole line. The bulk-read values' text is replaced by ``[]`` and
+    ``{}`` before json reads the rest: in a line without escapes, whether a quote opens or closes a string does not
+    change, so when json reads the rest as a snapshot the checks accept, the line's only ``"pages"`` and
+    ``"folios"`` were its keys, with the values read in bulk."""
     at = line.find(_PAGES_KEY)
     if at < 0 or line.count('"pages"') != 1 or "\\" in line:
         return None
@@ -803,6 +933,15 @@ def _snapshot_event(line: str) -> dict[str, Any] | None:
     if pages is None:
         return None
     rest = line[:start] + "[]" + line[end:]
+    folios = None
+    at = rest.find(_FOLIOS_KEY)
+    if at >= 0 and rest.count('"folios"') == 1:  # (else json reads them, and the checks)
+        fstart = at + len(_FOLIOS_KEY) - 1
+        fend = fstart + 2 if rest.startswith("{}", fstart) else rest.find("]}}", fstart) + 3
+        if fend >= fstart + 2:
+            folios = _bulk_folios(rest[fstart:fend])
+            if folios is not None:
+                rest = rest[:fstart] + "{}" + rest[fend:]
     try:
         ev, stop = _scan_once(rest, 0)
     except (StopIteration, json.JSONDecodeError):
@@ -812,6 +951,8 @@ def _snapshot_event(line: str) -> dict[str, Any] | None:
     if type(ev) is not dict or ev.get("ev") != "snapshot" or not _event_ok(ev):
         return None
     ev["pages"] = pages
+    if folios is not None:
+        ev["folios"] = folios
     return ev
 
 
@@ -826,7 +967,7 @@ class Snapshot:
     at: str
     mm_id: int | None
     pages: Pages  # one row per page: vaddr, pfn, head_pfn, order, mapcount, exclusive (0 or 1)
-    folios: dict[str, dict[str, Any]]
+    folios: Mapping[str, dict[str, Any]]  # json's object, or the same read in bulk (SnapshotFolios)
     scope: str | None = None  # "anon": also the anonymous copies in private file mappings; None: anonymous mappings
 
     def __eq__(self, other: object) -> bool:
