@@ -20,16 +20,14 @@ from foliosim.live.snapcheck import _LiveFolios
 from foliosim.workloads.runtrace import (
     _FOLIO_KEYS,
     FOLIO_NULL,
-    RunTrace,
     RunTraceError,
     Snapshot,
     SnapshotFolios,
     _bulk_folios,
     _snapshot_event,
     parse_event,
-    prepare,
 )
-from tests.test_runtrace_fastpath import BASE, HEADER
+from tests.test_runtrace_snapshot_pages import agree_with_json, readings
 
 TRACES = Path(__file__).resolve().parent.parent / "examples" / "run-traces"
 I64 = 1 << 63
@@ -112,24 +110,15 @@ def _want(line: str) -> tuple[str, Any]:
     return "ok", ev
 
 
-def _got(line: str) -> list[tuple[str, Any]]:
-    """The trace readers' results for the line (after a header and a spawn): RunTrace.events() and prepare()."""
-    text = "\n".join([HEADER, json.dumps(BASE[0]), line])
-    out: list[tuple[str, Any]] = []
-    try:
-        ev = list(RunTrace("t", text=text).events())[-1][1]
-        if ev["ev"] == "snapshot":
-            pages = ev["pages"] if type(ev["pages"]) is list else [[*p[:5], bool(p[5])] for p in ev["pages"].tolist()]
-            ev = {**ev, "pages": pages, "folios": _plain(ev["folios"])}
-        out.append(("ok", ev))
-    except RunTraceError as exc:
-        out.append(("error", str(exc)))
-    try:
-        snaps = [item for item in prepare(RunTrace("t", text=text)).items() if isinstance(item, Snapshot)]
-        out.append(("ok", [_plain(snap.folios) for snap in snaps]))
-    except RunTraceError as exc:
-        out.append(("error", str(exc)))
-    return out
+def _event(ev: dict[str, Any]) -> dict[str, Any]:
+    if ev["ev"] == "snapshot":
+        pages = ev["pages"] if type(ev["pages"]) is list else [[*p[:5], bool(p[5])] for p in ev["pages"].tolist()]
+        return {**ev, "pages": pages, "folios": _plain(ev["folios"])}
+    return ev
+
+
+def _snapshot(snap: Snapshot) -> Any:
+    return _plain(snap.folios)
 
 
 def _columns(folios: dict[str, dict[str, Any]]) -> list[list[int]]:
@@ -148,10 +137,7 @@ def _columns(folios: dict[str, dict[str, Any]]) -> list[list[int]]:
 def _same(line: str) -> bool:
     """The readers say what json and the checks say; returns whether the bulk reader took the folios."""
     want = _want(line)
-    events, conversion = _got(line)
-    assert events == want
-    assert conversion == (want if want[0] == "error" else
-                          ("ok", [want[1]["folios"]] if want[1]["ev"] == "snapshot" else []))
+    agree_with_json(line, want, readings(line, _event, _snapshot), "folios")
     bulk = _snapshot_event(line)
     if bulk is None or not isinstance(bulk["folios"], SnapshotFolios):
         return False

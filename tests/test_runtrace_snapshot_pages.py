@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,37 +59,51 @@ def _want(line: str) -> tuple[str, Any]:
     return "ok", {**ev, "pages": _pages_array(ev["pages"]).tolist()} if ev["ev"] == "snapshot" else ev
 
 
-def _got(line: str) -> list[tuple[str, Any]]:
-    """The trace readers' results for the line (after a header and a spawn): RunTrace.events() and prepare()."""
+def readings(line: str, event: Callable[[dict[str, Any]], Any],
+             snapshot: Callable[[Snapshot], Any]) -> list[tuple[str, Any]]:
+    """The trace readers' results for the line (after a header and a spawn): RunTrace.events()'s event for it
+    through ``event``, and prepare()'s snapshots through ``snapshot``; each ("ok", value) or ("error", message)."""
     text = "\n".join([HEADER, json.dumps(BASE[0]), line])
     out: list[tuple[str, Any]] = []
     try:
-        ev = list(RunTrace("t", text=text).events())[-1][1]
-        if ev["ev"] == "snapshot":
-            assert type(ev["pages"]) in (list, np.ndarray)
-            pages = ev["pages"] if type(ev["pages"]) is np.ndarray else _pages_array(ev["pages"])
-            ev = {**ev, "pages": pages.tolist()}
-        else:  # another event's field named pages: json's value
-            assert type(ev.get("pages", [])) is list
-        out.append(("ok", ev))
+        out.append(("ok", event(list(RunTrace("t", text=text).events())[-1][1])))
     except RunTraceError as exc:
         out.append(("error", str(exc)))
     try:
-        snaps = [item for item in prepare(RunTrace("t", text=text)).items() if isinstance(item, Snapshot)]
-        for snap in snaps:
-            assert type(snap.pages) is np.ndarray and snap.pages.dtype == np.int64 and snap.pages.shape[1:] == (6,)
-        out.append(("ok", [snap.pages.tolist() for snap in snaps]))
+        out.append(("ok", [snapshot(item) for item in prepare(RunTrace("t", text=text)).items()
+                           if isinstance(item, Snapshot)]))
     except RunTraceError as exc:
         out.append(("error", str(exc)))
     return out
 
 
+def agree_with_json(line: str, want: tuple[str, Any], got: list[tuple[str, Any]], key: str) -> None:
+    """Both readings (:func:`readings`, the snapshots' ``key`` from prepare()) are json's and the checks' (``want``):
+    the same event, or the same error."""
+    events, conversion = got
+    assert events == want, line
+    assert conversion == (want if want[0] == "error" else
+                          ("ok", [want[1][key]] if want[1]["ev"] == "snapshot" else [])), line
+
+
+def _event(ev: dict[str, Any]) -> dict[str, Any]:
+    if ev["ev"] == "snapshot":
+        assert type(ev["pages"]) in (list, np.ndarray)
+        pages = ev["pages"] if type(ev["pages"]) is np.ndarray else _pages_array(ev["pages"])
+        return {**ev, "pages": pages.tolist()}
+    assert type(ev.get("pages", [])) is list  # another event's field named pages: json's value
+    return ev
+
+
+def _snapshot(snap: Snapshot) -> list[list[int]]:
+    assert type(snap.pages) is np.ndarray and snap.pages.dtype == np.int64 and snap.pages.shape[1:] == (6,)
+    pages: list[list[int]] = snap.pages.tolist()
+    return pages
+
+
 def _same(line: str) -> None:
     want = _want(line)
-    events, conversion = _got(line)
-    assert events == want
-    assert conversion == (want if want[0] == "error" else
-                          ("ok", [want[1]["pages"]] if want[1]["ev"] == "snapshot" else []))
+    agree_with_json(line, want, readings(line, _event, _snapshot), "pages")
     bulk = _snapshot_event(line)
     if bulk is not None:  # the bulk reader never takes a line the checks refuse, and gives json's values
         assert want[0] == "ok" and want[1]["ev"] == "snapshot"
