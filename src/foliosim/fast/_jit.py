@@ -40,7 +40,7 @@ class OneScopeCopy:
     spent in ``copy.deepcopy`` before.
     """
 
-    def __init__(self, block_type: type) -> None:
+    def __init__(self, block_type: Any) -> None:
         self._block_type = block_type  # numba.core.ir.Block
         self._local = threading.local()
         self.blocks_copied = 0
@@ -50,7 +50,7 @@ class OneScopeCopy:
         stack: list[dict[int, tuple[Any, Any]]] | None = getattr(self._local, "stack", None)
         if not stack or not isinstance(x, self._block_type):
             return copy.deepcopy(x, memo)
-        scope = x.scope
+        scope: Any = x.scope
         memo = {} if memo is None else memo
         scopes = stack[-1]
         known = scopes.get(id(scope))
@@ -93,10 +93,10 @@ def share_scope_copies(on: bool = True) -> OneScopeCopy | None:
     """
     global _REPLACED
     try:
-        from numba.core import inline_closurecall as icc
-        from numba.core import ir
+        from numba.core import inline_closurecall, ir
     except ImportError:  # pragma: no cover - depends on the environment
         return None
+    icc: Any = inline_closurecall
     if not on:
         if _REPLACED is not None:
             icc.copy, icc.InlineWorker.inline_ir = _REPLACED
@@ -104,7 +104,7 @@ def share_scope_copies(on: bool = True) -> OneScopeCopy | None:
         return None
     if isinstance(icc.copy, OneScopeCopy):
         return icc.copy
-    worker = getattr(icc, "InlineWorker", None)
+    worker: Any = getattr(icc, "InlineWorker", None)
     if getattr(icc, "copy", None) is not copy or not callable(getattr(worker, "inline_ir", None)):
         return None
     shim = OneScopeCopy(ir.Block)
