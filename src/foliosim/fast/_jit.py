@@ -36,8 +36,8 @@ class OneScopeCopy:
     numba deep-copies each block with a memo of its own, so each block's variables drag along a copy of the whole
     scope (every variable of the function) and the inliner then compares these copies with each other: time
     quadratic in the callee's size, paid again at each nested inline. The inlined code is the same (its LLVM IR is
-    compared in tests/test_jit.py); the checker's cold compile went from about 180 s to 100 s of CPU, most of it
-    spent in ``copy.deepcopy`` before.
+    compared in tests/test_jit.py); the checker's cold compile went from 192 s to 119 s (one core, the other as
+    busy; docs/fast-path.md), more than half of it spent in ``copy.deepcopy`` before.
     """
 
     def __init__(self, block_type: Any) -> None:
