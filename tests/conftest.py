@@ -90,6 +90,15 @@ def _warm_simulator() -> None:
         assert res.exit_code == 0, res.output
 
 
+def _warm_run_trace() -> None:
+    """A recorded trace on the fast engine: the compiled stretches (kprog.run_program) and the snapshot checks."""
+    from foliosim.live.tracesim import simulate
+    from foliosim.workloads.runtrace import RunTrace
+
+    run = simulate(RunTrace.open(_EXAMPLE_RUN_TRACE), engine="fast")
+    assert run.faults_taken > 0
+
+
 def _warm_replay() -> None:
     from click.testing import CliRunner
 
@@ -115,10 +124,12 @@ def _warm_apply_op() -> None:
 
 
 _EXAMPLE_TRACE = Path(__file__).resolve().parents[1] / "examples" / "commit-example-1.jsonl"
+_EXAMPLE_RUN_TRACE = Path(__file__).resolve().parents[1] / "examples" / "run-traces" / "fork-child.trace.gz"
 
-#: Kernel sets whose cold numba compile takes half a minute or more (cold, one core: checker ~80-95 s,
-#: simulator with compare's driving loop ~85 s, fast-replay + trace generator ~40 s, apply_op ~25 s), the tests
-#: that need them (path prefixes), and a call compiling them (or loading them from numba's cache). Some tests
+#: Kernel sets whose cold numba compile takes a quarter of a minute or more (cold, one core each, both cores busy,
+#: 2026-12-01: checker ~120 s, simulator with compare's driving loop ~130 s, the run-trace stretches ~45 s,
+#: fast-replay + trace generator ~35 s, apply_op ~17 s), the tests that need them (path prefixes), and a call
+#: compiling them (or loading them from numba's cache). Some tests
 #: compare a command's whole output, which on a cold cache has a "compiling ..." notice, or run a command
 #: under a timeout: in one process an earlier test has compiled the kernels, under xdist this does.
 WARM_UPS: list[tuple[str, tuple[str, ...], Callable[[], None]]] = [
@@ -126,6 +137,8 @@ WARM_UPS: list[tuple[str, tuple[str, ...], Callable[[], None]]] = [
     ("apply_op", ("tests/test_fast",), _warm_apply_op),
     ("replay", ("tests/test_columnar.py", "tests/test_fast"), _warm_replay),
     ("simulator", ("tests/fastsim/",), _warm_simulator),
+    ("run-trace", ("tests/fastsim/", "tests/live/", "tests/test_runtrace", "tests/test_score", "tests/test_paired"),
+     _warm_run_trace),
 ]
 
 
@@ -177,7 +190,7 @@ def _compiled_kernels(request: pytest.FixtureRequest) -> None:
     paths = {item.nodeid.split("::", 1)[0] for item in request.session.items}
     needed = [(name, warm) for name, folders, warm in WARM_UPS if any(p.startswith(folders) for p in paths)]
     if needed:
-        # Worker 0 takes the sets in WARM_UPS order, worker 1 in reverse (two workers: ~120 s cold, both busy).
+        # Worker 0 takes the sets in WARM_UPS order, worker 1 in reverse (two workers: ~3 min cold, both busy).
         n = int(worker[2:])
         order = needed if n % 2 == 0 else needed[::-1]
         shift = (n // 2) % len(order)

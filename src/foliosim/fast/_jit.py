@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +26,96 @@ except ImportError:  # pragma: no cover - depends on the environment
 _OPTIONS: dict[str, Any] = {"cache": True, "nogil": True, "_nrt": False}
 
 NUMBA_MISSING = "numba is not installed: the fast path needs it (pip install 'foliosim[fast]')"
+
+
+class OneScopeCopy:
+    """Stands in for the ``copy`` module inside numba's inliner (``numba.core.inline_closurecall``), which uses it
+    for one thing: copying a callee's IR block by block before inlining it (``InlineWorker.inline_ir``). Within one
+    inlining, every block's copy here shares one copy of the callee's scope, as the blocks copied share one scope.
+
+    numba deep-copies each block with a memo of its own, so each block's variables drag along a copy of the whole
+    scope (every variable of the function) and the inliner then compares these copies with each other: time
+    quadratic in the callee's size, paid again at each nested inline. The inlined code is the same (its LLVM IR is
+    compared in tests/test_jit.py); the checker's cold compile went from 192 s to 119 s (one core, the other as
+    busy; docs/fast-path.md), more than half of it spent in ``copy.deepcopy`` before.
+    """
+
+    def __init__(self, block_type: Any) -> None:
+        self._block_type = block_type  # numba.core.ir.Block
+        self._local = threading.local()
+        self.blocks_copied = 0
+        self.scopes_copied = 0
+
+    def deepcopy(self, x: Any, memo: dict[int, Any] | None = None) -> Any:
+        stack: list[dict[int, tuple[Any, Any]]] | None = getattr(self._local, "stack", None)
+        if not stack or not isinstance(x, self._block_type):
+            return copy.deepcopy(x, memo)
+        scope: Any = x.scope
+        memo = {} if memo is None else memo
+        scopes = stack[-1]
+        known = scopes.get(id(scope))
+        if known is None:
+            # the original is held with its copy, so that its id is not reused while this inlining runs
+            scopes[id(scope)] = (scope, copy.deepcopy(scope, memo))
+            self.scopes_copied += 1
+        else:
+            memo[id(scope)] = known[1]
+        self.blocks_copied += 1
+        return copy.deepcopy(x, memo)
+
+    def around(self, inline_ir: Callable[..., Any]) -> Callable[..., Any]:
+        """``inline_ir`` with the scope copies of each call shared within that call (and only within it)."""
+
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            stack = getattr(self._local, "stack", None)
+            if stack is None:
+                stack = self._local.stack = []
+            stack.append({})
+            try:
+                return inline_ir(*args, **kwargs)
+            finally:
+                stack.pop()
+
+        wrapped.__wrapped__ = inline_ir  # type: ignore[attr-defined]
+        return wrapped
+
+
+#: what share_scope_copies() replaced: numba's inliner's ``copy`` and ``InlineWorker.inline_ir``
+_REPLACED: tuple[Any, Any] | None = None
+
+
+def share_scope_copies(on: bool = True) -> OneScopeCopy | None:
+    """Install :class:`OneScopeCopy` in numba's inliner (``on``) or put numba's own code back (not ``on``).
+
+    Returns the installed instance, or None when off, when numba is missing, or when numba's inliner is not the
+    one this was written against (it must use the ``copy`` module and have ``InlineWorker.inline_ir``): then
+    nothing is changed. Process-wide, as numba's inliner is.
+    """
+    global _REPLACED
+    try:
+        from numba.core import inline_closurecall, ir
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    icc: Any = inline_closurecall
+    if not on:
+        if _REPLACED is not None:
+            icc.copy, icc.InlineWorker.inline_ir = _REPLACED
+            _REPLACED = None
+        return None
+    if isinstance(icc.copy, OneScopeCopy):
+        return icc.copy
+    worker: Any = getattr(icc, "InlineWorker", None)
+    if getattr(icc, "copy", None) is not copy or not callable(getattr(worker, "inline_ir", None)):
+        return None
+    shim = OneScopeCopy(ir.Block)
+    _REPLACED = (icc.copy, worker.inline_ir)
+    icc.copy = shim
+    worker.inline_ir = shim.around(worker.inline_ir)
+    return shim
+
+
+if _njit is not None:
+    share_scope_copies()
 
 
 def _widened(ty: Any) -> Any:
