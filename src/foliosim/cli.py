@@ -801,6 +801,10 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
         fail(problem, 1)
     if parquet_out and not _have_module("duckdb"):
         fail("--parquet needs DuckDB: pip install 'foliosim[parquet]'", 1)
+    if report_dir is not None and not _have_module("matplotlib"):  # before the sweep, not after it
+        from foliosim.report.evaluation import PLOTS_NEED
+
+        fail(f"--report: {PLOTS_NEED}", 1)
     if dask_address:
         problem = _dask_address_problem(dask_address)
         if problem:
@@ -1043,6 +1047,10 @@ def report_cmd(db_path: str, outdir: str, csv_out: str | None, parquet_out: str 
                or _output_file_problem(parquet_out, "--parquet"))
     if parquet_out and not problem and not _have_module("duckdb"):
         problem = "--parquet needs DuckDB: pip install 'foliosim[parquet]'"
+    if not problem and not _have_module("matplotlib"):
+        from foliosim.report.evaluation import PLOTS_NEED
+
+        problem = PLOTS_NEED
     if problem:
         click.echo(f"foliosim report: {problem}", err=True)
         sys.exit(1)

@@ -360,13 +360,17 @@ def _alt_rates(what: str, cats: list[str], series: list[tuple[str, list[Rate]]])
     return f"Dot plot with 95 % interval bars of {what}. " + "; ".join(parts) + "."
 
 
+#: why a report cannot be drawn on an install without the ``report`` extra
+PLOTS_NEED = "plots need matplotlib: pip install 'foliosim[report]'"
+
+
 def plots(s: Summary, outdir: Path) -> list[Plot]:
     import importlib
 
     try:
         matplotlib: Any = importlib.import_module("matplotlib")
     except ImportError:
-        raise ValueError("plots need matplotlib: pip install 'foliosim[report]'") from None
+        raise ValueError(PLOTS_NEED) from None
     matplotlib.use("Agg")
     plt: Any = importlib.import_module("matplotlib.pyplot")
 
