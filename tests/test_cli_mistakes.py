@@ -120,6 +120,27 @@ def test_report_that_fails_late_still_prints_the_headline(work: Path, monkeypatc
     assert "No space left on device" in result.stderr
 
 
+def test_report_without_matplotlib_is_refused_before_anything_runs(work: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the report extra, `compare --report` says so before its sweep (no database made) and `report` before
+    reading its database (no folder made): one line naming the extra, exit 1."""
+    from click.testing import CliRunner
+
+    from foliosim import cli
+
+    real = cli._have_module
+    monkeypatch.setattr(cli, "_have_module", lambda name: name != "matplotlib" and real(name))
+    monkeypatch.chdir(work)
+    (work / "r.sqlite").write_bytes(b"")  # `report` reads it only after its outputs are checked
+    before = snapshot(work)
+    for args in (["compare", *SMALL, "--db", "new.sqlite", "--report", "rep"], ["report", "r.sqlite", "-o", "rep"]):
+        result = CliRunner().invoke(cli.main, args)
+        assert result.exit_code == 1, (args, result.output)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "plots need matplotlib" in lines[0] and "foliosim[report]" in lines[0], lines
+        assert snapshot(work) == before, args
+
+
 def test_parquet_into_a_missing_directory(work: Path) -> None:
     refused(["compare", *SMALL, "--db", "r.sqlite", "--parquet", "nodir/x.parquet"], work, 1,
             "--parquet nodir/x.parquet", "does not exist")
