@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("numba")
 
 from foliosim.fast.sim import kprog, tracerun
+from foliosim.fast.sim import layout as L
 from foliosim.kconfig import KernelConfig
 from foliosim.workloads.steps import Step
 
@@ -138,3 +139,27 @@ def test_presize_extent_bounds_from_the_rows_of_exec_mms() -> None:
     span = sum(v.end - v.start for v in mm.vmas)  # makes its Vma objects
     assert pages >= span > 0 and pages == mm.vmas[-1].end - mm.vmas[0].start
     assert order == max(o for v in mm.vmas for o in v.thp) == 4
+
+
+def test_exit_zaps_an_exec_mm_from_its_rows() -> None:
+    """exit_mmap() of an MM an exec in the loop made takes the ranges to zap from its rows (LazyMM.vma_ranges(), the
+    ranges its Vma objects give once made) and leaves its Vma objects unmade: read afterwards, there are none."""
+    runs = []
+    for load_first in (False, True):
+        runner = tracerun.TraceRunner(tracerun.TraceMachine(KernelConfig(), False), Counter())
+        runner.run_steps(kprog.FaultSteps(STEPS[:STOP1]), 0, runner.execute, None, [])
+        runner.flush()
+        mm = runner.m.tasks["c"].mm
+        assert type(mm) is kprog.LazyMM
+        ranges = mm.vma_ranges().tolist()
+        assert type(mm) is kprog.LazyMM and len(ranges) >= 2
+        if load_first:
+            assert [[v.start, v.end] for v in mm.vmas] == ranges == mm.vma_ranges().tolist()
+        runner.execute(Step("exit", "c"), STOP1)
+        runner.flush()
+        assert (type(mm) is kprog.LazyMM) is not load_first  # the exit made no Vma objects
+        assert mm.vmas == [] and mm.rows == [] and mm.rowmap == {} and mm.zapped
+        m = runner.m
+        runs.append((ranges, m.fs[:int(m.glob[L.G_NFOLIO])].tolist(), int(m.ms[mm.num, L.MS_NMAP])))
+    assert runs[0] == runs[1]  # the same zap either way: every folio's fields, the MM's mappings (none left)
+    assert runs[0][2] == 0

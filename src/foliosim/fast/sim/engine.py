@@ -109,6 +109,16 @@ class FastMM(VmaList):
     def name(self) -> str:
         return f"mm{self.num}"
 
+    def vma_ranges(self) -> npt.NDArray[np.int64]:
+        """(start, end) of each VMA in order, one row each (what exit_mmap() zaps)."""
+        return np.array([(v.start, v.end) for v in self.vmas], dtype=np.int64).reshape(-1, 2)
+
+    def forget_vmas(self) -> None:
+        """The VMA list emptied (exit_mmap(), after the zap and with the MM's rows counted as none)."""
+        self.vmas.clear()
+        self.rows.clear()
+        self.rowmap.clear()
+
     @property
     def ptes(self) -> dict[int, MappingView]:
         """vpn -> the PTE there (a snapshot, for foliosim.vm.stats)."""
@@ -732,7 +742,7 @@ class FastMachine:
 
     def exit_mmap(self, mm: FastMM) -> None:
         # _zap() over every VMA and free_pgtables() in one compiled call, which says when it needs more room
-        ranges = np.array([(v.start, v.end) for v in mm.vmas], dtype=np.int64).reshape(-1, 2)
+        ranges = mm.vma_ranges()
         while True:
             rc, worst = kfork.exit_zap(*self.args(), self.pexp, self._scratch(), mm.num, ranges, self._gather)
             if rc != L.RC_ROOM:
@@ -744,9 +754,7 @@ class FastMachine:
         for handle in self.gup.values():
             if handle.mm is mm:
                 handle.vpns = [None] * len(handle.vpns)
-        mm.vmas.clear()
-        mm.rows.clear()
-        mm.rowmap.clear()
+        mm.forget_vmas()
         self.ms[mm.num, L.MS_NVMA] = 0
         mm.zapped = True
         self.ms[mm.num, L.MS_ZAPPED] = 1

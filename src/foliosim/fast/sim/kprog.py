@@ -1891,6 +1891,20 @@ class LazyMM(FastMM):
         _start, end, read, write = m.vm[int(rows[at]), L.V_START:L.V_WRITE + 1].tolist()
         return (read != 0, write != 0) if end > vpn else None
 
+    def vma_ranges(self) -> I64:
+        """FastMM.vma_ranges() from the rows: an exiting MM's Vma objects are never made."""
+        n = self.nvmas()
+        if not n:
+            return np.zeros((0, 2), dtype=np.int64)
+        assert self.pmds is not None
+        m = self.pmds.machine
+        off = int(m.ms[self.num, L.MS_VOFF])
+        return np.ascontiguousarray(m.vm[m.mv[off:off + n], L.V_START:L.V_END + 1])
+
+    def forget_vmas(self) -> None:
+        """Nothing to empty: with the MM zapped its rows count as none, and so do the Vma objects :meth:`load` would
+        make of them."""
+
     def nvmas(self) -> int:
         """len(vmas), from the rows."""
         assert self.pmds is not None
