@@ -36,8 +36,16 @@ TRACES = ("make", "redis-bgsave", "pool", "prefork-server", "chromium.census")
 
 
 def load(name: str) -> list[Step]:
+    """The trace's steps as compare's driving run gets them (foliosim.evaluate.cell.run_cells): with the reader's
+    fault columns (tracerun.told_steps()); a plain list on a tree that has no such columns (``--against``)."""
     path = ROOT / "examples" / "run-traces" / f"{name}.trace.gz"
-    return [i for i in prepare(RunTrace.open(path)).items() if not isinstance(i, (Race, Snapshot))]
+    conv = prepare(RunTrace.open(path))
+    steps = [i for i in conv.items() if not isinstance(i, (Race, Snapshot))]
+    try:
+        from foliosim.fast.sim.tracerun import told_steps
+    except ImportError:
+        return steps
+    return told_steps(conv, steps)
 
 
 def faults(steps: list[Step]) -> int:

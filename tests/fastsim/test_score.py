@@ -110,12 +110,25 @@ def test_cells_equal_on_both_engines(workload: str, bits: int, npm: bool) -> Non
 
 
 @pytest.mark.parametrize("name", SMALL_TRACES)
-def test_recorded_traces_on_the_fast_engine(name: str) -> None:
+def test_recorded_traces_on_the_fast_engine(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Recorded real-program traces (files, shmem, shared and private file mappings) drive on the fast engine,
-    with the same rows, stream digest and questions as the reference."""
+    with the same rows, stream digest and questions as the reference; the driving run is handed the reader's fault
+    columns with the steps (tracerun.told_steps())."""
+    from foliosim.fast.sim import kprog, score
+
     text = gzip.decompress((TRACES / name).read_bytes()).decode()
     specs = _cells(file_workload(name, text), 64, False, text)[:2]
+    given: list[list] = []
+    drive = score.drive_fast
+
+    def spy(steps: list, *args: object) -> score.FastDrive:
+        given.append(steps)
+        return drive(steps, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(score, "drive_fast", spy)
     fast = run_cells(specs, "fast")
+    assert len(given) == 1 and type(given[0]) is kprog.FaultSteps and given[0].faults is not None
+    assert len(given[0].faults[0]) == sum(1 for step in given[0] if step.verb == "fault")
     ref = run_cells(specs, "reference")
     assert [c.rows for c in fast] == [c.rows for c in ref]
     assert [(c.digest, c.questions) for c in fast] == [(c.digest, c.questions) for c in ref]

@@ -94,6 +94,33 @@ def test_interpreter_stream_equals_stepwise(name: str, bits: int, npm: bool) -> 
     _same(fast, slow)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_told_faults_drive_as_their_steps(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compare hands the driving run a recorded trace's steps with the reader's fault columns
+    (tracerun.told_steps()): the compiled program fills the fault rows from the columns, not from the Step objects,
+    and the stream is the one the plain step list gives. Each trace in one configuration, alternating."""
+    from foliosim.fast.sim import kprog
+    from foliosim.fast.sim.tracerun import told_steps
+    from foliosim.workloads.runtrace import RunTrace, prepare
+
+    conv = prepare(RunTrace(name, text=gzip.decompress((TRACES / name).read_bytes()).decode()))
+    steps = conv.steps()
+    told = told_steps(conv, steps)
+    assert type(told) is kprog.FaultSteps and told.faults is not None and list(told) == steps
+    verdicts: list[bool] = []
+    check = kprog._told_ok
+
+    def spy(steps: list, cols: kprog.Told) -> bool:
+        verdicts.append(check(steps, cols))
+        return verdicts[-1]
+
+    monkeypatch.setattr(kprog, "_told_ok", spy)
+    config = KernelConfig(word_bits=32, no_page_mapcount=True) if ALL.index(name) % 2 else KernelConfig()
+    fast = drive_fast(told, config, oracle="reuse", interpreter=True)
+    assert verdicts == [True] and told.faults is not None  # the columns were taken, not dropped
+    _same(fast, drive_fast(steps, config, oracle="reuse", interpreter=True))
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 @pytest.mark.parametrize("workload", sorted(WORKLOADS))
 def test_interpreter_generated_workloads(workload: str, seed: int) -> None:

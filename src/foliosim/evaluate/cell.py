@@ -233,9 +233,12 @@ def run_cells(specs: list[CellSpec], engine: str = "reference") -> list[CellResu
         else:
             from foliosim.fast.sim.engine import Unsupported
             from foliosim.fast.sim.score import drive_fast
+            from foliosim.fast.sim.tracerun import told_steps
 
             try:
-                drive = drive_fast(steps, config, first.driver, first.oracle)
+                # a recorded trace's faults as the reader's columns: the driving run does not read them back
+                drive = drive_fast(steps if conversion is None else told_steps(conversion, steps), config,
+                                   first.driver, first.oracle)
             except Unsupported as exc:
                 engine_note += f" (the fast engine does not model {exc})"
             except WorkloadError as exc:

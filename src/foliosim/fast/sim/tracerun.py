@@ -396,6 +396,22 @@ def fault_arrays(conv: Conversion) -> FaultArrays | None:
                        np.array(cols.task, dtype=object))
 
 
+def told_steps(conv: Conversion, steps: list[Step] | None = None) -> list[Step]:
+    """``conv``'s steps (``steps``: :meth:`Conversion.steps`, when the caller has them) as one
+    :class:`kprog.FaultSteps` list whose recorded faults are told by the reader's columns (:func:`fault_arrays`), so
+    that a program over the whole list (compare's driving run, foliosim.fast.sim.score.drive_fast) fills their rows
+    from the columns instead of reading each Step object back, as run-trace's stretches do; the plain list when the
+    conversion has no columns. Any other reader sees the same steps."""
+    if steps is None:
+        steps = conv.steps()
+    faults = fault_arrays(conv)
+    if faults is None:
+        return steps
+    out = kprog.FaultSteps(steps)
+    out.faults = faults.stretch(0, len(out))
+    return out
+
+
 #: TraceRunner's own execute() and flush(): when either is replaced, every step goes through them
 _HOOKS = (TraceRunner.execute, TraceRunner.flush)
 
@@ -1020,4 +1036,4 @@ class SnapshotView:
 
 
 __all__ = ["FaultArrays", "Races", "SnapshotView", "TraceMachine", "TraceProgram", "TraceRunner", "fault_arrays",
-           "load_kernels"]
+           "load_kernels", "told_steps"]
