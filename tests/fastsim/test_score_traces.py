@@ -83,22 +83,11 @@ def _same(fa: FastDrive, fb: FastDrive) -> None:
 
 @pytest.mark.parametrize("bits,npm", [(64, False), (32, True)])
 @pytest.mark.parametrize("name", ALL)
-def test_interpreter_stream_equals_stepwise(name: str, bits: int, npm: bool) -> None:
+def test_interpreter_stream_equals_stepwise(name: str, bits: int, npm: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every recorded trace: the driving run in the compiled step interpreter's stretches (questions placed from
-    its per-row notes afterwards) gives the stream of the step-by-step run (one fault per compiled call)."""
-    steps = run_trace_steps(gzip.decompress((TRACES / name).read_bytes()).decode(), name)
-    config = KernelConfig(word_bits=bits, no_page_mapcount=npm)
-    fast = drive_fast(steps, config, oracle="reuse", interpreter=True)
-    slow = drive_fast(steps, config, oracle="reuse", interpreter=False)
-    assert len(fast.stream.questions) > 10
-    _same(fast, slow)
-
-
-@pytest.mark.parametrize("name", ALL)
-def test_told_faults_drive_as_their_steps(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Compare hands the driving run a recorded trace's steps with the reader's fault columns
-    (tracerun.told_steps()): the compiled program fills the fault rows from the columns, not from the Step objects,
-    and the stream is the one the plain step list gives. Each trace in one configuration, alternating."""
+    its per-row notes afterwards) gives the stream of the step-by-step run (one fault per compiled call). The
+    interpreter is handed the steps as compare hands them (tracerun.told_steps(): the recorded faults told by the
+    reader's columns, which fill their program rows instead of the Step objects); it must take the columns."""
     from foliosim.fast.sim import kprog
     from foliosim.fast.sim.tracerun import told_steps
     from foliosim.workloads.runtrace import RunTrace, prepare
@@ -115,10 +104,12 @@ def test_told_faults_drive_as_their_steps(name: str, monkeypatch: pytest.MonkeyP
         return verdicts[-1]
 
     monkeypatch.setattr(kprog, "_told_ok", spy)
-    config = KernelConfig(word_bits=32, no_page_mapcount=True) if ALL.index(name) % 2 else KernelConfig()
+    config = KernelConfig(word_bits=bits, no_page_mapcount=npm)
     fast = drive_fast(told, config, oracle="reuse", interpreter=True)
     assert verdicts == [True] and told.faults is not None  # the columns were taken, not dropped
-    _same(fast, drive_fast(steps, config, oracle="reuse", interpreter=True))
+    slow = drive_fast(steps, config, oracle="reuse", interpreter=False)
+    assert len(fast.stream.questions) > 10
+    _same(fast, slow)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
