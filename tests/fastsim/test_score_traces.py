@@ -133,3 +133,21 @@ def test_interpreter_chosen_by_stretch_length() -> None:
     steps = run_trace_steps(gzip.decompress((TRACES / "make.trace.gz").read_bytes()).decode(), "make")
     assert long_stretches(steps)
     assert not long_stretches(build_workload("fork-exec", default_params("fork-exec"), 1))
+
+
+def test_stretch_length_reads_only_the_untold_steps() -> None:
+    """long_stretches() does not read the steps a FaultSteps list's columns tell (recorded faults, never a stop): 40
+    fork steps are 40 stops, but with 39 of them told as faults only one is read."""
+    import numpy as np
+
+    from foliosim.fast.sim import kprog
+    from foliosim.fast.sim.score import long_stretches
+    from foliosim.workloads.steps import Step
+
+    forks = [Step("fork", "p", (f"c{k}",)) for k in range(40)]
+    told = kprog.FaultSteps(forks)
+    rows = np.arange(1, 40, dtype=np.int64)
+    told.faults = (rows, rows, np.zeros(39, dtype=np.int64), np.array(["p"] * 39, dtype=object))
+    assert not long_stretches(forks) and long_stretches(told)
+    told.faults = (rows + 1, rows, np.zeros(39, dtype=np.int64), np.array(["p"] * 39, dtype=object))  # past the end
+    assert not long_stretches(told)  # columns that do not fit the list: every step read

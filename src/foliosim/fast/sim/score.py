@@ -1060,9 +1060,16 @@ STRETCH_STEPS = 16
 
 def long_stretches(steps: list[Step]) -> bool:
     """Whether ``steps`` run in stretches of :data:`STRETCH_STEPS` steps or more on average between the steps where
-    the interpreter stops (recorded programs: hundreds; generated workloads: a few)."""
+    the interpreter stops (recorded programs: hundreds; generated workloads: a few). The recorded faults a
+    :class:`kprog.FaultSteps` list's columns tell (tracerun.told_steps()) are not read: a fault is no stop."""
+    n = len(steps)
+    told = steps.faults if type(steps) is kprog.FaultSteps else None
+    if told is not None and len(told[0]) and told[0][0] >= 0 and told[0][-1] < n:
+        rest = np.ones(n, dtype=np.bool_)
+        rest[told[0]] = False
+        steps = list(map(steps.__getitem__, np.flatnonzero(rest).tolist()))
     stops = sum(map(_STOPS.__contains__, map(_VERB, steps)))
-    return len(steps) >= STRETCH_STEPS * (stops + 1)
+    return n >= STRETCH_STEPS * (stops + 1)
 
 
 def _drive(steps: list[Step], config: KernelConfig, driver: str, oracle: str, batch: int,
