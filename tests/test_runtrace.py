@@ -447,6 +447,38 @@ def test_compare_workload_file_runs_a_run_trace_once(tmp_path: Path) -> None:
     assert faults == {"taken": 28.0}
 
 
+def test_compare_reads_a_run_trace_once_in_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`foliosim compare --workload-file` on one local process converts the trace once: the CLI's check, every
+    cell's check and the driving run share it (evaluate.cell.prepared); a second trace replaces the first."""
+    from click.testing import CliRunner
+
+    from foliosim.cli import main
+    from foliosim.evaluate import cell
+    from foliosim.workloads import runtrace
+
+    monkeypatch.setattr(cell, "_PREPARED", {})
+    monkeypatch.setattr(cell, "_CHECKED", {})
+    reads: list[str] = []
+    read = runtrace._Converter.run_fast
+
+    def counted(self: Any, trace: RunTrace, *args: Any) -> Any:
+        reads.append(trace.name)
+        return read(self, trace, *args)
+
+    monkeypatch.setattr(runtrace._Converter, "run_fast", counted)
+    path = tmp_path / "run.trace.gz"
+    path.write_bytes(gzip.compress(GOOD.encode()))
+    res = CliRunner().invoke(main, ["compare", "--workload-file", str(path), "-d", "kernel,exact", "--db",
+                                    str(tmp_path / "r.sqlite"), "-q", "-j", "1", "--engine", "reference"])
+    assert res.exit_code == 0, res.output
+    assert len(reads) == 1 and reads[0].endswith("run.trace.gz")
+    other = GOOD.replace('"ev": "fault"', '"ev":"fault"', 1)  # the same events, another text
+    assert other != GOOD
+    first = cell.prepared(GOOD, "a")
+    assert cell.prepared(GOOD, "b") is first and len(reads) == 1
+    assert cell.prepared(other, "c") is not first and len(reads) == 2 and list(cell._PREPARED.values()) != [first]
+
+
 def test_the_shipped_real_recording_gives_its_decisions_and_agrees_with_the_live_folios() -> None:
     """examples/run-traces/fork-child.trace.gz: fork-child.c recorded with 64K mTHP and --check-live on the
     project's machine. The heap's decisions are exactly the program's (16 child copies, 32 parent reuses) and

@@ -719,12 +719,12 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
     from typing import NoReturn
 
     from foliosim.errors import FoliosimError
-    from foliosim.evaluate.cell import file_workload
+    from foliosim.evaluate.cell import checked_steps, file_workload
     from foliosim.evaluate.store import ResultsDB
     from foliosim.evaluate.sweep import Grid, pending, run_dask, run_local
     from foliosim.schemes.base import DESIGNS
     from foliosim.workloads.generators import WORKLOADS
-    from foliosim.workloads.runtrace import read_workload_text, workload_file_steps
+    from foliosim.workloads.runtrace import read_workload_text
     from foliosim.workloads.steps import WorkloadError
 
     def fail(message: str, code: int) -> NoReturn:
@@ -772,10 +772,10 @@ def compare(designs: tuple[str, ...], workloads: tuple[str, ...], files: tuple[s
         except (OSError, WorkloadError) as exc:
             fail(f"cannot read {_shown(path)}: {getattr(exc, 'strerror', None) or exc}", 2)
         try:
-            steps = workload_file_steps(text, _shown(path))
+            nsteps = checked_steps(text, _shown(path))  # kept: the cells' checks and the run do not convert it again
         except WorkloadError as exc:
             fail(str(exc), 2)
-        if not steps:
+        if not nsteps:
             fail(f"{_shown(path)}: no steps (an empty workload file; `foliosim trace -o FILE -- COMMAND` makes one)", 2)
         texts[file_workload(_shown(Path(path).name), text)] = text
         file_names[file_workload(_shown(Path(path).name), text)] = _shown(path)

@@ -27,8 +27,8 @@ from foliosim.kconfig import KernelConfig
 from foliosim.schemes.base import make_design
 from foliosim.vm.machine import Machine, MachineOptions
 from foliosim.workloads.generators import build_workload, default_params
+from foliosim.workloads.runtrace import Conversion, is_run_trace, prepare, workload_file_steps
 from foliosim.workloads.runtrace import RunTrace as _RunTrace
-from foliosim.workloads.runtrace import is_run_trace, prepare, workload_file_steps
 from foliosim.workloads.steps import Step, WorkloadError
 
 #: Bump when what a cell measures changes: old rows then no longer match any cell id.
@@ -113,7 +113,7 @@ def make_cell(design: str, workload: str, params: dict[str, Any] | None, seed: i
     if workload.startswith(FILE_PREFIX):
         if workload_text is None:
             raise ValueError(f"workload {workload!r} needs its steps")
-        if not _checked_steps(workload_text, workload):
+        if not checked_steps(workload_text, workload):
             raise WorkloadError(f"workload {workload!r} has no steps (an empty workload file)")
         merged: dict[str, Any] = dict(params or {})
     else:
@@ -138,13 +138,34 @@ class CellResult:
 
 #: workload texts already checked (by SHA-256): a run trace is checked once, not once per cell
 _CHECKED: dict[str, int] = {}
+#: the last run trace converted in this process (by the SHA-256 of its text): `foliosim compare`'s check of the file,
+#: each cell's and the driving run read it once, not three times (a conversion hands its steps out again); one
+#: kept, as a trace's items take up to ~90 MB (runtrace.CACHE_ITEMS)
+_PREPARED: dict[str, Conversion] = {}
 
 
-def _checked_steps(text: str, name: str) -> int:
-    """The number of steps of a workload file's text, checking it only the first time it is seen."""
-    key = hashlib.sha256(text.encode()).hexdigest()
+def _key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def prepared(text: str, name: str) -> Conversion:
+    """The run trace ``text`` converted (runtrace.prepare; ``name`` in its errors), the last one kept for the next
+    call with the same text."""
+    key = _key(text)
+    conv = _PREPARED.get(key)
+    if conv is None:
+        conv = prepare(_RunTrace(name, text=text))
+        _PREPARED.clear()
+        _PREPARED[key] = conv
+    return conv
+
+
+def checked_steps(text: str, name: str) -> int:
+    """The number of steps of a workload file's text (``name`` in its errors), checking it only the first time it is
+    seen (WorkloadError, RunTraceError)."""
+    key = _key(text)
     if key not in _CHECKED:
-        _CHECKED[key] = len(workload_file_steps(text, name))
+        _CHECKED[key] = len(prepared(text, name).steps() if is_run_trace(text) else workload_file_steps(text, name))
     return _CHECKED[key]
 
 
@@ -221,7 +242,7 @@ def run_cells(specs: list[CellSpec], engine: str = "reference") -> list[CellResu
     config = KernelConfig(word_bits=first.word_bits, no_page_mapcount=first.no_page_mapcount)
     conversion = None
     if first.workload.startswith(FILE_PREFIX) and is_run_trace(first.workload_text or ""):
-        conversion = prepare(_RunTrace(first.workload, text=first.workload_text))
+        conversion = prepared(first.workload_text or "", first.workload)
         steps = conversion.steps()
     else:
         steps = cell_steps(first)
