@@ -162,3 +162,21 @@ def test_cells_are_deterministic_and_ids_stable() -> None:
         make_cell("kernel", "mix", None, 1, oracle="sometimes")
     with pytest.raises(ValueError, match="unknown design"):
         make_cell("kernal", "mix", None, 1)
+
+
+def test_workload_text_digest_is_sha256_and_asked_once_per_text() -> None:
+    """A workload file's digest (its cells' identity, the key of its checks) is the SHA-256 of its text, computed
+    once for a text however many cells ask."""
+    import hashlib
+
+    from foliosim.evaluate.cell import file_workload, text_sha256
+
+    text = LEAK + "\n" * 3  # a text no other test asked for
+    want = hashlib.sha256(text.encode()).hexdigest()
+    before = text_sha256.cache_info()
+    specs = [make_cell(design, file_workload("leak", text), None, 1, workload_text=text)
+             for design in ("kernel", "exact", "legacy")]
+    assert file_workload("leak", text) == f"file:leak@{want[:12]}" and text_sha256(text) == want
+    assert {spec.run_identity()["workload_sha256"] for spec in specs} == {want}
+    after = text_sha256.cache_info()
+    assert after.misses == before.misses + 1 and after.hits > before.hits

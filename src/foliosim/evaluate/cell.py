@@ -18,6 +18,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from foliosim.evaluate.probe import ORACLE_MODES, RUN_METRICS, Probe
@@ -39,11 +40,19 @@ FILE_PREFIX = "file:"
 MetricRow = tuple[str, str, int, int, float]
 
 
+@lru_cache(maxsize=64)
+def text_sha256(text: str) -> str:
+    """The SHA-256 (hex) of a workload file's text: its cells' identity and the key of what was done with it. Kept
+    for the last texts asked (a sweep asks for each cell's text at every identity, key and check: thousands of
+    times for the same few texts, megabytes each)."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def file_workload(name: str, text: str) -> str:
     """The workload label of a workload file: ``file:NAME@HASH``, HASH the first 12 hex digits of the
     SHA-256 of its text, so two different files of the same name stay apart (and the same file under
     one name is the same workload wherever it is read from)."""
-    return f"{FILE_PREFIX}{name}@{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    return f"{FILE_PREFIX}{name}@{text_sha256(text)[:12]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +83,7 @@ class CellSpec:
             "mode": self.mode, "driver": self.driver if self.mode == "open" else self.design,
         }
         if self.workload_text is not None:
-            out["workload_sha256"] = hashlib.sha256(self.workload_text.encode()).hexdigest()
+            out["workload_sha256"] = text_sha256(self.workload_text)
         return out
 
     def identity(self) -> dict[str, Any]:
@@ -144,14 +153,10 @@ _CHECKED: dict[str, int] = {}
 _PREPARED: dict[str, Conversion] = {}
 
 
-def _key(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def prepared(text: str, name: str) -> Conversion:
     """The run trace ``text`` converted (runtrace.prepare; ``name`` in its errors), the last one kept for the next
     call with the same text."""
-    key = _key(text)
+    key = text_sha256(text)
     conv = _PREPARED.get(key)
     if conv is None:
         conv = prepare(_RunTrace(name, text=text))
@@ -163,7 +168,7 @@ def prepared(text: str, name: str) -> Conversion:
 def checked_steps(text: str, name: str) -> int:
     """The number of steps of a workload file's text (``name`` in its errors), checking it only the first time it is
     seen (WorkloadError, RunTraceError)."""
-    key = _key(text)
+    key = text_sha256(text)
     if key not in _CHECKED:
         _CHECKED[key] = len(prepared(text, name).steps() if is_run_trace(text) else workload_file_steps(text, name))
     return _CHECKED[key]
