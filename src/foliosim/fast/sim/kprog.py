@@ -41,6 +41,7 @@ from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from foliosim.fast import kernels as K
 from foliosim.fast._jit import jit_inline
@@ -1876,15 +1877,20 @@ class LazyMM(FastMM):
         order = 0 if ordered else max(map(int.bit_length, m.codec.thp_sets), default=1) - 1
         return pages, max(order, 0)
 
-    def prot_at(self, vpn: int) -> tuple[bool, bool] | None:
-        """(read, write) of the VMA containing ``vpn`` (``find_vma()``), from the rows; None: no VMA there."""
-        n = self.nvmas()
-        if not n:
-            return None
+    def _vma_rows(self) -> npt.NDArray[np.int32]:
+        """The VMA rows of the MM, in address order (its slice of the index; none once it is zapped or freed)."""
         assert self.pmds is not None
         m = self.pmds.machine
         off = int(m.ms[self.num, L.MS_VOFF])
-        rows = m.mv[off:off + n]
+        return m.mv[off:off + self.nvmas()]
+
+    def prot_at(self, vpn: int) -> tuple[bool, bool] | None:
+        """(read, write) of the VMA containing ``vpn`` (``find_vma()``), from the rows; None: no VMA there."""
+        rows = self._vma_rows()
+        if not len(rows):
+            return None
+        assert self.pmds is not None
+        m = self.pmds.machine
         at = int(np.searchsorted(m.vm[rows, L.V_START], vpn, side="right")) - 1
         if at < 0:
             return None
@@ -1893,13 +1899,11 @@ class LazyMM(FastMM):
 
     def vma_ranges(self) -> I64:
         """FastMM.vma_ranges() from the rows: an exiting MM's Vma objects are never made."""
-        n = self.nvmas()
-        if not n:
+        rows = self._vma_rows()
+        if not len(rows):
             return np.zeros((0, 2), dtype=np.int64)
         assert self.pmds is not None
-        m = self.pmds.machine
-        off = int(m.ms[self.num, L.MS_VOFF])
-        return np.ascontiguousarray(m.vm[m.mv[off:off + n], L.V_START:L.V_END + 1])
+        return np.ascontiguousarray(self.pmds.machine.vm[rows, L.V_START:L.V_END + 1])
 
     def forget_vmas(self) -> None:
         """Nothing to empty: with the MM zapped its rows count as none, and so do the Vma objects :meth:`load` would
