@@ -241,10 +241,9 @@ def trace_runs(name: str, runs: int) -> dict[str, Any]:
     if figures[0] != figures[1]:
         diff = sorted(k for k in figures[0] if figures[0][k] != figures[1].get(k))
         raise SystemExit(f"{name}: the engines' figures differ in {', '.join(diff)}")
-    lived = trace.header.recorder.get("untraced_wall_s")
     out: dict[str, Any] = {"name": name, "steps": done["fast"][0].steps, "faults": done["fast"][0].faults_taken,
                            "snapshots": done["fast"][0].check.snapshots if done["fast"][0].check else 0,
-                           "lived": float(lived) if isinstance(lived, (int, float)) and lived > 0 else None}
+                           "lived": lived_seconds(trace)}
     for engine, results in done.items():
         sims = [r.sim_seconds for r in results]
         walls = [r.wall_seconds for r in results]
@@ -292,6 +291,15 @@ def trace_table(runs: int, quick: bool) -> tuple[list[str], list[dict[str, Any]]
                      f"{n / fast['sim'] / own:.2f} | "
                      f"{ref['wall']:.2f} s | {fast['wall']:.2f} s | {ref['wall'] / fast['wall']:.1f}x |")
     return [*lines, "", *lived_table(rows)], rows
+
+
+def lived_seconds(trace: RunTrace) -> float | None:
+    """The program's own untraced wall time that ``foliosim trace --measure-slowdown`` wrote into the trace's header
+    (``recorder.untraced_wall_s``), or None when the recording did not measure it."""
+    lived = trace.header.recorder.get("untraced_wall_s")
+    if isinstance(lived, bool) or not isinstance(lived, (int, float)) or not lived > 0:
+        return None
+    return float(lived)
 
 
 def lived_table(rows: list[dict[str, Any]]) -> list[str]:
