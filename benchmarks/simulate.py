@@ -305,7 +305,7 @@ def lived_seconds(trace: RunTrace) -> float | None:
 def lived_table(rows: list[dict[str, Any]]) -> list[str]:
     """Issue 13's goal put literally: the simulated time against the time the program itself took on this machine
     (its untraced wall time, which ``foliosim trace --measure-slowdown`` measured in one run beside the recording
-    and wrote into the trace's header; the census recordings have none: their snapshots pause the program)."""
+    and wrote into the trace's header; none in the recordings made without that flag, as benchmarks/census.py's)."""
     lines = [
         "Against the program itself: the program's own wall time on this machine, untraced (one run that "
         "`foliosim trace --measure-slowdown` measured beside the recording, from the trace's header: the whole "
