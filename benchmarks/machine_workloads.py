@@ -261,6 +261,8 @@ def main() -> None:
         raise SystemExit(f"machine_workloads: {exc}") from None
     pmd_order = KernelConfig().pmd_order
     results: list[tuple[str, dict[str, Any] | str]] = []
+    for done in thp.restore_leftover():  # a run killed with SIGKILL while it had changed them: restored first
+        print(f"machine_workloads: restored a killed run's THP setting: {done}", file=sys.stderr)
     with ExitStack() as stack:
         if changes:
             try:
