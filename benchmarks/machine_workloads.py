@@ -296,4 +296,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the THP settings are back by now (ThpGuard)
+        raise SystemExit("machine_workloads: interrupted") from None
