@@ -222,3 +222,35 @@ def test_vmlinux_tracepoints_and_bitfields(vmlinux: Btf) -> None:
     # x86 segment descriptor: an architectural bitfield layout (arch/x86/include/asm/desc_defs.h)
     assert vmlinux.member_bits("desc_struct", "dpl") == (45, 2)
     assert vmlinux.member_bits("desc_struct", "base2") == (56, 8)
+
+
+def test_load_hands_out_a_parsed_file_again_until_the_file_changes(tmp_path: os.PathLike[str]) -> None:
+    path = os.path.join(os.fspath(tmp_path), "btf")
+    stamp = [1_700_000_000_000_000_000]
+
+    def write(blob: bytes) -> None:
+        with open(path, "wb") as f:
+            f.write(blob)
+        stamp[0] += 1_000_000_000  # a rewrite within one timestamp tick would keep the time: set it
+        os.utime(path, ns=(stamp[0], stamp[0]))
+
+    b = _Blob()
+    b.add("int", B.KIND_INT, 0, 4, _int_enc(32))
+    write(b.blob())
+    first = Btf.load(path)
+    assert Btf.load(path) is first  # parsed once
+    assert first.type_count == 1
+    b.add("long", B.KIND_INT, 0, 8, _int_enc(64))
+    write(b.blob())
+    second = Btf.load(path)
+    assert second is not first and second.type_count == 2
+    assert second.type_size(second.find("long", {B.KIND_INT})) == 8
+    write(b.blob(magic=0x9FEB))  # as long as the good one, another time: refused, and not kept
+    with pytest.raises(HostError, match="not BTF"):
+        Btf.load(path)
+    with pytest.raises(HostError, match="not BTF"):
+        Btf.load(path)
+    write(b.blob())
+    third = Btf.load(path)
+    assert third is not second and third.type_count == 2
+    assert Btf.load(path) is third
