@@ -422,6 +422,7 @@ def live_cmd(scenario: str | None, set_thp: bool, json_out: str | None, verbose:
         click.echo(row)
     if json_out is not None:
         doc = {"scenario": scenario, "capability": run.capability.describe(), "thp": run.thp_changed,
+               "khugepaged_lines": run.khugepaged,
                "lines": [{"line": r.line, "command": r.command, "sim_result": r.sim_result,
                           "live_result": r.live_result, "compared": r.compared, "agreed": r.agreed,
                           "not_observed": r.not_observed, "faults": r.faults,

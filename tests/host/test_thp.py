@@ -319,3 +319,15 @@ def test_guard_inside_a_live_lock_of_the_same_process(thp_unchanged: dict[str, s
         assert read_choice(KNOB)[0] == "never"
         # Still held by the outer LiveLock after the guard released its level.
         assert subprocess.run(probe, capture_output=True).returncode != 0
+
+
+def test_khugepaged_collapsed_reads_the_count_or_says_none(tmp_path: Path) -> None:
+    assert thp.khugepaged_collapsed(str(tmp_path)) is None  # no such file
+    (tmp_path / "khugepaged").mkdir()
+    (tmp_path / "khugepaged" / "pages_collapsed").write_text("1509\n")
+    assert thp.khugepaged_collapsed(str(tmp_path)) == 1509
+    (tmp_path / "khugepaged" / "pages_collapsed").write_text("many\n")
+    assert thp.khugepaged_collapsed(str(tmp_path)) is None
+    if os.path.exists(f"{thp.THP_DIR}/khugepaged/pages_collapsed"):
+        count = thp.khugepaged_collapsed()
+        assert count is not None and count >= 0

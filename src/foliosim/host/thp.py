@@ -70,6 +70,20 @@ def _read_text(path: str) -> str:
         raise os_error(path, exc) from None
 
 
+def khugepaged_collapsed(root: str = THP_DIR) -> int | None:
+    """How many pages khugepaged has collapsed into huge pages since boot (``khugepaged/pages_collapsed``, a
+    read-only count; mm/khugepaged.c), or None where the file is missing or unreadable.
+
+    khugepaged works in the background, on any process with a VMA it may collapse: a live run reads this count
+    around each step to tell when the machine's folios may have changed under it (MADV_COLLAPSE does not count).
+    """
+    try:
+        with open(f"{root}/khugepaged/pages_collapsed", encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def read_choice(path: str) -> tuple[str, tuple[str, ...]]:
     """(current value, offered values) of a sysfs choice file such as ``always [madvise] never``."""
     text = _read_text(path)

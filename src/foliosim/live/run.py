@@ -59,6 +59,9 @@ class LiveRun:
     seconds: float = 0.0
     first: list[tuple[str, str, str]] = field(default_factory=list)  # both sides at the first divergence
     leftover: list[str] = field(default_factory=list)  # settings a killed run left, restored before this one
+    #: lines during which khugepaged collapsed pages somewhere on the machine (its count went up): its background
+    #: collapses, which no scenario line asks for, may be why the live folios differ from there on
+    khugepaged: list[int] = field(default_factory=list)
 
     @property
     def diffs(self) -> int:
@@ -164,6 +167,7 @@ def run_live(text: str, *, set_thp: bool = False, require_full: bool = False,
 def _run_both(stack: ExitStack, run: LiveRun, text: str, commands: list[Command], plan: LivePlan,
               cap: Capability, progress: Callable[[LineResult], None] | None, keep_snapshots: bool,
               simulator_hook: Callable[[Any], None] | None) -> None:
+    from foliosim.host import thp
     from foliosim.host.syscalls import drain_lru
     from foliosim.live.driver import LiveDriver
     from foliosim.vm import scenario
@@ -188,6 +192,8 @@ def _run_both(stack: ExitStack, run: LiveRun, text: str, commands: list[Command]
         if simulator_hook is not None:
             simulator_hook(machine)
 
+    collapsed = [thp.khugepaged_collapsed()]
+
     def on_step(rec: StepRecord, m: Any) -> None:
         cmd = rec.command
         if recorder is not None:
@@ -203,6 +209,10 @@ def _run_both(stack: ExitStack, run: LiveRun, text: str, commands: list[Command]
         tasks = driver.live_tgids()
         drain_lru()  # per-CPU LRU add batches hold a reference on just-faulted small folios
         state: LiveState = observe(sorted(tasks), reader)
+        now = thp.khugepaged_collapsed()
+        if now is not None and collapsed[0] is not None and now != collapsed[0]:
+            run.khugepaged.append(cmd.line)
+        collapsed[0] = now
         res = LineResult(cmd.line, cmd.text, rec.result, live_result)
         if cmd.verb in ("mmap", "munmap", "mprotect", "mremap", "madvise", "write", "read", "pin", "vmsplice",
                         "unpin", "readpin"):

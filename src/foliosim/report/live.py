@@ -57,6 +57,10 @@ def summary(run: Any) -> list[str]:
         out.append("THP settings for the run (restored): " + "; ".join(run.thp_changed))
     if run.sim_error:
         out.append(run.sim_error)
+    if bad and run.khugepaged:
+        out.append(f"khugepaged collapsed pages on this machine during line(s) {', '.join(map(str, run.khugepaged))}:"
+                   " its background collapses are in no scenario line, so a divergence from there on may be its"
+                   " work; run again to tell")
     out.append("all agree" if not bad and not run.sim_error else
                f"DIVERGED on {len(bad)} line(s): {', '.join(map(str, bad[:20]))}")
     return out
