@@ -33,6 +33,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The live-kernel tests run one at a time on the machine (_live_tests_one_at_a_time): under xdist they go to one
+    # worker as one group (pyproject's --dist loadgroup), so that the other worker runs the rest meanwhile instead
+    # of waiting for the lock. Most of a live test's time is the kernel's and its child processes', not this CPU's.
+    for item in items:
+        if "live" in item.keywords:
+            item.add_marker(pytest.mark.xdist_group("live"))
     if config.getoption("--runslow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow")
