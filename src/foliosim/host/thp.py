@@ -71,8 +71,9 @@ def _read_text(path: str) -> str:
 
 
 def khugepaged_collapsed(root: str = THP_DIR) -> int | None:
-    """How many pages khugepaged has collapsed into huge pages since boot (``khugepaged/pages_collapsed``, a
-    read-only count; mm/khugepaged.c), or None where the file is missing or unreadable.
+    """How many huge pages khugepaged has made by collapsing since boot (``khugepaged/pages_collapsed``, read
+    only: one per PMD range collapsed, counted in mm/khugepaged.c khugepaged_scan_mm_slot()), or None where the
+    file is missing or unreadable.
 
     khugepaged works in the background, on any process with a VMA it may collapse: a live run reads this count
     around each step to tell when the machine's folios may have changed under it (MADV_COLLAPSE does not count).
