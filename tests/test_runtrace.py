@@ -345,6 +345,23 @@ def test_snapshot_disagreements_are_classified() -> None:
     assert 0 < check.agreed < check.compared
 
 
+def test_khugepaged_collapses_during_the_recording_are_said_beside_disagreements() -> None:
+    from foliosim.report.runtrace import summary_lines
+
+    pages = _pages(0x1000, 8, 2, 1, True) + [[BASE + (8 + i) * PAGE, 0x3000 + i, 0x3000 + i, 0, 1, True]
+                                             for i in range(8)]
+    for collapsed, disagreeing, said_in_header, said_by_agreement in [
+            (3, pages, True, True), (3, None, True, False), (0, pages, False, False), (None, pages, False, False)]:
+        t = _snapshot_trace(disagreeing)
+        t.header["recorder"]["khugepaged_collapsed"] = collapsed
+        lines = summary_lines(t.run())
+        assert ("khugepaged collapsed 3 huge page(s) on the machine meanwhile" in lines[0]) == said_in_header
+        note = [line for line in lines if line.startswith("  khugepaged collapsed 3 huge page(s)")]
+        assert len(note) == said_by_agreement, (collapsed, lines)
+        if said_by_agreement:
+            assert lines.index(note[0]) > next(i for i, line in enumerate(lines) if line.startswith("live agreement"))
+
+
 # ------------------------------------------------------------------------------------- malformed traces
 GOOD = _snapshot_trace().text()
 

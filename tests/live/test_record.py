@@ -196,6 +196,8 @@ def test_fork_program_faults_are_exactly_the_written_pages(bins: dict[str, str],
     header, events = load(tmp_path / "run.trace")
     assert header["format"] == "foliosim-run-trace" and header["version"] == 1
     assert header["recorder"]["lost_events"] == 0 and header["clock"] == "CLOCK_MONOTONIC"
+    collapsed = header["recorder"]["khugepaged_collapsed"]  # the machine's, while the program ran
+    assert isinstance(collapsed, int) and collapsed >= 0
     assert [e["t"] for e in events] == sorted(e["t"] for e in events)
     base = int(addr_file.read_text())
     spawn = one(events, ev="spawn")

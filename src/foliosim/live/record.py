@@ -968,6 +968,7 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
             drainer = _Drainer(faults)
             periodic = (_PeriodicCensus(rec, census_interval_ms / 1000.0)
                         if rec.census_mode == "periodic" else None)
+            collapsed_before = thp.khugepaged_collapsed()
             started = rec.census_start = time.perf_counter()
             spawn = None
             try:
@@ -983,6 +984,7 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
                 if periodic is not None:
                     periodic.finish()
             wall = time.perf_counter() - started
+            collapsed_after = thp.khugepaged_collapsed()
             fault_list, task_list, missed = drainer.finish()
             lost = max(faults.lost_events, missed)
             rec.redate(task_list)
@@ -1000,6 +1002,10 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
                     "slowdown": round(wall / untraced, 3) if untraced else None,
                     "wall_s": round(wall, 4), "untraced_wall_s": round(untraced, 4) if untraced else None,
                     "lost_events": lost, "stops": tracer.stats.stops,
+                    # the machine's, not only the program's: khugepaged's background collapses are in no trace line
+                    "khugepaged_collapsed": (collapsed_after - collapsed_before
+                                             if collapsed_after is not None and collapsed_before is not None
+                                             else None),
                     "syscalls_traced": sorted(TRACED_SYSCALLS), "folio_reader": reader is not None,
                     "snapshot_s": round(rec.snapshot_s, 4), "injected": tracer.stats.injected,
                     **fault_counts, **rec.counts,

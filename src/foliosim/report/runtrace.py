@@ -32,6 +32,9 @@ def summary_lines(run: TraceRun) -> list[str]:
         how += f", traced {rec['slowdown']}x slower"
     if rec.get("lost_events"):
         how += f", {rec['lost_events']} events LOST"
+    collapsed = rec.get("khugepaged_collapsed")
+    if collapsed:
+        how += f", khugepaged collapsed {collapsed} huge page(s) on the machine meanwhile"
     out = [f"foliosim run-trace: {run.name}: {' '.join(h.command) or '?'} (kernel {h.kernel or '?'}; {how})"]
     if h.incomplete:
         out.append(f"the recording is INCOMPLETE ({h.incomplete}): it ends where the recorder stopped")
@@ -90,6 +93,9 @@ def summary_lines(run: TraceRun) -> list[str]:
     if run.check is not None:
         out.append("")
         out += agreement_lines(run.check)
+        if collapsed and run.check.agreed < run.check.compared:
+            out.append(f"  khugepaged collapsed {collapsed} huge page(s) on the machine while the program ran, in no "
+                       "trace line: a disagreement may be its work (the count is the machine's, not the program's)")
     elif h.check_live:
         out.append("live agreement: the trace was recorded with --check-live but holds no snapshot")
     return out
