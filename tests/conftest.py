@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -33,18 +34,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The live-kernel tests run one at a time on the machine (_live_tests_one_at_a_time): under xdist they go to one
-    # worker as one group (pyproject's --dist loadgroup), so that the other worker runs the rest meanwhile instead
-    # of waiting for the lock. Most of a live test's time is the kernel's and its child processes', not this CPU's.
-    for item in items:
-        if "live" in item.keywords:
-            item.add_marker(pytest.mark.xdist_group("live"))
     if config.getoption("--runslow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+#: node-id prefixes of the tests that use the machine's kernel (the live-kernel tests are all under these; a few
+#: host tests that are not live come along)
+LIVE_TEST_PATHS = ("tests/live/", "tests/host/")
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: without xdist installed, not called (and not an error)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under xdist, the live-kernel tests go to one worker as one unit, every other test on its own.
+
+    They run one at a time on the machine (:func:`_live_tests_one_at_a_time`); distributed as the others are, both
+    workers reached them together and one waited for the lock (~100 s of a fresh clone's suite). Most of a live
+    test's time is the kernel's and its child processes', so the other worker runs the rest meanwhile. (xdist's own
+    ``--dist loadgroup`` does this by the ``xdist_group`` mark, but its marks are silently ignored with pytest 9.2:
+    pytest-dev/pytest-xdist#1386.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LiveTestsTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "live" if nodeid.startswith(LIVE_TEST_PATHS) else nodeid
+
+    return LiveTestsTogether(config, log)
 
 
 def live_unavailable(what: str) -> None:
