@@ -53,7 +53,8 @@ def run_api(path: str, **kw: object) -> object:
 def agreeing_run(path: str) -> object:
     """``run_api(path)``, run once more when it diverged after khugepaged collapsed pages on the machine: its
     background collapses (of a region the scenario made MADV_HUGEPAGE, or anyone's) are in no scenario line. A real
-    divergence repeats; khugepaged scans each process every ~10 s at most, so it rarely comes twice."""
+    divergence repeats; khugepaged wakes every 10 s here (scan_sleep_millisecs) and a run takes 1-3 s, so it rarely
+    collapses during both."""
     run = run_api(path)
     if run.diffs and run.khugepaged:  # type: ignore[attr-defined]
         run = run_api(path)
