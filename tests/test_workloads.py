@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from foliosim.evaluate.runner import WorkloadRunner
 from foliosim.vm.machine import Machine, MachineOptions
 from foliosim.workloads import WORKLOADS, WorkloadError, build_workload, dump_steps, load_steps
+from foliosim.workloads.generators import Builder
 
 
 @pytest.mark.parametrize("name", list(WORKLOADS))
@@ -57,3 +64,51 @@ def test_strict_runner_names_the_failing_step() -> None:
         WorkloadRunner(machine).run(steps)
     lenient = WorkloadRunner(Machine(), strict=False).run(steps)
     assert lenient.skipped == 1
+
+
+#: sha256 (first 16 hex digits) of each workload's steps (``Step.to_json`` as JSON) at seed 0, default parameters
+#: (mix with 600 operations, so that it unmaps): the evaluator's results are keyed by (workload, parameters, seed),
+#: so a generator change that draws differently must be a deliberate one. Computed before Builder.run() stopped
+#: listing the region's pages (2026-12-02) and unchanged by it.
+PINNED = {
+    "fork-child": "a15465b4971cf639", "fork-exec": "ddb9d2851a42240f", "handover": "253f5158712bffff",
+    "prefork": "94ddf2a4ace89aca", "snapshot": "a0f0ed753e8f3f19", "shared-file": "f0c94795de1b768e",
+    "mix": "65a09699cab3c873",
+}
+
+
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_steps_of_a_seed_are_pinned(name: str) -> None:
+    steps = build_workload(name, {"ops": 600} if name == "mix" else None, 0)
+    digest = hashlib.sha256(json.dumps([s.to_json() for s in steps]).encode()).hexdigest()[:16]
+    assert digest == PINNED[name], f"{name}: the generator draws differently for seed 0"
+
+
+def _listed_run(b: Builder, task: str, region: str, longest: int) -> tuple[int, int] | None:
+    """Builder.run() as it was written first: the mapped pages listed, one drawn from the list."""
+    pages = b.mapped(task, region)
+    if not pages:
+        return None
+    first = b.rng.choice(pages)
+    count = 1
+    holes = b.holes.get((task, region), set())
+    limit = b.maps[task][region]
+    while count < longest and first + count < limit and first + count not in holes:
+        count += 1
+    return first, b.rng.randint(1, count)
+
+
+@settings(max_examples=300, deadline=None)
+@given(limit=st.integers(1, 80), holes=st.sets(st.integers(0, 100), max_size=90), longest=st.integers(1, 9),
+       seed=st.integers(0, 2**32 - 1))
+def test_run_draws_as_the_listed_pages_did(limit: int, holes: set[int], longest: int, seed: int) -> None:
+    """Builder.run() finds the k-th mapped page by counting holes: the same page, count and random state as
+    drawing from the listed pages (holes beyond the region's end, a region all holes, and none included)."""
+    fast, listed = Builder(random.Random(seed)), Builder(random.Random(seed))
+    for b in (fast, listed):
+        b.maps["T"] = {"r": limit}
+        if holes:
+            b.holes[("T", "r")] = set(holes)
+    for _ in range(4):
+        assert fast.run("T", "r", longest) == _listed_run(listed, "T", "r", longest)
+        assert fast.rng.getstate() == listed.rng.getstate()

@@ -72,15 +72,29 @@ class Builder:
         holes = self.holes.get((task, region), set())
         return [p for p in range(self.maps[task][region]) if p not in holes]
 
+    def _holes_below(self, task: str, region: str, limit: int) -> list[int]:
+        """The unmapped pages of ``region`` below ``limit``, sorted (most regions have none)."""
+        holes = self.holes.get((task, region))
+        return sorted(h for h in holes if h < limit) if holes else []
+
     def run(self, task: str, region: str, longest: int) -> tuple[int, int] | None:
-        """A random run of consecutive mapped pages (first, count), at most ``longest`` long."""
-        pages = self.mapped(task, region)
-        if not pages:
+        """A random run of consecutive mapped pages (first, count), at most ``longest`` long.
+
+        The first page is the k-th of :meth:`mapped`'s pages for k drawn as ``rng.choice`` draws on that list (the
+        same draw: the same steps for a seed as ever), found by counting the holes below it instead of listing the
+        region's pages: a list per step made a 2,048-page heap's 1,400 steps take 160 ms."""
+        limit = self.maps[task][region]
+        below = self._holes_below(task, region, limit)
+        n = limit - len(below)
+        if n <= 0:
             return None
-        first = self.rng.choice(pages)
+        first = self.rng.choice(range(n))  # rng.choice(seq) draws seq[randbelow(len(seq))]: an index here
+        for h in below:  # the k-th mapped page: k plus the holes at or below it
+            if h > first:
+                break
+            first += 1
         count = 1
         holes = self.holes.get((task, region), set())
-        limit = self.maps[task][region]
         while count < longest and first + count < limit and first + count not in holes:
             count += 1
         return first, self.rng.randint(1, count)
