@@ -46,6 +46,25 @@ def test_parameters_are_validated() -> None:
     assert sum(s.verb == "fork" for s in more) > sum(s.verb == "fork" for s in build_workload("prefork", None, 1))
 
 
+
+def test_cells_check_parameters_without_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    """make_cell() checks a generated workload's parameters as build_workload() does (the same errors), without
+    building its steps: those are built once, when the cell runs."""
+    from foliosim.evaluate import cell
+
+    def no_build(*_args: object) -> None:
+        raise AssertionError("make_cell built the workload")
+
+    monkeypatch.setattr(cell, "build_workload", no_build)
+    spec = cell.make_cell("kernel", "fork-child", {"pages": 4096}, 1)
+    assert dict(spec.params)["pages"] == 4096 and dict(spec.params)["rounds"] == 5  # defaults merged
+    with pytest.raises(WorkloadError, match="'prefork' has no parameter 'childs'"):
+        cell.make_cell("kernel", "prefork", {"childs": 3}, 1)
+    with pytest.raises(WorkloadError, match="parameter order must be"):
+        cell.make_cell("kernel", "fork-child", {"order": 1}, 1)
+    with pytest.raises(WorkloadError, match="parameter pages must be a whole number >= 1, not 0"):
+        cell.make_cell("kernel", "fork-child", {"pages": 0}, 1)
+
 def test_bad_workload_files_name_the_line() -> None:
     with pytest.raises(WorkloadError, match="line 2: not JSON"):
         load_steps('{"verb": "spawn", "task": "a"}\n{nope\n')

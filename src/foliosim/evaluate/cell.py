@@ -27,7 +27,7 @@ from foliosim.evaluate.stream import ScoringStream, Tally, score_stream
 from foliosim.kconfig import KernelConfig
 from foliosim.schemes.base import make_design
 from foliosim.vm.machine import Machine, MachineOptions
-from foliosim.workloads.generators import build_workload, default_params
+from foliosim.workloads.generators import build_workload, workload_params
 from foliosim.workloads.runtrace import Conversion, is_run_trace, prepare, workload_file_steps
 from foliosim.workloads.runtrace import RunTrace as _RunTrace
 from foliosim.workloads.steps import Step, WorkloadError
@@ -126,9 +126,7 @@ def make_cell(design: str, workload: str, params: dict[str, Any] | None, seed: i
             raise WorkloadError(f"workload {workload!r} has no steps (an empty workload file)")
         merged: dict[str, Any] = dict(params or {})
     else:
-        merged = default_params(workload)
-        merged.update(params or {})
-        build_workload(workload, merged, seed)  # validates the parameters
+        merged = workload_params(workload, params)  # checked, not built: a cell's steps are built when it runs
     return CellSpec(design, workload, tuple(sorted(merged.items())), seed, word_bits, no_page_mapcount, oracle,
                     workload_text, mode, driver)
 

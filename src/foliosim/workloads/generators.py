@@ -436,9 +436,9 @@ def _lookup(workload: str) -> tuple[Generator, Params, str]:
         raise WorkloadError(f"unknown workload {workload!r} (known: {', '.join(WORKLOADS)})") from None
 
 
-def build_workload(workload: str, params: Params | None, seed: int) -> list[Step]:
-    """The steps of ``workload`` with ``params`` (missing keys take defaults) and ``seed``."""
-    gen, defaults, _ = _lookup(workload)
+def workload_params(workload: str, params: Params | None) -> Params:
+    """``params`` over ``workload``'s defaults, checked (WorkloadError naming the workload and the parameter)."""
+    _gen, defaults, _ = _lookup(workload)
     merged = dict(defaults)
     for key, value in (params or {}).items():
         if key not in defaults and key != "probe_rate":
@@ -447,6 +447,12 @@ def build_workload(workload: str, params: Params | None, seed: int) -> list[Step
         merged[key] = value
     for key, value in merged.items():
         check_param(workload, key, value)
+    return merged
+
+
+def build_workload(workload: str, params: Params | None, seed: int) -> list[Step]:
+    """The steps of ``workload`` with ``params`` (missing keys take defaults) and ``seed``."""
+    merged = workload_params(workload, params)
     builder = Builder(random.Random(f"{workload}:{seed}"))
-    gen(merged, builder)
+    _lookup(workload)[0](merged, builder)
     return builder.steps
