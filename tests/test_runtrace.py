@@ -290,10 +290,12 @@ def _folio(refcount: int, large: int, nr_mapped: int, ids: list[int], counts: li
             "nr_pages_mapped": nr_mapped, "mm_ids": ids, "mm_id_mapcount": counts, "shared_bit": shared}
 
 
-def _snapshot_trace(parent_exit_pages: list[list[Any]] | None = None) -> Trace:
+def _snapshot_trace(parent_exit_pages: list[list[Any]] | None = None,
+                    collapsed: tuple[int | None, int | None, int | None] | None = None) -> Trace:
     """16K mTHP: 4 order-2 folios (PFN 0x1000..0x100f), fork, the child copies pages 0 and 5 and exits, the
     parent writes pages 0..7; snapshots at the fork (parent), the child's exit and the parent's exit, with the
-    fields the kernel shows in that case (raw values as struct folio keeps them)."""
+    fields the kernel shows in that case (raw values as struct folio keeps them). ``collapsed``: each snapshot's
+    khugepaged_collapsed (absent when None)."""
     t = Trace(anon={"2": "always"}, check_live=True).start(10).mmap(10, BASE, 16)
     for i in range(0, 16, 4):
         t.fault(10, BASE + i * PAGE)
@@ -314,6 +316,9 @@ def _snapshot_trace(parent_exit_pages: list[list[Any]] | None = None) -> Trace:
     folios = {str(0x1000 + 4 * i): _folio(4, 3, 4, [5, 0], [3, -1], False) for i in range(4)}
     pages = parent_exit_pages if parent_exit_pages is not None else _pages(0x1000, 16, 2, 1, True)
     t.ev("snapshot", 10, at="exit", pages=pages, folios=folios, mm_id=5)
+    if collapsed is not None:
+        for snap, count in zip([e for e in t.events if e["ev"] == "snapshot"], collapsed, strict=True):
+            snap["khugepaged_collapsed"] = count
     return t.exit(10)
 
 
@@ -360,6 +365,61 @@ def test_khugepaged_collapses_during_the_recording_are_said_beside_disagreements
         assert len(note) == said_by_agreement, (collapsed, lines)
         if said_by_agreement:
             assert lines.index(note[0]) > next(i for i, line in enumerate(lines) if line.startswith("live agreement"))
+
+
+def _compact(t: Trace) -> str:
+    """The trace as the recorder writes it (no spaces): its snapshot lines are read in bulk."""
+    return "\n".join(json.dumps(x, separators=(",", ":")) for x in [t.header, *t.events]) + "\n"
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_each_snapshot_places_khugepaged_collapses_among_the_disagreements(compact: bool) -> None:
+    """The snapshots' khugepaged counts (since the recording began) split the disagreeing fields into those in
+    snapshots after the machine's first collapse (may be its work) and those before it (are not), in the summary,
+    per snapshot in the JSON, and the same whether the snapshot lines are read in bulk or by json."""
+    from foliosim.report.runtrace import summary_lines
+
+    wrong = _pages(0x1000, 8, 2, 1, True) + [[BASE + (8 + i) * PAGE, 0x3000 + i, 0x3000 + i, 0, 1, True]
+                                             for i in range(8)]  # only the parent's exit snapshot disagrees
+    cases = [((0, 2, 5), "from the snapshot at line"), ((0, 0, 1), "from the snapshot at line"),
+             ((0, 0, 0), "had collapsed no huge page"), ((None, None, 0), "had collapsed no huge page"),
+             ((0, 0, None), "had collapsed no huge page")]
+    for counts, said in cases:
+        t = _snapshot_trace(wrong, counts)
+        t.header["recorder"]["khugepaged_collapsed"] = 9  # the whole run's count: the snapshots' say more
+        run = simulate(RunTrace("t.trace", text=_compact(t) if compact else t.text()))
+        check = run.check
+        assert check is not None
+        assert [s["khugepaged_collapsed"] for s in check.per_snapshot] == list(counts)
+        differ = check.compared - check.agreed
+        last = check.per_snapshot[-1]
+        assert differ == last["compared"] - last["agreed"] > 0
+        notes = [line for line in summary_lines(run) if line.startswith("  khugepaged ")]
+        assert len(notes) == 1 and said in notes[0], (counts, notes)
+        if counts[1] == 2:  # the first collapse before the child's exit snapshot
+            line = check.per_snapshot[1]["line"]
+            assert f"at line {line} on (5 by the last snapshot)" in notes[0]
+            assert (f"Disagreeing fields in snapshots from there on, which may be its work: {differ}; in earlier "
+                    "snapshots, which are not: 0") in notes[0]
+        if counts == (0, 0, 1):
+            assert f"at line {check.per_snapshot[2]['line']} on (1 by the last snapshot)" in notes[0]
+        if counts[2] == 0:
+            assert f"none of the disagreeing fields ({differ}) is its work" in notes[0]
+        assert ("could not read the count" in notes[0]) == (counts[2] is None)
+        if counts[2] is None:
+            assert f"which are not its work: 0; in snapshots that could not read the count: {differ}" in notes[0]
+    agreeing = simulate(RunTrace("t.trace", text=_snapshot_trace(None, (0, 1, 2)).text()))
+    assert not [line for line in summary_lines(agreeing) if "khugepaged collapsed huge" in line]
+
+
+@pytest.mark.parametrize("compact", [False, True])
+@pytest.mark.parametrize("value", [-1, "3", True, 1.5, [1]])
+def test_a_bad_snapshot_khugepaged_count_names_the_line_and_field(value: Any, compact: bool) -> None:
+    t = _snapshot_trace(None, (0, value, 0))
+    line = 1 + next(i for i, e in enumerate(t.events) if e["ev"] == "snapshot" and e["at"] == "exit") + 1
+    with pytest.raises(RunTraceError) as err:
+        prepare(RunTrace("t.trace", text=_compact(t) if compact else t.text()))
+    assert f"line {line} (snapshot): field 'khugepaged_collapsed' must be a count" in str(err.value)
 
 
 # ------------------------------------------------------------------------------------- malformed traces

@@ -325,6 +325,9 @@ def test_check_live_snapshots_show_the_pages_the_program_wrote(bins: dict[str, s
         "the parent reused every page once the child was gone"
     assert all(p[3] == 0 and p[2] == p[1] for p in parent_end.values())
     snaps = [e for e in events if e["ev"] == "snapshot"]
+    counts = [s["khugepaged_collapsed"] for s in sorted(snaps, key=lambda s: s["t_end"])]  # since the start
+    assert all(isinstance(c, int) and c >= 0 for c in counts) and counts == sorted(counts)
+    assert counts[-1] <= header["recorder"]["khugepaged_collapsed"]
     exit_snap = one(events, ev="snapshot", pid=child, at="exit")
     assert events.index(exit_snap) < events.index(one(events, ev="exit", pid=child)), "snapshot before its exit"
     if header["recorder"]["folio_reader"]:

@@ -387,6 +387,7 @@ class _Recording:
                                        "kernel_dated": 0, "calls_kernel_dated": 0, "exec_populated": 0}
         self.snapshot_s = 0.0
         self.warnings: list[str] = []
+        self.collapsed_base: int | None = None  # khugepaged's pages_collapsed when the recording began
 
     def emit(self, t: float, record: dict[str, Any]) -> None:
         self.seq += 1
@@ -760,9 +761,12 @@ class _Recording:
         self.counts["snapshot_pages"] += len(pages)
         if not frozen:
             self.counts["unfrozen_snapshots"] += 1
+        now = thp.khugepaged_collapsed()  # after the read: a collapse before or during it is counted
+        base = self.collapsed_base
         record = {"ev": "snapshot", "pid": pid, "tid": tid, "at": at, "role": role, "scope": SNAPSHOT_SCOPE,
                   "pages": pages, "folios": folios, "mm_id": mm_id, "zero_pages": zero, "frozen": frozen,
-                  "t_end": round(t_end, 3)}
+                  "t_end": round(t_end, 3),
+                  "khugepaged_collapsed": now - base if now is not None and base is not None else None}
         if not frozen:
             record["not_stopped"] = self.tracer.not_stopped
         self.emit(t, record)
@@ -968,7 +972,7 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
             drainer = _Drainer(faults)
             periodic = (_PeriodicCensus(rec, census_interval_ms / 1000.0)
                         if rec.census_mode == "periodic" else None)
-            collapsed_before = thp.khugepaged_collapsed()
+            collapsed_before = rec.collapsed_base = thp.khugepaged_collapsed()
             started = rec.census_start = time.perf_counter()
             spawn = None
             try:

@@ -93,12 +93,43 @@ def summary_lines(run: TraceRun) -> list[str]:
     if run.check is not None:
         out.append("")
         out += agreement_lines(run.check)
-        if collapsed and run.check.agreed < run.check.compared:
-            out.append(f"  khugepaged collapsed {collapsed} huge page(s) on the machine while the program ran, in no "
-                       "trace line: a disagreement may be its work (the count is the machine's, not the program's)")
+        out += khugepaged_lines(run.check, collapsed)
     elif h.check_live:
         out.append("live agreement: the trace was recorded with --check-live but holds no snapshot")
     return out
+
+
+def khugepaged_lines(check: SnapshotChecker, collapsed: int | None) -> list[str]:
+    """Where khugepaged's collapses fall among the snapshots that disagree. A collapse is in no trace line and the
+    simulator does not make one, so the fields that disagree in snapshots taken after the machine's first collapse
+    (each snapshot records the count since the recording began) may be its work and those before it are not;
+    ``collapsed`` (the header's count for the whole run) speaks for traces whose snapshots lack the count."""
+    differ = check.compared - check.agreed
+    if not differ:
+        return []
+    snaps = check.per_snapshot
+    known = [s for s in snaps if s.get("khugepaged_collapsed") is not None]
+    if not known:
+        if not collapsed:
+            return []
+        return [f"  khugepaged collapsed {collapsed} huge page(s) on the machine while the program ran, in no trace "
+                "line: a disagreement may be its work (the count is the machine's, not the program's)"]
+    after = [s for s in known if s["khugepaged_collapsed"] > 0]
+    d_after = sum(s["compared"] - s["agreed"] for s in after)
+    d_before = sum(s["compared"] - s["agreed"] for s in known if s["khugepaged_collapsed"] == 0)
+    unknown = differ - d_after - d_before
+    tail = f"; in snapshots that could not read the count: {unknown}" if unknown else ""
+    if not after:
+        if not unknown:
+            return [f"  khugepaged had collapsed no huge page on the machine when the snapshots that disagree were "
+                    f"taken: none of the disagreeing fields ({differ}) is its work"]
+        return [f"  khugepaged had collapsed no huge page on the machine when the snapshots that read its count were "
+                f"taken. Disagreeing fields in those, which are not its work: {d_before}{tail}"]
+    most = max(s["khugepaged_collapsed"] for s in after)
+    return [f"  khugepaged collapsed huge pages on the machine from the snapshot at line {after[0]['line']} on "
+            f"({most} by the last snapshot), in no trace line (the count is the machine's, not the program's). "
+            f"Disagreeing fields in snapshots from there on, which may be its work: {d_after}; in earlier snapshots, "
+            f"which are not: {d_before}{tail}"]
 
 
 def agreement_lines(check: SnapshotChecker) -> list[str]:

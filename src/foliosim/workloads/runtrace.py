@@ -531,6 +531,10 @@ def _syscall(obj: dict[str, Any], where: str) -> None:
 def _snapshot(obj: dict[str, Any], where: str) -> None:
     if obj["at"] not in ("fork", "exit"):
         raise RunTraceError(f"{where}: field 'at' must be \"fork\" or \"exit\", not {obj['at']!r}")
+    collapsed = obj.get("khugepaged_collapsed")
+    if collapsed is not None and not (_is(collapsed, _INT) and collapsed >= 0):
+        raise RunTraceError(f"{where}: field 'khugepaged_collapsed' must be a count (an integer >= 0) or null, "
+                            f"not {collapsed!r}")
     for i, page in enumerate(obj["pages"]):
         if not (isinstance(page, list) and len(page) == 6 and all(_is(x, _INT) and _I64_MIN <= x <= _I64_MAX
                                                                   for x in page[:5])
@@ -678,6 +682,9 @@ def _snapshot_ok(obj: dict[str, Any]) -> bool:
     """:func:`_snapshot` without messages (True only if it accepts), column by column: a snapshot has thousands
     of pages and folios."""
     if obj["at"] not in ("fork", "exit"):
+        return False
+    collapsed = obj.get("khugepaged_collapsed")
+    if collapsed is not None and not (type(collapsed) is int and collapsed >= 0):
         return False
     pages = obj["pages"]
     if pages:
@@ -969,13 +976,17 @@ class Snapshot:
     pages: Pages  # one row per page: vaddr, pfn, head_pfn, order, mapcount, exclusive (0 or 1)
     folios: Mapping[str, dict[str, Any]]  # json's object, or the same read in bulk (SnapshotFolios)
     scope: str | None = None  # "anon": also the anonymous copies in private file mappings; None: anonymous mappings
+    #: khugepaged's collapses on the machine from the start of the recording to this snapshot (its pages_collapsed
+    #: count's rise; None: not recorded or not readable)
+    khugepaged: int | None = None
 
     def __eq__(self, other: object) -> bool:
         """Field by field, as a dataclass compares, but the pages by value (an array's ``==`` is per element)."""
         if type(other) is not Snapshot:
             return NotImplemented
-        return ((self.line, self.task, self.pid, self.at, self.mm_id, self.folios, self.scope)
-                == (other.line, other.task, other.pid, other.at, other.mm_id, other.folios, other.scope)
+        return ((self.line, self.task, self.pid, self.at, self.mm_id, self.folios, self.scope, self.khugepaged)
+                == (other.line, other.task, other.pid, other.at, other.mm_id, other.folios, other.scope,
+                    other.khugepaged)
                 and self.pages.shape == other.pages.shape and bool((self.pages == other.pages).all()))
 
     __hash__ = None  # type: ignore[assignment]  # (a dataclass that compares is not hashable)
@@ -1774,7 +1785,7 @@ class _Converter:
         pages = ev["pages"]  # an array when the line was read in bulk (_snapshot_event), else json's lists
         yield Snapshot(lineno, self.name[ev["tid"]], ev["pid"], ev["at"], ev["mm_id"],
                        _pages_array(pages) if type(pages) is list else pages, ev["folios"],
-                       scope if isinstance(scope, str) else None)
+                       scope if isinstance(scope, str) else None, ev.get("khugepaged_collapsed"))
 
     # -- memory calls ------------------------------------------------------------------------------------
     def on_syscall(self, lineno: int, ev: dict[str, Any]) -> Iterable[_Out]:
