@@ -72,11 +72,6 @@ class Builder:
         holes = self.holes.get((task, region), set())
         return [p for p in range(self.maps[task][region]) if p not in holes]
 
-    def _holes_below(self, task: str, region: str, limit: int) -> list[int]:
-        """The unmapped pages of ``region`` below ``limit``, sorted (most regions have none)."""
-        holes = self.holes.get((task, region))
-        return sorted(h for h in holes if h < limit) if holes else []
-
     def run(self, task: str, region: str, longest: int) -> tuple[int, int] | None:
         """A random run of consecutive mapped pages (first, count), at most ``longest`` long.
 
@@ -84,7 +79,8 @@ class Builder:
         same draw: the same steps for a seed as ever), found by counting the holes below it instead of listing the
         region's pages: a list per step made a 2,048-page heap's 1,400 steps take 160 ms."""
         limit = self.maps[task][region]
-        below = self._holes_below(task, region, limit)
+        holes = self.holes.get((task, region))
+        below = sorted(h for h in holes if h < limit) if holes else ()
         n = limit - len(below)
         if n <= 0:
             return None
@@ -94,8 +90,7 @@ class Builder:
                 break
             first += 1
         count = 1
-        holes = self.holes.get((task, region), set())
-        while count < longest and first + count < limit and first + count not in holes:
+        while count < longest and first + count < limit and not (holes and first + count in holes):
             count += 1
         return first, self.rng.randint(1, count)
 
