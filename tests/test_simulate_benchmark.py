@@ -36,3 +36,17 @@ def test_lived_table_ratios_and_not_measured() -> None:
     assert make == "| make | 200.0 ms | 25.0 ms | 8.0x | 0.40 s | 0.50x |"
     chromium = next(line for line in lines if line.startswith("| chromium |"))
     assert "not measured" in chromium and "x |" not in chromium
+
+
+def test_build_line_names_each_workload_once_with_its_build_and_run_times() -> None:
+    fast = {"s": 0.0021}
+    rows = [{"label": "fork-child (2048 pages)", "check": check, "steps": 1390, "build": 0.0073, "fast": fast}
+            for check in (False, True)]
+    line = bench.build_line(rows, 15)
+    assert line.count("fork-child (2048 pages)") == 1
+    assert "fork-child (2048 pages) 1,390 steps in 7.3 ms (the fast engine's run, paused: 2.1 ms)" in line
+    assert "median of 15 runs 20 ms apart" in line and "not in the times above" in line
+
+
+def test_build_seconds_times_building_the_steps() -> None:
+    assert bench.build_seconds("fork-child", {"pages": 64, "rounds": 2}, 3) > 0  # CPU time spent building
