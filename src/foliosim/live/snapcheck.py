@@ -647,9 +647,11 @@ class SnapshotChecker:
             pairs.setdefault(name, (key, order, lv.head, addr))
 
     def _record(self, snap: Snapshot, sim_pages: int, live_pages: int) -> None:
-        self.per_snapshot.append({"line": snap.line, "task": snap.task, "at": snap.at, "sim_anon_pages": sim_pages,
-                                  "live_pages": live_pages, "compared": self._counts[0], "agreed": self._counts[1],
-                                  "khugepaged_collapsed": snap.khugepaged})
+        line = {"line": snap.line, "task": snap.task, "at": snap.at, "sim_anon_pages": sim_pages,
+                "live_pages": live_pages, "compared": self._counts[0], "agreed": self._counts[1]}
+        if snap.khugepaged is not None:  # recorded with the snapshot (traces made before it was added lack it)
+            line["khugepaged_collapsed"] = snap.khugepaged
+        self.per_snapshot.append(line)
 
     def _identity(self, name: str, head: int, addr: int, cause: str = C_DECISION) -> bool:
         bound, owner = self.folio_of.get(name), self.sim_of.get(head)
