@@ -96,23 +96,25 @@ def steps_of(workload: str, params: dict[str, Any]) -> list[Step]:
     return anon_only(steps) if workload == "prefork" else steps
 
 
-def build_seconds(workload: str, params: dict[str, Any], runs: int) -> float:
+def build_seconds(workload: str, params: dict[str, Any], runs: int) -> tuple[float, int]:
     """The median CPU time of building the workload's steps (``build_workload``, as `foliosim compare` builds a
-    cell's), ``runs`` times :data:`FAST_GAP_S` apart."""
+    cell's: the prefork server with its library file), ``runs`` times :data:`FAST_GAP_S` apart, and how many steps
+    that builds."""
     times = []
+    built = 0
     for _ in range(runs):
         time.sleep(FAST_GAP_S)
         began = clock()
-        build_workload(workload, params, seed=1)
+        built = len(build_workload(workload, params, seed=1))
         times.append(clock() - began)
-    return statistics.median(times)
+    return statistics.median(times), built
 
 
 def build_line(rows: list[dict[str, Any]], runs: int) -> str:
     """The sentence under the workload table: what building each workload's steps costs, which the table does not
     time (the steps are built once, before the runs)."""
     seen = [r for r in rows if not r["check"]]
-    parts = [f"{r['label']} {r['steps']:,} steps in {r['build'] * 1000:.1f} ms "
+    parts = [f"{r['label']} {r['built']:,} steps in {r['build'] * 1000:.1f} ms "
              f"(the fast engine's run, paused: {r['fast']['s'] * 1000:.1f} ms)" for r in seen]
     return ("Building the steps (`foliosim.workloads.build_workload`, seed 1, as `foliosim compare` builds a cell's; "
             f"not in the times above; CPU time, median of {runs} runs {FAST_GAP_S * 1000:.0f} ms apart): "
@@ -446,7 +448,7 @@ def main() -> None:
                 if key in p:
                     p[key] = max(p[key] // 6, 3)
         steps = steps_of(workload, p)
-        build = build_seconds(workload, p, runs * FAST_SAMPLES)
+        build, built = build_seconds(workload, p, runs * FAST_SAMPLES)
         for check in (False, True):
             ref = median_run("reference", steps, check, 1 if check else runs)
             fast = median_run("fast", steps, check, runs)
@@ -454,7 +456,7 @@ def main() -> None:
             size = (f"{p['pages']} pages, " + (f"{p['rounds']} children" if "rounds" in p
                                                 else f"{p['children']} workers, {p['requests']} requests"))
             row = {"label": f"{label} ({size})", "check": check, "steps": len(steps), "ref": ref, "fast": fast,
-                   "same": same_size(fast, runs), "build": build}
+                   "same": same_size(fast, runs), "build": build, "built": built}
             log(f"{row['label']} oracle {'on' if check else 'off'}: reference {ref['faults'] / ref['s']:,.0f} "
                 f"faults/s, fast {fast['faults'] / fast['s']:,.0f} faults/s")
             rows.append(row)

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import simulate as bench
 
+from foliosim.workloads.generators import build_workload
 from foliosim.workloads.runtrace import RunTrace
 
 
@@ -40,7 +41,8 @@ def test_lived_table_ratios_and_not_measured() -> None:
 
 def test_build_line_names_each_workload_once_with_its_build_and_run_times() -> None:
     fast = {"s": 0.0021}
-    rows = [{"label": "fork-child (2048 pages)", "check": check, "steps": 1390, "build": 0.0073, "fast": fast}
+    rows = [{"label": "fork-child (2048 pages)", "check": check, "steps": 1200, "built": 1390, "build": 0.0073,
+             "fast": fast}
             for check in (False, True)]
     line = bench.build_line(rows, 15)
     assert line.count("fork-child (2048 pages)") == 1
@@ -49,4 +51,7 @@ def test_build_line_names_each_workload_once_with_its_build_and_run_times() -> N
 
 
 def test_build_seconds_times_building_the_steps() -> None:
-    assert bench.build_seconds("fork-child", {"pages": 64, "rounds": 2}, 3) > 0  # CPU time spent building
+    seconds, built = bench.build_seconds("prefork", {"pages": 64, "requests": 10}, 3)
+    assert seconds > 0  # CPU time spent building
+    assert built == len(build_workload("prefork", {"pages": 64, "requests": 10}, seed=1)) > len(
+        bench.steps_of("prefork", {"pages": 64, "requests": 10}))  # the whole workload, its library file too
