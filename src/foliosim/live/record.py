@@ -389,6 +389,11 @@ class _Recording:
         self.warnings: list[str] = []
         self.collapsed_base: int | None = None  # khugepaged's pages_collapsed when the recording began
 
+    def collapsed_since_start(self) -> int | None:
+        """khugepaged's collapses on the machine since the recording began (None where the count cannot be read)."""
+        now, base = thp.khugepaged_collapsed(), self.collapsed_base
+        return now - base if now is not None and base is not None else None
+
     def emit(self, t: float, record: dict[str, Any]) -> None:
         self.seq += 1
         self.lines.append((t, self.seq, json.dumps({"t": round(t, 3), **record}, separators=(",", ":"))))
@@ -761,12 +766,10 @@ class _Recording:
         self.counts["snapshot_pages"] += len(pages)
         if not frozen:
             self.counts["unfrozen_snapshots"] += 1
-        now = thp.khugepaged_collapsed()  # after the read: a collapse before or during it is counted
-        base = self.collapsed_base
         record = {"ev": "snapshot", "pid": pid, "tid": tid, "at": at, "role": role, "scope": SNAPSHOT_SCOPE,
                   "pages": pages, "folios": folios, "mm_id": mm_id, "zero_pages": zero, "frozen": frozen,
                   "t_end": round(t_end, 3),
-                  "khugepaged_collapsed": now - base if now is not None and base is not None else None}
+                  "khugepaged_collapsed": self.collapsed_since_start()}  # after the read: one during it counts
         if not frozen:
             record["not_stopped"] = self.tracer.not_stopped
         self.emit(t, record)
@@ -972,7 +975,7 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
             drainer = _Drainer(faults)
             periodic = (_PeriodicCensus(rec, census_interval_ms / 1000.0)
                         if rec.census_mode == "periodic" else None)
-            collapsed_before = rec.collapsed_base = thp.khugepaged_collapsed()
+            rec.collapsed_base = thp.khugepaged_collapsed()
             started = rec.census_start = time.perf_counter()
             spawn = None
             try:
@@ -988,7 +991,7 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
                 if periodic is not None:
                     periodic.finish()
             wall = time.perf_counter() - started
-            collapsed_after = thp.khugepaged_collapsed()
+            collapsed = rec.collapsed_since_start()
             fault_list, task_list, missed = drainer.finish()
             lost = max(faults.lost_events, missed)
             rec.redate(task_list)
@@ -1007,9 +1010,7 @@ def record(argv: Sequence[str], out_path: str, *, thp_changes: Mapping[str, str]
                     "wall_s": round(wall, 4), "untraced_wall_s": round(untraced, 4) if untraced else None,
                     "lost_events": lost, "stops": tracer.stats.stops,
                     # the machine's, not only the program's: khugepaged's background collapses are in no trace line
-                    "khugepaged_collapsed": (collapsed_after - collapsed_before
-                                             if collapsed_after is not None and collapsed_before is not None
-                                             else None),
+                    "khugepaged_collapsed": collapsed,
                     "syscalls_traced": sorted(TRACED_SYSCALLS), "folio_reader": reader is not None,
                     "snapshot_s": round(rec.snapshot_s, 4), "injected": tracer.stats.injected,
                     **fault_counts, **rec.counts,
