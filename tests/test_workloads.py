@@ -105,12 +105,12 @@ def test_steps_of_a_seed_are_pinned(name: str) -> None:
 
 def _listed_run(b: Builder, task: str, region: str, longest: int) -> tuple[int, int] | None:
     """Builder.run() as it was written first: the mapped pages listed, one drawn from the list."""
-    pages = b.mapped(task, region)
+    holes = b.holes.get((task, region), set())
+    pages = [p for p in range(b.maps[task][region]) if p not in holes]
     if not pages:
         return None
     first = b.rng.choice(pages)
     count = 1
-    holes = b.holes.get((task, region), set())
     limit = b.maps[task][region]
     while count < longest and first + count < limit and first + count not in holes:
         count += 1

@@ -68,16 +68,12 @@ class Builder:
         self.add("mmap", task, region, pages, kind, file, thp, prot, offset)
         self.maps[task][region] = pages
 
-    def mapped(self, task: str, region: str) -> list[int]:
-        holes = self.holes.get((task, region), set())
-        return [p for p in range(self.maps[task][region]) if p not in holes]
-
     def run(self, task: str, region: str, longest: int) -> tuple[int, int] | None:
         """A random run of consecutive mapped pages (first, count), at most ``longest`` long.
 
-        The first page is the k-th of :meth:`mapped`'s pages for k drawn as ``rng.choice`` draws on that list (the
-        same draw: the same steps for a seed as ever), found by counting the holes below it instead of listing the
-        region's pages: a list per step made a 2,048-page heap's 1,400 steps take 160 ms."""
+        The first page is the k-th of the region's mapped pages (holes skipped), k drawn as ``rng.choice`` draws on
+        the list of them (the same draw: the same steps for a seed as ever), found by counting the holes below it
+        instead of listing the region's pages: a list per step made a 2,048-page heap's 1,400 steps take 160 ms."""
         limit = self.maps[task][region]
         holes = self.holes.get((task, region))
         below = sorted(h for h in holes if h < limit) if holes else ()
