@@ -151,9 +151,10 @@ def _warm_apply_op() -> None:
 _EXAMPLE_TRACE = Path(__file__).resolve().parents[1] / "examples" / "commit-example-1.jsonl"
 _EXAMPLE_RUN_TRACE = Path(__file__).resolve().parents[1] / "examples" / "run-traces" / "fork-child.trace.gz"
 
-#: Kernel sets whose cold numba compile takes a quarter of a minute or more (cold, one core each, both cores busy,
-#: 2026-12-01: checker ~120 s, simulator with compare's driving loop ~130 s, the run-trace stretches ~45 s,
-#: fast-replay + trace generator ~35 s, apply_op ~17 s), the tests that need them (path prefixes), and a call
+#: Kernel sets whose cold numba compile takes a quarter of a minute or more (each alone in a cold cache, the other
+#: core idle, 2026-12-02, with foliosim.fast._jit's compile shims: checker ~65 s, simulator with compare's driving
+#: loop ~125 s, the run-trace stretches ~180 s of which most is the simulator's kernels they share, fast-replay +
+#: trace generator ~30 s, apply_op ~15 s), the tests that need them (path prefixes), and a call
 #: compiling them (or loading them from numba's cache). Some tests
 #: compare a command's whole output, which on a cold cache has a "compiling ..." notice, or run a command
 #: under a timeout: in one process an earlier test has compiled the kernels, under xdist this does.

@@ -1187,7 +1187,7 @@ def explore_fast(
         found[hit[0]] = _Found(hit[0], hit[1], to_key(init), to_key(init))
         search.bad[0] = 1
         st[ST_FOUND] |= 1 << PROP_ORDER.index(hit[0])
-    with compile_notice((rehash, expand), notify, "the fast checker engine", "1-2 min"):
+    with compile_notice((rehash, expand), notify, "the fast checker engine", "1 min"):
         rehash(search.store, 1, search.table, w, np.zeros(w, dtype=np.int64))
         # Compile (or load from numba's cache) before the clock starts: an empty range does nothing.
         expand(ck, kc, search.store, search.parent, search.bad, search.table, st, 0, 0, *scratch)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
+import numpy as np
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _njit: Any
@@ -114,8 +116,213 @@ def share_scope_copies(on: bool = True) -> OneScopeCopy | None:
     return shim
 
 
+class SparseSsa:
+    """Stands in for numba's SSA reconstruction (``numba.core.ssa._run_ssa``): the same rewrites, made only in the
+    blocks that name the variable being rewritten.
+
+    numba rewrites one SSA-violating variable (one assigned more than once) at a time, and for each it rebuilds
+    every block of the function twice (``_fresh_vars``, ``_fix_ssa_vars``), calling a handler on every statement: time
+    proportional to the violators times the function's size, both of which grow with inlining (the checker's
+    ``expand()``: ~370 violators over ~1,900 blocks). A block that does not name the variable comes out of either
+    rebuild as a new block holding the same statements, so here it is copied as that without the handler, and numba's
+    own rebuild runs on the blocks that do name it, in the same order: the same fresh names, phi nodes and blocks
+    (tests/test_jit.py compares the LLVM IR).
+    """
+
+    def __init__(self, ssa: Any, ir: Any) -> None:
+        self._ssa = ssa  # numba.core.ssa
+        self._ir = ir  # numba.core.ir
+        self._rewrite = ssa._run_block_rewrite  # numba's own
+        self._local = threading.local()
+        self.blocks_rewritten = 0
+        self.blocks_copied = 0
+
+    def run(self, blocks: dict[int, Any]) -> dict[int, Any]:
+        """numba's ``_run_ssa``: each violator's assignments renamed, then its uses pointed at their reaching
+        definitions, with the rebuilds limited to the blocks that name it."""
+        ssa = self._ssa
+        if not blocks:
+            return {}
+        cfg = ssa.compute_cfg_from_blocks(blocks)
+        df_plus = ssa._iterated_domfronts(cfg)
+        violators = ssa._find_defs_violators(blocks, cfg)
+        cache = ssa._CacheListVars()
+        naming: dict[str, set[int]] = {}  # variable -> labels of the blocks that name it
+        for label, block in blocks.items():
+            for stmt in block.body:
+                for var in stmt.list_vars():
+                    naming.setdefault(var.name, set()).add(label)
+        # Rewriting one variable renames only that variable and adds phi nodes of it: the blocks that name each of the
+        # others stay the same, so the index made once serves every violator.
+        for name in violators:
+            self._local.only = naming.get(name, set())
+            try:
+                blocks, defmap = ssa._fresh_vars(blocks, name)
+                blocks = ssa._fix_ssa_vars(blocks, name, defmap, cfg, df_plus, cache)
+            finally:
+                self._local.only = None
+        if ssa.compute_cfg_from_blocks(blocks) != cfg:
+            raise ssa.errors.CompilerError("CFG mutated in SSA pass")
+        return blocks
+
+    def rewrite(self, blocks: dict[int, Any], states: dict[str, Any], handler: Any) -> dict[int, Any]:
+        """numba's ``_run_block_rewrite``, on the blocks that name the variable when :meth:`run` said which."""
+        only: set[int] | None = getattr(self._local, "only", None)
+        if only is None:
+            return self._rewrite(blocks, states, handler)  # type: ignore[no-any-return]
+        block_type = self._ir.Block
+        out: dict[int, Any] = {}
+        for label, block in blocks.items():
+            if label in only:
+                out.update(self._rewrite({label: block}, states, handler))
+                self.blocks_rewritten += 1
+            else:
+                copied = block_type(scope=block.scope, loc=block.loc)
+                copied.body = list(block.body)
+                out[label] = copied
+                self.blocks_copied += 1
+        return out
+
+
+#: what sparse_ssa() replaced: numba's ``_run_ssa`` and ``_run_block_rewrite``
+_SSA_REPLACED: tuple[Any, Any] | None = None
+
+
+def sparse_ssa(on: bool = True) -> SparseSsa | None:
+    """Install :class:`SparseSsa` as numba's SSA reconstruction (``on``) or put numba's own back (not ``on``).
+
+    Returns the installed instance, or None when off, when numba is missing, or when numba's SSA module is not the one
+    this was written against (the helpers :class:`SparseSsa` calls must all be there): then nothing is changed.
+    Process-wide, as numba's SSA pass is.
+    """
+    global _SSA_REPLACED
+    try:
+        from numba.core import ir, ssa
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    mod: Any = ssa
+    if not on:
+        if _SSA_REPLACED is not None:
+            mod._run_ssa, mod._run_block_rewrite = _SSA_REPLACED
+            _SSA_REPLACED = None
+        return None
+    current = getattr(mod._run_ssa, "__self__", None)
+    if isinstance(current, SparseSsa):
+        return current
+    needed = ("_run_ssa", "_run_block_rewrite", "_fresh_vars", "_fix_ssa_vars", "_find_defs_violators",
+              "_iterated_domfronts", "_CacheListVars", "compute_cfg_from_blocks", "errors")
+    if not all(hasattr(mod, name) for name in needed) or getattr(mod, "reconstruct_ssa", None) is None:
+        return None
+    shim = SparseSsa(mod, ir)
+    _SSA_REPLACED = (mod._run_ssa, mod._run_block_rewrite)
+    mod._run_ssa = shim.run
+    mod._run_block_rewrite = shim.rewrite
+    return shim
+
+
+def live_map_bits(cfg: Any, blocks: dict[int, Any], var_use_map: dict[int, set[str]],
+                  var_def_map: dict[int, set[str]]) -> dict[int, set[str]]:
+    """numba's ``compute_live_map`` (numba.core.analysis): the variables live at the entry of each block, with the
+    sets held as bits of Python integers while the two fixed points run.
+
+    numba runs both fixed points over sets of names. The first (the definitions reaching each block) grows every
+    block's set towards all the function's variables, so each pass costs the blocks times the variables: after
+    inlining, ~1,900 blocks and ~30,000 variables in the checker's ``expand()``, and numba computes it again after
+    each inlining, rewrite and legalisation (about a thousand times in the checker's cold compile, a quarter of it).
+    An integer's ``|`` and ``&`` do the same set algebra a machine word at a time. Both fixed points are the least
+    ones of the same monotone equations from the same start, so the result is the same sets whatever order the
+    blocks are visited in.
+    """
+    order = cfg.topo_order()
+    index: dict[str, int] = {}
+
+    def bits(names: set[str]) -> int:
+        out = 0
+        for name in names:
+            i = index.get(name)
+            if i is None:
+                i = index[name] = len(index)
+            out |= 1 << i
+        return out
+
+    use = {label: bits(var_use_map[label]) for label in blocks}
+    defs = {label: bits(var_def_map[label]) for label in blocks}
+    succ = {label: [s for s, _ in cfg.successors(label)] for label in order}
+    pred = {label: [p for p, _ in cfg.predecessors(label)] for label in order}
+    reach: dict[int, int] = {}  # a block absent: nothing reaches it (numba's defaultdict(set))
+    changed = True
+    while changed:  # the definitions and uses reaching each block's entry, forward
+        changed = False
+        for label in order:
+            here = reach.get(label, 0) | use[label] | defs[label]
+            if here != reach.get(label, 0):
+                reach[label] = here
+                changed = True
+            for s in succ[label]:
+                there = reach.get(s, 0)
+                if here | there != there:
+                    reach[s] = here | there
+                    changed = True
+    live = dict(use)
+    changed = True
+    while changed:  # live at entry: used here, or live at a successor, reached here and not defined here; backward
+        changed = False
+        for label in reversed(order):
+            here = live[label]
+            for p in pred[label]:
+                add = here & reach.get(p, 0) & ~defs[p]
+                if add | live[p] != live[p]:
+                    live[p] |= add
+                    changed = True
+    names = list(index)
+    nbytes = (len(names) + 7) // 8
+    out: dict[int, set[str]] = {}
+    for label in blocks:
+        b = live[label]
+        if b == use[label]:
+            out[label] = set(var_use_map[label])
+            continue
+        found = np.flatnonzero(np.unpackbits(np.frombuffer(b.to_bytes(nbytes, "little"), dtype=np.uint8),
+                                             bitorder="little"))
+        out[label] = {names[i] for i in found.tolist()}
+    return out
+
+
+#: what bit_liveness() replaced: ``compute_live_map`` in numba.core.analysis and in numba.core.ir_utils
+_LIVE_REPLACED: tuple[Any, Any] | None = None
+
+
+def bit_liveness(on: bool = True) -> bool:
+    """Install :func:`live_map_bits` as numba's ``compute_live_map`` (``on``; in ``numba.core.analysis``, where
+    numba's post-processor looks it up, and in ``numba.core.ir_utils``, which imported it by name) or put numba's own
+    back (not ``on``). True when installed; False when off, when numba is missing, or when numba's function is not
+    where this expects it (then nothing is changed). Process-wide, as numba's analysis is."""
+    global _LIVE_REPLACED
+    try:
+        from numba.core import analysis, ir_utils
+    except ImportError:  # pragma: no cover - depends on the environment
+        return False
+    a: Any = analysis
+    u: Any = ir_utils
+    if not on:
+        if _LIVE_REPLACED is not None:
+            a.compute_live_map, u.compute_live_map = _LIVE_REPLACED
+            _LIVE_REPLACED = None
+        return False
+    if a.compute_live_map is live_map_bits:
+        return True
+    if not callable(getattr(a, "compute_live_map", None)) or getattr(u, "compute_live_map", None) is not \
+            a.compute_live_map:
+        return False
+    _LIVE_REPLACED = (a.compute_live_map, u.compute_live_map)
+    a.compute_live_map = u.compute_live_map = live_map_bits
+    return True
+
+
 if _njit is not None:
     share_scope_copies()
+    sparse_ssa()
+    bit_liveness()
 
 
 def _widened(ty: Any) -> Any:
