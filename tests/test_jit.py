@@ -91,7 +91,7 @@ def test_the_shims_compile_the_same_code() -> None:
 def test_installed_under_the_pinned_numba_and_undone_on_request() -> None:
     from numba.core import inline_closurecall as icc
 
-    assert _jit._REPLACED is not None, "numba's inliner changed: check OneScopeCopy against it (constraints.txt)"
+    assert _jit.SCOPE_COPIES, "numba's inliner changed: check OneScopeCopy against it (constraints.txt)"
     shim = icc.copy
     assert isinstance(shim, _jit.OneScopeCopy)
     try:

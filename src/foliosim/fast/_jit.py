@@ -82,8 +82,28 @@ class OneScopeCopy:
         return wrapped
 
 
+class Replaced:
+    """The attributes of numba's modules one compile shim replaced, with what they were, so that it can be undone
+    (process-wide, as the modules are)."""
+
+    def __init__(self) -> None:
+        self.saved: list[tuple[Any, str, Any]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.saved)
+
+    def replace(self, owner: Any, name: str, value: Any) -> None:
+        self.saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, value)
+
+    def undo(self) -> None:
+        for owner, name, old in reversed(self.saved):
+            setattr(owner, name, old)
+        self.saved.clear()
+
+
 #: what share_scope_copies() replaced: numba's inliner's ``copy`` and ``InlineWorker.inline_ir``
-_REPLACED: tuple[Any, Any] | None = None
+SCOPE_COPIES = Replaced()
 
 
 def share_scope_copies(on: bool = True) -> OneScopeCopy | None:
@@ -93,16 +113,13 @@ def share_scope_copies(on: bool = True) -> OneScopeCopy | None:
     one this was written against (it must use the ``copy`` module and have ``InlineWorker.inline_ir``): then
     nothing is changed. Process-wide, as numba's inliner is.
     """
-    global _REPLACED
     try:
         from numba.core import inline_closurecall, ir
     except ImportError:  # pragma: no cover - depends on the environment
         return None
     icc: Any = inline_closurecall
     if not on:
-        if _REPLACED is not None:
-            icc.copy, icc.InlineWorker.inline_ir = _REPLACED
-            _REPLACED = None
+        SCOPE_COPIES.undo()
         return None
     if isinstance(icc.copy, OneScopeCopy):
         return icc.copy
@@ -110,9 +127,8 @@ def share_scope_copies(on: bool = True) -> OneScopeCopy | None:
     if getattr(icc, "copy", None) is not copy or not callable(getattr(worker, "inline_ir", None)):
         return None
     shim = OneScopeCopy(ir.Block)
-    _REPLACED = (icc.copy, worker.inline_ir)
-    icc.copy = shim
-    worker.inline_ir = shim.around(worker.inline_ir)
+    SCOPE_COPIES.replace(icc, "copy", shim)
+    SCOPE_COPIES.replace(worker, "inline_ir", shim.around(worker.inline_ir))
     return shim
 
 
@@ -185,7 +201,7 @@ class SparseSsa:
 
 
 #: what sparse_ssa() replaced: numba's ``_run_ssa`` and ``_run_block_rewrite``
-_SSA_REPLACED: tuple[Any, Any] | None = None
+SSA = Replaced()
 
 
 def sparse_ssa(on: bool = True) -> SparseSsa | None:
@@ -195,16 +211,13 @@ def sparse_ssa(on: bool = True) -> SparseSsa | None:
     this was written against (the helpers :class:`SparseSsa` calls must all be there): then nothing is changed.
     Process-wide, as numba's SSA pass is.
     """
-    global _SSA_REPLACED
     try:
         from numba.core import ir, ssa
     except ImportError:  # pragma: no cover - depends on the environment
         return None
     mod: Any = ssa
     if not on:
-        if _SSA_REPLACED is not None:
-            mod._run_ssa, mod._run_block_rewrite = _SSA_REPLACED
-            _SSA_REPLACED = None
+        SSA.undo()
         return None
     current = getattr(mod._run_ssa, "__self__", None)
     if isinstance(current, SparseSsa):
@@ -214,9 +227,8 @@ def sparse_ssa(on: bool = True) -> SparseSsa | None:
     if not all(hasattr(mod, name) for name in needed) or getattr(mod, "reconstruct_ssa", None) is None:
         return None
     shim = SparseSsa(mod, ir)
-    _SSA_REPLACED = (mod._run_ssa, mod._run_block_rewrite)
-    mod._run_ssa = shim.run
-    mod._run_block_rewrite = shim.rewrite
+    SSA.replace(mod, "_run_ssa", shim.run)
+    SSA.replace(mod, "_run_block_rewrite", shim.rewrite)
     return shim
 
 
@@ -289,7 +301,7 @@ def live_map_bits(cfg: Any, blocks: dict[int, Any], var_use_map: dict[int, set[s
 
 
 #: what bit_liveness() replaced: ``compute_live_map`` in numba.core.analysis and in numba.core.ir_utils
-_LIVE_REPLACED: tuple[Any, Any] | None = None
+LIVENESS = Replaced()
 
 
 def bit_liveness(on: bool = True) -> bool:
@@ -297,7 +309,6 @@ def bit_liveness(on: bool = True) -> bool:
     numba's post-processor looks it up, and in ``numba.core.ir_utils``, which imported it by name) or put numba's own
     back (not ``on``). True when installed; False when off, when numba is missing, or when numba's function is not
     where this expects it (then nothing is changed). Process-wide, as numba's analysis is."""
-    global _LIVE_REPLACED
     try:
         from numba.core import analysis, ir_utils
     except ImportError:  # pragma: no cover - depends on the environment
@@ -305,17 +316,15 @@ def bit_liveness(on: bool = True) -> bool:
     a: Any = analysis
     u: Any = ir_utils
     if not on:
-        if _LIVE_REPLACED is not None:
-            a.compute_live_map, u.compute_live_map = _LIVE_REPLACED
-            _LIVE_REPLACED = None
+        LIVENESS.undo()
         return False
     if a.compute_live_map is live_map_bits:
         return True
     if not callable(getattr(a, "compute_live_map", None)) or getattr(u, "compute_live_map", None) is not \
             a.compute_live_map:
         return False
-    _LIVE_REPLACED = (a.compute_live_map, u.compute_live_map)
-    a.compute_live_map = u.compute_live_map = live_map_bits
+    LIVENESS.replace(a, "compute_live_map", live_map_bits)
+    LIVENESS.replace(u, "compute_live_map", live_map_bits)
     return True
 
 
